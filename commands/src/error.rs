@@ -1,0 +1,154 @@
+//! Application-layer errors: the domain's rejections, classified, plus conflicts and store
+//! failures. The API maps these to HTTP in one place.
+
+use crate::store::StoreError;
+use domain::{CartError, MoneyError, OrderError, PaymentError, ProductError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The target does not exist (or is not visible to the caller).
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: String },
+    /// A field of the request is invalid.
+    #[error("invalid {field}: {message}")]
+    Invalid { field: String, message: String },
+    /// A business rule refused the command (insufficient stock, cart already checked out, ...).
+    #[error("{message}")]
+    Rejected { code: &'static str, message: String },
+    /// Optimistic concurrency lost every retry.
+    #[error("version conflict on {stream} after retries")]
+    Conflict { stream: String },
+    /// The idempotency key was used before for a different request.
+    #[error("idempotency key reused with a different request")]
+    IdempotencyMismatch,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("payment provider failure: {0}")]
+    Gateway(#[from] crate::ports::GatewayError),
+    /// A bug or corrupt data; the message is for logs only.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl CommandError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        CommandError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn rejected(code: &'static str, message: impl Into<String>) -> Self {
+        CommandError::Rejected {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(what: &'static str, id: impl Into<String>) -> Self {
+        CommandError::NotFound {
+            what,
+            id: id.into(),
+        }
+    }
+}
+
+/// Classifies a domain error into a [`CommandError`].
+pub trait Rejection {
+    fn to_command_error(&self) -> CommandError;
+}
+
+fn money(e: &MoneyError, field: &str) -> CommandError {
+    match e {
+        MoneyError::CurrencyMismatch { .. } => {
+            CommandError::rejected("currency_mismatch", e.to_string())
+        }
+        _ => CommandError::invalid(field, e.to_string()),
+    }
+}
+
+impl Rejection for CartError {
+    fn to_command_error(&self) -> CommandError {
+        let msg = self.to_string();
+        match self {
+            CartError::NotFound => CommandError::NotFound {
+                what: "cart",
+                id: String::new(),
+            },
+            CartError::AlreadyExists => CommandError::rejected("cart_exists", msg),
+            CartError::AlreadyCheckedOut => CommandError::rejected("cart_checked_out", msg),
+            CartError::Abandoned => CommandError::rejected("cart_abandoned", msg),
+            CartError::ItemNotInCart { .. } => CommandError::rejected("item_not_in_cart", msg),
+            CartError::QuantityTooLarge { .. } => CommandError::invalid("quantity", msg),
+            CartError::TooManyLines { .. } => CommandError::rejected("too_many_lines", msg),
+            CartError::CurrencyMismatch { .. } => CommandError::rejected("currency_mismatch", msg),
+            CartError::EmptyCart => CommandError::rejected("cart_empty", msg),
+            CartError::Money(e) => money(e, "price"),
+        }
+    }
+}
+
+impl Rejection for ProductError {
+    fn to_command_error(&self) -> CommandError {
+        let msg = self.to_string();
+        match self {
+            ProductError::NotFound => CommandError::NotFound {
+                what: "product",
+                id: String::new(),
+            },
+            ProductError::AlreadyExists => CommandError::rejected("product_exists", msg),
+            ProductError::InvalidName => CommandError::invalid("name", msg),
+            ProductError::InvalidCategory => CommandError::invalid("category", msg),
+            ProductError::InvalidQuantity { .. } => CommandError::invalid("quantity", msg),
+            ProductError::InsufficientStock { .. } => {
+                CommandError::rejected("insufficient_stock", msg)
+            }
+            ProductError::Retired => CommandError::rejected("product_retired", msg),
+            #[allow(unreachable_patterns)]
+            _ => CommandError::rejected("product_rejected", msg),
+        }
+    }
+}
+
+impl Rejection for OrderError {
+    fn to_command_error(&self) -> CommandError {
+        let msg = self.to_string();
+        match self {
+            OrderError::NotFound => CommandError::NotFound {
+                what: "order",
+                id: String::new(),
+            },
+            OrderError::InvalidEmail => CommandError::invalid("customer_email", msg),
+            OrderError::InvalidShippingAddress { field } => {
+                CommandError::invalid(format!("shipping_address.{field}"), msg)
+            }
+            OrderError::NoLines => CommandError::rejected("cart_empty", msg),
+            OrderError::TooManyLines { .. } => CommandError::rejected("too_many_lines", msg),
+            OrderError::InvalidRefundId => CommandError::invalid("refund_id", msg),
+            OrderError::ZeroRefund => CommandError::invalid("amount", msg),
+            OrderError::RefundExceedsPaid { .. } => {
+                CommandError::rejected("refund_exceeds_paid", msg)
+            }
+            OrderError::InvalidTransition { .. } => {
+                CommandError::rejected("invalid_transition", msg)
+            }
+            OrderError::Money(e) => money(e, "amount"),
+            #[allow(unreachable_patterns)]
+            _ => CommandError::rejected("order_rejected", msg),
+        }
+    }
+}
+
+impl Rejection for PaymentError {
+    fn to_command_error(&self) -> CommandError {
+        let msg = self.to_string();
+        #[allow(clippy::match_single_binding)]
+        match self {
+            PaymentError::NotFound => CommandError::NotFound {
+                what: "payment",
+                id: String::new(),
+            },
+            _ => CommandError::rejected("payment_rejected", msg),
+        }
+    }
+}

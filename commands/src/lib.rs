@@ -1,0 +1,23 @@
+#![forbid(unsafe_code)]
+//! The application layer: ports (event store, payment gateway, clock, ids), the command service
+//! that turns commands into atomic commits, and the process managers.
+
+pub mod store;
+
+#[cfg(any(test, feature = "testsuite"))]
+pub mod conformance;
+
+pub use store::*;
+pub mod error;
+pub mod ports;
+pub mod service;
+pub mod process;
+pub mod shop;
+pub mod upcast;
+
+pub use error::*;
+pub use ports::*;
+pub use service::*;
+pub use process::*;
+pub use shop::*;
+pub use upcast::*;

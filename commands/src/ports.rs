@@ -1,0 +1,109 @@
+//! Ports the command service needs besides the event store.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use domain::{Money, OrderId, PaymentId};
+use serde::{Deserialize, Serialize};
+
+/// Where "now" comes from, so tests can pin time.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock tests can set and advance.
+#[derive(Debug)]
+pub struct ManualClock(std::sync::Mutex<DateTime<Utc>>);
+
+impl ManualClock {
+    pub fn new(at: DateTime<Utc>) -> Self {
+        Self(std::sync::Mutex::new(at))
+    }
+    pub fn advance(&self, by: chrono::Duration) {
+        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *t += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A payment intent to create at the provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateIntent {
+    pub payment_id: PaymentId,
+    pub order_id: OrderId,
+    pub amount: Money,
+    /// Sent as the provider's idempotency key: the payment id, so a retry never creates two.
+    pub idempotency_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreatedIntent {
+    pub intent_id: String,
+    pub client_secret: String,
+}
+
+/// A refund to request at the provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefundRequest {
+    pub payment_id: PaymentId,
+    pub order_id: OrderId,
+    pub intent_id: String,
+    pub amount: Money,
+    /// Deterministic per refund request, so a retried request refunds once.
+    pub idempotency_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefundResult {
+    pub refund_id: String,
+    /// The provider's status ("succeeded", "pending", ...).
+    pub status: String,
+    pub amount: Money,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// Network errors, 5xx and 429: worth retrying later.
+    #[error("payment provider unavailable: {0}")]
+    Transient(String),
+    /// The provider refused the request; retrying will not help.
+    #[error("payment provider rejected the request: {0}")]
+    Rejected(String),
+}
+
+impl GatewayError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, GatewayError::Transient(_))
+    }
+}
+
+/// The payment provider port (Stripe, or the simulated gateway of the embedded default).
+///
+/// Contract: `create_intent` with the same idempotency key returns the same intent; `refund` with
+/// the same idempotency key refunds once.
+#[async_trait]
+pub trait PaymentGateway: Send + Sync + 'static {
+    async fn create_intent(&self, request: CreateIntent) -> Result<CreatedIntent, GatewayError>;
+    async fn refund(&self, request: RefundRequest) -> Result<RefundResult, GatewayError>;
+}
+
+/// Durable positions for feed consumers that are not projections (process managers).
+#[async_trait]
+pub trait CheckpointStore: Send + Sync + 'static {
+    async fn get(&self, name: &str) -> Result<u64, crate::StoreError>;
+    async fn set(&self, name: &str, position: u64) -> Result<(), crate::StoreError>;
+}

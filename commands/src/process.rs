@@ -1,0 +1,340 @@
+//! Process managers: react to facts in the feed with further commands.
+//!
+//! - PaymentSucceeded → Order MarkPaid (or, when the order is already cancelled or expired, a
+//!   refund of the payment);
+//! - PaymentFailed → Order RecordPaymentFailure;
+//! - PaymentRefunded → Order Refund;
+//! - OrderCancelled / OrderExpired → Product ReleaseStock per line, plus a refund when paid;
+//! - OrderShipped → Product CommitStock per line.
+//!
+//! Every step carries a command id derived from the causing event (and the product), so a
+//! redelivered event is a no-op at the store. Steps are safe to run at least once.
+
+use crate::error::CommandError;
+use crate::ports::{PaymentGateway, RefundRequest};
+use crate::service::CommandContext;
+use crate::shop::{Caller, Shop};
+use crate::store::EventEnvelope;
+use domain::{
+    Event, Money, Order, OrderCommand, OrderEvent, OrderId, Payment, PaymentCommand,
+    PaymentEvent, ProductCommand, StreamType,
+};
+use std::sync::Arc;
+
+/// The process managers over the shop's use cases.
+pub struct ProcessManagers {
+    shop: Arc<Shop>,
+    gateway: Arc<dyn PaymentGateway>,
+}
+
+/// What a step did, for logs and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepResult {
+    Ignored,
+    Done,
+}
+
+impl ProcessManagers {
+    pub fn new(shop: Arc<Shop>, gateway: Arc<dyn PaymentGateway>) -> Self {
+        Self { shop, gateway }
+    }
+
+    /// Cheap filter for the feed consumer.
+    pub fn handles(event: &EventEnvelope) -> bool {
+        matches!(
+            (event.stream_type, event.event_type.as_str()),
+            (StreamType::Payment, "PaymentSucceeded" | "PaymentFailed" | "PaymentRefunded")
+                | (StreamType::Order, "OrderCancelled" | "OrderExpired" | "OrderShipped")
+        )
+    }
+
+    /// Handles one event. Errors are returned for the worker to retry; domain rejections that
+    /// mean "already done" are swallowed.
+    #[tracing::instrument(skip_all, fields(event_id = %event.event_id, event_type = %event.event_type, correlation_id = %event.metadata.correlation_id), err)]
+    pub async fn handle(&self, event: &EventEnvelope) -> Result<StepResult, CommandError> {
+        if !Self::handles(event) {
+            return Ok(StepResult::Ignored);
+        }
+        match event.stream_type {
+            StreamType::Payment => {
+                let decoded = PaymentEvent::decode(
+                    &event.event_type,
+                    event.event_version,
+                    event.payload.clone(),
+                )
+                .map_err(|e| CommandError::Internal(format!("undecodable payment event: {e}")))?;
+                self.on_payment(event, decoded).await
+            }
+            StreamType::Order => {
+                let decoded = OrderEvent::decode(
+                    &event.event_type,
+                    event.event_version,
+                    event.payload.clone(),
+                )
+                .map_err(|e| CommandError::Internal(format!("undecodable order event: {e}")))?;
+                self.on_order(event, decoded).await
+            }
+            _ => Ok(StepResult::Ignored),
+        }
+    }
+
+    async fn on_payment(
+        &self,
+        event: &EventEnvelope,
+        decoded: PaymentEvent,
+    ) -> Result<StepResult, CommandError> {
+        match decoded {
+            PaymentEvent::PaymentSucceeded {
+                payment_id,
+                order_id,
+                amount,
+                at,
+                ..
+            } => {
+                let ctx = CommandContext::caused_by(event, "mark-paid");
+                let result = self
+                    .shop
+                    .order_command(&ctx, &Caller::Staff, order_id.as_str(), |_| {
+                        OrderCommand::MarkPaid {
+                            payment_id: payment_id.clone(),
+                            amount: amount.clone(),
+                            at,
+                        }
+                    })
+                    .await;
+                match result {
+                    Ok(_) => Ok(StepResult::Done),
+                    // The order was cancelled or expired before the money arrived: give it back.
+                    Err(CommandError::Rejected {
+                        code: "invalid_transition",
+                        ..
+                    }) => {
+                        tracing::info!(%order_id, "payment arrived for a closed order, refunding");
+                        self.refund_payment(
+                            event,
+                            payment_id.as_str(),
+                            None,
+                            &format!("late:{}", event.event_id),
+                        )
+                        .await?;
+                        Ok(StepResult::Done)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            PaymentEvent::PaymentFailed {
+                order_id,
+                reason,
+                at,
+                ..
+            } => {
+                let ctx = CommandContext::caused_by(event, "payment-failed");
+                self.shop
+                    .order_command(&ctx, &Caller::Staff, order_id.as_str(), |_| {
+                        OrderCommand::RecordPaymentFailure {
+                            reason: reason.clone(),
+                            at,
+                        }
+                    })
+                    .await
+                    .map(|_| StepResult::Done)
+                    .or_else(already_done)
+            }
+            PaymentEvent::PaymentRefunded {
+                order_id,
+                refund_id,
+                amount,
+                at,
+                ..
+            } => {
+                let ctx = CommandContext::caused_by(event, "order-refund");
+                self.shop
+                    .order_command(&ctx, &Caller::Staff, order_id.as_str(), |_| {
+                        OrderCommand::Refund {
+                            refund_id: refund_id.clone(),
+                            amount: amount.clone(),
+                            at,
+                        }
+                    })
+                    .await
+                    .map(|_| StepResult::Done)
+                    .or_else(already_done)
+            }
+            _ => Ok(StepResult::Ignored),
+        }
+    }
+
+    async fn on_order(
+        &self,
+        event: &EventEnvelope,
+        decoded: OrderEvent,
+    ) -> Result<StepResult, CommandError> {
+        match decoded {
+            OrderEvent::OrderCancelled {
+                order_id, was_paid, ..
+            } => {
+                self.release_stock(event, &order_id).await?;
+                if was_paid {
+                    let order = self
+                        .shop
+                        .service()
+                        .load::<Order>(order_id.as_str())
+                        .await?;
+                    if let Some(payment_id) = order.state.payment_id.clone() {
+                        self.refund_payment(
+                            event,
+                            payment_id.as_str(),
+                            order.state.refundable(),
+                            &format!("cancel:{order_id}"),
+                        )
+                        .await?;
+                    }
+                }
+                Ok(StepResult::Done)
+            }
+            OrderEvent::OrderExpired { order_id, .. } => {
+                self.release_stock(event, &order_id).await?;
+                Ok(StepResult::Done)
+            }
+            OrderEvent::OrderShipped {
+                order_id, lines, ..
+            } => {
+                for line in lines {
+                    let ctx = CommandContext::caused_by(
+                        event,
+                        &format!("commit-stock:{}", line.product_id),
+                    );
+                    let oid = order_id.clone();
+                    self.shop
+                        .product_command(&ctx, line.product_id.as_str(), move |_| {
+                            ProductCommand::CommitStock {
+                                order_id: oid.clone(),
+                            }
+                        })
+                        .await?;
+                }
+                Ok(StepResult::Done)
+            }
+            _ => Ok(StepResult::Ignored),
+        }
+    }
+
+    async fn release_stock(
+        &self,
+        event: &EventEnvelope,
+        order_id: &OrderId,
+    ) -> Result<(), CommandError> {
+        let order = self
+            .shop
+            .service()
+            .load::<Order>(order_id.as_str())
+            .await?;
+        for line in &order.state.lines {
+            let ctx =
+                CommandContext::caused_by(event, &format!("release-stock:{}", line.product_id));
+            let oid = order_id.clone();
+            self.shop
+                .product_command(&ctx, line.product_id.as_str(), move |_| {
+                    ProductCommand::ReleaseStock {
+                        order_id: oid.clone(),
+                    }
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Refunds `amount` (everything still refundable when `None`) of a payment at the provider
+    /// and records the provider's answer on the payment. The provider key is deterministic, so
+    /// a retried step refunds once.
+    pub async fn refund_payment(
+        &self,
+        cause: &EventEnvelope,
+        payment_id: &str,
+        amount: Option<Money>,
+        key: &str,
+    ) -> Result<(), CommandError> {
+        let payment = self.shop.service().load::<Payment>(payment_id).await?;
+        refund_and_record(
+            &self.shop,
+            &*self.gateway,
+            &CommandContext::caused_by(cause, &format!("refund:{key}")),
+            &payment.state,
+            amount,
+            key,
+        )
+        .await
+    }
+}
+
+/// Requests a refund at the provider and records it on the payment (cumulative amount).
+/// Shared by the process managers and support refunds.
+pub async fn refund_and_record(
+    shop: &Shop,
+    gateway: &dyn PaymentGateway,
+    ctx: &CommandContext,
+    payment: &Payment,
+    amount: Option<Money>,
+    key: &str,
+) -> Result<(), CommandError> {
+    let (Some(pid), Some(order_id), Some(intent_id), Some(captured)) = (
+        payment.id.clone(),
+        payment.order_id.clone(),
+        payment.intent_id.clone(),
+        payment.captured.clone().or_else(|| payment.amount.clone()),
+    ) else {
+        return Err(CommandError::rejected(
+            "not_captured",
+            "payment has nothing to refund",
+        ));
+    };
+    let already = payment
+        .refunded
+        .clone()
+        .unwrap_or_else(|| Money::zero(captured.currency()));
+    let remaining = captured
+        .checked_sub(&already)
+        .map_err(|e| CommandError::Internal(e.to_string()))?;
+    let amount = amount.unwrap_or(remaining);
+    if amount.is_zero() {
+        return Ok(());
+    }
+    let result = gateway
+        .refund(RefundRequest {
+            payment_id: pid.clone(),
+            order_id,
+            intent_id,
+            amount: amount.clone(),
+            idempotency_key: format!("refund:{pid}:{key}"),
+        })
+        .await?;
+    if result.status != "succeeded" {
+        // Recorded when the provider confirms it (webhook).
+        tracing::info!(refund_id = %result.refund_id, status = %result.status, "refund pending at the provider");
+        return Ok(());
+    }
+    let total = already
+        .checked_add(&result.amount)
+        .map_err(|e| CommandError::Internal(e.to_string()))?;
+    let refund_id = result.refund_id.clone();
+    let at = shop.service().clock().now();
+    shop.payment_fact(ctx, pid.as_str(), |_| PaymentCommand::RecordRefunded {
+        refund_id: refund_id.clone(),
+        amount_refunded_total: total.clone(),
+        at,
+    })
+    .await?;
+    Ok(())
+}
+
+/// A rejection that means the step's effect is already in place is success for a process
+/// manager (for example a failure recorded after the order was paid).
+fn already_done(e: CommandError) -> Result<StepResult, CommandError> {
+    match e {
+        CommandError::Rejected { code, message } => {
+            tracing::info!(code, %message, "process step not applicable, skipping");
+            Ok(StepResult::Done)
+        }
+        other => Err(other),
+    }
+}

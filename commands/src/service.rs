@@ -1,0 +1,447 @@
+//! The command service: load the streams a command touches, decide with the pure domain, append
+//! with expected versions, and retry on conflict.
+
+use crate::error::{CommandError, Rejection};
+use crate::ports::Clock;
+use crate::store::{
+    AppendOutcome, Commit, CommitResult, EventStore, Idempotency, Metadata, NewEvent, Snapshot,
+    StoreError, StreamAppend, StreamRef,
+};
+use domain::{Event, EventSourced};
+use rand::Rng;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Tuning for the command service.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// How many times a command is decided before a version conflict is surfaced.
+    pub max_attempts: u32,
+    /// A snapshot is written whenever a stream's version crosses a multiple of this.
+    pub snapshot_every: u64,
+    /// Base delay of the jittered backoff between conflict retries.
+    pub retry_base: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 8,
+            snapshot_every: 100,
+            retry_base: Duration::from_millis(2),
+        }
+    }
+}
+
+/// The caller's idempotency key and a digest of its request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub command_id: String,
+    pub fingerprint: String,
+}
+
+impl IdempotencyKey {
+    /// Builds a key whose fingerprint is the SHA-256 of `request`.
+    pub fn new(command_id: impl Into<String>, request: &[u8]) -> Self {
+        use sha2::Digest;
+        Self {
+            command_id: command_id.into(),
+            fingerprint: hex::encode(sha2::Sha256::digest(request)),
+        }
+    }
+}
+
+/// Who, why and under which key a command runs.
+#[derive(Debug, Clone, Default)]
+pub struct CommandContext {
+    pub metadata: Metadata,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+impl CommandContext {
+    /// A context for a step caused by another event (process managers).
+    pub fn caused_by(event: &crate::store::EventEnvelope, step: &str) -> Self {
+        let mut metadata = event.metadata.clone();
+        metadata.causation_id = Some(event.event_id.to_string());
+        metadata.command_id = Some(format!("pm:{step}:{}", event.event_id));
+        metadata.request_id = None;
+        Self {
+            idempotency: Some(IdempotencyKey {
+                command_id: format!("pm:{step}:{}", event.event_id),
+                fingerprint: String::new(),
+            }),
+            metadata,
+        }
+    }
+}
+
+/// An aggregate as loaded: its state and the stream version it reflects.
+#[derive(Debug, Clone)]
+pub struct Loaded<A> {
+    pub id: String,
+    pub state: A,
+    pub version: u64,
+}
+
+/// The result of a command: what it returned, and where its commit landed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Executed<T> {
+    pub value: T,
+    pub commit: Option<CommitResult>,
+    /// True when the answer is the replay of an earlier command with the same key.
+    pub replayed: bool,
+}
+
+impl<T> Executed<T> {
+    /// The highest feed position the command wrote, when known.
+    pub fn position(&self) -> Option<u64> {
+        self.commit.as_ref().and_then(|c| c.position)
+    }
+}
+
+/// Accumulates the appends of one decision, possibly across several streams.
+#[derive(Debug, Default)]
+pub struct Decision {
+    appends: Vec<StreamAppend>,
+}
+
+impl Decision {
+    pub fn is_empty(&self) -> bool {
+        self.appends.is_empty()
+    }
+}
+
+/// Turns commands into atomic commits.
+pub struct CommandService {
+    store: Arc<dyn EventStore>,
+    clock: Arc<dyn Clock>,
+    config: ServiceConfig,
+}
+
+impl CommandService {
+    pub fn new(store: Arc<dyn EventStore>, clock: Arc<dyn Clock>, config: ServiceConfig) -> Self {
+        Self {
+            store,
+            clock,
+            config,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Loads an aggregate: the latest usable snapshot plus the events after it.
+    #[tracing::instrument(skip_all, fields(stream_type = %A::STREAM_TYPE, stream_id = %id), err)]
+    pub async fn load<A: EventSourced>(&self, id: &str) -> Result<Loaded<A>, CommandError> {
+        let stream = StreamRef::new(A::STREAM_TYPE, id);
+        let loaded = self.store.load(&stream).await?;
+        let (mut state, mut version) = match loaded.snapshot {
+            Some(s) if s.schema_version == A::SNAPSHOT_VERSION => {
+                match serde_json::from_value::<A>(s.state) {
+                    Ok(state) => (state, s.version),
+                    Err(err) => {
+                        tracing::warn!(%stream, error = %err, "unreadable snapshot, replaying the stream");
+                        return self.load_full(id).await;
+                    }
+                }
+            }
+            Some(_) => return self.load_full(id).await,
+            None => (A::default(), 0),
+        };
+        for e in &loaded.events {
+            if e.sequence <= version {
+                continue;
+            }
+            let event = A::Event::decode(&e.event_type, e.event_version, e.payload.clone())
+                .map_err(|err| {
+                    CommandError::Internal(format!("undecodable event in {stream}: {err}"))
+                })?;
+            state.apply(&event);
+            version = e.sequence;
+        }
+        Ok(Loaded {
+            id: id.to_string(),
+            state,
+            version: version.max(loaded.version),
+        })
+    }
+
+    /// Loads by replaying every event, ignoring snapshots (used when a snapshot is stale).
+    async fn load_full<A: EventSourced>(&self, id: &str) -> Result<Loaded<A>, CommandError> {
+        let stream = StreamRef::new(A::STREAM_TYPE, id);
+        let events = self.store.read(&stream, 1, u64::MAX).await?;
+        let mut state = A::default();
+        let mut version = 0;
+        for e in &events {
+            let event = A::Event::decode(&e.event_type, e.event_version, e.payload.clone())
+                .map_err(|err| {
+                    CommandError::Internal(format!("undecodable event in {stream}: {err}"))
+                })?;
+            state.apply(&event);
+            version = e.sequence;
+        }
+        Ok(Loaded {
+            id: id.to_string(),
+            state,
+            version,
+        })
+    }
+
+    /// Decides `command` against a loaded aggregate and adds the resulting events to `decision`.
+    /// Returns the state after the events, so the caller can build its answer.
+    pub fn decide_into<A: EventSourced>(
+        &self,
+        decision: &mut Decision,
+        loaded: &Loaded<A>,
+        command: A::Command,
+        ctx: &CommandContext,
+    ) -> Result<A, CommandError>
+    where
+        A::Error: Rejection,
+    {
+        let events = loaded
+            .state
+            .decide(command)
+            .map_err(|e| e.to_command_error())?;
+        Ok(self.push_events(decision, loaded, events, ctx))
+    }
+
+    /// Adds already decided events for one stream to `decision`; returns the new state.
+    pub fn push_events<A: EventSourced>(
+        &self,
+        decision: &mut Decision,
+        loaded: &Loaded<A>,
+        events: Vec<A::Event>,
+        ctx: &CommandContext,
+    ) -> A {
+        let mut state = loaded.state.clone();
+        if events.is_empty() {
+            return state;
+        }
+        let now = self.clock.now();
+        let mut metadata = ctx.metadata.clone();
+        if let Some(key) = &ctx.idempotency {
+            metadata.command_id = Some(key.command_id.clone());
+        }
+        let mut new_events = Vec::with_capacity(events.len());
+        for event in &events {
+            state.apply(event);
+            new_events.push(NewEvent {
+                event_id: Uuid::now_v7(),
+                event_type: event.event_type().to_string(),
+                event_version: event.event_version(),
+                occurred_at: now,
+                payload: event.payload(),
+                metadata: metadata.clone(),
+            });
+        }
+        let new_version = loaded.version + events.len() as u64;
+        let every = self.config.snapshot_every.max(1);
+        let snapshot = if new_version / every > loaded.version / every {
+            match serde_json::to_value(&state) {
+                Ok(value) => Some(Snapshot {
+                    version: new_version,
+                    schema_version: A::SNAPSHOT_VERSION,
+                    state: value,
+                }),
+                Err(err) => {
+                    // A snapshot is an optimisation: skipping it only costs load time.
+                    tracing::warn!(error = %err, "cannot serialize snapshot, skipping it");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        // Two decisions on the same stream in one commit are merged in order.
+        let stream = StreamRef::new(A::STREAM_TYPE, loaded.id.clone());
+        if let Some(existing) = decision.appends.iter_mut().find(|a| a.stream == stream) {
+            existing.events.extend(new_events);
+            existing.snapshot = None;
+        } else {
+            decision.appends.push(StreamAppend {
+                stream,
+                expected_version: loaded.version,
+                events: new_events,
+                snapshot,
+            });
+        }
+        state
+    }
+
+    /// Looks up an earlier answer for the context's idempotency key.
+    ///
+    /// Returns `Ok(Some(answer))` for a replay, `Err(IdempotencyMismatch)` when the key was used
+    /// for a different request, `Ok(None)` when the key is new (or absent).
+    pub async fn replay<T: DeserializeOwned>(
+        &self,
+        ctx: &CommandContext,
+    ) -> Result<Option<Executed<T>>, CommandError> {
+        let Some(key) = &ctx.idempotency else {
+            return Ok(None);
+        };
+        match self.store.idempotency(&key.command_id).await? {
+            None => Ok(None),
+            Some((result, record)) => Ok(Some(Self::replayed(key, result, record)?)),
+        }
+    }
+
+    fn replayed<T: DeserializeOwned>(
+        key: &IdempotencyKey,
+        result: CommitResult,
+        record: Idempotency,
+    ) -> Result<Executed<T>, CommandError> {
+        if record.fingerprint != key.fingerprint {
+            return Err(CommandError::IdempotencyMismatch);
+        }
+        let value = serde_json::from_value(record.outcome).map_err(|e| {
+            CommandError::Internal(format!("unreadable idempotency outcome: {e}"))
+        })?;
+        Ok(Executed {
+            value,
+            commit: Some(result),
+            replayed: true,
+        })
+    }
+
+    /// Writes a decision atomically, with the context's idempotency key.
+    pub async fn commit<T: Serialize + DeserializeOwned>(
+        &self,
+        decision: Decision,
+        ctx: &CommandContext,
+        value: T,
+    ) -> Result<Executed<T>, CommandError> {
+        let idempotency = match &ctx.idempotency {
+            Some(key) => Some(Idempotency {
+                command_id: key.command_id.clone(),
+                fingerprint: key.fingerprint.clone(),
+                outcome: serde_json::to_value(&value).map_err(|e| {
+                    CommandError::Internal(format!("cannot serialize outcome: {e}"))
+                })?,
+            }),
+            None => None,
+        };
+        if decision.appends.is_empty() && idempotency.is_none() {
+            return Ok(Executed {
+                value,
+                commit: None,
+                replayed: false,
+            });
+        }
+        let commit = Commit {
+            streams: decision.appends,
+            idempotency,
+        };
+        match self.store.append(commit).await? {
+            AppendOutcome::Committed(result) => Ok(Executed {
+                value,
+                commit: Some(result),
+                replayed: false,
+            }),
+            AppendOutcome::Duplicate {
+                result,
+                idempotency,
+            } => match &ctx.idempotency {
+                Some(key) => Self::replayed(key, result, idempotency),
+                None => Err(CommandError::Internal(
+                    "duplicate reported for a commit without a command id".into(),
+                )),
+            },
+        }
+    }
+
+    /// Runs `attempt` until it does not hit a version conflict, at most `max_attempts` times,
+    /// with jittered exponential backoff. Replays an earlier answer for a known key first.
+    pub async fn run<T, F, Fut>(&self, ctx: &CommandContext, mut attempt: F) -> Result<Executed<T>, CommandError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(Decision, T), CommandError>>,
+    {
+        if let Some(replay) = self.replay(ctx).await? {
+            return Ok(replay);
+        }
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let result = match attempt().await {
+                Ok((decision, value)) => self.commit(decision, ctx, value).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Err(CommandError::Store(StoreError::Conflict { stream, .. }))
+                    if tries < self.config.max_attempts =>
+                {
+                    metrics_conflict();
+                    tracing::debug!(%stream, tries, "version conflict, deciding again");
+                    self.backoff(tries).await;
+                }
+                Err(CommandError::Store(StoreError::Unavailable(reason)))
+                    if tries < self.config.max_attempts =>
+                {
+                    tracing::debug!(%reason, tries, "store busy, retrying");
+                    self.backoff(tries).await;
+                }
+                Err(CommandError::Store(StoreError::Conflict { stream, .. })) => {
+                    metrics_conflict();
+                    return Err(CommandError::Conflict {
+                        stream: stream.to_string(),
+                    });
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn backoff(&self, tries: u32) {
+        let base = self.config.retry_base.as_micros() as u64;
+        let cap = base.saturating_mul(1 << tries.min(8));
+        let jitter = rand::rng().random_range(0..=cap.max(1));
+        tokio::time::sleep(Duration::from_micros(base / 2 + jitter)).await;
+    }
+
+    /// Loads one aggregate, decides one command, commits: the common single-stream case.
+    pub async fn execute<A, T, C, V>(
+        &self,
+        id: &str,
+        ctx: &CommandContext,
+        command: C,
+        answer: V,
+    ) -> Result<Executed<T>, CommandError>
+    where
+        A: EventSourced,
+        A::Error: Rejection,
+        T: Serialize + DeserializeOwned,
+        C: Fn(&Loaded<A>) -> Result<A::Command, CommandError>,
+        V: Fn(&A, u64) -> T,
+    {
+        self.run(ctx, || async {
+            let loaded = self.load::<A>(id).await?;
+            let cmd = command(&loaded)?;
+            let mut decision = Decision::default();
+            let state = self.decide_into(&mut decision, &loaded, cmd, ctx)?;
+            let version = loaded.version
+                + decision
+                    .appends
+                    .first()
+                    .map(|a| a.events.len() as u64)
+                    .unwrap_or(0);
+            let value = answer(&state, version);
+            Ok((decision, value))
+        })
+        .await
+    }
+}
+
+fn metrics_conflict() {
+    tracing::trace!(counter.conflicts = 1, "conflict");
+}

@@ -1,0 +1,593 @@
+//! The shop's use cases: carts, checkout, orders, catalog administration and payment facts.
+//! Each use case loads what it needs from the aggregates (never from read models), decides with
+//! the pure domain and commits through [`CommandService`].
+
+use crate::error::{CommandError, Rejection};
+use crate::ports::{CreateIntent, GatewayError, PaymentGateway};
+use crate::service::{CommandContext, CommandService, Decision, Executed, Loaded};
+use domain::{
+    Cart, CartCommand, CartId, CartStatus, CustomerId, Money, Order, OrderCommand, OrderId,
+    OrderLine, Payment, PaymentCommand, PaymentId, Product, ProductCommand, ProductId,
+    ProductStatus, Quantity, ShippingAddress,
+};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// The caller as the application layer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A storefront customer; may only touch their own carts and orders.
+    Customer(CustomerId),
+    /// Support, admin, analysts and internal workers.
+    Staff,
+}
+
+impl Caller {
+    fn may_see(&self, owner: Option<&CustomerId>) -> bool {
+        match self {
+            Caller::Staff => true,
+            Caller::Customer(me) => owner == Some(me),
+        }
+    }
+}
+
+/// A cart as returned to its owner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CartView {
+    pub cart_id: String,
+    pub customer_id: String,
+    pub status: CartStatus,
+    pub lines: Vec<CartLineView>,
+    pub total: Option<Money>,
+    pub order_id: Option<String>,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CartLineView {
+    pub product_id: String,
+    pub quantity: u32,
+    pub unit_price: Money,
+    pub line_total: Money,
+}
+
+impl CartView {
+    pub fn from_state(cart: &Cart, version: u64) -> Self {
+        Self {
+            cart_id: cart.id.as_ref().map(|i| i.to_string()).unwrap_or_default(),
+            customer_id: cart
+                .customer_id
+                .as_ref()
+                .map(|i| i.to_string())
+                .unwrap_or_default(),
+            status: cart.status,
+            lines: cart
+                .lines
+                .values()
+                .map(|l| CartLineView {
+                    product_id: l.product_id.to_string(),
+                    quantity: l.quantity.get(),
+                    unit_price: l.unit_price.clone(),
+                    line_total: l.line_total.clone(),
+                })
+                .collect(),
+            total: cart.total(),
+            order_id: cart.order_id.as_ref().map(|i| i.to_string()),
+            version,
+        }
+    }
+}
+
+/// What checkout answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckoutReceipt {
+    pub order_id: String,
+    pub payment_id: String,
+    pub total: Money,
+    pub status: String,
+}
+
+/// What a payment-intent request answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntentReceipt {
+    pub payment_id: String,
+    pub intent_id: String,
+    pub client_secret: String,
+}
+
+/// Input of checkout.
+#[derive(Debug, Clone)]
+pub struct CheckoutInput {
+    pub customer_email: String,
+    pub shipping_address: ShippingAddress,
+}
+
+/// Input of product creation.
+#[derive(Debug, Clone)]
+pub struct NewProduct {
+    pub product_id: ProductId,
+    pub name: String,
+    pub category: String,
+    pub price: Money,
+    pub initial_stock: u32,
+}
+
+/// A small acknowledgement for commands whose answer is just the new version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ack {
+    pub id: String,
+    pub version: u64,
+    pub status: String,
+}
+
+/// The shop's use cases over one [`CommandService`].
+pub struct Shop {
+    svc: Arc<CommandService>,
+    gateway: Arc<dyn PaymentGateway>,
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+fn parse_id<T>(
+    field: &str,
+    value: &str,
+    parse: impl Fn(&str) -> Result<T, domain::IdError>,
+) -> Result<T, CommandError> {
+    parse(value).map_err(|e| CommandError::invalid(field, e.to_string()))
+}
+
+impl Shop {
+    pub fn new(svc: Arc<CommandService>, gateway: Arc<dyn PaymentGateway>) -> Self {
+        Self { svc, gateway }
+    }
+
+    pub fn service(&self) -> &Arc<CommandService> {
+        &self.svc
+    }
+
+    fn own_cart(&self, caller: &Caller, loaded: &Loaded<Cart>) -> Result<(), CommandError> {
+        if !loaded.state.exists() || !caller.may_see(loaded.state.customer_id.as_ref()) {
+            return Err(CommandError::not_found("cart", loaded.id.clone()));
+        }
+        Ok(())
+    }
+
+    // ----- carts -----------------------------------------------------------------------------
+
+    #[tracing::instrument(skip_all, fields(customer = %customer), err)]
+    pub async fn open_cart(
+        &self,
+        ctx: &CommandContext,
+        customer: &CustomerId,
+    ) -> Result<Executed<CartView>, CommandError> {
+        let cart_id = CartId::parse(&new_id("cart"))
+            .map_err(|e| CommandError::Internal(e.to_string()))?;
+        self.svc
+            .execute::<Cart, _, _, _>(
+                cart_id.as_str(),
+                ctx,
+                |_| {
+                    Ok(CartCommand::Open {
+                        cart_id: cart_id.clone(),
+                        customer_id: customer.clone(),
+                    })
+                },
+                CartView::from_state,
+            )
+            .await
+    }
+
+    pub async fn get_cart(&self, caller: &Caller, cart_id: &str) -> Result<CartView, CommandError> {
+        let loaded = self.svc.load::<Cart>(cart_id).await?;
+        self.own_cart(caller, &loaded)?;
+        Ok(CartView::from_state(&loaded.state, loaded.version))
+    }
+
+    /// Adds a product at its current catalog price, read from the Product aggregate.
+    #[tracing::instrument(skip_all, fields(cart_id = %cart_id, product_id = %product_id), err)]
+    pub async fn add_item(
+        &self,
+        ctx: &CommandContext,
+        caller: &Caller,
+        cart_id: &str,
+        product_id: &str,
+        quantity: Quantity,
+    ) -> Result<Executed<CartView>, CommandError> {
+        let pid = parse_id("product_id", product_id, ProductId::parse)?;
+        self.svc
+            .run(ctx, || async {
+                let cart = self.svc.load::<Cart>(cart_id).await?;
+                self.own_cart(caller, &cart)?;
+                let product = self.svc.load::<Product>(pid.as_str()).await?;
+                let price = sellable_price(&product)?;
+                let mut decision = Decision::default();
+                let state = self.svc.decide_into(
+                    &mut decision,
+                    &cart,
+                    CartCommand::AddItem {
+                        product_id: pid.clone(),
+                        quantity,
+                        unit_price: price,
+                    },
+                    ctx,
+                )?;
+                let version = cart.version + u64::from(!decision.is_empty());
+                Ok((decision, CartView::from_state(&state, version)))
+            })
+            .await
+    }
+
+    pub async fn change_quantity(
+        &self,
+        ctx: &CommandContext,
+        caller: &Caller,
+        cart_id: &str,
+        product_id: &str,
+        quantity: Quantity,
+    ) -> Result<Executed<CartView>, CommandError> {
+        let pid = parse_id("product_id", product_id, ProductId::parse)?;
+        self.cart_command(ctx, caller, cart_id, move || CartCommand::ChangeQuantity {
+            product_id: pid.clone(),
+            quantity,
+        })
+        .await
+    }
+
+    pub async fn remove_item(
+        &self,
+        ctx: &CommandContext,
+        caller: &Caller,
+        cart_id: &str,
+        product_id: &str,
+    ) -> Result<Executed<CartView>, CommandError> {
+        let pid = parse_id("product_id", product_id, ProductId::parse)?;
+        self.cart_command(ctx, caller, cart_id, move || CartCommand::RemoveItem {
+            product_id: pid.clone(),
+        })
+        .await
+    }
+
+    async fn cart_command(
+        &self,
+        ctx: &CommandContext,
+        caller: &Caller,
+        cart_id: &str,
+        command: impl Fn() -> CartCommand,
+    ) -> Result<Executed<CartView>, CommandError> {
+        self.svc
+            .execute::<Cart, _, _, _>(
+                cart_id,
+                ctx,
+                |loaded| {
+                    self.own_cart(caller, loaded)?;
+                    Ok(command())
+                },
+                CartView::from_state,
+            )
+            .await
+    }
+
+    // ----- checkout --------------------------------------------------------------------------
+
+    /// Checks a cart out in ONE multi-stream commit: Cart CheckedOut, Order Placed, a Product
+    /// StockReserved per line and Payment Requested. Prices and stock come from the Product
+    /// aggregates. A lost race re-reads everything and decides again.
+    #[tracing::instrument(skip_all, fields(cart_id = %cart_id), err)]
+    pub async fn checkout(
+        &self,
+        ctx: &CommandContext,
+        caller: &Caller,
+        cart_id: &str,
+        input: CheckoutInput,
+    ) -> Result<Executed<CheckoutReceipt>, CommandError> {
+        // Ids are fixed outside the retry loop so every attempt decides the same order.
+        let order_id = OrderId::parse(&new_id("ord")).map_err(|e| CommandError::Internal(e.to_string()))?;
+        let payment_id =
+            PaymentId::parse(&new_id("pay")).map_err(|e| CommandError::Internal(e.to_string()))?;
+        self.svc
+            .run(ctx, || async {
+                let cart = self.svc.load::<Cart>(cart_id).await?;
+                self.own_cart(caller, &cart)?;
+                let (Some(cart_key), Some(customer)) =
+                    (cart.state.id.clone(), cart.state.customer_id.clone())
+                else {
+                    return Err(CommandError::not_found("cart", cart_id));
+                };
+                let mut decision = Decision::default();
+                self.svc.decide_into(
+                    &mut decision,
+                    &cart,
+                    CartCommand::CheckOut {
+                        order_id: order_id.clone(),
+                    },
+                    ctx,
+                )?;
+                let mut lines = Vec::with_capacity(cart.state.lines.len());
+                for line in cart.state.lines.values() {
+                    let product = self.svc.load::<Product>(line.product_id.as_str()).await?;
+                    let price = sellable_price(&product)?;
+                    let line_total = price
+                        .multiply(line.quantity.get())
+                        .map_err(|e| CommandError::invalid("quantity", e.to_string()))?;
+                    lines.push(OrderLine {
+                        product_id: line.product_id.clone(),
+                        name: product.state.name.clone(),
+                        quantity: line.quantity,
+                        unit_price: price,
+                        line_total,
+                    });
+                    self.svc.decide_into(
+                        &mut decision,
+                        &product,
+                        ProductCommand::ReserveStock {
+                            order_id: order_id.clone(),
+                            quantity: line.quantity.get(),
+                        },
+                        ctx,
+                    )
+                    .map_err(|e| match e {
+                        CommandError::Rejected { code, message } => CommandError::Rejected {
+                            code,
+                            message: format!("{message} (product {})", line.product_id),
+                        },
+                        other => other,
+                    })?;
+                }
+                let order = self.svc.load::<Order>(order_id.as_str()).await?;
+                let placed = self.svc.decide_into(
+                    &mut decision,
+                    &order,
+                    OrderCommand::Place {
+                        order_id: order_id.clone(),
+                        cart_id: cart_key,
+                        customer_id: customer,
+                        customer_email: input.customer_email.clone(),
+                        shipping_address: input.shipping_address.clone(),
+                        lines,
+                        payment_id: payment_id.clone(),
+                        placed_at: self.svc.clock().now(),
+                    },
+                    ctx,
+                )?;
+                let total = placed
+                    .total
+                    .clone()
+                    .ok_or_else(|| CommandError::Internal("placed order has no total".into()))?;
+                let payment = self.svc.load::<Payment>(payment_id.as_str()).await?;
+                self.svc.decide_into(
+                    &mut decision,
+                    &payment,
+                    PaymentCommand::Request {
+                        payment_id: payment_id.clone(),
+                        order_id: order_id.clone(),
+                        amount: total.clone(),
+                    },
+                    ctx,
+                )?;
+                Ok((
+                    decision,
+                    CheckoutReceipt {
+                        order_id: order_id.to_string(),
+                        payment_id: payment_id.to_string(),
+                        total,
+                        status: placed.status.as_str().to_string(),
+                    },
+                ))
+            })
+            .await
+    }
+
+    /// Creates (or returns the existing) provider intent of a payment and records it.
+    /// Safe to call repeatedly and concurrently: the provider key is the payment id and the
+    /// Payment aggregate ignores a second identical fact.
+    #[tracing::instrument(skip_all, fields(payment_id = %payment_id), err)]
+    pub async fn ensure_intent(
+        &self,
+        ctx: &CommandContext,
+        payment_id: &str,
+    ) -> Result<IntentReceipt, CommandError> {
+        let loaded = self.svc.load::<Payment>(payment_id).await?;
+        let p = &loaded.state;
+        if let (Some(intent), Some(secret)) = (&p.intent_id, &p.client_secret_ref) {
+            return Ok(IntentReceipt {
+                payment_id: payment_id.to_string(),
+                intent_id: intent.clone(),
+                client_secret: secret.clone(),
+            });
+        }
+        let (Some(pid), Some(order_id), Some(amount)) =
+            (p.id.clone(), p.order_id.clone(), p.amount.clone())
+        else {
+            return Err(CommandError::not_found("payment", payment_id));
+        };
+        let created = self
+            .gateway
+            .create_intent(CreateIntent {
+                idempotency_key: pid.to_string(),
+                payment_id: pid,
+                order_id,
+                amount,
+            })
+            .await?;
+        let intent_id = created.intent_id.clone();
+        let secret = created.client_secret.clone();
+        self.svc
+            .execute::<Payment, _, _, _>(
+                payment_id,
+                &CommandContext {
+                    metadata: ctx.metadata.clone(),
+                    idempotency: None,
+                },
+                |_| {
+                    Ok(PaymentCommand::RecordIntentCreated {
+                        intent_id: intent_id.clone(),
+                        client_secret_ref: secret.clone(),
+                    })
+                },
+                |_, _| (),
+            )
+            .await?;
+        Ok(IntentReceipt {
+            payment_id: payment_id.to_string(),
+            intent_id: created.intent_id,
+            client_secret: created.client_secret,
+        })
+    }
+
+    /// Checkout followed by a best-effort intent creation. The order is committed whatever the
+    /// provider does; a transient provider failure leaves the payment for the retry worker.
+    pub async fn checkout_and_pay(
+        &self,
+        ctx: &CommandContext,
+        caller: &Caller,
+        cart_id: &str,
+        input: CheckoutInput,
+    ) -> Result<(Executed<CheckoutReceipt>, Option<IntentReceipt>), CommandError> {
+        let executed = self.checkout(ctx, caller, cart_id, input).await?;
+        let intent = match self.ensure_intent(ctx, &executed.value.payment_id).await {
+            Ok(intent) => Some(intent),
+            Err(CommandError::Gateway(GatewayError::Transient(reason))) => {
+                tracing::warn!(payment_id = %executed.value.payment_id, %reason, "intent creation deferred to the retry worker");
+                None
+            }
+            Err(err) => {
+                tracing::error!(payment_id = %executed.value.payment_id, error = %err, "intent creation failed");
+                None
+            }
+        };
+        Ok((executed, intent))
+    }
+
+    // ----- orders ----------------------------------------------------------------------------
+
+    pub async fn get_order_state(
+        &self,
+        caller: &Caller,
+        order_id: &str,
+    ) -> Result<Loaded<Order>, CommandError> {
+        let loaded = self.svc.load::<Order>(order_id).await?;
+        if !loaded.state.exists() || !caller.may_see(loaded.state.customer_id.as_ref()) {
+            return Err(CommandError::not_found("order", order_id));
+        }
+        Ok(loaded)
+    }
+
+    /// Runs one order command on behalf of `caller`.
+    pub async fn order_command(
+        &self,
+        ctx: &CommandContext,
+        caller: &Caller,
+        order_id: &str,
+        command: impl Fn(&Order) -> OrderCommand,
+    ) -> Result<Executed<Ack>, CommandError> {
+        self.svc
+            .execute::<Order, _, _, _>(
+                order_id,
+                ctx,
+                |loaded| {
+                    if !loaded.state.exists()
+                        || !caller.may_see(loaded.state.customer_id.as_ref())
+                    {
+                        return Err(CommandError::not_found("order", order_id));
+                    }
+                    Ok(command(&loaded.state))
+                },
+                |state, version| Ack {
+                    id: order_id.to_string(),
+                    version,
+                    status: state.status.as_str().to_string(),
+                },
+            )
+            .await
+    }
+
+    // ----- products --------------------------------------------------------------------------
+
+    pub async fn create_product(
+        &self,
+        ctx: &CommandContext,
+        input: NewProduct,
+    ) -> Result<Executed<Ack>, CommandError> {
+        let id = input.product_id.clone();
+        self.product_command(ctx, id.as_str(), move |_| ProductCommand::Create {
+            product_id: input.product_id.clone(),
+            name: input.name.clone(),
+            category: input.category.clone(),
+            price: input.price.clone(),
+            initial_stock: input.initial_stock,
+        })
+        .await
+    }
+
+    pub async fn product_command(
+        &self,
+        ctx: &CommandContext,
+        product_id: &str,
+        command: impl Fn(&Product) -> ProductCommand,
+    ) -> Result<Executed<Ack>, CommandError> {
+        self.svc
+            .execute::<Product, _, _, _>(
+                product_id,
+                ctx,
+                |loaded| Ok(command(&loaded.state)),
+                |state, version| Ack {
+                    id: product_id.to_string(),
+                    version,
+                    status: serde_json::to_value(state.status)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                },
+            )
+            .await
+            .map_err(|e| match e {
+                CommandError::NotFound { what, .. } => CommandError::not_found(what, product_id),
+                other => other,
+            })
+    }
+
+    // ----- payments --------------------------------------------------------------------------
+
+    /// Applies a provider fact to a payment (webhooks, gateway answers). Replays are no-ops.
+    pub async fn payment_fact(
+        &self,
+        ctx: &CommandContext,
+        payment_id: &str,
+        command: impl Fn(&Payment) -> PaymentCommand,
+    ) -> Result<Executed<Ack>, CommandError> {
+        self.svc
+            .execute::<Payment, _, _, _>(
+                payment_id,
+                ctx,
+                |loaded| {
+                    if !loaded.state.exists() {
+                        return Err(CommandError::not_found("payment", payment_id));
+                    }
+                    Ok(command(&loaded.state))
+                },
+                |state, version| Ack {
+                    id: payment_id.to_string(),
+                    version,
+                    status: state.status.as_str().to_string(),
+                },
+            )
+            .await
+    }
+}
+
+/// The price a product sells at now, or why it can't be sold.
+fn sellable_price(product: &Loaded<Product>) -> Result<Money, CommandError> {
+    if !product.state.exists() {
+        return Err(CommandError::not_found("product", product.id.clone()));
+    }
+    if product.state.status == ProductStatus::Retired {
+        return Err(domain::ProductError::Retired.to_command_error());
+    }
+    product
+        .state
+        .price
+        .clone()
+        .ok_or_else(|| CommandError::Internal("product without a price".into()))
+}

@@ -1,0 +1,381 @@
+//! The event-store port. Both adapters (SQLite and DynamoDB) implement [`EventStore`] and pass
+//! the shared conformance suite in [`crate::conformance`].
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use domain::StreamType;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Identifies one stream: a stream type and the aggregate id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct StreamRef {
+    pub stream_type: StreamType,
+    pub stream_id: String,
+}
+
+impl StreamRef {
+    pub fn new(stream_type: StreamType, stream_id: impl Into<String>) -> Self {
+        Self {
+            stream_type,
+            stream_id: stream_id.into(),
+        }
+    }
+
+    /// The DynamoDB partition key form, `order#<id>`.
+    pub fn key(&self) -> String {
+        format!("{}#{}", self.stream_type.as_str(), self.stream_id)
+    }
+}
+
+impl std::fmt::Display for StreamRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}#{}", self.stream_type.as_str(), self.stream_id)
+    }
+}
+
+/// Who issued a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Actor {
+    pub subject: String,
+    pub role: String,
+}
+
+/// Envelope metadata, carried unchanged from the command to every event it causes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Metadata {
+    pub correlation_id: String,
+    pub causation_id: Option<String>,
+    pub actor: Actor,
+    pub request_id: Option<String>,
+    pub command_id: Option<String>,
+}
+
+/// One stored event: the envelope of DESIGN.md plus its global feed position when known.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventEnvelope {
+    /// Position in the durable global feed. Always set by `feed`; set by the embedded store on
+    /// every read; `None` where the backend assigns positions asynchronously (DynamoDB loads).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub global_position: Option<u64>,
+    pub event_id: Uuid,
+    pub stream_type: StreamType,
+    pub stream_id: String,
+    /// Per stream, from 1, no gaps.
+    pub sequence: u64,
+    pub event_type: String,
+    pub event_version: u32,
+    pub occurred_at: DateTime<Utc>,
+    pub payload: Value,
+    pub metadata: Metadata,
+}
+
+impl EventEnvelope {
+    pub fn stream(&self) -> StreamRef {
+        StreamRef::new(self.stream_type, self.stream_id.clone())
+    }
+}
+
+/// An event about to be appended; the store assigns the sequence and position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub event_version: u32,
+    pub occurred_at: DateTime<Utc>,
+    pub payload: Value,
+    pub metadata: Metadata,
+}
+
+/// A serialized aggregate state at a stream version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The stream version (sequence of the last event folded into `state`).
+    pub version: u64,
+    /// The aggregate's `SNAPSHOT_VERSION`; a mismatch makes the loader ignore the snapshot.
+    pub schema_version: u32,
+    pub state: Value,
+}
+
+/// The part of a commit that touches one stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamAppend {
+    pub stream: StreamRef,
+    /// The stream's current version as the caller saw it (0 for a new stream).
+    pub expected_version: u64,
+    pub events: Vec<NewEvent>,
+    /// Written in the same transaction, at `expected_version + events.len()`.
+    pub snapshot: Option<Snapshot>,
+}
+
+/// What is remembered about a command id, so a retry gets the first answer back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Idempotency {
+    /// The caller's key, for example `http:<subject>:<Idempotency-Key>` or `stripe:<event id>`.
+    pub command_id: String,
+    /// A digest of the request, so the same key with a different request can be told apart.
+    pub fingerprint: String,
+    /// Opaque caller data returned on a replay (for example the response body).
+    pub outcome: Value,
+}
+
+/// A list of stream appends that is written all or nothing.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Commit {
+    pub streams: Vec<StreamAppend>,
+    pub idempotency: Option<Idempotency>,
+}
+
+impl Commit {
+    pub fn event_count(&self) -> usize {
+        self.streams.iter().map(|s| s.events.len()).sum()
+    }
+}
+
+/// The new version of one stream after a commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamVersion {
+    pub stream: StreamRef,
+    pub version: u64,
+}
+
+/// What a successful commit produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommitResult {
+    /// The highest global position written, when the backend knows it at commit time
+    /// (the embedded store does; DynamoDB assigns positions in the relay).
+    pub position: Option<u64>,
+    pub streams: Vec<StreamVersion>,
+    pub committed_at: DateTime<Utc>,
+}
+
+/// The answer to `append`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AppendOutcome {
+    /// The commit was written.
+    Committed(CommitResult),
+    /// The command id was seen before: nothing was written; this is the first commit's record.
+    Duplicate {
+        result: CommitResult,
+        idempotency: Idempotency,
+    },
+}
+
+impl AppendOutcome {
+    pub fn result(&self) -> &CommitResult {
+        match self {
+            AppendOutcome::Committed(r) => r,
+            AppendOutcome::Duplicate { result, .. } => result,
+        }
+    }
+}
+
+/// A stream as loaded: the latest snapshot (if any) and every event after it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LoadedStream {
+    pub snapshot: Option<Snapshot>,
+    pub events: Vec<EventEnvelope>,
+    /// The stream's current version (0 when it does not exist).
+    pub version: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An expected version did not match; nothing was written.
+    #[error("version conflict on {stream}: expected {expected}, found {actual:?}")]
+    Conflict {
+        stream: StreamRef,
+        expected: u64,
+        /// The actual version when the backend reports it.
+        actual: Option<u64>,
+    },
+    /// The commit itself is malformed (empty, a stream twice, too large, bad snapshot).
+    #[error("invalid commit: {0}")]
+    InvalidCommit(String),
+    /// A failure worth retrying (throttling, a busy database, a network error).
+    #[error("store temporarily unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else; the message is for logs only.
+    #[error("store failure: {0}")]
+    Internal(String),
+}
+
+impl StoreError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// The event-store port.
+///
+/// Contract (checked by [`crate::conformance`]):
+/// - `append` is all or nothing across every stream of the commit. A wrong expected version writes
+///   nothing and returns `Conflict`. A command id seen before writes nothing and returns
+///   `Duplicate` with the first commit's result, whatever the new commit holds. A commit with no
+///   events but an idempotency record only records the command id.
+/// - `load` returns the latest snapshot and every event after it, reading every page.
+/// - `read` returns the events with `from <= sequence <= to`, consistently (after an `append`
+///   returned, its events are visible).
+/// - `feed` returns events in durable global order with `global_position > after`, at most
+///   `limit`, each with `global_position` set. Positions only grow; a new reader can start at 0.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    async fn append(&self, commit: Commit) -> Result<AppendOutcome, StoreError>;
+    async fn load(&self, stream: &StreamRef) -> Result<LoadedStream, StoreError>;
+    async fn read(&self, stream: &StreamRef, from: u64, to: u64)
+        -> Result<Vec<EventEnvelope>, StoreError>;
+    async fn feed(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError>;
+    /// The highest position `feed` can return right now (0 when empty).
+    async fn head(&self) -> Result<u64, StoreError>;
+    /// Looks up a command id without writing anything.
+    async fn idempotency(&self, command_id: &str)
+        -> Result<Option<(CommitResult, Idempotency)>, StoreError>;
+    /// Fires after every commit so feed tailers wake at once. `None` when the backend cannot
+    /// notify (consumers then poll).
+    fn commit_notifier(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
+}
+
+/// Turns stored events of old schema versions into current ones. Applied on every read path by
+/// [`UpcastingStore`], so `load`, `read`, `feed`, replay and rebuild all see current shapes.
+pub trait Upcaster: Send + Sync + 'static {
+    fn upcast(&self, event: EventEnvelope) -> EventEnvelope;
+}
+
+/// A store decorator that upcasts every event it returns.
+pub struct UpcastingStore<S> {
+    inner: S,
+    upcaster: Arc<dyn Upcaster>,
+}
+
+impl<S> UpcastingStore<S> {
+    pub fn new(inner: S, upcaster: Arc<dyn Upcaster>) -> Self {
+        Self { inner, upcaster }
+    }
+
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    fn map(&self, events: Vec<EventEnvelope>) -> Vec<EventEnvelope> {
+        events.into_iter().map(|e| self.upcaster.upcast(e)).collect()
+    }
+}
+
+#[async_trait]
+impl<S: EventStore> EventStore for UpcastingStore<S> {
+    async fn append(&self, commit: Commit) -> Result<AppendOutcome, StoreError> {
+        self.inner.append(commit).await
+    }
+    async fn load(&self, stream: &StreamRef) -> Result<LoadedStream, StoreError> {
+        let mut loaded = self.inner.load(stream).await?;
+        loaded.events = self.map(std::mem::take(&mut loaded.events));
+        Ok(loaded)
+    }
+    async fn read(
+        &self,
+        stream: &StreamRef,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        Ok(self.map(self.inner.read(stream, from, to).await?))
+    }
+    async fn feed(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+        Ok(self.map(self.inner.feed(after, limit).await?))
+    }
+    async fn head(&self) -> Result<u64, StoreError> {
+        self.inner.head().await
+    }
+    async fn idempotency(
+        &self,
+        command_id: &str,
+    ) -> Result<Option<(CommitResult, Idempotency)>, StoreError> {
+        self.inner.idempotency(command_id).await
+    }
+    fn commit_notifier(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.inner.commit_notifier()
+    }
+}
+
+#[async_trait]
+impl<T: EventStore + ?Sized> EventStore for Arc<T> {
+    async fn append(&self, commit: Commit) -> Result<AppendOutcome, StoreError> {
+        (**self).append(commit).await
+    }
+    async fn load(&self, stream: &StreamRef) -> Result<LoadedStream, StoreError> {
+        (**self).load(stream).await
+    }
+    async fn read(
+        &self,
+        stream: &StreamRef,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        (**self).read(stream, from, to).await
+    }
+    async fn feed(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+        (**self).feed(after, limit).await
+    }
+    async fn head(&self) -> Result<u64, StoreError> {
+        (**self).head().await
+    }
+    async fn idempotency(
+        &self,
+        command_id: &str,
+    ) -> Result<Option<(CommitResult, Idempotency)>, StoreError> {
+        (**self).idempotency(command_id).await
+    }
+    fn commit_notifier(&self) -> Option<Arc<tokio::sync::Notify>> {
+        (**self).commit_notifier()
+    }
+}
+
+/// Checks the shape rules every adapter enforces before touching storage.
+pub fn validate_commit(commit: &Commit, max_actions: usize) -> Result<(), StoreError> {
+    if commit.streams.is_empty() && commit.idempotency.is_none() {
+        return Err(StoreError::InvalidCommit("commit has no streams".into()));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for s in &commit.streams {
+        if !seen.insert(&s.stream) {
+            return Err(StoreError::InvalidCommit(format!(
+                "stream {} appears twice",
+                s.stream
+            )));
+        }
+        if s.events.is_empty() {
+            return Err(StoreError::InvalidCommit(format!(
+                "stream {} has no events",
+                s.stream
+            )));
+        }
+        if s.stream.stream_id.is_empty() {
+            return Err(StoreError::InvalidCommit("empty stream id".into()));
+        }
+        if let Some(snap) = &s.snapshot {
+            let at = s.expected_version + s.events.len() as u64;
+            if snap.version != at {
+                return Err(StoreError::InvalidCommit(format!(
+                    "snapshot of {} at version {} but the commit ends at {}",
+                    s.stream, snap.version, at
+                )));
+            }
+        }
+    }
+    let actions = commit.event_count()
+        + commit.streams.iter().filter(|s| s.snapshot.is_some()).count()
+        + usize::from(commit.idempotency.is_some());
+    if actions > max_actions {
+        return Err(StoreError::InvalidCommit(format!(
+            "commit needs {actions} writes, the limit is {max_actions}"
+        )));
+    }
+    Ok(())
+}
+
+/// Every adapter accepts at least this many writes (events + snapshots + idempotency) per
+/// commit: DynamoDB's TransactWriteItems limit.
+pub const MAX_COMMIT_ACTIONS: usize = 100;

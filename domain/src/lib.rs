@@ -1,0 +1,40 @@
+//! Pure domain of the order backbone: aggregates, commands, events and value types.
+//!
+//! Nothing in this crate performs I/O, reads a clock or draws random numbers: everything from the
+//! outside world (prices, timestamps, ids) arrives inside commands. The four aggregates (`Cart`,
+//! `Order`, `Payment`, `Product`) implement [`EventSourced`]; with the `cqrs-es` feature they also
+//! implement the cqrs-es `Aggregate` trait.
+
+#![forbid(unsafe_code)]
+
+pub mod aggregate;
+pub mod cart;
+#[cfg(feature = "cqrs-es")]
+pub mod cqrs;
+pub mod ids;
+pub mod money;
+pub mod order;
+pub mod payment;
+pub mod product;
+pub mod quantity;
+mod text;
+
+pub use aggregate::*;
+pub use cart::*;
+pub use ids::*;
+pub use money::*;
+pub use order::*;
+pub use payment::*;
+pub use product::*;
+pub use quantity::*;
+
+/// Every stored event name of the backbone in one place.
+///
+/// Each aggregate module has its own `event_names` module; this one gathers them so that
+/// `domain::event_names::ORDER_PLACED` works and the glob re-exports above do not clash.
+pub mod event_names {
+    pub use crate::cart::event_names::*;
+    pub use crate::order::event_names::*;
+    pub use crate::payment::event_names::*;
+    pub use crate::product::event_names::*;
+}

@@ -1,0 +1,745 @@
+//! The payment aggregate: one payment per order, driven by facts reported by the payment
+//! provider (Stripe webhooks and API answers).
+//!
+//! Provider facts arrive late, twice or out of order, so the rules are:
+//!
+//! - the status only ever moves to a strictly higher [`PaymentStatus::rank`]; a fact that would
+//!   move it sideways or backwards is an idempotent no-op (`Ok(vec![])`), never an error;
+//! - replaying the same fact is a no-op;
+//! - a refund reported before the success it implies records that success first (see
+//!   `RecordRefunded`).
+
+use crate::aggregate::{
+    check_version, decode_tagged, encode_payload, DecodeError, Event, EventSourced, StreamType,
+};
+use crate::ids::{OrderId, PaymentId};
+use crate::money::{Currency, Money, MoneyError};
+use crate::text::is_reference;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// Longest provider reference (intent, refund or dispute id, client secret reference).
+pub const MAX_REFERENCE_CHARS: usize = 255;
+
+/// Stored event names of the payment stream (all at version 1).
+pub mod event_names {
+    pub const PAYMENT_REQUESTED: &str = "PaymentRequested";
+    pub const PAYMENT_INTENT_CREATED: &str = "PaymentIntentCreated";
+    pub const PAYMENT_REQUIRES_ACTION: &str = "PaymentRequiresAction";
+    pub const PAYMENT_PROCESSING: &str = "PaymentProcessing";
+    pub const PAYMENT_SUCCEEDED: &str = "PaymentSucceeded";
+    pub const PAYMENT_FAILED: &str = "PaymentFailed";
+    pub const PAYMENT_CANCELED: &str = "PaymentCanceled";
+    pub const PAYMENT_REFUNDED: &str = "PaymentRefunded";
+    pub const PAYMENT_DISPUTED: &str = "PaymentDisputed";
+
+    /// The current version of a payment event type, or `None` for a name this stream never wrote.
+    pub fn payment_event_version(event_type: &str) -> Option<u32> {
+        match event_type {
+            PAYMENT_REQUESTED
+            | PAYMENT_INTENT_CREATED
+            | PAYMENT_REQUIRES_ACTION
+            | PAYMENT_PROCESSING
+            | PAYMENT_SUCCEEDED
+            | PAYMENT_FAILED
+            | PAYMENT_CANCELED
+            | PAYMENT_REFUNDED
+            | PAYMENT_DISPUTED => Some(1),
+            _ => None,
+        }
+    }
+}
+
+/// Where a payment stands. Ordered by [`rank`](PaymentStatus::rank): a payment only moves to a
+/// higher rank. A dispute is not a status: it is recorded in [`Payment::dispute`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    /// Not requested yet.
+    #[default]
+    New,
+    Requested,
+    IntentCreated,
+    RequiresAction,
+    Processing,
+    Failed,
+    Canceled,
+    Succeeded,
+    PartiallyRefunded,
+    Refunded,
+}
+
+impl PaymentStatus {
+    pub const ALL: [PaymentStatus; 10] = [
+        PaymentStatus::New,
+        PaymentStatus::Requested,
+        PaymentStatus::IntentCreated,
+        PaymentStatus::RequiresAction,
+        PaymentStatus::Processing,
+        PaymentStatus::Failed,
+        PaymentStatus::Canceled,
+        PaymentStatus::Succeeded,
+        PaymentStatus::PartiallyRefunded,
+        PaymentStatus::Refunded,
+    ];
+
+    /// Position in the forward order, from New (0) to Refunded (9).
+    pub fn rank(self) -> u8 {
+        match self {
+            PaymentStatus::New => 0,
+            PaymentStatus::Requested => 1,
+            PaymentStatus::IntentCreated => 2,
+            PaymentStatus::RequiresAction => 3,
+            PaymentStatus::Processing => 4,
+            PaymentStatus::Failed => 5,
+            PaymentStatus::Canceled => 6,
+            PaymentStatus::Succeeded => 7,
+            PaymentStatus::PartiallyRefunded => 8,
+            PaymentStatus::Refunded => 9,
+        }
+    }
+
+    /// The snake_case name, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::New => "new",
+            PaymentStatus::Requested => "requested",
+            PaymentStatus::IntentCreated => "intent_created",
+            PaymentStatus::RequiresAction => "requires_action",
+            PaymentStatus::Processing => "processing",
+            PaymentStatus::Failed => "failed",
+            PaymentStatus::Canceled => "canceled",
+            PaymentStatus::Succeeded => "succeeded",
+            PaymentStatus::PartiallyRefunded => "partially_refunded",
+            PaymentStatus::Refunded => "refunded",
+        }
+    }
+
+    /// True once money was taken (succeeded, partially refunded or refunded).
+    pub fn is_captured(self) -> bool {
+        self.rank() >= PaymentStatus::Succeeded.rank()
+    }
+}
+
+impl fmt::Display for PaymentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The latest known state of a dispute (chargeback) on the payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisputeInfo {
+    pub dispute_id: String,
+    pub reason: String,
+    /// The provider's dispute status, for example "needs_response", "won" or "lost".
+    pub status: String,
+}
+
+/// State of one payment stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Payment {
+    pub id: Option<PaymentId>,
+    pub order_id: Option<OrderId>,
+    /// The requested amount.
+    pub amount: Option<Money>,
+    pub status: PaymentStatus,
+    pub intent_id: Option<String>,
+    /// A reference to where the client secret is kept; the secret itself is never stored here.
+    pub client_secret_ref: Option<String>,
+    /// The amount actually taken, once succeeded (at most the requested amount).
+    pub captured: Option<Money>,
+    /// Cumulative refunded amount.
+    pub refunded: Option<Money>,
+    pub refund_ids: BTreeSet<String>,
+    pub dispute: Option<DisputeInfo>,
+    pub failure_reason: Option<String>,
+    /// Keys of the provider facts recorded so far (see [`PaymentEvent::fact_key`]).
+    pub seen_facts: BTreeSet<String>,
+}
+
+impl Payment {
+    pub fn exists(&self) -> bool {
+        self.id.is_some()
+    }
+
+    /// Checks an intent id reported by the provider against the one on record (if any).
+    fn check_intent(&self, intent_id: &str) -> Result<(), PaymentError> {
+        if !is_reference(intent_id, MAX_REFERENCE_CHARS) {
+            return Err(PaymentError::InvalidReference { field: "intent_id" });
+        }
+        match &self.intent_id {
+            Some(known) if known != intent_id => Err(PaymentError::IntentMismatch {
+                expected: known.clone(),
+                actual: intent_id.to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// True when moving to `to` goes strictly forward.
+    fn moves_forward(&self, to: PaymentStatus) -> bool {
+        to.rank() > self.status.rank()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PaymentCommand {
+    Request {
+        payment_id: PaymentId,
+        order_id: OrderId,
+        amount: Money,
+    },
+    RecordIntentCreated {
+        intent_id: String,
+        client_secret_ref: String,
+    },
+    RecordRequiresAction {
+        intent_id: String,
+    },
+    RecordProcessing {
+        intent_id: String,
+    },
+    RecordSucceeded {
+        intent_id: String,
+        amount: Money,
+        at: DateTime<Utc>,
+    },
+    RecordFailed {
+        intent_id: String,
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    RecordCanceled {
+        intent_id: String,
+        at: DateTime<Utc>,
+    },
+    /// `amount_refunded_total` is CUMULATIVE: the total refunded on the charge so far (Stripe's
+    /// `charge.refunded` semantics), not this refund's amount.
+    RecordRefunded {
+        refund_id: String,
+        amount_refunded_total: Money,
+        at: DateTime<Utc>,
+    },
+    RecordDisputed {
+        dispute_id: String,
+        reason: String,
+        status: String,
+        at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event_type", content = "payload")]
+pub enum PaymentEvent {
+    #[serde(rename = "PaymentRequested")]
+    PaymentRequested {
+        payment_id: PaymentId,
+        order_id: OrderId,
+        amount: Money,
+    },
+    #[serde(rename = "PaymentIntentCreated")]
+    PaymentIntentCreated {
+        payment_id: PaymentId,
+        intent_id: String,
+        client_secret_ref: String,
+    },
+    #[serde(rename = "PaymentRequiresAction")]
+    PaymentRequiresAction {
+        payment_id: PaymentId,
+        intent_id: String,
+    },
+    #[serde(rename = "PaymentProcessing")]
+    PaymentProcessing {
+        payment_id: PaymentId,
+        intent_id: String,
+    },
+    #[serde(rename = "PaymentSucceeded")]
+    PaymentSucceeded {
+        payment_id: PaymentId,
+        order_id: OrderId,
+        intent_id: String,
+        amount: Money,
+        at: DateTime<Utc>,
+    },
+    #[serde(rename = "PaymentFailed")]
+    PaymentFailed {
+        payment_id: PaymentId,
+        order_id: OrderId,
+        intent_id: String,
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    #[serde(rename = "PaymentCanceled")]
+    PaymentCanceled {
+        payment_id: PaymentId,
+        order_id: OrderId,
+        intent_id: String,
+        at: DateTime<Utc>,
+    },
+    /// `amount` is this refund's increment; `refunded_total` the cumulative amount.
+    #[serde(rename = "PaymentRefunded")]
+    PaymentRefunded {
+        payment_id: PaymentId,
+        order_id: OrderId,
+        refund_id: String,
+        amount: Money,
+        refunded_total: Money,
+        /// True when `refunded_total` equals the captured amount.
+        full: bool,
+        at: DateTime<Utc>,
+    },
+    #[serde(rename = "PaymentDisputed")]
+    PaymentDisputed {
+        payment_id: PaymentId,
+        order_id: OrderId,
+        dispute_id: String,
+        reason: String,
+        status: String,
+        at: DateTime<Utc>,
+    },
+}
+
+impl PaymentEvent {
+    /// The key under which a provider fact is remembered in [`Payment::seen_facts`];
+    /// `None` for `PaymentRequested`, which is our own request rather than a provider fact.
+    pub fn fact_key(&self) -> Option<String> {
+        match self {
+            PaymentEvent::PaymentRequested { .. } => None,
+            PaymentEvent::PaymentIntentCreated { intent_id, .. } => {
+                Some(format!("intent_created:{intent_id}"))
+            }
+            PaymentEvent::PaymentRequiresAction { intent_id, .. } => {
+                Some(format!("requires_action:{intent_id}"))
+            }
+            PaymentEvent::PaymentProcessing { intent_id, .. } => {
+                Some(format!("processing:{intent_id}"))
+            }
+            PaymentEvent::PaymentSucceeded { intent_id, .. } => {
+                Some(format!("succeeded:{intent_id}"))
+            }
+            PaymentEvent::PaymentFailed { intent_id, .. } => Some(format!("failed:{intent_id}")),
+            PaymentEvent::PaymentCanceled { intent_id, .. } => {
+                Some(format!("canceled:{intent_id}"))
+            }
+            PaymentEvent::PaymentRefunded {
+                refund_id,
+                refunded_total,
+                ..
+            } => Some(format!(
+                "refunded:{refund_id}:{}",
+                refunded_total.to_minor()
+            )),
+            PaymentEvent::PaymentDisputed {
+                dispute_id, status, ..
+            } => Some(dispute_fact_key(dispute_id, status)),
+        }
+    }
+}
+
+fn dispute_fact_key(dispute_id: &str, status: &str) -> String {
+    format!("dispute:{dispute_id}:{status}")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PaymentError {
+    #[error("payment not found")]
+    NotFound,
+    #[error("payment already exists")]
+    AlreadyExists,
+    #[error("payment amount must be greater than zero")]
+    ZeroAmount,
+    #[error("{field} must be 1 to 255 characters without surrounding spaces")]
+    InvalidReference { field: &'static str },
+    #[error("intent {actual} does not belong to this payment (expected {expected})")]
+    IntentMismatch { expected: String, actual: String },
+    #[error("amount in {actual} does not match the payment currency {expected}")]
+    CurrencyMismatch {
+        expected: Currency,
+        actual: Currency,
+    },
+    #[error("captured {captured} exceeds the requested {requested}")]
+    AmountExceedsRequested { requested: Money, captured: Money },
+    #[error("refunded total {requested} exceeds the captured {amount}")]
+    RefundExceedsAmount { requested: Money, amount: Money },
+    #[error("payment has not been captured")]
+    NotCaptured,
+    #[error(transparent)]
+    Money(#[from] MoneyError),
+}
+
+impl Event for PaymentEvent {
+    fn event_type(&self) -> &'static str {
+        use event_names::*;
+        match self {
+            PaymentEvent::PaymentRequested { .. } => PAYMENT_REQUESTED,
+            PaymentEvent::PaymentIntentCreated { .. } => PAYMENT_INTENT_CREATED,
+            PaymentEvent::PaymentRequiresAction { .. } => PAYMENT_REQUIRES_ACTION,
+            PaymentEvent::PaymentProcessing { .. } => PAYMENT_PROCESSING,
+            PaymentEvent::PaymentSucceeded { .. } => PAYMENT_SUCCEEDED,
+            PaymentEvent::PaymentFailed { .. } => PAYMENT_FAILED,
+            PaymentEvent::PaymentCanceled { .. } => PAYMENT_CANCELED,
+            PaymentEvent::PaymentRefunded { .. } => PAYMENT_REFUNDED,
+            PaymentEvent::PaymentDisputed { .. } => PAYMENT_DISPUTED,
+        }
+    }
+
+    fn event_version(&self) -> u32 {
+        1
+    }
+
+    fn payload(&self) -> serde_json::Value {
+        encode_payload(self)
+    }
+
+    fn decode(
+        event_type: &str,
+        event_version: u32,
+        payload: serde_json::Value,
+    ) -> Result<Self, DecodeError> {
+        let current = event_names::payment_event_version(event_type).ok_or_else(|| {
+            DecodeError::UnknownType {
+                event_type: event_type.to_owned(),
+            }
+        })?;
+        check_version(event_type, event_version, current)?;
+        decode_tagged(event_type, payload).map_err(|e| e.with_version(event_version))
+    }
+}
+
+impl EventSourced for Payment {
+    const STREAM_TYPE: StreamType = StreamType::Payment;
+    type Command = PaymentCommand;
+    type Event = PaymentEvent;
+    type Error = PaymentError;
+
+    fn decide(&self, command: PaymentCommand) -> Result<Vec<PaymentEvent>, PaymentError> {
+        match (&self.id, command) {
+            (
+                None,
+                PaymentCommand::Request {
+                    payment_id,
+                    order_id,
+                    amount,
+                },
+            ) => {
+                if amount.is_zero() {
+                    return Err(PaymentError::ZeroAmount);
+                }
+                Ok(vec![PaymentEvent::PaymentRequested {
+                    payment_id,
+                    order_id,
+                    amount,
+                }])
+            }
+            (Some(_), PaymentCommand::Request { .. }) => Err(PaymentError::AlreadyExists),
+            (None, _) => Err(PaymentError::NotFound),
+            (Some(payment_id), command) => match (&self.order_id, &self.amount) {
+                (Some(order_id), Some(amount)) => ExistingPayment {
+                    payment: self,
+                    payment_id: payment_id.clone(),
+                    order_id: order_id.clone(),
+                    amount,
+                }
+                .decide(command),
+                // `PaymentRequested` sets the id, the order and the amount together, so a stream
+                // with an id always has the other two.
+                _ => Err(PaymentError::NotFound),
+            },
+        }
+    }
+
+    fn apply(&mut self, event: &PaymentEvent) {
+        if let Some(key) = event.fact_key() {
+            self.seen_facts.insert(key);
+        }
+        match event {
+            PaymentEvent::PaymentRequested {
+                payment_id,
+                order_id,
+                amount,
+            } => {
+                self.id = Some(payment_id.clone());
+                self.order_id = Some(order_id.clone());
+                self.amount = Some(amount.clone());
+                self.status = PaymentStatus::Requested;
+            }
+            PaymentEvent::PaymentIntentCreated {
+                intent_id,
+                client_secret_ref,
+                ..
+            } => {
+                self.intent_id = Some(intent_id.clone());
+                self.client_secret_ref = Some(client_secret_ref.clone());
+                self.status = PaymentStatus::IntentCreated;
+            }
+            PaymentEvent::PaymentRequiresAction { intent_id, .. } => {
+                self.intent_id = Some(intent_id.clone());
+                self.status = PaymentStatus::RequiresAction;
+            }
+            PaymentEvent::PaymentProcessing { intent_id, .. } => {
+                self.intent_id = Some(intent_id.clone());
+                self.status = PaymentStatus::Processing;
+            }
+            PaymentEvent::PaymentSucceeded {
+                intent_id, amount, ..
+            } => {
+                self.intent_id = Some(intent_id.clone());
+                self.captured = Some(amount.clone());
+                self.status = PaymentStatus::Succeeded;
+            }
+            PaymentEvent::PaymentFailed {
+                intent_id, reason, ..
+            } => {
+                self.intent_id = Some(intent_id.clone());
+                self.failure_reason = Some(reason.clone());
+                self.status = PaymentStatus::Failed;
+            }
+            PaymentEvent::PaymentCanceled { intent_id, .. } => {
+                self.intent_id = Some(intent_id.clone());
+                self.status = PaymentStatus::Canceled;
+            }
+            PaymentEvent::PaymentRefunded {
+                refund_id,
+                refunded_total,
+                full,
+                ..
+            } => {
+                self.refunded = Some(refunded_total.clone());
+                self.refund_ids.insert(refund_id.clone());
+                self.status = if *full {
+                    PaymentStatus::Refunded
+                } else {
+                    PaymentStatus::PartiallyRefunded
+                };
+            }
+            PaymentEvent::PaymentDisputed {
+                dispute_id,
+                reason,
+                status,
+                ..
+            } => {
+                self.dispute = Some(DisputeInfo {
+                    dispute_id: dispute_id.clone(),
+                    reason: reason.clone(),
+                    status: status.clone(),
+                });
+            }
+        }
+    }
+}
+
+/// A payment that exists, with the fields every later event needs.
+struct ExistingPayment<'a> {
+    payment: &'a Payment,
+    payment_id: PaymentId,
+    order_id: OrderId,
+    amount: &'a Money,
+}
+
+impl ExistingPayment<'_> {
+    fn decide(self, command: PaymentCommand) -> Result<Vec<PaymentEvent>, PaymentError> {
+        let p = self.payment;
+        match command {
+            PaymentCommand::Request { .. } => Err(PaymentError::AlreadyExists),
+            PaymentCommand::RecordIntentCreated {
+                intent_id,
+                client_secret_ref,
+            } => {
+                if !p.moves_forward(PaymentStatus::IntentCreated) {
+                    return Ok(vec![]);
+                }
+                if !is_reference(&client_secret_ref, MAX_REFERENCE_CHARS) {
+                    return Err(PaymentError::InvalidReference {
+                        field: "client_secret_ref",
+                    });
+                }
+                p.check_intent(&intent_id)?;
+                Ok(vec![PaymentEvent::PaymentIntentCreated {
+                    payment_id: self.payment_id,
+                    intent_id,
+                    client_secret_ref,
+                }])
+            }
+            PaymentCommand::RecordRequiresAction { intent_id } => {
+                if !p.moves_forward(PaymentStatus::RequiresAction) {
+                    return Ok(vec![]);
+                }
+                p.check_intent(&intent_id)?;
+                Ok(vec![PaymentEvent::PaymentRequiresAction {
+                    payment_id: self.payment_id,
+                    intent_id,
+                }])
+            }
+            PaymentCommand::RecordProcessing { intent_id } => {
+                if !p.moves_forward(PaymentStatus::Processing) {
+                    return Ok(vec![]);
+                }
+                p.check_intent(&intent_id)?;
+                Ok(vec![PaymentEvent::PaymentProcessing {
+                    payment_id: self.payment_id,
+                    intent_id,
+                }])
+            }
+            PaymentCommand::RecordSucceeded {
+                intent_id,
+                amount,
+                at,
+            } => {
+                // Allowed from every earlier status, failed and canceled included: the provider
+                // says the money was taken, and reality wins.
+                if !p.moves_forward(PaymentStatus::Succeeded) {
+                    return Ok(vec![]);
+                }
+                p.check_intent(&intent_id)?;
+                self.check_currency(&amount)?;
+                if amount.cmp_amount(self.amount)? == Ordering::Greater {
+                    return Err(PaymentError::AmountExceedsRequested {
+                        requested: self.amount.clone(),
+                        captured: amount,
+                    });
+                }
+                Ok(vec![PaymentEvent::PaymentSucceeded {
+                    payment_id: self.payment_id,
+                    order_id: self.order_id,
+                    intent_id,
+                    amount,
+                    at,
+                }])
+            }
+            PaymentCommand::RecordFailed {
+                intent_id,
+                reason,
+                at,
+            } => {
+                if !p.moves_forward(PaymentStatus::Failed) {
+                    return Ok(vec![]);
+                }
+                p.check_intent(&intent_id)?;
+                Ok(vec![PaymentEvent::PaymentFailed {
+                    payment_id: self.payment_id,
+                    order_id: self.order_id,
+                    intent_id,
+                    reason,
+                    at,
+                }])
+            }
+            PaymentCommand::RecordCanceled { intent_id, at } => {
+                if !p.moves_forward(PaymentStatus::Canceled) {
+                    return Ok(vec![]);
+                }
+                p.check_intent(&intent_id)?;
+                Ok(vec![PaymentEvent::PaymentCanceled {
+                    payment_id: self.payment_id,
+                    order_id: self.order_id,
+                    intent_id,
+                    at,
+                }])
+            }
+            PaymentCommand::RecordRefunded {
+                refund_id,
+                amount_refunded_total,
+                at,
+            } => self.decide_refund(refund_id, amount_refunded_total, at),
+            PaymentCommand::RecordDisputed {
+                dispute_id,
+                reason,
+                status,
+                at,
+            } => {
+                if !is_reference(&dispute_id, MAX_REFERENCE_CHARS) {
+                    return Err(PaymentError::InvalidReference {
+                        field: "dispute_id",
+                    });
+                }
+                if p.seen_facts
+                    .contains(&dispute_fact_key(&dispute_id, &status))
+                {
+                    return Ok(vec![]);
+                }
+                Ok(vec![PaymentEvent::PaymentDisputed {
+                    payment_id: self.payment_id,
+                    order_id: self.order_id,
+                    dispute_id,
+                    reason,
+                    status,
+                    at,
+                }])
+            }
+        }
+    }
+
+    /// A cumulative refund total reported by the provider.
+    ///
+    /// Webhooks may arrive out of order: a refund before the success it implies. A refund means
+    /// the charge succeeded, so in that case a `PaymentSucceeded` for the full requested amount
+    /// (with the intent on record and the refund's time) is emitted first, then the refund.
+    fn decide_refund(
+        self,
+        refund_id: String,
+        refunded_total: Money,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+        let p = self.payment;
+        if !is_reference(&refund_id, MAX_REFERENCE_CHARS) {
+            return Err(PaymentError::InvalidReference { field: "refund_id" });
+        }
+        self.check_currency(&refunded_total)?;
+        let already = p
+            .refunded
+            .clone()
+            .unwrap_or_else(|| Money::zero(self.amount.currency()));
+        if refunded_total.cmp_amount(&already)? != Ordering::Greater {
+            return Ok(vec![]);
+        }
+        let mut events = Vec::with_capacity(2);
+        let captured = if p.status.is_captured() {
+            // `PaymentSucceeded` sets `captured`; the requested amount is only a fallback.
+            p.captured.clone().unwrap_or_else(|| self.amount.clone())
+        } else {
+            let intent_id = p.intent_id.clone().ok_or(PaymentError::NotCaptured)?;
+            events.push(PaymentEvent::PaymentSucceeded {
+                payment_id: self.payment_id.clone(),
+                order_id: self.order_id.clone(),
+                intent_id,
+                amount: self.amount.clone(),
+                at,
+            });
+            self.amount.clone()
+        };
+        let full = match refunded_total.cmp_amount(&captured)? {
+            Ordering::Greater => {
+                return Err(PaymentError::RefundExceedsAmount {
+                    requested: refunded_total,
+                    amount: captured,
+                })
+            }
+            Ordering::Equal => true,
+            Ordering::Less => false,
+        };
+        events.push(PaymentEvent::PaymentRefunded {
+            payment_id: self.payment_id,
+            order_id: self.order_id,
+            refund_id,
+            amount: refunded_total.checked_sub(&already)?,
+            refunded_total,
+            full,
+            at,
+        });
+        Ok(events)
+    }
+
+    fn check_currency(&self, money: &Money) -> Result<(), PaymentError> {
+        if money.currency() == self.amount.currency() {
+            Ok(())
+        } else {
+            Err(PaymentError::CurrencyMismatch {
+                expected: self.amount.currency(),
+                actual: money.currency(),
+            })
+        }
+    }
+}

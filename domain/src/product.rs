@@ -1,0 +1,420 @@
+//! The product aggregate: catalogue data, stock on hand and per-order stock reservations.
+//!
+//! Reservations are keyed by order, so a redelivered `ReserveStock` for the same order never
+//! reserves twice. `available = on_hand - reserved` and is never negative.
+
+use crate::aggregate::{
+    check_version, decode_tagged, encode_payload, DecodeError, Event, EventSourced, StreamType,
+};
+use crate::ids::{OrderId, ProductId};
+use crate::money::Money;
+use crate::text::trimmed_within;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Longest product name, in characters (after trimming).
+pub const MAX_PRODUCT_NAME_CHARS: usize = 200;
+/// Longest product category, in characters (after trimming).
+pub const MAX_CATEGORY_CHARS: usize = 100;
+/// Largest quantity a single restock may add.
+pub const MAX_RESTOCK_QUANTITY: u32 = 1_000_000;
+/// Category given to products created before categories existed (`ProductCreated` v1).
+pub const UNCATEGORIZED: &str = "uncategorized";
+
+/// Stored event names and current versions of the product stream.
+pub mod event_names {
+    pub const PRODUCT_CREATED: &str = "ProductCreated";
+    pub const PRODUCT_REPRICED: &str = "ProductRepriced";
+    pub const PRODUCT_RESTOCKED: &str = "ProductRestocked";
+    pub const STOCK_RESERVED: &str = "StockReserved";
+    pub const STOCK_RELEASED: &str = "StockReleased";
+    pub const STOCK_COMMITTED: &str = "StockCommitted";
+    pub const PRODUCT_RETIRED: &str = "ProductRetired";
+
+    /// Version 2 added `category`; version 1 payloads are upcast with category "uncategorized".
+    pub const PRODUCT_CREATED_VERSION: u32 = 2;
+
+    /// The current version of a product event type, or `None` for a name this stream never wrote.
+    pub fn product_event_version(event_type: &str) -> Option<u32> {
+        match event_type {
+            PRODUCT_CREATED => Some(PRODUCT_CREATED_VERSION),
+            PRODUCT_REPRICED | PRODUCT_RESTOCKED | STOCK_RESERVED | STOCK_RELEASED
+            | STOCK_COMMITTED | PRODUCT_RETIRED => Some(1),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProductStatus {
+    /// Not created yet.
+    #[default]
+    Draft,
+    Active,
+    Retired,
+}
+
+/// State of one product stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Product {
+    pub id: Option<ProductId>,
+    pub name: String,
+    pub category: String,
+    pub price: Option<Money>,
+    pub on_hand: u32,
+    /// Units held for each order, from reservation until release or commit.
+    pub reservations: BTreeMap<OrderId, u32>,
+    pub status: ProductStatus,
+}
+
+impl Product {
+    /// Units held by reservations.
+    pub fn reserved(&self) -> u32 {
+        // Decisions keep the sum at most `on_hand`; saturating keeps this total on odd data.
+        self.reservations
+            .values()
+            .fold(0_u32, |acc, q| acc.saturating_add(*q))
+    }
+
+    /// Units that can still be reserved: `on_hand - reserved`, never negative.
+    pub fn available(&self) -> u32 {
+        self.on_hand.saturating_sub(self.reserved())
+    }
+
+    pub fn exists(&self) -> bool {
+        self.id.is_some()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProductCommand {
+    Create {
+        product_id: ProductId,
+        name: String,
+        category: String,
+        price: Money,
+        initial_stock: u32,
+    },
+    Reprice {
+        price: Money,
+    },
+    Restock {
+        quantity: u32,
+    },
+    ReserveStock {
+        order_id: OrderId,
+        quantity: u32,
+    },
+    ReleaseStock {
+        order_id: OrderId,
+    },
+    /// Stock leaves the warehouse (on shipment): the reservation becomes a decrement of on hand.
+    CommitStock {
+        order_id: OrderId,
+    },
+    Retire,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event_type", content = "payload")]
+pub enum ProductEvent {
+    #[serde(rename = "ProductCreated")]
+    ProductCreated {
+        product_id: ProductId,
+        name: String,
+        category: String,
+        price: Money,
+        on_hand: u32,
+    },
+    #[serde(rename = "ProductRepriced")]
+    ProductRepriced {
+        product_id: ProductId,
+        old_price: Money,
+        price: Money,
+    },
+    #[serde(rename = "ProductRestocked")]
+    ProductRestocked {
+        product_id: ProductId,
+        quantity: u32,
+        on_hand: u32,
+        available: u32,
+    },
+    #[serde(rename = "StockReserved")]
+    StockReserved {
+        product_id: ProductId,
+        order_id: OrderId,
+        quantity: u32,
+        reserved: u32,
+        available: u32,
+    },
+    #[serde(rename = "StockReleased")]
+    StockReleased {
+        product_id: ProductId,
+        order_id: OrderId,
+        quantity: u32,
+        reserved: u32,
+        available: u32,
+    },
+    #[serde(rename = "StockCommitted")]
+    StockCommitted {
+        product_id: ProductId,
+        order_id: OrderId,
+        quantity: u32,
+        on_hand: u32,
+        reserved: u32,
+        available: u32,
+    },
+    #[serde(rename = "ProductRetired")]
+    ProductRetired { product_id: ProductId },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProductError {
+    #[error("product not found")]
+    NotFound,
+    #[error("product already exists")]
+    AlreadyExists,
+    #[error("product name must be 1 to 200 characters")]
+    InvalidName,
+    #[error("product category must be 1 to 100 characters")]
+    InvalidCategory,
+    #[error("quantity {quantity} is not allowed here")]
+    InvalidQuantity { quantity: u32 },
+    #[error("insufficient stock: requested {requested}, available {available}")]
+    InsufficientStock { requested: u32, available: u32 },
+    #[error("product is retired")]
+    Retired,
+    #[error("stock on hand would exceed the supported maximum")]
+    StockOverflow,
+}
+
+impl Event for ProductEvent {
+    fn event_type(&self) -> &'static str {
+        use event_names::*;
+        match self {
+            ProductEvent::ProductCreated { .. } => PRODUCT_CREATED,
+            ProductEvent::ProductRepriced { .. } => PRODUCT_REPRICED,
+            ProductEvent::ProductRestocked { .. } => PRODUCT_RESTOCKED,
+            ProductEvent::StockReserved { .. } => STOCK_RESERVED,
+            ProductEvent::StockReleased { .. } => STOCK_RELEASED,
+            ProductEvent::StockCommitted { .. } => STOCK_COMMITTED,
+            ProductEvent::ProductRetired { .. } => PRODUCT_RETIRED,
+        }
+    }
+
+    fn event_version(&self) -> u32 {
+        // Every event type is listed in `product_event_version`; 1 is the unreachable fallback.
+        event_names::product_event_version(self.event_type()).unwrap_or(1)
+    }
+
+    fn payload(&self) -> serde_json::Value {
+        encode_payload(self)
+    }
+
+    fn decode(
+        event_type: &str,
+        event_version: u32,
+        payload: serde_json::Value,
+    ) -> Result<Self, DecodeError> {
+        let current = event_names::product_event_version(event_type).ok_or_else(|| {
+            DecodeError::UnknownType {
+                event_type: event_type.to_owned(),
+            }
+        })?;
+        check_version(event_type, event_version, current)?;
+        let payload = upcast(event_type, event_version, payload)?;
+        decode_tagged(event_type, payload).map_err(|e| e.with_version(event_version))
+    }
+}
+
+/// Brings an older payload to the current shape of its event type.
+fn upcast(
+    event_type: &str,
+    version: u32,
+    mut payload: serde_json::Value,
+) -> Result<serde_json::Value, DecodeError> {
+    if event_type == event_names::PRODUCT_CREATED && version == 1 {
+        let fields = payload
+            .as_object_mut()
+            .ok_or_else(|| DecodeError::Malformed {
+                event_type: event_type.to_owned(),
+                version,
+                reason: "payload is not an object".to_owned(),
+            })?;
+        fields
+            .entry("category")
+            .or_insert_with(|| serde_json::Value::from(UNCATEGORIZED));
+    }
+    Ok(payload)
+}
+
+impl EventSourced for Product {
+    const STREAM_TYPE: StreamType = StreamType::Product;
+    type Command = ProductCommand;
+    type Event = ProductEvent;
+    type Error = ProductError;
+
+    fn decide(&self, command: ProductCommand) -> Result<Vec<ProductEvent>, ProductError> {
+        let product_id = match (&self.id, &command) {
+            (
+                None,
+                ProductCommand::Create {
+                    product_id,
+                    name,
+                    category,
+                    price,
+                    initial_stock,
+                },
+            ) => {
+                let name = trimmed_within(name, MAX_PRODUCT_NAME_CHARS)
+                    .ok_or(ProductError::InvalidName)?;
+                let category = trimmed_within(category, MAX_CATEGORY_CHARS)
+                    .ok_or(ProductError::InvalidCategory)?;
+                return Ok(vec![ProductEvent::ProductCreated {
+                    product_id: product_id.clone(),
+                    name,
+                    category,
+                    price: price.clone(),
+                    on_hand: *initial_stock,
+                }]);
+            }
+            (Some(_), ProductCommand::Create { .. }) => return Err(ProductError::AlreadyExists),
+            (None, _) => return Err(ProductError::NotFound),
+            (Some(id), _) => id.clone(),
+        };
+        let retired = self.status == ProductStatus::Retired;
+
+        match command {
+            ProductCommand::Create { .. } => Err(ProductError::AlreadyExists),
+            ProductCommand::Reprice { price } => {
+                if retired {
+                    return Err(ProductError::Retired);
+                }
+                match &self.price {
+                    Some(old) if *old == price => Ok(vec![]),
+                    old => Ok(vec![ProductEvent::ProductRepriced {
+                        product_id,
+                        // A created product always has a price; zero of the new currency
+                        // stands in should an odd history lack one.
+                        old_price: old.clone().unwrap_or(Money::zero(price.currency())),
+                        price,
+                    }]),
+                }
+            }
+            ProductCommand::Restock { quantity } => {
+                if retired {
+                    return Err(ProductError::Retired);
+                }
+                if quantity == 0 || quantity > MAX_RESTOCK_QUANTITY {
+                    return Err(ProductError::InvalidQuantity { quantity });
+                }
+                let on_hand = self
+                    .on_hand
+                    .checked_add(quantity)
+                    .ok_or(ProductError::StockOverflow)?;
+                Ok(vec![ProductEvent::ProductRestocked {
+                    product_id,
+                    quantity,
+                    on_hand,
+                    available: on_hand.saturating_sub(self.reserved()),
+                }])
+            }
+            ProductCommand::ReserveStock { order_id, quantity } => {
+                if self.reservations.contains_key(&order_id) {
+                    return Ok(vec![]);
+                }
+                if quantity == 0 {
+                    return Err(ProductError::InvalidQuantity { quantity });
+                }
+                if retired {
+                    return Err(ProductError::Retired);
+                }
+                let available = self.available();
+                if quantity > available {
+                    return Err(ProductError::InsufficientStock {
+                        requested: quantity,
+                        available,
+                    });
+                }
+                Ok(vec![ProductEvent::StockReserved {
+                    product_id,
+                    order_id,
+                    quantity,
+                    reserved: self.reserved().saturating_add(quantity),
+                    available: available - quantity,
+                }])
+            }
+            ProductCommand::ReleaseStock { order_id } => {
+                let Some(&quantity) = self.reservations.get(&order_id) else {
+                    return Ok(vec![]);
+                };
+                Ok(vec![ProductEvent::StockReleased {
+                    product_id,
+                    order_id,
+                    quantity,
+                    reserved: self.reserved().saturating_sub(quantity),
+                    available: self.available().saturating_add(quantity),
+                }])
+            }
+            ProductCommand::CommitStock { order_id } => {
+                let Some(&quantity) = self.reservations.get(&order_id) else {
+                    return Ok(vec![]);
+                };
+                // The reservation is part of `reserved <= on_hand`, so the subtractions do not
+                // saturate in practice, and available is unchanged (both sides drop by `quantity`).
+                Ok(vec![ProductEvent::StockCommitted {
+                    product_id,
+                    order_id,
+                    quantity,
+                    on_hand: self.on_hand.saturating_sub(quantity),
+                    reserved: self.reserved().saturating_sub(quantity),
+                    available: self.available(),
+                }])
+            }
+            ProductCommand::Retire => {
+                if retired {
+                    Ok(vec![])
+                } else {
+                    Ok(vec![ProductEvent::ProductRetired { product_id }])
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, event: &ProductEvent) {
+        match event {
+            ProductEvent::ProductCreated {
+                product_id,
+                name,
+                category,
+                price,
+                on_hand,
+            } => {
+                self.id = Some(product_id.clone());
+                self.name = name.clone();
+                self.category = category.clone();
+                self.price = Some(price.clone());
+                self.on_hand = *on_hand;
+                self.status = ProductStatus::Active;
+            }
+            ProductEvent::ProductRepriced { price, .. } => self.price = Some(price.clone()),
+            ProductEvent::ProductRestocked { on_hand, .. } => self.on_hand = *on_hand,
+            ProductEvent::StockReserved {
+                order_id, quantity, ..
+            } => {
+                self.reservations.insert(order_id.clone(), *quantity);
+            }
+            ProductEvent::StockReleased { order_id, .. } => {
+                self.reservations.remove(order_id);
+            }
+            ProductEvent::StockCommitted {
+                order_id, on_hand, ..
+            } => {
+                self.reservations.remove(order_id);
+                self.on_hand = *on_hand;
+            }
+            ProductEvent::ProductRetired { .. } => self.status = ProductStatus::Retired,
+        }
+    }
+}

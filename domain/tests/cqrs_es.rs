@@ -1,0 +1,120 @@
+//! The aggregates driven through cqrs-es's own `TestFramework`.
+#![cfg(feature = "cqrs-es")]
+
+mod support;
+
+use cqrs_es::test::TestFramework;
+use cqrs_es::{Aggregate, DomainEvent};
+use domain::{
+    Cart, CartCommand, CartError, CartEvent, Order, Payment, PaymentCommand, PaymentEvent, Product,
+    ProductCommand, ProductError, ProductEvent,
+};
+use support::*;
+
+fn cart_opened() -> CartEvent {
+    CartEvent::CartOpened {
+        cart_id: cart_id("c1"),
+        customer_id: customer_id("u1"),
+    }
+}
+
+#[test]
+fn cqrs_es_adds_an_item_to_an_open_cart() {
+    TestFramework::<Cart>::with(())
+        .given(vec![cart_opened()])
+        .when(CartCommand::AddItem {
+            product_id: product_id("p1"),
+            quantity: qty(2),
+            unit_price: eur("1.50"),
+        })
+        .then_expect_events(vec![CartEvent::ItemAdded {
+            cart_id: cart_id("c1"),
+            product_id: product_id("p1"),
+            quantity: qty(2),
+            unit_price: eur("1.50"),
+            line_total: eur("3.00"),
+        }]);
+}
+
+#[test]
+fn cqrs_es_refuses_checkout_of_an_empty_cart() {
+    TestFramework::<Cart>::with(())
+        .given(vec![cart_opened()])
+        .when(CartCommand::CheckOut {
+            order_id: order_id("o1"),
+        })
+        .then_expect_error(CartError::EmptyCart);
+}
+
+#[test]
+fn cqrs_es_treats_a_redelivered_reservation_as_a_no_op() {
+    let created = ProductEvent::ProductCreated {
+        product_id: product_id("p1"),
+        name: "Teapot".to_owned(),
+        category: "kitchen".to_owned(),
+        price: eur("24.00"),
+        on_hand: 5,
+    };
+    let reserved = ProductEvent::StockReserved {
+        product_id: product_id("p1"),
+        order_id: order_id("o1"),
+        quantity: 2,
+        reserved: 2,
+        available: 3,
+    };
+    TestFramework::<Product>::with(())
+        .given(vec![created.clone()])
+        .when(ProductCommand::ReserveStock {
+            order_id: order_id("o1"),
+            quantity: 2,
+        })
+        .then_expect_events(vec![reserved.clone()]);
+    TestFramework::<Product>::with(())
+        .given(vec![created.clone(), reserved])
+        .when(ProductCommand::ReserveStock {
+            order_id: order_id("o1"),
+            quantity: 2,
+        })
+        .then_expect_events(vec![]);
+    TestFramework::<Product>::with(())
+        .given(vec![created])
+        .when(ProductCommand::ReserveStock {
+            order_id: order_id("o2"),
+            quantity: 6,
+        })
+        .then_expect_error(ProductError::InsufficientStock {
+            requested: 6,
+            available: 5,
+        });
+}
+
+#[test]
+fn cqrs_es_sees_the_stored_names_versions_and_stream_types() {
+    assert_eq!(Cart::aggregate_type(), "cart");
+    assert_eq!(Order::aggregate_type(), "order");
+    assert_eq!(Payment::aggregate_type(), "payment");
+    assert_eq!(Product::aggregate_type(), "product");
+    let requested = PaymentEvent::PaymentRequested {
+        payment_id: payment_id("pay1"),
+        order_id: order_id("o1"),
+        amount: eur("5.00"),
+    };
+    assert_eq!(DomainEvent::event_type(&requested), "PaymentRequested");
+    assert_eq!(DomainEvent::event_version(&requested), "1");
+    let created = ProductEvent::ProductCreated {
+        product_id: product_id("p1"),
+        name: "Teapot".to_owned(),
+        category: "kitchen".to_owned(),
+        price: eur("24.00"),
+        on_hand: 5,
+    };
+    assert_eq!(DomainEvent::event_version(&created), "2");
+    TestFramework::<Payment>::with(())
+        .given_no_previous_events()
+        .when(PaymentCommand::Request {
+            payment_id: payment_id("pay1"),
+            order_id: order_id("o1"),
+            amount: eur("5.00"),
+        })
+        .then_expect_events(vec![requested]);
+}

@@ -1,0 +1,5 @@
+#![forbid(unsafe_code)]
+pub mod payments;
+
+pub mod sqlite;
+pub mod sqlite_checkpoints;

@@ -1,0 +1,236 @@
+//! A payment gateway that behaves like Stripe test mode, for the embedded default: no account,
+//! no network. Intents and refunds are kept in memory and keyed by the idempotency key, so a
+//! retried request returns the first answer, as Stripe's does.
+
+use async_trait::async_trait;
+use commands::{CreateIntent, CreatedIntent, GatewayError, PaymentGateway, RefundRequest, RefundResult};
+use domain::Money;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// What confirming an intent with a test payment method does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SimOutcome {
+    Succeeded,
+    /// Declined, with Stripe's decline code.
+    Failed { reason: String },
+    /// 3-D Secure: the intent needs action; confirming again succeeds.
+    RequiresAction,
+}
+
+/// Stripe's test cards and payment methods, as the simulated gateway understands them.
+pub fn outcome_for(payment_method: &str) -> Option<SimOutcome> {
+    match payment_method {
+        "pm_card_visa" | "4242424242424242" | "pm_card_mastercard" | "5555555555554444" => {
+            Some(SimOutcome::Succeeded)
+        }
+        "pm_card_visa_chargeDeclined" | "pm_card_chargeDeclined" | "4000000000000002" => {
+            Some(SimOutcome::Failed {
+                reason: "card_declined".into(),
+            })
+        }
+        "pm_card_chargeDeclinedInsufficientFunds" | "4000000000009995" => {
+            Some(SimOutcome::Failed {
+                reason: "insufficient_funds".into(),
+            })
+        }
+        "pm_card_threeDSecure2Required" | "4000002760003184" | "4000000000003220" => {
+            Some(SimOutcome::RequiresAction)
+        }
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone)]
+struct SimIntent {
+    intent_id: String,
+    client_secret: String,
+    amount: Money,
+    status: String,
+    refunded_minor: i64,
+}
+
+/// The simulated gateway. Cheap to share behind an `Arc`.
+#[derive(Debug, Default)]
+pub struct SimulatedGateway {
+    intents: Mutex<HashMap<String, SimIntent>>,
+    by_key: Mutex<HashMap<String, String>>,
+    refunds: Mutex<HashMap<String, RefundResult>>,
+}
+
+fn digest(s: &str) -> String {
+    hex::encode(&Sha256::digest(s.as_bytes())[..12])
+}
+
+impl SimulatedGateway {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        // Plain maps: a panic elsewhere cannot leave them half-updated in a way that matters.
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Confirms an intent with a test payment method, as a storefront's Stripe.js would.
+    /// Returns the outcome and the intent's amount.
+    pub fn confirm(
+        &self,
+        intent_id: &str,
+        payment_method: &str,
+    ) -> Result<(SimOutcome, Money), GatewayError> {
+        let outcome = outcome_for(payment_method).ok_or_else(|| {
+            GatewayError::Rejected(format!("unknown test payment method {payment_method}"))
+        })?;
+        let mut intents = Self::lock(&self.intents);
+        let intent = intents
+            .get_mut(intent_id)
+            .ok_or_else(|| GatewayError::Rejected(format!("no such payment intent {intent_id}")))?;
+        let outcome = match (&outcome, intent.status.as_str()) {
+            (_, "succeeded") => SimOutcome::Succeeded,
+            // The customer completed the challenge: the second confirmation succeeds.
+            (SimOutcome::RequiresAction, "requires_action") => SimOutcome::Succeeded,
+            _ => outcome,
+        };
+        intent.status = match &outcome {
+            SimOutcome::Succeeded => "succeeded",
+            SimOutcome::Failed { .. } => "requires_payment_method",
+            SimOutcome::RequiresAction => "requires_action",
+        }
+        .to_string();
+        Ok((outcome, intent.amount.clone()))
+    }
+
+    /// The intent's current status, for tests and the walkthrough.
+    pub fn intent_status(&self, intent_id: &str) -> Option<String> {
+        Self::lock(&self.intents)
+            .get(intent_id)
+            .map(|i| i.status.clone())
+    }
+}
+
+#[async_trait]
+impl PaymentGateway for SimulatedGateway {
+    async fn create_intent(&self, request: CreateIntent) -> Result<CreatedIntent, GatewayError> {
+        let mut by_key = Self::lock(&self.by_key);
+        let mut intents = Self::lock(&self.intents);
+        if let Some(existing) = by_key.get(&request.idempotency_key).and_then(|id| intents.get(id)) {
+            return Ok(CreatedIntent {
+                intent_id: existing.intent_id.clone(),
+                client_secret: existing.client_secret.clone(),
+            });
+        }
+        let intent_id = format!("pi_sim_{}", digest(&request.idempotency_key));
+        let client_secret = format!("{intent_id}_secret_{}", digest(&intent_id));
+        intents.insert(
+            intent_id.clone(),
+            SimIntent {
+                intent_id: intent_id.clone(),
+                client_secret: client_secret.clone(),
+                amount: request.amount,
+                status: "requires_payment_method".into(),
+                refunded_minor: 0,
+            },
+        );
+        by_key.insert(request.idempotency_key, intent_id.clone());
+        Ok(CreatedIntent {
+            intent_id,
+            client_secret,
+        })
+    }
+
+    async fn refund(&self, request: RefundRequest) -> Result<RefundResult, GatewayError> {
+        let mut refunds = Self::lock(&self.refunds);
+        if let Some(done) = refunds.get(&request.idempotency_key) {
+            return Ok(done.clone());
+        }
+        let mut intents = Self::lock(&self.intents);
+        let intent = intents.get_mut(&request.intent_id).ok_or_else(|| {
+            GatewayError::Rejected(format!("no such payment intent {}", request.intent_id))
+        })?;
+        if intent.status != "succeeded" {
+            return Err(GatewayError::Rejected("payment intent has not succeeded".into()));
+        }
+        let minor = request.amount.to_minor();
+        if intent.refunded_minor + minor > intent.amount.to_minor() {
+            return Err(GatewayError::Rejected("refund exceeds the captured amount".into()));
+        }
+        intent.refunded_minor += minor;
+        let result = RefundResult {
+            refund_id: format!("re_sim_{}", digest(&request.idempotency_key)),
+            status: "succeeded".into(),
+            amount: request.amount,
+        };
+        refunds.insert(request.idempotency_key, result.clone());
+        Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::{Currency, OrderId, PaymentId};
+
+    fn eur(minor: i64) -> Money {
+        Money::from_minor(minor, Currency::parse("EUR").unwrap()).unwrap()
+    }
+
+    fn intent_req(key: &str) -> CreateIntent {
+        CreateIntent {
+            payment_id: PaymentId::parse("pay_1").unwrap(),
+            order_id: OrderId::parse("ord_1").unwrap(),
+            amount: eur(1000),
+            idempotency_key: key.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn creating_an_intent_twice_with_one_key_returns_the_same_intent() {
+        let g = SimulatedGateway::new();
+        let a = g.create_intent(intent_req("pay_1")).await.unwrap();
+        let b = g.create_intent(intent_req("pay_1")).await.unwrap();
+        assert_eq!(a, b);
+        let c = g.create_intent(intent_req("pay_2")).await.unwrap();
+        assert_ne!(a.intent_id, c.intent_id);
+    }
+
+    #[tokio::test]
+    async fn test_cards_produce_success_decline_and_three_d_secure() {
+        let g = SimulatedGateway::new();
+        let a = g.create_intent(intent_req("k1")).await.unwrap();
+        assert_eq!(
+            g.confirm(&a.intent_id, "4000000000000002").unwrap().0,
+            SimOutcome::Failed { reason: "card_declined".into() }
+        );
+        assert_eq!(
+            g.confirm(&a.intent_id, "pm_card_threeDSecure2Required").unwrap().0,
+            SimOutcome::RequiresAction
+        );
+        assert_eq!(
+            g.confirm(&a.intent_id, "pm_card_threeDSecure2Required").unwrap().0,
+            SimOutcome::Succeeded
+        );
+        assert_eq!(g.intent_status(&a.intent_id).as_deref(), Some("succeeded"));
+        assert!(g.confirm(&a.intent_id, "pm_card_bogus").is_err());
+    }
+
+    #[tokio::test]
+    async fn refunds_are_idempotent_and_bounded_by_the_capture() {
+        let g = SimulatedGateway::new();
+        let a = g.create_intent(intent_req("k1")).await.unwrap();
+        let req = |key: &str, minor| RefundRequest {
+            payment_id: PaymentId::parse("pay_1").unwrap(),
+            order_id: OrderId::parse("ord_1").unwrap(),
+            intent_id: a.intent_id.clone(),
+            amount: eur(minor),
+            idempotency_key: key.into(),
+        };
+        assert!(g.refund(req("r1", 400)).await.is_err(), "not captured yet");
+        g.confirm(&a.intent_id, "pm_card_visa").unwrap();
+        let r1 = g.refund(req("r1", 400)).await.unwrap();
+        assert_eq!(g.refund(req("r1", 400)).await.unwrap(), r1);
+        g.refund(req("r2", 600)).await.unwrap();
+        assert!(g.refund(req("r3", 1)).await.is_err(), "over-refund refused");
+    }
+}

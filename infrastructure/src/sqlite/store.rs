@@ -1,0 +1,417 @@
+//! [`SqliteEventStore`]: the embedded [`EventStore`].
+
+use super::codec::{sql_error, to_sql_int, Decoder, EVENT_COLUMNS};
+use super::migrations;
+use super::writer::{self, Published, WriteRequest};
+use async_trait::async_trait;
+use commands::{
+    validate_commit, AppendOutcome, Commit, CommitResult, EventEnvelope, EventStore, Idempotency,
+    LoadedStream, Snapshot, StoreError, StreamRef, MAX_COMMIT_ACTIONS,
+};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+/// How the write connection syncs commits to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// `PRAGMA synchronous=FULL`: the WAL is fsynced at every (group) commit, so an acknowledged
+    /// commit survives a power loss or OS crash. The default.
+    #[default]
+    Full,
+    /// `PRAGMA synchronous=NORMAL`: the WAL is synced only at checkpoints. WEAKER: the database
+    /// stays consistent, and a process crash loses nothing, but a power loss or OS crash may lose
+    /// the most recent acknowledged commits. Choose it only when that is acceptable (tests,
+    /// disposable demos) and the extra throughput matters.
+    Normal,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
+}
+
+/// Options for [`SqliteEventStore::open`]. `SqliteOptions::default()` is the durable setup.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Durability of acknowledged commits; see [`Synchronous`].
+    pub synchronous: Synchronous,
+    /// Read connections kept open for `load`, `read`, `feed` and `idempotency`. More concurrent
+    /// reads than this open short-lived extra connections.
+    pub read_connections: usize,
+    /// The most commits the writer puts in one transaction (one fsync).
+    pub max_group_commits: usize,
+    /// Appends waiting for the writer beyond this make `append` wait (back-pressure).
+    pub queue_capacity: usize,
+    /// How long a connection waits for a lock held by another connection or process before the
+    /// operation fails with `Unavailable`.
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            synchronous: Synchronous::Full,
+            read_connections: 4,
+            max_group_commits: 256,
+            queue_capacity: 4096,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The embedded event store: one SQLite file in WAL mode, one writer thread with group commit,
+/// and a small pool of read connections.
+///
+/// - `global_position` is the `events` rowid: the feed order, set on every read path.
+/// - `append` never blocks the async runtime: it queues the commit for the writer thread and
+///   awaits the answer. Reads run on `spawn_blocking` with a pooled connection.
+/// - [`EventStore::commit_notifier`] fires after every group commit, once [`EventStore::head`]
+///   (an atomic, no I/O) already shows the new position; [`SqliteEventStore::head_watch`] offers
+///   the same as a value that cannot be missed.
+///
+/// One process owns the file: `head()` and the notifier only see commits made through this
+/// value. Dropping it waits for queued commits to finish and stops the writer thread.
+pub struct SqliteEventStore {
+    readers: Arc<ReadPool>,
+    published: Arc<Published>,
+    queue: Option<mpsc::Sender<WriteRequest>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for SqliteEventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteEventStore")
+            .field("path", &self.readers.path)
+            .field("head", &self.published.head.load(Ordering::Acquire))
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteEventStore {
+    /// Opens (creating if needed) the store at `path`, switches it to WAL, applies the embedded
+    /// migrations and starts the writer thread. This does blocking file I/O: call it at startup
+    /// or inside `spawn_blocking`.
+    pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let mut conn = open_connection(&path, &options)?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(sql_error)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Internal(format!(
+                "sqlite refused WAL mode for {} (journal_mode is {mode})",
+                path.display()
+            )));
+        }
+        conn.pragma_update(None, "synchronous", options.synchronous.pragma())
+            .map_err(sql_error)?;
+        let version = migrations::migrate(&mut conn)?;
+        let head: i64 = conn
+            .query_row(
+                "SELECT COALESCE(MAX(global_position), 0) FROM events",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(sql_error)?;
+        let head = u64::try_from(head).unwrap_or(0);
+
+        let (head_watch, _) = watch::channel(head);
+        let published = Arc::new(Published {
+            head: AtomicU64::new(head),
+            head_watch,
+            notify: Arc::new(Notify::new()),
+        });
+        let (queue, rx) = mpsc::channel(options.queue_capacity.max(1));
+        let writer = {
+            let published = published.clone();
+            let max_group = options.max_group_commits.max(1);
+            std::thread::Builder::new()
+                .name("sqlite-writer".into())
+                .spawn(move || writer::run(conn, rx, published, max_group))
+                .map_err(|e| StoreError::Internal(format!("spawning the sqlite writer: {e}")))?
+        };
+        tracing::info!(
+            path = %path.display(),
+            schema_version = version,
+            head,
+            synchronous = options.synchronous.pragma(),
+            "opened sqlite event store"
+        );
+        Ok(Self {
+            readers: Arc::new(ReadPool {
+                path,
+                options,
+                idle: Mutex::new(Vec::new()),
+            }),
+            published,
+            queue: Some(queue),
+            writer: Some(writer),
+        })
+    }
+
+    /// The feed head as a watch: `changed()` resolves after any commit that moved it, even one
+    /// that happened between two polls.
+    pub fn head_watch(&self) -> watch::Receiver<u64> {
+        self.published.head_watch.subscribe()
+    }
+
+    /// The file this store writes.
+    pub fn path(&self) -> &Path {
+        &self.readers.path
+    }
+
+    async fn with_reader<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || pool.run(f))
+            .await
+            .map_err(|e| StoreError::Internal(format!("sqlite read task failed: {e}")))?
+    }
+}
+
+impl Drop for SqliteEventStore {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer drain what is queued and exit; joining makes a
+        // reopen right after the drop see every acknowledged commit with the file released.
+        drop(self.queue.take());
+        if let Some(writer) = self.writer.take() {
+            if writer.join().is_err() {
+                tracing::error!("the sqlite writer thread panicked");
+            }
+        }
+    }
+}
+
+fn open_connection(path: &Path, options: &SqliteOptions) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sql_error)?;
+    conn.busy_timeout(options.busy_timeout).map_err(sql_error)?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+/// Read connections, reused across `spawn_blocking` calls.
+struct ReadPool {
+    path: PathBuf,
+    options: SqliteOptions,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReadPool {
+    fn run<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let pooled = match self.idle.lock() {
+            Ok(mut idle) => idle.pop(),
+            // A panic while holding the lock cannot leave the Vec half-updated; keep using it.
+            Err(poisoned) => poisoned.into_inner().pop(),
+        };
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => {
+                let conn = open_connection(&self.path, &self.options)?;
+                // Readers never write; this turns a stray write into an error.
+                conn.pragma_update(None, "query_only", true)
+                    .map_err(sql_error)?;
+                conn
+            }
+        };
+        let result = f(&mut conn);
+        let mut idle = match self.idle.lock() {
+            Ok(idle) => idle,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if idle.len() < self.options.read_connections && conn.is_autocommit() {
+            idle.push(conn);
+        }
+        result
+    }
+}
+
+fn read_range(
+    conn: &Connection,
+    stream: &StreamRef,
+    from: u64,
+    to: u64,
+) -> Result<Vec<EventEnvelope>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE stream_type = ?1 AND stream_id = ?2 AND sequence >= ?3 AND sequence <= ?4 \
+             ORDER BY sequence"
+        ))
+        .map_err(sql_error)?;
+    let mut rows = stmt
+        .query(params![
+            stream.stream_type.as_str(),
+            stream.stream_id,
+            to_sql_int(from),
+            to_sql_int(to)
+        ])
+        .map_err(sql_error)?;
+    let mut decoder = Decoder::default();
+    let mut events = Vec::new();
+    while let Some(row) = rows.next().map_err(sql_error)? {
+        events.push(decoder.decode(row, Some(stream))?);
+    }
+    Ok(events)
+}
+
+fn load_stream(conn: &mut Connection, stream: &StreamRef) -> Result<LoadedStream, StoreError> {
+    // One read transaction: the snapshot and the events after it come from the same state.
+    let tx = conn.transaction().map_err(sql_error)?;
+    let snapshot = tx
+        .prepare_cached(
+            "SELECT version, schema_version, state FROM snapshots \
+             WHERE stream_type = ?1 AND stream_id = ?2",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row(
+                params![stream.stream_type.as_str(), stream.stream_id],
+                |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, u32>(1)?,
+                        row.get::<_, String>(2)?,
+                    ))
+                },
+            )
+            .optional()
+        })
+        .map_err(sql_error)?;
+    let snapshot = match snapshot {
+        None => None,
+        Some((version, schema_version, state)) => Some(Snapshot {
+            version: u64::try_from(version)
+                .map_err(|e| StoreError::Internal(format!("undecodable snapshot version: {e}")))?,
+            schema_version,
+            state: serde_json::from_str(&state)
+                .map_err(|e| StoreError::Internal(format!("undecodable snapshot: {e}")))?,
+        }),
+    };
+    let after = snapshot.as_ref().map_or(0, |s| s.version);
+    let events = read_range(&tx, stream, after.saturating_add(1), u64::MAX)?;
+    tx.finish().map_err(sql_error)?;
+    let version = events.last().map_or(after, |e| e.sequence);
+    Ok(LoadedStream {
+        snapshot,
+        events,
+        version,
+    })
+}
+
+fn feed_page(conn: &Connection, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE global_position > ?1 \
+             ORDER BY global_position LIMIT ?2"
+        ))
+        .map_err(sql_error)?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut rows = stmt
+        .query(params![to_sql_int(after), limit])
+        .map_err(sql_error)?;
+    let mut decoder = Decoder::default();
+    let mut events = Vec::with_capacity(usize::try_from(limit.min(4096)).unwrap_or(0));
+    while let Some(row) = rows.next().map_err(sql_error)? {
+        events.push(decoder.decode(row, None)?);
+    }
+    Ok(events)
+}
+
+#[async_trait]
+impl EventStore for SqliteEventStore {
+    // Conflicts and duplicates are normal control flow under contention, so returned errors are
+    // recorded at debug level; real failures are logged at error level by the writer.
+    #[tracing::instrument(
+        skip_all,
+        fields(
+            streams = commit.streams.len(),
+            events = commit.event_count(),
+            command_id = commit.idempotency.as_ref().map(|i| i.command_id.as_str()),
+        ),
+        err(level = "debug")
+    )]
+    async fn append(&self, commit: Commit) -> Result<AppendOutcome, StoreError> {
+        validate_commit(&commit, MAX_COMMIT_ACTIONS)?;
+        let queue = self
+            .queue
+            .as_ref()
+            .ok_or_else(|| StoreError::Internal("sqlite writer is shut down".into()))?;
+        let (reply, answer) = oneshot::channel();
+        queue
+            .send(WriteRequest { commit, reply })
+            .await
+            .map_err(|_| StoreError::Internal("sqlite writer is gone".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Internal("sqlite writer dropped the commit".into()))?
+    }
+
+    #[tracing::instrument(skip_all, fields(stream = %stream), err)]
+    async fn load(&self, stream: &StreamRef) -> Result<LoadedStream, StoreError> {
+        let stream = stream.clone();
+        self.with_reader(move |conn| load_stream(conn, &stream))
+            .await
+    }
+
+    #[tracing::instrument(skip_all, fields(stream = %stream, from = from, to = to), err)]
+    async fn read(
+        &self,
+        stream: &StreamRef,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let stream = stream.clone();
+        self.with_reader(move |conn| read_range(conn, &stream, from, to))
+            .await
+    }
+
+    #[tracing::instrument(skip_all, fields(after = after, limit = limit), err)]
+    async fn feed(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.with_reader(move |conn| feed_page(conn, after, limit))
+            .await
+    }
+
+    async fn head(&self) -> Result<u64, StoreError> {
+        Ok(self.published.head.load(Ordering::Acquire))
+    }
+
+    #[tracing::instrument(skip_all, fields(command_id = %command_id), err)]
+    async fn idempotency(
+        &self,
+        command_id: &str,
+    ) -> Result<Option<(CommitResult, Idempotency)>, StoreError> {
+        let command_id = command_id.to_owned();
+        self.with_reader(move |conn| writer::find_idempotency(conn, &command_id))
+            .await
+    }
+
+    fn commit_notifier(&self) -> Option<Arc<Notify>> {
+        Some(self.published.notify.clone())
+    }
+}

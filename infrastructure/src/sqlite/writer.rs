@@ -1,0 +1,322 @@
+//! The single writer thread and its group commit.
+//!
+//! All appends go through one thread that owns the only write connection. It takes every commit
+//! waiting in its queue (up to a cap) and writes them in ONE transaction, each inside its own
+//! SAVEPOINT: a commit that conflicts, is a duplicate, or fails is rolled back alone, and each
+//! caller gets its own outcome. The group then costs one COMMIT, so one WAL fsync under
+//! `synchronous=FULL`, however many commits it holds. Commits in one group see each other's
+//! writes, so two commits to the same stream in one group are checked in queue order.
+//!
+//! Callers are answered only after the group's COMMIT has returned, so an acknowledged commit is
+//! durable (under FULL) and visible to every reader.
+
+use super::codec::{format_timestamp, sql_error};
+use chrono::Utc;
+use commands::{AppendOutcome, Commit, CommitResult, Idempotency, StoreError, StreamVersion};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+/// One queued append and where its answer goes.
+pub(crate) struct WriteRequest {
+    pub(crate) commit: Commit,
+    pub(crate) reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
+}
+
+/// What the writer publishes after each group.
+pub(crate) struct Published {
+    pub(crate) head: AtomicU64,
+    pub(crate) head_watch: watch::Sender<u64>,
+    pub(crate) notify: Arc<Notify>,
+}
+
+impl Published {
+    /// Advances the head, then wakes tailers. The head moves first so that a woken tailer (or a
+    /// caller that just got its answer) never reads a head older than the commit it saw.
+    fn advance(&self, position: u64) {
+        let previous = self.head.fetch_max(position, Ordering::AcqRel);
+        if position > previous {
+            self.head_watch.send_replace(position);
+            self.notify.notify_waiters();
+        }
+    }
+}
+
+/// The writer loop: runs until every sender is gone and the queue is drained.
+pub(crate) fn run(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<WriteRequest>,
+    published: Arc<Published>,
+    max_group: usize,
+) {
+    let mut group: Vec<WriteRequest> = Vec::with_capacity(max_group);
+    while let Some(first) = rx.blocking_recv() {
+        group.push(first);
+        while group.len() < max_group {
+            match rx.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let outcomes = write_group(&mut conn, &group);
+        if let Some(position) = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Ok(AppendOutcome::Committed(r)) => r.position,
+                _ => None,
+            })
+            .max()
+        {
+            published.advance(position);
+        }
+        for (request, outcome) in group.drain(..).zip(outcomes) {
+            // The caller may have stopped waiting (its future was dropped); the commit stands.
+            let _ = request.reply.send(outcome);
+        }
+    }
+    tracing::debug!("sqlite writer stopped");
+}
+
+/// Writes one group in one transaction; returns one outcome per request, in order.
+fn write_group(conn: &mut Connection, group: &[WriteRequest]) -> Vec<Result<AppendOutcome, StoreError>> {
+    let all_fail = |e: StoreError| -> Vec<Result<AppendOutcome, StoreError>> {
+        group.iter().map(|_| Err(clone_error(&e))).collect()
+    };
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
+        tracing::error!(error = %e, "sqlite writer could not begin a transaction");
+        return all_fail(e);
+    }
+    let mut outcomes = Vec::with_capacity(group.len());
+    for request in group {
+        let outcome = match exec(conn, "SAVEPOINT one_commit") {
+            Ok(()) => {
+                let outcome = apply(conn, &request.commit);
+                let end = if outcome.is_ok() {
+                    exec(conn, "RELEASE one_commit")
+                } else {
+                    exec(conn, "ROLLBACK TO one_commit")
+                        .and_then(|()| exec(conn, "RELEASE one_commit"))
+                };
+                match end {
+                    Ok(()) => outcome,
+                    Err(e) => {
+                        // The savepoint machinery itself failed: trust nothing in this group.
+                        tracing::error!(error = %e, "sqlite savepoint failed; rolling back the group");
+                        rollback(conn);
+                        return all_fail(e);
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        };
+        outcomes.push(outcome);
+    }
+    if let Err(e) = exec(conn, "COMMIT") {
+        tracing::error!(error = %e, "sqlite group commit failed");
+        rollback(conn);
+        return all_fail(e);
+    }
+    for outcome in &outcomes {
+        if let Err(e @ (StoreError::Internal(_) | StoreError::Unavailable(_))) = outcome {
+            tracing::error!(error = %e, "sqlite append failed");
+        }
+    }
+    outcomes
+}
+
+fn rollback(conn: &Connection) {
+    if !conn.is_autocommit() {
+        if let Err(e) = conn.execute_batch("ROLLBACK") {
+            tracing::error!(error = %e, "sqlite rollback failed");
+        }
+    }
+}
+
+fn exec(conn: &Connection, sql: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut stmt| stmt.execute([]))
+        .map(drop)
+        .map_err(sql_error)
+}
+
+fn clone_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Conflict {
+            stream,
+            expected,
+            actual,
+        } => StoreError::Conflict {
+            stream: stream.clone(),
+            expected: *expected,
+            actual: *actual,
+        },
+        StoreError::InvalidCommit(m) => StoreError::InvalidCommit(m.clone()),
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::Internal(m) => StoreError::Internal(m.clone()),
+    }
+}
+
+fn json(value: &impl serde::Serialize, what: &str) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Internal(format!("encoding {what}: {e}")))
+}
+
+/// Looks up a command id on any connection (the writer inside its transaction, or a reader).
+pub(crate) fn find_idempotency(
+    conn: &Connection,
+    command_id: &str,
+) -> Result<Option<(CommitResult, Idempotency)>, StoreError> {
+    let row = conn
+        .prepare_cached(
+            "SELECT fingerprint, outcome, result FROM idempotency WHERE command_id = ?1",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row([command_id], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(sql_error)?;
+    let Some((fingerprint, outcome, result)) = row else {
+        return Ok(None);
+    };
+    let bad = |e: serde_json::Error| StoreError::Internal(format!("undecodable idempotency record: {e}"));
+    Ok(Some((
+        serde_json::from_str(&result).map_err(bad)?,
+        Idempotency {
+            command_id: command_id.to_owned(),
+            fingerprint,
+            outcome: serde_json::from_str(&outcome).map_err(bad)?,
+        },
+    )))
+}
+
+/// Writes one commit inside the current savepoint. Any error leaves partial writes that the
+/// caller rolls back to the savepoint.
+fn apply(conn: &Connection, commit: &Commit) -> Result<AppendOutcome, StoreError> {
+    // The command id first: an exact retry of a commit that went through carries expected
+    // versions that are stale by now, and must get the first answer, not a Conflict.
+    if let Some(idem) = &commit.idempotency {
+        if let Some((result, idempotency)) = find_idempotency(conn, &idem.command_id)? {
+            return Ok(AppendOutcome::Duplicate {
+                result,
+                idempotency,
+            });
+        }
+    }
+
+    let mut version_stmt = conn
+        .prepare_cached(
+            "SELECT COALESCE(MAX(sequence), 0) FROM events WHERE stream_type = ?1 AND stream_id = ?2",
+        )
+        .map_err(sql_error)?;
+    let mut insert_stmt = conn
+        .prepare_cached(
+            "INSERT INTO events (event_id, stream_type, stream_id, sequence, event_type, \
+             event_version, occurred_at, payload, metadata) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .map_err(sql_error)?;
+    let mut streams = Vec::with_capacity(commit.streams.len());
+    let mut position = None;
+    for part in &commit.streams {
+        let stream_type = part.stream.stream_type.as_str();
+        let stream_id = part.stream.stream_id.as_str();
+        let current: i64 = version_stmt
+            .query_row(params![stream_type, stream_id], |row| row.get(0))
+            .map_err(sql_error)?;
+        let current = u64::try_from(current).unwrap_or(0);
+        if current != part.expected_version {
+            return Err(StoreError::Conflict {
+                stream: part.stream.clone(),
+                expected: part.expected_version,
+                actual: Some(current),
+            });
+        }
+        let mut sequence = current;
+        let mut id_buf = uuid::Uuid::encode_buffer();
+        for event in &part.events {
+            sequence += 1;
+            let event_id = event.event_id.hyphenated().encode_lower(&mut id_buf);
+            let inserted = insert_stmt.execute(params![
+                &*event_id,
+                stream_type,
+                stream_id,
+                super::codec::to_sql_int(sequence),
+                event.event_type,
+                event.event_version,
+                format_timestamp(&event.occurred_at),
+                json(&event.payload, "payload")?,
+                json(&event.metadata, "metadata")?,
+            ]);
+            if let Err(e) = inserted {
+                return Err(insert_error(e, event.event_id));
+            }
+            position = Some(conn.last_insert_rowid() as u64);
+        }
+        if let Some(snapshot) = &part.snapshot {
+            conn.prepare_cached(
+                "INSERT INTO snapshots (stream_type, stream_id, version, schema_version, state) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (stream_type, stream_id) DO UPDATE SET \
+                   version = excluded.version, schema_version = excluded.schema_version, \
+                   state = excluded.state \
+                 WHERE excluded.version >= snapshots.version",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    stream_type,
+                    stream_id,
+                    super::codec::to_sql_int(snapshot.version),
+                    snapshot.schema_version,
+                    json(&snapshot.state, "snapshot").map_err(to_sql_failure)?,
+                ])
+            })
+            .map_err(sql_error)?;
+        }
+        streams.push(StreamVersion {
+            stream: part.stream.clone(),
+            version: sequence,
+        });
+    }
+    let result = CommitResult {
+        position,
+        streams,
+        committed_at: Utc::now(),
+    };
+    if let Some(idem) = &commit.idempotency {
+        conn.prepare_cached(
+            "INSERT INTO idempotency (command_id, fingerprint, outcome, result) \
+             VALUES (?1, ?2, ?3, ?4)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                idem.command_id,
+                idem.fingerprint,
+                json(&idem.outcome, "outcome").map_err(to_sql_failure)?,
+                json(&result, "commit result").map_err(to_sql_failure)?,
+            ])
+        })
+        .map_err(sql_error)?;
+    }
+    Ok(AppendOutcome::Committed(result))
+}
+
+fn to_sql_failure(e: StoreError) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(std::io::Error::other(e.to_string())))
+}
+
+/// A UNIQUE violation on `event_id` means the caller re-sent events that are already stored
+/// (for example a retry without a command id): the commit is malformed, not the store broken.
+fn insert_error(e: rusqlite::Error, event_id: uuid::Uuid) -> StoreError {
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation)
+        && e.to_string().contains("events.event_id")
+    {
+        return StoreError::InvalidCommit(format!("event {event_id} is already stored"));
+    }
+    sql_error(e)
+}

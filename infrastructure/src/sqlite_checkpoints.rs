@@ -1,0 +1,101 @@
+//! Durable checkpoints for feed consumers that are not projections (process managers), in a
+//! small SQLite file of their own.
+
+use async_trait::async_trait;
+use commands::{CheckpointStore, StoreError};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Checkpoints in SQLite. Each `set` is one fsynced transaction: the process managers' steps are
+/// idempotent, so at worst a crash replays a few of them.
+#[derive(Clone)]
+pub struct SqliteCheckpointStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn internal(e: rusqlite::Error) -> StoreError {
+    StoreError::Internal(e.to_string())
+}
+
+impl SqliteCheckpointStore {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(internal)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             PRAGMA synchronous=FULL;
+             PRAGMA busy_timeout=5000;
+             CREATE TABLE IF NOT EXISTS checkpoints (
+                 name TEXT PRIMARY KEY,
+                 position INTEGER NOT NULL
+             );",
+        )
+        .map_err(internal)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, rusqlite::Error> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            // The connection holds no invariant a panicking holder could break mid-way.
+            let guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&guard).map_err(internal)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for SqliteCheckpointStore {
+    async fn get(&self, name: &str) -> Result<u64, StoreError> {
+        let name = name.to_string();
+        self.with(move |c| {
+            c.query_row(
+                "SELECT position FROM checkpoints WHERE name = ?1",
+                params![name],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|p| p.unwrap_or(0) as u64)
+        })
+        .await
+    }
+
+    async fn set(&self, name: &str, position: u64) -> Result<(), StoreError> {
+        let name = name.to_string();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO checkpoints(name, position) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET position = MAX(position, excluded.position)",
+                params![name, position as i64],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn checkpoints_persist_and_never_move_backwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.sqlite");
+        let store = SqliteCheckpointStore::open(&path).unwrap();
+        assert_eq!(store.get("pm").await.unwrap(), 0);
+        store.set("pm", 10).await.unwrap();
+        store.set("pm", 7).await.unwrap();
+        drop(store);
+        let store = SqliteCheckpointStore::open(&path).unwrap();
+        assert_eq!(store.get("pm").await.unwrap(), 10);
+        assert_eq!(store.get("other").await.unwrap(), 0);
+    }
+}

@@ -1,0 +1,587 @@
+//! The command service and process managers over the real SQLite store: multi-stream checkout,
+//! overselling under concurrency, conflict retries, idempotency, snapshots and every process
+//! manager step (including redelivery).
+
+use commands::{
+    Caller, CheckoutInput, CommandContext, CommandError, CommandService, EventStore,
+    IdempotencyKey, Metadata, NewProduct, ProcessManagers, ServiceConfig, Shop,
+    StreamRef, SystemClock,
+};
+use domain::{
+    CustomerId, Money, Order, OrderCommand, OrderStatus, Payment, PaymentCommand, PaymentStatus,
+    Product, ProductCommand, ProductId, Quantity, ShippingAddress, StreamType,
+};
+use infrastructure::payments::simulated::SimulatedGateway;
+use infrastructure::sqlite::{SqliteEventStore, SqliteOptions};
+use std::sync::Arc;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn EventStore>,
+    shop: Arc<Shop>,
+    gateway: Arc<SimulatedGateway>,
+    pms: ProcessManagers,
+}
+
+fn fixture_with(config: ServiceConfig) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn EventStore> = Arc::new(
+        SqliteEventStore::open(dir.path().join("events.sqlite"), SqliteOptions::default())
+            .unwrap(),
+    );
+    let gateway = Arc::new(SimulatedGateway::new());
+    let svc = Arc::new(CommandService::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        config,
+    ));
+    let shop = Arc::new(Shop::new(svc, gateway.clone()));
+    let pms = ProcessManagers::new(shop.clone(), gateway.clone());
+    Fixture {
+        _dir: dir,
+        store,
+        shop,
+        gateway,
+        pms,
+    }
+}
+
+fn fixture() -> Fixture {
+    fixture_with(ServiceConfig::default())
+}
+
+fn ctx() -> CommandContext {
+    CommandContext {
+        metadata: Metadata {
+            correlation_id: "test".into(),
+            ..Metadata::default()
+        },
+        idempotency: None,
+    }
+}
+
+fn eur(s: &str) -> Money {
+    Money::parse(s, "EUR").unwrap()
+}
+
+fn address() -> ShippingAddress {
+    ShippingAddress {
+        name: "Ada Lovelace".into(),
+        line1: "1 Analytical Way".into(),
+        line2: None,
+        city: "London".into(),
+        postal_code: "N1 1AA".into(),
+        country: "GB".into(),
+    }
+}
+
+fn checkout_input() -> CheckoutInput {
+    CheckoutInput {
+        customer_email: "ada@example.com".into(),
+        shipping_address: address(),
+    }
+}
+
+async fn product(f: &Fixture, id: &str, price: &str, stock: u32) {
+    f.shop
+        .create_product(
+            &ctx(),
+            NewProduct {
+                product_id: ProductId::parse(id).unwrap(),
+                name: format!("Product {id}"),
+                category: "tools".into(),
+                price: eur(price),
+                initial_stock: stock,
+            },
+        )
+        .await
+        .unwrap();
+}
+
+async fn cart_with(f: &Fixture, customer: &str, items: &[(&str, u32)]) -> (Caller, String) {
+    let customer = CustomerId::parse(customer).unwrap();
+    let caller = Caller::Customer(customer.clone());
+    let cart = f.shop.open_cart(&ctx(), &customer).await.unwrap();
+    for (pid, qty) in items {
+        f.shop
+            .add_item(
+                &ctx(),
+                &caller,
+                &cart.value.cart_id,
+                pid,
+                Quantity::parse(*qty).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    (caller, cart.value.cart_id)
+}
+
+/// Runs the process managers over everything in the feed, like the worker does.
+async fn drain_process_managers(f: &Fixture, after: &mut u64) {
+    loop {
+        let page = f.store.feed(*after, 100).await.unwrap();
+        if page.is_empty() {
+            return;
+        }
+        for e in &page {
+            f.pms.handle(e).await.unwrap();
+            *after = e.global_position.unwrap();
+        }
+    }
+}
+
+async fn product_state(f: &Fixture, id: &str) -> Product {
+    f.shop.service().load::<Product>(id).await.unwrap().state
+}
+
+async fn order_state(f: &Fixture, id: &str) -> Order {
+    f.shop.service().load::<Order>(id).await.unwrap().state
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn checkout_commits_cart_order_stock_and_payment_in_one_commit() {
+    let f = fixture();
+    product(&f, "p1", "10.00", 5).await;
+    product(&f, "p2", "2.50", 5).await;
+    let (caller, cart) = cart_with(&f, "alice", &[("p1", 2), ("p2", 1)]).await;
+    let head_before = f.store.head().await.unwrap();
+    let receipt = f
+        .shop
+        .checkout(&ctx(), &caller, &cart, checkout_input())
+        .await
+        .unwrap();
+    assert_eq!(receipt.value.total, eur("22.50"));
+    let commit = receipt.commit.clone().unwrap();
+    let mut streams: Vec<StreamType> = commit.streams.iter().map(|s| s.stream.stream_type).collect();
+    streams.sort();
+    assert_eq!(
+        streams,
+        vec![
+            StreamType::Cart,
+            StreamType::Order,
+            StreamType::Payment,
+            StreamType::Product,
+            StreamType::Product
+        ]
+    );
+    let new_events = f.store.feed(head_before, 100).await.unwrap();
+    assert_eq!(new_events.len(), 5, "one event per stream, all in one commit");
+    let order = order_state(&f, &receipt.value.order_id).await;
+    assert_eq!(order.status, OrderStatus::AwaitingPayment);
+    assert_eq!(order.total, Some(eur("22.50")));
+    assert_eq!(product_state(&f, "p1").await.available(), 3);
+    // A second checkout of the same cart is refused cleanly.
+    let again = f.shop.checkout(&ctx(), &caller, &cart, checkout_input()).await;
+    assert!(
+        matches!(again, Err(CommandError::Rejected { code: "cart_checked_out", .. })),
+        "{again:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn checkout_uses_the_product_price_not_the_price_seen_in_the_cart() {
+    let f = fixture();
+    product(&f, "p1", "10.00", 5).await;
+    let (caller, cart) = cart_with(&f, "alice", &[("p1", 1)]).await;
+    f.shop
+        .product_command(&ctx(), "p1", |_| ProductCommand::Reprice { price: eur("12.00") })
+        .await
+        .unwrap();
+    let receipt = f.shop.checkout(&ctx(), &caller, &cart, checkout_input()).await.unwrap();
+    assert_eq!(receipt.value.total, eur("12.00"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_concurrent_checkouts_of_ten_units_give_ten_orders_and_forty_clean_refusals() {
+    let f = Arc::new(fixture_with(ServiceConfig {
+        max_attempts: 200,
+        ..ServiceConfig::default()
+    }));
+    product(&f, "hot", "5.00", 10).await;
+    let mut carts = Vec::new();
+    for i in 0..50 {
+        carts.push(cart_with(&f, &format!("c{i}"), &[("hot", 1)]).await);
+    }
+    let mut tasks = Vec::new();
+    for (caller, cart) in carts {
+        let f = f.clone();
+        tasks.push(tokio::spawn(async move {
+            f.shop.checkout(&ctx(), &caller, &cart, checkout_input()).await
+        }));
+    }
+    let mut ok = 0;
+    let mut insufficient = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(CommandError::Rejected {
+                code: "insufficient_stock",
+                ..
+            }) => insufficient += 1,
+            Err(other) => panic!("unexpected checkout error: {other:?}"),
+        }
+    }
+    assert_eq!((ok, insufficient), (10, 40));
+    let p = product_state(&f, "hot").await;
+    assert_eq!((p.on_hand, p.reserved(), p.available()), (10, 10, 0));
+    // Stock never went negative along the way: every StockReserved reports available >= 0 and
+    // the running reserved count only reaches 10.
+    let events = f
+        .store
+        .read(&StreamRef::new(StreamType::Product, "hot"), 1, u64::MAX)
+        .await
+        .unwrap();
+    let reserved: Vec<u64> = events
+        .iter()
+        .filter(|e| e.event_type == "StockReserved")
+        .map(|e| e.payload["reserved"].as_u64().unwrap())
+        .collect();
+    assert_eq!(reserved, (1..=10).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_adds_to_one_cart_are_retried_and_all_land() {
+    let f = Arc::new(fixture());
+    for i in 0..8 {
+        product(&f, &format!("p{i}"), "1.00", 100).await;
+    }
+    let (caller, cart) = cart_with(&f, "alice", &[]).await;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let (f, caller, cart) = (f.clone(), caller.clone(), cart.clone());
+        tasks.push(tokio::spawn(async move {
+            f.shop
+                .add_item(&ctx(), &caller, &cart, &format!("p{i}"), Quantity::parse(1).unwrap())
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let view = f.shop.get_cart(&caller, &cart).await.unwrap();
+    assert_eq!(view.lines.len(), 8);
+    assert_eq!(view.version, 9);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_conflict_that_never_resolves_surfaces_as_conflict() {
+    // With a single attempt allowed, a stale expected version can't be retried.
+    let f = fixture_with(ServiceConfig {
+        max_attempts: 1,
+        ..ServiceConfig::default()
+    });
+    product(&f, "p1", "1.00", 100).await;
+    let (caller, cart) = cart_with(&f, "alice", &[]).await;
+    let f = Arc::new(f);
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (f, caller, cart) = (f.clone(), caller.clone(), cart.clone());
+        tasks.push(tokio::spawn(async move {
+            f.shop
+                .add_item(&ctx(), &caller, &cart, "p1", Quantity::parse(1).unwrap())
+                .await
+        }));
+    }
+    let mut conflicts = 0;
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(CommandError::Conflict { .. }) => conflicts += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(ok + conflicts, 16);
+    assert!(ok >= 1);
+    let view = f.shop.get_cart(&caller, &cart).await.unwrap();
+    assert_eq!(view.lines[0].quantity as usize, ok, "only winners are applied");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_request() {
+    let f = fixture();
+    product(&f, "p1", "1.00", 100).await;
+    let (caller, cart) = cart_with(&f, "alice", &[]).await;
+    let keyed = |body: &[u8]| CommandContext {
+        idempotency: Some(IdempotencyKey::new("http:alice:add:k1", body)),
+        ..ctx()
+    };
+    let first = f
+        .shop
+        .add_item(&keyed(b"a"), &caller, &cart, "p1", Quantity::parse(2).unwrap())
+        .await
+        .unwrap();
+    let second = f
+        .shop
+        .add_item(&keyed(b"a"), &caller, &cart, "p1", Quantity::parse(2).unwrap())
+        .await
+        .unwrap();
+    assert!(!first.replayed);
+    assert!(second.replayed);
+    assert_eq!(first.value, second.value);
+    assert_eq!(f.shop.get_cart(&caller, &cart).await.unwrap().lines[0].quantity, 2);
+    let other = f
+        .shop
+        .add_item(&keyed(b"b"), &caller, &cart, "p1", Quantity::parse(3).unwrap())
+        .await;
+    assert!(matches!(other, Err(CommandError::IdempotencyMismatch)), "{other:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn customers_cannot_reach_each_others_carts_or_orders() {
+    let f = fixture();
+    product(&f, "p1", "1.00", 100).await;
+    let (alice, cart) = cart_with(&f, "alice", &[("p1", 1)]).await;
+    let bob = Caller::Customer(CustomerId::parse("bob").unwrap());
+    assert!(matches!(
+        f.shop.get_cart(&bob, &cart).await,
+        Err(CommandError::NotFound { .. })
+    ));
+    assert!(matches!(
+        f.shop
+            .add_item(&ctx(), &bob, &cart, "p1", Quantity::parse(1).unwrap())
+            .await,
+        Err(CommandError::NotFound { .. })
+    ));
+    let order = f.shop.checkout(&ctx(), &alice, &cart, checkout_input()).await.unwrap();
+    assert!(matches!(
+        f.shop.get_order_state(&bob, &order.value.order_id).await,
+        Err(CommandError::NotFound { .. })
+    ));
+    assert!(f.shop.get_order_state(&alice, &order.value.order_id).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshots_keep_loads_short_and_equal_to_a_full_replay() {
+    let f = fixture_with(ServiceConfig {
+        snapshot_every: 50,
+        ..ServiceConfig::default()
+    });
+    product(&f, "p1", "1.00", 1).await;
+    for _ in 0..120 {
+        f.shop
+            .product_command(&ctx(), "p1", |_| ProductCommand::Restock { quantity: 1 })
+            .await
+            .unwrap();
+    }
+    let stream = StreamRef::new(StreamType::Product, "p1");
+    let loaded = f.store.load(&stream).await.unwrap();
+    let snap = loaded.snapshot.expect("a snapshot was written");
+    assert_eq!(snap.version, 100);
+    assert_eq!(loaded.events.len(), 21);
+    let via_snapshot = product_state(&f, "p1").await;
+    let all = f.store.read(&stream, 1, u64::MAX).await.unwrap();
+    let mut replayed = Product::default();
+    for e in &all {
+        use domain::{Event, EventSourced};
+        let ev = domain::ProductEvent::decode(&e.event_type, e.event_version, e.payload.clone())
+            .unwrap();
+        replayed.apply(&ev);
+    }
+    assert_eq!(via_snapshot, replayed);
+    assert_eq!(via_snapshot.on_hand, 121);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn payment_success_marks_the_order_paid_once_even_when_redelivered() {
+    let f = fixture();
+    product(&f, "p1", "10.00", 5).await;
+    let (caller, cart) = cart_with(&f, "alice", &[("p1", 1)]).await;
+    let (receipt, intent) = f
+        .shop
+        .checkout_and_pay(&ctx(), &caller, &cart, checkout_input())
+        .await
+        .unwrap();
+    let intent = intent.expect("the simulated gateway answers at once");
+    f.gateway.confirm(&intent.intent_id, "pm_card_visa").unwrap();
+    let at = chrono::Utc::now();
+    f.shop
+        .payment_fact(&ctx(), &receipt.value.payment_id, |_| PaymentCommand::RecordSucceeded {
+            intent_id: intent.intent_id.clone(),
+            amount: eur("10.00"),
+            at,
+        })
+        .await
+        .unwrap();
+    let mut pos = 0;
+    drain_process_managers(&f, &mut pos).await;
+    let order = order_state(&f, &receipt.value.order_id).await;
+    assert_eq!(order.status, OrderStatus::Paid);
+    // Redeliver every event of the feed: nothing changes.
+    let version_before = f.shop.service().load::<Order>(&receipt.value.order_id).await.unwrap().version;
+    let mut from_zero = 0;
+    drain_process_managers(&f, &mut from_zero).await;
+    let version_after = f.shop.service().load::<Order>(&receipt.value.order_id).await.unwrap().version;
+    assert_eq!(version_before, version_after);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn payment_failure_marks_the_order_and_a_late_failure_after_success_is_ignored() {
+    let f = fixture();
+    product(&f, "p1", "10.00", 5).await;
+    let (caller, cart) = cart_with(&f, "alice", &[("p1", 1)]).await;
+    let (receipt, intent) = f
+        .shop
+        .checkout_and_pay(&ctx(), &caller, &cart, checkout_input())
+        .await
+        .unwrap();
+    let intent = intent.unwrap().intent_id;
+    let now = chrono::Utc::now();
+    f.shop
+        .payment_fact(&ctx(), &receipt.value.payment_id, |_| PaymentCommand::RecordFailed {
+            intent_id: intent.clone(),
+            reason: "card_declined".into(),
+            at: now,
+        })
+        .await
+        .unwrap();
+    let mut pos = 0;
+    drain_process_managers(&f, &mut pos).await;
+    assert_eq!(
+        order_state(&f, &receipt.value.order_id).await.status,
+        OrderStatus::PaymentFailed
+    );
+    f.shop
+        .payment_fact(&ctx(), &receipt.value.payment_id, |_| PaymentCommand::RecordSucceeded {
+            intent_id: intent.clone(),
+            amount: eur("10.00"),
+            at: now,
+        })
+        .await
+        .unwrap();
+    drain_process_managers(&f, &mut pos).await;
+    assert_eq!(order_state(&f, &receipt.value.order_id).await.status, OrderStatus::Paid);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_an_unpaid_order_releases_its_stock() {
+    let f = fixture();
+    product(&f, "p1", "10.00", 5).await;
+    let (caller, cart) = cart_with(&f, "alice", &[("p1", 3)]).await;
+    let receipt = f.shop.checkout(&ctx(), &caller, &cart, checkout_input()).await.unwrap();
+    assert_eq!(product_state(&f, "p1").await.available(), 2);
+    let at = chrono::Utc::now();
+    f.shop
+        .order_command(&ctx(), &caller, &receipt.value.order_id, |_| OrderCommand::Cancel {
+            reason: "changed my mind".into(),
+            at,
+        })
+        .await
+        .unwrap();
+    let mut pos = 0;
+    drain_process_managers(&f, &mut pos).await;
+    assert_eq!(product_state(&f, "p1").await.available(), 5);
+    // Redelivery releases nothing twice.
+    let mut again = 0;
+    drain_process_managers(&f, &mut again).await;
+    let p = product_state(&f, "p1").await;
+    assert_eq!((p.on_hand, p.reserved()), (5, 0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_a_paid_order_refunds_it_and_the_order_ends_refunded() {
+    let f = fixture();
+    product(&f, "p1", "10.00", 5).await;
+    let (caller, cart) = cart_with(&f, "alice", &[("p1", 1)]).await;
+    let (receipt, intent) = f
+        .shop
+        .checkout_and_pay(&ctx(), &caller, &cart, checkout_input())
+        .await
+        .unwrap();
+    let intent = intent.unwrap().intent_id;
+    f.gateway.confirm(&intent, "pm_card_visa").unwrap();
+    let at = chrono::Utc::now();
+    f.shop
+        .payment_fact(&ctx(), &receipt.value.payment_id, |_| PaymentCommand::RecordSucceeded {
+            intent_id: intent.clone(),
+            amount: eur("10.00"),
+            at,
+        })
+        .await
+        .unwrap();
+    let mut pos = 0;
+    drain_process_managers(&f, &mut pos).await;
+    f.shop
+        .order_command(&ctx(), &caller, &receipt.value.order_id, |_| OrderCommand::Cancel {
+            reason: "too slow".into(),
+            at,
+        })
+        .await
+        .unwrap();
+    drain_process_managers(&f, &mut pos).await;
+    let payment = f.shop.service().load::<Payment>(&receipt.value.payment_id).await.unwrap().state;
+    assert_eq!(payment.status, PaymentStatus::Refunded);
+    assert_eq!(payment.refunded, Some(eur("10.00")));
+    let order = order_state(&f, &receipt.value.order_id).await;
+    assert_eq!(order.refunded, Some(eur("10.00")));
+    assert_eq!(product_state(&f, "p1").await.available(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shipping_commits_the_reserved_stock() {
+    let f = fixture();
+    product(&f, "p1", "10.00", 5).await;
+    let (caller, cart) = cart_with(&f, "alice", &[("p1", 2)]).await;
+    let (receipt, intent) = f
+        .shop
+        .checkout_and_pay(&ctx(), &caller, &cart, checkout_input())
+        .await
+        .unwrap();
+    let at = chrono::Utc::now();
+    let intent = intent.unwrap().intent_id;
+    f.shop
+        .payment_fact(&ctx(), &receipt.value.payment_id, |_| PaymentCommand::RecordSucceeded {
+            intent_id: intent.clone(),
+            amount: eur("20.00"),
+            at,
+        })
+        .await
+        .unwrap();
+    let mut pos = 0;
+    drain_process_managers(&f, &mut pos).await;
+    f.shop
+        .order_command(&ctx(), &Caller::Staff, &receipt.value.order_id, |_| OrderCommand::Ship {
+            tracking: Some("TRACK1".into()),
+            at,
+        })
+        .await
+        .unwrap();
+    drain_process_managers(&f, &mut pos).await;
+    let p = product_state(&f, "p1").await;
+    assert_eq!((p.on_hand, p.reserved(), p.available()), (3, 0, 3));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_payment_for_an_expired_order_is_refunded() {
+    let f = fixture();
+    product(&f, "p1", "10.00", 5).await;
+    let (caller, cart) = cart_with(&f, "alice", &[("p1", 1)]).await;
+    let (receipt, intent) = f
+        .shop
+        .checkout_and_pay(&ctx(), &caller, &cart, checkout_input())
+        .await
+        .unwrap();
+    let at = chrono::Utc::now();
+    f.shop
+        .order_command(&ctx(), &Caller::Staff, &receipt.value.order_id, |_| OrderCommand::Expire { at })
+        .await
+        .unwrap();
+    let mut pos = 0;
+    drain_process_managers(&f, &mut pos).await;
+    assert_eq!(product_state(&f, "p1").await.available(), 5, "expiry released the stock");
+    let intent = intent.unwrap().intent_id;
+    f.gateway.confirm(&intent, "pm_card_visa").unwrap();
+    f.shop
+        .payment_fact(&ctx(), &receipt.value.payment_id, |_| PaymentCommand::RecordSucceeded {
+            intent_id: intent.clone(),
+            amount: eur("10.00"),
+            at,
+        })
+        .await
+        .unwrap();
+    drain_process_managers(&f, &mut pos).await;
+    let payment = f.shop.service().load::<Payment>(&receipt.value.payment_id).await.unwrap().state;
+    assert_eq!(payment.status, PaymentStatus::Refunded);
+    assert_eq!(order_state(&f, &receipt.value.order_id).await.status, OrderStatus::Expired);
+}

@@ -1,0 +1,248 @@
+//! The shared event-store conformance suite on the SQLite adapter (one test per check, each on
+//! a fresh file), plus behaviour only the embedded store has: reopening, NORMAL sync, and group
+//! commit answering each caller on its own.
+
+use commands::conformance::{new_event, WithGuard};
+use commands::{AppendOutcome, Commit, EventStore, StoreError, StreamAppend, StreamRef};
+use domain::StreamType;
+use infrastructure::sqlite::{SqliteEventStore, SqliteOptions, Synchronous};
+use serde_json::json;
+use std::sync::Arc;
+use tempfile::TempDir;
+
+async fn fresh_store() -> WithGuard<SqliteEventStore, TempDir> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteEventStore::open(dir.path().join("events.db"), SqliteOptions::default())
+        .expect("open sqlite store");
+    WithGuard::new(store, dir)
+}
+
+mod conformance {
+    commands::conformance_tests!(super::fresh_store);
+}
+
+fn append_one(stream: &StreamRef, expected_version: u64, n: usize) -> Commit {
+    Commit {
+        streams: vec![StreamAppend {
+            stream: stream.clone(),
+            expected_version,
+            events: (0..n)
+                .map(|i| new_event("ThingCounted", json!({ "n": i })))
+                .collect(),
+            snapshot: None,
+        }],
+        idempotency: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_after_drop_keeps_events_snapshots_idempotency_and_head() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("events.db");
+    let order = StreamRef::new(StreamType::Order, "o-1");
+    let (before_events, before_head, before_record) = {
+        let store = SqliteEventStore::open(&path, SqliteOptions::default()).expect("open");
+        store.append(append_one(&order, 0, 3)).await.expect("append");
+        let mut commit = append_one(&order, 3, 2);
+        commit.streams[0].snapshot = Some(commands::Snapshot {
+            version: 5,
+            schema_version: 1,
+            state: json!({ "n": 5 }),
+        });
+        commit.idempotency = Some(commands::Idempotency {
+            command_id: "cmd-1".into(),
+            fingerprint: "f".into(),
+            outcome: json!({ "ok": true }),
+        });
+        store.append(commit).await.expect("append with snapshot");
+        (
+            store.read(&order, 1, 100).await.expect("read"),
+            store.head().await.expect("head"),
+            store.idempotency("cmd-1").await.expect("lookup"),
+        )
+    };
+    assert_eq!(before_head, 5, "five events were written");
+
+    let store = SqliteEventStore::open(&path, SqliteOptions::default()).expect("reopen");
+    assert_eq!(
+        store.head().await.expect("head"),
+        before_head,
+        "head is restored from the file"
+    );
+    assert_eq!(
+        store.read(&order, 1, 100).await.expect("read"),
+        before_events,
+        "every event survives the reopen unchanged"
+    );
+    assert_eq!(
+        store.idempotency("cmd-1").await.expect("lookup"),
+        before_record,
+        "the idempotency record survives"
+    );
+    let loaded = store.load(&order).await.expect("load");
+    assert_eq!(
+        loaded.snapshot.map(|s| s.version),
+        Some(5),
+        "the snapshot survives"
+    );
+    assert_eq!(loaded.version, 5, "the stream version survives");
+    match store.append(append_one(&order, 5, 1)).await {
+        Ok(AppendOutcome::Committed(r)) => assert_eq!(
+            r.position,
+            Some(6),
+            "positions continue after the reopened head"
+        ),
+        other => panic!("appending after a reopen must work, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn normal_synchronous_mode_is_opt_in_and_works() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("events.db");
+    assert_eq!(
+        SqliteOptions::default().synchronous,
+        Synchronous::Full,
+        "FULL is the default"
+    );
+    let cart = StreamRef::new(StreamType::Cart, "c-1");
+    {
+        let store = SqliteEventStore::open(
+            &path,
+            SqliteOptions {
+                synchronous: Synchronous::Normal,
+                ..SqliteOptions::default()
+            },
+        )
+        .expect("open with NORMAL");
+        for v in 0..10 {
+            store.append(append_one(&cart, v, 1)).await.expect("append");
+        }
+    }
+    let store = SqliteEventStore::open(&path, SqliteOptions::default()).expect("reopen with FULL");
+    assert_eq!(
+        store.load(&cart).await.expect("load").version,
+        10,
+        "commits made under NORMAL are kept after a clean shutdown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_gives_each_caller_its_own_outcome() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(
+        SqliteEventStore::open(dir.path().join("events.db"), SqliteOptions::default())
+            .expect("open"),
+    );
+    let shared = StreamRef::new(StreamType::Product, "p-shared");
+    store
+        .append(append_one(&shared, 0, 1))
+        .await
+        .expect("setup");
+
+    // Many commits queued at once land in the same groups: independent streams must commit,
+    // stale expected versions must conflict alone, and one valid append to the shared stream
+    // must win without being undone by its failing neighbours.
+    const N: usize = 64;
+    let barrier = Arc::new(tokio::sync::Barrier::new(N));
+    let mut handles = Vec::new();
+    for i in 0..N {
+        let store = store.clone();
+        let barrier = barrier.clone();
+        let shared = shared.clone();
+        handles.push(tokio::spawn(async move {
+            let commit = match i % 4 {
+                // Stale: the shared stream is at 1.
+                0 => append_one(&shared, 0, 1),
+                // Valid the first time, then a conflict for the rest.
+                1 => append_one(&shared, 1, 1),
+                _ => append_one(&StreamRef::new(StreamType::Cart, format!("c-{i}")), 0, 2),
+            };
+            barrier.wait().await;
+            (i, store.append(commit).await)
+        }));
+    }
+    let mut shared_wins = 0;
+    for h in handles {
+        let (i, outcome) = h.await.expect("task panicked");
+        match (i % 4, outcome) {
+            (0, Err(StoreError::Conflict { actual, .. })) => {
+                assert!(actual >= Some(1), "a stale append sees the real version")
+            }
+            (1, Ok(AppendOutcome::Committed(r))) => {
+                assert_eq!(r.streams[0].version, 2, "the one winner moves the stream to 2");
+                shared_wins += 1;
+            }
+            (1, Err(StoreError::Conflict { .. })) => {}
+            (k, Ok(AppendOutcome::Committed(r))) if k >= 2 => {
+                assert_eq!(r.streams[0].version, 2, "independent stream committed");
+                assert!(r.position.is_some(), "the embedded store knows positions");
+            }
+            (k, other) => panic!("commit {i} (kind {k}) got an unexpected outcome {other:?}"),
+        }
+    }
+    assert_eq!(shared_wins, 1, "exactly one append at version 1 wins");
+    let loaded = store.load(&shared).await.expect("load");
+    assert_eq!(loaded.version, 2, "the shared stream holds setup + one winner");
+    for i in (0..N).filter(|i| i % 4 >= 2) {
+        let s = StreamRef::new(StreamType::Cart, format!("c-{i}"));
+        assert_eq!(
+            store.load(&s).await.expect("load").events.len(),
+            2,
+            "commit {i} was kept although other commits in its group failed"
+        );
+    }
+    let feed = store.feed(0, 10_000).await.expect("feed");
+    assert_eq!(feed.len(), 1 + 1 + (N / 2) * 2, "nothing else reached the feed");
+    assert_eq!(
+        store.head().await.expect("head"),
+        feed.last().and_then(|e| e.global_position).unwrap_or(0),
+        "head matches the feed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_watch_and_global_positions_are_set_on_every_read_path() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteEventStore::open(dir.path().join("events.db"), SqliteOptions::default())
+        .expect("open");
+    let mut watch = store.head_watch();
+    assert_eq!(*watch.borrow_and_update(), 0, "an empty store has head 0");
+    let s = StreamRef::new(StreamType::Payment, "pay-1");
+    store.append(append_one(&s, 0, 3)).await.expect("append");
+    assert!(
+        watch.has_changed().unwrap_or(false),
+        "the watch saw the commit"
+    );
+    assert_eq!(*watch.borrow_and_update(), 3, "the watch carries the head");
+    let loaded = store.load(&s).await.expect("load");
+    let read = store.read(&s, 1, 3).await.expect("read");
+    let positions = |events: &[commands::EventEnvelope]| -> Vec<Option<u64>> {
+        events.iter().map(|e| e.global_position).collect()
+    };
+    let expected = vec![Some(1), Some(2), Some(3)];
+    assert_eq!(positions(&loaded.events), expected, "load sets positions");
+    assert_eq!(positions(&read), expected, "read sets positions");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reusing_an_event_id_is_an_invalid_commit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteEventStore::open(dir.path().join("events.db"), SqliteOptions::default())
+        .expect("open");
+    let a = StreamRef::new(StreamType::Order, "o-a");
+    let b = StreamRef::new(StreamType::Order, "o-b");
+    let commit = append_one(&a, 0, 1);
+    let mut replay = append_one(&b, 0, 1);
+    replay.streams[0].events = commit.streams[0].events.clone();
+    store.append(commit).await.expect("first");
+    let result = store.append(replay).await;
+    assert!(
+        matches!(result, Err(StoreError::InvalidCommit(_))),
+        "re-sending stored events is InvalidCommit, got {result:?}"
+    );
+    assert!(
+        store.load(&b).await.expect("load").events.is_empty(),
+        "nothing written"
+    );
+}

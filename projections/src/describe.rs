@@ -1,0 +1,144 @@
+//! Human-readable one-line descriptions of events, shared by the order-history timeline and the
+//! support timeline, and the status each event leaves its aggregate in (mirroring the
+//! aggregates' `apply`, so that views agree with the write side without re-deciding anything).
+
+use domain::{OrderEvent, OrderStatus, PaymentEvent, PaymentStatus};
+
+/// The order status after `event`; `None` when the event does not change it (a partial refund).
+pub(crate) fn order_status_after(event: &OrderEvent) -> Option<OrderStatus> {
+    match event {
+        OrderEvent::OrderPlaced { .. } => Some(OrderStatus::AwaitingPayment),
+        OrderEvent::OrderPaid { .. } => Some(OrderStatus::Paid),
+        OrderEvent::OrderPaymentFailed { .. } => Some(OrderStatus::PaymentFailed),
+        OrderEvent::OrderCancelled { .. } => Some(OrderStatus::Cancelled),
+        OrderEvent::OrderExpired { .. } => Some(OrderStatus::Expired),
+        OrderEvent::OrderShipped { .. } => Some(OrderStatus::Shipped),
+        OrderEvent::OrderDelivered { .. } => Some(OrderStatus::Delivered),
+        OrderEvent::OrderRefunded { full, .. } => full.then_some(OrderStatus::Refunded),
+    }
+}
+
+/// The payment status after `event`; `None` when it does not change it (a dispute is a flag).
+pub(crate) fn payment_status_after(event: &PaymentEvent) -> Option<PaymentStatus> {
+    match event {
+        PaymentEvent::PaymentRequested { .. } => Some(PaymentStatus::Requested),
+        PaymentEvent::PaymentIntentCreated { .. } => Some(PaymentStatus::IntentCreated),
+        PaymentEvent::PaymentRequiresAction { .. } => Some(PaymentStatus::RequiresAction),
+        PaymentEvent::PaymentProcessing { .. } => Some(PaymentStatus::Processing),
+        PaymentEvent::PaymentSucceeded { .. } => Some(PaymentStatus::Succeeded),
+        PaymentEvent::PaymentFailed { .. } => Some(PaymentStatus::Failed),
+        PaymentEvent::PaymentCanceled { .. } => Some(PaymentStatus::Canceled),
+        PaymentEvent::PaymentRefunded { full, .. } => Some(if *full {
+            PaymentStatus::Refunded
+        } else {
+            PaymentStatus::PartiallyRefunded
+        }),
+        PaymentEvent::PaymentDisputed { .. } => None,
+    }
+}
+
+/// The intent id an event reports, if any.
+pub(crate) fn payment_intent(event: &PaymentEvent) -> Option<&str> {
+    match event {
+        PaymentEvent::PaymentIntentCreated { intent_id, .. }
+        | PaymentEvent::PaymentRequiresAction { intent_id, .. }
+        | PaymentEvent::PaymentProcessing { intent_id, .. }
+        | PaymentEvent::PaymentSucceeded { intent_id, .. }
+        | PaymentEvent::PaymentFailed { intent_id, .. }
+        | PaymentEvent::PaymentCanceled { intent_id, .. } => Some(intent_id),
+        PaymentEvent::PaymentRequested { .. }
+        | PaymentEvent::PaymentRefunded { .. }
+        | PaymentEvent::PaymentDisputed { .. } => None,
+    }
+}
+
+pub(crate) fn describe_order(event: &OrderEvent) -> String {
+    match event {
+        OrderEvent::OrderPlaced { lines, total, .. } => {
+            let n = lines.len();
+            let plural = if n == 1 { "line" } else { "lines" };
+            format!("order placed: {n} {plural}, total {total}")
+        }
+        OrderEvent::OrderPaid { amount, .. } => format!("payment of {amount} received"),
+        OrderEvent::OrderPaymentFailed { reason, .. } => format!("payment failed: {reason}"),
+        OrderEvent::OrderCancelled {
+            reason, was_paid, ..
+        } => {
+            if *was_paid {
+                format!("order cancelled after payment, refund due: {reason}")
+            } else {
+                format!("order cancelled: {reason}")
+            }
+        }
+        OrderEvent::OrderExpired { .. } => "order expired without payment".to_owned(),
+        OrderEvent::OrderShipped { tracking, .. } => match tracking {
+            Some(t) => format!("order shipped, tracking {t}"),
+            None => "order shipped".to_owned(),
+        },
+        OrderEvent::OrderDelivered { .. } => "order delivered".to_owned(),
+        OrderEvent::OrderRefunded {
+            refund_id,
+            amount,
+            refunded_total,
+            full,
+            ..
+        } => {
+            let scope = if *full { "full" } else { "partial" };
+            format!("{scope} refund {refund_id} of {amount} ({refunded_total} refunded in total)")
+        }
+    }
+}
+
+pub(crate) fn describe_payment(event: &PaymentEvent) -> String {
+    match event {
+        PaymentEvent::PaymentRequested { amount, .. } => format!("payment of {amount} requested"),
+        PaymentEvent::PaymentIntentCreated { intent_id, .. } => {
+            format!("payment intent {intent_id} created")
+        }
+        PaymentEvent::PaymentRequiresAction { intent_id, .. } => {
+            format!("payment intent {intent_id} requires customer action")
+        }
+        PaymentEvent::PaymentProcessing { intent_id, .. } => {
+            format!("payment intent {intent_id} processing")
+        }
+        PaymentEvent::PaymentSucceeded {
+            intent_id, amount, ..
+        } => format!("payment intent {intent_id} succeeded: {amount} captured"),
+        PaymentEvent::PaymentFailed {
+            intent_id, reason, ..
+        } => format!("payment intent {intent_id} failed: {reason}"),
+        PaymentEvent::PaymentCanceled { intent_id, .. } => {
+            format!("payment intent {intent_id} canceled")
+        }
+        PaymentEvent::PaymentRefunded {
+            refund_id,
+            amount,
+            refunded_total,
+            ..
+        } => format!(
+            "provider refund {refund_id} of {amount} ({refunded_total} refunded in total)"
+        ),
+        PaymentEvent::PaymentDisputed {
+            dispute_id,
+            reason,
+            status,
+            ..
+        } => format!("dispute {dispute_id} {status}: {reason}"),
+    }
+}
+
+/// The order id a payment event names in its payload (`None` for the events that only carry the
+/// payment id; projections resolve those through the link written at `PaymentRequested`).
+pub(crate) fn payment_order_id(event: &PaymentEvent) -> Option<&str> {
+    match event {
+        PaymentEvent::PaymentRequested { order_id, .. }
+        | PaymentEvent::PaymentSucceeded { order_id, .. }
+        | PaymentEvent::PaymentFailed { order_id, .. }
+        | PaymentEvent::PaymentCanceled { order_id, .. }
+        | PaymentEvent::PaymentRefunded { order_id, .. }
+        | PaymentEvent::PaymentDisputed { order_id, .. } => Some(order_id.as_str()),
+        PaymentEvent::PaymentIntentCreated { .. }
+        | PaymentEvent::PaymentRequiresAction { .. }
+        | PaymentEvent::PaymentProcessing { .. } => None,
+    }
+}

@@ -1,0 +1,291 @@
+//! An in-memory [`ReadModelStore`] for tests: the fake that lives beside the port.
+//!
+//! It keeps the exact semantics of the SQLite adapter (both pass the same conformance suite):
+//! a batch runs against an overlay of the committed state and is merged only when it succeeds.
+
+use crate::store::{
+    apply_events, ApplyOutcome, BatchTx, DocTx, Dump, IndexEntry, Projection, ReadModelError,
+    ReadModelStore, StoredDoc,
+};
+use async_trait::async_trait;
+use commands::{EventEnvelope, StreamRef};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+type Key = (String, String);
+/// (index, partition, sort, collection, key)
+type IdxKey = (String, String, String, String, String);
+type Entries = Vec<(String, String, String)>;
+
+#[derive(Default)]
+struct MemState {
+    docs: BTreeMap<Key, (Value, Entries)>,
+    index: BTreeSet<IdxKey>,
+    applied: HashMap<(String, StreamRef), u64>,
+    checkpoints: HashMap<String, u64>,
+}
+
+impl MemState {
+    fn write(&mut self, collection: &str, key: &str, doc: Option<(Value, Entries)>) {
+        let k = (collection.to_owned(), key.to_owned());
+        if let Some((_, old)) = self.docs.remove(&k) {
+            for (i, p, s) in old {
+                self.index
+                    .remove(&(i, p, s, collection.to_owned(), key.to_owned()));
+            }
+        }
+        if let Some((body, entries)) = doc {
+            for (i, p, s) in &entries {
+                self.index.insert((
+                    i.clone(),
+                    p.clone(),
+                    s.clone(),
+                    collection.to_owned(),
+                    key.to_owned(),
+                ));
+            }
+            self.docs.insert(k, (body, entries));
+        }
+    }
+}
+
+fn owned_entries(index: Vec<IndexEntry>) -> Entries {
+    let mut entries: Entries = index
+        .into_iter()
+        .map(|e| (e.index.to_owned(), e.partition, e.sort))
+        .collect();
+    entries.sort();
+    entries.dedup();
+    entries
+}
+
+/// The in-memory fake read-model store.
+#[derive(Default)]
+pub struct MemoryReadModelStore {
+    state: Mutex<MemState>,
+}
+
+impl MemoryReadModelStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, MemState>, ReadModelError> {
+        self.state
+            .lock()
+            .map_err(|_| ReadModelError::Internal("memory read model lock poisoned".into()))
+    }
+
+    /// Every document with its index entries, for whole-store comparisons in tests.
+    pub fn dump(&self) -> Result<Dump, ReadModelError> {
+        let state = self.lock()?;
+        Ok(state
+            .docs
+            .iter()
+            .map(|(k, (body, entries))| {
+                (
+                    k.clone(),
+                    StoredDoc {
+                        body: body.clone(),
+                        index: entries.iter().cloned().collect(),
+                    },
+                )
+            })
+            .collect())
+    }
+}
+
+/// A batch: writes are staged over the committed state and merged on success.
+struct MemTx<'a> {
+    base: &'a MemState,
+    docs: HashMap<Key, Option<(Value, Entries)>>,
+    applied: Vec<(String, StreamRef, u64)>,
+}
+
+impl DocTx for MemTx<'_> {
+    fn get(&mut self, collection: &str, key: &str) -> Result<Option<Value>, ReadModelError> {
+        let k = (collection.to_owned(), key.to_owned());
+        if let Some(staged) = self.docs.get(&k) {
+            return Ok(staged.as_ref().map(|(b, _)| b.clone()));
+        }
+        Ok(self.base.docs.get(&k).map(|(b, _)| b.clone()))
+    }
+
+    fn put(
+        &mut self,
+        collection: &str,
+        key: &str,
+        body: Value,
+        index: Vec<IndexEntry>,
+    ) -> Result<(), ReadModelError> {
+        self.docs.insert(
+            (collection.to_owned(), key.to_owned()),
+            Some((body, owned_entries(index))),
+        );
+        Ok(())
+    }
+
+    fn delete(&mut self, collection: &str, key: &str) -> Result<(), ReadModelError> {
+        self.docs
+            .insert((collection.to_owned(), key.to_owned()), None);
+        Ok(())
+    }
+}
+
+impl BatchTx for MemTx<'_> {
+    fn last_applied(
+        &mut self,
+        projection: &str,
+        stream: &StreamRef,
+    ) -> Result<u64, ReadModelError> {
+        Ok(self
+            .base
+            .applied
+            .get(&(projection.to_owned(), stream.clone()))
+            .copied()
+            .unwrap_or(0))
+    }
+
+    fn record_applied(
+        &mut self,
+        projection: &str,
+        stream: &StreamRef,
+        sequence: u64,
+    ) -> Result<(), ReadModelError> {
+        self.applied
+            .push((projection.to_owned(), stream.clone(), sequence));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ReadModelStore for MemoryReadModelStore {
+    async fn apply_batch(
+        &self,
+        projection: Arc<dyn Projection>,
+        events: Vec<EventEnvelope>,
+        checkpoint: Option<u64>,
+    ) -> Result<ApplyOutcome, ReadModelError> {
+        let mut state = self.lock()?;
+        let mut tx = MemTx {
+            base: &state,
+            docs: HashMap::new(),
+            applied: Vec::new(),
+        };
+        let outcome = apply_events(projection.as_ref(), events, &mut tx)?;
+        let MemTx { docs, applied, .. } = tx;
+        for ((collection, key), doc) in docs {
+            state.write(&collection, &key, doc);
+        }
+        for (p, stream, seq) in applied {
+            state.applied.insert((p, stream), seq);
+        }
+        if let (ApplyOutcome::Applied { .. }, Some(position)) = (&outcome, checkpoint) {
+            let cp = state
+                .checkpoints
+                .entry(projection.name().to_owned())
+                .or_insert(0);
+            *cp = (*cp).max(position);
+        }
+        Ok(outcome)
+    }
+
+    async fn checkpoint(&self, projection: &str) -> Result<u64, ReadModelError> {
+        Ok(self
+            .lock()?
+            .checkpoints
+            .get(projection)
+            .copied()
+            .unwrap_or(0))
+    }
+
+    async fn last_applied(
+        &self,
+        projection: &str,
+        stream: &StreamRef,
+    ) -> Result<u64, ReadModelError> {
+        Ok(self
+            .lock()?
+            .applied
+            .get(&(projection.to_owned(), stream.clone()))
+            .copied()
+            .unwrap_or(0))
+    }
+
+    async fn get(&self, collection: &str, key: &str) -> Result<Option<Value>, ReadModelError> {
+        Ok(self
+            .lock()?
+            .docs
+            .get(&(collection.to_owned(), key.to_owned()))
+            .map(|(b, _)| b.clone()))
+    }
+
+    async fn query(
+        &self,
+        index: &str,
+        partition: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+        descending: bool,
+        limit: usize,
+    ) -> Result<Vec<Value>, ReadModelError> {
+        let state = self.lock()?;
+        let start = (
+            index.to_owned(),
+            partition.to_owned(),
+            from.unwrap_or("").to_owned(),
+            String::new(),
+            String::new(),
+        );
+        let hits = state
+            .index
+            .range(start..)
+            .take_while(|(i, p, s, _, _)| {
+                i == index && p == partition && to.is_none_or(|to| s.as_str() <= to)
+            })
+            .map(|(_, _, _, c, k)| (c.clone(), k.clone()));
+        let keys: Vec<Key> = if descending {
+            let mut all: Vec<Key> = hits.collect();
+            all.reverse();
+            all.truncate(limit);
+            all
+        } else {
+            hits.take(limit).collect()
+        };
+        Ok(keys
+            .iter()
+            .filter_map(|k| state.docs.get(k).map(|(b, _)| b.clone()))
+            .collect())
+    }
+
+    async fn put_doc(
+        &self,
+        collection: &str,
+        key: &str,
+        body: Value,
+        index: Vec<IndexEntry>,
+    ) -> Result<(), ReadModelError> {
+        self.lock()?
+            .write(collection, key, Some((body, owned_entries(index))));
+        Ok(())
+    }
+
+    async fn reset(&self, projection: &dyn Projection) -> Result<(), ReadModelError> {
+        let mut state = self.lock()?;
+        let collections = projection.collections();
+        let doomed: Vec<Key> = state
+            .docs
+            .keys()
+            .filter(|(c, _)| collections.contains(&c.as_str()))
+            .cloned()
+            .collect();
+        for (c, k) in doomed {
+            state.write(&c, &k, None);
+        }
+        let name = projection.name();
+        state.applied.retain(|(p, _), _| p != name);
+        state.checkpoints.remove(name);
+        Ok(())
+    }
+}

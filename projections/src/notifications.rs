@@ -1,0 +1,322 @@
+//! The notifications read model: per customer, the messages the order lifecycle calls for
+//! (confirmed, payment failed, shipped, refund issued, cancelled), rendered, with their delivery
+//! status.
+//!
+//! Only the read model lives here. Sending is a side effect kept apart: a delivery worker lists
+//! [`pending_notifications`], sends them and calls [`mark_delivered`]. Deliveries are also
+//! recorded in [`DELIVERIES`], a collection the projection does NOT own (rebuild keeps it), and
+//! `apply` consults it, so that rebuilding the read model never makes delivered messages pending
+//! again (which would send them twice).
+
+use crate::store::{DocTx, IndexEntry, Projection, ProjectionError, ReadModelError, ReadModelStore};
+use crate::util::{decode, from_body, read_doc, sort_time, to_body, write_doc};
+use chrono::{DateTime, Utc};
+use commands::EventEnvelope;
+use domain::{CustomerId, Money, OrderEvent, OrderId, StreamType};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub const NAME: &str = "notifications";
+/// One document per notification, keyed by the id of the event that caused it.
+pub const NOTIFICATIONS: &str = "notifications";
+/// What later order events need from `OrderPlaced` (customer, email, total), keyed by order id.
+pub const ORDER_INFO: &str = "notif_order_info";
+/// Delivery records, keyed by notification id. Not owned by the projection: survives rebuilds.
+pub const DELIVERIES: &str = "notification_deliveries";
+/// Partition: customer id; sort: created_at `#` notification id.
+pub const BY_CUSTOMER: &str = "notifications_by_customer";
+/// Partition: [`PENDING_PARTITION`]; sort: created_at `#` notification id. Only undelivered
+/// notifications have this entry.
+pub const PENDING: &str = "notifications_pending";
+pub const PENDING_PARTITION: &str = "pending";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationKind {
+    OrderConfirmed,
+    PaymentFailed,
+    OrderShipped,
+    RefundIssued,
+    OrderCancelled,
+}
+
+impl NotificationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationKind::OrderConfirmed => "order_confirmed",
+            NotificationKind::PaymentFailed => "payment_failed",
+            NotificationKind::OrderShipped => "order_shipped",
+            NotificationKind::RefundIssued => "refund_issued",
+            NotificationKind::OrderCancelled => "order_cancelled",
+        }
+    }
+
+    /// The notification an order event calls for, if any.
+    pub fn for_event(event: &OrderEvent) -> Option<NotificationKind> {
+        match event {
+            OrderEvent::OrderPaid { .. } => Some(NotificationKind::OrderConfirmed),
+            OrderEvent::OrderPaymentFailed { .. } => Some(NotificationKind::PaymentFailed),
+            OrderEvent::OrderShipped { .. } => Some(NotificationKind::OrderShipped),
+            OrderEvent::OrderRefunded { .. } => Some(NotificationKind::RefundIssued),
+            OrderEvent::OrderCancelled { .. } | OrderEvent::OrderExpired { .. } => {
+                Some(NotificationKind::OrderCancelled)
+            }
+            OrderEvent::OrderPlaced { .. } | OrderEvent::OrderDelivered { .. } => None,
+        }
+    }
+
+    /// The rendered subject line.
+    pub fn subject(self, order_id: &str) -> String {
+        match self {
+            NotificationKind::OrderConfirmed => format!("Order {order_id} confirmed"),
+            NotificationKind::PaymentFailed => format!("Payment for order {order_id} failed"),
+            NotificationKind::OrderShipped => format!("Order {order_id} has shipped"),
+            NotificationKind::RefundIssued => format!("Refund for order {order_id}"),
+            NotificationKind::OrderCancelled => format!("Order {order_id} cancelled"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Pending,
+    Sent,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotificationView {
+    /// The id of the event that caused the notification.
+    pub notification_id: Uuid,
+    pub customer_id: CustomerId,
+    /// Where to send it (the order's customer email).
+    pub email: String,
+    pub order_id: OrderId,
+    pub kind: NotificationKind,
+    pub subject: String,
+    pub body: String,
+    pub delivery_status: DeliveryStatus,
+    pub created_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+impl NotificationView {
+    fn index(&self) -> Vec<IndexEntry> {
+        let sort = format!("{}#{}", sort_time(&self.created_at), self.notification_id);
+        let mut index = vec![IndexEntry::new(
+            BY_CUSTOMER,
+            self.customer_id.as_str(),
+            sort.clone(),
+        )];
+        if self.delivery_status == DeliveryStatus::Pending {
+            index.push(IndexEntry::new(PENDING, PENDING_PARTITION, sort));
+        }
+        index
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct OrderInfo {
+    customer_id: CustomerId,
+    email: String,
+    total: Money,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Delivery {
+    delivered_at: DateTime<Utc>,
+}
+
+fn render_body(event: &OrderEvent, order_id: &str, info: &OrderInfo) -> String {
+    let total = &info.total;
+    match event {
+        OrderEvent::OrderPaid { amount, .. } => format!(
+            "Thank you for your order {order_id}. We received your payment of {amount} and will \
+             let you know when it ships."
+        ),
+        OrderEvent::OrderPaymentFailed { reason, .. } => format!(
+            "Your payment of {total} for order {order_id} did not go through ({reason}). You can \
+             retry the payment from your order page."
+        ),
+        OrderEvent::OrderShipped { tracking, .. } => match tracking {
+            Some(t) => format!("Your order {order_id} is on its way. Tracking number: {t}."),
+            None => format!("Your order {order_id} is on its way."),
+        },
+        OrderEvent::OrderRefunded {
+            amount,
+            refunded_total,
+            ..
+        } => format!(
+            "We refunded {amount} for order {order_id} ({refunded_total} of {total} refunded in \
+             total). It may take a few days to reach your account."
+        ),
+        OrderEvent::OrderCancelled {
+            reason, was_paid, ..
+        } => {
+            if *was_paid {
+                format!(
+                    "Your order {order_id} was cancelled ({reason}). Your payment of {total} will \
+                     be refunded."
+                )
+            } else {
+                format!("Your order {order_id} was cancelled ({reason}).")
+            }
+        }
+        OrderEvent::OrderExpired { .. } => format!(
+            "Your order {order_id} was cancelled because it was not paid in time. Nothing was \
+             charged."
+        ),
+        OrderEvent::OrderPlaced { .. } | OrderEvent::OrderDelivered { .. } => String::new(),
+    }
+}
+
+/// The notifications projection.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NotificationsProjection;
+
+impl Projection for NotificationsProjection {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn collections(&self) -> &'static [&'static str] {
+        &[NOTIFICATIONS, ORDER_INFO]
+    }
+
+    fn handles(&self, event: &EventEnvelope) -> bool {
+        event.stream_type == StreamType::Order
+    }
+
+    fn apply(&self, event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
+        let Some(e) = decode::<OrderEvent>(NAME, event)? else {
+            return Ok(());
+        };
+        let order_id = event.stream_id.as_str();
+        if let OrderEvent::OrderPlaced {
+            customer_id,
+            customer_email,
+            total,
+            ..
+        } = e
+        {
+            let info = OrderInfo {
+                customer_id,
+                email: customer_email,
+                total,
+            };
+            return write_doc(tx, ORDER_INFO, order_id, &info, Vec::new());
+        }
+        let Some(kind) = NotificationKind::for_event(&e) else {
+            return Ok(());
+        };
+        let Some(info) = read_doc::<OrderInfo>(tx, ORDER_INFO, order_id)? else {
+            // OrderPlaced is the first event of every order stream and gap filling keeps a
+            // stream in order, so this only happens for orders created by an unknown event type.
+            tracing::warn!(order_id, event_type = %event.event_type, "notification for an unknown order skipped");
+            return Ok(());
+        };
+        let order = OrderId::parse(order_id).map_err(|err| ProjectionError::CorruptDoc {
+            collection: ORDER_INFO.to_owned(),
+            key: order_id.to_owned(),
+            reason: err.to_string(),
+        })?;
+        let id = event.event_id.to_string();
+        let delivered = read_doc::<Delivery>(tx, DELIVERIES, &id)?;
+        let view = NotificationView {
+            notification_id: event.event_id,
+            customer_id: info.customer_id.clone(),
+            email: info.email.clone(),
+            order_id: order,
+            kind,
+            subject: kind.subject(order_id),
+            body: render_body(&e, order_id, &info),
+            delivery_status: if delivered.is_some() {
+                DeliveryStatus::Sent
+            } else {
+                DeliveryStatus::Pending
+            },
+            created_at: event.occurred_at,
+            delivered_at: delivered.map(|d| d.delivered_at),
+        };
+        write_doc(tx, NOTIFICATIONS, &id, &view, view.index())
+    }
+}
+
+fn views(docs: Vec<serde_json::Value>) -> Result<Vec<NotificationView>, ReadModelError> {
+    docs.into_iter()
+        .map(|body| from_body(NOTIFICATIONS, "(listed)", body))
+        .collect()
+}
+
+/// One notification by id.
+pub async fn get_notification(
+    models: &dyn ReadModelStore,
+    notification_id: &str,
+) -> Result<Option<NotificationView>, ReadModelError> {
+    models
+        .get(NOTIFICATIONS, notification_id)
+        .await?
+        .map(|body| from_body(NOTIFICATIONS, notification_id, body))
+        .transpose()
+}
+
+/// A customer's notifications, newest first, at most `limit`.
+pub async fn list_notifications_for_customer(
+    models: &dyn ReadModelStore,
+    customer_id: &str,
+    limit: usize,
+) -> Result<Vec<NotificationView>, ReadModelError> {
+    views(
+        models
+            .query(BY_CUSTOMER, customer_id, None, None, true, limit)
+            .await?,
+    )
+}
+
+/// Undelivered notifications, oldest first, at most `limit` (the delivery worker's queue).
+pub async fn pending_notifications(
+    models: &dyn ReadModelStore,
+    limit: usize,
+) -> Result<Vec<NotificationView>, ReadModelError> {
+    views(
+        models
+            .query(PENDING, PENDING_PARTITION, None, None, false, limit)
+            .await?,
+    )
+}
+
+/// Records that a notification was sent: writes the delivery record (kept across rebuilds) and
+/// takes the notification off the pending list. Returns `false` when there is no such
+/// notification or it was already marked. The record is written first; a crash in between
+/// leaves the notification pending, so delivery is at least once, never lost.
+pub async fn mark_delivered(
+    models: &dyn ReadModelStore,
+    notification_id: &str,
+    at: DateTime<Utc>,
+) -> Result<bool, ReadModelError> {
+    let Some(mut view) = get_notification(models, notification_id).await? else {
+        return Ok(false);
+    };
+    if view.delivery_status == DeliveryStatus::Sent {
+        return Ok(false);
+    }
+    let record = Delivery { delivered_at: at };
+    let encode = |collection: &str, e: ProjectionError| ReadModelError::Corrupt {
+        collection: collection.to_owned(),
+        key: notification_id.to_owned(),
+        reason: e.to_string(),
+    };
+    let record_body =
+        to_body(DELIVERIES, notification_id, &record).map_err(|e| encode(DELIVERIES, e))?;
+    models
+        .put_doc(DELIVERIES, notification_id, record_body, Vec::new())
+        .await?;
+    view.delivery_status = DeliveryStatus::Sent;
+    view.delivered_at = Some(at);
+    let body =
+        to_body(NOTIFICATIONS, notification_id, &view).map_err(|e| encode(NOTIFICATIONS, e))?;
+    models
+        .put_doc(NOTIFICATIONS, notification_id, body, view.index())
+        .await?;
+    Ok(true)
+}

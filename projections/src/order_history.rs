@@ -1,0 +1,334 @@
+//! The order-history read model: per order its customer, status, lines, totals, payment status
+//! and a timeline of order and payment events; each customer's orders listed newest first.
+//!
+//! An order document is fed by two streams (the order and its payment) that may arrive in any
+//! relative order, so the document keeps the two streams' contributions apart (the order stream
+//! owns status, amounts and lines; the payment stream owns payment status and intent id), takes
+//! the latest `updated_at`, and keeps the timeline sorted by (time, stream, sequence). Whatever the
+//! interleaving, the document ends up the same. Until `OrderPlaced` has been seen the document is
+//! not listed and `get_order` reports no order.
+
+use crate::describe::{
+    describe_order, describe_payment, order_status_after, payment_intent, payment_status_after,
+};
+use crate::store::{DocTx, IndexEntry, Projection, ProjectionError, ReadModelError, ReadModelStore};
+use crate::util::{decode, from_body, payment_order, read_doc, sort_time, write_doc};
+use chrono::{DateTime, Utc};
+use commands::EventEnvelope;
+use domain::{
+    CustomerId, Money, OrderEvent, OrderId, OrderStatus, PaymentEvent, PaymentId, PaymentStatus,
+    ProductId, StreamType,
+};
+use serde::{Deserialize, Serialize};
+
+pub const NAME: &str = "order_history";
+/// One document per order, keyed by order id.
+pub const ORDERS: &str = "order_history_orders";
+/// Payment id -> order id links (payment events that do not name their order).
+pub const PAYMENT_LINKS: &str = "order_history_payments";
+/// Partition: customer id; sort: placed_at (fixed-width RFC 3339) `#` order id.
+pub const BY_CUSTOMER: &str = "orders_by_customer";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderLineView {
+    pub product_id: ProductId,
+    pub name: String,
+    pub quantity: u32,
+    pub unit_price: Money,
+    pub line_total: Money,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub at: DateTime<Utc>,
+    pub event_type: String,
+    pub description: String,
+}
+
+/// An order as its customer sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderView {
+    pub order_id: OrderId,
+    pub customer_id: CustomerId,
+    pub customer_email: String,
+    pub status: OrderStatus,
+    pub lines: Vec<OrderLineView>,
+    pub total: Money,
+    pub payment_id: PaymentId,
+    /// `None` until the first event of the payment stream has been applied.
+    pub payment_status: Option<PaymentStatus>,
+    pub intent_id: Option<String>,
+    pub paid: Option<Money>,
+    /// Cumulative refunded amount.
+    pub refunded: Option<Money>,
+    pub tracking: Option<String>,
+    pub placed_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Oldest first.
+    pub timeline: Vec<TimelineEntry>,
+}
+
+/// What `OrderPlaced` contributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Placed {
+    customer_id: CustomerId,
+    customer_email: String,
+    lines: Vec<OrderLineView>,
+    total: Money,
+    payment_id: PaymentId,
+    placed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct DocEntry {
+    at: DateTime<Utc>,
+    stream: StreamType,
+    seq: u64,
+    event_type: String,
+    description: String,
+}
+
+/// The stored document (see the module docs for why it is not the view itself).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct OrderDoc {
+    order_id: String,
+    placed: Option<Placed>,
+    status: Option<OrderStatus>,
+    paid: Option<Money>,
+    refunded: Option<Money>,
+    tracking: Option<String>,
+    payment_status: Option<PaymentStatus>,
+    intent_id: Option<String>,
+    updated_at: Option<DateTime<Utc>>,
+    timeline: Vec<DocEntry>,
+}
+
+impl OrderDoc {
+    fn new(order_id: &str) -> Self {
+        Self {
+            order_id: order_id.to_owned(),
+            placed: None,
+            status: None,
+            paid: None,
+            refunded: None,
+            tracking: None,
+            payment_status: None,
+            intent_id: None,
+            updated_at: None,
+            timeline: Vec::new(),
+        }
+    }
+
+    fn record(&mut self, event: &EventEnvelope, description: String) {
+        let at = event.occurred_at;
+        self.updated_at = Some(self.updated_at.map_or(at, |u| u.max(at)));
+        let key = (at, event.stream_type, event.sequence);
+        let pos = self
+            .timeline
+            .binary_search_by(|e| (e.at, e.stream, e.seq).cmp(&key));
+        if let Err(pos) = pos {
+            self.timeline.insert(
+                pos,
+                DocEntry {
+                    at,
+                    stream: event.stream_type,
+                    seq: event.sequence,
+                    event_type: event.event_type.clone(),
+                    description,
+                },
+            );
+        }
+    }
+
+    fn index(&self) -> Vec<IndexEntry> {
+        match &self.placed {
+            Some(p) => vec![IndexEntry::new(
+                BY_CUSTOMER,
+                p.customer_id.as_str(),
+                format!("{}#{}", sort_time(&p.placed_at), self.order_id),
+            )],
+            None => Vec::new(),
+        }
+    }
+
+    fn into_view(self) -> Result<Option<OrderView>, ReadModelError> {
+        let (Some(placed), Some(status)) = (self.placed, self.status) else {
+            return Ok(None);
+        };
+        let order_id = OrderId::parse(&self.order_id).map_err(|e| ReadModelError::Corrupt {
+            collection: ORDERS.to_owned(),
+            key: self.order_id.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(Some(OrderView {
+            order_id,
+            customer_id: placed.customer_id,
+            customer_email: placed.customer_email,
+            status,
+            lines: placed.lines,
+            total: placed.total,
+            payment_id: placed.payment_id,
+            payment_status: self.payment_status,
+            intent_id: self.intent_id,
+            paid: self.paid,
+            refunded: self.refunded,
+            tracking: self.tracking,
+            placed_at: placed.placed_at,
+            updated_at: self.updated_at.unwrap_or(placed.placed_at),
+            timeline: self
+                .timeline
+                .into_iter()
+                .map(|e| TimelineEntry {
+                    at: e.at,
+                    event_type: e.event_type,
+                    description: e.description,
+                })
+                .collect(),
+        }))
+    }
+}
+
+/// The order-history projection.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OrderHistoryProjection;
+
+impl OrderHistoryProjection {
+    fn load(tx: &mut dyn DocTx, order_id: &str) -> Result<OrderDoc, ProjectionError> {
+        Ok(read_doc::<OrderDoc>(tx, ORDERS, order_id)?.unwrap_or_else(|| OrderDoc::new(order_id)))
+    }
+
+    fn save(tx: &mut dyn DocTx, doc: &OrderDoc) -> Result<(), ProjectionError> {
+        write_doc(tx, ORDERS, &doc.order_id, doc, doc.index())
+    }
+
+    fn apply_order(
+        event: &EventEnvelope,
+        e: OrderEvent,
+        tx: &mut dyn DocTx,
+    ) -> Result<(), ProjectionError> {
+        let mut doc = Self::load(tx, &event.stream_id)?;
+        if let Some(status) = order_status_after(&e) {
+            doc.status = Some(status);
+        }
+        doc.record(event, describe_order(&e));
+        match e {
+            OrderEvent::OrderPlaced {
+                customer_id,
+                customer_email,
+                lines,
+                total,
+                payment_id,
+                placed_at,
+                ..
+            } => {
+                doc.placed = Some(Placed {
+                    customer_id,
+                    customer_email,
+                    lines: lines
+                        .into_iter()
+                        .map(|l| OrderLineView {
+                            product_id: l.product_id,
+                            name: l.name,
+                            quantity: l.quantity.get(),
+                            unit_price: l.unit_price,
+                            line_total: l.line_total,
+                        })
+                        .collect(),
+                    total,
+                    payment_id,
+                    placed_at,
+                });
+            }
+            OrderEvent::OrderPaid { amount, .. } => doc.paid = Some(amount),
+            OrderEvent::OrderShipped { tracking, .. } => doc.tracking = tracking,
+            OrderEvent::OrderRefunded { refunded_total, .. } => {
+                doc.refunded = Some(refunded_total);
+            }
+            OrderEvent::OrderPaymentFailed { .. }
+            | OrderEvent::OrderCancelled { .. }
+            | OrderEvent::OrderExpired { .. }
+            | OrderEvent::OrderDelivered { .. } => {}
+        }
+        Self::save(tx, &doc)
+    }
+
+    fn apply_payment(
+        event: &EventEnvelope,
+        e: PaymentEvent,
+        tx: &mut dyn DocTx,
+    ) -> Result<(), ProjectionError> {
+        let Some(order_id) = payment_order(tx, PAYMENT_LINKS, event, &e)? else {
+            return Ok(());
+        };
+        let mut doc = Self::load(tx, &order_id)?;
+        if let Some(status) = payment_status_after(&e) {
+            doc.payment_status = Some(status);
+        }
+        if let Some(intent) = payment_intent(&e) {
+            doc.intent_id = Some(intent.to_owned());
+        }
+        doc.record(event, describe_payment(&e));
+        Self::save(tx, &doc)
+    }
+}
+
+impl Projection for OrderHistoryProjection {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn collections(&self) -> &'static [&'static str] {
+        &[ORDERS, PAYMENT_LINKS]
+    }
+
+    fn handles(&self, event: &EventEnvelope) -> bool {
+        matches!(event.stream_type, StreamType::Order | StreamType::Payment)
+    }
+
+    fn apply(&self, event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
+        match event.stream_type {
+            StreamType::Order => match decode::<OrderEvent>(NAME, event)? {
+                Some(e) => Self::apply_order(event, e, tx),
+                None => Ok(()),
+            },
+            StreamType::Payment => match decode::<PaymentEvent>(NAME, event)? {
+                Some(e) => Self::apply_payment(event, e, tx),
+                None => Ok(()),
+            },
+            StreamType::Cart | StreamType::Product => Ok(()),
+        }
+    }
+}
+
+fn view_of(key: &str, body: serde_json::Value) -> Result<Option<OrderView>, ReadModelError> {
+    from_body::<OrderDoc>(ORDERS, key, body)?.into_view()
+}
+
+/// One order, or `None` when it has not been placed (or not projected yet).
+pub async fn get_order(
+    models: &dyn ReadModelStore,
+    order_id: &str,
+) -> Result<Option<OrderView>, ReadModelError> {
+    match models.get(ORDERS, order_id).await? {
+        Some(body) => view_of(order_id, body),
+        None => Ok(None),
+    }
+}
+
+/// A customer's orders, newest first, at most `limit`.
+pub async fn list_orders_for_customer(
+    models: &dyn ReadModelStore,
+    customer_id: &str,
+    limit: usize,
+) -> Result<Vec<OrderView>, ReadModelError> {
+    let docs = models
+        .query(BY_CUSTOMER, customer_id, None, None, true, limit)
+        .await?;
+    let mut views = Vec::with_capacity(docs.len());
+    for body in docs {
+        if let Some(view) = view_of("(listed)", body)? {
+            views.push(view);
+        }
+    }
+    Ok(views)
+}

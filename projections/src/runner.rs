@@ -1,0 +1,344 @@
+//! Runner logic: feed a projection from the event store with checkpoints, fill gaps, rebuild.
+//!
+//! The loop around it (waking on commit, backoff, health, shutdown) belongs to the `workers`
+//! crate; everything here is one step at a time so that it can be tested without a runtime loop.
+
+use crate::store::{ApplyOutcome, Projection, ReadModelError, ReadModelStore};
+use commands::{EventEnvelope, EventStore, StoreError, StreamRef};
+use std::sync::Arc;
+use tracing::Instrument;
+use uuid::Uuid;
+
+/// Feed page size of a normal step.
+pub const DEFAULT_BATCH: usize = 500;
+/// Feed page size used when rebuilding (one read-model transaction per page).
+pub const REBUILD_BATCH: usize = 5_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error("event store: {0}")]
+    Store(#[from] StoreError),
+    #[error("read model store: {0}")]
+    ReadModel(#[from] ReadModelError),
+    /// The event store did not return every event needed to close a gap.
+    #[error("gap in {stream} cannot be filled: needed {expected}..={to}, the store returned {found} events")]
+    UnfillableGap {
+        stream: StreamRef,
+        expected: u64,
+        to: u64,
+        found: usize,
+    },
+    /// A feed page held an event without a feed position (a broken feed adapter).
+    #[error("feed event {event_id} has no global position")]
+    MissingPosition { event_id: Uuid },
+}
+
+impl RunnerError {
+    /// Whether retrying later may succeed without a code or data fix.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RunnerError::Store(e) => e.is_transient(),
+            RunnerError::ReadModel(e) => e.is_transient(),
+            // Events may still be on their way in an eventually consistent backend.
+            RunnerError::UnfillableGap { .. } => true,
+            RunnerError::MissingPosition { .. } => false,
+        }
+    }
+}
+
+/// What one `step` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// The feed had nothing after the checkpoint.
+    Idle,
+    /// A page was consumed; `position` is the new checkpoint.
+    Progressed { applied: usize, position: u64 },
+}
+
+/// Counts of one `apply_with_gap_fill`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ApplySummary {
+    pub applied: usize,
+    /// Duplicates (already applied) that were skipped.
+    pub skipped: usize,
+    /// Events read from the event store to fill gaps.
+    pub filled: usize,
+}
+
+impl ApplySummary {
+    fn add(&mut self, other: ApplySummary) {
+        self.applied += other.applied;
+        self.skipped += other.skipped;
+        self.filled += other.filled;
+    }
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RebuildSummary {
+    /// Feed events read.
+    pub events: u64,
+    /// Events applied, summed over the projections rebuilt.
+    pub applied: usize,
+    /// The feed position reached (every rebuilt projection's checkpoint).
+    pub position: u64,
+}
+
+/// Drives one projection from the event store into the read-model store.
+pub struct ProjectionRunner {
+    store: Arc<dyn EventStore>,
+    models: Arc<dyn ReadModelStore>,
+    projection: Arc<dyn Projection>,
+    batch: usize,
+}
+
+impl ProjectionRunner {
+    /// `batch` is the feed page size of a step (at least 1).
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        models: Arc<dyn ReadModelStore>,
+        projection: Arc<dyn Projection>,
+        batch: usize,
+    ) -> Self {
+        Self {
+            store,
+            models,
+            projection,
+            batch: batch.max(1),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.projection.name()
+    }
+
+    pub fn projection(&self) -> &Arc<dyn Projection> {
+        &self.projection
+    }
+
+    /// Reads one feed page after the checkpoint and applies the events this projection handles,
+    /// writing the page's last position as the checkpoint in the same transaction (even when
+    /// none of them was handled, so the checkpoint advances past foreign events).
+    #[tracing::instrument(skip_all, fields(projection = self.projection.name()), err)]
+    pub async fn step(&self) -> Result<StepOutcome, RunnerError> {
+        let checkpoint = self.models.checkpoint(self.projection.name()).await?;
+        let page = self.store.feed(checkpoint, self.batch).await?;
+        let Some(position) = last_position(&page)? else {
+            return Ok(StepOutcome::Idle);
+        };
+        let events: Vec<EventEnvelope> = page
+            .into_iter()
+            .filter(|e| self.projection.handles(e))
+            .collect();
+        let summary = apply_filling_gaps(
+            self.store.as_ref(),
+            self.models.as_ref(),
+            &self.projection,
+            events,
+            Some(position),
+        )
+        .await?;
+        tracing::debug!(
+            applied = summary.applied,
+            skipped = summary.skipped,
+            filled = summary.filled,
+            position,
+            "projection step"
+        );
+        Ok(StepOutcome::Progressed {
+            applied: summary.applied,
+            position,
+        })
+    }
+
+    /// Applies events delivered from outside the feed (for example an SQS batch: at least once,
+    /// any order), without touching the checkpoint. Duplicates are skipped; a gap is filled by
+    /// `read` from the event store and applied in order before the rest of the batch.
+    #[tracing::instrument(skip_all, fields(projection = self.projection.name(), events = events.len()), err)]
+    pub async fn apply_with_gap_fill(
+        &self,
+        events: Vec<EventEnvelope>,
+    ) -> Result<ApplySummary, RunnerError> {
+        let events = events
+            .into_iter()
+            .filter(|e| self.projection.handles(e))
+            .collect();
+        apply_filling_gaps(
+            self.store.as_ref(),
+            self.models.as_ref(),
+            &self.projection,
+            events,
+            None,
+        )
+        .await
+    }
+
+    /// Drops the projection's read model and replays the feed from 0 to the head seen at the
+    /// start, in pages of at least [`REBUILD_BATCH`]. `progress(position, head)` is called after
+    /// every page. Stop the projection's worker first: a concurrent step would race the reset.
+    pub async fn rebuild(
+        &self,
+        progress: impl Fn(u64, u64) + Send + Sync,
+    ) -> Result<RebuildSummary, RunnerError> {
+        rebuild_all(
+            self.store.clone(),
+            self.models.clone(),
+            std::slice::from_ref(&self.projection),
+            self.batch.max(REBUILD_BATCH),
+            progress,
+        )
+        .await
+    }
+}
+
+/// Rebuilds several projections in one pass over the feed: every page is read once and applied
+/// to each projection in turn (one transaction per projection and page), while the next page is
+/// being read. `progress(position, head)` is called after every page.
+pub async fn rebuild_all(
+    store: Arc<dyn EventStore>,
+    models: Arc<dyn ReadModelStore>,
+    projections: &[Arc<dyn Projection>],
+    batch: usize,
+    progress: impl Fn(u64, u64) + Send + Sync,
+) -> Result<RebuildSummary, RunnerError> {
+    let names: Vec<&str> = projections.iter().map(|p| p.name()).collect();
+    let span = tracing::info_span!("rebuild", projections = ?names);
+    async move {
+        let batch = batch.max(1);
+        for p in projections {
+            models.reset(p.as_ref()).await?;
+        }
+        let head = store.head().await?;
+        let mut summary = RebuildSummary::default();
+        if head == 0 {
+            return Ok(summary);
+        }
+        let mut page = store.feed(0, batch).await?;
+        while let Some(position) = last_position(&page)? {
+            summary.events += page.len() as u64;
+            let apply = async {
+                let mut applied = 0;
+                for p in projections {
+                    let events: Vec<EventEnvelope> =
+                        page.iter().filter(|e| p.handles(e)).cloned().collect();
+                    applied += apply_filling_gaps(
+                        store.as_ref(),
+                        models.as_ref(),
+                        p,
+                        events,
+                        Some(position),
+                    )
+                    .await?
+                    .applied;
+                }
+                Ok::<usize, RunnerError>(applied)
+            };
+            let done = position >= head;
+            if done {
+                summary.applied += apply.await?;
+            } else {
+                // Read the next page while this one is being written.
+                let (applied, next) = tokio::join!(apply, store.feed(position, batch));
+                summary.applied += applied?;
+                page = next?;
+            }
+            summary.position = position;
+            progress(position, head);
+            if done {
+                break;
+            }
+        }
+        tracing::info!(
+            events = summary.events,
+            applied = summary.applied,
+            position = summary.position,
+            "rebuild finished"
+        );
+        Ok(summary)
+    }
+    .instrument(span)
+    .await
+}
+
+fn last_position(page: &[EventEnvelope]) -> Result<Option<u64>, RunnerError> {
+    match page.last() {
+        None => Ok(None),
+        Some(e) => e
+            .global_position
+            .map(Some)
+            .ok_or(RunnerError::MissingPosition {
+                event_id: e.event_id,
+            }),
+    }
+}
+
+/// Applies `events`; on every gap reads the missing range from the event store and retries
+/// with it in front of the rest. Each round commits at least the events before the gap, and the
+/// fill is checked to be complete, so the loop always ends.
+async fn apply_filling_gaps(
+    store: &dyn EventStore,
+    models: &dyn ReadModelStore,
+    projection: &Arc<dyn Projection>,
+    events: Vec<EventEnvelope>,
+    checkpoint: Option<u64>,
+) -> Result<ApplySummary, RunnerError> {
+    let mut summary = ApplySummary::default();
+    let mut pending = events;
+    loop {
+        match models
+            .apply_batch(projection.clone(), pending, checkpoint)
+            .await?
+        {
+            ApplyOutcome::Applied { applied, skipped } => {
+                summary.add(ApplySummary {
+                    applied,
+                    skipped,
+                    filled: 0,
+                });
+                return Ok(summary);
+            }
+            ApplyOutcome::Gap {
+                stream,
+                expected,
+                got,
+                applied,
+                skipped,
+                remaining,
+            } => {
+                let to = got - 1;
+                tracing::debug!(
+                    projection = projection.name(),
+                    %stream,
+                    expected,
+                    got,
+                    "gap detected, filling from the event store"
+                );
+                let fill = store.read(&stream, expected, to).await?;
+                let complete = fill.len() as u64 == got - expected
+                    && fill
+                        .iter()
+                        .zip(expected..)
+                        .all(|(e, seq)| e.sequence == seq);
+                if !complete {
+                    return Err(RunnerError::UnfillableGap {
+                        stream,
+                        expected,
+                        to,
+                        found: fill.len(),
+                    });
+                }
+                summary.add(ApplySummary {
+                    applied,
+                    skipped,
+                    filled: fill.len(),
+                });
+                let fill: Vec<EventEnvelope> = fill
+                    .into_iter()
+                    .filter(|e| projection.handles(e))
+                    .collect();
+                pending = fill;
+                pending.extend(remaining);
+            }
+        }
+    }
+}

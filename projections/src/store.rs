@@ -1,0 +1,333 @@
+//! The read-model store port.
+//!
+//! Read models are JSON documents grouped in collections. Each document carries zero or more
+//! secondary index entries `(index, partition, sort)`, so that one document can be listed under
+//! several keys ("orders of customer X, newest first"). The shape maps onto SQLite tables (one
+//! table of documents, one of index entries) and onto DynamoDB (items plus GSIs).
+//!
+//! Projections never talk to a store directly: they get a [`DocTx`] inside
+//! [`ReadModelStore::apply_batch`], which applies a batch of events atomically together with the
+//! per-stream bookkeeping that makes duplicates, reordering and replays harmless.
+
+use async_trait::async_trait;
+use commands::{EventEnvelope, StreamRef};
+use domain::{DecodeError, StreamType};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// One secondary index entry of a document: the document is listed in `index` under
+/// `partition`, ordered by `sort` (compared as a plain string, so sort keys must be built to sort
+/// lexicographically: fixed-width timestamps, zero-padded numbers).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IndexEntry {
+    pub index: &'static str,
+    pub partition: String,
+    pub sort: String,
+}
+
+impl IndexEntry {
+    pub fn new(index: &'static str, partition: impl Into<String>, sort: impl Into<String>) -> Self {
+        Self {
+            index,
+            partition: partition.into(),
+            sort: sort.into(),
+        }
+    }
+}
+
+/// Document access inside one atomic batch.
+///
+/// Contract: reads see the batch's own earlier writes; nothing is visible to other readers until
+/// the batch commits, and nothing is written at all when the batch fails. `put` replaces the
+/// document and its whole set of index entries (entries it no longer lists are removed).
+pub trait DocTx {
+    fn get(&mut self, collection: &str, key: &str) -> Result<Option<Value>, ReadModelError>;
+    fn put(
+        &mut self,
+        collection: &str,
+        key: &str,
+        body: Value,
+        index: Vec<IndexEntry>,
+    ) -> Result<(), ReadModelError>;
+    /// Removes the document and its index entries; removing a missing document is not an error.
+    fn delete(&mut self, collection: &str, key: &str) -> Result<(), ReadModelError>;
+}
+
+/// A read-model definition: which events it consumes and how each one changes its documents.
+///
+/// Contract:
+/// - `apply` is deterministic and uses only the event and the documents it reads through `tx`;
+///   it never re-runs business rules (events carry the derived values).
+/// - Sequence bookkeeping is per stream, so `handles` must answer the same for every event of a
+///   stream (filter on `stream_type`): an event type the projection does not care about is still
+///   passed to `apply`, which ignores it. Filtering single event types out would look like a gap.
+/// - Events of different streams may arrive in any relative order (AWS delivery is unordered;
+///   gap filling only restores the order within a stream), so documents fed by several streams
+///   must end up the same whatever the interleaving.
+/// - Unknown event types of a handled stream are ignored (forward compatibility).
+pub trait Projection: Send + Sync + 'static {
+    /// Stable name: "catalog" | "order_history" | "notifications" | "support".
+    fn name(&self) -> &'static str;
+    /// Every collection this projection writes; `reset` (rebuild) drops exactly these.
+    fn collections(&self) -> &'static [&'static str];
+    /// Cheap filter, see the trait contract: decide on `stream_type`.
+    fn handles(&self, event: &EventEnvelope) -> bool;
+    fn apply(&self, event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError>;
+}
+
+/// What `apply_batch` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApplyOutcome {
+    /// Every event was applied or skipped as a duplicate; the checkpoint (if given) was written.
+    Applied { applied: usize, skipped: usize },
+    /// The event at the front of `remaining` is ahead of its stream: the last applied sequence
+    /// of `stream` is `expected - 1` but the event has sequence `got`. Everything before it was
+    /// committed (`applied` / `skipped` count those); `remaining` (that event and everything after
+    /// it, in the order given) was not touched, and the checkpoint was NOT written. The caller
+    /// fills `expected..=got-1` from the event store and retries with the filled events in front.
+    Gap {
+        stream: StreamRef,
+        expected: u64,
+        got: u64,
+        applied: usize,
+        skipped: usize,
+        remaining: Vec<EventEnvelope>,
+    },
+}
+
+impl ApplyOutcome {
+    pub fn applied(&self) -> usize {
+        match self {
+            ApplyOutcome::Applied { applied, .. } | ApplyOutcome::Gap { applied, .. } => *applied,
+        }
+    }
+
+    pub fn skipped(&self) -> usize {
+        match self {
+            ApplyOutcome::Applied { skipped, .. } | ApplyOutcome::Gap { skipped, .. } => *skipped,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadModelError {
+    /// Worth retrying: a busy database, throttling, a network error.
+    #[error("read model store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored document or record could not be read back.
+    #[error("corrupt read model record {collection}/{key}: {reason}")]
+    Corrupt {
+        collection: String,
+        key: String,
+        reason: String,
+    },
+    /// A projection rejected an event; the batch was rolled back. Retrying gives the same answer
+    /// until the projection (or the event) is fixed, so workers retry with backoff, never skip.
+    #[error("projection {projection} failed on event {event_id} ({event_type}): {source}")]
+    Projection {
+        projection: &'static str,
+        event_id: Uuid,
+        event_type: String,
+        #[source]
+        source: Box<ProjectionError>,
+    },
+    /// Anything else; the message is for logs only.
+    #[error("read model store failure: {0}")]
+    Internal(String),
+}
+
+impl ReadModelError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ReadModelError::Unavailable(_))
+    }
+}
+
+/// Why a projection could not apply an event.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// The payload does not fit the event type (or has a newer version than this build knows).
+    #[error("cannot decode event: {0}")]
+    Decode(#[from] DecodeError),
+    /// A document the projection wrote earlier does not deserialize any more.
+    #[error("corrupt document {collection}/{key}: {reason}")]
+    CorruptDoc {
+        collection: String,
+        key: String,
+        reason: String,
+    },
+    /// A document could not be serialized.
+    #[error("cannot encode document {collection}/{key}: {reason}")]
+    Encode {
+        collection: String,
+        key: String,
+        reason: String,
+    },
+    /// The store failed underneath the projection.
+    #[error(transparent)]
+    Store(#[from] ReadModelError),
+}
+
+/// The read-model store port.
+///
+/// Contract (checked by the conformance suite in `testsuite::conformance`):
+/// - `apply_batch` applies the events for one projection in the order given, atomically with
+///   its bookkeeping, in ONE transaction. For each event: skip it when its sequence is `<=` the
+///   last applied sequence recorded for (projection, stream) [a duplicate]; when it is
+///   `> last + 1` stop and return [`ApplyOutcome::Gap`] without applying anything from that event
+///   on (the events before it are committed); otherwise apply it and record its sequence.
+///   `checkpoint` (the feed position reached) is written in the same transaction when given and
+///   the whole batch was consumed; checkpoints never move backwards. When the projection fails
+///   nothing of the batch is written.
+/// - `get` / `query` read committed documents only.
+/// - `query` returns the documents having an entry `(index, partition)` whose sort key is within
+///   `[from, to]` (inclusive; `None` is open), ordered by sort key (ties by collection and key),
+///   descending when asked, at most `limit`.
+/// - `put_doc` is an out-of-band single-document write (for example marking a notification
+///   delivered); it replaces the document and its index entries like [`DocTx::put`].
+/// - `reset` drops the projection's collections (documents and their index entries), its applied
+///   sequences and its checkpoint. Collections the projection does not list survive.
+#[async_trait]
+pub trait ReadModelStore: Send + Sync + 'static {
+    async fn apply_batch(
+        &self,
+        projection: Arc<dyn Projection>,
+        events: Vec<EventEnvelope>,
+        checkpoint: Option<u64>,
+    ) -> Result<ApplyOutcome, ReadModelError>;
+    /// The feed position the projection has reached (0 when it never ran).
+    async fn checkpoint(&self, projection: &str) -> Result<u64, ReadModelError>;
+    /// The last sequence of `stream` applied by the projection (0 when none).
+    async fn last_applied(&self, projection: &str, stream: &StreamRef)
+        -> Result<u64, ReadModelError>;
+    async fn get(&self, collection: &str, key: &str) -> Result<Option<Value>, ReadModelError>;
+    async fn query(
+        &self,
+        index: &str,
+        partition: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+        descending: bool,
+        limit: usize,
+    ) -> Result<Vec<Value>, ReadModelError>;
+    async fn put_doc(
+        &self,
+        collection: &str,
+        key: &str,
+        body: Value,
+        index: Vec<IndexEntry>,
+    ) -> Result<(), ReadModelError>;
+    async fn reset(&self, projection: &dyn Projection) -> Result<(), ReadModelError>;
+}
+
+/// A stored document with its index entries as `(index, partition, sort)`; used to compare whole
+/// stores (rebuild equals incremental).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDoc {
+    pub body: Value,
+    pub index: BTreeSet<(String, String, String)>,
+}
+
+/// Every document of a store keyed by `(collection, key)`.
+pub type Dump = BTreeMap<(String, String), StoredDoc>;
+
+/// What an adapter provides inside one transaction so that [`apply_events`] can run the shared
+/// duplicate / gap / apply logic.
+pub trait BatchTx: DocTx {
+    /// The recorded last sequence for (projection, stream), 0 when none. Called at most once per
+    /// stream per batch.
+    fn last_applied(&mut self, projection: &str, stream: &StreamRef)
+        -> Result<u64, ReadModelError>;
+    /// Records the new last sequence; called once per stream at the end of the batch.
+    fn record_applied(
+        &mut self,
+        projection: &str,
+        stream: &StreamRef,
+        sequence: u64,
+    ) -> Result<(), ReadModelError>;
+}
+
+/// The duplicate / gap / apply loop shared by every adapter: call it inside the adapter's
+/// transaction, then flush and commit (writing the checkpoint only on `Applied`).
+///
+/// A projection error aborts with [`ReadModelError::Projection`] (or the underlying store error
+/// when the projection only passed one through); the caller must then roll back.
+pub fn apply_events<T: BatchTx>(
+    projection: &dyn Projection,
+    mut events: Vec<EventEnvelope>,
+    tx: &mut T,
+) -> Result<ApplyOutcome, ReadModelError> {
+    let name = projection.name();
+    // stream type -> stream id -> (last applied, changed in this batch)
+    let mut last: HashMap<StreamType, HashMap<String, (u64, bool)>> = HashMap::new();
+    let mut applied = 0;
+    let mut skipped = 0;
+    let mut gap = None;
+
+    for (i, event) in events.iter().enumerate() {
+        let by_id = last.entry(event.stream_type).or_default();
+        if !by_id.contains_key(event.stream_id.as_str()) {
+            let seq = tx.last_applied(name, &event.stream())?;
+            by_id.insert(event.stream_id.clone(), (seq, false));
+        }
+        // Present: inserted just above when it was missing.
+        let Some(entry) = by_id.get_mut(event.stream_id.as_str()) else {
+            return Err(ReadModelError::Internal("stream bookkeeping lost".into()));
+        };
+        if event.sequence <= entry.0 {
+            skipped += 1;
+            tracing::trace!(
+                projection = name,
+                stream = %event.stream(),
+                sequence = event.sequence,
+                "duplicate event skipped"
+            );
+            continue;
+        }
+        if event.sequence > entry.0 + 1 {
+            gap = Some((i, entry.0 + 1));
+            break;
+        }
+        projection.apply(event, tx).map_err(|e| match e {
+            ProjectionError::Store(store) => store,
+            other => ReadModelError::Projection {
+                projection: name,
+                event_id: event.event_id,
+                event_type: event.event_type.clone(),
+                source: Box::new(other),
+            },
+        })?;
+        *entry = (event.sequence, true);
+        applied += 1;
+    }
+
+    for (stream_type, by_id) in last {
+        for (stream_id, (seq, changed)) in by_id {
+            if changed {
+                tx.record_applied(name, &StreamRef::new(stream_type, stream_id), seq)?;
+            }
+        }
+    }
+
+    Ok(match gap {
+        None => ApplyOutcome::Applied { applied, skipped },
+        Some((i, expected)) => {
+            let remaining = events.split_off(i);
+            // `remaining` starts with the event at `i`, which exists because `i` came from
+            // enumerating `events`.
+            let (stream, got) = match remaining.first() {
+                Some(e) => (e.stream(), e.sequence),
+                None => return Err(ReadModelError::Internal("gap past the batch end".into())),
+            };
+            ApplyOutcome::Gap {
+                stream,
+                expected,
+                got,
+                applied,
+                skipped,
+                remaining,
+            }
+        }
+    })
+}

@@ -1,0 +1,439 @@
+//! The support read model: find orders by email, order id, payment intent id, status and date
+//! range, and see one order's timeline joining its order, payment and notification events.
+//!
+//! Like order history, an order document is fed by the order stream and the payment stream in
+//! any relative order; each stream owns its own fields, so the result does not depend on the
+//! interleaving. Index entries exist only once `OrderPlaced` (email, placed_at) has been seen, and
+//! are recomputed from the whole document on every write, so a status change moves the order from
+//! one `support_by_status` partition to the next.
+
+use crate::describe::{
+    describe_order, describe_payment, order_status_after, payment_intent, payment_status_after,
+};
+use crate::notifications::NotificationKind;
+use crate::store::{DocTx, IndexEntry, Projection, ProjectionError, ReadModelError, ReadModelStore};
+use crate::util::{decode, from_body, payment_order, read_doc, sort_seq, sort_time, write_doc};
+use chrono::{DateTime, Utc};
+use commands::EventEnvelope;
+use domain::{
+    CustomerId, Money, OrderEvent, OrderId, OrderStatus, PaymentEvent, PaymentStatus, StreamType,
+};
+use serde::{Deserialize, Serialize};
+
+pub const NAME: &str = "support";
+/// One document per order, keyed by order id.
+pub const ORDERS: &str = "support_orders";
+/// One document per timeline entry, keyed `order_id#stream_type#stream_id#sequence[#n]`.
+pub const TIMELINE: &str = "support_timeline";
+/// Payment id -> order id links (payment events that do not name their order).
+pub const PAYMENT_LINKS: &str = "support_payments";
+
+/// The order indexes are all sorted by placed_at (fixed-width RFC 3339) `#` order id.
+/// Partition: lowercase email.
+pub const BY_EMAIL: &str = "support_by_email";
+/// Partition: order status (`OrderStatus::as_str`).
+pub const BY_STATUS: &str = "support_by_status";
+/// Partition: [`DATE_PARTITION`].
+pub const BY_DATE: &str = "support_by_date";
+pub const DATE_PARTITION: &str = "all";
+/// Partition: payment intent id.
+pub const BY_INTENT: &str = "support_by_intent";
+/// Partition: order id; sort: occurred_at `#` stream type `#` sequence.
+pub const TIMELINE_INDEX: &str = "support_timeline";
+
+/// Most timeline entries `order_timeline` returns.
+pub const MAX_TIMELINE: usize = 10_000;
+/// Most documents `search_orders` examines for one query before returning what it found.
+pub const MAX_SCAN: usize = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SupportOrderView {
+    pub order_id: OrderId,
+    pub customer_id: CustomerId,
+    pub email: String,
+    pub status: OrderStatus,
+    pub payment_status: Option<PaymentStatus>,
+    pub intent_id: Option<String>,
+    pub total: Money,
+    pub placed_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Search criteria; every given criterion must match. Results are newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SupportQuery {
+    /// Compared without regard to case.
+    pub email: Option<String>,
+    pub status: Option<OrderStatus>,
+    /// Placed at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Placed at or before.
+    pub to: Option<DateTime<Utc>>,
+    pub order_id: Option<String>,
+    pub intent_id: Option<String>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimelineSource {
+    Order,
+    Payment,
+    Notification,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SupportTimelineEntry {
+    pub at: DateTime<Utc>,
+    pub source: TimelineSource,
+    pub event_type: String,
+    pub summary: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Placed {
+    customer_id: CustomerId,
+    email: String,
+    total: Money,
+    placed_at: DateTime<Utc>,
+}
+
+/// The stored order document: the order stream's part and the payment stream's part.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct SupportDoc {
+    order_id: String,
+    placed: Option<Placed>,
+    status: Option<OrderStatus>,
+    payment_status: Option<PaymentStatus>,
+    intent_id: Option<String>,
+    updated_at: Option<DateTime<Utc>>,
+}
+
+impl SupportDoc {
+    fn new(order_id: &str) -> Self {
+        Self {
+            order_id: order_id.to_owned(),
+            placed: None,
+            status: None,
+            payment_status: None,
+            intent_id: None,
+            updated_at: None,
+        }
+    }
+
+    fn touch(&mut self, at: DateTime<Utc>) {
+        self.updated_at = Some(self.updated_at.map_or(at, |u| u.max(at)));
+    }
+
+    fn index(&self) -> Vec<IndexEntry> {
+        let (Some(placed), Some(status)) = (&self.placed, self.status) else {
+            return Vec::new();
+        };
+        let sort = order_sort(&placed.placed_at, &self.order_id);
+        let mut index = vec![
+            IndexEntry::new(BY_EMAIL, placed.email.to_lowercase(), sort.clone()),
+            IndexEntry::new(BY_STATUS, status.as_str(), sort.clone()),
+            IndexEntry::new(BY_DATE, DATE_PARTITION, sort.clone()),
+        ];
+        if let Some(intent) = &self.intent_id {
+            index.push(IndexEntry::new(BY_INTENT, intent.clone(), sort));
+        }
+        index
+    }
+
+    fn into_view(self) -> Result<Option<SupportOrderView>, ReadModelError> {
+        let (Some(placed), Some(status)) = (self.placed, self.status) else {
+            return Ok(None);
+        };
+        let order_id = OrderId::parse(&self.order_id).map_err(|e| ReadModelError::Corrupt {
+            collection: ORDERS.to_owned(),
+            key: self.order_id.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(Some(SupportOrderView {
+            order_id,
+            customer_id: placed.customer_id,
+            email: placed.email,
+            status,
+            payment_status: self.payment_status,
+            intent_id: self.intent_id,
+            total: placed.total,
+            placed_at: placed.placed_at,
+            updated_at: self.updated_at.unwrap_or(placed.placed_at),
+        }))
+    }
+}
+
+fn order_sort(placed_at: &DateTime<Utc>, order_id: &str) -> String {
+    format!("{}#{}", sort_time(placed_at), order_id)
+}
+
+/// The support projection.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SupportProjection;
+
+impl SupportProjection {
+    fn load(tx: &mut dyn DocTx, order_id: &str) -> Result<SupportDoc, ProjectionError> {
+        Ok(read_doc::<SupportDoc>(tx, ORDERS, order_id)?
+            .unwrap_or_else(|| SupportDoc::new(order_id)))
+    }
+
+    fn save(tx: &mut dyn DocTx, doc: &SupportDoc) -> Result<(), ProjectionError> {
+        write_doc(tx, ORDERS, &doc.order_id, doc, doc.index())
+    }
+
+    fn timeline(
+        tx: &mut dyn DocTx,
+        order_id: &str,
+        event: &EventEnvelope,
+        source: TimelineSource,
+        event_type: &str,
+        summary: String,
+    ) -> Result<(), ProjectionError> {
+        let suffix = if source == TimelineSource::Notification {
+            "#n"
+        } else {
+            ""
+        };
+        let seq = sort_seq(event.sequence);
+        let key = format!(
+            "{order_id}#{}#{}#{seq}{suffix}",
+            event.stream_type, event.stream_id
+        );
+        let sort = format!(
+            "{}#{}#{seq}{suffix}",
+            sort_time(&event.occurred_at),
+            event.stream_type
+        );
+        let entry = SupportTimelineEntry {
+            at: event.occurred_at,
+            source,
+            event_type: event_type.to_owned(),
+            summary,
+        };
+        write_doc(
+            tx,
+            TIMELINE,
+            &key,
+            &entry,
+            vec![IndexEntry::new(TIMELINE_INDEX, order_id, sort)],
+        )
+    }
+
+    fn apply_order(
+        event: &EventEnvelope,
+        e: OrderEvent,
+        tx: &mut dyn DocTx,
+    ) -> Result<(), ProjectionError> {
+        let order_id = event.stream_id.as_str();
+        Self::timeline(
+            tx,
+            order_id,
+            event,
+            TimelineSource::Order,
+            &event.event_type,
+            describe_order(&e),
+        )?;
+        if let Some(kind) = NotificationKind::for_event(&e) {
+            Self::timeline(
+                tx,
+                order_id,
+                event,
+                TimelineSource::Notification,
+                kind.as_str(),
+                format!("notification queued: {}", kind.subject(order_id)),
+            )?;
+        }
+        let mut doc = Self::load(tx, order_id)?;
+        doc.touch(event.occurred_at);
+        if let Some(status) = order_status_after(&e) {
+            doc.status = Some(status);
+        }
+        if let OrderEvent::OrderPlaced {
+            customer_id,
+            customer_email,
+            total,
+            placed_at,
+            ..
+        } = e
+        {
+            doc.placed = Some(Placed {
+                customer_id,
+                email: customer_email,
+                total,
+                placed_at,
+            });
+        }
+        Self::save(tx, &doc)
+    }
+
+    fn apply_payment(
+        event: &EventEnvelope,
+        e: PaymentEvent,
+        tx: &mut dyn DocTx,
+    ) -> Result<(), ProjectionError> {
+        let Some(order_id) = payment_order(tx, PAYMENT_LINKS, event, &e)? else {
+            return Ok(());
+        };
+        Self::timeline(
+            tx,
+            &order_id,
+            event,
+            TimelineSource::Payment,
+            &event.event_type,
+            describe_payment(&e),
+        )?;
+        let mut doc = Self::load(tx, &order_id)?;
+        doc.touch(event.occurred_at);
+        if let Some(status) = payment_status_after(&e) {
+            doc.payment_status = Some(status);
+        }
+        if let Some(intent) = payment_intent(&e) {
+            doc.intent_id = Some(intent.to_owned());
+        }
+        Self::save(tx, &doc)
+    }
+}
+
+impl Projection for SupportProjection {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn collections(&self) -> &'static [&'static str] {
+        &[ORDERS, TIMELINE, PAYMENT_LINKS]
+    }
+
+    fn handles(&self, event: &EventEnvelope) -> bool {
+        matches!(event.stream_type, StreamType::Order | StreamType::Payment)
+    }
+
+    fn apply(&self, event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
+        match event.stream_type {
+            StreamType::Order => match decode::<OrderEvent>(NAME, event)? {
+                Some(e) => Self::apply_order(event, e, tx),
+                None => Ok(()),
+            },
+            StreamType::Payment => match decode::<PaymentEvent>(NAME, event)? {
+                Some(e) => Self::apply_payment(event, e, tx),
+                None => Ok(()),
+            },
+            StreamType::Cart | StreamType::Product => Ok(()),
+        }
+    }
+}
+
+fn view_of(key: &str, body: serde_json::Value) -> Result<Option<SupportOrderView>, ReadModelError> {
+    from_body::<SupportDoc>(ORDERS, key, body)?.into_view()
+}
+
+fn matches(view: &SupportOrderView, q: &SupportQuery) -> bool {
+    q.email
+        .as_ref()
+        .is_none_or(|e| e.eq_ignore_ascii_case(&view.email))
+        && q.status.is_none_or(|s| s == view.status)
+        && q.intent_id
+            .as_ref()
+            .is_none_or(|i| view.intent_id.as_ref() == Some(i))
+        && q.order_id
+            .as_ref()
+            .is_none_or(|o| o.as_str() == view.order_id.as_str())
+        && q.from.is_none_or(|from| view.placed_at >= from)
+        && q.to.is_none_or(|to| view.placed_at <= to)
+}
+
+/// Finds orders matching every given criterion, newest first, at most `q.limit`.
+///
+/// Picks the most selective lookup (order id, then intent id, email, status, and the date index),
+/// narrows it by the date range through the sort key, and filters the other criteria while
+/// paging, examining at most [`MAX_SCAN`] documents.
+pub async fn search_orders(
+    models: &dyn ReadModelStore,
+    q: &SupportQuery,
+) -> Result<Vec<SupportOrderView>, ReadModelError> {
+    if q.limit == 0 {
+        return Ok(Vec::new());
+    }
+    if let Some(order_id) = &q.order_id {
+        let view = match models.get(ORDERS, order_id).await? {
+            Some(body) => view_of(order_id, body)?,
+            None => None,
+        };
+        return Ok(view.into_iter().filter(|v| matches(v, q)).collect());
+    }
+    let email;
+    let (index, partition): (&str, &str) = if let Some(intent) = &q.intent_id {
+        (BY_INTENT, intent)
+    } else if let Some(e) = &q.email {
+        email = e.to_lowercase();
+        (BY_EMAIL, &email)
+    } else if let Some(status) = q.status {
+        (BY_STATUS, status.as_str())
+    } else {
+        (BY_DATE, DATE_PARTITION)
+    };
+    let from = q.from.as_ref().map(sort_time);
+    // '~' sorts after every id character, so the bound includes orders placed exactly at `to`.
+    let mut to = q.to.as_ref().map(|t| format!("{}#~", sort_time(t)));
+    let page = (q.limit * 2).clamp(20, 500);
+    let mut found = Vec::new();
+    let mut scanned = 0;
+    // Sort keys are unique within a partition (they end with the order id), so paging continues
+    // from the last key seen, inclusive, and skips that one document.
+    let mut last: Option<String> = None;
+    loop {
+        let docs = models
+            .query(index, partition, from.as_deref(), to.as_deref(), true, page)
+            .await?;
+        let n = docs.len();
+        for body in docs {
+            let Some(view) = view_of("(listed)", body)? else {
+                continue;
+            };
+            let key = order_sort(&view.placed_at, view.order_id.as_str());
+            if last.as_ref().is_some_and(|l| key >= *l) {
+                continue;
+            }
+            last = Some(key);
+            scanned += 1;
+            if matches(&view, q) {
+                found.push(view);
+                if found.len() == q.limit {
+                    return Ok(found);
+                }
+            }
+        }
+        if n < page {
+            return Ok(found);
+        }
+        if scanned >= MAX_SCAN {
+            tracing::debug!(index, scanned, "support search stopped at the scan limit");
+            return Ok(found);
+        }
+        to.clone_from(&last);
+    }
+}
+
+/// One order's timeline (order, payment and notification entries), oldest first.
+pub async fn order_timeline(
+    models: &dyn ReadModelStore,
+    order_id: &str,
+) -> Result<Vec<SupportTimelineEntry>, ReadModelError> {
+    models
+        .query(TIMELINE_INDEX, order_id, None, None, false, MAX_TIMELINE)
+        .await?
+        .into_iter()
+        .map(|body| from_body(TIMELINE, order_id, body))
+        .collect()
+}
+
+/// One order's support view, `None` until it has been placed.
+pub async fn get_support_order(
+    models: &dyn ReadModelStore,
+    order_id: &str,
+) -> Result<Option<SupportOrderView>, ReadModelError> {
+    match models.get(ORDERS, order_id).await? {
+        Some(body) => view_of(order_id, body),
+        None => Ok(None),
+    }
+}

@@ -1,0 +1,663 @@
+//! The conformance suite of the [`ReadModelStore`] port. Every adapter runs it:
+//!
+//! ```ignore
+//! projections::testsuite::conformance::run_all(|| (Arc::new(MyStore::new()), Box::new(()))).await;
+//! ```
+//!
+//! It uses a small test projection whose events carry the document operation in the payload,
+//! so the suite checks the store's contract independently of the real read models.
+
+use crate::store::{
+    ApplyOutcome, DocTx, IndexEntry, Projection, ProjectionError, ReadModelError, ReadModelStore,
+};
+use crate::testsuite::fixtures::{base_time, envelope};
+use chrono::Duration;
+use commands::{EventEnvelope, StreamRef};
+use domain::StreamType;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// Keeps whatever backs a store (a temporary directory) alive for the length of one check.
+pub type Guard = Box<dyn std::any::Any + Send>;
+
+pub const DOCS: &str = "conformance_docs";
+pub const OTHER_DOCS: &str = "conformance_other_docs";
+pub const UNOWNED: &str = "conformance_unowned";
+pub const BY_GROUP: &str = "conformance_by_group";
+pub const BY_TAG: &str = "conformance_by_tag";
+
+/// A projection driven by its payloads:
+/// - `Put {key, group, sort, value, tags?}`: writes `{key, group, sort, value}` listed in
+///   `BY_GROUP` (group, sort) and in `BY_TAG` (tag, key) for each tag;
+/// - `Add {key, delta}`: reads the document and adds `delta` to `value` (so a duplicate apply
+///   would show);
+/// - `Delete {key}`; `Fail {}`: returns an error.
+pub struct TestProjection {
+    name: &'static str,
+    collection: &'static str,
+}
+
+impl TestProjection {
+    pub fn new() -> Self {
+        Self {
+            name: "conformance",
+            collection: DOCS,
+        }
+    }
+
+    /// A second projection with its own collection, to check isolation.
+    pub fn other() -> Self {
+        Self {
+            name: "conformance_other",
+            collection: OTHER_DOCS,
+        }
+    }
+}
+
+impl Default for TestProjection {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn str_field<'a>(p: &'a Value, field: &str) -> &'a str {
+    p.get(field).and_then(Value::as_str).unwrap_or("")
+}
+
+fn index_of(doc: &Value) -> Vec<IndexEntry> {
+    let mut index = vec![IndexEntry::new(
+        BY_GROUP,
+        str_field(doc, "group"),
+        str_field(doc, "sort"),
+    )];
+    if let Some(tags) = doc.get("tags").and_then(Value::as_array) {
+        for tag in tags.iter().filter_map(Value::as_str) {
+            index.push(IndexEntry::new(BY_TAG, tag, str_field(doc, "key")));
+        }
+    }
+    index
+}
+
+impl Projection for TestProjection {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn collections(&self) -> &'static [&'static str] {
+        if self.collection == DOCS {
+            &[DOCS]
+        } else {
+            &[OTHER_DOCS]
+        }
+    }
+
+    fn handles(&self, event: &EventEnvelope) -> bool {
+        event.stream_type == StreamType::Product
+    }
+
+    fn apply(&self, event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
+        let p = &event.payload;
+        let key = str_field(p, "key");
+        match event.event_type.as_str() {
+            "Put" => {
+                let doc = json!({
+                    "key": key,
+                    "group": str_field(p, "group"),
+                    "sort": str_field(p, "sort"),
+                    "value": p.get("value").cloned().unwrap_or(Value::Null),
+                    "tags": p.get("tags").cloned().unwrap_or(json!([])),
+                });
+                let index = index_of(&doc);
+                tx.put(self.collection, key, doc, index)?;
+            }
+            "Add" => {
+                let mut doc = tx.get(self.collection, key)?.unwrap_or_else(|| {
+                    json!({"key": key, "group": "added", "sort": key, "value": 0, "tags": []})
+                });
+                let value = doc.get("value").and_then(Value::as_i64).unwrap_or(0)
+                    + p.get("delta").and_then(Value::as_i64).unwrap_or(0);
+                doc["value"] = json!(value);
+                let index = index_of(&doc);
+                tx.put(self.collection, key, doc, index)?;
+            }
+            "Delete" => tx.delete(self.collection, key)?,
+            "Fail" => {
+                return Err(ProjectionError::CorruptDoc {
+                    collection: self.collection.to_owned(),
+                    key: key.to_owned(),
+                    reason: "asked to fail".to_owned(),
+                })
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// An event of stream `product/<stream>` at `seq` doing `op` with `payload`.
+pub fn op(stream: &str, seq: u64, op: &str, payload: Value) -> EventEnvelope {
+    envelope(
+        StreamType::Product,
+        stream,
+        seq,
+        op,
+        1,
+        payload,
+        base_time() + Duration::seconds(seq as i64),
+    )
+}
+
+pub fn put(stream: &str, seq: u64, key: &str, group: &str, sort: &str, value: i64) -> EventEnvelope {
+    op(
+        stream,
+        seq,
+        "Put",
+        json!({"key": key, "group": group, "sort": sort, "value": value}),
+    )
+}
+
+pub fn add(stream: &str, seq: u64, key: &str, delta: i64) -> EventEnvelope {
+    op(stream, seq, "Add", json!({"key": key, "delta": delta}))
+}
+
+fn stream(id: &str) -> StreamRef {
+    StreamRef::new(StreamType::Product, id)
+}
+
+fn projection() -> Arc<dyn Projection> {
+    Arc::new(TestProjection::new())
+}
+
+async fn value_of(store: &dyn ReadModelStore, key: &str) -> Option<i64> {
+    store
+        .get(DOCS, key)
+        .await
+        .expect("get")
+        .and_then(|d| d.get("value").and_then(Value::as_i64))
+}
+
+async fn keys(
+    store: &dyn ReadModelStore,
+    index: &str,
+    partition: &str,
+    from: Option<&str>,
+    to: Option<&str>,
+    descending: bool,
+    limit: usize,
+) -> Vec<String> {
+    store
+        .query(index, partition, from, to, descending, limit)
+        .await
+        .expect("query")
+        .iter()
+        .map(|d| str_field(d, "key").to_owned())
+        .collect()
+}
+
+pub async fn applies_events_and_reads_them_back(store: &dyn ReadModelStore) {
+    let outcome = store
+        .apply_batch(
+            projection(),
+            vec![
+                put("s1", 1, "a", "g", "1", 10),
+                put("s2", 1, "b", "g", "2", 20),
+                add("s1", 2, "a", 5),
+            ],
+            Some(7),
+        )
+        .await
+        .expect("apply");
+    assert_eq!(
+        outcome,
+        ApplyOutcome::Applied {
+            applied: 3,
+            skipped: 0
+        }
+    );
+    assert_eq!(value_of(store, "a").await, Some(15));
+    assert_eq!(value_of(store, "b").await, Some(20));
+    assert_eq!(value_of(store, "missing").await, None);
+    assert_eq!(store.checkpoint("conformance").await.expect("checkpoint"), 7);
+    assert_eq!(store.checkpoint("never_ran").await.expect("checkpoint"), 0);
+    assert_eq!(
+        store
+            .last_applied("conformance", &stream("s1"))
+            .await
+            .expect("last"),
+        2
+    );
+    assert_eq!(
+        store
+            .last_applied("conformance", &stream("s2"))
+            .await
+            .expect("last"),
+        1
+    );
+    assert_eq!(
+        store
+            .last_applied("conformance", &stream("s3"))
+            .await
+            .expect("last"),
+        0
+    );
+}
+
+pub async fn duplicates_are_skipped(store: &dyn ReadModelStore) {
+    let batch = vec![put("s1", 1, "a", "g", "1", 1), add("s1", 2, "a", 10)];
+    store
+        .apply_batch(projection(), batch.clone(), None)
+        .await
+        .expect("apply");
+    // The whole batch again, then a batch repeating an event inside itself.
+    let again = store
+        .apply_batch(projection(), batch, None)
+        .await
+        .expect("apply again");
+    assert_eq!(
+        again,
+        ApplyOutcome::Applied {
+            applied: 0,
+            skipped: 2
+        }
+    );
+    let inner = store
+        .apply_batch(
+            projection(),
+            vec![add("s1", 3, "a", 100), add("s1", 3, "a", 100), add("s1", 2, "a", 10)],
+            None,
+        )
+        .await
+        .expect("apply inner duplicates");
+    assert_eq!(
+        inner,
+        ApplyOutcome::Applied {
+            applied: 1,
+            skipped: 2
+        }
+    );
+    assert_eq!(value_of(store, "a").await, Some(111));
+}
+
+pub async fn gap_is_reported_and_the_prefix_committed(store: &dyn ReadModelStore) {
+    let outcome = store
+        .apply_batch(
+            projection(),
+            vec![
+                put("s1", 1, "a", "g", "1", 1),
+                put("s2", 1, "b", "g", "2", 2),
+                add("s1", 3, "a", 100),
+                put("s3", 1, "c", "g", "3", 3),
+            ],
+            Some(10),
+        )
+        .await
+        .expect("apply");
+    let ApplyOutcome::Gap {
+        stream: gap_stream,
+        expected,
+        got,
+        applied,
+        skipped,
+        remaining,
+    } = outcome
+    else {
+        panic!("expected a gap, got {outcome:?}");
+    };
+    assert_eq!(gap_stream, stream("s1"));
+    assert_eq!((expected, got, applied, skipped), (2, 3, 2, 0));
+    assert_eq!(
+        remaining
+            .iter()
+            .map(|e| (e.stream_id.as_str(), e.sequence))
+            .collect::<Vec<_>>(),
+        vec![("s1", 3), ("s3", 1)],
+        "the gap event and everything after it come back untouched"
+    );
+    assert_eq!(value_of(store, "a").await, Some(1));
+    assert_eq!(value_of(store, "b").await, Some(2));
+    assert_eq!(value_of(store, "c").await, None);
+    assert_eq!(
+        store.checkpoint("conformance").await.expect("checkpoint"),
+        0,
+        "no checkpoint when the batch was not consumed"
+    );
+    assert_eq!(
+        store
+            .last_applied("conformance", &stream("s1"))
+            .await
+            .expect("last"),
+        1
+    );
+
+    // Filling the gap and retrying completes the batch.
+    let mut retry = vec![add("s1", 2, "a", 10)];
+    retry.extend(remaining);
+    let outcome = store
+        .apply_batch(projection(), retry, Some(10))
+        .await
+        .expect("retry");
+    assert_eq!(
+        outcome,
+        ApplyOutcome::Applied {
+            applied: 3,
+            skipped: 0
+        }
+    );
+    assert_eq!(value_of(store, "a").await, Some(111));
+    assert_eq!(value_of(store, "c").await, Some(3));
+    assert_eq!(store.checkpoint("conformance").await.expect("checkpoint"), 10);
+}
+
+pub async fn a_batch_reads_its_own_writes(store: &dyn ReadModelStore) {
+    store
+        .apply_batch(
+            projection(),
+            vec![
+                put("s1", 1, "a", "g", "1", 1),
+                add("s1", 2, "a", 2),
+                add("s1", 3, "a", 3),
+                put("s2", 1, "b", "g", "2", 5),
+                op("s2", 2, "Delete", json!({"key": "b"})),
+                add("s2", 3, "b", 7),
+            ],
+            None,
+        )
+        .await
+        .expect("apply");
+    assert_eq!(value_of(store, "a").await, Some(6));
+    assert_eq!(
+        value_of(store, "b").await,
+        Some(7),
+        "a read after a delete in the same batch sees no document"
+    );
+}
+
+pub async fn a_failing_projection_writes_nothing(store: &dyn ReadModelStore) {
+    store
+        .apply_batch(projection(), vec![put("s1", 1, "a", "g", "1", 1)], Some(1))
+        .await
+        .expect("apply");
+    let err = store
+        .apply_batch(
+            projection(),
+            vec![
+                add("s1", 2, "a", 5),
+                put("s2", 1, "b", "g", "2", 2),
+                op("s3", 1, "Fail", json!({"key": "x"})),
+            ],
+            Some(5),
+        )
+        .await
+        .expect_err("the projection fails");
+    assert!(
+        matches!(err, ReadModelError::Projection { projection: "conformance", .. }),
+        "unexpected error {err:?}"
+    );
+    assert!(!err.is_transient());
+    assert_eq!(value_of(store, "a").await, Some(1));
+    assert_eq!(value_of(store, "b").await, None);
+    assert_eq!(store.checkpoint("conformance").await.expect("checkpoint"), 1);
+    assert_eq!(
+        store
+            .last_applied("conformance", &stream("s1"))
+            .await
+            .expect("last"),
+        1
+    );
+    assert_eq!(
+        keys(store, BY_GROUP, "g", None, None, false, 10).await,
+        vec!["a"]
+    );
+}
+
+pub async fn queries_order_and_bound_by_sort_key(store: &dyn ReadModelStore) {
+    let events = vec![
+        put("s1", 1, "k3", "g", "2026-01-03", 3),
+        put("s2", 1, "k1", "g", "2026-01-01", 1),
+        put("s3", 1, "k5", "g", "2026-01-05", 5),
+        put("s4", 1, "k2", "g", "2026-01-02", 2),
+        put("s5", 1, "k4", "g", "2026-01-04", 4),
+        put("s6", 1, "x1", "other", "2026-01-03", 9),
+        op(
+            "s7",
+            1,
+            "Put",
+            json!({"key": "t1", "group": "h", "sort": "a", "value": 1, "tags": ["red", "blue"]}),
+        ),
+    ];
+    store
+        .apply_batch(projection(), events, None)
+        .await
+        .expect("apply");
+    let q = |from, to, desc, limit| keys(store, BY_GROUP, "g", from, to, desc, limit);
+    assert_eq!(q(None, None, false, 10).await, ["k1", "k2", "k3", "k4", "k5"]);
+    assert_eq!(q(None, None, true, 10).await, ["k5", "k4", "k3", "k2", "k1"]);
+    assert_eq!(q(None, None, true, 2).await, ["k5", "k4"]);
+    assert_eq!(q(None, None, false, 2).await, ["k1", "k2"]);
+    assert_eq!(
+        q(Some("2026-01-02"), Some("2026-01-04"), false, 10).await,
+        ["k2", "k3", "k4"],
+        "bounds are inclusive"
+    );
+    assert_eq!(
+        q(Some("2026-01-02"), Some("2026-01-04"), true, 2).await,
+        ["k4", "k3"]
+    );
+    assert_eq!(q(Some("2026-01-04x"), None, false, 10).await, ["k5"]);
+    assert_eq!(q(None, Some("2026-01-01"), false, 10).await, ["k1"]);
+    assert_eq!(q(None, None, false, 0).await, Vec::<String>::new());
+    assert_eq!(
+        keys(store, BY_GROUP, "nobody", None, None, false, 10).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        keys(store, "no_such_index", "g", None, None, false, 10).await,
+        Vec::<String>::new()
+    );
+    // One document under several indexes and partitions.
+    assert_eq!(keys(store, BY_TAG, "red", None, None, false, 10).await, ["t1"]);
+    assert_eq!(keys(store, BY_TAG, "blue", None, None, false, 10).await, ["t1"]);
+    assert_eq!(keys(store, BY_GROUP, "h", None, None, false, 10).await, ["t1"]);
+}
+
+pub async fn rewriting_a_document_replaces_its_index_entries(store: &dyn ReadModelStore) {
+    store
+        .apply_batch(
+            projection(),
+            vec![
+                put("s1", 1, "a", "old", "1", 1),
+                put("s2", 1, "b", "old", "2", 2),
+            ],
+            None,
+        )
+        .await
+        .expect("apply");
+    store
+        .apply_batch(
+            projection(),
+            vec![
+                put("s1", 2, "a", "new", "1", 1),
+                op("s2", 2, "Delete", json!({"key": "b"})),
+            ],
+            None,
+        )
+        .await
+        .expect("apply");
+    assert_eq!(
+        keys(store, BY_GROUP, "old", None, None, false, 10).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(keys(store, BY_GROUP, "new", None, None, false, 10).await, ["a"]);
+    assert_eq!(value_of(store, "b").await, None);
+}
+
+pub async fn checkpoints_never_move_backwards(store: &dyn ReadModelStore) {
+    store
+        .apply_batch(projection(), Vec::new(), Some(50))
+        .await
+        .expect("apply");
+    assert_eq!(store.checkpoint("conformance").await.expect("checkpoint"), 50);
+    store
+        .apply_batch(projection(), Vec::new(), Some(20))
+        .await
+        .expect("apply");
+    assert_eq!(store.checkpoint("conformance").await.expect("checkpoint"), 50);
+    store
+        .apply_batch(projection(), Vec::new(), None)
+        .await
+        .expect("apply");
+    assert_eq!(store.checkpoint("conformance").await.expect("checkpoint"), 50);
+}
+
+pub async fn projections_keep_separate_bookkeeping(store: &dyn ReadModelStore) {
+    let other: Arc<dyn Projection> = Arc::new(TestProjection::other());
+    store
+        .apply_batch(projection(), vec![put("s1", 1, "a", "g", "1", 1)], Some(3))
+        .await
+        .expect("apply");
+    let outcome = store
+        .apply_batch(other.clone(), vec![put("s1", 1, "a", "g", "1", 2)], Some(4))
+        .await
+        .expect("apply other");
+    assert_eq!(outcome.applied(), 1, "another projection applies the same event");
+    assert_eq!(store.checkpoint("conformance").await.expect("checkpoint"), 3);
+    assert_eq!(
+        store.checkpoint("conformance_other").await.expect("checkpoint"),
+        4
+    );
+    let doc = store.get(OTHER_DOCS, "a").await.expect("get");
+    assert_eq!(doc.and_then(|d| d.get("value").and_then(Value::as_i64)), Some(2));
+    assert_eq!(value_of(store, "a").await, Some(1));
+}
+
+pub async fn reset_drops_only_the_projections_data(store: &dyn ReadModelStore) {
+    let other: Arc<dyn Projection> = Arc::new(TestProjection::other());
+    store
+        .apply_batch(
+            projection(),
+            vec![put("s1", 1, "a", "g", "1", 1), put("s2", 1, "b", "g", "2", 2)],
+            Some(9),
+        )
+        .await
+        .expect("apply");
+    store
+        .apply_batch(other.clone(), vec![put("s1", 1, "a", "g", "1", 1)], Some(9))
+        .await
+        .expect("apply other");
+    store
+        .put_doc(
+            UNOWNED,
+            "u",
+            json!({"key": "u"}),
+            vec![IndexEntry::new("conformance_unowned_idx", "p", "1")],
+        )
+        .await
+        .expect("put_doc");
+
+    store.reset(&TestProjection::new()).await.expect("reset");
+
+    assert_eq!(value_of(store, "a").await, None);
+    assert_eq!(value_of(store, "b").await, None);
+    assert_eq!(
+        keys(store, BY_GROUP, "g", None, None, false, 10).await,
+        Vec::<String>::new(),
+        "index entries go with their documents"
+    );
+    assert_eq!(store.checkpoint("conformance").await.expect("checkpoint"), 0);
+    assert_eq!(
+        store
+            .last_applied("conformance", &stream("s1"))
+            .await
+            .expect("last"),
+        0
+    );
+    // Untouched: the other projection and a collection nobody owns.
+    assert!(store.get(OTHER_DOCS, "a").await.expect("get").is_some());
+    assert_eq!(
+        store.checkpoint("conformance_other").await.expect("checkpoint"),
+        9
+    );
+    assert_eq!(
+        store
+            .last_applied("conformance_other", &stream("s1"))
+            .await
+            .expect("last"),
+        1
+    );
+    assert!(store.get(UNOWNED, "u").await.expect("get").is_some());
+    assert_eq!(
+        keys(store, "conformance_unowned_idx", "p", None, None, false, 10).await,
+        ["u"]
+    );
+
+    // Replaying after a reset applies everything again.
+    let outcome = store
+        .apply_batch(projection(), vec![put("s1", 1, "a", "g", "1", 1)], Some(9))
+        .await
+        .expect("replay");
+    assert_eq!(outcome.applied(), 1);
+}
+
+pub async fn put_doc_replaces_a_document_and_its_index(store: &dyn ReadModelStore) {
+    store
+        .apply_batch(
+            projection(),
+            vec![op(
+                "s1",
+                1,
+                "Put",
+                json!({"key": "a", "group": "g", "sort": "1", "value": 1, "tags": ["red"]}),
+            )],
+            None,
+        )
+        .await
+        .expect("apply");
+    store
+        .put_doc(
+            DOCS,
+            "a",
+            json!({"key": "a", "value": 2}),
+            vec![IndexEntry::new(BY_GROUP, "g2", "5")],
+        )
+        .await
+        .expect("put_doc");
+    assert_eq!(value_of(store, "a").await, Some(2));
+    assert_eq!(
+        keys(store, BY_TAG, "red", None, None, false, 10).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        keys(store, BY_GROUP, "g", None, None, false, 10).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(keys(store, BY_GROUP, "g2", None, None, false, 10).await, ["a"]);
+}
+
+/// Runs every check, each against a fresh store from `make`.
+pub async fn run_all<F>(make: F)
+where
+    F: Fn() -> (Arc<dyn ReadModelStore>, Guard),
+{
+    macro_rules! check {
+        ($($name:ident),+ $(,)?) => {
+            $(
+                let (store, _guard) = make();
+                tracing::info!(check = stringify!($name), "read model conformance");
+                $name(store.as_ref()).await;
+            )+
+        };
+    }
+    check!(
+        applies_events_and_reads_them_back,
+        duplicates_are_skipped,
+        gap_is_reported_and_the_prefix_committed,
+        a_batch_reads_its_own_writes,
+        a_failing_projection_writes_nothing,
+        queries_order_and_bound_by_sort_key,
+        rewriting_a_document_replaces_its_index_entries,
+        checkpoints_never_move_backwards,
+        projections_keep_separate_bookkeeping,
+        reset_drops_only_the_projections_data,
+        put_doc_replaces_a_document_and_its_index,
+    );
+}

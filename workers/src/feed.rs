@@ -1,0 +1,185 @@
+//! The worker loop and the feed consumers built on it: projection runners and process managers.
+
+use crate::health::Health;
+use commands::{CheckpointStore, EventStore, ProcessManagers};
+use projections::runner::{ProjectionRunner, StepOutcome};
+use rand::Rng;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// What one step of a worker did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing to do: wait for a commit notification or the poll interval.
+    Idle,
+    /// Work was done up to this feed position; step again at once.
+    Progressed(u64),
+}
+
+/// Loop timing.
+#[derive(Debug, Clone)]
+pub struct LoopConfig {
+    /// How long an idle worker sleeps when no commit notification arrives.
+    pub poll: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for LoopConfig {
+    fn default() -> Self {
+        Self {
+            poll: Duration::from_millis(500),
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Runs `step` until `cancel` fires. Idle steps wait for `notify` (or `poll`); failing steps
+/// back off exponentially with jitter, mark the worker unhealthy and are retried: the failing
+/// work is never skipped.
+pub async fn run_loop<F, Fut>(
+    name: &str,
+    health: Health,
+    notify: Option<Arc<Notify>>,
+    cancel: CancellationToken,
+    config: LoopConfig,
+    mut step: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Outcome>>,
+{
+    health.register(name);
+    let mut failures: u32 = 0;
+    loop {
+        if cancel.is_cancelled() {
+            break;
+        }
+        // Register interest before looking at the feed so a commit in between is not missed.
+        let fallback = Arc::new(Notify::new());
+        let n = notify.clone().unwrap_or(fallback);
+        let notified = n.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        match step().await {
+            Ok(Outcome::Progressed(position)) => {
+                failures = 0;
+                health.progressed(name, position);
+            }
+            Ok(Outcome::Idle) => {
+                failures = 0;
+                health.caught_up(name);
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = &mut notified => {}
+                    _ = tokio::time::sleep(config.poll) => {}
+                }
+            }
+            Err(err) => {
+                failures = failures.saturating_add(1);
+                metrics::counter!("backbone_worker_failures_total", "worker" => name.to_string())
+                    .increment(1);
+                tracing::warn!(worker = name, failures, error = %format!("{err:#}"), "worker step failed, backing off");
+                health.failed(name, format!("{err:#}"));
+                let exp = config
+                    .backoff_min
+                    .saturating_mul(1u32 << failures.min(10))
+                    .min(config.backoff_max);
+                let jitter = rand::rng().random_range(0..=exp.as_millis() as u64 / 2);
+                let wait = exp / 2 + Duration::from_millis(jitter);
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+    tracing::info!(worker = name, "worker stopped");
+}
+
+/// One step of a projection runner, as a worker outcome.
+pub async fn projection_step(runner: &ProjectionRunner) -> anyhow::Result<Outcome> {
+    Ok(match runner.step().await? {
+        StepOutcome::Idle => Outcome::Idle,
+        StepOutcome::Progressed { position, .. } => Outcome::Progressed(position),
+    })
+}
+
+/// Spawns the loop of one projection.
+pub fn spawn_projection(
+    runner: Arc<ProjectionRunner>,
+    notify: Option<Arc<Notify>>,
+    health: Health,
+    cancel: CancellationToken,
+    config: LoopConfig,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let name = format!("projection:{}", runner.name());
+        run_loop(&name, health, notify, cancel, config, || {
+            let runner = runner.clone();
+            async move { projection_step(&runner).await }
+        })
+        .await
+    })
+}
+
+/// The process-manager feed consumer: reads the feed after its checkpoint and hands every
+/// relevant event to the process managers, in order. The checkpoint moves only past events
+/// that were handled, so a failing event is retried, never skipped.
+pub struct ProcessManagerConsumer {
+    pub name: String,
+    pub store: Arc<dyn EventStore>,
+    pub checkpoints: Arc<dyn CheckpointStore>,
+    pub managers: Arc<ProcessManagers>,
+    pub batch: usize,
+}
+
+impl ProcessManagerConsumer {
+    pub async fn step(&self) -> anyhow::Result<Outcome> {
+        let after = self.checkpoints.get(&self.name).await?;
+        let page = self.store.feed(after, self.batch.max(1)).await?;
+        if page.is_empty() {
+            return Ok(Outcome::Idle);
+        }
+        let mut reached = after;
+        for event in &page {
+            let position = event
+                .global_position
+                .ok_or_else(|| anyhow::anyhow!("feed event without a position"))?;
+            if ProcessManagers::handles(event) {
+                if let Err(err) = self.managers.handle(event).await {
+                    if reached > after {
+                        self.checkpoints.set(&self.name, reached).await?;
+                    }
+                    return Err(anyhow::Error::new(err).context(format!(
+                        "process manager failed on {} at position {position}",
+                        event.event_type
+                    )));
+                }
+            }
+            reached = position;
+        }
+        self.checkpoints.set(&self.name, reached).await?;
+        Ok(Outcome::Progressed(reached))
+    }
+
+    pub fn spawn(
+        self: Arc<Self>,
+        notify: Option<Arc<Notify>>,
+        health: Health,
+        cancel: CancellationToken,
+        config: LoopConfig,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let name = self.name.clone();
+            run_loop(&name, health, notify, cancel, config, || {
+                let me = self.clone();
+                async move { me.step().await }
+            })
+            .await
+        })
+    }
+}

@@ -1,0 +1,10 @@
+#![forbid(unsafe_code)]
+//! Long-running loops with graceful shutdown. Each worker is a loop over one `step`, backing off
+//! when idle or failing, and stopping on a cancellation token.
+
+pub mod health;
+pub mod feed;
+
+pub use health::*;
+pub use feed::*;
+pub use tokio_util::sync::CancellationToken;
