@@ -1,1 +1,26 @@
 #![forbid(unsafe_code)]
+//! The HTTP API of the order backbone and the composition root of the embedded default.
+//!
+//! - [`compose`]: builds the stores, the shop, the workers ([`start_embedded`]).
+//! - [`routes::app`]: the axum router (testable without a socket).
+//! - [`serve`]: serving with graceful shutdown.
+//! - [`error::ApiError`]: the one mapping from failures to HTTP.
+
+pub mod auth;
+pub mod compose;
+pub mod error;
+pub mod export;
+pub mod extract;
+pub mod http;
+pub mod metrics;
+pub mod openapi;
+pub mod payments;
+pub mod routes;
+pub mod serve;
+pub mod state;
+pub mod time_travel;
+
+pub use compose::{start_embedded, Embedded, EmbeddedConfig};
+pub use routes::app;
+pub use serve::{serve, serve_until};
+pub use state::AppState;

@@ -105,7 +105,8 @@ pub enum CartCommand {
         cart_id: CartId,
         customer_id: CustomerId,
     },
-    /// Adds to the line of `product_id` (creating it when absent) at the given unit price.
+    /// Adds `quantity` to the line of `product_id`, creating it when absent. The whole line is
+    /// (re)priced at `unit_price`, the current catalogue price fetched by the caller.
     AddItem {
         product_id: ProductId,
         quantity: Quantity,

@@ -110,7 +110,7 @@ pub enum MoneyError {
 /// Held as an integer number of minor units (cents), so that arithmetic is exact and `to_minor`
 /// cannot fail; `amount()` is always at exactly the currency's scale (`12.50`, never `12.5`).
 /// Serialized as `{"amount":"12.50","currency":"EUR"}`, the amount being a string.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Money {
     minor: i64,
     currency: Currency,
@@ -228,6 +228,12 @@ impl Money {
                 right: other.currency,
             })
         }
+    }
+}
+
+impl fmt::Debug for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Money({self})")
     }
 }
 

@@ -239,6 +239,8 @@ pub enum OrderCommand {
         payment_id: PaymentId,
         placed_at: DateTime<Utc>,
     },
+    /// Idempotent: an order already paid (including one paid and then cancelled) ignores it.
+    /// An unpaid cancelled or expired order refuses it; the process manager then refunds.
     MarkPaid {
         payment_id: PaymentId,
         amount: Money,
@@ -571,6 +573,9 @@ impl Order {
                 at,
             } => match from {
                 Paid | Shipped | Delivered | Refunded => Ok(vec![]),
+                // Paid, then cancelled: this payment is already on record (and the cancellation
+                // told the process manager to refund it), so a redelivery changes nothing.
+                Cancelled if self.paid.is_some() => Ok(vec![]),
                 AwaitingPayment | PaymentFailed => {
                     if let Some(expected) = &self.payment_id {
                         if *expected != payment_id {

@@ -3,3 +3,4 @@ pub mod payments;
 
 pub mod sqlite;
 pub mod sqlite_checkpoints;
+pub mod sqlite_readmodel;

@@ -306,6 +306,13 @@ fn marking_a_cancelled_order_paid_is_an_invalid_transition() {
 }
 
 #[test]
+fn marking_a_paid_then_cancelled_order_paid_again_is_a_no_op() {
+    given::<Order>([placed(), paid(), cancelled(true)])
+        .when(mark_paid(eur("24.99")))
+        .then_expect_no_events();
+}
+
+#[test]
 fn a_failed_payment_can_still_be_followed_by_success() {
     let failure = OrderEvent::OrderPaymentFailed {
         order_id: order_id("o1"),

@@ -256,10 +256,13 @@ fn quantity_serializes_as_a_number_and_is_validated_on_read() {
     assert!(serde_json::from_value::<Quantity>(json!("3")).is_err());
 }
 
+/// Spoils one field of a valid address.
+type Spoil = fn(&mut domain::ShippingAddress);
+
 #[test]
 fn shipping_address_validation_names_the_first_bad_field() {
     assert_eq!(address().validate(), Ok(()));
-    let cases: [(&str, fn(&mut domain::ShippingAddress)); 6] = [
+    let cases: [(&str, Spoil); 6] = [
         ("name", |a| a.name = "  ".to_owned()),
         ("line1", |a| a.line1 = String::new()),
         ("line2", |a| a.line2 = Some("x".repeat(201))),

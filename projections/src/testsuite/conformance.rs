@@ -25,6 +25,7 @@ pub const OTHER_DOCS: &str = "conformance_other_docs";
 pub const UNOWNED: &str = "conformance_unowned";
 pub const BY_GROUP: &str = "conformance_by_group";
 pub const BY_TAG: &str = "conformance_by_tag";
+pub const OTHER_BY_GROUP: &str = "conformance_other_by_group";
 
 /// A projection driven by its payloads:
 /// - `Put {key, group, sort, value, tags?}`: writes `{key, group, sort, value}` listed in
@@ -35,6 +36,7 @@ pub const BY_TAG: &str = "conformance_by_tag";
 pub struct TestProjection {
     name: &'static str,
     collection: &'static str,
+    by_group: &'static str,
 }
 
 impl TestProjection {
@@ -42,14 +44,16 @@ impl TestProjection {
         Self {
             name: "conformance",
             collection: DOCS,
+            by_group: BY_GROUP,
         }
     }
 
-    /// A second projection with its own collection, to check isolation.
+    /// A second projection with its own collection and index, to check isolation.
     pub fn other() -> Self {
         Self {
             name: "conformance_other",
             collection: OTHER_DOCS,
+            by_group: OTHER_BY_GROUP,
         }
     }
 }
@@ -64,9 +68,9 @@ fn str_field<'a>(p: &'a Value, field: &str) -> &'a str {
     p.get(field).and_then(Value::as_str).unwrap_or("")
 }
 
-fn index_of(doc: &Value) -> Vec<IndexEntry> {
+fn index_of(by_group: &'static str, doc: &Value) -> Vec<IndexEntry> {
     let mut index = vec![IndexEntry::new(
-        BY_GROUP,
+        by_group,
         str_field(doc, "group"),
         str_field(doc, "sort"),
     )];
@@ -107,7 +111,7 @@ impl Projection for TestProjection {
                     "value": p.get("value").cloned().unwrap_or(Value::Null),
                     "tags": p.get("tags").cloned().unwrap_or(json!([])),
                 });
-                let index = index_of(&doc);
+                let index = index_of(self.by_group, &doc);
                 tx.put(self.collection, key, doc, index)?;
             }
             "Add" => {
@@ -117,7 +121,7 @@ impl Projection for TestProjection {
                 let value = doc.get("value").and_then(Value::as_i64).unwrap_or(0)
                     + p.get("delta").and_then(Value::as_i64).unwrap_or(0);
                 doc["value"] = json!(value);
-                let index = index_of(&doc);
+                let index = index_of(self.by_group, &doc);
                 tx.put(self.collection, key, doc, index)?;
             }
             "Delete" => tx.delete(self.collection, key)?,
@@ -573,6 +577,10 @@ pub async fn reset_drops_only_the_projections_data(store: &dyn ReadModelStore) {
     );
     // Untouched: the other projection and a collection nobody owns.
     assert!(store.get(OTHER_DOCS, "a").await.expect("get").is_some());
+    assert_eq!(
+        keys(store, OTHER_BY_GROUP, "g", None, None, false, 10).await,
+        ["a"]
+    );
     assert_eq!(
         store.checkpoint("conformance_other").await.expect("checkpoint"),
         9

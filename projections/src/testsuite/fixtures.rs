@@ -217,7 +217,7 @@ impl Simulator {
                 0..=9 => self.create_product(),
                 10..=14 => self.restock_or_reprice(),
                 15..=36 => {
-                    if self.products.is_empty() {
+                    if self.active_products() < 2 {
                         self.create_product();
                     }
                     self.checkout();
@@ -234,7 +234,7 @@ impl Simulator {
     }
 
     pub fn create_product(&mut self) {
-        if self.products.len() >= 6 {
+        if self.active_products() >= 6 || self.products.len() >= 12 {
             return;
         }
         let id = self.next_id("prod");
@@ -286,8 +286,15 @@ impl Simulator {
         }
     }
 
+    fn active_products(&self) -> usize {
+        self.products
+            .values()
+            .filter(|(p, _)| p.status == ProductStatus::Active)
+            .count()
+    }
+
     fn retire(&mut self) {
-        if self.products.len() < 3 {
+        if self.active_products() < 4 || self.rng.percent(50) {
             return;
         }
         let Some(id) = pick_key(&mut self.rng, &self.products) else {
@@ -731,6 +738,19 @@ impl Simulator {
     /// The carts created so far (ids), for tests that check carts are ignored.
     pub fn cart_ids(&self) -> Vec<String> {
         self.order_info.values().map(|i| i.cart_id.clone()).collect()
+    }
+
+    /// The write side's state of every product, order and payment, to check that views agree.
+    pub fn products(&self) -> impl Iterator<Item = (&str, &Product)> {
+        self.products.iter().map(|(id, (p, _))| (id.as_str(), p))
+    }
+
+    pub fn orders(&self) -> impl Iterator<Item = (&str, &Order)> {
+        self.orders.iter().map(|(id, (o, _))| (id.as_str(), o))
+    }
+
+    pub fn payments(&self) -> impl Iterator<Item = (&str, &Payment)> {
+        self.payments.iter().map(|(id, (p, _))| (id.as_str(), p))
     }
 }
 

@@ -1,0 +1,320 @@
+//! The composition root of the embedded default: one process, SQLite files under one data
+//! directory, in-process fan-out, the simulated payment gateway. The only place that reads
+//! configuration and builds adapters.
+
+use crate::auth::{self, Authenticator};
+use crate::state::AppState;
+use anyhow::Context;
+use commands::{
+    Actor, CheckpointStore, Clock, CommandContext, CommandService, DomainUpcaster, EventStore,
+    Metadata, NewProduct, ProcessManagers, ServiceConfig, Shop, SystemClock, UpcastingStore,
+};
+use domain::{Money, Product, ProductId};
+use infrastructure::payments::simulated::SimulatedGateway;
+use infrastructure::sqlite::{SqliteEventStore, SqliteOptions, Synchronous};
+use infrastructure::sqlite_checkpoints::SqliteCheckpointStore;
+use infrastructure::sqlite_readmodel::SqliteReadModelStore;
+use projections::{ProjectionRunner, ReadModelStore};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use workers::{CancellationToken, Health, LoopConfig, ProcessManagerConsumer};
+
+pub const EVENTS_FILE: &str = "events.sqlite";
+pub const READ_MODELS_FILE: &str = "readmodels.sqlite";
+pub const WORKERS_FILE: &str = "workers.sqlite";
+/// Held (advisory lock) by a running server, so `backbone rebuild` can refuse to run beside it.
+pub const LOCK_FILE: &str = "backbone.lock";
+/// Health and checkpoint name of the process-manager consumer.
+pub const PROCESS_MANAGERS: &str = "process-managers";
+
+/// Configuration of the embedded deployment.
+#[derive(Clone)]
+pub struct EmbeddedConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// `synchronous=NORMAL` for the event store: faster, but a power loss may drop the latest
+    /// acknowledged commits (a process crash does not). Off (FULL) by default.
+    pub synchronous_normal: bool,
+    /// HS256 secret; `None` uses (or creates) `data_dir/jwt_secret`.
+    pub jwt_secret: Option<String>,
+    /// RS256 via JWKS instead of HS256.
+    pub jwks_url: Option<String>,
+    /// Seed the demo catalog on start (existing products are left alone).
+    pub demo_catalog: bool,
+    /// Worker loop timing.
+    pub loop_config: LoopConfig,
+}
+
+impl std::fmt::Debug for EmbeddedConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret never reaches a log line.
+        f.debug_struct("EmbeddedConfig")
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .field("synchronous_normal", &self.synchronous_normal)
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field("jwks_url", &self.jwks_url)
+            .field("demo_catalog", &self.demo_catalog)
+            .finish()
+    }
+}
+
+impl EmbeddedConfig {
+    /// Defaults: listen on 127.0.0.1:8080, FULL sync, dev secret file, demo catalog.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            synchronous_normal: false,
+            jwt_secret: None,
+            jwks_url: None,
+            demo_catalog: true,
+            loop_config: LoopConfig::default(),
+        }
+    }
+
+    /// The HS256 secret the server verifies with (explicit, or the data directory's file).
+    pub fn hs256_secret(&self) -> anyhow::Result<String> {
+        match &self.jwt_secret {
+            Some(s) if !s.is_empty() => Ok(s.clone()),
+            _ => auth::load_or_create_secret(&self.data_dir)
+                .with_context(|| format!("reading the JWT secret in {}", self.data_dir.display())),
+        }
+    }
+}
+
+/// A running embedded backbone: the state the HTTP API serves and the workers behind it.
+pub struct Embedded {
+    pub state: AppState,
+    pub cancel: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    _lock: std::fs::File,
+}
+
+impl Embedded {
+    /// Stops the workers and waits for them; the stores close when the last state is dropped.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        for task in self.tasks {
+            if let Err(err) = task.await {
+                tracing::error!(error = %err, "worker task failed");
+            }
+        }
+        tracing::info!("embedded backbone stopped");
+    }
+}
+
+/// Takes the data directory's lock, failing when another server holds it.
+pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let path = data_dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another backbone server is using {} (stop it first)",
+            data_dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
+/// Opens the event store of a data directory, upcasting on every read path.
+pub async fn open_event_store(
+    data_dir: &Path,
+    synchronous_normal: bool,
+) -> anyhow::Result<Arc<dyn EventStore>> {
+    let path = data_dir.join(EVENTS_FILE);
+    let options = SqliteOptions {
+        synchronous: if synchronous_normal {
+            Synchronous::Normal
+        } else {
+            Synchronous::Full
+        },
+        ..SqliteOptions::default()
+    };
+    let store = tokio::task::spawn_blocking(move || SqliteEventStore::open(&path, options))
+        .await
+        .context("opening the event store")??;
+    Ok(Arc::new(UpcastingStore::new(store, Arc::new(DomainUpcaster))))
+}
+
+/// Opens the read-model store of a data directory.
+pub async fn open_read_models(data_dir: &Path) -> anyhow::Result<Arc<dyn ReadModelStore>> {
+    let path = data_dir.join(READ_MODELS_FILE);
+    let models = tokio::task::spawn_blocking(move || SqliteReadModelStore::open(&path))
+        .await
+        .context("opening the read models")??;
+    Ok(Arc::new(models))
+}
+
+/// Opens everything, starts one worker per projection plus the process managers, seeds the demo
+/// catalog, and returns the state to serve.
+pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> {
+    let data_dir = config.data_dir.clone();
+    let lock = lock_data_dir(&data_dir)?;
+    let store = open_event_store(&data_dir, config.synchronous_normal).await?;
+    let models = open_read_models(&data_dir).await?;
+    let checkpoints: Arc<dyn CheckpointStore> = {
+        let path = data_dir.join(WORKERS_FILE);
+        Arc::new(
+            tokio::task::spawn_blocking(move || SqliteCheckpointStore::open(&path))
+                .await
+                .context("opening the worker checkpoints")??,
+        )
+    };
+    let authenticator = match &config.jwks_url {
+        Some(url) => {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .context("building the JWKS client")?;
+            Authenticator::jwks(url, client)
+                .await
+                .with_context(|| format!("fetching the JWKS from {url}"))?
+        }
+        None => Authenticator::hs256(config.hs256_secret()?.as_bytes()),
+    };
+
+    let gateway = Arc::new(SimulatedGateway::new());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let service = Arc::new(CommandService::new(
+        store.clone(),
+        clock.clone(),
+        ServiceConfig::default(),
+    ));
+    let shop = Arc::new(Shop::new(service, gateway.clone()));
+    let managers = Arc::new(ProcessManagers::new(shop.clone(), gateway.clone()));
+
+    let health = Health::default();
+    let cancel = CancellationToken::new();
+    let notify = store.commit_notifier();
+    let mut tasks = Vec::new();
+    for projection in projections::all_projections() {
+        let name = format!("projection:{}", projection.name());
+        // Registered (at its checkpoint) before the task runs, so readiness and
+        // read-your-writes waits see it from the first request on.
+        health.register(&name);
+        health.progressed(&name, models.checkpoint(projection.name()).await?);
+        let runner = Arc::new(ProjectionRunner::new(
+            store.clone(),
+            models.clone(),
+            projection,
+            projections::runner::DEFAULT_BATCH,
+        ));
+        tasks.push(workers::spawn_projection(
+            runner,
+            notify.clone(),
+            health.clone(),
+            cancel.clone(),
+            config.loop_config.clone(),
+        ));
+    }
+    health.register(PROCESS_MANAGERS);
+    health.progressed(PROCESS_MANAGERS, checkpoints.get(PROCESS_MANAGERS).await?);
+    let consumer = Arc::new(ProcessManagerConsumer {
+        name: PROCESS_MANAGERS.to_string(),
+        store: store.clone(),
+        checkpoints,
+        managers,
+        batch: 100,
+    });
+    tasks.push(consumer.spawn(
+        notify.clone(),
+        health.clone(),
+        cancel.clone(),
+        config.loop_config.clone(),
+    ));
+
+    let state = AppState {
+        shop,
+        store,
+        models,
+        clock,
+        health,
+        payments: gateway,
+        auth: Arc::new(authenticator),
+        metrics: crate::metrics::prometheus(),
+    };
+    let embedded = Embedded {
+        state,
+        cancel,
+        tasks,
+        _lock: lock,
+    };
+    if config.demo_catalog {
+        if let Err(err) = seed_demo_catalog(&embedded.state.shop).await {
+            embedded.shutdown().await;
+            return Err(err);
+        }
+    }
+    tracing::info!(?config, "embedded backbone started");
+    Ok(embedded)
+}
+
+/// The demo catalog: (id, name, category, price in EUR, stock).
+pub const DEMO_CATALOG: &[(&str, &str, &str, &str, u32)] = &[
+    ("prd_espresso", "Espresso beans 1 kg", "coffee", "24.90", 100),
+    ("prd_filter", "Filter coffee 500 g", "coffee", "12.50", 100),
+    ("prd_decaf", "Decaf beans 500 g", "coffee", "13.90", 50),
+    ("prd_grinder", "Burr grinder", "equipment", "149.00", 10),
+    ("prd_kettle", "Gooseneck kettle", "equipment", "59.00", 20),
+    ("prd_scale", "Brew scale", "equipment", "29.90", 15),
+    ("prd_sencha", "Sencha green tea 100 g", "tea", "8.50", 40),
+    ("prd_earl_grey", "Earl Grey 100 g", "tea", "7.90", 3),
+];
+
+/// Creates the demo products that do not exist yet.
+pub async fn seed_demo_catalog(shop: &Shop) -> anyhow::Result<()> {
+    let mut created = 0;
+    for (id, name, category, price, stock) in DEMO_CATALOG {
+        let product = shop.service().load::<Product>(id).await?;
+        if product.state.exists() {
+            continue;
+        }
+        let ctx = CommandContext {
+            metadata: Metadata {
+                correlation_id: "seed-demo-catalog".into(),
+                causation_id: None,
+                actor: Actor {
+                    subject: "system".into(),
+                    role: "system".into(),
+                },
+                request_id: None,
+                command_id: None,
+            },
+            // A concurrent seeder (another start on the same data) replays instead of failing.
+            idempotency: Some(commands::IdempotencyKey::new(
+                format!("seed:product:{id}"),
+                id.as_bytes(),
+            )),
+        };
+        shop.create_product(
+            &ctx,
+            NewProduct {
+                product_id: ProductId::parse(id)?,
+                name: (*name).to_string(),
+                category: (*category).to_string(),
+                price: Money::parse(price, "EUR")?,
+                initial_stock: *stock,
+            },
+        )
+        .await?;
+        created += 1;
+    }
+    if created > 0 {
+        tracing::info!(created, "seeded the demo catalog");
+    }
+    Ok(())
+}

@@ -1,0 +1,243 @@
+//! Cross-cutting HTTP layers: request ids and the error body, authentication and roles, command
+//! latency, and the reply type of command handlers.
+
+use crate::auth::{AuthError, Role};
+use crate::error::ApiError;
+use crate::extract::RequestIds;
+use crate::state::AppState;
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use commands::Executed;
+use serde::Serialize;
+use std::time::Instant;
+use tracing::Instrument;
+
+pub const REQUEST_ID: &str = "x-request-id";
+pub const CORRELATION_ID: &str = "x-correlation-id";
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// Largest accepted request body.
+pub const MAX_BODY: usize = 64 * 1024;
+
+fn header_id(headers: &HeaderMap, name: &str) -> Option<String> {
+    let v = headers.get(name)?.to_str().ok()?.trim();
+    let ok = !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic());
+    ok.then(|| v.to_string())
+}
+
+/// Outermost layer: takes or makes the request id (UUIDv7) and correlation id, runs the request
+/// in a span carrying both, echoes them, and renders every error in the one JSON shape with the
+/// request id (logging the internal detail of 5xx answers).
+pub async fn request_context(mut req: Request, next: Next) -> Response {
+    let request_id =
+        header_id(req.headers(), REQUEST_ID).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let correlation_id =
+        header_id(req.headers(), CORRELATION_ID).unwrap_or_else(|| request_id.clone());
+    req.extensions_mut().insert(RequestIds {
+        request_id: request_id.clone(),
+        correlation_id: correlation_id.clone(),
+    });
+    let span = tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = %req.uri().path(),
+        %request_id,
+        %correlation_id,
+        subject = tracing::field::Empty,
+        role = tracing::field::Empty,
+        status = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let response = next.run(req).instrument(span.clone()).await;
+    let mut response = render_error(response, &request_id)
+        .instrument(span.clone())
+        .await;
+    span.record("status", response.status().as_u16());
+    span.in_scope(|| {
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "request finished"
+        )
+    });
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        headers.insert(REQUEST_ID, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&correlation_id) {
+        headers.insert(CORRELATION_ID, v);
+    }
+    response
+}
+
+async fn render_error(response: Response, request_id: &str) -> Response {
+    let status = response.status();
+    let error = match response.extensions().get::<ApiError>().cloned() {
+        Some(e) => e,
+        None if status.is_client_error() || status.is_server_error() => {
+            let is_json = response
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/json"));
+            if is_json {
+                return response;
+            }
+            // An answer from outside our handlers (unknown route, wrong method, a framework
+            // rejection): keep its status and text, in our shape.
+            let (parts, body) = response.into_parts();
+            let text = axum::body::to_bytes(body, 8 * 1024)
+                .await
+                .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+                .unwrap_or_default();
+            let message = if text.is_empty() {
+                status.canonical_reason().unwrap_or("error").to_lowercase()
+            } else {
+                text
+            };
+            let error = ApiError::from_status(status, message);
+            return error_response(Response::from_parts(parts, Body::empty()), &error, request_id);
+        }
+        None => return response,
+    };
+    error_response(response, &error, request_id)
+}
+
+fn error_response(response: Response, error: &ApiError, request_id: &str) -> Response {
+    if error.status.is_server_error() {
+        tracing::error!(
+            status = error.status.as_u16(),
+            code = error.code,
+            detail = error.internal.as_deref().unwrap_or(""),
+            "request failed"
+        );
+    } else {
+        tracing::debug!(status = error.status.as_u16(), code = error.code, message = %error.message, "request refused");
+    }
+    let (mut parts, _) = response.into_parts();
+    parts.extensions.remove::<ApiError>();
+    parts.headers.remove(CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let body = serde_json::to_vec(&error.body(request_id)).unwrap_or_default();
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// The state of an auth layer: the app and the roles the route group admits.
+#[derive(Clone)]
+pub struct Access {
+    pub state: AppState,
+    pub roles: &'static [Role],
+}
+
+/// Checks the bearer token (401 when missing, invalid or expired) and the role (403), then puts
+/// the [`Principal`](crate::auth::Principal) in the request.
+pub async fn authorize(
+    State(access): State<Access>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let token = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+    let principal = access.state.auth.verify(token).await.map_err(|e| {
+        tracing::debug!(error = %e, "token refused");
+        match e {
+            AuthError::Expired => ApiError::unauthorized("token expired"),
+            _ => ApiError::unauthorized("invalid token"),
+        }
+    })?;
+    let span = tracing::Span::current();
+    span.record("subject", principal.subject.as_str());
+    span.record("role", principal.role.as_str());
+    if !access.roles.contains(&principal.role) {
+        return Err(ApiError::forbidden());
+    }
+    req.extensions_mut().insert(principal);
+    Ok(next.run(req).await)
+}
+
+/// Records the latency of command requests (every method but GET and HEAD) by route.
+pub async fn command_metrics(req: Request, next: Next) -> Response {
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        return next.run(req).await;
+    }
+    let command = format!(
+        "{} {}",
+        req.method(),
+        req.extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str)
+            .unwrap_or("unmatched")
+    );
+    let started = Instant::now();
+    let response = next.run(req).await;
+    metrics::histogram!(crate::metrics::COMMAND_DURATION, "command" => command)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The answer of a command: the use case's value with the commit's feed `position` added (for
+/// read-your-writes), and `Idempotent-Replayed: true` when it is the replay of an earlier
+/// request with the same key.
+#[derive(Debug)]
+pub struct CommandReply<T> {
+    pub status: StatusCode,
+    pub value: T,
+    pub position: Option<u64>,
+    pub replayed: bool,
+}
+
+impl<T> CommandReply<T> {
+    pub fn ok(executed: Executed<T>) -> Self {
+        Self::with_status(StatusCode::OK, executed)
+    }
+
+    pub fn created(executed: Executed<T>) -> Self {
+        Self::with_status(StatusCode::CREATED, executed)
+    }
+
+    pub fn with_status(status: StatusCode, executed: Executed<T>) -> Self {
+        let position = executed.position();
+        Self {
+            status,
+            value: executed.value,
+            position,
+            replayed: executed.replayed,
+        }
+    }
+}
+
+impl<T: Serialize> IntoResponse for CommandReply<T> {
+    fn into_response(self) -> Response {
+        let mut body = match serde_json::to_value(&self.value) {
+            Ok(serde_json::Value::Object(map)) => map,
+            Ok(other) => {
+                let mut map = serde_json::Map::new();
+                map.insert("result".into(), other);
+                map
+            }
+            Err(e) => return ApiError::internal(format!("cannot encode reply: {e}")).into_response(),
+        };
+        body.insert("position".into(), self.position.into());
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.replayed {
+            response
+                .headers_mut()
+                .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+        }
+        response
+    }
+}

@@ -1,0 +1,106 @@
+//! Prometheus metrics. The recorder is process-global (the `metrics` facade has one), so it is
+//! installed once and every [`AppState`](crate::state::AppState) shares its handle; several apps in
+//! one test process therefore share counters, which is harmless.
+
+use commands::EventStore;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use workers::Health;
+
+/// Command latency histogram, labelled `command` = "METHOD /route/{template}".
+pub const COMMAND_DURATION: &str = "backbone_command_duration_seconds";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process's Prometheus handle, installing the global recorder on first use.
+pub fn prometheus() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ];
+            let builder = PrometheusBuilder::new();
+            let builder = match builder
+                .set_buckets_for_metric(Matcher::Full(COMMAND_DURATION.to_string()), &buckets)
+            {
+                Ok(b) => b,
+                Err(err) => {
+                    tracing::warn!(error = %err, "histogram buckets refused, using summaries");
+                    PrometheusBuilder::new()
+                }
+            };
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a global metrics recorder was already installed");
+            }
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_histogram!(
+        COMMAND_DURATION,
+        metrics::Unit::Seconds,
+        "latency of command requests"
+    );
+    metrics::describe_counter!(
+        "backbone_command_conflicts_total",
+        "commands that still hit a version conflict after the automatic retries"
+    );
+    metrics::describe_gauge!(
+        "backbone_projection_lag_positions",
+        "feed head minus the position a worker has reached"
+    );
+    metrics::describe_gauge!(
+        "backbone_projection_lag_seconds",
+        "age of the oldest feed event a worker has not processed yet"
+    );
+    metrics::describe_counter!(
+        "backbone_webhook_outcomes_total",
+        "payment provider webhooks by outcome"
+    );
+}
+
+/// Refreshes the gauges computed on demand (worker lag) and renders the exposition text.
+pub async fn render(handle: &PrometheusHandle, store: &dyn EventStore, health: &Health) -> String {
+    match store.head().await {
+        Ok(head) => {
+            let now = chrono::Utc::now();
+            for (name, status) in health.snapshot() {
+                let lag = head.saturating_sub(status.position);
+                metrics::gauge!("backbone_projection_lag_positions", "worker" => name.clone())
+                    .set(lag as f64);
+                let seconds = if lag == 0 {
+                    0.0
+                } else {
+                    match store.feed(status.position, 1).await {
+                        Ok(page) => page
+                            .first()
+                            .map(|e| (now - e.occurred_at).num_milliseconds().max(0) as f64 / 1e3)
+                            .unwrap_or(0.0),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "cannot compute lag in seconds");
+                            0.0
+                        }
+                    }
+                };
+                metrics::gauge!("backbone_projection_lag_seconds", "worker" => name.clone())
+                    .set(seconds);
+                metrics::gauge!("backbone_worker_healthy", "worker" => name)
+                    .set(if status.healthy { 1.0 } else { 0.0 });
+            }
+            metrics::gauge!("backbone_feed_head").set(head as f64);
+        }
+        Err(err) => tracing::warn!(error = %err, "cannot read the feed head for metrics"),
+    }
+    // Registered at zero until the webhook endpoint exists, so dashboards can be built now.
+    for outcome in ["processed", "duplicate", "ignored", "rejected"] {
+        metrics::counter!("backbone_webhook_outcomes_total", "outcome" => outcome).increment(0);
+    }
+    metrics::counter!("backbone_command_conflicts_total").increment(0);
+    handle.run_upkeep();
+    handle.render()
+}

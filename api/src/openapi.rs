@@ -1,0 +1,65 @@
+//! The OpenAPI document served at `/openapi.json`, generated from the handlers' annotations.
+
+use crate::routes::{admin, analyst, carts, catalog, ops, orders, payments, support};
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+/// How money looks on the wire.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MoneySchema {
+    /// Decimal string at the currency's scale, for example `"12.50"`.
+    pub amount: String,
+    /// ISO-4217 code, for example `"EUR"`.
+    pub currency: String,
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "claims: sub, role (customer | support | admin | analyst), exp",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "order backbone",
+        description = "Event-sourced order backbone: storefront commands, read models, staff and analyst views. \
+Errors are `{\"error\": {\"code\", \"message\", \"details\"?, \"request_id\"}}`. Command responses carry `position`; \
+pass it as `after_position` to a query to read your own writes."
+    ),
+    paths(
+        carts::open_cart, carts::get_cart, carts::add_item, carts::change_quantity,
+        carts::remove_item, carts::checkout,
+        orders::list_orders, orders::get_order, orders::cancel, orders::notifications,
+        catalog::list_products, catalog::get_product,
+        payments::confirm,
+        admin::create_product, admin::reprice, admin::restock, admin::retire, admin::ship,
+        admin::deliver,
+        support::search, support::timeline,
+        analyst::events, analyst::stream_at,
+        ops::healthz, ops::readyz, ops::metrics, ops::openapi,
+    ),
+    components(schemas(MoneySchema, crate::error::ErrorBody)),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+/// The document, built once per call (it is small).
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

@@ -1,0 +1,214 @@
+//! Catalog administration and fulfilment (admin only).
+
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{AppPath, Cmd};
+use crate::http::CommandReply;
+use crate::routes::carts::NoBody;
+use crate::state::AppState;
+use axum::extract::State;
+use commands::{Ack, NewProduct};
+use domain::{Money, MoneyError, OrderCommand, OrderId, ProductCommand, ProductId};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+/// Largest stock a single create or restock may add.
+pub const MAX_STOCK: u32 = domain::MAX_RESTOCK_QUANTITY;
+
+/// A money amount as sent by clients: a decimal string and an ISO-4217 code.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoneyInput {
+    #[schema(example = "12.50")]
+    pub amount: String,
+    #[schema(example = "EUR")]
+    pub currency: String,
+}
+
+impl MoneyInput {
+    /// Validates the amount and currency, naming `field.amount` or `field.currency`.
+    pub fn to_money(&self, field: &str) -> Result<Money, ApiError> {
+        Money::parse(self.amount.trim(), self.currency.trim()).map_err(|e| match e {
+            MoneyError::UnknownCurrency(_) => {
+                ApiError::validation(format!("{field}.currency"), e.to_string())
+            }
+            _ => ApiError::validation(format!("{field}.amount"), e.to_string()),
+        })
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProductRequest {
+    #[schema(value_type = String, example = "prd_teapot")]
+    pub product_id: ProductId,
+    pub name: String,
+    pub category: String,
+    pub price: MoneyInput,
+    #[serde(default)]
+    pub initial_stock: u32,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RepriceRequest {
+    pub price: MoneyInput,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestockRequest {
+    /// 1 to 1,000,000 units.
+    pub quantity: u32,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShipRequest {
+    #[serde(default)]
+    pub tracking: Option<String>,
+}
+
+fn stock(field: &str, quantity: u32, min: u32) -> Result<u32, ApiError> {
+    if (min..=MAX_STOCK).contains(&quantity) {
+        Ok(quantity)
+    } else {
+        Err(ApiError::validation(
+            field,
+            format!("must be between {min} and {MAX_STOCK}"),
+        ))
+    }
+}
+
+#[utoipa::path(post, path = "/v1/admin/products", tag = "admin",
+    params(("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
+    request_body = CreateProductRequest,
+    responses((status = 201, description = "created, with `position`", body = serde_json::Value),
+        (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_product(
+    State(state): State<AppState>,
+    cmd: Cmd<CreateProductRequest>,
+) -> ApiResult<CommandReply<Ack>> {
+    let b = &cmd.body;
+    let input = NewProduct {
+        product_id: b.product_id.clone(),
+        name: b.name.clone(),
+        category: b.category.clone(),
+        price: b.price.to_money("price")?,
+        initial_stock: stock("initial_stock", b.initial_stock, 0)?,
+    };
+    let executed = state.shop.create_product(&cmd.ctx, input).await?;
+    Ok(CommandReply::created(executed))
+}
+
+#[utoipa::path(put, path = "/v1/admin/products/{id}/price", tag = "admin",
+    params(("id" = String, Path, description = "product id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
+    request_body = RepriceRequest,
+    responses((status = 200, description = "repriced, with `position`", body = serde_json::Value),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn reprice(
+    State(state): State<AppState>,
+    AppPath(product_id): AppPath<ProductId>,
+    cmd: Cmd<RepriceRequest>,
+) -> ApiResult<CommandReply<Ack>> {
+    let price = cmd.body.price.to_money("price")?;
+    let executed = state
+        .shop
+        .product_command(&cmd.ctx, product_id.as_str(), |_| ProductCommand::Reprice {
+            price: price.clone(),
+        })
+        .await?;
+    Ok(CommandReply::ok(executed))
+}
+
+#[utoipa::path(post, path = "/v1/admin/products/{id}/restock", tag = "admin",
+    params(("id" = String, Path, description = "product id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
+    request_body = RestockRequest,
+    responses((status = 200, description = "restocked, with `position`", body = serde_json::Value),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn restock(
+    State(state): State<AppState>,
+    AppPath(product_id): AppPath<ProductId>,
+    cmd: Cmd<RestockRequest>,
+) -> ApiResult<CommandReply<Ack>> {
+    let quantity = stock("quantity", cmd.body.quantity, 1)?;
+    let executed = state
+        .shop
+        .product_command(&cmd.ctx, product_id.as_str(), |_| ProductCommand::Restock {
+            quantity,
+        })
+        .await?;
+    Ok(CommandReply::ok(executed))
+}
+
+#[utoipa::path(post, path = "/v1/admin/products/{id}/retire", tag = "admin",
+    params(("id" = String, Path, description = "product id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
+    responses((status = 200, description = "retired, with `position`", body = serde_json::Value),
+        (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn retire(
+    State(state): State<AppState>,
+    AppPath(product_id): AppPath<ProductId>,
+    cmd: Cmd<NoBody>,
+) -> ApiResult<CommandReply<Ack>> {
+    let executed = state
+        .shop
+        .product_command(&cmd.ctx, product_id.as_str(), |_| ProductCommand::Retire)
+        .await?;
+    Ok(CommandReply::ok(executed))
+}
+
+#[utoipa::path(post, path = "/v1/admin/orders/{id}/ship", tag = "admin",
+    params(("id" = String, Path, description = "order id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
+    request_body = ShipRequest,
+    responses((status = 200, description = "shipped, with `position`", body = serde_json::Value),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn ship(
+    State(state): State<AppState>,
+    AppPath(order_id): AppPath<OrderId>,
+    cmd: Cmd<ShipRequest>,
+) -> ApiResult<CommandReply<Ack>> {
+    let tracking = cmd.body.tracking.as_deref().map(str::trim).map(str::to_string);
+    if tracking.as_ref().is_some_and(|t| t.is_empty() || t.len() > 100) {
+        return Err(ApiError::validation("tracking", "must have 1 to 100 characters"));
+    }
+    let at = state.clock.now();
+    let executed = state
+        .shop
+        .order_command(&cmd.ctx, &cmd.caller(), order_id.as_str(), |_| {
+            OrderCommand::Ship {
+                tracking: tracking.clone(),
+                at,
+            }
+        })
+        .await?;
+    Ok(CommandReply::ok(executed))
+}
+
+#[utoipa::path(post, path = "/v1/admin/orders/{id}/deliver", tag = "admin",
+    params(("id" = String, Path, description = "order id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
+    responses((status = 200, description = "delivered, with `position`", body = serde_json::Value),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn deliver(
+    State(state): State<AppState>,
+    AppPath(order_id): AppPath<OrderId>,
+    cmd: Cmd<NoBody>,
+) -> ApiResult<CommandReply<Ack>> {
+    let at = state.clock.now();
+    let executed = state
+        .shop
+        .order_command(&cmd.ctx, &cmd.caller(), order_id.as_str(), |_| {
+            OrderCommand::Deliver { at }
+        })
+        .await?;
+    Ok(CommandReply::ok(executed))
+}

@@ -1,0 +1,107 @@
+//! Event replay for analysts: the NDJSON export and time travel.
+
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::export::{self, ExportFilter, StreamFilter};
+use crate::extract::{AppPath, AppQuery};
+use crate::state::AppState;
+use crate::time_travel::{self, At, StreamAt};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use commands::StreamRef;
+use domain::StreamType;
+use futures::TryStreamExt;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Only events after this feed position.
+    pub after: Option<u64>,
+    /// Occurred at or after (RFC 3339).
+    pub from: Option<DateTime<Utc>>,
+    /// Occurred at or before (RFC 3339).
+    pub to: Option<DateTime<Utc>>,
+    /// Only this event type, for example `OrderPlaced`.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub event_type: Option<String>,
+    /// A stream type (`order`) or one stream (`order:ord_123`).
+    pub stream: Option<String>,
+    /// At most this many events.
+    pub limit: Option<u64>,
+}
+
+impl EventsQuery {
+    fn into_filter(self) -> Result<ExportFilter, ApiError> {
+        let stream = self
+            .stream
+            .as_deref()
+            .map(StreamFilter::parse)
+            .transpose()
+            .map_err(|e| ApiError::validation("stream", e))?;
+        Ok(ExportFilter {
+            after: self.after.unwrap_or(0),
+            from: self.from,
+            to: self.to,
+            event_type: self.event_type,
+            stream,
+            limit: self.limit,
+        })
+    }
+}
+
+#[utoipa::path(get, path = "/v1/events", tag = "analyst", params(EventsQuery),
+    responses((status = 200, description = "one event envelope (with `global_position`) per line",
+        content_type = "application/x-ndjson", body = String),
+        (status = 400, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn events(
+    State(state): State<AppState>,
+    AppQuery(q): AppQuery<EventsQuery>,
+) -> ApiResult<Response> {
+    let filter = q.into_filter()?;
+    let stream = export::ndjson(state.store.clone(), filter, export::EXPORT_PAGE).inspect_err(
+        |err| tracing::error!(error = %err, "event export aborted"),
+    );
+    Ok((
+        [(CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AtQuery {
+    /// A stream version (`3`) or an RFC 3339 instant; the latest state when absent.
+    pub at: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/streams/{type}/{id}", tag = "analyst",
+    params(("type" = String, Path, description = "cart, order, payment or product"),
+        ("id" = String, Path, description = "aggregate id"), AtQuery),
+    responses((status = 200, description = "the state at that point and its events", body = StreamAt),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn stream_at(
+    State(state): State<AppState>,
+    AppPath((stream_type, id)): AppPath<(String, String)>,
+    AppQuery(q): AppQuery<AtQuery>,
+) -> ApiResult<Json<StreamAt>> {
+    let stream_type = StreamType::parse(&stream_type)
+        .ok_or_else(|| ApiError::validation("type", "expected cart, order, payment or product"))?;
+    if domain::OrderId::parse(&id).is_err() {
+        return Err(ApiError::validation("id", "expected 1 to 64 characters of [A-Za-z0-9_-]"));
+    }
+    let at = q.at.as_deref().map(At::parse).transpose()?;
+    let found =
+        time_travel::stream_at(state.store.as_ref(), StreamRef::new(stream_type, id), at).await?;
+    Ok(Json(found))
+}

@@ -1,0 +1,61 @@
+//! The catalog read model (every role).
+
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{AppPath, AppQuery};
+use crate::routes::orders::{limit, ReadQuery};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::Json;
+use domain::ProductId;
+use projections::catalog::{self, ProductView};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CatalogQuery {
+    /// Only this category.
+    pub category: Option<String>,
+    /// At most this many products (default 50, at most 500).
+    pub limit: Option<usize>,
+    /// Read-your-writes: wait (at most 2 s) until the catalog has processed this position.
+    pub after_position: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProductList {
+    #[schema(value_type = Vec<Object>)]
+    pub products: Vec<ProductView>,
+}
+
+#[utoipa::path(get, path = "/v1/catalog/products", tag = "catalog", params(CatalogQuery),
+    responses((status = 200, description = "products ordered by name", body = ProductList)),
+    security(("bearer" = [])))]
+pub async fn list_products(
+    State(state): State<AppState>,
+    AppQuery(q): AppQuery<CatalogQuery>,
+) -> ApiResult<Json<ProductList>> {
+    state.read_after(catalog::NAME, q.after_position).await;
+    let products =
+        catalog::list_products(state.models.as_ref(), q.category.as_deref(), limit(q.limit))
+            .await?;
+    Ok(Json(ProductList { products }))
+}
+
+#[utoipa::path(get, path = "/v1/catalog/products/{id}", tag = "catalog",
+    params(("id" = String, Path, description = "product id"), ReadQuery),
+    responses((status = 200, description = "one product", body = serde_json::Value),
+        (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_product(
+    State(state): State<AppState>,
+    AppPath(product_id): AppPath<ProductId>,
+    AppQuery(q): AppQuery<ReadQuery>,
+) -> ApiResult<Json<ProductView>> {
+    state.read_after(catalog::NAME, q.after_position).await;
+    catalog::get_product(state.models.as_ref(), product_id.as_str())
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("product"))
+}

@@ -1,0 +1,94 @@
+//! The router: route groups by role, each behind its auth layer, and the cross-cutting layers.
+
+pub mod admin;
+pub mod analyst;
+pub mod carts;
+pub mod catalog;
+pub mod ops;
+pub mod orders;
+pub mod payments;
+pub mod support;
+
+use crate::auth::Role;
+use crate::http::{authorize, command_metrics, request_context, Access, MAX_BODY};
+use crate::state::AppState;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::{get, patch, post, put};
+use axum::Router;
+
+const CUSTOMER: &[Role] = &[Role::Customer];
+const ORDER_READERS: &[Role] = &[Role::Customer, Role::Support, Role::Admin];
+const ORDER_CANCELLERS: &[Role] = &[Role::Customer, Role::Admin];
+const EVERYONE: &[Role] = &[Role::Customer, Role::Support, Role::Admin, Role::Analyst];
+const ADMIN: &[Role] = &[Role::Admin];
+const SUPPORT: &[Role] = &[Role::Support, Role::Admin];
+const ANALYST: &[Role] = &[Role::Analyst];
+
+/// Puts a route group behind authentication and a role check.
+fn group(state: &AppState, roles: &'static [Role], routes: Router<AppState>) -> Router<AppState> {
+    routes.route_layer(from_fn_with_state(
+        Access {
+            state: state.clone(),
+            roles,
+        },
+        authorize,
+    ))
+}
+
+/// The whole HTTP API. Needs no socket: tests can drive it with `tower::ServiceExt::oneshot`.
+pub fn app(state: AppState) -> Router {
+    let storefront = Router::new()
+        .route("/v1/carts", post(carts::open_cart))
+        .route("/v1/carts/{id}", get(carts::get_cart))
+        .route("/v1/carts/{id}/items", post(carts::add_item))
+        .route(
+            "/v1/carts/{id}/items/{product_id}",
+            patch(carts::change_quantity).delete(carts::remove_item),
+        )
+        .route("/v1/carts/{id}/checkout", post(carts::checkout))
+        .route("/v1/orders", get(orders::list_orders))
+        .route("/v1/me/notifications", get(orders::notifications))
+        .route(
+            "/v1/payments/{payment_id}/confirm",
+            post(payments::confirm),
+        );
+    let order_reads = Router::new().route("/v1/orders/{id}", get(orders::get_order));
+    let order_cancel = Router::new().route("/v1/orders/{id}/cancel", post(orders::cancel));
+    let catalog = Router::new()
+        .route("/v1/catalog/products", get(catalog::list_products))
+        .route("/v1/catalog/products/{id}", get(catalog::get_product));
+    let admin = Router::new()
+        .route("/v1/admin/products", post(admin::create_product))
+        .route("/v1/admin/products/{id}/price", put(admin::reprice))
+        .route("/v1/admin/products/{id}/restock", post(admin::restock))
+        .route("/v1/admin/products/{id}/retire", post(admin::retire))
+        .route("/v1/admin/orders/{id}/ship", post(admin::ship))
+        .route("/v1/admin/orders/{id}/deliver", post(admin::deliver));
+    let support = Router::new()
+        .route("/v1/support/orders", get(support::search))
+        .route("/v1/support/orders/{id}/timeline", get(support::timeline));
+    let analyst = Router::new()
+        .route("/v1/events", get(analyst::events))
+        .route("/v1/streams/{type}/{id}", get(analyst::stream_at));
+    let operations = Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi));
+
+    Router::new()
+        .merge(group(&state, CUSTOMER, storefront))
+        .merge(group(&state, ORDER_READERS, order_reads))
+        .merge(group(&state, ORDER_CANCELLERS, order_cancel))
+        .merge(group(&state, EVERYONE, catalog))
+        .merge(group(&state, ADMIN, admin))
+        .merge(group(&state, SUPPORT, support))
+        .merge(group(&state, ANALYST, analyst))
+        .merge(operations)
+        .route_layer(from_fn(command_metrics))
+        .fallback(ops::not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(from_fn(request_context))
+        .with_state(state)
+}

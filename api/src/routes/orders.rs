@@ -1,0 +1,157 @@
+//! Orders (customers: their own; support and admin: any) and the customer's notifications.
+
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{AppPath, AppQuery, Cmd};
+use crate::http::CommandReply;
+use crate::state::AppState;
+use axum::extract::State;
+use axum::Json;
+use commands::Ack;
+use domain::{OrderCommand, OrderId};
+use projections::notifications::NotificationView;
+use projections::order_history::{self, OrderView};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// Default and largest page of list endpoints.
+pub const DEFAULT_LIMIT: usize = 50;
+pub const MAX_LIMIT: usize = 500;
+
+pub fn limit(requested: Option<usize>) -> usize {
+    requested.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT)
+}
+
+/// Query parameters of list endpoints over projections.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// At most this many items (default 50, at most 500).
+    pub limit: Option<usize>,
+    /// Read-your-writes: wait (at most 2 s) until the read model has processed this feed
+    /// position (a command response's `position`).
+    pub after_position: Option<u64>,
+}
+
+/// Query parameters of single-item reads over projections.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReadQuery {
+    /// Read-your-writes: wait (at most 2 s) until the read model has processed this position.
+    pub after_position: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderList {
+    #[schema(value_type = Vec<Object>)]
+    pub orders: Vec<OrderView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotificationList {
+    #[schema(value_type = Vec<Object>)]
+    pub notifications: Vec<NotificationView>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// Why the order is cancelled (1 to 500 characters).
+    pub reason: String,
+}
+
+pub const MAX_REASON_CHARS: usize = 500;
+
+#[utoipa::path(get, path = "/v1/orders", tag = "orders", params(ListQuery),
+    responses((status = 200, description = "the caller's orders, newest first", body = OrderList)),
+    security(("bearer" = [])))]
+pub async fn list_orders(
+    State(state): State<AppState>,
+    principal: Principal,
+    AppQuery(q): AppQuery<ListQuery>,
+) -> ApiResult<Json<OrderList>> {
+    let customer = principal.customer_id()?;
+    state.read_after(order_history::NAME, q.after_position).await;
+    let orders = order_history::list_orders_for_customer(
+        state.models.as_ref(),
+        customer.as_str(),
+        limit(q.limit),
+    )
+    .await?;
+    Ok(Json(OrderList { orders }))
+}
+
+#[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders",
+    params(("id" = String, Path, description = "order id"), ReadQuery),
+    responses((status = 200, description = "the order from the order history", body = serde_json::Value),
+        (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_order(
+    State(state): State<AppState>,
+    principal: Principal,
+    AppPath(order_id): AppPath<OrderId>,
+    AppQuery(q): AppQuery<ReadQuery>,
+) -> ApiResult<Json<OrderView>> {
+    state.read_after(order_history::NAME, q.after_position).await;
+    let order = order_history::get_order(state.models.as_ref(), order_id.as_str())
+        .await?
+        // Another customer's order is reported as missing, not forbidden.
+        .filter(|o| principal.customer.as_ref().is_none_or(|c| *c == o.customer_id))
+        .ok_or_else(|| ApiError::not_found("order"))?;
+    Ok(Json(order))
+}
+
+#[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders",
+    params(("id" = String, Path, description = "order id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
+    request_body = CancelRequest,
+    responses((status = 200, description = "the order's new status, with `position`", body = serde_json::Value),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    AppPath(order_id): AppPath<OrderId>,
+    cmd: Cmd<CancelRequest>,
+) -> ApiResult<CommandReply<Ack>> {
+    let reason = cmd.body.reason.trim().to_string();
+    if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
+        return Err(ApiError::validation(
+            "reason",
+            format!("must have 1 to {MAX_REASON_CHARS} characters"),
+        ));
+    }
+    let at = state.clock.now();
+    let executed = state
+        .shop
+        .order_command(&cmd.ctx, &cmd.caller(), order_id.as_str(), |_| {
+            OrderCommand::Cancel {
+                reason: reason.clone(),
+                at,
+            }
+        })
+        .await?;
+    Ok(CommandReply::ok(executed))
+}
+
+#[utoipa::path(get, path = "/v1/me/notifications", tag = "orders", params(ListQuery),
+    responses((status = 200, description = "the caller's notifications, newest first", body = NotificationList)),
+    security(("bearer" = [])))]
+pub async fn notifications(
+    State(state): State<AppState>,
+    principal: Principal,
+    AppQuery(q): AppQuery<ListQuery>,
+) -> ApiResult<Json<NotificationList>> {
+    let customer = principal.customer_id()?;
+    state
+        .read_after(projections::notifications::NAME, q.after_position)
+        .await;
+    let notifications = projections::notifications::list_notifications_for_customer(
+        state.models.as_ref(),
+        customer.as_str(),
+        limit(q.limit),
+    )
+    .await?;
+    Ok(Json(NotificationList { notifications }))
+}

@@ -1,0 +1,44 @@
+//! Simulated payments (embedded default, customers).
+
+use crate::error::{ApiResult, ErrorBody};
+use crate::extract::{AppPath, Cmd};
+use crate::http::CommandReply;
+use crate::payments::confirm_simulated;
+use crate::state::AppState;
+use axum::extract::State;
+use commands::Ack;
+use domain::PaymentId;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmRequest {
+    /// A Stripe test payment method or card number: `pm_card_visa`, `4242424242424242`
+    /// (success), `4000000000000002` (declined), `pm_card_threeDSecure2Required` (3-D Secure).
+    #[schema(example = "pm_card_visa")]
+    pub payment_method: String,
+}
+
+#[utoipa::path(post, path = "/v1/payments/{payment_id}/confirm", tag = "payments",
+    params(("payment_id" = String, Path, description = "payment id from checkout"),
+        ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
+    request_body = ConfirmRequest,
+    responses((status = 200, description = "the payment's new status, with `position`", body = serde_json::Value),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn confirm(
+    State(state): State<AppState>,
+    AppPath(payment_id): AppPath<PaymentId>,
+    cmd: Cmd<ConfirmRequest>,
+) -> ApiResult<CommandReply<Ack>> {
+    let executed = confirm_simulated(
+        &state,
+        &cmd.ctx,
+        &cmd.caller(),
+        &payment_id,
+        cmd.body.payment_method.trim(),
+    )
+    .await?;
+    Ok(CommandReply::ok(executed))
+}

@@ -1,0 +1,96 @@
+//! Support views (support and admin).
+
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{AppPath, AppQuery};
+use crate::routes::orders::{limit, ReadQuery};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use domain::{OrderId, OrderStatus};
+use projections::support::{self, SupportOrderView, SupportQuery, SupportTimelineEntry};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SupportSearch {
+    /// Customer email (case-insensitive).
+    pub email: Option<String>,
+    /// Order status, for example `paid` or `payment_failed`.
+    #[param(value_type = Option<String>)]
+    pub status: Option<OrderStatus>,
+    /// Placed at or after (RFC 3339).
+    pub from: Option<DateTime<Utc>>,
+    /// Placed at or before (RFC 3339).
+    pub to: Option<DateTime<Utc>>,
+    pub order_id: Option<String>,
+    /// Payment intent id at the provider.
+    pub intent_id: Option<String>,
+    /// At most this many orders (default 50, at most 500).
+    pub limit: Option<usize>,
+    /// Read-your-writes: wait (at most 2 s) until the support view has processed this position.
+    pub after_position: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SupportOrderList {
+    #[schema(value_type = Vec<Object>)]
+    pub orders: Vec<SupportOrderView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Timeline {
+    pub order_id: String,
+    /// Oldest first: order, payment and notification entries.
+    #[schema(value_type = Vec<Object>)]
+    pub entries: Vec<SupportTimelineEntry>,
+}
+
+#[utoipa::path(get, path = "/v1/support/orders", tag = "support", params(SupportSearch),
+    responses((status = 200, description = "matching orders, newest first", body = SupportOrderList),
+        (status = 400, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn search(
+    State(state): State<AppState>,
+    AppQuery(q): AppQuery<SupportSearch>,
+) -> ApiResult<Json<SupportOrderList>> {
+    state.read_after(support::NAME, q.after_position).await;
+    let query = SupportQuery {
+        email: q.email,
+        status: q.status,
+        from: q.from,
+        to: q.to,
+        order_id: q.order_id,
+        intent_id: q.intent_id,
+        limit: limit(q.limit),
+    };
+    let orders = support::search_orders(state.models.as_ref(), &query).await?;
+    Ok(Json(SupportOrderList { orders }))
+}
+
+#[utoipa::path(get, path = "/v1/support/orders/{id}/timeline", tag = "support",
+    params(("id" = String, Path, description = "order id"), ReadQuery),
+    responses((status = 200, description = "the order's timeline", body = Timeline),
+        (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn timeline(
+    State(state): State<AppState>,
+    AppPath(order_id): AppPath<OrderId>,
+    AppQuery(q): AppQuery<ReadQuery>,
+) -> ApiResult<Json<Timeline>> {
+    state.read_after(support::NAME, q.after_position).await;
+    let models = state.models.as_ref();
+    if support::get_support_order(models, order_id.as_str())
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found("order"));
+    }
+    let entries = support::order_timeline(models, order_id.as_str()).await?;
+    Ok(Json(Timeline {
+        order_id: order_id.to_string(),
+        entries,
+    }))
+}

@@ -1,0 +1,44 @@
+//! The shared state every handler gets: a `Clone` struct of `Arc`s built by the composition root.
+
+use crate::auth::Authenticator;
+use commands::{Clock, EventStore, Shop};
+use infrastructure::payments::simulated::SimulatedGateway;
+use metrics_exporter_prometheus::PrometheusHandle;
+use projections::ReadModelStore;
+use std::sync::Arc;
+use std::time::Duration;
+use workers::Health;
+
+/// How long a query with `after_position` waits for its projection.
+pub const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(Clone)]
+pub struct AppState {
+    pub shop: Arc<Shop>,
+    pub store: Arc<dyn EventStore>,
+    pub models: Arc<dyn ReadModelStore>,
+    pub clock: Arc<dyn Clock>,
+    pub health: Health,
+    /// The simulated gateway of the embedded default (confirms payments like Stripe.js would).
+    pub payments: Arc<SimulatedGateway>,
+    pub auth: Arc<Authenticator>,
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    /// Read-your-writes: waits (bounded) until projection `name` has reached `after`. A query
+    /// that times out is answered from the read model as it is.
+    pub async fn read_after(&self, projection: &str, after: Option<u64>) {
+        let Some(position) = after else {
+            return;
+        };
+        let worker = format!("projection:{projection}");
+        if !self
+            .health
+            .wait_for(&worker, position, READ_YOUR_WRITES_WAIT)
+            .await
+        {
+            tracing::debug!(projection, position, "read-your-writes wait timed out");
+        }
+    }
+}

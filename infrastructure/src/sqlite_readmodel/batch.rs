@@ -1,0 +1,276 @@
+//! One read-model transaction: a document cache in front of SQLite.
+//!
+//! Reads go to the cache first; writes only mark cached documents dirty. `flush` then writes each
+//! dirty document once, and only the index entries that changed, with cached prepared statements.
+//! A rebuild batch touching one order document twenty times writes it once.
+
+use super::sql_err;
+use projections::store::{BatchTx, DocTx, IndexEntry, ReadModelError};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// `(index, partition, sort)`, sorted and deduplicated within a document.
+pub(super) type Entry = (String, String, String);
+
+struct CachedDoc {
+    /// The document as the batch sees it (`None`: absent or deleted).
+    body: Option<Value>,
+    index: Vec<Entry>,
+    /// The index entries stored in the database: `None` until known, `Some(None)` when the
+    /// database has no such document.
+    stored: Option<Option<Vec<Entry>>>,
+    dirty: bool,
+}
+
+pub(super) struct SqliteBatch<'c> {
+    conn: &'c Connection,
+    /// collection -> key -> document; nested so that lookups need no allocation.
+    docs: HashMap<String, HashMap<String, CachedDoc>>,
+}
+
+pub(super) fn corrupt(collection: &str, key: &str, reason: impl ToString) -> ReadModelError {
+    ReadModelError::Corrupt {
+        collection: collection.to_owned(),
+        key: key.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+pub(super) fn parse_entries(
+    collection: &str,
+    key: &str,
+    text: &str,
+) -> Result<Vec<Entry>, ReadModelError> {
+    serde_json::from_str(text).map_err(|e| corrupt(collection, key, e))
+}
+
+fn owned_entries(index: Vec<IndexEntry>) -> Vec<Entry> {
+    let mut entries: Vec<Entry> = index
+        .into_iter()
+        .map(|e| (e.index.to_owned(), e.partition, e.sort))
+        .collect();
+    entries.sort_unstable();
+    entries.dedup();
+    entries
+}
+
+impl<'c> SqliteBatch<'c> {
+    pub(super) fn new(conn: &'c Connection) -> Self {
+        Self {
+            conn,
+            docs: HashMap::new(),
+        }
+    }
+
+    fn load(&self, collection: &str, key: &str) -> Result<CachedDoc, ReadModelError> {
+        let row: Option<(String, String)> = self
+            .conn
+            .prepare_cached("SELECT body, idx FROM rm_docs WHERE collection = ?1 AND key = ?2")
+            .map_err(sql_err)?
+            .query_row(params![collection, key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(sql_err)?;
+        Ok(match row {
+            None => CachedDoc {
+                body: None,
+                index: Vec::new(),
+                stored: Some(None),
+                dirty: false,
+            },
+            Some((body, idx)) => {
+                let body: Value =
+                    serde_json::from_str(&body).map_err(|e| corrupt(collection, key, e))?;
+                let index = parse_entries(collection, key, &idx)?;
+                CachedDoc {
+                    body: Some(body),
+                    index: index.clone(),
+                    stored: Some(Some(index)),
+                    dirty: false,
+                }
+            }
+        })
+    }
+
+    fn set(
+        &mut self,
+        collection: &str,
+        key: &str,
+        body: Option<Value>,
+        index: Vec<Entry>,
+    ) -> Result<(), ReadModelError> {
+        if !self.docs.contains_key(collection) {
+            self.docs.insert(collection.to_owned(), HashMap::new());
+        }
+        // Present: inserted just above when missing.
+        let Some(by_key) = self.docs.get_mut(collection) else {
+            return Err(ReadModelError::Internal("batch cache lost a collection".into()));
+        };
+        match by_key.get_mut(key) {
+            Some(doc) => {
+                doc.body = body;
+                doc.index = index;
+                doc.dirty = true;
+            }
+            None => {
+                by_key.insert(
+                    key.to_owned(),
+                    CachedDoc {
+                        body,
+                        index,
+                        stored: None,
+                        dirty: true,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes every dirty document and the index entries that changed.
+    pub(super) fn flush(self) -> Result<(), ReadModelError> {
+        let conn = self.conn;
+        let mut select_idx = conn
+            .prepare_cached("SELECT idx FROM rm_docs WHERE collection = ?1 AND key = ?2")
+            .map_err(sql_err)?;
+        let mut upsert_doc = conn
+            .prepare_cached(
+                "INSERT INTO rm_docs (collection, key, body, idx) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (collection, key) DO UPDATE SET body = excluded.body, idx = excluded.idx",
+            )
+            .map_err(sql_err)?;
+        let mut delete_doc = conn
+            .prepare_cached("DELETE FROM rm_docs WHERE collection = ?1 AND key = ?2")
+            .map_err(sql_err)?;
+        let mut insert_entry = conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO rm_index (index_name, partition, sort, collection, key)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .map_err(sql_err)?;
+        let mut delete_entry = conn
+            .prepare_cached(
+                "DELETE FROM rm_index WHERE index_name = ?1 AND partition = ?2 AND sort = ?3
+                 AND collection = ?4 AND key = ?5",
+            )
+            .map_err(sql_err)?;
+
+        for (collection, by_key) in &self.docs {
+            for (key, doc) in by_key.iter().filter(|(_, d)| d.dirty) {
+                let loaded;
+                let stored: Option<&[Entry]> = match &doc.stored {
+                    Some(s) => s.as_deref(),
+                    None => {
+                        let idx: Option<String> = select_idx
+                            .query_row(params![collection, key], |r| r.get(0))
+                            .optional()
+                            .map_err(sql_err)?;
+                        loaded = idx
+                            .map(|t| parse_entries(collection, key, &t))
+                            .transpose()?;
+                        loaded.as_deref()
+                    }
+                };
+                let old: &[Entry] = stored.unwrap_or(&[]);
+                let new: &[Entry] = if doc.body.is_some() { &doc.index } else { &[] };
+                // Both lists are sorted and deduplicated: remove what went, add what came.
+                for (i, p, s) in old.iter().filter(|e| new.binary_search(e).is_err()) {
+                    delete_entry
+                        .execute(params![i, p, s, collection, key])
+                        .map_err(sql_err)?;
+                }
+                for (i, p, s) in new.iter().filter(|e| old.binary_search(e).is_err()) {
+                    insert_entry
+                        .execute(params![i, p, s, collection, key])
+                        .map_err(sql_err)?;
+                }
+                match &doc.body {
+                    Some(body) => {
+                        let body = serde_json::to_string(body)
+                            .map_err(|e| corrupt(collection, key, e))?;
+                        let idx = serde_json::to_string(&doc.index)
+                            .map_err(|e| corrupt(collection, key, e))?;
+                        upsert_doc
+                            .execute(params![collection, key, body, idx])
+                            .map_err(sql_err)?;
+                    }
+                    None => {
+                        if stored.is_some() {
+                            delete_doc
+                                .execute(params![collection, key])
+                                .map_err(sql_err)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DocTx for SqliteBatch<'_> {
+    fn get(&mut self, collection: &str, key: &str) -> Result<Option<Value>, ReadModelError> {
+        if let Some(doc) = self.docs.get(collection).and_then(|m| m.get(key)) {
+            return Ok(doc.body.clone());
+        }
+        let doc = self.load(collection, key)?;
+        let body = doc.body.clone();
+        self.docs
+            .entry(collection.to_owned())
+            .or_default()
+            .insert(key.to_owned(), doc);
+        Ok(body)
+    }
+
+    fn put(
+        &mut self,
+        collection: &str,
+        key: &str,
+        body: Value,
+        index: Vec<IndexEntry>,
+    ) -> Result<(), ReadModelError> {
+        self.set(collection, key, Some(body), owned_entries(index))
+    }
+
+    fn delete(&mut self, collection: &str, key: &str) -> Result<(), ReadModelError> {
+        self.set(collection, key, None, Vec::new())
+    }
+}
+
+impl BatchTx for SqliteBatch<'_> {
+    fn last_applied(
+        &mut self,
+        projection: &str,
+        stream: &commands::StreamRef,
+    ) -> Result<u64, ReadModelError> {
+        let seq: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT last_seq FROM rm_applied WHERE projection = ?1 AND stream = ?2",
+            )
+            .map_err(sql_err)?
+            .query_row(params![projection, stream.key()], |r| r.get(0))
+            .optional()
+            .map_err(sql_err)?;
+        Ok(seq.map_or(0, |s| u64::try_from(s).unwrap_or(0)))
+    }
+
+    fn record_applied(
+        &mut self,
+        projection: &str,
+        stream: &commands::StreamRef,
+        sequence: u64,
+    ) -> Result<(), ReadModelError> {
+        let seq = i64::try_from(sequence)
+            .map_err(|_| ReadModelError::Internal(format!("sequence {sequence} out of range")))?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO rm_applied (projection, stream, last_seq) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (projection, stream) DO UPDATE SET last_seq = excluded.last_seq",
+            )
+            .map_err(sql_err)?
+            .execute(params![projection, stream.key(), seq])
+            .map_err(sql_err)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,410 @@
+//! The embedded read-model store: documents and index entries in their own SQLite file
+//! (for example `readmodels.sqlite`), separate from the event store.
+//!
+//! - One writer connection applies batches, one transaction per batch, through a document cache
+//!   ([`batch::SqliteBatch`]) and cached prepared statements; a projection's documents, its
+//!   applied sequences and its checkpoint commit together.
+//! - A few reader connections serve `get` / `query`, so API reads do not wait behind a batch (WAL
+//!   lets readers see the last committed state while the writer works).
+//! - `synchronous = NORMAL`: a power loss may drop the last committed batches, but documents and
+//!   bookkeeping are in the same transactions and roll back together, and read models are
+//!   rebuildable from the event store anyway, so the fsync per commit is not worth its cost.
+
+mod batch;
+
+use async_trait::async_trait;
+use batch::{corrupt, parse_entries, SqliteBatch};
+use commands::{EventEnvelope, StreamRef};
+use projections::store::{
+    apply_events, ApplyOutcome, Dump, IndexEntry, Projection, ReadModelError, ReadModelStore,
+    StoredDoc,
+};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+use serde_json::Value;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Reader connections opened next to the writer for a file-backed store.
+const READERS: usize = 2;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS rm_docs (
+    collection TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    body       TEXT NOT NULL,
+    -- The document's index entries as JSON [[index, partition, sort], ...], so that a rewrite
+    -- removes exactly the entries it no longer has.
+    idx        TEXT NOT NULL,
+    PRIMARY KEY (collection, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rm_index (
+    index_name TEXT NOT NULL,
+    partition  TEXT NOT NULL,
+    sort       TEXT NOT NULL,
+    collection TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    PRIMARY KEY (index_name, partition, sort, collection, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rm_applied (
+    projection TEXT NOT NULL,
+    stream     TEXT NOT NULL,
+    last_seq   INTEGER NOT NULL,
+    PRIMARY KEY (projection, stream)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rm_checkpoints (
+    projection TEXT PRIMARY KEY,
+    position   INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+/// Translates SQLite errors once: a busy or locked database is worth retrying.
+pub(crate) fn sql_err(e: rusqlite::Error) -> ReadModelError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) =>
+        {
+            ReadModelError::Unavailable(e.to_string())
+        }
+        _ => ReadModelError::Internal(e.to_string()),
+    }
+}
+
+fn configure(conn: &Connection) -> Result<(), ReadModelError> {
+    conn.set_prepared_statement_cache_capacity(64);
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(sql_err)?;
+    conn.execute_batch(
+        "PRAGMA synchronous = NORMAL;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA cache_size = -65536;",
+    )
+    .map_err(sql_err)
+}
+
+struct Inner {
+    writer: Mutex<Connection>,
+    /// Empty for an in-memory store (its data lives in the writer's connection only).
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+fn lock(m: &Mutex<Connection>) -> Result<MutexGuard<'_, Connection>, ReadModelError> {
+    // A panic while holding the lock rolls back the open transaction when its guard drops, so
+    // the connection itself is still usable; report it rather than recover silently.
+    m.lock()
+        .map_err(|_| ReadModelError::Internal("read model connection lock poisoned".into()))
+}
+
+impl Inner {
+    fn reader(&self) -> Result<MutexGuard<'_, Connection>, ReadModelError> {
+        if self.readers.is_empty() {
+            return lock(&self.writer);
+        }
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        // `i` is below `readers.len()`, which is not zero here.
+        match self.readers.get(i) {
+            Some(r) => lock(r),
+            None => lock(&self.writer),
+        }
+    }
+}
+
+/// The SQLite adapter of the read-model port.
+#[derive(Clone)]
+pub struct SqliteReadModelStore {
+    inner: Arc<Inner>,
+}
+
+impl SqliteReadModelStore {
+    /// Opens (creating if needed) the read-model file at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, ReadModelError> {
+        let path = path.as_ref();
+        let writer = Connection::open(path).map_err(sql_err)?;
+        // WAL is a property of the file; set it once from the writer before readers open it.
+        let mode: String = writer
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(sql_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(%mode, "read model database is not in WAL mode");
+        }
+        configure(&writer)?;
+        writer.execute_batch(SCHEMA).map_err(sql_err)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let reader = Connection::open(path).map_err(sql_err)?;
+            configure(&reader)?;
+            reader
+                .execute_batch("PRAGMA query_only = ON;")
+                .map_err(sql_err)?;
+            readers.push(Mutex::new(reader));
+        }
+        Ok(Self::from_parts(writer, readers))
+    }
+
+    /// A store in memory (tests, benchmarks): one connection for everything.
+    pub fn open_in_memory() -> Result<Self, ReadModelError> {
+        let conn = Connection::open_in_memory().map_err(sql_err)?;
+        configure(&conn)?;
+        conn.execute_batch(SCHEMA).map_err(sql_err)?;
+        Ok(Self::from_parts(conn, Vec::new()))
+    }
+
+    fn from_parts(writer: Connection, readers: Vec<Mutex<Connection>>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                writer: Mutex::new(writer),
+                readers,
+                next_reader: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    async fn with_writer<R, F>(&self, f: F) -> Result<R, ReadModelError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<R, ReadModelError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = lock(&inner.writer)?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| ReadModelError::Internal(format!("read model task failed: {e}")))?
+    }
+
+    async fn with_reader<R, F>(&self, f: F) -> Result<R, ReadModelError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, ReadModelError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = inner.reader()?;
+            f(&conn)
+        })
+        .await
+        .map_err(|e| ReadModelError::Internal(format!("read model task failed: {e}")))?
+    }
+
+    /// Every document with its index entries (tests compare whole stores with it).
+    pub fn dump(&self) -> Result<Dump, ReadModelError> {
+        let conn = self.inner.reader()?;
+        let mut stmt = conn
+            .prepare("SELECT collection, key, body, idx FROM rm_docs")
+            .map_err(sql_err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })
+            .map_err(sql_err)?;
+        let mut dump = Dump::new();
+        for row in rows {
+            let (collection, key, body, idx) = row.map_err(sql_err)?;
+            let body: Value = serde_json::from_str(&body).map_err(|e| corrupt(&collection, &key, e))?;
+            let index = parse_entries(&collection, &key, &idx)?.into_iter().collect();
+            dump.insert((collection, key), StoredDoc { body, index });
+        }
+        Ok(dump)
+    }
+}
+
+fn query_sql(from: bool, to: bool, descending: bool) -> String {
+    let dir = if descending { "DESC" } else { "ASC" };
+    format!(
+        "SELECT d.body FROM rm_index i
+         JOIN rm_docs d ON d.collection = i.collection AND d.key = i.key
+         WHERE i.index_name = ?1 AND i.partition = ?2{}{}
+         ORDER BY i.sort {dir}, i.collection {dir}, i.key {dir}
+         LIMIT ?5",
+        if from { " AND i.sort >= ?3" } else { "" },
+        if to { " AND i.sort <= ?4" } else { "" },
+    )
+}
+
+#[async_trait]
+impl ReadModelStore for SqliteReadModelStore {
+    #[tracing::instrument(skip_all, fields(projection = projection.name(), events = events.len()), err)]
+    async fn apply_batch(
+        &self,
+        projection: Arc<dyn Projection>,
+        events: Vec<EventEnvelope>,
+        checkpoint: Option<u64>,
+    ) -> Result<ApplyOutcome, ReadModelError> {
+        self.with_writer(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql_err)?;
+            let mut batch = SqliteBatch::new(&tx);
+            // On error the transaction is dropped, which rolls the whole batch back.
+            let outcome = apply_events(projection.as_ref(), events, &mut batch)?;
+            batch.flush()?;
+            if let (ApplyOutcome::Applied { .. }, Some(position)) = (&outcome, checkpoint) {
+                let position = i64::try_from(position).map_err(|_| {
+                    ReadModelError::Internal(format!("checkpoint {position} out of range"))
+                })?;
+                tx.prepare_cached(
+                    "INSERT INTO rm_checkpoints (projection, position) VALUES (?1, ?2)
+                     ON CONFLICT (projection) DO UPDATE
+                     SET position = MAX(position, excluded.position)",
+                )
+                .map_err(sql_err)?
+                .execute(params![projection.name(), position])
+                .map_err(sql_err)?;
+            }
+            tx.commit().map_err(sql_err)?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn checkpoint(&self, projection: &str) -> Result<u64, ReadModelError> {
+        let projection = projection.to_owned();
+        self.with_reader(move |conn| {
+            let position: Option<i64> = conn
+                .prepare_cached("SELECT position FROM rm_checkpoints WHERE projection = ?1")
+                .map_err(sql_err)?
+                .query_row(params![projection], |r| r.get(0))
+                .optional()
+                .map_err(sql_err)?;
+            Ok(position.map_or(0, |p| u64::try_from(p).unwrap_or(0)))
+        })
+        .await
+    }
+
+    async fn last_applied(
+        &self,
+        projection: &str,
+        stream: &StreamRef,
+    ) -> Result<u64, ReadModelError> {
+        let projection = projection.to_owned();
+        let stream = stream.key();
+        self.with_reader(move |conn| {
+            let seq: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT last_seq FROM rm_applied WHERE projection = ?1 AND stream = ?2",
+                )
+                .map_err(sql_err)?
+                .query_row(params![projection, stream], |r| r.get(0))
+                .optional()
+                .map_err(sql_err)?;
+            Ok(seq.map_or(0, |s| u64::try_from(s).unwrap_or(0)))
+        })
+        .await
+    }
+
+    async fn get(&self, collection: &str, key: &str) -> Result<Option<Value>, ReadModelError> {
+        let collection = collection.to_owned();
+        let key = key.to_owned();
+        self.with_reader(move |conn| {
+            let body: Option<String> = conn
+                .prepare_cached("SELECT body FROM rm_docs WHERE collection = ?1 AND key = ?2")
+                .map_err(sql_err)?
+                .query_row(params![collection, key], |r| r.get(0))
+                .optional()
+                .map_err(sql_err)?;
+            body.map(|b| serde_json::from_str(&b).map_err(|e| corrupt(&collection, &key, e)))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn query(
+        &self,
+        index: &str,
+        partition: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+        descending: bool,
+        limit: usize,
+    ) -> Result<Vec<Value>, ReadModelError> {
+        let index = index.to_owned();
+        let partition = partition.to_owned();
+        let from = from.map(str::to_owned);
+        let to = to.map(str::to_owned);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with_reader(move |conn| {
+            let sql = query_sql(from.is_some(), to.is_some(), descending);
+            let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
+            // Unused placeholders are bound anyway (to NULL), so every variant takes the same
+            // parameter list.
+            let rows = stmt
+                .query_map(params![index, partition, from, to, limit], |r| {
+                    r.get::<_, String>(0)
+                })
+                .map_err(sql_err)?;
+            let mut docs = Vec::new();
+            for row in rows {
+                let body = row.map_err(sql_err)?;
+                docs.push(
+                    serde_json::from_str(&body).map_err(|e| corrupt(&index, &partition, e))?,
+                );
+            }
+            Ok(docs)
+        })
+        .await
+    }
+
+    async fn put_doc(
+        &self,
+        collection: &str,
+        key: &str,
+        body: Value,
+        index: Vec<IndexEntry>,
+    ) -> Result<(), ReadModelError> {
+        let collection = collection.to_owned();
+        let key = key.to_owned();
+        self.with_writer(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql_err)?;
+            let mut batch = SqliteBatch::new(&tx);
+            projections::DocTx::put(&mut batch, &collection, &key, body, index)?;
+            batch.flush()?;
+            tx.commit().map_err(sql_err)
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(projection = projection.name()), err)]
+    async fn reset(&self, projection: &dyn Projection) -> Result<(), ReadModelError> {
+        let name = projection.name().to_owned();
+        let collections: Vec<String> = projection
+            .collections()
+            .iter()
+            .map(|c| (*c).to_owned())
+            .collect();
+        self.with_writer(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql_err)?;
+            for collection in &collections {
+                tx.execute(
+                    "DELETE FROM rm_index WHERE collection = ?1",
+                    params![collection],
+                )
+                .map_err(sql_err)?;
+                tx.execute(
+                    "DELETE FROM rm_docs WHERE collection = ?1",
+                    params![collection],
+                )
+                .map_err(sql_err)?;
+            }
+            tx.execute("DELETE FROM rm_applied WHERE projection = ?1", params![name])
+                .map_err(sql_err)?;
+            tx.execute(
+                "DELETE FROM rm_checkpoints WHERE projection = ?1",
+                params![name],
+            )
+            .map_err(sql_err)?;
+            tx.commit().map_err(sql_err)
+        })
+        .await
+    }
+}

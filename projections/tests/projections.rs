@@ -1,0 +1,1152 @@
+//! The four read models, fed hand-built envelopes of typed domain events.
+
+use chrono::{DateTime, Duration, Utc};
+use commands::EventEnvelope;
+use domain::{
+    CartId, Currency, CustomerId, Event, Money, OrderEvent, OrderId, OrderLine, OrderStatus,
+    PaymentEvent, PaymentId, PaymentStatus, ProductEvent, ProductId, ProductStatus, Quantity,
+    ShippedLine, ShippingAddress, StreamType,
+};
+use projections::catalog::{self, CatalogProjection};
+use projections::notifications::{
+    self, DeliveryStatus, NotificationKind, NotificationsProjection,
+};
+use projections::order_history::{self, OrderHistoryProjection};
+use projections::support::{self, SupportProjection, SupportQuery, TimelineSource};
+use projections::testsuite::fixtures::{base_time, envelope, event_envelope};
+use projections::testsuite::VecEventStore;
+use projections::{
+    ApplyOutcome, MemoryReadModelStore, Projection, ProjectionRunner, ReadModelError,
+    ReadModelStore,
+};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+fn eur(minor: i64) -> Money {
+    Money::from_minor(minor, Currency::EUR).expect("money")
+}
+
+fn pid(s: &str) -> ProductId {
+    ProductId::parse(s).expect("product id")
+}
+
+fn oid(s: &str) -> OrderId {
+    OrderId::parse(s).expect("order id")
+}
+
+fn payid(s: &str) -> PaymentId {
+    PaymentId::parse(s).expect("payment id")
+}
+
+/// Builds envelopes with per-stream sequences and a clock that ticks a second per event.
+struct Streams {
+    seqs: HashMap<(StreamType, String), u64>,
+    now: DateTime<Utc>,
+}
+
+impl Streams {
+    fn new() -> Self {
+        Self {
+            seqs: HashMap::new(),
+            now: base_time(),
+        }
+    }
+
+    fn at(&self) -> DateTime<Utc> {
+        self.now
+    }
+
+    fn ev<E: Event>(&mut self, stream_type: StreamType, id: &str, e: &E) -> EventEnvelope {
+        self.now += Duration::seconds(1);
+        let seq = self.seqs.entry((stream_type, id.to_owned())).or_insert(0);
+        *seq += 1;
+        event_envelope(stream_type, id, *seq, e, self.now)
+    }
+
+    fn product(&mut self, id: &str, e: ProductEvent) -> EventEnvelope {
+        self.ev(StreamType::Product, id, &e)
+    }
+
+    fn order(&mut self, id: &str, e: OrderEvent) -> EventEnvelope {
+        self.ev(StreamType::Order, id, &e)
+    }
+
+    fn payment(&mut self, id: &str, e: PaymentEvent) -> EventEnvelope {
+        self.ev(StreamType::Payment, id, &e)
+    }
+}
+
+async fn apply(
+    models: &MemoryReadModelStore,
+    projection: &Arc<dyn Projection>,
+    events: Vec<EventEnvelope>,
+) -> ApplyOutcome {
+    models
+        .apply_batch(projection.clone(), events, None)
+        .await
+        .expect("apply")
+}
+
+fn created(id: &str, name: &str, category: &str, price: i64, on_hand: u32) -> ProductEvent {
+    ProductEvent::ProductCreated {
+        product_id: pid(id),
+        name: name.to_owned(),
+        category: category.to_owned(),
+        price: eur(price),
+        on_hand,
+    }
+}
+
+fn placed(order: &str, customer: &str, email: &str, at: DateTime<Utc>) -> OrderEvent {
+    OrderEvent::OrderPlaced {
+        order_id: oid(order),
+        cart_id: CartId::parse(&format!("cart-{order}")).expect("cart id"),
+        customer_id: CustomerId::parse(customer).expect("customer id"),
+        customer_email: email.to_owned(),
+        shipping_address: ShippingAddress {
+            name: "Alice".to_owned(),
+            line1: "1 Main Street".to_owned(),
+            line2: None,
+            city: "Berlin".to_owned(),
+            postal_code: "10115".to_owned(),
+            country: "DE".to_owned(),
+        },
+        lines: vec![
+            OrderLine {
+                product_id: pid("book"),
+                name: "Book".to_owned(),
+                quantity: Quantity::parse(2).expect("qty"),
+                unit_price: eur(1250),
+                line_total: eur(2500),
+            },
+            OrderLine {
+                product_id: pid("pen"),
+                name: "Pen".to_owned(),
+                quantity: Quantity::ONE,
+                unit_price: eur(199),
+                line_total: eur(199),
+            },
+        ],
+        total: eur(2699),
+        payment_id: payid(&format!("pay-{order}")),
+        placed_at: at,
+    }
+}
+
+fn requested(order: &str) -> PaymentEvent {
+    PaymentEvent::PaymentRequested {
+        payment_id: payid(&format!("pay-{order}")),
+        order_id: oid(order),
+        amount: eur(2699),
+    }
+}
+
+fn intent_created(order: &str) -> PaymentEvent {
+    PaymentEvent::PaymentIntentCreated {
+        payment_id: payid(&format!("pay-{order}")),
+        intent_id: format!("pi_{order}"),
+        client_secret_ref: "secret".to_owned(),
+    }
+}
+
+fn succeeded(order: &str, at: DateTime<Utc>) -> PaymentEvent {
+    PaymentEvent::PaymentSucceeded {
+        payment_id: payid(&format!("pay-{order}")),
+        order_id: oid(order),
+        intent_id: format!("pi_{order}"),
+        amount: eur(2699),
+        at,
+    }
+}
+
+fn paid(order: &str, at: DateTime<Utc>) -> OrderEvent {
+    OrderEvent::OrderPaid {
+        order_id: oid(order),
+        payment_id: payid(&format!("pay-{order}")),
+        amount: eur(2699),
+        at,
+    }
+}
+
+// ---------------------------------------------------------------- catalog
+
+fn catalog() -> Arc<dyn Projection> {
+    Arc::new(CatalogProjection)
+}
+
+#[tokio::test]
+async fn product_created_is_listed_with_everything_available() {
+    let models = MemoryReadModelStore::new();
+    let mut s = Streams::new();
+    apply(
+        &models,
+        &catalog(),
+        vec![s.product("book", created("book", "Rust Book", "books", 3999, 12))],
+    )
+    .await;
+
+    let view = catalog::get_product(&models, "book")
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(view.product_id, pid("book"));
+    assert_eq!(view.name, "Rust Book");
+    assert_eq!(view.category, "books");
+    assert_eq!(view.price, eur(3999));
+    assert_eq!((view.on_hand, view.reserved, view.available), (12, 0, 12));
+    assert_eq!(view.status, ProductStatus::Active);
+    assert_eq!(view.version, 1);
+    assert!(catalog::get_product(&models, "nope")
+        .await
+        .expect("get")
+        .is_none());
+}
+
+#[tokio::test]
+async fn stock_figures_are_copied_from_the_events_not_recomputed() {
+    let models = MemoryReadModelStore::new();
+    let mut s = Streams::new();
+    let o = oid("o1");
+    let events = vec![
+        s.product("book", created("book", "Rust Book", "books", 3999, 12)),
+        // The figures below are deliberately not what a recomputation would give: the view
+        // must show what the aggregate decided and recorded.
+        s.product(
+            "book",
+            ProductEvent::StockReserved {
+                product_id: pid("book"),
+                order_id: o.clone(),
+                quantity: 2,
+                reserved: 7,
+                available: 3,
+            },
+        ),
+    ];
+    apply(&models, &catalog(), events).await;
+    let view = catalog::get_product(&models, "book").await.expect("get").expect("exists");
+    assert_eq!((view.on_hand, view.reserved, view.available), (12, 7, 3));
+
+    let events = vec![
+        s.product(
+            "book",
+            ProductEvent::StockReleased {
+                product_id: pid("book"),
+                order_id: o.clone(),
+                quantity: 2,
+                reserved: 5,
+                available: 7,
+            },
+        ),
+        s.product(
+            "book",
+            ProductEvent::ProductRestocked {
+                product_id: pid("book"),
+                quantity: 10,
+                on_hand: 22,
+                available: 17,
+            },
+        ),
+        s.product(
+            "book",
+            ProductEvent::StockCommitted {
+                product_id: pid("book"),
+                order_id: o,
+                quantity: 5,
+                on_hand: 17,
+                reserved: 0,
+                available: 17,
+            },
+        ),
+    ];
+    apply(&models, &catalog(), events).await;
+    let view = catalog::get_product(&models, "book").await.expect("get").expect("exists");
+    assert_eq!((view.on_hand, view.reserved, view.available), (17, 0, 17));
+    assert_eq!(view.version, 5);
+}
+
+#[tokio::test]
+async fn reprice_and_retire_update_the_product() {
+    let models = MemoryReadModelStore::new();
+    let mut s = Streams::new();
+    let events = vec![
+        s.product("book", created("book", "Rust Book", "books", 3999, 12)),
+        s.product(
+            "book",
+            ProductEvent::ProductRepriced {
+                product_id: pid("book"),
+                old_price: eur(3999),
+                price: eur(2999),
+            },
+        ),
+        s.product(
+            "book",
+            ProductEvent::ProductRetired {
+                product_id: pid("book"),
+            },
+        ),
+    ];
+    apply(&models, &catalog(), events).await;
+    let view = catalog::get_product(&models, "book").await.expect("get").expect("exists");
+    assert_eq!(view.price, eur(2999));
+    assert_eq!(view.status, ProductStatus::Retired);
+    assert_eq!(view.version, 3);
+}
+
+#[tokio::test]
+async fn products_are_listed_by_category_and_name() {
+    let models = MemoryReadModelStore::new();
+    let mut s = Streams::new();
+    let events = vec![
+        s.product("p1", created("p1", "zebra puzzle", "games", 1000, 1)),
+        s.product("p2", created("p2", "Atlas", "books", 1000, 1)),
+        s.product("p3", created("p3", "Chess", "games", 1000, 1)),
+        s.product("p4", created("p4", "Monopoly", "games", 1000, 1)),
+    ];
+    apply(&models, &catalog(), events).await;
+    let names = |v: Vec<catalog::ProductView>| v.into_iter().map(|p| p.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(catalog::list_products(&models, Some("games"), 10).await.expect("list")),
+        ["Chess", "Monopoly", "zebra puzzle"]
+    );
+    assert_eq!(
+        names(catalog::list_products(&models, Some("games"), 2).await.expect("list")),
+        ["Chess", "Monopoly"]
+    );
+    assert_eq!(
+        names(catalog::list_products(&models, None, 10).await.expect("list")),
+        ["Atlas", "Chess", "Monopoly", "zebra puzzle"]
+    );
+    assert!(catalog::list_products(&models, Some("tools"), 10)
+        .await
+        .expect("list")
+        .is_empty());
+}
+
+#[tokio::test]
+async fn duplicate_delivery_changes_nothing() {
+    let models = MemoryReadModelStore::new();
+    let mut s = Streams::new();
+    let events = vec![
+        s.product("book", created("book", "Rust Book", "books", 3999, 12)),
+        s.product(
+            "book",
+            ProductEvent::ProductRestocked {
+                product_id: pid("book"),
+                quantity: 3,
+                on_hand: 15,
+                available: 15,
+            },
+        ),
+    ];
+    apply(&models, &catalog(), events.clone()).await;
+    let before = models.dump().expect("dump");
+    let again = apply(&models, &catalog(), events).await;
+    assert_eq!(
+        again,
+        ApplyOutcome::Applied {
+            applied: 0,
+            skipped: 2
+        }
+    );
+    assert_eq!(models.dump().expect("dump"), before);
+}
+
+#[tokio::test]
+async fn product_created_v1_is_upcast_to_uncategorized() {
+    let models = MemoryReadModelStore::new();
+    let v1 = envelope(
+        StreamType::Product,
+        "old",
+        1,
+        "ProductCreated",
+        1,
+        json!({
+            "product_id": "old",
+            "name": "Old Thing",
+            "price": {"amount": "5.00", "currency": "EUR"},
+            "on_hand": 3
+        }),
+        base_time(),
+    );
+    apply(&models, &catalog(), vec![v1]).await;
+    let view = catalog::get_product(&models, "old").await.expect("get").expect("exists");
+    assert_eq!(view.category, domain::UNCATEGORIZED);
+    assert_eq!(view.price, eur(500));
+}
+
+#[tokio::test]
+async fn unknown_event_types_are_ignored_but_counted_as_applied() {
+    let models = MemoryReadModelStore::new();
+    let mut s = Streams::new();
+    let first = s.product("book", created("book", "Rust Book", "books", 3999, 12));
+    let unknown = envelope(
+        StreamType::Product,
+        "book",
+        2,
+        "ProductPhotographed",
+        1,
+        json!({"product_id": "book"}),
+        base_time(),
+    );
+    let outcome = apply(&models, &catalog(), vec![first, unknown]).await;
+    assert_eq!(outcome.applied(), 2);
+    assert_eq!(
+        models
+            .last_applied("catalog", &commands::StreamRef::new(StreamType::Product, "book"))
+            .await
+            .expect("last"),
+        2,
+        "the stream's sequence advances past the unknown event, so no false gap follows"
+    );
+    let view = catalog::get_product(&models, "book").await.expect("get").expect("exists");
+    assert_eq!(view.version, 1);
+}
+
+#[tokio::test]
+async fn a_newer_event_version_stops_the_projection() {
+    let models = MemoryReadModelStore::new();
+    let future = envelope(
+        StreamType::Product,
+        "book",
+        1,
+        "ProductCreated",
+        99,
+        json!({}),
+        base_time(),
+    );
+    let err = models
+        .apply_batch(catalog(), vec![future], Some(1))
+        .await
+        .expect_err("unsupported version");
+    assert!(matches!(
+        err,
+        ReadModelError::Projection {
+            projection: "catalog",
+            ..
+        }
+    ));
+    assert_eq!(models.checkpoint("catalog").await.expect("checkpoint"), 0);
+}
+
+#[tokio::test]
+async fn catalog_ignores_other_streams() {
+    let mut s = Streams::new();
+    let order = s.order("o1", placed("o1", "alice", "alice@example.com", base_time()));
+    let product = s.product("book", created("book", "Rust Book", "books", 3999, 12));
+    assert!(!CatalogProjection.handles(&order));
+    assert!(CatalogProjection.handles(&product));
+}
+
+// ---------------------------------------------------------------- order history
+
+fn history() -> Arc<dyn Projection> {
+    Arc::new(OrderHistoryProjection)
+}
+
+#[tokio::test]
+async fn order_placed_shows_lines_totals_and_awaits_payment() {
+    let models = MemoryReadModelStore::new();
+    let mut s = Streams::new();
+    let at = s.at();
+    let events = vec![s.order("o1", placed("o1", "alice", "alice@example.com", at))];
+    apply(&models, &history(), events).await;
+
+    let view = order_history::get_order(&models, "o1")
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(view.order_id, oid("o1"));
+    assert_eq!(view.customer_id.as_str(), "alice");
+    assert_eq!(view.customer_email, "alice@example.com");
+    assert_eq!(view.status, OrderStatus::AwaitingPayment);
+    assert_eq!(view.lines.len(), 2);
+    assert_eq!(view.lines[0].quantity, 2);
+    assert_eq!(view.lines[0].line_total, eur(2500));
+    assert_eq!(view.total, eur(2699));
+    assert_eq!(view.payment_id, payid("pay-o1"));
+    assert_eq!(view.payment_status, None);
+    assert_eq!(view.placed_at, at);
+    assert_eq!(view.timeline.len(), 1);
+    assert_eq!(view.timeline[0].event_type, "OrderPlaced");
+    assert!(view.timeline[0].description.contains("26.99 EUR"));
+}
+
+#[tokio::test]
+async fn the_whole_lifecycle_is_reflected_with_payment_status_and_timeline() {
+    let models = MemoryReadModelStore::new();
+    let mut s = Streams::new();
+    let at = s.at();
+    let mut events = vec![
+        s.order("o1", placed("o1", "alice", "alice@example.com", at)),
+        s.payment("pay-o1", requested("o1")),
+        s.payment("pay-o1", intent_created("o1")),
+    ];
+    let t = s.at();
+    events.push(s.payment("pay-o1", succeeded("o1", t)));
+    events.push(s.order("o1", paid("o1", t)));
+    apply(&models, &history(), events).await;
+    let view = order_history::get_order(&models, "o1").await.expect("get").expect("exists");
+    assert_eq!(view.status, OrderStatus::Paid);
+    assert_eq!(view.payment_status, Some(PaymentStatus::Succeeded));
+    assert_eq!(view.intent_id.as_deref(), Some("pi_o1"));
+    assert_eq!(view.paid, Some(eur(2699)));
+
+    let t = s.at();
+    let events = vec![
+        s.order(
+            "o1",
+            OrderEvent::OrderShipped {
+                order_id: oid("o1"),
+                tracking: Some("TRK42".to_owned()),
+                lines: vec![ShippedLine {
+                    product_id: pid("book"),
+                    quantity: Quantity::parse(2).expect("qty"),
+                }],
+                at: t,
+            },
+        ),
+        s.order(
+            "o1",
+            OrderEvent::OrderDelivered {
+                order_id: oid("o1"),
+                at: t,
+            },
+        ),
+        s.payment(
+            "pay-o1",
+            PaymentEvent::PaymentRefunded {
+                payment_id: payid("pay-o1"),
+                order_id: oid("o1"),
+                refund_id: "re_1".to_owned(),
+                amount: eur(1000),
+                refunded_total: eur(1000),
+                full: false,
+                at: t,
+            },
+        ),
+        s.order(
+            "o1",
+            OrderEvent::OrderRefunded {
+                order_id: oid("o1"),
+                refund_id: "re_1".to_owned(),
+                amount: eur(1000),
+                refunded_total: eur(1000),
+                full: false,
+                at: t,
+            },
+        ),
+    ];
+    apply(&models, &history(), events).await;
+    let view = order_history::get_order(&models, "o1").await.expect("get").expect("exists");
+    assert_eq!(
+        view.status,
+        OrderStatus::Delivered,
+        "a partial refund leaves the status alone"
+    );
+    assert_eq!(view.payment_status, Some(PaymentStatus::PartiallyRefunded));
+    assert_eq!(view.refunded, Some(eur(1000)));
+    assert_eq!(view.tracking.as_deref(), Some("TRK42"));
+
+    let t = s.at();
+    let events = vec![
+        s.payment(
+            "pay-o1",
+            PaymentEvent::PaymentRefunded {
+                payment_id: payid("pay-o1"),
+                order_id: oid("o1"),
+                refund_id: "re_2".to_owned(),
+                amount: eur(1699),
+                refunded_total: eur(2699),
+                full: true,
+                at: t,
+            },
+        ),
+        s.order(
+            "o1",
+            OrderEvent::OrderRefunded {
+                order_id: oid("o1"),
+                refund_id: "re_2".to_owned(),
+                amount: eur(1699),
+                refunded_total: eur(2699),
+                full: true,
+                at: t,
+            },
+        ),
+    ];
+    apply(&models, &history(), events).await;
+    let view = order_history::get_order(&models, "o1").await.expect("get").expect("exists");
+    assert_eq!(view.status, OrderStatus::Refunded);
+    assert_eq!(view.payment_status, Some(PaymentStatus::Refunded));
+    assert_eq!(view.refunded, Some(eur(2699)));
+    assert_eq!(view.updated_at, s.at());
+    let types: Vec<&str> = view.timeline.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "OrderPlaced",
+            "PaymentRequested",
+            "PaymentIntentCreated",
+            "PaymentSucceeded",
+            "OrderPaid",
+            "OrderShipped",
+            "OrderDelivered",
+            "PaymentRefunded",
+            "OrderRefunded",
+            "PaymentRefunded",
+            "OrderRefunded",
+        ]
+    );
+    assert!(view.timeline.windows(2).all(|w| w[0].at <= w[1].at));
+}
+
+#[tokio::test]
+async fn payment_events_arriving_before_the_order_are_merged_in() {
+    let models = MemoryReadModelStore::new();
+    let mut s = Streams::new();
+    let at = s.at();
+    let order = s.order("o1", placed("o1", "alice", "alice@example.com", at));
+    let payment = vec![
+        s.payment("pay-o1", requested("o1")),
+        s.payment("pay-o1", intent_created("o1")),
+    ];
+    apply(&models, &history(), payment).await;
+    assert!(
+        order_history::get_order(&models, "o1").await.expect("get").is_none(),
+        "no order before OrderPlaced"
+    );
+    assert!(order_history::list_orders_for_customer(&models, "alice", 10)
+        .await
+        .expect("list")
+        .is_empty());
+
+    apply(&models, &history(), vec![order]).await;
+    let view = order_history::get_order(&models, "o1").await.expect("get").expect("exists");
+    assert_eq!(view.payment_status, Some(PaymentStatus::IntentCreated));
+    assert_eq!(view.intent_id.as_deref(), Some("pi_o1"));
+    let types: Vec<&str> = view.timeline.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        ["OrderPlaced", "PaymentRequested", "PaymentIntentCreated"],
+        "the timeline is ordered by time whatever the arrival order"
+    );
+    assert_eq!(
+        order_history::list_orders_for_customer(&models, "alice", 10)
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_customers_orders_are_listed_newest_first() {
+    let models = MemoryReadModelStore::new();
+    let mut s = Streams::new();
+    let t0 = base_time();
+    let events = vec![
+        s.order("o1", placed("o1", "alice", "alice@example.com", t0)),
+        s.order(
+            "o2",
+            placed("o2", "alice", "alice@example.com", t0 + Duration::hours(2)),
+        ),
+        s.order("o3", placed("o3", "bob", "bob@example.com", t0 + Duration::hours(3))),
+        s.order(
+            "o4",
+            placed("o4", "alice", "alice@example.com", t0 + Duration::hours(1)),
+        ),
+    ];
+    apply(&models, &history(), events).await;
+    let ids = |v: Vec<order_history::OrderView>| {
+        v.into_iter().map(|o| o.order_id.to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(order_history::list_orders_for_customer(&models, "alice", 10)
+            .await
+            .expect("list")),
+        ["o2", "o4", "o1"]
+    );
+    assert_eq!(
+        ids(order_history::list_orders_for_customer(&models, "alice", 2)
+            .await
+            .expect("list")),
+        ["o2", "o4"]
+    );
+    assert_eq!(
+        ids(order_history::list_orders_for_customer(&models, "bob", 10)
+            .await
+            .expect("list")),
+        ["o3"]
+    );
+}
+
+#[tokio::test]
+async fn out_of_order_delivery_is_repaired_by_gap_filling() {
+    let mut s = Streams::new();
+    let at = s.at();
+    let events = vec![
+        s.order("o1", placed("o1", "alice", "alice@example.com", at)),
+        s.payment("pay-o1", requested("o1")),
+        s.payment("pay-o1", intent_created("o1")),
+        s.payment("pay-o1", succeeded("o1", at)),
+        s.order("o1", paid("o1", at)),
+    ];
+    let store = Arc::new(VecEventStore::with_events(events.clone()));
+    let models = Arc::new(MemoryReadModelStore::new());
+    let runner = ProjectionRunner::new(store, models.clone(), history(), 100);
+
+    // Only the last event of each stream arrives (the rest is lost or late).
+    let summary = runner
+        .apply_with_gap_fill(vec![events[4].clone(), events[3].clone()])
+        .await
+        .expect("apply");
+    assert_eq!(summary.applied, 5);
+    assert_eq!(summary.filled, 3);
+    let view = order_history::get_order(models.as_ref(), "o1")
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(view.status, OrderStatus::Paid);
+    assert_eq!(view.payment_status, Some(PaymentStatus::Succeeded));
+
+    // The late ones finally arrive: all duplicates.
+    let summary = runner.apply_with_gap_fill(events).await.expect("apply");
+    assert_eq!((summary.applied, summary.skipped), (0, 5));
+}
+
+// ---------------------------------------------------------------- notifications
+
+fn notifs() -> Arc<dyn Projection> {
+    Arc::new(NotificationsProjection)
+}
+
+#[tokio::test]
+async fn each_lifecycle_event_renders_its_notification() {
+    let models = MemoryReadModelStore::new();
+    let mut s = Streams::new();
+    let at = s.at();
+    let mut events = vec![
+        s.order("o1", placed("o1", "alice", "alice@example.com", at)),
+        s.order(
+            "o1",
+            OrderEvent::OrderPaymentFailed {
+                order_id: oid("o1"),
+                reason: "card_declined".to_owned(),
+                at,
+            },
+        ),
+        s.order("o1", paid("o1", at)),
+        s.order(
+            "o1",
+            OrderEvent::OrderShipped {
+                order_id: oid("o1"),
+                tracking: Some("TRK42".to_owned()),
+                lines: Vec::new(),
+                at,
+            },
+        ),
+        s.order(
+            "o1",
+            OrderEvent::OrderDelivered {
+                order_id: oid("o1"),
+                at,
+            },
+        ),
+        s.order(
+            "o1",
+            OrderEvent::OrderRefunded {
+                order_id: oid("o1"),
+                refund_id: "re_1".to_owned(),
+                amount: eur(500),
+                refunded_total: eur(500),
+                full: false,
+                at,
+            },
+        ),
+    ];
+    events.push(s.order("o2", placed("o2", "alice", "alice@example.com", at)));
+    events.push(s.order(
+        "o2",
+        OrderEvent::OrderCancelled {
+            order_id: oid("o2"),
+            reason: "changed my mind".to_owned(),
+            was_paid: true,
+            at,
+        },
+    ));
+    events.push(s.order("o3", placed("o3", "alice", "alice@example.com", at)));
+    events.push(s.order(
+        "o3",
+        OrderEvent::OrderExpired {
+            order_id: oid("o3"),
+            at,
+        },
+    ));
+    apply(&models, &notifs(), events.clone()).await;
+
+    let list = notifications::list_notifications_for_customer(&models, "alice", 50)
+        .await
+        .expect("list");
+    let kinds: Vec<NotificationKind> = list.iter().map(|n| n.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            NotificationKind::OrderCancelled,
+            NotificationKind::OrderCancelled,
+            NotificationKind::RefundIssued,
+            NotificationKind::OrderShipped,
+            NotificationKind::OrderConfirmed,
+            NotificationKind::PaymentFailed,
+        ],
+        "newest first; nothing for OrderPlaced or OrderDelivered"
+    );
+    let by_kind = |k: NotificationKind, order: &str| {
+        list.iter()
+            .find(|n| n.kind == k && n.order_id.as_str() == order)
+            .expect("notification")
+    };
+    let failed = by_kind(NotificationKind::PaymentFailed, "o1");
+    assert_eq!(failed.subject, "Payment for order o1 failed");
+    assert!(failed.body.contains("26.99 EUR") && failed.body.contains("card_declined"));
+    assert_eq!(failed.email, "alice@example.com");
+    assert_eq!(failed.delivery_status, DeliveryStatus::Pending);
+    let confirmed = by_kind(NotificationKind::OrderConfirmed, "o1");
+    assert_eq!(confirmed.subject, "Order o1 confirmed");
+    assert!(confirmed.body.contains("26.99 EUR"));
+    assert!(by_kind(NotificationKind::OrderShipped, "o1").body.contains("TRK42"));
+    let refund = by_kind(NotificationKind::RefundIssued, "o1");
+    assert!(refund.body.contains("5.00 EUR") && refund.body.contains("26.99 EUR"));
+    let cancelled = by_kind(NotificationKind::OrderCancelled, "o2");
+    assert!(cancelled.body.contains("changed my mind") && cancelled.body.contains("refunded"));
+    let expired = by_kind(NotificationKind::OrderCancelled, "o3");
+    assert!(expired.body.contains("not paid in time"));
+    assert_eq!(expired.notification_id, events[9].event_id);
+    assert!(
+        notifications::list_notifications_for_customer(&models, "bob", 50)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn delivered_notifications_leave_the_pending_list_and_stay_delivered_after_a_rebuild() {
+    let mut s = Streams::new();
+    let at = s.at();
+    let events = vec![
+        s.order("o1", placed("o1", "alice", "alice@example.com", at)),
+        s.order("o1", paid("o1", at)),
+        s.order(
+            "o1",
+            OrderEvent::OrderShipped {
+                order_id: oid("o1"),
+                tracking: None,
+                lines: Vec::new(),
+                at,
+            },
+        ),
+    ];
+    let store = Arc::new(VecEventStore::with_events(events.clone()));
+    let models = Arc::new(MemoryReadModelStore::new());
+    let runner = ProjectionRunner::new(store, models.clone(), notifs(), 10);
+    runner.step().await.expect("step");
+
+    let pending = notifications::pending_notifications(models.as_ref(), 10)
+        .await
+        .expect("pending");
+    assert_eq!(
+        pending.iter().map(|n| n.kind).collect::<Vec<_>>(),
+        [NotificationKind::OrderConfirmed, NotificationKind::OrderShipped],
+        "oldest first"
+    );
+    let first = pending[0].notification_id.to_string();
+    let delivered_at = at + Duration::minutes(1);
+    assert!(notifications::mark_delivered(models.as_ref(), &first, delivered_at)
+        .await
+        .expect("mark"));
+    assert!(
+        !notifications::mark_delivered(models.as_ref(), &first, delivered_at)
+            .await
+            .expect("mark again"),
+        "marking twice is a no-op"
+    );
+    assert!(!notifications::mark_delivered(models.as_ref(), "nope", delivered_at)
+        .await
+        .expect("mark missing"));
+
+    let check = |models: Arc<MemoryReadModelStore>| {
+        let first = first.clone();
+        async move {
+            let pending = notifications::pending_notifications(models.as_ref(), 10)
+                .await
+                .expect("pending");
+            assert_eq!(
+                pending.iter().map(|n| n.kind).collect::<Vec<_>>(),
+                [NotificationKind::OrderShipped]
+            );
+            let sent = notifications::get_notification(models.as_ref(), &first)
+                .await
+                .expect("get")
+                .expect("exists");
+            assert_eq!(sent.delivery_status, DeliveryStatus::Sent);
+            assert_eq!(sent.delivered_at, Some(delivered_at));
+            assert_eq!(
+                notifications::list_notifications_for_customer(models.as_ref(), "alice", 10)
+                    .await
+                    .expect("list")
+                    .len(),
+                2,
+                "delivered ones stay in the customer's list"
+            );
+        }
+    };
+    check(models.clone()).await;
+    runner.rebuild(|_, _| {}).await.expect("rebuild");
+    check(models.clone()).await;
+}
+
+#[tokio::test]
+async fn a_redelivered_event_does_not_notify_twice() {
+    let models = MemoryReadModelStore::new();
+    let mut s = Streams::new();
+    let at = s.at();
+    let events = vec![
+        s.order("o1", placed("o1", "alice", "alice@example.com", at)),
+        s.order("o1", paid("o1", at)),
+    ];
+    apply(&models, &notifs(), events.clone()).await;
+    apply(&models, &notifs(), events[1..].to_vec()).await;
+    assert_eq!(
+        notifications::pending_notifications(&models, 10)
+            .await
+            .expect("pending")
+            .len(),
+        1
+    );
+}
+
+// ---------------------------------------------------------------- support
+
+fn supp() -> Arc<dyn Projection> {
+    Arc::new(SupportProjection)
+}
+
+async fn support_ids(models: &MemoryReadModelStore, q: SupportQuery) -> Vec<String> {
+    support::search_orders(models, &q)
+        .await
+        .expect("search")
+        .into_iter()
+        .map(|v| v.order_id.to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn support_finds_orders_by_every_criterion() {
+    let models = MemoryReadModelStore::new();
+    let mut s = Streams::new();
+    let t0 = base_time();
+    let h = Duration::hours;
+    let events = vec![
+        s.order("o1", placed("o1", "alice", "Alice@Example.com", t0)),
+        s.order("o2", placed("o2", "bob", "bob@example.com", t0 + h(1))),
+        s.order("o3", placed("o3", "alice", "alice@example.com", t0 + h(2))),
+        s.payment("pay-o3", requested("o3")),
+        s.payment("pay-o3", intent_created("o3")),
+        s.payment("pay-o3", succeeded("o3", t0 + h(2))),
+        s.order("o3", paid("o3", t0 + h(2))),
+    ];
+    apply(&models, &supp(), events).await;
+    let q = |limit| SupportQuery {
+        limit,
+        ..SupportQuery::default()
+    };
+
+    assert_eq!(support_ids(&models, q(10)).await, ["o3", "o2", "o1"]);
+    assert_eq!(support_ids(&models, q(2)).await, ["o3", "o2"]);
+    assert!(support_ids(&models, q(0)).await.is_empty());
+    assert_eq!(
+        support_ids(
+            &models,
+            SupportQuery {
+                email: Some("ALICE@example.COM".to_owned()),
+                ..q(10)
+            }
+        )
+        .await,
+        ["o3", "o1"],
+        "email matches without regard to case"
+    );
+    assert_eq!(
+        support_ids(
+            &models,
+            SupportQuery {
+                status: Some(OrderStatus::AwaitingPayment),
+                ..q(10)
+            }
+        )
+        .await,
+        ["o2", "o1"],
+        "o3 moved out of the awaiting_payment partition when it was paid"
+    );
+    assert_eq!(
+        support_ids(
+            &models,
+            SupportQuery {
+                status: Some(OrderStatus::Paid),
+                ..q(10)
+            }
+        )
+        .await,
+        ["o3"]
+    );
+    assert_eq!(
+        support_ids(
+            &models,
+            SupportQuery {
+                intent_id: Some("pi_o3".to_owned()),
+                ..q(10)
+            }
+        )
+        .await,
+        ["o3"]
+    );
+    assert_eq!(
+        support_ids(
+            &models,
+            SupportQuery {
+                order_id: Some("o2".to_owned()),
+                ..q(10)
+            }
+        )
+        .await,
+        ["o2"]
+    );
+    assert!(support_ids(
+        &models,
+        SupportQuery {
+            order_id: Some("o2".to_owned()),
+            email: Some("alice@example.com".to_owned()),
+            ..q(10)
+        }
+    )
+    .await
+    .is_empty());
+    assert_eq!(
+        support_ids(
+            &models,
+            SupportQuery {
+                from: Some(t0 + h(1)),
+                to: Some(t0 + h(2)),
+                ..q(10)
+            }
+        )
+        .await,
+        ["o3", "o2"],
+        "the date range is inclusive at both ends"
+    );
+    assert_eq!(
+        support_ids(
+            &models,
+            SupportQuery {
+                email: Some("alice@example.com".to_owned()),
+                to: Some(t0 + h(1)),
+                ..q(10)
+            }
+        )
+        .await,
+        ["o1"]
+    );
+    let view = support::get_support_order(&models, "o3")
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(view.status, OrderStatus::Paid);
+    assert_eq!(view.payment_status, Some(PaymentStatus::Succeeded));
+    assert_eq!(view.intent_id.as_deref(), Some("pi_o3"));
+    assert_eq!(view.total, eur(2699));
+}
+
+#[tokio::test]
+async fn support_search_pages_through_sparse_matches() {
+    let models = MemoryReadModelStore::new();
+    let mut s = Streams::new();
+    let t0 = base_time();
+    let mut events = Vec::new();
+    for i in 0..60 {
+        let id = format!("o{i:02}");
+        events.push(s.order(
+            &id,
+            placed(&id, "alice", "alice@example.com", t0 + Duration::minutes(i)),
+        ));
+        if i % 7 == 0 {
+            events.push(s.order(&id, paid(&id, t0)));
+        }
+    }
+    apply(&models, &supp(), events).await;
+    let found = support_ids(
+        &models,
+        SupportQuery {
+            email: Some("alice@example.com".to_owned()),
+            status: Some(OrderStatus::Paid),
+            limit: 5,
+            ..SupportQuery::default()
+        },
+    )
+    .await;
+    assert_eq!(found, ["o56", "o49", "o42", "o35", "o28"]);
+    let all_paid = support_ids(
+        &models,
+        SupportQuery {
+            email: Some("alice@example.com".to_owned()),
+            status: Some(OrderStatus::Paid),
+            limit: 100,
+            ..SupportQuery::default()
+        },
+    )
+    .await;
+    assert_eq!(all_paid.len(), 9);
+}
+
+#[tokio::test]
+async fn the_support_timeline_joins_order_payment_and_notification_events() {
+    let models = MemoryReadModelStore::new();
+    let mut s = Streams::new();
+    let at = s.at();
+    let order_placed = s.order("o1", placed("o1", "alice", "alice@example.com", at));
+    let payment = vec![
+        s.payment("pay-o1", requested("o1")),
+        s.payment("pay-o1", intent_created("o1")),
+    ];
+    let t = s.at();
+    let later = vec![
+        s.payment("pay-o1", succeeded("o1", t)),
+        s.order("o1", paid("o1", t)),
+    ];
+    // Payment stream first, order stream after: the timeline still sorts by time.
+    apply(&models, &supp(), payment).await;
+    apply(&models, &supp(), vec![order_placed]).await;
+    apply(&models, &supp(), later).await;
+
+    let timeline = support::order_timeline(&models, "o1").await.expect("timeline");
+    let entries: Vec<(TimelineSource, &str)> = timeline
+        .iter()
+        .map(|e| (e.source, e.event_type.as_str()))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            (TimelineSource::Order, "OrderPlaced"),
+            (TimelineSource::Payment, "PaymentRequested"),
+            (TimelineSource::Payment, "PaymentIntentCreated"),
+            (TimelineSource::Payment, "PaymentSucceeded"),
+            (TimelineSource::Order, "OrderPaid"),
+            (TimelineSource::Notification, "order_confirmed"),
+        ]
+    );
+    assert!(timeline[2].summary.contains("pi_o1"));
+    assert!(timeline[5].summary.contains("Order o1 confirmed"));
+    assert!(support::order_timeline(&models, "o9")
+        .await
+        .expect("timeline")
+        .is_empty());
+}
