@@ -108,7 +108,9 @@ impl std::fmt::Debug for Authenticator {
             Verifier::Hs256(_) => "hs256",
             Verifier::Jwks(_) => "jwks",
         };
-        f.debug_struct("Authenticator").field("kind", &kind).finish()
+        f.debug_struct("Authenticator")
+            .field("kind", &kind)
+            .finish()
     }
 }
 
@@ -387,8 +389,12 @@ mod tests {
 
     #[tokio::test]
     async fn an_hs256_token_round_trips_to_a_customer_principal() {
-        let token = mint_hs256(b"s3cret", "alice", Role::Customer, Duration::from_secs(60)).unwrap();
-        let p = Authenticator::hs256(b"s3cret").verify(&token).await.unwrap();
+        let token =
+            mint_hs256(b"s3cret", "alice", Role::Customer, Duration::from_secs(60)).unwrap();
+        let p = Authenticator::hs256(b"s3cret")
+            .verify(&token)
+            .await
+            .unwrap();
         assert_eq!(p.role, Role::Customer);
         assert_eq!(p.customer.unwrap().as_str(), "alice");
     }

@@ -55,7 +55,10 @@ impl std::fmt::Debug for EmbeddedConfig {
             .field("data_dir", &self.data_dir)
             .field("listen", &self.listen)
             .field("synchronous_normal", &self.synchronous_normal)
-            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("jwks_url", &self.jwks_url)
             .field("demo_catalog", &self.demo_catalog)
             .finish()
@@ -147,7 +150,10 @@ pub async fn open_event_store(
     let store = tokio::task::spawn_blocking(move || SqliteEventStore::open(&path, options))
         .await
         .context("opening the event store")??;
-    Ok(Arc::new(UpcastingStore::new(store, Arc::new(DomainUpcaster))))
+    Ok(Arc::new(UpcastingStore::new(
+        store,
+        Arc::new(DomainUpcaster),
+    )))
 }
 
 /// Opens the read-model store of a data directory.
@@ -265,7 +271,13 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
 
 /// The demo catalog: (id, name, category, price in EUR, stock).
 pub const DEMO_CATALOG: &[(&str, &str, &str, &str, u32)] = &[
-    ("prd_espresso", "Espresso beans 1 kg", "coffee", "24.90", 100),
+    (
+        "prd_espresso",
+        "Espresso beans 1 kg",
+        "coffee",
+        "24.90",
+        100,
+    ),
     ("prd_filter", "Filter coffee 500 g", "coffee", "12.50", 100),
     ("prd_decaf", "Decaf beans 500 g", "coffee", "13.90", 50),
     ("prd_grinder", "Burr grinder", "equipment", "149.00", 10),

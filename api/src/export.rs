@@ -27,8 +27,9 @@ impl StreamFilter {
             Some((ty, id)) => (ty, Some(id)),
             None => (s, None),
         };
-        let stream_type = StreamType::parse(ty)
-            .ok_or_else(|| format!("unknown stream type {ty:?} (cart, order, payment or product)"))?;
+        let stream_type = StreamType::parse(ty).ok_or_else(|| {
+            format!("unknown stream type {ty:?} (cart, order, payment or product)")
+        })?;
         match id {
             None => Ok(StreamFilter::Type(stream_type)),
             Some(id) if !id.is_empty() => Ok(StreamFilter::Stream(StreamRef::new(stream_type, id))),

@@ -2,7 +2,7 @@
 //! parameters, the authenticated principal, and [`Cmd`], which bundles what every command
 //! handler needs (caller, metadata, idempotency key, body).
 
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 use crate::error::ApiError;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -22,13 +22,17 @@ pub struct RequestIds {
 
 impl RequestIds {
     fn of(parts: &Parts) -> RequestIds {
-        parts.extensions.get::<RequestIds>().cloned().unwrap_or_else(|| {
-            let id = uuid::Uuid::now_v7().to_string();
-            RequestIds {
-                request_id: id.clone(),
-                correlation_id: id,
-            }
-        })
+        parts
+            .extensions
+            .get::<RequestIds>()
+            .cloned()
+            .unwrap_or_else(|| {
+                let id = uuid::Uuid::now_v7().to_string();
+                RequestIds {
+                    request_id: id.clone(),
+                    correlation_id: id,
+                }
+            })
     }
 }
 
@@ -274,11 +278,6 @@ fn canonical_body(bytes: &[u8]) -> Vec<u8> {
     serde_json::from_slice::<serde_json::Value>(bytes)
         .and_then(|v| serde_json::to_vec(&v))
         .unwrap_or_else(|_| bytes.to_vec())
-}
-
-/// Roles of the principal, for handlers that serve several.
-pub fn is_staff(role: Role) -> bool {
-    role != Role::Customer
 }
 
 #[cfg(test)]

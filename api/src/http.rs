@@ -99,7 +99,11 @@ async fn render_error(response: Response, request_id: &str) -> Response {
                 text
             };
             let error = ApiError::from_status(status, message);
-            return error_response(Response::from_parts(parts, Body::empty()), &error, request_id);
+            return error_response(
+                Response::from_parts(parts, Body::empty()),
+                &error,
+                request_id,
+            );
         }
         None => return response,
     };
@@ -229,7 +233,9 @@ impl<T: Serialize> IntoResponse for CommandReply<T> {
                 map.insert("result".into(), other);
                 map
             }
-            Err(e) => return ApiError::internal(format!("cannot encode reply: {e}")).into_response(),
+            Err(e) => {
+                return ApiError::internal(format!("cannot encode reply: {e}")).into_response()
+            }
         };
         body.insert("position".into(), self.position.into());
         let mut response = (self.status, axum::Json(body)).into_response();

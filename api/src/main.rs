@@ -9,13 +9,17 @@ use api::export::{self, ExportFilter, StreamFilter};
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 
 #[derive(Debug, Parser)]
-#[command(name = "backbone", version, about = "Event-sourced order backbone (embedded default)")]
+#[command(
+    name = "backbone",
+    version,
+    about = "Event-sourced order backbone (embedded default)"
+)]
 struct Cli {
     /// Log format: readable text (dev) or JSON lines (production). Filter with RUST_LOG.
     #[arg(long, env = "BACKBONE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -150,7 +154,11 @@ fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
     }
 }
 
@@ -260,11 +268,12 @@ async fn export_events(args: ExportArgs) -> anyhow::Result<()> {
         stream: args.stream,
         limit: args.limit,
     };
-    let mut out = tokio::io::stdout();
+    // A CLI writing to a pipe: blocking writes are what backpressure should do here.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut chunks = std::pin::pin!(export::ndjson(store, filter, export::EXPORT_PAGE));
     while let Some(chunk) = chunks.next().await {
-        out.write_all(&chunk?).await?;
+        out.write_all(&chunk?)?;
     }
-    out.flush().await?;
+    out.flush()?;
     Ok(())
 }

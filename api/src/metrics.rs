@@ -50,6 +50,10 @@ fn describe() {
         "backbone_command_conflicts_total",
         "commands that still hit a version conflict after the automatic retries"
     );
+    metrics::describe_counter!(
+        "backbone_command_conflict_retries_total",
+        "version conflicts met by the command service, each followed by a re-decide or, after the last attempt, a 409"
+    );
     metrics::describe_gauge!(
         "backbone_projection_lag_positions",
         "feed head minus the position a worker has reached"

@@ -31,7 +31,8 @@ pub async fn confirm_simulated(
         return Ok(replayed);
     }
     let payment = svc.load::<Payment>(payment_id.as_str()).await?;
-    let (Some(order_id), Some(amount)) = (payment.state.order_id.clone(), payment.state.amount.clone())
+    let (Some(order_id), Some(amount)) =
+        (payment.state.order_id.clone(), payment.state.amount.clone())
     else {
         return Err(ApiError::not_found("payment"));
     };

@@ -26,7 +26,9 @@ impl At {
         }
         DateTime::parse_from_rfc3339(s)
             .map(|t| At::Time(t.with_timezone(&Utc)))
-            .map_err(|_| ApiError::validation("at", "expected a stream version or an RFC 3339 time"))
+            .map_err(|_| {
+                ApiError::validation("at", "expected a stream version or an RFC 3339 time")
+            })
     }
 }
 
@@ -48,11 +50,14 @@ pub struct StreamAt {
 fn fold<A: EventSourced>(events: &[EventEnvelope]) -> Result<Value, ApiError> {
     let mut state = A::default();
     for e in events {
-        let event = A::Event::decode(&e.event_type, e.event_version, e.payload.clone())
-            .map_err(|err| ApiError::internal(format!("undecodable event {}: {err}", e.event_id)))?;
+        let event =
+            A::Event::decode(&e.event_type, e.event_version, e.payload.clone()).map_err(|err| {
+                ApiError::internal(format!("undecodable event {}: {err}", e.event_id))
+            })?;
         state.apply(&event);
     }
-    serde_json::to_value(&state).map_err(|e| ApiError::internal(format!("cannot encode state: {e}")))
+    serde_json::to_value(&state)
+        .map_err(|e| ApiError::internal(format!("cannot encode state: {e}")))
 }
 
 /// Folds `stream` up to `at` (its latest state when `None`); 404 when the stream has no events.

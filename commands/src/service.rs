@@ -443,5 +443,5 @@ impl CommandService {
 }
 
 fn metrics_conflict() {
-    tracing::trace!(counter.conflicts = 1, "conflict");
+    metrics::counter!("backbone_command_conflict_retries_total").increment(1);
 }

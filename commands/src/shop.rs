@@ -4,6 +4,7 @@
 
 use crate::error::{CommandError, Rejection};
 use crate::ports::{CreateIntent, GatewayError, PaymentGateway};
+use crate::store::Metadata;
 use crate::service::{CommandContext, CommandService, Decision, Executed, Loaded};
 use domain::{
     Cart, CartCommand, CartId, CartStatus, CustomerId, Money, Order, OrderCommand, OrderId,
@@ -417,7 +418,10 @@ impl Shop {
             .execute::<Payment, _, _, _>(
                 payment_id,
                 &CommandContext {
-                    metadata: ctx.metadata.clone(),
+                    metadata: Metadata {
+                        command_id: None,
+                        ..ctx.metadata.clone()
+                    },
                     idempotency: None,
                 },
                 |_| {

@@ -1,2 +1,264 @@
 #![forbid(unsafe_code)]
-//! Shared helpers for the end-to-end suites.
+//! Shared helpers for the end-to-end suites: [`spawn_app`] starts the embedded backbone on
+//! 127.0.0.1:0 with a fresh temporary data directory and stops everything it started.
+
+use api::auth::{self, Claims, Role};
+use api::{start_embedded, AppState, EmbeddedConfig};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+use workers::{CancellationToken, LoopConfig};
+
+/// A running app.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    pub client: reqwest::Client,
+    pub data_dir: TempDir,
+    /// The in-process state, to compare the API with the store (for example the feed).
+    pub state: AppState,
+    secret: String,
+    cancel: CancellationToken,
+    server: JoinHandle<anyhow::Result<()>>,
+}
+
+/// An HTTP answer: status, headers and the JSON body (`Null` when there is none).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Answer {
+    /// The error code of an error answer.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    /// The field a validation error names.
+    pub fn field(&self) -> &str {
+        self.body["error"]["details"]["field"]
+            .as_str()
+            .unwrap_or("")
+    }
+
+    pub fn position(&self) -> u64 {
+        self.body["position"].as_u64().unwrap_or(0)
+    }
+}
+
+/// Starts an app on a fresh temporary data directory.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_in(tempfile::tempdir().expect("temp dir")).await
+}
+
+/// Starts an app on an existing data directory (restarts).
+pub async fn spawn_app_in(data_dir: TempDir) -> TestApp {
+    let config = EmbeddedConfig {
+        synchronous_normal: true,
+        loop_config: LoopConfig {
+            poll: Duration::from_millis(100),
+            ..LoopConfig::default()
+        },
+        ..EmbeddedConfig::new(data_dir.path())
+    };
+    let secret = config.hs256_secret().expect("jwt secret");
+    let embedded = start_embedded(config)
+        .await
+        .expect("start the embedded app");
+    let state = embedded.state.clone();
+    let cancel = embedded.cancel.clone();
+    // Every worker has processed what start-up wrote (the demo catalog), so tests start from a
+    // settled state.
+    let head = state.store.head().await.expect("head");
+    for worker in state.health.snapshot().into_keys() {
+        assert!(
+            state
+                .health
+                .wait_for(&worker, head, Duration::from_secs(10))
+                .await,
+            "{worker} did not reach {head}"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let server = tokio::spawn(api::serve_until(
+        listener,
+        embedded,
+        std::future::pending::<()>(),
+    ));
+    TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client"),
+        data_dir,
+        state,
+        secret,
+        cancel,
+        server,
+    }
+}
+
+impl TestApp {
+    /// A valid token for `sub` with `role`.
+    pub fn token(&self, sub: &str, role: Role) -> String {
+        auth::mint_hs256(self.secret.as_bytes(), sub, role, Duration::from_secs(3600))
+            .expect("mint")
+    }
+
+    /// A token that expired an hour ago.
+    pub fn expired_token(&self, sub: &str, role: Role) -> String {
+        let now = chrono::Utc::now().timestamp() as u64;
+        auth::mint_hs256_claims(
+            self.secret.as_bytes(),
+            &Claims {
+                sub: sub.into(),
+                role,
+                exp: now - 3600,
+                iat: Some(now - 7200),
+            },
+        )
+        .expect("mint")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends a request; `body` is sent as JSON when given.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Answer {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Answer {
+        self.send(Method::GET, path, Some(token), None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Answer {
+        self.send(Method::POST, path, Some(token), Some(body), &[])
+            .await
+    }
+
+    /// Opens a cart for the customer and returns its id.
+    pub async fn open_cart(&self, token: &str) -> String {
+        let a = self.post("/v1/carts", token, serde_json::json!({})).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+        a.body["cart_id"].as_str().expect("cart id").to_string()
+    }
+
+    /// Opens a cart, adds `items` and checks out; returns the checkout answer.
+    pub async fn place_order(&self, token: &str, items: &[(&str, u32)]) -> Answer {
+        let cart = self.open_cart(token).await;
+        for (product, quantity) in items {
+            let a = self
+                .post(
+                    &format!("/v1/carts/{cart}/items"),
+                    token,
+                    serde_json::json!({ "product_id": product, "quantity": quantity }),
+                )
+                .await;
+            assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        }
+        self.post(
+            &format!("/v1/carts/{cart}/checkout"),
+            token,
+            checkout_body("alice@example.com"),
+        )
+        .await
+    }
+
+    /// Stops the server and the workers and returns the data directory (for a restart).
+    pub async fn stop(self) -> TempDir {
+        self.cancel.cancel();
+        let TestApp {
+            data_dir,
+            server,
+            state,
+            client,
+            ..
+        } = self;
+        drop(client);
+        drop(state);
+        server
+            .await
+            .expect("server task")
+            .expect("server stopped cleanly");
+        data_dir
+    }
+
+    /// Stops everything this app started.
+    pub async fn shutdown(self) {
+        drop(self.stop().await);
+    }
+}
+
+/// A valid checkout body.
+pub fn checkout_body(email: &str) -> Value {
+    serde_json::json!({
+        "email": email,
+        "shipping_address": {
+            "name": "Alice Liddell",
+            "line1": "1 Rabbit Hole",
+            "city": "Oxford",
+            "postal_code": "OX1 1AA",
+            "country": "GB"
+        }
+    })
+}
+
+/// Polls `check` until it returns `Some`, at most `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -116,8 +116,10 @@ pub fn spawn_projection(
     cancel: CancellationToken,
     config: LoopConfig,
 ) -> tokio::task::JoinHandle<()> {
+    let name = format!("projection:{}", runner.name());
+    // Registered before the task starts so `/readyz` can't report ready before it exists.
+    health.register(&name);
     tokio::spawn(async move {
-        let name = format!("projection:{}", runner.name());
         run_loop(&name, health, notify, cancel, config, || {
             let runner = runner.clone();
             async move { projection_step(&runner).await }
@@ -173,8 +175,9 @@ impl ProcessManagerConsumer {
         cancel: CancellationToken,
         config: LoopConfig,
     ) -> tokio::task::JoinHandle<()> {
+        let name = self.name.clone();
+        health.register(&name);
         tokio::spawn(async move {
-            let name = self.name.clone();
             run_loop(&name, health, notify, cancel, config, || {
                 let me = self.clone();
                 async move { me.step().await }

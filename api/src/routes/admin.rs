@@ -175,9 +175,20 @@ pub async fn ship(
     AppPath(order_id): AppPath<OrderId>,
     cmd: Cmd<ShipRequest>,
 ) -> ApiResult<CommandReply<Ack>> {
-    let tracking = cmd.body.tracking.as_deref().map(str::trim).map(str::to_string);
-    if tracking.as_ref().is_some_and(|t| t.is_empty() || t.len() > 100) {
-        return Err(ApiError::validation("tracking", "must have 1 to 100 characters"));
+    let tracking = cmd
+        .body
+        .tracking
+        .as_deref()
+        .map(str::trim)
+        .map(str::to_string);
+    if tracking
+        .as_ref()
+        .is_some_and(|t| t.is_empty() || t.len() > 100)
+    {
+        return Err(ApiError::validation(
+            "tracking",
+            "must have 1 to 100 characters",
+        ));
     }
     let at = state.clock.now();
     let executed = state

@@ -66,9 +66,8 @@ pub async fn events(
     AppQuery(q): AppQuery<EventsQuery>,
 ) -> ApiResult<Response> {
     let filter = q.into_filter()?;
-    let stream = export::ndjson(state.store.clone(), filter, export::EXPORT_PAGE).inspect_err(
-        |err| tracing::error!(error = %err, "event export aborted"),
-    );
+    let stream = export::ndjson(state.store.clone(), filter, export::EXPORT_PAGE)
+        .inspect_err(|err| tracing::error!(error = %err, "event export aborted"));
     Ok((
         [(CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(stream),
@@ -98,7 +97,10 @@ pub async fn stream_at(
     let stream_type = StreamType::parse(&stream_type)
         .ok_or_else(|| ApiError::validation("type", "expected cart, order, payment or product"))?;
     if domain::OrderId::parse(&id).is_err() {
-        return Err(ApiError::validation("id", "expected 1 to 64 characters of [A-Za-z0-9_-]"));
+        return Err(ApiError::validation(
+            "id",
+            "expected 1 to 64 characters of [A-Za-z0-9_-]",
+        ));
     }
     let at = q.at.as_deref().map(At::parse).transpose()?;
     let found =

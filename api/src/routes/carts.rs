@@ -6,7 +6,7 @@ use crate::http::CommandReply;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
-use commands::{CartView, CheckoutInput, Executed};
+use commands::{CartView, CheckoutInput, CommandError, Executed};
 use domain::{CartId, Money, ProductId, Quantity, ShippingAddress};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -168,7 +168,12 @@ pub async fn remove_item(
 ) -> ApiResult<CommandReply<CartView>> {
     let executed = state
         .shop
-        .remove_item(&cmd.ctx, &cmd.caller(), cart_id.as_str(), product_id.as_str())
+        .remove_item(
+            &cmd.ctx,
+            &cmd.caller(),
+            cart_id.as_str(),
+            product_id.as_str(),
+        )
         .await?;
     Ok(CommandReply::ok(executed))
 }
@@ -204,7 +209,14 @@ pub async fn checkout(
     let (executed, intent) = state
         .shop
         .checkout_and_pay(&cmd.ctx, &cmd.principal.caller(), cart_id.as_str(), input)
-        .await?;
+        .await
+        .map_err(|e| match e {
+            // The domain names the field after the order; the request calls it `email`.
+            CommandError::Invalid { field, message } if field == "customer_email" => {
+                CommandError::invalid("email", message)
+            }
+            other => other,
+        })?;
     let receipt = executed.value;
     Ok(CommandReply::created(Executed {
         value: CheckoutResponse {

@@ -73,7 +73,9 @@ pub async fn list_orders(
     AppQuery(q): AppQuery<ListQuery>,
 ) -> ApiResult<Json<OrderList>> {
     let customer = principal.customer_id()?;
-    state.read_after(order_history::NAME, q.after_position).await;
+    state
+        .read_after(order_history::NAME, q.after_position)
+        .await;
     let orders = order_history::list_orders_for_customer(
         state.models.as_ref(),
         customer.as_str(),
@@ -94,11 +96,18 @@ pub async fn get_order(
     AppPath(order_id): AppPath<OrderId>,
     AppQuery(q): AppQuery<ReadQuery>,
 ) -> ApiResult<Json<OrderView>> {
-    state.read_after(order_history::NAME, q.after_position).await;
+    state
+        .read_after(order_history::NAME, q.after_position)
+        .await;
     let order = order_history::get_order(state.models.as_ref(), order_id.as_str())
         .await?
         // Another customer's order is reported as missing, not forbidden.
-        .filter(|o| principal.customer.as_ref().is_none_or(|c| *c == o.customer_id))
+        .filter(|o| {
+            principal
+                .customer
+                .as_ref()
+                .is_none_or(|c| *c == o.customer_id)
+        })
         .ok_or_else(|| ApiError::not_found("order"))?;
     Ok(Json(order))
 }

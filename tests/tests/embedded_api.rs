@@ -1,0 +1,1009 @@
+//! The embedded backbone over HTTP, end to end: every test starts its own app on a fresh data
+//! directory and talks to it with reqwest.
+
+use api::auth::Role;
+use backbone_tests::{checkout_body, eventually, spawn_app, spawn_app_in, Answer, TestApp};
+use commands::EventEnvelope;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Polls an order (as `token`) with read-your-writes until its status is `status`.
+async fn order_reaches(
+    app: &TestApp,
+    token: &str,
+    order_id: &str,
+    after: u64,
+    status: &str,
+) -> Value {
+    eventually(WAIT, || async {
+        let a = app
+            .get(
+                &format!("/v1/orders/{order_id}?after_position={after}"),
+                token,
+            )
+            .await;
+        (a.status == StatusCode::OK && a.body["status"] == status).then_some(a.body)
+    })
+    .await
+    .unwrap_or_else(|| panic!("order {order_id} never became {status}"))
+}
+
+async fn notification(app: &TestApp, token: &str, order_id: &str, kind: &str) -> Value {
+    eventually(WAIT, || async {
+        let a = app.get("/v1/me/notifications", token).await;
+        a.body["notifications"]
+            .as_array()?
+            .iter()
+            .find(|n| n["order_id"] == order_id && n["kind"] == kind)
+            .cloned()
+    })
+    .await
+    .unwrap_or_else(|| panic!("no {kind} notification for {order_id}"))
+}
+
+fn parse_ndjson(text: &str) -> Vec<EventEnvelope> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("an envelope per line"))
+        .collect()
+}
+
+async fn available(app: &TestApp, token: &str, product: &str) -> u64 {
+    let a = app
+        .get(&format!("/v1/catalog/products/{product}"), token)
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    a.body["available"].as_u64().expect("available")
+}
+
+#[tokio::test]
+async fn a_customer_buys_and_pays_and_every_view_follows() {
+    let app = spawn_app().await;
+    let alice = app.token("alice", Role::Customer);
+
+    // Cart: open, add two products, change a quantity.
+    let cart = app.open_cart(&alice).await;
+    let added = app
+        .post(
+            &format!("/v1/carts/{cart}/items"),
+            &alice,
+            json!({ "product_id": "prd_espresso", "quantity": 2 }),
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::OK, "{}", added.text);
+    assert!(added.position() > 0, "commands answer their feed position");
+    let added = app
+        .post(
+            &format!("/v1/carts/{cart}/items"),
+            &alice,
+            json!({ "product_id": "prd_sencha", "quantity": 1 }),
+        )
+        .await;
+    assert_eq!(added.body["lines"].as_array().unwrap().len(), 2);
+    let changed = app
+        .send(
+            Method::PATCH,
+            &format!("/v1/carts/{cart}/items/prd_sencha"),
+            Some(&alice),
+            Some(json!({ "quantity": 3 })),
+            &[
+                ("x-correlation-id", "corr-flow-1"),
+                ("x-request-id", "req-flow-1"),
+            ],
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.text);
+    assert_eq!(changed.headers["x-correlation-id"], "corr-flow-1");
+    // 2 x 24.90 + 3 x 8.50
+    assert_eq!(
+        changed.body["total"],
+        json!({ "amount": "75.30", "currency": "EUR" })
+    );
+    let got = app.get(&format!("/v1/carts/{cart}"), &alice).await;
+    assert_eq!(got.body["total"]["amount"], "75.30");
+
+    // Checkout.
+    let checkout = app
+        .post(
+            &format!("/v1/carts/{cart}/checkout"),
+            &alice,
+            checkout_body("alice@example.com"),
+        )
+        .await;
+    assert_eq!(checkout.status, StatusCode::CREATED, "{}", checkout.text);
+    let order_id = checkout.body["order_id"].as_str().unwrap().to_string();
+    let payment_id = checkout.body["payment_id"].as_str().unwrap().to_string();
+    assert_eq!(checkout.body["status"], "awaiting_payment");
+    assert_eq!(checkout.body["total"]["amount"], "75.30");
+    assert!(checkout.body["client_secret"].as_str().is_some());
+    let intent_id = checkout.body["intent_id"].as_str().unwrap().to_string();
+    let placed = order_reaches(
+        &app,
+        &alice,
+        &order_id,
+        checkout.position(),
+        "awaiting_payment",
+    )
+    .await;
+    assert_eq!(placed["lines"].as_array().unwrap().len(), 2);
+
+    // Pay with the simulated gateway.
+    let paid = app
+        .post(
+            &format!("/v1/payments/{payment_id}/confirm"),
+            &alice,
+            json!({ "payment_method": "pm_card_visa" }),
+        )
+        .await;
+    assert_eq!(paid.status, StatusCode::OK, "{}", paid.text);
+    assert_eq!(paid.body["status"], "succeeded");
+    let order = order_reaches(&app, &alice, &order_id, paid.position(), "paid").await;
+    assert_eq!(order["payment_status"], "succeeded");
+    assert_eq!(order["paid"]["amount"], "75.30");
+
+    // Order history and notification.
+    let history = app.get("/v1/orders", &alice).await;
+    let orders = history.body["orders"].as_array().unwrap();
+    assert_eq!(orders.len(), 1);
+    assert_eq!(orders[0]["order_id"], order_id.as_str());
+    let confirmed = notification(&app, &alice, &order_id, "order_confirmed").await;
+    assert!(confirmed["subject"].as_str().unwrap().contains(&order_id));
+
+    // Support: search by email and intent, and the timeline.
+    let support = app.token("sam", Role::Support);
+    let found = eventually(WAIT, || async {
+        let a = app
+            .get(
+                "/v1/support/orders?email=ALICE@example.com&status=paid",
+                &support,
+            )
+            .await;
+        (a.body["orders"].as_array()?.len() == 1).then_some(a)
+    })
+    .await
+    .expect("support finds the paid order by email");
+    assert_eq!(found.body["orders"][0]["order_id"], order_id.as_str());
+    let by_intent = app
+        .get(
+            &format!("/v1/support/orders?intent_id={intent_id}"),
+            &support,
+        )
+        .await;
+    assert_eq!(by_intent.body["orders"][0]["order_id"], order_id.as_str());
+    let timeline = eventually(WAIT, || async {
+        let a = app
+            .get(&format!("/v1/support/orders/{order_id}/timeline"), &support)
+            .await;
+        let entries = a.body["entries"].as_array()?.clone();
+        entries
+            .iter()
+            .any(|e| e["source"] == "notification")
+            .then_some(entries)
+    })
+    .await
+    .expect("the timeline joins order, payment and notification entries");
+    for source in ["order", "payment", "notification"] {
+        assert!(
+            timeline.iter().any(|e| e["source"] == source),
+            "no {source} entry in {timeline:?}"
+        );
+    }
+
+    // Analyst: the NDJSON export is the store's feed.
+    let analyst = app.token("ana", Role::Analyst);
+    let export = app.get("/v1/events", &analyst).await;
+    assert_eq!(export.status, StatusCode::OK);
+    assert_eq!(
+        export.headers["content-type"].to_str().unwrap(),
+        "application/x-ndjson"
+    );
+    let exported = parse_ndjson(&export.text);
+    let feed = app.state.store.feed(0, 100_000).await.unwrap();
+    assert!(exported.len() > 10, "{} events", exported.len());
+    assert_eq!(
+        exported[..],
+        feed[..exported.len()],
+        "the export is the feed"
+    );
+    assert!(exported
+        .iter()
+        .any(|e| e.event_type == "OrderPaid" && e.stream_id == order_id));
+    // Filters.
+    let placed_only = parse_ndjson(&app.get("/v1/events?type=OrderPlaced", &analyst).await.text);
+    assert_eq!(placed_only.len(), 1);
+    let one_order = parse_ndjson(
+        &app.get(&format!("/v1/events?stream=order:{order_id}"), &analyst)
+            .await
+            .text,
+    );
+    assert!(one_order.iter().all(|e| e.stream_id == order_id));
+    assert_eq!(one_order.first().map(|e| e.sequence), Some(1));
+    let after = exported[4].global_position.unwrap();
+    let tail = parse_ndjson(
+        &app.get(&format!("/v1/events?after={after}&limit=2"), &analyst)
+            .await
+            .text,
+    );
+    assert_eq!(tail[..], exported[5..7]);
+    // Event metadata carries the actor and the request.
+    let first = &exported[0..]
+        .iter()
+        .find(|e| e.stream_id == cart)
+        .unwrap()
+        .metadata;
+    assert_eq!(first.actor.subject, "alice");
+    assert_eq!(first.actor.role, "customer");
+    assert!(first.request_id.is_some());
+    // The correlation and request ids of a request end up in its events' metadata.
+    let quantity_changed = exported
+        .iter()
+        .find(|e| e.stream_id == cart && e.metadata.correlation_id == "corr-flow-1")
+        .expect("an event of the PATCH request");
+    assert_eq!(
+        quantity_changed.metadata.request_id.as_deref(),
+        Some("req-flow-1")
+    );
+    // The process managers carry the correlation id on: OrderPaid shares the confirm's.
+    let succeeded = exported
+        .iter()
+        .find(|e| e.event_type == "PaymentSucceeded")
+        .unwrap();
+    let order_paid = exported
+        .iter()
+        .find(|e| e.event_type == "OrderPaid")
+        .unwrap();
+    assert_eq!(
+        order_paid.metadata.correlation_id,
+        succeeded.metadata.correlation_id
+    );
+    assert_eq!(
+        order_paid.metadata.causation_id,
+        Some(succeeded.event_id.to_string())
+    );
+
+    // Time travel: the cart after its first event, by version and by time.
+    let at_one = app
+        .get(&format!("/v1/streams/cart/{cart}?at=1"), &analyst)
+        .await;
+    assert_eq!(at_one.status, StatusCode::OK, "{}", at_one.text);
+    assert_eq!(at_one.body["version"], 1);
+    assert_eq!(at_one.body["events"].as_array().unwrap().len(), 1);
+    assert_eq!(at_one.body["state"]["status"], "open");
+    assert_eq!(at_one.body["state"]["lines"], json!({}));
+    let first_at = at_one.body["events"][0]["occurred_at"].as_str().unwrap();
+    let by_time = app
+        .get(
+            &format!(
+                "/v1/streams/cart/{cart}?at={}",
+                first_at.replace('+', "%2B")
+            ),
+            &analyst,
+        )
+        .await;
+    assert_eq!(by_time.body["version"], 1, "{}", by_time.text);
+    let latest = app.get(&format!("/v1/streams/cart/{cart}"), &analyst).await;
+    assert_eq!(latest.body["state"]["status"], "checked_out");
+    assert_eq!(
+        app.get("/v1/streams/cart/cart_missing", &analyst)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn roles_are_enforced_per_route_group() {
+    let app = spawn_app().await;
+    let alice = app.token("alice", Role::Customer);
+    let bob = app.token("bob", Role::Customer);
+    let support = app.token("sam", Role::Support);
+    let admin = app.token("ada", Role::Admin);
+    let analyst = app.token("ana", Role::Analyst);
+
+    // 401: no token, a garbage token, an expired token, a token signed with another secret.
+    let none = app.send(Method::GET, "/v1/orders", None, None, &[]).await;
+    assert_eq!(none.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(none.code(), "unauthorized");
+    assert!(none.body["error"]["request_id"].as_str().is_some());
+    assert_eq!(
+        app.get("/v1/orders", "not-a-jwt").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let expired = app
+        .get("/v1/orders", &app.expired_token("alice", Role::Customer))
+        .await;
+    assert_eq!(expired.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(expired.body["error"]["message"], "token expired");
+    let forged =
+        api::auth::mint_hs256(b"another", "alice", Role::Admin, Duration::from_secs(60)).unwrap();
+    assert_eq!(
+        app.get("/v1/orders", &forged).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // 403: a role outside the route's group.
+    let forbidden = [
+        (Method::POST, "/v1/carts", &support, Some(json!({}))),
+        (Method::GET, "/v1/orders", &admin, None),
+        (Method::GET, "/v1/me/notifications", &analyst, None),
+        (
+            Method::POST,
+            "/v1/admin/products/prd_espresso/restock",
+            &alice,
+            Some(json!({ "quantity": 1 })),
+        ),
+        (
+            Method::POST,
+            "/v1/admin/products/prd_espresso/restock",
+            &support,
+            Some(json!({ "quantity": 1 })),
+        ),
+        (Method::GET, "/v1/events", &alice, None),
+        (Method::GET, "/v1/events", &admin, None),
+        (Method::GET, "/v1/streams/cart/cart_1", &support, None),
+        (Method::GET, "/v1/support/orders", &alice, None),
+        (Method::GET, "/v1/support/orders", &analyst, None),
+        (Method::GET, "/v1/orders/ord_1", &analyst, None),
+    ];
+    for (method, path, token, body) in forbidden {
+        let a = app.send(method.clone(), path, Some(token), body, &[]).await;
+        assert_eq!(
+            a.status,
+            StatusCode::FORBIDDEN,
+            "{method} {path}: {}",
+            a.text
+        );
+        assert_eq!(a.code(), "forbidden");
+    }
+
+    // 404: another customer's cart, order and payment.
+    let checkout = app.place_order(&alice, &[("prd_filter", 1)]).await;
+    assert_eq!(checkout.status, StatusCode::CREATED, "{}", checkout.text);
+    let order_id = checkout.body["order_id"].as_str().unwrap();
+    let payment_id = checkout.body["payment_id"].as_str().unwrap();
+    let alice_cart = app.open_cart(&alice).await;
+    for a in [
+        app.get(&format!("/v1/carts/{alice_cart}"), &bob).await,
+        app.post(
+            &format!("/v1/carts/{alice_cart}/items"),
+            &bob,
+            json!({ "product_id": "prd_filter", "quantity": 1 }),
+        )
+        .await,
+        app.get(
+            &format!(
+                "/v1/orders/{order_id}?after_position={}",
+                checkout.position()
+            ),
+            &bob,
+        )
+        .await,
+        app.post(
+            &format!("/v1/orders/{order_id}/cancel"),
+            &bob,
+            json!({ "reason": "mine now" }),
+        )
+        .await,
+        app.post(
+            &format!("/v1/payments/{payment_id}/confirm"),
+            &bob,
+            json!({ "payment_method": "pm_card_visa" }),
+        )
+        .await,
+    ] {
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.text);
+        assert_eq!(a.code(), "not_found");
+    }
+
+    // Allowed: staff read any order, everyone reads the catalog, admin administers.
+    for token in [&support, &admin] {
+        let a = app.get(&format!("/v1/orders/{order_id}"), token).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    }
+    for token in [&alice, &support, &admin, &analyst] {
+        assert_eq!(
+            app.get("/v1/catalog/products", token).await.status,
+            StatusCode::OK
+        );
+    }
+    let created = app
+        .post(
+            "/v1/admin/products",
+            &admin,
+            json!({
+                "product_id": "prd_teapot", "name": "Cast iron teapot", "category": "tea",
+                "price": { "amount": "39.00", "currency": "EUR" }, "initial_stock": 4
+            }),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let teapot = app
+        .get(
+            &format!(
+                "/v1/catalog/products/prd_teapot?after_position={}",
+                created.position()
+            ),
+            &alice,
+        )
+        .await;
+    assert_eq!(
+        teapot.status,
+        StatusCode::OK,
+        "read your writes: {}",
+        teapot.text
+    );
+    assert_eq!(teapot.body["available"], 4);
+    let tea = app.get("/v1/catalog/products?category=tea", &alice).await;
+    assert_eq!(tea.body["products"].as_array().unwrap().len(), 3);
+    let repriced = app
+        .send(
+            Method::PUT,
+            "/v1/admin/products/prd_teapot/price",
+            Some(&admin),
+            Some(json!({ "price": { "amount": "35.00", "currency": "EUR" } })),
+            &[],
+        )
+        .await;
+    assert_eq!(repriced.status, StatusCode::OK, "{}", repriced.text);
+    let retired = app
+        .post("/v1/admin/products/prd_teapot/retire", &admin, json!({}))
+        .await;
+    assert_eq!(retired.status, StatusCode::OK, "{}", retired.text);
+    assert_eq!(retired.body["status"], "retired");
+    assert_eq!(
+        app.post(
+            "/v1/admin/products/prd_nothing/restock",
+            &admin,
+            json!({ "quantity": 1 })
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_idempotency_key_replays_the_first_answer_once() {
+    let app = spawn_app().await;
+    let alice = app.token("alice", Role::Customer);
+    let cart = app.open_cart(&alice).await;
+    let path = format!("/v1/carts/{cart}/items");
+    let add = |body: Value, key: &'static str| {
+        let app = &app;
+        let alice = &alice;
+        let path = path.clone();
+        async move {
+            app.send(
+                Method::POST,
+                &path,
+                Some(alice),
+                Some(body),
+                &[("Idempotency-Key", key)],
+            )
+            .await
+        }
+    };
+    let first = add(json!({ "product_id": "prd_decaf", "quantity": 2 }), "k-1").await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    assert!(first.headers.get("idempotent-replayed").is_none());
+    // The same key and body (keys in another order) replays the first answer.
+    let again = add(json!({ "quantity": 2, "product_id": "prd_decaf" }), "k-1").await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    let cart_now = app.get(&format!("/v1/carts/{cart}"), &alice).await;
+    assert_eq!(cart_now.body["lines"][0]["quantity"], 2, "added once");
+    assert_eq!(cart_now.body["version"], 2);
+    // The same key with another body is refused.
+    let other = add(json!({ "product_id": "prd_decaf", "quantity": 3 }), "k-1").await;
+    assert_eq!(
+        other.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        other.text
+    );
+    assert_eq!(other.code(), "idempotency_key_reused");
+    // Without a key every request counts.
+    app.post(
+        &path,
+        &alice,
+        json!({ "product_id": "prd_decaf", "quantity": 1 }),
+    )
+    .await;
+    app.post(
+        &path,
+        &alice,
+        json!({ "product_id": "prd_decaf", "quantity": 1 }),
+    )
+    .await;
+    let cart_now = app.get(&format!("/v1/carts/{cart}"), &alice).await;
+    assert_eq!(cart_now.body["lines"][0]["quantity"], 4);
+
+    // A replayed checkout answers the same order (and places only one).
+    let checkout_path = format!("/v1/carts/{cart}/checkout");
+    let body = checkout_body("alice@example.com");
+    let one = app
+        .send(
+            Method::POST,
+            &checkout_path,
+            Some(&alice),
+            Some(body.clone()),
+            &[("Idempotency-Key", "co-1")],
+        )
+        .await;
+    assert_eq!(one.status, StatusCode::CREATED, "{}", one.text);
+    let two = app
+        .send(
+            Method::POST,
+            &checkout_path,
+            Some(&alice),
+            Some(body),
+            &[("Idempotency-Key", "co-1")],
+        )
+        .await;
+    assert_eq!(two.status, StatusCode::CREATED);
+    assert_eq!(two.body, one.body);
+    assert_eq!(two.headers["idempotent-replayed"], "true");
+    let placed = app.state.store.feed(0, 10_000).await.unwrap();
+    assert_eq!(
+        placed
+            .iter()
+            .filter(|e| e.event_type == "OrderPlaced")
+            .count(),
+        1
+    );
+    // Another customer's identical key is a different command.
+    let bob = app.token("bob", Role::Customer);
+    let bobs = app
+        .send(
+            Method::POST,
+            "/v1/carts",
+            Some(&bob),
+            Some(json!({})),
+            &[("Idempotency-Key", "k-1")],
+        )
+        .await;
+    assert_eq!(bobs.status, StatusCode::CREATED, "{}", bobs.text);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn validation_errors_name_the_field() {
+    let app = spawn_app().await;
+    let alice = app.token("alice", Role::Customer);
+    let admin = app.token("ada", Role::Admin);
+    let cart = app.open_cart(&alice).await;
+    let items = format!("/v1/carts/{cart}/items");
+    let added = app
+        .post(
+            &items,
+            &alice,
+            json!({ "product_id": "prd_decaf", "quantity": 1 }),
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::OK, "{}", added.text);
+
+    let cases: Vec<(Answer, &str)> = vec![
+        (
+            app.post(
+                &items,
+                &alice,
+                json!({ "product_id": "prd_decaf", "quantity": 0 }),
+            )
+            .await,
+            "quantity",
+        ),
+        (
+            app.post(
+                &items,
+                &alice,
+                json!({ "product_id": "prd_decaf", "quantity": 100 }),
+            )
+            .await,
+            "quantity",
+        ),
+        (
+            app.post(
+                &items,
+                &alice,
+                json!({ "product_id": "prd_decaf", "quantity": "two" }),
+            )
+            .await,
+            "quantity",
+        ),
+        (
+            app.post(
+                &items,
+                &alice,
+                json!({ "product_id": "prd decaf!", "quantity": 1 }),
+            )
+            .await,
+            "product_id",
+        ),
+        (
+            app.post(
+                &items,
+                &alice,
+                json!({ "product_id": "prd_decaf", "quantity": 1, "gift": true }),
+            )
+            .await,
+            "gift",
+        ),
+        (
+            app.post(&items, &alice, json!({ "quantity": 1 })).await,
+            "product_id",
+        ),
+        (
+            app.post(
+                "/v1/admin/products",
+                &admin,
+                json!({ "product_id": "prd_x", "name": "X", "category": "misc",
+                        "price": { "amount": "1.00", "currency": "EURO" } }),
+            )
+            .await,
+            "price.currency",
+        ),
+        (
+            app.post(
+                "/v1/admin/products",
+                &admin,
+                json!({ "product_id": "prd_x", "name": "X", "category": "misc",
+                        "price": { "amount": "1.001", "currency": "EUR" } }),
+            )
+            .await,
+            "price.amount",
+        ),
+        (
+            app.post(
+                &format!("/v1/carts/{cart}/checkout"),
+                &alice,
+                checkout_body("not-an-email"),
+            )
+            .await,
+            "email",
+        ),
+        (
+            app.post(
+                &format!("/v1/carts/{cart}/checkout"),
+                &alice,
+                json!({ "email": "a@example.com",
+                        "shipping_address": { "name": "A", "line1": "L", "city": "C",
+                                              "postal_code": "P", "country": "GB", "floor": 3 } }),
+            )
+            .await,
+            "shipping_address.floor",
+        ),
+    ];
+    for (answer, field) in cases {
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{field}: {}",
+            answer.text
+        );
+        assert_eq!(answer.code(), "validation_failed", "{}", answer.text);
+        assert_eq!(answer.field(), field, "{}", answer.text);
+        assert!(answer.body["error"]["request_id"].as_str().is_some());
+    }
+
+    // Malformed JSON.
+    let malformed = app
+        .client
+        .post(app.url(&items))
+        .bearer_auth(&alice)
+        .header("content-type", "application/json")
+        .body("{\"product_id\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+    let body: Value = malformed.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "malformed_json");
+
+    // A body over 64 KiB.
+    let big = json!({ "product_id": "prd_decaf", "quantity": 1, "note": "x".repeat(65 * 1024) });
+    let too_large = app.post(&items, &alice, big).await;
+    assert_eq!(
+        too_large.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        too_large.text
+    );
+    assert_eq!(too_large.code(), "payload_too_large");
+
+    // Query parameters are validated too.
+    let support = app.token("sam", Role::Support);
+    let bad_status = app.get("/v1/support/orders?status=lost", &support).await;
+    assert_eq!(
+        bad_status.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        bad_status.text
+    );
+    assert_eq!(bad_status.field(), "status");
+    let bad_at = app
+        .get(
+            &format!("/v1/streams/cart/{cart}?at=yesterday"),
+            &app.token("ana", Role::Analyst),
+        )
+        .await;
+    assert_eq!(bad_at.field(), "at");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn checkout_beyond_stock_is_refused_with_409() {
+    let app = spawn_app().await;
+    let alice = app.token("alice", Role::Customer);
+    // The demo catalog has 3 Earl Grey.
+    let refused = app.place_order(&alice, &[("prd_earl_grey", 4)]).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.text);
+    assert_eq!(refused.code(), "insufficient_stock");
+    assert_eq!(
+        available(&app, &alice, "prd_earl_grey").await,
+        3,
+        "nothing reserved"
+    );
+
+    let cart = app.open_cart(&alice).await;
+    app.post(
+        &format!("/v1/carts/{cart}/items"),
+        &alice,
+        json!({ "product_id": "prd_earl_grey", "quantity": 3 }),
+    )
+    .await;
+    let checkout = format!("/v1/carts/{cart}/checkout");
+    let ok = app
+        .post(&checkout, &alice, checkout_body("alice@example.com"))
+        .await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.text);
+    let twice = app
+        .post(&checkout, &alice, checkout_body("alice@example.com"))
+        .await;
+    assert_eq!(twice.status, StatusCode::CONFLICT);
+    assert_eq!(twice.code(), "cart_checked_out");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_declined_card_fails_the_payment_and_notifies_the_customer() {
+    let app = spawn_app().await;
+    let alice = app.token("alice", Role::Customer);
+    let checkout = app.place_order(&alice, &[("prd_kettle", 1)]).await;
+    assert_eq!(checkout.status, StatusCode::CREATED, "{}", checkout.text);
+    let order_id = checkout.body["order_id"].as_str().unwrap();
+    let payment_id = checkout.body["payment_id"].as_str().unwrap();
+    let declined = app
+        .post(
+            &format!("/v1/payments/{payment_id}/confirm"),
+            &alice,
+            json!({ "payment_method": "4000000000000002" }),
+        )
+        .await;
+    assert_eq!(declined.status, StatusCode::OK, "{}", declined.text);
+    assert_eq!(declined.body["status"], "failed");
+    let order = order_reaches(
+        &app,
+        &alice,
+        order_id,
+        declined.position(),
+        "payment_failed",
+    )
+    .await;
+    assert_eq!(order["payment_status"], "failed");
+    let n = notification(&app, &alice, order_id, "payment_failed").await;
+    assert!(n["body"].as_str().is_some());
+    let unknown = app
+        .post(
+            &format!("/v1/payments/{payment_id}/confirm"),
+            &alice,
+            json!({ "payment_method": "pm_card_bogus" }),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+    assert_eq!(unknown.field(), "payment_method");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn cancelling_an_order_releases_its_stock_in_the_catalog() {
+    let app = spawn_app().await;
+    let alice = app.token("alice", Role::Customer);
+    let before = available(&app, &alice, "prd_grinder").await;
+    let checkout = app.place_order(&alice, &[("prd_grinder", 2)]).await;
+    assert_eq!(checkout.status, StatusCode::CREATED, "{}", checkout.text);
+    let reserved = app
+        .get(
+            &format!(
+                "/v1/catalog/products/prd_grinder?after_position={}",
+                checkout.position()
+            ),
+            &alice,
+        )
+        .await;
+    assert_eq!(reserved.body["available"].as_u64(), Some(before - 2));
+    assert_eq!(reserved.body["reserved"], 2);
+
+    let order_id = checkout.body["order_id"].as_str().unwrap();
+    let cancelled = app
+        .post(
+            &format!("/v1/orders/{order_id}/cancel"),
+            &alice,
+            json!({ "reason": "changed my mind" }),
+        )
+        .await;
+    assert_eq!(cancelled.status, StatusCode::OK, "{}", cancelled.text);
+    assert_eq!(cancelled.body["status"], "cancelled");
+    order_reaches(&app, &alice, order_id, cancelled.position(), "cancelled").await;
+    let released = eventually(WAIT, || async {
+        let a = available(&app, &alice, "prd_grinder").await;
+        (a == before).then_some(a)
+    })
+    .await;
+    assert_eq!(
+        released,
+        Some(before),
+        "the process manager released the stock"
+    );
+    notification(&app, &alice, order_id, "order_cancelled").await;
+    let blank = app
+        .post(
+            &format!("/v1/orders/{order_id}/cancel"),
+            &alice,
+            json!({ "reason": " " }),
+        )
+        .await;
+    assert_eq!(blank.field(), "reason");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restart_on_the_same_data_keeps_everything_and_gets_ready() {
+    let app = spawn_app().await;
+    let alice = app.token("alice", Role::Customer);
+    let checkout = app.place_order(&alice, &[("prd_scale", 1)]).await;
+    let order_id = checkout.body["order_id"].as_str().unwrap().to_string();
+    let payment_id = checkout.body["payment_id"].as_str().unwrap().to_string();
+    order_reaches(
+        &app,
+        &alice,
+        &order_id,
+        checkout.position(),
+        "awaiting_payment",
+    )
+    .await;
+    let keyed = app
+        .send(
+            Method::POST,
+            "/v1/carts",
+            Some(&alice),
+            Some(json!({})),
+            &[("Idempotency-Key", "restart-1")],
+        )
+        .await;
+    assert_eq!(keyed.status, StatusCode::CREATED, "{}", keyed.text);
+    let head_before = app.state.store.head().await.unwrap();
+    let dir = app.stop().await;
+
+    let app = spawn_app_in(dir).await;
+    let alice = app.token("alice", Role::Customer);
+    let ready = eventually(WAIT, || async {
+        let a = app.send(Method::GET, "/readyz", None, None, &[]).await;
+        (a.status == StatusCode::OK).then_some(a)
+    })
+    .await
+    .expect("ready after a restart");
+    assert_eq!(ready.body["status"], "ready");
+    assert_eq!(
+        app.state.store.head().await.unwrap(),
+        head_before,
+        "the demo catalog is not seeded twice"
+    );
+    // Idempotency keys live in the event store: they survive the restart.
+    let replayed = app
+        .send(
+            Method::POST,
+            "/v1/carts",
+            Some(&alice),
+            Some(json!({})),
+            &[("Idempotency-Key", "restart-1")],
+        )
+        .await;
+    assert_eq!(replayed.status, StatusCode::CREATED);
+    assert_eq!(replayed.headers["idempotent-replayed"], "true");
+    assert_eq!(replayed.body, keyed.body);
+    // Read-your-writes with a position from before the restart answers at once.
+    let order = order_reaches(&app, &alice, &order_id, head_before, "awaiting_payment").await;
+    assert_eq!(order["order_id"], order_id.as_str());
+    let products = app.get("/v1/catalog/products", &alice).await;
+    assert_eq!(products.body["products"].as_array().unwrap().len(), 8);
+    // The payment can still be completed after the restart.
+    let paid = app
+        .post(
+            &format!("/v1/payments/{payment_id}/confirm"),
+            &alice,
+            json!({ "payment_method": "4242424242424242" }),
+        )
+        .await;
+    assert_eq!(paid.status, StatusCode::OK, "{}", paid.text);
+    order_reaches(&app, &alice, &order_id, paid.position(), "paid").await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn operations_endpoints_answer_without_a_token() {
+    let app = spawn_app().await;
+    let health = app.send(Method::GET, "/healthz", None, None, &[]).await;
+    assert_eq!(health.status, StatusCode::OK);
+    let ready = eventually(WAIT, || async {
+        let a = app.send(Method::GET, "/readyz", None, None, &[]).await;
+        (a.status == StatusCode::OK).then_some(a)
+    })
+    .await
+    .expect("ready");
+    assert!(ready.body["workers"]["projection:catalog"]["caught_up"]
+        .as_bool()
+        .unwrap());
+
+    // A command so the latency histogram has a sample.
+    let alice = app.token("alice", Role::Customer);
+    app.open_cart(&alice).await;
+    let metrics = app.send(Method::GET, "/metrics", None, None, &[]).await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    for name in [
+        "backbone_command_duration_seconds_bucket",
+        "backbone_projection_lag_positions",
+        "backbone_projection_lag_seconds",
+        "backbone_webhook_outcomes_total",
+        "backbone_command_conflicts_total",
+    ] {
+        assert!(
+            metrics.text.contains(name),
+            "no {name} in\n{}",
+            metrics.text
+        );
+    }
+    assert!(metrics.text.contains("command=\"POST /v1/carts\""));
+
+    let doc = app
+        .send(Method::GET, "/openapi.json", None, None, &[])
+        .await;
+    assert_eq!(doc.status, StatusCode::OK);
+    assert!(doc.body["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/v1/carts/{id}/checkout",
+        "/v1/events",
+        "/v1/support/orders",
+    ] {
+        assert!(doc.body["paths"].get(path).is_some(), "{path} missing");
+    }
+
+    // Request ids are echoed (given or generated) and errors carry them.
+    let missing = app
+        .send(
+            Method::GET,
+            "/v1/nothing",
+            None,
+            None,
+            &[("x-request-id", "req-42")],
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.headers["x-request-id"], "req-42");
+    assert_eq!(missing.body["error"]["request_id"], "req-42");
+    assert_eq!(missing.code(), "not_found");
+    let generated = app.send(Method::GET, "/healthz", None, None, &[]).await;
+    assert_eq!(generated.headers["x-request-id"].len(), 36);
+    let wrong_method = app
+        .send(Method::DELETE, "/v1/orders", Some(&alice), None, &[])
+        .await;
+    assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong_method.code(), "method_not_allowed");
+    app.shutdown().await;
+}
