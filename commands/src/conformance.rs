@@ -13,12 +13,12 @@
 //! commands::conformance_tests!(fresh_store);
 //! ```
 
+use crate::store::{Actor, LoadedStream};
 use crate::store::{
     AppendOutcome, Commit, CommitResult, EventEnvelope, EventStore, Idempotency, Metadata,
     NewEvent, Snapshot, StoreError, StreamAppend, StreamRef, Upcaster, UpcastingStore,
     MAX_COMMIT_ACTIONS,
 };
-use crate::store::{Actor, LoadedStream};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use domain::StreamType;
@@ -333,7 +333,10 @@ fn assert_envelope(stored: &EventEnvelope, new: &NewEvent, s: &StreamRef, sequen
     assert_eq!(stored.stream_id, s.stream_id, "{ctx}: stream_id");
     assert_eq!(stored.sequence, sequence, "{ctx}: sequence");
     assert_eq!(stored.event_type, new.event_type, "{ctx}: event_type");
-    assert_eq!(stored.event_version, new.event_version, "{ctx}: event_version");
+    assert_eq!(
+        stored.event_version, new.event_version,
+        "{ctx}: event_version"
+    );
     assert_eq!(
         stored.occurred_at, new.occurred_at,
         "{ctx}: occurred_at must round-trip exactly (nanoseconds included)"
@@ -419,7 +422,10 @@ pub async fn append_then_load_preserves_every_envelope_field<S: EventStore>(stor
 
     let read_back = read(&store, &s, 1, 2).await;
     assert_eq!(
-        read_back.into_iter().map(without_position).collect::<Vec<_>>(),
+        read_back
+            .into_iter()
+            .map(without_position)
+            .collect::<Vec<_>>(),
         loaded
             .events
             .into_iter()
@@ -435,7 +441,10 @@ pub async fn load_of_an_unknown_stream_is_empty<S: EventStore>(store: S) {
     let loaded = load(&store, &s).await;
     assert_eq!(loaded.version, 0, "an unknown stream has version 0");
     assert!(loaded.events.is_empty(), "an unknown stream has no events");
-    assert!(loaded.snapshot.is_none(), "an unknown stream has no snapshot");
+    assert!(
+        loaded.snapshot.is_none(),
+        "an unknown stream has no snapshot"
+    );
     assert!(
         read(&store, &s, 1, 100).await.is_empty(),
         "reading an unknown stream returns nothing"
@@ -519,7 +528,10 @@ pub async fn expected_version_conflict_writes_nothing<S: EventStore>(store: S) {
     );
 
     let after = load(&store, &s).await;
-    assert_eq!(after, before, "a conflicting append must not change the stream");
+    assert_eq!(
+        after, before,
+        "a conflicting append must not change the stream"
+    );
     assert!(
         load(&store, &fresh).await.events.is_empty(),
         "a conflicting append must not create the stream"
@@ -547,7 +559,12 @@ pub async fn multi_stream_commit_with_a_conflicting_last_stream_leaves_no_trace<
     let cart = stream(StreamType::Cart, "atomic");
     let order = stream(StreamType::Order, "atomic");
     let product = stream(StreamType::Product, "atomic");
-    committed(&store, single(&cart, 0, numbered_events(1, 0)), "cart setup").await;
+    committed(
+        &store,
+        single(&cart, 0, numbered_events(1, 0)),
+        "cart setup",
+    )
+    .await;
     committed(
         &store,
         single(&product, 0, numbered_events(3, 0)),
@@ -846,7 +863,10 @@ pub async fn concurrent_duplicates_commit_exactly_once<S: EventStore>(store: S) 
         if s == winner_stream {
             assert_eq!(events.len(), 1, "the winner's event is stored");
         } else {
-            assert!(events.is_empty(), "a duplicate's stream {s} must stay empty");
+            assert!(
+                events.is_empty(),
+                "a duplicate's stream {s} must stay empty"
+            );
         }
     }
     let expected = HashSet::from([*winner_event]);
@@ -1020,7 +1040,12 @@ pub async fn commit_at_the_action_limit_is_accepted<S: EventStore>(store: S) {
         MAX_COMMIT_ACTIONS,
         "fixture uses exactly the limit"
     );
-    committed(&store, commit, "a commit of exactly MAX_COMMIT_ACTIONS writes").await;
+    committed(
+        &store,
+        commit,
+        "a commit of exactly MAX_COMMIT_ACTIONS writes",
+    )
+    .await;
     let la = load(&store, &a).await;
     assert_eq!(la.version, a_events as u64, "first stream version");
     assert_eq!(
@@ -1221,10 +1246,7 @@ pub async fn feed_pages_cover_every_event_once_in_position_order<S: EventStore>(
         expected.len(),
         "the feed holds each appended event once and nothing else"
     );
-    let positions: Vec<u64> = all
-        .iter()
-        .map(|e| e.global_position.unwrap_or(0))
-        .collect();
+    let positions: Vec<u64> = all.iter().map(|e| e.global_position.unwrap_or(0)).collect();
     assert!(
         positions[0] > start,
         "the first position is after the starting head"

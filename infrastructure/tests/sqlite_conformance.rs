@@ -42,7 +42,10 @@ async fn reopening_after_drop_keeps_events_snapshots_idempotency_and_head() {
     let order = StreamRef::new(StreamType::Order, "o-1");
     let (before_events, before_head, before_record) = {
         let store = SqliteEventStore::open(&path, SqliteOptions::default()).expect("open");
-        store.append(append_one(&order, 0, 3)).await.expect("append");
+        store
+            .append(append_one(&order, 0, 3))
+            .await
+            .expect("append");
         let mut commit = append_one(&order, 3, 2);
         commit.streams[0].snapshot = Some(commands::Snapshot {
             version: 5,
@@ -170,7 +173,10 @@ async fn group_commit_gives_each_caller_its_own_outcome() {
                 assert!(actual >= Some(1), "a stale append sees the real version")
             }
             (1, Ok(AppendOutcome::Committed(r))) => {
-                assert_eq!(r.streams[0].version, 2, "the one winner moves the stream to 2");
+                assert_eq!(
+                    r.streams[0].version, 2,
+                    "the one winner moves the stream to 2"
+                );
                 shared_wins += 1;
             }
             (1, Err(StoreError::Conflict { .. })) => {}
@@ -182,8 +188,21 @@ async fn group_commit_gives_each_caller_its_own_outcome() {
         }
     }
     assert_eq!(shared_wins, 1, "exactly one append at version 1 wins");
+    let stats = store.write_stats();
+    assert_eq!(
+        stats.commits,
+        1 + N as u64,
+        "every request was handled once"
+    );
+    assert!(
+        stats.groups < stats.commits,
+        "concurrent commits share transactions: {stats:?}"
+    );
     let loaded = store.load(&shared).await.expect("load");
-    assert_eq!(loaded.version, 2, "the shared stream holds setup + one winner");
+    assert_eq!(
+        loaded.version, 2,
+        "the shared stream holds setup + one winner"
+    );
     for i in (0..N).filter(|i| i % 4 >= 2) {
         let s = StreamRef::new(StreamType::Cart, format!("c-{i}"));
         assert_eq!(
@@ -193,7 +212,11 @@ async fn group_commit_gives_each_caller_its_own_outcome() {
         );
     }
     let feed = store.feed(0, 10_000).await.expect("feed");
-    assert_eq!(feed.len(), 1 + 1 + (N / 2) * 2, "nothing else reached the feed");
+    assert_eq!(
+        feed.len(),
+        1 + 1 + (N / 2) * 2,
+        "nothing else reached the feed"
+    );
     assert_eq!(
         store.head().await.expect("head"),
         feed.last().and_then(|e| e.global_position).unwrap_or(0),
@@ -245,4 +268,51 @@ async fn reusing_an_event_id_is_an_invalid_commit() {
         store.load(&b).await.expect("load").events.is_empty(),
         "nothing written"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_feed_pages_read_in_parallel_ranges_equal_small_pages() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteEventStore::open(
+        dir.path().join("events.db"),
+        SqliteOptions {
+            synchronous: Synchronous::Normal,
+            ..SqliteOptions::default()
+        },
+    )
+    .expect("open");
+    // 3,050 events over 61 streams, so pages of 1,000 split into ranges below the head, and
+    // the last page does not.
+    for c in 0..61 {
+        let s = StreamRef::new(StreamType::Order, format!("o-{c}"));
+        store.append(append_one(&s, 0, 50)).await.expect("append");
+    }
+    let mut small = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.feed(after, 7).await.expect("feed");
+        let Some(last) = page.last() else { break };
+        after = last.global_position.expect("position");
+        small.extend(page);
+    }
+    assert_eq!(small.len(), 3_050, "small pages see every event");
+    for (after, limit) in [
+        (0u64, 1_000usize),
+        (17, 1_000),
+        (2_000, 1_000),
+        (2_500, 4_096),
+        (0, 10_000),
+    ] {
+        let page = store.feed(after, limit).await.expect("feed");
+        let expected: Vec<_> = small
+            .iter()
+            .filter(|e| e.global_position > Some(after))
+            .take(limit)
+            .cloned()
+            .collect();
+        assert_eq!(
+            page, expected,
+            "feed({after}, {limit}) must equal the same range read in small pages"
+        );
+    }
 }

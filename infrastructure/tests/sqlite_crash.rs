@@ -234,11 +234,7 @@ fn verify(path: &Path, acknowledged: &HashSet<String>, round: usize) {
                 "round {round}: commit {commit} is partial: only {parts:?} survived"
             );
             assert!(
-                store
-                    .idempotency(commit)
-                    .await
-                    .expect("lookup")
-                    .is_some(),
+                store.idempotency(commit).await.expect("lookup").is_some(),
                 "round {round}: commit {commit} has events but no idempotency record"
             );
         }

@@ -38,18 +38,18 @@ pub(crate) fn format_timestamp(t: &DateTime<Utc>) -> String {
 
 /// Parses [`format_timestamp`]'s output without chrono's general parser, falling back to it for
 /// anything else (other widths, offsets, or rows written by hand).
-pub(crate) fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, StoreError> {
+pub(crate) fn parse_timestamp(s: &[u8]) -> Result<DateTime<Utc>, StoreError> {
     fast_timestamp(s)
         .or_else(|| {
+            let s = std::str::from_utf8(s).ok()?;
             DateTime::parse_from_rfc3339(s)
                 .ok()
                 .map(|t| t.with_timezone(&Utc))
         })
-        .ok_or_else(|| corrupt("timestamp", s))
+        .ok_or_else(|| corrupt("timestamp", String::from_utf8_lossy(s)))
 }
 
-fn fast_timestamp(s: &str) -> Option<DateTime<Utc>> {
-    let b = s.as_bytes();
+fn fast_timestamp(b: &[u8]) -> Option<DateTime<Utc>> {
     if b.len() != 30
         || b[4] != b'-'
         || b[7] != b'-'
@@ -63,12 +63,12 @@ fn fast_timestamp(s: &str) -> Option<DateTime<Utc>> {
     }
     let num = |from: usize, to: usize| -> Option<u32> {
         b[from..to].iter().try_fold(0u32, |acc, &c| {
-            c.is_ascii_digit()
-                .then(|| acc * 10 + u32::from(c - b'0'))
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
         })
     };
     let date = NaiveDate::from_ymd_opt(num(0, 4)? as i32, num(5, 7)?, num(8, 10)?)?;
-    let time = NaiveTime::from_hms_nano_opt(num(11, 13)?, num(14, 16)?, num(17, 19)?, num(20, 29)?)?;
+    let time =
+        NaiveTime::from_hms_nano_opt(num(11, 13)?, num(14, 16)?, num(17, 19)?, num(20, 29)?)?;
     Some(Utc.from_utc_datetime(&date.and_time(time)))
 }
 
@@ -77,11 +77,15 @@ pub(crate) fn to_sql_int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn text<'r>(row: &'r Row<'_>, idx: usize, what: &str) -> Result<&'r str, StoreError> {
+fn bytes<'r>(row: &'r Row<'_>, idx: usize, what: &str) -> Result<&'r [u8], StoreError> {
     match row.get_ref(idx).map_err(sql_error)? {
-        ValueRef::Text(bytes) => std::str::from_utf8(bytes).map_err(|e| corrupt(what, e)),
+        ValueRef::Text(bytes) => Ok(bytes),
         other => Err(corrupt(what, format!("{:?}", other.data_type()))),
     }
+}
+
+fn text<'r>(row: &'r Row<'_>, idx: usize, what: &str) -> Result<&'r str, StoreError> {
+    std::str::from_utf8(bytes(row, idx, what)?).map_err(|e| corrupt(what, e))
 }
 
 fn int(row: &Row<'_>, idx: usize, what: &str) -> Result<i64, StoreError> {
@@ -99,7 +103,7 @@ fn unsigned(row: &Row<'_>, idx: usize, what: &str) -> Result<u64, StoreError> {
 /// Decodes event rows selected with [`EVENT_COLUMNS`]; keep one per query to reuse metadata.
 #[derive(Default)]
 pub(crate) struct Decoder {
-    last_metadata: Option<(String, Metadata)>,
+    last_metadata: Option<(Vec<u8>, Metadata)>,
 }
 
 impl Decoder {
@@ -119,10 +123,11 @@ impl Decoder {
                 (stream_type, text(row, 3, "stream_id")?.to_owned())
             }
         };
-        let event_id = text(row, 1, "event_id")?;
-        let event_id = Uuid::try_parse(event_id).map_err(|e| corrupt("event_id", e))?;
+        let event_id = Uuid::try_parse_ascii(bytes(row, 1, "event_id")?)
+            .map_err(|e| corrupt("event_id", e))?;
         let version = int(row, 6, "event_version")?;
-        let payload = text(row, 8, "payload")?;
+        // JSON columns are parsed from bytes: serde_json validates UTF-8 as it goes.
+        let payload = bytes(row, 8, "payload")?;
         Ok(EventEnvelope {
             global_position: Some(unsigned(row, 0, "global_position")?),
             event_id,
@@ -131,26 +136,26 @@ impl Decoder {
             sequence: unsigned(row, 4, "sequence")?,
             event_type: text(row, 5, "event_type")?.to_owned(),
             event_version: u32::try_from(version).map_err(|e| corrupt("event_version", e))?,
-            occurred_at: parse_timestamp(text(row, 7, "occurred_at")?)?,
-            payload: serde_json::from_str(payload).map_err(|e| corrupt("payload", e))?,
-            metadata: self.metadata(text(row, 9, "metadata")?)?,
+            occurred_at: parse_timestamp(bytes(row, 7, "occurred_at")?)?,
+            payload: serde_json::from_slice(payload).map_err(|e| corrupt("payload", e))?,
+            metadata: self.metadata(bytes(row, 9, "metadata")?)?,
         })
     }
 
-    fn metadata(&mut self, raw: &str) -> Result<Metadata, StoreError> {
+    fn metadata(&mut self, raw: &[u8]) -> Result<Metadata, StoreError> {
         if let Some((last_raw, last)) = &self.last_metadata {
-            if last_raw == raw {
+            if last_raw.as_slice() == raw {
                 return Ok(last.clone());
             }
         }
-        let parsed: Metadata = serde_json::from_str(raw).map_err(|e| corrupt("metadata", e))?;
+        let parsed: Metadata = serde_json::from_slice(raw).map_err(|e| corrupt("metadata", e))?;
         match &mut self.last_metadata {
             Some((last_raw, last)) => {
                 last_raw.clear();
-                last_raw.push_str(raw);
+                last_raw.extend_from_slice(raw);
                 last.clone_from(&parsed);
             }
-            None => self.last_metadata = Some((raw.to_owned(), parsed.clone())),
+            None => self.last_metadata = Some((raw.to_vec(), parsed.clone())),
         }
         Ok(parsed)
     }
@@ -169,16 +174,16 @@ mod tests {
             + chrono::Duration::nanoseconds(5);
         let s = format_timestamp(&t);
         assert_eq!(s, "2026-11-21T22:07:13.000000005Z");
-        assert_eq!(fast_timestamp(&s), Some(t));
-        assert_eq!(parse_timestamp(&s).ok(), Some(t));
+        assert_eq!(fast_timestamp(s.as_bytes()), Some(t));
+        assert_eq!(parse_timestamp(s.as_bytes()).ok(), Some(t));
     }
 
     #[test]
     fn other_rfc3339_forms_use_the_general_parser() {
-        let parsed = parse_timestamp("2026-11-21T23:07:13+01:00").ok();
+        let parsed = parse_timestamp(b"2026-11-21T23:07:13+01:00").ok();
         let expected = Utc.with_ymd_and_hms(2026, 11, 21, 22, 7, 13).single();
         assert_eq!(parsed, expected);
-        assert!(parse_timestamp("yesterday").is_err());
+        assert!(parse_timestamp(b"yesterday").is_err());
     }
 
     #[test]

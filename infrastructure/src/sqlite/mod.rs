@@ -11,4 +11,4 @@ mod migrations;
 mod store;
 mod writer;
 
-pub use store::{SqliteEventStore, SqliteOptions, Synchronous};
+pub use store::{SqliteEventStore, SqliteOptions, Synchronous, WriteStats};

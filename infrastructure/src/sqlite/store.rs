@@ -2,7 +2,7 @@
 
 use super::codec::{sql_error, to_sql_int, Decoder, EVENT_COLUMNS};
 use super::migrations;
-use super::writer::{self, Published, WriteRequest};
+use super::writer::{self, GroupConfig, Published, WriteRequest};
 use async_trait::async_trait;
 use commands::{
     validate_commit, AppendOutcome, Commit, CommitResult, EventEnvelope, EventStore, Idempotency,
@@ -11,10 +11,16 @@ use commands::{
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{oneshot, watch, Notify, Semaphore};
+
+/// Bytes a reset WAL file is truncated back to, so one burst does not keep a huge file around.
+const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
+/// The smallest feed range worth its own connection and thread.
+const MIN_FEED_PART: usize = 256;
 
 /// How the write connection syncs commits to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -49,6 +55,14 @@ pub struct SqliteOptions {
     pub read_connections: usize,
     /// The most commits the writer puts in one transaction (one fsync).
     pub max_group_commits: usize,
+    /// How long the writer may wait for concurrent writers to join a group. It only waits when
+    /// the previous group held several commits, and only until as many have arrived again.
+    pub group_linger: Duration,
+    /// The least time between two background WAL checkpoints.
+    pub checkpoint_interval: Duration,
+    /// Bytes of the database file each read connection maps into memory (`PRAGMA mmap_size`);
+    /// 0 reads through the page cache only.
+    pub mmap_size: u64,
     /// Appends waiting for the writer beyond this make `append` wait (back-pressure).
     pub queue_capacity: usize,
     /// How long a connection waits for a lock held by another connection or process before the
@@ -62,6 +76,9 @@ impl Default for SqliteOptions {
             synchronous: Synchronous::Full,
             read_connections: 4,
             max_group_commits: 256,
+            group_linger: Duration::from_micros(500),
+            checkpoint_interval: Duration::from_millis(50),
+            mmap_size: 1 << 30,
             queue_capacity: 4096,
             busy_timeout: Duration::from_secs(5),
         }
@@ -82,9 +99,22 @@ impl Default for SqliteOptions {
 /// value. Dropping it waits for queued commits to finish and stops the writer thread.
 pub struct SqliteEventStore {
     readers: Arc<ReadPool>,
+    /// How many ranges a large feed page is split into.
+    feed_parallelism: usize,
     published: Arc<Published>,
     queue: Option<mpsc::Sender<WriteRequest>>,
+    slots: Arc<Semaphore>,
     writer: Option<JoinHandle<()>>,
+    checkpointer: Option<JoinHandle<()>>,
+}
+
+/// Counters of the writer since open: `commits / groups` is the average group size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Transactions (so fsyncs under FULL) the writer committed.
+    pub groups: u64,
+    /// Append requests it handled, whatever their outcome.
+    pub commits: u64,
 }
 
 impl std::fmt::Debug for SqliteEventStore {
@@ -114,7 +144,20 @@ impl SqliteEventStore {
         }
         conn.pragma_update(None, "synchronous", options.synchronous.pragma())
             .map_err(sql_error)?;
+        // Checkpoints run on the checkpointer thread. This backstop only matters if that thread
+        // cannot keep up (for example, readers pinning old WAL frames for a long time).
+        conn.pragma_update(None, "wal_autocheckpoint", 100_000)
+            .map_err(sql_error)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
+            .map_err(sql_error)?;
         let version = migrations::migrate(&mut conn)?;
+        let checkpoint_conn = open_connection(&path, &options)?;
+        checkpoint_conn
+            .pragma_update(None, "synchronous", options.synchronous.pragma())
+            .map_err(sql_error)?;
+        checkpoint_conn
+            .pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
+            .map_err(sql_error)?;
         let head: i64 = conn
             .query_row(
                 "SELECT COALESCE(MAX(global_position), 0) FROM events",
@@ -129,14 +172,25 @@ impl SqliteEventStore {
             head: AtomicU64::new(head),
             head_watch,
             notify: Arc::new(Notify::new()),
+            groups: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
         });
-        let (queue, rx) = mpsc::channel(options.queue_capacity.max(1));
+        let (checkpoint_tx, checkpoint_rx) = mpsc::sync_channel(1);
+        let interval = options.checkpoint_interval;
+        let checkpointer = std::thread::Builder::new()
+            .name("sqlite-checkpointer".into())
+            .spawn(move || writer::run_checkpointer(checkpoint_conn, checkpoint_rx, interval))
+            .map_err(|e| StoreError::Internal(format!("spawning the sqlite checkpointer: {e}")))?;
+        let (queue, rx) = mpsc::channel();
         let writer = {
             let published = published.clone();
-            let max_group = options.max_group_commits.max(1);
+            let config = GroupConfig {
+                max_group: options.max_group_commits,
+                linger: options.group_linger,
+            };
             std::thread::Builder::new()
                 .name("sqlite-writer".into())
-                .spawn(move || writer::run(conn, rx, published, max_group))
+                .spawn(move || writer::run(conn, rx, published, config, checkpoint_tx))
                 .map_err(|e| StoreError::Internal(format!("spawning the sqlite writer: {e}")))?
         };
         tracing::info!(
@@ -146,7 +200,14 @@ impl SqliteEventStore {
             synchronous = options.synchronous.pragma(),
             "opened sqlite event store"
         );
+        let feed_parallelism = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(options.read_connections.max(1));
         Ok(Self {
+            feed_parallelism,
+            slots: Arc::new(Semaphore::new(
+                options.queue_capacity.clamp(1, Semaphore::MAX_PERMITS),
+            )),
             readers: Arc::new(ReadPool {
                 path,
                 options,
@@ -155,6 +216,7 @@ impl SqliteEventStore {
             published,
             queue: Some(queue),
             writer: Some(writer),
+            checkpointer: Some(checkpointer),
         })
     }
 
@@ -162,6 +224,14 @@ impl SqliteEventStore {
     /// that happened between two polls.
     pub fn head_watch(&self) -> watch::Receiver<u64> {
         self.published.head_watch.subscribe()
+    }
+
+    /// Group-commit counters since open.
+    pub fn write_stats(&self) -> WriteStats {
+        WriteStats {
+            groups: self.published.groups.load(Ordering::Relaxed),
+            commits: self.published.commits.load(Ordering::Relaxed),
+        }
     }
 
     /// The file this store writes.
@@ -174,10 +244,17 @@ impl SqliteEventStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        join_reader(self.spawn_reader(f)).await
+    }
+
+    /// Runs `f` with a pooled read connection on the blocking pool, starting now.
+    fn spawn_reader<T, F>(&self, f: F) -> tokio::task::JoinHandle<Result<T, StoreError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let pool = self.readers.clone();
         tokio::task::spawn_blocking(move || pool.run(f))
-            .await
-            .map_err(|e| StoreError::Internal(format!("sqlite read task failed: {e}")))?
     }
 }
 
@@ -191,7 +268,20 @@ impl Drop for SqliteEventStore {
                 tracing::error!("the sqlite writer thread panicked");
             }
         }
+        // The writer's exit closed the checkpointer's channel; it checkpoints once more and stops.
+        if let Some(checkpointer) = self.checkpointer.take() {
+            if checkpointer.join().is_err() {
+                tracing::error!("the sqlite checkpointer thread panicked");
+            }
+        }
     }
+}
+
+async fn join_reader<T>(
+    task: tokio::task::JoinHandle<Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    task.await
+        .map_err(|e| StoreError::Internal(format!("sqlite read task failed: {e}")))?
 }
 
 fn open_connection(path: &Path, options: &SqliteOptions) -> Result<Connection, StoreError> {
@@ -230,6 +320,9 @@ impl ReadPool {
                 let conn = open_connection(&self.path, &self.options)?;
                 // Readers never write; this turns a stray write into an error.
                 conn.pragma_update(None, "query_only", true)
+                    .map_err(sql_error)?;
+                // Feed scans read large ranges: mapping the file saves a read() per page.
+                conn.pragma_update(None, "mmap_size", to_sql_int(self.options.mmap_size))
                     .map_err(sql_error)?;
                 conn
             }
@@ -318,16 +411,23 @@ fn load_stream(conn: &mut Connection, stream: &StreamRef) -> Result<LoadedStream
     })
 }
 
-fn feed_page(conn: &Connection, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+/// The first `limit` events with `after < global_position <= upto`, in position order.
+fn feed_page(
+    conn: &Connection,
+    after: u64,
+    upto: u64,
+    limit: usize,
+) -> Result<Vec<EventEnvelope>, StoreError> {
     let mut stmt = conn
         .prepare_cached(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE global_position > ?1 \
-             ORDER BY global_position LIMIT ?2"
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE global_position > ?1 AND global_position <= ?2 \
+             ORDER BY global_position LIMIT ?3"
         ))
         .map_err(sql_error)?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut rows = stmt
-        .query(params![to_sql_int(after), limit])
+        .query(params![to_sql_int(after), to_sql_int(upto), limit])
         .map_err(sql_error)?;
     let mut decoder = Decoder::default();
     let mut events = Vec::with_capacity(usize::try_from(limit.min(4096)).unwrap_or(0));
@@ -356,10 +456,19 @@ impl EventStore for SqliteEventStore {
             .queue
             .as_ref()
             .ok_or_else(|| StoreError::Internal("sqlite writer is shut down".into()))?;
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Internal("sqlite writer is shut down".into()))?;
         let (reply, answer) = oneshot::channel();
         queue
-            .send(WriteRequest { commit, reply })
-            .await
+            .send(WriteRequest {
+                commit,
+                reply,
+                _slot: slot,
+            })
             .map_err(|_| StoreError::Internal("sqlite writer is gone".into()))?;
         answer
             .await
@@ -393,8 +502,41 @@ impl EventStore for SqliteEventStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.with_reader(move |conn| feed_page(conn, after, limit))
-            .await
+        // A large page over committed positions is read as several ranges on several
+        // connections at once: decoding JSON is what bounds a catch-up scan, and it spreads over
+        // cores. A range may only be bounded if it lies at or below the published head: every
+        // later commit gets higher positions, so such a range can no longer change, and the
+        // concatenation is exactly the first `limit` events after `after`.
+        let head = self.published.head.load(Ordering::Acquire);
+        let parts = self.feed_parallelism.min(limit / MIN_FEED_PART).max(1);
+        let chunk = (limit / parts) as u64;
+        let bounded = chunk * (parts as u64 - 1);
+        if parts == 1 || head < after.saturating_add(bounded) {
+            return self
+                .with_reader(move |conn| feed_page(conn, after, u64::MAX, limit))
+                .await;
+        }
+        let mut tasks = Vec::with_capacity(parts);
+        for i in 0..parts as u64 {
+            let from = after + i * chunk;
+            let (upto, part_limit) = if i + 1 < parts as u64 {
+                (from + chunk, chunk as usize)
+            } else {
+                (u64::MAX, limit - bounded as usize)
+            };
+            // Spawned now, so the parts run at once; awaited in order below.
+            tasks.push(self.spawn_reader(move |conn| feed_page(conn, from, upto, part_limit)));
+        }
+        let mut events: Vec<EventEnvelope> = Vec::new();
+        for task in tasks {
+            let part = join_reader(task).await?;
+            if events.is_empty() {
+                events = part;
+            } else {
+                events.extend(part);
+            }
+        }
+        Ok(events)
     }
 
     async fn head(&self) -> Result<u64, StoreError> {

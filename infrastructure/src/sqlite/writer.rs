@@ -1,4 +1,4 @@
-//! The single writer thread and its group commit.
+//! The single writer thread, its group commit, and the background checkpointer.
 //!
 //! All appends go through one thread that owns the only write connection. It takes every commit
 //! waiting in its queue (up to a cap) and writes them in ONE transaction, each inside its own
@@ -9,19 +9,31 @@
 //!
 //! Callers are answered only after the group's COMMIT has returned, so an acknowledged commit is
 //! durable (under FULL) and visible to every reader.
+//!
+//! Gathering: when the previous group held several commits (there are concurrent writers), the
+//! writer lingers briefly for as many requests as last time before starting the next group, so
+//! writers that were just answered can join it instead of each paying a fsync of its own. A lone
+//! writer never waits.
+//!
+//! Checkpoints run on their own thread and connection (`wal_autocheckpoint` is off on the
+//! writer), so copying WAL pages into the database file and its two fsyncs never stall a commit.
 
 use super::codec::{format_timestamp, sql_error};
 use chrono::Utc;
 use commands::{AppendOutcome, Commit, CommitResult, Idempotency, StoreError, StreamVersion};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, watch, Notify, OwnedSemaphorePermit};
 
 /// One queued append and where its answer goes.
 pub(crate) struct WriteRequest {
     pub(crate) commit: Commit,
     pub(crate) reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
+    /// A queue slot; released when the request is answered (back-pressure on `append`).
+    pub(crate) _slot: OwnedSemaphorePermit,
 }
 
 /// What the writer publishes after each group.
@@ -29,6 +41,8 @@ pub(crate) struct Published {
     pub(crate) head: AtomicU64,
     pub(crate) head_watch: watch::Sender<u64>,
     pub(crate) notify: Arc<Notify>,
+    pub(crate) groups: AtomicU64,
+    pub(crate) commits: AtomicU64,
 }
 
 impl Published {
@@ -43,23 +57,51 @@ impl Published {
     }
 }
 
+/// How the writer forms groups.
+pub(crate) struct GroupConfig {
+    pub(crate) max_group: usize,
+    pub(crate) linger: Duration,
+}
+
 /// The writer loop: runs until every sender is gone and the queue is drained.
 pub(crate) fn run(
     mut conn: Connection,
-    mut rx: mpsc::Receiver<WriteRequest>,
+    rx: Receiver<WriteRequest>,
     published: Arc<Published>,
-    max_group: usize,
+    config: GroupConfig,
+    checkpoints: SyncSender<()>,
 ) {
+    let max_group = config.max_group.max(1);
     let mut group: Vec<WriteRequest> = Vec::with_capacity(max_group);
-    while let Some(first) = rx.blocking_recv() {
+    // How many requests the previous group held: the concurrency we expect to see again.
+    let mut expected = 1usize;
+    while let Ok(first) = rx.recv() {
         group.push(first);
-        while group.len() < max_group {
-            match rx.try_recv() {
-                Ok(next) => group.push(next),
-                Err(_) => break,
+        group.extend(rx.try_iter().take(max_group - 1));
+        let wanted = expected.min(max_group);
+        if group.len() < wanted && !config.linger.is_zero() {
+            let deadline = Instant::now() + config.linger;
+            while group.len() < wanted {
+                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                    break;
+                };
+                match rx.recv_timeout(left) {
+                    Ok(next) => {
+                        group.push(next);
+                        let room = max_group - group.len();
+                        group.extend(rx.try_iter().take(room));
+                    }
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                }
             }
         }
+        expected = group.len();
+
         let outcomes = write_group(&mut conn, &group);
+        published.groups.fetch_add(1, Ordering::Relaxed);
+        published
+            .commits
+            .fetch_add(group.len() as u64, Ordering::Relaxed);
         if let Some(position) = outcomes
             .iter()
             .filter_map(|o| match o {
@@ -69,6 +111,10 @@ pub(crate) fn run(
             .max()
         {
             published.advance(position);
+            // Full means a checkpoint request is already pending; one is enough.
+            if let Err(TrySendError::Disconnected(())) = checkpoints.try_send(()) {
+                tracing::warn!("sqlite checkpointer is gone; the WAL will only grow");
+            }
         }
         for (request, outcome) in group.drain(..).zip(outcomes) {
             // The caller may have stopped waiting (its future was dropped); the commit stands.
@@ -78,8 +124,46 @@ pub(crate) fn run(
     tracing::debug!("sqlite writer stopped");
 }
 
+/// The checkpointer loop: after commits, copies the WAL into the database file (PASSIVE: it
+/// never blocks the writer or readers), at most once per `interval`. Stops when the writer does,
+/// after a last checkpoint.
+pub(crate) fn run_checkpointer(conn: Connection, rx: Receiver<()>, interval: Duration) {
+    let checkpoint = || {
+        let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+        });
+        match result {
+            Ok((wal_frames, copied)) => tracing::trace!(wal_frames, copied, "sqlite checkpoint"),
+            Err(e) => tracing::warn!(error = %e, "sqlite checkpoint failed"),
+        }
+    };
+    let mut pending = false;
+    loop {
+        if !pending && rx.recv().is_err() {
+            break;
+        }
+        pending = false;
+        checkpoint();
+        let until = Instant::now() + interval;
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(()) => pending = true,
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    checkpoint();
+                    return;
+                }
+            }
+        }
+    }
+    checkpoint();
+}
+
 /// Writes one group in one transaction; returns one outcome per request, in order.
-fn write_group(conn: &mut Connection, group: &[WriteRequest]) -> Vec<Result<AppendOutcome, StoreError>> {
+fn write_group(
+    conn: &mut Connection,
+    group: &[WriteRequest],
+) -> Vec<Result<AppendOutcome, StoreError>> {
     let all_fail = |e: StoreError| -> Vec<Result<AppendOutcome, StoreError>> {
         group.iter().map(|_| Err(clone_error(&e))).collect()
     };
@@ -184,7 +268,8 @@ pub(crate) fn find_idempotency(
     let Some((fingerprint, outcome, result)) = row else {
         return Ok(None);
     };
-    let bad = |e: serde_json::Error| StoreError::Internal(format!("undecodable idempotency record: {e}"));
+    let bad =
+        |e: serde_json::Error| StoreError::Internal(format!("undecodable idempotency record: {e}"));
     Ok(Some((
         serde_json::from_str(&result).map_err(bad)?,
         Idempotency {
