@@ -1,5 +1,8 @@
 #![forbid(unsafe_code)]
+pub mod aws;
+pub mod aws_fanout;
 pub mod payments;
+pub mod stripe;
 
 pub mod sqlite;
 pub mod sqlite_checkpoints;

@@ -1,0 +1,50 @@
+//! The AWS adapters: the DynamoDB event store and read-model store, the feed indexer, and the
+//! provisioning of every resource the AWS deployment uses (tables, the EventBridge bus, SQS
+//! queues). `cloudformation/backbone.yaml` declares the same resources for real accounts.
+//!
+//! Adapters never read the environment: the composition root builds an [`aws_config::SdkConfig`]
+//! (for example with [`config_loader`], which reads the standard AWS variables such as
+//! `AWS_ENDPOINT_URL` when `load` is called) and hands clients and [`ResourceNames`] in.
+//!
+//! Error handling lives in [`error`]: every SDK error is classified once as transient
+//! (throttling, 5xx, timeouts, I/O) or permanent, and transient ones are retried with jittered
+//! backoff a bounded number of times ([`RetryPolicy`]) before surfacing as `Unavailable`.
+
+pub mod codec;
+mod ddb;
+pub mod dynamo_readmodel;
+pub mod dynamo_store;
+pub mod error;
+pub mod feed_index;
+pub mod metrics;
+pub mod names;
+pub mod provision;
+
+pub use dynamo_readmodel::DynamoReadModelStore;
+pub use dynamo_store::{DynamoEventStore, DynamoStoreOptions};
+pub use error::RetryPolicy;
+pub use feed_index::FeedIndexer;
+pub use metrics::{RequestCounters, RequestCounts};
+pub use names::{ConsumerGroup, ResourceNames};
+pub use provision::{provision, AwsClients};
+
+use aws_smithy_http_client::tls;
+
+/// The HTTPS client every AWS SDK client of the backbone uses: hyper with rustls on the `ring`
+/// crypto provider (the SDK's default would be aws-lc-rs, a C build we avoid; see the workspace
+/// `Cargo.toml`). The SDK crates are compiled without a default client, so a config must get
+/// this one (as [`config_loader`] does) or requests fail with "no HTTP client".
+pub fn http_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
+}
+
+/// An `aws_config` loader with the backbone's HTTP client and the latest behavior version. The
+/// composition root adds what it knows (region, endpoint, credentials) and calls `load`, which
+/// reads the standard AWS environment and profile files for anything left unset.
+pub fn config_loader() -> aws_config::ConfigLoader {
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http_client())
+}

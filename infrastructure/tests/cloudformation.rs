@@ -1,0 +1,263 @@
+//! `cloudformation/backbone.yaml`: cfn-lint passes on it, it deploys into moto, the resources it
+//! creates are the ones `ResourceNames` names (tables with their stream and GSI, queues with
+//! their redrive policy, rules targeting the queues), events put on the bus reach every queue,
+//! and the event store runs on the tables it created.
+
+#[path = "support/moto.rs"]
+mod moto;
+
+use aws_sdk_cloudformation::types::{Parameter, StackStatus};
+use commands::conformance::new_event;
+use commands::{AppendOutcome, Commit, EventStore, StreamAppend, StreamRef};
+use domain::StreamType;
+use infrastructure::aws::{
+    provision, AwsClients, DynamoEventStore, DynamoStoreOptions, ResourceNames,
+};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn template_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("cloudformation/backbone.yaml")
+}
+
+#[test]
+fn cfn_lint_passes_on_the_template() {
+    let output = Command::new("cfn-lint")
+        .arg(template_path())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run cfn-lint ({e}): it must be on PATH; scripts/test.sh installs it into \
+                 .venv (pip install cfn-lint)"
+            )
+        });
+    assert!(
+        output.status.success(),
+        "cfn-lint found problems in backbone.yaml:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+async fn deploy(names: &ResourceNames) -> aws_config::SdkConfig {
+    let config = moto::sdk_config().await;
+    let cfn = aws_sdk_cloudformation::Client::new(&config);
+    let body = std::fs::read_to_string(template_path()).expect("read the template");
+    let stack = format!("backbone-{}", names.stage);
+    cfn.create_stack()
+        .stack_name(&stack)
+        .template_body(body)
+        .parameters(
+            Parameter::builder()
+                .parameter_key("Stage")
+                .parameter_value(&names.stage)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "create_stack: {}",
+                aws_sdk_cloudformation::error::DisplayErrorContext(e)
+            )
+        });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = cfn
+            .describe_stacks()
+            .stack_name(&stack)
+            .send()
+            .await
+            .expect("describe_stacks");
+        let status = out.stacks().first().and_then(|s| s.stack_status()).cloned();
+        match status {
+            Some(StackStatus::CreateComplete) => break,
+            Some(StackStatus::CreateInProgress) | None if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => panic!("stack {stack} ended in {other:?}: {out:?}"),
+        }
+    }
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_template_deploys_into_moto_and_the_system_runs_on_it() {
+    let names = moto::fresh_names();
+    let config = deploy(&names).await;
+    check_resources_and_run_on_them(&config, &names).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisioning_through_the_sdk_creates_the_same_resources_and_is_idempotent() {
+    let names = moto::fresh_names();
+    let config = moto::sdk_config().await;
+    let clients = AwsClients::new(&config);
+    let first = provision(&clients, &names).await.expect("provision");
+    let again = provision(&clients, &names)
+        .await
+        .expect("provisioning again is fine");
+    assert_eq!(first, again, "the second run finds the same resources");
+    assert_eq!(first.groups.len(), 5);
+    check_resources_and_run_on_them(&config, &names).await;
+}
+
+/// What both the template and `provision` must have created, used for real.
+async fn check_resources_and_run_on_them(config: &aws_config::SdkConfig, names: &ResourceNames) {
+    // Tables, with the events table's stream and time GSI.
+    let dynamodb = aws_sdk_dynamodb::Client::new(config);
+    for table in names.tables() {
+        dynamodb
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("table {table} missing: {e}"));
+    }
+    let events = dynamodb
+        .describe_table()
+        .table_name(&names.events_table)
+        .send()
+        .await
+        .expect("events table");
+    let events = events.table().expect("table description");
+    assert!(
+        events.latest_stream_arn().is_some(),
+        "the events table has a stream"
+    );
+    assert_eq!(
+        events
+            .stream_specification()
+            .and_then(|s| s.stream_view_type())
+            .map(|v| v.as_str()),
+        Some("NEW_IMAGE")
+    );
+    assert!(
+        events
+            .global_secondary_indexes()
+            .iter()
+            .any(|g| g.index_name() == Some(ResourceNames::EVENTS_BY_TIME)),
+        "the time GSI exists"
+    );
+
+    // Queues with their DLQ redrive, and rules on the bus targeting them.
+    let sqs = aws_sdk_sqs::Client::new(config);
+    let eventbridge = aws_sdk_eventbridge::Client::new(config);
+    let mut queue_urls = Vec::new();
+    for g in &names.groups {
+        let url = sqs
+            .get_queue_url()
+            .queue_name(&g.queue)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("queue {} missing: {e}", g.queue))
+            .queue_url()
+            .expect("queue url")
+            .to_owned();
+        sqs.get_queue_url()
+            .queue_name(&g.dlq)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("dlq {} missing: {e}", g.dlq));
+        let attrs = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+            .send()
+            .await
+            .expect("queue attributes");
+        let attrs = attrs.attributes().expect("attributes");
+        let redrive: serde_json::Value = serde_json::from_str(
+            attrs
+                .get(&aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
+                .expect("redrive policy"),
+        )
+        .expect("redrive json");
+        assert_eq!(
+            redrive["maxReceiveCount"].to_string().trim_matches('"'),
+            "5",
+            "{redrive}"
+        );
+        assert!(
+            redrive["deadLetterTargetArn"]
+                .as_str()
+                .is_some_and(|a| a.ends_with(&g.dlq)),
+            "{redrive}"
+        );
+        let queue_arn = attrs
+            .get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .expect("queue arn")
+            .clone();
+        let targets = eventbridge
+            .list_targets_by_rule()
+            .rule(&g.rule)
+            .event_bus_name(&names.event_bus)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("rule {} missing: {e}", g.rule));
+        assert!(
+            targets.targets().iter().any(|t| t.arn() == queue_arn),
+            "rule {} targets {queue_arn}: {targets:?}",
+            g.rule
+        );
+        queue_urls.push(url);
+    }
+
+    // An event on the bus reaches every consumer group's queue.
+    let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+        .event_bus_name(&names.event_bus)
+        .source("backbone.order")
+        .detail_type("OrderPlaced")
+        .detail(json!({"stream_id": "o-1", "sequence": 1}).to_string())
+        .build();
+    let put = eventbridge
+        .put_events()
+        .entries(entry)
+        .send()
+        .await
+        .expect("put_events");
+    assert_eq!(put.failed_entry_count(), 0, "{put:?}");
+    for url in &queue_urls {
+        let got = sqs
+            .receive_message()
+            .queue_url(url)
+            .wait_time_seconds(2)
+            .send()
+            .await
+            .expect("receive");
+        let body = got
+            .messages()
+            .first()
+            .and_then(|m| m.body())
+            .unwrap_or_else(|| panic!("no event reached {url}"));
+        assert!(body.contains("OrderPlaced"), "{body}");
+    }
+
+    // The event store runs on the created tables.
+    let store = DynamoEventStore::new(
+        dynamodb,
+        names,
+        DynamoStoreOptions {
+            index_on_append: true,
+            ..DynamoStoreOptions::default()
+        },
+    );
+    let stream = StreamRef::new(StreamType::Order, "o-1");
+    let outcome = store
+        .append(Commit {
+            streams: vec![StreamAppend {
+                stream: stream.clone(),
+                expected_version: 0,
+                events: vec![new_event("OrderPlaced", json!({"n": 1}))],
+                snapshot: None,
+            }],
+            idempotency: None,
+        })
+        .await
+        .expect("append");
+    assert!(matches!(outcome, AppendOutcome::Committed(_)));
+    assert_eq!(store.load(&stream).await.expect("load").version, 1);
+    assert_eq!(store.feed(0, 10).await.expect("feed").len(), 1);
+}
