@@ -7,8 +7,8 @@
 //! durability (`synchronous=FULL`) unless a row says otherwise.
 
 use commands::{
-    Caller, CheckoutInput, Commit, CommandContext, CommandService, EventStore, Metadata,
-    NewEvent, NewProduct, ServiceConfig, Shop, StreamAppend, StreamRef, SystemClock,
+    Caller, CheckoutInput, CommandContext, CommandService, Commit, EventStore, Metadata, NewEvent,
+    NewProduct, ServiceConfig, Shop, StreamAppend, StreamRef, SystemClock,
 };
 use domain::{
     Cart, CartCommand, CartId, CustomerId, Event, EventSourced, Money, Order, OrderCommand,
@@ -102,8 +102,16 @@ fn open(dir: &Path, name: &str, sync: Synchronous) -> Arc<SqliteEventStore> {
 fn raw_baselines(dir: &Path, quick: bool) {
     let payload = r#"{"order_id":"ord_0193","amount":{"amount":"10.00","currency":"EUR"}}"#;
     for (label, sync, n) in [
-        ("raw rusqlite, one commit per insert, FULL", "FULL", if quick { 300 } else { 3_000 }),
-        ("raw rusqlite, one commit per insert, NORMAL", "NORMAL", if quick { 2_000 } else { 30_000 }),
+        (
+            "raw rusqlite, one commit per insert, FULL",
+            "FULL",
+            if quick { 300 } else { 3_000 },
+        ),
+        (
+            "raw rusqlite, one commit per insert, NORMAL",
+            "NORMAL",
+            if quick { 2_000 } else { 30_000 },
+        ),
     ] {
         let path = dir.join(format!("raw-{sync}.sqlite"));
         let c = rusqlite::Connection::open(&path).expect("open");
@@ -114,10 +122,17 @@ fn raw_baselines(dir: &Path, quick: bool) {
         .expect("schema");
         let start = Instant::now();
         for i in 0..n {
-            c.execute("INSERT INTO t(s, seq, payload) VALUES ('s', ?1, ?2)", rusqlite::params![i, payload])
-                .expect("insert");
+            c.execute(
+                "INSERT INTO t(s, seq, payload) VALUES ('s', ?1, ?2)",
+                rusqlite::params![i, payload],
+            )
+            .expect("insert");
         }
-        row(label, per_sec(n as u64, start.elapsed()), "physical reference");
+        row(
+            label,
+            per_sec(n as u64, start.elapsed()),
+            "physical reference",
+        );
     }
     let path = dir.join("raw-tx.sqlite");
     let mut c = rusqlite::Connection::open(&path).expect("open");
@@ -134,13 +149,20 @@ fn raw_baselines(dir: &Path, quick: bool) {
             .prepare("INSERT INTO t(s, seq, payload) VALUES (?1, ?2, ?3)")
             .expect("prepare");
         for i in 0..n {
-            st.execute(rusqlite::params![format!("s{}", i % 1000), i, payload]).expect("insert");
+            st.execute(rusqlite::params![format!("s{}", i % 1000), i, payload])
+                .expect("insert");
         }
     }
     tx.commit().expect("commit");
-    row("raw rusqlite, all rows in one transaction", per_sec(n, start.elapsed()), "physical reference");
+    row(
+        "raw rusqlite, all rows in one transaction",
+        per_sec(n, start.elapsed()),
+        "physical reference",
+    );
     let start = Instant::now();
-    let mut st = c.prepare("SELECT id, s, seq, payload FROM t ORDER BY id").expect("prepare");
+    let mut st = c
+        .prepare("SELECT id, s, seq, payload FROM t ORDER BY id")
+        .expect("prepare");
     let mut count = 0u64;
     let mut rows = st.query([]).expect("query");
     while let Some(r) = rows.next().expect("row") {
@@ -151,7 +173,11 @@ fn raw_baselines(dir: &Path, quick: bool) {
         let v: serde_json::Value = serde_json::from_str(&p).expect("json");
         count += u64::from(v.is_object());
     }
-    row("raw rusqlite, decoded sequential scan", per_sec(count, start.elapsed()), "physical reference (JSON payload decoded)");
+    row(
+        "raw rusqlite, decoded sequential scan",
+        per_sec(count, start.elapsed()),
+        "physical reference (JSON payload decoded)",
+    );
 }
 
 // ----- store appends ---------------------------------------------------------------------------
@@ -159,7 +185,13 @@ fn raw_baselines(dir: &Path, quick: bool) {
 async fn appends(dir: &Path, quick: bool) {
     for writers in [1usize, 4, 16] {
         let store = open(dir, &format!("appends-{writers}.sqlite"), Synchronous::Full);
-        let per_writer: u64 = if quick { 300 } else if writers == 1 { 5_000 } else { 40_000 / writers as u64 };
+        let per_writer: u64 = if quick {
+            300
+        } else if writers == 1 {
+            5_000
+        } else {
+            40_000 / writers as u64
+        };
         let start = Instant::now();
         let mut tasks = Vec::new();
         for w in 0..writers {
@@ -226,9 +258,16 @@ fn address() -> ShippingAddress {
 async fn checkouts(dir: &Path, quick: bool) {
     let store = open(dir, "checkout.sqlite", Synchronous::Full);
     let gateway = Arc::new(SimulatedGateway::new());
-    let svc = Arc::new(CommandService::new(store.clone(), Arc::new(SystemClock), ServiceConfig::default()));
+    let svc = Arc::new(CommandService::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        ServiceConfig::default(),
+    ));
     let shop = Arc::new(Shop::new(svc, gateway));
-    let ctx = CommandContext { metadata: meta(), idempotency: None };
+    let ctx = CommandContext {
+        metadata: meta(),
+        idempotency: None,
+    };
     let products = 200;
     for p in 0..products {
         shop.create_product(
@@ -249,7 +288,12 @@ async fn checkouts(dir: &Path, quick: bool) {
     for i in 0..n {
         let customer = CustomerId::parse(&format!("c{i}")).expect("id");
         let caller = Caller::Customer(customer.clone());
-        let cart = shop.open_cart(&ctx, &customer).await.expect("cart").value.cart_id;
+        let cart = shop
+            .open_cart(&ctx, &customer)
+            .await
+            .expect("cart")
+            .value
+            .cart_id;
         for k in 0..2 {
             let pid = format!("p{}", (i * 7 + k * 13) % products);
             shop.add_item(&ctx, &caller, &cart, &pid, Quantity::parse(1).expect("qty"))
@@ -276,7 +320,10 @@ async fn checkouts(dir: &Path, quick: bool) {
                     &ctx,
                     &caller,
                     &cart,
-                    CheckoutInput { customer_email: "b@example.com".into(), shipping_address: address() },
+                    CheckoutInput {
+                        customer_email: "b@example.com".into(),
+                        shipping_address: address(),
+                    },
                 )
                 .await
                 .expect("checkout");
@@ -294,7 +341,11 @@ async fn checkouts(dir: &Path, quick: bool) {
     row(
         "checkout commits (2 lines: 5 streams, 1 commit), 16 concurrent",
         per_sec(n as u64, elapsed),
-        &format!("p50 {} / p99 {}; includes loading 5 streams", ms(pct(&lat, 0.5)), ms(pct(&lat, 0.99))),
+        &format!(
+            "p50 {} / p99 {}; includes loading 5 streams",
+            ms(pct(&lat, 0.5)),
+            ms(pct(&lat, 0.99))
+        ),
     );
 }
 
@@ -330,7 +381,10 @@ async fn fill(store: Arc<SqliteEventStore>, target: u64) {
     }
     for chunk in creates.chunks(90) {
         store
-            .append(Commit { streams: chunk.to_vec(), idempotency: None })
+            .append(Commit {
+                streams: chunk.to_vec(),
+                idempotency: None,
+            })
             .await
             .expect("create products");
     }
@@ -348,9 +402,18 @@ async fn fill(store: Arc<SqliteEventStore>, target: u64) {
         let mut cart = Cart::default();
         let mut cart_events = Vec::new();
         for cmd in [
-            CartCommand::Open { cart_id: cart_id.clone(), customer_id: customer.clone() },
-            CartCommand::AddItem { product_id: pid.clone(), quantity: qty, unit_price: eur("9.99") },
-            CartCommand::CheckOut { order_id: order_id.clone() },
+            CartCommand::Open {
+                cart_id: cart_id.clone(),
+                customer_id: customer.clone(),
+            },
+            CartCommand::AddItem {
+                product_id: pid.clone(),
+                quantity: qty,
+                unit_price: eur("9.99"),
+            },
+            CartCommand::CheckOut {
+                order_id: order_id.clone(),
+            },
         ] {
             for e in cart.decide(cmd).expect("cart") {
                 cart.apply(&e);
@@ -359,7 +422,10 @@ async fn fill(store: Arc<SqliteEventStore>, target: u64) {
         }
         let (product, version) = &mut product_states[p];
         let reserve = product
-            .decide(ProductCommand::ReserveStock { order_id: order_id.clone(), quantity: 1 })
+            .decide(ProductCommand::ReserveStock {
+                order_id: order_id.clone(),
+                quantity: 1,
+            })
             .expect("reserve");
         let product_expected = *version;
         for e in &reserve {
@@ -385,7 +451,11 @@ async fn fill(store: Arc<SqliteEventStore>, target: u64) {
                 payment_id: payment_id.clone(),
                 placed_at: now,
             },
-            OrderCommand::MarkPaid { payment_id: payment_id.clone(), amount: eur("9.99"), at: now },
+            OrderCommand::MarkPaid {
+                payment_id: payment_id.clone(),
+                amount: eur("9.99"),
+                at: now,
+            },
         ] {
             for e in order.decide(cmd).expect("order") {
                 order.apply(&e);
@@ -395,16 +465,28 @@ async fn fill(store: Arc<SqliteEventStore>, target: u64) {
         let mut payment = Payment::default();
         let mut payment_events = Vec::new();
         for cmd in [
-            PaymentCommand::Request { payment_id: payment_id.clone(), order_id: order_id.clone(), amount: eur("9.99") },
-            PaymentCommand::RecordIntentCreated { intent_id: format!("pi_{i}"), client_secret_ref: format!("pi_{i}_secret") },
-            PaymentCommand::RecordSucceeded { intent_id: format!("pi_{i}"), amount: eur("9.99"), at: now },
+            PaymentCommand::Request {
+                payment_id: payment_id.clone(),
+                order_id: order_id.clone(),
+                amount: eur("9.99"),
+            },
+            PaymentCommand::RecordIntentCreated {
+                intent_id: format!("pi_{i}"),
+                client_secret_ref: format!("pi_{i}_secret"),
+            },
+            PaymentCommand::RecordSucceeded {
+                intent_id: format!("pi_{i}"),
+                amount: eur("9.99"),
+                at: now,
+            },
         ] {
             for e in payment.decide(cmd).expect("payment") {
                 payment.apply(&e);
                 payment_events.push(e);
             }
         }
-        let n = (cart_events.len() + reserve.len() + order_events.len() + payment_events.len()) as u64;
+        let n =
+            (cart_events.len() + reserve.len() + order_events.len() + payment_events.len()) as u64;
         commits.push(Commit {
             streams: vec![
                 StreamAppend {
@@ -483,11 +565,19 @@ async fn history(dir: &Path, target: u64) {
             break;
         }
         n += page.len() as u64;
-        after = page.last().and_then(|e| e.global_position).expect("position");
+        after = page
+            .last()
+            .and_then(|e| e.global_position)
+            .expect("position");
     }
-    row("decoded feed scan (EventEnvelope, pages of 10,000)", per_sec(n, start.elapsed()), &format!("{n} events"));
+    row(
+        "decoded feed scan (EventEnvelope, pages of 10,000)",
+        per_sec(n, start.elapsed()),
+        &format!("{n} events"),
+    );
     // Rebuild of all four projections.
-    let models = Arc::new(SqliteReadModelStore::open(&dir.join("readmodels.sqlite")).expect("models"));
+    let models =
+        Arc::new(SqliteReadModelStore::open(dir.join("readmodels.sqlite")).expect("models"));
     let start = Instant::now();
     let summary = projections::rebuild_all(
         store.clone(),
@@ -501,20 +591,32 @@ async fn history(dir: &Path, target: u64) {
     row(
         "rebuild of all 4 projections from position 0",
         per_sec(summary.events, start.elapsed()),
-        &format!("{} feed events, {} projection applies", summary.events, summary.applied),
+        &format!(
+            "{} feed events, {} projection applies",
+            summary.events, summary.applied
+        ),
     );
 }
 
 async fn loads(dir: &Path) {
-    for (label, every) in [("without snapshots", u64::MAX), ("with snapshots every 100", 100)] {
+    for (label, every) in [
+        ("without snapshots", u64::MAX),
+        ("with snapshots every 100", 100),
+    ] {
         let store = open(dir, &format!("load-{every}.sqlite"), Synchronous::Normal);
         let svc = CommandService::new(
             store.clone(),
             Arc::new(SystemClock),
-            ServiceConfig { snapshot_every: every, ..ServiceConfig::default() },
+            ServiceConfig {
+                snapshot_every: every,
+                ..ServiceConfig::default()
+            },
         );
         let shop = Shop::new(Arc::new(svc), Arc::new(SimulatedGateway::new()));
-        let ctx = CommandContext { metadata: meta(), idempotency: None };
+        let ctx = CommandContext {
+            metadata: meta(),
+            idempotency: None,
+        };
         shop.create_product(
             &ctx,
             NewProduct {
@@ -551,7 +653,10 @@ async fn loads(dir: &Path) {
 fn main() {
     let a = args();
     let dir = tempfile::tempdir().expect("tempdir");
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     println!("| measurement | result | notes |");
     println!("|---|---|---|");
     raw_baselines(dir.path(), a.quick);

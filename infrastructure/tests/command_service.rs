@@ -4,8 +4,8 @@
 
 use commands::{
     Caller, CheckoutInput, CommandContext, CommandError, CommandService, EventStore,
-    IdempotencyKey, Metadata, NewProduct, ProcessManagers, ServiceConfig, Shop,
-    StreamRef, SystemClock,
+    IdempotencyKey, Metadata, NewProduct, ProcessManagers, ServiceConfig, Shop, StreamRef,
+    SystemClock,
 };
 use domain::{
     CustomerId, Money, Order, OrderCommand, OrderStatus, Payment, PaymentCommand, PaymentStatus,
@@ -26,8 +26,7 @@ struct Fixture {
 fn fixture_with(config: ServiceConfig) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn EventStore> = Arc::new(
-        SqliteEventStore::open(dir.path().join("events.sqlite"), SqliteOptions::default())
-            .unwrap(),
+        SqliteEventStore::open(dir.path().join("events.sqlite"), SqliteOptions::default()).unwrap(),
     );
     let gateway = Arc::new(SimulatedGateway::new());
     let svc = Arc::new(CommandService::new(
@@ -153,7 +152,11 @@ async fn checkout_commits_cart_order_stock_and_payment_in_one_commit() {
         .unwrap();
     assert_eq!(receipt.value.total, eur("22.50"));
     let commit = receipt.commit.clone().unwrap();
-    let mut streams: Vec<StreamType> = commit.streams.iter().map(|s| s.stream.stream_type).collect();
+    let mut streams: Vec<StreamType> = commit
+        .streams
+        .iter()
+        .map(|s| s.stream.stream_type)
+        .collect();
     streams.sort();
     assert_eq!(
         streams,
@@ -166,15 +169,28 @@ async fn checkout_commits_cart_order_stock_and_payment_in_one_commit() {
         ]
     );
     let new_events = f.store.feed(head_before, 100).await.unwrap();
-    assert_eq!(new_events.len(), 5, "one event per stream, all in one commit");
+    assert_eq!(
+        new_events.len(),
+        5,
+        "one event per stream, all in one commit"
+    );
     let order = order_state(&f, &receipt.value.order_id).await;
     assert_eq!(order.status, OrderStatus::AwaitingPayment);
     assert_eq!(order.total, Some(eur("22.50")));
     assert_eq!(product_state(&f, "p1").await.available(), 3);
     // A second checkout of the same cart is refused cleanly.
-    let again = f.shop.checkout(&ctx(), &caller, &cart, checkout_input()).await;
+    let again = f
+        .shop
+        .checkout(&ctx(), &caller, &cart, checkout_input())
+        .await;
     assert!(
-        matches!(again, Err(CommandError::Rejected { code: "cart_checked_out", .. })),
+        matches!(
+            again,
+            Err(CommandError::Rejected {
+                code: "cart_checked_out",
+                ..
+            })
+        ),
         "{again:?}"
     );
 }
@@ -185,10 +201,16 @@ async fn checkout_uses_the_product_price_not_the_price_seen_in_the_cart() {
     product(&f, "p1", "10.00", 5).await;
     let (caller, cart) = cart_with(&f, "alice", &[("p1", 1)]).await;
     f.shop
-        .product_command(&ctx(), "p1", |_| ProductCommand::Reprice { price: eur("12.00") })
+        .product_command(&ctx(), "p1", |_| ProductCommand::Reprice {
+            price: eur("12.00"),
+        })
         .await
         .unwrap();
-    let receipt = f.shop.checkout(&ctx(), &caller, &cart, checkout_input()).await.unwrap();
+    let receipt = f
+        .shop
+        .checkout(&ctx(), &caller, &cart, checkout_input())
+        .await
+        .unwrap();
     assert_eq!(receipt.value.total, eur("12.00"));
 }
 
@@ -207,7 +229,9 @@ async fn fifty_concurrent_checkouts_of_ten_units_give_ten_orders_and_forty_clean
     for (caller, cart) in carts {
         let f = f.clone();
         tasks.push(tokio::spawn(async move {
-            f.shop.checkout(&ctx(), &caller, &cart, checkout_input()).await
+            f.shop
+                .checkout(&ctx(), &caller, &cart, checkout_input())
+                .await
         }));
     }
     let mut ok = 0;
@@ -252,7 +276,13 @@ async fn concurrent_adds_to_one_cart_are_retried_and_all_land() {
         let (f, caller, cart) = (f.clone(), caller.clone(), cart.clone());
         tasks.push(tokio::spawn(async move {
             f.shop
-                .add_item(&ctx(), &caller, &cart, &format!("p{i}"), Quantity::parse(1).unwrap())
+                .add_item(
+                    &ctx(),
+                    &caller,
+                    &cart,
+                    &format!("p{i}"),
+                    Quantity::parse(1).unwrap(),
+                )
                 .await
         }));
     }
@@ -295,7 +325,10 @@ async fn a_conflict_that_never_resolves_surfaces_as_conflict() {
     assert_eq!(ok + conflicts, 16);
     assert!(ok >= 1);
     let view = f.shop.get_cart(&caller, &cart).await.unwrap();
-    assert_eq!(view.lines[0].quantity as usize, ok, "only winners are applied");
+    assert_eq!(
+        view.lines[0].quantity as usize, ok,
+        "only winners are applied"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -309,23 +342,47 @@ async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_request
     };
     let first = f
         .shop
-        .add_item(&keyed(b"a"), &caller, &cart, "p1", Quantity::parse(2).unwrap())
+        .add_item(
+            &keyed(b"a"),
+            &caller,
+            &cart,
+            "p1",
+            Quantity::parse(2).unwrap(),
+        )
         .await
         .unwrap();
     let second = f
         .shop
-        .add_item(&keyed(b"a"), &caller, &cart, "p1", Quantity::parse(2).unwrap())
+        .add_item(
+            &keyed(b"a"),
+            &caller,
+            &cart,
+            "p1",
+            Quantity::parse(2).unwrap(),
+        )
         .await
         .unwrap();
     assert!(!first.replayed);
     assert!(second.replayed);
     assert_eq!(first.value, second.value);
-    assert_eq!(f.shop.get_cart(&caller, &cart).await.unwrap().lines[0].quantity, 2);
+    assert_eq!(
+        f.shop.get_cart(&caller, &cart).await.unwrap().lines[0].quantity,
+        2
+    );
     let other = f
         .shop
-        .add_item(&keyed(b"b"), &caller, &cart, "p1", Quantity::parse(3).unwrap())
+        .add_item(
+            &keyed(b"b"),
+            &caller,
+            &cart,
+            "p1",
+            Quantity::parse(3).unwrap(),
+        )
         .await;
-    assert!(matches!(other, Err(CommandError::IdempotencyMismatch)), "{other:?}");
+    assert!(
+        matches!(other, Err(CommandError::IdempotencyMismatch)),
+        "{other:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -344,12 +401,20 @@ async fn customers_cannot_reach_each_others_carts_or_orders() {
             .await,
         Err(CommandError::NotFound { .. })
     ));
-    let order = f.shop.checkout(&ctx(), &alice, &cart, checkout_input()).await.unwrap();
+    let order = f
+        .shop
+        .checkout(&ctx(), &alice, &cart, checkout_input())
+        .await
+        .unwrap();
     assert!(matches!(
         f.shop.get_order_state(&bob, &order.value.order_id).await,
         Err(CommandError::NotFound { .. })
     ));
-    assert!(f.shop.get_order_state(&alice, &order.value.order_id).await.is_ok());
+    assert!(f
+        .shop
+        .get_order_state(&alice, &order.value.order_id)
+        .await
+        .is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -394,13 +459,17 @@ async fn payment_success_marks_the_order_paid_once_even_when_redelivered() {
         .await
         .unwrap();
     let intent = intent.expect("the simulated gateway answers at once");
-    f.gateway.confirm(&intent.intent_id, "pm_card_visa").unwrap();
+    f.gateway
+        .confirm(&intent.intent_id, "pm_card_visa")
+        .unwrap();
     let at = chrono::Utc::now();
     f.shop
-        .payment_fact(&ctx(), &receipt.value.payment_id, |_| PaymentCommand::RecordSucceeded {
-            intent_id: intent.intent_id.clone(),
-            amount: eur("10.00"),
-            at,
+        .payment_fact(&ctx(), &receipt.value.payment_id, |_| {
+            PaymentCommand::RecordSucceeded {
+                intent_id: intent.intent_id.clone(),
+                amount: eur("10.00"),
+                at,
+            }
         })
         .await
         .unwrap();
@@ -409,10 +478,22 @@ async fn payment_success_marks_the_order_paid_once_even_when_redelivered() {
     let order = order_state(&f, &receipt.value.order_id).await;
     assert_eq!(order.status, OrderStatus::Paid);
     // Redeliver every event of the feed: nothing changes.
-    let version_before = f.shop.service().load::<Order>(&receipt.value.order_id).await.unwrap().version;
+    let version_before = f
+        .shop
+        .service()
+        .load::<Order>(&receipt.value.order_id)
+        .await
+        .unwrap()
+        .version;
     let mut from_zero = 0;
     drain_process_managers(&f, &mut from_zero).await;
-    let version_after = f.shop.service().load::<Order>(&receipt.value.order_id).await.unwrap().version;
+    let version_after = f
+        .shop
+        .service()
+        .load::<Order>(&receipt.value.order_id)
+        .await
+        .unwrap()
+        .version;
     assert_eq!(version_before, version_after);
 }
 
@@ -429,10 +510,12 @@ async fn payment_failure_marks_the_order_and_a_late_failure_after_success_is_ign
     let intent = intent.unwrap().intent_id;
     let now = chrono::Utc::now();
     f.shop
-        .payment_fact(&ctx(), &receipt.value.payment_id, |_| PaymentCommand::RecordFailed {
-            intent_id: intent.clone(),
-            reason: "card_declined".into(),
-            at: now,
+        .payment_fact(&ctx(), &receipt.value.payment_id, |_| {
+            PaymentCommand::RecordFailed {
+                intent_id: intent.clone(),
+                reason: "card_declined".into(),
+                at: now,
+            }
         })
         .await
         .unwrap();
@@ -443,15 +526,20 @@ async fn payment_failure_marks_the_order_and_a_late_failure_after_success_is_ign
         OrderStatus::PaymentFailed
     );
     f.shop
-        .payment_fact(&ctx(), &receipt.value.payment_id, |_| PaymentCommand::RecordSucceeded {
-            intent_id: intent.clone(),
-            amount: eur("10.00"),
-            at: now,
+        .payment_fact(&ctx(), &receipt.value.payment_id, |_| {
+            PaymentCommand::RecordSucceeded {
+                intent_id: intent.clone(),
+                amount: eur("10.00"),
+                at: now,
+            }
         })
         .await
         .unwrap();
     drain_process_managers(&f, &mut pos).await;
-    assert_eq!(order_state(&f, &receipt.value.order_id).await.status, OrderStatus::Paid);
+    assert_eq!(
+        order_state(&f, &receipt.value.order_id).await.status,
+        OrderStatus::Paid
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -459,13 +547,19 @@ async fn cancelling_an_unpaid_order_releases_its_stock() {
     let f = fixture();
     product(&f, "p1", "10.00", 5).await;
     let (caller, cart) = cart_with(&f, "alice", &[("p1", 3)]).await;
-    let receipt = f.shop.checkout(&ctx(), &caller, &cart, checkout_input()).await.unwrap();
+    let receipt = f
+        .shop
+        .checkout(&ctx(), &caller, &cart, checkout_input())
+        .await
+        .unwrap();
     assert_eq!(product_state(&f, "p1").await.available(), 2);
     let at = chrono::Utc::now();
     f.shop
-        .order_command(&ctx(), &caller, &receipt.value.order_id, |_| OrderCommand::Cancel {
-            reason: "changed my mind".into(),
-            at,
+        .order_command(&ctx(), &caller, &receipt.value.order_id, |_| {
+            OrderCommand::Cancel {
+                reason: "changed my mind".into(),
+                at,
+            }
         })
         .await
         .unwrap();
@@ -493,24 +587,34 @@ async fn cancelling_a_paid_order_refunds_it_and_the_order_ends_refunded() {
     f.gateway.confirm(&intent, "pm_card_visa").unwrap();
     let at = chrono::Utc::now();
     f.shop
-        .payment_fact(&ctx(), &receipt.value.payment_id, |_| PaymentCommand::RecordSucceeded {
-            intent_id: intent.clone(),
-            amount: eur("10.00"),
-            at,
+        .payment_fact(&ctx(), &receipt.value.payment_id, |_| {
+            PaymentCommand::RecordSucceeded {
+                intent_id: intent.clone(),
+                amount: eur("10.00"),
+                at,
+            }
         })
         .await
         .unwrap();
     let mut pos = 0;
     drain_process_managers(&f, &mut pos).await;
     f.shop
-        .order_command(&ctx(), &caller, &receipt.value.order_id, |_| OrderCommand::Cancel {
-            reason: "too slow".into(),
-            at,
+        .order_command(&ctx(), &caller, &receipt.value.order_id, |_| {
+            OrderCommand::Cancel {
+                reason: "too slow".into(),
+                at,
+            }
         })
         .await
         .unwrap();
     drain_process_managers(&f, &mut pos).await;
-    let payment = f.shop.service().load::<Payment>(&receipt.value.payment_id).await.unwrap().state;
+    let payment = f
+        .shop
+        .service()
+        .load::<Payment>(&receipt.value.payment_id)
+        .await
+        .unwrap()
+        .state;
     assert_eq!(payment.status, PaymentStatus::Refunded);
     assert_eq!(payment.refunded, Some(eur("10.00")));
     let order = order_state(&f, &receipt.value.order_id).await;
@@ -531,19 +635,23 @@ async fn shipping_commits_the_reserved_stock() {
     let at = chrono::Utc::now();
     let intent = intent.unwrap().intent_id;
     f.shop
-        .payment_fact(&ctx(), &receipt.value.payment_id, |_| PaymentCommand::RecordSucceeded {
-            intent_id: intent.clone(),
-            amount: eur("20.00"),
-            at,
+        .payment_fact(&ctx(), &receipt.value.payment_id, |_| {
+            PaymentCommand::RecordSucceeded {
+                intent_id: intent.clone(),
+                amount: eur("20.00"),
+                at,
+            }
         })
         .await
         .unwrap();
     let mut pos = 0;
     drain_process_managers(&f, &mut pos).await;
     f.shop
-        .order_command(&ctx(), &Caller::Staff, &receipt.value.order_id, |_| OrderCommand::Ship {
-            tracking: Some("TRACK1".into()),
-            at,
+        .order_command(&ctx(), &Caller::Staff, &receipt.value.order_id, |_| {
+            OrderCommand::Ship {
+                tracking: Some("TRACK1".into()),
+                at,
+            }
         })
         .await
         .unwrap();
@@ -564,24 +672,41 @@ async fn a_payment_for_an_expired_order_is_refunded() {
         .unwrap();
     let at = chrono::Utc::now();
     f.shop
-        .order_command(&ctx(), &Caller::Staff, &receipt.value.order_id, |_| OrderCommand::Expire { at })
+        .order_command(&ctx(), &Caller::Staff, &receipt.value.order_id, |_| {
+            OrderCommand::Expire { at }
+        })
         .await
         .unwrap();
     let mut pos = 0;
     drain_process_managers(&f, &mut pos).await;
-    assert_eq!(product_state(&f, "p1").await.available(), 5, "expiry released the stock");
+    assert_eq!(
+        product_state(&f, "p1").await.available(),
+        5,
+        "expiry released the stock"
+    );
     let intent = intent.unwrap().intent_id;
     f.gateway.confirm(&intent, "pm_card_visa").unwrap();
     f.shop
-        .payment_fact(&ctx(), &receipt.value.payment_id, |_| PaymentCommand::RecordSucceeded {
-            intent_id: intent.clone(),
-            amount: eur("10.00"),
-            at,
+        .payment_fact(&ctx(), &receipt.value.payment_id, |_| {
+            PaymentCommand::RecordSucceeded {
+                intent_id: intent.clone(),
+                amount: eur("10.00"),
+                at,
+            }
         })
         .await
         .unwrap();
     drain_process_managers(&f, &mut pos).await;
-    let payment = f.shop.service().load::<Payment>(&receipt.value.payment_id).await.unwrap().state;
+    let payment = f
+        .shop
+        .service()
+        .load::<Payment>(&receipt.value.payment_id)
+        .await
+        .unwrap()
+        .state;
     assert_eq!(payment.status, PaymentStatus::Refunded);
-    assert_eq!(order_state(&f, &receipt.value.order_id).await.status, OrderStatus::Expired);
+    assert_eq!(
+        order_state(&f, &receipt.value.order_id).await.status,
+        OrderStatus::Expired
+    );
 }

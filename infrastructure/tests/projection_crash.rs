@@ -117,10 +117,21 @@ async fn child(dir: std::path::PathBuf) {
             while Instant::now() < deadline {
                 let customer = CustomerId::parse(&format!("c{t}-{i}")).expect("id");
                 let caller = Caller::Customer(customer.clone());
-                let cart = shop.open_cart(&ctx(), &customer).await.expect("cart").value.cart_id;
-                shop.add_item(&ctx(), &caller, &cart, &format!("p{}", i % 5), Quantity::parse(1).expect("q"))
+                let cart = shop
+                    .open_cart(&ctx(), &customer)
                     .await
-                    .expect("add");
+                    .expect("cart")
+                    .value
+                    .cart_id;
+                shop.add_item(
+                    &ctx(),
+                    &caller,
+                    &cart,
+                    &format!("p{}", i % 5),
+                    Quantity::parse(1).expect("q"),
+                )
+                .await
+                .expect("add");
                 shop.checkout_and_pay(
                     &ctx(),
                     &caller,
@@ -179,7 +190,10 @@ async fn projections_restarted_after_a_crash_equal_a_clean_rebuild() {
     }
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
-    assert_eq!(acks, 60, "the child acknowledged checkouts before it was killed");
+    assert_eq!(
+        acks, 60,
+        "the child acknowledged checkouts before it was killed"
+    );
 
     let (store, models) = open(dir.path());
     let head = store.head().await.expect("head");
@@ -216,5 +230,8 @@ async fn projections_restarted_after_a_crash_equal_a_clean_rebuild() {
     let rebuilt = fresh.dump().expect("dump");
     assert!(!rebuilt.is_empty());
     assert_eq!(incremental.len(), rebuilt.len(), "same documents");
-    assert!(incremental == rebuilt, "restarted read models equal a clean rebuild");
+    assert!(
+        incremental == rebuilt,
+        "restarted read models equal a clean rebuild"
+    );
 }

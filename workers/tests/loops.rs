@@ -95,7 +95,10 @@ fn fast() -> LoopConfig {
 async fn wait_until(mut check: impl FnMut() -> bool, what: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
@@ -145,13 +148,21 @@ async fn a_failing_projection_retries_reports_unhealthy_and_never_skips_the_even
         cancel.clone(),
         fast(),
     );
-    wait_until(|| flaky.failures.load(Ordering::SeqCst) >= 4, "four failures").await;
+    wait_until(
+        || flaky.failures.load(Ordering::SeqCst) >= 4,
+        "four failures",
+    )
+    .await;
     watcher.await.unwrap();
     assert!(
         seen_unhealthy.load(Ordering::SeqCst),
         "the worker reported itself unhealthy while failing"
     );
-    wait_until(|| health.position("projection:flaky") == Some(5), "catch-up").await;
+    wait_until(
+        || health.position("projection:flaky") == Some(5),
+        "catch-up",
+    )
+    .await;
     let doc = models.get("flaky", "s1").await.unwrap().unwrap();
     assert_eq!(
         doc["seqs"],
