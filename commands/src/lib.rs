@@ -9,15 +9,19 @@ pub mod conformance;
 
 pub use store::*;
 pub mod error;
+pub mod fanout;
 pub mod ports;
 pub mod service;
+pub mod payments;
 pub mod process;
 pub mod shop;
 pub mod upcast;
 
 pub use error::*;
+pub use fanout::*;
 pub use ports::*;
 pub use service::*;
+pub use payments::*;
 pub use process::*;
 pub use shop::*;
 pub use upcast::*;

@@ -11,7 +11,7 @@
 //! redelivered event is a no-op at the store. Steps are safe to run at least once.
 
 use crate::error::CommandError;
-use crate::ports::{PaymentGateway, RefundRequest};
+use crate::ports::{PaymentGateway, RefundRequest, RefundResult};
 use crate::service::CommandContext;
 use crate::shop::{Caller, Shop};
 use crate::store::EventEnvelope;
@@ -264,11 +264,15 @@ impl ProcessManagers {
             key,
         )
         .await
+        .map(|_| ())
     }
 }
 
 /// Requests a refund at the provider and records it on the payment (cumulative amount).
 /// Shared by the process managers and support refunds.
+///
+/// Returns the provider's answer, or `None` when nothing was left to refund. A refund the
+/// provider reports as pending is not recorded here: the `charge.refunded` webhook records it.
 pub async fn refund_and_record(
     shop: &Shop,
     gateway: &dyn PaymentGateway,
@@ -276,7 +280,7 @@ pub async fn refund_and_record(
     payment: &Payment,
     amount: Option<Money>,
     key: &str,
-) -> Result<(), CommandError> {
+) -> Result<Option<RefundResult>, CommandError> {
     let (Some(pid), Some(order_id), Some(intent_id), Some(captured)) = (
         payment.id.clone(),
         payment.order_id.clone(),
@@ -297,7 +301,7 @@ pub async fn refund_and_record(
         .map_err(|e| CommandError::Internal(e.to_string()))?;
     let amount = amount.unwrap_or(remaining);
     if amount.is_zero() {
-        return Ok(());
+        return Ok(None);
     }
     let result = gateway
         .refund(RefundRequest {
@@ -311,7 +315,7 @@ pub async fn refund_and_record(
     if result.status != "succeeded" {
         // Recorded when the provider confirms it (webhook).
         tracing::info!(refund_id = %result.refund_id, status = %result.status, "refund pending at the provider");
-        return Ok(());
+        return Ok(Some(result));
     }
     let total = already
         .checked_add(&result.amount)
@@ -324,7 +328,7 @@ pub async fn refund_and_record(
         at,
     })
     .await?;
-    Ok(())
+    Ok(Some(result))
 }
 
 /// A rejection that means the step's effect is already in place is success for a process

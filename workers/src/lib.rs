@@ -4,7 +4,12 @@
 
 pub mod health;
 pub mod feed;
+pub mod payments;
+pub mod queue;
+pub mod relay;
 
 pub use health::*;
 pub use feed::*;
+pub use queue::*;
+pub use relay::*;
 pub use tokio_util::sync::CancellationToken;

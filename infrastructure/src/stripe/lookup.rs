@@ -1,0 +1,43 @@
+//! [`PaymentLookup`] over the support read model's `support_by_intent` index.
+
+use async_trait::async_trait;
+use commands::{CommandError, IntentOwner, PaymentLookup, StoreError};
+use projections::store::ReadModelStore;
+use projections::support::{search_orders, SupportQuery};
+use std::sync::Arc;
+
+/// Finds the order of a PaymentIntent through the support projection (which indexes orders by
+/// intent id once `PaymentIntentCreated` is projected). Eventually consistent: an intent created
+/// a few milliseconds ago may not be found yet, which only matters for charge and dispute events
+/// (intent events carry our metadata).
+pub struct ReadModelPaymentLookup {
+    models: Arc<dyn ReadModelStore>,
+}
+
+impl ReadModelPaymentLookup {
+    pub fn new(models: Arc<dyn ReadModelStore>) -> Self {
+        Self { models }
+    }
+}
+
+#[async_trait]
+impl PaymentLookup for ReadModelPaymentLookup {
+    async fn owner_of_intent(&self, intent_id: &str) -> Result<Option<IntentOwner>, CommandError> {
+        let query = SupportQuery {
+            intent_id: Some(intent_id.to_string()),
+            limit: 1,
+            ..SupportQuery::default()
+        };
+        let found = search_orders(&*self.models, &query).await.map_err(|e| {
+            if e.is_transient() {
+                CommandError::Store(StoreError::Unavailable(e.to_string()))
+            } else {
+                CommandError::Internal(format!("support read model lookup failed: {e}"))
+            }
+        })?;
+        Ok(found
+            .into_iter()
+            .next()
+            .map(|view| IntentOwner::Order(view.order_id)))
+    }
+}
