@@ -324,16 +324,24 @@ pub const JWT_SECRET_FILE: &str = "jwt_secret";
 /// Reads the dev HS256 secret from `data_dir/jwt_secret`, creating it (32 random bytes, hex,
 /// mode 0600) on first use, so that `serve` and `token` on one data directory agree.
 pub fn load_or_create_secret(data_dir: &Path) -> std::io::Result<String> {
+    load_or_create_secret_file(&data_dir.join(JWT_SECRET_FILE), "")
+}
+
+/// Reads a secret kept in `path`, creating it on first use (`prefix` + 32 random bytes in hex,
+/// mode 0600). Concurrent creators agree on one value.
+pub fn load_or_create_secret_file(path: &Path, prefix: &str) -> std::io::Result<String> {
     use std::io::Write;
-    let path = data_dir.join(JWT_SECRET_FILE);
+    let path = path.to_path_buf();
     match std::fs::read_to_string(&path) {
         Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    std::fs::create_dir_all(data_dir)?;
-    let secret = hex::encode(rand::random::<[u8; 32]>());
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let secret = format!("{prefix}{}", hex::encode(rand::random::<[u8; 32]>()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

@@ -10,7 +10,13 @@ use commands::{
     Metadata, NewProduct, ProcessManagers, ServiceConfig, Shop, SystemClock, UpcastingStore,
 };
 use domain::{Money, Product, ProductId};
+use crate::webhooks::{SimulatedSigner, StripeWebhooks};
+use commands::{PaymentGateway, Payments};
 use infrastructure::payments::simulated::SimulatedGateway;
+use infrastructure::stripe::gateway::{SecretKey, StripeConfig, StripeGateway};
+use infrastructure::stripe::lookup::ReadModelPaymentLookup;
+use infrastructure::stripe::webhook::WebhookVerifier;
+use workers::payments::{PaymentRetryConfig, PaymentRetryWorker};
 use infrastructure::sqlite::{SqliteEventStore, SqliteOptions, Synchronous};
 use infrastructure::sqlite_checkpoints::SqliteCheckpointStore;
 use infrastructure::sqlite_readmodel::SqliteReadModelStore;
@@ -46,6 +52,20 @@ pub struct EmbeddedConfig {
     pub demo_catalog: bool,
     /// Worker loop timing.
     pub loop_config: LoopConfig,
+    /// Real Stripe instead of the simulated gateway.
+    pub stripe: Option<StripeSettings>,
+    /// Webhook signing secrets accepted on `/v1/webhooks/stripe` (current first, then the
+    /// previous one while rotating). Unset in the embedded default: the simulated gateway's own
+    /// secret (`data_dir/stripe_webhook_secret`) is used.
+    pub webhook_secrets: Vec<String>,
+}
+
+/// Stripe configuration (`STRIPE_SECRET_KEY`, `STRIPE_BASE_URL`).
+#[derive(Clone)]
+pub struct StripeSettings {
+    pub secret_key: String,
+    /// `https://api.stripe.com` by default; tests point it at a local fake.
+    pub base_url: Option<String>,
 }
 
 impl std::fmt::Debug for EmbeddedConfig {
@@ -61,6 +81,8 @@ impl std::fmt::Debug for EmbeddedConfig {
             )
             .field("jwks_url", &self.jwks_url)
             .field("demo_catalog", &self.demo_catalog)
+            .field("stripe", &self.stripe.as_ref().map(|s| (&s.base_url, "<redacted key>")))
+            .field("webhook_secrets", &self.webhook_secrets.len())
             .finish()
     }
 }
@@ -76,6 +98,8 @@ impl EmbeddedConfig {
             jwks_url: None,
             demo_catalog: true,
             loop_config: LoopConfig::default(),
+            stripe: None,
+            webhook_secrets: Vec::new(),
         }
     }
 
@@ -89,15 +113,32 @@ impl EmbeddedConfig {
     }
 }
 
-/// A running embedded backbone: the state the HTTP API serves and the workers behind it.
+/// A running backbone: the state the HTTP API serves and the workers behind it. Built by
+/// [`start_embedded`] or, for the AWS deployment, [`crate::compose_aws::start_aws`].
 pub struct Embedded {
     pub state: AppState,
     pub cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
-    _lock: std::fs::File,
+    /// The data directory's lock (embedded only).
+    _lock: Option<std::fs::File>,
 }
 
 impl Embedded {
+    /// A running backbone from its parts: `tasks` are stopped through `cancel` on shutdown.
+    pub fn from_parts(
+        state: AppState,
+        cancel: CancellationToken,
+        tasks: Vec<JoinHandle<()>>,
+        lock: Option<std::fs::File>,
+    ) -> Self {
+        Self {
+            state,
+            cancel,
+            tasks,
+            _lock: lock,
+        }
+    }
+
     /// Stops the workers and waits for them; the stores close when the last state is dropped.
     pub async fn shutdown(self) {
         self.cancel.cancel();
@@ -193,7 +234,17 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
         None => Authenticator::hs256(config.hs256_secret()?.as_bytes()),
     };
 
-    let gateway = Arc::new(SimulatedGateway::new());
+    let simulated = Arc::new(SimulatedGateway::new());
+    let gateway: Arc<dyn PaymentGateway> = match &config.stripe {
+        Some(stripe) => {
+            let mut settings = StripeConfig::new(SecretKey::new(stripe.secret_key.clone()));
+            if let Some(url) = &stripe.base_url {
+                settings = settings.with_base_url(url.clone());
+            }
+            Arc::new(StripeGateway::new(settings).context("configuring the Stripe gateway")?)
+        }
+        None => simulated.clone(),
+    };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let service = Arc::new(CommandService::new(
         store.clone(),
@@ -202,6 +253,13 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
     ));
     let shop = Arc::new(Shop::new(service, gateway.clone()));
     let managers = Arc::new(ProcessManagers::new(shop.clone(), gateway.clone()));
+    let webhooks = Arc::new(stripe_webhooks(
+        &config,
+        shop.clone(),
+        gateway.clone(),
+        models.clone(),
+        clock.clone(),
+    )?);
 
     let health = Health::default();
     let cancel = CancellationToken::new();
@@ -243,21 +301,39 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
         config.loop_config.clone(),
     ));
 
+    // Creates provider intents that checkout could not (provider down), once they are due.
+    let retry = Arc::new(PaymentRetryWorker::new(
+        store.clone(),
+        shop.clone(),
+        clock.clone(),
+        PaymentRetryConfig::default(),
+    ));
+    tasks.push(retry.spawn(
+        notify.clone(),
+        health.clone(),
+        cancel.clone(),
+        LoopConfig {
+            poll: Duration::from_secs(1),
+            ..config.loop_config.clone()
+        },
+    ));
+
     let state = AppState {
         shop,
         store,
         models,
         clock,
         health,
-        payments: gateway,
+        payments: simulated,
         auth: Arc::new(authenticator),
         metrics: crate::metrics::prometheus(),
+        webhooks,
     };
     let embedded = Embedded {
         state,
         cancel,
         tasks,
-        _lock: lock,
+        _lock: Some(lock),
     };
     if config.demo_catalog {
         if let Err(err) = seed_demo_catalog(&embedded.state.shop).await {
@@ -268,6 +344,39 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
     tracing::info!(?config, "embedded backbone started");
     Ok(embedded)
 }
+
+/// The webhook endpoint: real Stripe secrets when configured, else the simulated gateway's own
+/// secret (created in the data directory on first use), plus any configured secret.
+pub fn stripe_webhooks(
+    config: &EmbeddedConfig,
+    shop: Arc<Shop>,
+    gateway: Arc<dyn PaymentGateway>,
+    models: Arc<dyn ReadModelStore>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<StripeWebhooks> {
+    let lookup = Arc::new(ReadModelPaymentLookup::new(models));
+    let payments = Arc::new(Payments::new(shop, gateway, lookup));
+    let mut secrets = config.webhook_secrets.clone();
+    let simulated = if config.stripe.is_some() {
+        if secrets.is_empty() {
+            anyhow::bail!("STRIPE_WEBHOOK_SECRET is required when STRIPE_SECRET_KEY is set");
+        }
+        None
+    } else {
+        let secret = auth::load_or_create_secret_file(
+            &config.data_dir.join(SIM_WEBHOOK_SECRET_FILE),
+            "whsec_",
+        )
+        .context("reading the simulated gateway's webhook secret")?;
+        secrets.push(secret.clone());
+        Some(SimulatedSigner::new(secret))
+    };
+    let verifier = WebhookVerifier::new(secrets).context("configuring the webhook secrets")?;
+    Ok(StripeWebhooks::new(verifier, payments, clock, simulated))
+}
+
+/// The simulated gateway's webhook signing secret, inside the data directory.
+pub const SIM_WEBHOOK_SECRET_FILE: &str = "stripe_webhook_secret";
 
 /// The demo catalog: (id, name, category, price in EUR, stock).
 pub const DEMO_CATALOG: &[(&str, &str, &str, &str, u32)] = &[

@@ -2,12 +2,14 @@
 //! The HTTP API of the order backbone and the composition root of the embedded default.
 //!
 //! - [`compose`]: builds the stores, the shop, the workers ([`start_embedded`]).
+//! - [`compose_aws`]: the same on DynamoDB, Streams, EventBridge and SQS ([`compose_aws::start_aws`]).
 //! - [`routes::app`]: the axum router (testable without a socket).
 //! - [`serve`]: serving with graceful shutdown.
 //! - [`error::ApiError`]: the one mapping from failures to HTTP.
 
 pub mod auth;
 pub mod compose;
+pub mod compose_aws;
 pub mod error;
 pub mod export;
 pub mod extract;
@@ -19,6 +21,7 @@ pub mod routes;
 pub mod serve;
 pub mod state;
 pub mod time_travel;
+pub mod webhooks;
 
 pub use compose::{start_embedded, Embedded, EmbeddedConfig};
 pub use routes::app;

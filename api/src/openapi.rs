@@ -1,6 +1,6 @@
 //! The OpenAPI document served at `/openapi.json`, generated from the handlers' annotations.
 
-use crate::routes::{admin, analyst, carts, catalog, ops, orders, payments, support};
+use crate::routes::{admin, analyst, carts, catalog, ops, orders, payments, support, webhooks};
 use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
@@ -50,7 +50,8 @@ pass it as `after_position` to a query to read your own writes."
         payments::confirm,
         admin::create_product, admin::reprice, admin::restock, admin::retire, admin::ship,
         admin::deliver,
-        support::search, support::timeline,
+        support::search, support::timeline, support::refund,
+        webhooks::stripe,
         analyst::events, analyst::stream_at,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),

@@ -3,8 +3,10 @@
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use commands::{Ack, Caller, CommandContext, CreateIntent, Executed, PaymentGateway};
-use domain::{Payment, PaymentCommand, PaymentId};
+use crate::webhooks::SimulatedIntentEvent;
+use commands::{Ack, Caller, CommandContext, CreateIntent, Decision, Executed, PaymentGateway, WebhookOutcome};
+use domain::{Payment, PaymentId};
+use infrastructure::stripe::testing::IntentSpec;
 use infrastructure::payments::simulated::{outcome_for, SimOutcome};
 
 /// Confirms `payment_id` with a test payment method on behalf of the customer who owns its
@@ -60,25 +62,80 @@ pub async fn confirm_simulated(
         .payments
         .confirm(&intent.intent_id, payment_method)
         .map_err(commands::CommandError::from)?;
-    let at = state.clock.now();
-    let intent_id = intent.intent_id;
-    let executed = state
-        .shop
-        .payment_fact(ctx, payment_id.as_str(), |_| match &outcome {
-            SimOutcome::Succeeded => PaymentCommand::RecordSucceeded {
-                intent_id: intent_id.clone(),
-                amount: captured.clone(),
-                at,
+    // The provider's answer travels like Stripe's: a signed webhook through the same endpoint
+    // logic. Its event id is derived from the request, so a retried request is a duplicate
+    // delivery (one effect), and each distinct confirmation is a new event.
+    let event_seed = match &ctx.idempotency {
+        Some(key) => key.command_id.clone(),
+        None => uuid::Uuid::now_v7().to_string(),
+    };
+    let event_id = format!(
+        "evt_sim_{}",
+        &commands::IdempotencyKey::new(&event_seed, event_seed.as_bytes()).fingerprint[..24]
+    );
+    let (event_type, failure) = match &outcome {
+        SimOutcome::Succeeded => ("payment_intent.succeeded", None),
+        SimOutcome::Failed { reason } => ("payment_intent.payment_failed", Some(reason.as_str())),
+        SimOutcome::RequiresAction => ("payment_intent.requires_action", None),
+    };
+    let currency = captured.currency().code().to_ascii_lowercase();
+    let payment_key = payment_id.to_string();
+    let order_key = payment.state.order_id.as_ref().map(|o| o.to_string());
+    let delivered = state
+        .webhooks
+        .deliver_simulated(
+            SimulatedIntentEvent {
+                event_id: &event_id,
+                event_type,
+                intent: IntentSpec {
+                    intent_id: &intent.intent_id,
+                    amount_minor: captured.to_minor(),
+                    currency: &currency,
+                    payment_id: Some(&payment_key),
+                    order_id: order_key.as_deref(),
+                },
+                failure,
             },
-            SimOutcome::Failed { reason } => PaymentCommand::RecordFailed {
-                intent_id: intent_id.clone(),
-                reason: reason.clone(),
-                at,
-            },
-            SimOutcome::RequiresAction => PaymentCommand::RecordRequiresAction {
-                intent_id: intent_id.clone(),
-            },
-        })
+            ctx.metadata.clone(),
+        )
         .await?;
+    let (status, replayed) = match &delivered {
+        WebhookOutcome::Applied { status, .. } | WebhookOutcome::NoChange { status, .. } => {
+            (status.clone(), false)
+        }
+        WebhookOutcome::Duplicate { status, .. } => (status.clone(), true),
+        WebhookOutcome::Rejected { code, message, .. } => {
+            return Err(ApiError::from(commands::CommandError::rejected(
+                "payment_rejected",
+                format!("{code}: {message}"),
+            )))
+        }
+        WebhookOutcome::Ignored { .. } => {
+            return Err(ApiError::from(commands::CommandError::Internal(
+                "simulated payment event was ignored".into(),
+            )))
+        }
+    };
+    let version = svc.load::<Payment>(payment_id.as_str()).await?.version;
+    let ack = Ack {
+        id: payment_id.to_string(),
+        version,
+        status,
+    };
+    // Remember the answer under the request's Idempotency-Key too, so a retry gets this exact
+    // response (the payment events above are already deduplicated by the Stripe event id).
+    let mut executed = svc
+        .commit(Decision::default(), ctx, ack)
+        .await?;
+    executed.replayed |= replayed;
+    if executed.position().is_none() {
+        // Read-your-writes: the feed head now covers the payment's commit.
+        let head = state.store.head().await.map_err(commands::CommandError::from)?;
+        executed.commit = Some(commands::CommitResult {
+            position: Some(head),
+            streams: Vec::new(),
+            committed_at: state.clock.now(),
+        });
+    }
     Ok(executed)
 }

@@ -23,6 +23,8 @@ pub struct AppState {
     pub payments: Arc<SimulatedGateway>,
     pub auth: Arc<Authenticator>,
     pub metrics: PrometheusHandle,
+    /// Provider webhooks (Stripe, or the simulated gateway's deliveries) and support refunds.
+    pub webhooks: Arc<crate::webhooks::StripeWebhooks>,
 }
 
 impl AppState {

@@ -8,6 +8,7 @@ pub mod ops;
 pub mod orders;
 pub mod payments;
 pub mod support;
+pub mod webhooks;
 
 use crate::auth::Role;
 use crate::http::{authorize, command_metrics, request_context, Access, MAX_BODY};
@@ -64,7 +65,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/orders/{id}/deliver", post(admin::deliver));
     let support = Router::new()
         .route("/v1/support/orders", get(support::search))
-        .route("/v1/support/orders/{id}/timeline", get(support::timeline));
+        .route("/v1/support/orders/{id}/timeline", get(support::timeline))
+        .route("/v1/support/orders/{id}/refunds", post(support::refund));
     let analyst = Router::new()
         .route("/v1/events", get(analyst::events))
         .route("/v1/streams/{type}/{id}", get(analyst::stream_at));
@@ -72,7 +74,8 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi));
+        .route("/openapi.json", get(ops::openapi))
+        .route("/v1/webhooks/stripe", post(webhooks::stripe));
 
     Router::new()
         .merge(group(&state, CUSTOMER, storefront))

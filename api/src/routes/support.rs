@@ -94,3 +94,63 @@ pub async fn timeline(
         entries,
     }))
 }
+
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundRequestBody {
+    /// Amount in the order's currency, for example "5.00"; omit it to refund everything that is
+    /// still refundable.
+    #[schema(example = "5.00")]
+    pub amount: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/support/orders/{id}/refunds", tag = "support",
+    params(("id" = String, Path, description = "order id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "the same key returns the first receipt")),
+    request_body = RefundRequestBody,
+    responses((status = 201, description = "the refund receipt: `succeeded` is recorded now, `pending` when Stripe confirms it", body = serde_json::Value),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn refund(
+    State(state): State<AppState>,
+    AppPath(order_id): AppPath<OrderId>,
+    cmd: crate::extract::Cmd<RefundRequestBody>,
+) -> ApiResult<(axum::http::StatusCode, Json<commands::RefundReceipt>)> {
+    let order = state
+        .shop
+        .get_order_state(&cmd.caller(), order_id.as_str())
+        .await?;
+    let amount = match &cmd.body.amount {
+        None => None,
+        Some(raw) => {
+            let currency = order
+                .state
+                .total
+                .as_ref()
+                .map(|t| t.currency())
+                .ok_or_else(|| ApiError::not_found("order"))?;
+            Some(
+                domain::Money::parse(raw.trim(), currency.code())
+                    .map_err(|e| ApiError::validation("amount", e.to_string()))?,
+            )
+        }
+    };
+    if amount.as_ref().is_some_and(|a| a.is_zero()) {
+        return Err(ApiError::validation("amount", "must be greater than zero"));
+    }
+    // The Idempotency-Key (when given) is the refund request's key; without one every request is
+    // a new refund.
+    let request_key = cmd
+        .ctx
+        .idempotency
+        .as_ref()
+        .map(|k| k.command_id.clone())
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let receipt = state
+        .webhooks
+        .payments()
+        .refund_order(&cmd.ctx, order_id.as_str(), amount, &request_key)
+        .await?;
+    Ok((axum::http::StatusCode::CREATED, Json(receipt)))
+}
