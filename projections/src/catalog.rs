@@ -4,9 +4,12 @@
 //! Stock figures are copied from the events (`on_hand`, `reserved`, `available` as the product
 //! aggregate computed them); nothing is recomputed here.
 
-use crate::store::{DocTx, IndexEntry, Projection, ProjectionError, ReadModelError, ReadModelStore};
-use crate::util::{decode, from_body, read_doc, write_doc};
+use crate::store::{
+    DocTx, IndexEntry, Projection, ProjectionError, ReadModelError, ReadModelStore,
+};
+use crate::util::{decode, from_body, update_doc};
 use commands::EventEnvelope;
+use domain::product::event_names::product_event_version;
 use domain::{Money, ProductEvent, ProductId, ProductStatus, StreamType};
 use serde::{Deserialize, Serialize};
 
@@ -62,33 +65,13 @@ impl Projection for CatalogProjection {
     }
 
     fn apply(&self, event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
-        let Some(e) = decode::<ProductEvent>(NAME, event)? else {
+        let Some(e) = decode::<ProductEvent>(NAME, event, product_event_version)? else {
             return Ok(());
         };
-        if let ProductEvent::ProductCreated {
-            product_id,
-            name,
-            category,
-            price,
-            on_hand,
-        } = e
-        {
-            let view = ProductView {
-                product_id,
-                name,
-                category,
-                price,
-                on_hand,
-                // A new product has no reservations yet.
-                reserved: 0,
-                available: on_hand,
-                status: ProductStatus::Active,
-                version: event.sequence,
-            };
-            return write_doc(tx, PRODUCTS, &event.stream_id, &view, view.index());
-        }
-
-        let Some(mut view) = read_doc::<ProductView>(tx, PRODUCTS, &event.stream_id)? else {
+        let known = update_doc(tx, PRODUCTS, &event.stream_id, ProductView::index, |doc| {
+            apply_product(doc, e, event.sequence)
+        })?;
+        if !known {
             // Within a stream events arrive in order and ProductCreated is always first, so this
             // only happens for a product created by an event type this build does not know.
             tracing::warn!(
@@ -96,45 +79,74 @@ impl Projection for CatalogProjection {
                 event_type = %event.event_type,
                 "catalog event for a product without a document ignored"
             );
-            return Ok(());
-        };
-        match e {
-            ProductEvent::ProductCreated { .. } => {}
-            ProductEvent::ProductRepriced { price, .. } => view.price = price,
-            ProductEvent::ProductRestocked {
-                on_hand, available, ..
-            } => {
-                view.on_hand = on_hand;
-                view.available = available;
-            }
-            ProductEvent::StockReserved {
-                reserved,
-                available,
-                ..
-            }
-            | ProductEvent::StockReleased {
-                reserved,
-                available,
-                ..
-            } => {
-                view.reserved = reserved;
-                view.available = available;
-            }
-            ProductEvent::StockCommitted {
-                on_hand,
-                reserved,
-                available,
-                ..
-            } => {
-                view.on_hand = on_hand;
-                view.reserved = reserved;
-                view.available = available;
-            }
-            ProductEvent::ProductRetired { .. } => view.status = ProductStatus::Retired,
         }
-        view.version = event.sequence;
-        write_doc(tx, PRODUCTS, &event.stream_id, &view, view.index())
+        Ok(())
     }
+}
+
+/// Folds one product event into the view; false when there is no view to change.
+fn apply_product(doc: &mut Option<ProductView>, e: ProductEvent, sequence: u64) -> bool {
+    if let ProductEvent::ProductCreated {
+        product_id,
+        name,
+        category,
+        price,
+        on_hand,
+    } = e
+    {
+        *doc = Some(ProductView {
+            product_id,
+            name,
+            category,
+            price,
+            on_hand,
+            // A new product has no reservations yet.
+            reserved: 0,
+            available: on_hand,
+            status: ProductStatus::Active,
+            version: sequence,
+        });
+        return true;
+    }
+    let Some(view) = doc else {
+        return false;
+    };
+    match e {
+        ProductEvent::ProductCreated { .. } => {}
+        ProductEvent::ProductRepriced { price, .. } => view.price = price,
+        ProductEvent::ProductRestocked {
+            on_hand, available, ..
+        } => {
+            view.on_hand = on_hand;
+            view.available = available;
+        }
+        ProductEvent::StockReserved {
+            reserved,
+            available,
+            ..
+        }
+        | ProductEvent::StockReleased {
+            reserved,
+            available,
+            ..
+        } => {
+            view.reserved = reserved;
+            view.available = available;
+        }
+        ProductEvent::StockCommitted {
+            on_hand,
+            reserved,
+            available,
+            ..
+        } => {
+            view.on_hand = on_hand;
+            view.reserved = reserved;
+            view.available = available;
+        }
+        ProductEvent::ProductRetired { .. } => view.status = ProductStatus::Retired,
+    }
+    view.version = sequence;
+    true
 }
 
 /// One product, or `None` when it does not exist (yet).

@@ -115,9 +115,9 @@ pub(crate) fn describe_payment(event: &PaymentEvent) -> String {
             amount,
             refunded_total,
             ..
-        } => format!(
-            "provider refund {refund_id} of {amount} ({refunded_total} refunded in total)"
-        ),
+        } => {
+            format!("provider refund {refund_id} of {amount} ({refunded_total} refunded in total)")
+        }
         PaymentEvent::PaymentDisputed {
             dispute_id,
             reason,

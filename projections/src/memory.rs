@@ -103,13 +103,29 @@ struct MemTx<'a> {
     applied: Vec<(String, StreamRef, u64)>,
 }
 
+impl MemTx<'_> {
+    fn lookup(&self, collection: &str, key: &str) -> Option<&Value> {
+        let k = (collection.to_owned(), key.to_owned());
+        match self.docs.get(&k) {
+            Some(staged) => staged.as_ref().map(|(b, _)| b),
+            None => self.base.docs.get(&k).map(|(b, _)| b),
+        }
+    }
+}
+
 impl DocTx for MemTx<'_> {
     fn get(&mut self, collection: &str, key: &str) -> Result<Option<Value>, ReadModelError> {
-        let k = (collection.to_owned(), key.to_owned());
-        if let Some(staged) = self.docs.get(&k) {
-            return Ok(staged.as_ref().map(|(b, _)| b.clone()));
-        }
-        Ok(self.base.docs.get(&k).map(|(b, _)| b.clone()))
+        Ok(self.lookup(collection, key).cloned())
+    }
+
+    fn read_with(
+        &mut self,
+        collection: &str,
+        key: &str,
+        read: &mut dyn FnMut(Option<&Value>),
+    ) -> Result<(), ReadModelError> {
+        read(self.lookup(collection, key));
+        Ok(())
     }
 
     fn put(

@@ -8,10 +8,15 @@
 //! `apply` consults it, so that rebuilding the read model never makes delivered messages pending
 //! again (which would send them twice).
 
-use crate::store::{DocTx, IndexEntry, Projection, ProjectionError, ReadModelError, ReadModelStore};
-use crate::util::{decode, from_body, read_doc, sort_time, to_body, write_doc};
+use crate::store::{
+    DocTx, IndexEntry, Projection, ProjectionError, ReadModelError, ReadModelStore,
+};
+use crate::util::{
+    decode, from_body, no_index, peek_doc, sort_time, to_body, update_doc, write_doc,
+};
 use chrono::{DateTime, Utc};
 use commands::EventEnvelope;
+use domain::order::event_names::order_event_version;
 use domain::{CustomerId, Money, OrderEvent, OrderId, StreamType};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -188,7 +193,7 @@ impl Projection for NotificationsProjection {
     }
 
     fn apply(&self, event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
-        let Some(e) = decode::<OrderEvent>(NAME, event)? else {
+        let Some(e) = decode::<OrderEvent>(NAME, event, order_event_version)? else {
             return Ok(());
         };
         let order_id = event.stream_id.as_str();
@@ -204,12 +209,12 @@ impl Projection for NotificationsProjection {
                 email: customer_email,
                 total,
             };
-            return write_doc(tx, ORDER_INFO, order_id, &info, Vec::new());
+            return update_doc(tx, ORDER_INFO, order_id, no_index, |doc| *doc = Some(info));
         }
         let Some(kind) = NotificationKind::for_event(&e) else {
             return Ok(());
         };
-        let Some(info) = read_doc::<OrderInfo>(tx, ORDER_INFO, order_id)? else {
+        let Some(info) = peek_doc::<OrderInfo>(tx, ORDER_INFO, order_id, no_index)? else {
             // OrderPlaced is the first event of every order stream and gap filling keeps a
             // stream in order, so this only happens for orders created by an unknown event type.
             tracing::warn!(order_id, event_type = %event.event_type, "notification for an unknown order skipped");
@@ -221,7 +226,7 @@ impl Projection for NotificationsProjection {
             reason: err.to_string(),
         })?;
         let id = event.event_id.to_string();
-        let delivered = read_doc::<Delivery>(tx, DELIVERIES, &id)?;
+        let delivered = peek_doc::<Delivery>(tx, DELIVERIES, &id, no_index)?;
         let view = NotificationView {
             notification_id: event.event_id,
             customer_id: info.customer_id.clone(),
@@ -238,6 +243,7 @@ impl Projection for NotificationsProjection {
             created_at: event.occurred_at,
             delivered_at: delivered.map(|d| d.delivered_at),
         };
+        // Written once per causing event (a duplicate never gets here): no need to read first.
         write_doc(tx, NOTIFICATIONS, &id, &view, view.index())
     }
 }

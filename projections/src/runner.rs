@@ -12,7 +12,7 @@ use uuid::Uuid;
 /// Feed page size of a normal step.
 pub const DEFAULT_BATCH: usize = 500;
 /// Feed page size used when rebuilding (one read-model transaction per page).
-pub const REBUILD_BATCH: usize = 5_000;
+pub const REBUILD_BATCH: usize = 20_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
@@ -192,8 +192,8 @@ impl ProjectionRunner {
 }
 
 /// Rebuilds several projections in one pass over the feed: every page is read once and applied
-/// to each projection in turn (one transaction per projection and page), while the next page is
-/// being read. `progress(position, head)` is called after every page.
+/// to every projection concurrently (one transaction per projection and page), while the next
+/// page is being read. `progress(position, head)` is called after every page.
 pub async fn rebuild_all(
     store: Arc<dyn EventStore>,
     models: Arc<dyn ReadModelStore>,
@@ -216,22 +216,31 @@ pub async fn rebuild_all(
         let mut page = store.feed(0, batch).await?;
         while let Some(position) = last_position(&page)? {
             summary.events += page.len() as u64;
+            let mut current = Some(std::mem::take(&mut page));
+            // Each projection gets the events it handles (the last one takes the page itself,
+            // the others copies) and they are applied concurrently: adapters can do the
+            // projection work of different projections in parallel.
+            let applies = projections.iter().enumerate().map(|(i, p)| {
+                let events: Vec<EventEnvelope> = if i + 1 == projections.len() {
+                    current
+                        .take()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|e| p.handles(e))
+                        .collect()
+                } else {
+                    current
+                        .iter()
+                        .flatten()
+                        .filter(|e| p.handles(e))
+                        .cloned()
+                        .collect()
+                };
+                apply_filling_gaps(store.as_ref(), models.as_ref(), p, events, Some(position))
+            });
             let apply = async {
-                let mut applied = 0;
-                for p in projections {
-                    let events: Vec<EventEnvelope> =
-                        page.iter().filter(|e| p.handles(e)).cloned().collect();
-                    applied += apply_filling_gaps(
-                        store.as_ref(),
-                        models.as_ref(),
-                        p,
-                        events,
-                        Some(position),
-                    )
-                    .await?
-                    .applied;
-                }
-                Ok::<usize, RunnerError>(applied)
+                let summaries = futures::future::try_join_all(applies).await?;
+                Ok::<usize, RunnerError>(summaries.iter().map(|s| s.applied).sum())
             };
             let done = position >= head;
             if done {
@@ -332,10 +341,8 @@ async fn apply_filling_gaps(
                     skipped,
                     filled: fill.len(),
                 });
-                let fill: Vec<EventEnvelope> = fill
-                    .into_iter()
-                    .filter(|e| projection.handles(e))
-                    .collect();
+                let fill: Vec<EventEnvelope> =
+                    fill.into_iter().filter(|e| projection.handles(e)).collect();
                 pending = fill;
                 pending.extend(remaining);
             }

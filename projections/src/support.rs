@@ -6,15 +6,23 @@
 //! interleaving. Index entries exist only once `OrderPlaced` (email, placed_at) has been seen, and
 //! are recomputed from the whole document on every write, so a status change moves the order from
 //! one `support_by_status` partition to the next.
+//!
+//! Each order's timeline is one document (entries kept sorted by time, stream and sequence, so
+//! the arrival order does not matter): a store writes a document once per batch, so this costs one
+//! row write per order and batch rather than an entry and an index row per event.
 
 use crate::describe::{
     describe_order, describe_payment, order_status_after, payment_intent, payment_status_after,
 };
 use crate::notifications::NotificationKind;
-use crate::store::{DocTx, IndexEntry, Projection, ProjectionError, ReadModelError, ReadModelStore};
-use crate::util::{decode, from_body, payment_order, read_doc, sort_seq, sort_time, write_doc};
+use crate::store::{
+    DocTx, IndexEntry, Projection, ProjectionError, ReadModelError, ReadModelStore,
+};
+use crate::util::{decode, from_body, no_index, payment_order, sort_seq, sort_time, update_doc};
 use chrono::{DateTime, Utc};
 use commands::EventEnvelope;
+use domain::order::event_names::order_event_version;
+use domain::payment::event_names::payment_event_version;
 use domain::{
     CustomerId, Money, OrderEvent, OrderId, OrderStatus, PaymentEvent, PaymentStatus, StreamType,
 };
@@ -23,7 +31,7 @@ use serde::{Deserialize, Serialize};
 pub const NAME: &str = "support";
 /// One document per order, keyed by order id.
 pub const ORDERS: &str = "support_orders";
-/// One document per timeline entry, keyed `order_id#stream_type#stream_id#sequence[#n]`.
+/// One timeline document per order, keyed by order id.
 pub const TIMELINE: &str = "support_timeline";
 /// Payment id -> order id links (payment events that do not name their order).
 pub const PAYMENT_LINKS: &str = "support_payments";
@@ -38,11 +46,7 @@ pub const BY_DATE: &str = "support_by_date";
 pub const DATE_PARTITION: &str = "all";
 /// Partition: payment intent id.
 pub const BY_INTENT: &str = "support_by_intent";
-/// Partition: order id; sort: occurred_at `#` stream type `#` sequence.
-pub const TIMELINE_INDEX: &str = "support_timeline";
 
-/// Most timeline entries `order_timeline` returns.
-pub const MAX_TIMELINE: usize = 10_000;
 /// Most documents `search_orders` examines for one query before returning what it found.
 pub const MAX_SCAN: usize = 10_000;
 
@@ -88,6 +92,61 @@ pub struct SupportTimelineEntry {
     pub source: TimelineSource,
     pub event_type: String,
     pub summary: String,
+}
+
+/// A stored timeline entry: the view plus the key it is ordered by.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct StoredEntry {
+    /// occurred_at `#` stream type `#` stream id `#` sequence, with `#n` for the notification an
+    /// event caused: unique per entry, and chronological.
+    sort: String,
+    at: DateTime<Utc>,
+    source: TimelineSource,
+    event_type: String,
+    summary: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+struct TimelineDoc {
+    entries: Vec<StoredEntry>,
+}
+
+impl TimelineDoc {
+    fn insert(
+        &mut self,
+        event: &EventEnvelope,
+        source: TimelineSource,
+        event_type: &str,
+        summary: String,
+    ) {
+        let suffix = if source == TimelineSource::Notification {
+            "#n"
+        } else {
+            ""
+        };
+        let sort = format!(
+            "{}#{}#{}#{}{suffix}",
+            sort_time(&event.occurred_at),
+            event.stream_type,
+            event.stream_id,
+            sort_seq(event.sequence)
+        );
+        if let Err(pos) = self
+            .entries
+            .binary_search_by(|e| e.sort.as_str().cmp(sort.as_str()))
+        {
+            self.entries.insert(
+                pos,
+                StoredEntry {
+                    sort,
+                    at: event.occurred_at,
+                    source,
+                    event_type: event_type.to_owned(),
+                    summary,
+                },
+            );
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -173,51 +232,30 @@ fn order_sort(placed_at: &DateTime<Utc>, order_id: &str) -> String {
 pub struct SupportProjection;
 
 impl SupportProjection {
-    fn load(tx: &mut dyn DocTx, order_id: &str) -> Result<SupportDoc, ProjectionError> {
-        Ok(read_doc::<SupportDoc>(tx, ORDERS, order_id)?
-            .unwrap_or_else(|| SupportDoc::new(order_id)))
+    /// Changes the order's document (created on first use, whichever stream comes first).
+    fn update(
+        tx: &mut dyn DocTx,
+        order_id: &str,
+        change: impl FnOnce(&mut SupportDoc),
+    ) -> Result<(), ProjectionError> {
+        update_doc(tx, ORDERS, order_id, SupportDoc::index, |doc| {
+            change(doc.get_or_insert_with(|| SupportDoc::new(order_id)));
+        })
     }
 
-    fn save(tx: &mut dyn DocTx, doc: &SupportDoc) -> Result<(), ProjectionError> {
-        write_doc(tx, ORDERS, &doc.order_id, doc, doc.index())
-    }
-
+    /// Adds the event's entries (and the notification it causes) to the order's timeline.
     fn timeline(
         tx: &mut dyn DocTx,
         order_id: &str,
         event: &EventEnvelope,
-        source: TimelineSource,
-        event_type: &str,
-        summary: String,
+        entries: Vec<(TimelineSource, &str, String)>,
     ) -> Result<(), ProjectionError> {
-        let suffix = if source == TimelineSource::Notification {
-            "#n"
-        } else {
-            ""
-        };
-        let seq = sort_seq(event.sequence);
-        let key = format!(
-            "{order_id}#{}#{}#{seq}{suffix}",
-            event.stream_type, event.stream_id
-        );
-        let sort = format!(
-            "{}#{}#{seq}{suffix}",
-            sort_time(&event.occurred_at),
-            event.stream_type
-        );
-        let entry = SupportTimelineEntry {
-            at: event.occurred_at,
-            source,
-            event_type: event_type.to_owned(),
-            summary,
-        };
-        write_doc(
-            tx,
-            TIMELINE,
-            &key,
-            &entry,
-            vec![IndexEntry::new(TIMELINE_INDEX, order_id, sort)],
-        )
+        update_doc(tx, TIMELINE, order_id, no_index, |doc| {
+            let doc = doc.get_or_insert_with(TimelineDoc::default);
+            for (source, event_type, summary) in entries {
+                doc.insert(event, source, event_type, summary);
+            }
+        })
     }
 
     fn apply_order(
@@ -226,45 +264,40 @@ impl SupportProjection {
         tx: &mut dyn DocTx,
     ) -> Result<(), ProjectionError> {
         let order_id = event.stream_id.as_str();
-        Self::timeline(
-            tx,
-            order_id,
-            event,
+        let mut entries = vec![(
             TimelineSource::Order,
-            &event.event_type,
+            event.event_type.as_str(),
             describe_order(&e),
-        )?;
+        )];
         if let Some(kind) = NotificationKind::for_event(&e) {
-            Self::timeline(
-                tx,
-                order_id,
-                event,
+            entries.push((
                 TimelineSource::Notification,
                 kind.as_str(),
                 format!("notification queued: {}", kind.subject(order_id)),
-            )?;
+            ));
         }
-        let mut doc = Self::load(tx, order_id)?;
-        doc.touch(event.occurred_at);
-        if let Some(status) = order_status_after(&e) {
-            doc.status = Some(status);
-        }
-        if let OrderEvent::OrderPlaced {
-            customer_id,
-            customer_email,
-            total,
-            placed_at,
-            ..
-        } = e
-        {
-            doc.placed = Some(Placed {
+        Self::timeline(tx, order_id, event, entries)?;
+        Self::update(tx, order_id, |doc| {
+            doc.touch(event.occurred_at);
+            if let Some(status) = order_status_after(&e) {
+                doc.status = Some(status);
+            }
+            if let OrderEvent::OrderPlaced {
                 customer_id,
-                email: customer_email,
+                customer_email,
                 total,
                 placed_at,
-            });
-        }
-        Self::save(tx, &doc)
+                ..
+            } = e
+            {
+                doc.placed = Some(Placed {
+                    customer_id,
+                    email: customer_email,
+                    total,
+                    placed_at,
+                });
+            }
+        })
     }
 
     fn apply_payment(
@@ -279,19 +312,21 @@ impl SupportProjection {
             tx,
             &order_id,
             event,
-            TimelineSource::Payment,
-            &event.event_type,
-            describe_payment(&e),
+            vec![(
+                TimelineSource::Payment,
+                event.event_type.as_str(),
+                describe_payment(&e),
+            )],
         )?;
-        let mut doc = Self::load(tx, &order_id)?;
-        doc.touch(event.occurred_at);
-        if let Some(status) = payment_status_after(&e) {
-            doc.payment_status = Some(status);
-        }
-        if let Some(intent) = payment_intent(&e) {
-            doc.intent_id = Some(intent.to_owned());
-        }
-        Self::save(tx, &doc)
+        Self::update(tx, &order_id, |doc| {
+            doc.touch(event.occurred_at);
+            if let Some(status) = payment_status_after(&e) {
+                doc.payment_status = Some(status);
+            }
+            if let Some(intent) = payment_intent(&e) {
+                doc.intent_id = Some(intent.to_owned());
+            }
+        })
     }
 }
 
@@ -310,14 +345,16 @@ impl Projection for SupportProjection {
 
     fn apply(&self, event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
         match event.stream_type {
-            StreamType::Order => match decode::<OrderEvent>(NAME, event)? {
+            StreamType::Order => match decode::<OrderEvent>(NAME, event, order_event_version)? {
                 Some(e) => Self::apply_order(event, e, tx),
                 None => Ok(()),
             },
-            StreamType::Payment => match decode::<PaymentEvent>(NAME, event)? {
-                Some(e) => Self::apply_payment(event, e, tx),
-                None => Ok(()),
-            },
+            StreamType::Payment => {
+                match decode::<PaymentEvent>(NAME, event, payment_event_version)? {
+                    Some(e) => Self::apply_payment(event, e, tx),
+                    None => Ok(()),
+                }
+            }
             StreamType::Cart | StreamType::Product => Ok(()),
         }
     }
@@ -419,12 +456,19 @@ pub async fn order_timeline(
     models: &dyn ReadModelStore,
     order_id: &str,
 ) -> Result<Vec<SupportTimelineEntry>, ReadModelError> {
-    models
-        .query(TIMELINE_INDEX, order_id, None, None, false, MAX_TIMELINE)
-        .await?
-        .into_iter()
-        .map(|body| from_body(TIMELINE, order_id, body))
-        .collect()
+    match models.get(TIMELINE, order_id).await? {
+        Some(body) => Ok(from_body::<TimelineDoc>(TIMELINE, order_id, body)?
+            .entries
+            .into_iter()
+            .map(|e| SupportTimelineEntry {
+                at: e.at,
+                source: e.source,
+                event_type: e.event_type,
+                summary: e.summary,
+            })
+            .collect()),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// One order's support view, `None` until it has been placed.

@@ -1,6 +1,6 @@
 //! Helpers shared by the four projections.
 
-use crate::store::{DocTx, IndexEntry, ProjectionError, ReadModelError};
+use crate::store::{DocTx, IndexEntry, ProjectionError, ReadModelError, Typed, TypedDoc};
 use chrono::{DateTime, Utc};
 use commands::EventEnvelope;
 use domain::{DecodeError, Event};
@@ -11,7 +11,24 @@ use serde_json::Value;
 /// A fixed-width UTC timestamp (`2026-11-21T22:00:00.000000Z`), so that sort keys built from it
 /// order chronologically as plain strings.
 pub(crate) fn sort_time(at: &DateTime<Utc>) -> String {
-    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    use chrono::{Datelike, Timelike};
+    use std::fmt::Write;
+    // Hand-rolled rather than `format("%Y-...")`, which parses its pattern on every call: this
+    // runs for every event. Years outside 0..=9999 do not occur in this system.
+    let mut out = String::with_capacity(27);
+    // Writing to a String cannot fail.
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        at.year(),
+        at.month(),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.nanosecond() % 1_000_000_000 / 1_000
+    );
+    out
 }
 
 /// A sequence number padded so that it sorts numerically as a string.
@@ -22,11 +39,36 @@ pub(crate) fn sort_seq(seq: u64) -> String {
 /// Decodes an envelope into a typed event of one stream. An event type this build does not know
 /// is `None` (ignored for forward compatibility); a malformed payload or a newer schema version is
 /// an error, so that the projection stops rather than silently diverging.
+///
+/// `current_version` is the domain's table of current versions for the stream (for example
+/// `domain::order::event_names::order_event_version`). An event already at its current version is
+/// deserialized straight from the borrowed payload, which is what `E::decode` does minus two
+/// copies of the payload; anything older (to upcast), newer or unknown goes through `E::decode`,
+/// which owns those rules.
 pub(crate) fn decode<E: Event>(
     projection: &'static str,
     event: &EventEnvelope,
+    current_version: fn(&str) -> Option<u32>,
 ) -> Result<Option<E>, ProjectionError> {
-    match E::decode(&event.event_type, event.event_version, event.payload.clone()) {
+    if current_version(&event.event_type) == Some(event.event_version) {
+        let tag = serde_json::Value::String(event.event_type.clone());
+        let fields = [("event_type", &tag), ("payload", &event.payload)];
+        let tagged =
+            serde::de::value::MapDeserializer::<_, serde_json::Error>::new(fields.into_iter());
+        return E::deserialize(tagged).map(Some).map_err(|e| {
+            DecodeError::Malformed {
+                event_type: event.event_type.clone(),
+                version: event.event_version,
+                reason: e.to_string(),
+            }
+            .into()
+        });
+    }
+    match E::decode(
+        &event.event_type,
+        event.event_version,
+        event.payload.clone(),
+    ) {
         Ok(e) => Ok(Some(e)),
         Err(DecodeError::UnknownType { .. }) => {
             tracing::debug!(
@@ -46,15 +88,103 @@ pub(crate) fn read_doc<T: DeserializeOwned>(
     collection: &str,
     key: &str,
 ) -> Result<Option<T>, ProjectionError> {
-    match tx.get(collection, key)? {
+    let mut parsed = Ok(None);
+    tx.read_with(collection, key, &mut |body| {
+        if let Some(body) = body {
+            parsed = T::deserialize(body).map(Some);
+        }
+    })?;
+    parsed.map_err(|e| ProjectionError::CorruptDoc {
+        collection: collection.to_owned(),
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// No secondary index entries (for `update_doc` / `peek_doc` of unlisted documents).
+pub(crate) fn no_index<T>(_: &T) -> Vec<IndexEntry> {
+    Vec::new()
+}
+
+fn corrupt(collection: &str, key: &str, e: impl ToString) -> ProjectionError {
+    ProjectionError::CorruptDoc {
+        collection: collection.to_owned(),
+        key: key.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+/// The batch's typed document for (collection, key), loaded on first use; `None` when the
+/// transaction has no typed cache.
+fn typed<'t, T>(
+    tx: &'t mut dyn DocTx,
+    collection: &str,
+    key: &str,
+    index: fn(&T) -> Vec<IndexEntry>,
+) -> Result<Option<&'t mut Typed<T>>, ProjectionError>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    let mut load =
+        |body: Option<&serde_json::Value>| -> Result<Box<dyn TypedDoc>, ProjectionError> {
+            let doc = body
+                .map(T::deserialize)
+                .transpose()
+                .map_err(|e| corrupt(collection, key, e))?;
+            Ok(Box::new(Typed::new(doc, index)))
+        };
+    match tx.typed(collection, key, &mut load)? {
         None => Ok(None),
-        Some(body) => serde_json::from_value(body)
+        Some(doc) => doc
+            .as_any_mut()
+            .downcast_mut::<Typed<T>>()
             .map(Some)
-            .map_err(|e| ProjectionError::CorruptDoc {
-                collection: collection.to_owned(),
-                key: key.to_owned(),
-                reason: e.to_string(),
-            }),
+            .ok_or_else(|| corrupt(collection, key, "cached under another document type")),
+    }
+}
+
+/// Reads, changes and (at the end of the batch) writes one typed document. `change` gets `None`
+/// when the document does not exist; leaving `None` writes nothing, setting `None` deletes it.
+/// `index` computes the document's index entries when it is written.
+pub(crate) fn update_doc<T, R>(
+    tx: &mut dyn DocTx,
+    collection: &str,
+    key: &str,
+    index: fn(&T) -> Vec<IndexEntry>,
+    change: impl FnOnce(&mut Option<T>) -> R,
+) -> Result<R, ProjectionError>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    if let Some(cached) = typed(tx, collection, key, index)? {
+        cached.dirty = true;
+        return Ok(change(&mut cached.doc));
+    }
+    // No typed cache: read, change and write through.
+    let mut doc = read_doc::<T>(tx, collection, key)?;
+    let existed = doc.is_some();
+    let result = change(&mut doc);
+    match doc {
+        Some(doc) => write_doc(tx, collection, key, &doc, index(&doc))?,
+        None if existed => tx.delete(collection, key)?,
+        None => {}
+    }
+    Ok(result)
+}
+
+/// A copy of one typed document, through the batch's typed cache when there is one.
+pub(crate) fn peek_doc<T>(
+    tx: &mut dyn DocTx,
+    collection: &str,
+    key: &str,
+    index: fn(&T) -> Vec<IndexEntry>,
+) -> Result<Option<T>, ProjectionError>
+where
+    T: Serialize + DeserializeOwned + Clone + Send + 'static,
+{
+    match typed(tx, collection, key, index)? {
+        Some(cached) => Ok(cached.doc.clone()),
+        None => read_doc(tx, collection, key),
     }
 }
 
@@ -97,7 +227,7 @@ pub(crate) fn from_body<T: DeserializeOwned>(
 
 /// The link document a projection keeps from a payment to its order, written at
 /// `PaymentRequested` (always the first event of a payment stream).
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct PaymentLink {
     order_id: String,
 }
@@ -113,16 +243,19 @@ pub(crate) fn payment_order(
     payment_event: &domain::PaymentEvent,
 ) -> Result<Option<String>, ProjectionError> {
     if let domain::PaymentEvent::PaymentRequested { order_id, .. } = payment_event {
+        let order_id = order_id.to_string();
         let link = PaymentLink {
-            order_id: order_id.to_string(),
+            order_id: order_id.clone(),
         };
-        write_doc(tx, links, &event.stream_id, &link, Vec::new())?;
-        return Ok(Some(link.order_id));
+        update_doc(tx, links, &event.stream_id, no_index, |doc| {
+            *doc = Some(link);
+        })?;
+        return Ok(Some(order_id));
     }
     if let Some(order_id) = crate::describe::payment_order_id(payment_event) {
         return Ok(Some(order_id.to_owned()));
     }
-    let link = read_doc::<PaymentLink>(tx, links, &event.stream_id)?;
+    let link = peek_doc::<PaymentLink>(tx, links, &event.stream_id, no_index)?;
     if link.is_none() {
         tracing::warn!(
             payment_id = %event.stream_id,
@@ -131,4 +264,26 @@ pub(crate) fn payment_order(
         );
     }
     Ok(link.map(|l| l.order_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn sort_time_is_fixed_width_and_chronological() {
+        let a = Utc
+            .with_ymd_and_hms(2026, 1, 2, 3, 4, 5)
+            .single()
+            .expect("time");
+        let b = a + chrono::Duration::microseconds(1_500_001);
+        assert_eq!(sort_time(&a), "2026-01-02T03:04:05.000000Z");
+        assert_eq!(sort_time(&b), "2026-01-02T03:04:06.500001Z");
+        assert_eq!(
+            sort_time(&a),
+            a.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+        );
+        assert!(sort_time(&a) < sort_time(&b));
+    }
 }

@@ -8,9 +8,7 @@ use domain::{
     ShippedLine, ShippingAddress, StreamType,
 };
 use projections::catalog::{self, CatalogProjection};
-use projections::notifications::{
-    self, DeliveryStatus, NotificationKind, NotificationsProjection,
-};
+use projections::notifications::{self, DeliveryStatus, NotificationKind, NotificationsProjection};
 use projections::order_history::{self, OrderHistoryProjection};
 use projections::support::{self, SupportProjection, SupportQuery, TimelineSource};
 use projections::testsuite::fixtures::{base_time, envelope, event_envelope};
@@ -224,7 +222,10 @@ async fn stock_figures_are_copied_from_the_events_not_recomputed() {
         ),
     ];
     apply(&models, &catalog(), events).await;
-    let view = catalog::get_product(&models, "book").await.expect("get").expect("exists");
+    let view = catalog::get_product(&models, "book")
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!((view.on_hand, view.reserved, view.available), (12, 7, 3));
 
     let events = vec![
@@ -260,7 +261,10 @@ async fn stock_figures_are_copied_from_the_events_not_recomputed() {
         ),
     ];
     apply(&models, &catalog(), events).await;
-    let view = catalog::get_product(&models, "book").await.expect("get").expect("exists");
+    let view = catalog::get_product(&models, "book")
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!((view.on_hand, view.reserved, view.available), (17, 0, 17));
     assert_eq!(view.version, 5);
 }
@@ -287,7 +291,10 @@ async fn reprice_and_retire_update_the_product() {
         ),
     ];
     apply(&models, &catalog(), events).await;
-    let view = catalog::get_product(&models, "book").await.expect("get").expect("exists");
+    let view = catalog::get_product(&models, "book")
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(view.price, eur(2999));
     assert_eq!(view.status, ProductStatus::Retired);
     assert_eq!(view.version, 3);
@@ -306,15 +313,27 @@ async fn products_are_listed_by_category_and_name() {
     apply(&models, &catalog(), events).await;
     let names = |v: Vec<catalog::ProductView>| v.into_iter().map(|p| p.name).collect::<Vec<_>>();
     assert_eq!(
-        names(catalog::list_products(&models, Some("games"), 10).await.expect("list")),
+        names(
+            catalog::list_products(&models, Some("games"), 10)
+                .await
+                .expect("list")
+        ),
         ["Chess", "Monopoly", "zebra puzzle"]
     );
     assert_eq!(
-        names(catalog::list_products(&models, Some("games"), 2).await.expect("list")),
+        names(
+            catalog::list_products(&models, Some("games"), 2)
+                .await
+                .expect("list")
+        ),
         ["Chess", "Monopoly"]
     );
     assert_eq!(
-        names(catalog::list_products(&models, None, 10).await.expect("list")),
+        names(
+            catalog::list_products(&models, None, 10)
+                .await
+                .expect("list")
+        ),
         ["Atlas", "Chess", "Monopoly", "zebra puzzle"]
     );
     assert!(catalog::list_products(&models, Some("tools"), 10)
@@ -370,7 +389,10 @@ async fn product_created_v1_is_upcast_to_uncategorized() {
         base_time(),
     );
     apply(&models, &catalog(), vec![v1]).await;
-    let view = catalog::get_product(&models, "old").await.expect("get").expect("exists");
+    let view = catalog::get_product(&models, "old")
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(view.category, domain::UNCATEGORIZED);
     assert_eq!(view.price, eur(500));
 }
@@ -393,13 +415,19 @@ async fn unknown_event_types_are_ignored_but_counted_as_applied() {
     assert_eq!(outcome.applied(), 2);
     assert_eq!(
         models
-            .last_applied("catalog", &commands::StreamRef::new(StreamType::Product, "book"))
+            .last_applied(
+                "catalog",
+                &commands::StreamRef::new(StreamType::Product, "book")
+            )
             .await
             .expect("last"),
         2,
         "the stream's sequence advances past the unknown event, so no false gap follows"
     );
-    let view = catalog::get_product(&models, "book").await.expect("get").expect("exists");
+    let view = catalog::get_product(&models, "book")
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(view.version, 1);
 }
 
@@ -432,7 +460,10 @@ async fn a_newer_event_version_stops_the_projection() {
 #[tokio::test]
 async fn catalog_ignores_other_streams() {
     let mut s = Streams::new();
-    let order = s.order("o1", placed("o1", "alice", "alice@example.com", base_time()));
+    let order = s.order(
+        "o1",
+        placed("o1", "alice", "alice@example.com", base_time()),
+    );
     let product = s.product("book", created("book", "Rust Book", "books", 3999, 12));
     assert!(!CatalogProjection.handles(&order));
     assert!(CatalogProjection.handles(&product));
@@ -486,7 +517,10 @@ async fn the_whole_lifecycle_is_reflected_with_payment_status_and_timeline() {
     events.push(s.payment("pay-o1", succeeded("o1", t)));
     events.push(s.order("o1", paid("o1", t)));
     apply(&models, &history(), events).await;
-    let view = order_history::get_order(&models, "o1").await.expect("get").expect("exists");
+    let view = order_history::get_order(&models, "o1")
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(view.status, OrderStatus::Paid);
     assert_eq!(view.payment_status, Some(PaymentStatus::Succeeded));
     assert_eq!(view.intent_id.as_deref(), Some("pi_o1"));
@@ -538,7 +572,10 @@ async fn the_whole_lifecycle_is_reflected_with_payment_status_and_timeline() {
         ),
     ];
     apply(&models, &history(), events).await;
-    let view = order_history::get_order(&models, "o1").await.expect("get").expect("exists");
+    let view = order_history::get_order(&models, "o1")
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(
         view.status,
         OrderStatus::Delivered,
@@ -575,12 +612,19 @@ async fn the_whole_lifecycle_is_reflected_with_payment_status_and_timeline() {
         ),
     ];
     apply(&models, &history(), events).await;
-    let view = order_history::get_order(&models, "o1").await.expect("get").expect("exists");
+    let view = order_history::get_order(&models, "o1")
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(view.status, OrderStatus::Refunded);
     assert_eq!(view.payment_status, Some(PaymentStatus::Refunded));
     assert_eq!(view.refunded, Some(eur(2699)));
     assert_eq!(view.updated_at, s.at());
-    let types: Vec<&str> = view.timeline.iter().map(|e| e.event_type.as_str()).collect();
+    let types: Vec<&str> = view
+        .timeline
+        .iter()
+        .map(|e| e.event_type.as_str())
+        .collect();
     assert_eq!(
         types,
         [
@@ -612,19 +656,31 @@ async fn payment_events_arriving_before_the_order_are_merged_in() {
     ];
     apply(&models, &history(), payment).await;
     assert!(
-        order_history::get_order(&models, "o1").await.expect("get").is_none(),
+        order_history::get_order(&models, "o1")
+            .await
+            .expect("get")
+            .is_none(),
         "no order before OrderPlaced"
     );
-    assert!(order_history::list_orders_for_customer(&models, "alice", 10)
-        .await
-        .expect("list")
-        .is_empty());
+    assert!(
+        order_history::list_orders_for_customer(&models, "alice", 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
 
     apply(&models, &history(), vec![order]).await;
-    let view = order_history::get_order(&models, "o1").await.expect("get").expect("exists");
+    let view = order_history::get_order(&models, "o1")
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(view.payment_status, Some(PaymentStatus::IntentCreated));
     assert_eq!(view.intent_id.as_deref(), Some("pi_o1"));
-    let types: Vec<&str> = view.timeline.iter().map(|e| e.event_type.as_str()).collect();
+    let types: Vec<&str> = view
+        .timeline
+        .iter()
+        .map(|e| e.event_type.as_str())
+        .collect();
     assert_eq!(
         types,
         ["OrderPlaced", "PaymentRequested", "PaymentIntentCreated"],
@@ -650,7 +706,10 @@ async fn a_customers_orders_are_listed_newest_first() {
             "o2",
             placed("o2", "alice", "alice@example.com", t0 + Duration::hours(2)),
         ),
-        s.order("o3", placed("o3", "bob", "bob@example.com", t0 + Duration::hours(3))),
+        s.order(
+            "o3",
+            placed("o3", "bob", "bob@example.com", t0 + Duration::hours(3)),
+        ),
         s.order(
             "o4",
             placed("o4", "alice", "alice@example.com", t0 + Duration::hours(1)),
@@ -658,12 +717,16 @@ async fn a_customers_orders_are_listed_newest_first() {
     ];
     apply(&models, &history(), events).await;
     let ids = |v: Vec<order_history::OrderView>| {
-        v.into_iter().map(|o| o.order_id.to_string()).collect::<Vec<_>>()
+        v.into_iter()
+            .map(|o| o.order_id.to_string())
+            .collect::<Vec<_>>()
     };
     assert_eq!(
-        ids(order_history::list_orders_for_customer(&models, "alice", 10)
-            .await
-            .expect("list")),
+        ids(
+            order_history::list_orders_for_customer(&models, "alice", 10)
+                .await
+                .expect("list")
+        ),
         ["o2", "o4", "o1"]
     );
     assert_eq!(
@@ -813,7 +876,9 @@ async fn each_lifecycle_event_renders_its_notification() {
     let confirmed = by_kind(NotificationKind::OrderConfirmed, "o1");
     assert_eq!(confirmed.subject, "Order o1 confirmed");
     assert!(confirmed.body.contains("26.99 EUR"));
-    assert!(by_kind(NotificationKind::OrderShipped, "o1").body.contains("TRK42"));
+    assert!(by_kind(NotificationKind::OrderShipped, "o1")
+        .body
+        .contains("TRK42"));
     let refund = by_kind(NotificationKind::RefundIssued, "o1");
     assert!(refund.body.contains("5.00 EUR") && refund.body.contains("26.99 EUR"));
     let cancelled = by_kind(NotificationKind::OrderCancelled, "o2");
@@ -856,23 +921,30 @@ async fn delivered_notifications_leave_the_pending_list_and_stay_delivered_after
         .expect("pending");
     assert_eq!(
         pending.iter().map(|n| n.kind).collect::<Vec<_>>(),
-        [NotificationKind::OrderConfirmed, NotificationKind::OrderShipped],
+        [
+            NotificationKind::OrderConfirmed,
+            NotificationKind::OrderShipped
+        ],
         "oldest first"
     );
     let first = pending[0].notification_id.to_string();
     let delivered_at = at + Duration::minutes(1);
-    assert!(notifications::mark_delivered(models.as_ref(), &first, delivered_at)
-        .await
-        .expect("mark"));
+    assert!(
+        notifications::mark_delivered(models.as_ref(), &first, delivered_at)
+            .await
+            .expect("mark")
+    );
     assert!(
         !notifications::mark_delivered(models.as_ref(), &first, delivered_at)
             .await
             .expect("mark again"),
         "marking twice is a no-op"
     );
-    assert!(!notifications::mark_delivered(models.as_ref(), "nope", delivered_at)
-        .await
-        .expect("mark missing"));
+    assert!(
+        !notifications::mark_delivered(models.as_ref(), "nope", delivered_at)
+            .await
+            .expect("mark missing")
+    );
 
     let check = |models: Arc<MemoryReadModelStore>| {
         let first = first.clone();
@@ -1127,7 +1199,9 @@ async fn the_support_timeline_joins_order_payment_and_notification_events() {
     apply(&models, &supp(), vec![order_placed]).await;
     apply(&models, &supp(), later).await;
 
-    let timeline = support::order_timeline(&models, "o1").await.expect("timeline");
+    let timeline = support::order_timeline(&models, "o1")
+        .await
+        .expect("timeline");
     let entries: Vec<(TimelineSource, &str)> = timeline
         .iter()
         .map(|e| (e.source, e.event_type.as_str()))

@@ -65,7 +65,11 @@ fn cart_event(id: &str, seq: u64) -> EventEnvelope {
 fn setup(
     events: Vec<EventEnvelope>,
     batch: usize,
-) -> (Arc<VecEventStore>, Arc<MemoryReadModelStore>, ProjectionRunner) {
+) -> (
+    Arc<VecEventStore>,
+    Arc<MemoryReadModelStore>,
+    ProjectionRunner,
+) {
     let store = Arc::new(VecEventStore::with_events(events));
     let models = Arc::new(MemoryReadModelStore::new());
     let runner = ProjectionRunner::new(store.clone(), models.clone(), catalog(), batch);
@@ -176,7 +180,10 @@ async fn a_gap_in_delivered_events_is_filled_from_the_event_store() {
         .expect("apply");
     assert_eq!(summary.applied, 5, "p2, then p1 1..=4 after the fill");
     assert_eq!(summary.filled, 3);
-    assert_eq!(summary.skipped, 1, "p1#2 came after the fill had applied it");
+    assert_eq!(
+        summary.skipped, 1,
+        "p1#2 came after the fill had applied it"
+    );
     let p1 = catalog::get_product(models.as_ref(), "p1")
         .await
         .expect("get")
@@ -204,7 +211,14 @@ async fn a_gap_the_store_cannot_fill_is_an_error() {
         .await
         .expect_err("p1#2 is nowhere");
     assert!(
-        matches!(err, RunnerError::UnfillableGap { expected: 1, to: 2, .. }),
+        matches!(
+            err,
+            RunnerError::UnfillableGap {
+                expected: 1,
+                to: 2,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(err.is_transient());
@@ -226,7 +240,11 @@ async fn a_failing_projection_stops_without_advancing_and_fails_again_on_retry()
         base_time(),
     );
     let (_, models, runner) = setup(
-        vec![product_created("p1", 1), malformed, product_created("p3", 3)],
+        vec![
+            product_created("p1", 1),
+            malformed,
+            product_created("p3", 3),
+        ],
         10,
     );
     for _ in 0..2 {
@@ -271,7 +289,11 @@ async fn rebuild_replays_from_zero_and_reports_progress() {
     assert_eq!(summary.applied, 12);
     assert_eq!(summary.position, store.head().await.expect("head"));
     assert_eq!(*seen.lock().expect("lock"), [(12, 12)]);
-    assert!(models.get(catalog::PRODUCTS, "ghost").await.expect("get").is_none());
+    assert!(models
+        .get(catalog::PRODUCTS, "ghost")
+        .await
+        .expect("get")
+        .is_none());
     assert_eq!(models.checkpoint("catalog").await.expect("checkpoint"), 12);
     assert_eq!(runner.step().await.expect("step"), StepOutcome::Idle);
 }
@@ -306,7 +328,10 @@ async fn rebuild_all_pipelines_pages_and_reports_each() {
 fn the_four_projections_have_distinct_names_and_collections() {
     let all = all_projections();
     let names: Vec<&str> = all.iter().map(|p| p.name()).collect();
-    assert_eq!(names, ["catalog", "order_history", "notifications", "support"]);
+    assert_eq!(
+        names,
+        ["catalog", "order_history", "notifications", "support"]
+    );
     let mut seen = HashSet::new();
     for p in &all {
         for c in p.collections() {
@@ -417,7 +442,11 @@ async fn a_simulated_history_covers_every_event_type_the_projections_handle() {
         assert!(types.contains(expected), "no {expected} in the simulation");
     }
     // Sanity: the payloads round-trip through the domain decoder.
-    for e in sim.events().iter().filter(|e| e.stream_type == StreamType::Order) {
+    for e in sim
+        .events()
+        .iter()
+        .filter(|e| e.stream_type == StreamType::Order)
+    {
         domain::OrderEvent::decode(&e.event_type, e.event_version, e.payload.clone())
             .expect("decodes");
     }
@@ -454,3 +483,4 @@ proptest! {
         rt.block_on(memory_property(seed, steps));
     }
 }
+

@@ -1,10 +1,16 @@
 //! The embedded read-model store: documents and index entries in their own SQLite file
 //! (for example `readmodels.sqlite`), separate from the event store.
 //!
-//! - One writer connection applies batches, one transaction per batch, through a document cache
-//!   ([`batch::SqliteBatch`]) and cached prepared statements; a projection's documents, its
-//!   applied sequences and its checkpoint commit together.
-//! - A few reader connections serve `get` / `query`, so API reads do not wait behind a batch (WAL
+//! - A batch runs in two phases. The projection work (decoding, applying, encoding) runs against a
+//!   snapshot on a reader connection, through a document cache (`batch::SqliteBatch`), without
+//!   holding the writer, so batches of different projections use both cores. The writes then go
+//!   in ONE transaction on the single writer connection with cached prepared statements: a
+//!   projection's documents, its applied sequences and its checkpoint commit together.
+//! - Optimistic check: every write bumps a per-collection epoch; the write phase verifies that the
+//!   epochs of the projection's collections are still those its snapshot saw. Only two batches of
+//!   the same projection at once (or an out-of-band `put_doc` racing one) can fail it, and then
+//!   the batch fails with a transient error and nothing is written; the runner retries.
+//! - Reader connections also serve `get` / `query`, so API reads do not wait behind a batch (WAL
 //!   lets readers see the last committed state while the writer works).
 //! - `synchronous = NORMAL`: a power loss may drop the last committed batches, but documents and
 //!   bookkeeping are in the same transactions and roll back together, and read models are
@@ -25,19 +31,23 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// Reader connections opened next to the writer for a file-backed store.
-const READERS: usize = 2;
+/// Reader connections opened next to the writer for a file-backed store: one per projection
+/// batch in flight plus headroom for API reads.
+const READERS: usize = 4;
 
 const SCHEMA: &str = "
+-- A rowid table: documents are large (hundreds of bytes to kilobytes), which WITHOUT ROWID
+-- B-trees handle badly; new documents append at the end and the unique index stays small.
 CREATE TABLE IF NOT EXISTS rm_docs (
+    id         INTEGER PRIMARY KEY,
     collection TEXT NOT NULL,
     key        TEXT NOT NULL,
     body       TEXT NOT NULL,
     -- The document's index entries as JSON [[index, partition, sort], ...], so that a rewrite
     -- removes exactly the entries it no longer has.
     idx        TEXT NOT NULL,
-    PRIMARY KEY (collection, key)
-) WITHOUT ROWID;
+    UNIQUE (collection, key)
+);
 CREATE TABLE IF NOT EXISTS rm_index (
     index_name TEXT NOT NULL,
     partition  TEXT NOT NULL,
@@ -56,6 +66,11 @@ CREATE TABLE IF NOT EXISTS rm_checkpoints (
     projection TEXT PRIMARY KEY,
     position   INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- Bumped by every write to a collection; see the optimistic check in the module docs.
+CREATE TABLE IF NOT EXISTS rm_epochs (
+    collection TEXT PRIMARY KEY,
+    epoch      INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// Translates SQLite errors once: a busy or locked database is worth retrying.
@@ -70,6 +85,9 @@ pub(crate) fn sql_err(e: rusqlite::Error) -> ReadModelError {
     }
 }
 
+/// Per-connection settings. `wal_autocheckpoint` is raised from 1,000 pages (4 MB) to 8,192
+/// (32 MB): a rebuild batch dirties pages all over the B-trees, and copying them back into the
+/// database after every few commits costs more than a larger WAL.
 fn configure(conn: &Connection) -> Result<(), ReadModelError> {
     conn.set_prepared_statement_cache_capacity(64);
     conn.busy_timeout(std::time::Duration::from_secs(5))
@@ -77,7 +95,8 @@ fn configure(conn: &Connection) -> Result<(), ReadModelError> {
     conn.execute_batch(
         "PRAGMA synchronous = NORMAL;
          PRAGMA temp_store = MEMORY;
-         PRAGMA cache_size = -65536;",
+         PRAGMA cache_size = -65536;
+         PRAGMA wal_autocheckpoint = 8192;",
     )
     .map_err(sql_err)
 }
@@ -97,17 +116,123 @@ fn lock(m: &Mutex<Connection>) -> Result<MutexGuard<'_, Connection>, ReadModelEr
 }
 
 impl Inner {
+    /// A free reader connection if there is one, else the next one in turn (waiting for it).
     fn reader(&self) -> Result<MutexGuard<'_, Connection>, ReadModelError> {
         if self.readers.is_empty() {
             return lock(&self.writer);
         }
-        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
-        // `i` is below `readers.len()`, which is not zero here.
-        match self.readers.get(i) {
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        let n = self.readers.len();
+        for i in 0..n {
+            if let Some(Ok(guard)) = self.readers.get((start + i) % n).map(Mutex::try_lock) {
+                return Ok(guard);
+            }
+        }
+        // `start % n` is below `readers.len()`, which is not zero here.
+        match self.readers.get(start % n) {
             Some(r) => lock(r),
             None => lock(&self.writer),
         }
     }
+
+    fn apply_batch(
+        &self,
+        projection: &dyn Projection,
+        events: Vec<EventEnvelope>,
+        checkpoint: Option<u64>,
+    ) -> Result<ApplyOutcome, ReadModelError> {
+        let collections = projection.collections();
+        if self.readers.is_empty() {
+            // In memory: one connection does both phases inside one transaction.
+            let mut conn = lock(&self.writer)?;
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql_err)?;
+            let mut batch = SqliteBatch::new(&tx);
+            let outcome = apply_events(projection, events, &mut batch)?;
+            batch.flush(&tx)?;
+            finish(&tx, projection.name(), collections, &outcome, checkpoint)?;
+            tx.commit().map_err(sql_err)?;
+            return Ok(outcome);
+        }
+
+        // Phase 1: the projection work, against a snapshot. On error the read transaction is
+        // dropped (rolled back) and nothing was written.
+        let reader = self.reader()?;
+        let snapshot = reader.unchecked_transaction().map_err(sql_err)?;
+        let epochs = read_epochs(&snapshot, collections)?;
+        let mut batch = SqliteBatch::new(&snapshot);
+        let outcome = apply_events(projection, events, &mut batch)?;
+
+        // Phase 2: the writes, if nobody changed the projection's collections meanwhile.
+        let mut conn = lock(&self.writer)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql_err)?;
+        if read_epochs(&tx, collections)? != epochs {
+            return Err(ReadModelError::Unavailable(format!(
+                "documents of projection {} changed during the batch; retry",
+                projection.name()
+            )));
+        }
+        batch.flush(&tx)?;
+        finish(&tx, projection.name(), collections, &outcome, checkpoint)?;
+        tx.commit().map_err(sql_err)?;
+        Ok(outcome)
+    }
+}
+
+fn read_epochs(conn: &Connection, collections: &[&str]) -> Result<Vec<i64>, ReadModelError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT epoch FROM rm_epochs WHERE collection = ?1")
+        .map_err(sql_err)?;
+    collections
+        .iter()
+        .map(|c| {
+            stmt.query_row(params![c], |r| r.get::<_, i64>(0))
+                .optional()
+                .map(|e| e.unwrap_or(0))
+                .map_err(sql_err)
+        })
+        .collect()
+}
+
+fn bump_epochs<S: AsRef<str>>(conn: &Connection, collections: &[S]) -> Result<(), ReadModelError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT INTO rm_epochs (collection, epoch) VALUES (?1, 1)
+             ON CONFLICT (collection) DO UPDATE SET epoch = epoch + 1",
+        )
+        .map_err(sql_err)?;
+    for c in collections {
+        stmt.execute(params![c.as_ref()]).map_err(sql_err)?;
+    }
+    Ok(())
+}
+
+/// The bookkeeping of a batch's write phase: epochs, and the checkpoint when the whole batch
+/// was consumed.
+fn finish(
+    tx: &Connection,
+    projection: &str,
+    collections: &[&str],
+    outcome: &ApplyOutcome,
+    checkpoint: Option<u64>,
+) -> Result<(), ReadModelError> {
+    bump_epochs(tx, collections)?;
+    if let (ApplyOutcome::Applied { .. }, Some(position)) = (outcome, checkpoint) {
+        let position = i64::try_from(position)
+            .map_err(|_| ReadModelError::Internal(format!("checkpoint {position} out of range")))?;
+        tx.prepare_cached(
+            "INSERT INTO rm_checkpoints (projection, position) VALUES (?1, ?2)
+             ON CONFLICT (projection) DO UPDATE
+             SET position = MAX(position, excluded.position)",
+        )
+        .map_err(sql_err)?
+        .execute(params![projection, position])
+        .map_err(sql_err)?;
+    }
+    Ok(())
 }
 
 /// The SQLite adapter of the read-model port.
@@ -207,8 +332,11 @@ impl SqliteReadModelStore {
         let mut dump = Dump::new();
         for row in rows {
             let (collection, key, body, idx) = row.map_err(sql_err)?;
-            let body: Value = serde_json::from_str(&body).map_err(|e| corrupt(&collection, &key, e))?;
-            let index = parse_entries(&collection, &key, &idx)?.into_iter().collect();
+            let body: Value =
+                serde_json::from_str(&body).map_err(|e| corrupt(&collection, &key, e))?;
+            let index = parse_entries(&collection, &key, &idx)?
+                .into_iter()
+                .collect();
             dump.insert((collection, key), StoredDoc { body, index });
         }
         Ok(dump)
@@ -237,31 +365,12 @@ impl ReadModelStore for SqliteReadModelStore {
         events: Vec<EventEnvelope>,
         checkpoint: Option<u64>,
     ) -> Result<ApplyOutcome, ReadModelError> {
-        self.with_writer(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sql_err)?;
-            let mut batch = SqliteBatch::new(&tx);
-            // On error the transaction is dropped, which rolls the whole batch back.
-            let outcome = apply_events(projection.as_ref(), events, &mut batch)?;
-            batch.flush()?;
-            if let (ApplyOutcome::Applied { .. }, Some(position)) = (&outcome, checkpoint) {
-                let position = i64::try_from(position).map_err(|_| {
-                    ReadModelError::Internal(format!("checkpoint {position} out of range"))
-                })?;
-                tx.prepare_cached(
-                    "INSERT INTO rm_checkpoints (projection, position) VALUES (?1, ?2)
-                     ON CONFLICT (projection) DO UPDATE
-                     SET position = MAX(position, excluded.position)",
-                )
-                .map_err(sql_err)?
-                .execute(params![projection.name(), position])
-                .map_err(sql_err)?;
-            }
-            tx.commit().map_err(sql_err)?;
-            Ok(outcome)
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            inner.apply_batch(projection.as_ref(), events, checkpoint)
         })
         .await
+        .map_err(|e| ReadModelError::Internal(format!("read model task failed: {e}")))?
     }
 
     async fn checkpoint(&self, projection: &str) -> Result<u64, ReadModelError> {
@@ -342,9 +451,7 @@ impl ReadModelStore for SqliteReadModelStore {
             let mut docs = Vec::new();
             for row in rows {
                 let body = row.map_err(sql_err)?;
-                docs.push(
-                    serde_json::from_str(&body).map_err(|e| corrupt(&index, &partition, e))?,
-                );
+                docs.push(serde_json::from_str(&body).map_err(|e| corrupt(&index, &partition, e))?);
             }
             Ok(docs)
         })
@@ -366,7 +473,8 @@ impl ReadModelStore for SqliteReadModelStore {
                 .map_err(sql_err)?;
             let mut batch = SqliteBatch::new(&tx);
             projections::DocTx::put(&mut batch, &collection, &key, body, index)?;
-            batch.flush()?;
+            batch.flush(&tx)?;
+            bump_epochs(&tx, &[collection.as_str()])?;
             tx.commit().map_err(sql_err)
         })
         .await
@@ -396,13 +504,17 @@ impl ReadModelStore for SqliteReadModelStore {
                 )
                 .map_err(sql_err)?;
             }
-            tx.execute("DELETE FROM rm_applied WHERE projection = ?1", params![name])
-                .map_err(sql_err)?;
+            tx.execute(
+                "DELETE FROM rm_applied WHERE projection = ?1",
+                params![name],
+            )
+            .map_err(sql_err)?;
             tx.execute(
                 "DELETE FROM rm_checkpoints WHERE projection = ?1",
                 params![name],
             )
             .map_err(sql_err)?;
+            bump_epochs(&tx, &collections)?;
             tx.commit().map_err(sql_err)
         })
         .await

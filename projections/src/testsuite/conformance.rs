@@ -32,6 +32,8 @@ pub const OTHER_BY_GROUP: &str = "conformance_other_by_group";
 ///   `BY_GROUP` (group, sort) and in `BY_TAG` (tag, key) for each tag;
 /// - `Add {key, delta}`: reads the document and adds `delta` to `value` (so a duplicate apply
 ///   would show);
+/// - `TypedAdd {key, delta}`: the same through the typed document cache (`DocTx::typed`), which
+///   writes at the end of the batch, to check that typed and plain access stay coherent;
 /// - `Delete {key}`; `Fail {}`: returns an error.
 pub struct TestProjection {
     name: &'static str,
@@ -115,14 +117,33 @@ impl Projection for TestProjection {
                 tx.put(self.collection, key, doc, index)?;
             }
             "Add" => {
-                let mut doc = tx.get(self.collection, key)?.unwrap_or_else(|| {
-                    json!({"key": key, "group": "added", "sort": key, "value": 0, "tags": []})
-                });
+                let mut doc = tx.get(self.collection, key)?.unwrap_or_else(
+                    || json!({"key": key, "group": "added", "sort": key, "value": 0, "tags": []}),
+                );
                 let value = doc.get("value").and_then(Value::as_i64).unwrap_or(0)
                     + p.get("delta").and_then(Value::as_i64).unwrap_or(0);
                 doc["value"] = json!(value);
                 let index = index_of(self.by_group, &doc);
                 tx.put(self.collection, key, doc, index)?;
+            }
+            "TypedAdd" => {
+                let delta = p.get("delta").and_then(Value::as_i64).unwrap_or(0);
+                let by_group = self.by_group;
+                let index: fn(&TypedCounter) -> Vec<IndexEntry> = if by_group == BY_GROUP {
+                    TypedCounter::index
+                } else {
+                    TypedCounter::other_index
+                };
+                crate::util::update_doc(tx, self.collection, key, index, |doc| {
+                    let doc = doc.get_or_insert_with(|| TypedCounter {
+                        key: key.to_owned(),
+                        group: "added".to_owned(),
+                        sort: key.to_owned(),
+                        value: 0,
+                        tags: Vec::new(),
+                    });
+                    doc.value += delta;
+                })?;
             }
             "Delete" => tx.delete(self.collection, key)?,
             "Fail" => {
@@ -135,6 +156,39 @@ impl Projection for TestProjection {
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// The typed form of the test documents.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct TypedCounter {
+    key: String,
+    group: String,
+    sort: String,
+    value: i64,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+impl TypedCounter {
+    fn entries(&self, by_group: &'static str) -> Vec<IndexEntry> {
+        let mut index = vec![IndexEntry::new(
+            by_group,
+            self.group.clone(),
+            self.sort.clone(),
+        )];
+        for tag in &self.tags {
+            index.push(IndexEntry::new(BY_TAG, tag.clone(), self.key.clone()));
+        }
+        index
+    }
+
+    fn index(&self) -> Vec<IndexEntry> {
+        self.entries(BY_GROUP)
+    }
+
+    fn other_index(&self) -> Vec<IndexEntry> {
+        self.entries(OTHER_BY_GROUP)
     }
 }
 
@@ -151,7 +205,14 @@ pub fn op(stream: &str, seq: u64, op: &str, payload: Value) -> EventEnvelope {
     )
 }
 
-pub fn put(stream: &str, seq: u64, key: &str, group: &str, sort: &str, value: i64) -> EventEnvelope {
+pub fn put(
+    stream: &str,
+    seq: u64,
+    key: &str,
+    group: &str,
+    sort: &str,
+    value: i64,
+) -> EventEnvelope {
     op(
         stream,
         seq,
@@ -221,7 +282,10 @@ pub async fn applies_events_and_reads_them_back(store: &dyn ReadModelStore) {
     assert_eq!(value_of(store, "a").await, Some(15));
     assert_eq!(value_of(store, "b").await, Some(20));
     assert_eq!(value_of(store, "missing").await, None);
-    assert_eq!(store.checkpoint("conformance").await.expect("checkpoint"), 7);
+    assert_eq!(
+        store.checkpoint("conformance").await.expect("checkpoint"),
+        7
+    );
     assert_eq!(store.checkpoint("never_ran").await.expect("checkpoint"), 0);
     assert_eq!(
         store
@@ -267,7 +331,11 @@ pub async fn duplicates_are_skipped(store: &dyn ReadModelStore) {
     let inner = store
         .apply_batch(
             projection(),
-            vec![add("s1", 3, "a", 100), add("s1", 3, "a", 100), add("s1", 2, "a", 10)],
+            vec![
+                add("s1", 3, "a", 100),
+                add("s1", 3, "a", 100),
+                add("s1", 2, "a", 10),
+            ],
             None,
         )
         .await
@@ -349,7 +417,10 @@ pub async fn gap_is_reported_and_the_prefix_committed(store: &dyn ReadModelStore
     );
     assert_eq!(value_of(store, "a").await, Some(111));
     assert_eq!(value_of(store, "c").await, Some(3));
-    assert_eq!(store.checkpoint("conformance").await.expect("checkpoint"), 10);
+    assert_eq!(
+        store.checkpoint("conformance").await.expect("checkpoint"),
+        10
+    );
 }
 
 pub async fn a_batch_reads_its_own_writes(store: &dyn ReadModelStore) {
@@ -376,6 +447,55 @@ pub async fn a_batch_reads_its_own_writes(store: &dyn ReadModelStore) {
     );
 }
 
+pub async fn typed_and_plain_access_stay_coherent(store: &dyn ReadModelStore) {
+    let typed_add = |seq, delta| op("s1", seq, "TypedAdd", json!({"key": "a", "delta": delta}));
+    store
+        .apply_batch(
+            projection(),
+            vec![
+                put("s1", 1, "a", "g", "1", 1),
+                typed_add(2, 2),
+                add("s1", 3, "a", 3),
+                typed_add(4, 4),
+                typed_add(5, 5),
+                typed_add(6, 0),
+                op("s2", 1, "TypedAdd", json!({"key": "b", "delta": 7})),
+            ],
+            None,
+        )
+        .await
+        .expect("apply");
+    assert_eq!(value_of(store, "a").await, Some(15));
+    assert_eq!(value_of(store, "b").await, Some(7));
+    assert_eq!(
+        keys(store, BY_GROUP, "g", None, None, false, 10).await,
+        ["a"],
+        "typed writes keep the index entries their index function gives"
+    );
+    assert_eq!(
+        keys(store, BY_GROUP, "added", None, None, false, 10).await,
+        ["b"]
+    );
+    // Across batches, and a typed change followed by a plain delete in one batch.
+    store
+        .apply_batch(
+            projection(),
+            vec![
+                typed_add(7, 100),
+                op("s2", 2, "TypedAdd", json!({"key": "b", "delta": 1})),
+                op("s2", 3, "Delete", json!({"key": "b"})),
+            ],
+            None,
+        )
+        .await
+        .expect("apply");
+    assert_eq!(value_of(store, "a").await, Some(115));
+    assert_eq!(value_of(store, "b").await, None);
+    assert!(keys(store, BY_GROUP, "added", None, None, false, 10)
+        .await
+        .is_empty());
+}
+
 pub async fn a_failing_projection_writes_nothing(store: &dyn ReadModelStore) {
     store
         .apply_batch(projection(), vec![put("s1", 1, "a", "g", "1", 1)], Some(1))
@@ -386,6 +506,7 @@ pub async fn a_failing_projection_writes_nothing(store: &dyn ReadModelStore) {
             projection(),
             vec![
                 add("s1", 2, "a", 5),
+                op("s1", 3, "TypedAdd", json!({"key": "a", "delta": 50})),
                 put("s2", 1, "b", "g", "2", 2),
                 op("s3", 1, "Fail", json!({"key": "x"})),
             ],
@@ -394,13 +515,22 @@ pub async fn a_failing_projection_writes_nothing(store: &dyn ReadModelStore) {
         .await
         .expect_err("the projection fails");
     assert!(
-        matches!(err, ReadModelError::Projection { projection: "conformance", .. }),
+        matches!(
+            err,
+            ReadModelError::Projection {
+                projection: "conformance",
+                ..
+            }
+        ),
         "unexpected error {err:?}"
     );
     assert!(!err.is_transient());
     assert_eq!(value_of(store, "a").await, Some(1));
     assert_eq!(value_of(store, "b").await, None);
-    assert_eq!(store.checkpoint("conformance").await.expect("checkpoint"), 1);
+    assert_eq!(
+        store.checkpoint("conformance").await.expect("checkpoint"),
+        1
+    );
     assert_eq!(
         store
             .last_applied("conformance", &stream("s1"))
@@ -434,8 +564,14 @@ pub async fn queries_order_and_bound_by_sort_key(store: &dyn ReadModelStore) {
         .await
         .expect("apply");
     let q = |from, to, desc, limit| keys(store, BY_GROUP, "g", from, to, desc, limit);
-    assert_eq!(q(None, None, false, 10).await, ["k1", "k2", "k3", "k4", "k5"]);
-    assert_eq!(q(None, None, true, 10).await, ["k5", "k4", "k3", "k2", "k1"]);
+    assert_eq!(
+        q(None, None, false, 10).await,
+        ["k1", "k2", "k3", "k4", "k5"]
+    );
+    assert_eq!(
+        q(None, None, true, 10).await,
+        ["k5", "k4", "k3", "k2", "k1"]
+    );
     assert_eq!(q(None, None, true, 2).await, ["k5", "k4"]);
     assert_eq!(q(None, None, false, 2).await, ["k1", "k2"]);
     assert_eq!(
@@ -459,9 +595,18 @@ pub async fn queries_order_and_bound_by_sort_key(store: &dyn ReadModelStore) {
         Vec::<String>::new()
     );
     // One document under several indexes and partitions.
-    assert_eq!(keys(store, BY_TAG, "red", None, None, false, 10).await, ["t1"]);
-    assert_eq!(keys(store, BY_TAG, "blue", None, None, false, 10).await, ["t1"]);
-    assert_eq!(keys(store, BY_GROUP, "h", None, None, false, 10).await, ["t1"]);
+    assert_eq!(
+        keys(store, BY_TAG, "red", None, None, false, 10).await,
+        ["t1"]
+    );
+    assert_eq!(
+        keys(store, BY_TAG, "blue", None, None, false, 10).await,
+        ["t1"]
+    );
+    assert_eq!(
+        keys(store, BY_GROUP, "h", None, None, false, 10).await,
+        ["t1"]
+    );
 }
 
 pub async fn rewriting_a_document_replaces_its_index_entries(store: &dyn ReadModelStore) {
@@ -491,7 +636,10 @@ pub async fn rewriting_a_document_replaces_its_index_entries(store: &dyn ReadMod
         keys(store, BY_GROUP, "old", None, None, false, 10).await,
         Vec::<String>::new()
     );
-    assert_eq!(keys(store, BY_GROUP, "new", None, None, false, 10).await, ["a"]);
+    assert_eq!(
+        keys(store, BY_GROUP, "new", None, None, false, 10).await,
+        ["a"]
+    );
     assert_eq!(value_of(store, "b").await, None);
 }
 
@@ -500,17 +648,26 @@ pub async fn checkpoints_never_move_backwards(store: &dyn ReadModelStore) {
         .apply_batch(projection(), Vec::new(), Some(50))
         .await
         .expect("apply");
-    assert_eq!(store.checkpoint("conformance").await.expect("checkpoint"), 50);
+    assert_eq!(
+        store.checkpoint("conformance").await.expect("checkpoint"),
+        50
+    );
     store
         .apply_batch(projection(), Vec::new(), Some(20))
         .await
         .expect("apply");
-    assert_eq!(store.checkpoint("conformance").await.expect("checkpoint"), 50);
+    assert_eq!(
+        store.checkpoint("conformance").await.expect("checkpoint"),
+        50
+    );
     store
         .apply_batch(projection(), Vec::new(), None)
         .await
         .expect("apply");
-    assert_eq!(store.checkpoint("conformance").await.expect("checkpoint"), 50);
+    assert_eq!(
+        store.checkpoint("conformance").await.expect("checkpoint"),
+        50
+    );
 }
 
 pub async fn projections_keep_separate_bookkeeping(store: &dyn ReadModelStore) {
@@ -523,14 +680,27 @@ pub async fn projections_keep_separate_bookkeeping(store: &dyn ReadModelStore) {
         .apply_batch(other.clone(), vec![put("s1", 1, "a", "g", "1", 2)], Some(4))
         .await
         .expect("apply other");
-    assert_eq!(outcome.applied(), 1, "another projection applies the same event");
-    assert_eq!(store.checkpoint("conformance").await.expect("checkpoint"), 3);
     assert_eq!(
-        store.checkpoint("conformance_other").await.expect("checkpoint"),
+        outcome.applied(),
+        1,
+        "another projection applies the same event"
+    );
+    assert_eq!(
+        store.checkpoint("conformance").await.expect("checkpoint"),
+        3
+    );
+    assert_eq!(
+        store
+            .checkpoint("conformance_other")
+            .await
+            .expect("checkpoint"),
         4
     );
     let doc = store.get(OTHER_DOCS, "a").await.expect("get");
-    assert_eq!(doc.and_then(|d| d.get("value").and_then(Value::as_i64)), Some(2));
+    assert_eq!(
+        doc.and_then(|d| d.get("value").and_then(Value::as_i64)),
+        Some(2)
+    );
     assert_eq!(value_of(store, "a").await, Some(1));
 }
 
@@ -539,7 +709,10 @@ pub async fn reset_drops_only_the_projections_data(store: &dyn ReadModelStore) {
     store
         .apply_batch(
             projection(),
-            vec![put("s1", 1, "a", "g", "1", 1), put("s2", 1, "b", "g", "2", 2)],
+            vec![
+                put("s1", 1, "a", "g", "1", 1),
+                put("s2", 1, "b", "g", "2", 2),
+            ],
             Some(9),
         )
         .await
@@ -567,7 +740,10 @@ pub async fn reset_drops_only_the_projections_data(store: &dyn ReadModelStore) {
         Vec::<String>::new(),
         "index entries go with their documents"
     );
-    assert_eq!(store.checkpoint("conformance").await.expect("checkpoint"), 0);
+    assert_eq!(
+        store.checkpoint("conformance").await.expect("checkpoint"),
+        0
+    );
     assert_eq!(
         store
             .last_applied("conformance", &stream("s1"))
@@ -582,7 +758,10 @@ pub async fn reset_drops_only_the_projections_data(store: &dyn ReadModelStore) {
         ["a"]
     );
     assert_eq!(
-        store.checkpoint("conformance_other").await.expect("checkpoint"),
+        store
+            .checkpoint("conformance_other")
+            .await
+            .expect("checkpoint"),
         9
     );
     assert_eq!(
@@ -638,7 +817,10 @@ pub async fn put_doc_replaces_a_document_and_its_index(store: &dyn ReadModelStor
         keys(store, BY_GROUP, "g", None, None, false, 10).await,
         Vec::<String>::new()
     );
-    assert_eq!(keys(store, BY_GROUP, "g2", None, None, false, 10).await, ["a"]);
+    assert_eq!(
+        keys(store, BY_GROUP, "g2", None, None, false, 10).await,
+        ["a"]
+    );
 }
 
 /// Runs every check, each against a fresh store from `make`.
@@ -660,6 +842,7 @@ where
         duplicates_are_skipped,
         gap_is_reported_and_the_prefix_committed,
         a_batch_reads_its_own_writes,
+        typed_and_plain_access_stay_coherent,
         a_failing_projection_writes_nothing,
         queries_order_and_bound_by_sort_key,
         rewriting_a_document_replaces_its_index_entries,

@@ -1,11 +1,11 @@
 //! A minimal `Vec`-backed [`EventStore`] for projection tests: a feed in push order, per-stream
 //! reads, and a plain optimistic `append`.
 
+use async_trait::async_trait;
 use commands::{
     AppendOutcome, Commit, CommitResult, EventEnvelope, EventStore, Idempotency, LoadedStream,
     StoreError, StreamRef, StreamVersion,
 };
-use async_trait::async_trait;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 #[derive(Default)]

@@ -147,8 +147,13 @@ pub struct Simulator {
     orders: BTreeMap<String, (Order, u64)>,
     payments: BTreeMap<String, (Payment, u64)>,
     order_info: BTreeMap<String, OrderInfo>,
+    /// Order ids in creation order.
+    order_ids: Vec<String>,
     counter: u64,
 }
+
+/// How many of the latest orders later steps (payment, shipping, refunds) choose from.
+const RECENT_ORDERS: usize = 64;
 
 fn pick_key<T>(rng: &mut Rng, map: &BTreeMap<String, T>) -> Option<String> {
     map.keys().nth(rng.below(map.len())).cloned()
@@ -186,6 +191,7 @@ impl Simulator {
             orders: BTreeMap::new(),
             payments: BTreeMap::new(),
             order_info: BTreeMap::new(),
+            order_ids: Vec::new(),
             counter: 0,
         }
     }
@@ -266,7 +272,6 @@ impl Simulator {
         Money::from_minor(self.rng.range(lo, hi) as i64, Currency::EUR).ok()
     }
 
-
     fn restock_or_reprice(&mut self) {
         let Some(id) = pick_key(&mut self.rng, &self.products) else {
             return;
@@ -316,9 +321,10 @@ impl Simulator {
                 break;
             };
             let qty = self.rng.range(1, 3) as u32;
-            let ok = self.products.get(&pid).is_some_and(|(p, _)| {
-                p.status == ProductStatus::Active && p.available() >= qty
-            });
+            let ok = self
+                .products
+                .get(&pid)
+                .is_some_and(|(p, _)| p.status == ProductStatus::Active && p.available() >= qty);
             if ok && !chosen.iter().any(|(c, _)| *c == pid) {
                 chosen.push((pid, qty));
             }
@@ -343,9 +349,11 @@ impl Simulator {
             let Some((p, _)) = self.products.get(pid) else {
                 return;
             };
-            let (Some(price), Ok(quantity), Ok(product_id)) =
-                (p.price.clone(), Quantity::parse(*qty), ProductId::parse(pid))
-            else {
+            let (Some(price), Ok(quantity), Ok(product_id)) = (
+                p.price.clone(),
+                Quantity::parse(*qty),
+                ProductId::parse(pid),
+            ) else {
                 return;
             };
             let Ok(line_total) = price.multiply(*qty) else {
@@ -454,6 +462,7 @@ impl Simulator {
         );
         self.carts.insert(cart_id.clone(), cart_agg);
         self.orders.insert(order_id.clone(), order_agg);
+        self.order_ids.push(order_id.clone());
         self.payments.insert(payment_id.clone(), payment_agg);
         self.order_info.insert(
             order_id,
@@ -465,12 +474,18 @@ impl Simulator {
         );
     }
 
+    /// A random order among the most recent ones in one of `statuses` (older orders have
+    /// mostly reached a final state; looking at the recent ones keeps long runs linear).
     fn pick_order(&mut self, statuses: &[OrderStatus]) -> Option<String> {
-        let candidates: Vec<String> = self
-            .orders
+        let recent = self.order_ids.len().saturating_sub(RECENT_ORDERS);
+        let candidates: Vec<String> = self.order_ids[recent..]
             .iter()
-            .filter(|(_, (o, _))| statuses.contains(&o.status))
-            .map(|(id, _)| id.clone())
+            .filter(|id| {
+                self.orders
+                    .get(*id)
+                    .is_some_and(|(o, _)| statuses.contains(&o.status))
+            })
+            .cloned()
             .collect();
         if candidates.is_empty() {
             return None;
@@ -665,8 +680,9 @@ impl Simulator {
         };
         let part = self.rng.percent(60);
         let amount = if part {
-            self.payment_of(&order_id)
-                .and_then(|(_, total, _)| Money::from_minor(total.to_minor() / 3, Currency::EUR).ok())
+            self.payment_of(&order_id).and_then(|(_, total, _)| {
+                Money::from_minor(total.to_minor() / 3, Currency::EUR).ok()
+            })
         } else {
             None
         };
@@ -737,7 +753,10 @@ impl Simulator {
 
     /// The carts created so far (ids), for tests that check carts are ignored.
     pub fn cart_ids(&self) -> Vec<String> {
-        self.order_info.values().map(|i| i.cart_id.clone()).collect()
+        self.order_info
+            .values()
+            .map(|i| i.cart_id.clone())
+            .collect()
     }
 
     /// The write side's state of every product, order and payment, to check that views agree.

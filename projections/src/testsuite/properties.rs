@@ -1,10 +1,10 @@
 //! Whole-system properties of the projections over any [`ReadModelStore`] adapter.
 
+use crate::all_projections;
 use crate::runner::{rebuild_all, ProjectionRunner, StepOutcome, REBUILD_BATCH};
 use crate::store::{Dump, ReadModelStore};
 use crate::testsuite::fixtures::{random_batches, scenario, unordered_delivery, Rng};
 use crate::testsuite::VecEventStore;
-use crate::all_projections;
 use commands::EventStore;
 use std::sync::Arc;
 
@@ -17,7 +17,10 @@ pub fn assert_same_dump(left: &Dump, right: &Dump, context: &str) {
         }
     }
     for key in right.keys() {
-        assert!(left.contains_key(key), "{context}: {key:?} only on the right");
+        assert!(
+            left.contains_key(key),
+            "{context}: {key:?} only on the right"
+        );
     }
 }
 
@@ -54,7 +57,10 @@ pub async fn incremental_equals_rebuild<S, D>(
             rng.range(1, 64) as usize,
         );
         for batch in unordered_delivery(&feed, &mut rng, 40) {
-            runner.apply_with_gap_fill(batch).await.expect("apply with gap fill");
+            runner
+                .apply_with_gap_fill(batch)
+                .await
+                .expect("apply with gap fill");
         }
         while let StepOutcome::Progressed { .. } = runner.step().await.expect("step") {}
 
@@ -72,7 +78,10 @@ pub async fn incremental_equals_rebuild<S, D>(
     for p in all_projections() {
         for batch in random_batches(&feed, &mut rng, 100).into_iter().take(3) {
             let runner = ProjectionRunner::new(store.clone(), rebuilt.clone(), p.clone(), 10);
-            runner.apply_with_gap_fill(batch).await.expect("pre-rebuild apply");
+            runner
+                .apply_with_gap_fill(batch)
+                .await
+                .expect("pre-rebuild apply");
         }
     }
     let summary = rebuild_all(
