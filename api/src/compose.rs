@@ -4,28 +4,28 @@
 
 use crate::auth::{self, Authenticator};
 use crate::state::AppState;
+use crate::webhooks::{SimulatedSigner, StripeWebhooks};
 use anyhow::Context;
 use commands::{
     Actor, CheckpointStore, Clock, CommandContext, CommandService, DomainUpcaster, EventStore,
     Metadata, NewProduct, ProcessManagers, ServiceConfig, Shop, SystemClock, UpcastingStore,
 };
-use domain::{Money, Product, ProductId};
-use crate::webhooks::{SimulatedSigner, StripeWebhooks};
 use commands::{PaymentGateway, Payments};
+use domain::{Money, Product, ProductId};
 use infrastructure::payments::simulated::SimulatedGateway;
-use infrastructure::stripe::gateway::{SecretKey, StripeConfig, StripeGateway};
-use infrastructure::stripe::lookup::ReadModelPaymentLookup;
-use infrastructure::stripe::webhook::WebhookVerifier;
-use workers::payments::{PaymentRetryConfig, PaymentRetryWorker};
 use infrastructure::sqlite::{SqliteEventStore, SqliteOptions, Synchronous};
 use infrastructure::sqlite_checkpoints::SqliteCheckpointStore;
 use infrastructure::sqlite_readmodel::SqliteReadModelStore;
+use infrastructure::stripe::gateway::{SecretKey, StripeConfig, StripeGateway};
+use infrastructure::stripe::lookup::ReadModelPaymentLookup;
+use infrastructure::stripe::webhook::WebhookVerifier;
 use projections::{ProjectionRunner, ReadModelStore};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
+use workers::payments::{PaymentRetryConfig, PaymentRetryWorker};
 use workers::{CancellationToken, Health, LoopConfig, ProcessManagerConsumer};
 
 pub const EVENTS_FILE: &str = "events.sqlite";
@@ -81,7 +81,13 @@ impl std::fmt::Debug for EmbeddedConfig {
             )
             .field("jwks_url", &self.jwks_url)
             .field("demo_catalog", &self.demo_catalog)
-            .field("stripe", &self.stripe.as_ref().map(|s| (&s.base_url, "<redacted key>")))
+            .field(
+                "stripe",
+                &self
+                    .stripe
+                    .as_ref()
+                    .map(|s| (&s.base_url, "<redacted key>")),
+            )
             .field("webhook_secrets", &self.webhook_secrets.len())
             .finish()
     }

@@ -1,10 +1,13 @@
 #![forbid(unsafe_code)]
-//! `backbone`: the embedded order backbone (serve), dev tokens, projection rebuilds and event
-//! export. Every flag can also be set through its `BACKBONE_*` environment variable.
+//! `backbone`: the order backbone (serve, embedded or on AWS), the AWS relay and queue
+//! workers, provisioning, dev tokens, projection rebuilds and event export. Every flag can also
+//! be set through its `BACKBONE_*` environment variable; the AWS subcommands read the standard
+//! AWS environment (region, credentials, `AWS_ENDPOINT_URL` for local emulators).
 
 use anyhow::Context;
 use api::auth::{self, Role};
 use api::compose::{self, EmbeddedConfig};
+use api::compose_aws::{self, AwsOptions, AwsServeConfig, AwsStage, AwsWorkerConfig};
 use api::export::{self, ExportFilter, StreamFilter};
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -18,7 +21,7 @@ use std::time::Duration;
 #[command(
     name = "backbone",
     version,
-    about = "Event-sourced order backbone (embedded default)"
+    about = "Event-sourced order backbone (embedded default, or AWS)"
 )]
 struct Cli {
     /// Log format: readable text (dev) or JSON lines (production). Filter with RUST_LOG.
@@ -42,6 +45,35 @@ enum SyncMode {
     Normal,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    /// One process, SQLite files, in-process fan-out.
+    Embedded,
+    /// DynamoDB, DynamoDB Streams, EventBridge and SQS.
+    Aws,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Toggle {
+    /// On when an endpoint URL is configured (a local emulator).
+    Auto,
+    On,
+    Off,
+}
+
+/// Which AWS stage, and how to talk to it.
+#[derive(Debug, Args)]
+struct AwsArgs {
+    /// Stage: every resource is named `backbone-<stage>-...` (at most 20 lowercase letters,
+    /// digits and dashes).
+    #[arg(long, env = "BACKBONE_STAGE", default_value = "dev")]
+    stage: String,
+    /// Workarounds for the local emulator's DynamoDB Streams (fresh iterators, records checked
+    /// against the table).
+    #[arg(long, env = "BACKBONE_EMULATOR_COMPAT", value_enum, default_value_t = Toggle::Auto)]
+    emulator_compat: Toggle,
+}
+
 #[derive(Debug, Args)]
 struct DataArg {
     /// Data directory (event store, read models, checkpoints, dev JWT secret).
@@ -51,7 +83,8 @@ struct DataArg {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the HTTP API with the workers (embedded: SQLite, simulated payments).
+    /// Serve the HTTP API (embedded: SQLite with its workers; `--backend aws`: DynamoDB, plus
+    /// the relay and queue workers in process with `--with-workers`).
     Serve(ServeArgs),
     /// Mint an HS256 token for the data directory's secret; prints only the token.
     Token(TokenArgs),
@@ -62,6 +95,26 @@ enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// AWS: create the stage's tables, bus, rules and queues (idempotent).
+    Provision(AwsArgs),
+    /// AWS: relay the events table's stream to the feed index and the event bus.
+    Relay(AwsArgs),
+    /// AWS: consume one group's queue (catalog, order-history, notifications, support,
+    /// process-managers).
+    Worker(WorkerArgs),
+}
+
+#[derive(Debug, Args)]
+struct WorkerArgs {
+    /// The consumer group.
+    #[arg(value_parser = parse_group)]
+    group: infrastructure::aws::ConsumerGroup,
+    #[command(flatten)]
+    aws: AwsArgs,
+    /// Long-poll wait of each receive, in seconds (at most 20); also the longest a stopping
+    /// worker waits for its last receive.
+    #[arg(long, env = "BACKBONE_WORKER_WAIT_SECS", default_value_t = 10)]
+    wait_secs: u64,
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +136,30 @@ struct ServeArgs {
     /// Do not seed the demo catalog.
     #[arg(long, env = "BACKBONE_NO_DEMO")]
     no_demo: bool,
+    /// Where events and read models live.
+    #[arg(long, env = "BACKBONE_BACKEND", value_enum, default_value_t = Backend::Embedded)]
+    backend: Backend,
+    #[command(flatten)]
+    aws: AwsArgs,
+    /// aws: also run the relay and the five queue consumers in this process (still through the
+    /// stream, the bus and the queues).
+    #[arg(long, env = "BACKBONE_WITH_WORKERS")]
+    with_workers: bool,
+    /// aws: create the stage's resources first.
+    #[arg(long, env = "BACKBONE_PROVISION")]
+    provision: bool,
+    /// Use real Stripe with this secret key instead of the simulated gateway.
+    #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
+    stripe_secret_key: Option<String>,
+    /// Stripe API base URL (a local fake in tests).
+    #[arg(long, env = "STRIPE_BASE_URL")]
+    stripe_base_url: Option<String>,
+    /// Webhook signing secret of the Stripe endpoint (`whsec_...`); required with a Stripe key.
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
+    stripe_webhook_secret: Option<String>,
+    /// The previous webhook secret, accepted too while rotating.
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET_PREVIOUS", hide_env_values = true)]
+    stripe_webhook_secret_previous: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -141,6 +218,12 @@ struct ExportArgs {
     data: DataArg,
 }
 
+fn parse_group(s: &str) -> Result<infrastructure::aws::ConsumerGroup, String> {
+    infrastructure::aws::ConsumerGroup::parse(s).ok_or_else(|| {
+        "expected catalog, order-history, notifications, support or process-managers".to_string()
+    })
+}
+
 fn parse_role(s: &str) -> Result<Role, String> {
     Role::parse(s).ok_or_else(|| "expected customer, support, admin or analyst".to_string())
 }
@@ -173,16 +256,99 @@ async fn main() -> anyhow::Result<()> {
         Command::Events {
             command: EventsCommand::Export(args),
         } => export_events(args).await,
+        Command::Provision(args) => provision(args).await,
+        Command::Relay(args) => relay(args).await,
+        Command::Worker(args) => worker(args).await,
     }
 }
 
+/// The SDK config from the standard AWS environment, and the stage's adapter options.
+async fn aws_setup(args: &AwsArgs) -> (aws_config::SdkConfig, AwsOptions) {
+    let sdk = infrastructure::aws::config_loader().load().await;
+    let emulator_compat = match args.emulator_compat {
+        Toggle::On => true,
+        Toggle::Off => false,
+        Toggle::Auto => sdk.endpoint_url().is_some(),
+    };
+    (
+        sdk,
+        AwsOptions {
+            emulator_compat,
+            ..AwsOptions::default()
+        },
+    )
+}
+
+async fn provision(args: AwsArgs) -> anyhow::Result<()> {
+    let (sdk, options) = aws_setup(&args).await;
+    let stage = AwsStage::new(&sdk, &args.stage, options);
+    let provisioned = stage.provision().await?;
+    eprintln!(
+        "provisioned stage {} (bus {}, {} consumer groups)",
+        args.stage,
+        provisioned.event_bus_arn,
+        provisioned.groups.len()
+    );
+    Ok(())
+}
+
+/// Runs one worker loop until SIGTERM or ctrl-c.
+async fn run_until_signal(
+    spawn: impl FnOnce(workers::Health, workers::CancellationToken) -> tokio::task::JoinHandle<()>,
+) -> anyhow::Result<()> {
+    let cancel = workers::CancellationToken::new();
+    let task = spawn(workers::Health::default(), cancel.clone());
+    api::serve::shutdown_signal().await;
+    tracing::info!("stopping");
+    cancel.cancel();
+    task.await.context("worker task")?;
+    Ok(())
+}
+
+async fn relay(args: AwsArgs) -> anyhow::Result<()> {
+    let (sdk, options) = aws_setup(&args).await;
+    let stage = AwsStage::new(&sdk, &args.stage, options);
+    let config = AwsWorkerConfig::default();
+    let relay = std::sync::Arc::new(stage.relay(config.relay));
+    tracing::info!(stage = %args.stage, "relay started");
+    run_until_signal(|health, cancel| relay.spawn(health, cancel, config.relay_loop)).await
+}
+
+async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
+    let (sdk, options) = aws_setup(&args.aws).await;
+    let stage = AwsStage::new(&sdk, &args.aws.stage, options);
+    let mut config = AwsWorkerConfig::default();
+    config.consumer.wait = Duration::from_secs(args.wait_secs.min(20));
+    let consumer = std::sync::Arc::new(stage.consumer(args.group, config.consumer).await?);
+    tracing::info!(stage = %args.aws.stage, group = %args.group, "worker started");
+    run_until_signal(|health, cancel| consumer.spawn(health, cancel, config.consumer_loop)).await
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.backend == Backend::Aws {
+        return serve_aws(args).await;
+    }
     let config = EmbeddedConfig {
         listen: args.listen,
         synchronous_normal: args.synchronous == SyncMode::Normal,
         jwt_secret: args.jwt_secret,
         jwks_url: args.jwks_url,
         demo_catalog: !args.no_demo,
+        stripe: args
+            .stripe_secret_key
+            .filter(|k| !k.is_empty())
+            .map(|secret_key| compose::StripeSettings {
+                secret_key,
+                base_url: args.stripe_base_url,
+            }),
+        webhook_secrets: [
+            args.stripe_webhook_secret,
+            args.stripe_webhook_secret_previous,
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|s| !s.is_empty())
+        .collect(),
         ..EmbeddedConfig::new(args.data.data)
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -190,6 +356,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.listen))?;
     let embedded = compose::start_embedded(config).await?;
     api::serve(listener, embedded).await
+}
+
+async fn serve_aws(args: ServeArgs) -> anyhow::Result<()> {
+    let (sdk, options) = aws_setup(&args.aws).await;
+    let config = AwsServeConfig {
+        options,
+        jwt_secret: args.jwt_secret,
+        jwks_url: args.jwks_url,
+        demo_catalog: !args.no_demo,
+        provision: args.provision,
+        with_workers: args.with_workers,
+        ..AwsServeConfig::new(args.aws.stage)
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let running = compose_aws::start_aws(&sdk, config).await?;
+    api::serve(listener, running).await
 }
 
 fn token(args: TokenArgs) -> anyhow::Result<()> {

@@ -4,10 +4,12 @@
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::webhooks::SimulatedIntentEvent;
-use commands::{Ack, Caller, CommandContext, CreateIntent, Decision, Executed, PaymentGateway, WebhookOutcome};
+use commands::{
+    Ack, Caller, CommandContext, CreateIntent, Decision, Executed, PaymentGateway, WebhookOutcome,
+};
 use domain::{Payment, PaymentId};
-use infrastructure::stripe::testing::IntentSpec;
 use infrastructure::payments::simulated::{outcome_for, SimOutcome};
+use infrastructure::stripe::testing::IntentSpec;
 
 /// Confirms `payment_id` with a test payment method on behalf of the customer who owns its
 /// order, and records the provider's answer on the payment. The process managers then move the
@@ -124,13 +126,15 @@ pub async fn confirm_simulated(
     };
     // Remember the answer under the request's Idempotency-Key too, so a retry gets this exact
     // response (the payment events above are already deduplicated by the Stripe event id).
-    let mut executed = svc
-        .commit(Decision::default(), ctx, ack)
-        .await?;
+    let mut executed = svc.commit(Decision::default(), ctx, ack).await?;
     executed.replayed |= replayed;
     if executed.position().is_none() {
         // Read-your-writes: the feed head now covers the payment's commit.
-        let head = state.store.head().await.map_err(commands::CommandError::from)?;
+        let head = state
+            .store
+            .head()
+            .await
+            .map_err(commands::CommandError::from)?;
         executed.commit = Some(commands::CommitResult {
             position: Some(head),
             streams: Vec::new(),

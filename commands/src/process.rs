@@ -16,8 +16,8 @@ use crate::service::CommandContext;
 use crate::shop::{Caller, Shop};
 use crate::store::EventEnvelope;
 use domain::{
-    Event, Money, Order, OrderCommand, OrderEvent, OrderId, Payment, PaymentCommand,
-    PaymentEvent, ProductCommand, StreamType,
+    Event, Money, Order, OrderCommand, OrderEvent, OrderId, Payment, PaymentCommand, PaymentEvent,
+    ProductCommand, StreamType,
 };
 use std::sync::Arc;
 
@@ -43,8 +43,13 @@ impl ProcessManagers {
     pub fn handles(event: &EventEnvelope) -> bool {
         matches!(
             (event.stream_type, event.event_type.as_str()),
-            (StreamType::Payment, "PaymentSucceeded" | "PaymentFailed" | "PaymentRefunded")
-                | (StreamType::Order, "OrderCancelled" | "OrderExpired" | "OrderShipped")
+            (
+                StreamType::Payment,
+                "PaymentSucceeded" | "PaymentFailed" | "PaymentRefunded"
+            ) | (
+                StreamType::Order,
+                "OrderCancelled" | "OrderExpired" | "OrderShipped"
+            )
         )
     }
 
@@ -175,11 +180,7 @@ impl ProcessManagers {
             } => {
                 self.release_stock(event, &order_id).await?;
                 if was_paid {
-                    let order = self
-                        .shop
-                        .service()
-                        .load::<Order>(order_id.as_str())
-                        .await?;
+                    let order = self.shop.service().load::<Order>(order_id.as_str()).await?;
                     if let Some(payment_id) = order.state.payment_id.clone() {
                         self.refund_payment(
                             event,
@@ -224,11 +225,7 @@ impl ProcessManagers {
         event: &EventEnvelope,
         order_id: &OrderId,
     ) -> Result<(), CommandError> {
-        let order = self
-            .shop
-            .service()
-            .load::<Order>(order_id.as_str())
-            .await?;
+        let order = self.shop.service().load::<Order>(order_id.as_str()).await?;
         for line in &order.state.lines {
             let ctx =
                 CommandContext::caused_by(event, &format!("release-stock:{}", line.product_id));

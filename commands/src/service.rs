@@ -303,9 +303,8 @@ impl CommandService {
         if record.fingerprint != key.fingerprint {
             return Err(CommandError::IdempotencyMismatch);
         }
-        let value = serde_json::from_value(record.outcome).map_err(|e| {
-            CommandError::Internal(format!("unreadable idempotency outcome: {e}"))
-        })?;
+        let value = serde_json::from_value(record.outcome)
+            .map_err(|e| CommandError::Internal(format!("unreadable idempotency outcome: {e}")))?;
         Ok(Executed {
             value,
             commit: Some(result),
@@ -361,7 +360,11 @@ impl CommandService {
 
     /// Runs `attempt` until it does not hit a version conflict, at most `max_attempts` times,
     /// with jittered exponential backoff. Replays an earlier answer for a known key first.
-    pub async fn run<T, F, Fut>(&self, ctx: &CommandContext, mut attempt: F) -> Result<Executed<T>, CommandError>
+    pub async fn run<T, F, Fut>(
+        &self,
+        ctx: &CommandContext,
+        mut attempt: F,
+    ) -> Result<Executed<T>, CommandError>
     where
         T: Serialize + DeserializeOwned,
         F: FnMut() -> Fut,

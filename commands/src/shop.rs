@@ -4,8 +4,8 @@
 
 use crate::error::{CommandError, Rejection};
 use crate::ports::{CreateIntent, GatewayError, PaymentGateway};
-use crate::store::Metadata;
 use crate::service::{CommandContext, CommandService, Decision, Executed, Loaded};
+use crate::store::Metadata;
 use domain::{
     Cart, CartCommand, CartId, CartStatus, CustomerId, Money, Order, OrderCommand, OrderId,
     OrderLine, Payment, PaymentCommand, PaymentId, Product, ProductCommand, ProductId,
@@ -163,8 +163,8 @@ impl Shop {
         ctx: &CommandContext,
         customer: &CustomerId,
     ) -> Result<Executed<CartView>, CommandError> {
-        let cart_id = CartId::parse(&new_id("cart"))
-            .map_err(|e| CommandError::Internal(e.to_string()))?;
+        let cart_id =
+            CartId::parse(&new_id("cart")).map_err(|e| CommandError::Internal(e.to_string()))?;
         self.svc
             .execute::<Cart, _, _, _>(
                 cart_id.as_str(),
@@ -284,7 +284,8 @@ impl Shop {
         input: CheckoutInput,
     ) -> Result<Executed<CheckoutReceipt>, CommandError> {
         // Ids are fixed outside the retry loop so every attempt decides the same order.
-        let order_id = OrderId::parse(&new_id("ord")).map_err(|e| CommandError::Internal(e.to_string()))?;
+        let order_id =
+            OrderId::parse(&new_id("ord")).map_err(|e| CommandError::Internal(e.to_string()))?;
         let payment_id =
             PaymentId::parse(&new_id("pay")).map_err(|e| CommandError::Internal(e.to_string()))?;
         self.svc
@@ -319,22 +320,23 @@ impl Shop {
                         unit_price: price,
                         line_total,
                     });
-                    self.svc.decide_into(
-                        &mut decision,
-                        &product,
-                        ProductCommand::ReserveStock {
-                            order_id: order_id.clone(),
-                            quantity: line.quantity.get(),
-                        },
-                        ctx,
-                    )
-                    .map_err(|e| match e {
-                        CommandError::Rejected { code, message } => CommandError::Rejected {
-                            code,
-                            message: format!("{message} (product {})", line.product_id),
-                        },
-                        other => other,
-                    })?;
+                    self.svc
+                        .decide_into(
+                            &mut decision,
+                            &product,
+                            ProductCommand::ReserveStock {
+                                order_id: order_id.clone(),
+                                quantity: line.quantity.get(),
+                            },
+                            ctx,
+                        )
+                        .map_err(|e| match e {
+                            CommandError::Rejected { code, message } => CommandError::Rejected {
+                                code,
+                                message: format!("{message} (product {})", line.product_id),
+                            },
+                            other => other,
+                        })?;
                 }
                 let order = self.svc.load::<Order>(order_id.as_str()).await?;
                 let placed = self.svc.decide_into(
@@ -491,8 +493,7 @@ impl Shop {
                 order_id,
                 ctx,
                 |loaded| {
-                    if !loaded.state.exists()
-                        || !caller.may_see(loaded.state.customer_id.as_ref())
+                    if !loaded.state.exists() || !caller.may_see(loaded.state.customer_id.as_ref())
                     {
                         return Err(CommandError::not_found("order", order_id));
                     }

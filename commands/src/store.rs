@@ -224,14 +224,20 @@ impl StoreError {
 pub trait EventStore: Send + Sync + 'static {
     async fn append(&self, commit: Commit) -> Result<AppendOutcome, StoreError>;
     async fn load(&self, stream: &StreamRef) -> Result<LoadedStream, StoreError>;
-    async fn read(&self, stream: &StreamRef, from: u64, to: u64)
-        -> Result<Vec<EventEnvelope>, StoreError>;
+    async fn read(
+        &self,
+        stream: &StreamRef,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<EventEnvelope>, StoreError>;
     async fn feed(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError>;
     /// The highest position `feed` can return right now (0 when empty).
     async fn head(&self) -> Result<u64, StoreError>;
     /// Looks up a command id without writing anything.
-    async fn idempotency(&self, command_id: &str)
-        -> Result<Option<(CommitResult, Idempotency)>, StoreError>;
+    async fn idempotency(
+        &self,
+        command_id: &str,
+    ) -> Result<Option<(CommitResult, Idempotency)>, StoreError>;
     /// Fires after every commit so feed tailers wake at once. `None` when the backend cannot
     /// notify (consumers then poll).
     fn commit_notifier(&self) -> Option<Arc<tokio::sync::Notify>> {
@@ -261,7 +267,10 @@ impl<S> UpcastingStore<S> {
     }
 
     fn map(&self, events: Vec<EventEnvelope>) -> Vec<EventEnvelope> {
-        events.into_iter().map(|e| self.upcaster.upcast(e)).collect()
+        events
+            .into_iter()
+            .map(|e| self.upcaster.upcast(e))
+            .collect()
     }
 }
 
@@ -366,7 +375,11 @@ pub fn validate_commit(commit: &Commit, max_actions: usize) -> Result<(), StoreE
         }
     }
     let actions = commit.event_count()
-        + commit.streams.iter().filter(|s| s.snapshot.is_some()).count()
+        + commit
+            .streams
+            .iter()
+            .filter(|s| s.snapshot.is_some())
+            .count()
         + usize::from(commit.idempotency.is_some());
     if actions > max_actions {
         return Err(StoreError::InvalidCommit(format!(

@@ -161,5 +161,3 @@ async fn concurrent_batches_of_one_projection_lose_no_update() {
         );
     }
 }
-
-

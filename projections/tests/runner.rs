@@ -483,4 +483,3 @@ proptest! {
         rt.block_on(memory_property(seed, steps));
     }
 }
-

@@ -2,6 +2,8 @@
 //! Shared helpers for the end-to-end suites: [`spawn_app`] starts the embedded backbone on
 //! 127.0.0.1:0 with a fresh temporary data directory and stops everything it started.
 
+pub mod aws;
+
 use api::auth::{self, Claims, Role};
 use api::{start_embedded, AppState, EmbeddedConfig};
 use reqwest::{Method, StatusCode};

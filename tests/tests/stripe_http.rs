@@ -45,7 +45,10 @@ async fn order_with_intent(app: &TestApp, token: &str) -> (String, String, Strin
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
     let order = a.body["order_id"].as_str().unwrap().to_string();
     let payment = a.body["payment_id"].as_str().unwrap().to_string();
-    let intent = a.body["intent_id"].as_str().expect("intent id in the checkout answer").to_string();
+    let intent = a.body["intent_id"]
+        .as_str()
+        .expect("intent id in the checkout answer")
+        .to_string();
     (order, payment, intent, 2490)
 }
 
@@ -78,7 +81,11 @@ async fn wait_status(app: &TestApp, token: &str, order: &str, want: &str) {
         (s == want).then_some(s)
     })
     .await;
-    assert_eq!(got.as_deref(), Some(want), "order {order} never became {want}");
+    assert_eq!(
+        got.as_deref(),
+        Some(want),
+        "order {order} never became {want}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -95,17 +102,36 @@ async fn bad_signatures_get_400_and_change_nothing() {
     let at = tampered.len() / 2;
     tampered[at] = if tampered[at] == b'a' { b'b' } else { b'a' };
     let cases: Vec<(&str, Vec<u8>, Option<String>, &str)> = vec![
-        ("tampered body", tampered, Some(good.clone()), "invalid_signature"),
-        ("stale timestamp", body.clone(), Some(sign_for_test(&secret, now() - 301, &body)), "stale_signature"),
+        (
+            "tampered body",
+            tampered,
+            Some(good.clone()),
+            "invalid_signature",
+        ),
+        (
+            "stale timestamp",
+            body.clone(),
+            Some(sign_for_test(&secret, now() - 301, &body)),
+            "stale_signature",
+        ),
         ("missing header", body.clone(), None, "missing_signature"),
-        ("wrong secret", body.clone(), Some(sign_for_test("whsec_wrong", now(), &body)), "invalid_signature"),
+        (
+            "wrong secret",
+            body.clone(),
+            Some(sign_for_test("whsec_wrong", now(), &body)),
+            "invalid_signature",
+        ),
     ];
     for (what, payload, sig, code) in cases {
         let (status, answer) = deliver(&app, &payload, sig.as_deref()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {answer}");
         assert_eq!(answer["error"]["code"], code, "{what}");
     }
-    assert_eq!(app.state.store.head().await.unwrap(), head, "nothing was written");
+    assert_eq!(
+        app.state.store.head().await.unwrap(),
+        head,
+        "nothing was written"
+    );
     assert_eq!(order_status(&app, &token, &order).await, "awaiting_payment");
     app.shutdown().await;
 }
@@ -123,7 +149,10 @@ async fn a_signed_success_pays_the_order_once_even_when_delivered_twice_and_conc
         deliver(&app, &body, Some(&sig))
     );
     let (c, _) = deliver(&app, &body, Some(&sig)).await;
-    assert_eq!((a.0, b.0, c), (StatusCode::OK, StatusCode::OK, StatusCode::OK));
+    assert_eq!(
+        (a.0, b.0, c),
+        (StatusCode::OK, StatusCode::OK, StatusCode::OK)
+    );
     let mut outcomes = vec![
         a.1["outcome"].as_str().unwrap().to_string(),
         b.1["outcome"].as_str().unwrap().to_string(),
@@ -180,7 +209,11 @@ async fn a_support_refund_is_recorded_once_and_notifies_the_customer() {
     let support = app.token("sam", Role::Support);
     let (order, payment, _, _) = order_with_intent(&app, &token).await;
     let paid = app
-        .post(&format!("/v1/payments/{payment}/confirm"), &token, json!({"payment_method": "pm_card_visa"}))
+        .post(
+            &format!("/v1/payments/{payment}/confirm"),
+            &token,
+            json!({"payment_method": "pm_card_visa"}),
+        )
         .await;
     assert_eq!(paid.status, StatusCode::OK, "{}", paid.text);
     wait_status(&app, &token, &order, "paid").await;
@@ -188,20 +221,52 @@ async fn a_support_refund_is_recorded_once_and_notifies_the_customer() {
     let path = format!("/v1/support/orders/{order}/refunds");
     let headers = [("Idempotency-Key", "refund-1")];
     let first = app
-        .send(reqwest::Method::POST, &path, Some(&support), Some(json!({"amount": "10.00"})), &headers)
+        .send(
+            reqwest::Method::POST,
+            &path,
+            Some(&support),
+            Some(json!({"amount": "10.00"})),
+            &headers,
+        )
         .await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
     assert_eq!(first.body["status"], "succeeded");
     let again = app
-        .send(reqwest::Method::POST, &path, Some(&support), Some(json!({"amount": "10.00"})), &headers)
+        .send(
+            reqwest::Method::POST,
+            &path,
+            Some(&support),
+            Some(json!({"amount": "10.00"})),
+            &headers,
+        )
         .await;
-    assert_eq!(again.body["refund_id"], first.body["refund_id"], "the same receipt");
+    assert_eq!(
+        again.body["refund_id"], first.body["refund_id"],
+        "the same receipt"
+    );
     let other = app
-        .send(reqwest::Method::POST, &path, Some(&support), Some(json!({"amount": "1.00"})), &headers)
+        .send(
+            reqwest::Method::POST,
+            &path,
+            Some(&support),
+            Some(json!({"amount": "1.00"})),
+            &headers,
+        )
         .await;
-    assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", other.text);
+    assert_eq!(
+        other.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        other.text
+    );
     let too_much = app
-        .send(reqwest::Method::POST, &path, Some(&support), Some(json!({"amount": "100.00"})), &[])
+        .send(
+            reqwest::Method::POST,
+            &path,
+            Some(&support),
+            Some(json!({"amount": "100.00"})),
+            &[],
+        )
         .await;
     assert_eq!(too_much.status, StatusCode::CONFLICT, "{}", too_much.text);
     // Customers can't refund.
@@ -214,7 +279,10 @@ async fn a_support_refund_is_recorded_once_and_notifies_the_customer() {
     })
     .await
     .expect("the order shows the refund");
-    assert_eq!(refunded["status"], "paid", "partial refund keeps the order paid");
+    assert_eq!(
+        refunded["status"], "paid",
+        "partial refund keeps the order paid"
+    );
     let note = eventually(Duration::from_secs(10), || async {
         let n = app.get("/v1/me/notifications", &token).await;
         n.body["notifications"]
@@ -224,7 +292,9 @@ async fn a_support_refund_is_recorded_once_and_notifies_the_customer() {
     .await;
     assert!(note.is_some(), "refund_issued notification");
     let analyst = app.token("ana", Role::Analyst);
-    let stream = app.get(&format!("/v1/streams/payment/{payment}"), &analyst).await;
+    let stream = app
+        .get(&format!("/v1/streams/payment/{payment}"), &analyst)
+        .await;
     let refunds = stream.body["events"]
         .as_array()
         .unwrap()

@@ -2,14 +2,14 @@
 //! Long-running loops with graceful shutdown. Each worker is a loop over one `step`, backing off
 //! when idle or failing, and stopping on a cancellation token.
 
-pub mod health;
 pub mod feed;
+pub mod health;
 pub mod payments;
 pub mod queue;
 pub mod relay;
 
-pub use health::*;
 pub use feed::*;
+pub use health::*;
 pub use queue::*;
 pub use relay::*;
 pub use tokio_util::sync::CancellationToken;

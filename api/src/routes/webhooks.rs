@@ -23,9 +23,7 @@ pub async fn stripe(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<WebhookOutcome>> {
-    let signature = headers
-        .get(SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok());
+    let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
     let metadata = Metadata {
         correlation_id: ids.correlation_id,
         causation_id: None,

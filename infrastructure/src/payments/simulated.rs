@@ -3,7 +3,9 @@
 //! retried request returns the first answer, as Stripe's does.
 
 use async_trait::async_trait;
-use commands::{CreateIntent, CreatedIntent, GatewayError, PaymentGateway, RefundRequest, RefundResult};
+use commands::{
+    CreateIntent, CreatedIntent, GatewayError, PaymentGateway, RefundRequest, RefundResult,
+};
 use domain::Money;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -14,7 +16,9 @@ use std::sync::Mutex;
 pub enum SimOutcome {
     Succeeded,
     /// Declined, with Stripe's decline code.
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
     /// 3-D Secure: the intent needs action; confirming again succeeds.
     RequiresAction,
 }
@@ -115,7 +119,10 @@ impl PaymentGateway for SimulatedGateway {
     async fn create_intent(&self, request: CreateIntent) -> Result<CreatedIntent, GatewayError> {
         let mut by_key = Self::lock(&self.by_key);
         let mut intents = Self::lock(&self.intents);
-        if let Some(existing) = by_key.get(&request.idempotency_key).and_then(|id| intents.get(id)) {
+        if let Some(existing) = by_key
+            .get(&request.idempotency_key)
+            .and_then(|id| intents.get(id))
+        {
             return Ok(CreatedIntent {
                 intent_id: existing.intent_id.clone(),
                 client_secret: existing.client_secret.clone(),
@@ -150,11 +157,15 @@ impl PaymentGateway for SimulatedGateway {
             GatewayError::Rejected(format!("no such payment intent {}", request.intent_id))
         })?;
         if intent.status != "succeeded" {
-            return Err(GatewayError::Rejected("payment intent has not succeeded".into()));
+            return Err(GatewayError::Rejected(
+                "payment intent has not succeeded".into(),
+            ));
         }
         let minor = request.amount.to_minor();
         if intent.refunded_minor + minor > intent.amount.to_minor() {
-            return Err(GatewayError::Rejected("refund exceeds the captured amount".into()));
+            return Err(GatewayError::Rejected(
+                "refund exceeds the captured amount".into(),
+            ));
         }
         intent.refunded_minor += minor;
         let result = RefundResult {
@@ -201,14 +212,20 @@ mod tests {
         let a = g.create_intent(intent_req("k1")).await.unwrap();
         assert_eq!(
             g.confirm(&a.intent_id, "4000000000000002").unwrap().0,
-            SimOutcome::Failed { reason: "card_declined".into() }
+            SimOutcome::Failed {
+                reason: "card_declined".into()
+            }
         );
         assert_eq!(
-            g.confirm(&a.intent_id, "pm_card_threeDSecure2Required").unwrap().0,
+            g.confirm(&a.intent_id, "pm_card_threeDSecure2Required")
+                .unwrap()
+                .0,
             SimOutcome::RequiresAction
         );
         assert_eq!(
-            g.confirm(&a.intent_id, "pm_card_threeDSecure2Required").unwrap().0,
+            g.confirm(&a.intent_id, "pm_card_threeDSecure2Required")
+                .unwrap()
+                .0,
             SimOutcome::Succeeded
         );
         assert_eq!(g.intent_status(&a.intent_id).as_deref(), Some("succeeded"));

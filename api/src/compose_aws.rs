@@ -1,0 +1,381 @@
+//! The composition root of the AWS deployment: the DynamoDB event store and read models, the
+//! DynamoDB Streams relay, EventBridge and the SQS consumer groups, for one stage.
+//!
+//! Events reach the read models only one way: DynamoDB Stream → relay (which also indexes the
+//! durable feed) → EventBridge → one SQS queue per consumer group → queue consumers. `serve`
+//! never applies a commit to a projection itself. `--with-workers` runs the relay and the five
+//! consumers inside the API process (tests, a single-box demo), still through the stream, the
+//! bus and the queues.
+//!
+//! Only this module and `main` read configuration: the SDK config (standard AWS environment,
+//! `AWS_ENDPOINT_URL` included) is loaded by the caller and handed in.
+
+use crate::auth::Authenticator;
+use crate::compose::{seed_demo_catalog, Embedded};
+use crate::state::AppState;
+use anyhow::Context;
+use commands::{
+    Clock, CommandService, DomainUpcaster, EventStore, ProcessManagers, ServiceConfig, Shop,
+    SystemClock, UpcastingStore,
+};
+use infrastructure::aws::provision::{provision, Provisioned};
+use infrastructure::aws::{
+    AwsClients, ConsumerGroup, DynamoEventStore, DynamoReadModelStore, DynamoStoreOptions,
+    ResourceNames, RetryPolicy,
+};
+use infrastructure::aws_fanout::{
+    DynamoShardCheckpoints, DynamoStreamSource, EventBridgePublisher, SqsEventQueue, StreamsOptions,
+};
+use infrastructure::payments::simulated::SimulatedGateway;
+use projections::{Projection, ProjectionRunner, ReadModelStore};
+use std::sync::Arc;
+use std::time::Duration;
+use workers::{
+    CancellationToken, Health, LoopConfig, QueueConsumer, QueueConsumerConfig, QueueHandler, Relay,
+    RelayConfig,
+};
+
+/// Options of one stage's adapters (the default: no emulator workarounds, the default retry
+/// policy, 1 MB query pages, the default command service).
+#[derive(Debug, Clone, Default)]
+pub struct AwsOptions {
+    /// Work around the local emulator's DynamoDB Streams quirks (see
+    /// [`infrastructure::aws_fanout::streams`]). `main` turns it on when an endpoint URL is set.
+    pub emulator_compat: bool,
+    /// Transient AWS failures are retried this way by every adapter.
+    pub retry: RetryPolicy,
+    /// Items per Query page of the event store (`None`: DynamoDB's 1 MB pages).
+    pub query_page_size: Option<i32>,
+    /// Command service tuning (snapshot interval, conflict retries).
+    pub service: ServiceConfig,
+}
+
+/// The adapters of one stage, wired. Cheap to clone.
+#[derive(Clone)]
+pub struct AwsStage {
+    pub names: ResourceNames,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub streams: aws_sdk_dynamodbstreams::Client,
+    pub eventbridge: aws_sdk_eventbridge::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    /// The DynamoDB store itself (request counters, the feed indexer).
+    pub dynamo_store: Arc<DynamoEventStore>,
+    /// The store every consumer uses: `dynamo_store` upcasting on every read path.
+    pub store: Arc<dyn EventStore>,
+    pub models: Arc<DynamoReadModelStore>,
+    pub gateway: Arc<SimulatedGateway>,
+    pub clock: Arc<dyn Clock>,
+    pub shop: Arc<Shop>,
+    pub managers: Arc<ProcessManagers>,
+    pub options: AwsOptions,
+}
+
+impl AwsStage {
+    /// Builds the clients and adapters of `stage`. Nothing is called yet: see
+    /// [`provision`](Self::provision) to create the resources.
+    pub fn new(sdk: &aws_config::SdkConfig, stage: &str, options: AwsOptions) -> Self {
+        let names = ResourceNames::for_stage(stage);
+        let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+        let dynamo_store = Arc::new(DynamoEventStore::new(
+            dynamodb.clone(),
+            &names,
+            DynamoStoreOptions {
+                // The relay indexes the feed from the stream.
+                index_on_append: false,
+                retry: options.retry,
+                query_page_size: options.query_page_size,
+                ..DynamoStoreOptions::default()
+            },
+        ));
+        let store: Arc<dyn EventStore> = Arc::new(UpcastingStore::new(
+            dynamo_store.clone(),
+            Arc::new(DomainUpcaster),
+        ));
+        let models = Arc::new(DynamoReadModelStore::new(
+            dynamodb.clone(),
+            &names,
+            options.retry,
+        ));
+        let gateway = Arc::new(SimulatedGateway::new());
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let service = Arc::new(CommandService::new(
+            store.clone(),
+            clock.clone(),
+            options.service.clone(),
+        ));
+        let shop = Arc::new(Shop::new(service, gateway.clone()));
+        let managers = Arc::new(ProcessManagers::new(shop.clone(), gateway.clone()));
+        Self {
+            names,
+            streams: aws_sdk_dynamodbstreams::Client::new(sdk),
+            eventbridge: aws_sdk_eventbridge::Client::new(sdk),
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            dynamodb,
+            dynamo_store,
+            store,
+            models,
+            gateway,
+            clock,
+            shop,
+            managers,
+            options,
+        }
+    }
+
+    /// Creates every resource of the stage that does not exist yet (idempotent).
+    pub async fn provision(&self) -> anyhow::Result<Provisioned> {
+        let clients = AwsClients {
+            dynamodb: self.dynamodb.clone(),
+            eventbridge: self.eventbridge.clone(),
+            sqs: self.sqs.clone(),
+        };
+        provision(&clients, &self.names)
+            .await
+            .with_context(|| format!("provisioning stage {}", self.names.stage))
+    }
+
+    /// The relay of this stage.
+    pub fn relay(&self, config: RelayConfig) -> Relay {
+        let source = DynamoStreamSource::new(
+            self.streams.clone(),
+            self.dynamodb.clone(),
+            &self.names,
+            StreamsOptions {
+                emulator_compat: self.options.emulator_compat,
+            },
+            self.options.retry,
+        );
+        Relay::new(
+            Arc::new(source),
+            Arc::new(DynamoShardCheckpoints::new(
+                self.dynamodb.clone(),
+                &self.names,
+                self.options.retry,
+            )),
+            Arc::new(self.dynamo_store.indexer().clone()),
+            Arc::new(EventBridgePublisher::new(
+                self.eventbridge.clone(),
+                self.names.event_bus.clone(),
+                self.options.retry,
+            )),
+            config,
+        )
+    }
+
+    /// The queue of a consumer group.
+    pub async fn queue(&self, group: ConsumerGroup) -> anyhow::Result<SqsEventQueue> {
+        let names = self
+            .names
+            .group(group)
+            .with_context(|| format!("no resource names for group {group}"))?;
+        SqsEventQueue::connect(self.sqs.clone(), &names.queue, self.options.retry)
+            .await
+            .with_context(|| format!("finding the {group} queue {}", names.queue))
+    }
+
+    /// The projection a consumer group keeps (`None` for the process managers).
+    pub fn projection(group: ConsumerGroup) -> Option<Arc<dyn Projection>> {
+        let wanted = match group {
+            ConsumerGroup::Catalog => projections::catalog::NAME,
+            ConsumerGroup::OrderHistory => projections::order_history::NAME,
+            ConsumerGroup::Notifications => projections::notifications::NAME,
+            ConsumerGroup::Support => projections::support::NAME,
+            ConsumerGroup::ProcessManagers => return None,
+        };
+        projections::all_projections()
+            .into_iter()
+            .find(|p| p.name() == wanted)
+    }
+
+    /// What a consumer of `group` does with its events.
+    pub fn handler(&self, group: ConsumerGroup) -> QueueHandler {
+        match Self::projection(group) {
+            Some(projection) => {
+                let models: Arc<dyn ReadModelStore> = self.models.clone();
+                QueueHandler::Projection(Arc::new(ProjectionRunner::new(
+                    self.store.clone(),
+                    models,
+                    projection,
+                    projections::runner::DEFAULT_BATCH,
+                )))
+            }
+            None => QueueHandler::ProcessManagers(self.managers.clone()),
+        }
+    }
+
+    /// The consumer of `group`'s queue; its health name is `queue:<group>`.
+    pub async fn consumer(
+        &self,
+        group: ConsumerGroup,
+        config: QueueConsumerConfig,
+    ) -> anyhow::Result<QueueConsumer> {
+        let queue = self.queue(group).await?;
+        Ok(QueueConsumer::new(
+            format!("queue:{group}"),
+            Arc::new(queue),
+            self.handler(group),
+            config,
+        ))
+    }
+}
+
+/// Timing of the in-process workers.
+#[derive(Debug, Clone)]
+pub struct AwsWorkerConfig {
+    pub relay: RelayConfig,
+    /// Loop of the relay: `poll` is how long it sleeps when the stream had nothing new.
+    pub relay_loop: LoopConfig,
+    pub consumer: QueueConsumerConfig,
+    /// Loop of the consumers: `poll` should be short (a receive already long-polls).
+    pub consumer_loop: LoopConfig,
+}
+
+impl Default for AwsWorkerConfig {
+    fn default() -> Self {
+        Self {
+            relay: RelayConfig::default(),
+            relay_loop: LoopConfig {
+                poll: Duration::from_millis(250),
+                ..LoopConfig::default()
+            },
+            consumer: QueueConsumerConfig::default(),
+            consumer_loop: LoopConfig {
+                poll: Duration::from_millis(10),
+                ..LoopConfig::default()
+            },
+        }
+    }
+}
+
+/// Spawns the relay and one consumer per group, all stopped by `cancel`.
+pub async fn spawn_workers(
+    stage: &AwsStage,
+    config: &AwsWorkerConfig,
+    health: &Health,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut consumers = Vec::new();
+    for group in ConsumerGroup::ALL {
+        consumers.push(Arc::new(
+            stage.consumer(group, config.consumer.clone()).await?,
+        ));
+    }
+    let mut tasks = vec![Arc::new(stage.relay(config.relay.clone())).spawn(
+        health.clone(),
+        cancel.clone(),
+        config.relay_loop.clone(),
+    )];
+    for consumer in consumers {
+        tasks.push(consumer.spawn(health.clone(), cancel.clone(), config.consumer_loop.clone()));
+    }
+    Ok(tasks)
+}
+
+/// Configuration of `serve --backend aws`.
+#[derive(Clone)]
+pub struct AwsServeConfig {
+    pub stage: String,
+    pub options: AwsOptions,
+    /// HS256 secret; required unless `jwks_url` is set.
+    pub jwt_secret: Option<String>,
+    pub jwks_url: Option<String>,
+    pub demo_catalog: bool,
+    /// Create the stage's resources first (local runs).
+    pub provision: bool,
+    /// Run the relay and the consumers in this process.
+    pub with_workers: bool,
+    pub workers: AwsWorkerConfig,
+}
+
+impl std::fmt::Debug for AwsServeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsServeConfig")
+            .field("stage", &self.stage)
+            .field("options", &self.options)
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("jwks_url", &self.jwks_url)
+            .field("demo_catalog", &self.demo_catalog)
+            .field("provision", &self.provision)
+            .field("with_workers", &self.with_workers)
+            .finish()
+    }
+}
+
+impl AwsServeConfig {
+    pub fn new(stage: impl Into<String>) -> Self {
+        Self {
+            stage: stage.into(),
+            options: AwsOptions::default(),
+            jwt_secret: None,
+            jwks_url: None,
+            demo_catalog: true,
+            provision: false,
+            with_workers: false,
+            workers: AwsWorkerConfig::default(),
+        }
+    }
+}
+
+/// Wires the API over the stage's DynamoDB tables (and, with `with_workers`, starts the
+/// relay and the consumers), seeds the demo catalog, and returns the state to serve.
+pub async fn start_aws(
+    sdk: &aws_config::SdkConfig,
+    config: AwsServeConfig,
+) -> anyhow::Result<Embedded> {
+    let stage = AwsStage::new(sdk, &config.stage, config.options.clone());
+    if config.provision {
+        stage.provision().await?;
+    }
+    let authenticator = match (&config.jwks_url, &config.jwt_secret) {
+        (Some(url), _) => {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .context("building the JWKS client")?;
+            Authenticator::jwks(url, client)
+                .await
+                .with_context(|| format!("fetching the JWKS from {url}"))?
+        }
+        (None, Some(secret)) if !secret.is_empty() => Authenticator::hs256(secret.as_bytes()),
+        _ => anyhow::bail!(
+            "the aws backend needs --jwt-secret (BACKBONE_JWT_SECRET) or --jwks-url (BACKBONE_JWKS_URL)"
+        ),
+    };
+    let health = Health::default();
+    let cancel = CancellationToken::new();
+    let tasks = if config.with_workers {
+        spawn_workers(&stage, &config.workers, &health, &cancel).await?
+    } else {
+        Vec::new()
+    };
+    let models: Arc<dyn ReadModelStore> = stage.models.clone();
+    let webhooks = Arc::new(crate::webhooks::simulated_only(
+        stage.shop.clone(),
+        stage.gateway.clone(),
+        models.clone(),
+        stage.clock.clone(),
+    )?);
+    let state = AppState {
+        webhooks,
+        shop: stage.shop.clone(),
+        store: stage.store.clone(),
+        models,
+        clock: stage.clock.clone(),
+        health,
+        payments: stage.gateway.clone(),
+        auth: Arc::new(authenticator),
+        metrics: crate::metrics::prometheus(),
+    };
+    let running = Embedded::from_parts(state, cancel, tasks, None);
+    if config.demo_catalog {
+        if let Err(err) = seed_demo_catalog(&running.state.shop).await {
+            running.shutdown().await;
+            return Err(err);
+        }
+    }
+    tracing::info!(?config, "aws backbone started");
+    Ok(running)
+}

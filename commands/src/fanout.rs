@@ -1,0 +1,220 @@
+//! Ports of the AWS fan-out: the change source the relay reads (DynamoDB Streams), the
+//! relay's per-shard checkpoints, the durable feed it maintains, the event publisher it writes
+//! to (EventBridge), and the queue the consumers read (SQS).
+//!
+//! Delivery through these ports is at least once and in any order: every contract below allows
+//! duplicates, and consumers make them harmless (per-stream applied sequences in the read
+//! models, command ids in the process managers).
+
+use crate::store::{EventEnvelope, StoreError};
+use async_trait::async_trait;
+use std::cmp::Ordering;
+use std::time::Duration;
+
+/// A failure of a fan-out adapter, classified once by the adapter.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FanoutError {
+    /// Worth retrying later (throttling, a 5xx, a network error).
+    #[error("fan-out temporarily unavailable: {0}")]
+    Transient(String),
+    /// Retrying the same call gives the same answer (a bug, a missing resource, bad data).
+    #[error("fan-out failure: {0}")]
+    Permanent(String),
+    /// A shard cursor is no longer valid (expired or trimmed); reopen from the checkpoint.
+    #[error("shard cursor expired: {0}")]
+    CursorExpired(String),
+    /// A compare-and-set on a checkpoint found another value: another relay owns the shard.
+    #[error("checkpoint of shard {shard} was moved by someone else")]
+    CheckpointConflict { shard: String },
+}
+
+impl FanoutError {
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            FanoutError::Transient(_) | FanoutError::CursorExpired(_)
+        )
+    }
+}
+
+impl From<StoreError> for FanoutError {
+    fn from(e: StoreError) -> Self {
+        if e.is_transient() {
+            FanoutError::Transient(e.to_string())
+        } else {
+            FanoutError::Permanent(e.to_string())
+        }
+    }
+}
+
+/// One shard of a change stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardInfo {
+    /// Opaque and unique across the source's streams; also the checkpoint key.
+    pub id: String,
+    /// The shard this one was split from, in the same id space. Its records come first.
+    pub parent: Option<String>,
+}
+
+/// A record of a shard: its sequence number and, when the record is an inserted event, the
+/// event. Records that are not events (a modify or remove, which the event store never does)
+/// carry `None`; the relay only moves its checkpoint past them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeRecord {
+    /// Decimal digits; compare with [`compare_sequence_numbers`], not as text.
+    pub sequence_number: String,
+    pub event: Option<EventEnvelope>,
+}
+
+/// Where a reader stands in a shard: opaque, only valid for a while (see
+/// [`FanoutError::CursorExpired`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardCursor(pub String);
+
+/// One read of a shard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardPage {
+    /// In shard order (per stream, the order of the commits).
+    pub records: Vec<ChangeRecord>,
+    /// Where to read next; `None` once the shard is closed and every record was returned.
+    pub next: Option<ShardCursor>,
+}
+
+/// A change stream of the event store (DynamoDB Streams on AWS).
+///
+/// Contract:
+/// - `shards` lists every shard still readable, parents included while they are listed.
+/// - `open(shard, after)` gives a cursor at the first record after sequence number `after`, or at
+///   the oldest record still kept when `after` is `None`.
+/// - `read` returns the records at the cursor in shard order, at most `limit` (an empty page is
+///   normal for an open shard with nothing new), and the cursor to read next. The same record is
+///   never returned before an older one of the same shard.
+/// - Records older than the retention (24 hours on DynamoDB) are gone: the durable feed, not the
+///   change stream, is where a new reader starts.
+#[async_trait]
+pub trait ChangeSource: Send + Sync + 'static {
+    async fn shards(&self) -> Result<Vec<ShardInfo>, FanoutError>;
+    async fn open(&self, shard: &str, after: Option<&str>) -> Result<ShardCursor, FanoutError>;
+    async fn read(&self, cursor: &ShardCursor, limit: usize) -> Result<ShardPage, FanoutError>;
+}
+
+/// What the relay has durably done with one shard.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ShardCheckpoint {
+    /// Every record up to and including this sequence number was indexed and published.
+    pub sequence: Option<String>,
+    /// The shard is closed and every record of it was relayed: its children may start.
+    pub finished: bool,
+}
+
+/// The relay's per-shard checkpoints (a DynamoDB table on AWS).
+///
+/// Contract: `save` is a compare-and-set. It stores `next` only when the stored checkpoint is
+/// still `previous` (`None`: none stored yet) and fails with
+/// [`FanoutError::CheckpointConflict`] otherwise, so two relays racing on one shard cannot move
+/// its checkpoint past each other's unpublished records.
+#[async_trait]
+pub trait ShardCheckpointStore: Send + Sync + 'static {
+    async fn load(&self, shard: &str) -> Result<Option<ShardCheckpoint>, FanoutError>;
+    async fn save(
+        &self,
+        shard: &str,
+        previous: Option<&ShardCheckpoint>,
+        next: &ShardCheckpoint,
+    ) -> Result<(), FanoutError>;
+}
+
+/// The durable global feed the relay maintains (the event store's `feed` reads it).
+///
+/// Contract: `index` appends the events in the order given, skipping the ones already indexed
+/// (by event id), so a redelivered batch is harmless. Each stream's events must be given in
+/// sequence order.
+#[async_trait]
+pub trait FeedWriter: Send + Sync + 'static {
+    async fn index(&self, events: Vec<EventEnvelope>) -> Result<(), StoreError>;
+}
+
+/// Why the publisher refused one entry of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishFailure {
+    /// The entry's index in the batch given to [`EventPublisher::publish`].
+    pub index: usize,
+    pub code: Option<String>,
+    pub message: String,
+    /// Whether sending the entry again may succeed (throttling, an internal failure).
+    pub transient: bool,
+}
+
+/// Puts events on the bus (EventBridge on AWS).
+///
+/// Contract: `publish` sends at most [`EventPublisher::MAX_BATCH`] events in one call. `Ok`
+/// lists the entries that were NOT accepted (an empty list: all were); `Err` means none may be
+/// assumed accepted. An accepted entry is delivered to every matching queue at least once.
+/// Sending an entry again is allowed (consumers deduplicate).
+#[async_trait]
+pub trait EventPublisher: Send + Sync + 'static {
+    async fn publish(&self, events: &[EventEnvelope]) -> Result<Vec<PublishFailure>, FanoutError>;
+}
+
+/// The batch limit of [`EventPublisher::publish`] (PutEvents takes 10 entries).
+pub const MAX_PUBLISH_BATCH: usize = 10;
+
+/// A message received from an [`EventQueue`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedEvent {
+    /// Names this delivery for `delete` and `change_visibility`.
+    pub receipt: String,
+    pub message_id: String,
+    /// How many times the message was received, this time included (1 the first time).
+    pub receive_count: u32,
+    /// The event, or why the message body could not be decoded into one. Undecodable messages
+    /// are never deleted: the queue's redrive policy moves them to the dead-letter queue.
+    pub event: Result<EventEnvelope, String>,
+}
+
+/// One consumer group's queue of events (SQS behind an EventBridge rule on AWS).
+///
+/// Contract:
+/// - `receive` waits up to `wait` for messages and returns at most `max` (1..=10). A returned
+///   message is invisible to other receivers for `visibility` (the queue's default when
+///   `None`) and comes back after that unless deleted. Messages come in any order, and a
+///   message may come more than once.
+/// - `delete` removes delivered messages for good; call it only after their effect committed.
+///   It returns the receipts it could not delete (they will be delivered again).
+/// - `change_visibility(receipt, d)` makes the message visible again after `d`;
+///   `Duration::ZERO` releases it at once.
+/// - A message received more than the queue's maximum receive count moves to its dead-letter
+///   queue instead of being delivered again.
+#[async_trait]
+pub trait EventQueue: Send + Sync + 'static {
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Option<Duration>,
+    ) -> Result<Vec<QueuedEvent>, FanoutError>;
+    async fn delete(&self, receipts: &[String]) -> Result<Vec<String>, FanoutError>;
+    async fn change_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), FanoutError>;
+}
+
+/// Orders two stream sequence numbers (decimal digit strings of any length) numerically.
+pub fn compare_sequence_numbers(a: &str, b: &str) -> Ordering {
+    let a = a.trim_start_matches('0');
+    let b = b.trim_start_matches('0');
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_numbers_compare_as_numbers() {
+        assert_eq!(compare_sequence_numbers("9", "10"), Ordering::Less);
+        assert_eq!(
+            compare_sequence_numbers("1100000000017454423010", "1100000000017454423009"),
+            Ordering::Greater
+        );
+        assert_eq!(compare_sequence_numbers("007", "7"), Ordering::Equal);
+    }
+}

@@ -1,0 +1,508 @@
+//! Helpers of the AWS suites on moto: a fresh stage per test ([`fresh_stage`]), the AWS app over
+//! HTTP ([`spawn_aws_app`]), a workload of real commands ([`run_workload`]), queue tools and
+//! read-model comparisons.
+//!
+//! moto is started once per test binary by the infrastructure crate's harness ([`moto`]); it
+//! panics with a clear message when `moto_server` is missing: AWS tests never skip.
+
+#[path = "../../infrastructure/tests/support/moto.rs"]
+pub mod moto;
+
+use crate::TestApp;
+use api::compose_aws::{self, AwsOptions, AwsServeConfig, AwsStage, AwsWorkerConfig};
+use commands::{
+    Caller, CheckoutInput, CommandContext, EventEnvelope, NewProduct, QueuedEvent, Shop,
+};
+use domain::{CustomerId, Money, PaymentCommand, ProductId, Quantity, ShippingAddress};
+use infrastructure::aws::{ConsumerGroup, RetryPolicy};
+use infrastructure::aws_fanout::envelope::bus_message;
+use projections::store::Dump;
+use projections::{Projection, ReadModelStore};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use workers::{CancellationToken, LoopConfig, Outcome, QueueConsumerConfig, Relay, RelayConfig};
+
+/// Adapter options for moto: emulator workarounds on, quick retries.
+pub fn test_options() -> AwsOptions {
+    AwsOptions {
+        emulator_compat: true,
+        retry: RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(300),
+        },
+        ..AwsOptions::default()
+    }
+}
+
+/// Worker timing for tests: short polls and backoffs, 1 s long polls, a 2 s visibility
+/// timeout so that an unfinished message comes back quickly.
+pub fn test_workers() -> AwsWorkerConfig {
+    AwsWorkerConfig {
+        relay: RelayConfig {
+            page_size: 200,
+            retry_base: Duration::from_millis(10),
+            retry_max: Duration::from_millis(200),
+            shard_refresh: Duration::from_secs(1),
+            ..RelayConfig::default()
+        },
+        relay_loop: LoopConfig {
+            poll: Duration::from_millis(50),
+            backoff_min: Duration::from_millis(20),
+            backoff_max: Duration::from_millis(500),
+        },
+        consumer: QueueConsumerConfig {
+            max_messages: 10,
+            wait: Duration::from_secs(1),
+            visibility: Some(Duration::from_secs(2)),
+        },
+        consumer_loop: LoopConfig {
+            poll: Duration::from_millis(10),
+            backoff_min: Duration::from_millis(20),
+            backoff_max: Duration::from_millis(500),
+        },
+    }
+}
+
+/// A freshly provisioned stage on this binary's moto (names no other test uses).
+pub async fn fresh_stage() -> AwsStage {
+    let names = moto::fresh_names();
+    let sdk = moto::sdk_config().await;
+    let stage = AwsStage::new(&sdk, &names.stage, test_options());
+    stage
+        .provision()
+        .await
+        .unwrap_or_else(|e| panic!("provisioning a stage on moto: {e:#}"));
+    stage
+}
+
+/// The AWS app over HTTP on 127.0.0.1:0, on a fresh stage, with (when `with_workers`) the relay
+/// and the five consumers in process. Returns once the demo catalog reached the catalog read
+/// model through the whole fan-out.
+pub async fn spawn_aws_app(with_workers: bool) -> (TestApp, AwsStage) {
+    let names = moto::fresh_names();
+    let sdk = moto::sdk_config().await;
+    let secret = format!("test-secret-{}", uuid::Uuid::new_v4());
+    let config = AwsServeConfig {
+        options: test_options(),
+        jwt_secret: Some(secret.clone()),
+        provision: true,
+        with_workers,
+        workers: test_workers(),
+        ..AwsServeConfig::new(names.stage.clone())
+    };
+    let running = compose_aws::start_aws(&sdk, config)
+        .await
+        .unwrap_or_else(|e| panic!("starting the aws app on moto: {e:#}"));
+    let stage = AwsStage::new(&sdk, &names.stage, test_options());
+    if with_workers {
+        let models = stage.models.clone();
+        let settled = crate::eventually(Duration::from_secs(60), || async {
+            for (id, ..) in api::compose::DEMO_CATALOG {
+                models
+                    .get(projections::catalog::PRODUCTS, id)
+                    .await
+                    .ok()
+                    .flatten()?;
+            }
+            Some(())
+        })
+        .await;
+        assert!(
+            settled.is_some(),
+            "the demo catalog never reached the catalog read model"
+        );
+    }
+    let state = running.state.clone();
+    let cancel = running.cancel.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let server = tokio::spawn(api::serve_until(
+        listener,
+        running,
+        std::future::pending::<()>(),
+    ));
+    let app = TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client"),
+        data_dir: tempfile::tempdir().expect("temp dir"),
+        state,
+        secret,
+        cancel,
+        server,
+    };
+    (app, stage)
+}
+
+/// Steps `relay` until a step finds nothing new; returns the records relayed.
+pub async fn drain_relay(relay: &Relay) -> usize {
+    let mut total = 0;
+    for _ in 0..1_000 {
+        match relay.step_detailed().await {
+            Ok((Outcome::Idle, _)) => return total,
+            Ok((_, step)) => total += step.records,
+            Err(e) => panic!("relay step failed: {e}"),
+        }
+    }
+    panic!("the relay never caught up");
+}
+
+/// What [`run_workload`] created.
+#[derive(Debug, Clone, Default)]
+pub struct Workload {
+    pub products: Vec<String>,
+    pub orders: Vec<String>,
+    /// Orders whose payment succeeded (the process managers then mark them paid).
+    pub paid: Vec<String>,
+    pub customers: Vec<String>,
+}
+
+fn ctx(tag: &str) -> CommandContext {
+    CommandContext {
+        metadata: commands::Metadata {
+            correlation_id: format!("workload-{tag}"),
+            actor: commands::Actor {
+                subject: "workload".into(),
+                role: "system".into(),
+            },
+            ..commands::Metadata::default()
+        },
+        idempotency: None,
+    }
+}
+
+/// Real commands through the shop: two products, then `orders` checkouts by three customers
+/// (each with a payment intent), the first `paid` of which succeed at the (simulated) provider.
+pub async fn run_workload(shop: &Shop, tag: &str, orders: usize, paid: usize) -> Workload {
+    let c = ctx(tag);
+    let mut w = Workload::default();
+    for (suffix, price) in [("a", "12.50"), ("b", "3.20")] {
+        let id = format!("prd_{tag}_{suffix}");
+        shop.create_product(
+            &c,
+            NewProduct {
+                product_id: ProductId::parse(&id).expect("product id"),
+                name: format!("Product {suffix} of {tag}"),
+                category: format!("cat-{tag}"),
+                price: Money::parse(price, "EUR").expect("price"),
+                initial_stock: 10_000,
+            },
+        )
+        .await
+        .expect("create product");
+        w.products.push(id);
+    }
+    for i in 0..orders {
+        let customer = CustomerId::parse(&format!("cus_{tag}_{}", i % 3)).expect("customer id");
+        if !w.customers.contains(&customer.to_string()) {
+            w.customers.push(customer.to_string());
+        }
+        let caller = Caller::Customer(customer.clone());
+        let cart = shop.open_cart(&c, &customer).await.expect("open cart");
+        let cart_id = cart.value.cart_id.clone();
+        shop.add_item(
+            &c,
+            &caller,
+            &cart_id,
+            &w.products[0],
+            Quantity::parse(1 + (i % 3) as u32).expect("quantity"),
+        )
+        .await
+        .expect("add item");
+        shop.add_item(
+            &c,
+            &caller,
+            &cart_id,
+            &w.products[1],
+            Quantity::parse(1).expect("quantity"),
+        )
+        .await
+        .expect("add item");
+        let (receipt, intent) = shop
+            .checkout_and_pay(
+                &c,
+                &caller,
+                &cart_id,
+                CheckoutInput {
+                    customer_email: format!("{}@example.com", customer),
+                    shipping_address: ShippingAddress {
+                        name: "Ada".into(),
+                        line1: "1 Way".into(),
+                        line2: None,
+                        city: "London".into(),
+                        postal_code: "N1".into(),
+                        country: "GB".into(),
+                    },
+                },
+            )
+            .await
+            .expect("checkout");
+        let order_id = receipt.value.order_id.clone();
+        if i < paid {
+            let intent = intent.expect("the simulated provider creates intents");
+            let amount = receipt.value.total.clone();
+            let at = chrono::Utc::now();
+            shop.payment_fact(&c, &receipt.value.payment_id, |_| {
+                PaymentCommand::RecordSucceeded {
+                    intent_id: intent.intent_id.clone(),
+                    amount: amount.clone(),
+                    at,
+                }
+            })
+            .await
+            .expect("payment succeeded");
+            w.paid.push(order_id.clone());
+        }
+        w.orders.push(order_id);
+    }
+    w
+}
+
+/// Every event of the store's durable feed, in feed order.
+pub async fn whole_feed(stage: &AwsStage) -> Vec<EventEnvelope> {
+    let mut out = Vec::new();
+    loop {
+        let after = out
+            .last()
+            .and_then(|e: &EventEnvelope| e.global_position)
+            .unwrap_or(0);
+        let page = stage.store.feed(after, 1_000).await.expect("feed");
+        if page.is_empty() {
+            return out;
+        }
+        out.extend(page);
+    }
+}
+
+/// The event ids in the events table (a scan), for completeness checks.
+pub async fn table_event_ids(stage: &AwsStage) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    let mut start = None;
+    loop {
+        let page = stage
+            .dynamodb
+            .scan()
+            .table_name(&stage.names.events_table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .expect("scan events");
+        for item in page.items() {
+            if let Some(aws_sdk_dynamodb::types::AttributeValue::S(id)) = item.get("event_id") {
+                ids.insert(id.clone());
+            }
+        }
+        match page.last_evaluated_key() {
+            Some(k) if !k.is_empty() => start = Some(k.clone()),
+            _ => return ids,
+        }
+    }
+}
+
+/// The queue URL of a group (or of its DLQ).
+pub async fn queue_url(stage: &AwsStage, group: ConsumerGroup, dlq: bool) -> String {
+    let names = stage.names.group(group).expect("group names");
+    let name = if dlq { &names.dlq } else { &names.queue };
+    stage
+        .sqs
+        .get_queue_url()
+        .queue_name(name)
+        .send()
+        .await
+        .expect("get queue url")
+        .queue_url()
+        .expect("queue url")
+        .to_owned()
+}
+
+/// Sends raw bodies to a queue (SendMessageBatch, 10 at a time).
+pub async fn send_bodies(stage: &AwsStage, url: &str, bodies: &[String]) {
+    for chunk in bodies.chunks(10) {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(body)
+                    .build()
+                    .expect("entry")
+            })
+            .collect();
+        let out = stage
+            .sqs
+            .send_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .expect("send message batch");
+        assert!(out.failed().is_empty(), "{:?}", out.failed());
+    }
+}
+
+/// Sends events to a queue as EventBridge would deliver them.
+pub async fn send_events(stage: &AwsStage, url: &str, events: &[EventEnvelope]) {
+    let bodies: Vec<String> = events
+        .iter()
+        .map(|e| bus_message(e).expect("bus message"))
+        .collect();
+    send_bodies(stage, url, &bodies).await;
+}
+
+/// Receives and deletes everything a queue holds (until a receive comes back empty).
+pub async fn drain_queue(stage: &AwsStage, url: &str) -> Vec<QueuedEvent> {
+    let queue = infrastructure::aws_fanout::SqsEventQueue::new(
+        stage.sqs.clone(),
+        url,
+        test_options().retry,
+    );
+    use commands::EventQueue;
+    let mut out = Vec::new();
+    loop {
+        let batch = queue
+            .receive(10, Duration::from_secs(1), Some(Duration::from_secs(30)))
+            .await
+            .expect("receive");
+        if batch.is_empty() {
+            return out;
+        }
+        let receipts: Vec<String> = batch.iter().map(|m| m.receipt.clone()).collect();
+        queue.delete(&receipts).await.expect("delete");
+        out.extend(batch);
+    }
+}
+
+/// The queue's approximate counts: (visible, in flight).
+pub async fn queue_depth(stage: &AwsStage, url: &str) -> (u64, u64) {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let out = stage
+        .sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("queue attributes");
+    let get = |name: A| {
+        out.attributes()
+            .and_then(|a| a.get(&name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (
+        get(A::ApproximateNumberOfMessages),
+        get(A::ApproximateNumberOfMessagesNotVisible),
+    )
+}
+
+/// Runs `consumer` steps until its queue is empty and nothing is in flight.
+pub async fn run_consumer_until_empty(
+    stage: &AwsStage,
+    group: ConsumerGroup,
+    consumer: &workers::QueueConsumer,
+    timeout: Duration,
+) {
+    let url = queue_url(stage, group, false).await;
+    let cancel = CancellationToken::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let step = consumer.step_detailed(&cancel).await;
+        if let Ok(s) = &step {
+            if s.received == 0 && queue_depth(stage, &url).await == (0, 0) {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{group} queue not drained in {timeout:?} (last step {step:?})"
+        );
+    }
+}
+
+/// The documents of `projection`'s collections in a dump.
+pub fn only(dump: Dump, projection: &dyn Projection) -> Dump {
+    let collections = projection.collections();
+    dump.into_iter()
+        .filter(|((collection, _), _)| collections.contains(&collection.as_str()))
+        .collect()
+}
+
+/// The read models `events` give when applied in feed order, in memory: what in-order delivery
+/// produces.
+pub async fn in_order_reference(
+    stage: &AwsStage,
+    projection: Arc<dyn Projection>,
+    events: &[EventEnvelope],
+) -> Dump {
+    let models = Arc::new(projections::MemoryReadModelStore::new());
+    let dyn_models: Arc<dyn ReadModelStore> = models.clone();
+    let runner =
+        projections::ProjectionRunner::new(stage.store.clone(), dyn_models, projection, 500);
+    for chunk in events.chunks(200) {
+        runner
+            .apply_with_gap_fill(chunk.to_vec())
+            .await
+            .expect("in-order apply");
+    }
+    models.dump().expect("memory dump")
+}
+
+/// The CloudFormation template of the AWS deployment.
+pub fn template_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../infrastructure/cloudformation/backbone.yaml")
+}
+
+/// Deploys the template into moto with `Stage` = `stage` and waits for CREATE_COMPLETE.
+pub async fn deploy_template(stage: &str) {
+    use aws_sdk_cloudformation::types::{Parameter, StackStatus};
+    let sdk = moto::sdk_config().await;
+    let cfn = aws_sdk_cloudformation::Client::new(&sdk);
+    let body = std::fs::read_to_string(template_path()).expect("read the template");
+    let stack = format!("backbone-{stage}");
+    cfn.create_stack()
+        .stack_name(&stack)
+        .template_body(body)
+        .parameters(
+            Parameter::builder()
+                .parameter_key("Stage")
+                .parameter_value(stage)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "create_stack: {}",
+                aws_sdk_cloudformation::error::DisplayErrorContext(e)
+            )
+        });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = cfn
+            .describe_stacks()
+            .stack_name(&stack)
+            .send()
+            .await
+            .expect("describe_stacks");
+        match out.stacks().first().and_then(|s| s.stack_status()).cloned() {
+            Some(StackStatus::CreateComplete) => return,
+            Some(StackStatus::CreateInProgress) | None
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => panic!("stack {stack} ended in {other:?}: {out:?}"),
+        }
+    }
+}
