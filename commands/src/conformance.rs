@@ -8,7 +8,7 @@
 //! synchronous: feed checks poll until the events they wrote show up (see [`FEED_TIMEOUT`]), so
 //! the same checks run against the embedded store and against DynamoDB behind its relay.
 //!
-//! ```ignore
+//! ```text
 //! async fn fresh_store() -> commands::conformance::WithGuard<MyStore, tempfile::TempDir> { .. }
 //! commands::conformance_tests!(fresh_store);
 //! ```

@@ -1,6 +1,6 @@
 //! The conformance suite of the [`ReadModelStore`] port. Every adapter runs it:
 //!
-//! ```ignore
+//! ```text
 //! projections::testsuite::conformance::run_all(|| (Arc::new(MyStore::new()), Box::new(()))).await;
 //! ```
 //!
