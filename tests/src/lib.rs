@@ -63,7 +63,15 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts an app on an existing data directory (restarts).
 pub async fn spawn_app_in(data_dir: TempDir) -> TestApp {
-    let config = EmbeddedConfig {
+    spawn_app_configured(data_dir, |_| {}).await
+}
+
+/// Starts an app whose configuration `customize` may change (for example real Stripe settings).
+pub async fn spawn_app_configured(
+    data_dir: TempDir,
+    customize: impl FnOnce(&mut EmbeddedConfig),
+) -> TestApp {
+    let mut config = EmbeddedConfig {
         synchronous_normal: true,
         loop_config: LoopConfig {
             poll: Duration::from_millis(100),
@@ -71,6 +79,7 @@ pub async fn spawn_app_in(data_dir: TempDir) -> TestApp {
         },
         ..EmbeddedConfig::new(data_dir.path())
     };
+    customize(&mut config);
     let secret = config.hs256_secret().expect("jwt secret");
     let embedded = start_embedded(config)
         .await

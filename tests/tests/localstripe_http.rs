@@ -1,0 +1,126 @@
+//! The whole app against localstripe (a stateful fake Stripe on 127.0.0.1): checkout creates a
+//! real PaymentIntent there, localstripe's signed webhooks come back to the app's own
+//! `POST /v1/webhooks/stripe`, and the order and the customer's notifications follow.
+
+#[path = "../../infrastructure/tests/stripe_support/localstripe.rs"]
+mod localstripe;
+
+use api::auth::Role;
+use api::compose::StripeSettings;
+use backbone_tests::{eventually, spawn_app_configured, TestApp};
+use localstripe::{LocalStripe, KEY};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const WEBHOOK_SECRET: &str = "whsec_localstripe_backbone";
+
+async fn app_on(ls: &LocalStripe) -> TestApp {
+    let url = ls.url.clone();
+    let app = spawn_app_configured(tempfile::tempdir().unwrap(), move |c| {
+        c.stripe = Some(StripeSettings {
+            secret_key: KEY.into(),
+            base_url: Some(url),
+        });
+        c.webhook_secrets = vec![WEBHOOK_SECRET.into()];
+    })
+    .await;
+    ls.register_webhook(&app.url("/v1/webhooks/stripe"), WEBHOOK_SECRET)
+        .await;
+    app
+}
+
+async fn order_where(app: &TestApp, token: &str, order: &str, status: &str) -> Option<Value> {
+    eventually(Duration::from_secs(20), || async {
+        let o = app.get(&format!("/v1/orders/{order}"), token).await;
+        (o.body["status"] == status).then_some(o.body)
+    })
+    .await
+}
+
+async fn notification(app: &TestApp, token: &str, order: &str, kind: &str) -> Option<Value> {
+    eventually(Duration::from_secs(20), || async {
+        let n = app.get("/v1/me/notifications", token).await;
+        n.body["notifications"].as_array().and_then(|all| {
+            all.iter()
+                .find(|n| n["kind"] == kind && n["order_id"] == order)
+                .cloned()
+        })
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn localstripe_payments_reach_the_app_by_signed_webhook_and_move_orders() {
+    let ls = LocalStripe::start().await;
+    let app = app_on(&ls).await;
+    let token = app.token("alice", Role::Customer);
+
+    // Checkout creates a real PaymentIntent at localstripe.
+    let placed = app.place_order(&token, &[("prd_espresso", 1)]).await;
+    assert_eq!(placed.status, StatusCode::CREATED, "{}", placed.text);
+    let order = placed.body["order_id"].as_str().unwrap().to_string();
+    let intent = placed.body["intent_id"]
+        .as_str()
+        .expect("a real intent id")
+        .to_string();
+    let at_stripe = ls.get(&format!("/v1/payment_intents/{intent}")).await;
+    assert_eq!(at_stripe["id"], intent.as_str());
+    assert_eq!(at_stripe["metadata"]["order_id"], order.as_str());
+
+    // pm_card_visa: localstripe posts a signed payment_intent.succeeded to the app.
+    assert_eq!(ls.confirm(&intent, "pm_card_visa").await, 200);
+    assert!(
+        order_where(&app, &token, &order, "paid").await.is_some(),
+        "the order became paid"
+    );
+    assert!(notification(&app, &token, &order, "order_confirmed")
+        .await
+        .is_some());
+
+    // A declined card: payment_intent.payment_failed, the order shows it, with a notification.
+    let declined = app.place_order(&token, &[("prd_filter", 1)]).await;
+    let order2 = declined.body["order_id"].as_str().unwrap().to_string();
+    let intent2 = declined.body["intent_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        ls.confirm(&intent2, "pm_card_chargeCustomerFail").await,
+        402
+    );
+    assert!(
+        order_where(&app, &token, &order2, "payment_failed")
+            .await
+            .is_some(),
+        "the order shows payment_failed"
+    );
+    assert!(notification(&app, &token, &order2, "payment_failed")
+        .await
+        .is_some());
+
+    // A partial refund by support, requested twice: one refund at localstripe, recorded once.
+    let support = app.token("sam", Role::Support);
+    let path = format!("/v1/support/orders/{order}/refunds");
+    for _ in 0..2 {
+        let r = app
+            .send(
+                reqwest::Method::POST,
+                &path,
+                Some(&support),
+                Some(json!({"amount": "5.00"})),
+                &[("Idempotency-Key", "ls-refund")],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    let refunded = eventually(Duration::from_secs(20), || async {
+        let o = app.get(&format!("/v1/orders/{order}"), &token).await;
+        (o.body["refunded"]["amount"] == "5.00").then_some(o.body)
+    })
+    .await;
+    assert!(refunded.is_some(), "the refund is recorded once: 5.00");
+    let refunds = ls
+        .get(&format!("/v1/refunds?payment_intent={intent}"))
+        .await;
+    let count = refunds["data"].as_array().map(|a| a.len()).unwrap_or(0);
+    assert_eq!(count, 1, "one refund at the provider: {refunds}");
+    app.shutdown().await;
+}
