@@ -270,19 +270,21 @@ impl DynamoEventStore {
         })
     }
 
-    /// Whether event `seq` of `stream` exists (consistent).
-    async fn event_exists(&self, stream: &StreamRef, seq: u64) -> Result<bool, StoreError> {
-        let found = self
+    /// One consistent GetItem, retried on transient failures.
+    async fn get(&self, table: &str, key: Item) -> Result<Option<Item>, StoreError> {
+        Ok(self
             .options
             .retry
             .retry("GetItem", |_| {
-                ddb::get_item(
-                    &self.client,
-                    &self.counters,
-                    &self.events_table,
-                    Self::stream_key(stream, seq),
-                )
+                ddb::get_item(&self.client, &self.counters, table, key.clone())
             })
+            .await?)
+    }
+
+    /// Whether event `seq` of `stream` exists (consistent).
+    async fn event_exists(&self, stream: &StreamRef, seq: u64) -> Result<bool, StoreError> {
+        let found = self
+            .get(&self.events_table, Self::stream_key(stream, seq))
             .await?;
         Ok(found.is_some())
     }
@@ -294,16 +296,7 @@ impl DynamoEventStore {
         seq: u64,
     ) -> Result<Option<String>, StoreError> {
         let found = self
-            .options
-            .retry
-            .retry("GetItem", |_| {
-                ddb::get_item(
-                    &self.client,
-                    &self.counters,
-                    &self.events_table,
-                    Self::stream_key(stream, seq),
-                )
-            })
+            .get(&self.events_table, Self::stream_key(stream, seq))
             .await?;
         Ok(found.and_then(|item| item.string(codec::EVENT_ID).map(str::to_owned)))
     }
@@ -425,18 +418,7 @@ impl DynamoEventStore {
         command_id: &str,
     ) -> Result<Option<(CommitResult, Idempotency)>, StoreError> {
         let key = HashMap::from([(COMMAND_ID.to_owned(), s(command_id))]);
-        let item = self
-            .options
-            .retry
-            .retry("GetItem", |_| {
-                ddb::get_item(
-                    &self.client,
-                    &self.counters,
-                    &self.idempotency_table,
-                    key.clone(),
-                )
-            })
-            .await?;
+        let item = self.get(&self.idempotency_table, key.clone()).await?;
         let Some(item) = item else { return Ok(None) };
         let text = |name: &str| {
             item.string(name).ok_or_else(|| {
@@ -498,18 +480,7 @@ impl DynamoEventStore {
 
     async fn snapshot(&self, stream: &StreamRef) -> Result<Option<Snapshot>, StoreError> {
         let key = HashMap::from([(codec::STREAM.to_owned(), s(stream.key()))]);
-        let item = self
-            .options
-            .retry
-            .retry("GetItem", |_| {
-                ddb::get_item(
-                    &self.client,
-                    &self.counters,
-                    &self.snapshots_table,
-                    key.clone(),
-                )
-            })
-            .await?;
+        let item = self.get(&self.snapshots_table, key.clone()).await?;
         let Some(item) = item else { return Ok(None) };
         let corrupt =
             |what: &str| StoreError::Internal(format!("undecodable snapshot of {stream}: {what}"));
