@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 
 const CONNECTIONS: usize = 64;
 
+// The same allocator as the `backbone` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -85,20 +89,33 @@ where
 
 fn main() {
     let mut secs = 10;
+    let mut only = None;
+    let mut adds_per_cart: usize = 40;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        if a == "--secs" {
-            secs = args.next().and_then(|v| v.parse().ok()).unwrap_or(secs);
+        match a.as_str() {
+            "--secs" => secs = args.next().and_then(|v| v.parse().ok()).unwrap_or(secs),
+            // `--only add|checkout|lag|trivial`: one measurement, for profiling.
+            "--only" => only = args.next(),
+            // `--adds-per-cart N`: how many add-to-cart calls each cart gets (default 40).
+            "--adds-per-cart" => {
+                adds_per_cart = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(adds_per_cart)
+            }
+            _ => {}
         }
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(run(secs));
+    rt.block_on(run(secs, only, adds_per_cart.max(1)));
 }
 
-async fn run(secs: u64) {
+async fn run(secs: u64, only: Option<String>, adds_per_cart: usize) {
+    let wants = |what: &str| only.as_deref().is_none_or(|o| o == what);
     // The ceiling: a trivial axum handler in the same process and runtime.
     let trivial = axum::Router::new().route("/", get(|| async { "ok" }));
     let tl = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -152,67 +169,80 @@ async fn run(secs: u64) {
     println!("| what | rate | p50 | p99 | errors | notes |");
     println!("|---|---|---|---|---|---|");
 
-    let c = client.clone();
-    let url = format!("http://{trivial_addr}/");
-    let ceiling = drive(secs, move |_, _| {
-        let (c, url) = (c.clone(), url.clone());
-        async move {
-            let t = Instant::now();
-            let ok = c.get(&url).send().await.ok()?.status().is_success();
-            ok.then(|| t.elapsed())
-        }
-    })
-    .await;
-    row(
-        "trivial axum handler (ceiling)",
-        &ceiling,
-        "GET, same process",
-    );
+    let mut ceiling_rate = f64::NAN;
+    if wants("trivial") {
+        let c = client.clone();
+        let url = format!("http://{trivial_addr}/");
+        let ceiling = drive(secs, move |_, _| {
+            let (c, url) = (c.clone(), url.clone());
+            async move {
+                let t = Instant::now();
+                let r = c.get(&url).send().await.ok()?;
+                let ok = r.status().is_success();
+                r.bytes().await.ok()?;
+                ok.then(|| t.elapsed())
+            }
+        })
+        .await;
+        row(
+            "trivial axum handler (ceiling)",
+            &ceiling,
+            "GET, same process",
+        );
+        ceiling_rate = ceiling.rate;
+    }
 
-    // Add-to-cart: each connection adds to its own carts, a new cart every 40 adds.
-    let carts: Arc<Vec<tokio::sync::Mutex<String>>> = Arc::new(
-        (0..CONNECTIONS)
-            .map(|_| tokio::sync::Mutex::new(String::new()))
-            .collect(),
-    );
-    let (c, b, tk, cs) = (client.clone(), base.clone(), tokens.clone(), carts.clone());
-    let add = drive(secs, move |w, i| {
-        let (c, b, tk, cs) = (c.clone(), b.clone(), tk.clone(), cs.clone());
-        async move {
-            let mut cart = cs[w].lock().await;
-            if i % 40 == 0 {
+    if wants("add") {
+        // Add-to-cart: each connection adds to its own carts (16 products in turn, so a cart has
+        // up to 16 lines), a new cart every `adds_per_cart` adds.
+        let carts: Arc<Vec<tokio::sync::Mutex<String>>> = Arc::new(
+            (0..CONNECTIONS)
+                .map(|_| tokio::sync::Mutex::new(String::new()))
+                .collect(),
+        );
+        let (c, b, tk, cs) = (client.clone(), base.clone(), tokens.clone(), carts.clone());
+        let add = drive(secs, move |w, i| {
+            let (c, b, tk, cs) = (c.clone(), b.clone(), tk.clone(), cs.clone());
+            async move {
+                let mut cart = cs[w].lock().await;
+                if i % adds_per_cart == 0 {
+                    let r = c
+                        .post(format!("{b}/v1/carts"))
+                        .bearer_auth(&tk[w])
+                        .json(&json!({}))
+                        .send()
+                        .await
+                        .ok()?;
+                    *cart = r.json::<serde_json::Value>().await.ok()?["cart_id"]
+                        .as_str()?
+                        .to_string();
+                }
+                let t = Instant::now();
                 let r = c
-                    .post(format!("{b}/v1/carts"))
+                    .post(format!("{b}/v1/carts/{cart}/items"))
                     .bearer_auth(&tk[w])
-                    .json(&json!({}))
+                    .json(&json!({"product_id": format!("bench{}", i % 16), "quantity": 1}))
                     .send()
                     .await
                     .ok()?;
-                *cart = r.json::<serde_json::Value>().await.ok()?["cart_id"]
-                    .as_str()?
-                    .to_string();
+                // The body is read, as a real client does (and so the connection is reused).
+                let ok = r.status().is_success();
+                r.bytes().await.ok()?;
+                ok.then(|| t.elapsed())
             }
-            let t = Instant::now();
-            let r = c
-                .post(format!("{b}/v1/carts/{cart}/items"))
-                .bearer_auth(&tk[w])
-                .json(&json!({"product_id": format!("bench{}", i % 16), "quantity": 1}))
-                .send()
-                .await
-                .ok()?;
-            r.status().is_success().then(|| t.elapsed())
-        }
-    })
-    .await;
-    row(
-        "add-to-cart (POST /v1/carts/{id}/items)",
-        &add,
-        &format!("{:.0}% of the ceiling", 100.0 * add.rate / ceiling.rate),
-    );
+        })
+        .await;
+        row(
+            &format!("add-to-cart (POST /v1/carts/{{id}}/items), {adds_per_cart} adds per cart"),
+            &add,
+            &format!("{:.0}% of the ceiling", 100.0 * add.rate / ceiling_rate),
+        );
+    }
 
-    // Checkout: open a cart, add two lines, check out; only the checkout is timed.
-    let (c, b, tk) = (client.clone(), base.clone(), tokens.clone());
-    let checkout = drive(secs, move |w, i| {
+    if wants("checkout") {
+        // Checkout: open a cart, add two lines, check out; only the checkout is timed.
+        let (c, b, tk) = (client.clone(), base.clone(), tokens.clone());
+        let checkout = drive(secs, move |w, i| {
         let (c, b, tk) = (c.clone(), b.clone(), tk.clone());
         async move {
             let r = c.post(format!("{b}/v1/carts")).bearer_auth(&tk[w]).json(&json!({})).send().await.ok()?;
@@ -222,6 +252,9 @@ async fn run(secs: u64) {
                     .bearer_auth(&tk[w])
                     .json(&json!({"product_id": format!("bench{}", (i + k * 7) % 16), "quantity": 1}))
                     .send()
+                    .await
+                    .ok()?
+                    .bytes()
                     .await
                     .ok()?;
             }
@@ -234,68 +267,74 @@ async fn run(secs: u64) {
                 .send()
                 .await
                 .ok()?;
-            r.status().is_success().then(|| t.elapsed())
+            // The body is read, as a real client does (and so the connection is reused).
+            let ok = r.status().is_success();
+            r.bytes().await.ok()?;
+            ok.then(|| t.elapsed())
         }
     })
     .await;
-    row(
-        "checkout (POST /v1/carts/{id}/checkout)",
-        &checkout,
-        "2 lines; includes the simulated intent creation",
-    );
+        row(
+            "checkout (POST /v1/carts/{id}/checkout)",
+            &checkout,
+            "2 lines; includes the simulated intent creation",
+        );
+    }
 
-    // Projection lag: checkout response → the order visible in order history.
-    let mut lags = Vec::new();
-    for i in 0..200 {
-        let tk = &tokens[i % CONNECTIONS];
-        let r = client
-            .post(format!("{base}/v1/carts"))
-            .bearer_auth(tk)
-            .json(&json!({}))
-            .send()
-            .await
-            .expect("cart");
-        let cart = r.json::<serde_json::Value>().await.expect("json")["cart_id"]
-            .as_str()
-            .expect("id")
-            .to_string();
-        client
-            .post(format!("{base}/v1/carts/{cart}/items"))
-            .bearer_auth(tk)
-            .json(&json!({"product_id": "bench1", "quantity": 1}))
-            .send()
-            .await
-            .expect("add");
-        let r = client.post(format!("{base}/v1/carts/{cart}/checkout")).bearer_auth(tk)
+    if wants("lag") {
+        // Projection lag: checkout response → the order visible in order history.
+        let mut lags = Vec::new();
+        for i in 0..200 {
+            let tk = &tokens[i % CONNECTIONS];
+            let r = client
+                .post(format!("{base}/v1/carts"))
+                .bearer_auth(tk)
+                .json(&json!({}))
+                .send()
+                .await
+                .expect("cart");
+            let cart = r.json::<serde_json::Value>().await.expect("json")["cart_id"]
+                .as_str()
+                .expect("id")
+                .to_string();
+            client
+                .post(format!("{base}/v1/carts/{cart}/items"))
+                .bearer_auth(tk)
+                .json(&json!({"product_id": "bench1", "quantity": 1}))
+                .send()
+                .await
+                .expect("add");
+            let r = client.post(format!("{base}/v1/carts/{cart}/checkout")).bearer_auth(tk)
             .json(&json!({"email": "b@example.com", "shipping_address": {"name": "B", "line1": "1 Road",
                           "city": "Town", "postal_code": "1", "country": "DE"}}))
             .send().await.expect("checkout");
-        let answered = Instant::now();
-        let order = r.json::<serde_json::Value>().await.expect("json")["order_id"]
-            .as_str()
-            .expect("order")
-            .to_string();
-        loop {
-            let r = client
-                .get(format!("{base}/v1/orders/{order}"))
-                .bearer_auth(tk)
-                .send()
-                .await
-                .expect("get");
-            if r.status().is_success() {
-                break;
+            let answered = Instant::now();
+            let order = r.json::<serde_json::Value>().await.expect("json")["order_id"]
+                .as_str()
+                .expect("order")
+                .to_string();
+            loop {
+                let r = client
+                    .get(format!("{base}/v1/orders/{order}"))
+                    .bearer_auth(tk)
+                    .send()
+                    .await
+                    .expect("get");
+                if r.status().is_success() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_micros(200)).await;
             }
-            tokio::time::sleep(Duration::from_micros(200)).await;
+            lags.push(answered.elapsed());
         }
-        lags.push(answered.elapsed());
-    }
-    lags.sort();
-    println!(
+        lags.sort();
+        println!(
         "| lag: checkout response → order in order history | {} samples | {} | {} | 0 | polled every 0.2 ms, includes one GET |",
         lags.len(),
         ms(pct(&lags, 0.5)),
         ms(pct(&lags, 0.99))
     );
+    }
     let _ = stop_tx.send(());
     let _ = server.await;
 }

@@ -6,12 +6,13 @@
 
 use commands::Caller;
 use domain::CustomerId;
+use hashlink::LruCache;
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::RwLock;
+use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Who may do what.
@@ -92,9 +93,28 @@ pub enum AuthError {
 }
 
 /// Verifies bearer tokens.
+///
+/// Tokens that passed are remembered (by their exact text) for at most [`VERIFIED_TTL`] and
+/// never past their `exp`, so a client sending the same token on every request pays the
+/// signature check once, not per request.
 pub struct Authenticator {
     verifier: Verifier,
+    expect: Expect,
+    verified: Mutex<LruCache<String, (Principal, u64)>>,
 }
+
+/// Claims a token must carry beyond `sub`, `role` and `exp`.
+#[derive(Debug, Clone, Default)]
+struct Expect {
+    issuer: Option<String>,
+    audience: Option<String>,
+}
+
+/// How long a verified token is trusted without checking its signature again.
+pub const VERIFIED_TTL: Duration = Duration::from_secs(300);
+const VERIFIED_CAPACITY: usize = 10_000;
+/// Clock skew tolerated on `exp`, in seconds.
+const LEEWAY_SECS: u64 = 5;
 
 enum Verifier {
     Hs256(DecodingKey),
@@ -110,15 +130,31 @@ impl std::fmt::Debug for Authenticator {
         };
         f.debug_struct("Authenticator")
             .field("kind", &kind)
+            .field("issuer", &self.expect.issuer)
+            .field("audience", &self.expect.audience)
             .finish()
     }
 }
 
 impl Authenticator {
     pub fn hs256(secret: &[u8]) -> Self {
+        Self::with_verifier(Verifier::Hs256(DecodingKey::from_secret(secret)))
+    }
+
+    fn with_verifier(verifier: Verifier) -> Self {
         Self {
-            verifier: Verifier::Hs256(DecodingKey::from_secret(secret)),
+            verifier,
+            expect: Expect::default(),
+            verified: Mutex::new(LruCache::new(VERIFIED_CAPACITY)),
         }
+    }
+
+    /// Also requires the `iss` claim to equal `issuer` and the `aud` claim to contain
+    /// `audience`, for each that is given (for a JWKS provider, its issuer URL and this API's
+    /// client id or audience).
+    pub fn expecting(mut self, issuer: Option<String>, audience: Option<String>) -> Self {
+        self.expect = Expect { issuer, audience };
+        self
     }
 
     /// RS256 with keys fetched from `url` now and again when a token names an unknown `kid`
@@ -131,15 +167,48 @@ impl Authenticator {
             last_fetch: tokio::sync::Mutex::new(None),
         };
         jwks.refresh().await?;
-        Ok(Self {
-            verifier: Verifier::Jwks(jwks),
-        })
+        Ok(Self::with_verifier(Verifier::Jwks(jwks)))
     }
 
-    /// Checks signature and expiry and returns the caller.
+    /// Checks signature, expiry (and issuer and audience when configured) and returns the
+    /// caller.
     pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
-        let claims = match &self.verifier {
-            Verifier::Hs256(key) => decode(token, key, Algorithm::HS256)?,
+        let now = unix_now();
+        if let Some(principal) = self.remembered(token, now) {
+            return Ok(principal);
+        }
+        let claims = self.check(token).await?;
+        let exp = claims.exp;
+        let principal = principal(claims)?;
+        let until = exp
+            .saturating_add(LEEWAY_SECS)
+            .min(now.saturating_add(VERIFIED_TTL.as_secs()));
+        self.lock_verified()
+            .insert(token.to_string(), (principal.clone(), until));
+        Ok(principal)
+    }
+
+    fn lock_verified(&self) -> MutexGuard<'_, LruCache<String, (Principal, u64)>> {
+        // Plain cache: a panic elsewhere cannot leave an entry half-written.
+        self.verified.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn remembered(&self, token: &str, now: u64) -> Option<Principal> {
+        let mut verified = self.lock_verified();
+        match verified.get(token) {
+            Some((principal, until)) if now < *until => Some(principal.clone()),
+            Some(_) => {
+                verified.remove(token);
+                None
+            }
+            None => None,
+        }
+    }
+
+    async fn check(&self, token: &str) -> Result<Claims, AuthError> {
+        let expect = &self.expect;
+        Ok(match &self.verifier {
+            Verifier::Hs256(key) => decode(token, key, Algorithm::HS256, expect)?,
             Verifier::Jwks(jwks) => {
                 let header = jsonwebtoken::decode_header(token)
                     .map_err(|e| AuthError::Invalid(e.to_string()))?;
@@ -151,17 +220,42 @@ impl Authenticator {
                             .ok_or(AuthError::UnknownKey(header.kid.clone()))?
                     }
                 };
-                decode(token, &key.1, key.0)?
+                decode(token, &key.1, key.0, expect)?
             }
-        };
-        principal(claims)
+        })
     }
 }
 
-fn decode(token: &str, key: &DecodingKey, alg: Algorithm) -> Result<Claims, AuthError> {
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn decode(
+    token: &str,
+    key: &DecodingKey,
+    alg: Algorithm,
+    expect: &Expect,
+) -> Result<Claims, AuthError> {
     let mut validation = Validation::new(alg);
-    validation.set_required_spec_claims(&["exp", "sub"]);
-    validation.leeway = 5;
+    let mut required = vec!["exp", "sub"];
+    match &expect.issuer {
+        Some(issuer) => {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        None => validation.iss = None,
+    }
+    match &expect.audience {
+        Some(audience) => {
+            validation.set_audience(&[audience]);
+            required.push("aud");
+        }
+        None => validation.validate_aud = false,
+    }
+    validation.set_required_spec_claims(&required);
+    validation.leeway = LEEWAY_SECS;
     jsonwebtoken::decode::<Claims>(token, key, &validation)
         .map(|d| d.claims)
         .map_err(|e| match e.kind() {
@@ -445,10 +539,80 @@ mod tests {
             &EncodingKey::from_rsa_pem(TEST_RSA_PEM.as_bytes()).unwrap(),
         )
         .unwrap();
-        let decoded = decode(&token, key, *alg).unwrap();
+        let decoded = decode(&token, key, *alg, &Expect::default()).unwrap();
         assert_eq!(decoded.role, Role::Support);
         // Without a kid, the single key is used.
         assert!(keys.select(None).is_some());
+    }
+
+    fn signed(secret: &[u8], claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn issuer_and_audience_are_checked_when_configured() {
+        let auth = Authenticator::hs256(b"k").expecting(
+            Some("https://issuer.example".into()),
+            Some("backbone".into()),
+        );
+        let exp = now_secs() + 60;
+        let base = serde_json::json!({"sub": "ops", "role": "support", "exp": exp});
+        let with = |extra: serde_json::Value| {
+            let mut c = base.clone();
+            c.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            signed(b"k", c)
+        };
+        let good =
+            with(serde_json::json!({"iss": "https://issuer.example", "aud": ["backbone", "x"]}));
+        assert_eq!(auth.verify(&good).await.unwrap().role, Role::Support);
+        for bad in [
+            with(serde_json::json!({})),
+            with(serde_json::json!({"aud": "backbone"})),
+            with(serde_json::json!({"iss": "https://issuer.example"})),
+            with(serde_json::json!({"iss": "https://evil.example", "aud": "backbone"})),
+            with(serde_json::json!({"iss": "https://issuer.example", "aud": "other"})),
+        ] {
+            assert!(
+                matches!(auth.verify(&bad).await, Err(AuthError::Invalid(_))),
+                "accepted {bad}"
+            );
+        }
+        // Without expectations, iss and aud are not required (and any aud is accepted).
+        let plain = Authenticator::hs256(b"k");
+        assert!(plain.verify(&signed(b"k", base.clone())).await.is_ok());
+        assert!(plain
+            .verify(&with(serde_json::json!({"aud": "whatever"})))
+            .await
+            .is_ok());
+    }
+
+    #[tokio::test]
+    async fn verified_tokens_are_remembered_until_they_expire() {
+        let auth = Authenticator::hs256(b"k");
+        let exp = now_secs() + 60;
+        let token = mint_hs256_claims(b"k", &claims(Role::Admin, exp)).unwrap();
+        let first = auth.verify(&token).await.unwrap();
+        let now = unix_now();
+        assert_eq!(auth.remembered(&token, now), Some(first.clone()));
+        assert_eq!(auth.verify(&token).await.unwrap(), first);
+        // Never past exp (plus the leeway), whatever the cache's own lifetime.
+        assert_eq!(auth.remembered(&token, exp + LEEWAY_SECS), None);
+        assert_eq!(
+            auth.remembered(&token, now),
+            None,
+            "the stale entry is dropped"
+        );
+        // A tampered token is not a cache hit.
+        let mut tampered = token.clone();
+        tampered.push('x');
+        assert!(auth.verify(&tampered).await.is_err());
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub struct EmbeddedConfig {
     pub jwt_secret: Option<String>,
     /// RS256 via JWKS instead of HS256.
     pub jwks_url: Option<String>,
+    /// Required `iss` claim, if any.
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim value, if any.
+    pub jwt_audience: Option<String>,
     /// Seed the demo catalog on start (existing products are left alone).
     pub demo_catalog: bool,
     /// Worker loop timing.
@@ -80,6 +84,8 @@ impl std::fmt::Debug for EmbeddedConfig {
                 &self.jwt_secret.as_ref().map(|_| "<redacted>"),
             )
             .field("jwks_url", &self.jwks_url)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
             .field("demo_catalog", &self.demo_catalog)
             .field(
                 "stripe",
@@ -102,6 +108,8 @@ impl EmbeddedConfig {
             synchronous_normal: false,
             jwt_secret: None,
             jwks_url: None,
+            jwt_issuer: None,
+            jwt_audience: None,
             demo_catalog: true,
             loop_config: LoopConfig::default(),
             stripe: None,
@@ -238,7 +246,8 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
                 .with_context(|| format!("fetching the JWKS from {url}"))?
         }
         None => Authenticator::hs256(config.hs256_secret()?.as_bytes()),
-    };
+    }
+    .expecting(config.jwt_issuer.clone(), config.jwt_audience.clone());
 
     let simulated = Arc::new(SimulatedGateway::new());
     let gateway: Arc<dyn PaymentGateway> = match &config.stripe {
@@ -293,13 +302,13 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
     }
     health.register(PROCESS_MANAGERS);
     health.progressed(PROCESS_MANAGERS, checkpoints.get(PROCESS_MANAGERS).await?);
-    let consumer = Arc::new(ProcessManagerConsumer {
-        name: PROCESS_MANAGERS.to_string(),
-        store: store.clone(),
+    let consumer = Arc::new(ProcessManagerConsumer::new(
+        PROCESS_MANAGERS,
+        store.clone(),
         checkpoints,
         managers,
-        batch: 100,
-    });
+        100,
+    ));
     tasks.push(consumer.spawn(
         notify.clone(),
         health.clone(),

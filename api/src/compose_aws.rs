@@ -279,6 +279,10 @@ pub struct AwsServeConfig {
     /// HS256 secret; required unless `jwks_url` is set.
     pub jwt_secret: Option<String>,
     pub jwks_url: Option<String>,
+    /// Required `iss` claim, if any.
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim value, if any.
+    pub jwt_audience: Option<String>,
     pub demo_catalog: bool,
     /// Create the stage's resources first (local runs).
     pub provision: bool,
@@ -297,6 +301,8 @@ impl std::fmt::Debug for AwsServeConfig {
                 &self.jwt_secret.as_ref().map(|_| "<redacted>"),
             )
             .field("jwks_url", &self.jwks_url)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
             .field("demo_catalog", &self.demo_catalog)
             .field("provision", &self.provision)
             .field("with_workers", &self.with_workers)
@@ -311,6 +317,8 @@ impl AwsServeConfig {
             options: AwsOptions::default(),
             jwt_secret: None,
             jwks_url: None,
+            jwt_issuer: None,
+            jwt_audience: None,
             demo_catalog: true,
             provision: false,
             with_workers: false,
@@ -343,7 +351,8 @@ pub async fn start_aws(
         _ => anyhow::bail!(
             "the aws backend needs --jwt-secret (BACKBONE_JWT_SECRET) or --jwks-url (BACKBONE_JWKS_URL)"
         ),
-    };
+    }
+    .expecting(config.jwt_issuer.clone(), config.jwt_audience.clone());
     let health = Health::default();
     let cancel = CancellationToken::new();
     let tasks = if config.with_workers {

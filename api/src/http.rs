@@ -226,24 +226,94 @@ impl<T> CommandReply<T> {
 
 impl<T: Serialize> IntoResponse for CommandReply<T> {
     fn into_response(self) -> Response {
-        let mut body = match serde_json::to_value(&self.value) {
-            Ok(serde_json::Value::Object(map)) => map,
-            Ok(other) => {
-                let mut map = serde_json::Map::new();
-                map.insert("result".into(), other);
-                map
-            }
+        // Encoded straight to bytes (no intermediate `Value`): the command's answer, with its
+        // feed position added as one more member.
+        let mut body = match serde_json::to_vec(&self.value) {
+            Ok(bytes) => bytes,
             Err(e) => {
                 return ApiError::internal(format!("cannot encode reply: {e}")).into_response()
             }
         };
-        body.insert("position".into(), self.position.into());
-        let mut response = (self.status, axum::Json(body)).into_response();
+        let position = match self.position {
+            Some(p) => p.to_string(),
+            None => "null".to_string(),
+        };
+        if body.len() >= 2 && body.first() == Some(&b'{') && body.last() == Some(&b'}') {
+            body.pop();
+            if body.len() > 1 {
+                body.push(b',');
+            }
+        } else {
+            let mut wrapped = b"{\"result\":".to_vec();
+            wrapped.extend_from_slice(&body);
+            wrapped.push(b',');
+            body = wrapped;
+        }
+        body.extend_from_slice(b"\"position\":");
+        body.extend_from_slice(position.as_bytes());
+        body.push(b'}');
+        let mut response = (
+            self.status,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response();
         if self.replayed {
             response
                 .headers_mut()
                 .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod reply_tests {
+    use super::*;
+    use commands::{CommitResult, Executed};
+
+    async fn body_of<T: Serialize>(value: T, position: Option<u64>) -> serde_json::Value {
+        let executed = Executed {
+            value,
+            commit: Some(CommitResult {
+                position,
+                streams: Vec::new(),
+                committed_at: chrono::Utc::now(),
+            }),
+            replayed: false,
+        };
+        let response = CommandReply::ok(executed).into_response();
+        assert_eq!(
+            response.headers()[axum::http::header::CONTENT_TYPE],
+            "application/json"
+        );
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        serde_json::from_slice(&bytes).expect("the reply is JSON")
+    }
+
+    #[tokio::test]
+    async fn replies_carry_the_answer_and_the_feed_position() {
+        let object = serde_json::json!({"cart_id": "c1", "lines": [{"q": 1}]});
+        assert_eq!(
+            body_of(object, Some(42)).await,
+            serde_json::json!({"cart_id": "c1", "lines": [{"q": 1}], "position": 42})
+        );
+        assert_eq!(
+            body_of(serde_json::json!({}), None).await,
+            serde_json::json!({"position": null})
+        );
+        assert_eq!(
+            body_of(vec![1, 2], Some(7)).await,
+            serde_json::json!({"result": [1, 2], "position": 7})
+        );
+        assert_eq!(
+            body_of("done", Some(8)).await,
+            serde_json::json!({"result": "done", "position": 8})
+        );
     }
 }

@@ -17,6 +17,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "backbone",
@@ -133,6 +136,12 @@ struct ServeArgs {
     /// Verify RS256 tokens with this JWKS URL instead of HS256 (for example Cognito's).
     #[arg(long, env = "BACKBONE_JWKS_URL")]
     jwks_url: Option<String>,
+    /// Require tokens to carry this `iss` claim (for Cognito: the user pool's issuer URL).
+    #[arg(long, env = "BACKBONE_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// Require tokens' `aud` claim to contain this value (the API's audience or client id).
+    #[arg(long, env = "BACKBONE_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
     /// Do not seed the demo catalog.
     #[arg(long, env = "BACKBONE_NO_DEMO")]
     no_demo: bool,
@@ -333,6 +342,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         synchronous_normal: args.synchronous == SyncMode::Normal,
         jwt_secret: args.jwt_secret,
         jwks_url: args.jwks_url,
+        jwt_issuer: args.jwt_issuer,
+        jwt_audience: args.jwt_audience,
         demo_catalog: !args.no_demo,
         stripe: args
             .stripe_secret_key
@@ -364,6 +375,8 @@ async fn serve_aws(args: ServeArgs) -> anyhow::Result<()> {
         options,
         jwt_secret: args.jwt_secret,
         jwks_url: args.jwks_url,
+        jwt_issuer: args.jwt_issuer,
+        jwt_audience: args.jwt_audience,
         demo_catalog: !args.no_demo,
         provision: args.provision,
         with_workers: args.with_workers,

@@ -138,6 +138,14 @@ impl<S: EventStore, G: Send + Sync + 'static> EventStore for WithGuard<S, G> {
     async fn feed(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
         self.store.feed(after, limit).await
     }
+    async fn feed_filtered(
+        &self,
+        after: u64,
+        limit: usize,
+        keep: &crate::store::EventFilter<'_>,
+    ) -> Result<crate::store::FilteredPage, StoreError> {
+        self.store.feed_filtered(after, limit, keep).await
+    }
     async fn head(&self) -> Result<u64, StoreError> {
         self.store.head().await
     }
@@ -1269,6 +1277,18 @@ pub async fn feed_pages_cover_every_event_once_in_position_order<S: EventStore>(
                 "feed({cursor}, {limit}) returned {} events",
                 page.len()
             );
+            // The filtered read of the same page holds exactly the page's matching events and
+            // reports the page's last position even when that event is filtered out.
+            let keep =
+                |e: &EventEnvelope| e.stream_type == StreamType::Order || e.sequence % 3 == 1;
+            match store.feed_filtered(cursor, limit, &keep).await {
+                Ok(filtered) => assert_eq!(
+                    filtered,
+                    crate::store::FilteredPage::from_page(page.clone(), &keep),
+                    "feed_filtered({cursor}, {limit}) differs from the filtered feed page"
+                ),
+                Err(e) => panic!("feed_filtered({cursor}, {limit}) failed: {e:?}"),
+            }
             let Some(last) = page.last() else { break };
             for e in &page {
                 let p = e.global_position.unwrap_or(0);
@@ -1412,6 +1432,18 @@ pub async fn upcaster_applies_to_load_read_and_feed<S: EventStore>(store: S) {
         .filter(|e| ids.contains(&e.event_id))
         .collect();
     check(&feed, "feed");
+    // A filtered feed judges and returns the upcast events: "version 2" keeps both
+    // ThingHappened events, the first one upcast.
+    let at_v2 = |e: &EventEnvelope| e.event_version == 2 && ids.contains(&e.event_id);
+    let filtered = match store.feed_filtered(start, 100, &at_v2).await {
+        Ok(page) => page.events,
+        Err(e) => panic!("feed_filtered failed: {e:?}"),
+    };
+    assert_eq!(
+        filtered,
+        feed[..2].to_vec(),
+        "feed_filtered sees upcast events"
+    );
     let raw = load(store.inner(), &s).await.events;
     assert_eq!(
         (raw[0].event_version, &raw[0].payload),

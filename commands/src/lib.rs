@@ -15,6 +15,7 @@ pub mod ports;
 pub mod process;
 pub mod service;
 pub mod shop;
+mod state_cache;
 pub mod upcast;
 
 pub use error::*;

@@ -3,6 +3,7 @@
 
 use crate::error::{CommandError, Rejection};
 use crate::ports::Clock;
+use crate::state_cache::{self, AnyState, AttemptScope, StateCache, ATTEMPT};
 use crate::store::{
     AppendOutcome, Commit, CommitResult, EventStore, Idempotency, Metadata, NewEvent, Snapshot,
     StoreError, StreamAppend, StreamRef,
@@ -11,6 +12,7 @@ use domain::{Event, EventSourced};
 use rand::Rng;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::cell::Cell;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +27,9 @@ pub struct ServiceConfig {
     pub snapshot_every: u64,
     /// Base delay of the jittered backoff between conflict retries.
     pub retry_base: Duration,
+    /// How many aggregate states the service keeps in memory between commands (LRU); 0 turns
+    /// the cache off. See [`crate::state_cache`] for why a stale entry never decides wrong.
+    pub state_cache: usize,
 }
 
 impl Default for ServiceConfig {
@@ -33,6 +38,7 @@ impl Default for ServiceConfig {
             max_attempts: 8,
             snapshot_every: 100,
             retry_base: Duration::from_millis(2),
+            state_cache: 10_000,
         }
     }
 }
@@ -104,9 +110,19 @@ impl<T> Executed<T> {
 }
 
 /// Accumulates the appends of one decision, possibly across several streams.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Decision {
     appends: Vec<StreamAppend>,
+    /// The state each stream reaches if the commit goes through (for the state cache).
+    states: Vec<(StreamRef, AnyState)>,
+}
+
+impl std::fmt::Debug for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decision")
+            .field("appends", &self.appends)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Decision {
@@ -120,11 +136,13 @@ pub struct CommandService {
     store: Arc<dyn EventStore>,
     clock: Arc<dyn Clock>,
     config: ServiceConfig,
+    cache: Option<StateCache>,
 }
 
 impl CommandService {
     pub fn new(store: Arc<dyn EventStore>, clock: Arc<dyn Clock>, config: ServiceConfig) -> Self {
         Self {
+            cache: StateCache::new(config.state_cache),
             store,
             clock,
             config,
@@ -140,8 +158,31 @@ impl CommandService {
     }
 
     /// Loads an aggregate: the latest usable snapshot plus the events after it.
-    #[tracing::instrument(skip_all, fields(stream_type = %A::STREAM_TYPE, stream_id = %id), err)]
+    ///
+    /// Inside an attempt of [`CommandService::run`] the state may come from the state cache;
+    /// anywhere else it is always read from the store.
     pub async fn load<A: EventSourced>(&self, id: &str) -> Result<Loaded<A>, CommandError> {
+        let Some(cache) = &self.cache else {
+            return self.load_from_store(id).await;
+        };
+        let stream = StreamRef::new(A::STREAM_TYPE, id);
+        if state_cache::cache_allowed() {
+            if let Some((state, version)) = cache.get::<A>(&stream) {
+                state_cache::record_hit();
+                return Ok(Loaded {
+                    id: id.to_string(),
+                    state,
+                    version,
+                });
+            }
+        }
+        let loaded = self.load_from_store::<A>(id).await?;
+        cache.put(&stream, loaded.version, Arc::new(loaded.state.clone()));
+        Ok(loaded)
+    }
+
+    #[tracing::instrument(skip_all, fields(stream_type = %A::STREAM_TYPE, stream_id = %id), err)]
+    async fn load_from_store<A: EventSourced>(&self, id: &str) -> Result<Loaded<A>, CommandError> {
         let stream = StreamRef::new(A::STREAM_TYPE, id);
         let loaded = self.store.load(&stream).await?;
         let (mut state, mut version) = match loaded.snapshot {
@@ -267,7 +308,14 @@ impl CommandService {
         if let Some(existing) = decision.appends.iter_mut().find(|a| a.stream == stream) {
             existing.events.extend(new_events);
             existing.snapshot = None;
+            // Not cached: the stream's final state is the caller's business here.
+            decision.states.retain(|(s, _)| s != &stream);
         } else {
+            if self.cache.is_some() {
+                decision
+                    .states
+                    .push((stream.clone(), Arc::new(state.clone()) as AnyState));
+            }
             decision.appends.push(StreamAppend {
                 stream,
                 expected_version: loaded.version,
@@ -336,11 +384,32 @@ impl CommandService {
                 replayed: false,
             });
         }
+        let touched: Vec<StreamRef> = decision.appends.iter().map(|a| a.stream.clone()).collect();
+        let states = decision.states;
         let commit = Commit {
             streams: decision.appends,
             idempotency,
         };
-        match self.store.append(commit).await? {
+        let outcome = self.store.append(commit).await;
+        if let Some(cache) = &self.cache {
+            match &outcome {
+                Ok(AppendOutcome::Committed(result)) => {
+                    for stream in &touched {
+                        let state = states.iter().find(|(s, _)| s == stream);
+                        let version = result.streams.iter().find(|v| &v.stream == stream);
+                        match (state, version) {
+                            (Some((_, state)), Some(v)) => {
+                                cache.put(stream, v.version, state.clone())
+                            }
+                            _ => cache.evict(stream),
+                        }
+                    }
+                }
+                // A duplicate, a conflict or a failure: what the streams hold now is unknown.
+                _ => touched.iter().for_each(|s| cache.evict(s)),
+            }
+        }
+        match outcome? {
             AppendOutcome::Committed(result) => Ok(Executed {
                 value,
                 commit: Some(result),
@@ -374,13 +443,34 @@ impl CommandService {
             return Ok(replay);
         }
         let mut tries = 0;
+        // Whether attempts must read every stream from the store (set when a rejection has to
+        // be confirmed on fresh states).
+        let mut fresh = self.cache.is_none();
         loop {
             tries += 1;
-            let result = match attempt().await {
+            let scope = AttemptScope {
+                use_cache: !fresh,
+                hits: Cell::new(0),
+            };
+            let (attempted, hits) = ATTEMPT
+                .scope(scope, async {
+                    let attempted = attempt().await;
+                    (attempted, ATTEMPT.with(|a| a.hits.get()))
+                })
+                .await;
+            let result = match attempted {
                 Ok((decision, value)) => self.commit(decision, ctx, value).await,
                 Err(e) => Err(e),
             };
             match result {
+                Err(
+                    e @ (CommandError::NotFound { .. }
+                    | CommandError::Invalid { .. }
+                    | CommandError::Rejected { .. }),
+                ) if hits > 0 && !fresh => {
+                    tracing::debug!(error = %e, "rejected on cached state, deciding again on fresh state");
+                    fresh = true;
+                }
                 Err(CommandError::Store(StoreError::Conflict { stream, .. }))
                     if tries < self.config.max_attempts =>
                 {

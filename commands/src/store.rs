@@ -208,6 +208,30 @@ impl StoreError {
     }
 }
 
+/// A predicate over feed events (see [`EventStore::feed_filtered`]).
+pub type EventFilter<'a> = dyn Fn(&EventEnvelope) -> bool + Send + Sync + 'a;
+
+/// One feed page, filtered.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FilteredPage {
+    /// The page's events that the filter kept, in feed order.
+    pub events: Vec<EventEnvelope>,
+    /// The position of the page's last event, kept or not; `None` when the page was empty.
+    pub last_position: Option<u64>,
+    /// How many events the page held.
+    pub read: usize,
+}
+
+impl FilteredPage {
+    pub fn from_page(page: Vec<EventEnvelope>, keep: &EventFilter<'_>) -> Self {
+        Self {
+            last_position: page.last().and_then(|e| e.global_position),
+            read: page.len(),
+            events: page.into_iter().filter(|e| keep(e)).collect(),
+        }
+    }
+}
+
 /// The event-store port.
 ///
 /// Contract (checked by [`crate::conformance`]):
@@ -231,6 +255,20 @@ pub trait EventStore: Send + Sync + 'static {
         to: u64,
     ) -> Result<Vec<EventEnvelope>, StoreError>;
     async fn feed(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError>;
+    /// Reads the same page as `feed(after, limit)` but returns only the events `keep` accepts,
+    /// with the position of the page's last event, so a consumer interested in a few event types
+    /// can move past the rest without copying them. Adapters with an in-memory tail override it.
+    async fn feed_filtered(
+        &self,
+        after: u64,
+        limit: usize,
+        keep: &EventFilter<'_>,
+    ) -> Result<FilteredPage, StoreError> {
+        Ok(FilteredPage::from_page(
+            self.feed(after, limit).await?,
+            keep,
+        ))
+    }
     /// The highest position `feed` can return right now (0 when empty).
     async fn head(&self) -> Result<u64, StoreError>;
     /// Looks up a command id without writing anything.
@@ -249,6 +287,11 @@ pub trait EventStore: Send + Sync + 'static {
 /// [`UpcastingStore`], so `load`, `read`, `feed`, replay and rebuild all see current shapes.
 pub trait Upcaster: Send + Sync + 'static {
     fn upcast(&self, event: EventEnvelope) -> EventEnvelope;
+    /// Whether `event` is already in its current shape (`upcast` would return it unchanged).
+    /// The default, `false`, is always safe; it only costs a copy in `feed_filtered`.
+    fn is_current(&self, _event: &EventEnvelope) -> bool {
+        false
+    }
 }
 
 /// A store decorator that upcasts every event it returns.
@@ -295,6 +338,25 @@ impl<S: EventStore> EventStore for UpcastingStore<S> {
     async fn feed(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
         Ok(self.map(self.inner.feed(after, limit).await?))
     }
+    async fn feed_filtered(
+        &self,
+        after: u64,
+        limit: usize,
+        keep: &EventFilter<'_>,
+    ) -> Result<FilteredPage, StoreError> {
+        // The filter judges the upcast event, as a reader of `feed` would see it.
+        let upcaster = &self.upcaster;
+        let judged = move |e: &EventEnvelope| {
+            if upcaster.is_current(e) {
+                keep(e)
+            } else {
+                keep(&upcaster.upcast(e.clone()))
+            }
+        };
+        let mut page = self.inner.feed_filtered(after, limit, &judged).await?;
+        page.events = self.map(std::mem::take(&mut page.events));
+        Ok(page)
+    }
     async fn head(&self) -> Result<u64, StoreError> {
         self.inner.head().await
     }
@@ -327,6 +389,14 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
     }
     async fn feed(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
         (**self).feed(after, limit).await
+    }
+    async fn feed_filtered(
+        &self,
+        after: u64,
+        limit: usize,
+        keep: &EventFilter<'_>,
+    ) -> Result<FilteredPage, StoreError> {
+        (**self).feed_filtered(after, limit, keep).await
     }
     async fn head(&self) -> Result<u64, StoreError> {
         (**self).head().await

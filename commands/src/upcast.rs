@@ -15,18 +15,26 @@ fn current<E: Event>(e: &EventEnvelope) -> Option<(u32, serde_json::Value)> {
     Some((decoded.event_version(), decoded.payload()))
 }
 
+fn latest_version(event: &EventEnvelope) -> Option<u32> {
+    match event.stream_type {
+        StreamType::Cart => domain::cart::event_names::cart_event_version(&event.event_type),
+        StreamType::Order => domain::order::event_names::order_event_version(&event.event_type),
+        StreamType::Payment => {
+            domain::payment::event_names::payment_event_version(&event.event_type)
+        }
+        StreamType::Product => {
+            domain::product::event_names::product_event_version(&event.event_type)
+        }
+    }
+}
+
 impl Upcaster for DomainUpcaster {
+    fn is_current(&self, event: &EventEnvelope) -> bool {
+        latest_version(event).is_none_or(|v| v == event.event_version)
+    }
+
     fn upcast(&self, mut event: EventEnvelope) -> EventEnvelope {
-        let latest = match event.stream_type {
-            StreamType::Cart => domain::cart::event_names::cart_event_version(&event.event_type),
-            StreamType::Order => domain::order::event_names::order_event_version(&event.event_type),
-            StreamType::Payment => {
-                domain::payment::event_names::payment_event_version(&event.event_type)
-            }
-            StreamType::Product => {
-                domain::product::event_names::product_event_version(&event.event_type)
-            }
-        };
+        let latest = latest_version(&event);
         // Fast path: already current (the overwhelmingly common case on every read).
         if latest.is_none_or(|v| v == event.event_version) {
             return event;

@@ -90,7 +90,7 @@ pub trait Event: Serialize + DeserializeOwned + Clone + PartialEq + Debug + Send
 
 /// A pure aggregate: deciding has no I/O, applying holds no rules.
 pub trait EventSourced:
-    Default + Clone + Serialize + DeserializeOwned + Debug + Send + Sync
+    Default + Clone + Serialize + DeserializeOwned + Debug + Send + Sync + 'static
 {
     const STREAM_TYPE: StreamType;
     /// Version of the serialized state, bumped whenever the state's shape changes so that stale

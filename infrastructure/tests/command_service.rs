@@ -710,3 +710,85 @@ async fn a_payment_for_an_expired_order_is_refunded() {
         OrderStatus::Expired
     );
 }
+
+/// A second service over the same store, with its own state cache: what one writes, the other's
+/// cache does not know.
+fn second_shop(f: &Fixture) -> Shop {
+    let svc = Arc::new(CommandService::new(
+        f.store.clone(),
+        Arc::new(SystemClock),
+        ServiceConfig::default(),
+    ));
+    Shop::new(svc, f.gateway.clone())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_state_cache_never_decides_wrong() {
+    let f = fixture();
+    let other = second_shop(&f);
+    product(&f, "p1", "1.00", 100).await;
+    product(&f, "p2", "2.00", 100).await;
+    // The first service caches the cart with p1 in it (version 2).
+    let (caller, cart) = cart_with(&f, "alice", &[("p1", 1)]).await;
+    let one = |n| Quantity::parse(n).unwrap();
+
+    // Behind its back, the other service removes p1 (version 3).
+    other
+        .remove_item(&ctx(), &caller, &cart, "p1")
+        .await
+        .unwrap();
+    // Deciding on the cached version 2 conflicts; the retry decides on version 3: p1 is new.
+    let added = f
+        .shop
+        .add_item(&ctx(), &caller, &cart, "p1", one(2))
+        .await
+        .unwrap();
+    assert_eq!(added.value.version, 4);
+    assert_eq!(added.value.lines.len(), 1);
+    assert_eq!(added.value.lines[0].quantity, 2);
+
+    // The other service adds p2 (version 5). On the first service's cached version 4 the cart
+    // has no p2, so removing it is refused there; the refusal is re-checked on fresh state,
+    // where the removal is valid.
+    other
+        .add_item(&ctx(), &caller, &cart, "p2", one(1))
+        .await
+        .unwrap();
+    let removed = f
+        .shop
+        .remove_item(&ctx(), &caller, &cart, "p2")
+        .await
+        .unwrap();
+    assert_eq!(removed.value.version, 6);
+    assert_eq!(removed.value.lines.len(), 1);
+
+    // A genuine refusal is still a refusal after the re-check.
+    let err = f
+        .shop
+        .remove_item(&ctx(), &caller, &cart, "p2")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CommandError::Rejected { .. }), "{err:?}");
+    let view = other.get_cart(&caller, &cart).await.unwrap();
+    assert_eq!(view.version, 6);
+    assert_eq!(view.lines[0].product_id.as_str(), "p1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_state_cache_is_not_needed_for_correct_answers() {
+    // The same flow with the cache off gives the same versions and lines.
+    let f = fixture_with(ServiceConfig {
+        state_cache: 0,
+        ..ServiceConfig::default()
+    });
+    product(&f, "p1", "1.00", 100).await;
+    let (caller, cart) = cart_with(&f, "alice", &[("p1", 1)]).await;
+    let q = Quantity::parse(3).unwrap();
+    let changed = f
+        .shop
+        .change_quantity(&ctx(), &caller, &cart, "p1", q)
+        .await
+        .unwrap();
+    assert_eq!(changed.value.version, 3);
+    assert_eq!(changed.value.lines[0].quantity, 3);
+}

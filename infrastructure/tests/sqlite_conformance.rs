@@ -21,6 +21,22 @@ mod conformance {
     commands::conformance_tests!(super::fresh_store);
 }
 
+/// The store with its in-memory feed tail turned off: every feed page comes from SQLite.
+async fn fresh_store_without_recent_feed() -> WithGuard<SqliteEventStore, TempDir> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = SqliteOptions {
+        recent_events: 0,
+        ..SqliteOptions::default()
+    };
+    let store =
+        SqliteEventStore::open(dir.path().join("events.db"), options).expect("open sqlite store");
+    WithGuard::new(store, dir)
+}
+
+mod conformance_without_recent_feed {
+    commands::conformance_tests!(super::fresh_store_without_recent_feed);
+}
+
 fn append_one(stream: &StreamRef, expected_version: u64, n: usize) -> Commit {
     Commit {
         streams: vec![StreamAppend {
@@ -277,6 +293,8 @@ async fn large_feed_pages_read_in_parallel_ranges_equal_small_pages() {
         dir.path().join("events.db"),
         SqliteOptions {
             synchronous: Synchronous::Normal,
+            // Every page from SQLite: this test is about its parallel ranges.
+            recent_events: 0,
             ..SqliteOptions::default()
         },
     )
@@ -315,4 +333,121 @@ async fn large_feed_pages_read_in_parallel_ranges_equal_small_pages() {
             "feed({after}, {limit}) must equal the same range read in small pages"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_memory_feed_tail_serves_exactly_what_sqlite_holds() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("events.db");
+    // A tail of 25 events: pages starting further back fall back to SQLite.
+    let small_tail = SqliteOptions {
+        recent_events: 25,
+        ..SqliteOptions::default()
+    };
+    let store = SqliteEventStore::open(&path, small_tail.clone()).expect("open");
+    // Multi-stream commits, with metadata, snapshots and a conflicting commit in between.
+    for c in 0..20u64 {
+        let order = StreamRef::new(StreamType::Order, format!("o-{}", c % 3));
+        let cart = StreamRef::new(StreamType::Cart, format!("c-{c}"));
+        let version = store.load(&order).await.expect("load").version;
+        let mut commit = append_one(&order, version, 2);
+        commit.streams.push(StreamAppend {
+            stream: cart.clone(),
+            expected_version: 0,
+            events: vec![new_event("CartOpened", json!({ "c": c, "price": "1.50" }))],
+            snapshot: None,
+        });
+        store.append(commit).await.expect("append");
+        let stale = append_one(&order, 0, 1);
+        assert!(matches!(
+            store.append(stale).await,
+            Err(StoreError::Conflict { .. })
+        ));
+    }
+    let head = store.head().await.expect("head");
+    assert_eq!(head, 60);
+    let mut from_memory = Vec::new();
+    for after in [0, 20, 34, 35, 36, 50, 59, 60] {
+        from_memory.push(store.feed(after, 7).await.expect("feed"));
+    }
+    drop(store);
+
+    // Reopened, the tail is empty: every page comes from SQLite.
+    let store = SqliteEventStore::open(&path, small_tail).expect("reopen");
+    for (after, page) in [0, 20, 34, 35, 36, 50, 59, 60]
+        .into_iter()
+        .zip(&from_memory)
+    {
+        let from_sqlite = store.feed(after, 7).await.expect("feed");
+        assert_eq!(&from_sqlite, page, "page after {after}");
+        let expected: Vec<u64> = (after + 1..=(after + 7).min(head)).collect();
+        let positions: Vec<u64> = page.iter().filter_map(|e| e.global_position).collect();
+        assert_eq!(positions, expected, "page after {after}");
+    }
+    // New commits after the reopen are served from memory again, gapless after the old head.
+    let cart = StreamRef::new(StreamType::Cart, "c-new");
+    store.append(append_one(&cart, 0, 3)).await.expect("append");
+    let page = store.feed(59, 10).await.expect("feed");
+    let positions: Vec<u64> = page.iter().filter_map(|e| e.global_position).collect();
+    assert_eq!(positions, vec![60, 61, 62, 63]);
+    assert_eq!(page[1].stream_id, "c-new");
+    assert_eq!(page[3].sequence, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commit_failing_mid_write_is_undone_alone() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("events.db");
+    let store = Arc::new(SqliteEventStore::open(&path, SqliteOptions::default()).expect("open"));
+    let setup = append_one(&StreamRef::new(StreamType::Product, "p-0"), 0, 1);
+    let reused = setup.streams[0].events[0].clone();
+    store.append(setup).await.expect("setup");
+
+    // Every fourth commit writes a new stream, then fails on its second stream, whose event
+    // reuses a stored event id: its first writes must be undone, and only they.
+    const N: usize = 48;
+    let barrier = Arc::new(tokio::sync::Barrier::new(N));
+    let mut handles = Vec::new();
+    for i in 0..N {
+        let (store, barrier, reused) = (store.clone(), barrier.clone(), reused.clone());
+        handles.push(tokio::spawn(async move {
+            let mut commit = append_one(&StreamRef::new(StreamType::Cart, format!("c-{i}")), 0, 2);
+            if i % 4 == 0 {
+                commit.streams.push(StreamAppend {
+                    stream: StreamRef::new(StreamType::Order, format!("o-{i}")),
+                    expected_version: 0,
+                    events: vec![reused],
+                    snapshot: None,
+                });
+            }
+            barrier.wait().await;
+            (i, store.append(commit).await)
+        }));
+    }
+    for h in handles {
+        let (i, outcome) = h.await.expect("task panicked");
+        match (i % 4 == 0, outcome) {
+            (true, Err(StoreError::InvalidCommit(_))) => {}
+            (false, Ok(AppendOutcome::Committed(r))) => assert_eq!(r.streams[0].version, 2),
+            (_, other) => panic!("commit {i} got {other:?}"),
+        }
+    }
+    for i in 0..N {
+        let cart = store
+            .load(&StreamRef::new(StreamType::Cart, format!("c-{i}")))
+            .await
+            .expect("load");
+        let expected = if i % 4 == 0 { 0 } else { 2 };
+        assert_eq!(cart.events.len(), expected, "cart of commit {i}");
+    }
+    // The feed, from memory and from SQLite, holds the setup and the 36 good commits, gapless.
+    let from_memory = store.feed(0, 1_000).await.expect("feed");
+    let positions: Vec<u64> = from_memory
+        .iter()
+        .filter_map(|e| e.global_position)
+        .collect();
+    assert_eq!(positions, (1..=1 + 36 * 2).collect::<Vec<u64>>());
+    drop(store);
+    let reopened = SqliteEventStore::open(&path, SqliteOptions::default()).expect("reopen");
+    assert_eq!(reopened.feed(0, 1_000).await.expect("feed"), from_memory);
 }

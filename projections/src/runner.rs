@@ -84,12 +84,31 @@ pub struct RebuildSummary {
     pub position: u64,
 }
 
+/// A step whose page holds none of the projection's events writes nothing, unless the durable
+/// checkpoint would fall this many positions behind.
+pub const CHECKPOINT_LAG: u64 = 1_000;
+
+/// Where the runner is, as it last read or wrote it.
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    /// The position the read model reflects (events after it are not applied).
+    position: u64,
+    /// The checkpoint last written to the read-model store.
+    durable: u64,
+}
+
 /// Drives one projection from the event store into the read-model store.
+///
+/// `step` and `rebuild` take turns on one lock: a rebuild requested while the projection's
+/// worker is running waits for the current step, holds the worker off while it replays, and the
+/// worker carries on from the rebuilt checkpoint afterwards. Other projections are not affected.
 pub struct ProjectionRunner {
     store: Arc<dyn EventStore>,
     models: Arc<dyn ReadModelStore>,
     projection: Arc<dyn Projection>,
     batch: usize,
+    /// `None` until the checkpoint is read from the store (and again after a rebuild).
+    cursor: tokio::sync::Mutex<Option<Cursor>>,
 }
 
 impl ProjectionRunner {
@@ -105,6 +124,7 @@ impl ProjectionRunner {
             models,
             projection,
             batch: batch.max(1),
+            cursor: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -117,19 +137,50 @@ impl ProjectionRunner {
     }
 
     /// Reads one feed page after the checkpoint and applies the events this projection handles,
-    /// writing the page's last position as the checkpoint in the same transaction (even when
-    /// none of them was handled, so the checkpoint advances past foreign events).
+    /// writing the page's last position as the checkpoint in the same transaction. A page with
+    /// none of its events only moves the in-memory position, until the durable checkpoint would
+    /// lag by [`CHECKPOINT_LAG`] positions: then the checkpoint is written alone.
     #[tracing::instrument(skip_all, fields(projection = self.projection.name()), err)]
     pub async fn step(&self) -> Result<StepOutcome, RunnerError> {
-        let checkpoint = self.models.checkpoint(self.projection.name()).await?;
-        let page = self.store.feed(checkpoint, self.batch).await?;
-        let Some(position) = last_position(&page)? else {
+        let mut cursor = self.cursor.lock().await;
+        let current = match *cursor {
+            Some(c) => c,
+            None => {
+                let position = self.models.checkpoint(self.projection.name()).await?;
+                let c = Cursor {
+                    position,
+                    durable: position,
+                };
+                *cursor = Some(c);
+                c
+            }
+        };
+        let projection = self.projection.clone();
+        let handles = move |e: &EventEnvelope| projection.handles(e);
+        let page = self
+            .store
+            .feed_filtered(current.position, self.batch, &handles)
+            .await?;
+        let Some(position) = page.last_position else {
+            if page.read > 0 {
+                return Err(RunnerError::MissingPosition {
+                    event_id: Uuid::nil(),
+                });
+            }
             return Ok(StepOutcome::Idle);
         };
-        let events: Vec<EventEnvelope> = page
-            .into_iter()
-            .filter(|e| self.projection.handles(e))
-            .collect();
+        let events = page.events;
+        if events.is_empty() && position - current.durable < CHECKPOINT_LAG {
+            // Nothing to write: replaying these foreign events after a crash is a no-op.
+            *cursor = Some(Cursor {
+                position,
+                durable: current.durable,
+            });
+            return Ok(StepOutcome::Progressed {
+                applied: 0,
+                position,
+            });
+        }
         let summary = apply_filling_gaps(
             self.store.as_ref(),
             self.models.as_ref(),
@@ -137,7 +188,19 @@ impl ProjectionRunner {
             events,
             Some(position),
         )
-        .await?;
+        .await;
+        let summary = match summary {
+            Ok(summary) => summary,
+            Err(err) => {
+                // What the store holds is unknown now: read the checkpoint again next time.
+                *cursor = None;
+                return Err(err);
+            }
+        };
+        *cursor = Some(Cursor {
+            position,
+            durable: position,
+        });
         tracing::debug!(
             applied = summary.applied,
             skipped = summary.skipped,
@@ -175,11 +238,14 @@ impl ProjectionRunner {
 
     /// Drops the projection's read model and replays the feed from 0 to the head seen at the
     /// start, in pages of at least [`REBUILD_BATCH`]. `progress(position, head)` is called after
-    /// every page. Stop the projection's worker first: a concurrent step would race the reset.
+    /// every page. Steps of this runner wait while it runs, and continue from the rebuilt
+    /// checkpoint; other runners keep going.
     pub async fn rebuild(
         &self,
         progress: impl Fn(u64, u64) + Send + Sync,
     ) -> Result<RebuildSummary, RunnerError> {
+        let mut cursor = self.cursor.lock().await;
+        *cursor = None;
         rebuild_all(
             self.store.clone(),
             self.models.clone(),

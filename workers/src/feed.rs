@@ -131,40 +131,91 @@ pub fn spawn_projection(
 /// The process-manager feed consumer: reads the feed after its checkpoint and hands every
 /// relevant event to the process managers, in order. The checkpoint moves only past events
 /// that were handled, so a failing event is retried, never skipped.
+///
+/// Pages without a relevant event do not write the checkpoint until it would lag by
+/// [`projections::runner::CHECKPOINT_LAG`] positions: after a crash, those events are read again
+/// and ignored again.
 pub struct ProcessManagerConsumer {
-    pub name: String,
-    pub store: Arc<dyn EventStore>,
-    pub checkpoints: Arc<dyn CheckpointStore>,
-    pub managers: Arc<ProcessManagers>,
-    pub batch: usize,
+    name: String,
+    store: Arc<dyn EventStore>,
+    checkpoints: Arc<dyn CheckpointStore>,
+    managers: Arc<ProcessManagers>,
+    batch: usize,
+    /// (position reached, checkpoint written); `None` until read from the checkpoint store.
+    cursor: tokio::sync::Mutex<Option<(u64, u64)>>,
 }
 
 impl ProcessManagerConsumer {
-    pub async fn step(&self) -> anyhow::Result<Outcome> {
-        let after = self.checkpoints.get(&self.name).await?;
-        let page = self.store.feed(after, self.batch.max(1)).await?;
-        if page.is_empty() {
-            return Ok(Outcome::Idle);
+    pub fn new(
+        name: impl Into<String>,
+        store: Arc<dyn EventStore>,
+        checkpoints: Arc<dyn CheckpointStore>,
+        managers: Arc<ProcessManagers>,
+        batch: usize,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            store,
+            checkpoints,
+            managers,
+            batch,
+            cursor: tokio::sync::Mutex::new(None),
         }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub async fn step(&self) -> anyhow::Result<Outcome> {
+        let mut cursor = self.cursor.lock().await;
+        let (after, durable) = match *cursor {
+            Some(c) => c,
+            None => {
+                let at = self.checkpoints.get(&self.name).await?;
+                (at, at)
+            }
+        };
+        *cursor = Some((after, durable));
+        let page = self
+            .store
+            .feed_filtered(after, self.batch.max(1), &ProcessManagers::handles)
+            .await?;
+        let Some(last) = page.last_position else {
+            if page.read > 0 {
+                anyhow::bail!("feed event without a position");
+            }
+            return Ok(Outcome::Idle);
+        };
         let mut reached = after;
-        for event in &page {
+        let mut handled = false;
+        for event in &page.events {
             let position = event
                 .global_position
                 .ok_or_else(|| anyhow::anyhow!("feed event without a position"))?;
-            if ProcessManagers::handles(event) {
-                if let Err(err) = self.managers.handle(event).await {
-                    if reached > after {
-                        self.checkpoints.set(&self.name, reached).await?;
-                    }
-                    return Err(anyhow::Error::new(err).context(format!(
-                        "process manager failed on {} at position {position}",
-                        event.event_type
-                    )));
+            if let Err(err) = self.managers.handle(event).await {
+                *cursor = None;
+                if reached > after {
+                    self.checkpoints.set(&self.name, reached).await?;
                 }
+                return Err(anyhow::Error::new(err).context(format!(
+                    "process manager failed on {} at position {position}",
+                    event.event_type
+                )));
             }
+            handled = true;
             reached = position;
         }
-        self.checkpoints.set(&self.name, reached).await?;
+        reached = reached.max(last);
+        if handled || reached - durable >= projections::runner::CHECKPOINT_LAG {
+            if let Err(err) = self.checkpoints.set(&self.name, reached).await {
+                *cursor = None;
+                return Err(err.into());
+            }
+            *cursor = Some((reached, reached));
+        } else {
+            *cursor = Some((reached, durable));
+        }
         Ok(Outcome::Progressed(reached))
     }
 

@@ -117,21 +117,17 @@ impl PaymentRetryWorker {
         let start = self.tracker().position;
         let mut position = start;
         for _ in 0..self.config.max_pages_per_step.max(1) {
+            let payments = |e: &commands::EventEnvelope| e.stream_type == StreamType::Payment;
             let page = self
                 .store
-                .feed(position, self.config.feed_batch.max(1))
+                .feed_filtered(position, self.config.feed_batch.max(1), &payments)
                 .await?;
-            if page.is_empty() {
+            let Some(last) = page.last_position else {
                 break;
-            }
+            };
+            position = position.max(last);
             let mut tracker = self.tracker();
-            for event in &page {
-                if let Some(p) = event.global_position {
-                    position = position.max(p);
-                }
-                if event.stream_type != StreamType::Payment {
-                    continue;
-                }
+            for event in &page.events {
                 if event.event_type == domain::event_names::PAYMENT_REQUESTED {
                     let due = event.occurred_at + chrono_duration(self.config.min_age);
                     tracker.pending.insert(

@@ -8,6 +8,7 @@
 
 mod codec;
 mod migrations;
+mod recent;
 mod store;
 mod writer;
 

@@ -2,11 +2,12 @@
 
 use super::codec::{sql_error, to_sql_int, Decoder, EVENT_COLUMNS};
 use super::migrations;
+use super::recent::RecentFeed;
 use super::writer::{self, GroupConfig, Published, WriteRequest};
 use async_trait::async_trait;
 use commands::{
-    validate_commit, AppendOutcome, Commit, CommitResult, EventEnvelope, EventStore, Idempotency,
-    LoadedStream, Snapshot, StoreError, StreamRef, MAX_COMMIT_ACTIONS,
+    validate_commit, AppendOutcome, Commit, CommitResult, EventEnvelope, EventFilter, EventStore,
+    FilteredPage, Idempotency, LoadedStream, Snapshot, StoreError, StreamRef, MAX_COMMIT_ACTIONS,
 };
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use tokio::sync::{oneshot, watch, Notify, Semaphore};
+use tokio::sync::{oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Bytes a reset WAL file is truncated back to, so one burst does not keep a huge file around.
 const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
@@ -50,8 +51,8 @@ impl Synchronous {
 pub struct SqliteOptions {
     /// Durability of acknowledged commits; see [`Synchronous`].
     pub synchronous: Synchronous,
-    /// Read connections kept open for `load`, `read`, `feed` and `idempotency`. More concurrent
-    /// reads than this open short-lived extra connections.
+    /// Read connections kept open for `load`, `read`, `feed` and `idempotency`; more concurrent
+    /// reads wait for one of them.
     pub read_connections: usize,
     /// The most commits the writer puts in one transaction (one fsync).
     pub max_group_commits: usize,
@@ -68,6 +69,9 @@ pub struct SqliteOptions {
     /// How long a connection waits for a lock held by another connection or process before the
     /// operation fails with `Unavailable`.
     pub busy_timeout: Duration,
+    /// How many of the newest committed events `feed` serves from memory instead of SQLite
+    /// (0: always read SQLite). Tailing consumers read only the newest events.
+    pub recent_events: usize,
 }
 
 impl Default for SqliteOptions {
@@ -81,6 +85,7 @@ impl Default for SqliteOptions {
             mmap_size: 1 << 30,
             queue_capacity: 4096,
             busy_timeout: Duration::from_secs(5),
+            recent_events: 16_384,
         }
     }
 }
@@ -101,6 +106,8 @@ pub struct SqliteEventStore {
     readers: Arc<ReadPool>,
     /// How many ranges a large feed page is split into.
     feed_parallelism: usize,
+    /// One permit per pooled read connection.
+    read_slots: Arc<Semaphore>,
     published: Arc<Published>,
     queue: Option<mpsc::Sender<WriteRequest>>,
     slots: Arc<Semaphore>,
@@ -174,6 +181,7 @@ impl SqliteEventStore {
             notify: Arc::new(Notify::new()),
             groups: AtomicU64::new(0),
             commits: AtomicU64::new(0),
+            recent: RecentFeed::new(options.recent_events, head),
         });
         let (checkpoint_tx, checkpoint_rx) = mpsc::sync_channel(1);
         let interval = options.checkpoint_interval;
@@ -205,6 +213,9 @@ impl SqliteEventStore {
             .min(options.read_connections.max(1));
         Ok(Self {
             feed_parallelism,
+            read_slots: Arc::new(Semaphore::new(
+                options.read_connections.clamp(1, Semaphore::MAX_PERMITS),
+            )),
             slots: Arc::new(Semaphore::new(
                 options.queue_capacity.clamp(1, Semaphore::MAX_PERMITS),
             )),
@@ -244,7 +255,19 @@ impl SqliteEventStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        // At most `read_connections` reads at once: more would only open and close extra
+        // connections (a schema parse and a memory map each) to wait on the same two cores.
+        let _permit = self.reader_permits(1).await?;
         join_reader(self.spawn_reader(f)).await
+    }
+
+    async fn reader_permits(&self, n: usize) -> Result<OwnedSemaphorePermit, StoreError> {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.read_slots
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .map_err(|_| StoreError::Internal("sqlite read pool is closed".into()))
     }
 
     /// Runs `f` with a pooled read connection on the blocking pool, starting now.
@@ -502,6 +525,9 @@ impl EventStore for SqliteEventStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        if let Some(page) = self.published.recent.page(after, limit) {
+            return Ok(page);
+        }
         // A large page over committed positions is read as several ranges on several
         // connections at once: decoding JSON is what bounds a catch-up scan, and it spreads over
         // cores. A range may only be bounded if it lies at or below the published head: every
@@ -516,6 +542,7 @@ impl EventStore for SqliteEventStore {
                 .with_reader(move |conn| feed_page(conn, after, u64::MAX, limit))
                 .await;
         }
+        let _permits = self.reader_permits(parts).await?;
         let mut tasks = Vec::with_capacity(parts);
         for i in 0..parts as u64 {
             let from = after + i * chunk;
@@ -537,6 +564,23 @@ impl EventStore for SqliteEventStore {
             }
         }
         Ok(events)
+    }
+
+    async fn feed_filtered(
+        &self,
+        after: u64,
+        limit: usize,
+        keep: &EventFilter<'_>,
+    ) -> Result<FilteredPage, StoreError> {
+        if limit > 0 {
+            if let Some(page) = self.published.recent.page_filtered(after, limit, keep) {
+                return Ok(page);
+            }
+        }
+        Ok(FilteredPage::from_page(
+            self.feed(after, limit).await?,
+            keep,
+        ))
     }
 
     async fn head(&self) -> Result<u64, StoreError> {

@@ -19,6 +19,7 @@
 //! writer), so copying WAL pages into the database file and its two fsyncs never stall a commit.
 
 use super::codec::{format_timestamp, sql_error};
+use super::recent::{committed_envelopes, RecentFeed};
 use chrono::Utc;
 use commands::{AppendOutcome, Commit, CommitResult, Idempotency, StoreError, StreamVersion};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -43,6 +44,8 @@ pub(crate) struct Published {
     pub(crate) notify: Arc<Notify>,
     pub(crate) groups: AtomicU64,
     pub(crate) commits: AtomicU64,
+    /// The newest committed events, for `feed` (filled before the head moves).
+    pub(crate) recent: RecentFeed,
 }
 
 impl Published {
@@ -102,23 +105,32 @@ pub(crate) fn run(
         published
             .commits
             .fetch_add(group.len() as u64, Ordering::Relaxed);
-        if let Some(position) = outcomes
+        let head = outcomes
             .iter()
             .filter_map(|o| match o {
                 Ok(AppendOutcome::Committed(r)) => r.position,
                 _ => None,
             })
-            .max()
-        {
+            .max();
+        // The committed events move into the in-memory feed tail before the head moves, so a
+        // tailer woken by the new head finds them there.
+        let mut committed = Vec::new();
+        let mut replies = Vec::with_capacity(group.len());
+        for (request, outcome) in group.drain(..).zip(outcomes) {
+            committed_envelopes(request.commit, &outcome, &mut committed);
+            replies.push((request.reply, outcome, request._slot));
+        }
+        published.recent.push(committed);
+        if let Some(position) = head {
             published.advance(position);
             // Full means a checkpoint request is already pending; one is enough.
             if let Err(TrySendError::Disconnected(())) = checkpoints.try_send(()) {
                 tracing::warn!("sqlite checkpointer is gone; the WAL will only grow");
             }
         }
-        for (request, outcome) in group.drain(..).zip(outcomes) {
+        for (reply, outcome, _slot) in replies {
             // The caller may have stopped waiting (its future was dropped); the commit stands.
-            let _ = request.reply.send(outcome);
+            let _ = reply.send(outcome);
         }
     }
     tracing::debug!("sqlite writer stopped");
@@ -160,7 +172,54 @@ pub(crate) fn run_checkpointer(conn: Connection, rx: Receiver<()>, interval: Dur
 }
 
 /// Writes one group in one transaction; returns one outcome per request, in order.
+///
+/// The usual case needs no savepoints: a duplicate or a conflict is found by reads before a
+/// commit writes anything, so it leaves nothing to undo. Only a failure in the middle of a
+/// commit's writes (a full disk, a constraint) does; then the whole transaction is rolled back
+/// and the group is written again with one savepoint per commit, so that only the failing
+/// commit is lost.
 fn write_group(
+    conn: &mut Connection,
+    group: &[WriteRequest],
+) -> Vec<Result<AppendOutcome, StoreError>> {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
+        tracing::error!(error = %e, "sqlite writer could not begin a transaction");
+        return group.iter().map(|_| Err(clone_error(&e))).collect();
+    }
+    let mut outcomes = Vec::with_capacity(group.len());
+    for request in group {
+        match check(conn, &request.commit) {
+            Err(e) => outcomes.push(Err(e)),
+            Ok(Checked::Duplicate(outcome)) => outcomes.push(Ok(outcome)),
+            Ok(Checked::Fresh(versions)) => match write(conn, &request.commit, &versions) {
+                Ok(outcome) => outcomes.push(Ok(outcome)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a commit failed mid-write; rewriting its group with savepoints");
+                    rollback(conn);
+                    return write_group_with_savepoints(conn, group);
+                }
+            },
+        }
+    }
+    if let Err(e) = exec(conn, "COMMIT") {
+        tracing::error!(error = %e, "sqlite group commit failed");
+        rollback(conn);
+        return group.iter().map(|_| Err(clone_error(&e))).collect();
+    }
+    log_failures(&outcomes);
+    outcomes
+}
+
+fn log_failures(outcomes: &[Result<AppendOutcome, StoreError>]) {
+    for outcome in outcomes {
+        if let Err(e @ (StoreError::Internal(_) | StoreError::Unavailable(_))) = outcome {
+            tracing::error!(error = %e, "sqlite append failed");
+        }
+    }
+}
+
+/// The slow path of [`write_group`]: one savepoint per commit.
+fn write_group_with_savepoints(
     conn: &mut Connection,
     group: &[WriteRequest],
 ) -> Vec<Result<AppendOutcome, StoreError>> {
@@ -201,11 +260,7 @@ fn write_group(
         rollback(conn);
         return all_fail(e);
     }
-    for outcome in &outcomes {
-        if let Err(e @ (StoreError::Internal(_) | StoreError::Unavailable(_))) = outcome {
-            tracing::error!(error = %e, "sqlite append failed");
-        }
-    }
+    log_failures(&outcomes);
     outcomes
 }
 
@@ -280,39 +335,41 @@ pub(crate) fn find_idempotency(
     )))
 }
 
-/// Writes one commit inside the current savepoint. Any error leaves partial writes that the
-/// caller rolls back to the savepoint.
-fn apply(conn: &Connection, commit: &Commit) -> Result<AppendOutcome, StoreError> {
+/// What the reads before a commit's writes found.
+enum Checked {
+    /// The command id was seen before: the first commit's answer.
+    Duplicate(AppendOutcome),
+    /// Every expected version holds; these are the streams' current versions.
+    Fresh(Vec<u64>),
+}
+
+/// The reads of one commit: its command id, then every stream's version. Writes nothing.
+fn check(conn: &Connection, commit: &Commit) -> Result<Checked, StoreError> {
     // The command id first: an exact retry of a commit that went through carries expected
     // versions that are stale by now, and must get the first answer, not a Conflict.
     if let Some(idem) = &commit.idempotency {
         if let Some((result, idempotency)) = find_idempotency(conn, &idem.command_id)? {
-            return Ok(AppendOutcome::Duplicate {
+            return Ok(Checked::Duplicate(AppendOutcome::Duplicate {
                 result,
                 idempotency,
-            });
+            }));
         }
     }
-
     let mut version_stmt = conn
         .prepare_cached(
             "SELECT COALESCE(MAX(sequence), 0) FROM events WHERE stream_type = ?1 AND stream_id = ?2",
         )
         .map_err(sql_error)?;
-    let mut insert_stmt = conn
-        .prepare_cached(
-            "INSERT INTO events (event_id, stream_type, stream_id, sequence, event_type, \
-             event_version, occurred_at, payload, metadata) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )
-        .map_err(sql_error)?;
-    let mut streams = Vec::with_capacity(commit.streams.len());
-    let mut position = None;
+    let mut versions = Vec::with_capacity(commit.streams.len());
     for part in &commit.streams {
-        let stream_type = part.stream.stream_type.as_str();
-        let stream_id = part.stream.stream_id.as_str();
         let current: i64 = version_stmt
-            .query_row(params![stream_type, stream_id], |row| row.get(0))
+            .query_row(
+                params![
+                    part.stream.stream_type.as_str(),
+                    part.stream.stream_id.as_str()
+                ],
+                |row| row.get(0),
+            )
             .map_err(sql_error)?;
         let current = u64::try_from(current).unwrap_or(0);
         if current != part.expected_version {
@@ -322,6 +379,39 @@ fn apply(conn: &Connection, commit: &Commit) -> Result<AppendOutcome, StoreError
                 actual: Some(current),
             });
         }
+        versions.push(current);
+    }
+    Ok(Checked::Fresh(versions))
+}
+
+/// Writes one commit inside the current savepoint. Any error leaves partial writes that the
+/// caller rolls back to the savepoint.
+fn apply(conn: &Connection, commit: &Commit) -> Result<AppendOutcome, StoreError> {
+    match check(conn, commit)? {
+        Checked::Duplicate(outcome) => Ok(outcome),
+        Checked::Fresh(versions) => write(conn, commit, &versions),
+    }
+}
+
+/// The writes of a checked commit: its events, snapshots and idempotency record. An error may
+/// leave some of them behind; the caller undoes them.
+fn write(
+    conn: &Connection,
+    commit: &Commit,
+    versions: &[u64],
+) -> Result<AppendOutcome, StoreError> {
+    let mut insert_stmt = conn
+        .prepare_cached(
+            "INSERT INTO events (event_id, stream_type, stream_id, sequence, event_type, \
+             event_version, occurred_at, payload, metadata) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .map_err(sql_error)?;
+    let mut streams = Vec::with_capacity(commit.streams.len());
+    let mut position = None;
+    for (part, &current) in commit.streams.iter().zip(versions) {
+        let stream_type = part.stream.stream_type.as_str();
+        let stream_id = part.stream.stream_id.as_str();
         let mut sequence = current;
         let mut id_buf = uuid::Uuid::encode_buffer();
         for event in &part.events {
