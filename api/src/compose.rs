@@ -280,6 +280,7 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
     let cancel = CancellationToken::new();
     let notify = store.commit_notifier();
     let mut tasks = Vec::new();
+    let mut rebuilds = workers::Rebuilds::new(health.clone());
     for projection in projections::all_projections() {
         let name = format!("projection:{}", projection.name());
         // Registered (at its checkpoint) before the task runs, so readiness and
@@ -292,6 +293,7 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
             projection,
             projections::runner::DEFAULT_BATCH,
         ));
+        rebuilds.add(runner.clone());
         tasks.push(workers::spawn_projection(
             runner,
             notify.clone(),
@@ -343,6 +345,7 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
         auth: Arc::new(authenticator),
         metrics: crate::metrics::prometheus(),
         webhooks,
+        rebuilds: Some(Arc::new(rebuilds)),
     };
     let embedded = Embedded {
         state,

@@ -377,6 +377,7 @@ pub async fn start_aws(
         payments: stage.gateway.clone(),
         auth: Arc::new(authenticator),
         metrics: crate::metrics::prometheus(),
+        rebuilds: None,
     };
     let running = Embedded::from_parts(state, cancel, tasks, None);
     if config.demo_catalog {

@@ -402,8 +402,12 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
 
 async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     let data = args.data.data;
-    // Refuse while a server runs on the directory: its workers would race the reset.
-    let _lock = compose::lock_data_dir(&data)?;
+    // Refuse while a server runs on the directory: its workers would race the reset. A running
+    // server rebuilds its own projections on request instead.
+    let _lock = compose::lock_data_dir(&data).context(
+        "to rebuild a projection of a running server, ask it: \
+         POST /v1/admin/projections/{name}/rebuild (admin token)",
+    )?;
     let all = projections::all_projections();
     let selected: Vec<_> = if args.projection == "all" {
         all

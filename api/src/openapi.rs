@@ -49,7 +49,7 @@ pass it as `after_position` to a query to read your own writes."
         catalog::list_products, catalog::get_product,
         payments::confirm,
         admin::create_product, admin::reprice, admin::restock, admin::retire, admin::ship,
-        admin::deliver,
+        admin::deliver, admin::list_projections, admin::rebuild_projection,
         support::search, support::timeline, support::refund,
         webhooks::stripe,
         analyst::events, analyst::stream_at,

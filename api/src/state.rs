@@ -25,6 +25,9 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Provider webhooks (Stripe, or the simulated gateway's deliveries) and support refunds.
     pub webhooks: Arc<crate::webhooks::StripeWebhooks>,
+    /// In-process projection rebuilds; `None` where this process runs no projections (AWS,
+    /// where SQS workers own them).
+    pub rebuilds: Option<Arc<workers::Rebuilds>>,
 }
 
 impl AppState {

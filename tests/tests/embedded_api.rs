@@ -1007,3 +1007,130 @@ async fn operations_endpoints_answer_without_a_token() {
     assert_eq!(wrong_method.code(), "method_not_allowed");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_admin_rebuilds_one_projection_while_the_server_keeps_serving() {
+    let app = spawn_app().await;
+    let admin = app.token("ops", Role::Admin);
+    let alice = app.token("alice", Role::Customer);
+    let support = app.token("sam", Role::Support);
+    let placed = app.place_order(&alice, &[("prd_espresso", 2)]).await;
+    assert_eq!(placed.status, StatusCode::CREATED, "{}", placed.text);
+    let order_id = placed.body["order_id"].as_str().unwrap().to_string();
+    order_reaches(
+        &app,
+        &alice,
+        &order_id,
+        placed.position(),
+        "awaiting_payment",
+    )
+    .await;
+    // The view once the payment intent is recorded too (it follows the checkout).
+    let before = eventually(WAIT, || async {
+        let a = app.get(&format!("/v1/orders/{order_id}"), &alice).await;
+        a.body["intent_id"].is_string().then_some(a.body)
+    })
+    .await
+    .expect("the intent reaches the order history");
+    let stock_before = app
+        .get(
+            &format!(
+                "/v1/catalog/products/prd_espresso?after_position={}",
+                placed.position()
+            ),
+            &alice,
+        )
+        .await
+        .body["available"]
+        .as_u64()
+        .unwrap();
+
+    // Only admins manage projections.
+    for token in [&alice, &support] {
+        let a = app
+            .post(
+                "/v1/admin/projections/order_history/rebuild",
+                token,
+                json!({}),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
+    }
+    let unknown = app
+        .post("/v1/admin/projections/nope/rebuild", &admin, json!({}))
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text);
+    assert_eq!(unknown.code(), "not_found");
+
+    let listed = app.get("/v1/admin/projections", &admin).await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
+    let names: Vec<&str> = listed.body["projections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["catalog", "notifications", "order_history", "support"]
+    );
+
+    let started = app
+        .post(
+            "/v1/admin/projections/order_history/rebuild",
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.text);
+    assert_eq!(started.body["rebuild"]["projection"], "order_history");
+
+    // Meanwhile the shop keeps working: a new order shows in the catalog's stock.
+    let second = app.place_order(&alice, &[("prd_espresso", 1)]).await;
+    assert_eq!(second.status, StatusCode::CREATED, "{}", second.text);
+    let second_id = second.body["order_id"].as_str().unwrap().to_string();
+    let after = second.position();
+    let stock = eventually(WAIT, || async {
+        let a = app
+            .get(
+                &format!("/v1/catalog/products/prd_espresso?after_position={after}"),
+                &alice,
+            )
+            .await;
+        a.body["available"].as_u64()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        stock + 1,
+        stock_before,
+        "the catalog followed the second order"
+    );
+
+    // The rebuild finishes, and the rebuilt order history has both orders as before.
+    let done = eventually(WAIT, || async {
+        let a = app.get("/v1/admin/projections", &admin).await;
+        a.body["projections"]
+            .as_array()?
+            .iter()
+            .find(|p| p["name"] == "order_history" && p["rebuild"]["state"] == "done")
+            .cloned()
+    })
+    .await
+    .expect("the rebuild finished");
+    assert!(done["rebuild"]["events"].as_u64().unwrap() > 0, "{done}");
+    assert!(done["rebuild"]["finished_at"].is_string(), "{done}");
+    let rebuilt = order_reaches(&app, &alice, &order_id, after, "awaiting_payment").await;
+    assert_eq!(
+        rebuilt, before,
+        "the rebuilt view equals the one built live"
+    );
+    order_reaches(&app, &alice, &second_id, after, "awaiting_payment").await;
+    let listed = eventually(WAIT, || async {
+        let a = app.get("/v1/orders", &alice).await;
+        (a.body["orders"].as_array()?.len() == 2).then_some(a.body)
+    })
+    .await;
+    assert!(listed.is_some(), "both orders are listed after the rebuild");
+    app.shutdown().await;
+}

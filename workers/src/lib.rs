@@ -6,10 +6,12 @@ pub mod feed;
 pub mod health;
 pub mod payments;
 pub mod queue;
+pub mod rebuild;
 pub mod relay;
 
 pub use feed::*;
 pub use health::*;
 pub use queue::*;
+pub use rebuild::*;
 pub use relay::*;
 pub use tokio_util::sync::CancellationToken;

@@ -223,3 +223,72 @@ pub async fn deliver(
         .await?;
     Ok(CommandReply::ok(executed))
 }
+
+/// One projection as an operator sees it: how far its worker is, and its latest rebuild.
+fn projection_info(state: &AppState, name: &str, head: u64) -> serde_json::Value {
+    let worker = state
+        .health
+        .snapshot()
+        .remove(&format!("projection:{name}"));
+    let rebuild = state.rebuilds.as_ref().and_then(|r| r.status(name));
+    serde_json::json!({
+        "name": name,
+        "position": worker.as_ref().map(|w| w.position),
+        "lag": worker.as_ref().map(|w| head.saturating_sub(w.position)),
+        "healthy": worker.as_ref().map(|w| w.healthy),
+        "last_error": worker.and_then(|w| w.last_error),
+        "rebuild": rebuild,
+    })
+}
+
+fn rebuilds(state: &AppState) -> Result<&std::sync::Arc<workers::Rebuilds>, ApiError> {
+    state.rebuilds.as_ref().ok_or_else(|| {
+        ApiError::new(
+            axum::http::StatusCode::NOT_IMPLEMENTED,
+            "not_supported",
+            "this server runs no projections (on AWS, the queue workers own them)",
+        )
+    })
+}
+
+#[utoipa::path(get, path = "/v1/admin/projections", tag = "admin",
+    responses((status = 200, description = "each projection: `name`, `position`, `lag` (feed positions behind the head), `healthy`, `last_error` and its latest `rebuild`", body = serde_json::Value),
+        (status = 501, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_projections(
+    State(state): State<AppState>,
+) -> ApiResult<axum::Json<serde_json::Value>> {
+    let names = rebuilds(&state)?.names();
+    let head = state.store.head().await.map_err(ApiError::internal)?;
+    let list: Vec<serde_json::Value> = names
+        .into_iter()
+        .map(|name| projection_info(&state, name, head))
+        .collect();
+    Ok(axum::Json(
+        serde_json::json!({ "head": head, "projections": list }),
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/admin/projections/{name}/rebuild", tag = "admin",
+    params(("name" = String, Path, description = "catalog, order_history, notifications or support")),
+    responses((status = 202, description = "the rebuild started: drops the read model and replays the feed from position 0 while the other projections keep running; follow it with GET /v1/admin/projections", body = serde_json::Value),
+        (status = 404, body = ErrorBody), (status = 409, description = "already being rebuilt", body = ErrorBody),
+        (status = 501, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn rebuild_projection(
+    State(state): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Result<(axum::http::StatusCode, axum::Json<serde_json::Value>), ApiError> {
+    match rebuilds(&state)?.start(&name) {
+        Ok(status) => Ok((
+            axum::http::StatusCode::ACCEPTED,
+            axum::Json(serde_json::json!({ "rebuild": status })),
+        )),
+        Err(workers::RebuildError::Unknown(_)) => Err(ApiError::not_found("projection")),
+        Err(e @ workers::RebuildError::AlreadyRunning(_)) => Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "rebuild_in_progress",
+            e.to_string(),
+        )),
+    }
+}

@@ -62,7 +62,12 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/products/{id}/restock", post(admin::restock))
         .route("/v1/admin/products/{id}/retire", post(admin::retire))
         .route("/v1/admin/orders/{id}/ship", post(admin::ship))
-        .route("/v1/admin/orders/{id}/deliver", post(admin::deliver));
+        .route("/v1/admin/orders/{id}/deliver", post(admin::deliver))
+        .route("/v1/admin/projections", get(admin::list_projections))
+        .route(
+            "/v1/admin/projections/{name}/rebuild",
+            post(admin::rebuild_projection),
+        );
     let support = Router::new()
         .route("/v1/support/orders", get(support::search))
         .route("/v1/support/orders/{id}/timeline", get(support::timeline))
