@@ -84,19 +84,6 @@ pub struct RebuildSummary {
     pub position: u64,
 }
 
-/// A step whose page holds none of the projection's events writes nothing, unless the durable
-/// checkpoint would fall this many positions behind.
-pub const CHECKPOINT_LAG: u64 = 1_000;
-
-/// Where the runner is, as it last read or wrote it.
-#[derive(Debug, Clone, Copy)]
-struct Cursor {
-    /// The position the read model reflects (events after it are not applied).
-    position: u64,
-    /// The checkpoint last written to the read-model store.
-    durable: u64,
-}
-
 /// Drives one projection from the event store into the read-model store.
 ///
 /// `step` and `rebuild` take turns on one lock: a rebuild requested while the projection's
@@ -107,8 +94,9 @@ pub struct ProjectionRunner {
     models: Arc<dyn ReadModelStore>,
     projection: Arc<dyn Projection>,
     batch: usize,
-    /// `None` until the checkpoint is read from the store (and again after a rebuild).
-    cursor: tokio::sync::Mutex<Option<Cursor>>,
+    /// The checkpoint as this runner last read or wrote it: `None` until it is read from the
+    /// store (and again after a failed step or a rebuild). The runner is its only writer.
+    cursor: tokio::sync::Mutex<Option<u64>>,
 }
 
 impl ProjectionRunner {
@@ -137,20 +125,16 @@ impl ProjectionRunner {
     }
 
     /// Reads one feed page after the checkpoint and applies the events this projection handles,
-    /// writing the page's last position as the checkpoint in the same transaction. A page with
-    /// none of its events only moves the in-memory position, until the durable checkpoint would
-    /// lag by [`CHECKPOINT_LAG`] positions: then the checkpoint is written alone.
+    /// writing the page's last position as the checkpoint in the same transaction (even when
+    /// none of them was handled, so the checkpoint advances past foreign events). Only the
+    /// page's events this projection handles are copied out of the store.
     #[tracing::instrument(skip_all, fields(projection = self.projection.name()), err)]
     pub async fn step(&self) -> Result<StepOutcome, RunnerError> {
         let mut cursor = self.cursor.lock().await;
-        let current = match *cursor {
+        let checkpoint = match *cursor {
             Some(c) => c,
             None => {
-                let position = self.models.checkpoint(self.projection.name()).await?;
-                let c = Cursor {
-                    position,
-                    durable: position,
-                };
+                let c = self.models.checkpoint(self.projection.name()).await?;
                 *cursor = Some(c);
                 c
             }
@@ -159,7 +143,7 @@ impl ProjectionRunner {
         let handles = move |e: &EventEnvelope| projection.handles(e);
         let page = self
             .store
-            .feed_filtered(current.position, self.batch, &handles)
+            .feed_filtered(checkpoint, self.batch, &handles)
             .await?;
         let Some(position) = page.last_position else {
             if page.read > 0 {
@@ -170,17 +154,6 @@ impl ProjectionRunner {
             return Ok(StepOutcome::Idle);
         };
         let events = page.events;
-        if events.is_empty() && position - current.durable < CHECKPOINT_LAG {
-            // Nothing to write: replaying these foreign events after a crash is a no-op.
-            *cursor = Some(Cursor {
-                position,
-                durable: current.durable,
-            });
-            return Ok(StepOutcome::Progressed {
-                applied: 0,
-                position,
-            });
-        }
         let summary = apply_filling_gaps(
             self.store.as_ref(),
             self.models.as_ref(),
@@ -197,10 +170,7 @@ impl ProjectionRunner {
                 return Err(err);
             }
         };
-        *cursor = Some(Cursor {
-            position,
-            durable: position,
-        });
+        *cursor = Some(position);
         tracing::debug!(
             applied = summary.applied,
             skipped = summary.skipped,
