@@ -6,6 +6,7 @@
 use crate::store::{ApplyOutcome, Projection, ReadModelError, ReadModelStore};
 use commands::{EventEnvelope, EventStore, StoreError, StreamRef};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -84,6 +85,44 @@ pub struct RebuildSummary {
     pub position: u64,
 }
 
+/// A deferred checkpoint is written once it lags by this many feed positions...
+pub const CHECKPOINT_LAG: u64 = 1_000;
+/// ...or is this old.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checkpointing {
+    EveryPage,
+    Deferred,
+}
+
+/// Where a runner is, as it last read or wrote it.
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    /// The position the read model reflects: events after it are not applied yet.
+    position: u64,
+    /// The checkpoint last written to (or read from) the read-model store.
+    durable: u64,
+    /// When `durable` was written or read.
+    durable_at: Instant,
+}
+
+impl Cursor {
+    fn durable(position: u64) -> Self {
+        Self {
+            position,
+            durable: position,
+            durable_at: Instant::now(),
+        }
+    }
+
+    /// Whether a deferred checkpoint should be written now.
+    fn due(&self) -> bool {
+        self.position.saturating_sub(self.durable) >= CHECKPOINT_LAG
+            || self.durable_at.elapsed() >= CHECKPOINT_INTERVAL
+    }
+}
+
 /// Drives one projection from the event store into the read-model store.
 ///
 /// `step` and `rebuild` take turns on one lock: a rebuild requested while the projection's
@@ -94,9 +133,9 @@ pub struct ProjectionRunner {
     models: Arc<dyn ReadModelStore>,
     projection: Arc<dyn Projection>,
     batch: usize,
-    /// The checkpoint as this runner last read or wrote it: `None` until it is read from the
-    /// store (and again after a failed step or a rebuild). The runner is its only writer.
-    cursor: tokio::sync::Mutex<Option<u64>>,
+    /// `None` until the checkpoint is read from the store (and again after a failed step or a
+    /// rebuild). The runner is the checkpoint's only writer.
+    cursor: tokio::sync::Mutex<Option<Cursor>>,
 }
 
 impl ProjectionRunner {
@@ -128,13 +167,27 @@ impl ProjectionRunner {
     /// writing the page's last position as the checkpoint in the same transaction (even when
     /// none of them was handled, so the checkpoint advances past foreign events). Only the
     /// page's events this projection handles are copied out of the store.
-    #[tracing::instrument(skip_all, fields(projection = self.projection.name()), err)]
     pub async fn step(&self) -> Result<StepOutcome, RunnerError> {
+        self.step_with(Checkpointing::EveryPage).await
+    }
+
+    /// Like [`ProjectionRunner::step`], but a page without any of this projection's events only
+    /// moves the in-memory position: the checkpoint is written with the next page that has some,
+    /// or once it lags by [`CHECKPOINT_LAG`] positions or [`CHECKPOINT_INTERVAL`] (checked on
+    /// every step, idle ones included). Worker loops use this: under a stream of foreign events
+    /// (every cart change, for the catalog) it saves a read-model transaction per commit. After a
+    /// crash, at most that lag of foreign events is read again, and ignored again.
+    pub async fn step_deferred(&self) -> Result<StepOutcome, RunnerError> {
+        self.step_with(Checkpointing::Deferred).await
+    }
+
+    #[tracing::instrument(skip_all, fields(projection = self.projection.name()), err)]
+    async fn step_with(&self, mode: Checkpointing) -> Result<StepOutcome, RunnerError> {
         let mut cursor = self.cursor.lock().await;
-        let checkpoint = match *cursor {
+        let current = match *cursor {
             Some(c) => c,
             None => {
-                let c = self.models.checkpoint(self.projection.name()).await?;
+                let c = Cursor::durable(self.models.checkpoint(self.projection.name()).await?);
                 *cursor = Some(c);
                 c
             }
@@ -143,17 +196,33 @@ impl ProjectionRunner {
         let handles = move |e: &EventEnvelope| projection.handles(e);
         let page = self
             .store
-            .feed_filtered(checkpoint, self.batch, &handles)
+            .feed_filtered(current.position, self.batch, &handles)
             .await?;
-        let Some(position) = page.last_position else {
-            if page.read > 0 {
+        let (position, events) = match page.last_position {
+            Some(position) => (position, page.events),
+            None if page.read > 0 => {
                 return Err(RunnerError::MissingPosition {
                     event_id: Uuid::nil(),
-                });
+                })
             }
-            return Ok(StepOutcome::Idle);
+            None if current.position > current.durable && current.due() => {
+                // Idle with a deferred checkpoint that is due: write it alone.
+                (current.position, Vec::new())
+            }
+            None => return Ok(StepOutcome::Idle),
         };
-        let events = page.events;
+        let idle = position == current.position;
+        let moved = Cursor {
+            position,
+            ..current
+        };
+        if events.is_empty() && !idle && mode == Checkpointing::Deferred && !moved.due() {
+            *cursor = Some(moved);
+            return Ok(StepOutcome::Progressed {
+                applied: 0,
+                position,
+            });
+        }
         let summary = apply_filling_gaps(
             self.store.as_ref(),
             self.models.as_ref(),
@@ -170,7 +239,10 @@ impl ProjectionRunner {
                 return Err(err);
             }
         };
-        *cursor = Some(position);
+        *cursor = Some(Cursor::durable(position));
+        if idle {
+            return Ok(StepOutcome::Idle);
+        }
         tracing::debug!(
             applied = summary.applied,
             skipped = summary.skipped,

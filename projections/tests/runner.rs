@@ -143,6 +143,70 @@ async fn steps_page_through_the_feed_and_resume_from_the_checkpoint() {
 }
 
 #[tokio::test]
+async fn a_deferred_checkpoint_waits_for_relevant_events_or_its_interval() {
+    // Five foreign events, then one the catalog handles.
+    let mut events: Vec<EventEnvelope> = (1..=5).map(|i| cart_event(&format!("c{i}"), 1)).collect();
+    events.push(product_created("p1", 0));
+    let (_, models, runner) = setup(events, 2);
+    let checkpoint = || async { models.checkpoint("catalog").await.expect("checkpoint") };
+    for position in [2, 4] {
+        assert_eq!(
+            runner.step_deferred().await.expect("step"),
+            StepOutcome::Progressed {
+                applied: 0,
+                position
+            }
+        );
+        assert_eq!(checkpoint().await, 0, "foreign pages write nothing yet");
+    }
+    // The page with p1 writes the checkpoint in the same transaction as the document.
+    assert_eq!(
+        runner.step_deferred().await.expect("step"),
+        StepOutcome::Progressed {
+            applied: 1,
+            position: 6
+        }
+    );
+    assert_eq!(checkpoint().await, 6);
+    assert!(catalog::get_product(models.as_ref(), "p1")
+        .await
+        .expect("get")
+        .is_some());
+    assert_eq!(
+        runner.step_deferred().await.expect("step"),
+        StepOutcome::Idle
+    );
+}
+
+#[tokio::test]
+async fn an_idle_deferred_checkpoint_is_written_once_it_is_due() {
+    let events = (1..=3).map(|i| cart_event(&format!("c{i}"), 1)).collect();
+    let (_, models, runner) = setup(events, 10);
+    assert_eq!(
+        runner.step_deferred().await.expect("step"),
+        StepOutcome::Progressed {
+            applied: 0,
+            position: 3
+        }
+    );
+    assert_eq!(
+        runner.step_deferred().await.expect("step"),
+        StepOutcome::Idle
+    );
+    assert_eq!(models.checkpoint("catalog").await.expect("checkpoint"), 0);
+    tokio::time::sleep(projections::runner::CHECKPOINT_INTERVAL).await;
+    assert_eq!(
+        runner.step_deferred().await.expect("step"),
+        StepOutcome::Idle
+    );
+    assert_eq!(
+        models.checkpoint("catalog").await.expect("checkpoint"),
+        3,
+        "an idle step wrote the deferred checkpoint"
+    );
+}
+
+#[tokio::test]
 async fn the_checkpoint_advances_past_pages_of_foreign_events() {
     let events = (1..=5).map(|i| cart_event(&format!("c{i}"), 1)).collect();
     let (_, models, runner) = setup(events, 3);

@@ -102,7 +102,7 @@ pub async fn run_loop<F, Fut>(
 
 /// One step of a projection runner, as a worker outcome.
 pub async fn projection_step(runner: &ProjectionRunner) -> anyhow::Result<Outcome> {
-    Ok(match runner.step().await? {
+    Ok(match runner.step_deferred().await? {
         StepOutcome::Idle => Outcome::Idle,
         StepOutcome::Progressed { position, .. } => Outcome::Progressed(position),
     })
@@ -128,16 +128,13 @@ pub fn spawn_projection(
     })
 }
 
-/// A process-manager step whose page holds none of their events does not write its checkpoint
-/// until it would fall this many positions behind.
-pub const CHECKPOINT_LAG: u64 = 1_000;
-
 /// The process-manager feed consumer: reads the feed after its checkpoint and hands every
 /// relevant event to the process managers, in order. The checkpoint moves only past events
 /// that were handled, so a failing event is retried, never skipped.
 ///
 /// Pages without a relevant event do not write the checkpoint until it would lag by
-/// [`CHECKPOINT_LAG`] positions: after a crash, those events are read again and ignored again.
+/// [`projections::runner::CHECKPOINT_LAG`] positions: after a crash, those events are read again
+/// and ignored again.
 pub struct ProcessManagerConsumer {
     name: String,
     store: Arc<dyn EventStore>,
@@ -210,7 +207,7 @@ impl ProcessManagerConsumer {
             reached = position;
         }
         reached = reached.max(last);
-        if handled || reached - durable >= CHECKPOINT_LAG {
+        if handled || reached - durable >= projections::runner::CHECKPOINT_LAG {
             if let Err(err) = self.checkpoints.set(&self.name, reached).await {
                 *cursor = None;
                 return Err(err.into());
