@@ -131,9 +131,7 @@ pub(crate) fn committed_envelopes(
     let count = commit.event_count() as u64;
     let mut position = (last + 1).saturating_sub(count);
     for part in commit.streams {
-        let mut sequence = part.expected_version;
-        for event in part.events {
-            sequence += 1;
+        for (sequence, event) in (part.expected_version + 1..).zip(part.events) {
             out.push(EventEnvelope {
                 global_position: Some(position),
                 event_id: event.event_id,
