@@ -1,15 +1,24 @@
 //! HTTP benchmark: `cargo bench -p api --bench http [-- --secs N]`.
 //!
 //! Starts the real embedded app (synchronous=FULL, temp data dir) and a trivial axum handler on
-//! 127.0.0.1, drives both from 64 concurrent connections with reqwest for a fixed time, and
-//! prints a Markdown table: requests/s and p50/p99 for the trivial handler (the ceiling),
-//! add-to-cart and checkout, plus the lag from a checkout's response to the order-history read
-//! model showing it.
+//! 127.0.0.1 and drives both from 64 keep-alive HTTP/1 connections for a fixed time. The load
+//! generator works like `oha` or `wrk`: one hyper client connection per worker, requests sent
+//! back to back, every response body read. It prints a Markdown table: requests/s and p50/p99
+//! for the trivial handler (the ceiling), add-to-cart and checkout, plus the lag from a
+//! checkout's response to the order-history read model showing it.
+//!
+//! Options: `--secs N` (default 10), `--only trivial|add|checkout|lag` (one measurement, for
+//! profiling), `--adds-per-cart N` (default 40).
 
 use api::auth::{mint_hs256, Role};
 use api::compose::{start_embedded, EmbeddedConfig};
+use axum::body::Bytes;
+use axum::http::{header, HeaderValue, Method, Request, StatusCode};
 use axum::routing::get;
-use serde_json::json;
+use http_body_util::{BodyExt, Full};
+use serde_json::{json, Value};
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,12 +55,96 @@ fn row(what: &str, r: &Run, note: &str) {
     );
 }
 
-/// Runs `CONNECTIONS` workers for `secs`; each calls `op(worker, i)` in a loop, which returns
-/// the latency of the measured request (or `None` on error).
-async fn drive<F, Fut>(secs: u64, op: F) -> Run
+/// One keep-alive HTTP/1 connection.
+struct Conn {
+    addr: SocketAddr,
+    send: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+}
+
+/// A response: status and JSON body (`Value::Null` when the body is not JSON).
+struct Reply {
+    status: StatusCode,
+    body: Value,
+}
+
+impl Conn {
+    fn new(addr: SocketAddr) -> Self {
+        Self { addr, send: None }
+    }
+
+    async fn connect(
+        &mut self,
+    ) -> Option<&mut hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+        if self.send.as_ref().is_none_or(|s| s.is_closed()) {
+            let stream = tokio::net::TcpStream::connect(self.addr).await.ok()?;
+            stream.set_nodelay(true).ok()?;
+            let (send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .ok()?;
+            tokio::spawn(conn);
+            self.send = Some(send);
+        }
+        let send = self.send.as_mut()?;
+        send.ready().await.ok()?;
+        Some(send)
+    }
+
+    /// Sends one request and reads the whole response; `None` on a transport error.
+    async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        token: Option<&HeaderValue>,
+        body: Option<Bytes>,
+        parse: bool,
+    ) -> Option<Reply> {
+        let host = self.addr.to_string();
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, host);
+        if let Some(token) = token {
+            req = req.header(header::AUTHORIZATION, token.clone());
+        }
+        if body.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        let req = req.body(Full::new(body.unwrap_or_default())).ok()?;
+        let send = self.connect().await?;
+        let response = match send.send_request(req).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.send = None;
+                return None;
+            }
+        };
+        let status = response.status();
+        let bytes = response.into_body().collect().await.ok()?.to_bytes();
+        let body = if parse {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        } else {
+            Value::Null
+        };
+        Some(Reply { status, body })
+    }
+}
+
+fn bearer(token: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("Bearer {token}")).expect("header")
+}
+
+fn json_body(v: &Value) -> Option<Bytes> {
+    Some(Bytes::from(serde_json::to_vec(v).expect("json")))
+}
+
+/// Runs `CONNECTIONS` workers for `secs`, each on its own connection to `addr`; each calls
+/// `op(conn, worker, i)` in a loop, which returns the connection and the latency of the
+/// measured request (`None` on error).
+async fn drive<F, Fut>(secs: u64, addr: SocketAddr, op: F) -> Run
 where
-    F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Option<Duration>> + Send,
+    F: Fn(Conn, usize, usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = (Conn, Option<Duration>)> + Send,
 {
     let op = Arc::new(op);
     let start = Instant::now();
@@ -61,8 +154,11 @@ where
         let op = op.clone();
         tasks.push(tokio::spawn(async move {
             let (mut lat, mut errors, mut i) = (Vec::new(), 0, 0);
+            let mut conn = Conn::new(addr);
             while Instant::now() < deadline {
-                match op(w, i).await {
+                let (back, outcome) = op(conn, w, i).await;
+                conn = back;
+                match outcome {
                     Some(d) => lat.push(d),
                     None => errors += 1,
                 }
@@ -95,9 +191,7 @@ fn main() {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--secs" => secs = args.next().and_then(|v| v.parse().ok()).unwrap_or(secs),
-            // `--only add|checkout|lag|trivial`: one measurement, for profiling.
             "--only" => only = args.next(),
-            // `--adds-per-cart N`: how many add-to-cart calls each cart gets (default 40).
             "--adds-per-cart" => {
                 adds_per_cart = args
                     .next()
@@ -112,6 +206,26 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(run(secs, only, adds_per_cart.max(1)));
+}
+
+fn checkout_body() -> Option<Bytes> {
+    json_body(
+        &json!({"email": "b@example.com", "shipping_address": {"name": "B", "line1": "1 Road",
+        "city": "Town", "postal_code": "1", "country": "DE"}}),
+    )
+}
+
+async fn open_cart(conn: &mut Conn, token: &HeaderValue) -> Option<String> {
+    let r = conn
+        .call(
+            Method::POST,
+            "/v1/carts",
+            Some(token),
+            json_body(&json!({})),
+            true,
+        )
+        .await?;
+    Some(r.body["cart_id"].as_str()?.to_string())
 }
 
 async fn run(secs: u64, only: Option<String>, adds_per_cart: usize) {
@@ -136,32 +250,32 @@ async fn run(secs: u64, only: Option<String>, adds_per_cart: usize) {
     let server = tokio::spawn(api::serve_until(listener, embedded, async {
         let _ = stop_rx.await;
     }));
-    let base = format!("http://{addr}");
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(CONNECTIONS)
-        .build()
-        .expect("client");
     let ttl = Duration::from_secs(3600);
-    let admin = mint_hs256(secret.as_bytes(), "admin", Role::Admin, ttl).expect("token");
+    let admin = bearer(&mint_hs256(secret.as_bytes(), "admin", Role::Admin, ttl).expect("token"));
+    let mut setup = Conn::new(addr);
     for p in 0..16 {
-        let r = client
-            .post(format!("{base}/v1/admin/products"))
-            .bearer_auth(&admin)
-            .json(
-                &json!({"product_id": format!("bench{p}"), "name": format!("Bench {p}"),
+        let body = json!({"product_id": format!("bench{p}"), "name": format!("Bench {p}"),
                           "category": "bench", "price": {"amount": "1.00", "currency": "EUR"},
-                          "initial_stock": 1_000_000}),
+                          "initial_stock": 1_000_000});
+        let r = setup
+            .call(
+                Method::POST,
+                "/v1/admin/products",
+                Some(&admin),
+                json_body(&body),
+                false,
             )
-            .send()
             .await
             .expect("create product");
-        assert!(r.status().is_success(), "create product: {}", r.status());
+        assert!(r.status.is_success(), "create product: {}", r.status);
     }
-    let tokens: Arc<Vec<String>> = Arc::new(
+    let tokens: Arc<Vec<HeaderValue>> = Arc::new(
         (0..CONNECTIONS)
             .map(|w| {
-                mint_hs256(secret.as_bytes(), &format!("bench{w}"), Role::Customer, ttl)
-                    .expect("token")
+                bearer(
+                    &mint_hs256(secret.as_bytes(), &format!("bench{w}"), Role::Customer, ttl)
+                        .expect("token"),
+                )
             })
             .collect(),
     );
@@ -171,17 +285,13 @@ async fn run(secs: u64, only: Option<String>, adds_per_cart: usize) {
 
     let mut ceiling_rate = f64::NAN;
     if wants("trivial") {
-        let c = client.clone();
-        let url = format!("http://{trivial_addr}/");
-        let ceiling = drive(secs, move |_, _| {
-            let (c, url) = (c.clone(), url.clone());
-            async move {
-                let t = Instant::now();
-                let r = c.get(&url).send().await.ok()?;
-                let ok = r.status().is_success();
-                r.bytes().await.ok()?;
-                ok.then(|| t.elapsed())
-            }
+        let ceiling = drive(secs, trivial_addr, |mut conn, _, _| async move {
+            let t = Instant::now();
+            let ok = conn
+                .call(Method::GET, "/", None, None, false)
+                .await
+                .is_some_and(|r| r.status.is_success());
+            (conn, ok.then(|| t.elapsed()))
         })
         .await;
         row(
@@ -194,41 +304,51 @@ async fn run(secs: u64, only: Option<String>, adds_per_cart: usize) {
 
     if wants("add") {
         // Add-to-cart: each connection adds to its own carts (16 products in turn, so a cart has
-        // up to 16 lines), a new cart every `adds_per_cart` adds.
-        let carts: Arc<Vec<tokio::sync::Mutex<String>>> = Arc::new(
+        // up to 16 lines), a new cart every `adds_per_cart` adds; only the adds are timed.
+        let carts: Arc<Vec<std::sync::Mutex<String>>> = Arc::new(
             (0..CONNECTIONS)
-                .map(|_| tokio::sync::Mutex::new(String::new()))
+                .map(|_| std::sync::Mutex::new(String::new()))
                 .collect(),
         );
-        let (c, b, tk, cs) = (client.clone(), base.clone(), tokens.clone(), carts.clone());
-        let add = drive(secs, move |w, i| {
-            let (c, b, tk, cs) = (c.clone(), b.clone(), tk.clone(), cs.clone());
+        let bodies: Arc<Vec<Bytes>> = Arc::new(
+            (0..16)
+                .map(|p| {
+                    Bytes::from(
+                        serde_json::to_vec(
+                            &json!({"product_id": format!("bench{p}"), "quantity": 1}),
+                        )
+                        .expect("json"),
+                    )
+                })
+                .collect(),
+        );
+        let (tk, cs) = (tokens.clone(), carts.clone());
+        let add = drive(secs, addr, move |mut conn, w, i| {
+            let (tk, cs, bodies) = (tk.clone(), cs.clone(), bodies.clone());
             async move {
-                let mut cart = cs[w].lock().await;
+                let mut cart = cs[w].lock().map(|c| c.clone()).unwrap_or_default();
                 if i % adds_per_cart == 0 {
-                    let r = c
-                        .post(format!("{b}/v1/carts"))
-                        .bearer_auth(&tk[w])
-                        .json(&json!({}))
-                        .send()
-                        .await
-                        .ok()?;
-                    *cart = r.json::<serde_json::Value>().await.ok()?["cart_id"]
-                        .as_str()?
-                        .to_string();
+                    match open_cart(&mut conn, &tk[w]).await {
+                        Some(id) => cart = id,
+                        None => return (conn, None),
+                    }
+                    if let Ok(mut c) = cs[w].lock() {
+                        c.clone_from(&cart);
+                    }
                 }
+                let path = format!("/v1/carts/{cart}/items");
                 let t = Instant::now();
-                let r = c
-                    .post(format!("{b}/v1/carts/{cart}/items"))
-                    .bearer_auth(&tk[w])
-                    .json(&json!({"product_id": format!("bench{}", i % 16), "quantity": 1}))
-                    .send()
+                let ok = conn
+                    .call(
+                        Method::POST,
+                        &path,
+                        Some(&tk[w]),
+                        Some(bodies[i % 16].clone()),
+                        false,
+                    )
                     .await
-                    .ok()?;
-                // The body is read, as a real client does (and so the connection is reused).
-                let ok = r.status().is_success();
-                r.bytes().await.ok()?;
-                ok.then(|| t.elapsed())
+                    .is_some_and(|r| r.status.is_success());
+                (conn, ok.then(|| t.elapsed()))
             }
         })
         .await;
@@ -241,39 +361,35 @@ async fn run(secs: u64, only: Option<String>, adds_per_cart: usize) {
 
     if wants("checkout") {
         // Checkout: open a cart, add two lines, check out; only the checkout is timed.
-        let (c, b, tk) = (client.clone(), base.clone(), tokens.clone());
-        let checkout = drive(secs, move |w, i| {
-        let (c, b, tk) = (c.clone(), b.clone(), tk.clone());
-        async move {
-            let r = c.post(format!("{b}/v1/carts")).bearer_auth(&tk[w]).json(&json!({})).send().await.ok()?;
-            let cart = r.json::<serde_json::Value>().await.ok()?["cart_id"].as_str()?.to_string();
-            for k in 0..2 {
-                c.post(format!("{b}/v1/carts/{cart}/items"))
-                    .bearer_auth(&tk[w])
-                    .json(&json!({"product_id": format!("bench{}", (i + k * 7) % 16), "quantity": 1}))
-                    .send()
+        let tk = tokens.clone();
+        let checkout = drive(secs, addr, move |mut conn, w, i| {
+            let tk = tk.clone();
+            async move {
+                let Some(cart) = open_cart(&mut conn, &tk[w]).await else {
+                    return (conn, None);
+                };
+                for k in 0..2 {
+                    let body =
+                        json!({"product_id": format!("bench{}", (i + k * 7) % 16), "quantity": 1});
+                    let path = format!("/v1/carts/{cart}/items");
+                    if conn
+                        .call(Method::POST, &path, Some(&tk[w]), json_body(&body), false)
+                        .await
+                        .is_none()
+                    {
+                        return (conn, None);
+                    }
+                }
+                let path = format!("/v1/carts/{cart}/checkout");
+                let t = Instant::now();
+                let ok = conn
+                    .call(Method::POST, &path, Some(&tk[w]), checkout_body(), false)
                     .await
-                    .ok()?
-                    .bytes()
-                    .await
-                    .ok()?;
+                    .is_some_and(|r| r.status.is_success());
+                (conn, ok.then(|| t.elapsed()))
             }
-            let t = Instant::now();
-            let r = c
-                .post(format!("{b}/v1/carts/{cart}/checkout"))
-                .bearer_auth(&tk[w])
-                .json(&json!({"email": "b@example.com", "shipping_address": {"name": "B", "line1": "1 Road",
-                              "city": "Town", "postal_code": "1", "country": "DE"}}))
-                .send()
-                .await
-                .ok()?;
-            // The body is read, as a real client does (and so the connection is reused).
-            let ok = r.status().is_success();
-            r.bytes().await.ok()?;
-            ok.then(|| t.elapsed())
-        }
-    })
-    .await;
+        })
+        .await;
         row(
             "checkout (POST /v1/carts/{id}/checkout)",
             &checkout,
@@ -284,43 +400,44 @@ async fn run(secs: u64, only: Option<String>, adds_per_cart: usize) {
     if wants("lag") {
         // Projection lag: checkout response → the order visible in order history.
         let mut lags = Vec::new();
+        let mut conn = Conn::new(addr);
         for i in 0..200 {
             let tk = &tokens[i % CONNECTIONS];
-            let r = client
-                .post(format!("{base}/v1/carts"))
-                .bearer_auth(tk)
-                .json(&json!({}))
-                .send()
+            let cart = open_cart(&mut conn, tk).await.expect("cart");
+            let body = json!({"product_id": "bench1", "quantity": 1});
+            conn.call(
+                Method::POST,
+                &format!("/v1/carts/{cart}/items"),
+                Some(tk),
+                json_body(&body),
+                false,
+            )
+            .await
+            .expect("add");
+            let r = conn
+                .call(
+                    Method::POST,
+                    &format!("/v1/carts/{cart}/checkout"),
+                    Some(tk),
+                    checkout_body(),
+                    true,
+                )
                 .await
-                .expect("cart");
-            let cart = r.json::<serde_json::Value>().await.expect("json")["cart_id"]
-                .as_str()
-                .expect("id")
-                .to_string();
-            client
-                .post(format!("{base}/v1/carts/{cart}/items"))
-                .bearer_auth(tk)
-                .json(&json!({"product_id": "bench1", "quantity": 1}))
-                .send()
-                .await
-                .expect("add");
-            let r = client.post(format!("{base}/v1/carts/{cart}/checkout")).bearer_auth(tk)
-            .json(&json!({"email": "b@example.com", "shipping_address": {"name": "B", "line1": "1 Road",
-                          "city": "Town", "postal_code": "1", "country": "DE"}}))
-            .send().await.expect("checkout");
+                .expect("checkout");
             let answered = Instant::now();
-            let order = r.json::<serde_json::Value>().await.expect("json")["order_id"]
-                .as_str()
-                .expect("order")
-                .to_string();
+            let order = r.body["order_id"].as_str().expect("order").to_string();
             loop {
-                let r = client
-                    .get(format!("{base}/v1/orders/{order}"))
-                    .bearer_auth(tk)
-                    .send()
+                let r = conn
+                    .call(
+                        Method::GET,
+                        &format!("/v1/orders/{order}"),
+                        Some(tk),
+                        None,
+                        false,
+                    )
                     .await
                     .expect("get");
-                if r.status().is_success() {
+                if r.status.is_success() {
                     break;
                 }
                 tokio::time::sleep(Duration::from_micros(200)).await;
@@ -329,11 +446,11 @@ async fn run(secs: u64, only: Option<String>, adds_per_cart: usize) {
         }
         lags.sort();
         println!(
-        "| lag: checkout response → order in order history | {} samples | {} | {} | 0 | polled every 0.2 ms, includes one GET |",
-        lags.len(),
-        ms(pct(&lags, 0.5)),
-        ms(pct(&lags, 0.99))
-    );
+            "| lag: checkout response → order in order history | {} samples | {} | {} | 0 | polled every 0.2 ms, includes one GET |",
+            lags.len(),
+            ms(pct(&lags, 0.5)),
+            ms(pct(&lags, 0.99))
+        );
     }
     let _ = stop_tx.send(());
     let _ = server.await;

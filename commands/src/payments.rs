@@ -413,7 +413,7 @@ impl Payments {
                     let state = svc.push_events(&mut decision, &current, events, &ctx);
                     current = Loaded {
                         id: current.id,
-                        state,
+                        state: Arc::unwrap_or_clone(state),
                         version: current.version + n as u64,
                     };
                     count += n;

@@ -245,7 +245,7 @@ impl CommandService {
         loaded: &Loaded<A>,
         command: A::Command,
         ctx: &CommandContext,
-    ) -> Result<A, CommandError>
+    ) -> Result<Arc<A>, CommandError>
     where
         A::Error: Rejection,
     {
@@ -256,17 +256,18 @@ impl CommandService {
         Ok(self.push_events(decision, loaded, events, ctx))
     }
 
-    /// Adds already decided events for one stream to `decision`; returns the new state.
+    /// Adds already decided events for one stream to `decision`; returns the new state (shared
+    /// with the state cache, so it is not copied again).
     pub fn push_events<A: EventSourced>(
         &self,
         decision: &mut Decision,
         loaded: &Loaded<A>,
         events: Vec<A::Event>,
         ctx: &CommandContext,
-    ) -> A {
+    ) -> Arc<A> {
         let mut state = loaded.state.clone();
         if events.is_empty() {
-            return state;
+            return Arc::new(state);
         }
         let now = self.clock.now();
         let mut metadata = ctx.metadata.clone();
@@ -303,6 +304,7 @@ impl CommandService {
         } else {
             None
         };
+        let state = Arc::new(state);
         // Two decisions on the same stream in one commit are merged in order.
         let stream = StreamRef::new(A::STREAM_TYPE, loaded.id.clone());
         if let Some(existing) = decision.appends.iter_mut().find(|a| a.stream == stream) {
@@ -314,7 +316,7 @@ impl CommandService {
             if self.cache.is_some() {
                 decision
                     .states
-                    .push((stream.clone(), Arc::new(state.clone()) as AnyState));
+                    .push((stream.clone(), state.clone() as AnyState));
             }
             decision.appends.push(StreamAppend {
                 stream,

@@ -251,13 +251,23 @@ struct MoneyWire {
     currency: Currency,
 }
 
+/// Serializes a value through its `Display`, without an intermediate `String`.
+struct AsDisplay<T>(T);
+
+impl<T: std::fmt::Display> Serialize for AsDisplay<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
+}
+
 impl Serialize for Money {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        MoneyWire {
-            amount: self.amount().to_string(),
-            currency: self.currency,
-        }
-        .serialize(serializer)
+        // The same shape as `MoneyWire`.
+        use serde::ser::SerializeStruct;
+        let mut wire = serializer.serialize_struct("MoneyWire", 2)?;
+        wire.serialize_field("amount", &AsDisplay(self.amount()))?;
+        wire.serialize_field("currency", &self.currency)?;
+        wire.end()
     }
 }
 
@@ -319,5 +329,30 @@ mod tests {
         assert_eq!(parse_plain_decimal("-0"), Ok(Decimal::ZERO));
         assert_eq!(parse_plain_decimal("-1.5"), Err(MoneyError::Negative));
         assert_eq!(parse_plain_decimal("007.10"), Ok(Decimal::new(710, 2)));
+    }
+}
+
+#[cfg(test)]
+mod wire_tests {
+    use super::*;
+
+    #[test]
+    fn money_travels_as_an_amount_string_and_a_currency_and_round_trips() {
+        let cases = [
+            ("12.50", "EUR"),
+            ("0", "JPY"),
+            ("3.999", "KWD"),
+            ("1000000.01", "USD"),
+        ];
+        for (amount, currency) in cases {
+            let m = Money::parse(amount, currency).expect("valid");
+            let json = serde_json::to_value(&m).expect("serialize");
+            assert_eq!(
+                json,
+                serde_json::json!({ "amount": m.amount().to_string(), "currency": currency })
+            );
+            let text = serde_json::to_string(&m).expect("serialize");
+            assert_eq!(serde_json::from_str::<Money>(&text).expect("parse"), m);
+        }
     }
 }
