@@ -13,8 +13,9 @@ use rand::Rng;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -115,6 +116,20 @@ pub struct Decision {
     appends: Vec<StreamAppend>,
     /// The state each stream reaches if the commit goes through (for the state cache).
     states: Vec<(StreamRef, AnyState)>,
+    /// Stream locks taken while deciding, released once the commit is answered.
+    held: Vec<StreamLock>,
+}
+
+/// An in-process lock on one stream (see [`CommandService::lock_stream`]).
+pub struct StreamLock {
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Decision {
+    /// Keeps `lock` until this decision's commit has been answered.
+    pub fn hold(&mut self, lock: StreamLock) {
+        self.held.push(lock);
+    }
 }
 
 impl std::fmt::Debug for Decision {
@@ -137,12 +152,14 @@ pub struct CommandService {
     clock: Arc<dyn Clock>,
     config: ServiceConfig,
     cache: Option<StateCache>,
+    locks: std::sync::Mutex<HashMap<StreamRef, Weak<tokio::sync::Mutex<()>>>>,
 }
 
 impl CommandService {
     pub fn new(store: Arc<dyn EventStore>, clock: Arc<dyn Clock>, config: ServiceConfig) -> Self {
         Self {
             cache: StateCache::new(config.state_cache),
+            locks: std::sync::Mutex::new(HashMap::new()),
             store,
             clock,
             config,
@@ -151,6 +168,33 @@ impl CommandService {
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
         &self.store
+    }
+
+    /// Waits for an in-process lock on `stream`. Commands that take locks on several streams
+    /// must take them in ascending order (checkout locks its products in product-id order).
+    ///
+    /// Only an optimisation for hot streams: deciding and committing under the lock means
+    /// concurrent commands of this process on the stream queue up instead of conflicting and
+    /// retrying (a flash sale on one product). Correctness never depends on it: another process,
+    /// or a command that takes no lock, still meets the optimistic version check.
+    pub async fn lock_stream(&self, stream: StreamRef) -> StreamLock {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            if locks.len() > 4096 {
+                locks.retain(|_, l| l.strong_count() > 0);
+            }
+            match locks.get(&stream).and_then(Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    let lock = Arc::new(tokio::sync::Mutex::new(()));
+                    locks.insert(stream, Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        StreamLock {
+            _guard: lock.lock_owned().await,
+        }
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
@@ -388,6 +432,8 @@ impl CommandService {
         }
         let touched: Vec<StreamRef> = decision.appends.iter().map(|a| a.stream.clone()).collect();
         let states = decision.states;
+        // Released when this function returns: after the cache holds the committed states.
+        let _held = decision.held;
         let commit = Commit {
             streams: decision.appends,
             idempotency,

@@ -5,11 +5,11 @@
 use crate::error::{CommandError, Rejection};
 use crate::ports::{CreateIntent, GatewayError, PaymentGateway};
 use crate::service::{CommandContext, CommandService, Decision, Executed, Loaded};
-use crate::store::Metadata;
+use crate::store::{Metadata, StreamRef};
 use domain::{
     Cart, CartCommand, CartId, CartStatus, CustomerId, Money, Order, OrderCommand, OrderId,
     OrderLine, Payment, PaymentCommand, PaymentId, Product, ProductCommand, ProductId,
-    ProductStatus, Quantity, ShippingAddress,
+    ProductStatus, Quantity, ShippingAddress, StreamType,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -307,7 +307,11 @@ impl Shop {
                     ctx,
                 )?;
                 let mut lines = Vec::with_capacity(cart.state.lines.len());
+                // Lines are ordered by product id, so concurrent checkouts lock products in the
+                // same order: they queue on a hot product instead of conflicting on it.
                 for line in cart.state.lines.values() {
+                    let stream = StreamRef::new(StreamType::Product, line.product_id.as_str());
+                    decision.hold(self.svc.lock_stream(stream).await);
                     let product = self.svc.load::<Product>(line.product_id.as_str()).await?;
                     let price = sellable_price(&product)?;
                     let line_total = price

@@ -6,7 +6,6 @@
 //! Everything runs on a temporary directory of the current file system with the default
 //! durability (`synchronous=FULL`) unless a row says otherwise.
 
-
 // The same allocator as the `backbone` binary.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -225,12 +225,18 @@ async fn fifty_concurrent_checkouts_of_ten_units_give_ten_orders_and_forty_clean
     for i in 0..50 {
         carts.push(cart_with(&f, &format!("c{i}"), &[("hot", 1)]).await);
     }
+    // Two services over one store, like two API processes: each queues its own checkouts on the
+    // hot product, and the two race each other through the store's version check.
+    let other = Arc::new(second_shop(&f));
     let mut tasks = Vec::new();
-    for (caller, cart) in carts {
-        let f = f.clone();
+    for (i, (caller, cart)) in carts.into_iter().enumerate() {
+        let shop = if i % 2 == 0 {
+            f.shop.clone()
+        } else {
+            other.clone()
+        };
         tasks.push(tokio::spawn(async move {
-            f.shop
-                .checkout(&ctx(), &caller, &cart, checkout_input())
+            shop.checkout(&ctx(), &caller, &cart, checkout_input())
                 .await
         }));
     }
@@ -791,4 +797,45 @@ async fn the_state_cache_is_not_needed_for_correct_answers() {
         .unwrap();
     assert_eq!(changed.value.version, 3);
     assert_eq!(changed.value.lines[0].quantity, 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_checkouts_of_hot_products_queue_instead_of_conflicting() {
+    // One attempt only: a single version conflict would fail a checkout.
+    let f = Arc::new(fixture_with(ServiceConfig {
+        max_attempts: 1,
+        ..ServiceConfig::default()
+    }));
+    product(&f, "hot1", "5.00", 1_000).await;
+    product(&f, "hot2", "7.00", 1_000).await;
+    let mut carts = Vec::new();
+    for i in 0..32 {
+        let items: &[(&str, u32)] = match i % 3 {
+            0 => &[("hot1", 1), ("hot2", 1)],
+            1 => &[("hot2", 2), ("hot1", 1)],
+            _ => &[("hot1", 3)],
+        };
+        carts.push(cart_with(&f, &format!("c{i}"), items).await);
+    }
+    let mut tasks = Vec::new();
+    for (caller, cart) in carts {
+        let f = f.clone();
+        tasks.push(tokio::spawn(async move {
+            f.shop
+                .checkout(&ctx(), &caller, &cart, checkout_input())
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await
+            .unwrap()
+            .expect("every checkout goes through on its first attempt");
+    }
+    // 11 carts of kind 0, 11 of kind 1, 10 of kind 2.
+    let (h1, h2) = (
+        product_state(&f, "hot1").await,
+        product_state(&f, "hot2").await,
+    );
+    assert_eq!(h1.reserved(), 11 + 11 + 30);
+    assert_eq!(h2.reserved(), 11 + 22);
 }
