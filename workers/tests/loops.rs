@@ -1,6 +1,9 @@
 //! Worker loops: a failing projection is retried with backoff and reported unhealthy, never
 //! skipped; commits wake idle projections at once; cancellation stops workers.
 
+mod common;
+use common::wait_until;
+
 use commands::{Commit, EventEnvelope, EventStore, Metadata, NewEvent, StreamAppend, StreamRef};
 use domain::StreamType;
 use projections::runner::ProjectionRunner;
@@ -89,17 +92,6 @@ fn fast() -> LoopConfig {
         poll: Duration::from_secs(30),
         backoff_min: Duration::from_millis(10),
         backoff_max: Duration::from_millis(40),
-    }
-}
-
-async fn wait_until(mut check: impl FnMut() -> bool, what: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 

@@ -2,6 +2,9 @@
 //! is held while its read model is dropped and replayed, the other projections keep applying new
 //! events meanwhile, and afterwards the rebuilt one catches up with nothing lost or doubled.
 
+mod common;
+use common::wait_until;
+
 use async_trait::async_trait;
 use commands::{
     AppendOutcome, Commit, CommitResult, EventEnvelope, EventFilter, EventStore, FilteredPage,
@@ -124,17 +127,6 @@ async fn append(store: &dyn EventStore, version: u64) {
         })
         .await
         .unwrap();
-}
-
-async fn wait_until(mut check: impl FnMut() -> bool, what: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 async fn seqs(models: &MemoryReadModelStore, collection: &str) -> Option<serde_json::Value> {
