@@ -192,8 +192,7 @@ impl ProjectionRunner {
                 c
             }
         };
-        let projection = self.projection.clone();
-        let handles = move |e: &EventEnvelope| projection.handles(e);
+        let handles = |e: &EventEnvelope| self.projection.handles(e);
         let page = self
             .store
             .feed_filtered(current.position, self.batch, &handles)

@@ -9,6 +9,7 @@ use axum::extract::State;
 use commands::{Ack, NewProduct};
 use domain::{Money, MoneyError, OrderCommand, OrderId, ProductCommand, ProductId};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
 /// Largest stock a single create or restock may add.
@@ -225,11 +226,13 @@ pub async fn deliver(
 }
 
 /// One projection as an operator sees it: how far its worker is, and its latest rebuild.
-fn projection_info(state: &AppState, name: &str, head: u64) -> serde_json::Value {
-    let worker = state
-        .health
-        .snapshot()
-        .remove(&format!("projection:{name}"));
+fn projection_info(
+    state: &AppState,
+    workers: &mut BTreeMap<String, workers::WorkerStatus>,
+    name: &str,
+    head: u64,
+) -> serde_json::Value {
+    let worker = workers.remove(&format!("projection:{name}"));
     let rebuild = state.rebuilds.as_ref().and_then(|r| r.status(name));
     serde_json::json!({
         "name": name,
@@ -260,9 +263,10 @@ pub async fn list_projections(
 ) -> ApiResult<axum::Json<serde_json::Value>> {
     let names = rebuilds(&state)?.names();
     let head = state.store.head().await.map_err(ApiError::internal)?;
+    let mut workers = state.health.snapshot();
     let list: Vec<serde_json::Value> = names
         .into_iter()
-        .map(|name| projection_info(&state, name, head))
+        .map(|name| projection_info(&state, &mut workers, name, head))
         .collect();
     Ok(axum::Json(
         serde_json::json!({ "head": head, "projections": list }),
