@@ -3,7 +3,7 @@
 //! configuration and builds adapters.
 
 use crate::auth::{self, Authenticator};
-use crate::state::AppState;
+use crate::state::{AppState, Parts};
 use crate::webhooks::{SimulatedSigner, StripeWebhooks};
 use anyhow::Context;
 use commands::{
@@ -335,7 +335,7 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
         },
     ));
 
-    let state = AppState {
+    let state = AppState::new(Parts {
         shop,
         store,
         models,
@@ -346,7 +346,7 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
         metrics: crate::metrics::prometheus(),
         webhooks,
         rebuilds: Some(Arc::new(rebuilds)),
-    };
+    });
     let embedded = Embedded {
         state,
         cancel,

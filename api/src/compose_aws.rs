@@ -12,7 +12,7 @@
 
 use crate::auth::Authenticator;
 use crate::compose::{seed_demo_catalog, Embedded};
-use crate::state::AppState;
+use crate::state::{AppState, Parts};
 use anyhow::Context;
 use commands::{
     Clock, CommandService, DomainUpcaster, EventStore, ProcessManagers, ServiceConfig, Shop,
@@ -367,7 +367,7 @@ pub async fn start_aws(
         models.clone(),
         stage.clock.clone(),
     )?);
-    let state = AppState {
+    let state = AppState::new(Parts {
         webhooks,
         shop: stage.shop.clone(),
         store: stage.store.clone(),
@@ -378,7 +378,7 @@ pub async fn start_aws(
         auth: Arc::new(authenticator),
         metrics: crate::metrics::prometheus(),
         rebuilds: None,
-    };
+    });
     let running = Embedded::from_parts(state, cancel, tasks, None);
     if config.demo_catalog {
         if let Err(err) = seed_demo_catalog(&running.state.shop).await {

@@ -1,4 +1,5 @@
-//! The shared state every handler gets: a `Clone` struct of `Arc`s built by the composition root.
+//! The shared state every handler gets: one `Arc` (cloned for every request by the router and
+//! its layers, so a clone is one reference count) over the parts the composition root built.
 
 use crate::auth::Authenticator;
 use commands::{Clock, EventStore, Shop};
@@ -12,8 +13,26 @@ use workers::Health;
 /// How long a query with `after_position` waits for its projection.
 pub const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(2);
 
+/// The handlers' view of the backbone: derefs to [`Parts`].
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Parts>);
+
+impl AppState {
+    pub fn new(parts: Parts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Parts {
     pub shop: Arc<Shop>,
     pub store: Arc<dyn EventStore>,
     pub models: Arc<dyn ReadModelStore>,
@@ -30,7 +49,7 @@ pub struct AppState {
     pub rebuilds: Option<Arc<workers::Rebuilds>>,
 }
 
-impl AppState {
+impl Parts {
     /// Read-your-writes: waits (bounded) until projection `name` has reached `after`. A query
     /// that times out is answered from the read model as it is.
     pub async fn read_after(&self, projection: &str, after: Option<u64>) {

@@ -413,7 +413,7 @@ impl Payments {
                     let state = svc.push_events(&mut decision, &current, events, &ctx);
                     current = Loaded {
                         id: current.id,
-                        state: Arc::unwrap_or_clone(state),
+                        state,
                         version: current.version + n as u64,
                     };
                     count += n;
@@ -490,7 +490,13 @@ impl Payments {
                 .as_deref()
                 .and_then(|o| OrderId::parse(o).ok())
             {
-                if let Some(pid) = svc.load::<Order>(oid.as_str()).await?.state.payment_id {
+                if let Some(pid) = svc
+                    .load::<Order>(oid.as_str())
+                    .await?
+                    .state
+                    .payment_id
+                    .clone()
+                {
                     return Ok(Some(pid));
                 }
             }
@@ -500,9 +506,12 @@ impl Payments {
         };
         match self.lookup.owner_of_intent(intent_id).await? {
             Some(IntentOwner::Payment(pid)) => Ok(Some(pid)),
-            Some(IntentOwner::Order(oid)) => {
-                Ok(svc.load::<Order>(oid.as_str()).await?.state.payment_id)
-            }
+            Some(IntentOwner::Order(oid)) => Ok(svc
+                .load::<Order>(oid.as_str())
+                .await?
+                .state
+                .payment_id
+                .clone()),
             None => Ok(None),
         }
     }

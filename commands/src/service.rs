@@ -90,7 +90,8 @@ impl CommandContext {
 #[derive(Debug, Clone)]
 pub struct Loaded<A> {
     pub id: String,
-    pub state: A,
+    /// Shared with the state cache: loading a cached state copies nothing.
+    pub state: Arc<A>,
     pub version: u64,
 }
 
@@ -221,7 +222,7 @@ impl CommandService {
             }
         }
         let loaded = self.load_from_store::<A>(id).await?;
-        cache.put(&stream, loaded.version, Arc::new(loaded.state.clone()));
+        cache.put(&stream, loaded.version, loaded.state.clone());
         Ok(loaded)
     }
 
@@ -255,7 +256,7 @@ impl CommandService {
         }
         Ok(Loaded {
             id: id.to_string(),
-            state,
+            state: Arc::new(state),
             version: version.max(loaded.version),
         })
     }
@@ -276,7 +277,7 @@ impl CommandService {
         }
         Ok(Loaded {
             id: id.to_string(),
-            state,
+            state: Arc::new(state),
             version,
         })
     }
@@ -309,10 +310,10 @@ impl CommandService {
         events: Vec<A::Event>,
         ctx: &CommandContext,
     ) -> Arc<A> {
-        let mut state = loaded.state.clone();
         if events.is_empty() {
-            return Arc::new(state);
+            return loaded.state.clone();
         }
+        let mut state = A::clone(&loaded.state);
         let now = self.clock.now();
         let mut metadata = ctx.metadata.clone();
         if let Some(key) = &ctx.idempotency {

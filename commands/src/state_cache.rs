@@ -51,10 +51,13 @@ impl StateCache {
     }
 
     /// The cached state and version of `stream`, if it holds an `A`.
-    pub(crate) fn get<A: Clone + 'static>(&self, stream: &StreamRef) -> Option<(A, u64)> {
+    pub(crate) fn get<A: Send + Sync + 'static>(
+        &self,
+        stream: &StreamRef,
+    ) -> Option<(Arc<A>, u64)> {
         let mut entries = self.lock();
         let entry = entries.get(stream)?;
-        let state = entry.state.downcast_ref::<A>()?.clone();
+        let state = entry.state.clone().downcast::<A>().ok()?;
         Some((state, entry.version))
     }
 
@@ -114,10 +117,10 @@ mod tests {
         let cache = StateCache::new(4).expect("enabled");
         cache.put(&stream("a"), 6, Arc::new(6u32));
         cache.put(&stream("a"), 5, Arc::new(5u32));
-        assert_eq!(cache.get::<u32>(&stream("a")), Some((6, 6)));
+        assert_eq!(cache.get::<u32>(&stream("a")), Some((Arc::new(6), 6)));
         assert_eq!(cache.get::<String>(&stream("a")), None);
         cache.put(&stream("a"), 7, Arc::new(7u32));
-        assert_eq!(cache.get::<u32>(&stream("a")), Some((7, 7)));
+        assert_eq!(cache.get::<u32>(&stream("a")), Some((Arc::new(7), 7)));
         cache.evict(&stream("a"));
         assert_eq!(cache.get::<u32>(&stream("a")), None);
     }

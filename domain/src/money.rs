@@ -251,12 +251,40 @@ struct MoneyWire {
     currency: Currency,
 }
 
-/// Serializes a value through its `Display`, without an intermediate `String`.
-struct AsDisplay<T>(T);
+/// Writes `minor / 10^units` in plain decimal notation (what `Decimal`'s `Display` writes for
+/// the same value and scale: all `units` decimals kept) into `buf`, without the formatting
+/// machinery: replies carry many amounts.
+fn format_minor(minor: i64, units: u32, buf: &mut [u8; 32]) -> &str {
+    let units = units as usize;
+    let mut digits = minor.unsigned_abs();
+    let mut at = buf.len();
+    let mut written = 0;
+    // Digits from the right; at least `units + 1` of them, so there is a leading "0.".
+    while digits > 0 || written <= units {
+        if units > 0 && written == units {
+            at -= 1;
+            buf[at] = b'.';
+        }
+        at -= 1;
+        buf[at] = b'0' + (digits % 10) as u8;
+        digits /= 10;
+        written += 1;
+    }
+    if minor < 0 {
+        at -= 1;
+        buf[at] = b'-';
+    }
+    // Only ASCII digits, '.' and '-' were written.
+    std::str::from_utf8(&buf[at..]).unwrap_or("0")
+}
 
-impl<T: std::fmt::Display> Serialize for AsDisplay<T> {
+/// An amount serialized as its plain decimal string.
+struct Amount(i64, u32);
+
+impl Serialize for Amount {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&self.0)
+        let mut buf = [0u8; 32];
+        serializer.serialize_str(format_minor(self.0, self.1, &mut buf))
     }
 }
 
@@ -265,7 +293,7 @@ impl Serialize for Money {
         // The same shape as `MoneyWire`.
         use serde::ser::SerializeStruct;
         let mut wire = serializer.serialize_struct("MoneyWire", 2)?;
-        wire.serialize_field("amount", &AsDisplay(self.amount()))?;
+        wire.serialize_field("amount", &Amount(self.minor, self.currency.minor_units))?;
         wire.serialize_field("currency", &self.currency)?;
         wire.end()
     }
@@ -353,6 +381,35 @@ mod wire_tests {
             );
             let text = serde_json::to_string(&m).expect("serialize");
             assert_eq!(serde_json::from_str::<Money>(&text).expect("parse"), m);
+        }
+    }
+
+    #[test]
+    fn amounts_are_written_like_decimal_display_at_the_edges() {
+        let mut buf = [0u8; 32];
+        for (minor, units, text) in [
+            (0, 2, "0.00"),
+            (5, 2, "0.05"),
+            (-5, 2, "-0.05"),
+            (2990, 2, "29.90"),
+            (7, 0, "7"),
+            (0, 0, "0"),
+            (1000, 3, "1.000"),
+            (i64::MAX, 2, "92233720368547758.07"),
+            (i64::MIN, 3, "-9223372036854775.808"),
+        ] {
+            assert_eq!(format_minor(minor, units, &mut buf), text);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn amounts_are_written_exactly_like_decimal_display(minor in proptest::num::i64::ANY, units in 0u32..=3) {
+            let mut buf = [0u8; 32];
+            proptest::prop_assert_eq!(
+                format_minor(minor, units, &mut buf),
+                Decimal::new(minor, units).to_string()
+            );
         }
     }
 }

@@ -130,12 +130,17 @@ async fn drain_process_managers(f: &Fixture, after: &mut u64) {
     }
 }
 
+/// A copy of an aggregate's current state.
+async fn state<A: domain::EventSourced>(f: &Fixture, id: &str) -> A {
+    A::clone(&f.shop.service().load::<A>(id).await.unwrap().state)
+}
+
 async fn product_state(f: &Fixture, id: &str) -> Product {
-    f.shop.service().load::<Product>(id).await.unwrap().state
+    state(f, id).await
 }
 
 async fn order_state(f: &Fixture, id: &str) -> Order {
-    f.shop.service().load::<Order>(id).await.unwrap().state
+    state(f, id).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

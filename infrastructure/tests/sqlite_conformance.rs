@@ -137,6 +137,7 @@ async fn normal_synchronous_mode_is_opt_in_and_works() {
         for v in 0..10 {
             store.append(append_one(&cart, v, 1)).await.expect("append");
         }
+        assert_eq!(store.write_stats().syncs, 0, "NORMAL never syncs the WAL");
     }
     let store = SqliteEventStore::open(&path, SqliteOptions::default()).expect("reopen with FULL");
     assert_eq!(
@@ -213,6 +214,10 @@ async fn group_commit_gives_each_caller_its_own_outcome() {
     assert!(
         stats.groups < stats.commits,
         "concurrent commits share transactions: {stats:?}"
+    );
+    assert!(
+        stats.syncs >= 1 && stats.syncs <= stats.groups,
+        "one WAL sync covers one or more groups: {stats:?}"
     );
     let loaded = store.load(&shared).await.expect("load");
     assert_eq!(
@@ -450,4 +455,106 @@ async fn a_commit_failing_mid_write_is_undone_alone() {
     drop(store);
     let reopened = SqliteEventStore::open(&path, SqliteOptions::default()).expect("reopen");
     assert_eq!(reopened.feed(0, 1_000).await.expect("feed"), from_memory);
+}
+
+/// The writer remembers the versions it wrote, so checking expected versions costs no query. A
+/// remembered version must be exactly the stored one: after commits, after conflicts, and after
+/// a group whose commit failed mid-write was rolled back and rewritten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writers_remembered_versions_never_let_a_stale_expectation_through() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteEventStore::open(dir.path().join("events.db"), SqliteOptions::default())
+        .expect("open");
+    let cart = StreamRef::new(StreamType::Cart, "c-remembered");
+    let conflict_at = |outcome: Result<AppendOutcome, StoreError>| match outcome {
+        Err(StoreError::Conflict { actual, .. }) => actual,
+        other => panic!("expected a conflict, got {other:?}"),
+    };
+
+    store.append(append_one(&cart, 0, 2)).await.expect("first");
+    // Remembered from the first commit: a retry of it, and a guess past it, both conflict.
+    assert_eq!(
+        conflict_at(store.append(append_one(&cart, 0, 1)).await),
+        Some(2)
+    );
+    assert_eq!(
+        conflict_at(store.append(append_one(&cart, 3, 1)).await),
+        Some(2)
+    );
+    store.append(append_one(&cart, 2, 1)).await.expect("at 2");
+
+    // A commit that fails mid-write after writing `cart`: its group is rolled back and
+    // rewritten, and `cart` must not be remembered at the version the failed write reached.
+    let other = StreamRef::new(StreamType::Product, "p-remembered");
+    let reused = append_one(&other, 0, 1);
+    let reused_event = reused.streams[0].events[0].clone();
+    store.append(reused).await.expect("other");
+    let failing = Commit {
+        streams: vec![
+            append_one(&cart, 3, 2).streams.remove(0),
+            StreamAppend {
+                stream: StreamRef::new(StreamType::Order, "o-remembered"),
+                expected_version: 0,
+                events: vec![reused_event],
+                snapshot: None,
+            },
+        ],
+        idempotency: None,
+    };
+    assert!(matches!(
+        store.append(failing).await,
+        Err(StoreError::InvalidCommit(_))
+    ));
+    assert_eq!(
+        conflict_at(store.append(append_one(&cart, 5, 1)).await),
+        Some(3)
+    );
+    let ok = store.append(append_one(&cart, 3, 1)).await.expect("at 3");
+    let AppendOutcome::Committed(result) = ok else {
+        panic!("expected a commit, got {ok:?}");
+    };
+    assert_eq!(result.streams[0].version, 4);
+
+    // Many commits to one stream in one group check against each other's writes.
+    let store = Arc::new(store);
+    let mut handles = Vec::new();
+    for expected in [4, 4, 5, 6] {
+        let (store, cart) = (store.clone(), cart.clone());
+        handles.push(tokio::spawn(async move {
+            store.append(append_one(&cart, expected, 1)).await
+        }));
+    }
+    let mut committed = 0;
+    for h in handles {
+        if h.await.expect("task").is_ok() {
+            committed += 1;
+        }
+    }
+    let stored = store.load(&cart).await.expect("load");
+    assert_eq!(stored.version, 4 + committed);
+    let sequences: Vec<u64> = stored.events.iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, (1..=4 + committed).collect::<Vec<u64>>());
+}
+
+/// Under FULL every acknowledged commit was synced first: a caller appending alone (one group at
+/// a time, nothing else to share a sync with) sees one WAL sync per commit, counted before its
+/// answer arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_full_each_acknowledged_commit_was_synced_before_its_answer() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteEventStore::open(dir.path().join("events.db"), SqliteOptions::default())
+        .expect("open");
+    let cart = StreamRef::new(StreamType::Cart, "c-synced");
+    for v in 0..20u64 {
+        store.append(append_one(&cart, v, 1)).await.expect("append");
+        let stats = store.write_stats();
+        assert_eq!(
+            (stats.groups, stats.syncs),
+            (v + 1, v + 1),
+            "commit {v} was answered only after its own sync"
+        );
+    }
+    // A refused commit writes nothing, so it needs no sync.
+    assert!(store.append(append_one(&cart, 0, 1)).await.is_err());
+    assert_eq!(store.write_stats().syncs, 20);
 }

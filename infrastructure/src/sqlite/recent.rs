@@ -43,10 +43,13 @@ impl RecentFeed {
         self.ring.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds the events of the committed commits of one group, in position order.
-    pub(crate) fn push(&self, events: Vec<EventEnvelope>) {
+    /// Adds the events of the committed commits of one group, in position order. Returns the
+    /// events that left the ring, so the caller chooses when to pay for freeing them.
+    #[must_use = "the evicted events are freed when the returned vector is dropped"]
+    pub(crate) fn push(&self, events: Vec<EventEnvelope>) -> Vec<Arc<EventEnvelope>> {
+        let mut evicted = Vec::new();
         if self.capacity == 0 || events.is_empty() {
-            return;
+            return evicted;
         }
         let mut ring = self.lock();
         for event in events {
@@ -65,10 +68,11 @@ impl RecentFeed {
             }
             ring.events.push_back(Arc::new(event));
             if ring.events.len() > self.capacity {
-                ring.events.pop_front();
+                evicted.extend(ring.events.pop_front());
                 ring.first += 1;
             }
         }
+        evicted
     }
 
     /// The first `limit` events after `after`, or `None` when the ring does not reach back that

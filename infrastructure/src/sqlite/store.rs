@@ -3,7 +3,7 @@
 use super::codec::{sql_error, to_sql_int, Decoder, EVENT_COLUMNS};
 use super::migrations;
 use super::recent::RecentFeed;
-use super::writer::{self, GroupConfig, Published, WriteRequest};
+use super::writer::{self, Encoded, GroupConfig, Published, WriteRequest};
 use async_trait::async_trait;
 use commands::{
     validate_commit, AppendOutcome, Commit, CommitResult, EventEnvelope, EventFilter, EventStore,
@@ -26,7 +26,8 @@ const MIN_FEED_PART: usize = 256;
 /// How the write connection syncs commits to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Synchronous {
-    /// `PRAGMA synchronous=FULL`: the WAL is fsynced at every (group) commit, so an acknowledged
+    /// FULL: the WAL is synced (`fdatasync`, by the writer's syncer thread) after every group
+    /// commit and before its callers are answered, so an acknowledged
     /// commit survives a power loss or OS crash. The default.
     #[default]
     Full,
@@ -118,10 +119,13 @@ pub struct SqliteEventStore {
 /// Counters of the writer since open: `commits / groups` is the average group size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteStats {
-    /// Transactions (so fsyncs under FULL) the writer committed.
+    /// Transactions the writer committed.
     pub groups: u64,
     /// Append requests it handled, whatever their outcome.
     pub commits: u64,
+    /// WAL syncs before acknowledging (0 under NORMAL); one covers every group written before
+    /// it, so there are at most as many as groups.
+    pub syncs: u64,
 }
 
 impl std::fmt::Debug for SqliteEventStore {
@@ -181,6 +185,7 @@ impl SqliteEventStore {
             notify: Arc::new(Notify::new()),
             groups: AtomicU64::new(0),
             commits: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
             recent: RecentFeed::new(options.recent_events, head),
         });
         let (checkpoint_tx, checkpoint_rx) = mpsc::sync_channel(1);
@@ -189,6 +194,15 @@ impl SqliteEventStore {
             .name("sqlite-checkpointer".into())
             .spawn(move || writer::run_checkpointer(checkpoint_conn, checkpoint_rx, interval))
             .map_err(|e| StoreError::Internal(format!("spawning the sqlite checkpointer: {e}")))?;
+        // The writer COMMITs without syncing; its syncer thread syncs the WAL before any caller
+        // is answered (under FULL), so the writer never waits for the disk.
+        conn.pragma_update(None, "synchronous", Synchronous::Normal.pragma())
+            .map_err(sql_error)?;
+        let syncer = writer::Syncer {
+            database: path.clone(),
+            sync: options.synchronous == Synchronous::Full,
+            checkpoints: checkpoint_tx,
+        };
         let (queue, rx) = mpsc::channel();
         let writer = {
             let published = published.clone();
@@ -198,7 +212,7 @@ impl SqliteEventStore {
             };
             std::thread::Builder::new()
                 .name("sqlite-writer".into())
-                .spawn(move || writer::run(conn, rx, published, config, checkpoint_tx))
+                .spawn(move || writer::run(conn, rx, published, config, syncer))
                 .map_err(|e| StoreError::Internal(format!("spawning the sqlite writer: {e}")))?
         };
         tracing::info!(
@@ -242,6 +256,7 @@ impl SqliteEventStore {
         WriteStats {
             groups: self.published.groups.load(Ordering::Relaxed),
             commits: self.published.commits.load(Ordering::Relaxed),
+            syncs: self.published.syncs.load(Ordering::Relaxed),
         }
     }
 
@@ -475,6 +490,7 @@ impl EventStore for SqliteEventStore {
     )]
     async fn append(&self, commit: Commit) -> Result<AppendOutcome, StoreError> {
         validate_commit(&commit, MAX_COMMIT_ACTIONS)?;
+        let encoded = Encoded::of(&commit)?;
         let queue = self
             .queue
             .as_ref()
@@ -489,6 +505,7 @@ impl EventStore for SqliteEventStore {
         queue
             .send(WriteRequest {
                 commit,
+                encoded,
                 reply,
                 _slot: slot,
             })

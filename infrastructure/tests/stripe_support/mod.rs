@@ -171,12 +171,17 @@ pub async fn place_order(app: &App, quantity: u32) -> Placed {
     }
 }
 
+/// A copy of an aggregate's current state.
+async fn state<A: domain::EventSourced>(app: &App, id: &str) -> A {
+    A::clone(&app.shop.service().load::<A>(id).await.unwrap().state)
+}
+
 pub async fn payment(app: &App, id: &str) -> Payment {
-    app.shop.service().load::<Payment>(id).await.unwrap().state
+    state(app, id).await
 }
 
 pub async fn order(app: &App, id: &str) -> Order {
-    app.shop.service().load::<Order>(id).await.unwrap().state
+    state(app, id).await
 }
 
 /// Payment event types in stream order.
