@@ -1,10 +1,9 @@
 //! The embedded SQLite adapters.
 //!
 //! [`SqliteEventStore`] implements the [`commands::EventStore`] port on one SQLite file: WAL
-//! mode, durable acknowledgements by default (the WAL is synced before a commit is answered),
-//! embedded migrations applied at open, one writer thread that batches concurrent commits into
-//! one transaction (group commit: each caller gets its own outcome) while a syncer thread makes
-//! the previous groups durable, and pooled read connections. It passes the shared
+//! mode, `synchronous=FULL` by default, embedded migrations applied at open, one writer thread
+//! that batches concurrent commits into one transaction (group commit, one savepoint per commit
+//! so each caller gets its own outcome), and pooled read connections. It passes the shared
 //! conformance suite in `commands::conformance`.
 
 mod codec;

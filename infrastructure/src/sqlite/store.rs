@@ -26,8 +26,7 @@ const MIN_FEED_PART: usize = 256;
 /// How the write connection syncs commits to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Synchronous {
-    /// FULL: the WAL is synced (`fdatasync`, by the writer's syncer thread) after every group
-    /// commit and before its callers are answered, so an acknowledged
+    /// `PRAGMA synchronous=FULL`: the WAL is fsynced at every (group) commit, so an acknowledged
     /// commit survives a power loss or OS crash. The default.
     #[default]
     Full,
@@ -119,13 +118,10 @@ pub struct SqliteEventStore {
 /// Counters of the writer since open: `commits / groups` is the average group size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteStats {
-    /// Transactions the writer committed.
+    /// Transactions (so fsyncs under FULL) the writer committed.
     pub groups: u64,
     /// Append requests it handled, whatever their outcome.
     pub commits: u64,
-    /// WAL syncs before acknowledging (0 under NORMAL); one covers every group written before
-    /// it, so there are at most as many as groups.
-    pub syncs: u64,
 }
 
 impl std::fmt::Debug for SqliteEventStore {
@@ -185,7 +181,6 @@ impl SqliteEventStore {
             notify: Arc::new(Notify::new()),
             groups: AtomicU64::new(0),
             commits: AtomicU64::new(0),
-            syncs: AtomicU64::new(0),
             recent: RecentFeed::new(options.recent_events, head),
         });
         let (checkpoint_tx, checkpoint_rx) = mpsc::sync_channel(1);
@@ -194,15 +189,6 @@ impl SqliteEventStore {
             .name("sqlite-checkpointer".into())
             .spawn(move || writer::run_checkpointer(checkpoint_conn, checkpoint_rx, interval))
             .map_err(|e| StoreError::Internal(format!("spawning the sqlite checkpointer: {e}")))?;
-        // The writer COMMITs without syncing; its syncer thread syncs the WAL before any caller
-        // is answered (under FULL), so the writer never waits for the disk.
-        conn.pragma_update(None, "synchronous", Synchronous::Normal.pragma())
-            .map_err(sql_error)?;
-        let syncer = writer::Syncer {
-            database: path.clone(),
-            sync: options.synchronous == Synchronous::Full,
-            checkpoints: checkpoint_tx,
-        };
         let (queue, rx) = mpsc::channel();
         let writer = {
             let published = published.clone();
@@ -212,7 +198,7 @@ impl SqliteEventStore {
             };
             std::thread::Builder::new()
                 .name("sqlite-writer".into())
-                .spawn(move || writer::run(conn, rx, published, config, syncer))
+                .spawn(move || writer::run(conn, rx, published, config, checkpoint_tx))
                 .map_err(|e| StoreError::Internal(format!("spawning the sqlite writer: {e}")))?
         };
         tracing::info!(
@@ -256,7 +242,6 @@ impl SqliteEventStore {
         WriteStats {
             groups: self.published.groups.load(Ordering::Relaxed),
             commits: self.published.commits.load(Ordering::Relaxed),
-            syncs: self.published.syncs.load(Ordering::Relaxed),
         }
     }
 

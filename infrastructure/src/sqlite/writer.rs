@@ -7,9 +7,8 @@
 //! `synchronous=FULL`, however many commits it holds. Commits in one group see each other's
 //! writes, so two commits to the same stream in one group are checked in queue order.
 //!
-//! Callers are answered only after the group's COMMIT has returned and (under FULL) the WAL has
-//! been synced, so an acknowledged commit is durable and visible to every reader. The sync runs
-//! on its own thread (see [`run_syncer`]), so the writer does not wait for the disk.
+//! Callers are answered only after the group's COMMIT has returned, so an acknowledged commit is
+//! durable (under FULL) and visible to every reader.
 //!
 //! Gathering: when the previous group held several commits (there are concurrent writers), the
 //! writer lingers briefly for as many requests as last time before starting the next group, so
@@ -23,12 +22,9 @@ use super::codec::{format_timestamp, sql_error};
 use super::recent::{committed_envelopes, RecentFeed};
 use chrono::Utc;
 use commands::StreamRef;
-use commands::{
-    AppendOutcome, Commit, CommitResult, EventEnvelope, Idempotency, StoreError, StreamVersion,
-};
+use commands::{AppendOutcome, Commit, CommitResult, Idempotency, StoreError, StreamVersion};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -134,8 +130,6 @@ pub(crate) struct Published {
     pub(crate) notify: Arc<Notify>,
     pub(crate) groups: AtomicU64,
     pub(crate) commits: AtomicU64,
-    /// WAL syncs made by the syncer (each covers every group written before it).
-    pub(crate) syncs: AtomicU64,
     /// The newest committed events, for `feed` (filled before the head moves).
     pub(crate) recent: RecentFeed,
 }
@@ -161,35 +155,14 @@ pub(crate) struct GroupConfig {
     pub(crate) linger: Duration,
 }
 
-/// The writer loop: runs until every sender is gone and the queue is drained, then waits for the
-/// syncer to answer what it wrote.
+/// The writer loop: runs until every sender is gone and the queue is drained.
 pub(crate) fn run(
     mut conn: Connection,
     rx: Receiver<WriteRequest>,
     published: Arc<Published>,
     config: GroupConfig,
-    syncer: Syncer,
+    checkpoints: SyncSender<()>,
 ) {
-    let (synced, to_sync) = std::sync::mpsc::channel::<Written>();
-    let syncer = {
-        let published = published.clone();
-        match std::thread::Builder::new()
-            .name("sqlite-syncer".into())
-            .spawn(move || run_syncer(to_sync, published, syncer))
-        {
-            Ok(handle) => handle,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start the sqlite syncer; refusing every commit");
-                drop(synced);
-                for request in rx {
-                    let _ = request.reply.send(Err(StoreError::Internal(
-                        "the sqlite syncer could not start".into(),
-                    )));
-                }
-                return;
-            }
-        }
-    };
     let max_group = config.max_group.max(1);
     let mut group: Vec<WriteRequest> = Vec::with_capacity(max_group);
     // How many requests the previous group held: the concurrency we expect to see again.
@@ -229,131 +202,19 @@ pub(crate) fn run(
                 _ => None,
             })
             .max();
+        // The committed events move into the in-memory feed tail before the head moves, so a
+        // tailer woken by the new head finds them there.
         let mut committed = Vec::new();
         let mut replies = Vec::with_capacity(group.len());
         for (request, outcome) in group.drain(..).zip(outcomes) {
             committed_envelopes(request.commit, &outcome, &mut committed);
             replies.push((request.reply, outcome, request._slot));
         }
-        let written = Written {
-            head,
-            committed,
-            replies,
-        };
-        if let Err(unsent) = synced.send(written) {
-            // The syncer is gone (it only stops when this loop does): nothing can be made
-            // durable, so nothing is acknowledged.
-            fail_unsynced(unsent.0, "the sqlite syncer stopped");
-        }
-    }
-    drop(synced);
-    if syncer.join().is_err() {
-        tracing::error!("the sqlite syncer panicked");
-    }
-    tracing::debug!("sqlite writer stopped");
-}
-
-/// One written (committed, not yet synced) group, on its way to the syncer.
-struct Written {
-    head: Option<u64>,
-    committed: Vec<EventEnvelope>,
-    replies: Vec<Reply>,
-}
-
-type Reply = (
-    oneshot::Sender<Result<AppendOutcome, StoreError>>,
-    Result<AppendOutcome, StoreError>,
-    OwnedSemaphorePermit,
-);
-
-/// What the syncer needs: where the WAL is, whether to sync it, and the checkpointer to nudge.
-pub(crate) struct Syncer {
-    /// The database file; its WAL is this path with `-wal` appended.
-    pub(crate) database: PathBuf,
-    /// Sync the WAL before acknowledging (`Synchronous::Full`).
-    pub(crate) sync: bool,
-    pub(crate) checkpoints: SyncSender<()>,
-}
-
-/// Answers every caller of an unsynced group with an error (nothing of it is acknowledged).
-fn fail_unsynced(written: Written, why: &str) {
-    for (reply, outcome, _slot) in written.replies {
-        let answer = match outcome {
-            Ok(AppendOutcome::Committed(_)) => Err(StoreError::Unavailable(format!(
-                "{why}; the commit was written but not made durable, its outcome is unknown"
-            ))),
-            other => other,
-        };
-        let _ = reply.send(answer);
-    }
-}
-
-/// The syncer loop: makes written groups durable, then publishes and acknowledges them, in
-/// order.
-///
-/// The writer COMMITs without syncing (the write connection runs `synchronous=NORMAL`) and goes
-/// straight on to its next group, while this thread syncs the WAL file (`fdatasync`) once for
-/// every group written since its last sync. Only then does it put their events in the feed
-/// tail, move the head and answer their callers. So an acknowledged commit is exactly as
-/// durable as under `synchronous=FULL`, but the writer never waits for the disk: on a disk
-/// whose sync takes most of a millisecond under load, that wait was most of every group's time.
-///
-/// If a sync fails, nothing written since the last good sync is acknowledged (its callers get
-/// `Unavailable`, outcome unknown: a retry with the same command id is answered correctly), and
-/// every later group is refused the same way: after a failed fsync the kernel may have dropped
-/// the pages, so only a restart (which reads what really reached the disk) can continue.
-fn run_syncer(rx: Receiver<Written>, published: Arc<Published>, syncer: Syncer) {
-    let wal_path = {
-        let mut name = syncer.database.clone().into_os_string();
-        name.push("-wal");
-        PathBuf::from(name)
-    };
-    // Opened on first use: the WAL file exists once the first group is written.
-    let mut wal: Option<std::fs::File> = None;
-    let mut broken: Option<String> = None;
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        batch.extend(rx.try_iter());
-        let wrote = batch.iter().any(|w| w.head.is_some());
-        if syncer.sync && wrote && broken.is_none() {
-            let synced = match &wal {
-                Some(file) => file.sync_data(),
-                None => std::fs::File::open(&wal_path).and_then(|file| {
-                    let result = file.sync_data();
-                    wal = Some(file);
-                    result
-                }),
-            };
-            match synced {
-                Ok(()) => {
-                    published.syncs.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, wal = %wal_path.display(), "syncing the sqlite WAL failed; refusing every further commit");
-                    broken = Some(format!("syncing the event store's WAL failed ({e})"));
-                }
-            }
-        }
-        if let Some(why) = &broken {
-            for written in batch {
-                fail_unsynced(written, why);
-            }
-            continue;
-        }
-        let mut evicted = Vec::new();
-        let mut replies = Vec::new();
-        for written in batch {
-            // The committed events move into the in-memory feed tail before the head moves, so
-            // a tailer woken by the new head finds them there.
-            evicted.extend(published.recent.push(written.committed));
-            if let Some(position) = written.head {
-                published.advance(position);
-            }
-            replies.extend(written.replies);
-        }
-        if wrote {
+        let evicted = published.recent.push(committed);
+        if let Some(position) = head {
+            published.advance(position);
             // Full means a checkpoint request is already pending; one is enough.
-            if let Err(TrySendError::Disconnected(())) = syncer.checkpoints.try_send(()) {
+            if let Err(TrySendError::Disconnected(())) = checkpoints.try_send(()) {
                 tracing::warn!("sqlite checkpointer is gone; the WAL will only grow");
             }
         }
@@ -364,7 +225,7 @@ fn run_syncer(rx: Receiver<Written>, published: Arc<Published>, syncer: Syncer) 
         // Events that left the in-memory tail are freed after the callers have their answers.
         drop(evicted);
     }
-    tracing::debug!("sqlite syncer stopped");
+    tracing::debug!("sqlite writer stopped");
 }
 
 /// The checkpointer loop: after commits, copies the WAL into the database file (PASSIVE: it
