@@ -81,8 +81,11 @@ impl Encoded {
 }
 
 /// The stream versions the writer knows, so checking a commit's expected versions costs no
-/// query. Exact because this writer is the file's only writer: an entry is only ever set from a
-/// group that committed, and a failed group clears the cache.
+/// query. Exact because this writer is the file's only writer (the data directory is locked): an
+/// entry is only ever set from a group that committed, and a failed group clears the cache. Were
+/// another writer to append behind its back anyway, the `(stream_type, stream_id, sequence)`
+/// UNIQUE index would refuse the stale write, and the group's rewrite (with savepoints, which
+/// reads every version from SQLite) would answer it with the right conflict.
 pub(crate) struct KnownVersions {
     committed: hashlink::LruCache<StreamRef, u64>,
 }
