@@ -64,13 +64,17 @@ impl StateCache {
     /// Records `state` at `version`, unless the cache already holds a later version.
     pub(crate) fn put(&self, stream: &StreamRef, version: u64, state: AnyState) {
         let mut entries = self.lock();
-        if let Some(existing) = entries.get_mut(stream) {
-            if existing.version <= version {
-                *existing = Entry { version, state };
+        let replaced = match entries.get_mut(stream) {
+            Some(existing) if existing.version <= version => {
+                Some(std::mem::replace(existing, Entry { version, state }))
             }
-            return;
-        }
-        entries.insert(stream.clone(), Entry { version, state });
+            Some(_) => None,
+            None => entries.insert(stream.clone(), Entry { version, state }),
+        };
+        // A replaced state is freed after the lock is released: freeing a big
+        // aggregate must not hold up the other commands.
+        drop(entries);
+        drop(replaced);
     }
 
     pub(crate) fn evict(&self, stream: &StreamRef) {
