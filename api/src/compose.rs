@@ -282,7 +282,7 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
     let mut tasks = Vec::new();
     let mut rebuilds = workers::Rebuilds::new(health.clone());
     for projection in projections::all_projections() {
-        let name = format!("projection:{}", projection.name());
+        let name = workers::projection_worker(projection.name());
         // Registered (at its checkpoint) before the task runs, so readiness and
         // read-your-writes waits see it from the first request on.
         health.register(&name);

@@ -56,7 +56,7 @@ impl Parts {
         let Some(position) = after else {
             return;
         };
-        let worker = format!("projection:{projection}");
+        let worker = workers::projection_worker(projection);
         if !self
             .health
             .wait_for(&worker, position, READ_YOUR_WRITES_WAIT)

@@ -108,6 +108,11 @@ pub async fn projection_step(runner: &ProjectionRunner) -> anyhow::Result<Outcom
     })
 }
 
+/// The name a projection's worker has in [`Health`] (and so in `/readyz` and the metrics).
+pub fn projection_worker(projection: &str) -> String {
+    format!("projection:{projection}")
+}
+
 /// Spawns the loop of one projection.
 pub fn spawn_projection(
     runner: Arc<ProjectionRunner>,
@@ -116,7 +121,7 @@ pub fn spawn_projection(
     cancel: CancellationToken,
     config: LoopConfig,
 ) -> tokio::task::JoinHandle<()> {
-    let name = format!("projection:{}", runner.name());
+    let name = projection_worker(runner.name());
     // Registered before the task starts so `/readyz` can't report ready before it exists.
     health.register(&name);
     tokio::spawn(async move {

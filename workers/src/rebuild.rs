@@ -137,7 +137,7 @@ impl Rebuilds {
                     s.events = summary.events;
                     s.applied = summary.applied as u64;
                     me.health
-                        .progressed(&format!("projection:{name}"), summary.position);
+                        .progressed(&crate::projection_worker(name), summary.position);
                     tracing::info!(
                         projection = name,
                         events = summary.events,

@@ -188,7 +188,7 @@ async fn one_projection_is_rebuilt_while_the_others_keep_running() {
             config.clone(),
         )
     });
-    let at = |name: &str| health.position(&format!("projection:{name}"));
+    let at = |name: &str| health.position(&workers::projection_worker(name));
     wait_until(
         || at("rebuilt") == Some(5) && at("other") == Some(5),
         "catch-up",

@@ -228,11 +228,11 @@ pub async fn deliver(
 /// One projection as an operator sees it: how far its worker is, and its latest rebuild.
 fn projection_info(
     state: &AppState,
-    workers: &mut BTreeMap<String, workers::WorkerStatus>,
+    statuses: &mut BTreeMap<String, workers::WorkerStatus>,
     name: &str,
     head: u64,
 ) -> serde_json::Value {
-    let worker = workers.remove(&format!("projection:{name}"));
+    let worker = statuses.remove(&workers::projection_worker(name));
     let rebuild = state.rebuilds.as_ref().and_then(|r| r.status(name));
     serde_json::json!({
         "name": name,
@@ -263,10 +263,10 @@ pub async fn list_projections(
 ) -> ApiResult<axum::Json<serde_json::Value>> {
     let names = rebuilds(&state)?.names();
     let head = state.store.head().await.map_err(ApiError::internal)?;
-    let mut workers = state.health.snapshot();
+    let mut statuses = state.health.snapshot();
     let list: Vec<serde_json::Value> = names
         .into_iter()
-        .map(|name| projection_info(&state, &mut workers, name, head))
+        .map(|name| projection_info(&state, &mut statuses, name, head))
         .collect();
     Ok(axum::Json(
         serde_json::json!({ "head": head, "projections": list }),
