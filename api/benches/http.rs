@@ -5,12 +5,19 @@
 //! generator works like `oha` or `wrk`: one hyper client connection per worker, requests sent
 //! back to back, every response body read. It prints a Markdown table: requests/s and p50/p99
 //! for the trivial handler (the ceiling), add-to-cart and checkout, plus the lag from a
-//! checkout's response to the order-history read model showing it.
+//! checkout's response to the order-history read model showing it. Two more rows split the
+//! gap between them: add-to-cart's own request sent to the trivial handler (the cost of the
+//! request's bytes) and the app's auth path alone (a 403).
 //!
-//! Options: `--secs N` (default 10), `--only trivial|add|checkout|lag` (one measurement, for
-//! profiling), `--adds-per-cart N` (default 40), `--rounds N` (N alternating rounds of the
-//! ceiling and add-to-cart with the medians, instead of the single pass; checkout and lag then
-//! run once after them unless `--only` says otherwise).
+//! Options:
+//! - `--secs N` (default 10);
+//! - `--only trivial|post|auth|add|checkout|lag`: one measurement, for profiling;
+//! - `--adds-per-cart N` (default 40);
+//! - `--rounds N`: N alternating rounds of the ceiling and add-to-cart with the medians, instead
+//!   of the single pass; checkout and lag then run once after them unless `--only` says
+//!   otherwise;
+//! - `--get PATH`: GETs of one app route as a customer, before the rest; with `--post BODY`
+//!   they are POSTs of BODY.
 
 use api::auth::{mint_hs256, Role};
 use api::compose::{start_embedded, EmbeddedConfig};
@@ -190,11 +197,15 @@ fn main() {
     let mut only = None;
     let mut adds_per_cart: usize = 40;
     let mut rounds: usize = 1;
+    let mut get: Option<String> = None;
+    let mut post_body: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--secs" => secs = args.next().and_then(|v| v.parse().ok()).unwrap_or(secs),
             "--only" => only = args.next(),
+            "--get" => get = args.next(),
+            "--post" => post_body = args.next(),
             "--rounds" => rounds = args.next().and_then(|v| v.parse().ok()).unwrap_or(rounds),
             "--adds-per-cart" => {
                 adds_per_cart = args
@@ -209,7 +220,13 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(run(secs, only, adds_per_cart.max(1), rounds.max(1)));
+    rt.block_on(run(
+        secs,
+        only,
+        adds_per_cart.max(1),
+        rounds.max(1),
+        get.map(|p| (p, post_body)),
+    ));
 }
 
 /// The ceiling: GETs to the trivial handler.
@@ -221,6 +238,31 @@ async fn measure_trivial(secs: u64, trivial_addr: SocketAddr) -> Run {
             .await
             .is_some_and(|r| r.status.is_success());
         (conn, ok.then(|| t.elapsed()))
+    })
+    .await
+}
+
+/// The ceiling for the request's shape: the add-to-cart request itself (POST, bearer token, JSON
+/// body) sent to a trivial handler that ignores it and answers "ok". Not the target's ceiling
+/// (that is the GET above); it separates the cost of the request's bytes from the app's.
+async fn measure_trivial_post(secs: u64, trivial_addr: SocketAddr, token: HeaderValue) -> Run {
+    let body = Bytes::from_static(br#"{"product_id":"bench1","quantity":1}"#);
+    drive(secs, trivial_addr, move |mut conn, _, _| {
+        let (token, body) = (token.clone(), body.clone());
+        async move {
+            let t = Instant::now();
+            let ok = conn
+                .call(
+                    Method::POST,
+                    "/v1/carts/01890000-0000-7000-8000-000000000000/items",
+                    Some(&token),
+                    Some(body),
+                    false,
+                )
+                .await
+                .is_some_and(|r| r.status.is_success());
+            (conn, ok.then(|| t.elapsed()))
+        }
     })
     .await
 }
@@ -305,10 +347,21 @@ async fn open_cart(conn: &mut Conn, token: &HeaderValue) -> Option<String> {
     Some(r.body["cart_id"].as_str()?.to_string())
 }
 
-async fn run(secs: u64, only: Option<String>, adds_per_cart: usize, rounds: usize) {
+async fn run(
+    secs: u64,
+    only: Option<String>,
+    adds_per_cart: usize,
+    rounds: usize,
+    probe: Option<(String, Option<String>)>,
+) {
     let wants = |what: &str| only.as_deref().is_none_or(|o| o == what);
     // The ceiling: a trivial axum handler in the same process and runtime.
-    let trivial = axum::Router::new().route("/", get(|| async { "ok" }));
+    let trivial = axum::Router::new()
+        .route("/", get(|| async { "ok" }))
+        .route(
+            "/v1/carts/{id}/items",
+            axum::routing::post(|| async { "ok" }),
+        );
     let tl = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -361,6 +414,34 @@ async fn run(secs: u64, only: Option<String>, adds_per_cart: usize, rounds: usiz
     println!("|---|---|---|---|---|---|");
 
     let mut ceiling_rate = f64::NAN;
+    if let Some((path, body)) = probe {
+        // One app route, as a customer: what it costs beyond the transport.
+        let tk = tokens.clone();
+        let (p, b) = (path.clone(), body.clone().map(Bytes::from));
+        let method = if body.is_some() {
+            Method::POST
+        } else {
+            Method::GET
+        };
+        let m = method.clone();
+        let run = drive(secs, addr, move |mut conn, w, _| {
+            let (tk, path, body, method) = (tk.clone(), p.clone(), b.clone(), m.clone());
+            async move {
+                let t = Instant::now();
+                let ok = conn
+                    .call(method, &path, Some(&tk[w]), body, false)
+                    .await
+                    .is_some_and(|r| !r.status.is_server_error());
+                (conn, ok.then(|| t.elapsed()))
+            }
+        })
+        .await;
+        row(
+            &format!("{method} {path} (--get)"),
+            &run,
+            "customer token; any answer but 5xx counts",
+        );
+    }
     if rounds > 1 {
         // Alternating rounds of the ceiling and add-to-cart, each pair measured back to back,
         // then the medians: on a noisy machine the per-round ratio is steadier than either rate.
@@ -407,6 +488,48 @@ async fn run(secs: u64, only: Option<String>, adds_per_cart: usize, rounds: usiz
                 "GET, same process",
             );
             ceiling_rate = ceiling.rate;
+        }
+        if wants("post") {
+            let post = measure_trivial_post(secs, trivial_addr, tokens[0].clone()).await;
+            row(
+                "trivial axum handler, add-to-cart's request (not the ceiling)",
+                &post,
+                &format!(
+                    "POST with token and JSON body, answers \"ok\"; {:.0}% of the ceiling",
+                    100.0 * post.rate / ceiling_rate
+                ),
+            );
+        }
+        if wants("auth") {
+            // The app's own HTTP path up to the role check: request ids and span, the token,
+            // the error body. A customer asking for an admin route gets 403.
+            let tk = tokens.clone();
+            let auth = drive(secs, addr, move |mut conn, w, _| {
+                let tk = tk.clone();
+                async move {
+                    let t = Instant::now();
+                    let ok = conn
+                        .call(
+                            Method::GET,
+                            "/v1/admin/projections",
+                            Some(&tk[w]),
+                            None,
+                            false,
+                        )
+                        .await
+                        .is_some_and(|r| r.status == StatusCode::FORBIDDEN);
+                    (conn, ok.then(|| t.elapsed()))
+                }
+            })
+            .await;
+            row(
+                "the app's auth path: customer GET of an admin route (403)",
+                &auth,
+                &format!(
+                    "request ids, span, token check, error body; {:.0}% of the ceiling",
+                    100.0 * auth.rate / ceiling_rate
+                ),
+            );
         }
         if wants("add") {
             let add = measure_add(secs, addr, tokens.clone(), adds_per_cart).await;

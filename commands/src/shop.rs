@@ -40,13 +40,13 @@ pub struct CartView {
     pub status: CartStatus,
     pub lines: Vec<CartLineView>,
     pub total: Option<Money>,
-    pub order_id: Option<String>,
+    pub order_id: Option<OrderId>,
     pub version: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CartLineView {
-    pub product_id: String,
+    pub product_id: ProductId,
     pub quantity: u32,
     pub unit_price: Money,
     pub line_total: Money,
@@ -55,25 +55,29 @@ pub struct CartLineView {
 impl CartView {
     pub fn from_state(cart: &Cart, version: u64) -> Self {
         Self {
-            cart_id: cart.id.as_ref().map(|i| i.to_string()).unwrap_or_default(),
+            cart_id: cart
+                .id
+                .as_ref()
+                .map(|i| i.as_str().to_owned())
+                .unwrap_or_default(),
             customer_id: cart
                 .customer_id
                 .as_ref()
-                .map(|i| i.to_string())
+                .map(|i| i.as_str().to_owned())
                 .unwrap_or_default(),
             status: cart.status,
             lines: cart
                 .lines
                 .values()
                 .map(|l| CartLineView {
-                    product_id: l.product_id.to_string(),
+                    product_id: l.product_id.clone(),
                     quantity: l.quantity.get(),
                     unit_price: l.unit_price.clone(),
                     line_total: l.line_total.clone(),
                 })
                 .collect(),
             total: cart.total(),
-            order_id: cart.order_id.as_ref().map(|i| i.to_string()),
+            order_id: cart.order_id.clone(),
             version,
         }
     }

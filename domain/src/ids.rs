@@ -2,6 +2,7 @@
 //! keys, URL path segments and log fields without escaping.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// Longest accepted identifier, in characters.
 pub const MAX_ID_LEN: usize = 64;
@@ -23,15 +24,17 @@ fn is_valid_id(s: &str) -> bool {
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        ///
+        /// Shared, immutable text: a clone (aggregate state, views, envelopes) is a reference
+        /// count, not an allocation.
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Validates and wraps an identifier.
             pub fn parse(s: &str) -> Result<Self, IdError> {
                 if is_valid_id(s) {
-                    Ok(Self(s.to_owned()))
+                    Ok(Self(Arc::from(s)))
                 } else {
                     Err(IdError { kind: $kind, value: s.to_owned() })
                 }
@@ -47,7 +50,7 @@ macro_rules! id_type {
 
             fn try_from(s: String) -> Result<Self, IdError> {
                 if is_valid_id(&s) {
-                    Ok(Self(s))
+                    Ok(Self(Arc::from(s)))
                 } else {
                     Err(IdError { kind: $kind, value: s })
                 }
@@ -56,7 +59,29 @@ macro_rules! id_type {
 
         impl From<$name> for String {
             fn from(id: $name) -> String {
-                id.0
+                id.0.to_string()
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct Text;
+                impl serde::de::Visitor<'_> for Text {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        write!(f, "a {} id", $kind)
+                    }
+                    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<$name, E> {
+                        $name::parse(s).map_err(E::custom)
+                    }
+                }
+                deserializer.deserialize_str(Text)
             }
         }
 
