@@ -17,7 +17,8 @@
 //!   of the single pass; checkout and lag then run once after them unless `--only` says
 //!   otherwise;
 //! - `--get PATH`: GETs of one app route as a customer, before the rest; with `--post BODY`
-//!   they are POSTs of BODY.
+//!   they are POSTs of BODY;
+//! - `--sync normal`: the store without an fsync per commit (not durable; a diagnostic).
 
 use api::auth::{mint_hs256, Role};
 use api::compose::{start_embedded, EmbeddedConfig};
@@ -199,6 +200,7 @@ fn main() {
     let mut rounds: usize = 1;
     let mut get: Option<String> = None;
     let mut post_body: Option<String> = None;
+    let mut sync_normal = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -206,6 +208,7 @@ fn main() {
             "--only" => only = args.next(),
             "--get" => get = args.next(),
             "--post" => post_body = args.next(),
+            "--sync" => sync_normal = args.next().as_deref() == Some("normal"),
             "--rounds" => rounds = args.next().and_then(|v| v.parse().ok()).unwrap_or(rounds),
             "--adds-per-cart" => {
                 adds_per_cart = args
@@ -225,7 +228,10 @@ fn main() {
         only,
         adds_per_cart.max(1),
         rounds.max(1),
-        get.map(|p| (p, post_body)),
+        Options {
+            probe: get.map(|p| (p, post_body)),
+            sync_normal,
+        },
     ));
 }
 
@@ -322,6 +328,14 @@ async fn measure_add(
     .await
 }
 
+/// The options beyond the measurements' own.
+struct Options {
+    /// `--get PATH [--post BODY]`: one app route to measure.
+    probe: Option<(String, Option<String>)>,
+    /// `--sync normal`: no fsync per commit. Not durable; for finding where the time goes.
+    sync_normal: bool,
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
@@ -347,13 +361,7 @@ async fn open_cart(conn: &mut Conn, token: &HeaderValue) -> Option<String> {
     Some(r.body["cart_id"].as_str()?.to_string())
 }
 
-async fn run(
-    secs: u64,
-    only: Option<String>,
-    adds_per_cart: usize,
-    rounds: usize,
-    probe: Option<(String, Option<String>)>,
-) {
+async fn run(secs: u64, only: Option<String>, adds_per_cart: usize, rounds: usize, opts: Options) {
     let wants = |what: &str| only.as_deref().is_none_or(|o| o == what);
     // The ceiling: a trivial axum handler in the same process and runtime.
     let trivial = axum::Router::new()
@@ -369,7 +377,8 @@ async fn run(
     tokio::spawn(async move { axum::serve(tl, trivial).await });
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = EmbeddedConfig::new(dir.path());
+    let mut config = EmbeddedConfig::new(dir.path());
+    config.synchronous_normal = opts.sync_normal;
     let secret = config.hs256_secret().expect("secret");
     let embedded = start_embedded(config).await.expect("start");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -414,7 +423,7 @@ async fn run(
     println!("|---|---|---|---|---|---|");
 
     let mut ceiling_rate = f64::NAN;
-    if let Some((path, body)) = probe {
+    if let Some((path, body)) = opts.probe {
         // One app route, as a customer: what it costs beyond the transport.
         let tk = tokens.clone();
         let (p, b) = (path.clone(), body.clone().map(Bytes::from));
