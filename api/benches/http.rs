@@ -138,6 +138,21 @@ impl Conn {
         };
         Some(Reply { status, body })
     }
+
+    /// Sends one request and times it: `None` on a transport error or when `accept` refuses
+    /// the status.
+    async fn timed(
+        &mut self,
+        method: Method,
+        path: &str,
+        token: Option<&HeaderValue>,
+        body: Option<Bytes>,
+        accept: fn(StatusCode) -> bool,
+    ) -> Option<Duration> {
+        let t = Instant::now();
+        let reply = self.call(method, path, token, body, false).await?;
+        accept(reply.status).then(|| t.elapsed())
+    }
 }
 
 fn bearer(token: &str) -> HeaderValue {
@@ -238,12 +253,10 @@ fn main() {
 /// The ceiling: GETs to the trivial handler.
 async fn measure_trivial(secs: u64, trivial_addr: SocketAddr) -> Run {
     drive(secs, trivial_addr, |mut conn, _, _| async move {
-        let t = Instant::now();
-        let ok = conn
-            .call(Method::GET, "/", None, None, false)
-            .await
-            .is_some_and(|r| r.status.is_success());
-        (conn, ok.then(|| t.elapsed()))
+        let took = conn
+            .timed(Method::GET, "/", None, None, |s| s.is_success())
+            .await;
+        (conn, took)
     })
     .await
 }
@@ -256,18 +269,16 @@ async fn measure_trivial_post(secs: u64, trivial_addr: SocketAddr, token: Header
     drive(secs, trivial_addr, move |mut conn, _, _| {
         let (token, body) = (token.clone(), body.clone());
         async move {
-            let t = Instant::now();
-            let ok = conn
-                .call(
+            let took = conn
+                .timed(
                     Method::POST,
                     "/v1/carts/01890000-0000-7000-8000-000000000000/items",
                     Some(&token),
                     Some(body),
-                    false,
+                    |s| s.is_success(),
                 )
-                .await
-                .is_some_and(|r| r.status.is_success());
-            (conn, ok.then(|| t.elapsed()))
+                .await;
+            (conn, took)
         }
     })
     .await
@@ -311,18 +322,16 @@ async fn measure_add(
                 }
             }
             let path = format!("/v1/carts/{cart}/items");
-            let t = Instant::now();
-            let ok = conn
-                .call(
+            let took = conn
+                .timed(
                     Method::POST,
                     &path,
                     Some(&tk[w]),
                     Some(bodies[i % 16].clone()),
-                    false,
+                    |s| s.is_success(),
                 )
-                .await
-                .is_some_and(|r| r.status.is_success());
-            (conn, ok.then(|| t.elapsed()))
+                .await;
+            (conn, took)
         }
     })
     .await
@@ -436,12 +445,10 @@ async fn run(secs: u64, only: Option<String>, adds_per_cart: usize, rounds: usiz
         let run = drive(secs, addr, move |mut conn, w, _| {
             let (tk, path, body, method) = (tk.clone(), p.clone(), b.clone(), m.clone());
             async move {
-                let t = Instant::now();
-                let ok = conn
-                    .call(method, &path, Some(&tk[w]), body, false)
-                    .await
-                    .is_some_and(|r| !r.status.is_server_error());
-                (conn, ok.then(|| t.elapsed()))
+                let took = conn
+                    .timed(method, &path, Some(&tk[w]), body, |s| !s.is_server_error())
+                    .await;
+                (conn, took)
             }
         })
         .await;
@@ -516,18 +523,16 @@ async fn run(secs: u64, only: Option<String>, adds_per_cart: usize, rounds: usiz
             let auth = drive(secs, addr, move |mut conn, w, _| {
                 let tk = tk.clone();
                 async move {
-                    let t = Instant::now();
-                    let ok = conn
-                        .call(
+                    let took = conn
+                        .timed(
                             Method::GET,
                             "/v1/admin/projections",
                             Some(&tk[w]),
                             None,
-                            false,
+                            |s| s == StatusCode::FORBIDDEN,
                         )
-                        .await
-                        .is_some_and(|r| r.status == StatusCode::FORBIDDEN);
-                    (conn, ok.then(|| t.elapsed()))
+                        .await;
+                    (conn, took)
                 }
             })
             .await;
@@ -574,12 +579,12 @@ async fn run(secs: u64, only: Option<String>, adds_per_cart: usize, rounds: usiz
                     }
                 }
                 let path = format!("/v1/carts/{cart}/checkout");
-                let t = Instant::now();
-                let ok = conn
-                    .call(Method::POST, &path, Some(&tk[w]), checkout_body(), false)
-                    .await
-                    .is_some_and(|r| r.status.is_success());
-                (conn, ok.then(|| t.elapsed()))
+                let took = conn
+                    .timed(Method::POST, &path, Some(&tk[w]), checkout_body(), |s| {
+                        s.is_success()
+                    })
+                    .await;
+                (conn, took)
             }
         })
         .await;
