@@ -7,3 +7,4 @@ pub mod stripe;
 pub mod sqlite;
 pub mod sqlite_checkpoints;
 pub mod sqlite_readmodel;
+mod sqlite_wal;

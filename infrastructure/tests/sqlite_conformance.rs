@@ -530,3 +530,102 @@ async fn the_writers_remembered_versions_never_let_a_stale_expectation_through()
     let sequences: Vec<u64> = stored.events.iter().map(|e| e.sequence).collect();
     assert_eq!(sequences, (1..=4 + committed).collect::<Vec<u64>>());
 }
+
+/// Under a steady stream of commits and reads, the background checkpoint never catches up with
+/// the writer by itself, so SQLite never rewinds the WAL and it grows without bound (every commit
+/// then also allocates new blocks of the file). The writer rewinds it whenever a checkpoint has
+/// caught up: the WAL must stay a few megabytes long, and everything committed must still read
+/// back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_wal_stays_small_under_steady_writes_and_reads() {
+    const WRITERS: usize = 16;
+    const COMMITS_PER_WRITER: usize = 800;
+    // ~50 MB of payload in all: far more than the bound below.
+    let payload = "x".repeat(4096);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("events.db");
+    let options = SqliteOptions {
+        checkpoint_interval: std::time::Duration::from_millis(5),
+        // Feed reads go to SQLite, so readers hold WAL snapshots all the time.
+        recent_events: 0,
+        ..SqliteOptions::default()
+    };
+    let store = Arc::new(SqliteEventStore::open(&path, options).expect("open"));
+    let wal = dir.path().join("events.db-wal");
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (wal, done) = (wal.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut largest = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+                largest = largest.max(size);
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            largest
+        })
+    };
+    let mut readers = Vec::new();
+    for r in 0..4u64 {
+        let (store, done) = (store.clone(), done.clone());
+        readers.push(tokio::spawn(async move {
+            let mut reads = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                let from = store.head().await.expect("head").saturating_sub(50 + r);
+                store.feed(from, 50).await.expect("feed");
+                reads += 1;
+            }
+            reads
+        }));
+    }
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let (store, payload) = (store.clone(), payload.clone());
+        writers.push(tokio::spawn(async move {
+            let stream = StreamRef::new(StreamType::Cart, format!("wal-{w}"));
+            for version in 0..COMMITS_PER_WRITER as u64 {
+                let mut commit = append_one(&stream, version, 1);
+                commit.streams[0].events[0].payload = json!({ "pad": payload });
+                match store.append(commit).await.expect("append") {
+                    AppendOutcome::Committed(_) => {}
+                    other => panic!("unexpected outcome {other:?}"),
+                }
+            }
+        }));
+    }
+    for w in writers {
+        w.await.expect("writer task");
+    }
+    done.store(true, std::sync::atomic::Ordering::Release);
+    let mut reads = 0;
+    for r in readers {
+        reads += r.await.expect("reader task");
+    }
+    let largest = sampler.join().expect("sampler");
+    let stats = store.write_stats();
+    assert!(
+        reads > 100,
+        "readers kept reading during the writes: {reads}"
+    );
+    assert!(
+        largest < 12 * 1024 * 1024,
+        "the WAL stayed small: it reached {largest} bytes ({stats:?})"
+    );
+    assert!(
+        stats.wal_restarts > 0,
+        "the writer rewound the WAL: {stats:?}"
+    );
+    for w in 0..WRITERS {
+        let stream = StreamRef::new(StreamType::Cart, format!("wal-{w}"));
+        let loaded = store.load(&stream).await.expect("load");
+        assert_eq!(
+            loaded.version, COMMITS_PER_WRITER as u64,
+            "stream {w} is whole"
+        );
+    }
+    assert_eq!(
+        store.head().await.expect("head"),
+        (WRITERS * COMMITS_PER_WRITER) as u64,
+        "every commit is in the feed"
+    );
+}

@@ -11,7 +11,7 @@ use commands::{
 };
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -122,6 +122,8 @@ pub struct WriteStats {
     pub groups: u64,
     /// Append requests it handled, whatever their outcome.
     pub commits: u64,
+    /// Times the writer rewound the WAL to its start after a checkpoint had caught up.
+    pub wal_restarts: u64,
 }
 
 impl std::fmt::Debug for SqliteEventStore {
@@ -181,13 +183,18 @@ impl SqliteEventStore {
             notify: Arc::new(Notify::new()),
             groups: AtomicU64::new(0),
             commits: AtomicU64::new(0),
+            wal_restarts: AtomicU64::new(0),
+            wal_caught_up: AtomicBool::new(false),
             recent: RecentFeed::new(options.recent_events, head),
         });
         let (checkpoint_tx, checkpoint_rx) = mpsc::sync_channel(1);
         let interval = options.checkpoint_interval;
+        let for_checkpointer = published.clone();
         let checkpointer = std::thread::Builder::new()
             .name("sqlite-checkpointer".into())
-            .spawn(move || writer::run_checkpointer(checkpoint_conn, checkpoint_rx, interval))
+            .spawn(move || {
+                writer::run_checkpointer(checkpoint_conn, checkpoint_rx, interval, for_checkpointer)
+            })
             .map_err(|e| StoreError::Internal(format!("spawning the sqlite checkpointer: {e}")))?;
         let (queue, rx) = mpsc::channel();
         let writer = {
@@ -195,6 +202,7 @@ impl SqliteEventStore {
             let config = GroupConfig {
                 max_group: options.max_group_commits,
                 linger: options.group_linger,
+                busy_timeout: options.busy_timeout,
             };
             std::thread::Builder::new()
                 .name("sqlite-writer".into())
@@ -242,6 +250,7 @@ impl SqliteEventStore {
         WriteStats {
             groups: self.published.groups.load(Ordering::Relaxed),
             commits: self.published.commits.load(Ordering::Relaxed),
+            wal_restarts: self.published.wal_restarts.load(Ordering::Relaxed),
         }
     }
 

@@ -17,15 +17,18 @@
 //!
 //! Checkpoints run on their own thread and connection (`wal_autocheckpoint` is off on the
 //! writer), so copying WAL pages into the database file and its two fsyncs never stall a commit.
+//! Once a checkpoint has caught up, the writer rewinds the WAL between two groups (see
+//! [`crate::sqlite_wal`]), so the WAL stays a few megabytes long under any load.
 
 use super::codec::{format_timestamp, sql_error};
 use super::recent::{committed_envelopes, RecentFeed};
+use crate::sqlite_wal::restart_wal;
 use chrono::Utc;
 use commands::StreamRef;
 use commands::{AppendOutcome, Commit, CommitResult, Idempotency, StoreError, StreamVersion};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -133,6 +136,11 @@ pub(crate) struct Published {
     pub(crate) notify: Arc<Notify>,
     pub(crate) groups: AtomicU64,
     pub(crate) commits: AtomicU64,
+    /// Times the writer rewound the WAL to its start.
+    pub(crate) wal_restarts: AtomicU64,
+    /// Set by the checkpointer when a checkpoint has copied the whole WAL into the database
+    /// file; the writer then rewinds the WAL after its current group.
+    pub(crate) wal_caught_up: AtomicBool,
     /// The newest committed events, for `feed` (filled before the head moves).
     pub(crate) recent: RecentFeed,
 }
@@ -156,6 +164,8 @@ const KNOWN_VERSIONS: usize = 65_536;
 pub(crate) struct GroupConfig {
     pub(crate) max_group: usize,
     pub(crate) linger: Duration,
+    /// The connection's busy timeout, restored after a WAL restart's shorter wait.
+    pub(crate) busy_timeout: Duration,
 }
 
 /// The writer loop: runs until every sender is gone and the queue is drained.
@@ -227,20 +237,35 @@ pub(crate) fn run(
         }
         // Events that left the in-memory tail are freed after the callers have their answers.
         drop(evicted);
+        if published.wal_caught_up.swap(false, Ordering::AcqRel)
+            && restart_wal(&conn, config.busy_timeout)
+        {
+            published.wal_restarts.fetch_add(1, Ordering::Relaxed);
+        }
     }
     tracing::debug!("sqlite writer stopped");
 }
 
 /// The checkpointer loop: after commits, copies the WAL into the database file (PASSIVE: it
-/// never blocks the writer or readers), at most once per `interval`. Stops when the writer does,
-/// after a last checkpoint.
-pub(crate) fn run_checkpointer(conn: Connection, rx: Receiver<()>, interval: Duration) {
+/// never blocks the writer or readers), at most once per `interval`, and tells the writer when
+/// it has copied all of it. Stops when the writer does, after a last checkpoint.
+pub(crate) fn run_checkpointer(
+    conn: Connection,
+    rx: Receiver<()>,
+    interval: Duration,
+    published: Arc<Published>,
+) {
     let checkpoint = || {
         let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
             Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
         });
         match result {
-            Ok((wal_frames, copied)) => tracing::trace!(wal_frames, copied, "sqlite checkpoint"),
+            Ok((wal_frames, copied)) => {
+                tracing::trace!(wal_frames, copied, "sqlite checkpoint");
+                if wal_frames > 0 && copied == wal_frames {
+                    published.wal_caught_up.store(true, Ordering::Release);
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "sqlite checkpoint failed"),
         }
     };

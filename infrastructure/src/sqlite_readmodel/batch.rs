@@ -142,6 +142,23 @@ impl<'c> SqliteBatch<'c> {
         Ok(())
     }
 
+    /// What the batch will write, without its reader: the caller can end the reader's snapshot
+    /// before it takes the writer.
+    pub(super) fn into_writes(self) -> BatchWrites {
+        BatchWrites {
+            docs: self.docs,
+            applied: self.applied,
+        }
+    }
+}
+
+/// The documents and applied sequences of a [`SqliteBatch`], ready to be written.
+pub(super) struct BatchWrites {
+    docs: HashMap<String, HashMap<String, CachedDoc>>,
+    applied: Vec<(String, String, i64)>,
+}
+
+impl BatchWrites {
     /// Writes every dirty document and the index entries that changed.
     ///
     /// A document the batch did not read is first inserted with `ON CONFLICT DO NOTHING`: when
