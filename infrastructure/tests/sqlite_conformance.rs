@@ -10,6 +10,10 @@ use serde_json::json;
 use std::sync::Arc;
 use tempfile::TempDir;
 
+#[path = "support/size_watch.rs"]
+mod size_watch;
+use size_watch::SizeWatch;
+
 async fn fresh_store() -> WithGuard<SqliteEventStore, TempDir> {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteEventStore::open(dir.path().join("events.db"), SqliteOptions::default())
@@ -551,20 +555,8 @@ async fn the_wal_stays_small_under_steady_writes_and_reads() {
         ..SqliteOptions::default()
     };
     let store = Arc::new(SqliteEventStore::open(&path, options).expect("open"));
-    let wal = dir.path().join("events.db-wal");
+    let wal = SizeWatch::start(dir.path().join("events.db-wal"));
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let (wal, done) = (wal.clone(), done.clone());
-        std::thread::spawn(move || {
-            let mut largest = 0u64;
-            while !done.load(std::sync::atomic::Ordering::Acquire) {
-                let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-                largest = largest.max(size);
-                std::thread::sleep(std::time::Duration::from_millis(2));
-            }
-            largest
-        })
-    };
     let mut readers = Vec::new();
     for r in 0..4u64 {
         let (store, done) = (store.clone(), done.clone());
@@ -601,7 +593,7 @@ async fn the_wal_stays_small_under_steady_writes_and_reads() {
     for r in readers {
         reads += r.await.expect("reader task");
     }
-    let largest = sampler.join().expect("sampler");
+    let largest = wal.stop();
     let stats = store.write_stats();
     assert!(
         reads > 100,

@@ -12,6 +12,10 @@ use projections::testsuite::VecEventStore;
 use projections::{all_projections, order_history, rebuild_all, ProjectionRunner, ReadModelStore};
 use std::sync::Arc;
 
+#[path = "support/size_watch.rs"]
+mod size_watch;
+use size_watch::SizeWatch;
+
 fn file_store(dir: &tempfile::TempDir, name: &str) -> SqliteReadModelStore {
     SqliteReadModelStore::open(dir.path().join(name)).expect("open read model file")
 }
@@ -173,20 +177,8 @@ async fn the_wal_stays_small_while_projections_read_and_write() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("readmodels.sqlite");
     let models = Arc::new(SqliteReadModelStore::open(&path).expect("open"));
-    let wal = dir.path().join("readmodels.sqlite-wal");
+    let wal = SizeWatch::start(dir.path().join("readmodels.sqlite-wal"));
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let (wal, done) = (wal.clone(), done.clone());
-        std::thread::spawn(move || {
-            let mut largest = 0u64;
-            while !done.load(std::sync::atomic::Ordering::Acquire) {
-                let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-                largest = largest.max(size);
-                std::thread::sleep(std::time::Duration::from_millis(2));
-            }
-            largest
-        })
-    };
     let reader = {
         let (models, done) = (models.clone(), done.clone());
         tokio::spawn(async move {
@@ -213,7 +205,7 @@ async fn the_wal_stays_small_while_projections_read_and_write() {
     }
     done.store(true, std::sync::atomic::Ordering::Release);
     let reads = reader.await.expect("reader");
-    let largest = sampler.join().expect("sampler");
+    let largest = wal.stop();
     assert!(
         reads > 10,
         "a reader kept reading during the batches: {reads}"
