@@ -33,7 +33,9 @@ fn header_id(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// Outermost layer: takes or makes the request id (UUIDv7) and correlation id, runs the request
 /// in a span carrying both, echoes them, and renders every error in the one JSON shape with the
-/// request id (logging the internal detail of 5xx answers).
+/// request id (logging the internal detail of 5xx answers). It also records the latency of
+/// command requests (every method but GET and HEAD) by route; requests that matched no route
+/// are not recorded.
 pub async fn request_context(mut req: Request, next: Next) -> Response {
     let request_id =
         header_id(req.headers(), REQUEST_ID).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
@@ -53,11 +55,22 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         role = tracing::field::Empty,
         status = tracing::field::Empty,
     );
+    let histogram = command_route(&req).map(|(method, route)| command_histogram(method, route));
     let started = Instant::now();
     let response = next.run(req).instrument(span.clone()).await;
-    let mut response = render_error(response, &request_id)
-        .instrument(span.clone())
-        .await;
+    if let Some(histogram) = histogram {
+        histogram.record(started.elapsed().as_secs_f64());
+    }
+    let mut response = if response.status().is_client_error()
+        || response.status().is_server_error()
+        || response.extensions().get::<ApiError>().is_some()
+    {
+        render_error(response, &request_id)
+            .instrument(span.clone())
+            .await
+    } else {
+        response
+    };
     span.record("status", response.status().as_u16());
     span.in_scope(|| {
         tracing::debug!(
@@ -175,22 +188,14 @@ pub async fn authorize(
     Ok(next.run(req).await)
 }
 
-/// Records the latency of command requests (every method but GET and HEAD) by route.
-pub async fn command_metrics(req: Request, next: Next) -> Response {
+/// The method and route template of a command request (every method but GET and HEAD) that
+/// matched a route.
+fn command_route(req: &Request) -> Option<(&Method, &str)> {
     if req.method() == Method::GET || req.method() == Method::HEAD {
-        return next.run(req).await;
+        return None;
     }
-    let histogram = command_histogram(
-        req.method(),
-        req.extensions()
-            .get::<MatchedPath>()
-            .map(MatchedPath::as_str)
-            .unwrap_or("unmatched"),
-    );
-    let started = Instant::now();
-    let response = next.run(req).await;
-    histogram.record(started.elapsed().as_secs_f64());
-    response
+    let route = req.extensions().get::<MatchedPath>()?;
+    Some((req.method(), route.as_str()))
 }
 
 /// Distinct `command` labels kept as ready handles (routes times methods stay far below it).

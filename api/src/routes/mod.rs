@@ -11,7 +11,7 @@ pub mod support;
 pub mod webhooks;
 
 use crate::auth::Role;
-use crate::http::{authorize, command_metrics, request_context, Access, MAX_BODY};
+use crate::http::{authorize, request_context, Access, MAX_BODY};
 use crate::state::AppState;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
@@ -91,7 +91,6 @@ pub fn app(state: AppState) -> Router {
         .merge(group(&state, SUPPORT, support))
         .merge(group(&state, ANALYST, analyst))
         .merge(operations)
-        .route_layer(from_fn(command_metrics))
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(from_fn(request_context))
