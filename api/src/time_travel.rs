@@ -4,7 +4,7 @@
 use crate::error::ApiError;
 use chrono::{DateTime, Utc};
 use commands::{EventEnvelope, EventStore, StreamRef};
-use domain::{Cart, Event, EventSourced, Order, Payment, Product, StreamType};
+use domain::{Cart, EventSourced, Order, Payment, Product, StreamType};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -50,8 +50,10 @@ pub struct StreamAt {
 fn fold<A: EventSourced>(events: &[EventEnvelope]) -> Result<Value, ApiError> {
     let mut state = A::default();
     for e in events {
-        let event =
-            A::Event::decode(&e.event_type, e.event_version, e.payload.clone()).map_err(|err| {
+        let event = e
+            .payload
+            .decode_event::<A::Event>(&e.event_type, e.event_version)
+            .map_err(|err| {
                 ApiError::internal(format!("undecodable event {}: {err}", e.event_id))
             })?;
         state.apply(&event);

@@ -19,6 +19,7 @@ use crate::store::{
     NewEvent, Snapshot, StoreError, StreamAppend, StreamRef, Upcaster, UpcastingStore,
     MAX_COMMIT_ACTIONS,
 };
+use crate::Payload;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use domain::StreamType;
@@ -193,7 +194,7 @@ pub fn new_event(event_type: &str, payload: Value) -> NewEvent {
         event_type: event_type.to_string(),
         event_version: 1,
         occurred_at: instant(0),
-        payload,
+        payload: payload.into(),
         metadata: metadata("corr"),
     }
 }
@@ -395,7 +396,7 @@ pub async fn append_then_load_preserves_every_envelope_field<S: EventStore>(stor
             event_type: "OrderPlaced".into(),
             event_version: 2,
             occurred_at: instant(0),
-            payload: json!({
+            payload: Payload::from(json!({
                 "order_id": s.stream_id,
                 "lines": [{ "product_id": "p-1", "quantity": 3, "unit_price": "19.99" }],
                 "total": { "amount": "59.97", "currency": "EUR" },
@@ -403,7 +404,7 @@ pub async fn append_then_load_preserves_every_envelope_field<S: EventStore>(stor
                 "flags": { "gift": true, "coupon": null },
                 "big": 9_007_199_254_740_993_u64,
                 "negative": -42,
-            }),
+            })),
             metadata: metadata("roundtrip"),
         },
         bare,
@@ -1375,9 +1376,11 @@ impl Upcaster for ThingUpcaster {
     fn upcast(&self, mut event: EventEnvelope) -> EventEnvelope {
         if event.event_type == "ThingHappened" && event.event_version == 1 {
             event.event_version = 2;
-            if let Value::Object(map) = &mut event.payload {
+            let mut payload = event.payload.value().clone();
+            if let Value::Object(map) = &mut payload {
                 map.insert("color".into(), json!("unknown"));
             }
+            event.payload = payload.into();
         }
         event
     }
@@ -1404,12 +1407,12 @@ pub async fn upcaster_applies_to_load_read_and_feed<S: EventStore>(store: S) {
     let check = |events: &[EventEnvelope], path: &str| {
         assert_eq!(events.len(), 3, "{path}: all three events");
         assert_eq!(
-            (events[0].event_version, &events[0].payload),
+            (events[0].event_version, events[0].payload.value()),
             (2, &json!({ "name": "old", "color": "unknown" })),
             "{path}: the v1 event must come back upcast to v2"
         );
         assert_eq!(
-            (events[1].event_version, &events[1].payload),
+            (events[1].event_version, events[1].payload.value()),
             (2, &json!({ "name": "new", "color": "red" })),
             "{path}: the v2 event is unchanged"
         );
@@ -1417,7 +1420,7 @@ pub async fn upcaster_applies_to_load_read_and_feed<S: EventStore>(store: S) {
             (
                 events[2].event_type.as_str(),
                 events[2].event_version,
-                &events[2].payload
+                events[2].payload.value()
             ),
             ("OtherThing", 1, &json!({ "name": "other" })),
             "{path}: other event types are untouched"

@@ -2,11 +2,13 @@
 //! The application layer: ports (event store, payment gateway, clock, ids), the command service
 //! that turns commands into atomic commits, and the process managers.
 
+pub mod payload;
 pub mod store;
 
 #[cfg(any(test, feature = "testsuite"))]
 pub mod conformance;
 
+pub use payload::Payload;
 pub use store::*;
 pub mod error;
 pub mod fanout;

@@ -16,7 +16,7 @@ use crate::service::CommandContext;
 use crate::shop::{Caller, Shop};
 use crate::store::EventEnvelope;
 use domain::{
-    Event, Money, Order, OrderCommand, OrderEvent, OrderId, Payment, PaymentCommand, PaymentEvent,
+    Money, Order, OrderCommand, OrderEvent, OrderId, Payment, PaymentCommand, PaymentEvent,
     ProductCommand, StreamType,
 };
 use std::sync::Arc;
@@ -62,21 +62,19 @@ impl ProcessManagers {
         }
         match event.stream_type {
             StreamType::Payment => {
-                let decoded = PaymentEvent::decode(
-                    &event.event_type,
-                    event.event_version,
-                    event.payload.clone(),
-                )
-                .map_err(|e| CommandError::Internal(format!("undecodable payment event: {e}")))?;
+                let decoded = event
+                    .payload
+                    .decode_event::<PaymentEvent>(&event.event_type, event.event_version)
+                    .map_err(|e| {
+                        CommandError::Internal(format!("undecodable payment event: {e}"))
+                    })?;
                 self.on_payment(event, decoded).await
             }
             StreamType::Order => {
-                let decoded = OrderEvent::decode(
-                    &event.event_type,
-                    event.event_version,
-                    event.payload.clone(),
-                )
-                .map_err(|e| CommandError::Internal(format!("undecodable order event: {e}")))?;
+                let decoded = event
+                    .payload
+                    .decode_event::<OrderEvent>(&event.event_type, event.event_version)
+                    .map_err(|e| CommandError::Internal(format!("undecodable order event: {e}")))?;
                 self.on_order(event, decoded).await
             }
             _ => Ok(StepResult::Ignored),

@@ -8,6 +8,7 @@ use crate::store::{
     AppendOutcome, Commit, CommitResult, EventStore, Idempotency, Metadata, NewEvent, Snapshot,
     StoreError, StreamAppend, StreamRef,
 };
+use crate::Payload;
 use domain::{Event, EventSourced};
 use rand::Rng;
 use serde::de::DeserializeOwned;
@@ -247,7 +248,9 @@ impl CommandService {
             if e.sequence <= version {
                 continue;
             }
-            let event = A::Event::decode(&e.event_type, e.event_version, e.payload.clone())
+            let event = e
+                .payload
+                .decode_event::<A::Event>(&e.event_type, e.event_version)
                 .map_err(|err| {
                     CommandError::Internal(format!("undecodable event in {stream}: {err}"))
                 })?;
@@ -268,7 +271,9 @@ impl CommandService {
         let mut state = A::default();
         let mut version = 0;
         for e in &events {
-            let event = A::Event::decode(&e.event_type, e.event_version, e.payload.clone())
+            let event = e
+                .payload
+                .decode_event::<A::Event>(&e.event_type, e.event_version)
                 .map_err(|err| {
                     CommandError::Internal(format!("undecodable event in {stream}: {err}"))
                 })?;
@@ -301,6 +306,39 @@ impl CommandService {
         Ok(self.push_events(decision, loaded, events, ctx))
     }
 
+    /// Like [`CommandService::decide_into`], for a caller that is done with the loaded aggregate:
+    /// the state is changed in place instead of copied when nothing else holds it (the state
+    /// cache lets go of this stream's entry first; the commit puts the new state back). Returns
+    /// the state after the events and the stream version it is at.
+    pub fn decide_owned<A: EventSourced>(
+        &self,
+        decision: &mut Decision,
+        loaded: Loaded<A>,
+        command: A::Command,
+        ctx: &CommandContext,
+    ) -> Result<(Arc<A>, u64), CommandError>
+    where
+        A::Error: Rejection,
+    {
+        let events = loaded
+            .state
+            .decide(command)
+            .map_err(|e| e.to_command_error())?;
+        if events.is_empty() {
+            return Ok((loaded.state, loaded.version));
+        }
+        let Loaded { id, state, version } = loaded;
+        if let Some(cache) = &self.cache {
+            // A commit that does not go through evicts the stream anyway; one that does puts
+            // its new state back.
+            cache.evict(&StreamRef::new(A::STREAM_TYPE, id.as_str()));
+        }
+        let state = Arc::try_unwrap(state).unwrap_or_else(|shared| A::clone(&shared));
+        let count = events.len() as u64;
+        let state = self.push_state(decision, id, version, state, events, ctx);
+        Ok((state, version + count))
+    }
+
     /// Adds already decided events for one stream to `decision`; returns the new state (shared
     /// with the state cache, so it is not copied again).
     pub fn push_events<A: EventSourced>(
@@ -313,7 +351,28 @@ impl CommandService {
         if events.is_empty() {
             return loaded.state.clone();
         }
-        let mut state = A::clone(&loaded.state);
+        let state = A::clone(&loaded.state);
+        self.push_state(
+            decision,
+            loaded.id.clone(),
+            loaded.version,
+            state,
+            events,
+            ctx,
+        )
+    }
+
+    /// Applies `events` (not empty) to `state`, the state of stream `id` at `version`, and adds
+    /// them to `decision`.
+    fn push_state<A: EventSourced>(
+        &self,
+        decision: &mut Decision,
+        id: String,
+        version: u64,
+        mut state: A,
+        events: Vec<A::Event>,
+        ctx: &CommandContext,
+    ) -> Arc<A> {
         let now = self.clock.now();
         let mut metadata = ctx.metadata.clone();
         if let Some(key) = &ctx.idempotency {
@@ -327,13 +386,13 @@ impl CommandService {
                 event_type: event.event_type().to_string(),
                 event_version: event.event_version(),
                 occurred_at: now,
-                payload: event.payload(),
+                payload: Payload::of_event(event),
                 metadata: metadata.clone(),
             });
         }
-        let new_version = loaded.version + events.len() as u64;
+        let new_version = version + events.len() as u64;
         let every = self.config.snapshot_every.max(1);
-        let snapshot = if new_version / every > loaded.version / every {
+        let snapshot = if new_version / every > version / every {
             match serde_json::to_value(&state) {
                 Ok(value) => Some(Snapshot {
                     version: new_version,
@@ -351,7 +410,7 @@ impl CommandService {
         };
         let state = Arc::new(state);
         // Two decisions on the same stream in one commit are merged in order.
-        let stream = StreamRef::new(A::STREAM_TYPE, loaded.id.clone());
+        let stream = StreamRef::new(A::STREAM_TYPE, id);
         if let Some(existing) = decision.appends.iter_mut().find(|a| a.stream == stream) {
             existing.events.extend(new_events);
             existing.snapshot = None;
@@ -365,7 +424,7 @@ impl CommandService {
             }
             decision.appends.push(StreamAppend {
                 stream,
-                expected_version: loaded.version,
+                expected_version: version,
                 events: new_events,
                 snapshot,
             });
@@ -570,13 +629,7 @@ impl CommandService {
             let loaded = self.load::<A>(id).await?;
             let cmd = command(&loaded)?;
             let mut decision = Decision::default();
-            let state = self.decide_into(&mut decision, &loaded, cmd, ctx)?;
-            let version = loaded.version
-                + decision
-                    .appends
-                    .first()
-                    .map(|a| a.events.len() as u64)
-                    .unwrap_or(0);
+            let (state, version) = self.decide_owned(&mut decision, loaded, cmd, ctx)?;
             let value = answer(&state, version);
             Ok((decision, value))
         })

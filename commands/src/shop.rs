@@ -208,9 +208,9 @@ impl Shop {
                 let product = self.svc.load::<Product>(pid.as_str()).await?;
                 let price = sellable_price(&product)?;
                 let mut decision = Decision::default();
-                let state = self.svc.decide_into(
+                let (state, version) = self.svc.decide_owned(
                     &mut decision,
-                    &cart,
+                    cart,
                     CartCommand::AddItem {
                         product_id: pid.clone(),
                         quantity,
@@ -218,7 +218,6 @@ impl Shop {
                     },
                     ctx,
                 )?;
-                let version = cart.version + u64::from(!decision.is_empty());
                 Ok((decision, CartView::from_state(&state, version)))
             })
             .await

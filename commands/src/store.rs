@@ -9,6 +9,8 @@ use serde_json::Value;
 use std::sync::Arc;
 use uuid::Uuid;
 
+use crate::Payload;
+
 /// Identifies one stream: a stream type and the aggregate id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct StreamRef {
@@ -68,7 +70,7 @@ pub struct EventEnvelope {
     pub event_type: String,
     pub event_version: u32,
     pub occurred_at: DateTime<Utc>,
-    pub payload: Value,
+    pub payload: Payload,
     pub metadata: Metadata,
 }
 
@@ -85,7 +87,7 @@ pub struct NewEvent {
     pub event_type: String,
     pub event_version: u32,
     pub occurred_at: DateTime<Utc>,
-    pub payload: Value,
+    pub payload: Payload,
     pub metadata: Metadata,
 }
 

@@ -3,6 +3,7 @@
 //! version, so feeds, exports, replays and rebuilds all see current shapes.
 
 use crate::store::{EventEnvelope, Upcaster};
+use crate::Payload;
 use domain::{CartEvent, Event, OrderEvent, PaymentEvent, ProductEvent, StreamType};
 
 /// Upcasts envelopes of the four aggregates. Unknown or undecodable events pass through
@@ -10,9 +11,9 @@ use domain::{CartEvent, Event, OrderEvent, PaymentEvent, ProductEvent, StreamTyp
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DomainUpcaster;
 
-fn current<E: Event>(e: &EventEnvelope) -> Option<(u32, serde_json::Value)> {
-    let decoded = E::decode(&e.event_type, e.event_version, e.payload.clone()).ok()?;
-    Some((decoded.event_version(), decoded.payload()))
+fn current<E: Event>(e: &EventEnvelope) -> Option<(u32, Payload)> {
+    let decoded = E::decode(&e.event_type, e.event_version, e.payload.to_value()).ok()?;
+    Some((decoded.event_version(), Payload::of_event(&decoded)))
 }
 
 fn latest_version(event: &EventEnvelope) -> Option<u32> {

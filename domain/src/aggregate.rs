@@ -78,8 +78,16 @@ pub trait Event: Serialize + DeserializeOwned + Clone + PartialEq + Debug + Send
     fn event_type(&self) -> &'static str;
     /// The current schema version of this event type.
     fn event_version(&self) -> u32;
+    /// The current schema version of the event type stored as `event_type`; `None` for a name
+    /// this build does not know.
+    fn current_version(event_type: &str) -> Option<u32>;
     /// The payload JSON (the event's named fields, without the type tag).
     fn payload(&self) -> serde_json::Value;
+    /// The same payload as JSON text, for writing. Implementations encode it without building
+    /// the `serde_json::Value` tree of [`Event::payload`].
+    fn payload_json(&self) -> String {
+        self.payload().to_string()
+    }
     /// Rebuilds an event from its stored name, version and payload, upcasting old versions.
     fn decode(
         event_type: &str,
@@ -136,6 +144,32 @@ pub fn encode_payload<E: Serialize>(event: &E) -> serde_json::Value {
     }
 }
 
+/// [`encode_payload`] as JSON text, encoded straight from the event: serde writes an adjacently
+/// tagged variant as `{"event_type":"<tag>","payload":<fields>}`, and this returns `<fields>`.
+/// Falls back to encoding [`encode_payload`]'s tree should the text ever not have that shape.
+pub fn encode_payload_json<E: Serialize>(event: &E, event_type: &str) -> String {
+    const HEAD: &str = r#"{"event_type":""#;
+    const MIDDLE: &str = r#"","payload":"#;
+    if let Ok(mut text) = serde_json::to_string(event) {
+        let plain = event_type
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let start = HEAD.len() + event_type.len() + MIDDLE.len();
+        let framed = plain
+            && text.len() > start
+            && text.starts_with(HEAD)
+            && text[HEAD.len()..].starts_with(event_type)
+            && text[HEAD.len() + event_type.len()..].starts_with(MIDDLE)
+            && text.ends_with('}');
+        if framed {
+            text.pop();
+            text.drain(..start);
+            return text;
+        }
+    }
+    encode_payload(event).to_string()
+}
+
 /// Rebuilds an adjacently tagged event enum from its stored name and a payload already in the
 /// current shape (upcast first).
 ///
@@ -180,5 +214,52 @@ impl DecodeError {
             },
             other => other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[derive(Serialize)]
+    #[serde(tag = "event_type", content = "payload")]
+    enum Tagged {
+        Moved { to: String, by: u32 },
+    }
+
+    #[derive(Serialize)]
+    struct Untagged {
+        payload: u32,
+    }
+
+    #[test]
+    fn payload_json_is_the_payload_without_the_tag() {
+        let event = Tagged::Moved {
+            to: "\"quoted\" ✓".into(),
+            by: 3,
+        };
+        let text = encode_payload_json(&event, "Moved");
+        assert_eq!(text, r#"{"to":"\"quoted\" ✓","by":3}"#);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+            encode_payload(&event)
+        );
+    }
+
+    #[test]
+    fn payload_json_falls_back_when_the_text_is_not_framed_as_expected() {
+        // Wrong tag given: the framing check fails and the tree path answers.
+        let event = Tagged::Moved {
+            to: "x".into(),
+            by: 1,
+        };
+        let text = encode_payload_json(&event, "Other");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+            json!({"to": "x", "by": 1})
+        );
+        // Not an adjacently tagged enum at all.
+        assert_eq!(encode_payload_json(&Untagged { payload: 7 }, "Moved"), "7");
     }
 }

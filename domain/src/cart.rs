@@ -6,7 +6,8 @@
 //! abandoned, a cart refuses every command.
 
 use crate::aggregate::{
-    check_version, decode_tagged, encode_payload, DecodeError, Event, EventSourced, StreamType,
+    check_version, decode_tagged, encode_payload, encode_payload_json, DecodeError, Event,
+    EventSourced, StreamType,
 };
 use crate::ids::{CartId, CustomerId, OrderId, ProductId};
 use crate::money::{Currency, Money, MoneyError};
@@ -211,6 +212,14 @@ impl Event for CartEvent {
 
     fn payload(&self) -> serde_json::Value {
         encode_payload(self)
+    }
+
+    fn current_version(event_type: &str) -> Option<u32> {
+        event_names::cart_event_version(event_type)
+    }
+
+    fn payload_json(&self) -> String {
+        encode_payload_json(self, self.event_type())
     }
 
     fn decode(

@@ -6,7 +6,8 @@
 //! [`OrderStatus::can_follow`] for every transition the decisions can make.
 
 use crate::aggregate::{
-    check_version, decode_tagged, encode_payload, DecodeError, Event, EventSourced, StreamType,
+    check_version, decode_tagged, encode_payload, encode_payload_json, DecodeError, Event,
+    EventSourced, StreamType,
 };
 use crate::ids::{CartId, CustomerId, OrderId, PaymentId, ProductId};
 use crate::money::{Money, MoneyError};
@@ -403,6 +404,14 @@ impl Event for OrderEvent {
 
     fn payload(&self) -> serde_json::Value {
         encode_payload(self)
+    }
+
+    fn current_version(event_type: &str) -> Option<u32> {
+        event_names::order_event_version(event_type)
+    }
+
+    fn payload_json(&self) -> String {
+        encode_payload_json(self, self.event_type())
     }
 
     fn decode(

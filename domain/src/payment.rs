@@ -10,7 +10,8 @@
 //!   `RecordRefunded`).
 
 use crate::aggregate::{
-    check_version, decode_tagged, encode_payload, DecodeError, Event, EventSourced, StreamType,
+    check_version, decode_tagged, encode_payload, encode_payload_json, DecodeError, Event,
+    EventSourced, StreamType,
 };
 use crate::ids::{OrderId, PaymentId};
 use crate::money::{Currency, Money, MoneyError};
@@ -393,6 +394,14 @@ impl Event for PaymentEvent {
 
     fn payload(&self) -> serde_json::Value {
         encode_payload(self)
+    }
+
+    fn current_version(event_type: &str) -> Option<u32> {
+        event_names::payment_event_version(event_type)
+    }
+
+    fn payload_json(&self) -> String {
+        encode_payload_json(self, self.event_type())
     }
 
     fn decode(

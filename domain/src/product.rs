@@ -4,7 +4,8 @@
 //! reserves twice. `available = on_hand - reserved` and is never negative.
 
 use crate::aggregate::{
-    check_version, decode_tagged, encode_payload, DecodeError, Event, EventSourced, StreamType,
+    check_version, decode_tagged, encode_payload, encode_payload_json, DecodeError, Event,
+    EventSourced, StreamType,
 };
 use crate::ids::{OrderId, ProductId};
 use crate::money::Money;
@@ -210,6 +211,14 @@ impl Event for ProductEvent {
 
     fn payload(&self) -> serde_json::Value {
         encode_payload(self)
+    }
+
+    fn current_version(event_type: &str) -> Option<u32> {
+        event_names::product_event_version(event_type)
+    }
+
+    fn payload_json(&self) -> String {
+        encode_payload_json(self, self.event_type())
     }
 
     fn decode(

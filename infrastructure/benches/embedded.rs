@@ -83,7 +83,7 @@ fn new_event<E: Event>(e: &E) -> NewEvent {
         event_type: e.event_type().to_string(),
         event_version: e.event_version(),
         occurred_at: chrono::Utc::now(),
-        payload: e.payload(),
+        payload: commands::Payload::of_event(e),
         metadata: meta(),
     }
 }

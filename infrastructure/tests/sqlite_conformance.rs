@@ -577,7 +577,7 @@ async fn the_wal_stays_small_under_steady_writes_and_reads() {
             let stream = StreamRef::new(StreamType::Cart, format!("wal-{w}"));
             for version in 0..COMMITS_PER_WRITER as u64 {
                 let mut commit = append_one(&stream, version, 1);
-                commit.streams[0].events[0].payload = json!({ "pad": payload });
+                commit.streams[0].events[0].payload = json!({ "pad": payload }).into();
                 match store.append(commit).await.expect("append") {
                     AppendOutcome::Committed(_) => {}
                     other => panic!("unexpected outcome {other:?}"),

@@ -94,7 +94,9 @@ fn event(commit_id: &str, part: &str) -> NewEvent {
         event_type: "CrashTested".into(),
         event_version: 1,
         occurred_at: chrono::Utc::now(),
-        payload: json!({ "commit": commit_id, "part": part, "events_in_commit": EVENTS_PER_COMMIT }),
+        payload:
+            json!({ "commit": commit_id, "part": part, "events_in_commit": EVENTS_PER_COMMIT })
+                .into(),
         metadata: Metadata {
             correlation_id: commit_id.to_string(),
             causation_id: None,
@@ -223,7 +225,10 @@ fn verify(path: &Path, acknowledged: &HashSet<String>, round: usize) {
         let mut streams: BTreeMap<StreamRef, u64> = BTreeMap::new();
         for e in &feed {
             let commit = e.metadata.command_id.clone().expect("command id");
-            let part = e.payload["part"].as_str().expect("part").to_string();
+            let part = e.payload.value()["part"]
+                .as_str()
+                .expect("part")
+                .to_string();
             per_commit.entry(commit).or_default().push(part);
             *streams.entry(e.stream()).or_default() += 1;
         }

@@ -42,32 +42,32 @@ pub(crate) fn sort_seq(seq: u64) -> String {
 ///
 /// `current_version` is the domain's table of current versions for the stream (for example
 /// `domain::order::event_names::order_event_version`). An event already at its current version is
-/// deserialized straight from the borrowed payload, which is what `E::decode` does minus two
-/// copies of the payload; anything older (to upcast), newer or unknown goes through `E::decode`,
-/// which owns those rules.
+/// deserialized straight from the payload's JSON text, which is what `E::decode` does minus the
+/// JSON tree; anything older (to upcast), newer or unknown goes through `E::decode`, which owns
+/// those rules.
 pub(crate) fn decode<E: Event>(
     projection: &'static str,
     event: &EventEnvelope,
     current_version: fn(&str) -> Option<u32>,
 ) -> Result<Option<E>, ProjectionError> {
     if current_version(&event.event_type) == Some(event.event_version) {
-        let tag = serde_json::Value::String(event.event_type.clone());
-        let fields = [("event_type", &tag), ("payload", &event.payload)];
-        let tagged =
-            serde::de::value::MapDeserializer::<_, serde_json::Error>::new(fields.into_iter());
-        return E::deserialize(tagged).map(Some).map_err(|e| {
-            DecodeError::Malformed {
-                event_type: event.event_type.clone(),
-                version: event.event_version,
-                reason: e.to_string(),
-            }
-            .into()
-        });
+        return event
+            .payload
+            .decode_tagged::<E>(&event.event_type)
+            .map(Some)
+            .map_err(|e| {
+                DecodeError::Malformed {
+                    event_type: event.event_type.clone(),
+                    version: event.event_version,
+                    reason: e.to_string(),
+                }
+                .into()
+            });
     }
     match E::decode(
         &event.event_type,
         event.event_version,
-        event.payload.clone(),
+        event.payload.to_value(),
     ) {
         Ok(e) => Ok(Some(e)),
         Err(DecodeError::UnknownType { .. }) => {

@@ -398,7 +398,7 @@ async fn main() {
             event_type: "ThingCounted".into(),
             event_version: 1,
             occurred_at: chrono::Utc::now(),
-            payload: json!({ "n": i }),
+            payload: json!({ "n": i }).into(),
             metadata: commands::Metadata::default(),
         })
         .collect();

@@ -342,7 +342,7 @@ async fn a_poison_event_lands_in_the_dlq_after_max_receive_count_while_other_eve
         event_type: "OrderPlaced".into(),
         event_version: 1,
         occurred_at: chrono::Utc::now(),
-        payload: serde_json::json!({ "not": "an order" }),
+        payload: serde_json::json!({ "not": "an order" }).into(),
         metadata: commands::Metadata::default(),
     };
     send_events(&stage, &url, std::slice::from_ref(&poison)).await;

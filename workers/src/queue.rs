@@ -408,7 +408,7 @@ mod tests {
             event_type: event_type.into(),
             event_version: 1,
             occurred_at: chrono::Utc::now(),
-            payload,
+            payload: payload.into(),
             metadata: Metadata::default(),
         }
     }

@@ -410,7 +410,7 @@ mod tests {
             event_type: "OrderPlaced".into(),
             event_version: 1,
             occurred_at: chrono::Utc::now(),
-            payload: serde_json::json!({}),
+            payload: serde_json::json!({}).into(),
             metadata: Metadata::default(),
         }
     }

@@ -57,7 +57,7 @@ fn event(n: u64) -> NewEvent {
         event_type: "ProductRestocked".into(),
         event_version: 1,
         occurred_at: chrono::Utc::now(),
-        payload: serde_json::json!({ "n": n }),
+        payload: serde_json::json!({ "n": n }).into(),
         metadata: Metadata::default(),
     }
 }

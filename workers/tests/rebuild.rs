@@ -118,7 +118,7 @@ async fn append(store: &dyn EventStore, version: u64) {
                     event_type: "ProductRestocked".into(),
                     event_version: 1,
                     occurred_at: chrono::Utc::now(),
-                    payload: serde_json::json!({ "n": version + 1 }),
+                    payload: serde_json::json!({ "n": version + 1 }).into(),
                     metadata: Metadata::default(),
                 }],
                 snapshot: None,

@@ -90,6 +90,13 @@ pub fn assert_survives_storage<E: Event>(event: &E) {
     let decoded = E::decode(event.event_type(), event.event_version(), event.payload())
         .unwrap_or_else(|e| panic!("{event:?} does not decode: {e}"));
     assert_eq!(&decoded, event);
+    let text: serde_json::Value = serde_json::from_str(&event.payload_json())
+        .unwrap_or_else(|e| panic!("{event:?}: payload_json is not JSON: {e}"));
+    assert_eq!(
+        text,
+        event.payload(),
+        "{event:?}: payload_json differs from payload"
+    );
 }
 
 #[track_caller]

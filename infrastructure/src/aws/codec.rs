@@ -160,7 +160,7 @@ pub fn event_item(stream: &StreamRef, seq: u64, e: &NewEvent) -> Result<Item, St
     item.insert(EVENT_TYPE.into(), s(e.event_type.clone()));
     item.insert(EVENT_VERSION.into(), n(u64::from(e.event_version)));
     item.insert(OCCURRED_AT.into(), s(format_timestamp(&e.occurred_at)));
-    item.insert(PAYLOAD.into(), s(json_text("payload", &e.payload)?));
+    item.insert(PAYLOAD.into(), s(e.payload.json()));
     item.insert(METADATA.into(), s(json_text("metadata", &e.metadata)?));
     Ok(item)
 }
@@ -177,7 +177,7 @@ pub fn envelope_item(e: &EventEnvelope) -> Result<Item, StoreError> {
     item.insert(EVENT_TYPE.into(), s(e.event_type.clone()));
     item.insert(EVENT_VERSION.into(), n(u64::from(e.event_version)));
     item.insert(OCCURRED_AT.into(), s(format_timestamp(&e.occurred_at)));
-    item.insert(PAYLOAD.into(), s(json_text("payload", &e.payload)?));
+    item.insert(PAYLOAD.into(), s(e.payload.json()));
     item.insert(METADATA.into(), s(json_text("metadata", &e.metadata)?));
     Ok(item)
 }
@@ -252,7 +252,7 @@ mod tests {
                 .single()
                 .expect("valid date")
                 + chrono::Duration::nanoseconds(5),
-            payload: json!({"big": 9_007_199_254_740_993_u64, "s": "✓"}),
+            payload: json!({"big": 9_007_199_254_740_993_u64, "s": "✓"}).into(),
             metadata: Metadata::default(),
         };
         let item = event_item(&stream, 7, &e).expect("encode");
@@ -278,7 +278,7 @@ mod tests {
             event_type: "ItemAdded".into(),
             event_version: 1,
             occurred_at: Utc::now(),
-            payload: json!({"q": 2}),
+            payload: json!({"q": 2}).into(),
             metadata: Metadata::default(),
         };
         let item = event_item(&stream, 3, &e).expect("encode");

@@ -91,7 +91,7 @@ mod tests {
             event_type: "PaymentSucceeded".into(),
             event_version: 1,
             occurred_at: chrono::Utc::now(),
-            payload: serde_json::json!({"amount": {"amount": "10.00", "currency": "EUR"}}),
+            payload: serde_json::json!({"amount": {"amount": "10.00", "currency": "EUR"}}).into(),
             metadata: Metadata {
                 correlation_id: "c-1".into(),
                 ..Metadata::default()

@@ -25,7 +25,9 @@ use super::recent::{committed_envelopes, RecentFeed};
 use crate::sqlite_wal::restart_wal;
 use chrono::Utc;
 use commands::StreamRef;
-use commands::{AppendOutcome, Commit, CommitResult, Idempotency, StoreError, StreamVersion};
+use commands::{
+    AppendOutcome, Commit, CommitResult, Idempotency, Payload, StoreError, StreamVersion,
+};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -46,8 +48,9 @@ pub(crate) struct WriteRequest {
 
 /// The JSON text columns of one commit, in the commit's order.
 pub(crate) struct Encoded {
-    /// `(payload, metadata)` of every event, stream by stream.
-    events: Vec<(String, String)>,
+    /// `(payload, metadata)` of every event, stream by stream. The payload is already JSON
+    /// text (shared with the commit's event, not copied).
+    events: Vec<(Payload, String)>,
     /// The snapshot state of every stream part that carries one.
     snapshots: Vec<Option<String>>,
     /// The idempotency outcome, when the commit has a command id.
@@ -61,10 +64,7 @@ impl Encoded {
         let mut snapshots = Vec::with_capacity(commit.streams.len());
         for part in &commit.streams {
             for event in &part.events {
-                events.push((
-                    json(&event.payload, "payload")?,
-                    json(&event.metadata, "metadata")?,
-                ));
+                events.push((event.payload.clone(), json(&event.metadata, "metadata")?));
             }
             snapshots.push(match &part.snapshot {
                 Some(snapshot) => Some(json(&snapshot.state, "snapshot")?),
@@ -582,7 +582,7 @@ fn write(
                 event.event_type,
                 event.event_version,
                 format_timestamp(&event.occurred_at),
-                payload,
+                payload.json(),
                 metadata,
             ]);
             if let Err(e) = inserted {

@@ -102,7 +102,7 @@ impl Projection for TestProjection {
     }
 
     fn apply(&self, event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
-        let p = &event.payload;
+        let p = event.payload.value();
         let key = str_field(p, "key");
         match event.event_type.as_str() {
             "Put" => {

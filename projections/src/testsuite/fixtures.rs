@@ -53,7 +53,7 @@ pub fn envelope(
         event_type: event_type.to_owned(),
         event_version,
         occurred_at,
-        payload,
+        payload: payload.into(),
         metadata: Metadata {
             correlation_id: format!("corr-{stream_id}"),
             ..Metadata::default()
