@@ -188,6 +188,12 @@ impl Authenticator {
         Ok(principal)
     }
 
+    /// The principal of a token verified before and still remembered; `None` means "call
+    /// [`Authenticator::verify`]", not "refused". Never waits.
+    pub fn remembered_now(&self, token: &str) -> Option<Principal> {
+        self.remembered(token, unix_now())
+    }
+
     fn lock_verified(&self) -> MutexGuard<'_, LruCache<String, (Principal, u64)>> {
         // Plain cache: a panic elsewhere cannot leave an entry half-written.
         self.verified.lock().unwrap_or_else(|p| p.into_inner())

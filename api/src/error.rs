@@ -3,7 +3,7 @@
 //! `{"error": {"code", "message", "details"?, "request_id"}}`.
 //!
 //! The request id is not known where an error is created, so [`ApiError::into_response`] stores
-//! the error in the response extensions and the request middleware (`http::request_context`)
+//! the error in the response extensions and the request layer (`http::RequestContextLayer`)
 //! renders the final body with the request id and logs 5xx details. Internal details never reach
 //! the client.
 

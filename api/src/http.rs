@@ -1,21 +1,24 @@
 //! Cross-cutting HTTP layers: request ids and the error body, authentication and roles, command
 //! latency, and the reply type of command handlers.
 
-use crate::auth::{AuthError, Role};
+use crate::auth::{AuthError, Principal, Role};
 use crate::error::ApiError;
 use crate::extract::RequestIds;
 use crate::state::AppState;
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use commands::Executed;
+use futures::future::BoxFuture;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::{OnceLock, RwLock};
+use std::task::{Context, Poll};
 use std::time::Instant;
+use tower::{Layer, Service};
 use tracing::Instrument;
 
 pub const REQUEST_ID: &str = "x-request-id";
@@ -31,61 +34,99 @@ fn header_id(headers: &HeaderMap, name: &str) -> Option<String> {
     ok.then(|| v.to_string())
 }
 
-/// Outermost layer: takes or makes the request id (UUIDv7) and correlation id, runs the request
-/// in a span carrying both, echoes them, and renders every error in the one JSON shape with the
-/// request id (logging the internal detail of 5xx answers). It also records the latency of
-/// command requests (every method but GET and HEAD) by route; requests that matched no route
-/// are not recorded.
-pub async fn request_context(mut req: Request, next: Next) -> Response {
-    let request_id =
-        header_id(req.headers(), REQUEST_ID).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let correlation_id =
-        header_id(req.headers(), CORRELATION_ID).unwrap_or_else(|| request_id.clone());
-    req.extensions_mut().insert(RequestIds {
-        request_id: request_id.clone(),
-        correlation_id: correlation_id.clone(),
-    });
-    let span = tracing::info_span!(
-        "request",
-        method = %req.method(),
-        path = %req.uri().path(),
-        %request_id,
-        %correlation_id,
-        subject = tracing::field::Empty,
-        role = tracing::field::Empty,
-        status = tracing::field::Empty,
-    );
-    let histogram = command_route(&req).map(|(method, route)| command_histogram(method, route));
-    let started = Instant::now();
-    let response = next.run(req).instrument(span.clone()).await;
-    if let Some(histogram) = histogram {
-        histogram.record(started.elapsed().as_secs_f64());
+/// Outermost layer (one per route, so it sees the matched route): takes or makes the request id
+/// (UUIDv7) and correlation id, runs the request in a span carrying both, echoes them, and renders
+/// every error in the one JSON shape with the request id (logging the internal detail of 5xx
+/// answers). It also records the latency of command requests (every method but GET and HEAD) by
+/// route; requests that matched no route are not recorded.
+///
+/// A hand-written service rather than `axum::middleware::from_fn`: it calls the inner service
+/// directly instead of cloning and boxing it on every request.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestContextLayer;
+
+impl<S> Layer<S> for RequestContextLayer {
+    type Service = RequestContext<S>;
+
+    fn layer(&self, inner: S) -> RequestContext<S> {
+        RequestContext { inner }
     }
-    let mut response = if response.status().is_client_error()
-        || response.status().is_server_error()
-        || response.extensions().get::<ApiError>().is_some()
-    {
-        render_error(response, &request_id)
-            .instrument(span.clone())
-            .await
-    } else {
-        response
-    };
-    span.record("status", response.status().as_u16());
-    span.in_scope(|| {
-        tracing::debug!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "request finished"
-        )
-    });
-    let headers = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        headers.insert(REQUEST_ID, v);
+}
+
+/// The service of [`RequestContextLayer`].
+#[derive(Clone, Debug)]
+pub struct RequestContext<S> {
+    inner: S,
+}
+
+impl<S> Service<Request> for RequestContext<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
     }
-    if let Ok(v) = HeaderValue::from_str(&correlation_id) {
-        headers.insert(CORRELATION_ID, v);
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let request_id = header_id(req.headers(), REQUEST_ID)
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let correlation_id =
+            header_id(req.headers(), CORRELATION_ID).unwrap_or_else(|| request_id.clone());
+        req.extensions_mut().insert(RequestIds {
+            request_id: request_id.clone(),
+            correlation_id: correlation_id.clone(),
+        });
+        let span = tracing::info_span!(
+            "request",
+            method = %req.method(),
+            path = %req.uri().path(),
+            %request_id,
+            %correlation_id,
+            subject = tracing::field::Empty,
+            role = tracing::field::Empty,
+            status = tracing::field::Empty,
+        );
+        let histogram = command_route(&req).map(|(method, route)| command_histogram(method, route));
+        let started = Instant::now();
+        // The inner layers (the auth check among them) start inside the span.
+        let inner = span.in_scope(|| self.inner.call(req));
+        Box::pin(async move {
+            let Ok(response) = inner.instrument(span.clone()).await;
+            if let Some(histogram) = histogram {
+                histogram.record(started.elapsed().as_secs_f64());
+            }
+            let mut response = if response.status().is_client_error()
+                || response.status().is_server_error()
+                || response.extensions().get::<ApiError>().is_some()
+            {
+                render_error(response, &request_id)
+                    .instrument(span.clone())
+                    .await
+            } else {
+                response
+            };
+            span.record("status", response.status().as_u16());
+            span.in_scope(|| {
+                tracing::debug!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "request finished"
+                )
+            });
+            let headers = response.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&request_id) {
+                headers.insert(REQUEST_ID, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&correlation_id) {
+                headers.insert(CORRELATION_ID, v);
+            }
+            Ok(response)
+        })
     }
-    response
 }
 
 async fn render_error(response: Response, request_id: &str) -> Response {
@@ -146,22 +187,89 @@ fn error_response(response: Response, error: &ApiError, request_id: &str) -> Res
     Response::from_parts(parts, Body::from(body))
 }
 
-/// The state of an auth layer: the app and the roles the route group admits.
+/// The auth layer of a route group: checks the bearer token (401 when missing, invalid or
+/// expired) and the role (403), then puts the [`Principal`](crate::auth::Principal) in the request.
+///
+/// A token verified before is recognised without waiting, and the request goes straight to the
+/// inner service; only a token seen for the first time is verified asynchronously (a JWKS
+/// lookup may fetch keys).
 #[derive(Clone)]
-pub struct Access {
+pub struct AuthLayer {
     pub state: AppState,
+    /// The roles the route group admits.
     pub roles: &'static [Role],
 }
 
-/// Checks the bearer token (401 when missing, invalid or expired) and the role (403), then puts
-/// the [`Principal`](crate::auth::Principal) in the request.
-pub async fn authorize(
-    State(access): State<Access>,
-    mut req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let token = req
-        .headers()
+impl<S> Layer<S> for AuthLayer {
+    type Service = Authorize<S>;
+
+    fn layer(&self, inner: S) -> Authorize<S> {
+        Authorize {
+            access: self.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service of [`AuthLayer`].
+#[derive(Clone)]
+pub struct Authorize<S> {
+    access: AuthLayer,
+    inner: S,
+}
+
+impl<S> Service<Request> for Authorize<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let token = match bearer_token(&req) {
+            Ok(token) => token,
+            Err(e) => return refused(e),
+        };
+        if let Some(principal) = self.access.state.auth.remembered_now(token) {
+            return match admit(self.access.roles, principal, &mut req) {
+                Ok(()) => Box::pin(self.inner.call(req)),
+                Err(e) => refused(e),
+            };
+        }
+        let token = token.to_owned();
+        let access = self.access.clone();
+        // The readied inner service goes into the future; a clone stays for the next request.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let principal = match access.state.auth.verify(&token).await {
+                Ok(principal) => principal,
+                Err(e) => {
+                    tracing::debug!(error = %e, "token refused");
+                    return Ok(match e {
+                        AuthError::Expired => ApiError::unauthorized("token expired"),
+                        _ => ApiError::unauthorized("invalid token"),
+                    }
+                    .into_response());
+                }
+            };
+            match admit(access.roles, principal, &mut req) {
+                Ok(()) => inner.call(req).await,
+                Err(e) => Ok(e.into_response()),
+            }
+        })
+    }
+}
+
+/// The bearer token of a request, or the 401 for its absence.
+fn bearer_token(req: &Request) -> Result<&str, ApiError> {
+    req.headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
@@ -170,22 +278,23 @@ pub async fn authorize(
         })
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-    let principal = access.state.auth.verify(token).await.map_err(|e| {
-        tracing::debug!(error = %e, "token refused");
-        match e {
-            AuthError::Expired => ApiError::unauthorized("token expired"),
-            _ => ApiError::unauthorized("invalid token"),
-        }
-    })?;
+        .ok_or_else(|| ApiError::unauthorized("missing bearer token"))
+}
+
+/// Records the caller on the request span, checks its role, and puts it in the request.
+fn admit(roles: &[Role], principal: Principal, req: &mut Request) -> Result<(), ApiError> {
     let span = tracing::Span::current();
     span.record("subject", principal.subject.as_str());
     span.record("role", principal.role.as_str());
-    if !access.roles.contains(&principal.role) {
+    if !roles.contains(&principal.role) {
         return Err(ApiError::forbidden());
     }
     req.extensions_mut().insert(principal);
-    Ok(next.run(req).await)
+    Ok(())
+}
+
+fn refused(error: ApiError) -> BoxFuture<'static, Result<Response, Infallible>> {
+    Box::pin(std::future::ready(Ok(error.into_response())))
 }
 
 /// The method and route template of a command request (every method but GET and HEAD) that

@@ -11,10 +11,9 @@ pub mod support;
 pub mod webhooks;
 
 use crate::auth::Role;
-use crate::http::{authorize, request_context, Access, MAX_BODY};
+use crate::http::{AuthLayer, RequestContextLayer, MAX_BODY};
 use crate::state::AppState;
 use axum::extract::DefaultBodyLimit;
-use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, patch, post, put};
 use axum::Router;
 
@@ -28,13 +27,10 @@ const ANALYST: &[Role] = &[Role::Analyst];
 
 /// Puts a route group behind authentication and a role check.
 fn group(state: &AppState, roles: &'static [Role], routes: Router<AppState>) -> Router<AppState> {
-    routes.route_layer(from_fn_with_state(
-        Access {
-            state: state.clone(),
-            roles,
-        },
-        authorize,
-    ))
+    routes.route_layer(AuthLayer {
+        state: state.clone(),
+        roles,
+    })
 }
 
 /// The whole HTTP API. Needs no socket: tests can drive it with `tower::ServiceExt::oneshot`.
@@ -93,6 +89,6 @@ pub fn app(state: AppState) -> Router {
         .merge(operations)
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(from_fn(request_context))
+        .layer(RequestContextLayer)
         .with_state(state)
 }
