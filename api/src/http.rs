@@ -45,6 +45,9 @@ fn header_id(headers: &HeaderMap, name: &str) -> Option<String> {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RequestContextLayer;
 
+/// The future of this module's layers: the answer, which is never an error.
+pub type Answer = BoxFuture<'static, Result<Response, Infallible>>;
+
 impl<S> Layer<S> for RequestContextLayer {
     type Service = RequestContext<S>;
 
@@ -66,7 +69,7 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+    type Future = Answer;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -225,7 +228,7 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+    type Future = Answer;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -293,7 +296,7 @@ fn admit(roles: &[Role], principal: Principal, req: &mut Request) -> Result<(), 
     Ok(())
 }
 
-fn refused(error: ApiError) -> BoxFuture<'static, Result<Response, Infallible>> {
+fn refused(error: ApiError) -> Answer {
     Box::pin(std::future::ready(Ok(error.into_response())))
 }
 

@@ -92,11 +92,6 @@ impl Payload {
         }
     }
 
-    /// Deserializes the payload into `T`, straight from the text.
-    pub fn decode<'a, T: Deserialize<'a>>(&'a self) -> Result<T, serde_json::Error> {
-        serde_json::from_str(self.json())
-    }
-
     /// Deserializes an adjacently tagged event enum (`#[serde(tag = "event_type", content =
     /// "payload")]`, as the domain's events are) from its stored name and this payload, straight
     /// from the text: no JSON tree is built.
@@ -142,12 +137,6 @@ impl PartialEq<Value> for Payload {
 }
 
 impl fmt::Debug for Payload {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.json())
-    }
-}
-
-impl fmt::Display for Payload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.json())
     }

@@ -9,7 +9,6 @@ use crate::store::{
 };
 use crate::util::{decode, from_body, update_doc};
 use commands::EventEnvelope;
-use domain::product::event_names::product_event_version;
 use domain::{Money, ProductEvent, ProductId, ProductStatus, StreamType};
 use serde::{Deserialize, Serialize};
 
@@ -65,7 +64,7 @@ impl Projection for CatalogProjection {
     }
 
     fn apply(&self, event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
-        let Some(e) = decode::<ProductEvent>(NAME, event, product_event_version)? else {
+        let Some(e) = decode::<ProductEvent>(NAME, event)? else {
             return Ok(());
         };
         let known = update_doc(tx, PRODUCTS, &event.stream_id, ProductView::index, |doc| {

@@ -16,7 +16,6 @@ use crate::util::{
 };
 use chrono::{DateTime, Utc};
 use commands::EventEnvelope;
-use domain::order::event_names::order_event_version;
 use domain::{CustomerId, Money, OrderEvent, OrderId, StreamType};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -193,7 +192,7 @@ impl Projection for NotificationsProjection {
     }
 
     fn apply(&self, event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
-        let Some(e) = decode::<OrderEvent>(NAME, event, order_event_version)? else {
+        let Some(e) = decode::<OrderEvent>(NAME, event)? else {
             return Ok(());
         };
         let order_id = event.stream_id.as_str();

@@ -22,8 +22,6 @@ use crate::store::{
 use crate::util::{decode, from_body, payment_order, sort_time, update_doc};
 use chrono::{DateTime, Utc};
 use commands::EventEnvelope;
-use domain::order::event_names::order_event_version;
-use domain::payment::event_names::payment_event_version;
 use domain::{
     CustomerId, Money, OrderEvent, OrderId, OrderStatus, PaymentEvent, PaymentId, PaymentStatus,
     ProductId, StreamType,
@@ -301,16 +299,14 @@ impl Projection for OrderHistoryProjection {
 
     fn apply(&self, event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
         match event.stream_type {
-            StreamType::Order => match decode::<OrderEvent>(NAME, event, order_event_version)? {
+            StreamType::Order => match decode::<OrderEvent>(NAME, event)? {
                 Some(e) => Self::apply_order(event, e, tx),
                 None => Ok(()),
             },
-            StreamType::Payment => {
-                match decode::<PaymentEvent>(NAME, event, payment_event_version)? {
-                    Some(e) => Self::apply_payment(event, e, tx),
-                    None => Ok(()),
-                }
-            }
+            StreamType::Payment => match decode::<PaymentEvent>(NAME, event)? {
+                Some(e) => Self::apply_payment(event, e, tx),
+                None => Ok(()),
+            },
             StreamType::Cart | StreamType::Product => Ok(()),
         }
     }

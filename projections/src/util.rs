@@ -38,37 +38,17 @@ pub(crate) fn sort_seq(seq: u64) -> String {
 
 /// Decodes an envelope into a typed event of one stream. An event type this build does not know
 /// is `None` (ignored for forward compatibility); a malformed payload or a newer schema version is
-/// an error, so that the projection stops rather than silently diverging.
-///
-/// `current_version` is the domain's table of current versions for the stream (for example
-/// `domain::order::event_names::order_event_version`). An event already at its current version is
-/// deserialized straight from the payload's JSON text, which is what `E::decode` does minus the
-/// JSON tree; anything older (to upcast), newer or unknown goes through `E::decode`, which owns
-/// those rules.
+/// an error, so that the projection stops rather than silently diverging. Events at their current
+/// version are read straight from the payload's text, older ones are upcast
+/// ([`commands::Payload::decode_event`]).
 pub(crate) fn decode<E: Event>(
     projection: &'static str,
     event: &EventEnvelope,
-    current_version: fn(&str) -> Option<u32>,
 ) -> Result<Option<E>, ProjectionError> {
-    if current_version(&event.event_type) == Some(event.event_version) {
-        return event
-            .payload
-            .decode_tagged::<E>(&event.event_type)
-            .map(Some)
-            .map_err(|e| {
-                DecodeError::Malformed {
-                    event_type: event.event_type.clone(),
-                    version: event.event_version,
-                    reason: e.to_string(),
-                }
-                .into()
-            });
-    }
-    match E::decode(
-        &event.event_type,
-        event.event_version,
-        event.payload.to_value(),
-    ) {
+    match event
+        .payload
+        .decode_event::<E>(&event.event_type, event.event_version)
+    {
         Ok(e) => Ok(Some(e)),
         Err(DecodeError::UnknownType { .. }) => {
             tracing::debug!(
