@@ -12,20 +12,20 @@ use domain::{CartEvent, Event, OrderEvent, PaymentEvent, ProductEvent, StreamTyp
 pub struct DomainUpcaster;
 
 fn current<E: Event>(e: &EventEnvelope) -> Option<(u32, Payload)> {
-    let decoded = E::decode(&e.event_type, e.event_version, e.payload.to_value()).ok()?;
+    let decoded = e
+        .payload
+        .decode_event::<E>(&e.event_type, e.event_version)
+        .ok()?;
     Some((decoded.event_version(), Payload::of_event(&decoded)))
 }
 
 fn latest_version(event: &EventEnvelope) -> Option<u32> {
+    let name = event.event_type.as_str();
     match event.stream_type {
-        StreamType::Cart => domain::cart::event_names::cart_event_version(&event.event_type),
-        StreamType::Order => domain::order::event_names::order_event_version(&event.event_type),
-        StreamType::Payment => {
-            domain::payment::event_names::payment_event_version(&event.event_type)
-        }
-        StreamType::Product => {
-            domain::product::event_names::product_event_version(&event.event_type)
-        }
+        StreamType::Cart => CartEvent::current_version(name),
+        StreamType::Order => OrderEvent::current_version(name),
+        StreamType::Payment => PaymentEvent::current_version(name),
+        StreamType::Product => ProductEvent::current_version(name),
     }
 }
 
