@@ -10,8 +10,8 @@ use commands::{
     Actor, CheckpointStore, Clock, CommandContext, CommandService, DomainUpcaster, EventStore,
     Metadata, NewProduct, ProcessManagers, ServiceConfig, Shop, SystemClock, UpcastingStore,
 };
-use commands::{PaymentGateway, Payments};
-use domain::{Money, Product, ProductId};
+use commands::{CachingLoader, Loader, LockingLoader, PaymentGateway, Payments, StoreLoader};
+use domain::{Money, Product, ProductId, StreamType};
 use infrastructure::payments::simulated::SimulatedGateway;
 use infrastructure::sqlite::{SqliteEventStore, SqliteOptions, Synchronous};
 use infrastructure::sqlite_checkpoints::SqliteCheckpointStore;
@@ -261,11 +261,7 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
         None => simulated.clone(),
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let service = Arc::new(CommandService::new(
-        store.clone(),
-        clock.clone(),
-        ServiceConfig::default(),
-    ));
+    let service = command_service(store.clone(), clock.clone(), ServiceConfig::default());
     let shop = Arc::new(Shop::new(service, gateway.clone()));
     let managers = Arc::new(ProcessManagers::new(shop.clone(), gateway.clone()));
     let webhooks = Arc::new(stripe_webhooks(
@@ -456,4 +452,25 @@ pub async fn seed_demo_catalog(shop: &Shop) -> anyhow::Result<()> {
         tracing::info!(created, "seeded the demo catalog");
     }
     Ok(())
+}
+
+/// How many aggregate states a process keeps in memory between commands.
+const STATE_CACHE: usize = 10_000;
+
+/// The command service of every backend, with the loader decorators chosen here:
+///
+/// - a state cache ([`CachingLoader`]): commands decide on the states the last commits reached
+///   instead of reading and folding their streams again; a stale state costs a retry, never a
+///   wrong answer;
+/// - product locks ([`LockingLoader`]): checkouts of this process that reserve the same product
+///   queue on it instead of conflicting and retrying (a flash sale).
+pub fn command_service(
+    store: Arc<dyn EventStore>,
+    clock: Arc<dyn Clock>,
+    config: ServiceConfig,
+) -> Arc<CommandService> {
+    let loader: Arc<dyn Loader> = Arc::new(StoreLoader::new(store.clone()));
+    let loader: Arc<dyn Loader> = Arc::new(CachingLoader::new(loader, STATE_CACHE));
+    let loader: Arc<dyn Loader> = Arc::new(LockingLoader::new(loader, vec![StreamType::Product]));
+    Arc::new(CommandService::with_loader(store, loader, clock, config))
 }

@@ -15,8 +15,8 @@ use crate::compose::{seed_demo_catalog, Embedded};
 use crate::state::{AppState, Parts};
 use anyhow::Context;
 use commands::{
-    Clock, CommandService, DomainUpcaster, EventStore, ProcessManagers, ServiceConfig, Shop,
-    SystemClock, UpcastingStore,
+    Clock, DomainUpcaster, EventStore, ProcessManagers, ServiceConfig, Shop, SystemClock,
+    UpcastingStore,
 };
 use infrastructure::aws::provision::{provision, Provisioned};
 use infrastructure::aws::{
@@ -98,11 +98,8 @@ impl AwsStage {
         ));
         let gateway = Arc::new(SimulatedGateway::new());
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let service = Arc::new(CommandService::new(
-            store.clone(),
-            clock.clone(),
-            options.service.clone(),
-        ));
+        let service =
+            crate::compose::command_service(store.clone(), clock.clone(), options.service.clone());
         let shop = Arc::new(Shop::new(service, gateway.clone()));
         let managers = Arc::new(ProcessManagers::new(shop.clone(), gateway.clone()));
         Self {

@@ -5,7 +5,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::webhooks::SimulatedIntentEvent;
 use commands::{
-    Ack, Caller, CommandContext, CreateIntent, Decision, Executed, PaymentGateway, WebhookOutcome,
+    Ack, Caller, CommandContext, CreateIntent, Executed, PaymentGateway, WebhookOutcome,
 };
 use domain::{Payment, PaymentId};
 use infrastructure::payments::simulated::{outcome_for, SimOutcome};
@@ -126,7 +126,7 @@ pub async fn confirm_simulated(
     };
     // Remember the answer under the request's Idempotency-Key too, so a retry gets this exact
     // response (the payment events above are already deduplicated by the Stripe event id).
-    let mut executed = svc.commit(Decision::default(), ctx, ack).await?;
+    let mut executed = svc.remember(ctx, ack).await?;
     executed.replayed |= replayed;
     if executed.position().is_none() {
         // Read-your-writes: the feed head now covers the payment's commit.

@@ -56,7 +56,7 @@ fn fold<A: EventSourced>(events: &[EventEnvelope]) -> Result<Value, ApiError> {
             .map_err(|err| {
                 ApiError::internal(format!("undecodable event {}: {err}", e.event_id))
             })?;
-        state.apply(&event);
+        cqrs_es::Aggregate::apply(&mut state, event);
     }
     serde_json::to_value(&state)
         .map_err(|e| ApiError::internal(format!("cannot encode state: {e}")))

@@ -13,13 +13,15 @@
 //! commands::conformance_tests!(fresh_store);
 //! ```
 
+use crate::loader::{CachingLoader, Loader, LockingLoader, StoreLoader};
+use crate::service::{CommandContext, CommandService, ServiceConfig};
 use crate::store::{Actor, LoadedStream};
 use crate::store::{
     AppendOutcome, Commit, CommitResult, EventEnvelope, EventStore, Idempotency, Metadata,
     NewEvent, Snapshot, StoreError, StreamAppend, StreamRef, Upcaster, UpcastingStore,
     MAX_COMMIT_ACTIONS,
 };
-use crate::Payload;
+use crate::{CommandError, Payload, SystemClock};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use domain::StreamType;
@@ -59,6 +61,9 @@ macro_rules! __for_each_conformance_check {
             feed_pages_cover_every_event_once_in_position_order,
             upcaster_applies_to_load_read_and_feed,
             commit_notifier_wakes_waiters_after_a_commit,
+            commands_on_one_stream_all_land_once_with_every_loader,
+            a_second_writer_never_makes_a_command_decide_wrong_with_every_loader,
+            a_command_on_two_streams_commits_all_or_nothing_with_every_loader,
         }
     };
 }
@@ -1478,4 +1483,199 @@ pub async fn commit_notifier_wakes_waiters_after_a_commit<S: EventStore>(store: 
         after > before || store.feed(before, 10).await.is_ok_and(|f| !f.is_empty()),
         "after the notification the new event is reachable (head {before} -> {after})"
     );
+}
+
+// ---- the command service over this store, with and without the loader decorators ----------
+
+/// The loader stacks every command-level check runs with: none, each decorator alone, both.
+fn loader_stacks(store: &Arc<dyn EventStore>) -> Vec<(&'static str, Arc<dyn Loader>)> {
+    let plain = || -> Arc<dyn Loader> { Arc::new(StoreLoader::new(store.clone())) };
+    let cached = || -> Arc<dyn Loader> { Arc::new(CachingLoader::new(plain(), 64)) };
+    let locked = |inner: Arc<dyn Loader>| -> Arc<dyn Loader> {
+        Arc::new(LockingLoader::new(inner, vec![StreamType::Cart]))
+    };
+    vec![
+        ("plain", plain()),
+        ("cached", cached()),
+        ("locked", locked(plain())),
+        ("cached+locked", locked(cached())),
+    ]
+}
+
+fn service(store: &Arc<dyn EventStore>, loader: Arc<dyn Loader>, attempts: u32) -> CommandService {
+    CommandService::with_loader(
+        store.clone(),
+        loader,
+        Arc::new(SystemClock),
+        ServiceConfig {
+            max_attempts: attempts,
+            retry_base: Duration::from_micros(200),
+            ..ServiceConfig::default()
+        },
+    )
+}
+
+fn cart_ref(id: &str) -> domain::CartId {
+    domain::CartId::parse(id).unwrap_or_else(|e| panic!("cart id {id}: {e}"))
+}
+
+fn product_ref(id: &str) -> domain::ProductId {
+    domain::ProductId::parse(id).unwrap_or_else(|e| panic!("product id {id}: {e}"))
+}
+
+/// Runs one cart command through `svc`; answers the cart's version and line count after it.
+async fn cart_command(
+    svc: &CommandService,
+    cart: &str,
+    command: impl Fn() -> domain::CartCommand,
+) -> Result<(u64, usize), CommandError> {
+    let command = &command;
+    svc.run(&CommandContext::default(), |mut attempt| async move {
+        let loaded = attempt.load::<domain::Cart>(cart).await?;
+        let after = attempt.decide(loaded, command()).await?;
+        let answer = (after.version, after.state.lines.len());
+        Ok((attempt, answer))
+    })
+    .await
+    .map(|executed| executed.value)
+}
+
+fn open(cart: &str) -> impl Fn() -> domain::CartCommand + '_ {
+    move || domain::CartCommand::Open {
+        cart_id: cart_ref(cart),
+        customer_id: domain::CustomerId::parse("conformance")
+            .unwrap_or_else(|e| panic!("customer id: {e}")),
+    }
+}
+
+fn add(product: &str, quantity: u32) -> impl Fn() -> domain::CartCommand + '_ {
+    move || domain::CartCommand::AddItem {
+        product_id: product_ref(product),
+        quantity: domain::Quantity::parse(quantity).unwrap_or_else(|e| panic!("quantity: {e}")),
+        unit_price: domain::Money::parse("1.50", "EUR").unwrap_or_else(|e| panic!("money: {e}")),
+    }
+}
+
+fn remove(product: &str) -> impl Fn() -> domain::CartCommand + '_ {
+    move || domain::CartCommand::RemoveItem {
+        product_id: product_ref(product),
+    }
+}
+
+/// Concurrent commands on one stream, retried on conflicts: each lands exactly once, at its own
+/// version, whatever decorates the loader.
+pub async fn commands_on_one_stream_all_land_once_with_every_loader<S: EventStore>(store: S) {
+    let store: Arc<dyn EventStore> = Arc::new(store);
+    for (label, loader) in loader_stacks(&store) {
+        let svc = Arc::new(service(&store, loader, 200));
+        let cart = format!("busy-{}", label.replace('+', "-"));
+        cart_command(&svc, &cart, open(&cart)).await.expect("open");
+        let mut tasks = Vec::new();
+        for t in 0..4u32 {
+            let (svc, cart) = (svc.clone(), cart.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut versions = Vec::new();
+                for i in 0..5u32 {
+                    let product = format!("p{t}-{i}");
+                    let (version, _) = cart_command(&svc, &cart, add(&product, 1))
+                        .await
+                        .unwrap_or_else(|e| panic!("{label}: add: {e}"));
+                    versions.push(version);
+                }
+                versions
+            }));
+        }
+        let mut versions = Vec::new();
+        for t in tasks {
+            versions.extend(t.await.expect("task"));
+        }
+        versions.sort_unstable();
+        assert_eq!(versions, (2..=21).collect::<Vec<u64>>(), "{label}");
+        let loaded = svc.load::<domain::Cart>(&cart).await.expect("load");
+        assert_eq!(
+            (loaded.version, loaded.state.lines.len()),
+            (21, 20),
+            "{label}"
+        );
+    }
+}
+
+/// Another writer (another process, with its own loader) changes a stream behind a service's
+/// back: the service's next commands still decide on the stream as it is. A command decided on
+/// an outdated state conflicts and is decided again; a refusal is only returned when the current
+/// state refuses too.
+pub async fn a_second_writer_never_makes_a_command_decide_wrong_with_every_loader<S: EventStore>(
+    store: S,
+) {
+    let store: Arc<dyn EventStore> = Arc::new(store);
+    for ((label, loader), (_, other_loader)) in
+        loader_stacks(&store).into_iter().zip(loader_stacks(&store))
+    {
+        let svc = service(&store, loader, 8);
+        let other = service(&store, other_loader, 8);
+        let cart = format!("shared-{}", label.replace('+', "-"));
+        cart_command(&svc, &cart, open(&cart)).await.expect("open");
+        cart_command(&svc, &cart, add("p1", 1))
+            .await
+            .expect("add p1");
+        // Behind its back: p1 goes, p2 comes.
+        cart_command(&other, &cart, remove("p1"))
+            .await
+            .expect("other removes p1");
+        cart_command(&other, &cart, add("p2", 1))
+            .await
+            .expect("other adds p2");
+        // Valid on the current state only (p2 is unknown to a remembered version 2).
+        let removed = cart_command(&svc, &cart, remove("p2")).await;
+        assert_eq!(removed.expect(label), (5, 0), "{label}");
+        // Valid on a remembered state only (p1 is long gone): refused.
+        let refused = cart_command(&svc, &cart, remove("p1")).await;
+        assert!(
+            matches!(refused, Err(CommandError::Rejected { .. })),
+            "{label}: {refused:?}"
+        );
+        let stored = other.load::<domain::Cart>(&cart).await.expect("load");
+        assert_eq!(stored.version, 5, "{label}");
+    }
+}
+
+/// A command deciding on two streams whose second stream moved on: with no retry left, the
+/// conflict is returned and neither stream has changed.
+pub async fn a_command_on_two_streams_commits_all_or_nothing_with_every_loader<S: EventStore>(
+    store: S,
+) {
+    let store: Arc<dyn EventStore> = Arc::new(store);
+    for (label, loader) in loader_stacks(&store) {
+        let svc = service(&store, loader, 1);
+        let other = service(&store, Arc::new(StoreLoader::new(store.clone())), 1);
+        let tag = label.replace('+', "-");
+        let (first, second) = (format!("pair-a-{tag}"), format!("pair-b-{tag}"));
+        for cart in [&first, &second] {
+            cart_command(&svc, cart, open(cart)).await.expect("open");
+        }
+        let (first_ref, second_ref, other) = (&first, &second, &other);
+        let result = svc
+            .run(&CommandContext::default(), |mut attempt| async move {
+                let a = attempt.load::<domain::Cart>(first_ref).await?;
+                let b = attempt.load::<domain::Cart>(second_ref).await?;
+                attempt.decide(a, add("p1", 1)()).await?;
+                // Another writer moves the second stream between this load and the append.
+                cart_command(other, second_ref, add("p9", 1)).await?;
+                attempt.decide(b, add("p1", 1)()).await?;
+                Ok((attempt, ()))
+            })
+            .await;
+        assert!(
+            matches!(result, Err(CommandError::Conflict { .. })),
+            "{label}: {result:?}"
+        );
+        let a = svc.load::<domain::Cart>(&first).await.expect("load");
+        assert_eq!(
+            (a.version, a.state.lines.len()),
+            (1, 0),
+            "{label}: first stream changed"
+        );
+        let b = svc.load::<domain::Cart>(&second).await.expect("load");
+        assert_eq!(b.version, 2, "{label}: only the other writer's event");
+    }
 }

@@ -12,16 +12,17 @@ pub use payload::Payload;
 pub use store::*;
 pub mod error;
 pub mod fanout;
+pub mod loader;
 pub mod payments;
 pub mod ports;
 pub mod process;
 pub mod service;
 pub mod shop;
-mod state_cache;
 pub mod upcast;
 
 pub use error::*;
 pub use fanout::*;
+pub use loader::{CachingLoader, Loader, LockingLoader, StoreLoader};
 pub use payments::*;
 pub use ports::*;
 pub use process::*;

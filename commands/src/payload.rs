@@ -4,7 +4,6 @@
 //! store writes that text, the in-memory feed tail and every consumer share it (a clone is a
 //! reference count), and a reader that needs the JSON tree parses it once, on first use.
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -34,33 +33,21 @@ impl Payload {
         Ok(Self::from_raw(serde_json::value::to_raw_value(value)?))
     }
 
-    /// The payload of a domain event, encoded without building a JSON tree.
+    /// The payload of a domain event: [`domain::Event::payload_json`], the one encoding.
     pub fn of_event<E: domain::Event>(event: &E) -> Self {
-        match Self::from_json(event.payload_json()) {
-            Ok(payload) => payload,
-            // Not expected: `payload_json` is the encoding of `payload()`. Take the slow path.
-            Err(_) => Self::from(event.payload()),
-        }
+        let text = event.payload_json();
+        // `payload_json` always writes one JSON value; `null` only satisfies the types.
+        Self::from_json(text).unwrap_or_else(|_| Self::from(Value::Null))
     }
 
-    /// Decodes a domain event stored as `event_type` at `event_version` from this payload. An
-    /// event at its type's current version is read straight from the text; an older one goes
-    /// through [`domain::Event::decode`], which upcasts it.
+    /// Decodes a domain event stored as `event_type` at `event_version` from this payload,
+    /// upcasting older versions ([`domain::Event::decode`]).
     pub fn decode_event<E: domain::Event>(
         &self,
         event_type: &str,
         event_version: u32,
     ) -> Result<E, domain::DecodeError> {
-        if E::current_version(event_type) == Some(event_version) {
-            return self
-                .decode_tagged(event_type)
-                .map_err(|e| domain::DecodeError::Malformed {
-                    event_type: event_type.to_owned(),
-                    version: event_version,
-                    reason: e.to_string(),
-                });
-        }
-        E::decode(event_type, event_version, self.to_value())
+        E::decode(event_type, event_version, self.json())
     }
 
     fn from_raw(text: Box<RawValue>) -> Self {
@@ -90,23 +77,6 @@ impl Payload {
             Some(value) => value.clone(),
             None => serde_json::from_str(self.json()).unwrap_or(Value::Null),
         }
-    }
-
-    /// Deserializes an adjacently tagged event enum (`#[serde(tag = "event_type", content =
-    /// "payload")]`, as the domain's events are) from its stored name and this payload, straight
-    /// from the text: no JSON tree is built.
-    pub fn decode_tagged<T: DeserializeOwned>(
-        &self,
-        event_type: &str,
-    ) -> Result<T, serde_json::Error> {
-        let payload = self.json();
-        let mut text = String::with_capacity(payload.len() + event_type.len() + 32);
-        text.push_str(r#"{"event_type":"#);
-        text.push_str(&serde_json::to_string(event_type)?);
-        text.push_str(r#","payload":"#);
-        text.push_str(payload);
-        text.push('}');
-        serde_json::from_str(&text)
     }
 }
 
@@ -195,17 +165,18 @@ mod tests {
             customer_id: domain::CustomerId::parse("c-1").unwrap(),
         };
         let payload = Payload::of_event(&event);
-        assert_eq!(payload, domain::Event::payload(&event));
-        assert!(!payload.json().contains("event_type"));
-        let decoded: domain::CartEvent = payload.decode_tagged("CartOpened").unwrap();
+        assert_eq!(
+            payload.json(),
+            r#"{"cart_id":"cart-1","customer_id":"c-1"}"#
+        );
+        let decoded: domain::CartEvent = payload.decode_event("CartOpened", 1).unwrap();
         assert_eq!(decoded, event);
         assert!(payload
-            .decode_tagged::<domain::CartEvent>("ItemAdded")
+            .decode_event::<domain::CartEvent>("ItemAdded", 1)
             .is_err());
         assert!(payload
-            .decode_tagged::<domain::CartEvent>("Cart\"Opened")
+            .decode_event::<domain::CartEvent>("Cart\"Opened", 1)
             .is_err());
-        assert_eq!(payload.to_value(), domain::Event::payload(&event));
     }
 
     #[test]

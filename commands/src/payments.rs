@@ -18,15 +18,15 @@
 //! - **Order does not matter.** Payment state only moves forward, so out-of-order and repeated
 //!   deliveries converge on the same state.
 
-use crate::error::{CommandError, Rejection};
+use crate::error::CommandError;
 use crate::ports::{PaymentGateway, RefundResult};
 use crate::process::refund_and_record;
-use crate::service::{CommandContext, Decision, Executed, IdempotencyKey, Loaded};
+use crate::service::{CommandContext, Executed, IdempotencyKey};
 use crate::shop::Shop;
 use crate::store::{Actor, Metadata};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use domain::{Currency, EventSourced, Money, Order, OrderId, Payment, PaymentCommand, PaymentId};
+use domain::{Currency, Money, Order, OrderId, Payment, PaymentCommand, PaymentId};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -394,37 +394,25 @@ impl Payments {
             idempotency: Some(event.idempotency_key()),
         };
         let svc = self.shop.service();
+        let (id, ctx_ref) = (&payment_id, &ctx);
         let result = svc
-            .run(&ctx, || async {
-                let loaded = svc.load::<Payment>(payment_id.as_str()).await?;
-                if !loaded.state.exists() {
-                    return Err(CommandError::not_found("payment", payment_id.as_str()));
+            .run(ctx_ref, |mut attempt| async move {
+                let mut current = attempt.load::<Payment>(id.as_str()).await?;
+                if !current.state.exists() {
+                    return Err(CommandError::not_found("payment", id.as_str()));
                 }
-                let commands = commands_for(&event.fact, &loaded.state, event.occurred_at)?;
-                let mut decision = Decision::default();
-                let mut current = loaded;
-                let mut count = 0;
+                let commands = commands_for(&event.fact, &current.state, event.occurred_at)?;
+                let before = current.version;
                 for command in commands {
-                    let events = current
-                        .state
-                        .decide(command)
-                        .map_err(|e| e.to_command_error())?;
-                    let n = events.len();
-                    let state = svc.push_events(&mut decision, &current, events, &ctx);
-                    current = Loaded {
-                        id: current.id,
-                        state,
-                        version: current.version + n as u64,
-                    };
-                    count += n;
+                    current = attempt.decide(current, command).await?;
                 }
                 let ack = FactAck {
-                    payment_id: payment_id.to_string(),
+                    payment_id: id.to_string(),
                     status: current.state.status.as_str().to_string(),
                     version: current.version,
-                    events: count,
+                    events: (current.version - before) as usize,
                 };
-                Ok((decision, ack))
+                Ok((attempt, ack))
             })
             .await;
         match result {
@@ -641,10 +629,7 @@ impl Payments {
             },
         };
         // Remember the receipt under the request key (a concurrent twin gets the first one).
-        Ok(svc
-            .commit(Decision::default(), &keyed, receipt)
-            .await?
-            .value)
+        Ok(svc.remember(&keyed, receipt).await?.value)
     }
 }
 
@@ -769,7 +754,7 @@ mod tests {
             })
             .unwrap()
         {
-            p.apply(&e);
+            p.evolve(&e);
         }
         p
     }
@@ -839,7 +824,7 @@ mod tests {
         let mut p = requested();
         for c in cmds {
             for e in p.decide(c).unwrap() {
-                p.apply(&e);
+                p.evolve(&e);
             }
         }
         assert_eq!(p.status, PaymentStatus::PartiallyRefunded);
@@ -857,7 +842,7 @@ mod tests {
             })
             .unwrap()
         {
-            p.apply(&e);
+            p.evolve(&e);
         }
         let cmds = commands_for(&refunded(1000), &p, at()).unwrap();
         assert_eq!(cmds.len(), 1);

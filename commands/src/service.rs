@@ -1,22 +1,29 @@
 //! The command service: load the streams a command touches, decide with the pure domain, append
 //! with expected versions, and retry on conflict.
+//!
+//! A command is an async closure over an [`Attempt`]: it loads aggregates through the
+//! [`Loader`] port, decides with [`Attempt::decide`] (cqrs-es's `Aggregate::handle`, then
+//! `Aggregate::apply`), and returns the attempt with its answer. [`CommandService::run`] appends
+//! everything the attempt decided in one all-or-nothing commit, with the command id, and runs
+//! the closure again on a version conflict.
 
 use crate::error::{CommandError, Rejection};
+use crate::loader::{self, AnyState, Committed, Intent, LoadedState, Loader, StoreLoader};
 use crate::ports::Clock;
-use crate::state_cache::{self, AnyState, AttemptScope, StateCache, ATTEMPT};
 use crate::store::{
     AppendOutcome, Commit, CommitResult, EventStore, Idempotency, Metadata, NewEvent, Snapshot,
     StoreError, StreamAppend, StreamRef,
 };
 use crate::Payload;
+use chrono::{DateTime, Utc};
 use domain::{Event, EventSourced};
 use rand::Rng;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::cell::Cell;
-use std::collections::HashMap;
+use std::any::Any;
 use std::future::Future;
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -29,9 +36,6 @@ pub struct ServiceConfig {
     pub snapshot_every: u64,
     /// Base delay of the jittered backoff between conflict retries.
     pub retry_base: Duration,
-    /// How many aggregate states the service keeps in memory between commands (LRU); 0 turns
-    /// the cache off. See [`crate::state_cache`] for why a stale entry never decides wrong.
-    pub state_cache: usize,
 }
 
 impl Default for ServiceConfig {
@@ -40,7 +44,6 @@ impl Default for ServiceConfig {
             max_attempts: 8,
             snapshot_every: 100,
             retry_base: Duration::from_millis(2),
-            state_cache: 10_000,
         }
     }
 }
@@ -91,7 +94,7 @@ impl CommandContext {
 #[derive(Debug, Clone)]
 pub struct Loaded<A> {
     pub id: String,
-    /// Shared with the state cache: loading a cached state copies nothing.
+    /// Shared with the loader's memory, when it has one: loading copies nothing.
     pub state: Arc<A>,
     pub version: u64,
 }
@@ -112,57 +115,187 @@ impl<T> Executed<T> {
     }
 }
 
-/// Accumulates the appends of one decision, possibly across several streams.
-#[derive(Default)]
-pub struct Decision {
+/// One attempt at a command: what it loaded and what it decided, possibly on several streams.
+pub struct Attempt {
+    loader: Arc<dyn Loader>,
+    clock: Arc<dyn Clock>,
+    metadata: Metadata,
+    snapshot_every: u64,
+    /// Load only from the store (set when a rejection has to be confirmed on fresh states).
+    fresh: bool,
+    /// Set when a state came from the loader's memory.
+    remembered: Arc<AtomicBool>,
     appends: Vec<StreamAppend>,
-    /// The state each stream reaches if the commit goes through (for the state cache).
+    /// The state each stream reaches if the commit goes through.
     states: Vec<(StreamRef, AnyState)>,
-    /// Stream locks taken while deciding, released once the commit is answered.
-    held: Vec<StreamLock>,
+    /// What the loader holds until the commit is answered (stream locks).
+    guards: Vec<Box<dyn Any + Send>>,
 }
 
-/// An in-process lock on one stream (see [`CommandService::lock_stream`]).
-pub struct StreamLock {
-    _guard: tokio::sync::OwnedMutexGuard<()>,
-}
-
-impl Decision {
-    /// Keeps `lock` until this decision's commit has been answered.
-    pub fn hold(&mut self, lock: StreamLock) {
-        self.held.push(lock);
-    }
-}
-
-impl std::fmt::Debug for Decision {
+impl std::fmt::Debug for Attempt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Decision")
+        f.debug_struct("Attempt")
             .field("appends", &self.appends)
             .finish_non_exhaustive()
     }
 }
 
-impl Decision {
-    pub fn is_empty(&self) -> bool {
-        self.appends.is_empty()
+impl Attempt {
+    /// Loads aggregate `A` to decide on it.
+    pub async fn load<A: EventSourced>(&mut self, id: &str) -> Result<Loaded<A>, CommandError> {
+        self.load_with(id, Intent::Decide).await
     }
+
+    /// Loads aggregate `A` to read it only (this command appends nothing to it).
+    pub async fn read<A: EventSourced>(&mut self, id: &str) -> Result<Loaded<A>, CommandError> {
+        self.load_with(id, Intent::Read).await
+    }
+
+    async fn load_with<A: EventSourced>(
+        &mut self,
+        id: &str,
+        intent: Intent,
+    ) -> Result<Loaded<A>, CommandError> {
+        let intent = if self.fresh { Intent::Latest } else { intent };
+        let stream = StreamRef::new(A::STREAM_TYPE, id);
+        let loaded = self.loader.load(&stream, loader::fold::<A>, intent).await?;
+        if loaded.remembered {
+            self.remembered.store(true, Ordering::Relaxed);
+        }
+        if let Some(guard) = loaded.guard {
+            self.guards.push(guard);
+        }
+        typed(id, loaded.state, loaded.version)
+    }
+
+    /// The service clock's "now", for commands that carry a time.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Decides `command` on `loaded` with `Aggregate::handle` and folds the events it returns
+    /// into the state with `Aggregate::apply`. The events join this attempt's commit; the
+    /// answer is the aggregate after them. Deciding twice on one stream appends both in order.
+    pub async fn decide<A: EventSourced>(
+        &mut self,
+        loaded: Loaded<A>,
+        command: A::Command,
+    ) -> Result<Loaded<A>, CommandError>
+    where
+        A::Error: Rejection,
+    {
+        let events = cqrs_es::Aggregate::handle(loaded.state.as_ref(), command, &())
+            .await
+            .map_err(|e| e.to_command_error())?;
+        if events.is_empty() {
+            return Ok(loaded);
+        }
+        let Loaded { id, state, version } = loaded;
+        let mut state = Arc::unwrap_or_clone(state);
+        let now = self.clock.now();
+        let mut new_events = Vec::with_capacity(events.len());
+        for event in events {
+            new_events.push(NewEvent {
+                event_id: Uuid::now_v7(),
+                event_type: Event::event_type(&event).to_owned(),
+                event_version: Event::event_version(&event),
+                occurred_at: now,
+                payload: Payload::of_event(&event),
+                metadata: self.metadata.clone(),
+            });
+            cqrs_es::Aggregate::apply(&mut state, event);
+        }
+        let new_version = version + new_events.len() as u64;
+        let stream = StreamRef::new(A::STREAM_TYPE, id.as_str());
+        let snapshot = self.snapshot(&state, version, new_version);
+        let state = Arc::new(state);
+        self.states.retain(|(s, _)| s != &stream);
+        self.states
+            .push((stream.clone(), state.clone() as AnyState));
+        match self.appends.iter_mut().find(|a| a.stream == stream) {
+            Some(existing) => {
+                existing.events.extend(new_events);
+                existing.snapshot = snapshot;
+            }
+            None => self.appends.push(StreamAppend {
+                stream,
+                expected_version: version,
+                events: new_events,
+                snapshot,
+            }),
+        }
+        Ok(Loaded {
+            id,
+            state,
+            version: new_version,
+        })
+    }
+
+    /// A snapshot whenever the stream's version crosses a multiple of `snapshot_every`.
+    fn snapshot<A: EventSourced>(&self, state: &A, from: u64, to: u64) -> Option<Snapshot> {
+        let every = self.snapshot_every.max(1);
+        if to / every <= from / every {
+            return None;
+        }
+        match serde_json::to_value(state) {
+            Ok(value) => Some(Snapshot {
+                version: to,
+                schema_version: A::SNAPSHOT_VERSION,
+                state: value,
+            }),
+            Err(err) => {
+                // A snapshot is an optimisation: skipping it only costs load time.
+                tracing::warn!(error = %err, "cannot serialize snapshot, skipping it");
+                None
+            }
+        }
+    }
+}
+
+fn typed<A: EventSourced>(
+    id: &str,
+    state: AnyState,
+    version: u64,
+) -> Result<Loaded<A>, CommandError> {
+    let state = state.downcast::<A>().map_err(|_| {
+        CommandError::Internal(format!(
+            "loader returned another type for {}#{id}",
+            A::STREAM_TYPE
+        ))
+    })?;
+    Ok(Loaded {
+        id: id.to_owned(),
+        state,
+        version,
+    })
 }
 
 /// Turns commands into atomic commits.
 pub struct CommandService {
     store: Arc<dyn EventStore>,
+    loader: Arc<dyn Loader>,
     clock: Arc<dyn Clock>,
     config: ServiceConfig,
-    cache: Option<StateCache>,
-    locks: std::sync::Mutex<HashMap<StreamRef, Weak<tokio::sync::Mutex<()>>>>,
 }
 
 impl CommandService {
+    /// A service that loads straight from `store`, with no decorators.
     pub fn new(store: Arc<dyn EventStore>, clock: Arc<dyn Clock>, config: ServiceConfig) -> Self {
+        let loader = Arc::new(StoreLoader::new(store.clone()));
+        Self::with_loader(store, loader, clock, config)
+    }
+
+    /// A service that loads through `loader` (a [`StoreLoader`] over the same store, possibly
+    /// decorated).
+    pub fn with_loader(
+        store: Arc<dyn EventStore>,
+        loader: Arc<dyn Loader>,
+        clock: Arc<dyn Clock>,
+        config: ServiceConfig,
+    ) -> Self {
         Self {
-            cache: StateCache::new(config.state_cache),
-            locks: std::sync::Mutex::new(HashMap::new()),
             store,
+            loader,
             clock,
             config,
         }
@@ -172,264 +305,37 @@ impl CommandService {
         &self.store
     }
 
-    /// Waits for an in-process lock on `stream`. Commands that take locks on several streams
-    /// must take them in ascending order (checkout locks its products in product-id order).
-    ///
-    /// Only an optimisation for hot streams: deciding and committing under the lock means
-    /// concurrent commands of this process on the stream queue up instead of conflicting and
-    /// retrying (a flash sale on one product). Correctness never depends on it: another process,
-    /// or a command that takes no lock, still meets the optimistic version check.
-    pub async fn lock_stream(&self, stream: StreamRef) -> StreamLock {
-        let lock = {
-            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-            if locks.len() > 4096 {
-                locks.retain(|_, l| l.strong_count() > 0);
-            }
-            match locks.get(&stream).and_then(Weak::upgrade) {
-                Some(lock) => lock,
-                None => {
-                    let lock = Arc::new(tokio::sync::Mutex::new(()));
-                    locks.insert(stream, Arc::downgrade(&lock));
-                    lock
-                }
-            }
-        };
-        StreamLock {
-            _guard: lock.lock_owned().await,
-        }
-    }
-
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }
 
-    /// Loads an aggregate: the latest usable snapshot plus the events after it.
-    ///
-    /// Inside an attempt of [`CommandService::run`] the state may come from the state cache;
-    /// anywhere else it is always read from the store.
+    /// Loads an aggregate's current state from the store, outside any command (queries,
+    /// answers).
     pub async fn load<A: EventSourced>(&self, id: &str) -> Result<Loaded<A>, CommandError> {
-        let Some(cache) = &self.cache else {
-            return self.load_from_store(id).await;
-        };
         let stream = StreamRef::new(A::STREAM_TYPE, id);
-        if state_cache::cache_allowed() {
-            if let Some((state, version)) = cache.get::<A>(&stream) {
-                state_cache::record_hit();
-                return Ok(Loaded {
-                    id: id.to_string(),
-                    state,
-                    version,
-                });
-            }
-        }
-        let loaded = self.load_from_store::<A>(id).await?;
-        cache.put(&stream, loaded.version, loaded.state.clone());
-        Ok(loaded)
+        let LoadedState { state, version, .. } = self
+            .loader
+            .load(&stream, loader::fold::<A>, Intent::Latest)
+            .await?;
+        typed(id, state, version)
     }
 
-    #[tracing::instrument(skip_all, fields(stream_type = %A::STREAM_TYPE, stream_id = %id), err)]
-    async fn load_from_store<A: EventSourced>(&self, id: &str) -> Result<Loaded<A>, CommandError> {
-        let stream = StreamRef::new(A::STREAM_TYPE, id);
-        let loaded = self.store.load(&stream).await?;
-        let (mut state, mut version) = match loaded.snapshot {
-            Some(s) if s.schema_version == A::SNAPSHOT_VERSION => {
-                match serde_json::from_value::<A>(s.state) {
-                    Ok(state) => (state, s.version),
-                    Err(err) => {
-                        tracing::warn!(%stream, error = %err, "unreadable snapshot, replaying the stream");
-                        return self.load_full(id).await;
-                    }
-                }
-            }
-            Some(_) => return self.load_full(id).await,
-            None => (A::default(), 0),
-        };
-        for e in &loaded.events {
-            if e.sequence <= version {
-                continue;
-            }
-            let event = e
-                .payload
-                .decode_event::<A::Event>(&e.event_type, e.event_version)
-                .map_err(|err| {
-                    CommandError::Internal(format!("undecodable event in {stream}: {err}"))
-                })?;
-            state.apply(&event);
-            version = e.sequence;
-        }
-        Ok(Loaded {
-            id: id.to_string(),
-            state: Arc::new(state),
-            version: version.max(loaded.version),
-        })
-    }
-
-    /// Loads by replaying every event, ignoring snapshots (used when a snapshot is stale).
-    async fn load_full<A: EventSourced>(&self, id: &str) -> Result<Loaded<A>, CommandError> {
-        let stream = StreamRef::new(A::STREAM_TYPE, id);
-        let events = self.store.read(&stream, 1, u64::MAX).await?;
-        let mut state = A::default();
-        let mut version = 0;
-        for e in &events {
-            let event = e
-                .payload
-                .decode_event::<A::Event>(&e.event_type, e.event_version)
-                .map_err(|err| {
-                    CommandError::Internal(format!("undecodable event in {stream}: {err}"))
-                })?;
-            state.apply(&event);
-            version = e.sequence;
-        }
-        Ok(Loaded {
-            id: id.to_string(),
-            state: Arc::new(state),
-            version,
-        })
-    }
-
-    /// Decides `command` against a loaded aggregate and adds the resulting events to `decision`.
-    /// Returns the state after the events, so the caller can build its answer.
-    pub fn decide_into<A: EventSourced>(
-        &self,
-        decision: &mut Decision,
-        loaded: &Loaded<A>,
-        command: A::Command,
-        ctx: &CommandContext,
-    ) -> Result<Arc<A>, CommandError>
-    where
-        A::Error: Rejection,
-    {
-        let events = loaded
-            .state
-            .decide(command)
-            .map_err(|e| e.to_command_error())?;
-        Ok(self.push_events(decision, loaded, events, ctx))
-    }
-
-    /// Like [`CommandService::decide_into`], for a caller that is done with the loaded aggregate:
-    /// the state is changed in place instead of copied when nothing else holds it (the state
-    /// cache lets go of this stream's entry first; the commit puts the new state back). Returns
-    /// the state after the events and the stream version it is at.
-    pub fn decide_owned<A: EventSourced>(
-        &self,
-        decision: &mut Decision,
-        loaded: Loaded<A>,
-        command: A::Command,
-        ctx: &CommandContext,
-    ) -> Result<(Arc<A>, u64), CommandError>
-    where
-        A::Error: Rejection,
-    {
-        let events = loaded
-            .state
-            .decide(command)
-            .map_err(|e| e.to_command_error())?;
-        if events.is_empty() {
-            return Ok((loaded.state, loaded.version));
-        }
-        let Loaded { id, state, version } = loaded;
-        if let Some(cache) = &self.cache {
-            // A commit that does not go through evicts the stream anyway; one that does puts
-            // its new state back.
-            cache.evict(&StreamRef::new(A::STREAM_TYPE, id.as_str()));
-        }
-        let state = Arc::try_unwrap(state).unwrap_or_else(|shared| A::clone(&shared));
-        let count = events.len() as u64;
-        let state = self.push_state(decision, id, version, state, events, ctx);
-        Ok((state, version + count))
-    }
-
-    /// Adds already decided events for one stream to `decision`; returns the new state (shared
-    /// with the state cache, so it is not copied again).
-    pub fn push_events<A: EventSourced>(
-        &self,
-        decision: &mut Decision,
-        loaded: &Loaded<A>,
-        events: Vec<A::Event>,
-        ctx: &CommandContext,
-    ) -> Arc<A> {
-        if events.is_empty() {
-            return loaded.state.clone();
-        }
-        let state = A::clone(&loaded.state);
-        self.push_state(
-            decision,
-            loaded.id.clone(),
-            loaded.version,
-            state,
-            events,
-            ctx,
-        )
-    }
-
-    /// Applies `events` (not empty) to `state`, the state of stream `id` at `version`, and adds
-    /// them to `decision`.
-    fn push_state<A: EventSourced>(
-        &self,
-        decision: &mut Decision,
-        id: String,
-        version: u64,
-        mut state: A,
-        events: Vec<A::Event>,
-        ctx: &CommandContext,
-    ) -> Arc<A> {
-        let now = self.clock.now();
+    fn attempt(&self, ctx: &CommandContext, fresh: bool, remembered: &Arc<AtomicBool>) -> Attempt {
         let mut metadata = ctx.metadata.clone();
         if let Some(key) = &ctx.idempotency {
             metadata.command_id = Some(key.command_id.clone());
         }
-        let mut new_events = Vec::with_capacity(events.len());
-        for event in &events {
-            state.apply(event);
-            new_events.push(NewEvent {
-                event_id: Uuid::now_v7(),
-                event_type: event.event_type().to_string(),
-                event_version: event.event_version(),
-                occurred_at: now,
-                payload: Payload::of_event(event),
-                metadata: metadata.clone(),
-            });
+        Attempt {
+            loader: self.loader.clone(),
+            clock: self.clock.clone(),
+            metadata,
+            snapshot_every: self.config.snapshot_every,
+            fresh,
+            remembered: remembered.clone(),
+            appends: Vec::new(),
+            states: Vec::new(),
+            guards: Vec::new(),
         }
-        let new_version = version + events.len() as u64;
-        let every = self.config.snapshot_every.max(1);
-        let snapshot = if new_version / every > version / every {
-            match serde_json::to_value(&state) {
-                Ok(value) => Some(Snapshot {
-                    version: new_version,
-                    schema_version: A::SNAPSHOT_VERSION,
-                    state: value,
-                }),
-                Err(err) => {
-                    // A snapshot is an optimisation: skipping it only costs load time.
-                    tracing::warn!(error = %err, "cannot serialize snapshot, skipping it");
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        let state = Arc::new(state);
-        // Two decisions on the same stream in one commit are merged in order.
-        let stream = StreamRef::new(A::STREAM_TYPE, id);
-        if let Some(existing) = decision.appends.iter_mut().find(|a| a.stream == stream) {
-            existing.events.extend(new_events);
-            existing.snapshot = None;
-            // Not cached: the stream's final state is the caller's business here.
-            decision.states.retain(|(s, _)| s != &stream);
-        } else {
-            if self.cache.is_some() {
-                decision
-                    .states
-                    .push((stream.clone(), state.clone() as AnyState));
-            }
-            decision.appends.push(StreamAppend {
-                stream,
-                expected_version: version,
-                events: new_events,
-                snapshot,
-            });
-        }
-        state
     }
 
     /// Looks up an earlier answer for the context's idempotency key.
@@ -466,10 +372,23 @@ impl CommandService {
         })
     }
 
-    /// Writes a decision atomically, with the context's idempotency key.
-    pub async fn commit<T: Serialize + DeserializeOwned>(
+    /// Records `value` as the answer to the context's idempotency key, appending no events (an
+    /// answer built from steps that were each recorded on their own). A retry with the same key
+    /// gets the first answer.
+    pub async fn remember<T: Serialize + DeserializeOwned>(
         &self,
-        decision: Decision,
+        ctx: &CommandContext,
+        value: T,
+    ) -> Result<Executed<T>, CommandError> {
+        let remembered = Arc::new(AtomicBool::new(false));
+        self.commit(self.attempt(ctx, true, &remembered), ctx, value)
+            .await
+    }
+
+    /// Appends what an attempt decided, atomically, with the context's idempotency key.
+    async fn commit<T: Serialize + DeserializeOwned>(
+        &self,
+        attempt: Attempt,
         ctx: &CommandContext,
         value: T,
     ) -> Result<Executed<T>, CommandError> {
@@ -483,40 +402,51 @@ impl CommandService {
             }),
             None => None,
         };
-        if decision.appends.is_empty() && idempotency.is_none() {
+        if attempt.appends.is_empty() && idempotency.is_none() {
             return Ok(Executed {
                 value,
                 commit: None,
                 replayed: false,
             });
         }
-        let touched: Vec<StreamRef> = decision.appends.iter().map(|a| a.stream.clone()).collect();
-        let states = decision.states;
-        // Released when this function returns: after the cache holds the committed states.
-        let _held = decision.held;
-        let commit = Commit {
-            streams: decision.appends,
-            idempotency,
-        };
-        let outcome = self.store.append(commit).await;
-        if let Some(cache) = &self.cache {
-            match &outcome {
-                Ok(AppendOutcome::Committed(result)) => {
-                    for stream in &touched {
-                        let state = states.iter().find(|(s, _)| s == stream);
-                        let version = result.streams.iter().find(|v| &v.stream == stream);
+        let Attempt {
+            appends,
+            states,
+            guards,
+            ..
+        } = attempt;
+        let touched: Vec<StreamRef> = appends.iter().map(|a| a.stream.clone()).collect();
+        let outcome = self
+            .store
+            .append(Commit {
+                streams: appends,
+                idempotency,
+            })
+            .await;
+        // The loader learns what the streams hold now, before the locks are released.
+        let committed: Vec<(StreamRef, Committed)> = touched
+            .into_iter()
+            .map(|stream| {
+                let reached = match &outcome {
+                    Ok(AppendOutcome::Committed(result)) => {
+                        let state = states.iter().find(|(s, _)| s == &stream);
+                        let version = result.streams.iter().find(|v| v.stream == stream);
                         match (state, version) {
-                            (Some((_, state)), Some(v)) => {
-                                cache.put(stream, v.version, state.clone())
-                            }
-                            _ => cache.evict(stream),
+                            (Some((_, state)), Some(v)) => Committed::At {
+                                version: v.version,
+                                state: state.clone(),
+                            },
+                            _ => Committed::Unknown,
                         }
                     }
-                }
-                // A duplicate, a conflict or a failure: what the streams hold now is unknown.
-                _ => touched.iter().for_each(|s| cache.evict(s)),
-            }
-        }
+                    _ => Committed::Unknown,
+                };
+                (stream, reached)
+            })
+            .collect();
+        self.loader.committed(&committed);
+        drop(committed);
+        drop(guards);
         match outcome? {
             AppendOutcome::Committed(result) => Ok(Executed {
                 value,
@@ -535,48 +465,40 @@ impl CommandService {
         }
     }
 
-    /// Runs `attempt` until it does not hit a version conflict, at most `max_attempts` times,
-    /// with jittered exponential backoff. Replays an earlier answer for a known key first.
+    /// Runs a command: replays an earlier answer for a known key, else gives `command` a fresh
+    /// [`Attempt`], appends what it decided, and runs it again on a version conflict (at most
+    /// `max_attempts` times, with jittered exponential backoff).
     pub async fn run<T, F, Fut>(
         &self,
         ctx: &CommandContext,
-        mut attempt: F,
+        mut command: F,
     ) -> Result<Executed<T>, CommandError>
     where
         T: Serialize + DeserializeOwned,
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<(Decision, T), CommandError>>,
+        F: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = Result<(Attempt, T), CommandError>>,
     {
         if let Some(replay) = self.replay(ctx).await? {
             return Ok(replay);
         }
         let mut tries = 0;
-        // Whether attempts must read every stream from the store (set when a rejection has to
-        // be confirmed on fresh states).
-        let mut fresh = self.cache.is_none();
+        let mut fresh = false;
         loop {
             tries += 1;
-            let scope = AttemptScope {
-                use_cache: !fresh,
-                hits: Cell::new(0),
-            };
-            let (attempted, hits) = ATTEMPT
-                .scope(scope, async {
-                    let attempted = attempt().await;
-                    (attempted, ATTEMPT.with(|a| a.hits.get()))
-                })
-                .await;
-            let result = match attempted {
-                Ok((decision, value)) => self.commit(decision, ctx, value).await,
+            let remembered = Arc::new(AtomicBool::new(false));
+            let result = match command(self.attempt(ctx, fresh, &remembered)).await {
+                Ok((attempt, value)) => self.commit(attempt, ctx, value).await,
                 Err(e) => Err(e),
             };
             match result {
+                // A rejection decided on a remembered state may be stale: decide again on
+                // states read from the store before returning it.
                 Err(
                     e @ (CommandError::NotFound { .. }
                     | CommandError::Invalid { .. }
                     | CommandError::Rejected { .. }),
-                ) if hits > 0 && !fresh => {
-                    tracing::debug!(error = %e, "rejected on cached state, deciding again on fresh state");
+                ) if !fresh && remembered.load(Ordering::Relaxed) => {
+                    tracing::debug!(error = %e, "rejected on a remembered state, deciding again on fresh state");
                     fresh = true;
                 }
                 Err(CommandError::Store(StoreError::Conflict { stream, .. }))
@@ -611,6 +533,8 @@ impl CommandService {
     }
 
     /// Loads one aggregate, decides one command, commits: the common single-stream case.
+    /// `command` builds the command from the loaded aggregate (or refuses), `answer` the reply
+    /// from the aggregate after it and its version.
     pub async fn execute<A, T, C, V>(
         &self,
         id: &str,
@@ -625,13 +549,13 @@ impl CommandService {
         C: Fn(&Loaded<A>) -> Result<A::Command, CommandError>,
         V: Fn(&A, u64) -> T,
     {
-        self.run(ctx, || async {
-            let loaded = self.load::<A>(id).await?;
+        let (command, answer) = (&command, &answer);
+        self.run(ctx, |mut attempt| async move {
+            let loaded = attempt.load::<A>(id).await?;
             let cmd = command(&loaded)?;
-            let mut decision = Decision::default();
-            let (state, version) = self.decide_owned(&mut decision, loaded, cmd, ctx)?;
-            let value = answer(&state, version);
-            Ok((decision, value))
+            let after = attempt.decide(loaded, cmd).await?;
+            let value = answer(&after.state, after.version);
+            Ok((attempt, value))
         })
         .await
     }

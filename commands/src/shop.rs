@@ -4,12 +4,12 @@
 
 use crate::error::{CommandError, Rejection};
 use crate::ports::{CreateIntent, GatewayError, PaymentGateway};
-use crate::service::{CommandContext, CommandService, Decision, Executed, Loaded};
-use crate::store::{Metadata, StreamRef};
+use crate::service::{CommandContext, CommandService, Executed, Loaded};
+use crate::store::Metadata;
 use domain::{
     Cart, CartCommand, CartId, CartStatus, CustomerId, Money, Order, OrderCommand, OrderId,
     OrderLine, Payment, PaymentCommand, PaymentId, Product, ProductCommand, ProductId,
-    ProductStatus, Quantity, ShippingAddress, StreamType,
+    ProductStatus, Quantity, ShippingAddress,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -200,25 +200,21 @@ impl Shop {
         product_id: &str,
         quantity: Quantity,
     ) -> Result<Executed<CartView>, CommandError> {
-        let pid = parse_id("product_id", product_id, ProductId::parse)?;
+        let pid = &parse_id("product_id", product_id, ProductId::parse)?;
         self.svc
-            .run(ctx, || async {
-                let cart = self.svc.load::<Cart>(cart_id).await?;
+            .run(ctx, |mut attempt| async move {
+                let cart = attempt.load::<Cart>(cart_id).await?;
                 self.own_cart(caller, &cart)?;
-                let product = self.svc.load::<Product>(pid.as_str()).await?;
+                let product = attempt.read::<Product>(pid.as_str()).await?;
                 let price = sellable_price(&product)?;
-                let mut decision = Decision::default();
-                let (state, version) = self.svc.decide_owned(
-                    &mut decision,
-                    cart,
-                    CartCommand::AddItem {
-                        product_id: pid.clone(),
-                        quantity,
-                        unit_price: price,
-                    },
-                    ctx,
-                )?;
-                Ok((decision, CartView::from_state(&state, version)))
+                let command = CartCommand::AddItem {
+                    product_id: pid.clone(),
+                    quantity,
+                    unit_price: price,
+                };
+                let cart = attempt.decide(cart, command).await?;
+                let view = CartView::from_state(&cart.state, cart.version);
+                Ok((attempt, view))
             })
             .await
     }
@@ -291,31 +287,30 @@ impl Shop {
             OrderId::parse(&new_id("ord")).map_err(|e| CommandError::Internal(e.to_string()))?;
         let payment_id =
             PaymentId::parse(&new_id("pay")).map_err(|e| CommandError::Internal(e.to_string()))?;
+        let (order_id, payment_id, input) = (&order_id, &payment_id, &input);
         self.svc
-            .run(ctx, || async {
-                let cart = self.svc.load::<Cart>(cart_id).await?;
+            .run(ctx, |mut attempt| async move {
+                let cart = attempt.load::<Cart>(cart_id).await?;
                 self.own_cart(caller, &cart)?;
                 let (Some(cart_key), Some(customer)) =
                     (cart.state.id.clone(), cart.state.customer_id.clone())
                 else {
                     return Err(CommandError::not_found("cart", cart_id));
                 };
-                let mut decision = Decision::default();
-                self.svc.decide_into(
-                    &mut decision,
-                    &cart,
-                    CartCommand::CheckOut {
-                        order_id: order_id.clone(),
-                    },
-                    ctx,
-                )?;
-                let mut lines = Vec::with_capacity(cart.state.lines.len());
-                // Lines are ordered by product id, so concurrent checkouts lock products in the
-                // same order: they queue on a hot product instead of conflicting on it.
-                for line in cart.state.lines.values() {
-                    let stream = StreamRef::new(StreamType::Product, line.product_id.as_str());
-                    decision.hold(self.svc.lock_stream(stream).await);
-                    let product = self.svc.load::<Product>(line.product_id.as_str()).await?;
+                let cart_lines = cart.state.lines.clone();
+                attempt
+                    .decide(
+                        cart,
+                        CartCommand::CheckOut {
+                            order_id: order_id.clone(),
+                        },
+                    )
+                    .await?;
+                let mut lines = Vec::with_capacity(cart_lines.len());
+                // Lines are ordered by product id, so concurrent checkouts load (and, with the
+                // locking loader, lock) products in the same order.
+                for line in cart_lines.values() {
+                    let product = attempt.load::<Product>(line.product_id.as_str()).await?;
                     let price = sellable_price(&product)?;
                     let line_total = price
                         .multiply(line.quantity.get())
@@ -327,16 +322,13 @@ impl Shop {
                         unit_price: price,
                         line_total,
                     });
-                    self.svc
-                        .decide_into(
-                            &mut decision,
-                            &product,
-                            ProductCommand::ReserveStock {
-                                order_id: order_id.clone(),
-                                quantity: line.quantity.get(),
-                            },
-                            ctx,
-                        )
+                    let reserve = ProductCommand::ReserveStock {
+                        order_id: order_id.clone(),
+                        quantity: line.quantity.get(),
+                    };
+                    attempt
+                        .decide(product, reserve)
+                        .await
                         .map_err(|e| match e {
                             CommandError::Rejected { code, message } => CommandError::Rejected {
                                 code,
@@ -345,46 +337,36 @@ impl Shop {
                             other => other,
                         })?;
                 }
-                let order = self.svc.load::<Order>(order_id.as_str()).await?;
-                let placed = self.svc.decide_into(
-                    &mut decision,
-                    &order,
-                    OrderCommand::Place {
-                        order_id: order_id.clone(),
-                        cart_id: cart_key,
-                        customer_id: customer,
-                        customer_email: input.customer_email.clone(),
-                        shipping_address: input.shipping_address.clone(),
-                        lines,
-                        payment_id: payment_id.clone(),
-                        placed_at: self.svc.clock().now(),
-                    },
-                    ctx,
-                )?;
+                let order = attempt.load::<Order>(order_id.as_str()).await?;
+                let place = OrderCommand::Place {
+                    order_id: order_id.clone(),
+                    cart_id: cart_key,
+                    customer_id: customer,
+                    customer_email: input.customer_email.clone(),
+                    shipping_address: input.shipping_address.clone(),
+                    lines,
+                    payment_id: payment_id.clone(),
+                    placed_at: attempt.now(),
+                };
+                let placed = attempt.decide(order, place).await?.state;
                 let total = placed
                     .total
                     .clone()
                     .ok_or_else(|| CommandError::Internal("placed order has no total".into()))?;
-                let payment = self.svc.load::<Payment>(payment_id.as_str()).await?;
-                self.svc.decide_into(
-                    &mut decision,
-                    &payment,
-                    PaymentCommand::Request {
-                        payment_id: payment_id.clone(),
-                        order_id: order_id.clone(),
-                        amount: total.clone(),
-                    },
-                    ctx,
-                )?;
-                Ok((
-                    decision,
-                    CheckoutReceipt {
-                        order_id: order_id.to_string(),
-                        payment_id: payment_id.to_string(),
-                        total,
-                        status: placed.status.as_str().to_string(),
-                    },
-                ))
+                let payment = attempt.load::<Payment>(payment_id.as_str()).await?;
+                let request = PaymentCommand::Request {
+                    payment_id: payment_id.clone(),
+                    order_id: order_id.clone(),
+                    amount: total.clone(),
+                };
+                attempt.decide(payment, request).await?;
+                let receipt = CheckoutReceipt {
+                    order_id: order_id.to_string(),
+                    payment_id: payment_id.to_string(),
+                    total,
+                    status: placed.status.as_str().to_string(),
+                };
+                Ok((attempt, receipt))
             })
             .await
     }

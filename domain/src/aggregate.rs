@@ -1,7 +1,5 @@
-//! The project's own aggregate contract: a pure `decide` and a rule-free `apply`.
-//!
-//! cqrs-es supplies the framework traits (see the `cqrs-es` feature); this trait is what the
-//! command service uses, because it is synchronous and gives the store explicit names and versions.
+//! The aggregate contract: cqrs-es's `Aggregate` and `DomainEvent`, plus what a stored stream
+//! needs besides (its stream type, explicit event names and versions, one way to encode events).
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -70,84 +68,205 @@ pub enum DecodeError {
 
 /// A domain event with a stable stored name and an explicit schema version.
 ///
+/// Every event enum of the domain gets this trait, and cqrs-es's `DomainEvent`, from
+/// [`domain_events!`]: the stored names and versions are written once there, as constants.
+/// Events are stored as serde's adjacently tagged form without its frame: the name and version go
+/// into the envelope, the variant's named fields are the payload.
+///
 /// Contract: `event_type()` never derives from a Rust identifier; `decode(event_type(),
-/// event_version(), payload())` returns an equal event; `decode` accepts every older version it has
-/// ever written and upcasts it to the current shape.
+/// event_version(), &payload_json())` returns an equal event; `decode` accepts every older version
+/// it has ever written and upcasts it to the current shape.
 pub trait Event: Serialize + DeserializeOwned + Clone + PartialEq + Debug + Send + Sync {
     /// The stable stored name, for example "OrderPlaced".
     fn event_type(&self) -> &'static str;
-    /// The current schema version of this event type.
+    /// The current schema version of this event's type.
     fn event_version(&self) -> u32;
     /// The current schema version of the event type stored as `event_type`; `None` for a name
     /// this build does not know.
     fn current_version(event_type: &str) -> Option<u32>;
-    /// The payload JSON (the event's named fields, without the type tag).
-    fn payload(&self) -> serde_json::Value;
-    /// The same payload as JSON text, for writing. Implementations encode it without building
-    /// the `serde_json::Value` tree of [`Event::payload`].
-    fn payload_json(&self) -> String {
-        self.payload().to_string()
-    }
-    /// Rebuilds an event from its stored name, version and payload, upcasting old versions.
-    fn decode(
-        event_type: &str,
-        event_version: u32,
+
+    /// Brings the payload of an older version to the current shape of its type. The default
+    /// knows no older shapes.
+    fn upcast(
+        _event_type: &str,
+        _version: u32,
         payload: serde_json::Value,
-    ) -> Result<Self, DecodeError>;
+    ) -> Result<serde_json::Value, DecodeError> {
+        Ok(payload)
+    }
+
+    /// The payload as JSON text (the event's named fields, without the type tag): what the store
+    /// writes.
+    fn payload_json(&self) -> String {
+        encode_payload_json(self, self.event_type())
+    }
+
+    /// Rebuilds an event from its stored name, version and payload text. A payload at the
+    /// current version is read straight from the text; an older one is parsed, upcast, then read.
+    fn decode(event_type: &str, event_version: u32, payload: &str) -> Result<Self, DecodeError> {
+        let current =
+            Self::current_version(event_type).ok_or_else(|| DecodeError::UnknownType {
+                event_type: event_type.to_owned(),
+            })?;
+        check_version(event_type, event_version, current)?;
+        let malformed = |e: serde_json::Error| DecodeError::Malformed {
+            event_type: event_type.to_owned(),
+            version: event_version,
+            reason: e.to_string(),
+        };
+        if event_version == current {
+            return decode_tagged_text(event_type, payload).map_err(malformed);
+        }
+        let value = serde_json::from_str(payload).map_err(malformed)?;
+        let value = Self::upcast(event_type, event_version, value)?;
+        decode_tagged(event_type, value).map_err(|e| e.with_version(event_version))
+    }
 }
 
-/// A pure aggregate: deciding has no I/O, applying holds no rules.
+/// What a stored stream adds to cqrs-es's `Aggregate`, the aggregates' contract: the stream type
+/// it is stored under and the version of its snapshot shape. Deciding is `Aggregate::handle`,
+/// which calls each aggregate's pure, synchronous `decide`; folding is `Aggregate::apply`.
 pub trait EventSourced:
-    Default + Clone + Serialize + DeserializeOwned + Debug + Send + Sync + 'static
+    cqrs_es::Aggregate<
+        Services = (),
+        Command: Debug + Send,
+        Event: Event,
+        Error: Send + Sync + 'static,
+    > + Clone
+    + Debug
+    + 'static
 {
     const STREAM_TYPE: StreamType;
     /// Version of the serialized state, bumped whenever the state's shape changes so that stale
     /// snapshots are ignored rather than misread.
     const SNAPSHOT_VERSION: u32 = 1;
-    type Command: Debug + Send;
-    type Event: Event;
-    type Error: std::error::Error + Send + Sync + 'static;
-
-    /// Returns the events the command produces, or a domain error. An empty vector means the
-    /// command was already satisfied (an idempotent no-op).
-    fn decide(&self, command: Self::Command) -> Result<Vec<Self::Event>, Self::Error>;
-
-    /// Folds one event into the state. Never fails: events are facts.
-    fn apply(&mut self, event: &Self::Event);
-
-    /// Convenience: folds a sequence of events from the default state.
-    fn replay<'a, I>(events: I) -> Self
-    where
-        I: IntoIterator<Item = &'a Self::Event>,
-        Self::Event: 'a,
-    {
-        let mut state = Self::default();
-        for e in events {
-            state.apply(e);
-        }
-        state
-    }
 }
 
-/// Serializes an adjacently tagged event enum (`#[serde(tag = "event_type", content =
-/// "payload")]`) and returns only its payload, the event's named fields.
+/// Declares an event enum with its stored names and versions, once:
 ///
-/// Every event enum of this crate serializes to a JSON object with a `payload` member (all of
-/// their variants have named fields, and their fields are plain data with string map keys), so the
-/// `Null` fallback is unreachable for them; it exists only so that this helper never panics.
-pub fn encode_payload<E: Serialize>(event: &E) -> serde_json::Value {
-    match serde_json::to_value(event) {
-        Ok(serde_json::Value::Object(mut tagged)) => {
-            tagged.remove("payload").unwrap_or(serde_json::Value::Null)
+/// ```text
+/// domain_events! {
+///     #[derive(Debug, Clone, PartialEq)]
+///     pub enum CartEvent in event_names {
+///         CART_OPENED = "CartOpened", version 1 => CartOpened { cart_id: CartId },
+///     }
+/// }
+/// ```
+///
+/// gives the enum (serde adjacently tagged, each variant renamed to its stored name), a module
+/// `event_names` with one constant per name, [`Event`] and cqrs-es's `DomainEvent`. An optional
+/// `upcast = path;` after the enum names the function that brings older payloads up to date.
+macro_rules! domain_events {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident in $names:ident {
+            $(
+                $(#[doc = $doc:literal])*
+                $konst:ident = $tag:literal, version $version:expr => $variant:ident { $($fields:tt)* }
+            ),* $(,)?
         }
-        _ => serde_json::Value::Null,
-    }
-}
+        $(upcast = $upcast:path;)?
+    ) => {
+        /// Stored event names of this stream.
+        pub mod $names {
+            $(pub const $konst: &str = $tag;)*
+        }
 
-/// [`encode_payload`] as JSON text, encoded straight from the event: serde writes an adjacently
-/// tagged variant as `{"event_type":"<tag>","payload":<fields>}`, and this returns `<fields>`.
-/// Falls back to encoding [`encode_payload`]'s tree should the text ever not have that shape.
-pub fn encode_payload_json<E: Serialize>(event: &E, event_type: &str) -> String {
+        $(#[$meta])*
+        #[derive(serde::Serialize, serde::Deserialize)]
+        #[serde(tag = "event_type", content = "payload")]
+        $vis enum $name {
+            $(
+                $(#[doc = $doc])*
+                #[serde(rename = $tag)]
+                $variant { $($fields)* },
+            )*
+        }
+
+        impl $crate::aggregate::Event for $name {
+            fn event_type(&self) -> &'static str {
+                match self {
+                    $(Self::$variant { .. } => $names::$konst,)*
+                }
+            }
+
+            fn event_version(&self) -> u32 {
+                match self {
+                    $(Self::$variant { .. } => $version,)*
+                }
+            }
+
+            fn current_version(event_type: &str) -> Option<u32> {
+                match event_type {
+                    $($names::$konst => Some($version),)*
+                    _ => None,
+                }
+            }
+
+            $(
+                fn upcast(
+                    event_type: &str,
+                    version: u32,
+                    payload: serde_json::Value,
+                ) -> Result<serde_json::Value, $crate::aggregate::DecodeError> {
+                    $upcast(event_type, version, payload)
+                }
+            )?
+        }
+
+        impl cqrs_es::DomainEvent for $name {
+            fn event_type(&self) -> String {
+                $crate::aggregate::Event::event_type(self).to_owned()
+            }
+
+            fn event_version(&self) -> String {
+                $crate::aggregate::Event::event_version(self).to_string()
+            }
+        }
+    };
+}
+pub(crate) use domain_events;
+
+/// Implements cqrs-es's `Aggregate` for a domain aggregate: `handle` is its pure `decide`,
+/// `apply` its `evolve`. The aggregates need no services: everything from outside arrives in the
+/// command.
+macro_rules! aggregate {
+    ($aggregate:ty, $stream:expr, $command:ty, $event:ty, $error:ty) => {
+        #[async_trait::async_trait]
+        impl cqrs_es::Aggregate for $aggregate {
+            type Command = $command;
+            type Event = $event;
+            type Error = $error;
+            type Services = ();
+
+            fn aggregate_type() -> String {
+                $stream.as_str().to_owned()
+            }
+
+            async fn handle(
+                &self,
+                command: $command,
+                _services: &(),
+            ) -> Result<Vec<$event>, $error> {
+                self.decide(command)
+            }
+
+            fn apply(&mut self, event: $event) {
+                self.evolve(&event);
+            }
+        }
+
+        impl $crate::aggregate::EventSourced for $aggregate {
+            const STREAM_TYPE: $crate::aggregate::StreamType = $stream;
+        }
+    };
+}
+pub(crate) use aggregate;
+
+/// Encodes an adjacently tagged event enum and returns only its payload text: serde writes a
+/// variant as `{"event_type":"<tag>","payload":<fields>}`, and this returns `<fields>`. Falls back
+/// to taking the `payload` member of the parsed tree should the text ever not have that shape.
+fn encode_payload_json<E: Serialize>(event: &E, event_type: &str) -> String {
     const HEAD: &str = r#"{"event_type":""#;
     const MIDDLE: &str = r#"","payload":"#;
     if let Ok(mut text) = serde_json::to_string(event) {
@@ -167,7 +286,28 @@ pub fn encode_payload_json<E: Serialize>(event: &E, event_type: &str) -> String 
             return text;
         }
     }
-    encode_payload(event).to_string()
+    match serde_json::to_value(event) {
+        Ok(serde_json::Value::Object(mut tagged)) => tagged
+            .remove("payload")
+            .unwrap_or(serde_json::Value::Null)
+            .to_string(),
+        _ => "null".to_owned(),
+    }
+}
+
+/// Reads an adjacently tagged event enum from its stored name and payload text, without
+/// building a JSON tree.
+fn decode_tagged_text<T: DeserializeOwned>(
+    event_type: &str,
+    payload: &str,
+) -> Result<T, serde_json::Error> {
+    let mut text = String::with_capacity(payload.len() + event_type.len() + 32);
+    text.push_str(r#"{"event_type":"#);
+    text.push_str(&serde_json::to_string(event_type)?);
+    text.push_str(r#","payload":"#);
+    text.push_str(payload);
+    text.push('}');
+    serde_json::from_str(&text)
 }
 
 /// Rebuilds an adjacently tagged event enum from its stored name and a payload already in the
@@ -175,7 +315,7 @@ pub fn encode_payload_json<E: Serialize>(event: &E, event_type: &str) -> String 
 ///
 /// A payload that does not fit is reported as [`DecodeError::Malformed`] with `version` 0, because
 /// this helper does not know the stored version: callers set it with [`DecodeError::with_version`].
-pub fn decode_tagged<E: DeserializeOwned>(
+fn decode_tagged<E: DeserializeOwned>(
     event_type: &str,
     payload: serde_json::Value,
 ) -> Result<E, DecodeError> {
@@ -189,7 +329,7 @@ pub fn decode_tagged<E: DeserializeOwned>(
 
 /// Checks a stored version against the current version of an event type: versions 1 to
 /// `current` are readable (older ones are upcast by the caller), anything else is unsupported.
-pub fn check_version(event_type: &str, version: u32, current: u32) -> Result<(), DecodeError> {
+fn check_version(event_type: &str, version: u32, current: u32) -> Result<(), DecodeError> {
     if (1..=current).contains(&version) {
         Ok(())
     } else {
@@ -222,7 +362,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    #[derive(Serialize)]
+    #[derive(Serialize, serde::Deserialize)]
     #[serde(tag = "event_type", content = "payload")]
     enum Tagged {
         Moved { to: String, by: u32 },
@@ -241,10 +381,8 @@ mod tests {
         };
         let text = encode_payload_json(&event, "Moved");
         assert_eq!(text, r#"{"to":"\"quoted\" ✓","by":3}"#);
-        assert_eq!(
-            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
-            encode_payload(&event)
-        );
+        let back: Tagged = decode_tagged_text("Moved", &text).unwrap();
+        assert!(matches!(back, Tagged::Moved { by: 3, .. }));
     }
 
     #[test]

@@ -5,10 +5,7 @@
 //! in with the command (the command service reads the catalogue first). Once checked out or
 //! abandoned, a cart refuses every command.
 
-use crate::aggregate::{
-    check_version, decode_tagged, encode_payload, encode_payload_json, DecodeError, Event,
-    EventSourced, StreamType,
-};
+use crate::aggregate::{aggregate, domain_events, StreamType};
 use crate::ids::{CartId, CustomerId, OrderId, ProductId};
 use crate::money::{Currency, Money, MoneyError};
 use crate::quantity::{Quantity, MAX_QUANTITY};
@@ -17,29 +14,6 @@ use std::collections::BTreeMap;
 
 /// Most distinct products one cart may hold.
 pub const MAX_CART_LINES: usize = 50;
-
-/// Stored event names of the cart stream (all at version 1).
-pub mod event_names {
-    pub const CART_OPENED: &str = "CartOpened";
-    pub const ITEM_ADDED: &str = "ItemAdded";
-    pub const ITEM_QUANTITY_CHANGED: &str = "ItemQuantityChanged";
-    pub const ITEM_REMOVED: &str = "ItemRemoved";
-    pub const CART_CHECKED_OUT: &str = "CartCheckedOut";
-    pub const CART_ABANDONED: &str = "CartAbandoned";
-
-    /// The current version of a cart event type, or `None` for a name this stream never wrote.
-    pub fn cart_event_version(event_type: &str) -> Option<u32> {
-        match event_type {
-            CART_OPENED
-            | ITEM_ADDED
-            | ITEM_QUANTITY_CHANGED
-            | ITEM_REMOVED
-            | CART_CHECKED_OUT
-            | CART_ABANDONED => Some(1),
-            _ => None,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -126,43 +100,38 @@ pub enum CartCommand {
     Abandon,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "event_type", content = "payload")]
-pub enum CartEvent {
-    #[serde(rename = "CartOpened")]
-    CartOpened {
-        cart_id: CartId,
-        customer_id: CustomerId,
-    },
-    /// `quantity` is the line's new total quantity, not the increment.
-    #[serde(rename = "ItemAdded")]
-    ItemAdded {
-        cart_id: CartId,
-        product_id: ProductId,
-        quantity: Quantity,
-        unit_price: Money,
-        line_total: Money,
-    },
-    #[serde(rename = "ItemQuantityChanged")]
-    ItemQuantityChanged {
-        cart_id: CartId,
-        product_id: ProductId,
-        quantity: Quantity,
-        line_total: Money,
-    },
-    #[serde(rename = "ItemRemoved")]
-    ItemRemoved {
-        cart_id: CartId,
-        product_id: ProductId,
-    },
-    #[serde(rename = "CartCheckedOut")]
-    CartCheckedOut {
-        cart_id: CartId,
-        order_id: OrderId,
-        total: Money,
-    },
-    #[serde(rename = "CartAbandoned")]
-    CartAbandoned { cart_id: CartId },
+domain_events! {
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum CartEvent in event_names {
+        CART_OPENED = "CartOpened", version 1 => CartOpened {
+            cart_id: CartId,
+            customer_id: CustomerId,
+        },
+        /// `quantity` is the line's new total quantity, not the increment.
+        ITEM_ADDED = "ItemAdded", version 1 => ItemAdded {
+            cart_id: CartId,
+            product_id: ProductId,
+            quantity: Quantity,
+            unit_price: Money,
+            line_total: Money,
+        },
+        ITEM_QUANTITY_CHANGED = "ItemQuantityChanged", version 1 => ItemQuantityChanged {
+            cart_id: CartId,
+            product_id: ProductId,
+            quantity: Quantity,
+            line_total: Money,
+        },
+        ITEM_REMOVED = "ItemRemoved", version 1 => ItemRemoved {
+            cart_id: CartId,
+            product_id: ProductId,
+        },
+        CART_CHECKED_OUT = "CartCheckedOut", version 1 => CartCheckedOut {
+            cart_id: CartId,
+            order_id: OrderId,
+            total: Money,
+        },
+        CART_ABANDONED = "CartAbandoned", version 1 => CartAbandoned {     cart_id: CartId },
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -193,57 +162,9 @@ pub enum CartError {
     Money(#[from] MoneyError),
 }
 
-impl Event for CartEvent {
-    fn event_type(&self) -> &'static str {
-        use event_names::*;
-        match self {
-            CartEvent::CartOpened { .. } => CART_OPENED,
-            CartEvent::ItemAdded { .. } => ITEM_ADDED,
-            CartEvent::ItemQuantityChanged { .. } => ITEM_QUANTITY_CHANGED,
-            CartEvent::ItemRemoved { .. } => ITEM_REMOVED,
-            CartEvent::CartCheckedOut { .. } => CART_CHECKED_OUT,
-            CartEvent::CartAbandoned { .. } => CART_ABANDONED,
-        }
-    }
-
-    fn event_version(&self) -> u32 {
-        1
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        encode_payload(self)
-    }
-
-    fn current_version(event_type: &str) -> Option<u32> {
-        event_names::cart_event_version(event_type)
-    }
-
-    fn payload_json(&self) -> String {
-        encode_payload_json(self, self.event_type())
-    }
-
-    fn decode(
-        event_type: &str,
-        event_version: u32,
-        payload: serde_json::Value,
-    ) -> Result<Self, DecodeError> {
-        let current = event_names::cart_event_version(event_type).ok_or_else(|| {
-            DecodeError::UnknownType {
-                event_type: event_type.to_owned(),
-            }
-        })?;
-        check_version(event_type, event_version, current)?;
-        decode_tagged(event_type, payload).map_err(|e| e.with_version(event_version))
-    }
-}
-
-impl EventSourced for Cart {
-    const STREAM_TYPE: StreamType = StreamType::Cart;
-    type Command = CartCommand;
-    type Event = CartEvent;
-    type Error = CartError;
-
-    fn decide(&self, command: CartCommand) -> Result<Vec<CartEvent>, CartError> {
+impl Cart {
+    /// Decides a command: pure, synchronous; `Aggregate::handle` calls it.
+    pub fn decide(&self, command: CartCommand) -> Result<Vec<CartEvent>, CartError> {
         match (&self.id, command) {
             (
                 None,
@@ -265,7 +186,9 @@ impl EventSourced for Cart {
         }
     }
 
-    fn apply(&mut self, event: &CartEvent) {
+    /// Folds one event into the state. Never fails: events are facts. `Aggregate::apply`
+    /// calls it.
+    pub fn evolve(&mut self, event: &CartEvent) {
         match event {
             CartEvent::CartOpened {
                 cart_id,
@@ -318,6 +241,8 @@ impl EventSourced for Cart {
         }
     }
 }
+
+aggregate!(Cart, StreamType::Cart, CartCommand, CartEvent, CartError);
 
 impl Cart {
     /// Decides a command for an existing, open cart.

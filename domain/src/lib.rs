@@ -2,15 +2,15 @@
 //!
 //! Nothing in this crate performs I/O, reads a clock or draws random numbers: everything from the
 //! outside world (prices, timestamps, ids) arrives inside commands. The four aggregates (`Cart`,
-//! `Order`, `Payment`, `Product`) implement [`EventSourced`]; with the `cqrs-es` feature they also
-//! implement the cqrs-es `Aggregate` trait.
+//! `Order`, `Payment`, `Product`) implement cqrs-es's `Aggregate` (their one contract: `handle`
+//! calls each one's pure, synchronous `decide`) and [`EventSourced`] (the stream type and snapshot
+//! version the store needs); their events implement cqrs-es's `DomainEvent` and [`Event`], both
+//! declared once per enum with [`domain_events!`](aggregate).
 
 #![forbid(unsafe_code)]
 
 pub mod aggregate;
 pub mod cart;
-#[cfg(feature = "cqrs-es")]
-pub mod cqrs;
 pub mod ids;
 pub mod money;
 pub mod order;

@@ -5,10 +5,7 @@
 //! happened returns no events instead of an error. The status never moves backwards; see
 //! [`OrderStatus::can_follow`] for every transition the decisions can make.
 
-use crate::aggregate::{
-    check_version, decode_tagged, encode_payload, encode_payload_json, DecodeError, Event,
-    EventSourced, StreamType,
-};
+use crate::aggregate::{aggregate, domain_events, StreamType};
 use crate::ids::{CartId, CustomerId, OrderId, PaymentId, ProductId};
 use crate::money::{Money, MoneyError};
 use crate::quantity::Quantity;
@@ -27,27 +24,6 @@ pub const MAX_ORDER_LINES: usize = 45;
 pub const MAX_EMAIL_CHARS: usize = 254;
 /// Longest refund reference, in characters.
 pub const MAX_REFUND_ID_CHARS: usize = 255;
-
-/// Stored event names of the order stream (all at version 1).
-pub mod event_names {
-    pub const ORDER_PLACED: &str = "OrderPlaced";
-    pub const ORDER_PAID: &str = "OrderPaid";
-    pub const ORDER_PAYMENT_FAILED: &str = "OrderPaymentFailed";
-    pub const ORDER_CANCELLED: &str = "OrderCancelled";
-    pub const ORDER_EXPIRED: &str = "OrderExpired";
-    pub const ORDER_SHIPPED: &str = "OrderShipped";
-    pub const ORDER_DELIVERED: &str = "OrderDelivered";
-    pub const ORDER_REFUNDED: &str = "OrderRefunded";
-
-    /// The current version of an order event type, or `None` for a name this stream never wrote.
-    pub fn order_event_version(event_type: &str) -> Option<u32> {
-        match event_type {
-            ORDER_PLACED | ORDER_PAID | ORDER_PAYMENT_FAILED | ORDER_CANCELLED | ORDER_EXPIRED
-            | ORDER_SHIPPED | ORDER_DELIVERED | ORDER_REFUNDED => Some(1),
-            _ => None,
-        }
-    }
-}
 
 /// Lifecycle of an order. `OrderPlaced` moves a new order straight to `AwaitingPayment`;
 /// `Placed` exists for read models and is never the state of a stream.
@@ -273,72 +249,65 @@ pub enum OrderCommand {
     },
 }
 
-// `OrderPlaced` is much larger than the other variants; see `OrderCommand` for why it is not
-// boxed.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "event_type", content = "payload")]
-pub enum OrderEvent {
-    #[serde(rename = "OrderPlaced")]
-    OrderPlaced {
-        order_id: OrderId,
-        cart_id: CartId,
-        customer_id: CustomerId,
-        customer_email: String,
-        shipping_address: ShippingAddress,
-        lines: Vec<OrderLine>,
-        total: Money,
-        payment_id: PaymentId,
-        placed_at: DateTime<Utc>,
-    },
-    #[serde(rename = "OrderPaid")]
-    OrderPaid {
-        order_id: OrderId,
-        payment_id: PaymentId,
-        amount: Money,
-        at: DateTime<Utc>,
-    },
-    #[serde(rename = "OrderPaymentFailed")]
-    OrderPaymentFailed {
-        order_id: OrderId,
-        reason: String,
-        at: DateTime<Utc>,
-    },
-    #[serde(rename = "OrderCancelled")]
-    OrderCancelled {
-        order_id: OrderId,
-        reason: String,
-        /// True when the order had been paid: the process manager must refund it.
-        was_paid: bool,
-        at: DateTime<Utc>,
-    },
-    #[serde(rename = "OrderExpired")]
-    OrderExpired {
-        order_id: OrderId,
-        at: DateTime<Utc>,
-    },
-    #[serde(rename = "OrderShipped")]
-    OrderShipped {
-        order_id: OrderId,
-        tracking: Option<String>,
-        lines: Vec<ShippedLine>,
-        at: DateTime<Utc>,
-    },
-    #[serde(rename = "OrderDelivered")]
-    OrderDelivered {
-        order_id: OrderId,
-        at: DateTime<Utc>,
-    },
-    #[serde(rename = "OrderRefunded")]
-    OrderRefunded {
-        order_id: OrderId,
-        refund_id: String,
-        amount: Money,
-        refunded_total: Money,
-        /// True when `refunded_total` equals the paid amount.
-        full: bool,
-        at: DateTime<Utc>,
-    },
+domain_events! {
+    // `OrderPlaced` is much larger than the other variants; see `OrderCommand` for why it is not
+    // boxed.
+    #[allow(clippy::large_enum_variant)]
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum OrderEvent in event_names {
+        ORDER_PLACED = "OrderPlaced", version 1 => OrderPlaced {
+            order_id: OrderId,
+            cart_id: CartId,
+            customer_id: CustomerId,
+            customer_email: String,
+            shipping_address: ShippingAddress,
+            lines: Vec<OrderLine>,
+            total: Money,
+            payment_id: PaymentId,
+            placed_at: DateTime<Utc>,
+        },
+        ORDER_PAID = "OrderPaid", version 1 => OrderPaid {
+            order_id: OrderId,
+            payment_id: PaymentId,
+            amount: Money,
+            at: DateTime<Utc>,
+        },
+        ORDER_PAYMENT_FAILED = "OrderPaymentFailed", version 1 => OrderPaymentFailed {
+            order_id: OrderId,
+            reason: String,
+            at: DateTime<Utc>,
+        },
+        ORDER_CANCELLED = "OrderCancelled", version 1 => OrderCancelled {
+            order_id: OrderId,
+            reason: String,
+            /// True when the order had been paid: the process manager must refund it.
+            was_paid: bool,
+            at: DateTime<Utc>,
+        },
+        ORDER_EXPIRED = "OrderExpired", version 1 => OrderExpired {
+            order_id: OrderId,
+            at: DateTime<Utc>,
+        },
+        ORDER_SHIPPED = "OrderShipped", version 1 => OrderShipped {
+            order_id: OrderId,
+            tracking: Option<String>,
+            lines: Vec<ShippedLine>,
+            at: DateTime<Utc>,
+        },
+        ORDER_DELIVERED = "OrderDelivered", version 1 => OrderDelivered {
+            order_id: OrderId,
+            at: DateTime<Utc>,
+        },
+        ORDER_REFUNDED = "OrderRefunded", version 1 => OrderRefunded {
+            order_id: OrderId,
+            refund_id: String,
+            amount: Money,
+            refunded_total: Money,
+            /// True when `refunded_total` equals the paid amount.
+            full: bool,
+            at: DateTime<Utc>,
+        },
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -383,52 +352,6 @@ pub enum OrderError {
     Money(#[from] MoneyError),
 }
 
-impl Event for OrderEvent {
-    fn event_type(&self) -> &'static str {
-        use event_names::*;
-        match self {
-            OrderEvent::OrderPlaced { .. } => ORDER_PLACED,
-            OrderEvent::OrderPaid { .. } => ORDER_PAID,
-            OrderEvent::OrderPaymentFailed { .. } => ORDER_PAYMENT_FAILED,
-            OrderEvent::OrderCancelled { .. } => ORDER_CANCELLED,
-            OrderEvent::OrderExpired { .. } => ORDER_EXPIRED,
-            OrderEvent::OrderShipped { .. } => ORDER_SHIPPED,
-            OrderEvent::OrderDelivered { .. } => ORDER_DELIVERED,
-            OrderEvent::OrderRefunded { .. } => ORDER_REFUNDED,
-        }
-    }
-
-    fn event_version(&self) -> u32 {
-        1
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        encode_payload(self)
-    }
-
-    fn current_version(event_type: &str) -> Option<u32> {
-        event_names::order_event_version(event_type)
-    }
-
-    fn payload_json(&self) -> String {
-        encode_payload_json(self, self.event_type())
-    }
-
-    fn decode(
-        event_type: &str,
-        event_version: u32,
-        payload: serde_json::Value,
-    ) -> Result<Self, DecodeError> {
-        let current = event_names::order_event_version(event_type).ok_or_else(|| {
-            DecodeError::UnknownType {
-                event_type: event_type.to_owned(),
-            }
-        })?;
-        check_version(event_type, event_version, current)?;
-        decode_tagged(event_type, payload).map_err(|e| e.with_version(event_version))
-    }
-}
-
 fn is_valid_email(email: &str) -> bool {
     email.chars().count() <= MAX_EMAIL_CHARS
         && !email.chars().any(char::is_whitespace)
@@ -468,13 +391,9 @@ fn order_total(lines: &[OrderLine]) -> Result<Money, OrderError> {
     Ok(total)
 }
 
-impl EventSourced for Order {
-    const STREAM_TYPE: StreamType = StreamType::Order;
-    type Command = OrderCommand;
-    type Event = OrderEvent;
-    type Error = OrderError;
-
-    fn decide(&self, command: OrderCommand) -> Result<Vec<OrderEvent>, OrderError> {
+impl Order {
+    /// Decides a command: pure, synchronous; `Aggregate::handle` calls it.
+    pub fn decide(&self, command: OrderCommand) -> Result<Vec<OrderEvent>, OrderError> {
         match (&self.id, command) {
             (
                 None,
@@ -512,7 +431,9 @@ impl EventSourced for Order {
         }
     }
 
-    fn apply(&mut self, event: &OrderEvent) {
+    /// Folds one event into the state. Never fails: events are facts. `Aggregate::apply`
+    /// calls it.
+    pub fn evolve(&mut self, event: &OrderEvent) {
         match event {
             OrderEvent::OrderPlaced {
                 order_id,
@@ -563,6 +484,14 @@ impl EventSourced for Order {
         }
     }
 }
+
+aggregate!(
+    Order,
+    StreamType::Order,
+    OrderCommand,
+    OrderEvent,
+    OrderError
+);
 
 impl Order {
     /// Decides a command for an order that has been placed.

@@ -9,10 +9,7 @@
 //! - a refund reported before the success it implies records that success first (see
 //!   `RecordRefunded`).
 
-use crate::aggregate::{
-    check_version, decode_tagged, encode_payload, encode_payload_json, DecodeError, Event,
-    EventSourced, StreamType,
-};
+use crate::aggregate::{aggregate, domain_events, StreamType};
 use crate::ids::{OrderId, PaymentId};
 use crate::money::{Currency, Money, MoneyError};
 use crate::text::is_reference;
@@ -24,35 +21,6 @@ use std::fmt;
 
 /// Longest provider reference (intent, refund or dispute id, client secret reference).
 pub const MAX_REFERENCE_CHARS: usize = 255;
-
-/// Stored event names of the payment stream (all at version 1).
-pub mod event_names {
-    pub const PAYMENT_REQUESTED: &str = "PaymentRequested";
-    pub const PAYMENT_INTENT_CREATED: &str = "PaymentIntentCreated";
-    pub const PAYMENT_REQUIRES_ACTION: &str = "PaymentRequiresAction";
-    pub const PAYMENT_PROCESSING: &str = "PaymentProcessing";
-    pub const PAYMENT_SUCCEEDED: &str = "PaymentSucceeded";
-    pub const PAYMENT_FAILED: &str = "PaymentFailed";
-    pub const PAYMENT_CANCELED: &str = "PaymentCanceled";
-    pub const PAYMENT_REFUNDED: &str = "PaymentRefunded";
-    pub const PAYMENT_DISPUTED: &str = "PaymentDisputed";
-
-    /// The current version of a payment event type, or `None` for a name this stream never wrote.
-    pub fn payment_event_version(event_type: &str) -> Option<u32> {
-        match event_type {
-            PAYMENT_REQUESTED
-            | PAYMENT_INTENT_CREATED
-            | PAYMENT_REQUIRES_ACTION
-            | PAYMENT_PROCESSING
-            | PAYMENT_SUCCEEDED
-            | PAYMENT_FAILED
-            | PAYMENT_CANCELED
-            | PAYMENT_REFUNDED
-            | PAYMENT_DISPUTED => Some(1),
-            _ => None,
-        }
-    }
-}
 
 /// Where a payment stands. Ordered by [`rank`](PaymentStatus::rank): a payment only moves to a
 /// higher rank. A dispute is not a status: it is recorded in [`Payment::dispute`].
@@ -233,75 +201,67 @@ pub enum PaymentCommand {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "event_type", content = "payload")]
-pub enum PaymentEvent {
-    #[serde(rename = "PaymentRequested")]
-    PaymentRequested {
-        payment_id: PaymentId,
-        order_id: OrderId,
-        amount: Money,
-    },
-    #[serde(rename = "PaymentIntentCreated")]
-    PaymentIntentCreated {
-        payment_id: PaymentId,
-        intent_id: String,
-        client_secret_ref: String,
-    },
-    #[serde(rename = "PaymentRequiresAction")]
-    PaymentRequiresAction {
-        payment_id: PaymentId,
-        intent_id: String,
-    },
-    #[serde(rename = "PaymentProcessing")]
-    PaymentProcessing {
-        payment_id: PaymentId,
-        intent_id: String,
-    },
-    #[serde(rename = "PaymentSucceeded")]
-    PaymentSucceeded {
-        payment_id: PaymentId,
-        order_id: OrderId,
-        intent_id: String,
-        amount: Money,
-        at: DateTime<Utc>,
-    },
-    #[serde(rename = "PaymentFailed")]
-    PaymentFailed {
-        payment_id: PaymentId,
-        order_id: OrderId,
-        intent_id: String,
-        reason: String,
-        at: DateTime<Utc>,
-    },
-    #[serde(rename = "PaymentCanceled")]
-    PaymentCanceled {
-        payment_id: PaymentId,
-        order_id: OrderId,
-        intent_id: String,
-        at: DateTime<Utc>,
-    },
-    /// `amount` is this refund's increment; `refunded_total` the cumulative amount.
-    #[serde(rename = "PaymentRefunded")]
-    PaymentRefunded {
-        payment_id: PaymentId,
-        order_id: OrderId,
-        refund_id: String,
-        amount: Money,
-        refunded_total: Money,
-        /// True when `refunded_total` equals the captured amount.
-        full: bool,
-        at: DateTime<Utc>,
-    },
-    #[serde(rename = "PaymentDisputed")]
-    PaymentDisputed {
-        payment_id: PaymentId,
-        order_id: OrderId,
-        dispute_id: String,
-        reason: String,
-        status: String,
-        at: DateTime<Utc>,
-    },
+domain_events! {
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum PaymentEvent in event_names {
+        PAYMENT_REQUESTED = "PaymentRequested", version 1 => PaymentRequested {
+            payment_id: PaymentId,
+            order_id: OrderId,
+            amount: Money,
+        },
+        PAYMENT_INTENT_CREATED = "PaymentIntentCreated", version 1 => PaymentIntentCreated {
+            payment_id: PaymentId,
+            intent_id: String,
+            client_secret_ref: String,
+        },
+        PAYMENT_REQUIRES_ACTION = "PaymentRequiresAction", version 1 => PaymentRequiresAction {
+            payment_id: PaymentId,
+            intent_id: String,
+        },
+        PAYMENT_PROCESSING = "PaymentProcessing", version 1 => PaymentProcessing {
+            payment_id: PaymentId,
+            intent_id: String,
+        },
+        PAYMENT_SUCCEEDED = "PaymentSucceeded", version 1 => PaymentSucceeded {
+            payment_id: PaymentId,
+            order_id: OrderId,
+            intent_id: String,
+            amount: Money,
+            at: DateTime<Utc>,
+        },
+        PAYMENT_FAILED = "PaymentFailed", version 1 => PaymentFailed {
+            payment_id: PaymentId,
+            order_id: OrderId,
+            intent_id: String,
+            reason: String,
+            at: DateTime<Utc>,
+        },
+        PAYMENT_CANCELED = "PaymentCanceled", version 1 => PaymentCanceled {
+            payment_id: PaymentId,
+            order_id: OrderId,
+            intent_id: String,
+            at: DateTime<Utc>,
+        },
+        /// `amount` is this refund's increment; `refunded_total` the cumulative amount.
+        PAYMENT_REFUNDED = "PaymentRefunded", version 1 => PaymentRefunded {
+            payment_id: PaymentId,
+            order_id: OrderId,
+            refund_id: String,
+            amount: Money,
+            refunded_total: Money,
+            /// True when `refunded_total` equals the captured amount.
+            full: bool,
+            at: DateTime<Utc>,
+        },
+        PAYMENT_DISPUTED = "PaymentDisputed", version 1 => PaymentDisputed {
+            payment_id: PaymentId,
+            order_id: OrderId,
+            dispute_id: String,
+            reason: String,
+            status: String,
+            at: DateTime<Utc>,
+        },
+    }
 }
 
 impl PaymentEvent {
@@ -372,60 +332,9 @@ pub enum PaymentError {
     Money(#[from] MoneyError),
 }
 
-impl Event for PaymentEvent {
-    fn event_type(&self) -> &'static str {
-        use event_names::*;
-        match self {
-            PaymentEvent::PaymentRequested { .. } => PAYMENT_REQUESTED,
-            PaymentEvent::PaymentIntentCreated { .. } => PAYMENT_INTENT_CREATED,
-            PaymentEvent::PaymentRequiresAction { .. } => PAYMENT_REQUIRES_ACTION,
-            PaymentEvent::PaymentProcessing { .. } => PAYMENT_PROCESSING,
-            PaymentEvent::PaymentSucceeded { .. } => PAYMENT_SUCCEEDED,
-            PaymentEvent::PaymentFailed { .. } => PAYMENT_FAILED,
-            PaymentEvent::PaymentCanceled { .. } => PAYMENT_CANCELED,
-            PaymentEvent::PaymentRefunded { .. } => PAYMENT_REFUNDED,
-            PaymentEvent::PaymentDisputed { .. } => PAYMENT_DISPUTED,
-        }
-    }
-
-    fn event_version(&self) -> u32 {
-        1
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        encode_payload(self)
-    }
-
-    fn current_version(event_type: &str) -> Option<u32> {
-        event_names::payment_event_version(event_type)
-    }
-
-    fn payload_json(&self) -> String {
-        encode_payload_json(self, self.event_type())
-    }
-
-    fn decode(
-        event_type: &str,
-        event_version: u32,
-        payload: serde_json::Value,
-    ) -> Result<Self, DecodeError> {
-        let current = event_names::payment_event_version(event_type).ok_or_else(|| {
-            DecodeError::UnknownType {
-                event_type: event_type.to_owned(),
-            }
-        })?;
-        check_version(event_type, event_version, current)?;
-        decode_tagged(event_type, payload).map_err(|e| e.with_version(event_version))
-    }
-}
-
-impl EventSourced for Payment {
-    const STREAM_TYPE: StreamType = StreamType::Payment;
-    type Command = PaymentCommand;
-    type Event = PaymentEvent;
-    type Error = PaymentError;
-
-    fn decide(&self, command: PaymentCommand) -> Result<Vec<PaymentEvent>, PaymentError> {
+impl Payment {
+    /// Decides a command: pure, synchronous; `Aggregate::handle` calls it.
+    pub fn decide(&self, command: PaymentCommand) -> Result<Vec<PaymentEvent>, PaymentError> {
         match (&self.id, command) {
             (
                 None,
@@ -461,7 +370,9 @@ impl EventSourced for Payment {
         }
     }
 
-    fn apply(&mut self, event: &PaymentEvent) {
+    /// Folds one event into the state. Never fails: events are facts. `Aggregate::apply`
+    /// calls it.
+    pub fn evolve(&mut self, event: &PaymentEvent) {
         if let Some(key) = event.fact_key() {
             self.seen_facts.insert(key);
         }
@@ -540,6 +451,14 @@ impl EventSourced for Payment {
         }
     }
 }
+
+aggregate!(
+    Payment,
+    StreamType::Payment,
+    PaymentCommand,
+    PaymentEvent,
+    PaymentError
+);
 
 /// A payment that exists, with the fields every later event needs.
 struct ExistingPayment<'a> {

@@ -3,10 +3,7 @@
 //! Reservations are keyed by order, so a redelivered `ReserveStock` for the same order never
 //! reserves twice. `available = on_hand - reserved` and is never negative.
 
-use crate::aggregate::{
-    check_version, decode_tagged, encode_payload, encode_payload_json, DecodeError, Event,
-    EventSourced, StreamType,
-};
+use crate::aggregate::{aggregate, domain_events, DecodeError, StreamType};
 use crate::ids::{OrderId, ProductId};
 use crate::money::Money;
 use crate::text::trimmed_within;
@@ -22,30 +19,8 @@ pub const MAX_RESTOCK_QUANTITY: u32 = 1_000_000;
 /// Category given to products created before categories existed (`ProductCreated` v1).
 pub const UNCATEGORIZED: &str = "uncategorized";
 
-/// Stored event names and current versions of the product stream.
-pub mod event_names {
-    pub const PRODUCT_CREATED: &str = "ProductCreated";
-    pub const PRODUCT_REPRICED: &str = "ProductRepriced";
-    pub const PRODUCT_RESTOCKED: &str = "ProductRestocked";
-    pub const STOCK_RESERVED: &str = "StockReserved";
-    pub const STOCK_RELEASED: &str = "StockReleased";
-    pub const STOCK_COMMITTED: &str = "StockCommitted";
-    pub const PRODUCT_RETIRED: &str = "ProductRetired";
-
-    /// Version 2 added `category`; version 1 payloads are upcast with category "uncategorized".
-    pub const PRODUCT_CREATED_VERSION: u32 = 2;
-
-    /// The current version of a product event type, or `None` for a name this stream never wrote.
-    pub fn product_event_version(event_type: &str) -> Option<u32> {
-        match event_type {
-            PRODUCT_CREATED => Some(PRODUCT_CREATED_VERSION),
-            PRODUCT_REPRICED | PRODUCT_RESTOCKED | STOCK_RESERVED | STOCK_RELEASED
-            | STOCK_COMMITTED | PRODUCT_RETIRED => Some(1),
-            _ => None,
-        }
-    }
-}
-
+/// Version 2 added `category`; version 1 payloads are upcast with category "uncategorized".
+pub const PRODUCT_CREATED_VERSION: u32 = 2;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProductStatus {
@@ -117,57 +92,52 @@ pub enum ProductCommand {
     Retire,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "event_type", content = "payload")]
-pub enum ProductEvent {
-    #[serde(rename = "ProductCreated")]
-    ProductCreated {
-        product_id: ProductId,
-        name: String,
-        category: String,
-        price: Money,
-        on_hand: u32,
-    },
-    #[serde(rename = "ProductRepriced")]
-    ProductRepriced {
-        product_id: ProductId,
-        old_price: Money,
-        price: Money,
-    },
-    #[serde(rename = "ProductRestocked")]
-    ProductRestocked {
-        product_id: ProductId,
-        quantity: u32,
-        on_hand: u32,
-        available: u32,
-    },
-    #[serde(rename = "StockReserved")]
-    StockReserved {
-        product_id: ProductId,
-        order_id: OrderId,
-        quantity: u32,
-        reserved: u32,
-        available: u32,
-    },
-    #[serde(rename = "StockReleased")]
-    StockReleased {
-        product_id: ProductId,
-        order_id: OrderId,
-        quantity: u32,
-        reserved: u32,
-        available: u32,
-    },
-    #[serde(rename = "StockCommitted")]
-    StockCommitted {
-        product_id: ProductId,
-        order_id: OrderId,
-        quantity: u32,
-        on_hand: u32,
-        reserved: u32,
-        available: u32,
-    },
-    #[serde(rename = "ProductRetired")]
-    ProductRetired { product_id: ProductId },
+domain_events! {
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum ProductEvent in event_names {
+        PRODUCT_CREATED = "ProductCreated", version PRODUCT_CREATED_VERSION => ProductCreated {
+            product_id: ProductId,
+            name: String,
+            category: String,
+            price: Money,
+            on_hand: u32,
+        },
+        PRODUCT_REPRICED = "ProductRepriced", version 1 => ProductRepriced {
+            product_id: ProductId,
+            old_price: Money,
+            price: Money,
+        },
+        PRODUCT_RESTOCKED = "ProductRestocked", version 1 => ProductRestocked {
+            product_id: ProductId,
+            quantity: u32,
+            on_hand: u32,
+            available: u32,
+        },
+        STOCK_RESERVED = "StockReserved", version 1 => StockReserved {
+            product_id: ProductId,
+            order_id: OrderId,
+            quantity: u32,
+            reserved: u32,
+            available: u32,
+        },
+        STOCK_RELEASED = "StockReleased", version 1 => StockReleased {
+            product_id: ProductId,
+            order_id: OrderId,
+            quantity: u32,
+            reserved: u32,
+            available: u32,
+        },
+        STOCK_COMMITTED = "StockCommitted", version 1 => StockCommitted {
+            product_id: ProductId,
+            order_id: OrderId,
+            quantity: u32,
+            on_hand: u32,
+            reserved: u32,
+            available: u32,
+        },
+        PRODUCT_RETIRED = "ProductRetired", version 1 => ProductRetired {     product_id: ProductId },
+    }
+    upcast = upcast;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -188,53 +158,6 @@ pub enum ProductError {
     Retired,
     #[error("stock on hand would exceed the supported maximum")]
     StockOverflow,
-}
-
-impl Event for ProductEvent {
-    fn event_type(&self) -> &'static str {
-        use event_names::*;
-        match self {
-            ProductEvent::ProductCreated { .. } => PRODUCT_CREATED,
-            ProductEvent::ProductRepriced { .. } => PRODUCT_REPRICED,
-            ProductEvent::ProductRestocked { .. } => PRODUCT_RESTOCKED,
-            ProductEvent::StockReserved { .. } => STOCK_RESERVED,
-            ProductEvent::StockReleased { .. } => STOCK_RELEASED,
-            ProductEvent::StockCommitted { .. } => STOCK_COMMITTED,
-            ProductEvent::ProductRetired { .. } => PRODUCT_RETIRED,
-        }
-    }
-
-    fn event_version(&self) -> u32 {
-        // Every event type is listed in `product_event_version`; 1 is the unreachable fallback.
-        event_names::product_event_version(self.event_type()).unwrap_or(1)
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        encode_payload(self)
-    }
-
-    fn current_version(event_type: &str) -> Option<u32> {
-        event_names::product_event_version(event_type)
-    }
-
-    fn payload_json(&self) -> String {
-        encode_payload_json(self, self.event_type())
-    }
-
-    fn decode(
-        event_type: &str,
-        event_version: u32,
-        payload: serde_json::Value,
-    ) -> Result<Self, DecodeError> {
-        let current = event_names::product_event_version(event_type).ok_or_else(|| {
-            DecodeError::UnknownType {
-                event_type: event_type.to_owned(),
-            }
-        })?;
-        check_version(event_type, event_version, current)?;
-        let payload = upcast(event_type, event_version, payload)?;
-        decode_tagged(event_type, payload).map_err(|e| e.with_version(event_version))
-    }
 }
 
 /// Brings an older payload to the current shape of its event type.
@@ -258,13 +181,9 @@ fn upcast(
     Ok(payload)
 }
 
-impl EventSourced for Product {
-    const STREAM_TYPE: StreamType = StreamType::Product;
-    type Command = ProductCommand;
-    type Event = ProductEvent;
-    type Error = ProductError;
-
-    fn decide(&self, command: ProductCommand) -> Result<Vec<ProductEvent>, ProductError> {
+impl Product {
+    /// Decides a command: pure, synchronous; `Aggregate::handle` calls it.
+    pub fn decide(&self, command: ProductCommand) -> Result<Vec<ProductEvent>, ProductError> {
         let product_id = match (&self.id, &command) {
             (
                 None,
@@ -391,7 +310,9 @@ impl EventSourced for Product {
         }
     }
 
-    fn apply(&mut self, event: &ProductEvent) {
+    /// Folds one event into the state. Never fails: events are facts. `Aggregate::apply`
+    /// calls it.
+    pub fn evolve(&mut self, event: &ProductEvent) {
         match event {
             ProductEvent::ProductCreated {
                 product_id,
@@ -427,3 +348,11 @@ impl EventSourced for Product {
         }
     }
 }
+
+aggregate!(
+    Product,
+    StreamType::Product,
+    ProductCommand,
+    ProductEvent,
+    ProductError
+);

@@ -1,5 +1,4 @@
 //! The aggregates driven through cqrs-es's own `TestFramework`.
-#![cfg(feature = "cqrs-es")]
 
 mod support;
 

@@ -3,7 +3,7 @@
 //! For random command sequences on each aggregate, after every step:
 //! - folding all emitted events from the default state reproduces the live state;
 //! - every event survives the store's encoding (`payload_json` → JSON text → `decode`) unchanged,
-//!   and that text is the JSON of `payload()`;
+//!   and that text is a JSON object;
 //! - the state survives a snapshot round trip (JSON text);
 //! - the aggregate's invariants hold and the values carried by the events match the state;
 //! - the status never moves backwards (Payment by rank, Order by `OrderStatus::can_follow`).
@@ -39,18 +39,22 @@ where
     let mut history: Vec<A::Event> = Vec::new();
     for op in ops {
         let command = to_command(&state, op);
-        let Ok(events) = state.decide(command) else {
+        let decided = cqrs_es::test::TestFramework::<A>::with(())
+            .given(history.clone())
+            .when(command)
+            .inspect_result();
+        let Ok(events) = decided else {
             continue;
         };
         let before = state.clone();
         for event in &events {
             check_storage_round_trip(event)?;
-            state.apply(event);
+            cqrs_es::Aggregate::apply(&mut state, event.clone());
         }
         history.extend(events.iter().cloned());
         check_step(&before, &state, &events)?;
         prop_assert_eq!(
-            &A::replay(&history),
+            &fold::<A>(history.iter().cloned()),
             &state,
             "replay differs from live state"
         );
@@ -64,12 +68,8 @@ where
 fn check_storage_round_trip<E: Event>(event: &E) -> Result<(), TestCaseError> {
     let text = event.payload_json();
     let payload: serde_json::Value = serde_json::from_str(&text).map_err(fail)?;
-    prop_assert_eq!(
-        &payload,
-        &event.payload(),
-        "payload_json differs from payload"
-    );
-    let decoded = E::decode(event.event_type(), event.event_version(), payload).map_err(fail)?;
+    prop_assert!(payload.is_object(), "payload is not a JSON object");
+    let decoded = E::decode(event.event_type(), event.event_version(), &text).map_err(fail)?;
     prop_assert_eq!(&decoded, event);
     Ok(())
 }
@@ -453,7 +453,7 @@ fn check_payment(
     let mut replay = before.clone();
     for event in events {
         let rank = replay.status.rank();
-        replay.apply(event);
+        replay.evolve(event);
         prop_assert!(replay.status.rank() >= rank);
         if let Some(key) = event.fact_key() {
             prop_assert!(p.seen_facts.contains(&key));

@@ -11,13 +11,14 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use commands::{
-    Caller, CheckoutInput, CommandContext, CommandService, Commit, EventStore, Metadata, NewEvent,
-    NewProduct, ServiceConfig, Shop, StreamAppend, StreamRef, SystemClock,
+    CachingLoader, Caller, CheckoutInput, CommandContext, CommandService, Commit, EventStore,
+    Loader, LockingLoader, Metadata, NewEvent, NewProduct, ServiceConfig, Shop, StoreLoader,
+    StreamAppend, StreamRef, SystemClock,
 };
 use domain::{
-    Cart, CartCommand, CartId, CustomerId, Event, EventSourced, Money, Order, OrderCommand,
-    OrderId, OrderLine, Payment, PaymentCommand, PaymentId, Product, ProductCommand, ProductId,
-    Quantity, ShippingAddress,
+    Cart, CartCommand, CartId, CustomerId, Event, Money, Order, OrderCommand, OrderId, OrderLine,
+    Payment, PaymentCommand, PaymentId, Product, ProductCommand, ProductId, Quantity,
+    ShippingAddress,
 };
 use infrastructure::payments::simulated::SimulatedGateway;
 use infrastructure::sqlite::{SqliteEventStore, SqliteOptions, Synchronous};
@@ -262,8 +263,16 @@ fn address() -> ShippingAddress {
 async fn checkouts(dir: &Path, quick: bool) {
     let store = open(dir, "checkout.sqlite", Synchronous::Full);
     let gateway = Arc::new(SimulatedGateway::new());
-    let svc = Arc::new(CommandService::new(
+    // The loader of `serve` (api/src/compose.rs): the state cache and the product locks.
+    let plain: Arc<dyn Loader> = Arc::new(StoreLoader::new(store.clone()));
+    let cached: Arc<dyn Loader> = Arc::new(CachingLoader::new(plain, 10_000));
+    let loader: Arc<dyn Loader> = Arc::new(LockingLoader::new(
+        cached,
+        vec![domain::StreamType::Product],
+    ));
+    let svc = Arc::new(CommandService::with_loader(
         store.clone(),
+        loader,
         Arc::new(SystemClock),
         ServiceConfig::default(),
     ));
@@ -374,7 +383,8 @@ async fn fill(store: Arc<SqliteEventStore>, target: u64) {
                 initial_stock: 10_000_000,
             })
             .expect("create");
-        let st = Product::replay(evs.iter());
+        let mut st = Product::default();
+        evs.iter().for_each(|e| st.evolve(e));
         creates.push(StreamAppend {
             stream: StreamRef::new(domain::StreamType::Product, id.as_str()),
             expected_version: 0,
@@ -420,7 +430,7 @@ async fn fill(store: Arc<SqliteEventStore>, target: u64) {
             },
         ] {
             for e in cart.decide(cmd).expect("cart") {
-                cart.apply(&e);
+                cart.evolve(&e);
                 cart_events.push(e);
             }
         }
@@ -433,7 +443,7 @@ async fn fill(store: Arc<SqliteEventStore>, target: u64) {
             .expect("reserve");
         let product_expected = *version;
         for e in &reserve {
-            product.apply(e);
+            product.evolve(e);
         }
         *version += reserve.len() as u64;
         let mut order = Order::default();
@@ -462,7 +472,7 @@ async fn fill(store: Arc<SqliteEventStore>, target: u64) {
             },
         ] {
             for e in order.decide(cmd).expect("order") {
-                order.apply(&e);
+                order.evolve(&e);
                 order_events.push(e);
             }
         }
@@ -485,7 +495,7 @@ async fn fill(store: Arc<SqliteEventStore>, target: u64) {
             },
         ] {
             for e in payment.decide(cmd).expect("payment") {
-                payment.apply(&e);
+                payment.evolve(&e);
                 payment_events.push(e);
             }
         }

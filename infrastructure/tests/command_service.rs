@@ -3,9 +3,9 @@
 //! manager step (including redelivery).
 
 use commands::{
-    Caller, CheckoutInput, CommandContext, CommandError, CommandService, EventStore,
-    IdempotencyKey, Metadata, NewProduct, ProcessManagers, ServiceConfig, Shop, StreamRef,
-    SystemClock,
+    CachingLoader, Caller, CheckoutInput, CommandContext, CommandError, CommandService, EventStore,
+    IdempotencyKey, Loader, LockingLoader, Metadata, NewProduct, ProcessManagers, ServiceConfig,
+    Shop, StoreLoader, StreamRef, SystemClock,
 };
 use domain::{
     CustomerId, Money, Order, OrderCommand, OrderStatus, Payment, PaymentCommand, PaymentStatus,
@@ -23,14 +23,32 @@ struct Fixture {
     pms: ProcessManagers,
 }
 
+/// The loader of `serve`: the state cache and the product locks over the store.
+fn decorated(store: &Arc<dyn EventStore>) -> Arc<dyn Loader> {
+    let plain: Arc<dyn Loader> = Arc::new(StoreLoader::new(store.clone()));
+    let cached: Arc<dyn Loader> = Arc::new(CachingLoader::new(plain, 10_000));
+    Arc::new(LockingLoader::new(cached, vec![StreamType::Product]))
+}
+
 fn fixture_with(config: ServiceConfig) -> Fixture {
+    fixture_over(config, true)
+}
+
+/// With `decorated` false, the service loads straight from the store.
+fn fixture_over(config: ServiceConfig, decorated_loader: bool) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn EventStore> = Arc::new(
         SqliteEventStore::open(dir.path().join("events.sqlite"), SqliteOptions::default()).unwrap(),
     );
     let gateway = Arc::new(SimulatedGateway::new());
-    let svc = Arc::new(CommandService::new(
+    let loader: Arc<dyn Loader> = if decorated_loader {
+        decorated(&store)
+    } else {
+        Arc::new(StoreLoader::new(store.clone()))
+    };
+    let svc = Arc::new(CommandService::with_loader(
         store.clone(),
+        loader,
         Arc::new(SystemClock),
         config,
     ));
@@ -420,10 +438,10 @@ async fn snapshots_keep_loads_short_and_equal_to_a_full_replay() {
     let all = f.store.read(&stream, 1, u64::MAX).await.unwrap();
     let mut replayed = Product::default();
     for e in &all {
-        use domain::{Event, EventSourced};
-        let ev = domain::ProductEvent::decode(&e.event_type, e.event_version, e.payload.to_value())
-            .unwrap();
-        replayed.apply(&ev);
+        use domain::Event;
+        let ev =
+            domain::ProductEvent::decode(&e.event_type, e.event_version, e.payload.json()).unwrap();
+        replayed.evolve(&ev);
     }
     assert_eq!(via_snapshot, replayed);
     assert_eq!(via_snapshot.on_hand, 121);
@@ -695,8 +713,9 @@ async fn a_payment_for_an_expired_order_is_refunded() {
 /// A second service over the same store, with its own state cache: what one writes, the other's
 /// cache does not know.
 fn second_shop(f: &Fixture) -> Shop {
-    let svc = Arc::new(CommandService::new(
+    let svc = Arc::new(CommandService::with_loader(
         f.store.clone(),
+        decorated(&f.store),
         Arc::new(SystemClock),
         ServiceConfig::default(),
     ));
@@ -825,10 +844,7 @@ async fn concurrent_adds_to_one_cart_are_retried_and_all_land_exactly_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_state_cache_is_not_needed_for_correct_answers() {
     // The same flow with the cache off gives the same versions and lines.
-    let f = fixture_with(ServiceConfig {
-        state_cache: 0,
-        ..ServiceConfig::default()
-    });
+    let f = fixture_over(ServiceConfig::default(), false);
     product(&f, "p1", "1.00", 100).await;
     let (caller, cart) = cart_with(&f, "alice", &[("p1", 1)]).await;
     let q = Quantity::parse(3).unwrap();

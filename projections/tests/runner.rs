@@ -511,7 +511,7 @@ async fn a_simulated_history_covers_every_event_type_the_projections_handle() {
         .iter()
         .filter(|e| e.stream_type == StreamType::Order)
     {
-        domain::OrderEvent::decode(&e.event_type, e.event_version, e.payload.to_value())
+        domain::OrderEvent::decode(&e.event_type, e.event_version, e.payload.json())
             .expect("decodes");
     }
 }

@@ -68,7 +68,7 @@ fn fold_all(history: &[EventEnvelope]) -> Value {
             );
             assert_eq!(event.event_type(), e.event_type);
             assert_eq!(event.event_version(), e.event_version);
-            state.apply(&event);
+            cqrs_es::Aggregate::apply(&mut state, event);
         }
         serde_json::to_value(&state).expect("state json")
     }
@@ -216,14 +216,7 @@ async fn the_golden_history_loads_from_the_embedded_store_into_the_same_states()
             .expect("append");
     }
     let expected = read_json("states.json");
-    let service = CommandService::new(
-        store,
-        Arc::new(SystemClock),
-        ServiceConfig {
-            state_cache: 0,
-            ..ServiceConfig::default()
-        },
-    );
+    let service = CommandService::new(store, Arc::new(SystemClock), ServiceConfig::default());
     let expected = expected.as_object().expect("object");
     for (key, want) in expected {
         let (kind, id) = key.split_once('#').expect("stream key");

@@ -1,6 +1,6 @@
 use crate::support::*;
 use domain::{
-    Cart, CartCommand, CartError, CartEvent, CartStatus, Currency, EventSourced, Money, MoneyError,
+    Cart, CartCommand, CartError, CartEvent, CartStatus, Currency, Money, MoneyError,
     MAX_CART_LINES,
 };
 
@@ -306,7 +306,7 @@ fn replaying_a_cart_history_rebuilds_its_lines() {
         added("p1", 2, eur("1.25")),
         added("p2", 1, eur("4.00")),
     ];
-    let cart = Cart::replay(&history);
+    let cart = fold::<Cart>(history.iter().cloned());
     assert_eq!(cart.lines.len(), 2);
     assert_eq!(cart.lines[&product_id("p1")].line_total, eur("2.50"));
     assert_eq!(cart.total(), Some(eur("6.50")));

@@ -69,15 +69,17 @@ pub fn event_envelope<E: Event>(
     event: &E,
     occurred_at: DateTime<Utc>,
 ) -> EventEnvelope {
-    envelope(
+    let mut envelope = envelope(
         stream_type,
         stream_id,
         sequence,
         event.event_type(),
         event.event_version(),
-        event.payload(),
+        serde_json::Value::Null,
         occurred_at,
-    )
+    );
+    envelope.payload = commands::Payload::of_event(event);
+    envelope
 }
 
 /// A small deterministic PRNG (SplitMix64), so fixtures need no `rand` dependency.
@@ -167,12 +169,15 @@ fn run<A: EventSourced>(
     aggregate: &mut (A, u64),
     command: A::Command,
 ) -> bool {
-    match aggregate.0.decide(command) {
+    // `handle` is ready at once: it calls the aggregate's synchronous `decide`.
+    let decided =
+        futures::executor::block_on(cqrs_es::Aggregate::handle(&aggregate.0, command, &()));
+    match decided {
         Ok(events) if !events.is_empty() => {
             for e in events {
-                aggregate.0.apply(&e);
                 aggregate.1 += 1;
                 log.push(event_envelope(A::STREAM_TYPE, id, aggregate.1, &e, now));
+                cqrs_es::Aggregate::apply(&mut aggregate.0, e);
             }
             true
         }
