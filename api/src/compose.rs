@@ -12,10 +12,10 @@ use commands::{
 };
 use commands::{PaymentGateway, Payments};
 use domain::{Money, Product, ProductId};
-use infrastructure::payments::simulated::SimulatedGateway;
+use infrastructure::simulated::SimulatedGateway;
+use infrastructure::sqlite::SqliteCheckpointStore;
+use infrastructure::sqlite::SqliteReadModelStore;
 use infrastructure::sqlite::{SqliteEventStore, SqliteOptions, Synchronous};
-use infrastructure::sqlite_checkpoints::SqliteCheckpointStore;
-use infrastructure::sqlite_readmodel::SqliteReadModelStore;
 use infrastructure::stripe::gateway::{SecretKey, StripeConfig, StripeGateway};
 use infrastructure::stripe::lookup::ReadModelPaymentLookup;
 use infrastructure::stripe::webhook::WebhookVerifier;
