@@ -12,10 +12,10 @@ use commands::{
 };
 use commands::{CachingLoader, Loader, LockingLoader, PaymentGateway, Payments, StoreLoader};
 use domain::{Money, Product, ProductId, StreamType};
-use infrastructure::payments::simulated::SimulatedGateway;
+use infrastructure::simulated::SimulatedGateway;
+use infrastructure::sqlite::SqliteCheckpointStore;
+use infrastructure::sqlite::SqliteReadModelStore;
 use infrastructure::sqlite::{SqliteEventStore, SqliteOptions, Synchronous};
-use infrastructure::sqlite_checkpoints::SqliteCheckpointStore;
-use infrastructure::sqlite_readmodel::SqliteReadModelStore;
 use infrastructure::stripe::gateway::{SecretKey, StripeConfig, StripeGateway};
 use infrastructure::stripe::lookup::ReadModelPaymentLookup;
 use infrastructure::stripe::webhook::WebhookVerifier;

@@ -20,13 +20,11 @@ use commands::{
 };
 use infrastructure::aws::provision::{provision, Provisioned};
 use infrastructure::aws::{
-    AwsClients, ConsumerGroup, DynamoEventStore, DynamoReadModelStore, DynamoStoreOptions,
-    ResourceNames, RetryPolicy,
+    AwsClients, ConsumerGroup, DynamoEventStore, DynamoReadModelStore, DynamoShardCheckpoints,
+    DynamoStoreOptions, DynamoStreamSource, EventBridgePublisher, ResourceNames, RetryPolicy,
+    SqsEventQueue, StreamsOptions,
 };
-use infrastructure::aws_fanout::{
-    DynamoShardCheckpoints, DynamoStreamSource, EventBridgePublisher, SqsEventQueue, StreamsOptions,
-};
-use infrastructure::payments::simulated::SimulatedGateway;
+use infrastructure::simulated::SimulatedGateway;
 use projections::{Projection, ProjectionRunner, ReadModelStore};
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +38,7 @@ use workers::{
 #[derive(Debug, Clone, Default)]
 pub struct AwsOptions {
     /// Work around the local emulator's DynamoDB Streams quirks (see
-    /// [`infrastructure::aws_fanout::streams`]). `main` turns it on when an endpoint URL is set.
+    /// [`infrastructure::aws::fanout::streams`]). `main` turns it on when an endpoint URL is set.
     pub emulator_compat: bool,
     /// Transient AWS failures are retried this way by every adapter.
     pub retry: RetryPolicy,

@@ -8,7 +8,7 @@ use commands::{
     Ack, Caller, CommandContext, CreateIntent, Executed, PaymentGateway, WebhookOutcome,
 };
 use domain::{Payment, PaymentId};
-use infrastructure::payments::simulated::{outcome_for, SimOutcome};
+use infrastructure::simulated::{outcome_for, SimOutcome};
 use infrastructure::stripe::testing::IntentSpec;
 
 /// Confirms `payment_id` with a test payment method on behalf of the customer who owns its

@@ -3,7 +3,7 @@
 
 use crate::auth::Authenticator;
 use commands::{Clock, EventStore, Shop};
-use infrastructure::payments::simulated::SimulatedGateway;
+use infrastructure::simulated::SimulatedGateway;
 use metrics_exporter_prometheus::PrometheusHandle;
 use projections::ReadModelStore;
 use std::sync::Arc;

@@ -20,9 +20,9 @@ use domain::{
     Payment, PaymentCommand, PaymentId, Product, ProductCommand, ProductId, Quantity,
     ShippingAddress,
 };
-use infrastructure::payments::simulated::SimulatedGateway;
+use infrastructure::simulated::SimulatedGateway;
+use infrastructure::sqlite::SqliteReadModelStore;
 use infrastructure::sqlite::{SqliteEventStore, SqliteOptions, Synchronous};
-use infrastructure::sqlite_readmodel::SqliteReadModelStore;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -11,7 +11,7 @@ use domain::{
     CustomerId, Money, Order, OrderCommand, OrderStatus, Payment, PaymentCommand, PaymentStatus,
     Product, ProductCommand, ProductId, Quantity, ShippingAddress, StreamType,
 };
-use infrastructure::payments::simulated::SimulatedGateway;
+use infrastructure::simulated::SimulatedGateway;
 use infrastructure::sqlite::{SqliteEventStore, SqliteOptions};
 use std::sync::Arc;
 

@@ -10,9 +10,9 @@ use commands::{
     ServiceConfig, Shop, SystemClock,
 };
 use domain::{CustomerId, Money, ProductId, Quantity, ShippingAddress};
-use infrastructure::payments::simulated::SimulatedGateway;
+use infrastructure::simulated::SimulatedGateway;
+use infrastructure::sqlite::SqliteReadModelStore;
 use infrastructure::sqlite::{SqliteEventStore, SqliteOptions};
-use infrastructure::sqlite_readmodel::SqliteReadModelStore;
 use projections::runner::{ProjectionRunner, StepOutcome};
 use projections::{all_projections, ReadModelStore};
 use std::io::{BufRead, BufReader};

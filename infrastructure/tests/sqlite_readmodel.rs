@@ -4,7 +4,7 @@
 //! The shared suite and fakes come from `projections`' `testsuite` feature (a dev-dependency).
 
 use commands::EventStore;
-use infrastructure::sqlite_readmodel::SqliteReadModelStore;
+use infrastructure::sqlite::SqliteReadModelStore;
 use projections::testsuite::conformance;
 use projections::testsuite::fixtures::Simulator;
 use projections::testsuite::properties::incremental_equals_rebuild;

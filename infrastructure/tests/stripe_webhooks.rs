@@ -7,7 +7,7 @@ mod stripe_support;
 
 use commands::{IgnoredReason, Metadata, PaymentRefs, ProviderFact, WebhookOutcome};
 use domain::{OrderStatus, PaymentStatus};
-use infrastructure::payments::simulated::SimulatedGateway;
+use infrastructure::simulated::SimulatedGateway;
 use infrastructure::stripe::testing::{
     charge_refunded_event, dispute_event, payment_intent_event, IntentSpec,
 };

@@ -341,16 +341,16 @@ async fn main() {
             stage.relay(config)
         } else {
             workers::Relay::new(
-                Arc::new(infrastructure::aws_fanout::DynamoStreamSource::new(
+                Arc::new(infrastructure::aws::DynamoStreamSource::new(
                     stage.streams.clone(),
                     stage.dynamodb.clone(),
                     &stage.names,
-                    infrastructure::aws_fanout::StreamsOptions {
+                    infrastructure::aws::StreamsOptions {
                         emulator_compat: stage.options.emulator_compat,
                     },
                     stage.options.retry,
                 )),
-                Arc::new(infrastructure::aws_fanout::DynamoShardCheckpoints::new(
+                Arc::new(infrastructure::aws::DynamoShardCheckpoints::new(
                     stage.dynamodb.clone(),
                     &stage.names,
                     stage.options.retry,
@@ -383,7 +383,7 @@ async fn main() {
 
     // Where the relay's time goes on moto: one PutEvents of 10 entries.
     let stage = fresh_stage().await;
-    let publisher = infrastructure::aws_fanout::EventBridgePublisher::new(
+    let publisher = infrastructure::aws::EventBridgePublisher::new(
         stage.eventbridge.clone(),
         stage.names.event_bus.clone(),
         stage.options.retry,

@@ -14,8 +14,8 @@ use commands::{
     Caller, CheckoutInput, CommandContext, EventEnvelope, NewProduct, QueuedEvent, Shop,
 };
 use domain::{CustomerId, Money, PaymentCommand, ProductId, Quantity, ShippingAddress};
+use infrastructure::aws::fanout::envelope::bus_message;
 use infrastructure::aws::{ConsumerGroup, RetryPolicy};
-use infrastructure::aws_fanout::envelope::bus_message;
 use projections::store::Dump;
 use projections::{Projection, ReadModelStore};
 use std::collections::BTreeSet;
@@ -360,11 +360,8 @@ pub async fn send_events(stage: &AwsStage, url: &str, events: &[EventEnvelope]) 
 
 /// Receives and deletes everything a queue holds (until a receive comes back empty).
 pub async fn drain_queue(stage: &AwsStage, url: &str) -> Vec<QueuedEvent> {
-    let queue = infrastructure::aws_fanout::SqsEventQueue::new(
-        stage.sqs.clone(),
-        url,
-        test_options().retry,
-    );
+    let queue =
+        infrastructure::aws::SqsEventQueue::new(stage.sqs.clone(), url, test_options().retry);
     use commands::EventQueue;
     let mut out = Vec::new();
     loop {

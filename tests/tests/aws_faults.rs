@@ -16,7 +16,7 @@ use commands::{
 };
 use infrastructure::aws::provision::provision_read_models;
 use infrastructure::aws::{ConsumerGroup, DynamoReadModelStore, ResourceNames};
-use infrastructure::aws_fanout::{
+use infrastructure::aws::{
     DynamoShardCheckpoints, DynamoStreamSource, EventBridgePublisher, SqsEventQueue, StreamsOptions,
 };
 use projections::store::{ApplyOutcome, Projection, ReadModelError};

@@ -11,7 +11,7 @@ use backbone_tests::aws::{
 };
 use commands::ShardCheckpointStore;
 use infrastructure::aws::ConsumerGroup;
-use infrastructure::aws_fanout::{DynamoShardCheckpoints, DynamoStreamSource, StreamsOptions};
+use infrastructure::aws::{DynamoShardCheckpoints, DynamoStreamSource, StreamsOptions};
 use projections::ReadModelStore;
 use std::time::Duration;
 

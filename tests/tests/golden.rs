@@ -11,8 +11,8 @@
 
 use commands::{CommandService, EventEnvelope, EventStore, Payload, ServiceConfig, SystemClock};
 use domain::{Cart, Event, EventSourced, Order, Payment, Product, StreamType};
+use infrastructure::sqlite::SqliteReadModelStore;
 use infrastructure::sqlite::{SqliteEventStore, SqliteOptions};
-use infrastructure::sqlite_readmodel::SqliteReadModelStore;
 use projections::store::Dump;
 use projections::testsuite::fixtures::scenario;
 use projections::testsuite::VecEventStore;

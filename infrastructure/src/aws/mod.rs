@@ -1,6 +1,7 @@
-//! The AWS adapters: the DynamoDB event store and read-model store, the feed indexer, and the
-//! provisioning of every resource the AWS deployment uses (tables, the EventBridge bus, SQS
-//! queues). `cloudformation/backbone.yaml` declares the same resources for real accounts.
+//! The AWS adapters: the DynamoDB event store, read-model store and feed indexer, the fan-out
+//! from the events table's stream through EventBridge to SQS ([`fanout`]), and the provisioning
+//! of every resource the AWS deployment uses (tables, the EventBridge bus, SQS queues).
+//! `cloudformation/backbone.yaml` declares the same resources for real accounts.
 //!
 //! Adapters never read the environment: the composition root builds an [`aws_config::SdkConfig`]
 //! (for example with [`config_loader`], which reads the standard AWS variables such as
@@ -15,6 +16,7 @@ mod ddb;
 pub mod dynamo_readmodel;
 pub mod dynamo_store;
 pub mod error;
+pub mod fanout;
 pub mod feed_index;
 pub mod metrics;
 pub mod names;
@@ -23,6 +25,9 @@ pub mod provision;
 pub use dynamo_readmodel::DynamoReadModelStore;
 pub use dynamo_store::{DynamoEventStore, DynamoStoreOptions};
 pub use error::RetryPolicy;
+pub use fanout::{
+    DynamoShardCheckpoints, DynamoStreamSource, EventBridgePublisher, SqsEventQueue, StreamsOptions,
+};
 pub use feed_index::FeedIndexer;
 pub use metrics::{RequestCounters, RequestCounts};
 pub use names::{ConsumerGroup, ResourceNames};

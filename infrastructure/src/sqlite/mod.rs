@@ -1,15 +1,27 @@
-//! The embedded SQLite adapters.
+//! The embedded SQLite adapters, one file each under the data directory.
 //!
-//! [`SqliteEventStore`] implements the [`commands::EventStore`] port on one SQLite file: WAL
-//! mode, `synchronous=FULL` by default, embedded migrations applied at open, one writer thread
-//! that batches concurrent commits into one transaction (group commit, one savepoint per commit
-//! so each caller gets its own outcome), and pooled read connections. It passes the shared
-//! conformance suite in `commands::conformance`.
+//! - [`SqliteEventStore`] implements the [`commands::EventStore`] port: WAL mode,
+//!   `synchronous=FULL` by default, embedded migrations applied at open, one writer thread that
+//!   batches concurrent commits into one transaction (group commit, each caller still gets its
+//!   own outcome; see `writer`), and pooled read connections. It passes the shared conformance
+//!   suite in `commands::conformance`.
+//! - [`SqliteReadModelStore`] implements the [`projections::ReadModelStore`] port: documents,
+//!   index entries, applied sequences and checkpoints in their own file. It passes the
+//!   projections' conformance suite.
+//! - [`SqliteCheckpointStore`] implements [`commands::CheckpointStore`] for the process managers.
+//!
+//! The event store and the read models keep their WAL short under steady load the same way
+//! (`wal`).
 
+mod checkpoints;
 mod codec;
 mod migrations;
+mod readmodel;
 mod recent;
 mod store;
+mod wal;
 mod writer;
 
+pub use checkpoints::SqliteCheckpointStore;
+pub use readmodel::SqliteReadModelStore;
 pub use store::{SqliteEventStore, SqliteOptions, Synchronous, WriteStats};

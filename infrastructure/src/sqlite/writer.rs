@@ -1,11 +1,16 @@
 //! The single writer thread, its group commit, and the background checkpointer.
 //!
 //! All appends go through one thread that owns the only write connection. It takes every commit
-//! waiting in its queue (up to a cap) and writes them in ONE transaction, each inside its own
-//! SAVEPOINT: a commit that conflicts, is a duplicate, or fails is rolled back alone, and each
-//! caller gets its own outcome. The group then costs one COMMIT, so one WAL fsync under
-//! `synchronous=FULL`, however many commits it holds. Commits in one group see each other's
-//! writes, so two commits to the same stream in one group are checked in queue order.
+//! waiting in its queue (up to a cap) and writes them in ONE transaction, and each caller gets
+//! its own outcome. The group then costs one COMMIT, so one WAL fsync under `synchronous=FULL`,
+//! however many commits it holds. Commits in one group see each other's writes, so two commits
+//! to the same stream in one group are checked in queue order.
+//!
+//! The usual group needs no savepoints: each commit's expected versions and command id are
+//! checked by reads before it writes anything, so a conflict or a duplicate leaves nothing to
+//! undo. Only a commit that fails in the middle of its writes (a full disk, a constraint) does:
+//! then the whole transaction is rolled back and the group is written again, this time with one
+//! SAVEPOINT per commit, so that only the failing commit is lost (`write_group`).
 //!
 //! Callers are answered only after the group's COMMIT has returned, so an acknowledged commit is
 //! durable (under FULL) and visible to every reader.
@@ -18,11 +23,11 @@
 //! Checkpoints run on their own thread and connection (`wal_autocheckpoint` is off on the
 //! writer), so copying WAL pages into the database file and its two fsyncs never stall a commit.
 //! Once a checkpoint has caught up, the writer rewinds the WAL between two groups (see
-//! [`crate::sqlite_wal`]), so the WAL stays a few megabytes long under any load.
+//! [`super::wal`]), so the WAL stays a few megabytes long under any load.
 
 use super::codec::{format_timestamp, sql_error};
 use super::recent::{committed_envelopes, RecentFeed};
-use crate::sqlite_wal::restart_wal;
+use super::wal::restart_wal;
 use chrono::Utc;
 use commands::StreamRef;
 use commands::{

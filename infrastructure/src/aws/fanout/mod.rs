@@ -9,7 +9,7 @@
 //! - the [`FeedWriter`] impl of the event store's [`FeedIndexer`].
 //!
 //! Like every adapter, these take clients and names from the composition root and never read
-//! the environment. SDK errors are classified once ([`crate::aws::error::classify`]) and
+//! the environment. SDK errors are classified once ([`super::error::classify`]) and
 //! transient ones are retried with jittered backoff ([`RetryPolicy`]) before they surface as
 //! [`FanoutError::Transient`].
 //!

@@ -197,7 +197,7 @@ impl Inner {
     }
 
     /// After a batch's commit, at most once per [`WAL_RESTART_EVERY`]: rewinds the WAL (see
-    /// [`crate::sqlite_wal`]). Projections read and write all the time while events flow, so
+    /// [`super::wal`]). Projections read and write all the time while events flow, so
     /// without this the WAL grew by ~55 MB/s during the HTTP benchmark's checkouts.
     fn maybe_restart_wal(&self, writer: &Connection) {
         let mut last = match self.last_wal_restart.lock() {
@@ -208,7 +208,7 @@ impl Inner {
             return;
         }
         *last = Instant::now();
-        crate::sqlite_wal::restart_wal(writer, BUSY_TIMEOUT);
+        super::wal::restart_wal(writer, BUSY_TIMEOUT);
     }
 }
 

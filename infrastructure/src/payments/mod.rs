@@ -1,4 +1,0 @@
-//! Payment gateway adapters: the simulated gateway of the embedded default (Stripe comes with
-//! the Stripe issue).
-
-pub mod simulated;
