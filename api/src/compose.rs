@@ -4,13 +4,15 @@
 
 use crate::auth::{self, Authenticator};
 use crate::state::{AppState, Parts};
-use crate::webhooks::{SimulatedSigner, StripeWebhooks};
+use crate::webhooks::StripeWebhooks;
 use anyhow::Context;
 use commands::{
     Actor, CheckpointStore, Clock, CommandContext, CommandService, DomainUpcaster, EventStore,
     Metadata, NewProduct, ProcessManagers, ServiceConfig, Shop, SystemClock, UpcastingStore,
 };
-use commands::{CachingLoader, Loader, LockingLoader, PaymentGateway, Payments, StoreLoader};
+use commands::{
+    CachingLoader, Loader, LockingLoader, PaymentGateway, PaymentSimulator, Payments, StoreLoader,
+};
 use domain::{Money, Product, ProductId, StreamType};
 use infrastructure::simulated::SimulatedGateway;
 use infrastructure::sqlite::SqliteCheckpointStore;
@@ -249,17 +251,22 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
     }
     .expecting(config.jwt_issuer.clone(), config.jwt_audience.clone());
 
-    let simulated = Arc::new(SimulatedGateway::new());
-    let gateway: Arc<dyn PaymentGateway> = match &config.stripe {
-        Some(stripe) => {
-            let mut settings = StripeConfig::new(SecretKey::new(stripe.secret_key.clone()));
-            if let Some(url) = &stripe.base_url {
-                settings = settings.with_base_url(url.clone());
+    let (gateway, simulator): (Arc<dyn PaymentGateway>, Option<Arc<dyn PaymentSimulator>>) =
+        match &config.stripe {
+            Some(stripe) => {
+                let mut settings = StripeConfig::new(SecretKey::new(stripe.secret_key.clone()));
+                if let Some(url) = &stripe.base_url {
+                    settings = settings.with_base_url(url.clone());
+                }
+                let stripe =
+                    StripeGateway::new(settings).context("configuring the Stripe gateway")?;
+                (Arc::new(stripe), None)
             }
-            Arc::new(StripeGateway::new(settings).context("configuring the Stripe gateway")?)
-        }
-        None => simulated.clone(),
-    };
+            None => {
+                let simulated = Arc::new(SimulatedGateway::new());
+                (simulated.clone(), Some(simulated))
+            }
+        };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let service = command_service(store.clone(), clock.clone(), ServiceConfig::default());
     let shop = Arc::new(Shop::new(service, gateway.clone()));
@@ -337,7 +344,7 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
         models,
         clock,
         health,
-        payments: simulated,
+        simulator,
         auth: Arc::new(authenticator),
         metrics: crate::metrics::prometheus(),
         webhooks,
@@ -359,8 +366,10 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
     Ok(embedded)
 }
 
-/// The webhook endpoint: real Stripe secrets when configured, else the simulated gateway's own
-/// secret (created in the data directory on first use), plus any configured secret.
+/// The webhook endpoint: real Stripe secrets when configured. In the embedded default the
+/// endpoint accepts events signed with the simulated provider's own secret (created in the data
+/// directory on first use, so local tools and tests can sign events for it), plus any configured
+/// secret; the simulated provider's own outcomes need no signature (see [`crate::payments`]).
 pub fn stripe_webhooks(
     config: &EmbeddedConfig,
     shop: Arc<Shop>,
@@ -371,25 +380,23 @@ pub fn stripe_webhooks(
     let lookup = Arc::new(ReadModelPaymentLookup::new(models));
     let payments = Arc::new(Payments::new(shop, gateway, lookup));
     let mut secrets = config.webhook_secrets.clone();
-    let simulated = if config.stripe.is_some() {
+    if config.stripe.is_some() {
         if secrets.is_empty() {
             anyhow::bail!("STRIPE_WEBHOOK_SECRET is required when STRIPE_SECRET_KEY is set");
         }
-        None
     } else {
         let secret = auth::load_or_create_secret_file(
             &config.data_dir.join(SIM_WEBHOOK_SECRET_FILE),
             "whsec_",
         )
         .context("reading the simulated gateway's webhook secret")?;
-        secrets.push(secret.clone());
-        Some(SimulatedSigner::new(secret))
-    };
+        secrets.push(secret);
+    }
     let verifier = WebhookVerifier::new(secrets).context("configuring the webhook secrets")?;
-    Ok(StripeWebhooks::new(verifier, payments, clock, simulated))
+    Ok(StripeWebhooks::new(verifier, payments, clock))
 }
 
-/// The simulated gateway's webhook signing secret, inside the data directory.
+/// The simulated provider's webhook signing secret, inside the data directory.
 pub const SIM_WEBHOOK_SECRET_FILE: &str = "stripe_webhook_secret";
 
 /// The demo catalog: (id, name, category, price in EUR, stock).

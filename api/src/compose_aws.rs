@@ -15,8 +15,8 @@ use crate::compose::{seed_demo_catalog, Embedded};
 use crate::state::{AppState, Parts};
 use anyhow::Context;
 use commands::{
-    Clock, DomainUpcaster, EventStore, ProcessManagers, ServiceConfig, Shop, SystemClock,
-    UpcastingStore,
+    Clock, DomainUpcaster, EventStore, PaymentGateway, PaymentSimulator, ProcessManagers,
+    ServiceConfig, Shop, SystemClock, UpcastingStore,
 };
 use infrastructure::aws::provision::{provision, Provisioned};
 use infrastructure::aws::{
@@ -61,7 +61,9 @@ pub struct AwsStage {
     /// The store every consumer uses: `dynamo_store` upcasting on every read path.
     pub store: Arc<dyn EventStore>,
     pub models: Arc<DynamoReadModelStore>,
-    pub gateway: Arc<SimulatedGateway>,
+    /// The simulated provider (the AWS deployment's demo mode has no Stripe), as both ports.
+    pub gateway: Arc<dyn PaymentGateway>,
+    pub simulator: Arc<dyn PaymentSimulator>,
     pub clock: Arc<dyn Clock>,
     pub shop: Arc<Shop>,
     pub managers: Arc<ProcessManagers>,
@@ -94,7 +96,9 @@ impl AwsStage {
             &names,
             options.retry,
         ));
-        let gateway = Arc::new(SimulatedGateway::new());
+        let simulated = Arc::new(SimulatedGateway::new());
+        let gateway: Arc<dyn PaymentGateway> = simulated.clone();
+        let simulator: Arc<dyn PaymentSimulator> = simulated;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let service =
             crate::compose::command_service(store.clone(), clock.clone(), options.service.clone());
@@ -110,6 +114,7 @@ impl AwsStage {
             store,
             models,
             gateway,
+            simulator,
             clock,
             shop,
             managers,
@@ -369,7 +374,7 @@ pub async fn start_aws(
         models,
         clock: stage.clock.clone(),
         health,
-        payments: stage.gateway.clone(),
+        simulator: Some(stage.simulator.clone()),
         auth: Arc::new(authenticator),
         metrics: crate::metrics::prometheus(),
         rebuilds: None,

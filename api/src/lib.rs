@@ -3,7 +3,8 @@
 //!
 //! - [`compose`]: builds the stores, the shop, the workers ([`start_embedded`]).
 //! - [`compose_aws`]: the same on DynamoDB, Streams, EventBridge and SQS ([`compose_aws::start_aws`]).
-//! - [`routes::app`]: the axum router (testable without a socket).
+//! - [`router::app`]: the axum router (testable without a socket) over the handlers in
+//!   [`routes`]; [`openapi`] documents them.
 //! - [`serve`]: serving with graceful shutdown.
 //! - [`error::ApiError`]: the one mapping from failures to HTTP.
 
@@ -17,13 +18,15 @@ pub mod http;
 pub mod metrics;
 pub mod openapi;
 pub mod payments;
+pub mod router;
 pub mod routes;
+pub mod schema;
 pub mod serve;
 pub mod state;
 pub mod time_travel;
 pub mod webhooks;
 
 pub use compose::{start_embedded, Embedded, EmbeddedConfig};
-pub use routes::app;
+pub use router::app;
 pub use serve::{serve, serve_until};
 pub use state::AppState;

@@ -1,15 +1,15 @@
-//! Simulated card payments for the embedded default: what Stripe.js plus Stripe's webhook would
-//! do, in one function, so that a later change can route it through the signed webhook path.
+//! Simulated card payments: what Stripe.js plus Stripe's webhook would do, in one request.
+//! The simulated provider ([`commands::PaymentSimulator`]) confirms the intent and reports the
+//! outcome as the provider event its webhook would deliver; that event is applied like a
+//! verified Stripe webhook.
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::webhooks::SimulatedIntentEvent;
+use axum::http::StatusCode;
 use commands::{
-    Ack, Caller, CommandContext, CreateIntent, Executed, PaymentGateway, WebhookOutcome,
+    Ack, Caller, CommandContext, CreateIntent, Executed, TestConfirmation, WebhookOutcome,
 };
 use domain::{Payment, PaymentId};
-use infrastructure::simulated::{outcome_for, SimOutcome};
-use infrastructure::stripe::testing::IntentSpec;
 
 /// Confirms `payment_id` with a test payment method on behalf of the customer who owns its
 /// order, and records the provider's answer on the payment. The process managers then move the
@@ -24,7 +24,14 @@ pub async fn confirm_simulated(
     payment_id: &PaymentId,
     payment_method: &str,
 ) -> Result<Executed<Ack>, ApiError> {
-    if outcome_for(payment_method).is_none() {
+    let Some(simulator) = &state.simulator else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_simulated",
+            "payments are confirmed with Stripe when a Stripe key is configured",
+        ));
+    };
+    if !simulator.knows_method(payment_method) {
         return Err(ApiError::validation(
             "payment_method",
             "unknown test payment method (try pm_card_visa or 4000000000000002)",
@@ -47,25 +54,7 @@ pub async fn confirm_simulated(
         .await
         .map_err(|_| ApiError::not_found("payment"))?;
     let intent = state.shop.ensure_intent(ctx, payment_id.as_str()).await?;
-    // The simulated gateway keeps intents in memory; creating with the same key (the payment id)
-    // is idempotent and yields the same intent id, so this re-registers an intent lost in a
-    // restart and is a no-op otherwise.
-    state
-        .payments
-        .create_intent(CreateIntent {
-            payment_id: payment_id.clone(),
-            order_id,
-            amount,
-            idempotency_key: payment_id.to_string(),
-        })
-        .await
-        .map_err(commands::CommandError::from)?;
-    let (outcome, captured) = state
-        .payments
-        .confirm(&intent.intent_id, payment_method)
-        .map_err(commands::CommandError::from)?;
-    // The provider's answer travels like Stripe's: a signed webhook through the same endpoint
-    // logic. Its event id is derived from the request, so a retried request is a duplicate
+    // The provider event's id is derived from the request, so a retried request is a duplicate
     // delivery (one effect), and each distinct confirmation is a new event.
     let event_seed = match &ctx.idempotency {
         Some(key) => key.command_id.clone(),
@@ -75,32 +64,22 @@ pub async fn confirm_simulated(
         "evt_sim_{}",
         &commands::IdempotencyKey::new(&event_seed, event_seed.as_bytes()).fingerprint[..24]
     );
-    let (event_type, failure) = match &outcome {
-        SimOutcome::Succeeded => ("payment_intent.succeeded", None),
-        SimOutcome::Failed { reason } => ("payment_intent.payment_failed", Some(reason.as_str())),
-        SimOutcome::RequiresAction => ("payment_intent.requires_action", None),
-    };
-    let currency = captured.currency().code().to_ascii_lowercase();
-    let payment_key = payment_id.to_string();
-    let order_key = payment.state.order_id.as_ref().map(|o| o.to_string());
-    let delivered = state
-        .webhooks
-        .deliver_simulated(
-            SimulatedIntentEvent {
-                event_id: &event_id,
-                event_type,
-                intent: IntentSpec {
-                    intent_id: &intent.intent_id,
-                    amount_minor: captured.to_minor(),
-                    currency: &currency,
-                    payment_id: Some(&payment_key),
-                    order_id: order_key.as_deref(),
-                },
-                failure,
+    let event = simulator
+        .confirm_test_payment(TestConfirmation {
+            intent: CreateIntent {
+                payment_id: payment_id.clone(),
+                order_id,
+                amount,
+                idempotency_key: payment_id.to_string(),
             },
-            ctx.metadata.clone(),
-        )
-        .await?;
+            intent_id: intent.intent_id,
+            payment_method: payment_method.to_string(),
+            event_id,
+            at: state.clock.now(),
+        })
+        .await
+        .map_err(commands::CommandError::from)?;
+    let delivered = state.webhooks.apply(&event, ctx.metadata.clone()).await?;
     let (status, replayed) = match &delivered {
         WebhookOutcome::Applied { status, .. } | WebhookOutcome::NoChange { status, .. } => {
             (status.clone(), false)

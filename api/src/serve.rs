@@ -1,7 +1,7 @@
 //! Serving the API until a shutdown signal, then stopping the workers.
 
 use crate::compose::Embedded;
-use crate::routes::app;
+use crate::router::app;
 use std::future::Future;
 use tokio::net::TcpListener;
 

@@ -2,8 +2,7 @@
 //! its layers, so a clone is one reference count) over the parts the composition root built.
 
 use crate::auth::Authenticator;
-use commands::{Clock, EventStore, Shop};
-use infrastructure::simulated::SimulatedGateway;
+use commands::{Clock, EventStore, PaymentSimulator, Shop};
 use metrics_exporter_prometheus::PrometheusHandle;
 use projections::ReadModelStore;
 use std::sync::Arc;
@@ -38,11 +37,13 @@ pub struct Parts {
     pub models: Arc<dyn ReadModelStore>,
     pub clock: Arc<dyn Clock>,
     pub health: Health,
-    /// The simulated gateway of the embedded default (confirms payments like Stripe.js would).
-    pub payments: Arc<SimulatedGateway>,
+    /// The simulated provider, which confirms payments like Stripe.js would; `None` when a real
+    /// provider (Stripe) is configured.
+    pub simulator: Option<Arc<dyn PaymentSimulator>>,
     pub auth: Arc<Authenticator>,
     pub metrics: PrometheusHandle,
-    /// Provider webhooks (Stripe, or the simulated gateway's deliveries) and support refunds.
+    /// Provider events (verified Stripe webhooks, or the simulated provider's outcomes) and
+    /// support refunds.
     pub webhooks: Arc<crate::webhooks::StripeWebhooks>,
     /// In-process projection rebuilds; `None` where this process runs no projections (AWS,
     /// where SQS workers own them).

@@ -101,6 +101,38 @@ pub trait PaymentGateway: Send + Sync + 'static {
     async fn refund(&self, request: RefundRequest) -> Result<RefundResult, GatewayError>;
 }
 
+/// A confirmation the backbone performs itself, as a storefront's Stripe.js would with a test
+/// payment method.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestConfirmation {
+    /// The intent as checkout created it. A simulator that lost it (it keeps intents in memory,
+    /// and the process restarted) creates it again under the same idempotency key.
+    pub intent: CreateIntent,
+    pub intent_id: String,
+    /// A test payment method or card number, for example `pm_card_visa` or `4000000000000002`.
+    pub payment_method: String,
+    /// The id of the provider event that reports the outcome. Deterministic per request, so a
+    /// retried request is a duplicate delivery (one effect).
+    pub event_id: String,
+    /// When the outcome happened.
+    pub at: DateTime<Utc>,
+}
+
+/// A payment provider the backbone can drive itself: the simulated gateway, where no storefront
+/// talks to a real provider. Real providers do not implement it.
+///
+/// Contract: `knows_method` is true exactly for the payment methods `confirm_test_payment`
+/// accepts. `confirm_test_payment` answers with the provider event its webhook would deliver
+/// (for [`Payments::apply`](crate::Payments::apply)); it never applies anything itself.
+#[async_trait]
+pub trait PaymentSimulator: Send + Sync + 'static {
+    fn knows_method(&self, payment_method: &str) -> bool;
+    async fn confirm_test_payment(
+        &self,
+        request: TestConfirmation,
+    ) -> Result<crate::ProviderEvent, GatewayError>;
+}
+
 /// Durable positions for feed consumers that are not projections (process managers).
 #[async_trait]
 pub trait CheckpointStore: Send + Sync + 'static {

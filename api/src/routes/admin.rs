@@ -3,7 +3,7 @@
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{AppPath, Cmd};
 use crate::http::CommandReply;
-use crate::routes::carts::NoBody;
+use crate::schema::NoBody;
 use crate::state::AppState;
 use axum::extract::State;
 use commands::{Ack, NewProduct};

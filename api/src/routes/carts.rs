@@ -3,6 +3,7 @@
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{AppPath, Cmd};
 use crate::http::CommandReply;
+use crate::schema::NoBody;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
@@ -33,11 +34,6 @@ pub struct ChangeQuantityRequest {
     pub quantity: Quantity,
 }
 
-/// Removing an item takes no parameters.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NoBody {}
-
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShippingAddressInput {
@@ -64,7 +60,7 @@ pub struct CheckoutRequest {
 pub struct CheckoutResponse {
     pub order_id: String,
     pub payment_id: String,
-    #[schema(value_type = crate::openapi::MoneySchema)]
+    #[schema(value_type = crate::schema::MoneySchema)]
     pub total: Money,
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]

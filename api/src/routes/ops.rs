@@ -1,4 +1,5 @@
-//! Operations endpoints (no auth): liveness, readiness, metrics and the OpenAPI document.
+//! Operations endpoints (no auth): liveness, readiness and metrics (the OpenAPI document is
+//! served by [`crate::openapi`]).
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -40,12 +41,6 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         text,
     )
-}
-
-#[utoipa::path(get, path = "/openapi.json", tag = "operations",
-    responses((status = 200, description = "this document")))]
-pub async fn openapi() -> impl IntoResponse {
-    Json(crate::openapi::document())
 }
 
 /// Unknown routes.

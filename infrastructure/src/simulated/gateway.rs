@@ -1,10 +1,14 @@
-//! A payment gateway that behaves like Stripe test mode, for the embedded default: no account,
-//! no network. Intents and refunds are kept in memory and keyed by the idempotency key, so a
-//! retried request returns the first answer, as Stripe's does.
+//! A payment gateway that behaves like Stripe test mode: no account, no network. Intents and
+//! refunds are kept in memory and keyed by the idempotency key, so a retried request returns the
+//! first answer, as Stripe's does. As a [`PaymentSimulator`] it also plays the storefront's part
+//! (confirming with Stripe's test cards) and reports each outcome as the provider event Stripe's
+//! webhook would deliver.
 
 use async_trait::async_trait;
+use chrono::{DateTime, SubsecRound, Utc};
 use commands::{
-    CreateIntent, CreatedIntent, GatewayError, PaymentGateway, RefundRequest, RefundResult,
+    CreateIntent, CreatedIntent, GatewayError, PaymentGateway, PaymentRefs, PaymentSimulator,
+    ProviderEvent, ProviderFact, RefundRequest, RefundResult, TestConfirmation,
 };
 use domain::Money;
 use sha2::{Digest, Sha256};
@@ -178,6 +182,78 @@ impl PaymentGateway for SimulatedGateway {
     }
 }
 
+#[async_trait]
+impl PaymentSimulator for SimulatedGateway {
+    fn knows_method(&self, payment_method: &str) -> bool {
+        outcome_for(payment_method).is_some()
+    }
+
+    async fn confirm_test_payment(
+        &self,
+        request: TestConfirmation,
+    ) -> Result<ProviderEvent, GatewayError> {
+        let refs = PaymentRefs {
+            payment_id: Some(request.intent.payment_id.to_string()),
+            order_id: Some(request.intent.order_id.to_string()),
+        };
+        // Creating with the same key is idempotent and yields the same intent id: this
+        // re-registers an intent lost in a restart and is a no-op otherwise.
+        self.create_intent(request.intent).await?;
+        let (outcome, amount) = self.confirm(&request.intent_id, &request.payment_method)?;
+        Ok(provider_event(
+            request.event_id,
+            request.intent_id,
+            &outcome,
+            &amount,
+            refs,
+            request.at,
+        ))
+    }
+}
+
+/// What Stripe's webhook reports for a confirmation's outcome: the event type it sends and the
+/// fact the Stripe adapter would parse from it.
+fn provider_event(
+    event_id: String,
+    intent_id: String,
+    outcome: &SimOutcome,
+    amount: &Money,
+    refs: PaymentRefs,
+    at: DateTime<Utc>,
+) -> ProviderEvent {
+    let (event_type, fact) = match outcome {
+        SimOutcome::Succeeded => (
+            "payment_intent.succeeded",
+            ProviderFact::IntentSucceeded {
+                intent_id,
+                amount_minor: amount.to_minor(),
+                currency: amount.currency().code().to_ascii_lowercase(),
+                refs,
+            },
+        ),
+        SimOutcome::Failed { reason } => (
+            "payment_intent.payment_failed",
+            ProviderFact::IntentFailed {
+                intent_id,
+                reason: reason.clone(),
+                refs,
+            },
+        ),
+        SimOutcome::RequiresAction => (
+            "payment_intent.requires_action",
+            ProviderFact::IntentRequiresAction { intent_id, refs },
+        ),
+    };
+    ProviderEvent {
+        event_id,
+        event_type: event_type.to_string(),
+        // Stripe's event timestamps are whole seconds.
+        occurred_at: at.trunc_subsecs(0),
+        livemode: false,
+        fact,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +306,73 @@ mod tests {
         );
         assert_eq!(g.intent_status(&a.intent_id).as_deref(), Some("succeeded"));
         assert!(g.confirm(&a.intent_id, "pm_card_bogus").is_err());
+    }
+
+    fn confirmation(method: &str, event_id: &str) -> TestConfirmation {
+        let intent = intent_req("pay_1");
+        TestConfirmation {
+            intent_id: format!("pi_sim_{}", digest(&intent.idempotency_key)),
+            intent,
+            payment_method: method.into(),
+            event_id: event_id.into(),
+            at: DateTime::parse_from_rfc3339("2026-01-02T03:04:05.678Z")
+                .unwrap()
+                .with_timezone(&Utc),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_test_confirmation_reports_what_stripes_webhook_would() {
+        let g = SimulatedGateway::new();
+        assert!(g.knows_method("pm_card_visa") && !g.knows_method("pm_card_bogus"));
+        let refs = PaymentRefs {
+            payment_id: Some("pay_1".into()),
+            order_id: Some("ord_1".into()),
+        };
+        // The intent was created before a restart: confirming registers it again.
+        let declined = g
+            .confirm_test_payment(confirmation("4000000000000002", "evt_1"))
+            .await
+            .unwrap();
+        assert_eq!(declined.event_id, "evt_1");
+        assert_eq!(declined.event_type, "payment_intent.payment_failed");
+        assert_eq!(
+            declined.occurred_at.to_rfc3339(),
+            "2026-01-02T03:04:05+00:00"
+        );
+        assert!(!declined.livemode);
+        let intent_id = confirmation("", "").intent_id;
+        assert_eq!(
+            declined.fact,
+            ProviderFact::IntentFailed {
+                intent_id: intent_id.clone(),
+                reason: "card_declined".into(),
+                refs: refs.clone(),
+            }
+        );
+        let challenged = g
+            .confirm_test_payment(confirmation("pm_card_threeDSecure2Required", "evt_2"))
+            .await
+            .unwrap();
+        assert_eq!(challenged.event_type, "payment_intent.requires_action");
+        let paid = g
+            .confirm_test_payment(confirmation("pm_card_threeDSecure2Required", "evt_3"))
+            .await
+            .unwrap();
+        assert_eq!(paid.event_type, "payment_intent.succeeded");
+        assert_eq!(
+            paid.fact,
+            ProviderFact::IntentSucceeded {
+                intent_id,
+                amount_minor: 1000,
+                currency: "eur".into(),
+                refs,
+            }
+        );
+        assert!(g
+            .confirm_test_payment(confirmation("pm_card_bogus", "evt_4"))
+            .await
+            .is_err());
     }
 
     #[tokio::test]

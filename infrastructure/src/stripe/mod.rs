@@ -12,12 +12,15 @@
 
 pub mod gateway;
 pub mod lookup;
+#[cfg(any(test, feature = "testsuite"))]
 pub mod testing;
 pub mod webhook;
 
 pub use gateway::{SecretKey, StripeConfig, StripeConfigError, StripeGateway, DEFAULT_BASE_URL};
 pub use lookup::ReadModelPaymentLookup;
+#[cfg(any(test, feature = "testsuite"))]
+pub use webhook::sign_for_test;
 pub use webhook::{
-    parse_verified, sign_for_test, ParsedWith, StripeEvent, StripeFact, WebhookConfigError,
-    WebhookError, WebhookSecret, WebhookVerifier, DEFAULT_TOLERANCE, SIGNATURE_HEADER,
+    parse_verified, ParsedWith, StripeEvent, StripeFact, WebhookConfigError, WebhookError,
+    WebhookSecret, WebhookVerifier, DEFAULT_TOLERANCE, SIGNATURE_HEADER,
 };

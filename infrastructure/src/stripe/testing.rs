@@ -1,6 +1,6 @@
-//! Test support: Stripe-shaped event bodies for our own payments, to sign with
-//! [`sign_for_test`](super::webhook::sign_for_test) and feed through the real webhook path (in
-//! tests of any crate, and for a simulated provider that delivers its outcomes as webhooks).
+//! Test support (the `testsuite` feature): Stripe-shaped event bodies for our own payments, to
+//! sign with [`sign_for_test`](super::webhook::sign_for_test) and feed through the real webhook
+//! path in tests of any crate.
 //!
 //! The bodies hold only the fields the lenient parser reads, so they exercise the fallback
 //! parser; the Stripe-authored fixtures in `tests/fixtures/stripe/` exercise the typed one.

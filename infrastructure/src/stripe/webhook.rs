@@ -190,8 +190,9 @@ fn mac_for(secret: &[u8], timestamp: i64, body: &[u8]) -> Option<Hmac<Sha256>> {
 /// Signs `body` the way Stripe does, returning a `Stripe-Signature` header value
 /// (`t=<timestamp>,v1=<hex>`).
 ///
-/// Test support: for signing fixtures in tests of any crate, and for a simulated provider that
-/// delivers its outcomes through the real webhook path. Not used when verifying.
+/// Test support (the `testsuite` feature): for signing fixtures in tests of any crate. Not used
+/// when verifying.
+#[cfg(any(test, feature = "testsuite"))]
 pub fn sign_for_test(secret: &str, timestamp: i64, body: &[u8]) -> String {
     let sig = mac_for(secret.as_bytes(), timestamp, body)
         .map(|m| hex::encode(m.finalize().into_bytes()))
