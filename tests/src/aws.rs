@@ -14,7 +14,7 @@ use commands::{
     Caller, CheckoutInput, CommandContext, EventEnvelope, NewProduct, QueuedEvent, Shop,
 };
 use domain::{CustomerId, Money, PaymentCommand, ProductId, Quantity, ShippingAddress};
-use infrastructure::aws::{ConsumerGroup, RetryPolicy};
+use infrastructure::aws::{ConsumerGroup, RetryPolicy, StackSpec};
 use infrastructure::aws_fanout::envelope::bus_message;
 use projections::store::Dump;
 use projections::{Projection, ReadModelStore};
@@ -65,13 +65,14 @@ pub fn test_workers() -> AwsWorkerConfig {
     }
 }
 
-/// A freshly provisioned stage on this binary's moto (names no other test uses).
+/// A stage of its own on this binary's moto (names no other test uses), provisioned as
+/// `backbone provision` does it: its stack deployed from the template.
 pub async fn fresh_stage() -> AwsStage {
     let names = moto::fresh_names();
     let sdk = moto::sdk_config().await;
     let stage = AwsStage::new(&sdk, &names.stage, test_options());
     stage
-        .provision()
+        .provision(&StackSpec::for_stage(&names.stage))
         .await
         .unwrap_or_else(|e| panic!("provisioning a stage on moto: {e:#}"));
     stage
@@ -455,54 +456,4 @@ pub async fn in_order_reference(
             .expect("in-order apply");
     }
     models.dump().expect("memory dump")
-}
-
-/// The CloudFormation template of the AWS deployment.
-pub fn template_path() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../infrastructure/cloudformation/backbone.yaml")
-}
-
-/// Deploys the template into moto with `Stage` = `stage` and waits for CREATE_COMPLETE.
-pub async fn deploy_template(stage: &str) {
-    use aws_sdk_cloudformation::types::{Parameter, StackStatus};
-    let sdk = moto::sdk_config().await;
-    let cfn = aws_sdk_cloudformation::Client::new(&sdk);
-    let body = std::fs::read_to_string(template_path()).expect("read the template");
-    let stack = format!("backbone-{stage}");
-    cfn.create_stack()
-        .stack_name(&stack)
-        .template_body(body)
-        .parameters(
-            Parameter::builder()
-                .parameter_key("Stage")
-                .parameter_value(stage)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "create_stack: {}",
-                aws_sdk_cloudformation::error::DisplayErrorContext(e)
-            )
-        });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = cfn
-            .describe_stacks()
-            .stack_name(&stack)
-            .send()
-            .await
-            .expect("describe_stacks");
-        match out.stacks().first().and_then(|s| s.stack_status()).cloned() {
-            Some(StackStatus::CreateComplete) => return,
-            Some(StackStatus::CreateInProgress) | None
-                if tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            other => panic!("stack {stack} ended in {other:?}: {out:?}"),
-        }
-    }
 }

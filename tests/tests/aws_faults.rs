@@ -14,8 +14,7 @@ use commands::{
     EventEnvelope, EventPublisher, EventQueue, FanoutError, PublishFailure, QueuedEvent,
     ShardCheckpointStore,
 };
-use infrastructure::aws::provision::provision_read_models;
-use infrastructure::aws::{ConsumerGroup, DynamoReadModelStore, ResourceNames};
+use infrastructure::aws::{ConsumerGroup, DynamoReadModelStore};
 use infrastructure::aws_fanout::{
     DynamoShardCheckpoints, DynamoStreamSource, EventBridgePublisher, SqsEventQueue, StreamsOptions,
 };
@@ -545,12 +544,9 @@ async fn a_new_projection_started_from_zero_catches_up_from_the_durable_feed() {
         run_consumer_until_empty(&stage, group, &consumer, WAIT).await;
     }
 
-    // A brand-new read-model store (new tables), fed from feed position 0, never from the
-    // stream or the queues.
-    let fresh = ResourceNames::for_stage(&format!("{}n", stage.names.stage));
-    provision_read_models(&stage.dynamodb, &fresh)
-        .await
-        .unwrap();
+    // A brand-new read-model store (the tables of another stack), fed from feed position 0,
+    // never from the stream or the queues.
+    let (fresh, _) = backbone_tests::aws::moto::fresh_stack().await;
     let late = Arc::new(DynamoReadModelStore::new(
         stage.dynamodb.clone(),
         &fresh,
