@@ -6,12 +6,12 @@
 //! them.)
 
 use backbone_tests::aws::{
-    drain_relay, fresh_stage, run_consumer_until_empty, run_workload, table_event_ids,
-    test_workers, whole_feed,
+    drain_relay, fresh_stage, run_consumer_until_empty, run_workload, stream_and_checkpoints,
+    table_event_ids, test_workers,
 };
+use backbone_tests::whole_feed;
 use commands::ShardCheckpointStore;
 use infrastructure::aws::ConsumerGroup;
-use infrastructure::aws_fanout::{DynamoShardCheckpoints, DynamoStreamSource, StreamsOptions};
 use projections::ReadModelStore;
 use std::time::Duration;
 
@@ -26,24 +26,14 @@ async fn the_relay_and_a_consumer_run_on_the_resources_the_template_created() {
     let table = table_event_ids(&stage).await;
     assert_eq!(relayed, table.len(), "every stream record relayed");
     assert_eq!(
-        whole_feed(&stage).await.len(),
+        whole_feed(stage.store.as_ref()).await.len(),
         table.len(),
         "the feed table holds them all"
     );
 
     // The checkpoint lives in the template's relay table.
-    let source = DynamoStreamSource::new(
-        stage.streams.clone(),
-        stage.dynamodb.clone(),
-        &stage.names,
-        StreamsOptions {
-            emulator_compat: true,
-        },
-        stage.options.retry,
-    );
+    let (source, checkpoints) = stream_and_checkpoints(&stage);
     let shards = commands::ChangeSource::shards(&source).await.unwrap();
-    let checkpoints =
-        DynamoShardCheckpoints::new(stage.dynamodb.clone(), &stage.names, stage.options.retry);
     for shard in &shards {
         let saved = checkpoints.load(&shard.id).await.unwrap();
         assert!(
