@@ -18,9 +18,9 @@ use commands::{
     Clock, DomainUpcaster, EventStore, PaymentGateway, PaymentSimulator, ProcessManagers,
     ServiceConfig, Shop, SystemClock, UpcastingStore,
 };
-use infrastructure::aws::provision::{provision, Provisioned};
+use infrastructure::aws::provision::{provision, Provisioned, StackSpec};
 use infrastructure::aws::{
-    AwsClients, ConsumerGroup, DynamoEventStore, DynamoReadModelStore, DynamoShardCheckpoints,
+    ConsumerGroup, DynamoEventStore, DynamoReadModelStore, DynamoShardCheckpoints,
     DynamoStoreOptions, DynamoStreamSource, EventBridgePublisher, ResourceNames, RetryPolicy,
     SqsEventQueue, StreamsOptions,
 };
@@ -56,6 +56,7 @@ pub struct AwsStage {
     pub streams: aws_sdk_dynamodbstreams::Client,
     pub eventbridge: aws_sdk_eventbridge::Client,
     pub sqs: aws_sdk_sqs::Client,
+    pub cloudformation: aws_sdk_cloudformation::Client,
     /// The DynamoDB store itself (request counters, the feed indexer).
     pub dynamo_store: Arc<DynamoEventStore>,
     /// The store every consumer uses: `dynamo_store` upcasting on every read path.
@@ -109,6 +110,7 @@ impl AwsStage {
             streams: aws_sdk_dynamodbstreams::Client::new(sdk),
             eventbridge: aws_sdk_eventbridge::Client::new(sdk),
             sqs: aws_sdk_sqs::Client::new(sdk),
+            cloudformation: aws_sdk_cloudformation::Client::new(sdk),
             dynamodb,
             dynamo_store,
             store,
@@ -122,16 +124,23 @@ impl AwsStage {
         }
     }
 
-    /// Creates every resource of the stage that does not exist yet (idempotent).
-    pub async fn provision(&self) -> anyhow::Result<Provisioned> {
-        let clients = AwsClients {
-            dynamodb: self.dynamodb.clone(),
-            eventbridge: self.eventbridge.clone(),
-            sqs: self.sqs.clone(),
-        };
-        provision(&clients, &self.names)
+    /// Deploys the stage's stack (`cloudformation/backbone.yaml`): creates it, or updates it
+    /// when it exists (idempotent). Fails when the stack's outputs name other resources than the
+    /// adapters use.
+    pub async fn provision(&self, spec: &StackSpec) -> anyhow::Result<Provisioned> {
+        let provisioned = provision(&self.cloudformation, spec)
             .await
-            .with_context(|| format!("provisioning stage {}", self.names.stage))
+            .with_context(|| format!("provisioning stage {}", self.names.stage))?;
+        let disagreements = provisioned.outputs.disagreements(&self.names);
+        if !disagreements.is_empty() {
+            anyhow::bail!(
+                "stack {} does not match stage {}: {}",
+                spec.stack_name,
+                self.names.stage,
+                disagreements.join("; ")
+            );
+        }
+        Ok(provisioned)
     }
 
     /// The relay of this stage.
@@ -284,7 +293,7 @@ pub struct AwsServeConfig {
     /// Required `aud` claim value, if any.
     pub jwt_audience: Option<String>,
     pub demo_catalog: bool,
-    /// Create the stage's resources first (local runs).
+    /// Deploy the stage's stack first (`StackSpec::for_stage`; local runs).
     pub provision: bool,
     /// Run the relay and the consumers in this process.
     pub with_workers: bool,
@@ -335,7 +344,9 @@ pub async fn start_aws(
 ) -> anyhow::Result<Embedded> {
     let stage = AwsStage::new(sdk, &config.stage, config.options.clone());
     if config.provision {
-        stage.provision().await?;
+        stage
+            .provision(&StackSpec::for_stage(&config.stage))
+            .await?;
     }
     let authenticator = match (&config.jwks_url, &config.jwt_secret) {
         (Some(url), _) => {

@@ -12,6 +12,7 @@ use api::export::{self, ExportFilter, StreamFilter};
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
+use infrastructure::aws::provision::{StackChange, StackSpec};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -98,13 +99,27 @@ enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
-    /// AWS: create the stage's tables, bus, rules and queues (idempotent).
-    Provision(AwsArgs),
+    /// AWS: deploy the stage's CloudFormation stack (the built-in
+    /// `infrastructure/cloudformation/backbone.yaml`): create it, or update it when it exists.
+    Provision(ProvisionArgs),
     /// AWS: relay the events table's stream to the feed index and the event bus.
     Relay(AwsArgs),
     /// AWS: consume one group's queue (catalog, order-history, notifications, support,
     /// process-managers).
     Worker(WorkerArgs),
+}
+
+#[derive(Debug, Args)]
+struct ProvisionArgs {
+    #[command(flatten)]
+    aws: AwsArgs,
+    /// Stack name (default `backbone-<stage>`).
+    #[arg(long, env = "BACKBONE_STACK_NAME")]
+    stack_name: Option<String>,
+    /// A template parameter besides Stage, for example `AlarmTopicArn=arn:aws:sns:...`;
+    /// repeat for more.
+    #[arg(long = "parameter", value_name = "KEY=VALUE", value_parser = parse_parameter)]
+    parameters: Vec<(String, String)>,
 }
 
 #[derive(Debug, Args)]
@@ -233,6 +248,16 @@ fn parse_group(s: &str) -> Result<infrastructure::aws::ConsumerGroup, String> {
     })
 }
 
+fn parse_parameter(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.is_empty() && key != "Stage" => {
+            Ok((key.to_owned(), value.to_owned()))
+        }
+        Some(("Stage", _)) => Err("Stage comes from --stage".to_string()),
+        _ => Err("expected KEY=VALUE".to_string()),
+    }
+}
+
 fn parse_role(s: &str) -> Result<Role, String> {
     Role::parse(s).ok_or_else(|| "expected customer, support, admin or analyst".to_string())
 }
@@ -288,15 +313,26 @@ async fn aws_setup(args: &AwsArgs) -> (aws_config::SdkConfig, AwsOptions) {
     )
 }
 
-async fn provision(args: AwsArgs) -> anyhow::Result<()> {
-    let (sdk, options) = aws_setup(&args).await;
-    let stage = AwsStage::new(&sdk, &args.stage, options);
-    let provisioned = stage.provision().await?;
+async fn provision(args: ProvisionArgs) -> anyhow::Result<()> {
+    let (sdk, options) = aws_setup(&args.aws).await;
+    let stage = AwsStage::new(&sdk, &args.aws.stage, options);
+    let mut spec = StackSpec::for_stage(&args.aws.stage);
+    if let Some(name) = args.stack_name {
+        spec.stack_name = name;
+    }
+    for (key, value) in args.parameters {
+        spec = spec.with_parameter(key, value);
+    }
+    let provisioned = stage.provision(&spec).await?;
     eprintln!(
-        "provisioned stage {} (bus {}, {} consumer groups)",
-        args.stage,
-        provisioned.event_bus_arn,
-        provisioned.groups.len()
+        "stack {} {} for stage {}",
+        spec.stack_name,
+        match provisioned.change {
+            StackChange::Created => "created",
+            StackChange::Updated => "updated",
+            StackChange::Unchanged => "unchanged",
+        },
+        args.aws.stage,
     );
     Ok(())
 }

@@ -1,22 +1,22 @@
-//! `cloudformation/backbone.yaml`: cfn-lint passes on it, it deploys into moto, the resources it
-//! creates are the ones `ResourceNames` names (tables with their stream and GSI, queues with
-//! their redrive policy, rules targeting the queues), events put on the bus reach every queue,
-//! and the event store runs on the tables it created.
+//! `cloudformation/backbone.yaml`, the one declaration of the AWS resources: cfn-lint passes on
+//! it, `provision` deploys it into moto (creating the stack, then updating it in place), its
+//! outputs name what `ResourceNames` names, the resources it creates are the ones the adapters
+//! expect (tables with their stream and GSI, queues with their redrive policy, rules targeting
+//! the queues), events put on the bus reach every queue, and the event store runs on its tables.
 
 #[path = "support/moto.rs"]
 mod moto;
 
-use aws_sdk_cloudformation::types::{Parameter, StackStatus};
 use commands::conformance::new_event;
 use commands::{AppendOutcome, Commit, EventStore, StreamAppend, StreamRef};
 use domain::StreamType;
+use infrastructure::aws::provision::StackChange;
 use infrastructure::aws::{
-    provision, AwsClients, DynamoEventStore, DynamoStoreOptions, ResourceNames,
+    provision, DynamoEventStore, DynamoStoreOptions, ResourceNames, StackSpec,
 };
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 fn template_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("cloudformation/backbone.yaml")
@@ -41,70 +41,54 @@ fn cfn_lint_passes_on_the_template() {
     );
 }
 
-async fn deploy(names: &ResourceNames) -> aws_config::SdkConfig {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisioning_twice_creates_the_stack_then_updates_it_in_place() {
+    let (names, first) = moto::fresh_stack().await;
+    assert_eq!(first.change, StackChange::Created);
+    assert_eq!(
+        first.outputs.disagreements(&names),
+        Vec::<String>::new(),
+        "the outputs name what the adapters use"
+    );
     let config = moto::sdk_config().await;
     let cfn = aws_sdk_cloudformation::Client::new(&config);
-    let body = std::fs::read_to_string(template_path()).expect("read the template");
-    let stack = format!("backbone-{}", names.stage);
-    cfn.create_stack()
-        .stack_name(&stack)
-        .template_body(body)
-        .parameters(
-            Parameter::builder()
-                .parameter_key("Stage")
-                .parameter_value(&names.stage)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "create_stack: {}",
-                aws_sdk_cloudformation::error::DisplayErrorContext(e)
-            )
-        });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = cfn
-            .describe_stacks()
-            .stack_name(&stack)
-            .send()
-            .await
-            .expect("describe_stacks");
-        let status = out.stacks().first().and_then(|s| s.stack_status()).cloned();
-        match status {
-            Some(StackStatus::CreateComplete) => break,
-            Some(StackStatus::CreateInProgress) | None if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            other => panic!("stack {stack} ended in {other:?}: {out:?}"),
-        }
-    }
-    config
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_template_deploys_into_moto_and_the_system_runs_on_it() {
-    let names = moto::fresh_names();
-    let config = deploy(&names).await;
-    check_resources_and_run_on_them(&config, &names).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn provisioning_through_the_sdk_creates_the_same_resources_and_is_idempotent() {
-    let names = moto::fresh_names();
-    let config = moto::sdk_config().await;
-    let clients = AwsClients::new(&config);
-    let first = provision(&clients, &names).await.expect("provision");
-    let again = provision(&clients, &names)
+    let again = provision(&cfn, &StackSpec::for_stage(&names.stage))
         .await
         .expect("provisioning again is fine");
-    assert_eq!(first, again, "the second run finds the same resources");
-    assert_eq!(first.groups.len(), 5);
+    // AWS answers "No updates are to be performed" (Unchanged); moto runs an empty update.
+    assert_ne!(again.change, StackChange::Created, "{again:?}");
+    assert_eq!(again.stack_id, first.stack_id, "the same stack");
+    assert_eq!(again.outputs, first.outputs, "the same resources");
     check_resources_and_run_on_them(&config, &names).await;
 }
 
-/// What both the template and `provision` must have created, used for real.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_parameter_updates_the_existing_stack() {
+    let (names, first) = moto::fresh_stack().await;
+    let cfn = aws_sdk_cloudformation::Client::new(&moto::sdk_config().await);
+    let topic = "arn:aws:sns:us-east-1:123456789012:backbone-alarms";
+    let spec = StackSpec::for_stage(&names.stage).with_parameter("AlarmTopicArn", topic);
+    let updated = provision(&cfn, &spec).await.expect("update");
+    assert_eq!(updated.change, StackChange::Updated);
+    assert_eq!(updated.stack_id, first.stack_id);
+    let described = cfn
+        .describe_stacks()
+        .stack_name(&spec.stack_name)
+        .send()
+        .await
+        .expect("describe_stacks");
+    let parameters = described.stacks()[0].parameters();
+    let value = |key: &str| {
+        parameters
+            .iter()
+            .find(|p| p.parameter_key() == Some(key))
+            .and_then(|p| p.parameter_value())
+    };
+    assert_eq!(value("AlarmTopicArn"), Some(topic));
+    assert_eq!(value("Stage"), Some(names.stage.as_str()));
+}
+
+/// What the stack must have created, used for real.
 async fn check_resources_and_run_on_them(config: &aws_config::SdkConfig, names: &ResourceNames) {
     // Tables, with the events table's stream and time GSI.
     let dynamodb = aws_sdk_dynamodb::Client::new(config);

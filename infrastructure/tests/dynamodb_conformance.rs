@@ -13,7 +13,6 @@ use commands::{
     MAX_COMMIT_ACTIONS,
 };
 use domain::StreamType;
-use infrastructure::aws::provision::provision_event_store;
 use infrastructure::aws::{DynamoEventStore, DynamoStoreOptions, ResourceNames, RetryPolicy};
 use serde_json::json;
 use std::collections::HashSet;
@@ -34,12 +33,8 @@ fn options(index_on_append: bool) -> DynamoStoreOptions {
 }
 
 async fn store_with(opts: DynamoStoreOptions) -> (DynamoEventStore, ResourceNames) {
-    let names = moto::fresh_names();
-    let config = moto::sdk_config().await;
-    let client = aws_sdk_dynamodb::Client::new(&config);
-    provision_event_store(&client, &names)
-        .await
-        .unwrap_or_else(|e| panic!("creating the event store tables on moto: {e}"));
+    let (names, _) = moto::fresh_stack().await;
+    let client = aws_sdk_dynamodb::Client::new(&moto::sdk_config().await);
     (DynamoEventStore::new(client, &names, opts), names)
 }
 

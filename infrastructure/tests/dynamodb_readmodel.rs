@@ -5,7 +5,6 @@
 #[path = "support/moto.rs"]
 mod moto;
 
-use infrastructure::aws::provision::provision_read_models;
 use infrastructure::aws::{DynamoReadModelStore, RetryPolicy};
 use projections::testsuite::conformance::{self, add, put, TestProjection, DOCS};
 use projections::testsuite::fixtures::Simulator;
@@ -25,12 +24,8 @@ fn retry() -> RetryPolicy {
 }
 
 async fn fresh_store() -> DynamoReadModelStore {
-    let names = moto::fresh_names();
-    let config = moto::sdk_config().await;
-    let client = aws_sdk_dynamodb::Client::new(&config);
-    provision_read_models(&client, &names)
-        .await
-        .unwrap_or_else(|e| panic!("creating the read model tables on moto: {e}"));
+    let (names, _) = moto::fresh_stack().await;
+    let client = aws_sdk_dynamodb::Client::new(&moto::sdk_config().await);
     DynamoReadModelStore::new(client, &names, retry())
 }
 

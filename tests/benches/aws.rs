@@ -10,12 +10,10 @@
 //! Run: `PATH=$PWD/.venv/bin:$PATH cargo bench -p backbone-tests --bench aws`
 //! (`BENCH_LAG_SAMPLES`, `BENCH_RELAY_EVENTS` tune the sizes). Prints a Markdown section.
 
-use backbone_tests::aws::{fresh_stage, run_workload, test_workers};
+use backbone_tests::aws::{checkout_input, fresh_stage, run_workload, test_workers};
 use commands::conformance::new_event;
-use commands::{
-    Caller, CheckoutInput, CommandContext, Commit, EventStore, StreamAppend, StreamRef,
-};
-use domain::{CustomerId, ProductCommand, Quantity, ShippingAddress, StreamType};
+use commands::{Caller, CommandContext, Commit, EventStore, StreamAppend, StreamRef};
+use domain::{CustomerId, ProductCommand, Quantity, StreamType};
 use infrastructure::aws::{ConsumerGroup, RequestCounts};
 use projections::ReadModelStore;
 use serde_json::json;
@@ -110,22 +108,7 @@ async fn main() {
     .unwrap();
     let before = store.counts();
     let receipt = shop
-        .checkout(
-            &ctx,
-            &caller,
-            &cart_id,
-            CheckoutInput {
-                customer_email: "bench@example.com".into(),
-                shipping_address: ShippingAddress {
-                    name: "Ada".into(),
-                    line1: "1 Way".into(),
-                    line2: None,
-                    city: "London".into(),
-                    postal_code: "N1".into(),
-                    country: "GB".into(),
-                },
-            },
-        )
+        .checkout(&ctx, &caller, &cart_id, checkout_input("bench@example.com"))
         .await
         .unwrap();
     let checkout = store.counts() - before;

@@ -15,7 +15,8 @@ use commands::{
 };
 use domain::{CustomerId, Money, PaymentCommand, ProductId, Quantity, ShippingAddress};
 use infrastructure::aws::fanout::envelope::bus_message;
-use infrastructure::aws::{ConsumerGroup, RetryPolicy};
+use infrastructure::aws::{ConsumerGroup, RetryPolicy, StackSpec};
+use infrastructure::aws::{DynamoShardCheckpoints, DynamoStreamSource, StreamsOptions};
 use projections::store::Dump;
 use projections::{Projection, ReadModelStore};
 use std::collections::BTreeSet;
@@ -65,19 +66,21 @@ pub fn test_workers() -> AwsWorkerConfig {
     }
 }
 
-/// A freshly provisioned stage on this binary's moto (names no other test uses).
+/// A stage of its own on this binary's moto (names no other test uses), provisioned as
+/// `backbone provision` does it: its stack deployed from the template.
 pub async fn fresh_stage() -> AwsStage {
     let names = moto::fresh_names();
     let sdk = moto::sdk_config().await;
     let stage = AwsStage::new(&sdk, &names.stage, test_options());
     stage
-        .provision()
+        .provision(&StackSpec::for_stage(&names.stage))
         .await
         .unwrap_or_else(|e| panic!("provisioning a stage on moto: {e:#}"));
     stage
 }
 
-/// The AWS app over HTTP on 127.0.0.1:0, on a fresh stage, with (when `with_workers`) the relay
+/// The AWS app over HTTP on 127.0.0.1:0, on a fresh stage (`provision: true` deploys its
+/// stack from the template), with (when `with_workers`) the relay
 /// and the five consumers in process. Returns once the demo catalog reached the catalog read
 /// model through the whole fan-out.
 pub async fn spawn_aws_app(with_workers: bool) -> (TestApp, AwsStage) {
@@ -114,30 +117,13 @@ pub async fn spawn_aws_app(with_workers: bool) -> (TestApp, AwsStage) {
             "the demo catalog never reached the catalog read model"
         );
     }
-    let state = running.state.clone();
-    let cancel = running.cancel.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    let server = tokio::spawn(api::serve_until(
-        listener,
+    let app = TestApp::serve(
         running,
-        std::future::pending::<()>(),
-    ));
-    let app = TestApp {
-        addr,
-        base: format!("http://{addr}"),
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("client"),
-        data_dir: tempfile::tempdir().expect("temp dir"),
-        state,
+        tempfile::tempdir().expect("temp dir"),
         secret,
-        cancel,
-        server,
-    };
+        Duration::from_secs(30),
+    )
+    .await;
     (app, stage)
 }
 
@@ -176,6 +162,37 @@ fn ctx(tag: &str) -> CommandContext {
         },
         idempotency: None,
     }
+}
+
+/// A checkout by `email` to a London address.
+pub fn checkout_input(email: &str) -> CheckoutInput {
+    CheckoutInput {
+        customer_email: email.to_owned(),
+        shipping_address: ShippingAddress {
+            name: "Ada".into(),
+            line1: "1 Way".into(),
+            line2: None,
+            city: "London".into(),
+            postal_code: "N1".into(),
+            country: "GB".into(),
+        },
+    }
+}
+
+/// The stage's events stream as the relay reads it on moto, and the relay's checkpoints.
+pub fn stream_and_checkpoints(stage: &AwsStage) -> (DynamoStreamSource, DynamoShardCheckpoints) {
+    let source = DynamoStreamSource::new(
+        stage.streams.clone(),
+        stage.dynamodb.clone(),
+        &stage.names,
+        StreamsOptions {
+            emulator_compat: true,
+        },
+        stage.options.retry,
+    );
+    let checkpoints =
+        DynamoShardCheckpoints::new(stage.dynamodb.clone(), &stage.names, stage.options.retry);
+    (source, checkpoints)
 }
 
 /// Real commands through the shop: two products, then `orders` checkouts by three customers
@@ -230,17 +247,7 @@ pub async fn run_workload(shop: &Shop, tag: &str, orders: usize, paid: usize) ->
                 &c,
                 &caller,
                 &cart_id,
-                CheckoutInput {
-                    customer_email: format!("{}@example.com", customer),
-                    shipping_address: ShippingAddress {
-                        name: "Ada".into(),
-                        line1: "1 Way".into(),
-                        line2: None,
-                        city: "London".into(),
-                        postal_code: "N1".into(),
-                        country: "GB".into(),
-                    },
-                },
+                checkout_input(&format!("{customer}@example.com")),
             )
             .await
             .expect("checkout");
@@ -263,22 +270,6 @@ pub async fn run_workload(shop: &Shop, tag: &str, orders: usize, paid: usize) ->
         w.orders.push(order_id);
     }
     w
-}
-
-/// Every event of the store's durable feed, in feed order.
-pub async fn whole_feed(stage: &AwsStage) -> Vec<EventEnvelope> {
-    let mut out = Vec::new();
-    loop {
-        let after = out
-            .last()
-            .and_then(|e: &EventEnvelope| e.global_position)
-            .unwrap_or(0);
-        let page = stage.store.feed(after, 1_000).await.expect("feed");
-        if page.is_empty() {
-            return out;
-        }
-        out.extend(page);
-    }
 }
 
 /// The event ids in the events table (a scan), for completeness checks.
@@ -452,54 +443,4 @@ pub async fn in_order_reference(
             .expect("in-order apply");
     }
     models.dump().expect("memory dump")
-}
-
-/// The CloudFormation template of the AWS deployment.
-pub fn template_path() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../infrastructure/cloudformation/backbone.yaml")
-}
-
-/// Deploys the template into moto with `Stage` = `stage` and waits for CREATE_COMPLETE.
-pub async fn deploy_template(stage: &str) {
-    use aws_sdk_cloudformation::types::{Parameter, StackStatus};
-    let sdk = moto::sdk_config().await;
-    let cfn = aws_sdk_cloudformation::Client::new(&sdk);
-    let body = std::fs::read_to_string(template_path()).expect("read the template");
-    let stack = format!("backbone-{stage}");
-    cfn.create_stack()
-        .stack_name(&stack)
-        .template_body(body)
-        .parameters(
-            Parameter::builder()
-                .parameter_key("Stage")
-                .parameter_value(stage)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "create_stack: {}",
-                aws_sdk_cloudformation::error::DisplayErrorContext(e)
-            )
-        });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = cfn
-            .describe_stacks()
-            .stack_name(&stack)
-            .send()
-            .await
-            .expect("describe_stacks");
-        match out.stacks().first().and_then(|s| s.stack_status()).cloned() {
-            Some(StackStatus::CreateComplete) => return,
-            Some(StackStatus::CreateInProgress) | None
-                if tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            other => panic!("stack {stack} ended in {other:?}: {out:?}"),
-        }
-    }
 }

@@ -1,11 +1,14 @@
 #![forbid(unsafe_code)]
 //! Shared helpers for the end-to-end suites: [`spawn_app`] starts the embedded backbone on
-//! 127.0.0.1:0 with a fresh temporary data directory and stops everything it started.
+//! 127.0.0.1:0 with a fresh temporary data directory and stops everything it started;
+//! [`scenario`] is the shop flow every backend runs.
 
 pub mod aws;
+pub mod scenario;
 
 use api::auth::{self, Claims, Role};
 use api::{start_embedded, AppState, EmbeddedConfig};
+use commands::{EventEnvelope, EventStore};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::future::Future;
@@ -24,6 +27,8 @@ pub struct TestApp {
     pub data_dir: TempDir,
     /// The in-process state, to compare the API with the store (for example the feed).
     pub state: AppState,
+    /// How long a read model may take to follow a command on this backend.
+    pub wait: Duration,
     secret: String,
     cancel: CancellationToken,
     server: JoinHandle<anyhow::Result<()>>,
@@ -84,8 +89,7 @@ pub async fn spawn_app_configured(
     let embedded = start_embedded(config)
         .await
         .expect("start the embedded app");
-    let state = embedded.state.clone();
-    let cancel = embedded.cancel.clone();
+    let state = &embedded.state;
     // Every worker has processed what start-up wrote (the demo catalog), so tests start from a
     // settled state.
     let head = state.store.head().await.expect("head");
@@ -98,31 +102,45 @@ pub async fn spawn_app_configured(
             "{worker} did not reach {head}"
         );
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    let server = tokio::spawn(api::serve_until(
-        listener,
-        embedded,
-        std::future::pending::<()>(),
-    ));
-    TestApp {
-        addr,
-        base: format!("http://{addr}"),
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("client"),
-        data_dir,
-        state,
-        secret,
-        cancel,
-        server,
-    }
+    TestApp::serve(embedded, data_dir, secret, Duration::from_secs(10)).await
 }
 
 impl TestApp {
+    /// Serves `running` on 127.0.0.1:0 until [`stop`](Self::stop); `secret` signs the tokens
+    /// it accepts, and `wait` is how long its read models may lag.
+    pub async fn serve(
+        running: api::Embedded,
+        data_dir: TempDir,
+        secret: String,
+        wait: Duration,
+    ) -> TestApp {
+        let state = running.state.clone();
+        let cancel = running.cancel.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let server = tokio::spawn(api::serve_until(
+            listener,
+            running,
+            std::future::pending::<()>(),
+        ));
+        TestApp {
+            addr,
+            base: format!("http://{addr}"),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+            data_dir,
+            state,
+            wait,
+            secret,
+            cancel,
+            server,
+        }
+    }
+
     /// A valid token for `sub` with `role`.
     pub fn token(&self, sub: &str, role: Role) -> String {
         auth::mint_hs256(self.secret.as_bytes(), sub, role, Duration::from_secs(3600))
@@ -271,5 +289,18 @@ where
             return None;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every event of `store`'s durable feed, in feed order.
+pub async fn whole_feed(store: &dyn EventStore) -> Vec<EventEnvelope> {
+    let mut out: Vec<EventEnvelope> = Vec::new();
+    loop {
+        let after = out.last().and_then(|e| e.global_position).unwrap_or(0);
+        let page = store.feed(after, 1_000).await.expect("feed");
+        if page.is_empty() {
+            return out;
+        }
+        out.extend(page);
     }
 }

@@ -6,16 +6,15 @@ use api::compose_aws::AwsStage;
 use async_trait::async_trait;
 use backbone_tests::aws::{
     drain_queue, drain_relay, fresh_stage, in_order_reference, only, queue_depth, queue_url,
-    run_consumer_until_empty, run_workload, send_bodies, send_events, table_event_ids,
-    test_workers, whole_feed,
+    run_consumer_until_empty, run_workload, send_bodies, send_events, stream_and_checkpoints,
+    table_event_ids, test_workers,
 };
-use backbone_tests::eventually;
+use backbone_tests::{eventually, whole_feed};
 use commands::{
     EventEnvelope, EventPublisher, EventQueue, FanoutError, PublishFailure, QueuedEvent,
     ShardCheckpointStore,
 };
-use infrastructure::aws::provision::provision_read_models;
-use infrastructure::aws::{ConsumerGroup, DynamoReadModelStore, ResourceNames};
+use infrastructure::aws::{ConsumerGroup, DynamoReadModelStore};
 use infrastructure::aws::{
     DynamoShardCheckpoints, DynamoStreamSource, EventBridgePublisher, SqsEventQueue, StreamsOptions,
 };
@@ -187,7 +186,7 @@ async fn a_worker_killed_mid_batch_and_restarted_loses_and_doubles_no_read_model
     run_workload(&stage.shop, "kill", 6, 3).await;
     let relay = stage.relay(relay_config(200));
     drain_relay(&relay).await;
-    let feed = whole_feed(&stage).await;
+    let feed = whole_feed(stage.store.as_ref()).await;
     let group = ConsumerGroup::OrderHistory;
     let projection = projection_of(group);
     let expected = in_order_reference(&stage, projection.clone(), &feed).await;
@@ -284,7 +283,7 @@ async fn duplicated_and_shuffled_deliveries_give_the_same_read_models_as_in_orde
     run_workload(&stage.shop, "shuf", 5, 3).await;
     let relay = stage.relay(relay_config(200));
     drain_relay(&relay).await;
-    let feed = whole_feed(&stage).await;
+    let feed = whole_feed(stage.store.as_ref()).await;
     assert!(feed.len() > 30, "{} events", feed.len());
     let groups = [
         ConsumerGroup::Catalog,
@@ -472,17 +471,7 @@ async fn the_relay_restarted_mid_shard_resumes_from_its_checkpoint_without_losin
     assert_eq!(first.records, 12);
     assert!(a.step().await.is_err(), "relay A dies on its second page");
     drop(a);
-    let checkpoints =
-        DynamoShardCheckpoints::new(stage.dynamodb.clone(), &stage.names, stage.options.retry);
-    let source = DynamoStreamSource::new(
-        stage.streams.clone(),
-        stage.dynamodb.clone(),
-        &stage.names,
-        StreamsOptions {
-            emulator_compat: true,
-        },
-        stage.options.retry,
-    );
+    let (source, checkpoints) = stream_and_checkpoints(&stage);
     let shards = commands::ChangeSource::shards(&source).await.unwrap();
     assert_eq!(shards.len(), 1, "moto has one shard per stream");
     let saved = checkpoints
@@ -500,7 +489,7 @@ async fn the_relay_restarted_mid_shard_resumes_from_its_checkpoint_without_losin
     let b = relay_with(&stage, Arc::new(eventbridge), 12);
     drain_relay(&b).await;
     let table = table_event_ids(&stage).await;
-    let feed = whole_feed(&stage).await;
+    let feed = whole_feed(stage.store.as_ref()).await;
     let feed_ids: Vec<String> = feed.iter().map(|e| e.event_id.to_string()).collect();
     assert_eq!(
         feed_ids.iter().cloned().collect::<BTreeSet<_>>(),
@@ -545,12 +534,9 @@ async fn a_new_projection_started_from_zero_catches_up_from_the_durable_feed() {
         run_consumer_until_empty(&stage, group, &consumer, WAIT).await;
     }
 
-    // A brand-new read-model store (new tables), fed from feed position 0, never from the
-    // stream or the queues.
-    let fresh = ResourceNames::for_stage(&format!("{}n", stage.names.stage));
-    provision_read_models(&stage.dynamodb, &fresh)
-        .await
-        .unwrap();
+    // A brand-new read-model store (the tables of another stack), fed from feed position 0,
+    // never from the stream or the queues.
+    let (fresh, _) = backbone_tests::aws::moto::fresh_stack().await;
     let late = Arc::new(DynamoReadModelStore::new(
         stage.dynamodb.clone(),
         &fresh,

@@ -1,27 +1,24 @@
 //! The system runs on the resources `infrastructure/cloudformation/backbone.yaml` creates in
-//! moto: commands on its DynamoDB tables, the relay on its events stream (checkpointing in its
-//! relay table, indexing its feed table, publishing to its bus), and a queue consumer on the
-//! queue its rule feeds. (The infrastructure crate's own template test lints the template and
-//! checks each resource; this one runs the fan-out on them.)
+//! moto when `backbone provision` deploys it: commands on its DynamoDB tables, the relay on its
+//! events stream (checkpointing in its relay table, indexing its feed table, publishing to its
+//! bus), and a queue consumer on the queue its rule feeds. (The infrastructure crate's own
+//! template test lints the template and checks each resource; this one runs the fan-out on
+//! them.)
 
-use api::compose_aws::AwsStage;
 use backbone_tests::aws::{
-    deploy_template, drain_relay, moto, run_consumer_until_empty, run_workload, table_event_ids,
-    test_options, test_workers, whole_feed,
+    drain_relay, fresh_stage, run_consumer_until_empty, run_workload, stream_and_checkpoints,
+    table_event_ids, test_workers,
 };
+use backbone_tests::whole_feed;
 use commands::ShardCheckpointStore;
 use infrastructure::aws::ConsumerGroup;
-use infrastructure::aws::{DynamoShardCheckpoints, DynamoStreamSource, StreamsOptions};
 use projections::ReadModelStore;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_and_a_consumer_run_on_the_resources_the_template_created() {
-    let names = moto::fresh_names();
-    deploy_template(&names.stage).await;
-    let sdk = moto::sdk_config().await;
-    // No provisioning: everything below uses what the stack created.
-    let stage = AwsStage::new(&sdk, &names.stage, test_options());
+    // Everything below uses what the stack created.
+    let stage = fresh_stage().await;
 
     let w = run_workload(&stage.shop, "cfn", 3, 1).await;
     let relay = stage.relay(test_workers().relay);
@@ -29,24 +26,14 @@ async fn the_relay_and_a_consumer_run_on_the_resources_the_template_created() {
     let table = table_event_ids(&stage).await;
     assert_eq!(relayed, table.len(), "every stream record relayed");
     assert_eq!(
-        whole_feed(&stage).await.len(),
+        whole_feed(stage.store.as_ref()).await.len(),
         table.len(),
         "the feed table holds them all"
     );
 
     // The checkpoint lives in the template's relay table.
-    let source = DynamoStreamSource::new(
-        stage.streams.clone(),
-        stage.dynamodb.clone(),
-        &stage.names,
-        StreamsOptions {
-            emulator_compat: true,
-        },
-        stage.options.retry,
-    );
+    let (source, checkpoints) = stream_and_checkpoints(&stage);
     let shards = commands::ChangeSource::shards(&source).await.unwrap();
-    let checkpoints =
-        DynamoShardCheckpoints::new(stage.dynamodb.clone(), &stage.names, stage.options.retry);
     for shard in &shards {
         let saved = checkpoints.load(&shard.id).await.unwrap();
         assert!(

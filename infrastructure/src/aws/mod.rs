@@ -1,7 +1,7 @@
 //! The AWS adapters: the DynamoDB event store, read-model store and feed indexer, the fan-out
 //! from the events table's stream through EventBridge to SQS ([`fanout`]), and the provisioning
-//! of every resource the AWS deployment uses (tables, the EventBridge bus, SQS queues).
-//! `cloudformation/backbone.yaml` declares the same resources for real accounts.
+//! of the AWS deployment, which deploys `cloudformation/backbone.yaml` (the one declaration of
+//! its tables, bus, rules and queues) as a CloudFormation stack.
 //!
 //! Adapters never read the environment: the composition root builds an [`aws_config::SdkConfig`]
 //! (for example with [`config_loader`], which reads the standard AWS variables such as
@@ -31,7 +31,7 @@ pub use fanout::{
 pub use feed_index::FeedIndexer;
 pub use metrics::{RequestCounters, RequestCounts};
 pub use names::{ConsumerGroup, ResourceNames};
-pub use provision::{provision, AwsClients};
+pub use provision::{provision, Provisioned, StackSpec};
 
 use aws_smithy_http_client::tls;
 

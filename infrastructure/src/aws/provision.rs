@@ -1,550 +1,493 @@
-//! Creates, through the SDK, the resources `cloudformation/backbone.yaml` declares, for local
-//! runs and tests (`backbone provision`). Every step is idempotent: a resource that already
-//! exists is left as it is (queue attributes, rules, targets and policies are re-applied).
+//! `backbone provision`: deploys `cloudformation/backbone.yaml`, the one declaration of the AWS
+//! resources, as one CloudFormation stack per stage. The template is compiled into the binary
+//! ([`TEMPLATE`]), so the binary needs nothing beside it.
 //!
-//! Alarms are not created here (local emulators have no use for them); the template has them.
+//! The stack is created when it does not exist and updated when it does; an update that changes
+//! nothing ("No updates are to be performed") is a success. Either way the call waits for a
+//! terminal status and, on a failed one, reports the reasons the stack's events give. What
+//! remains here besides the deployment is reading the stack's outputs and checking that they
+//! name what [`ResourceNames`] names, the names the adapters use.
 
-use super::codec::TIME_SHARDS;
 use super::error::{classify, AwsFailure};
 use super::names::{ConsumerGroup, ResourceNames};
-use aws_sdk_dynamodb::operation::create_table::CreateTableError;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
-    PointInTimeRecoverySpecification, Projection, ProjectionType, ScalarAttributeType,
-    StreamSpecification, StreamViewType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
-};
-use aws_sdk_eventbridge::operation::create_archive::CreateArchiveError;
-use aws_sdk_eventbridge::operation::create_event_bus::CreateEventBusError;
-use aws_sdk_sqs::types::QueueAttributeName;
-use std::time::Duration;
+use aws_sdk_cloudformation::error::ProvideErrorMetadata;
+use aws_sdk_cloudformation::types::{Parameter, Stack, StackEvent, StackStatus};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
-/// Every queue receives the events of every stream type: `source` is `backbone.<stream_type>`.
-pub const EVENT_PATTERN: &str = r#"{"source":[{"prefix":"backbone."}]}"#;
-/// Deliveries of one message before SQS moves it to the group's DLQ.
-pub const MAX_RECEIVE_COUNT: u32 = 5;
-/// Seconds a received message stays invisible to other consumers.
-pub const VISIBILITY_TIMEOUT_SECS: u32 = 30;
-/// Kept in sync with [`TIME_SHARDS`]: the time GSI's key layout is part of the template too.
-const _: () = assert!(TIME_SHARDS == 16);
+/// The CloudFormation template of the AWS deployment.
+pub const TEMPLATE: &str = include_str!("../../cloudformation/backbone.yaml");
 
-/// The SDK clients provisioning needs.
-#[derive(Debug, Clone)]
-pub struct AwsClients {
-    pub dynamodb: aws_sdk_dynamodb::Client,
-    pub eventbridge: aws_sdk_eventbridge::Client,
-    pub sqs: aws_sdk_sqs::Client,
+/// How long [`provision`] waits for a terminal status by default (CloudFormation's own
+/// per-resource timeouts end a stuck deployment well before).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// Which stack to deploy, with which template parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackSpec {
+    pub stack_name: String,
+    /// Template parameters (`Stage`, `AlarmTopicArn`, ...); the template's defaults fill in the
+    /// rest.
+    pub parameters: BTreeMap<String, String>,
+    /// Longest wait for a terminal status.
+    pub timeout: Duration,
 }
 
-impl AwsClients {
-    pub fn new(config: &aws_config::SdkConfig) -> Self {
+impl StackSpec {
+    /// The stack `backbone-<stage>` with its `Stage` parameter set.
+    pub fn for_stage(stage: &str) -> Self {
         Self {
-            dynamodb: aws_sdk_dynamodb::Client::new(config),
-            eventbridge: aws_sdk_eventbridge::Client::new(config),
-            sqs: aws_sdk_sqs::Client::new(config),
+            stack_name: format!("backbone-{stage}"),
+            parameters: BTreeMap::from([("Stage".to_owned(), stage.to_owned())]),
+            timeout: DEFAULT_TIMEOUT,
         }
     }
-}
 
-/// A provisioning step failed.
-#[derive(Debug, thiserror::Error)]
-#[error("provisioning {resource}: {source}")]
-pub struct ProvisionError {
-    pub resource: String,
-    #[source]
-    pub source: AwsFailure,
-}
-
-fn failed(resource: &str, source: AwsFailure) -> ProvisionError {
-    ProvisionError {
-        resource: resource.to_owned(),
-        source,
+    /// Sets one template parameter.
+    pub fn with_parameter(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.parameters.insert(key.into(), value.into());
+        self
     }
 }
 
-fn build_err(resource: &str, e: impl std::fmt::Display) -> ProvisionError {
-    failed(
-        resource,
-        AwsFailure::new("build request", false, e.to_string()),
-    )
+/// What a deployment did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StackChange {
+    Created,
+    Updated,
+    /// The stack already matched the template and parameters.
+    Unchanged,
 }
 
-/// One consumer group's queues as created.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProvisionedGroup {
-    pub group: ConsumerGroup,
-    pub queue_url: String,
-    pub queue_arn: String,
-    pub dlq_url: String,
-    pub dlq_arn: String,
-    pub rule_arn: String,
-}
-
-/// What [`provision`] created or found.
+/// A deployed stack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Provisioned {
-    pub event_bus_arn: String,
-    pub groups: Vec<ProvisionedGroup>,
+    pub stack_id: String,
+    pub change: StackChange,
+    pub outputs: StackOutputs,
 }
 
-#[derive(Clone, Copy)]
-enum Attr {
-    S,
-    N,
+/// A provisioning call failed, or the stack ended in a failed status.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error("stack {stack}: {source}")]
+    Call {
+        stack: String,
+        #[source]
+        source: AwsFailure,
+    },
+    #[error("stack {stack} ended in {status}: {}", reasons.join("; "))]
+    Failed {
+        stack: String,
+        status: String,
+        /// `<logical id> <status>: <reason>` of each failed resource, oldest first.
+        reasons: Vec<String>,
+    },
+    #[error("stack {stack} still {status} after {timeout:?}")]
+    TimedOut {
+        stack: String,
+        status: String,
+        timeout: Duration,
+    },
 }
 
-impl Attr {
-    fn scalar(self) -> ScalarAttributeType {
-        match self {
-            Attr::S => ScalarAttributeType::S,
-            Attr::N => ScalarAttributeType::N,
+/// The outputs of a deployed stack, by output key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StackOutputs(pub BTreeMap<String, String>);
+
+impl StackOutputs {
+    fn of(stack: &Stack) -> Self {
+        Self(
+            stack
+                .outputs()
+                .iter()
+                .filter_map(|o| Some((o.output_key()?.to_owned(), o.output_value()?.to_owned())))
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    /// The output keys of a consumer group: `CatalogQueueUrl`, `OrderHistoryRuleArn`, ...
+    fn group_key(group: ConsumerGroup, what: &str) -> String {
+        let mut key: String = group
+            .as_str()
+            .split('-')
+            .map(|word| {
+                let mut chars = word.chars();
+                chars
+                    .next()
+                    .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+                    .unwrap_or_default()
+            })
+            .collect();
+        key.push_str(what);
+        key
+    }
+
+    /// Every output that names a resource, with the name the adapters use for it. Queue URLs
+    /// and ARNs name their resource in their last path segment.
+    fn expected(names: &ResourceNames) -> Vec<(String, &str)> {
+        let mut expected = vec![
+            ("EventsTableName".to_owned(), names.events_table.as_str()),
+            ("SnapshotsTableName".to_owned(), &names.snapshots_table),
+            ("IdempotencyTableName".to_owned(), &names.idempotency_table),
+            ("FeedTableName".to_owned(), &names.feed_table),
+            ("RelayTableName".to_owned(), &names.relay_table),
+            ("ReadModelDocsTableName".to_owned(), &names.docs_table),
+            ("ReadModelIndexTableName".to_owned(), &names.index_table),
+            (
+                "ReadModelStateTableName".to_owned(),
+                &names.readmodel_state_table,
+            ),
+            ("EventBusName".to_owned(), &names.event_bus),
+            ("EventBusArn".to_owned(), &names.event_bus),
+            ("ArchiveArn".to_owned(), &names.archive),
+        ];
+        for g in &names.groups {
+            expected.push((Self::group_key(g.group, "QueueUrl"), &g.queue));
+            expected.push((Self::group_key(g.group, "DeadLetterQueueUrl"), &g.dlq));
+            expected.push((Self::group_key(g.group, "RuleArn"), &g.rule));
         }
+        expected
+    }
+
+    /// Where these outputs and `names` disagree (empty when the template and the adapters name
+    /// every resource alike).
+    pub fn disagreements(&self, names: &ResourceNames) -> Vec<String> {
+        Self::expected(names)
+            .into_iter()
+            .filter_map(|(key, name)| match self.get(&key) {
+                None => Some(format!("no output {key} (the adapters use {name})")),
+                Some(value) if value.rsplit(['/', ':']).next() != Some(name) => {
+                    Some(format!("output {key} is {value}, the adapters use {name}"))
+                }
+                Some(_) => None,
+            })
+            .collect()
+    }
+
+    /// The queue URL of a consumer group.
+    pub fn queue_url(&self, group: ConsumerGroup) -> Option<&str> {
+        self.get(&Self::group_key(group, "QueueUrl"))
+    }
+
+    /// The stream the relay reads.
+    pub fn events_stream_arn(&self) -> Option<&str> {
+        self.get("EventsStreamArn")
     }
 }
 
-struct TableSpec<'a> {
-    name: &'a str,
-    hash: (&'static str, Attr),
-    range: Option<(&'static str, Attr)>,
-    /// Stream with NEW_IMAGE.
-    stream: bool,
-    /// GSI name, hash attribute, range attribute (all S).
-    gsi: Option<(&'static str, &'static str, &'static str)>,
-    ttl: Option<&'static str>,
-    pitr: bool,
-}
-
-fn key_element(name: &str, key_type: KeyType) -> Result<KeySchemaElement, ProvisionError> {
-    KeySchemaElement::builder()
-        .attribute_name(name)
-        .key_type(key_type)
-        .build()
-        .map_err(|e| build_err(name, e))
-}
-
-fn attr_def(name: &str, attr: Attr) -> Result<AttributeDefinition, ProvisionError> {
-    AttributeDefinition::builder()
-        .attribute_name(name)
-        .attribute_type(attr.scalar())
-        .build()
-        .map_err(|e| build_err(name, e))
-}
-
-async fn create_table(
-    client: &aws_sdk_dynamodb::Client,
-    spec: &TableSpec<'_>,
-) -> Result<(), ProvisionError> {
-    let name = spec.name;
-    let mut req = client
-        .create_table()
-        .table_name(name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attr_def(spec.hash.0, spec.hash.1)?)
-        .key_schema(key_element(spec.hash.0, KeyType::Hash)?);
-    if let Some((range, attr)) = spec.range {
-        req = req
-            .attribute_definitions(attr_def(range, attr)?)
-            .key_schema(key_element(range, KeyType::Range)?);
-    }
-    if spec.stream {
-        req = req.stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(StreamViewType::NewImage)
-                .build()
-                .map_err(|e| build_err(name, e))?,
-        );
-    }
-    if let Some((index, hash, range)) = spec.gsi {
-        req = req
-            .attribute_definitions(attr_def(hash, Attr::S)?)
-            .attribute_definitions(attr_def(range, Attr::S)?)
-            .global_secondary_indexes(
-                GlobalSecondaryIndex::builder()
-                    .index_name(index)
-                    .key_schema(key_element(hash, KeyType::Hash)?)
-                    .key_schema(key_element(range, KeyType::Range)?)
-                    .projection(
-                        Projection::builder()
-                            .projection_type(ProjectionType::All)
-                            .build(),
-                    )
-                    .build()
-                    .map_err(|e| build_err(name, e))?,
-            );
-    }
-    match req.send().await {
-        Ok(_) => tracing::info!(table = name, "created table"),
-        Err(e)
-            if matches!(
-                e.as_service_error(),
-                Some(CreateTableError::ResourceInUseException(_))
-            ) =>
-        {
-            tracing::debug!(table = name, "table exists");
-        }
-        Err(e) => return Err(failed(name, classify("CreateTable", &e))),
-    }
-    wait_active(client, name).await?;
-
-    if let Some(attribute) = spec.ttl {
-        let current = client
-            .describe_time_to_live()
-            .table_name(name)
-            .send()
-            .await
-            .map_err(|e| failed(name, classify("DescribeTimeToLive", &e)))?;
-        let status = current
-            .time_to_live_description()
-            .and_then(|d| d.time_to_live_status().cloned());
-        if !matches!(
-            status,
-            Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
-        ) {
-            client
-                .update_time_to_live()
-                .table_name(name)
-                .time_to_live_specification(
-                    TimeToLiveSpecification::builder()
-                        .enabled(true)
-                        .attribute_name(attribute)
-                        .build()
-                        .map_err(|e| build_err(name, e))?,
-                )
-                .send()
-                .await
-                .map_err(|e| failed(name, classify("UpdateTimeToLive", &e)))?;
-        }
-    }
-    if spec.pitr {
-        client
-            .update_continuous_backups()
-            .table_name(name)
-            .point_in_time_recovery_specification(
-                PointInTimeRecoverySpecification::builder()
-                    .point_in_time_recovery_enabled(true)
-                    .build()
-                    .map_err(|e| build_err(name, e))?,
-            )
-            .send()
-            .await
-            .map_err(|e| failed(name, classify("UpdateContinuousBackups", &e)))?;
-    }
-    Ok(())
-}
-
-async fn wait_active(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), ProvisionError> {
-    for _ in 0..120 {
-        let out = client
-            .describe_table()
-            .table_name(name)
-            .send()
-            .await
-            .map_err(|e| failed(name, classify("DescribeTable", &e)))?;
-        if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    Err(failed(
-        name,
-        AwsFailure::new("DescribeTable", true, "table did not become ACTIVE in 60 s"),
-    ))
-}
-
-/// The event store's tables: events (stream, time GSI, PITR), snapshots, idempotency (TTL) and
-/// the feed.
-pub async fn provision_event_store(
-    client: &aws_sdk_dynamodb::Client,
-    names: &ResourceNames,
-) -> Result<(), ProvisionError> {
-    let specs = [
-        TableSpec {
-            name: &names.events_table,
-            hash: ("stream", Attr::S),
-            range: Some(("seq", Attr::N)),
-            stream: true,
-            gsi: Some((ResourceNames::EVENTS_BY_TIME, "bucket", "bucket_sort")),
-            ttl: None,
-            pitr: true,
-        },
-        TableSpec {
-            name: &names.snapshots_table,
-            hash: ("stream", Attr::S),
-            range: None,
-            stream: false,
-            gsi: None,
-            ttl: None,
-            pitr: true,
-        },
-        TableSpec {
-            name: &names.idempotency_table,
-            hash: ("command_id", Attr::S),
-            range: None,
-            stream: false,
-            gsi: None,
-            ttl: Some("expires_at"),
-            pitr: true,
-        },
-        TableSpec {
-            name: &names.feed_table,
-            hash: ("part", Attr::S),
-            range: Some(("pos", Attr::N)),
-            stream: false,
-            gsi: None,
-            ttl: None,
-            pitr: true,
-        },
-    ];
-    for spec in &specs {
-        create_table(client, spec).await?;
-    }
-    Ok(())
-}
-
-/// The read-model tables (docs, index entries, applied sequences and checkpoints) and the
-/// relay's checkpoint table. Rebuildable from the events, so no point-in-time recovery.
-pub async fn provision_read_models(
-    client: &aws_sdk_dynamodb::Client,
-    names: &ResourceNames,
-) -> Result<(), ProvisionError> {
-    let simple = |name| TableSpec {
-        name,
-        hash: ("id", Attr::S),
-        range: None,
-        stream: false,
-        gsi: None,
-        ttl: None,
-        pitr: false,
-    };
-    let specs = [
-        simple(&names.docs_table),
-        TableSpec {
-            name: &names.index_table,
-            hash: ("p", Attr::S),
-            range: Some(("s", Attr::S)),
-            stream: false,
-            gsi: None,
-            ttl: None,
-            pitr: false,
-        },
-        simple(&names.readmodel_state_table),
-        simple(&names.relay_table),
-    ];
-    for spec in &specs {
-        create_table(client, spec).await?;
-    }
-    Ok(())
-}
-
-async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String, ProvisionError> {
-    let out = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .map_err(|e| failed(url, classify("GetQueueAttributes", &e)))?;
-    out.attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
-        .cloned()
-        .ok_or_else(|| {
-            failed(
-                url,
-                AwsFailure::new("GetQueueAttributes", false, "no QueueArn"),
-            )
-        })
-}
-
-/// Creates the queue, or re-applies `attributes` when it exists.
-async fn ensure_queue(
-    sqs: &aws_sdk_sqs::Client,
-    name: &str,
-    attributes: &[(QueueAttributeName, String)],
-) -> Result<String, ProvisionError> {
-    let mut req = sqs.create_queue().queue_name(name);
-    for (k, v) in attributes {
-        req = req.attributes(k.clone(), v);
-    }
-    match req.send().await {
-        Ok(out) => out
-            .queue_url()
-            .map(str::to_owned)
-            .ok_or_else(|| failed(name, AwsFailure::new("CreateQueue", false, "no queue URL"))),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_queue_name_exists()) =>
-        {
-            let url = sqs
-                .get_queue_url()
-                .queue_name(name)
-                .send()
-                .await
-                .map_err(|e| failed(name, classify("GetQueueUrl", &e)))?
-                .queue_url()
-                .map(str::to_owned)
-                .ok_or_else(|| {
-                    failed(name, AwsFailure::new("GetQueueUrl", false, "no queue URL"))
-                })?;
-            let mut set = sqs.set_queue_attributes().queue_url(&url);
-            for (k, v) in attributes {
-                set = set.attributes(k.clone(), v);
-            }
-            set.send()
-                .await
-                .map_err(|e| failed(name, classify("SetQueueAttributes", &e)))?;
-            Ok(url)
-        }
-        Err(e) => Err(failed(name, classify("CreateQueue", &e))),
+fn call_failed<E>(
+    stack: &str,
+    operation: &'static str,
+    err: &aws_sdk_cloudformation::error::SdkError<
+        E,
+        aws_sdk_cloudformation::config::http::HttpResponse,
+    >,
+) -> ProvisionError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    ProvisionError::Call {
+        stack: stack.to_owned(),
+        source: classify(operation, err),
     }
 }
 
-/// Everything: the tables of [`provision_event_store`] and [`provision_read_models`], the bus
-/// with its archive, and per consumer group a DLQ, a queue redriving to it after
-/// [`MAX_RECEIVE_COUNT`] receives, a rule routing every `backbone.*` event to the queue and the
-/// queue policy that lets EventBridge deliver to it.
-#[tracing::instrument(skip_all, fields(stage = %names.stage), err)]
+/// CloudFormation answers a missing stack with a `ValidationError` saying so.
+fn is_missing(err: &impl ProvideErrorMetadata) -> bool {
+    err.code() == Some("ValidationError")
+        && err.message().is_some_and(|m| m.contains("does not exist"))
+}
+
+/// The stack, or `None` when there is none by that name.
+async fn describe(
+    cfn: &aws_sdk_cloudformation::Client,
+    stack: &str,
+) -> Result<Option<Stack>, ProvisionError> {
+    match cfn.describe_stacks().stack_name(stack).send().await {
+        Ok(out) => Ok(out.stacks().first().cloned()),
+        Err(e) if is_missing(&e) => Ok(None),
+        Err(e) => Err(call_failed(stack, "DescribeStacks", &e)),
+    }
+}
+
+/// Deploys [`TEMPLATE`] as `spec`'s stack and waits for it to settle.
+#[tracing::instrument(skip_all, fields(stack = %spec.stack_name), err)]
 pub async fn provision(
-    clients: &AwsClients,
-    names: &ResourceNames,
+    cfn: &aws_sdk_cloudformation::Client,
+    spec: &StackSpec,
 ) -> Result<Provisioned, ProvisionError> {
-    provision_event_store(&clients.dynamodb, names).await?;
-    provision_read_models(&clients.dynamodb, names).await?;
-
-    let eb = &clients.eventbridge;
-    let bus = &names.event_bus;
-    match eb.create_event_bus().name(bus).send().await {
-        Ok(_) => tracing::info!(bus, "created event bus"),
-        Err(e)
-            if matches!(
-                e.as_service_error(),
-                Some(CreateEventBusError::ResourceAlreadyExistsException(_))
-            ) => {}
-        Err(e) => return Err(failed(bus, classify("CreateEventBus", &e))),
-    }
-    let event_bus_arn = eb
-        .describe_event_bus()
-        .name(bus)
-        .send()
-        .await
-        .map_err(|e| failed(bus, classify("DescribeEventBus", &e)))?
-        .arn()
-        .map(str::to_owned)
-        .ok_or_else(|| failed(bus, AwsFailure::new("DescribeEventBus", false, "no ARN")))?;
-    match eb
-        .create_archive()
-        .archive_name(&names.archive)
-        .event_source_arn(&event_bus_arn)
-        // Everything on the bus (only backbone events travel on it), as in the template.
-        .retention_days(ResourceNames::ARCHIVE_RETENTION_DAYS)
-        .send()
-        .await
-    {
-        Ok(_) => tracing::info!(archive = %names.archive, "created archive"),
-        Err(e)
-            if matches!(
-                e.as_service_error(),
-                Some(CreateArchiveError::ResourceAlreadyExistsException(_))
-            ) => {}
-        Err(e) => return Err(failed(&names.archive, classify("CreateArchive", &e))),
-    }
-
-    let sqs = &clients.sqs;
-    let mut groups = Vec::with_capacity(names.groups.len());
-    for g in &names.groups {
-        let dlq_url = ensure_queue(
-            sqs,
-            &g.dlq,
-            &[(
-                QueueAttributeName::MessageRetentionPeriod,
-                "1209600".to_owned(),
-            )],
-        )
-        .await?;
-        let dlq_arn = queue_arn(sqs, &dlq_url).await?;
-        let redrive = serde_json::json!({
-            "deadLetterTargetArn": dlq_arn,
-            "maxReceiveCount": MAX_RECEIVE_COUNT.to_string(),
+    let stack = spec.stack_name.as_str();
+    let parameters: Vec<Parameter> = spec
+        .parameters
+        .iter()
+        .map(|(k, v)| {
+            Parameter::builder()
+                .parameter_key(k)
+                .parameter_value(v)
+                .build()
         })
-        .to_string();
-        let queue_url = ensure_queue(
-            sqs,
-            &g.queue,
-            &[
-                (QueueAttributeName::RedrivePolicy, redrive),
-                (
-                    QueueAttributeName::VisibilityTimeout,
-                    VISIBILITY_TIMEOUT_SECS.to_string(),
-                ),
-                (
-                    QueueAttributeName::ReceiveMessageWaitTimeSeconds,
-                    "20".to_owned(),
-                ),
-            ],
-        )
-        .await?;
-        let queue_arn = queue_arn(sqs, &queue_url).await?;
-
-        let rule_arn = eb
-            .put_rule()
-            .name(&g.rule)
-            .event_bus_name(bus)
-            .event_pattern(EVENT_PATTERN)
-            .state(aws_sdk_eventbridge::types::RuleState::Enabled)
-            .description(format!("backbone events to the {} queue", g.group))
+        .collect();
+    let change = if describe(cfn, stack).await?.is_none() {
+        cfn.create_stack()
+            .stack_name(stack)
+            .template_body(TEMPLATE)
+            .set_parameters(Some(parameters))
             .send()
             .await
-            .map_err(|e| failed(&g.rule, classify("PutRule", &e)))?
-            .rule_arn()
-            .map(str::to_owned)
-            .ok_or_else(|| failed(&g.rule, AwsFailure::new("PutRule", false, "no rule ARN")))?;
-        let target = aws_sdk_eventbridge::types::Target::builder()
-            .id("queue")
-            .arn(&queue_arn)
-            .build()
-            .map_err(|e| build_err(&g.rule, e))?;
-        let put = eb
-            .put_targets()
-            .rule(&g.rule)
-            .event_bus_name(bus)
-            .targets(target)
+            .map_err(|e| call_failed(stack, "CreateStack", &e))?;
+        tracing::info!("creating stack");
+        StackChange::Created
+    } else {
+        match cfn
+            .update_stack()
+            .stack_name(stack)
+            .template_body(TEMPLATE)
+            .set_parameters(Some(parameters))
             .send()
             .await
-            .map_err(|e| failed(&g.rule, classify("PutTargets", &e)))?;
-        if put.failed_entry_count() > 0 {
-            return Err(failed(
-                &g.rule,
-                AwsFailure::new("PutTargets", false, format!("{:?}", put.failed_entries())),
-            ));
+        {
+            Ok(_) => {
+                tracing::info!("updating stack");
+                StackChange::Updated
+            }
+            Err(e)
+                if e.code() == Some("ValidationError")
+                    && e.message()
+                        .is_some_and(|m| m.contains("No updates are to be performed")) =>
+            {
+                StackChange::Unchanged
+            }
+            Err(e) => return Err(call_failed(stack, "UpdateStack", &e)),
         }
-        let policy = serde_json::json!({
-            "Version": "2012-10-17",
-            "Statement": [{
-                "Sid": "events-to-queue",
-                "Effect": "Allow",
-                "Principal": { "Service": "events.amazonaws.com" },
-                "Action": "sqs:SendMessage",
-                "Resource": queue_arn,
-                "Condition": { "ArnEquals": { "aws:SourceArn": rule_arn } },
-            }],
-        })
-        .to_string();
-        sqs.set_queue_attributes()
-            .queue_url(&queue_url)
-            .attributes(QueueAttributeName::Policy, policy)
-            .send()
-            .await
-            .map_err(|e| failed(&g.queue, classify("SetQueueAttributes", &e)))?;
-        groups.push(ProvisionedGroup {
-            group: g.group,
-            queue_url,
-            queue_arn,
-            dlq_url,
-            dlq_arn,
-            rule_arn,
+    };
+    let settled = wait_settled(cfn, stack, spec.timeout).await?;
+    let status = settled
+        .stack_status()
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_default();
+    if !matches!(
+        settled.stack_status(),
+        Some(StackStatus::CreateComplete | StackStatus::UpdateComplete)
+    ) {
+        return Err(ProvisionError::Failed {
+            stack: stack.to_owned(),
+            status,
+            reasons: failure_reasons(cfn, stack).await,
         });
     }
+    tracing::info!(?change, %status, "stack deployed");
     Ok(Provisioned {
-        event_bus_arn,
-        groups,
+        stack_id: settled.stack_id().unwrap_or(stack).to_owned(),
+        change,
+        outputs: StackOutputs::of(&settled),
     })
+}
+
+/// Polls the stack until its status is no longer `*_IN_PROGRESS` (transient describe failures
+/// are polled through).
+async fn wait_settled(
+    cfn: &aws_sdk_cloudformation::Client,
+    stack: &str,
+    timeout: Duration,
+) -> Result<Stack, ProvisionError> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(100);
+    let mut last_status = String::from("unknown");
+    loop {
+        match describe(cfn, stack).await {
+            Ok(Some(found)) => {
+                let status = found.stack_status().map(|s| s.as_str()).unwrap_or_default();
+                if !status.ends_with("_IN_PROGRESS") {
+                    return Ok(found);
+                }
+                last_status = status.to_owned();
+            }
+            Ok(None) => last_status = "missing".to_owned(),
+            Err(ProvisionError::Call { source, .. }) if source.transient => {
+                tracing::warn!(error = %source, "describing the stack failed, retrying");
+            }
+            Err(e) => return Err(e),
+        }
+        if Instant::now() + pause > deadline {
+            return Err(ProvisionError::TimedOut {
+                stack: stack.to_owned(),
+                status: last_status,
+                timeout,
+            });
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Whether `event` marks the start of a deployment: the stack's own `*_IN_PROGRESS` event
+/// with the reason "User Initiated".
+fn starts_a_deployment(event: &StackEvent) -> bool {
+    event.resource_type() == Some("AWS::CloudFormation::Stack")
+        && event
+            .resource_status()
+            .is_some_and(|s| s.as_str().ends_with("_IN_PROGRESS"))
+        && event.resource_status_reason() == Some("User Initiated")
+}
+
+/// The reasons of the failed events of the latest deployment (or why they could not be read).
+async fn failure_reasons(cfn: &aws_sdk_cloudformation::Client, stack: &str) -> Vec<String> {
+    let mut events = Vec::new();
+    let mut next = None;
+    loop {
+        match cfn
+            .describe_stack_events()
+            .stack_name(stack)
+            .set_next_token(next.take())
+            .send()
+            .await
+        {
+            Ok(page) => {
+                events.extend(page.stack_events().iter().cloned());
+                match page.next_token() {
+                    Some(token) if !events.iter().any(starts_a_deployment) => {
+                        next = Some(token.to_owned());
+                    }
+                    _ => break,
+                }
+            }
+            Err(e) => {
+                return vec![format!(
+                    "the stack's events could not be read: {}",
+                    classify("DescribeStackEvents", &e)
+                )]
+            }
+        }
+    }
+    latest_failures(&events)
+}
+
+/// `<logical id> <status>: <reason>` of every failed event of the latest deployment, oldest
+/// first. `events` come newest first, as DescribeStackEvents returns them; the latest
+/// deployment's events are those after its "User Initiated" start (comparing event times with
+/// this machine's clock would trust two clocks to agree).
+pub fn latest_failures(events: &[StackEvent]) -> Vec<String> {
+    let mut reasons: Vec<String> = events
+        .iter()
+        .take_while(|e| !starts_a_deployment(e))
+        .filter(|e| {
+            e.resource_status()
+                .is_some_and(|s| s.as_str().ends_with("_FAILED"))
+        })
+        .map(|e| {
+            format!(
+                "{} {}: {}",
+                e.logical_resource_id().unwrap_or("?"),
+                e.resource_status().map(|s| s.as_str()).unwrap_or("?"),
+                e.resource_status_reason().unwrap_or("no reason given")
+            )
+        })
+        .collect();
+    reasons.reverse();
+    if reasons.is_empty() {
+        reasons.push("no failed resource events".to_owned());
+    }
+    reasons
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_cloudformation::types::ResourceStatus;
+
+    fn event(id: &str, kind: &str, status: ResourceStatus, reason: &str) -> StackEvent {
+        StackEvent::builder()
+            .stack_id("stack")
+            .event_id(format!("{id}-{status}"))
+            .stack_name("backbone-dev")
+            .logical_resource_id(id)
+            .resource_type(kind)
+            .resource_status(status)
+            .resource_status_reason(reason)
+            .timestamp(aws_sdk_cloudformation::primitives::DateTime::from_secs(0))
+            .build()
+    }
+
+    #[test]
+    fn a_failed_deployment_reports_the_reasons_of_its_own_failed_resources_oldest_first() {
+        const STACK: &str = "AWS::CloudFormation::Stack";
+        const TABLE: &str = "AWS::DynamoDB::Table";
+        // Newest first.
+        let events = [
+            event(
+                "backbone-dev",
+                STACK,
+                ResourceStatus::UpdateFailed,
+                "rolled back",
+            ),
+            event(
+                "Bus",
+                "AWS::Events::EventBus",
+                ResourceStatus::UpdateFailed,
+                "limit",
+            ),
+            event("EventsTable", TABLE, ResourceStatus::UpdateComplete, ""),
+            event(
+                "backbone-dev",
+                STACK,
+                ResourceStatus::UpdateInProgress,
+                "User Initiated",
+            ),
+            event(
+                "Archive",
+                "AWS::Events::Archive",
+                ResourceStatus::CreateFailed,
+                "older",
+            ),
+        ];
+        assert_eq!(
+            latest_failures(&events),
+            [
+                "Bus UPDATE_FAILED: limit",
+                "backbone-dev UPDATE_FAILED: rolled back"
+            ]
+        );
+        assert_eq!(latest_failures(&events[2..]), ["no failed resource events"]);
+    }
+
+    #[test]
+    fn outputs_name_what_the_adapters_use_or_say_where_they_differ() {
+        let names = ResourceNames::for_stage("dev");
+        let mut outputs = StackOutputs(
+            StackOutputs::expected(&names)
+                .into_iter()
+                .map(|(key, name)| {
+                    let value = if key.ends_with("Url") {
+                        format!("https://sqs.eu-west-1.amazonaws.com/123/{name}")
+                    } else if key.ends_with("Arn") {
+                        format!("arn:aws:events:eu-west-1:123:rule/backbone-dev-bus/{name}")
+                    } else {
+                        name.to_owned()
+                    };
+                    (key, value)
+                })
+                .collect(),
+        );
+        assert_eq!(outputs.disagreements(&names), Vec::<String>::new());
+        assert_eq!(
+            outputs.queue_url(ConsumerGroup::ProcessManagers),
+            Some("https://sqs.eu-west-1.amazonaws.com/123/backbone-dev-process-managers")
+        );
+        outputs
+            .0
+            .insert("FeedTableName".into(), "backbone-prod-feed".into());
+        outputs.0.remove("OrderHistoryRuleArn");
+        assert_eq!(
+            outputs.disagreements(&names),
+            [
+                "output FeedTableName is backbone-prod-feed, the adapters use backbone-dev-feed",
+                "no output OrderHistoryRuleArn (the adapters use backbone-dev-to-order-history)"
+            ]
+        );
+    }
 }

@@ -16,12 +16,15 @@
 //!   around DynamoDB requests (DynamoDB only: SQS long polls and everything else stay
 //!   concurrent). The launcher also fixes a cost bug of the same function: it deep-copies the
 //!   whole table once per ACTION, so a 100-event commit on a table of 1,000 items took ~14 s;
-//!   it now copies each table once per transaction. See [`LAUNCHER`].
+//!   it now copies each table once per transaction. CloudFormation requests take the same lock:
+//!   a stack deployment creates DynamoDB tables. See [`LAUNCHER`].
+//! - Every test starts from a stage of its own deployed from the template ([`fresh_stack`]),
+//!   the way `backbone provision` deploys it.
 #![allow(dead_code)]
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
-use infrastructure::aws::ResourceNames;
+use infrastructure::aws::{provision, Provisioned, ResourceNames, StackSpec};
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -67,7 +70,9 @@ lock = threading.Lock()
 
 def serialized(environ, start_response):
     target = environ.get("HTTP_X_AMZ_TARGET", "")
-    if target.startswith("DynamoDB"):
+    # CloudFormation speaks the query protocol: its service shows in the signature's scope.
+    deploys = "/cloudformation/aws4_request" in environ.get("HTTP_AUTHORIZATION", "")
+    if target.startswith("DynamoDB") or deploys:
         with lock:
             # Consume the whole response inside the lock: the backend may run lazily.
             body = list(app(environ, start_response))
@@ -219,4 +224,15 @@ pub fn fresh_names() -> ResourceNames {
 /// The SDK config of this binary's emulator (starting it when needed).
 pub async fn sdk_config() -> SdkConfig {
     moto().sdk_config().await
+}
+
+/// A fresh stage ([`fresh_names`]) whose stack `cloudformation/backbone.yaml` was deployed
+/// through [`provision`], as `backbone provision` deploys it.
+pub async fn fresh_stack() -> (ResourceNames, Provisioned) {
+    let names = fresh_names();
+    let cfn = aws_sdk_cloudformation::Client::new(&sdk_config().await);
+    let provisioned = provision(&cfn, &StackSpec::for_stage(&names.stage))
+        .await
+        .unwrap_or_else(|e| panic!("deploying the template into moto: {e}"));
+    (names, provisioned)
 }

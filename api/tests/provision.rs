@@ -1,0 +1,98 @@
+//! `backbone provision` against moto: the binary deploys its built-in template as the stage's
+//! stack, a second run updates that stack in place, and the adapters find every table and
+//! queue under the names they use.
+
+#[path = "../../infrastructure/tests/support/moto.rs"]
+mod moto;
+
+use std::process::{Command, Output};
+
+/// Runs `backbone provision` with `args` against this binary's moto.
+fn provision(args: &[&str]) -> Output {
+    let endpoint = &moto::moto().endpoint;
+    Command::new(env!("CARGO_BIN_EXE_backbone"))
+        .arg("provision")
+        .args(args)
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env_remove("BACKBONE_STAGE")
+        .env_remove("BACKBONE_STACK_NAME")
+        .output()
+        .expect("run backbone provision")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provision_creates_the_stack_then_updates_it_and_the_adapters_find_their_resources() {
+    let names = moto::fresh_names();
+    let first = provision(&["--stage", &names.stage]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let stack = format!("backbone-{}", names.stage);
+    assert!(
+        stderr(&first).contains(&format!("stack {stack} created")),
+        "{}",
+        stderr(&first)
+    );
+    let again = provision(&[
+        "--stage",
+        &names.stage,
+        "--parameter",
+        "ProjectionLagSeconds=120",
+    ]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains(&format!("stack {stack} updated")),
+        "{}",
+        stderr(&again)
+    );
+
+    let sdk = moto::sdk_config().await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    for table in names.tables() {
+        dynamodb
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("table {table} missing: {e}"));
+    }
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    for g in &names.groups {
+        for queue in [&g.queue, &g.dlq] {
+            sqs.get_queue_url()
+                .queue_name(queue)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("queue {queue} missing: {e}"));
+        }
+    }
+    let cfn = aws_sdk_cloudformation::Client::new(&sdk);
+    let described = cfn
+        .describe_stacks()
+        .stack_name(&stack)
+        .send()
+        .await
+        .expect("describe_stacks");
+    let lag = described.stacks()[0]
+        .parameters()
+        .iter()
+        .find(|p| p.parameter_key() == Some("ProjectionLagSeconds"))
+        .and_then(|p| p.parameter_value());
+    assert_eq!(lag, Some("120"), "the --parameter reached the stack");
+}
+
+#[test]
+fn stage_comes_only_from_the_stage_flag() {
+    let out = provision(&["--stage", "dev", "--parameter", "Stage=prod"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("Stage comes from --stage"),
+        "{}",
+        stderr(&out)
+    );
+}
