@@ -289,8 +289,14 @@ pub trait EventStore: Send + Sync + 'static {
 /// inner store unchanged, so the wrapper spells out only the methods it changes (written as in
 /// any `#[async_trait]` impl, inside the braces).
 ///
-/// ```ignore
-/// forward_event_store! {
+/// ```
+/// use commands::{AppendOutcome, Commit, EventStore, StoreError};
+///
+/// struct Logged<S> {
+///     inner: S,
+/// }
+///
+/// commands::forward_event_store! {
 ///     impl[S: EventStore] for Logged<S>, to |s| &s.inner,
 ///     forward [load, read, feed, feed_filtered, head, idempotency, commit_notifier] {
 ///         async fn append(&self, commit: Commit) -> Result<AppendOutcome, StoreError> {
