@@ -22,7 +22,6 @@ use crate::store::{
     MAX_COMMIT_ACTIONS,
 };
 use crate::{CommandError, Payload, SystemClock};
-use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use domain::StreamType;
 use serde_json::{json, Value};
@@ -125,45 +124,9 @@ impl<S, G> WithGuard<S, G> {
     }
 }
 
-#[async_trait]
-impl<S: EventStore, G: Send + Sync + 'static> EventStore for WithGuard<S, G> {
-    async fn append(&self, commit: Commit) -> Result<AppendOutcome, StoreError> {
-        self.store.append(commit).await
-    }
-    async fn load(&self, stream: &StreamRef) -> Result<LoadedStream, StoreError> {
-        self.store.load(stream).await
-    }
-    async fn read(
-        &self,
-        stream: &StreamRef,
-        from: u64,
-        to: u64,
-    ) -> Result<Vec<EventEnvelope>, StoreError> {
-        self.store.read(stream, from, to).await
-    }
-    async fn feed(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
-        self.store.feed(after, limit).await
-    }
-    async fn feed_filtered(
-        &self,
-        after: u64,
-        limit: usize,
-        keep: &crate::store::EventFilter<'_>,
-    ) -> Result<crate::store::FilteredPage, StoreError> {
-        self.store.feed_filtered(after, limit, keep).await
-    }
-    async fn head(&self) -> Result<u64, StoreError> {
-        self.store.head().await
-    }
-    async fn idempotency(
-        &self,
-        command_id: &str,
-    ) -> Result<Option<(CommitResult, Idempotency)>, StoreError> {
-        self.store.idempotency(command_id).await
-    }
-    fn commit_notifier(&self) -> Option<Arc<tokio::sync::Notify>> {
-        self.store.commit_notifier()
-    }
+crate::forward_event_store! {
+    impl[S: EventStore, G: Send + Sync + 'static] for WithGuard<S, G>, to |s| &s.store,
+    forward [append, load, read, feed, feed_filtered, head, idempotency, commit_notifier] {}
 }
 
 // ---------------------------------------------------------------------------------------------

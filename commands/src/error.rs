@@ -71,10 +71,7 @@ impl Rejection for CartError {
     fn to_command_error(&self) -> CommandError {
         let msg = self.to_string();
         match self {
-            CartError::NotFound => CommandError::NotFound {
-                what: "cart",
-                id: String::new(),
-            },
+            CartError::NotFound => CommandError::not_found("cart", ""),
             CartError::AlreadyExists => CommandError::rejected("cart_exists", msg),
             CartError::AlreadyCheckedOut => CommandError::rejected("cart_checked_out", msg),
             CartError::Abandoned => CommandError::rejected("cart_abandoned", msg),
@@ -92,10 +89,7 @@ impl Rejection for ProductError {
     fn to_command_error(&self) -> CommandError {
         let msg = self.to_string();
         match self {
-            ProductError::NotFound => CommandError::NotFound {
-                what: "product",
-                id: String::new(),
-            },
+            ProductError::NotFound => CommandError::not_found("product", ""),
             ProductError::AlreadyExists => CommandError::rejected("product_exists", msg),
             ProductError::InvalidName => CommandError::invalid("name", msg),
             ProductError::InvalidCategory => CommandError::invalid("category", msg),
@@ -114,10 +108,7 @@ impl Rejection for OrderError {
     fn to_command_error(&self) -> CommandError {
         let msg = self.to_string();
         match self {
-            OrderError::NotFound => CommandError::NotFound {
-                what: "order",
-                id: String::new(),
-            },
+            OrderError::NotFound => CommandError::not_found("order", ""),
             OrderError::InvalidEmail => CommandError::invalid("customer_email", msg),
             OrderError::InvalidShippingAddress { field } => {
                 CommandError::invalid(format!("shipping_address.{field}"), msg)
@@ -144,10 +135,7 @@ impl Rejection for PaymentError {
         let msg = self.to_string();
         #[allow(clippy::match_single_binding)]
         match self {
-            PaymentError::NotFound => CommandError::NotFound {
-                what: "payment",
-                id: String::new(),
-            },
+            PaymentError::NotFound => CommandError::not_found("payment", ""),
             _ => CommandError::rejected("payment_rejected", msg),
         }
     }

@@ -29,3 +29,10 @@ pub use process::*;
 pub use service::*;
 pub use shop::*;
 pub use upcast::*;
+
+/// What the exported macros name through `$crate`, so their callers need no extra dependencies.
+#[doc(hidden)]
+pub mod __macro_support {
+    pub use async_trait::async_trait;
+    pub use tokio::sync::Notify;
+}

@@ -285,6 +285,127 @@ pub trait EventStore: Send + Sync + 'static {
     }
 }
 
+/// Implements [`EventStore`] for a wrapper that hands the methods named in `forward [...]` to an
+/// inner store unchanged, so the wrapper spells out only the methods it changes (written as in
+/// any `#[async_trait]` impl, inside the braces).
+///
+/// ```
+/// use commands::{AppendOutcome, Commit, EventStore, StoreError};
+///
+/// struct Logged<S> {
+///     inner: S,
+/// }
+///
+/// commands::forward_event_store! {
+///     impl[S: EventStore] for Logged<S>, to |s| &s.inner,
+///     forward [load, read, feed, feed_filtered, head, idempotency, commit_notifier] {
+///         async fn append(&self, commit: Commit) -> Result<AppendOutcome, StoreError> {
+///             tracing::info!(events = commit.event_count(), "append");
+///             self.inner.append(commit).await
+///         }
+///     }
+/// }
+/// ```
+///
+/// `to |s| expr` borrows the inner store from `s: &Self`. Every trait method must be either
+/// forwarded or written out; the compiler reports any that is neither or both.
+#[macro_export]
+macro_rules! forward_event_store {
+    (
+        impl[$($generics:tt)*] for $ty:ty, to |$s:ident| $inner:expr,
+        forward [$($method:ident),* $(,)?] { $($own:tt)* }
+    ) => {
+        $crate::forward_event_store!(@next ([$($generics)*] $ty, $s, $inner)
+            [$($method)*] { $($own)* } {});
+    };
+    // One arm per trait method: add its forwarding body to `$done`, then go on with the rest.
+    (@next ($g:tt $ty:ty, $s:ident, $inner:expr) [append $($rest:ident)*] $own:tt { $($done:tt)* }) => {
+        $crate::forward_event_store!(@next ($g $ty, $s, $inner) [$($rest)*] $own { $($done)*
+            async fn append(&self, commit: $crate::Commit) -> Result<$crate::AppendOutcome, $crate::StoreError> {
+                let $s = self;
+                ($inner).append(commit).await
+            }
+        });
+    };
+    (@next ($g:tt $ty:ty, $s:ident, $inner:expr) [load $($rest:ident)*] $own:tt { $($done:tt)* }) => {
+        $crate::forward_event_store!(@next ($g $ty, $s, $inner) [$($rest)*] $own { $($done)*
+            async fn load(&self, stream: &$crate::StreamRef) -> Result<$crate::LoadedStream, $crate::StoreError> {
+                let $s = self;
+                ($inner).load(stream).await
+            }
+        });
+    };
+    (@next ($g:tt $ty:ty, $s:ident, $inner:expr) [read $($rest:ident)*] $own:tt { $($done:tt)* }) => {
+        $crate::forward_event_store!(@next ($g $ty, $s, $inner) [$($rest)*] $own { $($done)*
+            async fn read(
+                &self,
+                stream: &$crate::StreamRef,
+                from: u64,
+                to: u64,
+            ) -> Result<Vec<$crate::EventEnvelope>, $crate::StoreError> {
+                let $s = self;
+                ($inner).read(stream, from, to).await
+            }
+        });
+    };
+    (@next ($g:tt $ty:ty, $s:ident, $inner:expr) [feed $($rest:ident)*] $own:tt { $($done:tt)* }) => {
+        $crate::forward_event_store!(@next ($g $ty, $s, $inner) [$($rest)*] $own { $($done)*
+            async fn feed(&self, after: u64, limit: usize) -> Result<Vec<$crate::EventEnvelope>, $crate::StoreError> {
+                let $s = self;
+                ($inner).feed(after, limit).await
+            }
+        });
+    };
+    (@next ($g:tt $ty:ty, $s:ident, $inner:expr) [feed_filtered $($rest:ident)*] $own:tt { $($done:tt)* }) => {
+        $crate::forward_event_store!(@next ($g $ty, $s, $inner) [$($rest)*] $own { $($done)*
+            async fn feed_filtered(
+                &self,
+                after: u64,
+                limit: usize,
+                keep: &$crate::EventFilter<'_>,
+            ) -> Result<$crate::FilteredPage, $crate::StoreError> {
+                let $s = self;
+                ($inner).feed_filtered(after, limit, keep).await
+            }
+        });
+    };
+    (@next ($g:tt $ty:ty, $s:ident, $inner:expr) [head $($rest:ident)*] $own:tt { $($done:tt)* }) => {
+        $crate::forward_event_store!(@next ($g $ty, $s, $inner) [$($rest)*] $own { $($done)*
+            async fn head(&self) -> Result<u64, $crate::StoreError> {
+                let $s = self;
+                ($inner).head().await
+            }
+        });
+    };
+    (@next ($g:tt $ty:ty, $s:ident, $inner:expr) [idempotency $($rest:ident)*] $own:tt { $($done:tt)* }) => {
+        $crate::forward_event_store!(@next ($g $ty, $s, $inner) [$($rest)*] $own { $($done)*
+            async fn idempotency(
+                &self,
+                command_id: &str,
+            ) -> Result<Option<($crate::CommitResult, $crate::Idempotency)>, $crate::StoreError> {
+                let $s = self;
+                ($inner).idempotency(command_id).await
+            }
+        });
+    };
+    (@next ($g:tt $ty:ty, $s:ident, $inner:expr) [commit_notifier $($rest:ident)*] $own:tt { $($done:tt)* }) => {
+        $crate::forward_event_store!(@next ($g $ty, $s, $inner) [$($rest)*] $own { $($done)*
+            fn commit_notifier(&self) -> Option<::std::sync::Arc<$crate::__macro_support::Notify>> {
+                let $s = self;
+                ($inner).commit_notifier()
+            }
+        });
+    };
+    // Every named method is written: emit the impl, the forwarded methods and the wrapper's own.
+    (@next ([$($generics:tt)*] $ty:ty, $s:ident, $inner:expr) [] { $($own:tt)* } { $($done:tt)* }) => {
+        #[$crate::__macro_support::async_trait]
+        impl<$($generics)*> $crate::EventStore for $ty {
+            $($done)*
+            $($own)*
+        }
+    };
+}
+
 /// Turns stored events of old schema versions into current ones. Applied on every read path by
 /// [`UpcastingStore`], so `load`, `read`, `feed`, replay and rebuild all see current shapes.
 pub trait Upcaster: Send + Sync + 'static {
@@ -319,99 +440,50 @@ impl<S> UpcastingStore<S> {
     }
 }
 
-#[async_trait]
-impl<S: EventStore> EventStore for UpcastingStore<S> {
-    async fn append(&self, commit: Commit) -> Result<AppendOutcome, StoreError> {
-        self.inner.append(commit).await
-    }
-    async fn load(&self, stream: &StreamRef) -> Result<LoadedStream, StoreError> {
-        let mut loaded = self.inner.load(stream).await?;
-        loaded.events = self.map(std::mem::take(&mut loaded.events));
-        Ok(loaded)
-    }
-    async fn read(
-        &self,
-        stream: &StreamRef,
-        from: u64,
-        to: u64,
-    ) -> Result<Vec<EventEnvelope>, StoreError> {
-        Ok(self.map(self.inner.read(stream, from, to).await?))
-    }
-    async fn feed(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
-        Ok(self.map(self.inner.feed(after, limit).await?))
-    }
-    async fn feed_filtered(
-        &self,
-        after: u64,
-        limit: usize,
-        keep: &EventFilter<'_>,
-    ) -> Result<FilteredPage, StoreError> {
-        // The filter judges the upcast event, as a reader of `feed` would see it.
-        let upcaster = &self.upcaster;
-        let judged = move |e: &EventEnvelope| {
-            if upcaster.is_current(e) {
-                keep(e)
-            } else {
-                keep(&upcaster.upcast(e.clone()))
-            }
-        };
-        let mut page = self.inner.feed_filtered(after, limit, &judged).await?;
-        page.events = self.map(std::mem::take(&mut page.events));
-        Ok(page)
-    }
-    async fn head(&self) -> Result<u64, StoreError> {
-        self.inner.head().await
-    }
-    async fn idempotency(
-        &self,
-        command_id: &str,
-    ) -> Result<Option<(CommitResult, Idempotency)>, StoreError> {
-        self.inner.idempotency(command_id).await
-    }
-    fn commit_notifier(&self) -> Option<Arc<tokio::sync::Notify>> {
-        self.inner.commit_notifier()
+forward_event_store! {
+    impl[S: EventStore] for UpcastingStore<S>, to |s| &s.inner,
+    forward [append, head, idempotency, commit_notifier] {
+        async fn load(&self, stream: &StreamRef) -> Result<LoadedStream, StoreError> {
+            let mut loaded = self.inner.load(stream).await?;
+            loaded.events = self.map(std::mem::take(&mut loaded.events));
+            Ok(loaded)
+        }
+        async fn read(
+            &self,
+            stream: &StreamRef,
+            from: u64,
+            to: u64,
+        ) -> Result<Vec<EventEnvelope>, StoreError> {
+            Ok(self.map(self.inner.read(stream, from, to).await?))
+        }
+        async fn feed(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+            Ok(self.map(self.inner.feed(after, limit).await?))
+        }
+        async fn feed_filtered(
+            &self,
+            after: u64,
+            limit: usize,
+            keep: &EventFilter<'_>,
+        ) -> Result<FilteredPage, StoreError> {
+            // The filter judges the upcast event, as a reader of `feed` would see it.
+            let upcaster = &self.upcaster;
+            let judged = move |e: &EventEnvelope| {
+                if upcaster.is_current(e) {
+                    keep(e)
+                } else {
+                    keep(&upcaster.upcast(e.clone()))
+                }
+            };
+            let mut page = self.inner.feed_filtered(after, limit, &judged).await?;
+            page.events = self.map(std::mem::take(&mut page.events));
+            Ok(page)
+        }
     }
 }
 
-#[async_trait]
-impl<T: EventStore + ?Sized> EventStore for Arc<T> {
-    async fn append(&self, commit: Commit) -> Result<AppendOutcome, StoreError> {
-        (**self).append(commit).await
-    }
-    async fn load(&self, stream: &StreamRef) -> Result<LoadedStream, StoreError> {
-        (**self).load(stream).await
-    }
-    async fn read(
-        &self,
-        stream: &StreamRef,
-        from: u64,
-        to: u64,
-    ) -> Result<Vec<EventEnvelope>, StoreError> {
-        (**self).read(stream, from, to).await
-    }
-    async fn feed(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
-        (**self).feed(after, limit).await
-    }
-    async fn feed_filtered(
-        &self,
-        after: u64,
-        limit: usize,
-        keep: &EventFilter<'_>,
-    ) -> Result<FilteredPage, StoreError> {
-        (**self).feed_filtered(after, limit, keep).await
-    }
-    async fn head(&self) -> Result<u64, StoreError> {
-        (**self).head().await
-    }
-    async fn idempotency(
-        &self,
-        command_id: &str,
-    ) -> Result<Option<(CommitResult, Idempotency)>, StoreError> {
-        (**self).idempotency(command_id).await
-    }
-    fn commit_notifier(&self) -> Option<Arc<tokio::sync::Notify>> {
-        (**self).commit_notifier()
-    }
+forward_event_store! {
+    impl[T: EventStore + ?Sized] for Arc<T>, to |s| &**s,
+    forward [append, load, read, feed, feed_filtered, head, idempotency, commit_notifier] {}
 }
 
 /// Checks the shape rules every adapter enforces before touching storage.

@@ -1,53 +1,21 @@
 //! The aggregate contract: cqrs-es's `Aggregate` and `DomainEvent`, plus what a stored stream
 //! needs besides (its stream type, explicit event names and versions, one way to encode events).
 
+use crate::text::named_enum;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt::Debug;
 
-/// The four stream types of the backbone. The string form is stored in every envelope.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum StreamType {
-    Cart,
-    Order,
-    Payment,
-    Product,
-}
-
-impl StreamType {
-    pub const ALL: [StreamType; 4] = [
-        StreamType::Cart,
-        StreamType::Order,
-        StreamType::Payment,
-        StreamType::Product,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StreamType::Cart => "cart",
-            StreamType::Order => "order",
-            StreamType::Payment => "payment",
-            StreamType::Product => "product",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<StreamType> {
-        match s {
-            "cart" => Some(StreamType::Cart),
-            "order" => Some(StreamType::Order),
-            "payment" => Some(StreamType::Payment),
-            "product" => Some(StreamType::Product),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for StreamType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+named_enum! {
+    /// The four stream types of the backbone. The string form is stored in every envelope.
+    #[derive(
+        Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+    )]
+    pub enum StreamType {
+        Cart = "cart",
+        Order = "order",
+        Payment = "payment",
+        Product = "product",
     }
 }
 

@@ -9,12 +9,11 @@ use crate::aggregate::{aggregate, domain_events, StreamType};
 use crate::ids::{CartId, CustomerId, OrderId, PaymentId, ProductId};
 use crate::money::{Money, MoneyError};
 use crate::quantity::Quantity;
-use crate::text::{is_reference, trimmed_within};
+use crate::text::{is_reference, named_enum, trimmed_within};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
-use std::fmt;
 
 /// Most lines one order may have. A checkout commits 1 cart + 1 order + 1 payment + one action
 /// per product, plus an idempotency item, in one DynamoDB transaction of at most 100 actions; 45
@@ -25,55 +24,27 @@ pub const MAX_EMAIL_CHARS: usize = 254;
 /// Longest refund reference, in characters.
 pub const MAX_REFUND_ID_CHARS: usize = 255;
 
-/// Lifecycle of an order. `OrderPlaced` moves a new order straight to `AwaitingPayment`;
-/// `Placed` exists for read models and is never the state of a stream.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OrderStatus {
-    /// Not placed yet.
-    #[default]
-    New,
-    Placed,
-    AwaitingPayment,
-    PaymentFailed,
-    Paid,
-    Shipped,
-    Delivered,
-    Cancelled,
-    Expired,
-    Refunded,
+named_enum! {
+    /// Lifecycle of an order. `OrderPlaced` moves a new order straight to `AwaitingPayment`;
+    /// `Placed` exists for read models and is never the state of a stream.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum OrderStatus {
+        /// Not placed yet.
+        #[default]
+        New = "new",
+        Placed = "placed",
+        AwaitingPayment = "awaiting_payment",
+        PaymentFailed = "payment_failed",
+        Paid = "paid",
+        Shipped = "shipped",
+        Delivered = "delivered",
+        Cancelled = "cancelled",
+        Expired = "expired",
+        Refunded = "refunded",
+    }
 }
 
 impl OrderStatus {
-    pub const ALL: [OrderStatus; 10] = [
-        OrderStatus::New,
-        OrderStatus::Placed,
-        OrderStatus::AwaitingPayment,
-        OrderStatus::PaymentFailed,
-        OrderStatus::Paid,
-        OrderStatus::Shipped,
-        OrderStatus::Delivered,
-        OrderStatus::Cancelled,
-        OrderStatus::Expired,
-        OrderStatus::Refunded,
-    ];
-
-    /// The snake_case name, as serialized.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::New => "new",
-            OrderStatus::Placed => "placed",
-            OrderStatus::AwaitingPayment => "awaiting_payment",
-            OrderStatus::PaymentFailed => "payment_failed",
-            OrderStatus::Paid => "paid",
-            OrderStatus::Shipped => "shipped",
-            OrderStatus::Delivered => "delivered",
-            OrderStatus::Cancelled => "cancelled",
-            OrderStatus::Expired => "expired",
-            OrderStatus::Refunded => "refunded",
-        }
-    }
-
     /// Whether an order may be in `self` right after being in `previous`: the documented forward
     /// order. Staying put is always allowed. Otherwise:
     ///
@@ -99,12 +70,6 @@ impl OrderStatus {
                     | (Shipped, Delivered | Refunded)
                     | (Delivered | Cancelled, Refunded)
             )
-    }
-}
-
-impl fmt::Display for OrderStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -12,90 +12,44 @@
 use crate::aggregate::{aggregate, domain_events, StreamType};
 use crate::ids::{OrderId, PaymentId};
 use crate::money::{Currency, Money, MoneyError};
-use crate::text::is_reference;
+use crate::text::{is_reference, named_enum};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
-use std::fmt;
 
 /// Longest provider reference (intent, refund or dispute id, client secret reference).
 pub const MAX_REFERENCE_CHARS: usize = 255;
 
-/// Where a payment stands. Ordered by [`rank`](PaymentStatus::rank): a payment only moves to a
-/// higher rank. A dispute is not a status: it is recorded in [`Payment::dispute`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PaymentStatus {
-    /// Not requested yet.
-    #[default]
-    New,
-    Requested,
-    IntentCreated,
-    RequiresAction,
-    Processing,
-    Failed,
-    Canceled,
-    Succeeded,
-    PartiallyRefunded,
-    Refunded,
+named_enum! {
+    /// Where a payment stands. Ordered by [`rank`](PaymentStatus::rank): a payment only moves to
+    /// a higher rank. A dispute is not a status: it is recorded in [`Payment::dispute`].
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum PaymentStatus {
+        /// Not requested yet.
+        #[default]
+        New = "new",
+        Requested = "requested",
+        IntentCreated = "intent_created",
+        RequiresAction = "requires_action",
+        Processing = "processing",
+        Failed = "failed",
+        Canceled = "canceled",
+        Succeeded = "succeeded",
+        PartiallyRefunded = "partially_refunded",
+        Refunded = "refunded",
+    }
 }
 
 impl PaymentStatus {
-    pub const ALL: [PaymentStatus; 10] = [
-        PaymentStatus::New,
-        PaymentStatus::Requested,
-        PaymentStatus::IntentCreated,
-        PaymentStatus::RequiresAction,
-        PaymentStatus::Processing,
-        PaymentStatus::Failed,
-        PaymentStatus::Canceled,
-        PaymentStatus::Succeeded,
-        PaymentStatus::PartiallyRefunded,
-        PaymentStatus::Refunded,
-    ];
-
-    /// Position in the forward order, from New (0) to Refunded (9).
+    /// Position in the forward order, from New (0) to Refunded (9): the declaration order.
     pub fn rank(self) -> u8 {
-        match self {
-            PaymentStatus::New => 0,
-            PaymentStatus::Requested => 1,
-            PaymentStatus::IntentCreated => 2,
-            PaymentStatus::RequiresAction => 3,
-            PaymentStatus::Processing => 4,
-            PaymentStatus::Failed => 5,
-            PaymentStatus::Canceled => 6,
-            PaymentStatus::Succeeded => 7,
-            PaymentStatus::PartiallyRefunded => 8,
-            PaymentStatus::Refunded => 9,
-        }
-    }
-
-    /// The snake_case name, as serialized.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PaymentStatus::New => "new",
-            PaymentStatus::Requested => "requested",
-            PaymentStatus::IntentCreated => "intent_created",
-            PaymentStatus::RequiresAction => "requires_action",
-            PaymentStatus::Processing => "processing",
-            PaymentStatus::Failed => "failed",
-            PaymentStatus::Canceled => "canceled",
-            PaymentStatus::Succeeded => "succeeded",
-            PaymentStatus::PartiallyRefunded => "partially_refunded",
-            PaymentStatus::Refunded => "refunded",
-        }
+        self as u8
     }
 
     /// True once money was taken (succeeded, partially refunded or refunded).
     pub fn is_captured(self) -> bool {
         self.rank() >= PaymentStatus::Succeeded.rank()
-    }
-}
-
-impl fmt::Display for PaymentStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -1033,101 +1033,87 @@ async fn support_finds_orders_by_every_criterion() {
         ..SupportQuery::default()
     };
 
-    assert_eq!(support_ids(&models, q(10)).await, ["o3", "o2", "o1"]);
-    assert_eq!(support_ids(&models, q(2)).await, ["o3", "o2"]);
-    assert!(support_ids(&models, q(0)).await.is_empty());
-    assert_eq!(
-        support_ids(
-            &models,
+    let alice = || Some("alice@example.com".to_owned());
+    let cases: Vec<(SupportQuery, &[&str], &str)> = vec![
+        (q(10), &["o3", "o2", "o1"], "newest first"),
+        (q(2), &["o3", "o2"], "at most the limit"),
+        (q(0), &[], "a zero limit finds nothing"),
+        (
             SupportQuery {
                 email: Some("ALICE@example.COM".to_owned()),
                 ..q(10)
-            }
-        )
-        .await,
-        ["o3", "o1"],
-        "email matches without regard to case"
-    );
-    assert_eq!(
-        support_ids(
-            &models,
+            },
+            &["o3", "o1"],
+            "email matches without regard to case",
+        ),
+        (
             SupportQuery {
                 status: Some(OrderStatus::AwaitingPayment),
                 ..q(10)
-            }
-        )
-        .await,
-        ["o2", "o1"],
-        "o3 moved out of the awaiting_payment partition when it was paid"
-    );
-    assert_eq!(
-        support_ids(
-            &models,
+            },
+            &["o2", "o1"],
+            "o3 moved out of the awaiting_payment partition when it was paid",
+        ),
+        (
             SupportQuery {
                 status: Some(OrderStatus::Paid),
                 ..q(10)
-            }
-        )
-        .await,
-        ["o3"]
-    );
-    assert_eq!(
-        support_ids(
-            &models,
+            },
+            &["o3"],
+            "by status",
+        ),
+        (
             SupportQuery {
                 intent_id: Some("pi_o3".to_owned()),
                 ..q(10)
-            }
-        )
-        .await,
-        ["o3"]
-    );
-    assert_eq!(
-        support_ids(
-            &models,
+            },
+            &["o3"],
+            "by intent id",
+        ),
+        (
             SupportQuery {
                 order_id: Some("o2".to_owned()),
                 ..q(10)
-            }
-        )
-        .await,
-        ["o2"]
-    );
-    assert!(support_ids(
-        &models,
-        SupportQuery {
-            order_id: Some("o2".to_owned()),
-            email: Some("alice@example.com".to_owned()),
-            ..q(10)
-        }
-    )
-    .await
-    .is_empty());
-    assert_eq!(
-        support_ids(
-            &models,
+            },
+            &["o2"],
+            "by order id",
+        ),
+        (
+            SupportQuery {
+                order_id: Some("o2".to_owned()),
+                email: alice(),
+                ..q(10)
+            },
+            &[],
+            "every criterion must match",
+        ),
+        (
             SupportQuery {
                 from: Some(t0 + h(1)),
                 to: Some(t0 + h(2)),
                 ..q(10)
-            }
-        )
-        .await,
-        ["o3", "o2"],
-        "the date range is inclusive at both ends"
-    );
-    assert_eq!(
-        support_ids(
-            &models,
+            },
+            &["o3", "o2"],
+            "the date range is inclusive at both ends",
+        ),
+        (
             SupportQuery {
-                email: Some("alice@example.com".to_owned()),
+                email: alice(),
                 to: Some(t0 + h(1)),
                 ..q(10)
-            }
-        )
-        .await,
-        ["o1"]
-    );
+            },
+            &["o1"],
+            "email and date range together",
+        ),
+    ];
+    for (query, expected, why) in cases {
+        let shown = format!("{query:?}");
+        assert_eq!(
+            support_ids(&models, query).await,
+            expected,
+            "{why}: {shown}"
+        );
+    }
     let view = support::get_support_order(&models, "o3")
         .await
         .expect("get")

@@ -100,6 +100,31 @@ pub async fn run_loop<F, Fut>(
     tracing::info!(worker = name, "worker stopped");
 }
 
+/// Spawns [`run_loop`] for `worker`, calling `step` with a handle to it. The name is registered
+/// with `health` before the task starts, so `/readyz` can't report ready before the worker exists.
+pub fn spawn_loop<W, F, Fut>(
+    name: String,
+    health: Health,
+    notify: Option<Arc<Notify>>,
+    cancel: CancellationToken,
+    config: LoopConfig,
+    worker: Arc<W>,
+    step: F,
+) -> tokio::task::JoinHandle<()>
+where
+    W: Send + Sync + 'static,
+    F: Fn(Arc<W>) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<Outcome>> + Send,
+{
+    health.register(&name);
+    tokio::spawn(async move {
+        run_loop(&name, health, notify, cancel, config, move || {
+            step(worker.clone())
+        })
+        .await
+    })
+}
+
 /// One step of a projection runner, as a worker outcome.
 pub async fn projection_step(runner: &ProjectionRunner) -> anyhow::Result<Outcome> {
     Ok(match runner.step_deferred().await? {
@@ -122,15 +147,15 @@ pub fn spawn_projection(
     config: LoopConfig,
 ) -> tokio::task::JoinHandle<()> {
     let name = projection_worker(runner.name());
-    // Registered before the task starts so `/readyz` can't report ready before it exists.
-    health.register(&name);
-    tokio::spawn(async move {
-        run_loop(&name, health, notify, cancel, config, || {
-            let runner = runner.clone();
-            async move { projection_step(&runner).await }
-        })
-        .await
-    })
+    spawn_loop(
+        name,
+        health,
+        notify,
+        cancel,
+        config,
+        runner,
+        |runner| async move { projection_step(&runner).await },
+    )
 }
 
 /// The process-manager feed consumer: reads the feed after its checkpoint and hands every
@@ -232,13 +257,14 @@ impl ProcessManagerConsumer {
         config: LoopConfig,
     ) -> tokio::task::JoinHandle<()> {
         let name = self.name.clone();
-        health.register(&name);
-        tokio::spawn(async move {
-            run_loop(&name, health, notify, cancel, config, || {
-                let me = self.clone();
-                async move { me.step().await }
-            })
-            .await
-        })
+        spawn_loop(
+            name,
+            health,
+            notify,
+            cancel,
+            config,
+            self,
+            |me| async move { me.step().await },
+        )
     }
 }

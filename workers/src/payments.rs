@@ -12,7 +12,7 @@
 //! `Shop::ensure_intent` is idempotent (provider key = payment id), so a retry racing another
 //! attempt creates one intent.
 
-use crate::feed::{run_loop, LoopConfig, Outcome};
+use crate::feed::{spawn_loop, LoopConfig, Outcome};
 use crate::health::Health;
 use chrono::{DateTime, Utc};
 use commands::{
@@ -241,14 +241,16 @@ impl PaymentRetryWorker {
         cancel: CancellationToken,
         config: LoopConfig,
     ) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            let name = self.name.clone();
-            run_loop(&name, health, notify, cancel, config, || {
-                let me = self.clone();
-                async move { me.step().await }
-            })
-            .await
-        })
+        let name = self.name.clone();
+        spawn_loop(
+            name,
+            health,
+            notify,
+            cancel,
+            config,
+            self,
+            |me| async move { me.step().await },
+        )
     }
 }
 

@@ -18,7 +18,7 @@
 //! token after receiving releases the messages it has not processed (visibility 0) instead of
 //! processing them; one already processing finishes the message at hand first.
 
-use crate::feed::{run_loop, LoopConfig, Outcome};
+use crate::feed::{spawn_loop, LoopConfig, Outcome};
 use crate::health::Health;
 use commands::{EventEnvelope, EventQueue, ProcessManagers};
 use projections::runner::ProjectionRunner;
@@ -325,15 +325,10 @@ impl QueueConsumer {
         config: LoopConfig,
     ) -> tokio::task::JoinHandle<()> {
         let name = self.name.clone();
-        health.register(&name);
-        tokio::spawn(async move {
-            let token = cancel.clone();
-            run_loop(&name, health, None, cancel, config, || {
-                let me = self.clone();
-                let token = token.clone();
-                async move { me.step(&token).await }
-            })
-            .await
+        let token = cancel.clone();
+        spawn_loop(name, health, None, cancel, config, self, move |me| {
+            let token = token.clone();
+            async move { me.step(&token).await }
         })
     }
 }

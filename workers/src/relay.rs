@@ -14,7 +14,7 @@
 //! skipped, and the price is duplicates downstream, which consumers skip. Indexing is idempotent
 //! by event id, so a re-relayed page does not grow the feed.
 
-use crate::feed::{run_loop, LoopConfig, Outcome};
+use crate::feed::{spawn_loop, LoopConfig, Outcome};
 use crate::health::Health;
 use commands::{
     compare_sequence_numbers, ChangeSource, EventEnvelope, EventPublisher, FanoutError, FeedWriter,
@@ -380,13 +380,8 @@ impl Relay {
         config: LoopConfig,
     ) -> tokio::task::JoinHandle<()> {
         let name = self.name.clone();
-        health.register(&name);
-        tokio::spawn(async move {
-            run_loop(&name, health, None, cancel, config, || {
-                let me = self.clone();
-                async move { me.step().await.map_err(anyhow::Error::new) }
-            })
-            .await
+        spawn_loop(name, health, None, cancel, config, self, |me| async move {
+            me.step().await.map_err(anyhow::Error::new)
         })
     }
 }

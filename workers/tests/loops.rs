@@ -2,16 +2,15 @@
 //! skipped; commits wake idle projections at once; cancellation stops workers.
 
 mod common;
-use common::wait_until;
+use common::{append, fast, open_store, record_sequence, stop, wait_until};
 
-use commands::{Commit, EventEnvelope, EventStore, Metadata, NewEvent, StreamAppend, StreamRef};
-use domain::StreamType;
+use commands::{EventEnvelope, EventStore};
 use projections::runner::ProjectionRunner;
 use projections::{DocTx, MemoryReadModelStore, Projection, ProjectionError, ReadModelStore};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use workers::{spawn_projection, CancellationToken, Health, LoopConfig};
+use workers::{spawn_projection, CancellationToken, Health};
 
 /// Records the sequences it applied per stream; fails on the event with `sequence == fail_on`
 /// until it has failed `budget` times.
@@ -40,58 +39,7 @@ impl Projection for Flaky {
                 reason: "injected failure".into(),
             });
         }
-        let key = event.stream_id.clone();
-        let mut seqs = tx
-            .get("flaky", &key)?
-            .and_then(|v| v["seqs"].as_array().cloned())
-            .unwrap_or_default();
-        seqs.push(serde_json::json!(event.sequence));
-        tx.put("flaky", &key, serde_json::json!({ "seqs": seqs }), vec![])?;
-        Ok(())
-    }
-}
-
-fn event(n: u64) -> NewEvent {
-    NewEvent {
-        event_id: uuid::Uuid::now_v7(),
-        event_type: "ProductRestocked".into(),
-        event_version: 1,
-        occurred_at: chrono::Utc::now(),
-        payload: serde_json::json!({ "n": n }).into(),
-        metadata: Metadata::default(),
-    }
-}
-
-async fn append(store: &dyn EventStore, stream: &str, version: u64) {
-    store
-        .append(Commit {
-            streams: vec![StreamAppend {
-                stream: StreamRef::new(StreamType::Product, stream),
-                expected_version: version,
-                events: vec![event(version + 1)],
-                snapshot: None,
-            }],
-            idempotency: None,
-        })
-        .await
-        .unwrap();
-}
-
-fn open_store(dir: &tempfile::TempDir) -> Arc<dyn EventStore> {
-    Arc::new(
-        infrastructure::sqlite::SqliteEventStore::open(
-            dir.path().join("events.sqlite"),
-            infrastructure::sqlite::SqliteOptions::default(),
-        )
-        .unwrap(),
-    )
-}
-
-fn fast() -> LoopConfig {
-    LoopConfig {
-        poll: Duration::from_secs(30),
-        backoff_min: Duration::from_millis(10),
-        backoff_max: Duration::from_millis(40),
+        record_sequence(tx, "flaky", event)
     }
 }
 
@@ -163,11 +111,7 @@ async fn a_failing_projection_retries_reports_unhealthy_and_never_skips_the_even
     );
     let status = health.snapshot()["projection:flaky"].clone();
     assert!(status.healthy && status.last_error.is_none());
-    cancel.cancel();
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop(&cancel, [task]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -208,9 +152,5 @@ async fn an_idle_projection_is_woken_by_a_commit_long_before_its_poll_interval()
             .await;
         assert!(reached, "woken by commit {v}");
     }
-    cancel.cancel();
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop(&cancel, [task]).await;
 }

@@ -3,22 +3,15 @@
 //! events meanwhile, and afterwards the rebuilt one catches up with nothing lost or doubled.
 
 mod common;
-use common::wait_until;
+use common::{append, fast, open_store, record_sequence, stop, wait_until};
 
-use async_trait::async_trait;
-use commands::{
-    AppendOutcome, Commit, CommitResult, EventEnvelope, EventFilter, EventStore, FilteredPage,
-    Idempotency, LoadedStream, Metadata, NewEvent, StoreError, StreamAppend, StreamRef,
-};
-use domain::StreamType;
+use commands::{EventEnvelope, EventFilter, EventStore, FilteredPage, StoreError};
 use projections::runner::ProjectionRunner;
 use projections::{DocTx, MemoryReadModelStore, Projection, ProjectionError, ReadModelStore};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use workers::{
-    spawn_projection, CancellationToken, Health, LoopConfig, RebuildError, RebuildState, Rebuilds,
-};
+use workers::{spawn_projection, CancellationToken, Health, RebuildError, RebuildState, Rebuilds};
 
 /// Records the sequences it applied per stream, in its own collection.
 struct Recorder(&'static str);
@@ -37,14 +30,7 @@ impl Projection for Recorder {
         true
     }
     fn apply(&self, event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
-        let key = event.stream_id.clone();
-        let mut seqs = tx
-            .get(self.0, &key)?
-            .and_then(|v| v["seqs"].as_array().cloned())
-            .unwrap_or_default();
-        seqs.push(serde_json::json!(event.sequence));
-        tx.put(self.0, &key, serde_json::json!({ "seqs": seqs }), vec![])?;
-        Ok(())
+        record_sequence(tx, self.0, event)
     }
 }
 
@@ -64,69 +50,23 @@ impl GatedStore {
     }
 }
 
-#[async_trait]
-impl EventStore for GatedStore {
-    async fn append(&self, commit: Commit) -> Result<AppendOutcome, StoreError> {
-        self.inner.append(commit).await
+commands::forward_event_store! {
+    impl[] for GatedStore, to |s| &s.inner,
+    forward [append, load, read, head, idempotency, commit_notifier] {
+        async fn feed(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+            self.pass(after).await;
+            self.inner.feed(after, limit).await
+        }
+        async fn feed_filtered(
+            &self,
+            after: u64,
+            limit: usize,
+            keep: &EventFilter<'_>,
+        ) -> Result<FilteredPage, StoreError> {
+            self.pass(after).await;
+            self.inner.feed_filtered(after, limit, keep).await
+        }
     }
-    async fn load(&self, stream: &StreamRef) -> Result<LoadedStream, StoreError> {
-        self.inner.load(stream).await
-    }
-    async fn read(
-        &self,
-        stream: &StreamRef,
-        from: u64,
-        to: u64,
-    ) -> Result<Vec<EventEnvelope>, StoreError> {
-        self.inner.read(stream, from, to).await
-    }
-    async fn feed(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
-        self.pass(after).await;
-        self.inner.feed(after, limit).await
-    }
-    async fn feed_filtered(
-        &self,
-        after: u64,
-        limit: usize,
-        keep: &EventFilter<'_>,
-    ) -> Result<FilteredPage, StoreError> {
-        self.pass(after).await;
-        self.inner.feed_filtered(after, limit, keep).await
-    }
-    async fn head(&self) -> Result<u64, StoreError> {
-        self.inner.head().await
-    }
-    async fn idempotency(
-        &self,
-        command_id: &str,
-    ) -> Result<Option<(CommitResult, Idempotency)>, StoreError> {
-        self.inner.idempotency(command_id).await
-    }
-    fn commit_notifier(&self) -> Option<Arc<tokio::sync::Notify>> {
-        self.inner.commit_notifier()
-    }
-}
-
-async fn append(store: &dyn EventStore, version: u64) {
-    store
-        .append(Commit {
-            streams: vec![StreamAppend {
-                stream: StreamRef::new(StreamType::Product, "s1"),
-                expected_version: version,
-                events: vec![NewEvent {
-                    event_id: uuid::Uuid::now_v7(),
-                    event_type: "ProductRestocked".into(),
-                    event_version: 1,
-                    occurred_at: chrono::Utc::now(),
-                    payload: serde_json::json!({ "n": version + 1 }).into(),
-                    metadata: Metadata::default(),
-                }],
-                snapshot: None,
-            }],
-            idempotency: None,
-        })
-        .await
-        .unwrap();
 }
 
 async fn seqs(models: &MemoryReadModelStore, collection: &str) -> Option<serde_json::Value> {
@@ -140,15 +80,9 @@ async fn seqs(models: &MemoryReadModelStore, collection: &str) -> Option<serde_j
 #[tokio::test(flavor = "multi_thread")]
 async fn one_projection_is_rebuilt_while_the_others_keep_running() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn EventStore> = Arc::new(
-        infrastructure::sqlite::SqliteEventStore::open(
-            dir.path().join("events.sqlite"),
-            infrastructure::sqlite::SqliteOptions::default(),
-        )
-        .unwrap(),
-    );
+    let store = open_store(&dir);
     for v in 0..5 {
-        append(store.as_ref(), v).await;
+        append(store.as_ref(), "s1", v).await;
     }
     let (gate, open) = watch::channel(true);
     let gated: Arc<dyn EventStore> = Arc::new(GatedStore {
@@ -158,11 +92,7 @@ async fn one_projection_is_rebuilt_while_the_others_keep_running() {
     let models = Arc::new(MemoryReadModelStore::new());
     let health = Health::default();
     let cancel = CancellationToken::new();
-    let config = LoopConfig {
-        poll: Duration::from_secs(30),
-        backoff_min: Duration::from_millis(10),
-        backoff_max: Duration::from_millis(40),
-    };
+    let config = fast();
     let rebuilt = Arc::new(ProjectionRunner::new(
         gated,
         models.clone(),
@@ -219,7 +149,7 @@ async fn one_projection_is_rebuilt_while_the_others_keep_running() {
 
     // New events meanwhile: the other projection applies them, the rebuilt one's worker waits.
     for v in 5..8 {
-        append(store.as_ref(), v).await;
+        append(store.as_ref(), "s1", v).await;
     }
     wait_until(|| at("other") == Some(8), "the other projection").await;
     assert_eq!(
@@ -270,11 +200,5 @@ async fn one_projection_is_rebuilt_while_the_others_keep_running() {
     )
     .await;
 
-    cancel.cancel();
-    for task in tasks {
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .unwrap()
-            .unwrap();
-    }
+    stop(&cancel, tasks).await;
 }

@@ -21,6 +21,33 @@ fn reserved(order: &str, quantity: u32, reserved: u32, available: u32) -> Produc
     }
 }
 
+fn released(order: &str, quantity: u32, reserved: u32, available: u32) -> ProductEvent {
+    ProductEvent::StockReleased {
+        product_id: product_id("p1"),
+        order_id: order_id(order),
+        quantity,
+        reserved,
+        available,
+    }
+}
+
+fn committed(
+    order: &str,
+    quantity: u32,
+    on_hand: u32,
+    reserved: u32,
+    available: u32,
+) -> ProductEvent {
+    ProductEvent::StockCommitted {
+        product_id: product_id("p1"),
+        order_id: order_id(order),
+        quantity,
+        on_hand,
+        reserved,
+        available,
+    }
+}
+
 fn retired() -> ProductEvent {
     ProductEvent::ProductRetired {
         product_id: product_id("p1"),
@@ -34,6 +61,18 @@ fn create(name: &str, category: &str) -> ProductCommand {
         category: category.to_owned(),
         price: eur("24.00"),
         initial_stock: 10,
+    }
+}
+
+fn release(order: &str) -> ProductCommand {
+    ProductCommand::ReleaseStock {
+        order_id: order_id(order),
+    }
+}
+
+fn commit(order: &str) -> ProductCommand {
+    ProductCommand::CommitStock {
+        order_id: order_id(order),
     }
 }
 
@@ -198,25 +237,15 @@ fn reserving_zero_units_fails() {
 #[test]
 fn releasing_a_reservation_makes_its_units_available_again() {
     let product = given::<Product>([created(10), reserved("o1", 3, 3, 7)])
-        .when(ProductCommand::ReleaseStock {
-            order_id: order_id("o1"),
-        })
-        .then_expect(vec![ProductEvent::StockReleased {
-            product_id: product_id("p1"),
-            order_id: order_id("o1"),
-            quantity: 3,
-            reserved: 0,
-            available: 10,
-        }]);
+        .when(release("o1"))
+        .then_expect(vec![released("o1", 3, 0, 10)]);
     assert!(product.reservations.is_empty());
 }
 
 #[test]
 fn releasing_without_a_reservation_is_a_no_op() {
     given::<Product>([created(10)])
-        .when(ProductCommand::ReleaseStock {
-            order_id: order_id("o1"),
-        })
+        .when(release("o1"))
         .then_expect_no_events();
 }
 
@@ -227,17 +256,8 @@ fn committing_a_reservation_reduces_on_hand_and_keeps_available() {
         reserved("o1", 3, 3, 7),
         reserved("o2", 2, 5, 5),
     ])
-    .when(ProductCommand::CommitStock {
-        order_id: order_id("o1"),
-    })
-    .then_expect(vec![ProductEvent::StockCommitted {
-        product_id: product_id("p1"),
-        order_id: order_id("o1"),
-        quantity: 3,
-        on_hand: 7,
-        reserved: 2,
-        available: 5,
-    }]);
+    .when(commit("o1"))
+    .then_expect(vec![committed("o1", 3, 7, 2, 5)]);
     assert_eq!(product.on_hand, 7);
     assert_eq!(product.available(), 5);
 }
@@ -245,9 +265,7 @@ fn committing_a_reservation_reduces_on_hand_and_keeps_available() {
 #[test]
 fn committing_without_a_reservation_is_a_no_op() {
     given::<Product>([created(10)])
-        .when(ProductCommand::CommitStock {
-            order_id: order_id("o1"),
-        })
+        .when(commit("o1"))
         .then_expect_no_events();
 }
 
@@ -269,26 +287,9 @@ fn a_retired_product_refuses_new_reservations_but_settles_existing_ones() {
         .when(reserve("o2", 1))
         .then_expect_error(|e| matches!(e, ProductError::Retired));
     given::<Product>(history.clone())
-        .when(ProductCommand::ReleaseStock {
-            order_id: order_id("o1"),
-        })
-        .then_expect(vec![ProductEvent::StockReleased {
-            product_id: product_id("p1"),
-            order_id: order_id("o1"),
-            quantity: 3,
-            reserved: 0,
-            available: 10,
-        }]);
+        .when(release("o1"))
+        .then_expect(vec![released("o1", 3, 0, 10)]);
     given::<Product>(history)
-        .when(ProductCommand::CommitStock {
-            order_id: order_id("o1"),
-        })
-        .then_expect(vec![ProductEvent::StockCommitted {
-            product_id: product_id("p1"),
-            order_id: order_id("o1"),
-            quantity: 3,
-            on_hand: 7,
-            reserved: 0,
-            available: 7,
-        }]);
+        .when(commit("o1"))
+        .then_expect(vec![committed("o1", 3, 7, 0, 7)]);
 }

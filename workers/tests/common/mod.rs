@@ -1,6 +1,11 @@
 //! Helpers shared by the worker test binaries.
 
+use commands::{Commit, EventEnvelope, EventStore, Metadata, NewEvent, StreamAppend, StreamRef};
+use domain::StreamType;
+use projections::{DocTx, ProjectionError};
+use std::sync::Arc;
 use std::time::Duration;
+use workers::{CancellationToken, LoopConfig};
 
 /// Polls `check` every millisecond until it holds; fails the test after 10 s.
 pub async fn wait_until(mut check: impl FnMut() -> bool, what: &str) {
@@ -11,5 +16,83 @@ pub async fn wait_until(mut check: impl FnMut() -> bool, what: &str) {
             "timed out waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// A fresh SQLite event store in `dir`.
+pub fn open_store(dir: &tempfile::TempDir) -> Arc<dyn EventStore> {
+    Arc::new(
+        infrastructure::sqlite::SqliteEventStore::open(
+            dir.path().join("events.sqlite"),
+            infrastructure::sqlite::SqliteOptions::default(),
+        )
+        .unwrap(),
+    )
+}
+
+/// Appends one product event to `stream`, which must be at `version`.
+pub async fn append(store: &dyn EventStore, stream: &str, version: u64) {
+    store
+        .append(Commit {
+            streams: vec![StreamAppend {
+                stream: StreamRef::new(StreamType::Product, stream),
+                expected_version: version,
+                events: vec![NewEvent {
+                    event_id: uuid::Uuid::now_v7(),
+                    event_type: "ProductRestocked".into(),
+                    event_version: 1,
+                    occurred_at: chrono::Utc::now(),
+                    payload: serde_json::json!({ "n": version + 1 }).into(),
+                    metadata: Metadata::default(),
+                }],
+                snapshot: None,
+            }],
+            idempotency: None,
+        })
+        .await
+        .unwrap();
+}
+
+/// Adds the event's sequence to the `seqs` list of its stream's document in `collection`.
+pub fn record_sequence(
+    tx: &mut dyn DocTx,
+    collection: &str,
+    event: &EventEnvelope,
+) -> Result<(), ProjectionError> {
+    let key = event.stream_id.clone();
+    let mut seqs = tx
+        .get(collection, &key)?
+        .and_then(|v| v["seqs"].as_array().cloned())
+        .unwrap_or_default();
+    seqs.push(serde_json::json!(event.sequence));
+    tx.put(
+        collection,
+        &key,
+        serde_json::json!({ "seqs": seqs }),
+        vec![],
+    )?;
+    Ok(())
+}
+
+/// Quick backoff, and a 30 s poll: within a test only a commit notification wakes an idle worker.
+pub fn fast() -> LoopConfig {
+    LoopConfig {
+        poll: Duration::from_secs(30),
+        backoff_min: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(40),
+    }
+}
+
+/// Cancels the workers and checks that each task ends cleanly within 5 s.
+pub async fn stop(
+    cancel: &CancellationToken,
+    tasks: impl IntoIterator<Item = tokio::task::JoinHandle<()>>,
+) {
+    cancel.cancel();
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }
