@@ -1,6 +1,6 @@
-//! Every AWS resource name of one deployment stage, derived in one place so that provisioning,
-//! the CloudFormation template (`cloudformation/backbone.yaml` builds the same names from its
-//! `Stage` parameter) and the adapters agree.
+//! Every AWS resource name of one deployment stage, derived in one place: the CloudFormation
+//! template (`cloudformation/backbone.yaml`) builds the same names from its `Stage` parameter,
+//! and the adapters find its tables, bus and queues by them.
 
 /// A consumer group: one SQS queue (plus DLQ) fed by one EventBridge rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -84,8 +84,6 @@ pub struct ResourceNames {
 impl ResourceNames {
     /// The analysts' time-range GSI of the events table.
     pub const EVENTS_BY_TIME: &'static str = "by_time";
-    /// How long an archive keeps events (days); 0 would mean forever.
-    pub const ARCHIVE_RETENTION_DAYS: i32 = 365;
 
     pub fn for_stage(stage: &str) -> Self {
         let name = |what: &str| format!("backbone-{stage}-{what}");

@@ -1,5 +1,5 @@
 //! [`DynamoShardCheckpoints`]: the relay's per-shard checkpoints, one item per shard in the
-//! stage's relay table (pk `id` S, created by `provision` and the template):
+//! stage's relay table (pk `id` S, created by the template):
 //!
 //! | attribute | type | value |
 //! |---|---|---|
