@@ -4,10 +4,11 @@
 //! Stock figures are copied from the events (`on_hand`, `reserved`, `available` as the product
 //! aggregate computed them); nothing is recomputed here.
 
+use crate::docs::update_doc;
 use crate::store::{
     DocTx, IndexEntry, Projection, ProjectionError, ReadModelError, ReadModelStore,
 };
-use crate::util::{decode, from_body, update_doc};
+use crate::util::{decode, from_body};
 use commands::EventEnvelope;
 use domain::{Money, ProductEvent, ProductId, ProductStatus, StreamType};
 use serde::{Deserialize, Serialize};

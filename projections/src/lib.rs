@@ -1,8 +1,9 @@
 #![forbid(unsafe_code)]
 //! Read models of the order backbone and the logic that keeps them up to date.
 //!
-//! - [`store`]: the read-model store port ([`ReadModelStore`], [`DocTx`], [`Projection`]) and the
-//!   duplicate / gap / apply loop every adapter shares.
+//! - [`store`]: the read-model store port ([`ReadModelStore`], the transaction port [`DocTx`],
+//!   [`Projection`]) and the duplicate / gap / apply loop every adapter shares.
+//! - [`docs`]: typed documents over [`DocTx`] (`update_doc`, `peek_doc`, `put_doc`).
 //! - [`runner`]: checkpoints, gap filling and rebuilds on top of the event-store port.
 //! - [`catalog`], [`order_history`], [`notifications`], [`support`]: the four read models, each
 //!   with typed views and the query functions the API calls.
@@ -12,6 +13,7 @@
 
 pub mod catalog;
 mod describe;
+pub mod docs;
 pub mod notifications;
 pub mod order_history;
 pub mod runner;
@@ -28,7 +30,8 @@ pub use runner::{
     rebuild_all, ApplySummary, ProjectionRunner, RebuildSummary, RunnerError, StepOutcome,
 };
 pub use store::{
-    ApplyOutcome, DocTx, IndexEntry, Projection, ProjectionError, ReadModelError, ReadModelStore,
+    ApplyOutcome, DocTx, Document, EncodedDoc, IndexEntry, Projection, ProjectionError,
+    ReadModelError, ReadModelStore,
 };
 
 #[cfg(any(test, feature = "testsuite"))]

@@ -4,8 +4,8 @@
 //! a batch runs against an overlay of the committed state and is merged only when it succeeds.
 
 use crate::store::{
-    apply_events, ApplyOutcome, BatchTx, DocTx, Dump, IndexEntry, Projection, ReadModelError,
-    ReadModelStore, StoredDoc,
+    apply_events, ApplyOutcome, BatchTx, Decode, DocTx, Document, Dump, EncodedDoc, IndexEntry,
+    Projection, ProjectionError, ReadModelError, ReadModelStore, StoredDoc,
 };
 use async_trait::async_trait;
 use commands::{EventEnvelope, StreamRef};
@@ -96,49 +96,41 @@ impl MemoryReadModelStore {
     }
 }
 
-/// A batch: writes are staged over the committed state and merged on success.
+/// A batch: the documents it reads or writes are held (typed, as their readers decode them)
+/// over the committed state and merged on success.
 struct MemTx<'a> {
     base: &'a MemState,
-    docs: HashMap<Key, Option<(Value, Entries)>>,
+    /// `None`: deleted by the batch.
+    docs: HashMap<Key, Option<Box<dyn Document>>>,
     applied: Vec<(String, StreamRef, u64)>,
 }
 
-impl MemTx<'_> {
-    fn lookup(&self, collection: &str, key: &str) -> Option<&Value> {
-        let k = (collection.to_owned(), key.to_owned());
-        match self.docs.get(&k) {
-            Some(staged) => staged.as_ref().map(|(b, _)| b),
-            None => self.base.docs.get(&k).map(|(b, _)| b),
-        }
-    }
-}
-
 impl DocTx for MemTx<'_> {
-    fn get(&mut self, collection: &str, key: &str) -> Result<Option<Value>, ReadModelError> {
-        Ok(self.lookup(collection, key).cloned())
-    }
-
-    fn read_with(
+    fn get(
         &mut self,
         collection: &str,
         key: &str,
-        read: &mut dyn FnMut(Option<&Value>),
-    ) -> Result<(), ReadModelError> {
-        read(self.lookup(collection, key));
-        Ok(())
+        decode: &Decode<'_>,
+    ) -> Result<Option<&mut (dyn Document + 'static)>, ProjectionError> {
+        let k = (collection.to_owned(), key.to_owned());
+        if !self.docs.contains_key(&k) {
+            let Some((body, _)) = self.base.docs.get(&k) else {
+                return Ok(None);
+            };
+            let doc = decode(&body.to_string())?;
+            self.docs.insert(k.clone(), Some(doc));
+        }
+        Ok(self.docs.get_mut(&k).and_then(|doc| doc.as_deref_mut()))
     }
 
     fn put(
         &mut self,
         collection: &str,
         key: &str,
-        body: Value,
-        index: Vec<IndexEntry>,
+        doc: Box<dyn Document>,
     ) -> Result<(), ReadModelError> {
-        self.docs.insert(
-            (collection.to_owned(), key.to_owned()),
-            Some((body, owned_entries(index))),
-        );
+        self.docs
+            .insert((collection.to_owned(), key.to_owned()), Some(doc));
         Ok(())
     }
 
@@ -191,7 +183,25 @@ impl ReadModelStore for MemoryReadModelStore {
         };
         let outcome = apply_events(projection.as_ref(), events, &mut tx)?;
         let MemTx { docs, applied, .. } = tx;
+        let mut writes = Vec::with_capacity(docs.len());
         for ((collection, key), doc) in docs {
+            let doc = match doc {
+                Some(doc) => {
+                    let encoded = EncodedDoc::of(doc.as_ref(), &collection, &key)?;
+                    let body = serde_json::from_str(&encoded.body).map_err(|e| {
+                        ReadModelError::Corrupt {
+                            collection: collection.clone(),
+                            key: key.clone(),
+                            reason: e.to_string(),
+                        }
+                    })?;
+                    Some((body, owned_entries(encoded.index)))
+                }
+                None => None,
+            };
+            writes.push((collection, key, doc));
+        }
+        for (collection, key, doc) in writes {
             state.write(&collection, &key, doc);
         }
         for (p, stream, seq) in applied {

@@ -8,12 +8,11 @@
 //! `apply` consults it, so that rebuilding the read model never makes delivered messages pending
 //! again (which would send them twice).
 
+use crate::docs::{no_index, peek_doc, put_doc, update_doc};
 use crate::store::{
     DocTx, IndexEntry, Projection, ProjectionError, ReadModelError, ReadModelStore,
 };
-use crate::util::{
-    decode, from_body, no_index, peek_doc, sort_time, to_body, update_doc, write_doc,
-};
+use crate::util::{decode, from_body, sort_time, to_body};
 use chrono::{DateTime, Utc};
 use commands::EventEnvelope;
 use domain::{CustomerId, Money, OrderEvent, OrderId, StreamType};
@@ -243,7 +242,7 @@ impl Projection for NotificationsProjection {
             delivered_at: delivered.map(|d| d.delivered_at),
         };
         // Written once per causing event (a duplicate never gets here): no need to read first.
-        write_doc(tx, NOTIFICATIONS, &id, &view, view.index())
+        put_doc(tx, NOTIFICATIONS, &id, view, NotificationView::index)
     }
 }
 

@@ -38,123 +38,75 @@ impl IndexEntry {
     }
 }
 
-/// Document access inside one atomic batch.
-///
-/// Contract: reads see the batch's own earlier writes; nothing is visible to other readers until
-/// the batch commits, and nothing is written at all when the batch fails. `put` replaces the
-/// document and its whole set of index entries (entries it no longer lists are removed).
-pub trait DocTx {
-    fn get(&mut self, collection: &str, key: &str) -> Result<Option<Value>, ReadModelError>;
-    /// Lends the document to `read` instead of copying it out (projections deserialize their
-    /// typed documents straight from the borrowed JSON). Same visibility as `get`; adapters with
-    /// a document cache override it to avoid the copy.
-    fn read_with(
-        &mut self,
-        collection: &str,
-        key: &str,
-        read: &mut dyn FnMut(Option<&Value>),
-    ) -> Result<(), ReadModelError> {
-        let doc = self.get(collection, key)?;
-        read(doc.as_ref());
-        Ok(())
-    }
-    fn put(
-        &mut self,
-        collection: &str,
-        key: &str,
-        body: Value,
-        index: Vec<IndexEntry>,
-    ) -> Result<(), ReadModelError>;
-    /// Removes the document and its index entries; removing a missing document is not an error.
-    fn delete(&mut self, collection: &str, key: &str) -> Result<(), ReadModelError>;
+/// A read-model document as a transaction holds it: in the type of the projection that reads
+/// it (see [`crate::docs::Doc`]), encoded back to JSON text with its index entries
+/// once, when the batch ends.
+pub trait Document: Any + Send {
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+    /// The document's JSON text and index entries.
+    fn encode(&self) -> Result<EncodedDoc, serde_json::Error>;
+}
 
-    /// `put` of a document already serialized to JSON text (how typed documents are written at
-    /// the end of a batch). Adapters that store text override it to skip the round trip through
-    /// [`Value`].
-    fn put_json(
-        &mut self,
-        collection: &str,
-        key: &str,
-        json: String,
-        index: Vec<IndexEntry>,
-    ) -> Result<(), ReadModelError> {
-        let body = serde_json::from_str(&json).map_err(|e| ReadModelError::Corrupt {
+/// A document ready to be stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedDoc {
+    pub body: String,
+    pub index: Vec<IndexEntry>,
+}
+
+impl EncodedDoc {
+    /// Encodes `doc`, stored at (collection, key), naming it when that fails.
+    pub fn of(doc: &dyn Document, collection: &str, key: &str) -> Result<Self, ReadModelError> {
+        doc.encode().map_err(|e| ReadModelError::Corrupt {
             collection: collection.to_owned(),
             key: key.to_owned(),
-            reason: e.to_string(),
-        })?;
-        self.put(collection, key, body, index)
-    }
-
-    /// Typed access through the batch's document cache: the typed document cached for
-    /// (collection, key), created with `load` from the stored JSON on first use. Typed documents
-    /// are encoded and written once, at the end of the batch, so a document touched by many
-    /// events of a batch is deserialized and serialized once. `get`, `put` and `delete` of a
-    /// cached key stay coherent with it. `Ok(None)` when this transaction has no typed cache
-    /// (callers then fall back to `get` / `put`); [`apply_events`] always provides one.
-    fn typed(
-        &mut self,
-        collection: &str,
-        key: &str,
-        load: &mut LoadTyped<'_>,
-    ) -> Result<Option<&mut (dyn TypedDoc + 'static)>, ProjectionError> {
-        let _ = (collection, key, load);
-        Ok(None)
+            reason: format!("cannot encode: {e}"),
+        })
     }
 }
 
-/// Builds a typed document from its stored JSON (`None`: no such document).
-pub type LoadTyped<'a> =
-    dyn FnMut(Option<&Value>) -> Result<Box<dyn TypedDoc>, ProjectionError> + 'a;
+/// Decodes a stored document from its JSON text into the type its reader wants.
+pub type Decode<'a> = dyn Fn(&str) -> Result<Box<dyn Document>, ProjectionError> + 'a;
 
-/// What a typed document asks to be written at the end of a batch.
-pub enum DocWrite {
-    Unchanged,
-    /// The document as JSON text, and its index entries.
-    Put(String, Vec<IndexEntry>),
-    Delete,
-}
-
-/// A typed document held in a batch's cache (see [`DocTx::typed`]).
-pub trait TypedDoc: Any + Send {
-    fn as_any_mut(&mut self) -> &mut dyn Any;
-    fn encode(&self) -> Result<DocWrite, serde_json::Error>;
-}
-
-/// The typed cache entry for documents of type `T`.
-pub(crate) struct Typed<T> {
-    pub(crate) doc: Option<T>,
-    existed: bool,
-    pub(crate) dirty: bool,
-    index: fn(&T) -> Vec<IndexEntry>,
-}
-
-impl<T> Typed<T> {
-    pub(crate) fn new(doc: Option<T>, index: fn(&T) -> Vec<IndexEntry>) -> Self {
-        Self {
-            existed: doc.is_some(),
-            doc,
-            dirty: false,
-            index,
-        }
-    }
-}
-
-impl<T: serde::Serialize + Send + 'static> TypedDoc for Typed<T> {
+/// A document already encoded is a document too (the out-of-band [`ReadModelStore::put_doc`]).
+impl Document for EncodedDoc {
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }
 
-    fn encode(&self) -> Result<DocWrite, serde_json::Error> {
-        if !self.dirty {
-            return Ok(DocWrite::Unchanged);
-        }
-        Ok(match &self.doc {
-            Some(doc) => DocWrite::Put(serde_json::to_string(doc)?, (self.index)(doc)),
-            None if self.existed => DocWrite::Delete,
-            None => DocWrite::Unchanged,
-        })
+    fn encode(&self) -> Result<EncodedDoc, serde_json::Error> {
+        Ok(self.clone())
     }
+}
+
+/// Document access inside one atomic batch: the read-model transaction port.
+///
+/// Contract (the conformance suite checks it on every adapter):
+/// - `get` gives the document as the batch sees it (its own earlier writes included), decoded
+///   with `decode` when the batch first reads it. The transaction holds it from then on, and
+///   changes made through the returned reference are part of the batch.
+/// - `put` replaces the document and its whole set of index entries (entries it no longer
+///   lists are removed); `delete` removes it and its entries (a missing document is no error).
+/// - When the batch ends each document it holds is encoded once and written only if it differs
+///   from what is stored. Nothing is visible to other readers until the batch commits, and
+///   nothing is written at all when it fails.
+///
+/// Each adapter holds these typed documents itself (no layer of projections wraps the
+/// transaction); queries read committed documents through [`ReadModelStore::query`].
+pub trait DocTx {
+    fn get(
+        &mut self,
+        collection: &str,
+        key: &str,
+        decode: &Decode<'_>,
+    ) -> Result<Option<&mut (dyn Document + 'static)>, ProjectionError>;
+    fn put(
+        &mut self,
+        collection: &str,
+        key: &str,
+        doc: Box<dyn Document>,
+    ) -> Result<(), ReadModelError>;
+    fn delete(&mut self, collection: &str, key: &str) -> Result<(), ReadModelError>;
 }
 
 /// A read-model definition: which events it consumes and how each one changes its documents.
@@ -363,10 +315,6 @@ pub fn apply_events<T: BatchTx>(
     mut events: Vec<EventEnvelope>,
     tx: &mut T,
 ) -> Result<ApplyOutcome, ReadModelError> {
-    let tx = &mut CachingTx {
-        inner: tx,
-        typed: HashMap::new(),
-    };
     let name = projection.name();
     // stream type -> stream id -> (last applied, changed in this batch)
     let mut last: HashMap<StreamType, HashMap<String, (u64, bool)>> = HashMap::new();
@@ -377,7 +325,7 @@ pub fn apply_events<T: BatchTx>(
     for (i, event) in events.iter().enumerate() {
         let by_id = last.entry(event.stream_type).or_default();
         if !by_id.contains_key(event.stream_id.as_str()) {
-            let seq = tx.inner.last_applied(name, &event.stream())?;
+            let seq = tx.last_applied(name, &event.stream())?;
             by_id.insert(event.stream_id.clone(), (seq, false));
         }
         // Present: inserted just above when it was missing.
@@ -411,12 +359,10 @@ pub fn apply_events<T: BatchTx>(
         applied += 1;
     }
 
-    tx.flush()?;
     for (stream_type, by_id) in last {
         for (stream_id, (seq, changed)) in by_id {
             if changed {
-                tx.inner
-                    .record_applied(name, &StreamRef::new(stream_type, stream_id), seq)?;
+                tx.record_applied(name, &StreamRef::new(stream_type, stream_id), seq)?;
             }
         }
     }
@@ -441,125 +387,4 @@ pub fn apply_events<T: BatchTx>(
             }
         }
     })
-}
-
-/// Wraps an adapter's transaction with the typed document cache of [`DocTx::typed`].
-struct CachingTx<'t, T: BatchTx> {
-    inner: &'t mut T,
-    /// collection -> key -> typed document; nested so that lookups need no allocation.
-    typed: HashMap<String, HashMap<String, Box<dyn TypedDoc>>>,
-}
-
-impl<T: BatchTx> CachingTx<'_, T> {
-    fn take_typed(&mut self, collection: &str, key: &str) -> Option<Box<dyn TypedDoc>> {
-        self.typed.get_mut(collection).and_then(|m| m.remove(key))
-    }
-
-    fn write(
-        &mut self,
-        collection: &str,
-        key: &str,
-        doc: &dyn TypedDoc,
-    ) -> Result<(), ReadModelError> {
-        let write = doc.encode().map_err(|e| {
-            ReadModelError::Internal(format!("cannot encode {collection}/{key}: {e}"))
-        })?;
-        match write {
-            DocWrite::Unchanged => Ok(()),
-            DocWrite::Put(json, index) => self.inner.put_json(collection, key, json, index),
-            DocWrite::Delete => self.inner.delete(collection, key),
-        }
-    }
-
-    /// Writes a cached typed document through (and forgets it) before untyped access.
-    fn settle(&mut self, collection: &str, key: &str) -> Result<(), ReadModelError> {
-        match self.take_typed(collection, key) {
-            Some(doc) => self.write(collection, key, doc.as_ref()),
-            None => Ok(()),
-        }
-    }
-
-    /// Writes every typed document into the adapter's transaction.
-    fn flush(&mut self) -> Result<(), ReadModelError> {
-        for (collection, docs) in std::mem::take(&mut self.typed) {
-            for (key, doc) in docs {
-                self.write(&collection, &key, doc.as_ref())?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl<T: BatchTx> DocTx for CachingTx<'_, T> {
-    fn get(&mut self, collection: &str, key: &str) -> Result<Option<Value>, ReadModelError> {
-        self.settle(collection, key)?;
-        self.inner.get(collection, key)
-    }
-
-    fn read_with(
-        &mut self,
-        collection: &str,
-        key: &str,
-        read: &mut dyn FnMut(Option<&Value>),
-    ) -> Result<(), ReadModelError> {
-        self.settle(collection, key)?;
-        self.inner.read_with(collection, key, read)
-    }
-
-    fn put(
-        &mut self,
-        collection: &str,
-        key: &str,
-        body: Value,
-        index: Vec<IndexEntry>,
-    ) -> Result<(), ReadModelError> {
-        self.take_typed(collection, key);
-        self.inner.put(collection, key, body, index)
-    }
-
-    fn delete(&mut self, collection: &str, key: &str) -> Result<(), ReadModelError> {
-        self.take_typed(collection, key);
-        self.inner.delete(collection, key)
-    }
-
-    fn put_json(
-        &mut self,
-        collection: &str,
-        key: &str,
-        json: String,
-        index: Vec<IndexEntry>,
-    ) -> Result<(), ReadModelError> {
-        self.take_typed(collection, key);
-        self.inner.put_json(collection, key, json, index)
-    }
-
-    fn typed(
-        &mut self,
-        collection: &str,
-        key: &str,
-        load: &mut LoadTyped<'_>,
-    ) -> Result<Option<&mut (dyn TypedDoc + 'static)>, ProjectionError> {
-        let cached = self
-            .typed
-            .get(collection)
-            .is_some_and(|m| m.contains_key(key));
-        if !cached {
-            let mut loaded = None;
-            self.inner
-                .read_with(collection, key, &mut |body| loaded = Some(load(body)))?;
-            let doc = loaded
-                .ok_or_else(|| ReadModelError::Internal("read_with did not call back".into()))??;
-            if !self.typed.contains_key(collection) {
-                self.typed.insert(collection.to_owned(), HashMap::new());
-            }
-            if let Some(m) = self.typed.get_mut(collection) {
-                m.insert(key.to_owned(), doc);
-            }
-        }
-        Ok(self
-            .typed
-            .get_mut(collection)
-            .and_then(|m| m.get_mut(key))
-            .map(|d| d.as_mut()))
-    }
 }

@@ -14,11 +14,12 @@
 use crate::describe::{
     describe_order, describe_payment, order_status_after, payment_intent, payment_status_after,
 };
+use crate::docs::{no_index, update_doc};
 use crate::notifications::NotificationKind;
 use crate::store::{
     DocTx, IndexEntry, Projection, ProjectionError, ReadModelError, ReadModelStore,
 };
-use crate::util::{decode, from_body, no_index, payment_order, sort_seq, sort_time, update_doc};
+use crate::util::{decode, from_body, payment_order, sort_seq, sort_time};
 use chrono::{DateTime, Utc};
 use commands::EventEnvelope;
 use domain::{

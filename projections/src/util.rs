@@ -1,6 +1,7 @@
 //! Helpers shared by the four projections.
 
-use crate::store::{DocTx, IndexEntry, ProjectionError, ReadModelError, Typed, TypedDoc};
+use crate::docs::{no_index, peek_doc, update_doc};
+use crate::store::{DocTx, ProjectionError, ReadModelError};
 use chrono::{DateTime, Utc};
 use commands::EventEnvelope;
 use domain::{DecodeError, Event};
@@ -61,123 +62,6 @@ pub(crate) fn decode<E: Event>(
         }
         Err(e) => Err(e.into()),
     }
-}
-
-pub(crate) fn read_doc<T: DeserializeOwned>(
-    tx: &mut dyn DocTx,
-    collection: &str,
-    key: &str,
-) -> Result<Option<T>, ProjectionError> {
-    let mut parsed = Ok(None);
-    tx.read_with(collection, key, &mut |body| {
-        if let Some(body) = body {
-            parsed = T::deserialize(body).map(Some);
-        }
-    })?;
-    parsed.map_err(|e| ProjectionError::CorruptDoc {
-        collection: collection.to_owned(),
-        key: key.to_owned(),
-        reason: e.to_string(),
-    })
-}
-
-/// No secondary index entries (for `update_doc` / `peek_doc` of unlisted documents).
-pub(crate) fn no_index<T>(_: &T) -> Vec<IndexEntry> {
-    Vec::new()
-}
-
-fn corrupt(collection: &str, key: &str, e: impl ToString) -> ProjectionError {
-    ProjectionError::CorruptDoc {
-        collection: collection.to_owned(),
-        key: key.to_owned(),
-        reason: e.to_string(),
-    }
-}
-
-/// The batch's typed document for (collection, key), loaded on first use; `None` when the
-/// transaction has no typed cache.
-fn typed<'t, T>(
-    tx: &'t mut dyn DocTx,
-    collection: &str,
-    key: &str,
-    index: fn(&T) -> Vec<IndexEntry>,
-) -> Result<Option<&'t mut Typed<T>>, ProjectionError>
-where
-    T: Serialize + DeserializeOwned + Send + 'static,
-{
-    let mut load =
-        |body: Option<&serde_json::Value>| -> Result<Box<dyn TypedDoc>, ProjectionError> {
-            let doc = body
-                .map(T::deserialize)
-                .transpose()
-                .map_err(|e| corrupt(collection, key, e))?;
-            Ok(Box::new(Typed::new(doc, index)))
-        };
-    match tx.typed(collection, key, &mut load)? {
-        None => Ok(None),
-        Some(doc) => doc
-            .as_any_mut()
-            .downcast_mut::<Typed<T>>()
-            .map(Some)
-            .ok_or_else(|| corrupt(collection, key, "cached under another document type")),
-    }
-}
-
-/// Reads, changes and (at the end of the batch) writes one typed document. `change` gets `None`
-/// when the document does not exist; leaving `None` writes nothing, setting `None` deletes it.
-/// `index` computes the document's index entries when it is written.
-pub(crate) fn update_doc<T, R>(
-    tx: &mut dyn DocTx,
-    collection: &str,
-    key: &str,
-    index: fn(&T) -> Vec<IndexEntry>,
-    change: impl FnOnce(&mut Option<T>) -> R,
-) -> Result<R, ProjectionError>
-where
-    T: Serialize + DeserializeOwned + Send + 'static,
-{
-    if let Some(cached) = typed(tx, collection, key, index)? {
-        cached.dirty = true;
-        return Ok(change(&mut cached.doc));
-    }
-    // No typed cache: read, change and write through.
-    let mut doc = read_doc::<T>(tx, collection, key)?;
-    let existed = doc.is_some();
-    let result = change(&mut doc);
-    match doc {
-        Some(doc) => write_doc(tx, collection, key, &doc, index(&doc))?,
-        None if existed => tx.delete(collection, key)?,
-        None => {}
-    }
-    Ok(result)
-}
-
-/// A copy of one typed document, through the batch's typed cache when there is one.
-pub(crate) fn peek_doc<T>(
-    tx: &mut dyn DocTx,
-    collection: &str,
-    key: &str,
-    index: fn(&T) -> Vec<IndexEntry>,
-) -> Result<Option<T>, ProjectionError>
-where
-    T: Serialize + DeserializeOwned + Clone + Send + 'static,
-{
-    match typed(tx, collection, key, index)? {
-        Some(cached) => Ok(cached.doc.clone()),
-        None => read_doc(tx, collection, key),
-    }
-}
-
-pub(crate) fn write_doc<T: Serialize>(
-    tx: &mut dyn DocTx,
-    collection: &str,
-    key: &str,
-    doc: &T,
-    index: Vec<IndexEntry>,
-) -> Result<(), ProjectionError> {
-    let body = to_body(collection, key, doc)?;
-    tx.put(collection, key, body, index)?;
-    Ok(())
 }
 
 pub(crate) fn to_body<T: Serialize>(

@@ -40,8 +40,8 @@ use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use commands::{EventEnvelope, StreamRef};
 use projections::store::{
-    apply_events, ApplyOutcome, BatchTx, DocTx, Dump, IndexEntry, Projection, ReadModelError,
-    ReadModelStore, StoredDoc,
+    apply_events, ApplyOutcome, BatchTx, Decode, DocTx, Document, Dump, EncodedDoc, IndexEntry,
+    Projection, ProjectionError, ReadModelError, ReadModelStore, StoredDoc,
 };
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
@@ -73,7 +73,8 @@ type DocKey = (String, String);
 /// A document as committed.
 #[derive(Debug, Clone)]
 struct Committed {
-    body: Value,
+    /// JSON text.
+    body: String,
     idx: Vec<Entry>,
     rev: u64,
 }
@@ -134,7 +135,7 @@ fn decode_doc(collection: &str, key: &str, item: &Item) -> Result<Committed, Rea
         .string(IDX)
         .ok_or_else(|| corrupt(collection, key, "no idx"))?;
     Ok(Committed {
-        body: serde_json::from_str(body).map_err(|e| corrupt(collection, key, e))?,
+        body: body.to_owned(),
         idx: serde_json::from_str(idx).map_err(|e| corrupt(collection, key, e))?,
         rev: number(item, REV).ok_or_else(|| corrupt(collection, key, "no rev"))?,
     })
@@ -198,7 +199,8 @@ struct Batch<'a> {
     handle: &'a Handle,
     known: &'a mut Known,
     projection: &'a str,
-    docs: HashMap<DocKey, Option<(Value, Vec<Entry>)>>,
+    /// The documents this batch holds, typed as their readers decoded them (`None`: deleted).
+    docs: HashMap<DocKey, Option<Box<dyn Document>>>,
     applied: HashMap<String, u64>,
 }
 
@@ -238,7 +240,7 @@ impl<'a> Batch<'a> {
         &mut self,
         collection: &str,
         key: &str,
-        doc: Option<(Value, Vec<Entry>)>,
+        doc: Option<Box<dyn Document>>,
     ) -> Result<(), ReadModelError> {
         check_text("collection", collection)?;
         check_text("key", key)?;
@@ -254,7 +256,22 @@ impl<'a> Batch<'a> {
     fn plan(self) -> Result<Plan, ReadModelError> {
         let inner = self.inner;
         let mut plan = Plan::default();
-        for ((collection, key), new) in self.docs {
+        for ((collection, key), held) in self.docs {
+            let new = match held {
+                Some(doc) => {
+                    let encoded = EncodedDoc::of(doc.as_ref(), &collection, &key)?;
+                    let mut entries: Vec<Entry> = Vec::with_capacity(encoded.index.len());
+                    for e in encoded.index {
+                        check_text("index", e.index)?;
+                        check_text("sort key", &e.sort)?;
+                        entries.push((e.index.to_owned(), e.partition, e.sort));
+                    }
+                    entries.sort_unstable();
+                    entries.dedup();
+                    Some((encoded.body, entries))
+                }
+                None => None,
+            };
             let old = self
                 .known
                 .docs
@@ -299,8 +316,6 @@ impl<'a> Batch<'a> {
             let next = match new {
                 Some((body, idx)) => {
                     let rev = old.as_ref().map_or(1, |o| o.rev + 1);
-                    let body_text =
-                        serde_json::to_string(&body).map_err(|e| corrupt(&collection, &key, e))?;
                     let idx_text =
                         serde_json::to_string(&idx).map_err(|e| corrupt(&collection, &key, e))?;
                     let mut put = Put::builder()
@@ -308,7 +323,7 @@ impl<'a> Batch<'a> {
                         .item(ID, s(id))
                         .item(COLLECTION, s(collection.clone()))
                         .item(KEY, s(key.clone()))
-                        .item(BODY, s(body_text))
+                        .item(BODY, s(body.clone()))
                         .item(IDX, s(idx_text))
                         .item(REV, n(rev));
                     put = match &old {
@@ -374,29 +389,30 @@ impl<'a> Batch<'a> {
 }
 
 impl DocTx for Batch<'_> {
-    fn get(&mut self, collection: &str, key: &str) -> Result<Option<Value>, ReadModelError> {
-        if let Some(doc) = self.docs.get(&(collection.to_owned(), key.to_owned())) {
-            return Ok(doc.as_ref().map(|(body, _)| body.clone()));
+    fn get(
+        &mut self,
+        collection: &str,
+        key: &str,
+        decode: &Decode<'_>,
+    ) -> Result<Option<&mut (dyn Document + 'static)>, ProjectionError> {
+        let k = (collection.to_owned(), key.to_owned());
+        if !self.docs.contains_key(&k) {
+            let doc = match self.committed(collection, key)? {
+                Some(committed) => decode(&committed.body)?,
+                None => return Ok(None),
+            };
+            self.docs.insert(k.clone(), Some(doc));
         }
-        Ok(self.committed(collection, key)?.map(|c| c.body.clone()))
+        Ok(self.docs.get_mut(&k).and_then(|doc| doc.as_deref_mut()))
     }
 
     fn put(
         &mut self,
         collection: &str,
         key: &str,
-        body: Value,
-        index: Vec<IndexEntry>,
+        doc: Box<dyn Document>,
     ) -> Result<(), ReadModelError> {
-        let mut entries: Vec<Entry> = Vec::with_capacity(index.len());
-        for e in index {
-            check_text("index", e.index)?;
-            check_text("sort key", &e.sort)?;
-            entries.push((e.index.to_owned(), e.partition, e.sort));
-        }
-        entries.sort_unstable();
-        entries.dedup();
-        self.set(collection, key, Some((body, entries)))
+        self.set(collection, key, Some(doc))
     }
 
     fn delete(&mut self, collection: &str, key: &str) -> Result<(), ReadModelError> {
@@ -647,13 +663,9 @@ impl DynamoReadModelStore {
             let key = item.string(KEY).unwrap_or_default().to_owned();
             let doc = decode_doc(&collection, &key, item)?;
             let index: BTreeSet<Entry> = doc.idx.into_iter().collect();
-            dump.insert(
-                (collection, key),
-                StoredDoc {
-                    body: doc.body,
-                    index,
-                },
-            );
+            let body =
+                serde_json::from_str(&doc.body).map_err(|e| corrupt(&collection, &key, e))?;
+            dump.insert((collection, key), StoredDoc { body, index });
         }
         Ok(dump)
     }
@@ -729,7 +741,11 @@ impl ReadModelStore for DynamoReadModelStore {
     }
 
     async fn get(&self, collection: &str, key: &str) -> Result<Option<Value>, ReadModelError> {
-        Ok(self.inner.fetch_doc(collection, key).await?.map(|d| d.body))
+        self.inner
+            .fetch_doc(collection, key)
+            .await?
+            .map(|d| serde_json::from_str(&d.body).map_err(|e| corrupt(collection, key, e)))
+            .transpose()
     }
 
     #[tracing::instrument(skip_all, fields(index = %index, partition = %partition, descending = descending, limit = limit), err)]
@@ -813,7 +829,8 @@ impl ReadModelStore for DynamoReadModelStore {
             let collection = item.string(COLLECTION).unwrap_or_default();
             let key = item.string(KEY).unwrap_or_default();
             let doc = decode_doc(collection, key, item)?;
-            by_id.insert(doc_id(collection, key), doc.body);
+            let body = serde_json::from_str(&doc.body).map_err(|e| corrupt(collection, key, e))?;
+            by_id.insert(doc_id(collection, key), body);
         }
         // An entry whose document vanished in between (a concurrent delete) is left out.
         Ok(ids.iter().filter_map(|id| by_id.get(id).cloned()).collect())
@@ -833,7 +850,11 @@ impl ReadModelStore for DynamoReadModelStore {
             for round in 1..=CONFLICT_ROUNDS {
                 let mut known = Known::default();
                 let mut tx = Batch::new(inner, handle, &mut known, "");
-                tx.put(&collection, &key, body.clone(), index.clone())?;
+                let doc = EncodedDoc {
+                    body: body.to_string(),
+                    index: index.clone(),
+                };
+                tx.put(&collection, &key, Box::new(doc))?;
                 let plan = tx.plan()?;
                 if plan.items.is_empty() {
                     return Ok(());

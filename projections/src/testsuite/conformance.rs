@@ -7,6 +7,7 @@
 //! It uses a small test projection whose events carry the document operation in the payload,
 //! so the suite checks the store's contract independently of the real read models.
 
+use crate::docs::{put_doc, update_doc};
 use crate::store::{
     ApplyOutcome, DocTx, IndexEntry, Projection, ProjectionError, ReadModelError, ReadModelStore,
 };
@@ -30,10 +31,10 @@ pub const OTHER_BY_GROUP: &str = "conformance_other_by_group";
 /// A projection driven by its payloads:
 /// - `Put {key, group, sort, value, tags?}`: writes `{key, group, sort, value}` listed in
 ///   `BY_GROUP` (group, sort) and in `BY_TAG` (tag, key) for each tag;
-/// - `Add {key, delta}`: reads the document and adds `delta` to `value` (so a duplicate apply
-///   would show);
-/// - `TypedAdd {key, delta}`: the same through the typed document cache (`DocTx::typed`), which
-///   writes at the end of the batch, to check that typed and plain access stay coherent;
+/// - `Add {key, delta}`: reads the document as JSON and adds `delta` to `value` (so a duplicate
+///   apply would show);
+/// - `TypedAdd {key, delta}`: the same, reading the document as a typed struct, so that one
+///   batch holds a document in two types in turn and must keep them coherent;
 /// - `Delete {key}`; `Fail {}`: returns an error.
 pub struct TestProjection {
     name: &'static str,
@@ -70,6 +71,14 @@ fn str_field<'a>(p: &'a Value, field: &str) -> &'a str {
     p.get(field).and_then(Value::as_str).unwrap_or("")
 }
 
+fn index_by_group(doc: &Value) -> Vec<IndexEntry> {
+    index_of(BY_GROUP, doc)
+}
+
+fn index_other_by_group(doc: &Value) -> Vec<IndexEntry> {
+    index_of(OTHER_BY_GROUP, doc)
+}
+
 fn index_of(by_group: &'static str, doc: &Value) -> Vec<IndexEntry> {
     let mut index = vec![IndexEntry::new(
         by_group,
@@ -104,6 +113,11 @@ impl Projection for TestProjection {
     fn apply(&self, event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
         let p = event.payload.value();
         let key = str_field(p, "key");
+        let index: fn(&Value) -> Vec<IndexEntry> = if self.by_group == BY_GROUP {
+            index_by_group
+        } else {
+            index_other_by_group
+        };
         match event.event_type.as_str() {
             "Put" => {
                 let doc = json!({
@@ -113,18 +127,17 @@ impl Projection for TestProjection {
                     "value": p.get("value").cloned().unwrap_or(Value::Null),
                     "tags": p.get("tags").cloned().unwrap_or(json!([])),
                 });
-                let index = index_of(self.by_group, &doc);
-                tx.put(self.collection, key, doc, index)?;
+                put_doc(tx, self.collection, key, doc, index)?;
             }
             "Add" => {
-                let mut doc = tx.get(self.collection, key)?.unwrap_or_else(
-                    || json!({"key": key, "group": "added", "sort": key, "value": 0, "tags": []}),
-                );
-                let value = doc.get("value").and_then(Value::as_i64).unwrap_or(0)
-                    + p.get("delta").and_then(Value::as_i64).unwrap_or(0);
-                doc["value"] = json!(value);
-                let index = index_of(self.by_group, &doc);
-                tx.put(self.collection, key, doc, index)?;
+                let delta = p.get("delta").and_then(Value::as_i64).unwrap_or(0);
+                update_doc(tx, self.collection, key, index, |doc| {
+                    let doc = doc.get_or_insert_with(|| {
+                        json!({"key": key, "group": "added", "sort": key, "value": 0, "tags": []})
+                    });
+                    let value = doc.get("value").and_then(Value::as_i64).unwrap_or(0) + delta;
+                    doc["value"] = json!(value);
+                })?;
             }
             "TypedAdd" => {
                 let delta = p.get("delta").and_then(Value::as_i64).unwrap_or(0);
@@ -134,7 +147,7 @@ impl Projection for TestProjection {
                 } else {
                     TypedCounter::other_index
                 };
-                crate::util::update_doc(tx, self.collection, key, index, |doc| {
+                update_doc(tx, self.collection, key, index, |doc| {
                     let doc = doc.get_or_insert_with(|| TypedCounter {
                         key: key.to_owned(),
                         group: "added".to_owned(),

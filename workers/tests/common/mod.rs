@@ -2,6 +2,7 @@
 
 use commands::{Commit, EventEnvelope, EventStore, Metadata, NewEvent, StreamAppend, StreamRef};
 use domain::StreamType;
+use projections::docs::{no_index, update_doc};
 use projections::{DocTx, ProjectionError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,19 +60,12 @@ pub fn record_sequence(
     collection: &str,
     event: &EventEnvelope,
 ) -> Result<(), ProjectionError> {
-    let key = event.stream_id.clone();
-    let mut seqs = tx
-        .get(collection, &key)?
-        .and_then(|v| v["seqs"].as_array().cloned())
-        .unwrap_or_default();
-    seqs.push(serde_json::json!(event.sequence));
-    tx.put(
-        collection,
-        &key,
-        serde_json::json!({ "seqs": seqs }),
-        vec![],
-    )?;
-    Ok(())
+    update_doc(tx, collection, &event.stream_id, no_index, |doc| {
+        let doc = doc.get_or_insert_with(|| serde_json::json!({ "seqs": [] }));
+        if let Some(seqs) = doc["seqs"].as_array_mut() {
+            seqs.push(serde_json::json!(event.sequence));
+        }
+    })
 }
 
 /// Quick backoff, and a 30 s poll: within a test only a commit notification wakes an idle worker.

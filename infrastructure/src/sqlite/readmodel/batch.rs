@@ -1,35 +1,32 @@
-//! One read-model batch: a document cache in front of SQLite.
+//! One read-model batch: the documents it holds, typed, in front of SQLite.
 //!
-//! Reads go to the cache first, then to the `reader` connection (a snapshot); writes only mark
-//! cached documents dirty and applied sequences are only remembered. `flush` then writes, on the
-//! writer connection inside its transaction, each dirty document once, only the index entries
-//! that changed, and the applied sequences, with cached prepared statements. A rebuild batch
-//! touching one order document twenty times writes it once.
+//! Reads go to the batch's documents first, then to the `reader` connection (a snapshot), whose
+//! JSON the reader's `decode` turns into its typed document; writes only replace the held
+//! document, and applied sequences are only remembered. [`SqliteBatch::into_writes`] then
+//! encodes each held document once and keeps those that differ from what is stored, and
+//! [`BatchWrites::flush`] writes them on the writer connection inside its transaction, with only
+//! the index entries that changed, and the applied sequences, through cached prepared
+//! statements. A rebuild batch touching one order document twenty times decodes and writes it
+//! once.
 
 use super::sql_err;
-use projections::store::{BatchTx, DocTx, IndexEntry, ReadModelError};
+use projections::store::{BatchTx, Decode, DocTx, Document, EncodedDoc, IndexEntry};
+use projections::{ProjectionError, ReadModelError};
 use rusqlite::{params, Connection, OptionalExtension};
-use serde_json::Value;
 use std::collections::HashMap;
 
 /// `(index, partition, sort)`, sorted and deduplicated within a document.
 pub(super) type Entry = (String, String, String);
 
-/// A document body: parsed, or JSON text written by a typed document (parsed only if read
-/// again within the batch, which typed documents written at the batch end never are).
-enum Body {
-    Value(Value),
-    Json(String),
-}
+/// A document's body text and index entries, as stored or about to be.
+type Stored = (String, Vec<Entry>);
 
 struct CachedDoc {
-    /// The document as the batch sees it (`None`: absent or deleted).
-    body: Option<Body>,
-    index: Vec<Entry>,
-    /// The index entries stored in the database: `None` until known, `Some(None)` when the
-    /// database has no such document.
-    stored: Option<Option<Vec<Entry>>>,
-    dirty: bool,
+    /// The document as the batch holds it (`None`: absent or deleted).
+    doc: Option<Box<dyn Document>>,
+    /// What the database holds: `None` until the batch reads it, `Some(None)` when there is no
+    /// such document.
+    stored: Option<Option<Stored>>,
 }
 
 pub(super) struct SqliteBatch<'c> {
@@ -76,7 +73,12 @@ impl<'c> SqliteBatch<'c> {
         }
     }
 
-    fn load(&self, collection: &str, key: &str) -> Result<CachedDoc, ReadModelError> {
+    fn load(
+        &self,
+        collection: &str,
+        key: &str,
+        decode: &Decode<'_>,
+    ) -> Result<CachedDoc, ProjectionError> {
         let row: Option<(String, String)> = self
             .reader
             .prepare_cached("SELECT body, idx FROM rm_docs WHERE collection = ?1 AND key = ?2")
@@ -86,80 +88,86 @@ impl<'c> SqliteBatch<'c> {
             .map_err(sql_err)?;
         Ok(match row {
             None => CachedDoc {
-                body: None,
-                index: Vec::new(),
+                doc: None,
                 stored: Some(None),
-                dirty: false,
             },
-            Some((body, idx)) => {
-                let body: Value =
-                    serde_json::from_str(&body).map_err(|e| corrupt(collection, key, e))?;
-                let index = parse_entries(collection, key, &idx)?;
-                CachedDoc {
-                    body: Some(Body::Value(body)),
-                    index: index.clone(),
-                    stored: Some(Some(index)),
-                    dirty: false,
-                }
-            }
+            Some((body, idx)) => CachedDoc {
+                doc: Some(decode(&body)?),
+                stored: Some(Some((body, parse_entries(collection, key, &idx)?))),
+            },
         })
     }
 
-    fn set(
-        &mut self,
-        collection: &str,
-        key: &str,
-        body: Option<Body>,
-        index: Vec<Entry>,
-    ) -> Result<(), ReadModelError> {
+    fn set(&mut self, collection: &str, key: &str, doc: Option<Box<dyn Document>>) {
         if !self.docs.contains_key(collection) {
             self.docs.insert(collection.to_owned(), HashMap::new());
         }
-        // Present: inserted just above when missing.
-        let Some(by_key) = self.docs.get_mut(collection) else {
-            return Err(ReadModelError::Internal(
-                "batch cache lost a collection".into(),
-            ));
-        };
-        match by_key.get_mut(key) {
-            Some(doc) => {
-                doc.body = body;
-                doc.index = index;
-                doc.dirty = true;
-            }
-            None => {
-                by_key.insert(
-                    key.to_owned(),
-                    CachedDoc {
-                        body,
-                        index,
-                        stored: None,
-                        dirty: true,
-                    },
-                );
+        if let Some(by_key) = self.docs.get_mut(collection) {
+            match by_key.get_mut(key) {
+                Some(cached) => cached.doc = doc,
+                None => {
+                    by_key.insert(key.to_owned(), CachedDoc { doc, stored: None });
+                }
             }
         }
-        Ok(())
     }
 
-    /// What the batch will write, without its reader: the caller can end the reader's snapshot
+    /// What the batch will write: each held document encoded once, those equal to what is
+    /// stored left out. Taken without the reader, so the caller can end the reader's snapshot
     /// before it takes the writer.
-    pub(super) fn into_writes(self) -> BatchWrites {
-        BatchWrites {
-            docs: self.docs,
-            applied: self.applied,
+    pub(super) fn into_writes(self) -> Result<BatchWrites, ReadModelError> {
+        let mut docs = Vec::new();
+        for (collection, by_key) in self.docs {
+            for (key, cached) in by_key {
+                let new = match &cached.doc {
+                    Some(doc) => {
+                        let encoded = EncodedDoc::of(doc.as_ref(), &collection, &key)?;
+                        Some((encoded.body, owned_entries(encoded.index)))
+                    }
+                    None => None,
+                };
+                let unchanged = match (&cached.stored, &new) {
+                    (Some(Some(old)), Some(new)) => old == new,
+                    (Some(None), None) => true,
+                    _ => false,
+                };
+                if !unchanged {
+                    let stored = cached.stored.map(|s| s.map(|(_, index)| index));
+                    docs.push(DocWrite {
+                        collection: collection.clone(),
+                        key,
+                        new,
+                        stored,
+                    });
+                }
+            }
         }
+        Ok(BatchWrites {
+            docs,
+            applied: self.applied,
+        })
     }
+}
+
+/// One document to write.
+struct DocWrite {
+    collection: String,
+    key: String,
+    /// `None`: delete it.
+    new: Option<Stored>,
+    /// The index entries stored in the database: `None` until known, `Some(None)` when the
+    /// database has no such document.
+    stored: Option<Option<Vec<Entry>>>,
 }
 
 /// The documents and applied sequences of a [`SqliteBatch`], ready to be written.
 pub(super) struct BatchWrites {
-    docs: HashMap<String, HashMap<String, CachedDoc>>,
+    docs: Vec<DocWrite>,
     applied: Vec<(String, String, i64)>,
 }
 
 impl BatchWrites {
-    /// Writes every dirty document and the index entries that changed.
+    /// Writes each changed document and the index entries that changed.
     ///
     /// A document the batch did not read is first inserted with `ON CONFLICT DO NOTHING`: when
     /// that inserts (the common case in a rebuild: timeline entries, new orders) there are no old
@@ -207,175 +215,126 @@ impl BatchWrites {
             )
             .map_err(sql_err)?;
 
-        for (collection, by_key) in &self.docs {
-            for (key, doc) in by_key.iter().filter(|(_, d)| d.dirty) {
-                let encoded = match &doc.body {
-                    Some(body) => {
-                        let text = match body {
-                            Body::Json(text) => std::borrow::Cow::Borrowed(text.as_str()),
-                            Body::Value(value) => std::borrow::Cow::Owned(
-                                serde_json::to_string(value)
-                                    .map_err(|e| corrupt(collection, key, e))?,
-                            ),
-                        };
-                        let idx = serde_json::to_string(&doc.index)
-                            .map_err(|e| corrupt(collection, key, e))?;
-                        Some((text, idx))
-                    }
-                    None => None,
-                };
-                // The cheap path for documents not known to exist.
-                if let Some((body, idx)) = &encoded {
-                    if !matches!(doc.stored, Some(Some(_))) {
-                        let inserted = insert_new_doc
-                            .execute(params![collection, key, body, idx])
-                            .map_err(sql_err)?;
-                        if inserted == 1 {
-                            for (i, p, s) in &doc.index {
-                                insert_entry
-                                    .execute(params![i, p, s, collection, key])
-                                    .map_err(sql_err)?;
-                            }
-                            continue;
+        for DocWrite {
+            collection,
+            key,
+            new,
+            stored,
+        } in &self.docs
+        {
+            let encoded = match new {
+                Some((body, index)) => {
+                    let idx =
+                        serde_json::to_string(index).map_err(|e| corrupt(collection, key, e))?;
+                    Some((body, idx, index.as_slice()))
+                }
+                None => None,
+            };
+            // The cheap path for documents not known to exist.
+            if let Some((body, idx, index)) = &encoded {
+                if !matches!(stored, Some(Some(_))) {
+                    let inserted = insert_new_doc
+                        .execute(params![collection, key, body, idx])
+                        .map_err(sql_err)?;
+                    if inserted == 1 {
+                        for (i, p, s) in *index {
+                            insert_entry
+                                .execute(params![i, p, s, collection, key])
+                                .map_err(sql_err)?;
                         }
+                        continue;
                     }
                 }
-                let loaded;
-                let stored: Option<&[Entry]> = match &doc.stored {
-                    Some(Some(entries)) => Some(entries),
-                    // Unknown (a delete, or the insert above conflicted): look it up.
-                    Some(None) | None => {
-                        let idx: Option<String> = select_idx
-                            .query_row(params![collection, key], |r| r.get(0))
-                            .optional()
-                            .map_err(sql_err)?;
-                        loaded = idx
-                            .map(|t| parse_entries(collection, key, &t))
-                            .transpose()?;
-                        loaded.as_deref()
-                    }
-                };
-                let old: &[Entry] = stored.unwrap_or(&[]);
-                let new: &[Entry] = if encoded.is_some() { &doc.index } else { &[] };
-                // Both lists are sorted and deduplicated: remove what went, add what came.
-                for (i, p, s) in old.iter().filter(|e| new.binary_search(e).is_err()) {
-                    delete_entry
-                        .execute(params![i, p, s, collection, key])
+            }
+            let loaded;
+            let stored: Option<&[Entry]> = match stored {
+                Some(Some(entries)) => Some(entries),
+                // Unknown (a delete, or the insert above conflicted): look it up.
+                Some(None) | None => {
+                    let idx: Option<String> = select_idx
+                        .query_row(params![collection, key], |r| r.get(0))
+                        .optional()
+                        .map_err(sql_err)?;
+                    loaded = idx
+                        .map(|t| parse_entries(collection, key, &t))
+                        .transpose()?;
+                    loaded.as_deref()
+                }
+            };
+            let old: &[Entry] = stored.unwrap_or(&[]);
+            let new: &[Entry] = encoded.as_ref().map_or(&[], |(_, _, index)| index);
+            // Both lists are sorted and deduplicated: remove what went, add what came.
+            for (i, p, s) in old.iter().filter(|e| new.binary_search(e).is_err()) {
+                delete_entry
+                    .execute(params![i, p, s, collection, key])
+                    .map_err(sql_err)?;
+            }
+            for (i, p, s) in new.iter().filter(|e| old.binary_search(e).is_err()) {
+                insert_entry
+                    .execute(params![i, p, s, collection, key])
+                    .map_err(sql_err)?;
+            }
+            match (&encoded, stored.is_some()) {
+                (Some((body, idx, _)), true) => {
+                    update_doc
+                        .execute(params![collection, key, body, idx])
                         .map_err(sql_err)?;
                 }
-                for (i, p, s) in new.iter().filter(|e| old.binary_search(e).is_err()) {
-                    insert_entry
-                        .execute(params![i, p, s, collection, key])
+                (Some((body, idx, _)), false) => {
+                    insert_new_doc
+                        .execute(params![collection, key, body, idx])
                         .map_err(sql_err)?;
                 }
-                match (&encoded, stored.is_some()) {
-                    (Some((body, idx)), true) => {
-                        update_doc
-                            .execute(params![collection, key, body, idx])
-                            .map_err(sql_err)?;
-                    }
-                    (Some((body, idx)), false) => {
-                        insert_new_doc
-                            .execute(params![collection, key, body, idx])
-                            .map_err(sql_err)?;
-                    }
-                    (None, true) => {
-                        delete_doc
-                            .execute(params![collection, key])
-                            .map_err(sql_err)?;
-                    }
-                    (None, false) => {}
+                (None, true) => {
+                    delete_doc
+                        .execute(params![collection, key])
+                        .map_err(sql_err)?;
                 }
+                (None, false) => {}
             }
         }
         Ok(())
     }
 }
 
-impl SqliteBatch<'_> {
-    /// The cached document, loading it from the database on first use; a body held as JSON
-    /// text is parsed.
-    fn cached(&mut self, collection: &str, key: &str) -> Result<&CachedDoc, ReadModelError> {
+impl DocTx for SqliteBatch<'_> {
+    fn get(
+        &mut self,
+        collection: &str,
+        key: &str,
+        decode: &Decode<'_>,
+    ) -> Result<Option<&mut (dyn Document + 'static)>, ProjectionError> {
         let cached = self
             .docs
             .get(collection)
             .is_some_and(|m| m.contains_key(key));
         if !cached {
-            let doc = self.load(collection, key)?;
+            let doc = self.load(collection, key, decode)?;
             self.docs
                 .entry(collection.to_owned())
                 .or_default()
                 .insert(key.to_owned(), doc);
         }
-        // Present: found or inserted just above.
-        let doc = self
+        Ok(self
             .docs
             .get_mut(collection)
             .and_then(|m| m.get_mut(key))
-            .ok_or_else(|| ReadModelError::Internal("batch cache lost a document".into()))?;
-        if let Some(Body::Json(text)) = &doc.body {
-            let value = serde_json::from_str(text).map_err(|e| corrupt(collection, key, e))?;
-            doc.body = Some(Body::Value(value));
-        }
-        Ok(doc)
-    }
-
-    fn body(doc: &CachedDoc) -> Option<&Value> {
-        match &doc.body {
-            Some(Body::Value(v)) => Some(v),
-            // `cached` parses text bodies before anyone reads them.
-            Some(Body::Json(_)) | None => None,
-        }
-    }
-}
-
-impl DocTx for SqliteBatch<'_> {
-    fn get(&mut self, collection: &str, key: &str) -> Result<Option<Value>, ReadModelError> {
-        Ok(Self::body(self.cached(collection, key)?).cloned())
-    }
-
-    fn read_with(
-        &mut self,
-        collection: &str,
-        key: &str,
-        read: &mut dyn FnMut(Option<&Value>),
-    ) -> Result<(), ReadModelError> {
-        read(Self::body(self.cached(collection, key)?));
-        Ok(())
+            .and_then(|cached| cached.doc.as_deref_mut()))
     }
 
     fn put(
         &mut self,
         collection: &str,
         key: &str,
-        body: Value,
-        index: Vec<IndexEntry>,
+        doc: Box<dyn Document>,
     ) -> Result<(), ReadModelError> {
-        self.set(
-            collection,
-            key,
-            Some(Body::Value(body)),
-            owned_entries(index),
-        )
-    }
-
-    fn put_json(
-        &mut self,
-        collection: &str,
-        key: &str,
-        json: String,
-        index: Vec<IndexEntry>,
-    ) -> Result<(), ReadModelError> {
-        self.set(
-            collection,
-            key,
-            Some(Body::Json(json)),
-            owned_entries(index),
-        )
+        self.set(collection, key, Some(doc));
+        Ok(())
     }
 
     fn delete(&mut self, collection: &str, key: &str) -> Result<(), ReadModelError> {
-        self.set(collection, key, None, Vec::new())
+        self.set(collection, key, None);
+        Ok(())
     }
 }
 

@@ -2,7 +2,7 @@
 //! (for example `readmodels.sqlite`), separate from the event store.
 //!
 //! - A batch runs in two phases. The projection work (decoding, applying, encoding) runs against a
-//!   snapshot on a reader connection, through a document cache (`batch::SqliteBatch`), without
+//!   snapshot on a reader connection, holding the batch's typed documents (`batch::SqliteBatch`), without
 //!   holding the writer, so batches of different projections use both cores. The writes then go
 //!   in ONE transaction on the single writer connection with cached prepared statements: a
 //!   projection's documents, its applied sequences and its checkpoint commit together.
@@ -159,7 +159,7 @@ impl Inner {
                 .map_err(sql_err)?;
             let mut batch = SqliteBatch::new(&tx);
             let outcome = apply_events(projection, events, &mut batch)?;
-            batch.into_writes().flush(&tx)?;
+            batch.into_writes()?.flush(&tx)?;
             finish(&tx, projection.name(), collections, &outcome, checkpoint)?;
             tx.commit().map_err(sql_err)?;
             return Ok(outcome);
@@ -173,7 +173,7 @@ impl Inner {
             let epochs = read_epochs(&snapshot, collections)?;
             let mut batch = SqliteBatch::new(&snapshot);
             let outcome = apply_events(projection, events, &mut batch)?;
-            (epochs, outcome, batch.into_writes())
+            (epochs, outcome, batch.into_writes()?)
             // The snapshot ends here, before the writer is taken: a reader waiting for the
             // writer must not keep the WAL from being restarted.
         };
@@ -503,8 +503,12 @@ impl ReadModelStore for SqliteReadModelStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sql_err)?;
             let mut batch = SqliteBatch::new(&tx);
-            projections::DocTx::put(&mut batch, &collection, &key, body, index)?;
-            batch.into_writes().flush(&tx)?;
+            let doc = projections::EncodedDoc {
+                body: body.to_string(),
+                index,
+            };
+            projections::DocTx::put(&mut batch, &collection, &key, Box::new(doc))?;
+            batch.into_writes()?.flush(&tx)?;
             bump_epochs(&tx, &[collection.as_str()])?;
             tx.commit().map_err(sql_err)
         })
