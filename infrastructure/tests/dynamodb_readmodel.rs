@@ -10,6 +10,7 @@ use projections::testsuite::conformance::{self, add, put, TestProjection, DOCS};
 use projections::testsuite::fixtures::Simulator;
 use projections::testsuite::properties::{assert_same_dump, incremental_equals_rebuild};
 use projections::testsuite::VecEventStore;
+use projections::Query;
 use projections::{all_projections, order_history, rebuild_all, ApplyOutcome, ReadModelStore};
 use serde_json::Value;
 use std::sync::Arc;
@@ -182,7 +183,7 @@ async fn a_batch_too_big_for_one_transaction_is_committed_in_order_with_its_chec
         120
     );
     let listed = store
-        .query(conformance::BY_GROUP, "big", None, None, true, 500)
+        .query(Query::new(conformance::BY_GROUP, "big", 500).descending())
         .await
         .expect("query");
     assert_eq!(listed.len(), 120);

@@ -6,7 +6,7 @@
 
 use crate::docs::update_doc;
 use crate::store::{
-    DocTx, IndexEntry, Projection, ProjectionError, ReadModelError, ReadModelStore,
+    DocTx, IndexEntry, Projection, ProjectionError, Query, ReadModelError, ReadModelStore,
 };
 use crate::util::{decode, from_body};
 use commands::EventEnvelope;
@@ -170,14 +170,10 @@ pub async fn list_products(
     let docs = match category {
         Some(category) => {
             models
-                .query(BY_CATEGORY, category, None, None, false, limit)
+                .query(Query::new(BY_CATEGORY, category, limit))
                 .await?
         }
-        None => {
-            models
-                .query(ALL, ALL_PARTITION, None, None, false, limit)
-                .await?
-        }
+        None => models.query(Query::new(ALL, ALL_PARTITION, limit)).await?,
     };
     docs.into_iter()
         .map(|body| from_body(PRODUCTS, "(listed)", body))

@@ -30,7 +30,7 @@ pub use runner::{
     rebuild_all, ApplySummary, ProjectionRunner, RebuildSummary, RunnerError, StepOutcome,
 };
 pub use store::{
-    ApplyOutcome, DocTx, Document, EncodedDoc, IndexEntry, Projection, ProjectionError,
+    ApplyOutcome, DocTx, Document, EncodedDoc, IndexEntry, Projection, ProjectionError, Query,
     ReadModelError, ReadModelStore,
 };
 

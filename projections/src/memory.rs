@@ -5,7 +5,7 @@
 
 use crate::store::{
     apply_events, ApplyOutcome, BatchTx, Decode, DocTx, Document, Dump, EncodedDoc, IndexEntry,
-    Projection, ProjectionError, ReadModelError, ReadModelStore, StoredDoc,
+    Projection, ProjectionError, Query, ReadModelError, ReadModelStore, StoredDoc,
 };
 use async_trait::async_trait;
 use commands::{EventEnvelope, StreamRef};
@@ -247,20 +247,12 @@ impl ReadModelStore for MemoryReadModelStore {
             .map(|(b, _)| b.clone()))
     }
 
-    async fn query(
-        &self,
-        index: &str,
-        partition: &str,
-        from: Option<&str>,
-        to: Option<&str>,
-        descending: bool,
-        limit: usize,
-    ) -> Result<Vec<Value>, ReadModelError> {
+    async fn query(&self, query: Query<'_>) -> Result<Vec<Value>, ReadModelError> {
         let state = self.lock()?;
         let start = (
-            index.to_owned(),
-            partition.to_owned(),
-            from.unwrap_or("").to_owned(),
+            query.index.to_owned(),
+            query.partition.to_owned(),
+            query.from.unwrap_or("").to_owned(),
             String::new(),
             String::new(),
         );
@@ -268,16 +260,18 @@ impl ReadModelStore for MemoryReadModelStore {
             .index
             .range(start..)
             .take_while(|(i, p, s, _, _)| {
-                i == index && p == partition && to.is_none_or(|to| s.as_str() <= to)
+                i == query.index
+                    && p == query.partition
+                    && query.to.is_none_or(|to| s.as_str() <= to)
             })
             .map(|(_, _, _, c, k)| (c.clone(), k.clone()));
-        let keys: Vec<Key> = if descending {
+        let keys: Vec<Key> = if query.descending {
             let mut all: Vec<Key> = hits.collect();
             all.reverse();
-            all.truncate(limit);
+            all.truncate(query.limit);
             all
         } else {
-            hits.take(limit).collect()
+            hits.take(query.limit).collect()
         };
         Ok(keys
             .iter()

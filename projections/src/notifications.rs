@@ -10,7 +10,7 @@
 
 use crate::docs::{no_index, peek_doc, put_doc, update_doc};
 use crate::store::{
-    DocTx, IndexEntry, Projection, ProjectionError, ReadModelError, ReadModelStore,
+    DocTx, IndexEntry, Projection, ProjectionError, Query, ReadModelError, ReadModelStore,
 };
 use crate::util::{decode, from_body, sort_time, to_body};
 use chrono::{DateTime, Utc};
@@ -272,7 +272,7 @@ pub async fn list_notifications_for_customer(
 ) -> Result<Vec<NotificationView>, ReadModelError> {
     views(
         models
-            .query(BY_CUSTOMER, customer_id, None, None, true, limit)
+            .query(Query::new(BY_CUSTOMER, customer_id, limit).descending())
             .await?,
     )
 }
@@ -284,7 +284,7 @@ pub async fn pending_notifications(
 ) -> Result<Vec<NotificationView>, ReadModelError> {
     views(
         models
-            .query(PENDING, PENDING_PARTITION, None, None, false, limit)
+            .query(Query::new(PENDING, PENDING_PARTITION, limit))
             .await?,
     )
 }

@@ -18,7 +18,7 @@ use crate::describe::{
 };
 use crate::docs::update_doc;
 use crate::store::{
-    DocTx, IndexEntry, Projection, ProjectionError, ReadModelError, ReadModelStore,
+    DocTx, IndexEntry, Projection, ProjectionError, Query, ReadModelError, ReadModelStore,
 };
 use crate::util::{decode, from_body, payment_order, sort_time};
 use chrono::{DateTime, Utc};
@@ -335,7 +335,7 @@ pub async fn list_orders_for_customer(
     limit: usize,
 ) -> Result<Vec<OrderView>, ReadModelError> {
     let docs = models
-        .query(BY_CUSTOMER, customer_id, None, None, true, limit)
+        .query(Query::new(BY_CUSTOMER, customer_id, limit).descending())
         .await?;
     let mut views = Vec::with_capacity(docs.len());
     for body in docs {

@@ -223,6 +223,46 @@ pub enum ProjectionError {
     Store(#[from] ReadModelError),
 }
 
+/// A query of one index partition (see [`ReadModelStore::query`]): the documents listed under
+/// `(index, partition)` whose sort key is within `[from, to]` (inclusive; `None` is open),
+/// ascending by sort key unless `descending`, at most `limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Query<'a> {
+    pub index: &'a str,
+    pub partition: &'a str,
+    pub from: Option<&'a str>,
+    pub to: Option<&'a str>,
+    pub descending: bool,
+    pub limit: usize,
+}
+
+impl<'a> Query<'a> {
+    /// The whole partition, ascending, at most `limit`.
+    pub fn new(index: &'a str, partition: &'a str, limit: usize) -> Self {
+        Self {
+            index,
+            partition,
+            from: None,
+            to: None,
+            descending: false,
+            limit,
+        }
+    }
+
+    /// The same, newest (greatest sort key) first.
+    pub fn descending(self) -> Self {
+        Self {
+            descending: true,
+            ..self
+        }
+    }
+
+    /// The same, within `[from, to]` (inclusive; `None` is open).
+    pub fn between(self, from: Option<&'a str>, to: Option<&'a str>) -> Self {
+        Self { from, to, ..self }
+    }
+}
+
 /// The read-model store port.
 ///
 /// Contract (checked by the conformance suite in `testsuite::conformance`):
@@ -259,15 +299,7 @@ pub trait ReadModelStore: Send + Sync + 'static {
         stream: &StreamRef,
     ) -> Result<u64, ReadModelError>;
     async fn get(&self, collection: &str, key: &str) -> Result<Option<Value>, ReadModelError>;
-    async fn query(
-        &self,
-        index: &str,
-        partition: &str,
-        from: Option<&str>,
-        to: Option<&str>,
-        descending: bool,
-        limit: usize,
-    ) -> Result<Vec<Value>, ReadModelError>;
+    async fn query(&self, query: Query<'_>) -> Result<Vec<Value>, ReadModelError>;
     async fn put_doc(
         &self,
         collection: &str,

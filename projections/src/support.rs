@@ -17,7 +17,7 @@ use crate::describe::{
 use crate::docs::{no_index, update_doc};
 use crate::notifications::NotificationKind;
 use crate::store::{
-    DocTx, IndexEntry, Projection, ProjectionError, ReadModelError, ReadModelStore,
+    DocTx, IndexEntry, Projection, ProjectionError, Query, ReadModelError, ReadModelStore,
 };
 use crate::util::{decode, from_body, payment_order, sort_seq, sort_time};
 use chrono::{DateTime, Utc};
@@ -417,7 +417,11 @@ pub async fn search_orders(
     let mut last: Option<String> = None;
     loop {
         let docs = models
-            .query(index, partition, from.as_deref(), to.as_deref(), true, page)
+            .query(
+                Query::new(index, partition, page)
+                    .between(from.as_deref(), to.as_deref())
+                    .descending(),
+            )
             .await?;
         let n = docs.len();
         for body in docs {

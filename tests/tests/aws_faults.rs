@@ -18,7 +18,7 @@ use infrastructure::aws::{ConsumerGroup, DynamoReadModelStore};
 use infrastructure::aws::{
     DynamoShardCheckpoints, DynamoStreamSource, EventBridgePublisher, SqsEventQueue, StreamsOptions,
 };
-use projections::store::{ApplyOutcome, Projection, ReadModelError};
+use projections::store::{ApplyOutcome, Projection, Query, ReadModelError};
 use projections::{ProjectionRunner, ReadModelStore, StepOutcome};
 use rand::seq::SliceRandom;
 use serde_json::Value;
@@ -155,15 +155,7 @@ impl ReadModelStore for StuckBeforeCommit {
     async fn get(&self, _c: &str, _k: &str) -> Result<Option<Value>, ReadModelError> {
         Ok(None)
     }
-    async fn query(
-        &self,
-        _index: &str,
-        _partition: &str,
-        _from: Option<&str>,
-        _to: Option<&str>,
-        _descending: bool,
-        _limit: usize,
-    ) -> Result<Vec<Value>, ReadModelError> {
+    async fn query(&self, _query: Query<'_>) -> Result<Vec<Value>, ReadModelError> {
         Ok(Vec::new())
     }
     async fn put_doc(

@@ -41,7 +41,7 @@ use aws_sdk_dynamodb::Client;
 use commands::{EventEnvelope, StreamRef};
 use projections::store::{
     apply_events, ApplyOutcome, BatchTx, Decode, DocTx, Document, Dump, EncodedDoc, IndexEntry,
-    Projection, ProjectionError, ReadModelError, ReadModelStore, StoredDoc,
+    Projection, ProjectionError, Query, ReadModelError, ReadModelStore, StoredDoc,
 };
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
@@ -748,25 +748,20 @@ impl ReadModelStore for DynamoReadModelStore {
             .transpose()
     }
 
-    #[tracing::instrument(skip_all, fields(index = %index, partition = %partition, descending = descending, limit = limit), err)]
-    async fn query(
-        &self,
-        index: &str,
-        partition: &str,
-        from: Option<&str>,
-        to: Option<&str>,
-        descending: bool,
-        limit: usize,
-    ) -> Result<Vec<Value>, ReadModelError> {
-        if limit == 0 {
+    #[tracing::instrument(skip_all, fields(index = %query.index, partition = %query.partition, descending = query.descending, limit = query.limit), err)]
+    async fn query(&self, query: Query<'_>) -> Result<Vec<Value>, ReadModelError> {
+        if query.limit == 0 {
             return Ok(Vec::new());
         }
         let inner = &self.inner;
-        let mut values = HashMap::from([(":p".to_owned(), s(format!("{index}#{partition}")))]);
+        let mut values = HashMap::from([(
+            ":p".to_owned(),
+            s(format!("{}#{}", query.index, query.partition)),
+        )]);
         // `s` is `<sort>\x01<collection>\x01<key>`: everything with sort >= from is >= from, and
         // everything with sort <= to is below `to\x01\u{10FFFF}`.
-        let hi = to.map(|t| format!("{t}{SEP}\u{10FFFF}"));
-        let range = match (from, hi) {
+        let hi = query.to.map(|t| format!("{t}{SEP}\u{10FFFF}"));
+        let range = match (query.from, hi) {
             (Some(lo), Some(hi)) => {
                 values.insert(":lo".into(), s(lo));
                 values.insert(":hi".into(), s(hi));
@@ -791,8 +786,8 @@ impl ReadModelStore for DynamoReadModelStore {
             key_condition: format!("#p = :p{range}"),
             names,
             values,
-            forward: !descending,
-            limit: Some(limit),
+            forward: !query.descending,
+            limit: Some(query.limit),
             consistent: true,
             ..QuerySpec::default()
         };

@@ -9,7 +9,8 @@
 
 use crate::docs::{put_doc, update_doc};
 use crate::store::{
-    ApplyOutcome, DocTx, IndexEntry, Projection, ProjectionError, ReadModelError, ReadModelStore,
+    ApplyOutcome, DocTx, IndexEntry, Projection, ProjectionError, Query, ReadModelError,
+    ReadModelStore,
 };
 use crate::testsuite::fixtures::{base_time, envelope};
 use chrono::Duration;
@@ -264,7 +265,14 @@ async fn keys(
     limit: usize,
 ) -> Vec<String> {
     store
-        .query(index, partition, from, to, descending, limit)
+        .query(Query {
+            index,
+            partition,
+            from,
+            to,
+            descending,
+            limit,
+        })
         .await
         .expect("query")
         .iter()

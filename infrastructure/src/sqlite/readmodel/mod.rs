@@ -22,8 +22,8 @@ use async_trait::async_trait;
 use batch::{corrupt, parse_entries, SqliteBatch};
 use commands::{EventEnvelope, StreamRef};
 use projections::store::{
-    apply_events, ApplyOutcome, Dump, IndexEntry, Projection, ReadModelError, ReadModelStore,
-    StoredDoc,
+    apply_events, ApplyOutcome, Dump, IndexEntry, Projection, Query, ReadModelError,
+    ReadModelStore, StoredDoc,
 };
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 use serde_json::Value;
@@ -455,20 +455,13 @@ impl ReadModelStore for SqliteReadModelStore {
         .await
     }
 
-    async fn query(
-        &self,
-        index: &str,
-        partition: &str,
-        from: Option<&str>,
-        to: Option<&str>,
-        descending: bool,
-        limit: usize,
-    ) -> Result<Vec<Value>, ReadModelError> {
-        let index = index.to_owned();
-        let partition = partition.to_owned();
-        let from = from.map(str::to_owned);
-        let to = to.map(str::to_owned);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    async fn query(&self, query: Query<'_>) -> Result<Vec<Value>, ReadModelError> {
+        let index = query.index.to_owned();
+        let partition = query.partition.to_owned();
+        let from = query.from.map(str::to_owned);
+        let to = query.to.map(str::to_owned);
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        let descending = query.descending;
         self.with_reader(move |conn| {
             let sql = query_sql(from.is_some(), to.is_some(), descending);
             let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
