@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use workers::payments::{PaymentRetryConfig, PaymentRetryWorker};
-use workers::{CancellationToken, Health, LoopConfig, ProcessManagerConsumer};
+use workers::{CancellationToken, Health, LoopConfig, LoopContext, ProcessManagerConsumer};
 
 pub const EVENTS_FILE: &str = "events.sqlite";
 pub const READ_MODELS_FILE: &str = "readmodels.sqlite";
@@ -282,6 +282,7 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
     let health = Health::default();
     let cancel = CancellationToken::new();
     let notify = store.commit_notifier();
+    let context = LoopContext::new(health.clone(), cancel.clone(), config.loop_config.clone());
     let mut tasks = Vec::new();
     let mut rebuilds = workers::Rebuilds::new(health.clone());
     for projection in projections::all_projections() {
@@ -300,9 +301,7 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
         tasks.push(workers::spawn_projection(
             runner,
             notify.clone(),
-            health.clone(),
-            cancel.clone(),
-            config.loop_config.clone(),
+            context.clone(),
         ));
     }
     health.register(PROCESS_MANAGERS);
@@ -314,12 +313,7 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
         managers,
         100,
     ));
-    tasks.push(consumer.spawn(
-        notify.clone(),
-        health.clone(),
-        cancel.clone(),
-        config.loop_config.clone(),
-    ));
+    tasks.push(consumer.spawn(notify.clone(), context.clone()));
 
     // Creates provider intents that checkout could not (provider down), once they are due.
     let retry = Arc::new(PaymentRetryWorker::new(
@@ -328,15 +322,11 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
         clock.clone(),
         PaymentRetryConfig::default(),
     ));
-    tasks.push(retry.spawn(
-        notify.clone(),
-        health.clone(),
-        cancel.clone(),
-        LoopConfig {
-            poll: Duration::from_secs(1),
-            ..config.loop_config.clone()
-        },
-    ));
+    let retry_poll = LoopConfig {
+        poll: Duration::from_secs(1),
+        ..config.loop_config.clone()
+    };
+    tasks.push(retry.spawn(notify.clone(), context.with_config(retry_poll)));
 
     let state = AppState::new(Parts {
         shop,

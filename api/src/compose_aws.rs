@@ -29,8 +29,8 @@ use projections::{Projection, ProjectionRunner, ReadModelStore};
 use std::sync::Arc;
 use std::time::Duration;
 use workers::{
-    CancellationToken, Health, LoopConfig, QueueConsumer, QueueConsumerConfig, QueueHandler, Relay,
-    RelayConfig,
+    CancellationToken, Health, LoopConfig, LoopContext, QueueConsumer, QueueConsumerConfig,
+    QueueHandler, Relay, RelayConfig,
 };
 
 /// Options of one stage's adapters (the default: no emulator workarounds, the default retry
@@ -269,13 +269,11 @@ pub async fn spawn_workers(
             stage.consumer(group, config.consumer.clone()).await?,
         ));
     }
-    let mut tasks = vec![Arc::new(stage.relay(config.relay.clone())).spawn(
-        health.clone(),
-        cancel.clone(),
-        config.relay_loop.clone(),
-    )];
+    let context = LoopContext::new(health.clone(), cancel.clone(), config.consumer_loop.clone());
+    let relay = Arc::new(stage.relay(config.relay.clone()));
+    let mut tasks = vec![relay.spawn(context.with_config(config.relay_loop.clone()))];
     for consumer in consumers {
-        tasks.push(consumer.spawn(health.clone(), cancel.clone(), config.consumer_loop.clone()));
+        tasks.push(consumer.spawn(context.clone()));
     }
     Ok(tasks)
 }

@@ -356,7 +356,10 @@ async fn relay(args: AwsArgs) -> anyhow::Result<()> {
     let config = AwsWorkerConfig::default();
     let relay = std::sync::Arc::new(stage.relay(config.relay));
     tracing::info!(stage = %args.stage, "relay started");
-    run_until_signal(|health, cancel| relay.spawn(health, cancel, config.relay_loop)).await
+    run_until_signal(|health, cancel| {
+        relay.spawn(workers::LoopContext::new(health, cancel, config.relay_loop))
+    })
+    .await
 }
 
 async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
@@ -366,7 +369,14 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     config.consumer.wait = Duration::from_secs(args.wait_secs.min(20));
     let consumer = std::sync::Arc::new(stage.consumer(args.group, config.consumer).await?);
     tracing::info!(stage = %args.aws.stage, group = %args.group, "worker started");
-    run_until_signal(|health, cancel| consumer.spawn(health, cancel, config.consumer_loop)).await
+    run_until_signal(|health, cancel| {
+        consumer.spawn(workers::LoopContext::new(
+            health,
+            cancel,
+            config.consumer_loop,
+        ))
+    })
+    .await
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -53,14 +53,7 @@ async fn provision_creates_the_stack_then_updates_it_and_the_adapters_find_their
 
     let sdk = moto::sdk_config().await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
-    for table in names.tables() {
-        dynamodb
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("table {table} missing: {e}"));
-    }
+    moto::assert_tables_exist(&dynamodb, &names).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     for g in &names.groups {
         for queue in [&g.queue, &g.dlq] {

@@ -1642,3 +1642,24 @@ pub async fn a_command_on_two_streams_commits_all_or_nothing_with_every_loader<S
         assert_eq!(b.version, 2, "{label}: only the other writer's event");
     }
 }
+
+/// Runs `pms` over the whole feed after `*after`, page by page as the worker does, moving
+/// `*after` past each handled event. Panics on any error.
+pub async fn drain_process_managers(
+    store: &dyn EventStore,
+    pms: &crate::process::ProcessManagers,
+    after: &mut u64,
+) {
+    loop {
+        let page = store.feed(*after, 100).await.expect("feed page");
+        if page.is_empty() {
+            return;
+        }
+        for e in &page {
+            pms.handle(e)
+                .await
+                .expect("process managers handle the event");
+            *after = e.global_position.expect("feed events carry their position");
+        }
+    }
+}

@@ -569,12 +569,8 @@ impl Payments {
             ));
         };
         let captured = p.captured.clone().unwrap_or(requested);
-        let already = p
-            .refunded
-            .clone()
-            .unwrap_or_else(|| Money::zero(captured.currency()));
-        let remaining = captured
-            .checked_sub(&already)
+        let remaining = p
+            .refundable(&captured)
             .map_err(|e| CommandError::Internal(e.to_string()))?;
         if let Some(a) = &amount {
             if a.currency() != captured.currency() {

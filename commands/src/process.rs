@@ -287,12 +287,8 @@ pub async fn refund_and_record(
             "payment has nothing to refund",
         ));
     };
-    let already = payment
-        .refunded
-        .clone()
-        .unwrap_or_else(|| Money::zero(captured.currency()));
-    let remaining = captured
-        .checked_sub(&already)
+    let remaining = payment
+        .refundable(&captured)
         .map_err(|e| CommandError::Internal(e.to_string()))?;
     let amount = amount.unwrap_or(remaining);
     if amount.is_zero() {
@@ -312,9 +308,12 @@ pub async fn refund_and_record(
         tracing::info!(refund_id = %result.refund_id, status = %result.status, "refund pending at the provider");
         return Ok(Some(result));
     }
-    let total = already
-        .checked_add(&result.amount)
-        .map_err(|e| CommandError::Internal(e.to_string()))?;
+    // The cumulative total, as the provider's `charge.refunded` reports it.
+    let total = match &payment.refunded {
+        Some(before) => before.checked_add(&result.amount),
+        None => Ok(result.amount.clone()),
+    }
+    .map_err(|e| CommandError::Internal(e.to_string()))?;
     let refund_id = result.refund_id.clone();
     let at = shop.service().clock().now();
     shop.payment_fact(ctx, pid.as_str(), |_| PaymentCommand::RecordRefunded {

@@ -134,6 +134,12 @@ impl Commit {
     pub fn event_count(&self) -> usize {
         self.streams.iter().map(|s| s.events.len()).sum()
     }
+
+    /// The writes the commit needs: one per event, per snapshot and for the idempotency record.
+    pub fn write_count(&self) -> usize {
+        let snapshots = self.streams.iter().filter(|s| s.snapshot.is_some()).count();
+        self.event_count() + snapshots + usize::from(self.idempotency.is_some())
+    }
 }
 
 /// The new version of one stream after a commit.
@@ -518,13 +524,7 @@ pub fn validate_commit(commit: &Commit, max_actions: usize) -> Result<(), StoreE
             }
         }
     }
-    let actions = commit.event_count()
-        + commit
-            .streams
-            .iter()
-            .filter(|s| s.snapshot.is_some())
-            .count()
-        + usize::from(commit.idempotency.is_some());
+    let actions = commit.write_count();
     if actions > max_actions {
         return Err(StoreError::InvalidCommit(format!(
             "commit needs {actions} writes, the limit is {max_actions}"

@@ -89,6 +89,14 @@ impl Payment {
         self.id.is_some()
     }
 
+    /// What is left to refund of `captured`: the amount taken less the refunds so far.
+    pub fn refundable(&self, captured: &Money) -> Result<Money, MoneyError> {
+        match &self.refunded {
+            Some(refunded) => captured.checked_sub(refunded),
+            None => Ok(captured.clone()),
+        }
+    }
+
     /// Checks an intent id reported by the provider against the one on record (if any).
     fn check_intent(&self, intent_id: &str) -> Result<(), PaymentError> {
         if !is_reference(intent_id, MAX_REFERENCE_CHARS) {

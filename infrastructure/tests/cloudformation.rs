@@ -92,14 +92,7 @@ async fn a_changed_parameter_updates_the_existing_stack() {
 async fn check_resources_and_run_on_them(config: &aws_config::SdkConfig, names: &ResourceNames) {
     // Tables, with the events table's stream and time GSI.
     let dynamodb = aws_sdk_dynamodb::Client::new(config);
-    for table in names.tables() {
-        dynamodb
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("table {table} missing: {e}"));
-    }
+    moto::assert_tables_exist(&dynamodb, names).await;
     let events = dynamodb
         .describe_table()
         .table_name(&names.events_table)

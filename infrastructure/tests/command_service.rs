@@ -136,16 +136,7 @@ async fn cart_with(f: &Fixture, customer: &str, items: &[(&str, u32)]) -> (Calle
 
 /// Runs the process managers over everything in the feed, like the worker does.
 async fn drain_process_managers(f: &Fixture, after: &mut u64) {
-    loop {
-        let page = f.store.feed(*after, 100).await.unwrap();
-        if page.is_empty() {
-            return;
-        }
-        for e in &page {
-            f.pms.handle(e).await.unwrap();
-            *after = e.global_position.unwrap();
-        }
-    }
+    commands::conformance::drain_process_managers(&*f.store, &f.pms, after).await;
 }
 
 /// A copy of an aggregate's current state.

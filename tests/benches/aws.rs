@@ -19,7 +19,7 @@ use projections::ReadModelStore;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use workers::{CancellationToken, Health, LoopConfig, Outcome};
+use workers::{CancellationToken, Health, LoopConfig, LoopContext, Outcome};
 
 /// Accepts every entry without sending it anywhere: isolates the relay's own cost.
 struct NullPublisher;
@@ -181,18 +181,19 @@ async fn main() {
     };
     workers.consumer.wait = Duration::from_secs(5);
     let relay = Arc::new(stage.relay(workers.relay.clone()));
-    let relay_task = relay.spawn(health.clone(), cancel.clone(), workers.relay_loop.clone());
+    let context = LoopContext::new(
+        health.clone(),
+        cancel.clone(),
+        workers.consumer_loop.clone(),
+    );
+    let relay_task = relay.spawn(context.with_config(workers.relay_loop.clone()));
     let consumer = Arc::new(
         stage
             .consumer(ConsumerGroup::Catalog, workers.consumer.clone())
             .await
             .unwrap(),
     );
-    let consumer_task = consumer.spawn(
-        health.clone(),
-        cancel.clone(),
-        workers.consumer_loop.clone(),
-    );
+    let consumer_task = consumer.spawn(context);
     // Let the backlog of parts 1 and 2 drain first: both products' documents match their
     // aggregates and the relay has indexed every event.
     let on_hand_of = |id: String| {

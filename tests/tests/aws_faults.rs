@@ -27,7 +27,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
-use workers::{CancellationToken, Health, QueueConsumer, QueueHandler, Relay, RelayConfig};
+use workers::{
+    CancellationToken, Health, LoopContext, QueueConsumer, QueueHandler, Relay, RelayConfig,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -72,6 +74,26 @@ async fn dynamo_dump(stage: &AwsStage, projection: &dyn Projection) -> projectio
 }
 
 /// Waits until the projection's documents in DynamoDB equal `expected`.
+/// Runs `consumer` until it signals `reached`, then kills its task as a crash would.
+async fn kill_when_reached(
+    consumer: Arc<QueueConsumer>,
+    reached: &Notify,
+    health: &Health,
+    what: &str,
+) {
+    let context = LoopContext::new(
+        health.clone(),
+        CancellationToken::new(),
+        test_workers().consumer_loop,
+    );
+    let task = consumer.spawn(context);
+    tokio::time::timeout(WAIT, reached.notified())
+        .await
+        .unwrap_or_else(|_| panic!("{what}"));
+    task.abort();
+    let _ = task.await;
+}
+
 async fn converges(
     stage: &AwsStage,
     projection: &dyn Projection,
@@ -215,16 +237,7 @@ async fn a_worker_killed_mid_batch_and_restarted_loses_and_doubles_no_read_model
         ))),
         config.clone(),
     ));
-    let task = doomed.spawn(
-        health.clone(),
-        CancellationToken::new(),
-        test_workers().consumer_loop,
-    );
-    tokio::time::timeout(WAIT, reached.notified())
-        .await
-        .expect("the worker received a batch");
-    task.abort();
-    let _ = task.await;
+    kill_when_reached(doomed, &reached, &health, "the worker received a batch").await;
     assert!(
         dynamo_dump(&stage, projection.as_ref()).await.is_empty(),
         "nothing committed"
@@ -241,16 +254,7 @@ async fn a_worker_killed_mid_batch_and_restarted_loses_and_doubles_no_read_model
         stage.handler(group),
         config.clone(),
     ));
-    let task = doomed.spawn(
-        health.clone(),
-        CancellationToken::new(),
-        test_workers().consumer_loop,
-    );
-    tokio::time::timeout(WAIT, reached.notified())
-        .await
-        .expect("the worker committed a batch");
-    task.abort();
-    let _ = task.await;
+    kill_when_reached(doomed, &reached, &health, "the worker committed a batch").await;
     let partial = dynamo_dump(&stage, projection.as_ref()).await;
     assert!(
         !partial.is_empty(),

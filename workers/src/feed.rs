@@ -28,6 +28,33 @@ pub struct LoopConfig {
     pub backoff_max: Duration,
 }
 
+/// What a worker loop runs under: the health registry it reports to, the token that stops it
+/// and its timing. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct LoopContext {
+    pub health: Health,
+    pub cancel: CancellationToken,
+    pub config: LoopConfig,
+}
+
+impl LoopContext {
+    pub fn new(health: Health, cancel: CancellationToken, config: LoopConfig) -> Self {
+        Self {
+            health,
+            cancel,
+            config,
+        }
+    }
+
+    /// The same context with other timing.
+    pub fn with_config(&self, config: LoopConfig) -> Self {
+        Self {
+            config,
+            ..self.clone()
+        }
+    }
+}
+
 impl Default for LoopConfig {
     fn default() -> Self {
         Self {
@@ -43,15 +70,18 @@ impl Default for LoopConfig {
 /// work is never skipped.
 pub async fn run_loop<F, Fut>(
     name: &str,
-    health: Health,
+    context: LoopContext,
     notify: Option<Arc<Notify>>,
-    cancel: CancellationToken,
-    config: LoopConfig,
     mut step: F,
 ) where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<Outcome>>,
 {
+    let LoopContext {
+        health,
+        cancel,
+        config,
+    } = context;
     health.register(name);
     let mut failures: u32 = 0;
     loop {
@@ -104,10 +134,8 @@ pub async fn run_loop<F, Fut>(
 /// with `health` before the task starts, so `/readyz` can't report ready before the worker exists.
 pub fn spawn_loop<W, F, Fut>(
     name: String,
-    health: Health,
+    context: LoopContext,
     notify: Option<Arc<Notify>>,
-    cancel: CancellationToken,
-    config: LoopConfig,
     worker: Arc<W>,
     step: F,
 ) -> tokio::task::JoinHandle<()>
@@ -116,13 +144,10 @@ where
     F: Fn(Arc<W>) -> Fut + Send + 'static,
     Fut: Future<Output = anyhow::Result<Outcome>> + Send,
 {
-    health.register(&name);
-    tokio::spawn(async move {
-        run_loop(&name, health, notify, cancel, config, move || {
-            step(worker.clone())
-        })
-        .await
-    })
+    context.health.register(&name);
+    tokio::spawn(
+        async move { run_loop(&name, context, notify, move || step(worker.clone())).await },
+    )
 }
 
 /// One step of a projection runner, as a worker outcome.
@@ -142,20 +167,12 @@ pub fn projection_worker(projection: &str) -> String {
 pub fn spawn_projection(
     runner: Arc<ProjectionRunner>,
     notify: Option<Arc<Notify>>,
-    health: Health,
-    cancel: CancellationToken,
-    config: LoopConfig,
+    context: LoopContext,
 ) -> tokio::task::JoinHandle<()> {
     let name = projection_worker(runner.name());
-    spawn_loop(
-        name,
-        health,
-        notify,
-        cancel,
-        config,
-        runner,
-        |runner| async move { projection_step(&runner).await },
-    )
+    spawn_loop(name, context, notify, runner, |runner| async move {
+        projection_step(&runner).await
+    })
 }
 
 /// The process-manager feed consumer: reads the feed after its checkpoint and hands every
@@ -252,17 +269,13 @@ impl ProcessManagerConsumer {
     pub fn spawn(
         self: Arc<Self>,
         notify: Option<Arc<Notify>>,
-        health: Health,
-        cancel: CancellationToken,
-        config: LoopConfig,
+        context: LoopContext,
     ) -> tokio::task::JoinHandle<()> {
         let name = self.name.clone();
         spawn_loop(
             name,
-            health,
+            context,
             notify,
-            cancel,
-            config,
             self,
             |me| async move { me.step().await },
         )

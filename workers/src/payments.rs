@@ -12,8 +12,7 @@
 //! `Shop::ensure_intent` is idempotent (provider key = payment id), so a retry racing another
 //! attempt creates one intent.
 
-use crate::feed::{spawn_loop, LoopConfig, Outcome};
-use crate::health::Health;
+use crate::feed::{spawn_loop, LoopContext, Outcome};
 use chrono::{DateTime, Utc};
 use commands::{
     Actor, Clock, CommandContext, CommandError, EventStore, GatewayError, Metadata, Shop,
@@ -23,7 +22,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 /// Tuning of the retry worker.
 #[derive(Debug, Clone)]
@@ -237,17 +235,13 @@ impl PaymentRetryWorker {
     pub fn spawn(
         self: Arc<Self>,
         notify: Option<Arc<Notify>>,
-        health: Health,
-        cancel: CancellationToken,
-        config: LoopConfig,
+        context: LoopContext,
     ) -> tokio::task::JoinHandle<()> {
         let name = self.name.clone();
         spawn_loop(
             name,
-            health,
+            context,
             notify,
-            cancel,
-            config,
             self,
             |me| async move { me.step().await },
         )

@@ -18,10 +18,10 @@
 //! token after receiving releases the messages it has not processed (visibility 0) instead of
 //! processing them; one already processing finishes the message at hand first.
 
-use crate::feed::{spawn_loop, LoopConfig, Outcome};
-use crate::health::Health;
+use crate::feed::{spawn_loop, LoopContext, Outcome};
 use commands::{EventEnvelope, EventQueue, ProcessManagers};
 use projections::runner::ProjectionRunner;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -232,22 +232,10 @@ impl QueueConsumer {
             return (Vec::new(), 1, Vec::new());
         }
         tracing::warn!(worker = %self.name, error = %err, messages = deliveries.len(), "batch failed, applying its messages one by one");
-        let mut acked = Vec::new();
-        let mut failed = 0;
-        let mut rest = deliveries.into_iter();
-        for d in rest.by_ref() {
-            match runner.apply_with_gap_fill(vec![d.event.clone()]).await {
-                Ok(_) => acked.push(d),
-                Err(err) => {
-                    self.log_failure(&d, &err);
-                    failed += 1;
-                }
-            }
-            if cancel.is_cancelled() {
-                break;
-            }
-        }
-        (acked, failed, rest.collect())
+        self.one_by_one(deliveries, cancel, |event| async move {
+            runner.apply_with_gap_fill(vec![event]).await.map(drop)
+        })
+        .await
     }
 
     /// Runs the process managers on each delivery in turn.
@@ -257,16 +245,34 @@ impl QueueConsumer {
         deliveries: Vec<Delivery>,
         cancel: &CancellationToken,
     ) -> (Vec<Delivery>, usize, Vec<Delivery>) {
+        self.one_by_one(deliveries, cancel, |event| async move {
+            if !ProcessManagers::handles(&event) {
+                return Ok(());
+            }
+            managers.handle(&event).await.map(drop)
+        })
+        .await
+    }
+
+    /// Runs `step` on each delivery's event in turn, until `cancel`: returns the handled
+    /// deliveries, the failure count and the deliveries not tried.
+    async fn one_by_one<F, Fut, E>(
+        &self,
+        deliveries: Vec<Delivery>,
+        cancel: &CancellationToken,
+        mut step: F,
+    ) -> (Vec<Delivery>, usize, Vec<Delivery>)
+    where
+        F: FnMut(EventEnvelope) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
         let mut acked = Vec::new();
         let mut failed = 0;
         let mut rest = deliveries.into_iter();
         for d in rest.by_ref() {
-            if !ProcessManagers::handles(&d.event) {
-                acked.push(d);
-                continue;
-            }
-            match managers.handle(&d.event).await {
-                Ok(_) => acked.push(d),
+            match step(d.event.clone()).await {
+                Ok(()) => acked.push(d),
                 Err(err) => {
                     self.log_failure(&d, &err);
                     failed += 1;
@@ -318,15 +324,10 @@ impl QueueConsumer {
 
     /// Spawns the consumer loop. Give it a short `config.poll`: an empty receive has already
     /// waited its long poll.
-    pub fn spawn(
-        self: Arc<Self>,
-        health: Health,
-        cancel: CancellationToken,
-        config: LoopConfig,
-    ) -> tokio::task::JoinHandle<()> {
+    pub fn spawn(self: Arc<Self>, context: LoopContext) -> tokio::task::JoinHandle<()> {
         let name = self.name.clone();
-        let token = cancel.clone();
-        spawn_loop(name, health, None, cancel, config, self, move |me| {
+        let token = context.cancel.clone();
+        spawn_loop(name, context, None, self, move |me| {
             let token = token.clone();
             async move { me.step(&token).await }
         })

@@ -14,8 +14,7 @@
 //! skipped, and the price is duplicates downstream, which consumers skip. Indexing is idempotent
 //! by event id, so a re-relayed page does not grow the feed.
 
-use crate::feed::{spawn_loop, LoopConfig, Outcome};
-use crate::health::Health;
+use crate::feed::{spawn_loop, LoopContext, Outcome};
 use commands::{
     compare_sequence_numbers, ChangeSource, EventEnvelope, EventPublisher, FanoutError, FeedWriter,
     ShardCheckpoint, ShardCheckpointStore, ShardCursor, ShardInfo, MAX_PUBLISH_BATCH,
@@ -26,7 +25,6 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 /// Relay tuning.
 #[derive(Debug, Clone)]
@@ -373,14 +371,9 @@ impl Relay {
 
     /// Spawns the relay loop. Idle steps wait `config.poll` (keep it short: it is the relay's
     /// share of the end-to-end lag).
-    pub fn spawn(
-        self: Arc<Self>,
-        health: Health,
-        cancel: CancellationToken,
-        config: LoopConfig,
-    ) -> tokio::task::JoinHandle<()> {
+    pub fn spawn(self: Arc<Self>, context: LoopContext) -> tokio::task::JoinHandle<()> {
         let name = self.name.clone();
-        spawn_loop(name, health, None, cancel, config, self, |me| async move {
+        spawn_loop(name, context, None, self, |me| async move {
             me.step().await.map_err(anyhow::Error::new)
         })
     }

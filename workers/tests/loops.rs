@@ -2,15 +2,15 @@
 //! skipped; commits wake idle projections at once; cancellation stops workers.
 
 mod common;
-use common::{append, fast, open_store, record_sequence, stop, wait_until};
+use common::{append, open_store, record_sequence, spawn_fast, stop, wait_until};
 
-use commands::{EventEnvelope, EventStore};
+use commands::EventEnvelope;
 use projections::runner::ProjectionRunner;
 use projections::{DocTx, MemoryReadModelStore, Projection, ProjectionError, ReadModelStore};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use workers::{spawn_projection, CancellationToken, Health};
+use workers::{CancellationToken, Health};
 
 /// Records the sequences it applied per stream; fails on the event with `sequence == fail_on`
 /// until it has failed `budget` times.
@@ -81,13 +81,7 @@ async fn a_failing_projection_retries_reports_unhealthy_and_never_skips_the_even
             }
         })
     };
-    let task = spawn_projection(
-        runner,
-        store.commit_notifier(),
-        health.clone(),
-        cancel.clone(),
-        fast(),
-    );
+    let task = spawn_fast(runner, &store, &health, &cancel);
     wait_until(
         || flaky.failures.load(Ordering::SeqCst) >= 4,
         "four failures",
@@ -128,13 +122,7 @@ async fn an_idle_projection_is_woken_by_a_commit_long_before_its_poll_interval()
     let health = Health::default();
     let cancel = CancellationToken::new();
     // The poll interval is 30 s: only the commit notification can wake it within the bound.
-    let task = spawn_projection(
-        runner,
-        store.commit_notifier(),
-        health.clone(),
-        cancel.clone(),
-        fast(),
-    );
+    let task = spawn_fast(runner, &store, &health, &cancel);
     wait_until(
         || {
             health

@@ -3,7 +3,7 @@
 //! events meanwhile, and afterwards the rebuilt one catches up with nothing lost or doubled.
 
 mod common;
-use common::{append, fast, open_store, record_sequence, stop, wait_until};
+use common::{append, open_store, record_sequence, spawn_fast, stop, wait_until};
 
 use commands::{EventEnvelope, EventFilter, EventStore, FilteredPage, StoreError};
 use projections::runner::ProjectionRunner;
@@ -11,7 +11,7 @@ use projections::{DocTx, MemoryReadModelStore, Projection, ProjectionError, Read
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use workers::{spawn_projection, CancellationToken, Health, RebuildError, RebuildState, Rebuilds};
+use workers::{CancellationToken, Health, RebuildError, RebuildState, Rebuilds};
 
 /// Records the sequences it applied per stream, in its own collection.
 struct Recorder(&'static str);
@@ -92,7 +92,6 @@ async fn one_projection_is_rebuilt_while_the_others_keep_running() {
     let models = Arc::new(MemoryReadModelStore::new());
     let health = Health::default();
     let cancel = CancellationToken::new();
-    let config = fast();
     let rebuilt = Arc::new(ProjectionRunner::new(
         gated,
         models.clone(),
@@ -109,15 +108,7 @@ async fn one_projection_is_rebuilt_while_the_others_keep_running() {
     rebuilds.add(rebuilt.clone());
     rebuilds.add(other.clone());
     let rebuilds = Arc::new(rebuilds);
-    let tasks = [rebuilt, other].map(|runner| {
-        spawn_projection(
-            runner,
-            store.commit_notifier(),
-            health.clone(),
-            cancel.clone(),
-            config.clone(),
-        )
-    });
+    let tasks = [rebuilt, other].map(|runner| spawn_fast(runner, &store, &health, &cancel));
     let at = |name: &str| health.position(&workers::projection_worker(name));
     wait_until(
         || at("rebuilt") == Some(5) && at("other") == Some(5),

@@ -188,14 +188,7 @@ impl DynamoEventStore {
 
     /// Builds the transaction of `commit` and the streams whose existence check did not fit.
     fn plan(&self, commit: &Commit, result: &CommitResult) -> Result<AppendPlan, StoreError> {
-        let writes = commit.event_count()
-            + commit
-                .streams
-                .iter()
-                .filter(|s| s.snapshot.is_some())
-                .count()
-            + usize::from(commit.idempotency.is_some());
-        let mut room = MAX_COMMIT_ACTIONS.saturating_sub(writes);
+        let mut room = MAX_COMMIT_ACTIONS.saturating_sub(commit.write_count());
         let mut items = Vec::with_capacity(MAX_COMMIT_ACTIONS);
         let mut actions = Vec::with_capacity(MAX_COMMIT_ACTIONS);
         let mut prechecks = Vec::new();

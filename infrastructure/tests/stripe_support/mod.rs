@@ -198,16 +198,7 @@ pub async fn payment_events(app: &App, id: &str) -> Vec<String> {
 
 /// Runs the process managers over the whole feed after `after`, like the worker does.
 pub async fn drain_process_managers(app: &App, after: &mut u64) {
-    loop {
-        let page = app.store.feed(*after, 100).await.unwrap();
-        if page.is_empty() {
-            return;
-        }
-        for e in &page {
-            app.pms.handle(e).await.unwrap();
-            *after = e.global_position.unwrap();
-        }
-    }
+    commands::conformance::drain_process_managers(&*app.store, &app.pms, after).await;
 }
 
 // ----- a scripted HTTP/1.1 server --------------------------------------------------------------

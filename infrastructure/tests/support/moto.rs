@@ -236,3 +236,15 @@ pub async fn fresh_stack() -> (ResourceNames, Provisioned) {
         .unwrap_or_else(|e| panic!("deploying the template into moto: {e}"));
     (names, provisioned)
 }
+
+/// Panics unless every table of `names` exists in the emulator.
+pub async fn assert_tables_exist(dynamodb: &aws_sdk_dynamodb::Client, names: &ResourceNames) {
+    for table in names.tables() {
+        dynamodb
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("table {table} missing: {e}"));
+    }
+}

@@ -77,6 +77,17 @@ pub fn fast() -> LoopConfig {
     }
 }
 
+/// Spawns `runner`'s loop on `store`'s commit notifications, with [`fast`] timing.
+pub fn spawn_fast(
+    runner: Arc<projections::ProjectionRunner>,
+    store: &Arc<dyn EventStore>,
+    health: &workers::Health,
+    cancel: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let context = workers::LoopContext::new(health.clone(), cancel.clone(), fast());
+    workers::spawn_projection(runner, store.commit_notifier(), context)
+}
+
 /// Cancels the workers and checks that each task ends cleanly within 5 s.
 pub async fn stop(
     cancel: &CancellationToken,
