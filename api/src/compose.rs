@@ -67,11 +67,92 @@ pub struct EmbeddedConfig {
 }
 
 /// Stripe configuration (`STRIPE_SECRET_KEY`, `STRIPE_BASE_URL`).
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct StripeSettings {
     pub secret_key: String,
     /// `https://api.stripe.com` by default; tests point it at a local fake.
     pub base_url: Option<String>,
+}
+
+impl std::fmt::Debug for StripeSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StripeSettings")
+            .field("secret_key", &"<redacted>")
+            .field("base_url", &self.base_url)
+            .finish()
+    }
+}
+
+/// How a process pays: `--payments` (`BACKBONE_PAYMENTS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PaymentMode {
+    /// Stripe (`STRIPE_SECRET_KEY`, and `STRIPE_BASE_URL` for a local fake).
+    Stripe,
+    /// The in-process simulator: test cards, no money moves.
+    Simulated,
+}
+
+/// Chooses the payment provider of a process, the same way on every backend:
+///
+/// - `--payments simulated` simulates;
+/// - otherwise a Stripe key means Stripe (`--payments stripe` without one is an error);
+/// - with neither, the embedded backend simulates (and says so in one warning) and every other
+///   place refuses to start: `real_required` names where that is, for the message.
+pub fn choose_payments(
+    mode: Option<PaymentMode>,
+    secret_key: Option<String>,
+    base_url: Option<String>,
+    real_required: Option<&str>,
+) -> anyhow::Result<Option<StripeSettings>> {
+    let secret_key = secret_key.filter(|k| !k.trim().is_empty());
+    match (mode, secret_key) {
+        (Some(PaymentMode::Simulated), _) => {
+            tracing::warn!("payments are simulated (--payments simulated): no money moves");
+            Ok(None)
+        }
+        (_, Some(secret_key)) => Ok(Some(StripeSettings {
+            secret_key,
+            base_url: base_url.filter(|u| !u.trim().is_empty()),
+        })),
+        (Some(PaymentMode::Stripe), None) => {
+            anyhow::bail!("--payments stripe needs STRIPE_SECRET_KEY (--stripe-secret-key)")
+        }
+        (None, None) => match real_required {
+            Some(place) => anyhow::bail!(
+                "{place} needs a payment gateway: set STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET \
+                 (and STRIPE_BASE_URL for a local fake), or pass --payments simulated to simulate \
+                 payments on purpose"
+            ),
+            None => {
+                tracing::warn!(
+                    "payments are simulated (no STRIPE_SECRET_KEY): test cards only, no money moves"
+                );
+                Ok(None)
+            }
+        },
+    }
+}
+
+/// A process's payment gateway, and the simulator behind it when payments are simulated.
+pub type GatewayPorts = (Arc<dyn PaymentGateway>, Option<Arc<dyn PaymentSimulator>>);
+
+/// The payment gateway of a process: Stripe when `stripe` is set, otherwise the in-process
+/// simulator, which is then also the simulator port of `POST /v1/payments/{id}/confirm`.
+pub fn payment_gateway(stripe: Option<&StripeSettings>) -> anyhow::Result<GatewayPorts> {
+    Ok(match stripe {
+        Some(stripe) => {
+            let mut settings = StripeConfig::new(SecretKey::new(stripe.secret_key.clone()));
+            if let Some(url) = &stripe.base_url {
+                settings = settings.with_base_url(url.clone());
+            }
+            let gateway = StripeGateway::new(settings).context("configuring the Stripe gateway")?;
+            (Arc::new(gateway), None)
+        }
+        None => {
+            let simulated = Arc::new(SimulatedGateway::new());
+            (simulated.clone(), Some(simulated))
+        }
+    })
 }
 
 impl std::fmt::Debug for EmbeddedConfig {
@@ -251,22 +332,7 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
     }
     .expecting(config.jwt_issuer.clone(), config.jwt_audience.clone());
 
-    let (gateway, simulator): (Arc<dyn PaymentGateway>, Option<Arc<dyn PaymentSimulator>>) =
-        match &config.stripe {
-            Some(stripe) => {
-                let mut settings = StripeConfig::new(SecretKey::new(stripe.secret_key.clone()));
-                if let Some(url) = &stripe.base_url {
-                    settings = settings.with_base_url(url.clone());
-                }
-                let stripe =
-                    StripeGateway::new(settings).context("configuring the Stripe gateway")?;
-                (Arc::new(stripe), None)
-            }
-            None => {
-                let simulated = Arc::new(SimulatedGateway::new());
-                (simulated.clone(), Some(simulated))
-            }
-        };
+    let (gateway, simulator) = payment_gateway(config.stripe.as_ref())?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let service = command_service(store.clone(), clock.clone(), ServiceConfig::default());
     let shop = Arc::new(Shop::new(service, gateway.clone()));
@@ -367,14 +433,8 @@ pub fn stripe_webhooks(
     models: Arc<dyn ReadModelStore>,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<StripeWebhooks> {
-    let lookup = Arc::new(ReadModelPaymentLookup::new(models));
-    let payments = Arc::new(Payments::new(shop, gateway, lookup));
     let mut secrets = config.webhook_secrets.clone();
-    if config.stripe.is_some() {
-        if secrets.is_empty() {
-            anyhow::bail!("STRIPE_WEBHOOK_SECRET is required when STRIPE_SECRET_KEY is set");
-        }
-    } else {
+    if config.stripe.is_none() {
         let secret = auth::load_or_create_secret_file(
             &config.data_dir.join(SIM_WEBHOOK_SECRET_FILE),
             "whsec_",
@@ -382,6 +442,37 @@ pub fn stripe_webhooks(
         .context("reading the simulated gateway's webhook secret")?;
         secrets.push(secret);
     }
+    webhook_endpoint(
+        secrets,
+        config.stripe.is_some(),
+        shop,
+        gateway,
+        models,
+        clock,
+    )
+}
+
+/// The webhook endpoint of any backend, verifying with `secrets` (`STRIPE_WEBHOOK_SECRET`, then
+/// the previous one while rotating). With Stripe they are required. A simulating process with
+/// none verifies against a random per-process secret: nothing outside signs for it, and the
+/// simulated provider's own outcomes need no signature (see [`crate::payments`]).
+pub fn webhook_endpoint(
+    mut secrets: Vec<String>,
+    stripe: bool,
+    shop: Arc<Shop>,
+    gateway: Arc<dyn PaymentGateway>,
+    models: Arc<dyn ReadModelStore>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<StripeWebhooks> {
+    secrets.retain(|s| !s.trim().is_empty());
+    if secrets.is_empty() {
+        if stripe {
+            anyhow::bail!("STRIPE_WEBHOOK_SECRET is required when STRIPE_SECRET_KEY is set");
+        }
+        secrets.push(format!("whsec_{}", hex::encode(rand::random::<[u8; 32]>())));
+    }
+    let lookup = Arc::new(ReadModelPaymentLookup::new(models));
+    let payments = Arc::new(Payments::new(shop, gateway, lookup));
     let verifier = WebhookVerifier::new(secrets).context("configuring the webhook secrets")?;
     Ok(StripeWebhooks::new(verifier, payments, clock))
 }
@@ -470,4 +561,71 @@ pub fn command_service(
     let loader: Arc<dyn Loader> = Arc::new(CachingLoader::new(loader, STATE_CACHE));
     let loader: Arc<dyn Loader> = Arc::new(LockingLoader::new(loader, vec![StreamType::Product]));
     Arc::new(CommandService::with_loader(store, loader, clock, config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> Option<String> {
+        Some("sk_test_123".into())
+    }
+
+    #[test]
+    fn a_stripe_key_means_stripe_on_every_backend_unless_simulation_is_asked_for() {
+        for required in [None, Some("serve --backend aws")] {
+            let chosen =
+                choose_payments(None, key(), Some("http://127.0.0.1:8420".into()), required)
+                    .unwrap()
+                    .expect("stripe");
+            assert_eq!(chosen.secret_key, "sk_test_123");
+            assert_eq!(chosen.base_url.as_deref(), Some("http://127.0.0.1:8420"));
+            let forced = choose_payments(Some(PaymentMode::Stripe), key(), None, required).unwrap();
+            assert!(forced.is_some_and(|s| s.base_url.is_none()));
+            assert!(
+                choose_payments(Some(PaymentMode::Simulated), key(), None, required)
+                    .unwrap()
+                    .is_none()
+            );
+        }
+    }
+
+    #[test]
+    fn without_a_key_only_the_embedded_backend_simulates_by_default() {
+        assert!(choose_payments(None, None, None, None).unwrap().is_none());
+        assert!(choose_payments(None, Some("  ".into()), None, None)
+            .unwrap()
+            .is_none());
+        let refused = choose_payments(None, None, None, Some("serve --backend aws"))
+            .unwrap_err()
+            .to_string();
+        for named in [
+            "serve --backend aws",
+            "STRIPE_SECRET_KEY",
+            "STRIPE_WEBHOOK_SECRET",
+            "--payments simulated",
+        ] {
+            assert!(refused.contains(named), "{named} missing from: {refused}");
+        }
+        assert!(
+            choose_payments(Some(PaymentMode::Simulated), None, None, Some("aws"))
+                .unwrap()
+                .is_none()
+        );
+        let insisted = choose_payments(Some(PaymentMode::Stripe), None, None, None).unwrap_err();
+        assert!(insisted.to_string().contains("STRIPE_SECRET_KEY"));
+    }
+
+    #[test]
+    fn a_stripe_gateway_has_no_simulator_behind_it_and_its_key_is_never_printed() {
+        let stripe = StripeSettings {
+            secret_key: "sk_live_secret".into(),
+            base_url: None,
+        };
+        assert!(!format!("{stripe:?}").contains("sk_live_secret"));
+        let (_, simulator) = payment_gateway(Some(&stripe)).unwrap();
+        assert!(simulator.is_none(), "no simulator behind a Stripe gateway");
+        let (_, simulator) = payment_gateway(None).unwrap();
+        assert!(simulator.is_some());
+    }
 }

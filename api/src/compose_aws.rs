@@ -11,7 +11,7 @@
 //! `AWS_ENDPOINT_URL` included) is loaded by the caller and handed in.
 
 use crate::auth::Authenticator;
-use crate::compose::{seed_demo_catalog, Embedded};
+use crate::compose::{seed_demo_catalog, Embedded, StripeSettings};
 use crate::state::{AppState, Parts};
 use anyhow::Context;
 use commands::{
@@ -62,9 +62,11 @@ pub struct AwsStage {
     /// The store every consumer uses: `dynamo_store` upcasting on every read path.
     pub store: Arc<dyn EventStore>,
     pub models: Arc<DynamoReadModelStore>,
-    /// The simulated provider (the AWS deployment's demo mode has no Stripe), as both ports.
+    /// The payment gateway: the simulator as built by [`new`](Self::new), Stripe after
+    /// [`with_payments`](Self::with_payments).
     pub gateway: Arc<dyn PaymentGateway>,
-    pub simulator: Arc<dyn PaymentSimulator>,
+    /// The simulated provider when payments are simulated.
+    pub simulator: Option<Arc<dyn PaymentSimulator>>,
     pub clock: Arc<dyn Clock>,
     pub shop: Arc<Shop>,
     pub managers: Arc<ProcessManagers>,
@@ -99,12 +101,9 @@ impl AwsStage {
         ));
         let simulated = Arc::new(SimulatedGateway::new());
         let gateway: Arc<dyn PaymentGateway> = simulated.clone();
-        let simulator: Arc<dyn PaymentSimulator> = simulated;
+        let simulator: Option<Arc<dyn PaymentSimulator>> = Some(simulated);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let service =
-            crate::compose::command_service(store.clone(), clock.clone(), options.service.clone());
-        let shop = Arc::new(Shop::new(service, gateway.clone()));
-        let managers = Arc::new(ProcessManagers::new(shop.clone(), gateway.clone()));
+        let (shop, managers) = shop_over(&store, &clock, &options, &gateway);
         Self {
             names,
             streams: aws_sdk_dynamodbstreams::Client::new(sdk),
@@ -122,6 +121,18 @@ impl AwsStage {
             managers,
             options,
         }
+    }
+
+    /// The same stage paying through Stripe when `stripe` is set (see
+    /// [`crate::compose::payment_gateway`]); with `None` it keeps simulating.
+    pub fn with_payments(mut self, stripe: Option<&StripeSettings>) -> anyhow::Result<Self> {
+        let (gateway, simulator) = crate::compose::payment_gateway(stripe)?;
+        let (shop, managers) = shop_over(&self.store, &self.clock, &self.options, &gateway);
+        self.gateway = gateway;
+        self.simulator = simulator;
+        self.shop = shop;
+        self.managers = managers;
+        Ok(self)
     }
 
     /// Deploys the stage's stack (`cloudformation/backbone.yaml`): creates it, or updates it
@@ -256,6 +267,20 @@ impl Default for AwsWorkerConfig {
     }
 }
 
+/// The shop and the process managers over `store`, paying through `gateway`.
+fn shop_over(
+    store: &Arc<dyn EventStore>,
+    clock: &Arc<dyn Clock>,
+    options: &AwsOptions,
+    gateway: &Arc<dyn PaymentGateway>,
+) -> (Arc<Shop>, Arc<ProcessManagers>) {
+    let service =
+        crate::compose::command_service(store.clone(), clock.clone(), options.service.clone());
+    let shop = Arc::new(Shop::new(service, gateway.clone()));
+    let managers = Arc::new(ProcessManagers::new(shop.clone(), gateway.clone()));
+    (shop, managers)
+}
+
 /// Spawns the relay and one consumer per group, all stopped by `cancel`.
 pub async fn spawn_workers(
     stage: &AwsStage,
@@ -296,6 +321,10 @@ pub struct AwsServeConfig {
     /// Run the relay and the consumers in this process.
     pub with_workers: bool,
     pub workers: AwsWorkerConfig,
+    /// Stripe, or `None` to simulate (`main` only allows that with `--payments simulated`).
+    pub stripe: Option<StripeSettings>,
+    /// Signing secrets of `/v1/webhooks/stripe` (`STRIPE_WEBHOOK_SECRET`, then the previous one).
+    pub webhook_secrets: Vec<String>,
 }
 
 impl std::fmt::Debug for AwsServeConfig {
@@ -313,6 +342,8 @@ impl std::fmt::Debug for AwsServeConfig {
             .field("demo_catalog", &self.demo_catalog)
             .field("provision", &self.provision)
             .field("with_workers", &self.with_workers)
+            .field("stripe", &self.stripe)
+            .field("webhook_secrets", &self.webhook_secrets.len())
             .finish()
     }
 }
@@ -330,6 +361,8 @@ impl AwsServeConfig {
             provision: false,
             with_workers: false,
             workers: AwsWorkerConfig::default(),
+            stripe: None,
+            webhook_secrets: Vec::new(),
         }
     }
 }
@@ -340,7 +373,8 @@ pub async fn start_aws(
     sdk: &aws_config::SdkConfig,
     config: AwsServeConfig,
 ) -> anyhow::Result<Embedded> {
-    let stage = AwsStage::new(sdk, &config.stage, config.options.clone());
+    let stage = AwsStage::new(sdk, &config.stage, config.options.clone())
+        .with_payments(config.stripe.as_ref())?;
     if config.provision {
         stage
             .provision(&StackSpec::for_stage(&config.stage))
@@ -370,7 +404,9 @@ pub async fn start_aws(
         Vec::new()
     };
     let models: Arc<dyn ReadModelStore> = stage.models.clone();
-    let webhooks = Arc::new(crate::webhooks::simulated_only(
+    let webhooks = Arc::new(crate::compose::webhook_endpoint(
+        config.webhook_secrets.clone(),
+        config.stripe.is_some(),
         stage.shop.clone(),
         stage.gateway.clone(),
         models.clone(),
@@ -383,7 +419,7 @@ pub async fn start_aws(
         models,
         clock: stage.clock.clone(),
         health,
-        simulator: Some(stage.simulator.clone()),
+        simulator: stage.simulator.clone(),
         auth: Arc::new(authenticator),
         metrics: crate::metrics::prometheus(),
         rebuilds: None,

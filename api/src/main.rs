@@ -133,6 +133,10 @@ struct WorkerArgs {
     /// worker waits for its last receive.
     #[arg(long, env = "BACKBONE_WORKER_WAIT_SECS", default_value_t = 10)]
     wait_secs: u64,
+    /// The process managers call the gateway (refunds): they need Stripe or
+    /// `--payments simulated`.
+    #[command(flatten)]
+    payments: PaymentArgs,
 }
 
 #[derive(Debug, Args)]
@@ -172,10 +176,22 @@ struct ServeArgs {
     /// aws: create the stage's resources first.
     #[arg(long, env = "BACKBONE_PROVISION")]
     provision: bool,
-    /// Use real Stripe with this secret key instead of the simulated gateway.
+    #[command(flatten)]
+    payments: PaymentArgs,
+}
+
+/// The payment provider, the same settings for every process and backend.
+#[derive(Debug, Args)]
+struct PaymentArgs {
+    /// `simulated` simulates payments on purpose (the only way to on the aws backend);
+    /// `stripe` insists on Stripe. Unset: Stripe when a key is set, otherwise the embedded
+    /// backend simulates and the aws backend refuses to start.
+    #[arg(long, env = "BACKBONE_PAYMENTS", value_enum)]
+    payments: Option<compose::PaymentMode>,
+    /// Stripe secret key.
     #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
     stripe_secret_key: Option<String>,
-    /// Stripe API base URL (a local fake in tests).
+    /// Stripe API base URL (a local fake such as localstripe).
     #[arg(long, env = "STRIPE_BASE_URL")]
     stripe_base_url: Option<String>,
     /// Webhook signing secret of the Stripe endpoint (`whsec_...`); required with a Stripe key.
@@ -184,6 +200,32 @@ struct ServeArgs {
     /// The previous webhook secret, accepted too while rotating.
     #[arg(long, env = "STRIPE_WEBHOOK_SECRET_PREVIOUS", hide_env_values = true)]
     stripe_webhook_secret_previous: Option<String>,
+}
+
+impl PaymentArgs {
+    /// Stripe, or `None` to simulate; `real_required` names where simulating needs the flag.
+    fn stripe(
+        &self,
+        real_required: Option<&str>,
+    ) -> anyhow::Result<Option<compose::StripeSettings>> {
+        compose::choose_payments(
+            self.payments,
+            self.stripe_secret_key.clone(),
+            self.stripe_base_url.clone(),
+            real_required,
+        )
+    }
+
+    fn webhook_secrets(&self) -> Vec<String> {
+        [
+            self.stripe_webhook_secret.clone(),
+            self.stripe_webhook_secret_previous.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|s| !s.is_empty())
+        .collect()
+    }
 }
 
 #[derive(Debug, Args)]
@@ -363,8 +405,13 @@ async fn relay(args: AwsArgs) -> anyhow::Result<()> {
 }
 
 async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
+    let stripe = if args.group == infrastructure::aws::ConsumerGroup::ProcessManagers {
+        args.payments.stripe(Some("the process-managers worker"))?
+    } else {
+        None
+    };
     let (sdk, options) = aws_setup(&args.aws).await;
-    let stage = AwsStage::new(&sdk, &args.aws.stage, options);
+    let stage = AwsStage::new(&sdk, &args.aws.stage, options).with_payments(stripe.as_ref())?;
     let mut config = AwsWorkerConfig::default();
     config.consumer.wait = Duration::from_secs(args.wait_secs.min(20));
     let consumer = std::sync::Arc::new(stage.consumer(args.group, config.consumer).await?);
@@ -391,21 +438,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         jwt_issuer: args.jwt_issuer,
         jwt_audience: args.jwt_audience,
         demo_catalog: !args.no_demo,
-        stripe: args
-            .stripe_secret_key
-            .filter(|k| !k.is_empty())
-            .map(|secret_key| compose::StripeSettings {
-                secret_key,
-                base_url: args.stripe_base_url,
-            }),
-        webhook_secrets: [
-            args.stripe_webhook_secret,
-            args.stripe_webhook_secret_previous,
-        ]
-        .into_iter()
-        .flatten()
-        .filter(|s| !s.is_empty())
-        .collect(),
+        stripe: args.payments.stripe(None)?,
+        webhook_secrets: args.payments.webhook_secrets(),
         ..EmbeddedConfig::new(args.data.data)
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -416,6 +450,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve_aws(args: ServeArgs) -> anyhow::Result<()> {
+    // Checked before anything else: no customer may ever pay through a simulator by accident.
+    let stripe = args.payments.stripe(Some("serve --backend aws"))?;
     let (sdk, options) = aws_setup(&args.aws).await;
     let config = AwsServeConfig {
         options,
@@ -426,6 +462,8 @@ async fn serve_aws(args: ServeArgs) -> anyhow::Result<()> {
         demo_catalog: !args.no_demo,
         provision: args.provision,
         with_workers: args.with_workers,
+        stripe,
+        webhook_secrets: args.payments.webhook_secrets(),
         ..AwsServeConfig::new(args.aws.stage)
     };
     let listener = tokio::net::TcpListener::bind(args.listen)

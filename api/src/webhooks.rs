@@ -83,22 +83,3 @@ fn refusal(err: &WebhookError) -> ApiError {
     };
     ApiError::new(StatusCode::BAD_REQUEST, code, err.to_string())
 }
-
-/// A webhook endpoint for a process whose provider is the simulated gateway: nothing outside
-/// signs for it, so it verifies against a random per-process secret (the AWS backend's demo
-/// mode). The simulated provider's own outcomes go through [`StripeWebhooks::apply`].
-pub fn simulated_only(
-    shop: Arc<commands::Shop>,
-    gateway: Arc<dyn commands::PaymentGateway>,
-    models: Arc<dyn projections::ReadModelStore>,
-    clock: Arc<dyn Clock>,
-) -> anyhow::Result<StripeWebhooks> {
-    let secret = format!("whsec_{}", hex::encode(rand::random::<[u8; 32]>()));
-    let lookup = Arc::new(infrastructure::stripe::lookup::ReadModelPaymentLookup::new(
-        models,
-    ));
-    let payments = Arc::new(Payments::new(shop, gateway, lookup));
-    let verifier = WebhookVerifier::new([secret])
-        .map_err(|e| anyhow::anyhow!("configuring the webhook secret: {e}"))?;
-    Ok(StripeWebhooks::new(verifier, payments, clock))
-}

@@ -84,10 +84,18 @@ pub async fn fresh_stage() -> AwsStage {
 /// and the five consumers in process. Returns once the demo catalog reached the catalog read
 /// model through the whole fan-out.
 pub async fn spawn_aws_app(with_workers: bool) -> (TestApp, AwsStage) {
+    spawn_aws_app_configured(with_workers, |_| {}).await
+}
+
+/// [`spawn_aws_app`] with `customize` applied to its configuration (payments, say).
+pub async fn spawn_aws_app_configured(
+    with_workers: bool,
+    customize: impl FnOnce(&mut AwsServeConfig),
+) -> (TestApp, AwsStage) {
     let names = moto::fresh_names();
     let sdk = moto::sdk_config().await;
     let secret = format!("test-secret-{}", uuid::Uuid::new_v4());
-    let config = AwsServeConfig {
+    let mut config = AwsServeConfig {
         options: test_options(),
         jwt_secret: Some(secret.clone()),
         provision: true,
@@ -95,10 +103,14 @@ pub async fn spawn_aws_app(with_workers: bool) -> (TestApp, AwsStage) {
         workers: test_workers(),
         ..AwsServeConfig::new(names.stage.clone())
     };
+    customize(&mut config);
+    let stripe = config.stripe.clone();
     let running = compose_aws::start_aws(&sdk, config)
         .await
         .unwrap_or_else(|e| panic!("starting the aws app on moto: {e:#}"));
-    let stage = AwsStage::new(&sdk, &names.stage, test_options());
+    let stage = AwsStage::new(&sdk, &names.stage, test_options())
+        .with_payments(stripe.as_ref())
+        .expect("the app's payment settings");
     if with_workers {
         let models = stage.models.clone();
         let settled = crate::eventually(Duration::from_secs(60), || async {

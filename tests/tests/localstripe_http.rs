@@ -1,13 +1,17 @@
-//! The whole app against localstripe (a stateful fake Stripe on 127.0.0.1): checkout creates a
-//! real PaymentIntent there, localstripe's signed webhooks come back to the app's own
-//! `POST /v1/webhooks/stripe`, and the order and the customer's notifications follow.
+//! The whole app against localstripe (a stateful fake Stripe on 127.0.0.1), one scenario on both
+//! backends: checkout creates a real PaymentIntent there, a customer cannot pay through the API,
+//! localstripe's signed webhooks come back to the app's own `POST /v1/webhooks/stripe`, and the
+//! order and the customer's notifications follow (paid, declined, refunded by support). On AWS
+//! it all runs over moto, with no simulated gateway in the process.
 
 #[path = "../../infrastructure/tests/stripe_support/localstripe.rs"]
 mod localstripe;
 
 use api::auth::Role;
 use api::compose::StripeSettings;
+use backbone_tests::aws::spawn_aws_app_configured;
 use backbone_tests::{eventually, spawn_app_configured, TestApp};
+use infrastructure::stripe::webhook::sign_for_test;
 use localstripe::{LocalStripe, KEY};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -15,13 +19,21 @@ use std::time::Duration;
 
 const WEBHOOK_SECRET: &str = "whsec_localstripe_backbone";
 
+/// How long a payment's effects may take to reach the read models (the AWS fan-out on moto is
+/// the slow one).
+const SETTLE: Duration = Duration::from_secs(60);
+
+fn stripe_on(ls: &LocalStripe) -> StripeSettings {
+    StripeSettings {
+        secret_key: KEY.into(),
+        base_url: Some(ls.url.clone()),
+    }
+}
+
 async fn app_on(ls: &LocalStripe) -> TestApp {
-    let url = ls.url.clone();
+    let stripe = stripe_on(ls);
     let app = spawn_app_configured(tempfile::tempdir().unwrap(), move |c| {
-        c.stripe = Some(StripeSettings {
-            secret_key: KEY.into(),
-            base_url: Some(url),
-        });
+        c.stripe = Some(stripe);
         c.webhook_secrets = vec![WEBHOOK_SECRET.into()];
     })
     .await;
@@ -30,8 +42,24 @@ async fn app_on(ls: &LocalStripe) -> TestApp {
     app
 }
 
+async fn aws_app_on(ls: &LocalStripe) -> TestApp {
+    let stripe = stripe_on(ls);
+    let (app, stage) = spawn_aws_app_configured(true, move |c| {
+        c.stripe = Some(stripe);
+        c.webhook_secrets = vec![WEBHOOK_SECRET.into()];
+    })
+    .await;
+    assert!(
+        stage.simulator.is_none(),
+        "a stage paying through Stripe has no simulator"
+    );
+    ls.register_webhook(&app.url("/v1/webhooks/stripe"), WEBHOOK_SECRET)
+        .await;
+    app
+}
+
 async fn order_where(app: &TestApp, token: &str, order: &str, status: &str) -> Option<Value> {
-    eventually(Duration::from_secs(20), || async {
+    eventually(SETTLE, || async {
         let o = app.get(&format!("/v1/orders/{order}"), token).await;
         (o.body["status"] == status).then_some(o.body)
     })
@@ -39,7 +67,7 @@ async fn order_where(app: &TestApp, token: &str, order: &str, status: &str) -> O
 }
 
 async fn notification(app: &TestApp, token: &str, order: &str, kind: &str) -> Option<Value> {
-    eventually(Duration::from_secs(20), || async {
+    eventually(SETTLE, || async {
         let n = app.get("/v1/me/notifications", token).await;
         n.body["notifications"].as_array().and_then(|all| {
             all.iter()
@@ -51,9 +79,23 @@ async fn notification(app: &TestApp, token: &str, order: &str, kind: &str) -> Op
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn localstripe_payments_reach_the_app_by_signed_webhook_and_move_orders() {
+async fn localstripe_payments_reach_the_embedded_app_by_signed_webhook_and_move_orders() {
     let ls = LocalStripe::start().await;
     let app = app_on(&ls).await;
+    pay_decline_refund(&app, &ls).await;
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn localstripe_payments_reach_the_aws_app_by_signed_webhook_and_move_orders() {
+    let ls = LocalStripe::start().await;
+    let app = aws_app_on(&ls).await;
+    pay_decline_refund(&app, &ls).await;
+    app.shutdown().await;
+}
+
+/// The scenario: pay, a forged confirmation, a decline and a support refund.
+async fn pay_decline_refund(app: &TestApp, ls: &LocalStripe) {
     let token = app.token("alice", Role::Customer);
 
     // Checkout creates a real PaymentIntent at localstripe.
@@ -68,15 +110,71 @@ async fn localstripe_payments_reach_the_app_by_signed_webhook_and_move_orders() 
     assert_eq!(at_stripe["id"], intent.as_str());
     assert_eq!(at_stripe["metadata"]["order_id"], order.as_str());
 
+    // With Stripe, no API call by the customer moves the order: the simulator's test cards
+    // mean nothing, only Stripe's answer or its verified webhook does.
+    let payment = placed.body["payment_id"].as_str().unwrap().to_string();
+    for method in ["pm_card_visa", "4242424242424242"] {
+        let forged = app
+            .send(
+                reqwest::Method::POST,
+                &format!("/v1/payments/{payment}/confirm"),
+                Some(&token),
+                Some(json!({ "payment_method": method })),
+                &[],
+            )
+            .await;
+        assert_eq!(forged.status, StatusCode::CONFLICT, "{}", forged.text);
+        assert_eq!(
+            forged.body["error"]["code"], "not_simulated",
+            "{}",
+            forged.text
+        );
+    }
+    let unpaid = app.get(&format!("/v1/orders/{order}"), &token).await;
+    assert_ne!(unpaid.body["status"], "paid", "{}", unpaid.text);
+    let at_stripe = ls.get(&format!("/v1/payment_intents/{intent}")).await;
+    assert_ne!(
+        at_stripe["status"], "succeeded",
+        "nothing reached Stripe: {at_stripe}"
+    );
+
     // pm_card_visa: localstripe posts a signed payment_intent.succeeded to the app.
     assert_eq!(ls.confirm(&intent, "pm_card_visa").await, 200);
     assert!(
-        order_where(&app, &token, &order, "paid").await.is_some(),
+        order_where(app, &token, &order, "paid").await.is_some(),
         "the order became paid"
     );
-    assert!(notification(&app, &token, &order, "order_confirmed")
+    assert!(notification(app, &token, &order, "order_confirmed")
         .await
         .is_some());
+
+    // Stripe redelivers: localstripe's own payment_intent.succeeded, signed again and posted
+    // once more, is acknowledged as a duplicate with no second effect.
+    let events = ls.get("/v1/events?limit=100").await;
+    let delivered = events["data"]
+        .as_array()
+        .and_then(|all| {
+            all.iter().find(|e| {
+                e["type"] == "payment_intent.succeeded"
+                    && e["data"]["object"]["id"] == intent.as_str()
+            })
+        })
+        .unwrap_or_else(|| panic!("localstripe's succeeded event for {intent}: {events}"))
+        .clone();
+    let body = serde_json::to_vec(&delivered).unwrap();
+    let signature = sign_for_test(WEBHOOK_SECRET, chrono::Utc::now().timestamp(), &body);
+    let again = app
+        .client
+        .post(app.url("/v1/webhooks/stripe"))
+        .header("content-type", "application/json")
+        .header("Stripe-Signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["outcome"], "duplicate", "{again}");
 
     // A declined card: payment_intent.payment_failed, the order shows it, with a notification.
     let declined = app.place_order(&token, &[("prd_filter", 1)]).await;
@@ -87,12 +185,12 @@ async fn localstripe_payments_reach_the_app_by_signed_webhook_and_move_orders() 
         402
     );
     assert!(
-        order_where(&app, &token, &order2, "payment_failed")
+        order_where(app, &token, &order2, "payment_failed")
             .await
             .is_some(),
         "the order shows payment_failed"
     );
-    assert!(notification(&app, &token, &order2, "payment_failed")
+    assert!(notification(app, &token, &order2, "payment_failed")
         .await
         .is_some());
 
@@ -111,7 +209,7 @@ async fn localstripe_payments_reach_the_app_by_signed_webhook_and_move_orders() 
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     }
-    let refunded = eventually(Duration::from_secs(20), || async {
+    let refunded = eventually(SETTLE, || async {
         let o = app.get(&format!("/v1/orders/{order}"), &token).await;
         (o.body["refunded"]["amount"] == "5.00").then_some(o.body)
     })
@@ -122,5 +220,4 @@ async fn localstripe_payments_reach_the_app_by_signed_webhook_and_move_orders() 
         .await;
     let count = refunds["data"].as_array().map(|a| a.len()).unwrap_or(0);
     assert_eq!(count, 1, "one refund at the provider: {refunds}");
-    app.shutdown().await;
 }
