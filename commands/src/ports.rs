@@ -75,6 +75,24 @@ pub struct RefundResult {
     pub amount: Money,
 }
 
+/// A payment method passed on to the provider to confirm an intent, as the storefront's
+/// Stripe.js would.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfirmIntent {
+    pub intent_id: String,
+    pub payment_method: String,
+    /// Deterministic per confirmation request, so a retried request confirms once.
+    pub idempotency_key: String,
+}
+
+/// The provider's answer to a confirmation: the intent's status ("succeeded", "processing",
+/// "requires_action", ...). It records nothing: the payment moves on the provider's webhook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfirmedIntent {
+    pub intent_id: String,
+    pub status: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     /// Network errors, 5xx and 429: worth retrying later.
@@ -94,10 +112,12 @@ impl GatewayError {
 /// The payment provider port (Stripe, or the simulated gateway of the embedded default).
 ///
 /// Contract: `create_intent` with the same idempotency key returns the same intent; `refund` with
-/// the same idempotency key refunds once.
+/// the same idempotency key refunds once; `confirm_intent` with the same key confirms once.
 #[async_trait]
 pub trait PaymentGateway: Send + Sync + 'static {
     async fn create_intent(&self, request: CreateIntent) -> Result<CreatedIntent, GatewayError>;
+    async fn confirm_intent(&self, request: ConfirmIntent)
+        -> Result<ConfirmedIntent, GatewayError>;
     async fn refund(&self, request: RefundRequest) -> Result<RefundResult, GatewayError>;
 }
 

@@ -3,7 +3,7 @@
 //! the pure domain and commits through [`CommandService`].
 
 use crate::error::{CommandError, Rejection};
-use crate::ports::{CreateIntent, GatewayError, PaymentGateway};
+use crate::ports::{ConfirmIntent, CreateIntent, GatewayError, PaymentGateway};
 use crate::service::{CommandContext, CommandService, Executed, Loaded};
 use crate::store::Metadata;
 use domain::{
@@ -375,6 +375,54 @@ impl Shop {
     /// Safe to call repeatedly and concurrently: the provider key is the payment id and the
     /// Payment aggregate ignores a second identical fact.
     #[tracing::instrument(skip_all, fields(payment_id = %payment_id), err)]
+    /// Passes `payment_method` on to the provider to confirm the payment's intent, for the
+    /// order's customer (or staff); anyone else gets "not found". Nothing is recorded here: the
+    /// payment moves only on the provider's verified webhook. The answer carries the provider's
+    /// status of the intent. A replay (same Idempotency-Key) returns the first answer without
+    /// calling the provider again, and the provider's key derives from the request's, so a
+    /// retried request confirms once.
+    pub async fn confirm_payment(
+        &self,
+        ctx: &CommandContext,
+        caller: &Caller,
+        payment_id: &str,
+        payment_method: &str,
+    ) -> Result<Executed<Ack>, CommandError> {
+        if let Some(replayed) = self.svc.replay::<Ack>(ctx).await? {
+            return Ok(replayed);
+        }
+        let payment = self.svc.load::<Payment>(payment_id).await?;
+        let owned = match &payment.state.order_id {
+            Some(order_id) => self
+                .get_order_state(caller, order_id.as_str())
+                .await
+                .is_ok(),
+            None => false,
+        };
+        if !owned {
+            return Err(CommandError::not_found("payment", payment_id));
+        }
+        let intent = self.ensure_intent(ctx, payment_id).await?;
+        let request_key = match &ctx.idempotency {
+            Some(key) => key.command_id.clone(),
+            None => uuid::Uuid::now_v7().to_string(),
+        };
+        let confirmed = self
+            .gateway
+            .confirm_intent(ConfirmIntent {
+                intent_id: intent.intent_id,
+                payment_method: payment_method.to_owned(),
+                idempotency_key: format!("confirm:{payment_id}:{request_key}"),
+            })
+            .await?;
+        let ack = Ack {
+            id: payment_id.to_owned(),
+            version: payment.version,
+            status: confirmed.status,
+        };
+        self.svc.remember(ctx, ack).await
+    }
+
     pub async fn ensure_intent(
         &self,
         ctx: &CommandContext,

@@ -45,7 +45,44 @@ async fn the_gateway_creates_an_intent_with_our_metadata_and_refunds_it_partiall
         "not confirmed by us"
     );
 
-    assert_eq!(ls.confirm(&created.intent_id, "pm_card_visa").await, 200);
+    // Confirming passes the method on: a declined card is a rejection, a good one succeeds.
+    // (localstripe keeps no idempotency keys, so a replay is checked at the API instead.)
+    let confirm = |method: &str, key: &str| commands::ConfirmIntent {
+        intent_id: created.intent_id.clone(),
+        payment_method: method.into(),
+        idempotency_key: key.into(),
+    };
+    let other = gateway
+        .create_intent(commands::CreateIntent {
+            payment_id: domain::PaymentId::parse("pay_ls_2").unwrap(),
+            order_id: domain::OrderId::parse("ord_ls_2").unwrap(),
+            amount: eur("1.00"),
+            idempotency_key: "pay_ls_2".into(),
+        })
+        .await
+        .unwrap();
+    let declined = gateway
+        .confirm_intent(commands::ConfirmIntent {
+            intent_id: other.intent_id,
+            payment_method: "pm_card_chargeCustomerFail".into(),
+            idempotency_key: "confirm:pay_ls_2:a".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(declined, commands::GatewayError::Rejected(_)),
+        "{declined:?}"
+    );
+    let confirmed = gateway
+        .confirm_intent(confirm("pm_card_visa", "confirm:pay_ls_1:b"))
+        .await
+        .unwrap();
+    assert_eq!(confirmed.intent_id, created.intent_id);
+    assert_eq!(confirmed.status, "succeeded");
+    let at_stripe = ls
+        .get(&format!("/v1/payment_intents/{}", created.intent_id))
+        .await;
+    assert_eq!(at_stripe["status"], "succeeded", "{at_stripe}");
     let refund = gateway
         .refund(commands::RefundRequest {
             payment_id: domain::PaymentId::parse("pay_ls_1").unwrap(),

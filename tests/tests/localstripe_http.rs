@@ -110,36 +110,57 @@ async fn pay_decline_refund(app: &TestApp, ls: &LocalStripe) {
     assert_eq!(at_stripe["id"], intent.as_str());
     assert_eq!(at_stripe["metadata"]["order_id"], order.as_str());
 
-    // With Stripe, no API call by the customer moves the order: the simulator's test cards
-    // mean nothing, only Stripe's answer or its verified webhook does.
+    // With Stripe, confirming only passes the payment method on: the simulator's test cards
+    // mean nothing, and a method Stripe refuses moves nothing.
     let payment = placed.body["payment_id"].as_str().unwrap().to_string();
-    for method in ["pm_card_visa", "4242424242424242"] {
-        let forged = app
-            .send(
+    let confirm = |method: &'static str, key: &'static str| {
+        let (token, payment) = (token.clone(), payment.clone());
+        async move {
+            app.send(
                 reqwest::Method::POST,
                 &format!("/v1/payments/{payment}/confirm"),
                 Some(&token),
                 Some(json!({ "payment_method": method })),
-                &[],
+                &[("Idempotency-Key", key)],
             )
-            .await;
-        assert_eq!(forged.status, StatusCode::CONFLICT, "{}", forged.text);
+            .await
+        }
+    };
+    for (method, key) in [("pm_forged", "c-1"), ("4242424242424242", "c-2")] {
+        let refused = confirm(method, key).await;
+        assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.text);
         assert_eq!(
-            forged.body["error"]["code"], "not_simulated",
+            refused.body["error"]["code"], "payment_rejected",
             "{}",
-            forged.text
+            refused.text
         );
     }
+    let stranger = app.token("mallory", Role::Customer);
+    let foreign = app
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/payments/{payment}/confirm"),
+            Some(&stranger),
+            Some(json!({ "payment_method": "pm_card_visa" })),
+            &[],
+        )
+        .await;
+    assert_eq!(foreign.status, StatusCode::NOT_FOUND, "{}", foreign.text);
     let unpaid = app.get(&format!("/v1/orders/{order}"), &token).await;
     assert_ne!(unpaid.body["status"], "paid", "{}", unpaid.text);
     let at_stripe = ls.get(&format!("/v1/payment_intents/{intent}")).await;
-    assert_ne!(
-        at_stripe["status"], "succeeded",
-        "nothing reached Stripe: {at_stripe}"
-    );
+    assert_ne!(at_stripe["status"], "succeeded", "{at_stripe}");
 
-    // pm_card_visa: localstripe posts a signed payment_intent.succeeded to the app.
-    assert_eq!(ls.confirm(&intent, "pm_card_visa").await, 200);
+    // pm_card_visa through the API: Stripe answers, and its signed webhook pays the order.
+    let paid = confirm("pm_card_visa", "c-3").await;
+    assert_eq!(paid.status, StatusCode::OK, "{}", paid.text);
+    assert_eq!(
+        paid.body["status"], "succeeded",
+        "Stripe's answer: {}",
+        paid.text
+    );
+    let replayed = confirm("pm_card_visa", "c-3").await;
+    assert_eq!(replayed.body["status"], "succeeded", "{}", replayed.text);
     assert!(
         order_where(app, &token, &order, "paid").await.is_some(),
         "the order became paid"

@@ -280,6 +280,12 @@ mod tests {
                 client_secret: format!("pi_{}_secret_x", r.idempotency_key),
             })
         }
+        async fn confirm_intent(
+            &self,
+            _r: commands::ConfirmIntent,
+        ) -> Result<commands::ConfirmedIntent, GatewayError> {
+            Err(GatewayError::Rejected("not in this test".into()))
+        }
         async fn refund(&self, _r: RefundRequest) -> Result<RefundResult, GatewayError> {
             Err(GatewayError::Rejected("not in this test".into()))
         }

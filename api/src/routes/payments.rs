@@ -1,6 +1,6 @@
 //! Simulated payments (embedded default, customers).
 
-use crate::error::{ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{AppPath, Cmd};
 use crate::http::CommandReply;
 use crate::payments::confirm_simulated;
@@ -14,8 +14,10 @@ use utoipa::ToSchema;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfirmRequest {
-    /// A Stripe test payment method or card number: `pm_card_visa`, `4242424242424242`
-    /// (success), `4000000000000002` (declined), `pm_card_threeDSecure2Required` (3-D Secure).
+    /// With Stripe: a PaymentMethod id (`pm_…`), passed on to Stripe, whose webhook then moves
+    /// the payment. Simulated: a test method or card number, `pm_card_visa`,
+    /// `4242424242424242` (success), `4000000000000002` (declined),
+    /// `pm_card_threeDSecure2Required` (3-D Secure).
     #[schema(example = "pm_card_visa")]
     pub payment_method: String,
 }
@@ -32,13 +34,18 @@ pub async fn confirm(
     AppPath(payment_id): AppPath<PaymentId>,
     cmd: Cmd<ConfirmRequest>,
 ) -> ApiResult<CommandReply<Ack>> {
-    let executed = confirm_simulated(
-        &state,
-        &cmd.ctx,
-        &cmd.caller(),
-        &payment_id,
-        cmd.body.payment_method.trim(),
-    )
-    .await?;
+    let method = cmd.body.payment_method.trim();
+    let executed = if state.simulator.is_some() {
+        confirm_simulated(&state, &cmd.ctx, &cmd.caller(), &payment_id, method).await?
+    } else {
+        if method.is_empty() {
+            return Err(ApiError::validation("payment_method", "must not be empty"));
+        }
+        // A real provider: the method is only passed on; its webhook moves the payment.
+        state
+            .shop
+            .confirm_payment(&cmd.ctx, &cmd.caller(), payment_id.as_str(), method)
+            .await?
+    };
     Ok(CommandReply::ok(executed))
 }

@@ -7,8 +7,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use commands::{
-    CreateIntent, CreatedIntent, GatewayError, PaymentGateway, PaymentRefs, PaymentSimulator,
-    ProviderEvent, ProviderFact, RefundRequest, RefundResult, TestConfirmation,
+    ConfirmIntent, ConfirmedIntent, CreateIntent, CreatedIntent, GatewayError, PaymentGateway,
+    PaymentRefs, PaymentSimulator, ProviderEvent, ProviderFact, RefundRequest, RefundResult,
+    TestConfirmation,
 };
 use domain::Money;
 use sha2::{Digest, Sha256};
@@ -148,6 +149,22 @@ impl PaymentGateway for SimulatedGateway {
         Ok(CreatedIntent {
             intent_id,
             client_secret,
+        })
+    }
+
+    /// Moves the intent as [`confirm`](Self::confirm) does; the outcome reaches the payment
+    /// through [`PaymentSimulator::confirm_test_payment`], which the API uses instead.
+    async fn confirm_intent(
+        &self,
+        request: ConfirmIntent,
+    ) -> Result<ConfirmedIntent, GatewayError> {
+        self.confirm(&request.intent_id, &request.payment_method)?;
+        let status = self
+            .intent_status(&request.intent_id)
+            .unwrap_or_else(|| "processing".into());
+        Ok(ConfirmedIntent {
+            intent_id: request.intent_id,
+            status,
         })
     }
 
