@@ -18,17 +18,22 @@ use stripe_support::*;
 mod localstripe;
 use localstripe::*;
 
+/// An intent for payment `pay_ls_<n>` of order `ord_ls_<n>`, keyed by the payment id.
+fn intent_request(n: &str, amount: &str) -> commands::CreateIntent {
+    commands::CreateIntent {
+        payment_id: domain::PaymentId::parse(&format!("pay_ls_{n}")).unwrap(),
+        order_id: domain::OrderId::parse(&format!("ord_ls_{n}")).unwrap(),
+        amount: eur(amount),
+        idempotency_key: format!("pay_ls_{n}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_gateway_creates_an_intent_with_our_metadata_and_refunds_it_partially() {
     let ls = LocalStripe::start().await;
     let gateway = ls.gateway();
     let created = gateway
-        .create_intent(commands::CreateIntent {
-            payment_id: domain::PaymentId::parse("pay_ls_1").unwrap(),
-            order_id: domain::OrderId::parse("ord_ls_1").unwrap(),
-            amount: eur("19.99"),
-            idempotency_key: "pay_ls_1".into(),
-        })
+        .create_intent(intent_request("1", "19.99"))
         .await
         .unwrap();
     assert!(created.intent_id.starts_with("pi_"), "{created:?}");
@@ -53,12 +58,7 @@ async fn the_gateway_creates_an_intent_with_our_metadata_and_refunds_it_partiall
         idempotency_key: key.into(),
     };
     let other = gateway
-        .create_intent(commands::CreateIntent {
-            payment_id: domain::PaymentId::parse("pay_ls_2").unwrap(),
-            order_id: domain::OrderId::parse("ord_ls_2").unwrap(),
-            amount: eur("1.00"),
-            idempotency_key: "pay_ls_2".into(),
-        })
+        .create_intent(intent_request("2", "1.00"))
         .await
         .unwrap();
     let declined = gateway

@@ -81,21 +81,23 @@ async fn notification(app: &TestApp, token: &str, order: &str, kind: &str) -> Op
 #[tokio::test(flavor = "multi_thread")]
 async fn localstripe_payments_reach_the_embedded_app_by_signed_webhook_and_move_orders() {
     let ls = LocalStripe::start().await;
-    let app = app_on(&ls).await;
-    pay_decline_refund(&app, &ls).await;
-    app.shutdown().await;
+    pay_decline_refund(app_on(&ls).await, &ls).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn localstripe_payments_reach_the_aws_app_by_signed_webhook_and_move_orders() {
     let ls = LocalStripe::start().await;
-    let app = aws_app_on(&ls).await;
-    pay_decline_refund(&app, &ls).await;
+    pay_decline_refund(aws_app_on(&ls).await, &ls).await;
+}
+
+/// The scenario: forged confirmations, a payment and its redelivery, a decline and a support
+/// refund. Stops the app at the end.
+async fn pay_decline_refund(app: TestApp, ls: &LocalStripe) {
+    scenario(&app, ls).await;
     app.shutdown().await;
 }
 
-/// The scenario: pay, a forged confirmation, a decline and a support refund.
-async fn pay_decline_refund(app: &TestApp, ls: &LocalStripe) {
+async fn scenario(app: &TestApp, ls: &LocalStripe) {
     let token = app.token("alice", Role::Customer);
 
     // Checkout creates a real PaymentIntent at localstripe.
