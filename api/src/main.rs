@@ -282,6 +282,11 @@ struct ExportArgs {
     limit: Option<u64>,
     #[command(flatten)]
     data: DataArg,
+    /// Where the events live: the embedded data directory, or the AWS stage's durable feed.
+    #[arg(long, env = "BACKBONE_BACKEND", value_enum, default_value_t = Backend::Embedded)]
+    backend: Backend,
+    #[command(flatten)]
+    aws: AwsArgs,
 }
 
 fn parse_group(s: &str) -> Result<infrastructure::aws::ConsumerGroup, String> {
@@ -544,7 +549,13 @@ async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
 }
 
 async fn export_events(args: ExportArgs) -> anyhow::Result<()> {
-    let store = compose::open_event_store(&args.data.data, false).await?;
+    let store = match args.backend {
+        Backend::Embedded => compose::open_event_store(&args.data.data, false).await?,
+        Backend::Aws => {
+            let (sdk, options) = aws_setup(&args.aws).await;
+            AwsStage::new(&sdk, &args.aws.stage, options).store
+        }
+    };
     let filter = ExportFilter {
         after: args.after.unwrap_or(0),
         from: args.from,

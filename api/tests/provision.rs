@@ -9,9 +9,13 @@ use std::process::{Command, Output};
 
 /// Runs `backbone provision` with `args` against this binary's moto.
 fn provision(args: &[&str]) -> Output {
+    backbone(&[&["provision"], args].concat())
+}
+
+/// Runs `backbone` with `args` against this binary's moto.
+fn backbone(args: &[&str]) -> Output {
     let endpoint = &moto::moto().endpoint;
     Command::new(env!("CARGO_BIN_EXE_backbone"))
-        .arg("provision")
         .args(args)
         .env("AWS_ENDPOINT_URL", endpoint)
         .env("AWS_REGION", "us-east-1")
@@ -50,6 +54,18 @@ async fn provision_creates_the_stack_then_updates_it_and_the_adapters_find_their
         "{}",
         stderr(&again)
     );
+
+    // The analysts' export reads the stage's durable feed: empty on a new stage.
+    let export = backbone(&[
+        "events",
+        "export",
+        "--backend",
+        "aws",
+        "--stage",
+        &names.stage,
+    ]);
+    assert!(export.status.success(), "{}", stderr(&export));
+    assert!(export.stdout.is_empty(), "a new stage exports nothing");
 
     let sdk = moto::sdk_config().await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
