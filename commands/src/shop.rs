@@ -371,16 +371,13 @@ impl Shop {
             .await
     }
 
-    /// Creates (or returns the existing) provider intent of a payment and records it.
-    /// Safe to call repeatedly and concurrently: the provider key is the payment id and the
-    /// Payment aggregate ignores a second identical fact.
-    #[tracing::instrument(skip_all, fields(payment_id = %payment_id), err)]
     /// Passes `payment_method` on to the provider to confirm the payment's intent, for the
     /// order's customer (or staff); anyone else gets "not found". Nothing is recorded here: the
     /// payment moves only on the provider's verified webhook. The answer carries the provider's
     /// status of the intent. A replay (same Idempotency-Key) returns the first answer without
     /// calling the provider again, and the provider's key derives from the request's, so a
     /// retried request confirms once.
+    #[tracing::instrument(skip_all, fields(payment_id = %payment_id), err)]
     pub async fn confirm_payment(
         &self,
         ctx: &CommandContext,
@@ -423,6 +420,10 @@ impl Shop {
         self.svc.remember(ctx, ack).await
     }
 
+    /// Creates (or returns the existing) provider intent of a payment and records it.
+    /// Safe to call repeatedly and concurrently: the provider key is the payment id and the
+    /// Payment aggregate ignores a second identical fact.
+    #[tracing::instrument(skip_all, fields(payment_id = %payment_id), err)]
     pub async fn ensure_intent(
         &self,
         ctx: &CommandContext,

@@ -215,6 +215,19 @@ impl TestApp {
     }
 
     /// Opens a cart, adds `items` and checks out; returns the checkout answer.
+    /// `POST /v1/admin/products`: product `id` in category `misc` at `price` EUR with `stock`
+    /// units, as `token` (an admin's).
+    pub async fn create_product(&self, token: &str, id: &str, price: &str, stock: u32) -> Answer {
+        self.post(
+            "/v1/admin/products",
+            token,
+            serde_json::json!({ "product_id": id, "name": format!("Product {id}"),
+                    "category": "misc", "price": { "amount": price, "currency": "EUR" },
+                    "initial_stock": stock }),
+        )
+        .await
+    }
+
     pub async fn place_order(&self, token: &str, items: &[(&str, u32)]) -> Answer {
         let cart = self.open_cart(token).await;
         for (product, quantity) in items {

@@ -9,7 +9,6 @@ use backbone_tests::aws::{spawn_aws_app, table_event_ids};
 use backbone_tests::scenario::customer_buys_and_pays;
 use backbone_tests::{eventually, whole_feed};
 use reqwest::{Method, StatusCode};
-use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -66,14 +65,7 @@ async fn without_workers_the_api_commits_but_no_read_model_moves() {
     // (there is no shortcut from the API to the projections).
     let (app, stage) = spawn_aws_app(false).await;
     let admin = app.token("ada", Role::Admin);
-    let created = app
-        .post(
-            "/v1/admin/products",
-            &admin,
-            json!({ "product_id": "prd_lonely", "name": "Lonely", "category": "misc",
-                    "price": { "amount": "1.00", "currency": "EUR" }, "initial_stock": 1 }),
-        )
-        .await;
+    let created = app.create_product(&admin, "prd_lonely", "1.00", 1).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
     let loaded = stage
         .store

@@ -8,7 +8,6 @@ use backbone_tests::{spawn_app, TestApp};
 use commands::StreamRef;
 use domain::StreamType;
 use reqwest::StatusCode;
-use serde_json::json;
 use std::collections::BTreeMap;
 
 const UNITS: u32 = 10;
@@ -16,14 +15,7 @@ const CUSTOMERS: usize = 50;
 
 async fn race(app: &TestApp) {
     let admin = app.token("ada", Role::Admin);
-    let created = app
-        .post(
-            "/v1/admin/products",
-            &admin,
-            json!({ "product_id": "prd_race", "name": "Last units", "category": "misc",
-                    "price": { "amount": "9.90", "currency": "EUR" }, "initial_stock": UNITS }),
-        )
-        .await;
+    let created = app.create_product(&admin, "prd_race", "9.90", UNITS).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
 
     let checkouts = (0..CUSTOMERS).map(|i| async move {

@@ -1,4 +1,4 @@
-//! Simulated payments (embedded default, customers).
+//! Confirming a payment (customers): passed on to Stripe, or answered by the simulated provider.
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{AppPath, Cmd};
