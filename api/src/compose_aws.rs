@@ -375,6 +375,16 @@ pub async fn start_aws(
 ) -> anyhow::Result<Embedded> {
     let stage = AwsStage::new(sdk, &config.stage, config.options.clone())
         .with_payments(config.stripe.as_ref())?;
+    // Configuration errors first, before anything is deployed or spawned.
+    let models: Arc<dyn ReadModelStore> = stage.models.clone();
+    let webhooks = Arc::new(crate::compose::webhook_endpoint(
+        config.webhook_secrets.clone(),
+        config.stripe.is_some(),
+        stage.shop.clone(),
+        stage.gateway.clone(),
+        models.clone(),
+        stage.clock.clone(),
+    )?);
     if config.provision {
         stage
             .provision(&StackSpec::for_stage(&config.stage))
@@ -403,15 +413,6 @@ pub async fn start_aws(
     } else {
         Vec::new()
     };
-    let models: Arc<dyn ReadModelStore> = stage.models.clone();
-    let webhooks = Arc::new(crate::compose::webhook_endpoint(
-        config.webhook_secrets.clone(),
-        config.stripe.is_some(),
-        stage.shop.clone(),
-        stage.gateway.clone(),
-        models.clone(),
-        stage.clock.clone(),
-    )?);
     let state = AppState::new(Parts {
         webhooks,
         shop: stage.shop.clone(),

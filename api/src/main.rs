@@ -223,7 +223,6 @@ impl PaymentArgs {
         ]
         .into_iter()
         .flatten()
-        .filter(|s| !s.is_empty())
         .collect()
     }
 }

@@ -30,7 +30,7 @@ pub struct LoopConfig {
 
 /// What a worker loop runs under: the health registry it reports to, the token that stops it
 /// and its timing. Cheap to clone.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LoopContext {
     pub health: Health,
     pub cancel: CancellationToken,
