@@ -80,13 +80,13 @@ echo "order $ORDER_ID, payment $PAYMENT_ID, status $(echo "$CHECKOUT" | json 'd[
 
 step "paying with the simulated card pm_card_visa"
 PAID="$(api POST "/v1/payments/$PAYMENT_ID/confirm" "$CUSTOMER" '{"payment_method": "pm_card_visa"}')"
-POSITION="$(echo "$PAID" | json 'd["position"]')"
-echo "payment $(echo "$PAID" | json 'd["status"]') at feed position $POSITION"
+TOKEN="$(echo "$PAID" | json 'd["consistency"]')"
+echo "payment $(echo "$PAID" | json 'd["status"]'), consistency token $TOKEN"
 
-step "waiting for the order to be paid (read-your-writes with after_position)"
+step "waiting for the order to be paid (read-your-writes with the consistency token)"
 STATUS=""
 for _ in $(seq 1 50); do
-  STATUS="$(api GET "/v1/orders/$ORDER_ID?after_position=$POSITION" "$CUSTOMER" | json 'd["status"]')"
+  STATUS="$(api GET "/v1/orders/$ORDER_ID?consistency=$TOKEN" "$CUSTOMER" | json 'd["status"]')"
   [[ "$STATUS" == "paid" ]] && break
   sleep 0.2
 done

@@ -87,6 +87,8 @@ impl AwsStage {
                 index_on_append: false,
                 retry: options.retry,
                 query_page_size: options.query_page_size,
+                // A load's one Query covers the tail the service's snapshots leave.
+                snapshot_every: options.service.snapshot_every,
                 ..DynamoStoreOptions::default()
             },
         ));

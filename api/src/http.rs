@@ -10,7 +10,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use commands::Executed;
+use commands::{Consistency, Executed};
 use futures::future::BoxFuture;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -342,13 +342,15 @@ fn command_histogram(method: &Method, route: &str) -> metrics::Histogram {
     histogram
 }
 
-/// The answer of a command: the use case's value with the commit's feed `position` added (for
-/// read-your-writes), and `Idempotent-Replayed: true` when it is the replay of an earlier
-/// request with the same key.
+/// The answer of a command: the use case's value with the commit's `consistency` token (for
+/// read-your-writes, on every backend) and its feed `position` (where the backend knows it at
+/// commit time: embedded) added, and `Idempotent-Replayed: true` when it is the replay of an
+/// earlier request with the same key.
 #[derive(Debug)]
 pub struct CommandReply<T> {
     pub status: StatusCode,
     pub value: T,
+    pub consistency: Option<Consistency>,
     pub position: Option<u64>,
     pub replayed: bool,
 }
@@ -366,6 +368,7 @@ impl<T> CommandReply<T> {
         let position = executed.position();
         Self {
             status,
+            consistency: executed.commit.as_ref().and_then(Consistency::of),
             value: executed.value,
             position,
             replayed: executed.replayed,
@@ -376,7 +379,7 @@ impl<T> CommandReply<T> {
 impl<T: Serialize> IntoResponse for CommandReply<T> {
     fn into_response(self) -> Response {
         // Encoded straight to bytes (no intermediate `Value`): the command's answer, with its
-        // feed position added as one more member.
+        // consistency token and feed position added as two more members.
         let mut body = match serde_json::to_vec(&self.value) {
             Ok(bytes) => bytes,
             Err(e) => {
@@ -398,7 +401,17 @@ impl<T: Serialize> IntoResponse for CommandReply<T> {
             wrapped.push(b',');
             body = wrapped;
         }
-        body.extend_from_slice(b"\"position\":");
+        body.extend_from_slice(b"\"consistency\":");
+        match &self.consistency {
+            // The token's text is URL-safe, so it needs no JSON escaping.
+            Some(token) => {
+                body.push(b'"');
+                body.extend_from_slice(token.to_string().as_bytes());
+                body.push(b'"');
+            }
+            None => body.extend_from_slice(b"null"),
+        }
+        body.extend_from_slice(b",\"position\":");
         body.extend_from_slice(position.as_bytes());
         body.push(b'}');
         let mut response = (
@@ -422,14 +435,22 @@ impl<T: Serialize> IntoResponse for CommandReply<T> {
 #[cfg(test)]
 mod reply_tests {
     use super::*;
-    use commands::{CommitResult, Executed};
+    use commands::{CommitResult, Executed, StreamRef, StreamVersion};
+    use domain::StreamType;
 
     async fn body_of<T: Serialize>(value: T, position: Option<u64>) -> serde_json::Value {
+        let streams = position
+            .map(|v| StreamVersion {
+                stream: StreamRef::new(StreamType::Cart, "c1"),
+                version: v,
+            })
+            .into_iter()
+            .collect();
         let executed = Executed {
             value,
             commit: Some(CommitResult {
                 position,
-                streams: Vec::new(),
+                streams,
                 committed_at: chrono::Utc::now(),
             }),
             replayed: false,
@@ -446,23 +467,24 @@ mod reply_tests {
     }
 
     #[tokio::test]
-    async fn replies_carry_the_answer_and_the_feed_position() {
+    async fn replies_carry_the_answer_the_token_and_the_feed_position() {
         let object = serde_json::json!({"cart_id": "c1", "lines": [{"q": 1}]});
         assert_eq!(
             body_of(object, Some(42)).await,
-            serde_json::json!({"cart_id": "c1", "lines": [{"q": 1}], "position": 42})
+            serde_json::json!({"cart_id": "c1", "lines": [{"q": 1}],
+                "consistency": "cart.c1.42", "position": 42})
         );
         assert_eq!(
             body_of(serde_json::json!({}), None).await,
-            serde_json::json!({"position": null})
+            serde_json::json!({"consistency": null, "position": null})
         );
         assert_eq!(
             body_of(vec![1, 2], Some(7)).await,
-            serde_json::json!({"result": [1, 2], "position": 7})
+            serde_json::json!({"result": [1, 2], "consistency": "cart.c1.7", "position": 7})
         );
         assert_eq!(
             body_of("done", Some(8)).await,
-            serde_json::json!({"result": "done", "position": 8})
+            serde_json::json!({"result": "done", "consistency": "cart.c1.8", "position": 8})
         );
     }
 }

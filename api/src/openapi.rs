@@ -33,8 +33,8 @@ impl Modify for BearerAuth {
     info(
         title = "order backbone",
         description = "Event-sourced order backbone: storefront commands, read models, staff and analyst views. \
-Errors are `{\"error\": {\"code\", \"message\", \"details\"?, \"request_id\"}}`. Command responses carry `position`; \
-pass it as `after_position` to a query to read your own writes."
+Errors are `{\"error\": {\"code\", \"message\", \"details\"?, \"request_id\"}}`. Command responses carry a `consistency` token; \
+pass it as `consistency` to a read-model query to read your own writes (the same on every backend)."
     ),
     paths(
         carts::open_cart, carts::get_cart, carts::add_item, carts::change_quantity,

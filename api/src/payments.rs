@@ -39,7 +39,8 @@ pub async fn confirm_simulated(
     }
     let svc = state.shop.service();
     if let Some(replayed) = svc.replay::<Ack>(ctx).await? {
-        return Ok(replayed);
+        let version = svc.load::<Payment>(payment_id.as_str()).await?.version;
+        return Ok(names_the_payment(replayed, payment_id, version, state));
     }
     let payment = svc.load::<Payment>(payment_id.as_str()).await?;
     let (Some(order_id), Some(amount)) =
@@ -107,18 +108,29 @@ pub async fn confirm_simulated(
     // response (the payment events above are already deduplicated by the Stripe event id).
     let mut executed = svc.remember(ctx, ack).await?;
     executed.replayed |= replayed;
-    if executed.position().is_none() {
-        // Read-your-writes: the feed head now covers the payment's commit.
-        let head = state
-            .store
-            .head()
-            .await
-            .map_err(commands::CommandError::from)?;
-        executed.commit = Some(commands::CommitResult {
-            position: Some(head),
+    Ok(names_the_payment(executed, payment_id, version, state))
+}
+
+/// Read-your-writes: the answer's commit (the remembered answer, if any) wrote no stream, but
+/// the payment's own commit did; the answer's consistency token names the payment at `version`.
+fn names_the_payment(
+    mut executed: Executed<Ack>,
+    payment_id: &PaymentId,
+    version: u64,
+    state: &AppState,
+) -> Executed<Ack> {
+    let commit = executed
+        .commit
+        .get_or_insert_with(|| commands::CommitResult {
+            position: None,
             streams: Vec::new(),
             committed_at: state.clock.now(),
         });
+    if commit.streams.is_empty() && version > 0 {
+        commit.streams.push(commands::StreamVersion {
+            stream: commands::StreamRef::new(domain::StreamType::Payment, payment_id.as_str()),
+            version,
+        });
     }
-    Ok(executed)
+    executed
 }

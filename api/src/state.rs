@@ -2,15 +2,20 @@
 //! its layers, so a clone is one reference count) over the parts the composition root built.
 
 use crate::auth::Authenticator;
-use commands::{Clock, EventStore, PaymentSimulator, Shop};
+use commands::{Clock, Consistency, EventStore, PaymentSimulator, Shop};
 use metrics_exporter_prometheus::PrometheusHandle;
-use projections::ReadModelStore;
+use projections::{Projection, ReadModelStore};
 use std::sync::Arc;
 use std::time::Duration;
 use workers::Health;
 
-/// How long a query with `after_position` waits for its projection.
+/// How long a query with a `consistency` token waits for its read model.
 pub const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(2);
+
+/// The first pause between two looks at the read model's bookkeeping; it doubles up to
+/// [`READ_YOUR_WRITES_POLL_MAX`].
+const READ_YOUR_WRITES_POLL_MIN: Duration = Duration::from_millis(2);
+const READ_YOUR_WRITES_POLL_MAX: Duration = Duration::from_millis(50);
 
 /// The handlers' view of the backbone: derefs to [`Parts`].
 #[derive(Clone)]
@@ -51,19 +56,32 @@ pub struct Parts {
 }
 
 impl Parts {
-    /// Read-your-writes: waits (bounded) until projection `name` has reached `after`. A query
-    /// that times out is answered from the read model as it is.
-    pub async fn read_after(&self, projection: &str, after: Option<u64>) {
-        let Some(position) = after else {
+    /// Read-your-writes: waits (bounded) until `projection`'s read model reflects the write
+    /// behind `token` ([`projections::reflects`]). The projection may run in this process or in
+    /// workers elsewhere: only the read model's own bookkeeping is read. A query that times out,
+    /// or whose read model cannot answer, is answered from the read model as it is.
+    pub async fn read_after(&self, projection: &dyn Projection, token: Option<&Consistency>) {
+        let Some(token) = token else {
             return;
         };
-        let worker = workers::projection_worker(projection);
-        if !self
-            .health
-            .wait_for(&worker, position, READ_YOUR_WRITES_WAIT)
-            .await
-        {
-            tracing::debug!(projection, position, "read-your-writes wait timed out");
+        let deadline = tokio::time::Instant::now() + READ_YOUR_WRITES_WAIT;
+        let mut pause = READ_YOUR_WRITES_POLL_MIN;
+        loop {
+            match projections::reflects(self.models.as_ref(), projection, token).await {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(projection = projection.name(), error = %e, "read-your-writes check failed");
+                    return;
+                }
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                tracing::debug!(projection = projection.name(), %token, "read-your-writes wait timed out");
+                return;
+            }
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(READ_YOUR_WRITES_POLL_MAX);
         }
     }
 }

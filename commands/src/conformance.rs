@@ -126,7 +126,7 @@ impl<S, G> WithGuard<S, G> {
 
 crate::forward_event_store! {
     impl[S: EventStore, G: Send + Sync + 'static] for WithGuard<S, G>, to |s| &s.store,
-    forward [append, load, read, feed, feed_filtered, head, idempotency, commit_notifier] {}
+    forward [append, load, read, feed, feed_filtered, feed_in_time, head, idempotency, commit_notifier] {}
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ pub mod conformance;
 
 pub use payload::Payload;
 pub use store::*;
+pub mod consistency;
 pub mod error;
 pub mod fanout;
 pub mod loader;
@@ -20,6 +21,7 @@ pub mod service;
 pub mod shop;
 pub mod upcast;
 
+pub use consistency::{Consistency, InvalidConsistency};
 pub use error::*;
 pub use fanout::*;
 pub use loader::{CachingLoader, Loader, LockingLoader, StoreLoader};
@@ -34,5 +36,6 @@ pub use upcast::*;
 #[doc(hidden)]
 pub mod __macro_support {
     pub use async_trait::async_trait;
+    pub use chrono::{DateTime, Utc};
     pub use tokio::sync::Notify;
 }

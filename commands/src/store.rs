@@ -277,6 +277,19 @@ pub trait EventStore: Send + Sync + 'static {
             keep,
         ))
     }
+    /// Analysts' time ranges: the events `feed` would return after `after` whose `occurred_at`
+    /// is within `[from, to]`, in feed order, at most `limit`, read through a time index;
+    /// `None` when the backend has no index for this range (the caller then filters the feed).
+    /// An empty page means there is nothing more up to the current head.
+    async fn feed_in_time(
+        &self,
+        _after: u64,
+        _from: DateTime<Utc>,
+        _to: DateTime<Utc>,
+        _limit: usize,
+    ) -> Result<Option<Vec<EventEnvelope>>, StoreError> {
+        Ok(None)
+    }
     /// The highest position `feed` can return right now (0 when empty).
     async fn head(&self) -> Result<u64, StoreError>;
     /// Looks up a command id without writing anything.
@@ -304,7 +317,7 @@ pub trait EventStore: Send + Sync + 'static {
 ///
 /// commands::forward_event_store! {
 ///     impl[S: EventStore] for Logged<S>, to |s| &s.inner,
-///     forward [load, read, feed, feed_filtered, head, idempotency, commit_notifier] {
+///     forward [load, read, feed, feed_filtered, feed_in_time, head, idempotency, commit_notifier] {
 ///         async fn append(&self, commit: Commit) -> Result<AppendOutcome, StoreError> {
 ///             tracing::info!(events = commit.event_count(), "append");
 ///             self.inner.append(commit).await
@@ -372,6 +385,20 @@ macro_rules! forward_event_store {
             ) -> Result<$crate::FilteredPage, $crate::StoreError> {
                 let $s = self;
                 ($inner).feed_filtered(after, limit, keep).await
+            }
+        });
+    };
+    (@next ($g:tt $ty:ty, $s:ident, $inner:expr) [feed_in_time $($rest:ident)*] $own:tt { $($done:tt)* }) => {
+        $crate::forward_event_store!(@next ($g $ty, $s, $inner) [$($rest)*] $own { $($done)*
+            async fn feed_in_time(
+                &self,
+                after: u64,
+                from: $crate::__macro_support::DateTime<$crate::__macro_support::Utc>,
+                to: $crate::__macro_support::DateTime<$crate::__macro_support::Utc>,
+                limit: usize,
+            ) -> Result<Option<Vec<$crate::EventEnvelope>>, $crate::StoreError> {
+                let $s = self;
+                ($inner).feed_in_time(after, from, to, limit).await
             }
         });
     };
@@ -484,12 +511,25 @@ forward_event_store! {
             page.events = self.map(std::mem::take(&mut page.events));
             Ok(page)
         }
+        async fn feed_in_time(
+            &self,
+            after: u64,
+            from: DateTime<Utc>,
+            to: DateTime<Utc>,
+            limit: usize,
+        ) -> Result<Option<Vec<EventEnvelope>>, StoreError> {
+            Ok(self
+                .inner
+                .feed_in_time(after, from, to, limit)
+                .await?
+                .map(|events| self.map(events)))
+        }
     }
 }
 
 forward_event_store! {
     impl[T: EventStore + ?Sized] for Arc<T>, to |s| &**s,
-    forward [append, load, read, feed, feed_filtered, head, idempotency, commit_notifier] {}
+    forward [append, load, read, feed, feed_filtered, feed_in_time, head, idempotency, commit_notifier] {}
 }
 
 /// Checks the shape rules every adapter enforces before touching storage.

@@ -15,7 +15,8 @@ pub struct IdError {
     pub value: String,
 }
 
-fn is_valid_id(s: &str) -> bool {
+/// Whether `s` is a valid identifier of any kind (1 to 64 characters of `[A-Za-z0-9_-]`).
+pub fn is_valid_id(s: &str) -> bool {
     (1..=MAX_ID_LEN).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')

@@ -118,6 +118,20 @@ async fn check_resources_and_run_on_them(config: &aws_config::SdkConfig, names: 
             .any(|g| g.index_name() == Some(ResourceNames::EVENTS_BY_TIME)),
         "the time GSI exists"
     );
+    let feed = dynamodb
+        .describe_table()
+        .table_name(&names.feed_table)
+        .send()
+        .await
+        .expect("feed table");
+    assert!(
+        feed.table()
+            .expect("table description")
+            .global_secondary_indexes()
+            .iter()
+            .any(|g| g.index_name() == Some(ResourceNames::FEED_BY_HOUR)),
+        "the feed's time index exists"
+    );
 
     // Queues with their DLQ redrive, and rules on the bus targeting them.
     let sqs = aws_sdk_sqs::Client::new(config);

@@ -60,8 +60,8 @@ impl Projection for CatalogProjection {
         &[PRODUCTS]
     }
 
-    fn handles(&self, event: &EventEnvelope) -> bool {
-        event.stream_type == StreamType::Product
+    fn streams(&self) -> &'static [StreamType] {
+        &[StreamType::Product]
     }
 
     fn apply(&self, event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {

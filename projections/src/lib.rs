@@ -30,8 +30,8 @@ pub use runner::{
     rebuild_all, ApplySummary, ProjectionRunner, RebuildSummary, RunnerError, StepOutcome,
 };
 pub use store::{
-    ApplyOutcome, DocTx, Document, EncodedDoc, IndexEntry, Projection, ProjectionError, Query,
-    ReadModelError, ReadModelStore,
+    reflects, ApplyOutcome, DocTx, Document, EncodedDoc, IndexEntry, Projection, ProjectionError,
+    Query, ReadModelError, ReadModelStore,
 };
 
 #[cfg(any(test, feature = "testsuite"))]

@@ -186,8 +186,8 @@ impl Projection for NotificationsProjection {
         &[NOTIFICATIONS, ORDER_INFO]
     }
 
-    fn handles(&self, event: &EventEnvelope) -> bool {
-        event.stream_type == StreamType::Order
+    fn streams(&self) -> &'static [StreamType] {
+        &[StreamType::Order]
     }
 
     fn apply(&self, event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {

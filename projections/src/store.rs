@@ -10,7 +10,7 @@
 //! per-stream bookkeeping that makes duplicates, reordering and replays harmless.
 
 use async_trait::async_trait;
-use commands::{EventEnvelope, StreamRef};
+use commands::{Consistency, EventEnvelope, StreamRef};
 use domain::{DecodeError, StreamType};
 use serde_json::Value;
 use std::any::Any;
@@ -114,9 +114,9 @@ pub trait DocTx {
 /// Contract:
 /// - `apply` is deterministic and uses only the event and the documents it reads through `tx`;
 ///   it never re-runs business rules (events carry the derived values).
-/// - Sequence bookkeeping is per stream, so `handles` must answer the same for every event of a
-///   stream (filter on `stream_type`): an event type the projection does not care about is still
-///   passed to `apply`, which ignores it. Filtering single event types out would look like a gap.
+/// - Sequence bookkeeping is per stream, so a projection consumes whole stream types
+///   ([`Projection::streams`]): an event type it does not care about is still passed to
+///   `apply`, which ignores it. Filtering single event types out would look like a gap.
 /// - Events of different streams may arrive in any relative order (AWS delivery is unordered;
 ///   gap filling only restores the order within a stream), so documents fed by several streams
 ///   must end up the same whatever the interleaving.
@@ -126,8 +126,12 @@ pub trait Projection: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Every collection this projection writes; `reset` (rebuild) drops exactly these.
     fn collections(&self) -> &'static [&'static str];
-    /// Cheap filter, see the trait contract: decide on `stream_type`.
-    fn handles(&self, event: &EventEnvelope) -> bool;
+    /// The stream types it consumes, see the trait contract.
+    fn streams(&self) -> &'static [StreamType];
+    /// Whether `event` is one it consumes.
+    fn handles(&self, event: &EventEnvelope) -> bool {
+        self.streams().contains(&event.stream_type)
+    }
     fn apply(&self, event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError>;
 }
 
@@ -308,6 +312,31 @@ pub trait ReadModelStore: Send + Sync + 'static {
         index: Vec<IndexEntry>,
     ) -> Result<(), ReadModelError>;
     async fn reset(&self, projection: &dyn Projection) -> Result<(), ReadModelError>;
+}
+
+/// Read-your-writes: whether `projection`'s read model reflects the write behind `token`, that is,
+/// it has applied each stream of the token that it consumes up to the token's version. It reads
+/// only the per-stream bookkeeping every adapter keeps, so it means the same on every backend.
+pub async fn reflects(
+    models: &dyn ReadModelStore,
+    projection: &dyn Projection,
+    token: &Consistency,
+) -> Result<bool, ReadModelError> {
+    let consumed = projection.streams();
+    for written in token
+        .streams()
+        .iter()
+        .filter(|s| consumed.contains(&s.stream.stream_type))
+    {
+        if models
+            .last_applied(projection.name(), &written.stream)
+            .await?
+            < written.version
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// A stored document with its index entries as `(index, partition, sort)`; used to compare whole

@@ -338,8 +338,8 @@ impl Projection for SupportProjection {
         &[ORDERS, TIMELINE, PAYMENT_LINKS]
     }
 
-    fn handles(&self, event: &EventEnvelope) -> bool {
-        matches!(event.stream_type, StreamType::Order | StreamType::Payment)
+    fn streams(&self) -> &'static [StreamType] {
+        &[StreamType::Order, StreamType::Payment]
     }
 
     fn apply(&self, event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {

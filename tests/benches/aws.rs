@@ -10,7 +10,10 @@
 //! Run: `PATH=$PWD/.venv/bin:$PATH cargo bench -p backbone-tests --bench aws`
 //! (`BENCH_LAG_SAMPLES`, `BENCH_RELAY_EVENTS` tune the sizes). Prints a Markdown section.
 
-use backbone_tests::aws::{checkout_input, fresh_stage, run_workload, test_workers};
+use api::compose_aws::AwsOptions;
+use backbone_tests::aws::{
+    checkout_input, fresh_stage_with, run_workload, test_options, test_workers,
+};
 use commands::conformance::new_event;
 use commands::{Caller, CommandContext, Commit, EventStore, StreamAppend, StreamRef};
 use domain::{CustomerId, ProductCommand, Quantity, StreamType};
@@ -32,6 +35,15 @@ impl commands::EventPublisher for NullPublisher {
     ) -> Result<Vec<commands::PublishFailure>, commands::FanoutError> {
         Ok(Vec::new())
     }
+}
+
+/// A fresh stage with the production snapshot interval (the tests snapshot every 3 events).
+async fn production_stage() -> api::compose_aws::AwsStage {
+    fresh_stage_with(AwsOptions {
+        service: commands::ServiceConfig::default(),
+        ..test_options()
+    })
+    .await
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -74,7 +86,7 @@ async fn main() {
     println!("## AWS deployment on moto 5.2.5 (`cargo bench -p backbone-tests --bench aws`)\n");
 
     // ---- 1. requests per command ----------------------------------------------------------
-    let stage = fresh_stage().await;
+    let stage = production_stage().await;
     let w = run_workload(&stage.shop, "bench", 0, 0).await;
     let shop = &stage.shop;
     let ctx = CommandContext::default();
@@ -117,6 +129,18 @@ async fn main() {
         .await
         .unwrap();
     let intent = store.counts() - before;
+    // The same five streams loaded cold, straight from the store (no state cache).
+    let before = store.counts();
+    for stream in [
+        StreamRef::new(StreamType::Cart, cart_id.clone()),
+        StreamRef::new(StreamType::Product, w.products[0].clone()),
+        StreamRef::new(StreamType::Product, w.products[1].clone()),
+        StreamRef::new(StreamType::Order, receipt.value.order_id.clone()),
+        StreamRef::new(StreamType::Payment, receipt.value.payment_id.clone()),
+    ] {
+        stage.store.load(&stream).await.unwrap();
+    }
+    let cold = store.counts() - before;
     println!("### DynamoDB requests per command (event store counters)\n");
     println!("| command | requests |\n|---|---|");
     println!("| open cart | {} |", describe(&open));
@@ -129,11 +153,19 @@ async fn main() {
         "| record payment intent (loads payment) | {} |",
         describe(&intent)
     );
+    println!(
+        "| the checkout's 5 streams loaded cold from the store (no state cache) | {} |",
+        describe(&cold)
+    );
     assert_eq!(
         checkout.transact_write_items, 1,
         "checkout is one transaction"
     );
     assert_eq!(checkout.writes(), 1, "checkout writes once");
+    assert!(
+        checkout.reads() <= 5 && cold.reads() <= 5,
+        "checkout reads at most 5 times, even cold: {checkout:?}, {cold:?}"
+    );
 
     // ---- 2. load cost vs history ----------------------------------------------------------
     println!("\n### Load cost vs stream history (snapshot every 100 events)\n");
@@ -162,14 +194,14 @@ async fn main() {
         load_costs.push(cost.total());
     }
     assert!(
-        load_costs.iter().all(|c| *c == 2),
-        "a load is one GetItem and one Query: {load_costs:?}"
+        load_costs.iter().all(|c| *c == 1),
+        "a load is one Query: {load_costs:?}"
     );
 
     // ---- 3. end-to-end lag ----------------------------------------------------------------
     // On a stage of its own: moto deep-copies a table on every TransactWriteItems, so its
     // latency grows with the tables (parts 1 and 2 left 500+ events behind).
-    let stage = fresh_stage().await;
+    let stage = production_stage().await;
     let w = run_workload(&stage.shop, "lag", 0, 0).await;
     let shop = &stage.shop;
     let cancel = CancellationToken::new();
@@ -295,7 +327,7 @@ async fn main() {
             1000,
         ),
     ] {
-        let stage = fresh_stage().await;
+        let stage = production_stage().await;
         let per_commit = 50;
         for c in 0..relay_events.div_ceil(per_commit) {
             let stream = StreamRef::new(StreamType::Product, format!("prd_load_{c}"));
@@ -366,7 +398,7 @@ async fn main() {
     }
 
     // Where the relay's time goes on moto: one PutEvents of 10 entries.
-    let stage = fresh_stage().await;
+    let stage = production_stage().await;
     let publisher = infrastructure::aws::EventBridgePublisher::new(
         stage.eventbridge.clone(),
         stage.names.event_bus.clone(),

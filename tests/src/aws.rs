@@ -24,10 +24,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use workers::{CancellationToken, LoopConfig, Outcome, QueueConsumerConfig, Relay, RelayConfig};
 
-/// Adapter options for moto: emulator workarounds on, quick retries.
+/// Adapter options for moto: emulator workarounds on, quick retries, and a snapshot every
+/// three events, so that every AWS test also runs with snapshot items in the streams'
+/// partitions (loads, the relay, the feed and the export must all see through them).
 pub fn test_options() -> AwsOptions {
     AwsOptions {
         emulator_compat: true,
+        service: commands::ServiceConfig {
+            snapshot_every: 3,
+            ..commands::ServiceConfig::default()
+        },
         retry: RetryPolicy {
             max_attempts: 5,
             base_delay: Duration::from_millis(10),
@@ -69,9 +75,14 @@ pub fn test_workers() -> AwsWorkerConfig {
 /// A stage of its own on this binary's moto (names no other test uses), provisioned as
 /// `backbone provision` does it: its stack deployed from the template.
 pub async fn fresh_stage() -> AwsStage {
+    fresh_stage_with(test_options()).await
+}
+
+/// [`fresh_stage`] with other adapter options.
+pub async fn fresh_stage_with(options: AwsOptions) -> AwsStage {
     let names = moto::fresh_names();
     let sdk = moto::sdk_config().await;
-    let stage = AwsStage::new(&sdk, &names.stage, test_options());
+    let stage = AwsStage::new(&sdk, &names.stage, options);
     stage
         .provision(&StackSpec::for_stage(&names.stage))
         .await

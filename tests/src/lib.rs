@@ -59,6 +59,11 @@ impl Answer {
     pub fn position(&self) -> u64 {
         self.body["position"].as_u64().unwrap_or(0)
     }
+
+    /// The command's consistency token (read-your-writes); empty when it answered none.
+    pub fn consistency(&self) -> &str {
+        self.body["consistency"].as_str().unwrap_or("")
+    }
 }
 
 /// Starts an app on a fresh temporary data directory.

@@ -5,7 +5,7 @@
 //!
 //! Read models may lag behind commands on either backend (in-process workers, or the AWS
 //! fan-out), so every read of a view polls for up to [`TestApp::wait`], passing the command's
-//! `position` for read-your-writes where the backend answers one.
+//! `consistency` token for read-your-writes.
 
 use crate::{checkout_body, eventually, whole_feed, TestApp};
 use api::auth::Role;
@@ -13,18 +13,19 @@ use commands::EventEnvelope;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-/// Polls an order (as `token`, reading after `after`) until its status is `status`.
+/// Polls an order (as `token`, reading the write behind `consistency`) until its status is
+/// `status`.
 pub async fn order_reaches(
     app: &TestApp,
     token: &str,
     order_id: &str,
-    after: u64,
+    consistency: &str,
     status: &str,
 ) -> Value {
     eventually(app.wait, || async {
         let a = app
             .get(
-                &format!("/v1/orders/{order_id}?after_position={after}"),
+                &format!("/v1/orders/{order_id}?consistency={consistency}"),
                 token,
             )
             .await;
@@ -138,7 +139,7 @@ pub async fn customer_buys_and_pays(app: &TestApp) -> ShopRun {
         app,
         &alice,
         &order_id,
-        checkout.position(),
+        checkout.consistency(),
         "awaiting_payment",
     )
     .await;
@@ -162,7 +163,7 @@ pub async fn customer_buys_and_pays(app: &TestApp) -> ShopRun {
         .await;
     assert_eq!(paid.status, StatusCode::OK, "{}", paid.text);
     assert_eq!(paid.body["status"], "succeeded");
-    let order = order_reaches(app, &alice, &order_id, paid.position(), "paid").await;
+    let order = order_reaches(app, &alice, &order_id, paid.consistency(), "paid").await;
     assert_eq!(order["payment_status"], "succeeded");
     assert_eq!(order["paid"]["amount"], "75.30");
 

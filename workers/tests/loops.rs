@@ -27,8 +27,8 @@ impl Projection for Flaky {
     fn collections(&self) -> &'static [&'static str] {
         &["flaky"]
     }
-    fn handles(&self, _: &EventEnvelope) -> bool {
-        true
+    fn streams(&self) -> &'static [domain::StreamType] {
+        &domain::StreamType::ALL
     }
     fn apply(&self, event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
         if event.sequence == self.fail_on && self.failures.load(Ordering::SeqCst) < self.budget {

@@ -26,8 +26,8 @@ impl Projection for Recorder {
             _ => &["other"],
         }
     }
-    fn handles(&self, _: &EventEnvelope) -> bool {
-        true
+    fn streams(&self) -> &'static [domain::StreamType] {
+        &domain::StreamType::ALL
     }
     fn apply(&self, event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
         record_sequence(tx, self.0, event)
@@ -52,7 +52,7 @@ impl GatedStore {
 
 commands::forward_event_store! {
     impl[] for GatedStore, to |s| &s.inner,
-    forward [append, load, read, head, idempotency, commit_notifier] {
+    forward [append, load, read, feed_in_time, head, idempotency, commit_notifier] {
         async fn feed(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
             self.pass(after).await;
             self.inner.feed(after, limit).await

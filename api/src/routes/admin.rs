@@ -83,7 +83,7 @@ fn stock(field: &str, quantity: u32, min: u32) -> Result<u32, ApiError> {
 #[utoipa::path(post, path = "/v1/admin/products", tag = "admin",
     params(("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
     request_body = CreateProductRequest,
-    responses((status = 201, description = "created, with `position`", body = serde_json::Value),
+    responses((status = 201, description = "created, with `consistency` and `position`", body = serde_json::Value),
         (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create_product(
@@ -106,7 +106,7 @@ pub async fn create_product(
     params(("id" = String, Path, description = "product id"),
         ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
     request_body = RepriceRequest,
-    responses((status = 200, description = "repriced, with `position`", body = serde_json::Value),
+    responses((status = 200, description = "repriced, with `consistency` and `position`", body = serde_json::Value),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn reprice(
@@ -128,7 +128,7 @@ pub async fn reprice(
     params(("id" = String, Path, description = "product id"),
         ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
     request_body = RestockRequest,
-    responses((status = 200, description = "restocked, with `position`", body = serde_json::Value),
+    responses((status = 200, description = "restocked, with `consistency` and `position`", body = serde_json::Value),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn restock(
@@ -149,7 +149,7 @@ pub async fn restock(
 #[utoipa::path(post, path = "/v1/admin/products/{id}/retire", tag = "admin",
     params(("id" = String, Path, description = "product id"),
         ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
-    responses((status = 200, description = "retired, with `position`", body = serde_json::Value),
+    responses((status = 200, description = "retired, with `consistency` and `position`", body = serde_json::Value),
         (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn retire(
@@ -168,7 +168,7 @@ pub async fn retire(
     params(("id" = String, Path, description = "order id"),
         ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
     request_body = ShipRequest,
-    responses((status = 200, description = "shipped, with `position`", body = serde_json::Value),
+    responses((status = 200, description = "shipped, with `consistency` and `position`", body = serde_json::Value),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn ship(
@@ -207,7 +207,7 @@ pub async fn ship(
 #[utoipa::path(post, path = "/v1/admin/orders/{id}/deliver", tag = "admin",
     params(("id" = String, Path, description = "order id"),
         ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
-    responses((status = 200, description = "delivered, with `position`", body = serde_json::Value),
+    responses((status = 200, description = "delivered, with `consistency` and `position`", body = serde_json::Value),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn deliver(

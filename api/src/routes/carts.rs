@@ -72,7 +72,7 @@ pub struct CheckoutResponse {
 #[utoipa::path(post, path = "/v1/carts", tag = "carts",
     request_body(content = OpenCartRequest, description = "empty"),
     params(("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
-    responses((status = 201, description = "the new cart, with `position`", body = serde_json::Value),
+    responses((status = 201, description = "the new cart, with `consistency` and `position`", body = serde_json::Value),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn open_cart(
@@ -105,7 +105,7 @@ pub async fn get_cart(
     params(("id" = String, Path, description = "cart id"),
         ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
     request_body = AddItemRequest,
-    responses((status = 200, description = "the cart, with `position`", body = serde_json::Value),
+    responses((status = 200, description = "the cart, with `consistency` and `position`", body = serde_json::Value),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn add_item(
@@ -130,7 +130,7 @@ pub async fn add_item(
     params(("id" = String, Path, description = "cart id"), ("product_id" = String, Path),
         ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
     request_body = ChangeQuantityRequest,
-    responses((status = 200, description = "the cart, with `position`", body = serde_json::Value),
+    responses((status = 200, description = "the cart, with `consistency` and `position`", body = serde_json::Value),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn change_quantity(
@@ -154,7 +154,7 @@ pub async fn change_quantity(
 #[utoipa::path(delete, path = "/v1/carts/{id}/items/{product_id}", tag = "carts",
     params(("id" = String, Path, description = "cart id"), ("product_id" = String, Path),
         ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
-    responses((status = 200, description = "the cart, with `position`", body = serde_json::Value),
+    responses((status = 200, description = "the cart, with `consistency` and `position`", body = serde_json::Value),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn remove_item(
@@ -178,7 +178,7 @@ pub async fn remove_item(
     params(("id" = String, Path, description = "cart id"),
         ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
     request_body = CheckoutRequest,
-    responses((status = 201, description = "the order placed, with `position`", body = CheckoutResponse),
+    responses((status = 201, description = "the order placed, with `consistency` and `position`", body = CheckoutResponse),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, description = "insufficient stock, cart already checked out, ...", body = ErrorBody)),
     security(("bearer" = [])))]

@@ -6,6 +6,7 @@ use crate::routes::orders::{limit, ReadQuery};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
+use commands::Consistency;
 use domain::ProductId;
 use projections::catalog::{self, ProductView};
 use serde::{Deserialize, Serialize};
@@ -19,8 +20,10 @@ pub struct CatalogQuery {
     pub category: Option<String>,
     /// At most this many products (default 50, at most 500).
     pub limit: Option<usize>,
-    /// Read-your-writes: wait (at most 2 s) until the catalog has processed this position.
-    pub after_position: Option<u64>,
+    /// Read-your-writes: a command answer's `consistency` token. The query waits (at most 2 s)
+    /// until this read model reflects that write.
+    #[param(value_type = Option<String>)]
+    pub consistency: Option<Consistency>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -36,7 +39,9 @@ pub async fn list_products(
     State(state): State<AppState>,
     AppQuery(q): AppQuery<CatalogQuery>,
 ) -> ApiResult<Json<ProductList>> {
-    state.read_after(catalog::NAME, q.after_position).await;
+    state
+        .read_after(&catalog::CatalogProjection, q.consistency.as_ref())
+        .await;
     let products =
         catalog::list_products(state.models.as_ref(), q.category.as_deref(), limit(q.limit))
             .await?;
@@ -53,7 +58,9 @@ pub async fn get_product(
     AppPath(product_id): AppPath<ProductId>,
     AppQuery(q): AppQuery<ReadQuery>,
 ) -> ApiResult<Json<ProductView>> {
-    state.read_after(catalog::NAME, q.after_position).await;
+    state
+        .read_after(&catalog::CatalogProjection, q.consistency.as_ref())
+        .await;
     catalog::get_product(state.models.as_ref(), product_id.as_str())
         .await?
         .map(Json)

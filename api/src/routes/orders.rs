@@ -7,7 +7,7 @@ use crate::http::CommandReply;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
-use commands::Ack;
+use commands::{Ack, Consistency};
 use domain::{OrderCommand, OrderId};
 use projections::notifications::NotificationView;
 use projections::order_history::{self, OrderView};
@@ -29,9 +29,10 @@ pub fn limit(requested: Option<usize>) -> usize {
 pub struct ListQuery {
     /// At most this many items (default 50, at most 500).
     pub limit: Option<usize>,
-    /// Read-your-writes: wait (at most 2 s) until the read model has processed this feed
-    /// position (a command response's `position`).
-    pub after_position: Option<u64>,
+    /// Read-your-writes: a command answer's `consistency` token. The query waits (at most 2 s)
+    /// until this read model reflects that write.
+    #[param(value_type = Option<String>)]
+    pub consistency: Option<Consistency>,
 }
 
 /// Query parameters of single-item reads over projections.
@@ -39,8 +40,10 @@ pub struct ListQuery {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ReadQuery {
-    /// Read-your-writes: wait (at most 2 s) until the read model has processed this position.
-    pub after_position: Option<u64>,
+    /// Read-your-writes: a command answer's `consistency` token. The query waits (at most 2 s)
+    /// until this read model reflects that write.
+    #[param(value_type = Option<String>)]
+    pub consistency: Option<Consistency>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -74,7 +77,10 @@ pub async fn list_orders(
 ) -> ApiResult<Json<OrderList>> {
     let customer = principal.customer_id()?;
     state
-        .read_after(order_history::NAME, q.after_position)
+        .read_after(
+            &order_history::OrderHistoryProjection,
+            q.consistency.as_ref(),
+        )
         .await;
     let orders = order_history::list_orders_for_customer(
         state.models.as_ref(),
@@ -97,7 +103,10 @@ pub async fn get_order(
     AppQuery(q): AppQuery<ReadQuery>,
 ) -> ApiResult<Json<OrderView>> {
     state
-        .read_after(order_history::NAME, q.after_position)
+        .read_after(
+            &order_history::OrderHistoryProjection,
+            q.consistency.as_ref(),
+        )
         .await;
     let order = order_history::get_order(state.models.as_ref(), order_id.as_str())
         .await?
@@ -116,7 +125,7 @@ pub async fn get_order(
     params(("id" = String, Path, description = "order id"),
         ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
     request_body = CancelRequest,
-    responses((status = 200, description = "the order's new status, with `position`", body = serde_json::Value),
+    responses((status = 200, description = "the order's new status, with `consistency` and `position`", body = serde_json::Value),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn cancel(
@@ -154,7 +163,10 @@ pub async fn notifications(
 ) -> ApiResult<Json<NotificationList>> {
     let customer = principal.customer_id()?;
     state
-        .read_after(projections::notifications::NAME, q.after_position)
+        .read_after(
+            &projections::notifications::NotificationsProjection,
+            q.consistency.as_ref(),
+        )
         .await;
     let notifications = projections::notifications::list_notifications_for_customer(
         state.models.as_ref(),

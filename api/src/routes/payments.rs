@@ -26,7 +26,7 @@ pub struct ConfirmRequest {
     params(("payment_id" = String, Path, description = "payment id from checkout"),
         ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
     request_body = ConfirmRequest,
-    responses((status = 200, description = "the payment's new status, with `position`", body = serde_json::Value),
+    responses((status = 200, description = "the payment's new status, with `consistency` and `position`", body = serde_json::Value),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn confirm(

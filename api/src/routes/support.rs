@@ -7,6 +7,7 @@ use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
+use commands::Consistency;
 use domain::{OrderId, OrderStatus};
 use projections::support::{self, SupportOrderView, SupportQuery, SupportTimelineEntry};
 use serde::{Deserialize, Serialize};
@@ -30,8 +31,10 @@ pub struct SupportSearch {
     pub intent_id: Option<String>,
     /// At most this many orders (default 50, at most 500).
     pub limit: Option<usize>,
-    /// Read-your-writes: wait (at most 2 s) until the support view has processed this position.
-    pub after_position: Option<u64>,
+    /// Read-your-writes: a command answer's `consistency` token. The query waits (at most 2 s)
+    /// until this read model reflects that write.
+    #[param(value_type = Option<String>)]
+    pub consistency: Option<Consistency>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -56,7 +59,9 @@ pub async fn search(
     State(state): State<AppState>,
     AppQuery(q): AppQuery<SupportSearch>,
 ) -> ApiResult<Json<SupportOrderList>> {
-    state.read_after(support::NAME, q.after_position).await;
+    state
+        .read_after(&support::SupportProjection, q.consistency.as_ref())
+        .await;
     let query = SupportQuery {
         email: q.email,
         status: q.status,
@@ -80,7 +85,9 @@ pub async fn timeline(
     AppPath(order_id): AppPath<OrderId>,
     AppQuery(q): AppQuery<ReadQuery>,
 ) -> ApiResult<Json<Timeline>> {
-    state.read_after(support::NAME, q.after_position).await;
+    state
+        .read_after(&support::SupportProjection, q.consistency.as_ref())
+        .await;
     let models = state.models.as_ref();
     if support::get_support_order(models, order_id.as_str())
         .await?

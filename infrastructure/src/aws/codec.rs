@@ -13,10 +13,23 @@
 //! | `payload`, `metadata` | S | JSON text (exact: no float or map conversion) |
 //! | `bucket` | S | GSI pk: `2026-11-21T22#07` (hour, shard of 16) |
 //! | `bucket_sort` | S | GSI sk: `<occurred_at>#<stream>#<seq, 20 digits>` |
+//!
+//! A stream's snapshot lives in the stream's own partition, as the item at `seq` =
+//! [`SNAPSHOT_SEQ`] (10^20, above every `u64` sequence), so one descending Query reads the
+//! snapshot first and the newest events after it. It has no `bucket`, so the time GSI never
+//! holds it, and no event range (`seq BETWEEN 1 AND u64::MAX`) reaches it:
+//!
+//! | attribute | type | value |
+//! |---|---|---|
+//! | `stream` | S (pk) | as above |
+//! | `seq` | N (sk) | [`SNAPSHOT_SEQ`] |
+//! | `version` | N | the stream version the state was taken at |
+//! | `schema_version` | N | the aggregate state's schema version |
+//! | `state` | S | JSON text |
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, SecondsFormat, Timelike, Utc};
-use commands::{EventEnvelope, Metadata, NewEvent, StoreError, StreamRef};
+use commands::{EventEnvelope, Metadata, NewEvent, Snapshot, StoreError, StreamRef};
 use domain::StreamType;
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -38,6 +51,11 @@ pub const BUCKET: &str = "bucket";
 pub const BUCKET_SORT: &str = "bucket_sort";
 /// The feed position, on feed items only.
 pub const POSITION: &str = "pos";
+/// The sort key of a stream's snapshot item: 10^20, above every `u64` sequence.
+pub const SNAPSHOT_SEQ: &str = "100000000000000000000";
+pub const SNAPSHOT_VERSION: &str = "version";
+pub const SCHEMA_VERSION: &str = "schema_version";
+pub const STATE: &str = "state";
 
 /// Shards per hour bucket of the time GSI. Changing it (or [`shard_of`]) strands old items.
 pub const TIME_SHARDS: u64 = 16;
@@ -86,6 +104,37 @@ pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
 
 pub(crate) fn n(v: u64) -> AttributeValue {
     AttributeValue::N(v.to_string())
+}
+
+/// Whether an item of the events table is a stream's snapshot rather than an event.
+pub fn is_snapshot(item: &impl AttrSource) -> bool {
+    item.number(SEQ) == Some(SNAPSHOT_SEQ)
+}
+
+/// The snapshot item of `stream` (see the module docs).
+pub fn snapshot_item(stream: &StreamRef, snapshot: &Snapshot) -> Result<Item, StoreError> {
+    let state = serde_json::to_string(&snapshot.state)
+        .map_err(|e| StoreError::InvalidCommit(format!("unencodable snapshot: {e}")))?;
+    Ok(HashMap::from([
+        (STREAM.to_owned(), s(stream.key())),
+        (SEQ.to_owned(), AttributeValue::N(SNAPSHOT_SEQ.to_owned())),
+        (SNAPSHOT_VERSION.to_owned(), n(snapshot.version)),
+        (
+            SCHEMA_VERSION.to_owned(),
+            n(u64::from(snapshot.schema_version)),
+        ),
+        (STATE.to_owned(), s(state)),
+    ]))
+}
+
+/// The snapshot a snapshot item holds.
+pub fn decode_snapshot(item: &impl AttrSource) -> Result<Snapshot, StoreError> {
+    let schema_version = get_n(item, SCHEMA_VERSION)?;
+    Ok(Snapshot {
+        version: get_n(item, SNAPSHOT_VERSION)?,
+        schema_version: u32::try_from(schema_version).map_err(|e| corrupt(SCHEMA_VERSION, e))?,
+        state: serde_json::from_str(get_s(item, STATE)?).map_err(|e| corrupt(STATE, e))?,
+    })
 }
 
 fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {

@@ -111,11 +111,19 @@ pub(crate) struct QuerySpec {
     pub limit: Option<usize>,
     /// Items per request (`None`: DynamoDB's 1 MB pages).
     pub page_size: Option<i32>,
+    /// Items in the first request, when it differs from `page_size`.
+    pub first_page: Option<i32>,
+    /// Stop following pages once this holds for the items read so far.
+    pub stop_when: Option<fn(&[Item]) -> bool>,
+    /// A FilterExpression (its names and values go in `names` and `values`). DynamoDB applies
+    /// it after a page's `Limit`, so `limit` counts the items that pass it.
+    pub filter: Option<String>,
     /// Strongly consistent (not possible on a GSI).
     pub consistent: bool,
 }
 
-/// Runs a Query following `LastEvaluatedKey` until the pages end or `limit` items were read.
+/// Runs a Query following `LastEvaluatedKey` until the pages end, `limit` items were read, or
+/// `stop_when` holds.
 pub(crate) async fn query_all(
     client: &Client,
     counters: &RequestCounters,
@@ -128,7 +136,11 @@ pub(crate) async fn query_all(
         if remaining == Some(0) {
             break;
         }
-        let page_limit = match (remaining, spec.page_size) {
+        let page_size = match (&start, spec.first_page) {
+            (None, Some(first)) => Some(first),
+            _ => spec.page_size,
+        };
+        let page_limit = match (remaining, page_size) {
             (Some(r), Some(p)) => Some(i32::try_from(r).unwrap_or(i32::MAX).min(p)),
             (Some(r), None) => Some(i32::try_from(r).unwrap_or(i32::MAX)),
             (None, p) => p,
@@ -139,6 +151,7 @@ pub(crate) async fn query_all(
             .table_name(&spec.table)
             .set_index_name(spec.index.clone())
             .key_condition_expression(&spec.key_condition)
+            .set_filter_expression(spec.filter.clone())
             .set_expression_attribute_names(Some(spec.names.clone()))
             .set_expression_attribute_values(Some(spec.values.clone()))
             .scan_index_forward(spec.forward)
@@ -149,6 +162,9 @@ pub(crate) async fn query_all(
             .await
             .map_err(|e| classify("Query", &e))?;
         out.extend(page.items.unwrap_or_default());
+        if spec.stop_when.is_some_and(|stop| stop(&out)) {
+            break;
+        }
         match page.last_evaluated_key {
             Some(key) if !key.is_empty() => start = Some(key),
             _ => break,

@@ -2,14 +2,15 @@
 //!
 //! - `events`: pk `stream` = `order#<id>`, sk `seq`; item layout in [`super::codec`]. The table's
 //!   stream (NEW_IMAGE) feeds the relay.
-//! - `snapshots`: pk `stream`; `version`, `schema_version`, `state` (JSON text).
+//!   A stream's snapshot is an item of its own partition, above every event
+//!   ([`codec::SNAPSHOT_SEQ`]).
 //! - `idempotency`: pk `command_id`; `fingerprint`, `outcome` and `result` (JSON text) and
 //!   `expires_at` (epoch seconds, the table's TTL attribute).
 //!
 //! **append** is ONE TransactWriteItems (at most 100 actions), in this order: the idempotency
 //! item (`attribute_not_exists(command_id)`), then per stream a ConditionCheck that event
 //! `expected_version` exists (only when `expected_version > 0`), a Put per event
-//! (`attribute_not_exists(seq)`) and the snapshot Put (`version < :new` or absent). A failed
+//! (`attribute_not_exists(seq)`) and the snapshot item's Put (`version < :new` or absent). A failed
 //! condition on the idempotency item means Duplicate (the stored first result is read back and
 //! returned); on a stream's items it means Conflict on that stream.
 //!
@@ -18,8 +19,13 @@
 //! fill the 100 actions checks it with a consistent GetItem before the transaction instead. A new
 //! stream (`expected_version == 0`) needs no check: the Put of `seq = 1` carries it.
 //!
-//! **load** is a consistent GetItem of the snapshot plus a consistent Query of the events after
-//! it (every page): two requests for a stream whose tail fits one page, however long its history.
+//! **load** is ONE consistent Query of the stream's partition, newest first: the snapshot item
+//! comes first (it sorts above every event), then the events down to the snapshot's version.
+//! The first page asks for the snapshot plus [`DynamoStoreOptions::snapshot_every`] events, the
+//! most a tail holds while the command service snapshots at that interval, so one request reads
+//! a stream whatever its length; a longer tail (a stream without a snapshot, or a commit that
+//! crossed the interval with many events) follows the pages. The price is that the first page
+//! may also read up to `snapshot_every` events older than the snapshot, which it drops.
 //!
 //! **feed / head** read the feed table that [`FeedIndexer`] writes. In production the relay
 //! indexes events from the DynamoDB Stream; with [`DynamoStoreOptions::index_on_append`] (tests,
@@ -54,9 +60,6 @@ const FINGERPRINT: &str = "fingerprint";
 const OUTCOME: &str = "outcome";
 const RESULT: &str = "result";
 const EXPIRES_AT: &str = "expires_at";
-const VERSION: &str = "version";
-const SCHEMA_VERSION: &str = "schema_version";
-const STATE: &str = "state";
 
 /// Options of [`DynamoEventStore`]. The default is the production setup (a relay indexes).
 #[derive(Debug, Clone)]
@@ -73,6 +76,9 @@ pub struct DynamoStoreOptions {
     /// Items per Query page (`None`: DynamoDB's 1 MB pages). Tests set it small to exercise
     /// paging.
     pub query_page_size: Option<i32>,
+    /// The command service's snapshot interval ([`commands::ServiceConfig::snapshot_every`]):
+    /// a load's first page reads the snapshot and this many newest events.
+    pub snapshot_every: u64,
 }
 
 impl Default for DynamoStoreOptions {
@@ -82,6 +88,7 @@ impl Default for DynamoStoreOptions {
             idempotency_ttl: Duration::from_secs(7 * 24 * 3600),
             retry: RetryPolicy::default(),
             query_page_size: None,
+            snapshot_every: commands::ServiceConfig::default().snapshot_every,
         }
     }
 }
@@ -90,7 +97,6 @@ impl Default for DynamoStoreOptions {
 pub struct DynamoEventStore {
     client: Client,
     events_table: String,
-    snapshots_table: String,
     idempotency_table: String,
     options: DynamoStoreOptions,
     counters: Arc<RequestCounters>,
@@ -131,7 +137,6 @@ impl DynamoEventStore {
         Self {
             client,
             events_table: names.events_table.clone(),
-            snapshots_table: names.snapshots_table.clone(),
             idempotency_table: names.idempotency_table.clone(),
             options,
             counters: Arc::new(RequestCounters::default()),
@@ -237,18 +242,13 @@ impl DynamoEventStore {
                 actions.push(Action::Stream(i));
             }
             if let Some(snap) = &part.snapshot {
-                let state = serde_json::to_string(&snap.state)
-                    .map_err(|e| StoreError::InvalidCommit(format!("unencodable snapshot: {e}")))?;
                 let put = built(
                     Put::builder()
-                        .table_name(&self.snapshots_table)
-                        .item(codec::STREAM, s(part.stream.key()))
-                        .item(VERSION, n(snap.version))
-                        .item(SCHEMA_VERSION, n(u64::from(snap.schema_version)))
-                        .item(STATE, s(state))
+                        .table_name(&self.events_table)
+                        .set_item(Some(codec::snapshot_item(&part.stream, snap)?))
                         .condition_expression("attribute_not_exists(#s) OR #v < :v")
                         .expression_attribute_names("#s", codec::STREAM)
-                        .expression_attribute_names("#v", VERSION)
+                        .expression_attribute_names("#v", codec::SNAPSHOT_VERSION)
                         .expression_attribute_values(":v", n(snap.version))
                         .build(),
                 )?;
@@ -471,24 +471,57 @@ impl DynamoEventStore {
         items.iter().map(decode_event).collect()
     }
 
-    async fn snapshot(&self, stream: &StreamRef) -> Result<Option<Snapshot>, StoreError> {
-        let key = HashMap::from([(codec::STREAM.to_owned(), s(stream.key()))]);
-        let item = self.get(&self.snapshots_table, key.clone()).await?;
-        let Some(item) = item else { return Ok(None) };
-        let corrupt =
-            |what: &str| StoreError::Internal(format!("undecodable snapshot of {stream}: {what}"));
-        let num = |name: &str| -> Result<u64, StoreError> {
-            item.number(name)
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| corrupt(name))
+    /// The stream in one consistent Query, newest first (see the module docs): its snapshot,
+    /// if any, and the events after it, oldest first.
+    async fn load_tail(
+        &self,
+        stream: &StreamRef,
+    ) -> Result<(Option<Snapshot>, Vec<EventEnvelope>), StoreError> {
+        let first_page = i32::try_from(self.options.snapshot_every.saturating_add(1))
+            .unwrap_or(i32::MAX)
+            .max(1);
+        let spec = QuerySpec {
+            table: self.events_table.clone(),
+            key_condition: "#s = :s".into(),
+            names: HashMap::from([("#s".to_owned(), codec::STREAM.to_owned())]),
+            values: HashMap::from([(":s".to_owned(), s(stream.key()))]),
+            forward: false,
+            page_size: self.options.query_page_size,
+            first_page: Some(
+                self.options
+                    .query_page_size
+                    .map_or(first_page, |p| p.min(first_page)),
+            ),
+            stop_when: Some(reached_the_snapshot),
+            consistent: true,
+            ..QuerySpec::default()
         };
-        Ok(Some(Snapshot {
-            version: num(VERSION)?,
-            schema_version: u32::try_from(num(SCHEMA_VERSION)?)
-                .map_err(|_| corrupt(SCHEMA_VERSION))?,
-            state: serde_json::from_str(item.string(STATE).ok_or_else(|| corrupt(STATE))?)
-                .map_err(|e| corrupt(&e.to_string()))?,
-        }))
+        let items = self
+            .options
+            .retry
+            .retry("Query", |_| {
+                ddb::query_all(&self.client, &self.counters, &spec)
+            })
+            .await?;
+        let mut items = items.iter().peekable();
+        let snapshot = match items.next_if(|item| codec::is_snapshot(*item)) {
+            Some(item) => Some(
+                codec::decode_snapshot(item)
+                    .map_err(|e| StoreError::Internal(format!("the snapshot of {stream}: {e}")))?,
+            ),
+            None => None,
+        };
+        let after = snapshot.as_ref().map_or(0, |s| s.version);
+        let mut events = Vec::new();
+        for item in items {
+            let event = decode_event(item)?;
+            if event.sequence <= after {
+                break;
+            }
+            events.push(event);
+        }
+        events.reverse();
+        Ok((snapshot, events))
     }
 
     /// Analysts' time-range replay over the `by_time` GSI: every event with
@@ -554,6 +587,24 @@ impl DynamoEventStore {
     }
 }
 
+/// Whether a newest-first read of a stream's partition holds everything a load needs: the
+/// snapshot first, then events down to the snapshot's version. Without a snapshot the whole
+/// stream is read.
+fn reached_the_snapshot(items: &[Item]) -> bool {
+    let Some(snapshot) = items.first().filter(|i| codec::is_snapshot(*i)) else {
+        return false;
+    };
+    let version = snapshot
+        .number(codec::SNAPSHOT_VERSION)
+        .and_then(|v| v.parse::<u64>().ok());
+    let oldest = items
+        .last()
+        .filter(|i| !codec::is_snapshot(*i))
+        .and_then(|i| i.number(codec::SEQ))
+        .and_then(|q| q.parse::<u64>().ok());
+    matches!((version, oldest), (Some(v), Some(q)) if q <= v + 1)
+}
+
 fn same(a: &Action, b: &Action) -> bool {
     match (a, b) {
         (Action::Idempotency, Action::Idempotency) => true,
@@ -616,10 +667,12 @@ impl EventStore for DynamoEventStore {
 
     #[tracing::instrument(skip_all, fields(stream = %stream), err)]
     async fn load(&self, stream: &StreamRef) -> Result<LoadedStream, StoreError> {
-        let snapshot = self.snapshot(stream).await?;
-        let after = snapshot.as_ref().map_or(0, |s| s.version);
-        let events = self.range(stream, after + 1, u64::MAX).await?;
-        let version = events.last().map_or(after, |e| e.sequence);
+        let (snapshot, events) = self.load_tail(stream).await?;
+        let version = events
+            .last()
+            .map(|e| e.sequence)
+            .or(snapshot.as_ref().map(|s| s.version))
+            .unwrap_or(0);
         Ok(LoadedStream {
             snapshot,
             events,
@@ -639,6 +692,16 @@ impl EventStore for DynamoEventStore {
 
     async fn feed(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
         self.indexer.read(after, limit).await
+    }
+
+    async fn feed_in_time(
+        &self,
+        after: u64,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Option<Vec<EventEnvelope>>, StoreError> {
+        self.indexer.read_between(after, from, to, limit).await
     }
 
     async fn head(&self) -> Result<u64, StoreError> {

@@ -10,7 +10,7 @@
 //! | item | `part` | `pos` | attributes |
 //! |---|---|---|---|
 //! | the head counter | `head` | 0 | `last` N: the highest position written |
-//! | a feed entry | `feed` | position | the envelope ([`super::codec::envelope_item`]) |
+//! | a feed entry | `feed` | position | the envelope ([`super::codec::envelope_item`]) and `hour` |
 //! | an "already indexed" marker | `event#<event_id>` | 0 | `at` N: its position |
 //!
 //! Indexing is one TransactWriteItems per chunk of up to 49 events: the counter moves from the
@@ -23,6 +23,13 @@
 //! All entries live under one partition key (`feed`): that keeps a single total order readable
 //! with one Query per page, at the cost of the partition's write ceiling (about 1,000 writes/s),
 //! which bounds indexing throughput.
+//!
+//! **The time index.** Each entry also carries `hour`, the hour of its `occurred_at`
+//! (`2026-11-21T22`), which the GSI [`ResourceNames::FEED_BY_HOUR`] keys with `pos`: an
+//! analyst's time range reads only the hours it covers, each in feed order
+//! ([`FeedIndexer::read_between`]). Its partition per hour takes the same writes as the feed's
+//! one partition, so it adds no lower ceiling. Entries indexed before the index existed have
+//! no `hour` and are only found by reading the feed.
 
 use super::codec::{self, decode_event, envelope_item, n, s, AttrSource, Item};
 use super::ddb::{self, built, QuerySpec, TxError, CONDITIONAL_CHECK_FAILED};
@@ -31,6 +38,7 @@ use super::metrics::{RequestCounters, RequestCounts};
 use super::names::ResourceNames;
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
+use chrono::{DateTime, Utc};
 use commands::{EventEnvelope, StoreError};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -41,6 +49,10 @@ const LAST: &str = "last";
 const AT: &str = "at";
 const HEAD_PART: &str = "head";
 const FEED_PART: &str = "feed";
+const HOUR: &str = "hour";
+/// A time range longer than this is read from the feed instead: a page through the time index
+/// costs one Query per hour of the range.
+pub const MAX_INDEXED_HOURS: i64 = 24 * 31;
 /// 1 counter action + 2 per event <= 100.
 const CHUNK: usize = 49;
 
@@ -132,6 +144,7 @@ impl FeedIndexer {
                         .build(),
                 );
                 let mut entry = envelope_item(event)?;
+                entry.insert(HOUR.to_owned(), s(codec::hour_of(&event.occurred_at)));
                 entry.insert(PART.to_owned(), s(FEED_PART));
                 entry.insert(POS.to_owned(), n(pos));
                 let entry = Put::builder()
@@ -254,5 +267,72 @@ impl FeedIndexer {
             out.push(event);
         }
         Ok(out)
+    }
+
+    /// Feed entries with `after < position <= head` whose `occurred_at` is within `[from, to]`,
+    /// in position order, at most `limit`, through the time index; `None` when the range spans
+    /// more than [`MAX_INDEXED_HOURS`] hours (reading the feed is then cheaper).
+    ///
+    /// Each hour of the range is one Query (more pages only where the first and last hours hold
+    /// events outside the range); every hour's first `limit` matches come back in position
+    /// order, so the first `limit` of their merge are the page. The GSI is eventually
+    /// consistent: an entry indexed a moment ago may not be found yet.
+    #[tracing::instrument(skip_all, fields(after = after, %from, %to, limit = limit), err)]
+    pub async fn read_between(
+        &self,
+        after: u64,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Option<Vec<EventEnvelope>>, StoreError> {
+        let first = codec::truncate_to_hour(&from);
+        if to < from || limit == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        if (to - first).num_hours() >= MAX_INDEXED_HOURS {
+            return Ok(None);
+        }
+        let head = self.head().await?;
+        if head <= after {
+            return Ok(Some(Vec::new()));
+        }
+        let mut out = Vec::new();
+        let mut hour = first;
+        while hour <= to {
+            let spec = QuerySpec {
+                table: self.table.clone(),
+                index: Some(ResourceNames::FEED_BY_HOUR.to_owned()),
+                key_condition: "#h = :h AND #q BETWEEN :from AND :to".into(),
+                filter: Some("#t BETWEEN :lo AND :hi".into()),
+                names: HashMap::from([
+                    ("#h".to_owned(), HOUR.to_owned()),
+                    ("#q".to_owned(), POS.to_owned()),
+                    ("#t".to_owned(), codec::OCCURRED_AT.to_owned()),
+                ]),
+                values: HashMap::from([
+                    (":h".to_owned(), s(codec::hour_of(&hour))),
+                    (":from".to_owned(), n(after + 1)),
+                    (":to".to_owned(), n(head)),
+                    (":lo".to_owned(), s(codec::format_timestamp(&from))),
+                    (":hi".to_owned(), s(codec::format_timestamp(&to))),
+                ]),
+                forward: true,
+                limit: Some(limit),
+                ..QuerySpec::default()
+            };
+            let items = self
+                .retry
+                .retry("Query", |_| {
+                    ddb::query_all(&self.client, &self.counters, &spec)
+                })
+                .await?;
+            for item in &items {
+                out.push(decode_event(item)?);
+            }
+            hour += chrono::Duration::hours(1);
+        }
+        out.sort_by_key(|e| e.global_position);
+        out.truncate(limit);
+        Ok(Some(out))
     }
 }

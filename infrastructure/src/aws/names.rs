@@ -61,12 +61,12 @@ pub struct GroupNames {
 pub struct ResourceNames {
     pub stage: String,
     /// pk `stream` (S), sk `seq` (N); stream NEW_IMAGE; GSI [`ResourceNames::EVENTS_BY_TIME`].
+    /// Each stream's snapshot is an item of its partition (see `codec`).
     pub events_table: String,
-    /// pk `stream` (S).
-    pub snapshots_table: String,
     /// pk `command_id` (S); TTL on `expires_at`.
     pub idempotency_table: String,
-    /// pk `part` (S), sk `pos` (N): the durable global feed written by the indexer.
+    /// pk `part` (S), sk `pos` (N): the durable global feed written by the indexer; GSI
+    /// [`ResourceNames::FEED_BY_HOUR`].
     pub feed_table: String,
     /// pk `id` (S): relay checkpoints (one item per stream shard), owned by the relay.
     pub relay_table: String,
@@ -84,13 +84,14 @@ pub struct ResourceNames {
 impl ResourceNames {
     /// The analysts' time-range GSI of the events table.
     pub const EVENTS_BY_TIME: &'static str = "by_time";
+    /// The feed's time index: pk `hour` (S, the hour of `occurred_at`), sk `pos` (N).
+    pub const FEED_BY_HOUR: &'static str = "by_hour";
 
     pub fn for_stage(stage: &str) -> Self {
         let name = |what: &str| format!("backbone-{stage}-{what}");
         Self {
             stage: stage.to_owned(),
             events_table: name("events"),
-            snapshots_table: name("snapshots"),
             idempotency_table: name("idempotency"),
             feed_table: name("feed"),
             relay_table: name("relay"),
@@ -116,10 +117,9 @@ impl ResourceNames {
     }
 
     /// Every DynamoDB table name.
-    pub fn tables(&self) -> [&str; 8] {
+    pub fn tables(&self) -> [&str; 7] {
         [
             &self.events_table,
-            &self.snapshots_table,
             &self.idempotency_table,
             &self.feed_table,
             &self.relay_table,

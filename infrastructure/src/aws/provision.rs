@@ -132,7 +132,6 @@ impl StackOutputs {
     fn expected(names: &ResourceNames) -> Vec<(String, &str)> {
         let mut expected = vec![
             ("EventsTableName".to_owned(), names.events_table.as_str()),
-            ("SnapshotsTableName".to_owned(), &names.snapshots_table),
             ("IdempotencyTableName".to_owned(), &names.idempotency_table),
             ("FeedTableName".to_owned(), &names.feed_table),
             ("RelayTableName".to_owned(), &names.relay_table),

@@ -14,7 +14,7 @@ use crate::store::{
 };
 use crate::testsuite::fixtures::{base_time, envelope};
 use chrono::Duration;
-use commands::{EventEnvelope, StreamRef};
+use commands::{Consistency, EventEnvelope, StreamRef};
 use domain::StreamType;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -107,8 +107,8 @@ impl Projection for TestProjection {
         }
     }
 
-    fn handles(&self, event: &EventEnvelope) -> bool {
-        event.stream_type == StreamType::Product
+    fn streams(&self) -> &'static [StreamType] {
+        &[StreamType::Product]
     }
 
     fn apply(&self, event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
@@ -844,6 +844,44 @@ pub async fn put_doc_replaces_a_document_and_its_index(store: &dyn ReadModelStor
     );
 }
 
+/// Read-your-writes: a token is reflected once every stream of it that the projection consumes
+/// is applied up to its version; streams of other types never hold it back.
+pub async fn reflects_a_token_once_its_streams_are_applied(store: &dyn ReadModelStore) {
+    let projection = projection();
+    let token: Consistency = "product.s1.2~product.s2.1~order.o1.5"
+        .parse()
+        .expect("a token");
+    let reflected = || crate::store::reflects(store, projection.as_ref(), &token);
+    assert!(!reflected().await.expect("reflects"));
+    store
+        .apply_batch(
+            projection.clone(),
+            vec![
+                put("s1", 1, "a", "g", "1", 1),
+                put("s2", 1, "b", "g", "2", 2),
+            ],
+            None,
+        )
+        .await
+        .expect("apply");
+    assert!(!reflected().await.expect("reflects"), "s1 is at 1 of 2");
+    store
+        .apply_batch(projection.clone(), vec![add("s1", 2, "a", 1)], None)
+        .await
+        .expect("apply");
+    assert!(
+        reflected().await.expect("reflects"),
+        "the order stream is not one the projection consumes"
+    );
+    let other = Arc::new(TestProjection::other());
+    assert!(
+        !crate::store::reflects(store, other.as_ref(), &token)
+            .await
+            .expect("reflects"),
+        "bookkeeping is per projection"
+    );
+}
+
 /// Runs every check, each against a fresh store from `make`.
 pub async fn run_all<F>(make: F)
 where
@@ -871,5 +909,6 @@ where
         projections_keep_separate_bookkeeping,
         reset_drops_only_the_projections_data,
         put_doc_replaces_a_document_and_its_index,
+        reflects_a_token_once_its_streams_are_applied,
     );
 }

@@ -6,8 +6,9 @@
 //! the checkpoint, or `TRIM_HORIZON` without one) and GetRecords reads from it.
 //!
 //! Records are decoded from their NEW_IMAGE with the event store's own item codec
-//! ([`crate::aws::codec::decode_event`]). Only INSERTs are events (the store never updates or
-//! deletes an event item); other records come back with no event.
+//! ([`crate::aws::codec::decode_event`]). Only INSERTs of event items are events (the store
+//! never updates or deletes an event item); other records, the snapshot items' writes among
+//! them, come back with no event.
 //!
 //! **Emulator compatibility** ([`StreamsOptions::emulator_compat`]). moto 5.2.5 differs from
 //! DynamoDB in two ways that matter here, both caused by how it rolls back a failed
@@ -26,7 +27,7 @@
 //! Neither happens on DynamoDB, where the option stays off.
 
 use super::fanout_error;
-use crate::aws::codec::{decode_event, n, s};
+use crate::aws::codec::{decode_event, is_snapshot, n, s};
 use crate::aws::error::{classify, AwsFailure};
 use crate::aws::{ResourceNames, RetryPolicy};
 use async_trait::async_trait;
@@ -115,11 +116,15 @@ fn to_records(records: &[Record]) -> Result<Vec<ChangeRecord>, FanoutError> {
                     "insert record {sequence_number} has no new image (the stream must be NEW_IMAGE)"
                 )));
             };
-            Some(decode_event(image).map_err(|e| {
-                FanoutError::Permanent(format!(
-                    "stream record {sequence_number} is not an event: {e}"
-                ))
-            })?)
+            if is_snapshot(image) {
+                None
+            } else {
+                Some(decode_event(image).map_err(|e| {
+                    FanoutError::Permanent(format!(
+                        "stream record {sequence_number} is not an event: {e}"
+                    ))
+                })?)
+            }
         } else {
             tracing::debug!(sequence_number, event_name = ?r.event_name(), "stream record is not an insert");
             None
