@@ -28,7 +28,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use workers::payments::{PaymentRetryConfig, PaymentRetryWorker};
-use workers::{CancellationToken, Health, LoopConfig, LoopContext, ProcessManagerConsumer};
+use workers::{
+    CancellationToken, ExpirySweeper, Health, LoopConfig, LoopContext, ProcessManagerConsumer,
+};
 
 pub const EVENTS_FILE: &str = "events.sqlite";
 pub const READ_MODELS_FILE: &str = "readmodels.sqlite";
@@ -64,6 +66,8 @@ pub struct EmbeddedConfig {
     /// previous one while rotating). Unset in the embedded default: the simulated gateway's own
     /// secret (`data_dir/stripe_webhook_secret`) is used.
     pub webhook_secrets: Vec<String>,
+    /// How long an order may stay unpaid before it expires (`--order-ttl`).
+    pub order_ttl: Duration,
 }
 
 /// Stripe configuration (`STRIPE_SECRET_KEY`, `STRIPE_BASE_URL`).
@@ -172,6 +176,7 @@ impl std::fmt::Debug for EmbeddedConfig {
             .field("demo_catalog", &self.demo_catalog)
             .field("stripe", &self.stripe)
             .field("webhook_secrets", &self.webhook_secrets.len())
+            .field("order_ttl", &self.order_ttl)
             .finish()
     }
 }
@@ -191,6 +196,7 @@ impl EmbeddedConfig {
             loop_config: LoopConfig::default(),
             stripe: None,
             webhook_secrets: Vec::new(),
+            order_ttl: workers::DEFAULT_ORDER_TTL,
         }
     }
 
@@ -387,6 +393,14 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
         ..config.loop_config.clone()
     };
     tasks.push(retry.spawn(notify.clone(), context.with_config(retry_poll)));
+    // Expires the orders left unpaid for the order TTL.
+    let expiry = Arc::new(ExpirySweeper::new(
+        shop.clone(),
+        models.clone(),
+        clock.clone(),
+        config.order_ttl,
+    ));
+    tasks.push(workers::spawn_expiry(expiry, context.clone()));
 
     let state = AppState::new(Parts {
         shop,

@@ -29,8 +29,8 @@ use projections::{Projection, ProjectionRunner, ReadModelStore};
 use std::sync::Arc;
 use std::time::Duration;
 use workers::{
-    CancellationToken, Health, LoopConfig, LoopContext, QueueConsumer, QueueConsumerConfig,
-    QueueHandler, Relay, RelayConfig,
+    CancellationToken, ExpirySweeper, Health, LoopConfig, LoopContext, QueueConsumer,
+    QueueConsumerConfig, QueueHandler, Relay, RelayConfig,
 };
 
 /// Options of one stage's adapters (the default: no emulator workarounds, the default retry
@@ -157,6 +157,17 @@ impl AwsStage {
     }
 
     /// The relay of this stage.
+    /// The unpaid-order timer over the stage's support read model; the process-managers
+    /// group runs it.
+    pub fn expiry(&self, order_ttl: Duration) -> ExpirySweeper {
+        ExpirySweeper::new(
+            self.shop.clone(),
+            self.models.clone(),
+            self.clock.clone(),
+            order_ttl,
+        )
+    }
+
     pub fn relay(&self, config: RelayConfig) -> Relay {
         let source = DynamoStreamSource::new(
             self.streams.clone(),
@@ -250,6 +261,8 @@ pub struct AwsWorkerConfig {
     pub consumer: QueueConsumerConfig,
     /// Loop of the consumers: `poll` should be short (a receive already long-polls).
     pub consumer_loop: LoopConfig,
+    /// How long an order may stay unpaid; the process-managers group expires it then.
+    pub order_ttl: Duration,
 }
 
 impl Default for AwsWorkerConfig {
@@ -265,6 +278,7 @@ impl Default for AwsWorkerConfig {
                 poll: Duration::from_millis(10),
                 ..LoopConfig::default()
             },
+            order_ttl: workers::DEFAULT_ORDER_TTL,
         }
     }
 }
@@ -302,6 +316,10 @@ pub async fn spawn_workers(
     for consumer in consumers {
         tasks.push(consumer.spawn(context.clone()));
     }
+    tasks.push(workers::spawn_expiry(
+        Arc::new(stage.expiry(config.order_ttl)),
+        context,
+    ));
     Ok(tasks)
 }
 

@@ -137,6 +137,9 @@ struct WorkerArgs {
     /// `--payments simulated`.
     #[command(flatten)]
     payments: PaymentArgs,
+    /// process-managers: how long an order may stay unpaid before this worker expires it.
+    #[arg(long, env = "BACKBONE_ORDER_TTL", default_value = "30m", value_parser = auth::parse_ttl)]
+    order_ttl: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -178,6 +181,10 @@ struct ServeArgs {
     provision: bool,
     #[command(flatten)]
     payments: PaymentArgs,
+    /// How long an order may stay unpaid before it expires, releasing its stock (for example
+    /// `30m`, `2h`).
+    #[arg(long, env = "BACKBONE_ORDER_TTL", default_value = "30m", value_parser = auth::parse_ttl)]
+    order_ttl: Duration,
 }
 
 /// The payment provider, the same settings for every process and backend.
@@ -419,13 +426,20 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let mut config = AwsWorkerConfig::default();
     config.consumer.wait = Duration::from_secs(args.wait_secs.min(20));
     let consumer = std::sync::Arc::new(stage.consumer(args.group, config.consumer).await?);
+    // The process-managers group also runs the unpaid-order timer.
+    let expiry = (args.group == infrastructure::aws::ConsumerGroup::ProcessManagers)
+        .then(|| std::sync::Arc::new(stage.expiry(args.order_ttl)));
     tracing::info!(stage = %args.aws.stage, group = %args.group, "worker started");
     run_until_signal(|health, cancel| {
-        consumer.spawn(workers::LoopContext::new(
-            health,
-            cancel,
-            config.consumer_loop,
-        ))
+        let context = workers::LoopContext::new(health, cancel, config.consumer_loop);
+        let sweeper = expiry.map(|s| workers::spawn_expiry(s, context.clone()));
+        let consumer = consumer.spawn(context);
+        tokio::spawn(async move {
+            if let Some(sweeper) = sweeper {
+                let _ = sweeper.await;
+            }
+            let _ = consumer.await;
+        })
     })
     .await
 }
@@ -444,6 +458,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         demo_catalog: !args.no_demo,
         stripe: args.payments.stripe(None)?,
         webhook_secrets: args.payments.webhook_secrets(),
+        order_ttl: args.order_ttl,
         ..EmbeddedConfig::new(args.data.data)
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -468,6 +483,10 @@ async fn serve_aws(args: ServeArgs) -> anyhow::Result<()> {
         with_workers: args.with_workers,
         stripe,
         webhook_secrets: args.payments.webhook_secrets(),
+        workers: AwsWorkerConfig {
+            order_ttl: args.order_ttl,
+            ..AwsWorkerConfig::default()
+        },
         ..AwsServeConfig::new(args.aws.stage)
     };
     let listener = tokio::net::TcpListener::bind(args.listen)

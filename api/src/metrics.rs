@@ -74,6 +74,11 @@ pub async fn render(handle: &PrometheusHandle, store: &dyn EventStore, health: &
         Ok(head) => {
             let now = chrono::Utc::now();
             for (name, status) in health.snapshot() {
+                metrics::gauge!("backbone_worker_healthy", "worker" => name.clone())
+                    .set(if status.healthy { 1.0 } else { 0.0 });
+                if !status.follows_feed {
+                    continue;
+                }
                 let lag = head.saturating_sub(status.position);
                 metrics::gauge!("backbone_projection_lag_positions", "worker" => name.clone())
                     .set(lag as f64);
@@ -91,10 +96,7 @@ pub async fn render(handle: &PrometheusHandle, store: &dyn EventStore, health: &
                         }
                     }
                 };
-                metrics::gauge!("backbone_projection_lag_seconds", "worker" => name.clone())
-                    .set(seconds);
-                metrics::gauge!("backbone_worker_healthy", "worker" => name)
-                    .set(if status.healthy { 1.0 } else { 0.0 });
+                metrics::gauge!("backbone_projection_lag_seconds", "worker" => name).set(seconds);
             }
             metrics::gauge!("backbone_feed_head").set(head as f64);
         }

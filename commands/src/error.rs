@@ -123,6 +123,7 @@ impl Rejection for OrderError {
             OrderError::InvalidTransition { .. } => {
                 CommandError::rejected("invalid_transition", msg)
             }
+            OrderError::NotDue { .. } => CommandError::rejected("not_due", msg),
             OrderError::Money(e) => money(e, "amount"),
             #[allow(unreachable_patterns)]
             _ => CommandError::rejected("order_rejected", msg),

@@ -85,10 +85,19 @@ pub struct ConfirmIntent {
     pub idempotency_key: String,
 }
 
-/// The provider's answer to a confirmation: the intent's status ("succeeded", "processing",
-/// "requires_action", ...). It records nothing: the payment moves on the provider's webhook.
+/// Cancels an intent that was never paid (its order expired), so it can no longer be paid.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ConfirmedIntent {
+pub struct CancelIntent {
+    pub intent_id: String,
+    /// Deterministic per cancellation, so a retried step cancels once.
+    pub idempotency_key: String,
+}
+
+/// The provider's answer to a confirmation or a cancellation: the intent's status
+/// ("succeeded", "processing", "requires_action", "canceled", ...). A confirmation records
+/// nothing: the payment moves on the provider's webhook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntentStatus {
     pub intent_id: String,
     pub status: String,
 }
@@ -112,13 +121,15 @@ impl GatewayError {
 /// The payment provider port (Stripe, or the simulated gateway of the embedded default).
 ///
 /// Contract: `create_intent` with the same idempotency key returns the same intent; `refund` with
-/// the same idempotency key refunds once; `confirm_intent` with the same key confirms once.
+/// the same idempotency key refunds once; `confirm_intent` with the same key confirms once;
+/// `cancel_intent` answers `canceled` for an intent that is canceled (again, or already), and
+/// `Rejected` for one that can no longer be canceled (it succeeded).
 #[async_trait]
 pub trait PaymentGateway: Send + Sync + 'static {
     async fn create_intent(&self, request: CreateIntent) -> Result<CreatedIntent, GatewayError>;
-    async fn confirm_intent(&self, request: ConfirmIntent)
-        -> Result<ConfirmedIntent, GatewayError>;
+    async fn confirm_intent(&self, request: ConfirmIntent) -> Result<IntentStatus, GatewayError>;
     async fn refund(&self, request: RefundRequest) -> Result<RefundResult, GatewayError>;
+    async fn cancel_intent(&self, request: CancelIntent) -> Result<IntentStatus, GatewayError>;
 }
 
 /// A confirmation the backbone performs itself, as a storefront's Stripe.js would with a test

@@ -5,13 +5,15 @@
 //! - PaymentFailed → Order RecordPaymentFailure;
 //! - PaymentRefunded → Order Refund;
 //! - OrderCancelled / OrderExpired → Product ReleaseStock per line, plus a refund when paid;
+//!   an expired order's payment intent is also canceled at the provider, so it can no longer be
+//!   paid, and the cancellation recorded on the Payment;
 //! - OrderShipped → Product CommitStock per line.
 //!
 //! Every step carries a command id derived from the causing event (and the product), so a
 //! redelivered event is a no-op at the store. Steps are safe to run at least once.
 
 use crate::error::CommandError;
-use crate::ports::{PaymentGateway, RefundRequest, RefundResult};
+use crate::ports::{CancelIntent, GatewayError, PaymentGateway, RefundRequest, RefundResult};
 use crate::service::CommandContext;
 use crate::shop::{Caller, Shop};
 use crate::store::EventEnvelope;
@@ -191,8 +193,9 @@ impl ProcessManagers {
                 }
                 Ok(StepResult::Done)
             }
-            OrderEvent::OrderExpired { order_id, .. } => {
+            OrderEvent::OrderExpired { order_id, at } => {
                 self.release_stock(event, &order_id).await?;
+                self.cancel_intent(event, &order_id, at).await?;
                 Ok(StepResult::Done)
             }
             OrderEvent::OrderShipped {
@@ -237,6 +240,61 @@ impl ProcessManagers {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Cancels the expired order's payment intent at the provider and records it on the
+    /// payment. An intent the provider will not cancel (it succeeded meanwhile) is left alone:
+    /// that payment reaches a closed order and is refunded (see PaymentSucceeded).
+    async fn cancel_intent(
+        &self,
+        event: &EventEnvelope,
+        order_id: &OrderId,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), CommandError> {
+        let order = self.shop.service().load::<Order>(order_id.as_str()).await?;
+        let Some(payment_id) = order.state.payment_id.clone() else {
+            return Ok(());
+        };
+        let payment = self
+            .shop
+            .service()
+            .load::<Payment>(payment_id.as_str())
+            .await?;
+        let Some(intent_id) = payment.state.intent_id.clone() else {
+            // No intent was ever created: nothing can be paid.
+            return Ok(());
+        };
+        let canceled = self
+            .gateway
+            .cancel_intent(CancelIntent {
+                intent_id: intent_id.clone(),
+                idempotency_key: format!("cancel:{payment_id}"),
+            })
+            .await;
+        match canceled {
+            Ok(answer) if answer.status == "canceled" => {
+                let ctx = CommandContext::caused_by(event, "payment-canceled");
+                self.shop
+                    .payment_fact(&ctx, payment_id.as_str(), |_| {
+                        PaymentCommand::RecordCanceled {
+                            intent_id: intent_id.clone(),
+                            at,
+                        }
+                    })
+                    .await
+                    .map(|_| ())
+                    .or_else(|e| already_done(e).map(|_| ()))
+            }
+            Ok(answer) => {
+                tracing::warn!(%order_id, %intent_id, status = %answer.status, "the provider did not cancel the expired order's intent");
+                Ok(())
+            }
+            Err(GatewayError::Rejected(reason)) => {
+                tracing::warn!(%order_id, %intent_id, %reason, "the expired order's intent cannot be canceled");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Refunds `amount` (everything still refundable when `None`) of a payment at the provider

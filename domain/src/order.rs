@@ -196,8 +196,11 @@ pub enum OrderCommand {
         reason: String,
         at: DateTime<Utc>,
     },
+    /// Expires an order left unpaid for at least `unpaid_for` since it was placed; an earlier
+    /// one refuses with `NotDue`.
     Expire {
         at: DateTime<Utc>,
+        unpaid_for: chrono::Duration,
     },
     Ship {
         tracking: Option<String>,
@@ -308,6 +311,8 @@ pub enum OrderError {
     InvalidRefundId,
     #[error("refund amount must be greater than zero")]
     ZeroRefund,
+    #[error("the order is not due to expire before {due}")]
+    NotDue { due: DateTime<Utc> },
     #[error("cannot {action} an order that is {from}")]
     InvalidTransition {
         from: OrderStatus,
@@ -526,9 +531,13 @@ impl Order {
                 Cancelled => Ok(vec![]),
                 New | Placed | Shipped | Delivered | Expired | Refunded => invalid("cancel"),
             },
-            OrderCommand::Expire { at } => match from {
+            OrderCommand::Expire { at, unpaid_for } => match from {
                 AwaitingPayment | PaymentFailed => {
-                    Ok(vec![OrderEvent::OrderExpired { order_id, at }])
+                    let due = self.placed_at.map(|placed| placed + unpaid_for);
+                    match due {
+                        Some(due) if at < due => Err(OrderError::NotDue { due }),
+                        _ => Ok(vec![OrderEvent::OrderExpired { order_id, at }]),
+                    }
                 }
                 Expired => Ok(vec![]),
                 New | Placed | Paid | Shipped | Delivered | Cancelled | Refunded => {

@@ -286,7 +286,10 @@ fn order_command(o: &Order, op: OrderOp) -> OrderCommand {
             reason: "asked".to_owned(),
             at: at(3),
         },
-        OrderOp::Expire => OrderCommand::Expire { at: at(4) },
+        OrderOp::Expire => OrderCommand::Expire {
+            at: at(4),
+            unpaid_for: chrono::Duration::zero(),
+        },
         OrderOp::Ship => OrderCommand::Ship {
             tracking: Some("T1".to_owned()),
             at: at(5),

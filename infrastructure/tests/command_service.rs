@@ -651,7 +651,7 @@ async fn shipping_commits_the_reserved_stock() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_payment_for_an_expired_order_is_refunded() {
+async fn a_payment_that_lands_as_the_order_expires_is_refunded() {
     let f = fixture();
     product(&f, "p1", "10.00", 5).await;
     let (caller, cart) = cart_with(&f, "alice", &[("p1", 1)]).await;
@@ -663,10 +663,17 @@ async fn a_payment_for_an_expired_order_is_refunded() {
     let at = chrono::Utc::now();
     f.shop
         .order_command(&ctx(), &Caller::Staff, &receipt.value.order_id, |_| {
-            OrderCommand::Expire { at }
+            OrderCommand::Expire {
+                at,
+                unpaid_for: chrono::Duration::zero(),
+            }
         })
         .await
         .unwrap();
+    // The race: the customer's payment succeeds at the provider just as the order expires, so
+    // the process managers' cancellation of the intent is refused and the money arrives late.
+    let intent = intent.unwrap().intent_id;
+    f.gateway.confirm(&intent, "pm_card_visa").unwrap();
     let mut pos = 0;
     drain_process_managers(&f, &mut pos).await;
     assert_eq!(
@@ -674,8 +681,10 @@ async fn a_payment_for_an_expired_order_is_refunded() {
         5,
         "expiry released the stock"
     );
-    let intent = intent.unwrap().intent_id;
-    f.gateway.confirm(&intent, "pm_card_visa").unwrap();
+    assert_eq!(
+        f.gateway.intent_status(&intent).as_deref(),
+        Some("succeeded")
+    );
     f.shop
         .payment_fact(&ctx(), &receipt.value.payment_id, |_| {
             PaymentCommand::RecordSucceeded {

@@ -114,6 +114,53 @@ async fn the_gateway_creates_an_intent_with_our_metadata_and_refunds_it_partiall
     );
 }
 
+/// An expired order's intent is canceled at Stripe; one that succeeded cannot be.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_cancels_an_unpaid_intent_and_cannot_cancel_a_paid_one() {
+    let ls = LocalStripe::start().await;
+    let gateway = ls.gateway();
+    let unpaid = gateway
+        .create_intent(intent_request("c1", "3.00"))
+        .await
+        .unwrap();
+    let canceled = gateway
+        .cancel_intent(commands::CancelIntent {
+            intent_id: unpaid.intent_id.clone(),
+            idempotency_key: "cancel:pay_ls_c1".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(canceled.status, "canceled");
+    let at_stripe = ls
+        .get(&format!("/v1/payment_intents/{}", unpaid.intent_id))
+        .await;
+    assert_eq!(at_stripe["status"], "canceled", "{at_stripe}");
+
+    let paid = gateway
+        .create_intent(intent_request("c2", "3.00"))
+        .await
+        .unwrap();
+    gateway
+        .confirm_intent(commands::ConfirmIntent {
+            intent_id: paid.intent_id.clone(),
+            payment_method: "pm_card_visa".into(),
+            idempotency_key: "confirm:pay_ls_c2:a".into(),
+        })
+        .await
+        .unwrap();
+    let refused = gateway
+        .cancel_intent(commands::CancelIntent {
+            intent_id: paid.intent_id.clone(),
+            idempotency_key: "cancel:pay_ls_c2".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, commands::GatewayError::Rejected(_)),
+        "{refused:?}"
+    );
+}
+
 /// Applies, as the route will, every webhook delivered from `cursor` on until one of
 /// `event_type` arrives (localstripe also sends events we ignore, such as balance.available).
 /// Every delivery must verify.

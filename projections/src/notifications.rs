@@ -41,6 +41,7 @@ pub enum NotificationKind {
     OrderShipped,
     RefundIssued,
     OrderCancelled,
+    OrderExpired,
 }
 
 impl NotificationKind {
@@ -51,6 +52,7 @@ impl NotificationKind {
             NotificationKind::OrderShipped => "order_shipped",
             NotificationKind::RefundIssued => "refund_issued",
             NotificationKind::OrderCancelled => "order_cancelled",
+            NotificationKind::OrderExpired => "order_expired",
         }
     }
 
@@ -61,9 +63,8 @@ impl NotificationKind {
             OrderEvent::OrderPaymentFailed { .. } => Some(NotificationKind::PaymentFailed),
             OrderEvent::OrderShipped { .. } => Some(NotificationKind::OrderShipped),
             OrderEvent::OrderRefunded { .. } => Some(NotificationKind::RefundIssued),
-            OrderEvent::OrderCancelled { .. } | OrderEvent::OrderExpired { .. } => {
-                Some(NotificationKind::OrderCancelled)
-            }
+            OrderEvent::OrderCancelled { .. } => Some(NotificationKind::OrderCancelled),
+            OrderEvent::OrderExpired { .. } => Some(NotificationKind::OrderExpired),
             OrderEvent::OrderPlaced { .. } | OrderEvent::OrderDelivered { .. } => None,
         }
     }
@@ -76,6 +77,7 @@ impl NotificationKind {
             NotificationKind::OrderShipped => format!("Order {order_id} has shipped"),
             NotificationKind::RefundIssued => format!("Refund for order {order_id}"),
             NotificationKind::OrderCancelled => format!("Order {order_id} cancelled"),
+            NotificationKind::OrderExpired => format!("Order {order_id} expired unpaid"),
         }
     }
 }

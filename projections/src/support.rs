@@ -452,6 +452,34 @@ pub async fn search_orders(
     }
 }
 
+/// Unpaid orders (awaiting payment, or whose payment failed) placed at or before `cutoff`,
+/// oldest first within each status, at most `limit`: the orders an expiry sweep is due to
+/// expire. The read model may lag; the Order aggregate decides whether each one really expires.
+pub async fn unpaid_orders_placed_before(
+    models: &dyn ReadModelStore,
+    cutoff: &DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<OrderId>, ReadModelError> {
+    // '~' sorts after every id character, so the bound includes orders placed exactly then.
+    let to = format!("{}#~", sort_time(cutoff));
+    let mut due = Vec::new();
+    for status in [OrderStatus::AwaitingPayment, OrderStatus::PaymentFailed] {
+        let left = limit.saturating_sub(due.len());
+        if left == 0 {
+            break;
+        }
+        let docs = models
+            .query(Query::new(BY_STATUS, status.as_str(), left).between(None, Some(&to)))
+            .await?;
+        for body in docs {
+            if let Some(view) = view_of("(listed)", body)? {
+                due.push(view.order_id);
+            }
+        }
+    }
+    Ok(due)
+}
+
 /// One order's timeline (order, payment and notification entries), oldest first.
 pub async fn order_timeline(
     models: &dyn ReadModelStore,

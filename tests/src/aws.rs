@@ -69,6 +69,7 @@ pub fn test_workers() -> AwsWorkerConfig {
             backoff_min: Duration::from_millis(20),
             backoff_max: Duration::from_millis(500),
         },
+        order_ttl: workers::DEFAULT_ORDER_TTL,
     }
 }
 

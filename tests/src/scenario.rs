@@ -13,8 +13,8 @@ use commands::EventEnvelope;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-/// Polls an order (as `token`, reading the write behind `consistency`) until its status is
-/// `status`.
+/// Polls an order (as `token`, reading the write behind `consistency`, when not empty) until
+/// its status is `status`.
 pub async fn order_reaches(
     app: &TestApp,
     token: &str,
@@ -25,7 +25,10 @@ pub async fn order_reaches(
     eventually(app.wait, || async {
         let a = app
             .get(
-                &format!("/v1/orders/{order_id}?consistency={consistency}"),
+                &match consistency {
+                    "" => format!("/v1/orders/{order_id}"),
+                    token => format!("/v1/orders/{order_id}?consistency={token}"),
+                },
                 token,
             )
             .await;

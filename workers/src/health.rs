@@ -7,6 +7,9 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct WorkerStatus {
     pub healthy: bool,
+    /// Whether the worker consumes the feed (projections, process managers). A timer such as
+    /// the expiry sweep does not: it has no position, and no lag.
+    pub follows_feed: bool,
     /// The feed position the worker has reached.
     pub position: u64,
     /// True once the worker has reached the feed head it saw when it started.
@@ -30,9 +33,19 @@ impl Health {
     }
 
     pub fn register(&self, name: &str) {
+        self.register_as(name, true);
+    }
+
+    /// Registers a worker that does not consume the feed (a timer): it never has a position.
+    pub fn register_timer(&self, name: &str) {
+        self.register_as(name, false);
+    }
+
+    fn register_as(&self, name: &str, follows_feed: bool) {
         self.with(|m| {
             m.entry(name.to_string()).or_insert(WorkerStatus {
                 healthy: true,
+                follows_feed,
                 position: 0,
                 caught_up: false,
                 last_error: None,

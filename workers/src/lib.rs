@@ -2,6 +2,7 @@
 //! Long-running loops with graceful shutdown. Each worker is a loop over one `step`, backing off
 //! when idle or failing, and stopping on a cancellation token.
 
+pub mod expiry;
 pub mod feed;
 pub mod health;
 pub mod payments;
@@ -9,6 +10,7 @@ pub mod queue;
 pub mod rebuild;
 pub mod relay;
 
+pub use expiry::{spawn_expiry, ExpirySweeper, Sweep, DEFAULT_ORDER_TTL, EXPIRY_WORKER};
 pub use feed::*;
 pub use health::*;
 pub use queue::*;

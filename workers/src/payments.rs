@@ -283,10 +283,16 @@ mod tests {
         async fn confirm_intent(
             &self,
             _r: commands::ConfirmIntent,
-        ) -> Result<commands::ConfirmedIntent, GatewayError> {
+        ) -> Result<commands::IntentStatus, GatewayError> {
             Err(GatewayError::Rejected("not in this test".into()))
         }
         async fn refund(&self, _r: RefundRequest) -> Result<RefundResult, GatewayError> {
+            Err(GatewayError::Rejected("not in this test".into()))
+        }
+        async fn cancel_intent(
+            &self,
+            _r: commands::CancelIntent,
+        ) -> Result<commands::IntentStatus, GatewayError> {
             Err(GatewayError::Rejected("not in this test".into()))
         }
     }

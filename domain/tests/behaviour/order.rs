@@ -125,7 +125,10 @@ fn commands_on_a_missing_order_fail_with_not_found() {
             reason: "x".to_owned(),
             at: at(1),
         },
-        OrderCommand::Expire { at: at(1) },
+        OrderCommand::Expire {
+            at: at(1),
+            unpaid_for: chrono::Duration::zero(),
+        },
         refund("r1", eur("1.00")),
     ] {
         given::<Order>([])
@@ -387,18 +390,47 @@ fn expiring_an_unpaid_order_records_the_expiry_once() {
         at: at(900),
     };
     let order = given::<Order>([placed()])
-        .when(OrderCommand::Expire { at: at(900) })
+        .when(OrderCommand::Expire {
+            at: at(900),
+            unpaid_for: chrono::Duration::zero(),
+        })
         .then_expect(vec![expired.clone()]);
     assert_eq!(order.status, OrderStatus::Expired);
     given::<Order>([placed(), expired])
-        .when(OrderCommand::Expire { at: at(901) })
+        .when(OrderCommand::Expire {
+            at: at(901),
+            unpaid_for: chrono::Duration::zero(),
+        })
         .then_expect_no_events();
+}
+
+#[test]
+fn an_order_expires_only_once_unpaid_for_the_whole_time_to_live() {
+    let ttl = chrono::Duration::seconds(900);
+    given::<Order>([placed()])
+        .when(OrderCommand::Expire {
+            at: at(899),
+            unpaid_for: ttl,
+        })
+        .then_expect_error(|e| matches!(e, OrderError::NotDue { due } if *due == at(900)));
+    given::<Order>([placed()])
+        .when(OrderCommand::Expire {
+            at: at(900),
+            unpaid_for: ttl,
+        })
+        .then_expect(vec![OrderEvent::OrderExpired {
+            order_id: order_id("o1"),
+            at: at(900),
+        }]);
 }
 
 #[test]
 fn expiring_a_paid_order_is_an_invalid_transition() {
     given::<Order>([placed(), paid()])
-        .when(OrderCommand::Expire { at: at(900) })
+        .when(OrderCommand::Expire {
+            at: at(900),
+            unpaid_for: chrono::Duration::zero(),
+        })
         .then_expect_error(|e| {
             matches!(
                 e,

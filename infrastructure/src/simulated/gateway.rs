@@ -7,9 +7,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use commands::{
-    ConfirmIntent, ConfirmedIntent, CreateIntent, CreatedIntent, GatewayError, PaymentGateway,
-    PaymentRefs, PaymentSimulator, ProviderEvent, ProviderFact, RefundRequest, RefundResult,
-    TestConfirmation,
+    CancelIntent, ConfirmIntent, CreateIntent, CreatedIntent, GatewayError, IntentStatus,
+    PaymentGateway, PaymentRefs, PaymentSimulator, ProviderEvent, ProviderFact, RefundRequest,
+    RefundResult, TestConfirmation,
 };
 use domain::Money;
 use sha2::{Digest, Sha256};
@@ -96,6 +96,11 @@ impl SimulatedGateway {
         let intent = intents
             .get_mut(intent_id)
             .ok_or_else(|| GatewayError::Rejected(format!("no such payment intent {intent_id}")))?;
+        if intent.status == "canceled" {
+            return Err(GatewayError::Rejected(format!(
+                "payment intent {intent_id} was canceled"
+            )));
+        }
         let outcome = match (&outcome, intent.status.as_str()) {
             (_, "succeeded") => SimOutcome::Succeeded,
             // The customer completed the challenge: the second confirmation succeeds.
@@ -154,17 +159,31 @@ impl PaymentGateway for SimulatedGateway {
 
     /// Moves the intent as [`confirm`](Self::confirm) does; the outcome reaches the payment
     /// through [`PaymentSimulator::confirm_test_payment`], which the API uses instead.
-    async fn confirm_intent(
-        &self,
-        request: ConfirmIntent,
-    ) -> Result<ConfirmedIntent, GatewayError> {
+    async fn confirm_intent(&self, request: ConfirmIntent) -> Result<IntentStatus, GatewayError> {
         self.confirm(&request.intent_id, &request.payment_method)?;
         let status = self
             .intent_status(&request.intent_id)
             .unwrap_or_else(|| "processing".into());
-        Ok(ConfirmedIntent {
+        Ok(IntentStatus {
             intent_id: request.intent_id,
             status,
+        })
+    }
+
+    async fn cancel_intent(&self, request: CancelIntent) -> Result<IntentStatus, GatewayError> {
+        let mut intents = Self::lock(&self.intents);
+        let intent = intents.get_mut(&request.intent_id).ok_or_else(|| {
+            GatewayError::Rejected(format!("no such payment intent {}", request.intent_id))
+        })?;
+        if intent.status == "succeeded" {
+            return Err(GatewayError::Rejected(
+                "a payment intent that succeeded cannot be canceled".into(),
+            ));
+        }
+        intent.status = "canceled".into();
+        Ok(IntentStatus {
+            intent_id: request.intent_id,
+            status: intent.status.clone(),
         })
     }
 

@@ -16,8 +16,8 @@
 
 use async_trait::async_trait;
 use commands::{
-    ConfirmIntent, ConfirmedIntent, CreateIntent, CreatedIntent, GatewayError, PaymentGateway,
-    RefundRequest, RefundResult,
+    CancelIntent, ConfirmIntent, CreateIntent, CreatedIntent, GatewayError, IntentStatus,
+    PaymentGateway, RefundRequest, RefundResult,
 };
 use domain::{Currency, Money};
 use rand::Rng;
@@ -265,10 +265,7 @@ impl PaymentGateway for StripeGateway {
     }
 
     #[tracing::instrument(skip_all, fields(intent_id = %request.intent_id), err)]
-    async fn confirm_intent(
-        &self,
-        request: ConfirmIntent,
-    ) -> Result<ConfirmedIntent, GatewayError> {
+    async fn confirm_intent(&self, request: ConfirmIntent) -> Result<IntentStatus, GatewayError> {
         // Attached first, then confirmed: two requests Stripe accepts, and the only form
         // localstripe implements (its confirm refuses a `payment_method`).
         let intent_path = format!("/v1/payment_intents/{}", request.intent_id);
@@ -281,7 +278,20 @@ impl PaymentGateway for StripeGateway {
             .await?;
         let status = intent.status.unwrap_or_else(|| "processing".into());
         tracing::info!(intent_id = %intent.id, %status, "payment intent confirmed at the provider");
-        Ok(ConfirmedIntent {
+        Ok(IntentStatus {
+            intent_id: intent.id,
+            status,
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(intent_id = %request.intent_id), err)]
+    async fn cancel_intent(&self, request: CancelIntent) -> Result<IntentStatus, GatewayError> {
+        let path = format!("/v1/payment_intents/{}/cancel", request.intent_id);
+        // No `cancellation_reason` (`abandoned` would fit): localstripe refuses every value.
+        let intent: IntentResponse = self.post(&path, &request.idempotency_key, &[]).await?;
+        let status = intent.status.unwrap_or_else(|| "canceled".into());
+        tracing::info!(intent_id = %intent.id, %status, "payment intent canceled at the provider");
+        Ok(IntentStatus {
             intent_id: intent.id,
             status,
         })

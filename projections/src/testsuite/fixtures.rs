@@ -670,7 +670,13 @@ impl Simulator {
             return;
         };
         let at = self.now;
-        if self.order_cmd(&order_id, OrderCommand::Expire { at }) {
+        if self.order_cmd(
+            &order_id,
+            OrderCommand::Expire {
+                at,
+                unpaid_for: chrono::Duration::zero(),
+            },
+        ) {
             self.stock_cmd(&order_id, true);
         }
     }
