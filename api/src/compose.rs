@@ -68,6 +68,8 @@ pub struct EmbeddedConfig {
     pub webhook_secrets: Vec<String>,
     /// How long an order may stay unpaid before it expires (`--order-ttl`).
     pub order_ttl: Duration,
+    /// Catalog reads need a token (`--catalog-auth required`).
+    pub catalog_auth_required: bool,
 }
 
 /// Stripe configuration (`STRIPE_SECRET_KEY`, `STRIPE_BASE_URL`).
@@ -177,6 +179,7 @@ impl std::fmt::Debug for EmbeddedConfig {
             .field("stripe", &self.stripe)
             .field("webhook_secrets", &self.webhook_secrets.len())
             .field("order_ttl", &self.order_ttl)
+            .field("catalog_auth_required", &self.catalog_auth_required)
             .finish()
     }
 }
@@ -197,6 +200,7 @@ impl EmbeddedConfig {
             stripe: None,
             webhook_secrets: Vec::new(),
             order_ttl: workers::DEFAULT_ORDER_TTL,
+            catalog_auth_required: false,
         }
     }
 
@@ -413,6 +417,7 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
         metrics: crate::metrics::prometheus(),
         webhooks,
         rebuilds: Some(Arc::new(rebuilds)),
+        catalog_auth_required: config.catalog_auth_required,
     });
     let embedded = Embedded {
         state,

@@ -345,6 +345,8 @@ pub struct AwsServeConfig {
     pub stripe: Option<StripeSettings>,
     /// Signing secrets of `/v1/webhooks/stripe` (`STRIPE_WEBHOOK_SECRET`, then the previous one).
     pub webhook_secrets: Vec<String>,
+    /// Catalog reads need a token (`--catalog-auth required`).
+    pub catalog_auth_required: bool,
 }
 
 impl std::fmt::Debug for AwsServeConfig {
@@ -364,6 +366,7 @@ impl std::fmt::Debug for AwsServeConfig {
             .field("with_workers", &self.with_workers)
             .field("stripe", &self.stripe)
             .field("webhook_secrets", &self.webhook_secrets.len())
+            .field("catalog_auth_required", &self.catalog_auth_required)
             .finish()
     }
 }
@@ -383,6 +386,7 @@ impl AwsServeConfig {
             workers: AwsWorkerConfig::default(),
             stripe: None,
             webhook_secrets: Vec::new(),
+            catalog_auth_required: false,
         }
     }
 }
@@ -444,6 +448,7 @@ pub async fn start_aws(
         auth: Arc::new(authenticator),
         metrics: crate::metrics::prometheus(),
         rebuilds: None,
+        catalog_auth_required: config.catalog_auth_required,
     });
     let running = Embedded::from_parts(state, cancel, tasks, None);
     if config.demo_catalog {

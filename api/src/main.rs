@@ -185,6 +185,16 @@ struct ServeArgs {
     /// `30m`, `2h`).
     #[arg(long, env = "BACKBONE_ORDER_TTL", default_value = "30m", value_parser = auth::parse_ttl)]
     order_ttl: Duration,
+    /// Whether catalog reads need a token: `public` (a storefront shows the catalog before
+    /// anyone signs in) or `required`.
+    #[arg(long, env = "BACKBONE_CATALOG_AUTH", value_enum, default_value_t = CatalogAuth::Public)]
+    catalog_auth: CatalogAuth,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CatalogAuth {
+    Public,
+    Required,
 }
 
 /// The payment provider, the same settings for every process and backend.
@@ -459,6 +469,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         stripe: args.payments.stripe(None)?,
         webhook_secrets: args.payments.webhook_secrets(),
         order_ttl: args.order_ttl,
+        catalog_auth_required: args.catalog_auth == CatalogAuth::Required,
         ..EmbeddedConfig::new(args.data.data)
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -487,6 +498,7 @@ async fn serve_aws(args: ServeArgs) -> anyhow::Result<()> {
             order_ttl: args.order_ttl,
             ..AwsWorkerConfig::default()
         },
+        catalog_auth_required: args.catalog_auth == CatalogAuth::Required,
         ..AwsServeConfig::new(args.aws.stage)
     };
     let listener = tokio::net::TcpListener::bind(args.listen)

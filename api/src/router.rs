@@ -45,12 +45,19 @@ pub fn app(state: AppState) -> Router {
     let order_cancel = Router::new().route("/v1/orders/{id}/cancel", post(orders::cancel));
     let catalog = Router::new()
         .route("/v1/catalog/products", get(catalog::list_products))
-        .route("/v1/catalog/products/{id}", get(catalog::get_product));
+        .route("/v1/catalog/products/{id}", get(catalog::get_product))
+        .route("/v1/catalog/categories", get(catalog::list_categories));
     let admin = Router::new()
         .route("/v1/admin/products", post(admin::create_product))
         .route("/v1/admin/products/{id}/price", put(admin::reprice))
         .route("/v1/admin/products/{id}/restock", post(admin::restock))
+        .route("/v1/admin/products/{id}", patch(admin::describe))
         .route("/v1/admin/products/{id}/retire", post(admin::retire))
+        .route("/v1/admin/products/{id}/unretire", post(admin::unretire))
+        .route(
+            "/v1/admin/products/{id}/stock-adjustments",
+            post(admin::adjust_stock),
+        )
         .route("/v1/admin/orders/{id}/ship", post(admin::ship))
         .route("/v1/admin/orders/{id}/deliver", post(admin::deliver))
         .route("/v1/admin/projections", get(admin::list_projections))
@@ -76,7 +83,13 @@ pub fn app(state: AppState) -> Router {
         .merge(group(&state, CUSTOMER, storefront))
         .merge(group(&state, ORDER_READERS, order_reads))
         .merge(group(&state, ORDER_CANCELLERS, order_cancel))
-        .merge(group(&state, EVERYONE, catalog))
+        // A storefront shows the catalog before anyone signs in; `--catalog-auth required`
+        // puts it behind a token again.
+        .merge(if state.catalog_auth_required {
+            group(&state, EVERYONE, catalog)
+        } else {
+            catalog
+        })
         .merge(group(&state, ADMIN, admin))
         .merge(group(&state, SUPPORT, support))
         .merge(group(&state, ANALYST, analyst))

@@ -53,6 +53,8 @@ pub struct Parts {
     /// In-process projection rebuilds; `None` where this process runs no projections (AWS,
     /// where SQS workers own them).
     pub rebuilds: Option<Arc<workers::Rebuilds>>,
+    /// Catalog reads need a token (`--catalog-auth required`); public by default.
+    pub catalog_auth_required: bool,
 }
 
 impl Parts {

@@ -98,6 +98,10 @@ impl Rejection for ProductError {
                 CommandError::rejected("insufficient_stock", msg)
             }
             ProductError::Retired => CommandError::rejected("product_retired", msg),
+            ProductError::InvalidDescription => CommandError::invalid("description", msg),
+            ProductError::InvalidReason => CommandError::invalid("reason", msg),
+            ProductError::InvalidAdjustment => CommandError::invalid("delta", msg),
+            ProductError::BelowReserved { .. } => CommandError::rejected("below_reserved", msg),
             #[allow(unreachable_patterns)]
             _ => CommandError::rejected("product_rejected", msg),
         }

@@ -14,8 +14,12 @@ use std::collections::BTreeMap;
 pub const MAX_PRODUCT_NAME_CHARS: usize = 200;
 /// Longest product category, in characters (after trimming).
 pub const MAX_CATEGORY_CHARS: usize = 100;
-/// Largest quantity a single restock may add.
+/// Largest quantity a single restock may add (or a stock adjustment move, either way).
 pub const MAX_RESTOCK_QUANTITY: u32 = 1_000_000;
+/// Longest product description, in characters (after trimming).
+pub const MAX_DESCRIPTION_CHARS: usize = 2_000;
+/// Longest reason of a stock adjustment, in characters (after trimming).
+pub const MAX_ADJUSTMENT_REASON_CHARS: usize = 200;
 /// Category given to products created before categories existed (`ProductCreated` v1).
 pub const UNCATEGORIZED: &str = "uncategorized";
 
@@ -37,6 +41,8 @@ pub struct Product {
     pub id: Option<ProductId>,
     pub name: String,
     pub category: String,
+    #[serde(default)]
+    pub description: String,
     pub price: Option<Money>,
     pub on_hand: u32,
     /// Units held for each order, from reservation until release or commit.
@@ -90,6 +96,20 @@ pub enum ProductCommand {
         order_id: OrderId,
     },
     Retire,
+    /// Puts a retired product back on sale.
+    Unretire,
+    /// Changes the storefront details; `None` keeps a field as it is.
+    Describe {
+        name: Option<String>,
+        description: Option<String>,
+        category: Option<String>,
+    },
+    /// Corrects stock on hand up or down (a count, breakage, a found pallet), with the reason.
+    /// A write-down may not leave less on hand than is reserved.
+    AdjustStock {
+        delta: i64,
+        reason: String,
+    },
 }
 
 domain_events! {
@@ -136,6 +156,21 @@ domain_events! {
             available: u32,
         },
         PRODUCT_RETIRED = "ProductRetired", version 1 => ProductRetired {     product_id: ProductId },
+        PRODUCT_UNRETIRED = "ProductUnretired", version 1 => ProductUnretired { product_id: ProductId },
+        /// The details after the change, every field (changed or not).
+        PRODUCT_DESCRIBED = "ProductDescribed", version 1 => ProductDescribed {
+            product_id: ProductId,
+            name: String,
+            description: String,
+            category: String,
+        },
+        STOCK_ADJUSTED = "StockAdjusted", version 1 => StockAdjusted {
+            product_id: ProductId,
+            delta: i64,
+            reason: String,
+            on_hand: u32,
+            available: u32,
+        },
     }
     upcast = upcast;
 }
@@ -158,6 +193,14 @@ pub enum ProductError {
     Retired,
     #[error("stock on hand would exceed the supported maximum")]
     StockOverflow,
+    #[error("product description must be at most 2000 characters")]
+    InvalidDescription,
+    #[error("an adjustment reason must be 1 to 200 characters")]
+    InvalidReason,
+    #[error("a stock adjustment must move 1 to 1000000 units, up or down")]
+    InvalidAdjustment,
+    #[error("a write-down to {on_hand} would leave less on hand than the {reserved} reserved")]
+    BelowReserved { on_hand: i64, reserved: u32 },
 }
 
 /// Brings an older payload to the current shape of its event type.
@@ -307,6 +350,73 @@ impl Product {
                     Ok(vec![ProductEvent::ProductRetired { product_id }])
                 }
             }
+            ProductCommand::Unretire => {
+                if retired {
+                    Ok(vec![ProductEvent::ProductUnretired { product_id }])
+                } else {
+                    Ok(vec![])
+                }
+            }
+            ProductCommand::Describe {
+                name,
+                description,
+                category,
+            } => {
+                let name = match name {
+                    Some(n) => trimmed_within(&n, MAX_PRODUCT_NAME_CHARS)
+                        .ok_or(ProductError::InvalidName)?,
+                    None => self.name.clone(),
+                };
+                let category = match category {
+                    Some(c) => trimmed_within(&c, MAX_CATEGORY_CHARS)
+                        .ok_or(ProductError::InvalidCategory)?,
+                    None => self.category.clone(),
+                };
+                let description = match description {
+                    Some(d) => {
+                        let d = d.trim();
+                        if d.chars().count() > MAX_DESCRIPTION_CHARS {
+                            return Err(ProductError::InvalidDescription);
+                        }
+                        d.to_owned()
+                    }
+                    None => self.description.clone(),
+                };
+                if (&name, &description, &category)
+                    == (&self.name, &self.description, &self.category)
+                {
+                    return Ok(vec![]);
+                }
+                Ok(vec![ProductEvent::ProductDescribed {
+                    product_id,
+                    name,
+                    description,
+                    category,
+                }])
+            }
+            ProductCommand::AdjustStock { delta, reason } => {
+                if delta == 0 || delta.unsigned_abs() > u64::from(MAX_RESTOCK_QUANTITY) {
+                    return Err(ProductError::InvalidAdjustment);
+                }
+                let reason = trimmed_within(&reason, MAX_ADJUSTMENT_REASON_CHARS)
+                    .ok_or(ProductError::InvalidReason)?;
+                let after = i64::from(self.on_hand) + delta;
+                let reserved = self.reserved();
+                if after < i64::from(reserved) {
+                    return Err(ProductError::BelowReserved {
+                        on_hand: after,
+                        reserved,
+                    });
+                }
+                let on_hand = u32::try_from(after).map_err(|_| ProductError::StockOverflow)?;
+                Ok(vec![ProductEvent::StockAdjusted {
+                    product_id,
+                    delta,
+                    reason,
+                    on_hand,
+                    available: on_hand - reserved,
+                }])
+            }
         }
     }
 
@@ -345,6 +455,18 @@ impl Product {
                 self.on_hand = *on_hand;
             }
             ProductEvent::ProductRetired { .. } => self.status = ProductStatus::Retired,
+            ProductEvent::ProductUnretired { .. } => self.status = ProductStatus::Active,
+            ProductEvent::ProductDescribed {
+                name,
+                description,
+                category,
+                ..
+            } => {
+                self.name = name.clone();
+                self.description = description.clone();
+                self.category = category.clone();
+            }
+            ProductEvent::StockAdjusted { on_hand, .. } => self.on_hand = *on_hand,
         }
     }
 }

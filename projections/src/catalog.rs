@@ -1,10 +1,11 @@
 //! The catalog read model: one document per product with its price and stock figures, listed by
-//! category and overall (ordered by name).
+//! category and overall (ordered by name), and one document per category counting its products
+//! on sale.
 //!
 //! Stock figures are copied from the events (`on_hand`, `reserved`, `available` as the product
 //! aggregate computed them); nothing is recomputed here.
 
-use crate::docs::update_doc;
+use crate::docs::{peek_doc, update_doc};
 use crate::store::{
     DocTx, IndexEntry, Projection, ProjectionError, Query, ReadModelError, ReadModelStore,
 };
@@ -21,6 +22,27 @@ pub const BY_CATEGORY: &str = "catalog_by_category";
 /// Partition: [`ALL_PARTITION`]; sort: lowercase name `#` product id.
 pub const ALL: &str = "catalog_all";
 pub const ALL_PARTITION: &str = "all";
+/// One document per category with products on sale, keyed by category.
+pub const CATEGORIES: &str = "catalog_categories";
+/// Partition: [`ALL_PARTITION`]; sort: category.
+pub const CATEGORY_LIST: &str = "catalog_category_list";
+
+/// A category and how many of its products are on sale (not retired).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CategoryView {
+    pub category: String,
+    pub products: u32,
+}
+
+impl CategoryView {
+    fn index(&self) -> Vec<IndexEntry> {
+        vec![IndexEntry::new(
+            CATEGORY_LIST,
+            ALL_PARTITION,
+            self.category.clone(),
+        )]
+    }
+}
 
 /// A product as the storefront sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,6 +50,8 @@ pub struct ProductView {
     pub product_id: ProductId,
     pub name: String,
     pub category: String,
+    #[serde(default)]
+    pub description: String,
     pub price: Money,
     pub on_hand: u32,
     pub reserved: u32,
@@ -57,7 +81,7 @@ impl Projection for CatalogProjection {
     }
 
     fn collections(&self) -> &'static [&'static str] {
-        &[PRODUCTS]
+        &[PRODUCTS, CATEGORIES]
     }
 
     fn streams(&self) -> &'static [StreamType] {
@@ -68,9 +92,19 @@ impl Projection for CatalogProjection {
         let Some(e) = decode::<ProductEvent>(NAME, event)? else {
             return Ok(());
         };
+        let listed_before = listed_in(tx, &event.stream_id)?;
         let known = update_doc(tx, PRODUCTS, &event.stream_id, ProductView::index, |doc| {
             apply_product(doc, e, event.sequence)
         })?;
+        let listed_after = listed_in(tx, &event.stream_id)?;
+        if listed_before != listed_after {
+            if let Some(category) = listed_before {
+                count_in(tx, &category, -1)?;
+            }
+            if let Some(category) = listed_after {
+                count_in(tx, &category, 1)?;
+            }
+        }
         if !known {
             // Within a stream events arrive in order and ProductCreated is always first, so this
             // only happens for a product created by an event type this build does not know.
@@ -82,6 +116,27 @@ impl Projection for CatalogProjection {
         }
         Ok(())
     }
+}
+
+/// The category a product is counted in: its own while it is on sale, none once retired.
+fn listed_in(tx: &mut dyn DocTx, product_id: &str) -> Result<Option<String>, ProjectionError> {
+    Ok(peek_doc(tx, PRODUCTS, product_id, ProductView::index)?
+        .filter(|v| v.status != ProductStatus::Retired)
+        .map(|v| v.category))
+}
+
+/// Moves a category's count by `by`; a category with no products left on sale is dropped.
+fn count_in(tx: &mut dyn DocTx, category: &str, by: i64) -> Result<(), ProjectionError> {
+    update_doc(tx, CATEGORIES, category, CategoryView::index, |doc| {
+        let products = doc.as_ref().map_or(0, |d| i64::from(d.products)) + by;
+        *doc = u32::try_from(products)
+            .ok()
+            .filter(|n| *n > 0)
+            .map(|products| CategoryView {
+                category: category.to_owned(),
+                products,
+            });
+    })
 }
 
 /// Folds one product event into the view; false when there is no view to change.
@@ -98,6 +153,7 @@ fn apply_product(doc: &mut Option<ProductView>, e: ProductEvent, sequence: u64) 
             product_id,
             name,
             category,
+            description: String::new(),
             price,
             on_hand,
             // A new product has no reservations yet.
@@ -144,6 +200,23 @@ fn apply_product(doc: &mut Option<ProductView>, e: ProductEvent, sequence: u64) 
             view.available = available;
         }
         ProductEvent::ProductRetired { .. } => view.status = ProductStatus::Retired,
+        ProductEvent::ProductUnretired { .. } => view.status = ProductStatus::Active,
+        ProductEvent::ProductDescribed {
+            name,
+            description,
+            category,
+            ..
+        } => {
+            view.name = name;
+            view.description = description;
+            view.category = category;
+        }
+        ProductEvent::StockAdjusted {
+            on_hand, available, ..
+        } => {
+            view.on_hand = on_hand;
+            view.available = available;
+        }
     }
     view.version = sequence;
     true
@@ -159,6 +232,19 @@ pub async fn get_product(
         .await?
         .map(|body| from_body(PRODUCTS, product_id, body))
         .transpose()
+}
+
+/// The categories with products on sale, by name, with their counts, at most `limit`.
+pub async fn list_categories(
+    models: &dyn ReadModelStore,
+    limit: usize,
+) -> Result<Vec<CategoryView>, ReadModelError> {
+    models
+        .query(Query::new(CATEGORY_LIST, ALL_PARTITION, limit))
+        .await?
+        .into_iter()
+        .map(|body| from_body(CATEGORIES, "(listed)", body))
+        .collect()
 }
 
 /// Products ordered by name, of one category or all of them, at most `limit`.

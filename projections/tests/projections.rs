@@ -854,7 +854,7 @@ async fn each_lifecycle_event_renders_its_notification() {
     assert_eq!(
         kinds,
         [
-            NotificationKind::OrderCancelled,
+            NotificationKind::OrderExpired,
             NotificationKind::OrderCancelled,
             NotificationKind::RefundIssued,
             NotificationKind::OrderShipped,
@@ -883,8 +883,9 @@ async fn each_lifecycle_event_renders_its_notification() {
     assert!(refund.body.contains("5.00 EUR") && refund.body.contains("26.99 EUR"));
     let cancelled = by_kind(NotificationKind::OrderCancelled, "o2");
     assert!(cancelled.body.contains("changed my mind") && cancelled.body.contains("refunded"));
-    let expired = by_kind(NotificationKind::OrderCancelled, "o3");
+    let expired = by_kind(NotificationKind::OrderExpired, "o3");
     assert!(expired.body.contains("not paid in time"));
+    assert_eq!(expired.subject, "Order o3 expired unpaid");
     assert_eq!(expired.notification_id, events[9].event_id);
     assert!(
         notifications::list_notifications_for_customer(&models, "bob", 50)

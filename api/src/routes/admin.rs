@@ -62,6 +62,29 @@ pub struct RestockRequest {
     pub quantity: u32,
 }
 
+/// The storefront details to change; a field left out stays as it is.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DescribeRequest {
+    /// 1 to 200 characters.
+    pub name: Option<String>,
+    /// At most 2,000 characters; empty clears it.
+    pub description: Option<String>,
+    /// 1 to 100 characters.
+    pub category: Option<String>,
+}
+
+/// A correction of stock on hand.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustStockRequest {
+    /// Units added (positive) or written down (negative), 1 to 1,000,000 either way. A
+    /// write-down may not leave less on hand than is reserved (409 `below_reserved`).
+    pub delta: i64,
+    /// Why, 1 to 200 characters (a count, breakage, ...).
+    pub reason: String,
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShipRequest {
@@ -160,6 +183,85 @@ pub async fn retire(
     let executed = state
         .shop
         .product_command(&cmd.ctx, product_id.as_str(), |_| ProductCommand::Retire)
+        .await?;
+    Ok(CommandReply::ok(executed))
+}
+
+#[utoipa::path(post, path = "/v1/admin/products/{id}/unretire", tag = "admin",
+    params(("id" = String, Path, description = "product id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
+    responses((status = 200, description = "on sale again, with `consistency` and `position`", body = serde_json::Value),
+        (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn unretire(
+    State(state): State<AppState>,
+    AppPath(product_id): AppPath<ProductId>,
+    cmd: Cmd<NoBody>,
+) -> ApiResult<CommandReply<Ack>> {
+    let executed = state
+        .shop
+        .product_command(&cmd.ctx, product_id.as_str(), |_| ProductCommand::Unretire)
+        .await?;
+    Ok(CommandReply::ok(executed))
+}
+
+#[utoipa::path(patch, path = "/v1/admin/products/{id}", tag = "admin",
+    params(("id" = String, Path, description = "product id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
+    request_body = DescribeRequest,
+    responses((status = 200, description = "the details changed, with `consistency` and `position`", body = serde_json::Value),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn describe(
+    State(state): State<AppState>,
+    AppPath(product_id): AppPath<ProductId>,
+    cmd: Cmd<DescribeRequest>,
+) -> ApiResult<CommandReply<Ack>> {
+    let DescribeRequest {
+        name,
+        description,
+        category,
+    } = &cmd.body;
+    if name.is_none() && description.is_none() && category.is_none() {
+        return Err(ApiError::validation(
+            "body",
+            "give at least one of name, description and category",
+        ));
+    }
+    let executed = state
+        .shop
+        .product_command(&cmd.ctx, product_id.as_str(), |_| {
+            ProductCommand::Describe {
+                name: name.clone(),
+                description: description.clone(),
+                category: category.clone(),
+            }
+        })
+        .await?;
+    Ok(CommandReply::ok(executed))
+}
+
+#[utoipa::path(post, path = "/v1/admin/products/{id}/stock-adjustments", tag = "admin",
+    params(("id" = String, Path, description = "product id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
+    request_body = AdjustStockRequest,
+    responses((status = 200, description = "stock adjusted, with `consistency` and `position`", body = serde_json::Value),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn adjust_stock(
+    State(state): State<AppState>,
+    AppPath(product_id): AppPath<ProductId>,
+    cmd: Cmd<AdjustStockRequest>,
+) -> ApiResult<CommandReply<Ack>> {
+    let (delta, reason) = (cmd.body.delta, cmd.body.reason.clone());
+    let executed = state
+        .shop
+        .product_command(&cmd.ctx, product_id.as_str(), |_| {
+            ProductCommand::AdjustStock {
+                delta,
+                reason: reason.clone(),
+            }
+        })
         .await?;
     Ok(CommandReply::ok(executed))
 }

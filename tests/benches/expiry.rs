@@ -1,0 +1,211 @@
+//! The unpaid-order timer's cost on the embedded backend: `cargo bench -p backbone-tests --bench expiry`.
+//!
+//! Seeds `--orders N` (default 100,000) unpaid orders, placed one second apart, straight into
+//! the event store, and builds the support read model from them. Then, with a controllable
+//! clock:
+//!
+//! 1. a sweep when no order is due: the index query alone, whatever the number of open orders;
+//! 2. sweeps that expire the `--due N` oldest orders (default 2,000), in batches of 500: the
+//!    cost per expired order;
+//! 3. the reference, in the same run: one `Expire` command sent directly, per order.
+//!
+//! Prints a Markdown table.
+
+use commands::{
+    Caller, CommandContext, Commit, EventStore, ManualClock, Metadata, NewEvent, Shop,
+    StreamAppend, StreamRef,
+};
+use domain::{
+    CartId, CustomerId, Event, Money, OrderCommand, OrderEvent, OrderId, OrderLine, PaymentId,
+    ProductId, Quantity, ShippingAddress, StreamType,
+};
+use infrastructure::simulated::SimulatedGateway;
+use projections::{ProjectionRunner, ReadModelStore, StepOutcome};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use workers::ExpirySweeper;
+
+const TTL: Duration = Duration::from_secs(30 * 60);
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn placed(i: usize, at: chrono::DateTime<chrono::Utc>) -> NewEvent {
+    let price = Money::parse("4.00", "EUR").unwrap();
+    let event = OrderEvent::OrderPlaced {
+        order_id: OrderId::parse(&format!("ord_{i:07}")).unwrap(),
+        cart_id: CartId::parse(&format!("cart_{i:07}")).unwrap(),
+        customer_id: CustomerId::parse(&format!("cus_{}", i % 5_000)).unwrap(),
+        customer_email: format!("c{}@example.com", i % 5_000),
+        shipping_address: ShippingAddress {
+            name: "Ada".into(),
+            line1: "1 Way".into(),
+            line2: None,
+            city: "London".into(),
+            postal_code: "N1".into(),
+            country: "GB".into(),
+        },
+        lines: vec![OrderLine {
+            product_id: ProductId::parse("prd_bench").unwrap(),
+            name: "Bench".into(),
+            quantity: Quantity::parse(1).unwrap(),
+            unit_price: price.clone(),
+            line_total: price.clone(),
+        }],
+        total: price,
+        payment_id: PaymentId::parse(&format!("pay_{i:07}")).unwrap(),
+        placed_at: at,
+    };
+    NewEvent {
+        event_id: uuid::Uuid::now_v7(),
+        event_type: event.event_type().to_string(),
+        event_version: event.event_version(),
+        occurred_at: at,
+        payload: commands::Payload::of_event(&event),
+        metadata: Metadata {
+            correlation_id: format!("bench-{i}"),
+            ..Metadata::default()
+        },
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let orders = arg("--orders", 100_000);
+    let due = arg("--due", 2_000).min(orders);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = api::compose::open_event_store(dir.path(), true)
+        .await
+        .expect("event store");
+    let models: Arc<dyn ReadModelStore> = api::compose::open_read_models(dir.path())
+        .await
+        .expect("read models");
+
+    // Orders placed one second apart, the newest now: the `due` oldest are past the TTL.
+    let now = chrono::Utc::now();
+    let oldest = now - chrono::Duration::seconds(orders as i64 - 1);
+    let started = Instant::now();
+    let ids: Vec<usize> = (0..orders).collect();
+    for chunk in ids.chunks(100) {
+        let streams = chunk
+            .iter()
+            .map(|&i| StreamAppend {
+                stream: StreamRef::new(StreamType::Order, format!("ord_{i:07}")),
+                expected_version: 0,
+                events: vec![placed(i, oldest + chrono::Duration::seconds(i as i64))],
+                snapshot: None,
+            })
+            .collect();
+        store
+            .append(Commit {
+                streams,
+                idempotency: None,
+            })
+            .await
+            .expect("seed");
+    }
+    let runner = ProjectionRunner::new(
+        store.clone(),
+        models.clone(),
+        Arc::new(projections::support::SupportProjection),
+        projections::runner::DEFAULT_BATCH,
+    );
+    runner.rebuild(|_, _| {}).await.expect("support view");
+    let seeded = started.elapsed();
+
+    let clock = Arc::new(ManualClock::new(now));
+    let service = api::compose::command_service(
+        store.clone(),
+        clock.clone(),
+        commands::ServiceConfig::default(),
+    );
+    let shop = Arc::new(Shop::new(service, Arc::new(SimulatedGateway::new())));
+    let sweeper = ExpirySweeper::new(shop.clone(), models.clone(), clock.clone(), TTL);
+
+    // 1. Nothing due: the deadline is before the oldest order's.
+    clock.advance(-chrono::Duration::seconds(
+        orders as i64 + TTL.as_secs() as i64,
+    ));
+    let mut idle = Vec::new();
+    for _ in 0..50 {
+        let t = Instant::now();
+        let sweep = sweeper.sweep().await.expect("sweep");
+        idle.push(t.elapsed());
+        assert_eq!(sweep.expired + sweep.skipped, 0);
+    }
+    idle.sort();
+
+    // 2. The `due` oldest orders are due: sweep until they are expired.
+    clock.advance(chrono::Duration::seconds(orders as i64 + due as i64 - 1));
+    // Between sweeps the support view catches up (untimed), as its projection would.
+    let mut expiring = Duration::ZERO;
+    let mut expired = 0;
+    let mut sweeps = 0;
+    while expired < due {
+        let t = Instant::now();
+        let sweep = sweeper.sweep().await.expect("sweep");
+        expiring += t.elapsed();
+        sweeps += 1;
+        expired += sweep.expired;
+        assert!(sweep.expired > 0, "a sweep found nothing new at {expired}");
+        while let StepOutcome::Progressed { .. } = runner.step().await.expect("support view") {}
+    }
+
+    // 3. Reference: Expire sent directly to the next orders, one by one.
+    let reference_n = 500.min(orders - due);
+    clock.advance(chrono::Duration::seconds(reference_n as i64));
+    let t = Instant::now();
+    for i in due..due + reference_n {
+        shop.order_command(
+            &CommandContext::default(),
+            &Caller::Staff,
+            &format!("ord_{i:07}"),
+            |_| OrderCommand::Expire {
+                at: clock_now(&clock),
+                unpaid_for: chrono::Duration::from_std(TTL).unwrap(),
+            },
+        )
+        .await
+        .expect("expire");
+    }
+    let direct = t.elapsed();
+
+    println!(
+        "## Expiry sweep on the embedded backend (`cargo bench -p backbone-tests --bench expiry`)\n"
+    );
+    println!(
+        "{orders} open orders seeded and indexed in {:.1} s.\n",
+        seeded.as_secs_f64()
+    );
+    println!("| measurement | result |\n|---|---|");
+    println!(
+        "| one sweep with {orders} open orders, none due (the index query) | p50 {}, p99 {} (50 sweeps) |",
+        ms(idle[idle.len() / 2]),
+        ms(idle[idle.len() * 99 / 100])
+    );
+    println!(
+        "| expiring the {due} oldest of {orders} open orders, batches of 500 | {} in {sweeps} sweeps: {:.0} orders/s, {:.3} ms per order |",
+        ms(expiring),
+        due as f64 / expiring.as_secs_f64(),
+        expiring.as_secs_f64() * 1e3 / due as f64
+    );
+    println!(
+        "| reference: {reference_n} `Expire` commands sent one by one | {}: {:.3} ms per order |",
+        ms(direct),
+        direct.as_secs_f64() * 1e3 / reference_n as f64
+    );
+}
+
+fn clock_now(clock: &ManualClock) -> chrono::DateTime<chrono::Utc> {
+    commands::Clock::now(clock)
+}
