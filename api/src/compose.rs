@@ -70,6 +70,8 @@ pub struct EmbeddedConfig {
     pub order_ttl: Duration,
     /// Catalog reads need a token (`--catalog-auth required`).
     pub catalog_auth_required: bool,
+    /// How long a query with a `consistency` token waits at most (`--consistency-wait`).
+    pub consistency_wait: Duration,
 }
 
 /// Stripe configuration (`STRIPE_SECRET_KEY`, `STRIPE_BASE_URL`).
@@ -180,6 +182,7 @@ impl std::fmt::Debug for EmbeddedConfig {
             .field("webhook_secrets", &self.webhook_secrets.len())
             .field("order_ttl", &self.order_ttl)
             .field("catalog_auth_required", &self.catalog_auth_required)
+            .field("consistency_wait", &self.consistency_wait)
             .finish()
     }
 }
@@ -201,6 +204,7 @@ impl EmbeddedConfig {
             webhook_secrets: Vec::new(),
             order_ttl: workers::DEFAULT_ORDER_TTL,
             catalog_auth_required: false,
+            consistency_wait: crate::state::READ_YOUR_WRITES_WAIT,
         }
     }
 
@@ -418,6 +422,7 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
         webhooks,
         rebuilds: Some(Arc::new(rebuilds)),
         catalog_auth_required: config.catalog_auth_required,
+        consistency_wait: config.consistency_wait,
     });
     let embedded = Embedded {
         state,

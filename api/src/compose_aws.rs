@@ -347,6 +347,8 @@ pub struct AwsServeConfig {
     pub webhook_secrets: Vec<String>,
     /// Catalog reads need a token (`--catalog-auth required`).
     pub catalog_auth_required: bool,
+    /// How long a query with a `consistency` token waits at most (`--consistency-wait`).
+    pub consistency_wait: Duration,
 }
 
 impl std::fmt::Debug for AwsServeConfig {
@@ -367,6 +369,7 @@ impl std::fmt::Debug for AwsServeConfig {
             .field("stripe", &self.stripe)
             .field("webhook_secrets", &self.webhook_secrets.len())
             .field("catalog_auth_required", &self.catalog_auth_required)
+            .field("consistency_wait", &self.consistency_wait)
             .finish()
     }
 }
@@ -387,6 +390,7 @@ impl AwsServeConfig {
             stripe: None,
             webhook_secrets: Vec::new(),
             catalog_auth_required: false,
+            consistency_wait: crate::state::READ_YOUR_WRITES_WAIT,
         }
     }
 }
@@ -449,6 +453,7 @@ pub async fn start_aws(
         metrics: crate::metrics::prometheus(),
         rebuilds: None,
         catalog_auth_required: config.catalog_auth_required,
+        consistency_wait: config.consistency_wait,
     });
     let running = Embedded::from_parts(state, cancel, tasks, None);
     if config.demo_catalog {

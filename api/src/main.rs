@@ -189,6 +189,10 @@ struct ServeArgs {
     /// anyone signs in) or `required`.
     #[arg(long, env = "BACKBONE_CATALOG_AUTH", value_enum, default_value_t = CatalogAuth::Public)]
     catalog_auth: CatalogAuth,
+    /// How long a query given a `consistency` token waits at most for its read model before it
+    /// answers anyway (the AWS fan-out may take longer than the embedded one).
+    #[arg(long, env = "BACKBONE_CONSISTENCY_WAIT", default_value = "2s", value_parser = auth::parse_ttl)]
+    consistency_wait: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -470,6 +474,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         webhook_secrets: args.payments.webhook_secrets(),
         order_ttl: args.order_ttl,
         catalog_auth_required: args.catalog_auth == CatalogAuth::Required,
+        consistency_wait: args.consistency_wait,
         ..EmbeddedConfig::new(args.data.data)
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -499,6 +504,7 @@ async fn serve_aws(args: ServeArgs) -> anyhow::Result<()> {
             ..AwsWorkerConfig::default()
         },
         catalog_auth_required: args.catalog_auth == CatalogAuth::Required,
+        consistency_wait: args.consistency_wait,
         ..AwsServeConfig::new(args.aws.stage)
     };
     let listener = tokio::net::TcpListener::bind(args.listen)

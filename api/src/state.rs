@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use workers::Health;
 
-/// How long a query with a `consistency` token waits for its read model.
+/// How long a query with a `consistency` token waits for its read model, by default
+/// (`--consistency-wait`).
 pub const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(2);
 
 /// The first pause between two looks at the read model's bookkeeping; it doubles up to
@@ -55,6 +56,8 @@ pub struct Parts {
     pub rebuilds: Option<Arc<workers::Rebuilds>>,
     /// Catalog reads need a token (`--catalog-auth required`); public by default.
     pub catalog_auth_required: bool,
+    /// How long a query with a `consistency` token waits at most (`--consistency-wait`).
+    pub consistency_wait: Duration,
 }
 
 impl Parts {
@@ -66,7 +69,7 @@ impl Parts {
         let Some(token) = token else {
             return;
         };
-        let deadline = tokio::time::Instant::now() + READ_YOUR_WRITES_WAIT;
+        let deadline = tokio::time::Instant::now() + self.consistency_wait;
         let mut pause = READ_YOUR_WRITES_POLL_MIN;
         loop {
             match projections::reflects(self.models.as_ref(), projection, token).await {

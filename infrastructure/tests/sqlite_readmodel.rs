@@ -113,9 +113,10 @@ async fn documents_and_checkpoints_survive_a_reopen() {
             "nothing is replayed after a restart"
         );
     }
-    let orders = order_history::list_orders_for_customer(models.as_ref(), "alice", 100)
+    let orders = order_history::list_orders_for_customer(models.as_ref(), "alice", 100, None)
         .await
-        .expect("list");
+        .expect("list")
+        .items;
     assert!(!orders.is_empty());
 }
 
@@ -184,7 +185,7 @@ async fn the_wal_stays_small_while_projections_read_and_write() {
         tokio::spawn(async move {
             let mut reads = 0u64;
             while !done.load(std::sync::atomic::Ordering::Acquire) {
-                order_history::list_orders_for_customer(models.as_ref(), "alice", 20)
+                order_history::list_orders_for_customer(models.as_ref(), "alice", 20, None)
                     .await
                     .expect("read");
                 reads += 1;

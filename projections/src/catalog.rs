@@ -6,6 +6,7 @@
 //! aggregate computed them); nothing is recomputed here.
 
 use crate::docs::{peek_doc, update_doc};
+use crate::paging::Page;
 use crate::store::{
     DocTx, IndexEntry, Projection, ProjectionError, Query, ReadModelError, ReadModelStore,
 };
@@ -62,8 +63,13 @@ pub struct ProductView {
 }
 
 impl ProductView {
+    /// The sort key of both listings: lowercase name `#` product id.
+    fn sort_key(&self) -> String {
+        format!("{}#{}", self.name.to_lowercase(), self.product_id)
+    }
+
     fn index(&self) -> Vec<IndexEntry> {
-        let sort = format!("{}#{}", self.name.to_lowercase(), self.product_id);
+        let sort = self.sort_key();
         vec![
             IndexEntry::new(BY_CATEGORY, self.category.clone(), sort.clone()),
             IndexEntry::new(ALL, ALL_PARTITION, sort),
@@ -247,21 +253,24 @@ pub async fn list_categories(
         .collect()
 }
 
-/// Products ordered by name, of one category or all of them, at most `limit`.
+/// Products ordered by name, of one category or all of them: the page of `limit` after the
+/// cursor `after` (see [`crate::paging`]).
 pub async fn list_products(
     models: &dyn ReadModelStore,
     category: Option<&str>,
     limit: usize,
-) -> Result<Vec<ProductView>, ReadModelError> {
-    let docs = match category {
-        Some(category) => {
-            models
-                .query(Query::new(BY_CATEGORY, category, limit))
-                .await?
-        }
-        None => models.query(Query::new(ALL, ALL_PARTITION, limit)).await?,
+    after: Option<&str>,
+) -> Result<Page<ProductView>, ReadModelError> {
+    let query = match category {
+        Some(category) => Query::new(BY_CATEGORY, category, limit),
+        None => Query::new(ALL, ALL_PARTITION, limit),
     };
-    docs.into_iter()
-        .map(|body| from_body(PRODUCTS, "(listed)", body))
-        .collect()
+    crate::paging::page(
+        models,
+        query,
+        after,
+        |body| from_body(PRODUCTS, "(listed)", body).map(Some),
+        ProductView::sort_key,
+    )
+    .await
 }

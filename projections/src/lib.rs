@@ -16,6 +16,7 @@ mod describe;
 pub mod docs;
 pub mod notifications;
 pub mod order_history;
+pub mod paging;
 pub mod runner;
 pub mod store;
 pub mod support;
@@ -26,6 +27,7 @@ pub mod memory;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
 
+pub use paging::Page;
 pub use runner::{
     rebuild_all, ApplySummary, ProjectionRunner, RebuildSummary, RunnerError, StepOutcome,
 };

@@ -106,8 +106,13 @@ pub struct NotificationView {
 }
 
 impl NotificationView {
+    /// The sort key of both listings: created_at `#` notification id.
+    fn sort_key(&self) -> String {
+        format!("{}#{}", sort_time(&self.created_at), self.notification_id)
+    }
+
     fn index(&self) -> Vec<IndexEntry> {
-        let sort = format!("{}#{}", sort_time(&self.created_at), self.notification_id);
+        let sort = self.sort_key();
         let mut index = vec![IndexEntry::new(
             BY_CUSTOMER,
             self.customer_id.as_str(),
@@ -271,12 +276,16 @@ pub async fn list_notifications_for_customer(
     models: &dyn ReadModelStore,
     customer_id: &str,
     limit: usize,
-) -> Result<Vec<NotificationView>, ReadModelError> {
-    views(
-        models
-            .query(Query::new(BY_CUSTOMER, customer_id, limit).descending())
-            .await?,
+    after: Option<&str>,
+) -> Result<crate::Page<NotificationView>, ReadModelError> {
+    crate::paging::page(
+        models,
+        Query::new(BY_CUSTOMER, customer_id, limit).descending(),
+        after,
+        |body| from_body(NOTIFICATIONS, "(listed)", body).map(Some),
+        NotificationView::sort_key,
     )
+    .await
 }
 
 /// Undelivered notifications, oldest first, at most `limit` (the delivery worker's queue).

@@ -333,15 +333,14 @@ pub async fn list_orders_for_customer(
     models: &dyn ReadModelStore,
     customer_id: &str,
     limit: usize,
-) -> Result<Vec<OrderView>, ReadModelError> {
-    let docs = models
-        .query(Query::new(BY_CUSTOMER, customer_id, limit).descending())
-        .await?;
-    let mut views = Vec::with_capacity(docs.len());
-    for body in docs {
-        if let Some(view) = view_of("(listed)", body)? {
-            views.push(view);
-        }
-    }
-    Ok(views)
+    after: Option<&str>,
+) -> Result<crate::Page<OrderView>, ReadModelError> {
+    crate::paging::page(
+        models,
+        Query::new(BY_CUSTOMER, customer_id, limit).descending(),
+        after,
+        |body| view_of("(listed)", body),
+        |view| format!("{}#{}", sort_time(&view.placed_at), view.order_id),
+    )
+    .await
 }

@@ -16,6 +16,7 @@ use crate::describe::{
 };
 use crate::docs::{no_index, update_doc};
 use crate::notifications::NotificationKind;
+use crate::paging::Page;
 use crate::store::{
     DocTx, IndexEntry, Projection, ProjectionError, Query, ReadModelError, ReadModelStore,
 };
@@ -376,24 +377,41 @@ fn matches(view: &SupportOrderView, q: &SupportQuery) -> bool {
         && q.to.is_none_or(|to| view.placed_at <= to)
 }
 
-/// Finds orders matching every given criterion, newest first, at most `q.limit`.
-///
-/// Picks the most selective lookup (order id, then intent id, email, status, and the date index),
-/// narrows it by the date range through the sort key, and filters the other criteria while
-/// paging, examining at most [`MAX_SCAN`] documents.
+/// The first page of [`search_orders_page`].
 pub async fn search_orders(
     models: &dyn ReadModelStore,
     q: &SupportQuery,
 ) -> Result<Vec<SupportOrderView>, ReadModelError> {
+    Ok(search_orders_page(models, q, None).await?.items)
+}
+
+/// Orders matching `q`, newest first: the page of `q.limit` after the cursor `after` (see
+/// [`crate::paging`]). The most selective index among the criteria is read and the rest are
+/// checked on each order, scanning at most [`MAX_SCAN`] orders per page.
+pub async fn search_orders_page(
+    models: &dyn ReadModelStore,
+    q: &SupportQuery,
+    after: Option<&str>,
+) -> Result<Page<SupportOrderView>, ReadModelError> {
     if q.limit == 0 {
-        return Ok(Vec::new());
+        return Ok(Page {
+            items: Vec::new(),
+            next: None,
+        });
     }
     if let Some(order_id) = &q.order_id {
         let view = match models.get(ORDERS, order_id).await? {
             Some(body) => view_of(order_id, body)?,
             None => None,
         };
-        return Ok(view.into_iter().filter(|v| matches(v, q)).collect());
+        let items = view
+            .into_iter()
+            .filter(|v| matches(v, q))
+            .filter(|v| {
+                after.is_none_or(|a| order_sort(&v.placed_at, v.order_id.as_str()).as_str() < a)
+            })
+            .collect();
+        return Ok(Page { items, next: None });
     }
     let email;
     let (index, partition): (&str, &str) = if let Some(intent) = &q.intent_id {
@@ -409,12 +427,28 @@ pub async fn search_orders(
     let from = q.from.as_ref().map(sort_time);
     // '~' sorts after every id character, so the bound includes orders placed exactly at `to`.
     let mut to = q.to.as_ref().map(|t| format!("{}#~", sort_time(t)));
+    // Sort keys are unique within a partition (they end with the order id), so paging continues
+    // from the last key seen, inclusive, and skips that one document.
+    let mut last: Option<String> = after.map(str::to_owned);
+    if let Some(a) = after {
+        if to.as_ref().is_none_or(|t| a < t.as_str()) {
+            to = Some(a.to_owned());
+        }
+    }
     let page = (q.limit * 2).clamp(20, 500);
     let mut found = Vec::new();
     let mut scanned = 0;
-    // Sort keys are unique within a partition (they end with the order id), so paging continues
-    // from the last key seen, inclusive, and skips that one document.
-    let mut last: Option<String> = None;
+    let finish = |mut found: Vec<SupportOrderView>| {
+        let next = if found.len() > q.limit {
+            found.truncate(q.limit);
+            found
+                .last()
+                .map(|v: &SupportOrderView| order_sort(&v.placed_at, v.order_id.as_str()))
+        } else {
+            None
+        };
+        Page { items: found, next }
+    };
     loop {
         let docs = models
             .query(
@@ -436,17 +470,23 @@ pub async fn search_orders(
             scanned += 1;
             if matches(&view, q) {
                 found.push(view);
-                if found.len() == q.limit {
-                    return Ok(found);
+                // One more than the page, to know whether another follows.
+                if found.len() > q.limit {
+                    return Ok(finish(found));
                 }
             }
         }
         if n < page {
-            return Ok(found);
+            return Ok(finish(found));
         }
         if scanned >= MAX_SCAN {
             tracing::debug!(index, scanned, "support search stopped at the scan limit");
-            return Ok(found);
+            // More may match beyond the scan: continue from the last order scanned.
+            let mut page = finish(found);
+            if page.next.is_none() {
+                page.next = last;
+            }
+            return Ok(page);
         }
         to.clone_from(&last);
     }

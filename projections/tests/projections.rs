@@ -314,31 +314,35 @@ async fn products_are_listed_by_category_and_name() {
     let names = |v: Vec<catalog::ProductView>| v.into_iter().map(|p| p.name).collect::<Vec<_>>();
     assert_eq!(
         names(
-            catalog::list_products(&models, Some("games"), 10)
+            catalog::list_products(&models, Some("games"), 10, None)
                 .await
                 .expect("list")
+                .items
         ),
         ["Chess", "Monopoly", "zebra puzzle"]
     );
     assert_eq!(
         names(
-            catalog::list_products(&models, Some("games"), 2)
+            catalog::list_products(&models, Some("games"), 2, None)
                 .await
                 .expect("list")
+                .items
         ),
         ["Chess", "Monopoly"]
     );
     assert_eq!(
         names(
-            catalog::list_products(&models, None, 10)
+            catalog::list_products(&models, None, 10, None)
                 .await
                 .expect("list")
+                .items
         ),
         ["Atlas", "Chess", "Monopoly", "zebra puzzle"]
     );
-    assert!(catalog::list_products(&models, Some("tools"), 10)
+    assert!(catalog::list_products(&models, Some("tools"), 10, None)
         .await
         .expect("list")
+        .items
         .is_empty());
 }
 
@@ -663,9 +667,10 @@ async fn payment_events_arriving_before_the_order_are_merged_in() {
         "no order before OrderPlaced"
     );
     assert!(
-        order_history::list_orders_for_customer(&models, "alice", 10)
+        order_history::list_orders_for_customer(&models, "alice", 10, None)
             .await
             .expect("list")
+            .items
             .is_empty()
     );
 
@@ -687,9 +692,10 @@ async fn payment_events_arriving_before_the_order_are_merged_in() {
         "the timeline is ordered by time whatever the arrival order"
     );
     assert_eq!(
-        order_history::list_orders_for_customer(&models, "alice", 10)
+        order_history::list_orders_for_customer(&models, "alice", 10, None)
             .await
             .expect("list")
+            .items
             .len(),
         1
     );
@@ -723,22 +729,29 @@ async fn a_customers_orders_are_listed_newest_first() {
     };
     assert_eq!(
         ids(
-            order_history::list_orders_for_customer(&models, "alice", 10)
+            order_history::list_orders_for_customer(&models, "alice", 10, None)
                 .await
                 .expect("list")
+                .items
         ),
         ["o2", "o4", "o1"]
     );
     assert_eq!(
-        ids(order_history::list_orders_for_customer(&models, "alice", 2)
-            .await
-            .expect("list")),
+        ids(
+            order_history::list_orders_for_customer(&models, "alice", 2, None)
+                .await
+                .expect("list")
+                .items
+        ),
         ["o2", "o4"]
     );
     assert_eq!(
-        ids(order_history::list_orders_for_customer(&models, "bob", 10)
-            .await
-            .expect("list")),
+        ids(
+            order_history::list_orders_for_customer(&models, "bob", 10, None)
+                .await
+                .expect("list")
+                .items
+        ),
         ["o3"]
     );
 }
@@ -847,9 +860,10 @@ async fn each_lifecycle_event_renders_its_notification() {
     ));
     apply(&models, &notifs(), events.clone()).await;
 
-    let list = notifications::list_notifications_for_customer(&models, "alice", 50)
+    let list = notifications::list_notifications_for_customer(&models, "alice", 50, None)
         .await
-        .expect("list");
+        .expect("list")
+        .items;
     let kinds: Vec<NotificationKind> = list.iter().map(|n| n.kind).collect();
     assert_eq!(
         kinds,
@@ -888,9 +902,10 @@ async fn each_lifecycle_event_renders_its_notification() {
     assert_eq!(expired.subject, "Order o3 expired unpaid");
     assert_eq!(expired.notification_id, events[9].event_id);
     assert!(
-        notifications::list_notifications_for_customer(&models, "bob", 50)
+        notifications::list_notifications_for_customer(&models, "bob", 50, None)
             .await
             .expect("list")
+            .items
             .is_empty()
     );
 }
@@ -964,9 +979,10 @@ async fn delivered_notifications_leave_the_pending_list_and_stay_delivered_after
             assert_eq!(sent.delivery_status, DeliveryStatus::Sent);
             assert_eq!(sent.delivered_at, Some(delivered_at));
             assert_eq!(
-                notifications::list_notifications_for_customer(models.as_ref(), "alice", 10)
+                notifications::list_notifications_for_customer(models.as_ref(), "alice", 10, None)
                     .await
                     .expect("list")
+                    .items
                     .len(),
                 2,
                 "delivered ones stay in the customer's list"

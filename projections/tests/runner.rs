@@ -134,9 +134,10 @@ async fn steps_page_through_the_feed_and_resume_from_the_checkpoint() {
         .expect("exists");
     assert_eq!((p1.on_hand, p1.version), (11, 2));
     assert_eq!(
-        catalog::list_products(models.as_ref(), None, 10)
+        catalog::list_products(models.as_ref(), None, 10, None)
             .await
             .expect("list")
+            .items
             .len(),
         3
     );

@@ -113,6 +113,8 @@ pub async fn spawn_aws_app_configured(
         provision: true,
         with_workers,
         workers: test_workers(),
+        // moto under a loaded test run can take seconds to move an event to a read model.
+        consistency_wait: Duration::from_secs(10),
         ..AwsServeConfig::new(names.stage.clone())
     };
     customize(&mut config);

@@ -142,8 +142,8 @@ async fn on_dynamodb_the_query_waits_for_the_fan_out_and_its_wait_is_bounded() {
     let waited = started.elapsed();
     assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.text);
     assert!(
-        waited >= api::state::READ_YOUR_WRITES_WAIT
-            && waited < api::state::READ_YOUR_WRITES_WAIT + Duration::from_secs(3),
+        waited >= app.state.consistency_wait
+            && waited < app.state.consistency_wait + Duration::from_secs(3),
         "waited {waited:?}"
     );
 

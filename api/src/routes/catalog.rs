@@ -2,7 +2,7 @@
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{AppPath, AppQuery};
-use crate::routes::orders::{limit, ReadQuery};
+use crate::routes::orders::{limit, next_cursor, Cursor, ReadQuery};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
@@ -20,7 +20,10 @@ pub struct CatalogQuery {
     pub category: Option<String>,
     /// At most this many products (default 50, at most 500).
     pub limit: Option<usize>,
-    /// Read-your-writes: a command answer's `consistency` token. The query waits (at most 2 s)
+    /// The previous page's `next_cursor`: this page starts after it.
+    #[param(value_type = Option<String>)]
+    pub cursor: Option<Cursor>,
+    /// Read-your-writes: a command answer's `consistency` token. The query waits (at most `--consistency-wait`, 2 s by default)
     /// until this read model reflects that write.
     #[param(value_type = Option<String>)]
     pub consistency: Option<Consistency>,
@@ -51,6 +54,8 @@ pub async fn list_categories(
 pub struct ProductList {
     #[schema(value_type = Vec<Object>)]
     pub products: Vec<ProductView>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/catalog/products", tag = "catalog", params(CatalogQuery),
@@ -62,10 +67,17 @@ pub async fn list_products(
     state
         .read_after(&catalog::CatalogProjection, q.consistency.as_ref())
         .await;
-    let products =
-        catalog::list_products(state.models.as_ref(), q.category.as_deref(), limit(q.limit))
-            .await?;
-    Ok(Json(ProductList { products }))
+    let page = catalog::list_products(
+        state.models.as_ref(),
+        q.category.as_deref(),
+        limit(q.limit),
+        q.cursor.as_ref().map(Cursor::key),
+    )
+    .await?;
+    Ok(Json(ProductList {
+        next_cursor: next_cursor(&page),
+        products: page.items,
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/catalog/products/{id}", tag = "catalog",

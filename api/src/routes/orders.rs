@@ -22,6 +22,40 @@ pub fn limit(requested: Option<usize>) -> usize {
     requested.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT)
 }
 
+/// Where the next page of a list starts: a list answer's `next_cursor`, passed back as
+/// `?cursor=`. Opaque to clients (the hex of the last item's sort key).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Cursor(String);
+
+impl Cursor {
+    pub fn of(sort_key: String) -> String {
+        hex::encode(sort_key)
+    }
+
+    pub fn key(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Cursor {
+    type Error = &'static str;
+
+    fn try_from(s: String) -> Result<Self, &'static str> {
+        const INVALID: &str = "not a cursor this API gave out";
+        if s.is_empty() || s.len() > 2_048 {
+            return Err(INVALID);
+        }
+        let bytes = hex::decode(&s).map_err(|_| INVALID)?;
+        String::from_utf8(bytes).map(Cursor).map_err(|_| INVALID)
+    }
+}
+
+/// The next page's cursor, when there is one.
+pub fn next_cursor<T>(page: &projections::Page<T>) -> Option<String> {
+    page.next.clone().map(Cursor::of)
+}
+
 /// Query parameters of list endpoints over projections.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -29,7 +63,10 @@ pub fn limit(requested: Option<usize>) -> usize {
 pub struct ListQuery {
     /// At most this many items (default 50, at most 500).
     pub limit: Option<usize>,
-    /// Read-your-writes: a command answer's `consistency` token. The query waits (at most 2 s)
+    /// The previous page's `next_cursor`: this page starts after it.
+    #[param(value_type = Option<String>)]
+    pub cursor: Option<Cursor>,
+    /// Read-your-writes: a command answer's `consistency` token. The query waits (at most `--consistency-wait`, 2 s by default)
     /// until this read model reflects that write.
     #[param(value_type = Option<String>)]
     pub consistency: Option<Consistency>,
@@ -40,7 +77,7 @@ pub struct ListQuery {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ReadQuery {
-    /// Read-your-writes: a command answer's `consistency` token. The query waits (at most 2 s)
+    /// Read-your-writes: a command answer's `consistency` token. The query waits (at most `--consistency-wait`, 2 s by default)
     /// until this read model reflects that write.
     #[param(value_type = Option<String>)]
     pub consistency: Option<Consistency>,
@@ -50,12 +87,16 @@ pub struct ReadQuery {
 pub struct OrderList {
     #[schema(value_type = Vec<Object>)]
     pub orders: Vec<OrderView>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NotificationList {
     #[schema(value_type = Vec<Object>)]
     pub notifications: Vec<NotificationView>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -82,13 +123,17 @@ pub async fn list_orders(
             q.consistency.as_ref(),
         )
         .await;
-    let orders = order_history::list_orders_for_customer(
+    let page = order_history::list_orders_for_customer(
         state.models.as_ref(),
         customer.as_str(),
         limit(q.limit),
+        q.cursor.as_ref().map(Cursor::key),
     )
     .await?;
-    Ok(Json(OrderList { orders }))
+    Ok(Json(OrderList {
+        next_cursor: next_cursor(&page),
+        orders: page.items,
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders",
@@ -168,11 +213,15 @@ pub async fn notifications(
             q.consistency.as_ref(),
         )
         .await;
-    let notifications = projections::notifications::list_notifications_for_customer(
+    let page = projections::notifications::list_notifications_for_customer(
         state.models.as_ref(),
         customer.as_str(),
         limit(q.limit),
+        q.cursor.as_ref().map(Cursor::key),
     )
     .await?;
-    Ok(Json(NotificationList { notifications }))
+    Ok(Json(NotificationList {
+        next_cursor: next_cursor(&page),
+        notifications: page.items,
+    }))
 }

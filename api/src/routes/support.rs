@@ -2,7 +2,7 @@
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{AppPath, AppQuery};
-use crate::routes::orders::{limit, ReadQuery};
+use crate::routes::orders::{limit, next_cursor, Cursor, ReadQuery};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
@@ -31,7 +31,10 @@ pub struct SupportSearch {
     pub intent_id: Option<String>,
     /// At most this many orders (default 50, at most 500).
     pub limit: Option<usize>,
-    /// Read-your-writes: a command answer's `consistency` token. The query waits (at most 2 s)
+    /// The previous page's `next_cursor`: this page starts after it.
+    #[param(value_type = Option<String>)]
+    pub cursor: Option<Cursor>,
+    /// Read-your-writes: a command answer's `consistency` token. The query waits (at most `--consistency-wait`, 2 s by default)
     /// until this read model reflects that write.
     #[param(value_type = Option<String>)]
     pub consistency: Option<Consistency>,
@@ -41,6 +44,8 @@ pub struct SupportSearch {
 pub struct SupportOrderList {
     #[schema(value_type = Vec<Object>)]
     pub orders: Vec<SupportOrderView>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -71,8 +76,16 @@ pub async fn search(
         intent_id: q.intent_id,
         limit: limit(q.limit),
     };
-    let orders = support::search_orders(state.models.as_ref(), &query).await?;
-    Ok(Json(SupportOrderList { orders }))
+    let page = support::search_orders_page(
+        state.models.as_ref(),
+        &query,
+        q.cursor.as_ref().map(Cursor::key),
+    )
+    .await?;
+    Ok(Json(SupportOrderList {
+        next_cursor: next_cursor(&page),
+        orders: page.items,
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/support/orders/{id}/timeline", tag = "support",
