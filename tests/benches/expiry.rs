@@ -17,7 +17,7 @@ use commands::{
 };
 use domain::{
     CartId, CustomerId, Event, Money, OrderCommand, OrderEvent, OrderId, OrderLine, PaymentId,
-    ProductId, Quantity, ShippingAddress, StreamType,
+    ProductId, Quantity, StreamType,
 };
 use infrastructure::simulated::SimulatedGateway;
 use projections::{ProjectionRunner, ReadModelStore, StepOutcome};
@@ -43,14 +43,7 @@ fn placed(i: usize, at: chrono::DateTime<chrono::Utc>) -> NewEvent {
         cart_id: CartId::parse(&format!("cart_{i:07}")).unwrap(),
         customer_id: CustomerId::parse(&format!("cus_{}", i % 5_000)).unwrap(),
         customer_email: format!("c{}@example.com", i % 5_000),
-        shipping_address: ShippingAddress {
-            name: "Ada".into(),
-            line1: "1 Way".into(),
-            line2: None,
-            city: "London".into(),
-            postal_code: "N1".into(),
-            country: "GB".into(),
-        },
+        shipping_address: backbone_tests::aws::checkout_input("bench@example.com").shipping_address,
         lines: vec![OrderLine {
             product_id: ProductId::parse("prd_bench").unwrap(),
             name: "Bench".into(),

@@ -597,6 +597,18 @@ async fn cancelling_an_order_releases_its_stock_in_the_catalog() {
     app.shutdown().await;
 }
 
+/// Opens a cart under the Idempotency-Key `restart-1`.
+async fn open_cart_keyed(app: &TestApp, token: &str) -> Answer {
+    app.send(
+        Method::POST,
+        "/v1/carts",
+        Some(token),
+        Some(json!({})),
+        &[("Idempotency-Key", "restart-1")],
+    )
+    .await
+}
+
 #[tokio::test]
 async fn a_restart_on_the_same_data_keeps_everything_and_gets_ready() {
     let app = spawn_app().await;
@@ -612,15 +624,7 @@ async fn a_restart_on_the_same_data_keeps_everything_and_gets_ready() {
         "awaiting_payment",
     )
     .await;
-    let keyed = app
-        .send(
-            Method::POST,
-            "/v1/carts",
-            Some(&alice),
-            Some(json!({})),
-            &[("Idempotency-Key", "restart-1")],
-        )
-        .await;
+    let keyed = open_cart_keyed(&app, &alice).await;
     assert_eq!(keyed.status, StatusCode::CREATED, "{}", keyed.text);
     let head_before = app.state.store.head().await.unwrap();
     let dir = app.stop().await;
@@ -640,15 +644,7 @@ async fn a_restart_on_the_same_data_keeps_everything_and_gets_ready() {
         "the demo catalog is not seeded twice"
     );
     // Idempotency keys live in the event store: they survive the restart.
-    let replayed = app
-        .send(
-            Method::POST,
-            "/v1/carts",
-            Some(&alice),
-            Some(json!({})),
-            &[("Idempotency-Key", "restart-1")],
-        )
-        .await;
+    let replayed = open_cart_keyed(&app, &alice).await;
     assert_eq!(replayed.status, StatusCode::CREATED);
     assert_eq!(replayed.headers["idempotent-replayed"], "true");
     assert_eq!(replayed.body, keyed.body);

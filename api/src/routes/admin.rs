@@ -6,8 +6,8 @@ use crate::http::CommandReply;
 use crate::schema::NoBody;
 use crate::state::AppState;
 use axum::extract::State;
-use commands::{Ack, NewProduct};
-use domain::{Money, MoneyError, OrderCommand, OrderId, ProductCommand, ProductId};
+use commands::{Ack, CommandContext, NewProduct};
+use domain::{Money, MoneyError, OrderCommand, OrderId, Product, ProductCommand, ProductId};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -92,6 +92,20 @@ pub struct ShipRequest {
     pub tracking: Option<String>,
 }
 
+/// Runs one product command and answers with its commit.
+async fn product_reply(
+    state: &AppState,
+    ctx: &CommandContext,
+    product_id: &ProductId,
+    command: impl Fn(&Product) -> ProductCommand,
+) -> ApiResult<CommandReply<Ack>> {
+    let executed = state
+        .shop
+        .product_command(ctx, product_id.as_str(), command)
+        .await?;
+    Ok(CommandReply::ok(executed))
+}
+
 fn stock(field: &str, quantity: u32, min: u32) -> Result<u32, ApiError> {
     if (min..=MAX_STOCK).contains(&quantity) {
         Ok(quantity)
@@ -138,13 +152,10 @@ pub async fn reprice(
     cmd: Cmd<RepriceRequest>,
 ) -> ApiResult<CommandReply<Ack>> {
     let price = cmd.body.price.to_money("price")?;
-    let executed = state
-        .shop
-        .product_command(&cmd.ctx, product_id.as_str(), |_| ProductCommand::Reprice {
-            price: price.clone(),
-        })
-        .await?;
-    Ok(CommandReply::ok(executed))
+    product_reply(&state, &cmd.ctx, &product_id, |_| ProductCommand::Reprice {
+        price: price.clone(),
+    })
+    .await
 }
 
 #[utoipa::path(post, path = "/v1/admin/products/{id}/restock", tag = "admin",
@@ -160,13 +171,10 @@ pub async fn restock(
     cmd: Cmd<RestockRequest>,
 ) -> ApiResult<CommandReply<Ack>> {
     let quantity = stock("quantity", cmd.body.quantity, 1)?;
-    let executed = state
-        .shop
-        .product_command(&cmd.ctx, product_id.as_str(), |_| ProductCommand::Restock {
-            quantity,
-        })
-        .await?;
-    Ok(CommandReply::ok(executed))
+    product_reply(&state, &cmd.ctx, &product_id, |_| ProductCommand::Restock {
+        quantity,
+    })
+    .await
 }
 
 #[utoipa::path(post, path = "/v1/admin/products/{id}/retire", tag = "admin",
@@ -180,11 +188,7 @@ pub async fn retire(
     AppPath(product_id): AppPath<ProductId>,
     cmd: Cmd<NoBody>,
 ) -> ApiResult<CommandReply<Ack>> {
-    let executed = state
-        .shop
-        .product_command(&cmd.ctx, product_id.as_str(), |_| ProductCommand::Retire)
-        .await?;
-    Ok(CommandReply::ok(executed))
+    product_reply(&state, &cmd.ctx, &product_id, |_| ProductCommand::Retire).await
 }
 
 #[utoipa::path(post, path = "/v1/admin/products/{id}/unretire", tag = "admin",
@@ -198,11 +202,7 @@ pub async fn unretire(
     AppPath(product_id): AppPath<ProductId>,
     cmd: Cmd<NoBody>,
 ) -> ApiResult<CommandReply<Ack>> {
-    let executed = state
-        .shop
-        .product_command(&cmd.ctx, product_id.as_str(), |_| ProductCommand::Unretire)
-        .await?;
-    Ok(CommandReply::ok(executed))
+    product_reply(&state, &cmd.ctx, &product_id, |_| ProductCommand::Unretire).await
 }
 
 #[utoipa::path(patch, path = "/v1/admin/products/{id}", tag = "admin",
@@ -228,17 +228,14 @@ pub async fn describe(
             "give at least one of name, description and category",
         ));
     }
-    let executed = state
-        .shop
-        .product_command(&cmd.ctx, product_id.as_str(), |_| {
-            ProductCommand::Describe {
-                name: name.clone(),
-                description: description.clone(),
-                category: category.clone(),
-            }
-        })
-        .await?;
-    Ok(CommandReply::ok(executed))
+    product_reply(&state, &cmd.ctx, &product_id, |_| {
+        ProductCommand::Describe {
+            name: name.clone(),
+            description: description.clone(),
+            category: category.clone(),
+        }
+    })
+    .await
 }
 
 #[utoipa::path(post, path = "/v1/admin/products/{id}/stock-adjustments", tag = "admin",
@@ -254,16 +251,13 @@ pub async fn adjust_stock(
     cmd: Cmd<AdjustStockRequest>,
 ) -> ApiResult<CommandReply<Ack>> {
     let (delta, reason) = (cmd.body.delta, cmd.body.reason.clone());
-    let executed = state
-        .shop
-        .product_command(&cmd.ctx, product_id.as_str(), |_| {
-            ProductCommand::AdjustStock {
-                delta,
-                reason: reason.clone(),
-            }
-        })
-        .await?;
-    Ok(CommandReply::ok(executed))
+    product_reply(&state, &cmd.ctx, &product_id, |_| {
+        ProductCommand::AdjustStock {
+            delta,
+            reason: reason.clone(),
+        }
+    })
+    .await
 }
 
 #[utoipa::path(post, path = "/v1/admin/orders/{id}/ship", tag = "admin",

@@ -3,7 +3,7 @@
 //! Retrying is left to callers, which know whether a call is safe to repeat.
 
 use super::codec::Item;
-use super::error::{classify, AwsFailure};
+use super::error::{classify, AwsFailure, RetryPolicy};
 use super::metrics::{Op, RequestCounters};
 use aws_sdk_dynamodb::error::BuildError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -174,6 +174,18 @@ pub(crate) async fn query_all(
         out.truncate(limit);
     }
     Ok(out)
+}
+
+/// [`query_all`], retried as a whole on transient failures.
+pub(crate) async fn query_retried(
+    client: &Client,
+    counters: &RequestCounters,
+    retry: &RetryPolicy,
+    spec: &QuerySpec,
+) -> Result<Vec<Item>, AwsFailure> {
+    retry
+        .retry("Query", |_| query_all(client, counters, spec))
+        .await
 }
 
 /// Strongly consistent BatchGetItem of any number of keys of one table (chunks of 100, with

@@ -791,12 +791,8 @@ impl ReadModelStore for DynamoReadModelStore {
             consistent: true,
             ..QuerySpec::default()
         };
-        let entries = inner
-            .retry
-            .retry("Query", |_| {
-                ddb::query_all(&inner.client, &inner.counters, &spec)
-            })
-            .await?;
+        let entries =
+            ddb::query_retried(&inner.client, &inner.counters, &inner.retry, &spec).await?;
         let ids: Vec<String> = entries
             .iter()
             .filter_map(|e| Some(doc_id(e.string(COLLECTION)?, e.string(KEY)?)))

@@ -461,13 +461,8 @@ impl DynamoEventStore {
             consistent: true,
             ..QuerySpec::default()
         };
-        let items = self
-            .options
-            .retry
-            .retry("Query", |_| {
-                ddb::query_all(&self.client, &self.counters, &spec)
-            })
-            .await?;
+        let items =
+            ddb::query_retried(&self.client, &self.counters, &self.options.retry, &spec).await?;
         items.iter().map(decode_event).collect()
     }
 
@@ -496,13 +491,8 @@ impl DynamoEventStore {
             consistent: true,
             ..QuerySpec::default()
         };
-        let items = self
-            .options
-            .retry
-            .retry("Query", |_| {
-                ddb::query_all(&self.client, &self.counters, &spec)
-            })
-            .await?;
+        let items =
+            ddb::query_retried(&self.client, &self.counters, &self.options.retry, &spec).await?;
         let mut items = items.iter().peekable();
         let snapshot = match items.next_if(|item| codec::is_snapshot(*item)) {
             Some(item) => Some(
@@ -565,13 +555,9 @@ impl DynamoEventStore {
                     consistent: false,
                     ..QuerySpec::default()
                 };
-                let items = self
-                    .options
-                    .retry
-                    .retry("Query", |_| {
-                        ddb::query_all(&self.client, &self.counters, &spec)
-                    })
-                    .await?;
+                let items =
+                    ddb::query_retried(&self.client, &self.counters, &self.options.retry, &spec)
+                        .await?;
                 for item in &items {
                     let sort = item
                         .string(codec::BUCKET_SORT)

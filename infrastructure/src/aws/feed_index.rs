@@ -250,12 +250,7 @@ impl FeedIndexer {
             consistent: true,
             ..QuerySpec::default()
         };
-        let items = self
-            .retry
-            .retry("Query", |_| {
-                ddb::query_all(&self.client, &self.counters, &spec)
-            })
-            .await?;
+        let items = ddb::query_retried(&self.client, &self.counters, &self.retry, &spec).await?;
         let mut out = Vec::with_capacity(items.len());
         for (expected, item) in (after + 1..).zip(&items) {
             let event = decode_event(item)?;
@@ -320,12 +315,8 @@ impl FeedIndexer {
                 limit: Some(limit),
                 ..QuerySpec::default()
             };
-            let items = self
-                .retry
-                .retry("Query", |_| {
-                    ddb::query_all(&self.client, &self.counters, &spec)
-                })
-                .await?;
+            let items =
+                ddb::query_retried(&self.client, &self.counters, &self.retry, &spec).await?;
             for item in &items {
                 out.push(decode_event(item)?);
             }
