@@ -3,6 +3,34 @@
 //! aggregates' `apply`, so that views agree with the write side without re-deciding anything).
 
 use domain::{OrderEvent, OrderStatus, PaymentEvent, PaymentStatus};
+use serde::{Deserialize, Serialize};
+
+/// The latest known state of a dispute (chargeback) on an order's payment, as the order view
+/// and the support view show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisputeView {
+    pub dispute_id: String,
+    pub reason: String,
+    /// The provider's status: `needs_response`, `under_review`, `won`, `lost`, ...
+    pub status: String,
+}
+
+/// The dispute state a payment event reports, if any.
+pub(crate) fn dispute_after(event: &PaymentEvent) -> Option<DisputeView> {
+    match event {
+        PaymentEvent::PaymentDisputed {
+            dispute_id,
+            reason,
+            status,
+            ..
+        } => Some(DisputeView {
+            dispute_id: dispute_id.clone(),
+            reason: reason.clone(),
+            status: status.clone(),
+        }),
+        _ => None,
+    }
+}
 
 /// The order status after `event`; `None` when the event does not change it (a partial refund).
 pub(crate) fn order_status_after(event: &OrderEvent) -> Option<OrderStatus> {

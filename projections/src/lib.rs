@@ -13,6 +13,7 @@
 
 pub mod catalog;
 mod describe;
+pub use describe::DisputeView;
 pub mod docs;
 pub mod notifications;
 pub mod order_history;

@@ -14,7 +14,8 @@
 //! fast.
 
 use crate::describe::{
-    describe_order, describe_payment, order_status_after, payment_intent, payment_status_after,
+    describe_order, describe_payment, dispute_after, order_status_after, payment_intent,
+    payment_status_after, DisputeView,
 };
 use crate::docs::update_doc;
 use crate::store::{
@@ -70,6 +71,8 @@ pub struct OrderView {
     /// Cumulative refunded amount.
     pub refunded: Option<Money>,
     pub tracking: Option<String>,
+    /// The latest state of a dispute on the payment, if one was ever opened.
+    pub dispute: Option<DisputeView>,
     pub placed_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Oldest first.
@@ -107,6 +110,8 @@ struct OrderDoc {
     tracking: Option<String>,
     payment_status: Option<PaymentStatus>,
     intent_id: Option<String>,
+    #[serde(default)]
+    dispute: Option<DisputeView>,
     updated_at: Option<DateTime<Utc>>,
     timeline: Vec<DocEntry>,
 }
@@ -122,6 +127,7 @@ impl OrderDoc {
             tracking: None,
             payment_status: None,
             intent_id: None,
+            dispute: None,
             updated_at: None,
             timeline: Vec::new(),
         }
@@ -181,6 +187,7 @@ impl OrderDoc {
             paid: self.paid,
             refunded: self.refunded,
             tracking: self.tracking,
+            dispute: self.dispute,
             placed_at: placed.placed_at,
             updated_at: self.updated_at.unwrap_or(placed.placed_at),
             timeline: self
@@ -279,6 +286,9 @@ impl OrderHistoryProjection {
             }
             if let Some(intent) = payment_intent(&e) {
                 doc.intent_id = Some(intent.to_owned());
+            }
+            if let Some(dispute) = dispute_after(&e) {
+                doc.dispute = Some(dispute);
             }
             doc.record(event, description);
         })

@@ -12,7 +12,8 @@
 //! row write per order and batch rather than an entry and an index row per event.
 
 use crate::describe::{
-    describe_order, describe_payment, order_status_after, payment_intent, payment_status_after,
+    describe_order, describe_payment, dispute_after, order_status_after, payment_intent,
+    payment_status_after, DisputeView,
 };
 use crate::docs::{no_index, update_doc};
 use crate::notifications::NotificationKind;
@@ -46,6 +47,10 @@ pub const BY_DATE: &str = "support_by_date";
 pub const DATE_PARTITION: &str = "all";
 /// Partition: payment intent id.
 pub const BY_INTENT: &str = "support_by_intent";
+/// Partition: [`DISPUTED_PARTITION`]; sort as [`BY_DATE`]. Only orders whose payment was ever
+/// disputed have this entry.
+pub const BY_DISPUTED: &str = "support_by_disputed";
+pub const DISPUTED_PARTITION: &str = "disputed";
 
 /// Most documents `search_orders` examines for one query before returning what it found.
 pub const MAX_SCAN: usize = 10_000;
@@ -58,6 +63,8 @@ pub struct SupportOrderView {
     pub status: OrderStatus,
     pub payment_status: Option<PaymentStatus>,
     pub intent_id: Option<String>,
+    /// The latest state of a dispute on the payment, if one was ever opened.
+    pub dispute: Option<DisputeView>,
     pub total: Money,
     pub placed_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -75,6 +82,8 @@ pub struct SupportQuery {
     pub to: Option<DateTime<Utc>>,
     pub order_id: Option<String>,
     pub intent_id: Option<String>,
+    /// Only orders whose payment was (`true`) or was never (`false`) disputed.
+    pub disputed: Option<bool>,
     pub limit: usize,
 }
 
@@ -165,6 +174,8 @@ struct SupportDoc {
     status: Option<OrderStatus>,
     payment_status: Option<PaymentStatus>,
     intent_id: Option<String>,
+    #[serde(default)]
+    dispute: Option<DisputeView>,
     updated_at: Option<DateTime<Utc>>,
 }
 
@@ -176,6 +187,7 @@ impl SupportDoc {
             status: None,
             payment_status: None,
             intent_id: None,
+            dispute: None,
             updated_at: None,
         }
     }
@@ -194,6 +206,13 @@ impl SupportDoc {
             IndexEntry::new(BY_STATUS, status.as_str(), sort.clone()),
             IndexEntry::new(BY_DATE, DATE_PARTITION, sort.clone()),
         ];
+        if self.dispute.is_some() {
+            index.push(IndexEntry::new(
+                BY_DISPUTED,
+                DISPUTED_PARTITION,
+                sort.clone(),
+            ));
+        }
         if let Some(intent) = &self.intent_id {
             index.push(IndexEntry::new(BY_INTENT, intent.clone(), sort));
         }
@@ -216,6 +235,7 @@ impl SupportDoc {
             status,
             payment_status: self.payment_status,
             intent_id: self.intent_id,
+            dispute: self.dispute,
             total: placed.total,
             placed_at: placed.placed_at,
             updated_at: self.updated_at.unwrap_or(placed.placed_at),
@@ -326,6 +346,9 @@ impl SupportProjection {
             if let Some(intent) = payment_intent(&e) {
                 doc.intent_id = Some(intent.to_owned());
             }
+            if let Some(dispute) = dispute_after(&e) {
+                doc.dispute = Some(dispute);
+            }
         })
     }
 }
@@ -375,6 +398,7 @@ fn matches(view: &SupportOrderView, q: &SupportQuery) -> bool {
             .is_none_or(|o| o.as_str() == view.order_id.as_str())
         && q.from.is_none_or(|from| view.placed_at >= from)
         && q.to.is_none_or(|to| view.placed_at <= to)
+        && q.disputed.is_none_or(|d| d == view.dispute.is_some())
 }
 
 /// The first page of [`search_orders_page`].
@@ -419,6 +443,8 @@ pub async fn search_orders_page(
     } else if let Some(e) = &q.email {
         email = e.to_lowercase();
         (BY_EMAIL, &email)
+    } else if q.disputed == Some(true) {
+        (BY_DISPUTED, DISPUTED_PARTITION)
     } else if let Some(status) = q.status {
         (BY_STATUS, status.as_str())
     } else {

@@ -29,6 +29,8 @@ pub struct SupportSearch {
     pub order_id: Option<String>,
     /// Payment intent id at the provider.
     pub intent_id: Option<String>,
+    /// `true`: only orders whose payment was disputed; `false`: only the others.
+    pub disputed: Option<bool>,
     /// At most this many orders (default 50, at most 500).
     pub limit: Option<usize>,
     /// The previous page's `next_cursor`: this page starts after it.
@@ -74,6 +76,7 @@ pub async fn search(
         to: q.to,
         order_id: q.order_id,
         intent_id: q.intent_id,
+        disputed: q.disputed,
         limit: limit(q.limit),
     };
     let page = support::search_orders_page(
