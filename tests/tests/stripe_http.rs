@@ -346,15 +346,20 @@ async fn a_dispute_shows_on_the_order_and_in_support_search() {
         .expect("the dispute reaches the order view");
         assert_eq!(view["dispute"]["dispute_id"], "dp_http_1");
         assert_eq!(view["dispute"]["reason"], "fraudulent");
-        let found = app.get("/v1/support/orders?disputed=true", &support).await;
-        let ids: Vec<&str> = found.body["orders"]
+        // The support view follows on its own.
+        let found = eventually(app.wait, || async {
+            let a = app.get("/v1/support/orders?disputed=true", &support).await;
+            (a.body["orders"][0]["dispute"]["status"] == dispute_status).then_some(a.body)
+        })
+        .await
+        .expect("the dispute reaches the support view");
+        let ids: Vec<&str> = found["orders"]
             .as_array()
             .unwrap()
             .iter()
             .map(|o| o["order_id"].as_str().unwrap())
             .collect();
-        assert_eq!(ids, [order.as_str()], "{}", found.text);
-        assert_eq!(found.body["orders"][0]["dispute"]["status"], dispute_status);
+        assert_eq!(ids, [order.as_str()], "{found}");
     }
     let undisputed = app.get("/v1/support/orders?disputed=false", &support).await;
     let ids: Vec<&str> = undisputed.body["orders"]
