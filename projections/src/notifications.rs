@@ -15,7 +15,7 @@ use crate::store::{
 use crate::util::{decode, from_body, sort_time, to_body};
 use chrono::{DateTime, Utc};
 use commands::EventEnvelope;
-use domain::{CustomerId, Money, OrderEvent, OrderId, StreamType};
+use domain::{CustomerId, Money, OrderEvent, OrderId, PaymentEvent, StreamType};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -24,6 +24,8 @@ pub const NAME: &str = "notifications";
 pub const NOTIFICATIONS: &str = "notifications";
 /// What later order events need from `OrderPlaced` (customer, email, total), keyed by order id.
 pub const ORDER_INFO: &str = "notif_order_info";
+/// Disputes applied before their order's `OrderPlaced`, keyed by order id.
+pub const EARLY_DISPUTES: &str = "notif_early_disputes";
 /// Delivery records, keyed by notification id. Not owned by the projection: survives rebuilds.
 pub const DELIVERIES: &str = "notification_deliveries";
 /// Partition: customer id; sort: created_at `#` notification id.
@@ -42,6 +44,7 @@ pub enum NotificationKind {
     RefundIssued,
     OrderCancelled,
     OrderExpired,
+    DisputeOpened,
 }
 
 impl NotificationKind {
@@ -53,6 +56,7 @@ impl NotificationKind {
             NotificationKind::RefundIssued => "refund_issued",
             NotificationKind::OrderCancelled => "order_cancelled",
             NotificationKind::OrderExpired => "order_expired",
+            NotificationKind::DisputeOpened => "dispute_opened",
         }
     }
 
@@ -78,6 +82,9 @@ impl NotificationKind {
             NotificationKind::RefundIssued => format!("Refund for order {order_id}"),
             NotificationKind::OrderCancelled => format!("Order {order_id} cancelled"),
             NotificationKind::OrderExpired => format!("Order {order_id} expired unpaid"),
+            NotificationKind::DisputeOpened => {
+                format!("A dispute was opened on the payment for order {order_id}")
+            }
         }
     }
 }
@@ -190,14 +197,17 @@ impl Projection for NotificationsProjection {
     }
 
     fn collections(&self) -> &'static [&'static str] {
-        &[NOTIFICATIONS, ORDER_INFO]
+        &[NOTIFICATIONS, ORDER_INFO, EARLY_DISPUTES]
     }
 
     fn streams(&self) -> &'static [StreamType] {
-        &[StreamType::Order]
+        &[StreamType::Order, StreamType::Payment]
     }
 
     fn apply(&self, event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
+        if event.stream_type == StreamType::Payment {
+            return apply_payment(event, tx);
+        }
         let Some(e) = decode::<OrderEvent>(NAME, event)? else {
             return Ok(());
         };
@@ -214,6 +224,24 @@ impl Projection for NotificationsProjection {
                 email: customer_email,
                 total,
             };
+            // Disputes of this order's payment that were applied before it (streams arrive in
+            // any relative order) are notified now.
+            let early: Option<Vec<EarlyDispute>> =
+                peek_doc(tx, EARLY_DISPUTES, order_id, no_index)?;
+            for dispute in early.unwrap_or_default() {
+                notify(
+                    tx,
+                    dispute.event_id,
+                    dispute.at,
+                    order_id,
+                    NotificationKind::DisputeOpened,
+                    dispute_body(order_id, &dispute.reason, &info),
+                    &info,
+                )?;
+            }
+            update_doc::<Vec<EarlyDispute>, _>(tx, EARLY_DISPUTES, order_id, no_index, |doc| {
+                *doc = None
+            })?;
             return update_doc(tx, ORDER_INFO, order_id, no_index, |doc| *doc = Some(info));
         }
         let Some(kind) = NotificationKind::for_event(&e) else {
@@ -225,32 +253,107 @@ impl Projection for NotificationsProjection {
             tracing::warn!(order_id, event_type = %event.event_type, "notification for an unknown order skipped");
             return Ok(());
         };
-        let order = OrderId::parse(order_id).map_err(|err| ProjectionError::CorruptDoc {
-            collection: ORDER_INFO.to_owned(),
-            key: order_id.to_owned(),
-            reason: err.to_string(),
-        })?;
-        let id = event.event_id.to_string();
-        let delivered = peek_doc::<Delivery>(tx, DELIVERIES, &id, no_index)?;
-        let view = NotificationView {
-            notification_id: event.event_id,
-            customer_id: info.customer_id.clone(),
-            email: info.email.clone(),
-            order_id: order,
+        let body = render_body(&e, order_id, &info);
+        notify(
+            tx,
+            event.event_id,
+            event.occurred_at,
+            order_id,
             kind,
-            subject: kind.subject(order_id),
-            body: render_body(&e, order_id, &info),
-            delivery_status: if delivered.is_some() {
-                DeliveryStatus::Sent
-            } else {
-                DeliveryStatus::Pending
-            },
-            created_at: event.occurred_at,
-            delivered_at: delivered.map(|d| d.delivered_at),
-        };
-        // Written once per causing event (a duplicate never gets here): no need to read first.
-        put_doc(tx, NOTIFICATIONS, &id, view, NotificationView::index)
+            body,
+            &info,
+        )
     }
+}
+
+/// Dispute statuses that close a dispute; any other status means it is open.
+const CLOSED_DISPUTE_STATUSES: [&str; 4] = ["won", "lost", "warning_closed", "charge_refunded"];
+
+/// A dispute applied before its order's `OrderPlaced`, notified once that arrives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct EarlyDispute {
+    event_id: Uuid,
+    at: DateTime<Utc>,
+    reason: String,
+}
+
+/// The customer hears when a dispute of their payment is opened (not of every later status).
+fn apply_payment(event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
+    let Some(PaymentEvent::PaymentDisputed {
+        order_id,
+        reason,
+        status,
+        ..
+    }) = decode::<PaymentEvent>(NAME, event)?
+    else {
+        return Ok(());
+    };
+    if CLOSED_DISPUTE_STATUSES.contains(&status.as_str()) {
+        return Ok(());
+    }
+    let order_id = order_id.as_str();
+    match peek_doc::<OrderInfo>(tx, ORDER_INFO, order_id, no_index)? {
+        Some(info) => notify(
+            tx,
+            event.event_id,
+            event.occurred_at,
+            order_id,
+            NotificationKind::DisputeOpened,
+            dispute_body(order_id, &reason, &info),
+            &info,
+        ),
+        None => update_doc(tx, EARLY_DISPUTES, order_id, no_index, |doc| {
+            doc.get_or_insert_with(Vec::new).push(EarlyDispute {
+                event_id: event.event_id,
+                at: event.occurred_at,
+                reason,
+            })
+        }),
+    }
+}
+
+fn dispute_body(order_id: &str, reason: &str, info: &OrderInfo) -> String {
+    format!(
+        "Your bank told us that you disputed the payment of {} for order {order_id} ({reason}). \
+         We will answer the dispute; reply to this message if it was a mistake.",
+        info.total
+    )
+}
+
+/// Writes the notification caused by event `event_id` (once: a duplicate never gets here).
+fn notify(
+    tx: &mut dyn DocTx,
+    event_id: Uuid,
+    created_at: DateTime<Utc>,
+    order_id: &str,
+    kind: NotificationKind,
+    body: String,
+    info: &OrderInfo,
+) -> Result<(), ProjectionError> {
+    let order = OrderId::parse(order_id).map_err(|err| ProjectionError::CorruptDoc {
+        collection: ORDER_INFO.to_owned(),
+        key: order_id.to_owned(),
+        reason: err.to_string(),
+    })?;
+    let id = event_id.to_string();
+    let delivered = peek_doc::<Delivery>(tx, DELIVERIES, &id, no_index)?;
+    let view = NotificationView {
+        notification_id: event_id,
+        customer_id: info.customer_id.clone(),
+        email: info.email.clone(),
+        order_id: order,
+        kind,
+        subject: kind.subject(order_id),
+        body,
+        delivery_status: if delivered.is_some() {
+            DeliveryStatus::Sent
+        } else {
+            DeliveryStatus::Pending
+        },
+        created_at,
+        delivered_at: delivered.map(|d| d.delivered_at),
+    };
+    put_doc(tx, NOTIFICATIONS, &id, view, NotificationView::index)
 }
 
 fn views(docs: Vec<serde_json::Value>) -> Result<Vec<NotificationView>, ReadModelError> {

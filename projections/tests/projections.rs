@@ -1227,3 +1227,50 @@ async fn the_support_timeline_joins_order_payment_and_notification_events() {
         .expect("timeline")
         .is_empty());
 }
+
+/// A dispute opened on an order's payment notifies the customer once, whether its event is
+/// applied before or after the order's `OrderPlaced` (different streams arrive in any order);
+/// later dispute statuses notify nobody.
+#[tokio::test]
+async fn an_opened_dispute_notifies_the_customer_whatever_the_interleaving() {
+    let mut s = Streams::new();
+    let at = s.at();
+    let placed = s.order("o7", placed("o7", "alice", "alice@example.com", at));
+    let dispute = |s: &mut Streams, status: &str| {
+        s.payment(
+            "pay-o7",
+            PaymentEvent::PaymentDisputed {
+                payment_id: payid("pay-o7"),
+                order_id: oid("o7"),
+                dispute_id: "dp_7".to_owned(),
+                reason: "fraudulent".to_owned(),
+                status: status.to_owned(),
+                at,
+            },
+        )
+    };
+    let opened = dispute(&mut s, "needs_response");
+    let lost = dispute(&mut s, "lost");
+
+    let in_order = MemoryReadModelStore::new();
+    for e in [&placed, &opened, &lost] {
+        apply(&in_order, &notifs(), vec![e.clone()]).await;
+    }
+    let early = MemoryReadModelStore::new();
+    for e in [&opened, &lost, &placed] {
+        apply(&early, &notifs(), vec![e.clone()]).await;
+    }
+    assert_eq!(
+        in_order.dump().expect("dump"),
+        early.dump().expect("dump"),
+        "the same notifications whatever the order"
+    );
+    let list = notifications::list_notifications_for_customer(&early, "alice", 10, None)
+        .await
+        .expect("list")
+        .items;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].kind, NotificationKind::DisputeOpened);
+    assert_eq!(list[0].notification_id, opened.event_id);
+    assert!(list[0].body.contains("fraudulent") && list[0].body.contains("o7"));
+}

@@ -361,6 +361,21 @@ async fn a_dispute_shows_on_the_order_and_in_support_search() {
             .collect();
         assert_eq!(ids, [order.as_str()], "{found}");
     }
+    // The customer heard of the dispute once, when it was opened.
+    let notified =
+        backbone_tests::scenario::notification(&app, &token, &order, "dispute_opened").await;
+    assert!(
+        notified["body"].as_str().unwrap().contains("fraudulent"),
+        "{notified}"
+    );
+    let kinds = app.get("/v1/me/notifications", &token).await;
+    let disputes = kinds.body["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["kind"] == "dispute_opened")
+        .count();
+    assert_eq!(disputes, 1);
     let undisputed = app.get("/v1/support/orders?disputed=false", &support).await;
     let ids: Vec<&str> = undisputed.body["orders"]
         .as_array()
