@@ -533,7 +533,12 @@ impl Order {
             },
             OrderCommand::Expire { at, unpaid_for } => match from {
                 AwaitingPayment | PaymentFailed => {
-                    let due = self.placed_at.map(|placed| placed + unpaid_for);
+                    // A deadline past the end of time never comes.
+                    let due = self.placed_at.map(|placed| {
+                        placed
+                            .checked_add_signed(unpaid_for)
+                            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+                    });
                     match due {
                         Some(due) if at < due => Err(OrderError::NotDue { due }),
                         _ => Ok(vec![OrderEvent::OrderExpired { order_id, at }]),

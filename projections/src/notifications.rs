@@ -228,20 +228,26 @@ impl Projection for NotificationsProjection {
             // any relative order) are notified now.
             let early: Option<Vec<EarlyDispute>> =
                 peek_doc(tx, EARLY_DISPUTES, order_id, no_index)?;
-            for dispute in early.unwrap_or_default() {
-                notify(
+            if let Some(early) = early {
+                for dispute in early {
+                    notify(
+                        tx,
+                        dispute.event_id,
+                        dispute.at,
+                        order_id,
+                        NotificationKind::DisputeOpened,
+                        dispute_body(order_id, &dispute.reason, &info),
+                        &info,
+                    )?;
+                }
+                update_doc::<Vec<EarlyDispute>, _>(
                     tx,
-                    dispute.event_id,
-                    dispute.at,
+                    EARLY_DISPUTES,
                     order_id,
-                    NotificationKind::DisputeOpened,
-                    dispute_body(order_id, &dispute.reason, &info),
-                    &info,
+                    no_index,
+                    |doc| *doc = None,
                 )?;
             }
-            update_doc::<Vec<EarlyDispute>, _>(tx, EARLY_DISPUTES, order_id, no_index, |doc| {
-                *doc = None
-            })?;
             return update_doc(tx, ORDER_INFO, order_id, no_index, |doc| *doc = Some(info));
         }
         let Some(kind) = NotificationKind::for_event(&e) else {

@@ -81,7 +81,10 @@ impl ExpirySweeper {
     #[tracing::instrument(skip_all, fields(expired, skipped), err)]
     pub async fn sweep(&self) -> Result<Sweep, CommandError> {
         let now = self.clock.now();
-        let cutoff = now - self.ttl;
+        // A TTL reaching before the start of time leaves nothing due.
+        let Some(cutoff) = now.checked_sub_signed(self.ttl) else {
+            return Ok(Sweep::default());
+        };
         let due = support::unpaid_orders_placed_before(self.models.as_ref(), &cutoff, self.batch)
             .await
             .map_err(|e| {

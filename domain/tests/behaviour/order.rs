@@ -425,6 +425,16 @@ fn an_order_expires_only_once_unpaid_for_the_whole_time_to_live() {
 }
 
 #[test]
+fn a_time_to_live_past_the_end_of_time_never_expires_an_order() {
+    given::<Order>([placed()])
+        .when(OrderCommand::Expire {
+            at: at(900),
+            unpaid_for: chrono::Duration::MAX,
+        })
+        .then_expect_error(|e| matches!(e, OrderError::NotDue { .. }));
+}
+
+#[test]
 fn expiring_a_paid_order_is_an_invalid_transition() {
     given::<Order>([placed(), paid()])
         .when(OrderCommand::Expire {
