@@ -21,7 +21,7 @@ use crate::docs::update_doc;
 use crate::store::{
     DocTx, IndexEntry, Projection, ProjectionError, Query, ReadModelError, ReadModelStore,
 };
-use crate::util::{decode, from_body, payment_order, sort_time};
+use crate::util::{decode, from_body, order_sort, payment_order};
 use chrono::{DateTime, Utc};
 use commands::EventEnvelope;
 use domain::{
@@ -159,7 +159,7 @@ impl OrderDoc {
             Some(p) => vec![IndexEntry::new(
                 BY_CUSTOMER,
                 p.customer_id.as_str(),
-                format!("{}#{}", sort_time(&p.placed_at), self.order_id),
+                order_sort(&p.placed_at, &self.order_id),
             )],
             None => Vec::new(),
         }
@@ -350,7 +350,7 @@ pub async fn list_orders_for_customer(
         Query::new(BY_CUSTOMER, customer_id, limit).descending(),
         after,
         |body| view_of("(listed)", body),
-        |view| format!("{}#{}", sort_time(&view.placed_at), view.order_id),
+        |view| order_sort(&view.placed_at, view.order_id.as_str()),
     )
     .await
 }

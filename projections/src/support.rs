@@ -21,7 +21,7 @@ use crate::paging::Page;
 use crate::store::{
     DocTx, IndexEntry, Projection, ProjectionError, Query, ReadModelError, ReadModelStore,
 };
-use crate::util::{decode, from_body, payment_order, sort_seq, sort_time};
+use crate::util::{decode, from_body, order_sort, payment_order, sort_seq, sort_time};
 use chrono::{DateTime, Utc};
 use commands::EventEnvelope;
 use domain::{
@@ -241,10 +241,6 @@ impl SupportDoc {
             updated_at: self.updated_at.unwrap_or(placed.placed_at),
         }))
     }
-}
-
-fn order_sort(placed_at: &DateTime<Utc>, order_id: &str) -> String {
-    format!("{}#{}", sort_time(placed_at), order_id)
 }
 
 /// The support projection.

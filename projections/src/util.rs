@@ -9,6 +9,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
+/// The sort key of an order in every order listing (order history, support): placed_at `#`
+/// order id, so that orders list chronologically and each key is unique.
+pub(crate) fn order_sort(placed_at: &DateTime<Utc>, order_id: &str) -> String {
+    format!("{}#{}", sort_time(placed_at), order_id)
+}
+
 /// A fixed-width UTC timestamp (`2026-11-21T22:00:00.000000Z`), so that sort keys built from it
 /// order chronologically as plain strings.
 pub(crate) fn sort_time(at: &DateTime<Utc>) -> String {
