@@ -37,6 +37,9 @@ pub const READ_MODELS_FILE: &str = "readmodels.sqlite";
 pub const WORKERS_FILE: &str = "workers.sqlite";
 /// Held (advisory lock) by a running server, so `backbone rebuild` can refuse to run beside it.
 pub const LOCK_FILE: &str = "backbone.lock";
+/// The `file` channel's outbox under the data directory.
+pub const OUTBOX_DIR: &str = "outbox";
+
 /// Health and checkpoint name of the process-manager consumer.
 pub const PROCESS_MANAGERS: &str = "process-managers";
 
@@ -72,6 +75,9 @@ pub struct EmbeddedConfig {
     pub catalog_auth_required: bool,
     /// How long a query with a `consistency` token waits at most (`--consistency-wait`).
     pub consistency_wait: Duration,
+    /// Where notifications are delivered (`--notify`); the `file` channel's outbox defaults to
+    /// `data_dir/outbox`.
+    pub notify: crate::notify::NotifySettings,
 }
 
 /// Stripe configuration (`STRIPE_SECRET_KEY`, `STRIPE_BASE_URL`).
@@ -183,6 +189,7 @@ impl std::fmt::Debug for EmbeddedConfig {
             .field("order_ttl", &self.order_ttl)
             .field("catalog_auth_required", &self.catalog_auth_required)
             .field("consistency_wait", &self.consistency_wait)
+            .field("notify", &self.notify)
             .finish()
     }
 }
@@ -205,7 +212,16 @@ impl EmbeddedConfig {
             order_ttl: workers::DEFAULT_ORDER_TTL,
             catalog_auth_required: false,
             consistency_wait: crate::state::READ_YOUR_WRITES_WAIT,
+            notify: crate::notify::NotifySettings::new(crate::notify::NotifyChannel::File),
         }
+    }
+
+    /// The outbox of the `file` channel: `--outbox`, or `data_dir/outbox`.
+    pub fn outbox(&self) -> PathBuf {
+        self.notify
+            .outbox
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(OUTBOX_DIR))
     }
 
     /// The HS256 secret the server verifies with (explicit, or the data directory's file).
@@ -409,6 +425,11 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
         config.order_ttl,
     ));
     tasks.push(workers::spawn_expiry(expiry, context.clone()));
+    // Delivers the notifications.
+    let mut notify = config.notify.clone();
+    notify.outbox = Some(config.outbox());
+    let delivery = notify.worker(shop.clone(), models.clone(), clock.clone(), None)?;
+    tasks.push(workers::spawn_delivery(Arc::new(delivery), context.clone()));
 
     let state = AppState::new(Parts {
         shop,

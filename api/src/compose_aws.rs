@@ -12,6 +12,7 @@
 
 use crate::auth::Authenticator;
 use crate::compose::{seed_demo_catalog, Embedded, StripeSettings};
+use crate::notify::{NotifyChannel, NotifySettings};
 use crate::state::{AppState, Parts};
 use anyhow::Context;
 use commands::{
@@ -28,6 +29,7 @@ use infrastructure::simulated::SimulatedGateway;
 use projections::{Projection, ProjectionRunner, ReadModelStore};
 use std::sync::Arc;
 use std::time::Duration;
+use workers::DeliveryWorker;
 use workers::{
     CancellationToken, ExpirySweeper, Health, LoopConfig, LoopContext, QueueConsumer,
     QueueConsumerConfig, QueueHandler, Relay, RelayConfig,
@@ -71,6 +73,8 @@ pub struct AwsStage {
     pub shop: Arc<Shop>,
     pub managers: Arc<ProcessManagers>,
     pub options: AwsOptions,
+    /// The AWS configuration the clients were built from (for the SES channel).
+    pub sdk: aws_config::SdkConfig,
 }
 
 impl AwsStage {
@@ -122,6 +126,7 @@ impl AwsStage {
             shop,
             managers,
             options,
+            sdk: sdk.clone(),
         }
     }
 
@@ -156,7 +161,6 @@ impl AwsStage {
         Ok(provisioned)
     }
 
-    /// The relay of this stage.
     /// The unpaid-order timer over the stage's support read model; the process-managers
     /// group runs it.
     pub fn expiry(&self, order_ttl: Duration) -> ExpirySweeper {
@@ -168,6 +172,18 @@ impl AwsStage {
         )
     }
 
+    /// The notification delivery worker over the stage's notifications read model, sending
+    /// through `notify`'s channel; the notifications group runs it.
+    pub fn delivery(&self, notify: &NotifySettings) -> anyhow::Result<DeliveryWorker> {
+        notify.worker(
+            self.shop.clone(),
+            self.models.clone(),
+            self.clock.clone(),
+            Some(&self.sdk),
+        )
+    }
+
+    /// The relay of this stage.
     pub fn relay(&self, config: RelayConfig) -> Relay {
         let source = DynamoStreamSource::new(
             self.streams.clone(),
@@ -263,6 +279,8 @@ pub struct AwsWorkerConfig {
     pub consumer_loop: LoopConfig,
     /// How long an order may stay unpaid; the process-managers group expires it then.
     pub order_ttl: Duration,
+    /// Where the notifications group delivers notifications (SES by default).
+    pub notify: NotifySettings,
 }
 
 impl Default for AwsWorkerConfig {
@@ -279,6 +297,7 @@ impl Default for AwsWorkerConfig {
                 ..LoopConfig::default()
             },
             order_ttl: workers::DEFAULT_ORDER_TTL,
+            notify: NotifySettings::new(NotifyChannel::Ses),
         }
     }
 }
@@ -304,6 +323,7 @@ pub async fn spawn_workers(
     health: &Health,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let delivery = Arc::new(stage.delivery(&config.notify)?);
     let mut consumers = Vec::new();
     for group in ConsumerGroup::ALL {
         consumers.push(Arc::new(
@@ -318,8 +338,9 @@ pub async fn spawn_workers(
     }
     tasks.push(workers::spawn_expiry(
         Arc::new(stage.expiry(config.order_ttl)),
-        context,
+        context.clone(),
     ));
+    tasks.push(workers::spawn_delivery(delivery, context));
     Ok(tasks)
 }
 

@@ -16,6 +16,7 @@ pub mod export;
 pub mod extract;
 pub mod http;
 pub mod metrics;
+pub mod notify;
 pub mod openapi;
 pub mod payments;
 pub mod router;

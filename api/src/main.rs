@@ -140,6 +140,9 @@ struct WorkerArgs {
     /// process-managers: how long an order may stay unpaid before this worker expires it.
     #[arg(long, env = "BACKBONE_ORDER_TTL", default_value = "30m", value_parser = auth::parse_ttl)]
     order_ttl: Duration,
+    /// notifications: where this worker delivers the notifications.
+    #[command(flatten)]
+    notify: NotifyArgs,
 }
 
 #[derive(Debug, Args)]
@@ -193,12 +196,57 @@ struct ServeArgs {
     /// answers anyway (the AWS fan-out may take longer than the embedded one).
     #[arg(long, env = "BACKBONE_CONSISTENCY_WAIT", default_value = "2s", value_parser = auth::parse_ttl)]
     consistency_wait: Duration,
+    #[command(flatten)]
+    notify: NotifyArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum CatalogAuth {
     Public,
     Required,
+}
+
+/// Where notifications are delivered, the same settings for every process and backend.
+#[derive(Debug, Args)]
+struct NotifyArgs {
+    /// The channel: `file` (one `.eml` per message in `--outbox`; the embedded default),
+    /// `smtp` (`--smtp-url`) or `ses` (Amazon SES; the aws default).
+    #[arg(long, env = "BACKBONE_NOTIFY", value_enum)]
+    notify: Option<api::notify::NotifyChannel>,
+    /// The sender of every message, for example `Shop <orders@shop.example>` (with SES, a
+    /// verified identity).
+    #[arg(long, env = "BACKBONE_MAIL_FROM", default_value = api::notify::DEFAULT_MAIL_FROM)]
+    mail_from: String,
+    /// The SMTP server: `smtp://host:port`, `smtp://host:port?tls=required` (STARTTLS) or
+    /// `smtps://user:password@host` (implicit TLS).
+    #[arg(long, env = "BACKBONE_SMTP_URL", hide_env_values = true)]
+    smtp_url: Option<String>,
+    /// The `file` channel's directory (embedded default: `<data>/outbox`).
+    #[arg(long, env = "BACKBONE_OUTBOX")]
+    outbox: Option<PathBuf>,
+    /// Attempts to deliver a notification before it is failed (retried with exponential
+    /// backoff from one minute).
+    #[arg(long, env = "BACKBONE_NOTIFY_ATTEMPTS", default_value_t = domain::RetryPolicy::default().max_attempts,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    notify_attempts: u32,
+    /// The wait after a notification's first failed attempt, doubled after each next one (at
+    /// most an hour apart).
+    #[arg(long, env = "BACKBONE_NOTIFY_BACKOFF", default_value = "1m", value_parser = auth::parse_ttl)]
+    notify_backoff: Duration,
+}
+
+impl NotifyArgs {
+    /// The settings, with `default` as the channel when none is given.
+    fn settings(&self, default: api::notify::NotifyChannel) -> api::notify::NotifySettings {
+        api::notify::NotifySettings {
+            channel: self.notify.unwrap_or(default),
+            from: self.mail_from.clone(),
+            smtp_url: self.smtp_url.clone(),
+            outbox: self.outbox.clone(),
+            max_attempts: self.notify_attempts,
+            backoff: self.notify_backoff,
+        }
+    }
 }
 
 /// The payment provider, the same settings for every process and backend.
@@ -440,18 +488,27 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let mut config = AwsWorkerConfig::default();
     config.consumer.wait = Duration::from_secs(args.wait_secs.min(20));
     let consumer = std::sync::Arc::new(stage.consumer(args.group, config.consumer).await?);
-    // The process-managers group also runs the unpaid-order timer.
+    // The process-managers group also runs the unpaid-order timer, the notifications group the
+    // delivery worker.
     let expiry = (args.group == infrastructure::aws::ConsumerGroup::ProcessManagers)
         .then(|| std::sync::Arc::new(stage.expiry(args.order_ttl)));
+    let delivery = match args.group {
+        infrastructure::aws::ConsumerGroup::Notifications => Some(std::sync::Arc::new(
+            stage.delivery(&args.notify.settings(api::notify::NotifyChannel::Ses))?,
+        )),
+        _ => None,
+    };
     tracing::info!(stage = %args.aws.stage, group = %args.group, "worker started");
     run_until_signal(|health, cancel| {
         let context = workers::LoopContext::new(health, cancel, config.consumer_loop);
-        let sweeper = expiry.map(|s| workers::spawn_expiry(s, context.clone()));
+        let timers: Vec<_> = expiry
+            .map(|s| workers::spawn_expiry(s, context.clone()))
+            .into_iter()
+            .chain(delivery.map(|d| workers::spawn_delivery(d, context.clone())))
+            .collect();
         let consumer = consumer.spawn(context);
         tokio::spawn(async move {
-            if let Some(sweeper) = sweeper {
-                let _ = sweeper.await;
-            }
+            futures::future::join_all(timers).await;
             let _ = consumer.await;
         })
     })
@@ -475,6 +532,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         order_ttl: args.order_ttl,
         catalog_auth_required: args.catalog_auth == CatalogAuth::Required,
         consistency_wait: args.consistency_wait,
+        notify: args.notify.settings(api::notify::NotifyChannel::File),
         ..EmbeddedConfig::new(args.data.data)
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -501,6 +559,7 @@ async fn serve_aws(args: ServeArgs) -> anyhow::Result<()> {
         webhook_secrets: args.payments.webhook_secrets(),
         workers: AwsWorkerConfig {
             order_ttl: args.order_ttl,
+            notify: args.notify.settings(api::notify::NotifyChannel::Ses),
             ..AwsWorkerConfig::default()
         },
         catalog_auth_required: args.catalog_auth == CatalogAuth::Required,

@@ -45,7 +45,7 @@ pass it as `consistency` to a read-model query to read your own writes (the same
         admin::create_product, admin::reprice, admin::restock, admin::retire, admin::unretire,
         admin::describe, admin::adjust_stock, catalog::list_categories, admin::ship,
         admin::deliver, admin::list_projections, admin::rebuild_projection,
-        support::search, support::timeline, support::refund,
+        support::search, support::timeline, support::refund, support::failed_notifications,
         webhooks::stripe,
         analyst::events, analyst::stream_at,
         ops::healthz, ops::readyz, ops::metrics, serve,

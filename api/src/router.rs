@@ -68,7 +68,11 @@ pub fn app(state: AppState) -> Router {
     let support = Router::new()
         .route("/v1/support/orders", get(support::search))
         .route("/v1/support/orders/{id}/timeline", get(support::timeline))
-        .route("/v1/support/orders/{id}/refunds", post(support::refund));
+        .route("/v1/support/orders/{id}/refunds", post(support::refund))
+        .route(
+            "/v1/support/notifications/failed",
+            get(support::failed_notifications),
+        );
     let analyst = Router::new()
         .route("/v1/events", get(analyst::events))
         .route("/v1/streams/{type}/{id}", get(analyst::stream_at));

@@ -86,6 +86,7 @@ pub async fn stream_at(
         StreamType::Order => fold::<Order>(&events)?,
         StreamType::Payment => fold::<Payment>(&events)?,
         StreamType::Product => fold::<Product>(&events)?,
+        StreamType::Notification => fold::<domain::Notification>(&events)?,
     };
     Ok(StreamAt {
         stream_type: stream.stream_type.as_str().to_string(),

@@ -2,7 +2,7 @@
 //! failures. The API maps these to HTTP in one place.
 
 use crate::store::StoreError;
-use domain::{CartError, MoneyError, OrderError, PaymentError, ProductError};
+use domain::{CartError, MoneyError, NotificationError, OrderError, PaymentError, ProductError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -131,6 +131,22 @@ impl Rejection for OrderError {
             OrderError::Money(e) => money(e, "amount"),
             #[allow(unreachable_patterns)]
             _ => CommandError::rejected("order_rejected", msg),
+        }
+    }
+}
+
+impl Rejection for NotificationError {
+    fn to_command_error(&self) -> CommandError {
+        let msg = self.to_string();
+        match self {
+            NotificationError::AlreadyDelivered => {
+                CommandError::rejected("notification_delivered", msg)
+            }
+            NotificationError::AlreadyFailed => CommandError::rejected("notification_failed", msg),
+            NotificationError::Invalid { field } => CommandError::invalid(*field, msg),
+            NotificationError::WrongNotification { .. } => {
+                CommandError::invalid("notification_id", msg)
+            }
         }
     }
 }

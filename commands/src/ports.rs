@@ -1,4 +1,5 @@
-//! Ports the command service needs besides the event store.
+//! Ports the command service and the workers need besides the event store: the clock, the
+//! payment gateway and the mail channel.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -169,4 +170,54 @@ pub trait PaymentSimulator: Send + Sync + 'static {
 pub trait CheckpointStore: Send + Sync + 'static {
     async fn get(&self, name: &str) -> Result<u64, crate::StoreError>;
     async fn set(&self, name: &str, position: u64) -> Result<(), crate::StoreError>;
+}
+
+/// One message to a customer, ready to send: the delivery worker renders it, a [`Mailer`]
+/// encodes it (one RFC 5322 message with a plain-text and an HTML part) and sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingEmail {
+    /// The notification's id. A channel derives the message's `Message-ID` from it alone, so
+    /// that a retry after a crash sends the same message again, never a second distinct one.
+    pub notification_id: String,
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// Why a channel did not take a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct MailError {
+    pub reason: String,
+    /// No retry can fix it (a malformed or refused address): the notification fails at once.
+    pub permanent: bool,
+}
+
+impl MailError {
+    pub fn transient(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            permanent: false,
+        }
+    }
+
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            permanent: true,
+        }
+    }
+}
+
+/// A delivery channel for customer messages: files, SMTP or SES.
+///
+/// Contract: `send` returns once the channel has taken the message (written, or accepted by
+/// the server), with the provider's id for it if it gives one. Sending the same
+/// [`OutgoingEmail`] twice gives the same `Message-ID` header both times.
+#[async_trait]
+pub trait Mailer: Send + Sync + 'static {
+    /// The channel's name as recorded in delivery events (`file`, `smtp`, `ses`).
+    fn channel(&self) -> &'static str;
+    async fn send(&self, email: &OutgoingEmail) -> Result<Option<String>, MailError>;
 }

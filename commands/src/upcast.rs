@@ -4,9 +4,11 @@
 
 use crate::store::{EventEnvelope, Upcaster};
 use crate::Payload;
-use domain::{CartEvent, Event, OrderEvent, PaymentEvent, ProductEvent, StreamType};
+use domain::{
+    CartEvent, Event, NotificationEvent, OrderEvent, PaymentEvent, ProductEvent, StreamType,
+};
 
-/// Upcasts envelopes of the four aggregates. Unknown or undecodable events pass through
+/// Upcasts envelopes of every aggregate. Unknown or undecodable events pass through
 /// unchanged: the reader that needs them reports the decode error with context.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DomainUpcaster;
@@ -26,6 +28,7 @@ fn latest_version(event: &EventEnvelope) -> Option<u32> {
         StreamType::Order => OrderEvent::current_version(name),
         StreamType::Payment => PaymentEvent::current_version(name),
         StreamType::Product => ProductEvent::current_version(name),
+        StreamType::Notification => NotificationEvent::current_version(name),
     }
 }
 
@@ -45,6 +48,7 @@ impl Upcaster for DomainUpcaster {
             StreamType::Order => current::<OrderEvent>(&event),
             StreamType::Payment => current::<PaymentEvent>(&event),
             StreamType::Product => current::<ProductEvent>(&event),
+            StreamType::Notification => current::<NotificationEvent>(&event),
         };
         if let Some((version, payload)) = upcast {
             event.event_version = version;

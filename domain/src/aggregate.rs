@@ -7,7 +7,7 @@ use serde::Serialize;
 use std::fmt::Debug;
 
 named_enum! {
-    /// The four stream types of the backbone. The string form is stored in every envelope.
+    /// The stream types of the backbone. The string form is stored in every envelope.
     #[derive(
         Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
     )]
@@ -16,6 +16,7 @@ named_enum! {
         Order = "order",
         Payment = "payment",
         Product = "product",
+        Notification = "notification",
     }
 }
 

@@ -129,6 +129,11 @@ id_type!(
     "product"
 );
 id_type!(
+    /// Identifies a notification stream: the id of the event that called for the message.
+    NotificationId,
+    "notification"
+);
+id_type!(
     /// Identifies a customer; customers are not a stream of this backbone.
     CustomerId,
     "customer"

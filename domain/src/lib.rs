@@ -1,8 +1,8 @@
 //! Pure domain of the order backbone: aggregates, commands, events and value types.
 //!
 //! Nothing in this crate performs I/O, reads a clock or draws random numbers: everything from the
-//! outside world (prices, timestamps, ids) arrives inside commands. The four aggregates (`Cart`,
-//! `Order`, `Payment`, `Product`) implement cqrs-es's `Aggregate` (their one contract: `handle`
+//! outside world (prices, timestamps, ids) arrives inside commands. The aggregates (`Cart`, `Order`,
+//! `Payment`, `Product`, `Notification`) implement cqrs-es's `Aggregate` (their one contract: `handle`
 //! calls each one's pure, synchronous `decide`) and [`EventSourced`] (the stream type and snapshot
 //! version the store needs); their events implement cqrs-es's `DomainEvent` and [`Event`], both
 //! declared once per enum with [`domain_events!`](aggregate).
@@ -13,6 +13,7 @@ pub mod aggregate;
 pub mod cart;
 pub mod ids;
 pub mod money;
+pub mod notification;
 pub mod order;
 pub mod payment;
 pub mod product;
@@ -23,6 +24,7 @@ pub use aggregate::*;
 pub use cart::*;
 pub use ids::*;
 pub use money::*;
+pub use notification::*;
 pub use order::*;
 pub use payment::*;
 pub use product::*;
@@ -34,6 +36,7 @@ pub use quantity::*;
 /// `domain::event_names::ORDER_PLACED` works and the glob re-exports above do not clash.
 pub mod event_names {
     pub use crate::cart::event_names::*;
+    pub use crate::notification::event_names::*;
     pub use crate::order::event_names::*;
     pub use crate::payment::event_names::*;
     pub use crate::product::event_names::*;

@@ -117,3 +117,51 @@ fn cqrs_es_sees_the_stored_names_versions_and_stream_types() {
         })
         .then_expect_events(vec![requested]);
 }
+
+#[test]
+fn cqrs_es_records_a_delivery_after_a_retry_and_then_refuses_another() {
+    use domain::{
+        AttemptOutcome, Notification, NotificationCommand, NotificationError, NotificationEvent,
+        NotificationId, RetryPolicy,
+    };
+    let id = NotificationId::parse("n-1").unwrap();
+    let at = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+    let retrying = NotificationEvent::NotificationRetrying {
+        notification_id: id.clone(),
+        order_id: order_id("o1"),
+        kind: "order_confirmed".to_owned(),
+        channel: "smtp".to_owned(),
+        attempt: 1,
+        reason: "421 try later".to_owned(),
+        at,
+        next_attempt_at: at + chrono::Duration::minutes(1),
+    };
+    let record = NotificationCommand::RecordAttempt {
+        notification_id: id.clone(),
+        order_id: order_id("o1"),
+        kind: "order_confirmed".to_owned(),
+        channel: "smtp".to_owned(),
+        outcome: AttemptOutcome::Sent {
+            message_id: Some("m-1".to_owned()),
+        },
+        at,
+        policy: RetryPolicy::default(),
+    };
+    let delivered = NotificationEvent::NotificationDelivered {
+        notification_id: id,
+        order_id: order_id("o1"),
+        kind: "order_confirmed".to_owned(),
+        channel: "smtp".to_owned(),
+        attempt: 2,
+        message_id: Some("m-1".to_owned()),
+        at,
+    };
+    TestFramework::<Notification>::with(())
+        .given(vec![retrying.clone()])
+        .when(record.clone())
+        .then_expect_events(vec![delivered.clone()]);
+    TestFramework::<Notification>::with(())
+        .given(vec![retrying, delivered])
+        .when(record)
+        .then_expect_error(NotificationError::AlreadyDelivered);
+}

@@ -1,21 +1,25 @@
 //! The notifications read model: per customer, the messages the order lifecycle calls for
-//! (confirmed, payment failed, shipped, refund issued, cancelled), rendered, with their delivery
-//! status.
+//! (confirmed, payment failed, shipped, delivered, refund issued, cancelled, expired, dispute
+//! opened), rendered, with their delivery status.
 //!
 //! Only the read model lives here. Sending is a side effect kept apart: a delivery worker lists
-//! [`pending_notifications`], sends them and calls [`mark_delivered`]. Deliveries are also
-//! recorded in [`DELIVERIES`], a collection the projection does NOT own (rebuild keeps it), and
-//! `apply` consults it, so that rebuilding the read model never makes delivered messages pending
-//! again (which would send them twice).
-
+//! the [`due_notifications`], sends them and records each attempt as an event of the
+//! notification's own stream (`NotificationDelivered`, `NotificationRetrying`,
+//! `NotificationFailed`). This projection follows those streams too, so the delivery status is
+//! rebuilt from the history like everything else: a rebuild or a replay never makes a delivered
+//! message pending again. Delivery events may arrive before the order event that called for the
+//! message (streams interleave freely); they are kept in [`DELIVERIES`] until it does.
 use crate::docs::{no_index, peek_doc, put_doc, update_doc};
 use crate::store::{
     DocTx, IndexEntry, Projection, ProjectionError, Query, ReadModelError, ReadModelStore,
 };
-use crate::util::{decode, from_body, sort_time, to_body};
+use crate::util::{decode, from_body, sort_time};
 use chrono::{DateTime, Utc};
 use commands::EventEnvelope;
-use domain::{CustomerId, Money, OrderEvent, OrderId, PaymentEvent, StreamType};
+use domain::{
+    CustomerId, Money, NotificationEvent, NotificationStatus, OrderEvent, OrderId, PaymentEvent,
+    StreamType,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -26,14 +30,18 @@ pub const NOTIFICATIONS: &str = "notifications";
 pub const ORDER_INFO: &str = "notif_order_info";
 /// Disputes applied before their order's `OrderPlaced`, keyed by order id.
 pub const EARLY_DISPUTES: &str = "notif_early_disputes";
-/// Delivery records, keyed by notification id. Not owned by the projection: survives rebuilds.
-pub const DELIVERIES: &str = "notification_deliveries";
+/// The delivery state of each notification with recorded attempts, keyed by notification id.
+pub const DELIVERIES: &str = "notif_deliveries";
 /// Partition: customer id; sort: created_at `#` notification id.
 pub const BY_CUSTOMER: &str = "notifications_by_customer";
-/// Partition: [`PENDING_PARTITION`]; sort: created_at `#` notification id. Only undelivered
-/// notifications have this entry.
+/// Partition: [`PENDING_PARTITION`]; sort: when the next attempt is due (created_at for a first
+/// attempt) `#` notification id. Only pending and retrying notifications have this entry.
 pub const PENDING: &str = "notifications_pending";
 pub const PENDING_PARTITION: &str = "pending";
+/// Partition: [`FAILED_PARTITION`]; sort: created_at `#` notification id. Only failed
+/// notifications have this entry: support's list of messages that never arrived.
+pub const FAILED: &str = "notifications_failed";
+pub const FAILED_PARTITION: &str = "failed";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -41,6 +49,7 @@ pub enum NotificationKind {
     OrderConfirmed,
     PaymentFailed,
     OrderShipped,
+    OrderDelivered,
     RefundIssued,
     OrderCancelled,
     OrderExpired,
@@ -53,6 +62,7 @@ impl NotificationKind {
             NotificationKind::OrderConfirmed => "order_confirmed",
             NotificationKind::PaymentFailed => "payment_failed",
             NotificationKind::OrderShipped => "order_shipped",
+            NotificationKind::OrderDelivered => "order_delivered",
             NotificationKind::RefundIssued => "refund_issued",
             NotificationKind::OrderCancelled => "order_cancelled",
             NotificationKind::OrderExpired => "order_expired",
@@ -66,10 +76,11 @@ impl NotificationKind {
             OrderEvent::OrderPaid { .. } => Some(NotificationKind::OrderConfirmed),
             OrderEvent::OrderPaymentFailed { .. } => Some(NotificationKind::PaymentFailed),
             OrderEvent::OrderShipped { .. } => Some(NotificationKind::OrderShipped),
+            OrderEvent::OrderDelivered { .. } => Some(NotificationKind::OrderDelivered),
             OrderEvent::OrderRefunded { .. } => Some(NotificationKind::RefundIssued),
             OrderEvent::OrderCancelled { .. } => Some(NotificationKind::OrderCancelled),
             OrderEvent::OrderExpired { .. } => Some(NotificationKind::OrderExpired),
-            OrderEvent::OrderPlaced { .. } | OrderEvent::OrderDelivered { .. } => None,
+            OrderEvent::OrderPlaced { .. } => None,
         }
     }
 
@@ -79,6 +90,7 @@ impl NotificationKind {
             NotificationKind::OrderConfirmed => format!("Order {order_id} confirmed"),
             NotificationKind::PaymentFailed => format!("Payment for order {order_id} failed"),
             NotificationKind::OrderShipped => format!("Order {order_id} has shipped"),
+            NotificationKind::OrderDelivered => format!("Order {order_id} was delivered"),
             NotificationKind::RefundIssued => format!("Refund for order {order_id}"),
             NotificationKind::OrderCancelled => format!("Order {order_id} cancelled"),
             NotificationKind::OrderExpired => format!("Order {order_id} expired unpaid"),
@@ -89,12 +101,8 @@ impl NotificationKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeliveryStatus {
-    Pending,
-    Sent,
-}
+/// Where a notification's delivery stands (the Notification aggregate's status).
+pub type DeliveryStatus = NotificationStatus;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NotificationView {
@@ -109,7 +117,23 @@ pub struct NotificationView {
     pub body: String,
     pub delivery_status: DeliveryStatus,
     pub created_at: DateTime<Utc>,
+    /// Attempts to send it so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// When the next attempt is due, while it is pending or retrying.
+    #[serde(default)]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Why the last attempt failed, if it did.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// The channel that delivered it, and the provider's id for the message.
+    #[serde(default)]
+    pub channel: Option<String>,
+    #[serde(default)]
+    pub message_id: Option<String>,
     pub delivered_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub failed_at: Option<DateTime<Utc>>,
 }
 
 impl NotificationView {
@@ -125,10 +149,33 @@ impl NotificationView {
             self.customer_id.as_str(),
             sort.clone(),
         )];
-        if self.delivery_status == DeliveryStatus::Pending {
-            index.push(IndexEntry::new(PENDING, PENDING_PARTITION, sort));
+        match self.delivery_status {
+            NotificationStatus::Pending | NotificationStatus::Retrying => {
+                let due = self.next_attempt_at.unwrap_or(self.created_at);
+                index.push(IndexEntry::new(
+                    PENDING,
+                    PENDING_PARTITION,
+                    format!("{}#{}", sort_time(&due), self.notification_id),
+                ));
+            }
+            NotificationStatus::Failed => {
+                index.push(IndexEntry::new(FAILED, FAILED_PARTITION, sort));
+            }
+            NotificationStatus::Delivered => {}
         }
         index
+    }
+
+    /// Sets the delivery fields from the recorded attempts.
+    fn set_delivery(&mut self, delivery: &Delivery) {
+        self.delivery_status = delivery.status;
+        self.attempts = delivery.attempts;
+        self.next_attempt_at = delivery.next_attempt_at;
+        self.last_error.clone_from(&delivery.last_error);
+        self.channel.clone_from(&delivery.channel);
+        self.message_id.clone_from(&delivery.message_id);
+        self.delivered_at = delivery.delivered_at;
+        self.failed_at = delivery.failed_at;
     }
 }
 
@@ -139,9 +186,74 @@ struct OrderInfo {
     total: Money,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The delivery state folded from a notification's stream, kept apart from the view so that it
+/// survives an early arrival (before the order event that called for the message).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct Delivery {
-    delivered_at: DateTime<Utc>,
+    status: NotificationStatus,
+    /// The sequence of the last delivery event applied: an older one arriving late is ignored.
+    sequence: u64,
+    attempts: u32,
+    next_attempt_at: Option<DateTime<Utc>>,
+    last_error: Option<String>,
+    channel: Option<String>,
+    message_id: Option<String>,
+    delivered_at: Option<DateTime<Utc>>,
+    failed_at: Option<DateTime<Utc>>,
+}
+
+impl Delivery {
+    /// Folds one delivery event in; `false` for an event older than what is already folded.
+    fn record(&mut self, sequence: u64, event: NotificationEvent) -> bool {
+        if sequence <= self.sequence {
+            return false;
+        }
+        self.sequence = sequence;
+        match event {
+            NotificationEvent::NotificationDelivered {
+                channel,
+                attempt,
+                message_id,
+                at,
+                ..
+            } => {
+                self.status = NotificationStatus::Delivered;
+                self.attempts = attempt;
+                self.next_attempt_at = None;
+                self.channel = Some(channel);
+                self.message_id = message_id;
+                self.delivered_at = Some(at);
+            }
+            NotificationEvent::NotificationRetrying {
+                channel,
+                attempt,
+                reason,
+                next_attempt_at,
+                ..
+            } => {
+                self.status = NotificationStatus::Retrying;
+                self.attempts = attempt;
+                self.next_attempt_at = Some(next_attempt_at);
+                self.channel = Some(channel);
+                self.last_error = Some(reason);
+            }
+            NotificationEvent::NotificationFailed {
+                channel,
+                attempt,
+                reason,
+                at,
+                ..
+            } => {
+                self.status = NotificationStatus::Failed;
+                self.attempts = attempt;
+                self.next_attempt_at = None;
+                self.channel = Some(channel);
+                self.last_error = Some(reason);
+                self.failed_at = Some(at);
+            }
+        }
+        true
+    }
 }
 
 fn render_body(event: &OrderEvent, order_id: &str, info: &OrderInfo) -> String {
@@ -183,7 +295,11 @@ fn render_body(event: &OrderEvent, order_id: &str, info: &OrderInfo) -> String {
             "Your order {order_id} was cancelled because it was not paid in time. Nothing was \
              charged."
         ),
-        OrderEvent::OrderPlaced { .. } | OrderEvent::OrderDelivered { .. } => String::new(),
+        OrderEvent::OrderDelivered { .. } => format!(
+            "Your order {order_id} was delivered. We hope you enjoy it; reply to this message if \
+             anything is wrong."
+        ),
+        OrderEvent::OrderPlaced { .. } => String::new(),
     }
 }
 
@@ -197,16 +313,22 @@ impl Projection for NotificationsProjection {
     }
 
     fn collections(&self) -> &'static [&'static str] {
-        &[NOTIFICATIONS, ORDER_INFO, EARLY_DISPUTES]
+        &[NOTIFICATIONS, ORDER_INFO, EARLY_DISPUTES, DELIVERIES]
     }
 
     fn streams(&self) -> &'static [StreamType] {
-        &[StreamType::Order, StreamType::Payment]
+        &[
+            StreamType::Order,
+            StreamType::Payment,
+            StreamType::Notification,
+        ]
     }
 
     fn apply(&self, event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
-        if event.stream_type == StreamType::Payment {
-            return apply_payment(event, tx);
+        match event.stream_type {
+            StreamType::Payment => return apply_payment(event, tx),
+            StreamType::Notification => return apply_delivery(event, tx),
+            _ => {}
         }
         let Some(e) = decode::<OrderEvent>(NAME, event)? else {
             return Ok(());
@@ -318,6 +440,25 @@ fn apply_payment(event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), Projec
     }
 }
 
+/// A recorded delivery attempt: folds it into the notification's delivery state and, when the
+/// notification is known, into its view (and its place in the pending and failed lists).
+fn apply_delivery(event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
+    let Some(e) = decode::<NotificationEvent>(NAME, event)? else {
+        return Ok(());
+    };
+    let id = event.stream_id.as_str();
+    let mut delivery = peek_doc::<Delivery>(tx, DELIVERIES, id, no_index)?.unwrap_or_default();
+    if !delivery.record(event.sequence, e) {
+        return Ok(());
+    }
+    let view = peek_doc::<NotificationView>(tx, NOTIFICATIONS, id, no_index)?;
+    if let Some(mut view) = view {
+        view.set_delivery(&delivery);
+        put_doc(tx, NOTIFICATIONS, id, view, NotificationView::index)?;
+    }
+    put_doc(tx, DELIVERIES, id, delivery, no_index)
+}
+
 fn dispute_body(order_id: &str, reason: &str, info: &OrderInfo) -> String {
     format!(
         "Your bank told us that you disputed the payment of {} for order {order_id} ({reason}). \
@@ -342,8 +483,8 @@ fn notify(
         reason: err.to_string(),
     })?;
     let id = event_id.to_string();
-    let delivered = peek_doc::<Delivery>(tx, DELIVERIES, &id, no_index)?;
-    let view = NotificationView {
+    let delivery = peek_doc::<Delivery>(tx, DELIVERIES, &id, no_index)?.unwrap_or_default();
+    let mut view = NotificationView {
         notification_id: event_id,
         customer_id: info.customer_id.clone(),
         email: info.email.clone(),
@@ -351,14 +492,17 @@ fn notify(
         kind,
         subject: kind.subject(order_id),
         body,
-        delivery_status: if delivered.is_some() {
-            DeliveryStatus::Sent
-        } else {
-            DeliveryStatus::Pending
-        },
+        delivery_status: NotificationStatus::Pending,
         created_at,
-        delivered_at: delivered.map(|d| d.delivered_at),
+        attempts: 0,
+        next_attempt_at: None,
+        last_error: None,
+        channel: None,
+        message_id: None,
+        delivered_at: None,
+        failed_at: None,
     };
+    view.set_delivery(&delivery);
     put_doc(tx, NOTIFICATIONS, &id, view, NotificationView::index)
 }
 
@@ -397,7 +541,24 @@ pub async fn list_notifications_for_customer(
     .await
 }
 
-/// Undelivered notifications, oldest first, at most `limit` (the delivery worker's queue).
+/// Notifications whose next attempt is due at `now`, the most overdue first, at most `limit`
+/// (the delivery worker's queue).
+pub async fn due_notifications(
+    models: &dyn ReadModelStore,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<NotificationView>, ReadModelError> {
+    // The sort key starts with the due time, and `~` sorts after every character of an id.
+    let until = format!("{}#~", sort_time(&now));
+    views(
+        models
+            .query(Query::new(PENDING, PENDING_PARTITION, limit).between(None, Some(&until)))
+            .await?,
+    )
+}
+
+/// Notifications still to be delivered (pending or retrying), soonest due first, at most
+/// `limit`.
 pub async fn pending_notifications(
     models: &dyn ReadModelStore,
     limit: usize,
@@ -409,38 +570,18 @@ pub async fn pending_notifications(
     )
 }
 
-/// Records that a notification was sent: writes the delivery record (kept across rebuilds) and
-/// takes the notification off the pending list. Returns `false` when there is no such
-/// notification or it was already marked. The record is written first; a crash in between
-/// leaves the notification pending, so delivery is at least once, never lost.
-pub async fn mark_delivered(
+/// Notifications given up on, newest first: the page of `limit` after the cursor `after`.
+pub async fn failed_notifications(
     models: &dyn ReadModelStore,
-    notification_id: &str,
-    at: DateTime<Utc>,
-) -> Result<bool, ReadModelError> {
-    let Some(mut view) = get_notification(models, notification_id).await? else {
-        return Ok(false);
-    };
-    if view.delivery_status == DeliveryStatus::Sent {
-        return Ok(false);
-    }
-    let record = Delivery { delivered_at: at };
-    let encode = |collection: &str, e: ProjectionError| ReadModelError::Corrupt {
-        collection: collection.to_owned(),
-        key: notification_id.to_owned(),
-        reason: e.to_string(),
-    };
-    let record_body =
-        to_body(DELIVERIES, notification_id, &record).map_err(|e| encode(DELIVERIES, e))?;
-    models
-        .put_doc(DELIVERIES, notification_id, record_body, Vec::new())
-        .await?;
-    view.delivery_status = DeliveryStatus::Sent;
-    view.delivered_at = Some(at);
-    let body =
-        to_body(NOTIFICATIONS, notification_id, &view).map_err(|e| encode(NOTIFICATIONS, e))?;
-    models
-        .put_doc(NOTIFICATIONS, notification_id, body, view.index())
-        .await?;
-    Ok(true)
+    limit: usize,
+    after: Option<&str>,
+) -> Result<crate::Page<NotificationView>, ReadModelError> {
+    crate::paging::page(
+        models,
+        Query::new(FAILED, FAILED_PARTITION, limit).descending(),
+        after,
+        |body| from_body(NOTIFICATIONS, "(listed)", body).map(Some),
+        NotificationView::sort_key,
+    )
+    .await
 }

@@ -318,7 +318,7 @@ impl Projection for OrderHistoryProjection {
                 Some(e) => Self::apply_payment(event, e, tx),
                 None => Ok(()),
             },
-            StreamType::Cart | StreamType::Product => Ok(()),
+            StreamType::Cart | StreamType::Product | StreamType::Notification => Ok(()),
         }
     }
 }

@@ -25,7 +25,8 @@ use crate::util::{decode, from_body, order_sort, payment_order, sort_seq, sort_t
 use chrono::{DateTime, Utc};
 use commands::EventEnvelope;
 use domain::{
-    CustomerId, Money, OrderEvent, OrderId, OrderStatus, PaymentEvent, PaymentStatus, StreamType,
+    CustomerId, Money, NotificationEvent, OrderEvent, OrderId, OrderStatus, PaymentEvent,
+    PaymentStatus, StreamType,
 };
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +67,8 @@ pub struct SupportOrderView {
     /// The latest state of a dispute on the payment, if one was ever opened.
     pub dispute: Option<DisputeView>,
     pub total: Money,
+    /// Messages to the customer about this order that could not be delivered.
+    pub failed_notifications: u32,
     pub placed_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -176,6 +179,8 @@ struct SupportDoc {
     intent_id: Option<String>,
     #[serde(default)]
     dispute: Option<DisputeView>,
+    #[serde(default)]
+    failed_notifications: u32,
     updated_at: Option<DateTime<Utc>>,
 }
 
@@ -188,6 +193,7 @@ impl SupportDoc {
             payment_status: None,
             intent_id: None,
             dispute: None,
+            failed_notifications: 0,
             updated_at: None,
         }
     }
@@ -237,6 +243,7 @@ impl SupportDoc {
             intent_id: self.intent_id,
             dispute: self.dispute,
             total: placed.total,
+            failed_notifications: self.failed_notifications,
             placed_at: placed.placed_at,
             updated_at: self.updated_at.unwrap_or(placed.placed_at),
         }))
@@ -316,6 +323,74 @@ impl SupportProjection {
         })
     }
 
+    /// A delivery attempt goes on the order's timeline; a message given up on is counted on the
+    /// order, so that support sees it in search results.
+    fn apply_delivery(
+        event: &EventEnvelope,
+        e: NotificationEvent,
+        tx: &mut dyn DocTx,
+    ) -> Result<(), ProjectionError> {
+        let (order_id, summary, failed) = match &e {
+            NotificationEvent::NotificationDelivered {
+                order_id,
+                kind,
+                channel,
+                attempt,
+                ..
+            } => (
+                order_id,
+                format!("{kind} delivered by {channel} (attempt {attempt})"),
+                false,
+            ),
+            NotificationEvent::NotificationRetrying {
+                order_id,
+                kind,
+                channel,
+                attempt,
+                reason,
+                next_attempt_at,
+                ..
+            } => (
+                order_id,
+                format!(
+                    "{kind} not delivered by {channel} (attempt {attempt}: {reason}); retrying \
+                     at {}",
+                    next_attempt_at.to_rfc3339()
+                ),
+                false,
+            ),
+            NotificationEvent::NotificationFailed {
+                order_id,
+                kind,
+                channel,
+                attempt,
+                reason,
+                ..
+            } => (
+                order_id,
+                format!("{kind} FAILED by {channel} after {attempt} attempts: {reason}"),
+                true,
+            ),
+        };
+        let order_id = order_id.as_str();
+        Self::timeline(
+            tx,
+            order_id,
+            event,
+            vec![(
+                TimelineSource::Notification,
+                event.event_type.as_str(),
+                summary,
+            )],
+        )?;
+        if !failed {
+            return Ok(());
+        }
+        Self::update(tx, order_id, |doc| {
+            doc.failed_notifications += 1;
+        })
+    }
+
     fn apply_payment(
         event: &EventEnvelope,
         e: PaymentEvent,
@@ -359,7 +434,11 @@ impl Projection for SupportProjection {
     }
 
     fn streams(&self) -> &'static [StreamType] {
-        &[StreamType::Order, StreamType::Payment]
+        &[
+            StreamType::Order,
+            StreamType::Payment,
+            StreamType::Notification,
+        ]
     }
 
     fn apply(&self, event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
@@ -370,6 +449,10 @@ impl Projection for SupportProjection {
             },
             StreamType::Payment => match decode::<PaymentEvent>(NAME, event)? {
                 Some(e) => Self::apply_payment(event, e, tx),
+                None => Ok(()),
+            },
+            StreamType::Notification => match decode::<NotificationEvent>(NAME, event)? {
+                Some(e) => Self::apply_delivery(event, e, tx),
                 None => Ok(()),
             },
             StreamType::Cart | StreamType::Product => Ok(()),

@@ -6,7 +6,6 @@ use chrono::{DateTime, Utc};
 use commands::EventEnvelope;
 use domain::{DecodeError, Event};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 use serde_json::Value;
 
 /// The sort key of an order in every order listing (order history, support): placed_at `#`
@@ -68,18 +67,6 @@ pub(crate) fn decode<E: Event>(
         }
         Err(e) => Err(e.into()),
     }
-}
-
-pub(crate) fn to_body<T: Serialize>(
-    collection: &str,
-    key: &str,
-    doc: &T,
-) -> Result<Value, ProjectionError> {
-    serde_json::to_value(doc).map_err(|e| ProjectionError::Encode {
-        collection: collection.to_owned(),
-        key: key.to_owned(),
-        reason: e.to_string(),
-    })
 }
 
 /// Turns a stored document into a view for the query functions.

@@ -7,6 +7,7 @@ use domain::{
     PaymentEvent, PaymentId, PaymentStatus, ProductEvent, ProductId, ProductStatus, Quantity,
     ShippedLine, ShippingAddress, StreamType,
 };
+use domain::{NotificationEvent, NotificationId};
 use projections::catalog::{self, CatalogProjection};
 use projections::notifications::{self, DeliveryStatus, NotificationKind, NotificationsProjection};
 use projections::order_history::{self, OrderHistoryProjection};
@@ -871,11 +872,12 @@ async fn each_lifecycle_event_renders_its_notification() {
             NotificationKind::OrderExpired,
             NotificationKind::OrderCancelled,
             NotificationKind::RefundIssued,
+            NotificationKind::OrderDelivered,
             NotificationKind::OrderShipped,
             NotificationKind::OrderConfirmed,
             NotificationKind::PaymentFailed,
         ],
-        "newest first; nothing for OrderPlaced or OrderDelivered"
+        "newest first; nothing for OrderPlaced"
     );
     let by_kind = |k: NotificationKind, order: &str| {
         list.iter()
@@ -893,6 +895,9 @@ async fn each_lifecycle_event_renders_its_notification() {
     assert!(by_kind(NotificationKind::OrderShipped, "o1")
         .body
         .contains("TRK42"));
+    let delivered = by_kind(NotificationKind::OrderDelivered, "o1");
+    assert_eq!(delivered.subject, "Order o1 was delivered");
+    assert!(delivered.body.contains("was delivered"));
     let refund = by_kind(NotificationKind::RefundIssued, "o1");
     assert!(refund.body.contains("5.00 EUR") && refund.body.contains("26.99 EUR"));
     let cancelled = by_kind(NotificationKind::OrderCancelled, "o2");
@@ -910,11 +915,52 @@ async fn each_lifecycle_event_renders_its_notification() {
     );
 }
 
+fn delivery(
+    id: &str,
+    order: &str,
+    attempt: u32,
+    outcome: &str,
+    at: DateTime<Utc>,
+) -> NotificationEvent {
+    let notification_id = NotificationId::parse(id).expect("notification id");
+    let (order_id, kind, channel) = (oid(order), "order_confirmed".to_owned(), "file".to_owned());
+    match outcome {
+        "delivered" => NotificationEvent::NotificationDelivered {
+            notification_id,
+            order_id,
+            kind,
+            channel,
+            attempt,
+            message_id: Some(format!("<{id}@shop.example>")),
+            at,
+        },
+        "retrying" => NotificationEvent::NotificationRetrying {
+            notification_id,
+            order_id,
+            kind,
+            channel,
+            attempt,
+            reason: "421 busy".to_owned(),
+            at,
+            next_attempt_at: at + Duration::minutes(10),
+        },
+        _ => NotificationEvent::NotificationFailed {
+            notification_id,
+            order_id,
+            kind,
+            channel,
+            attempt,
+            reason: "550 no such mailbox".to_owned(),
+            at,
+        },
+    }
+}
+
 #[tokio::test]
-async fn delivered_notifications_leave_the_pending_list_and_stay_delivered_after_a_rebuild() {
+async fn delivery_events_move_notifications_through_the_queue_and_survive_a_rebuild() {
     let mut s = Streams::new();
     let at = s.at();
-    let events = vec![
+    let mut events = vec![
         s.order("o1", placed("o1", "alice", "alice@example.com", at)),
         s.order("o1", paid("o1", at)),
         s.order(
@@ -927,57 +973,85 @@ async fn delivered_notifications_leave_the_pending_list_and_stay_delivered_after
             },
         ),
     ];
+    let confirmed = events[1].event_id.to_string();
+    let shipped = events[2].event_id.to_string();
+    let later = at + Duration::minutes(1);
+    // The confirmation is delivered at the second attempt; the shipping notice fails for good.
+    events.push(s.ev(
+        StreamType::Notification,
+        &confirmed,
+        &delivery(&confirmed, "o1", 1, "retrying", later),
+    ));
     let store = Arc::new(VecEventStore::with_events(events.clone()));
     let models = Arc::new(MemoryReadModelStore::new());
-    let runner = ProjectionRunner::new(store, models.clone(), notifs(), 10);
+    let runner = ProjectionRunner::new(store.clone(), models.clone(), notifs(), 10);
     runner.step().await.expect("step");
 
-    let pending = notifications::pending_notifications(models.as_ref(), 10)
-        .await
-        .expect("pending");
+    let due = |now| {
+        let models = models.clone();
+        async move {
+            notifications::due_notifications(models.as_ref(), now, 10)
+                .await
+                .expect("due")
+                .into_iter()
+                .map(|n| n.kind)
+                .collect::<Vec<_>>()
+        }
+    };
     assert_eq!(
-        pending.iter().map(|n| n.kind).collect::<Vec<_>>(),
+        due(later).await,
+        [NotificationKind::OrderShipped],
+        "the retry is not due yet"
+    );
+    assert_eq!(
+        due(later + Duration::minutes(10)).await,
         [
-            NotificationKind::OrderConfirmed,
-            NotificationKind::OrderShipped
+            NotificationKind::OrderShipped,
+            NotificationKind::OrderConfirmed
         ],
-        "oldest first"
+        "the most overdue first"
     );
-    let first = pending[0].notification_id.to_string();
-    let delivered_at = at + Duration::minutes(1);
-    assert!(
-        notifications::mark_delivered(models.as_ref(), &first, delivered_at)
-            .await
-            .expect("mark")
-    );
-    assert!(
-        !notifications::mark_delivered(models.as_ref(), &first, delivered_at)
-            .await
-            .expect("mark again"),
-        "marking twice is a no-op"
-    );
-    assert!(
-        !notifications::mark_delivered(models.as_ref(), "nope", delivered_at)
-            .await
-            .expect("mark missing")
-    );
+    let retrying = notifications::get_notification(models.as_ref(), &confirmed)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(retrying.delivery_status, DeliveryStatus::Retrying);
+    assert_eq!(retrying.attempts, 1);
+    assert_eq!(retrying.last_error.as_deref(), Some("421 busy"));
+
+    store.push(s.ev(
+        StreamType::Notification,
+        &confirmed,
+        &delivery(&confirmed, "o1", 2, "delivered", later),
+    ));
+    store.push(s.ev(
+        StreamType::Notification,
+        &shipped,
+        &delivery(&shipped, "o1", 1, "failed", later),
+    ));
+    runner.step().await.expect("step");
 
     let check = |models: Arc<MemoryReadModelStore>| {
-        let first = first.clone();
+        let (confirmed, shipped) = (confirmed.clone(), shipped.clone());
         async move {
-            let pending = notifications::pending_notifications(models.as_ref(), 10)
+            assert!(notifications::pending_notifications(models.as_ref(), 10)
                 .await
-                .expect("pending");
-            assert_eq!(
-                pending.iter().map(|n| n.kind).collect::<Vec<_>>(),
-                [NotificationKind::OrderShipped]
-            );
-            let sent = notifications::get_notification(models.as_ref(), &first)
+                .expect("pending")
+                .is_empty());
+            let sent = notifications::get_notification(models.as_ref(), &confirmed)
                 .await
                 .expect("get")
                 .expect("exists");
-            assert_eq!(sent.delivery_status, DeliveryStatus::Sent);
-            assert_eq!(sent.delivered_at, Some(delivered_at));
+            assert_eq!(sent.delivery_status, DeliveryStatus::Delivered);
+            assert_eq!(sent.delivered_at, Some(later));
+            assert_eq!(sent.attempts, 2);
+            let failed = notifications::failed_notifications(models.as_ref(), 10, None)
+                .await
+                .expect("failed")
+                .items;
+            assert_eq!(failed.len(), 1);
+            assert_eq!(failed[0].notification_id.to_string(), shipped);
+            assert_eq!(failed[0].last_error.as_deref(), Some("550 no such mailbox"));
             assert_eq!(
                 notifications::list_notifications_for_customer(models.as_ref(), "alice", 10, None)
                     .await
@@ -985,13 +1059,41 @@ async fn delivered_notifications_leave_the_pending_list_and_stay_delivered_after
                     .items
                     .len(),
                 2,
-                "delivered ones stay in the customer's list"
+                "delivered and failed ones stay in the customer's list"
             );
         }
     };
     check(models.clone()).await;
+    // A rebuild folds the same history: nothing becomes pending again.
     runner.rebuild(|_, _| {}).await.expect("rebuild");
     check(models.clone()).await;
+}
+
+#[tokio::test]
+async fn a_delivery_event_applied_before_its_notification_is_kept_until_it_arrives() {
+    let models = MemoryReadModelStore::new();
+    let mut s = Streams::new();
+    let at = s.at();
+    let placed = s.order("o1", placed("o1", "alice", "alice@example.com", at));
+    let paid = s.order("o1", paid("o1", at));
+    let id = paid.event_id.to_string();
+    let delivered = s.ev(
+        StreamType::Notification,
+        &id,
+        &delivery(&id, "o1", 1, "delivered", at),
+    );
+    // The notification stream's event first, then the order stream's.
+    apply(&models, &notifs(), vec![delivered]).await;
+    apply(&models, &notifs(), vec![placed, paid]).await;
+    let view = notifications::get_notification(&models, &id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(view.delivery_status, DeliveryStatus::Delivered);
+    assert!(notifications::pending_notifications(&models, 10)
+        .await
+        .expect("pending")
+        .is_empty());
 }
 
 #[tokio::test]

@@ -69,7 +69,7 @@ pub fn test_workers() -> AwsWorkerConfig {
             backoff_min: Duration::from_millis(20),
             backoff_max: Duration::from_millis(500),
         },
-        order_ttl: workers::DEFAULT_ORDER_TTL,
+        ..AwsWorkerConfig::default()
     }
 }
 
@@ -83,6 +83,7 @@ pub async fn fresh_stage() -> AwsStage {
 pub async fn fresh_stage_with(options: AwsOptions) -> AwsStage {
     let names = moto::fresh_names();
     let sdk = moto::sdk_config().await;
+    crate::mail::verify_sender(&sdk).await;
     let stage = AwsStage::new(&sdk, &names.stage, options);
     stage
         .provision(&StackSpec::for_stage(&names.stage))
@@ -106,6 +107,7 @@ pub async fn spawn_aws_app_configured(
 ) -> (TestApp, AwsStage) {
     let names = moto::fresh_names();
     let sdk = moto::sdk_config().await;
+    crate::mail::verify_sender(&sdk).await;
     let secret = format!("test-secret-{}", uuid::Uuid::new_v4());
     let mut config = AwsServeConfig {
         options: test_options(),

@@ -4,6 +4,7 @@
 //! [`scenario`] is the shop flow every backend runs.
 
 pub mod aws;
+pub mod mail;
 pub mod scenario;
 
 use api::auth::{self, Claims, Role};

@@ -83,6 +83,7 @@ fn fold_all(history: &[EventEnvelope]) -> Value {
             StreamType::Order => fold::<Order>(&events),
             StreamType::Payment => fold::<Payment>(&events),
             StreamType::Product => fold::<Product>(&events),
+            StreamType::Notification => fold::<domain::Notification>(&events),
         };
         out.insert(key, state);
     }
@@ -128,6 +129,7 @@ fn bless() {
             StreamType::Order => reencode::<Order>(e),
             StreamType::Payment => reencode::<Payment>(e),
             StreamType::Product => reencode::<Product>(e),
+            StreamType::Notification => reencode::<domain::Notification>(e),
         };
     }
     let dir = dir();

@@ -2,6 +2,7 @@
 //! Long-running loops with graceful shutdown. Each worker is a loop over one `step`, backing off
 //! when idle or failing, and stopping on a cancellation token.
 
+pub mod delivery;
 pub mod expiry;
 pub mod feed;
 pub mod health;
@@ -10,6 +11,7 @@ pub mod queue;
 pub mod rebuild;
 pub mod relay;
 
+pub use delivery::{spawn_delivery, Deliveries, DeliveryWorker, DELIVERY_WORKER};
 pub use expiry::{spawn_expiry, ExpirySweeper, Sweep, DEFAULT_ORDER_TTL, EXPIRY_WORKER};
 pub use feed::*;
 pub use health::*;

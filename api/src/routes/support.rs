@@ -2,7 +2,7 @@
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{AppPath, AppQuery};
-use crate::routes::orders::{limit, next_cursor, Cursor, ReadQuery};
+use crate::routes::orders::{limit, next_cursor, Cursor, ListQuery, NotificationList, ReadQuery};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
@@ -115,6 +115,32 @@ pub async fn timeline(
     Ok(Json(Timeline {
         order_id: order_id.to_string(),
         entries,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/support/notifications/failed", tag = "support", params(ListQuery),
+    responses((status = 200, description = "notifications given up on, newest first, with the last failure's reason", body = NotificationList),
+        (status = 400, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn failed_notifications(
+    State(state): State<AppState>,
+    AppQuery(q): AppQuery<ListQuery>,
+) -> ApiResult<Json<NotificationList>> {
+    state
+        .read_after(
+            &projections::notifications::NotificationsProjection,
+            q.consistency.as_ref(),
+        )
+        .await;
+    let page = projections::notifications::failed_notifications(
+        state.models.as_ref(),
+        limit(q.limit),
+        q.cursor.as_ref().map(Cursor::key),
+    )
+    .await?;
+    Ok(Json(NotificationList {
+        next_cursor: next_cursor(&page),
+        notifications: page.items,
     }))
 }
 

@@ -1,7 +1,8 @@
 //! The AWS adapters: the DynamoDB event store, read-model store and feed indexer, the fan-out
-//! from the events table's stream through EventBridge to SQS ([`fanout`]), and the provisioning
-//! of the AWS deployment, which deploys `cloudformation/backbone.yaml` (the one declaration of
-//! its tables, bus, rules and queues) as a CloudFormation stack.
+//! from the events table's stream through EventBridge to SQS ([`fanout`]), the notification
+//! channel through SES ([`ses`]), and the provisioning of the AWS deployment, which deploys
+//! `cloudformation/backbone.yaml` (the one declaration of its tables, bus, rules and queues) as a
+//! CloudFormation stack.
 //!
 //! Adapters never read the environment: the composition root builds an [`aws_config::SdkConfig`]
 //! (for example with [`config_loader`], which reads the standard AWS variables such as
@@ -21,6 +22,7 @@ pub mod feed_index;
 pub mod metrics;
 pub mod names;
 pub mod provision;
+pub mod ses;
 
 pub use dynamo_readmodel::DynamoReadModelStore;
 pub use dynamo_store::{DynamoEventStore, DynamoStoreOptions};
@@ -32,6 +34,7 @@ pub use feed_index::FeedIndexer;
 pub use metrics::{RequestCounters, RequestCounts};
 pub use names::{ConsumerGroup, ResourceNames};
 pub use provision::{provision, Provisioned, StackSpec};
+pub use ses::SesMailer;
 
 use aws_smithy_http_client::tls;
 
