@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A walk through the embedded backbone over HTTP: tokens, cart, checkout, simulated payment,
-# order history, notification, support timeline and event export.
+# order history, the delivered confirmation email, support timeline and event export.
 #
 # Usage: scripts/walkthrough.sh [BASE_URL] [DATA_DIR]
 #   BASE_URL  the running server (default http://127.0.0.1:8080)
@@ -97,16 +97,19 @@ step "order history"
 api GET /v1/orders "$CUSTOMER" \
   | json '"\n".join(o["order_id"] + " " + o["status"] + " " + o["total"]["amount"] + " " + o["total"]["currency"] for o in d["orders"])'
 
-step "notifications"
+step "notifications: the confirmation is delivered to the outbox (the file channel)"
 NOTE=""
 for _ in $(seq 1 50); do
   NOTE="$(api GET /v1/me/notifications "$CUSTOMER" \
-    | json 'next((n["kind"] + ": " + n["subject"] for n in d["notifications"] if n["kind"] == "order_confirmed"), "")')"
+    | json 'next((n["notification_id"] + " " + n["kind"] + ": " + n["subject"] for n in d["notifications"] if n["kind"] == "order_confirmed" and n["delivery_status"] == "delivered"), "")')"
   [[ -n "$NOTE" ]] && break
   sleep 0.2
 done
-echo "$NOTE"
+echo "delivered: ${NOTE#* }"
 [[ -n "$NOTE" ]]
+EML="$DATA_DIR/outbox/${NOTE%% *}.eml"
+echo "the email: $EML"
+grep -E '^(Message-ID|From|To|Subject):' "$EML"
 
 step "support: the order's timeline"
 api GET "/v1/support/orders/$ORDER_ID/timeline" "$SUPPORT" \

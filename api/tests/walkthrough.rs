@@ -64,7 +64,9 @@ fn the_walkthrough_script_completes_against_backbone_serve() {
     );
     for expected in [
         "order status: paid",
-        "order_confirmed: Order",
+        "delivered: order_confirmed: Order",
+        "/outbox/",
+        "Message-ID: <",
         "[payment]",
         "events exported",
         "walkthrough finished",
