@@ -64,6 +64,10 @@ pub enum ProviderFact {
     /// `payment_intent.succeeded`: the money was taken.
     IntentSucceeded {
         intent_id: String,
+        /// The charge that took the money (Stripe: `latest_charge`, or the first of `charges`
+        /// in older API versions), when the payload names it.
+        #[serde(default)]
+        charge_id: Option<String>,
         /// The amount received (the intent amount when the provider does not report it).
         amount_minor: i64,
         /// ISO code as the provider sends it (Stripe: lowercase).
@@ -112,6 +116,11 @@ pub enum ProviderFact {
         charge_id: Option<String>,
         reason: String,
         status: String,
+        /// The disputed amount in minor units, with its currency, when the payload has them.
+        #[serde(default)]
+        amount_minor: Option<i64>,
+        #[serde(default)]
+        currency: Option<String>,
         refs: PaymentRefs,
     },
     /// `charge.dispute.closed` (`status` is the outcome: won, lost, ...).
@@ -121,6 +130,11 @@ pub enum ProviderFact {
         charge_id: Option<String>,
         reason: String,
         status: String,
+        /// The disputed amount in minor units, with its currency, when the payload has them.
+        #[serde(default)]
+        amount_minor: Option<i64>,
+        #[serde(default)]
+        currency: Option<String>,
         refs: PaymentRefs,
     },
     /// Any other event type: acknowledged and ignored.
@@ -140,6 +154,17 @@ impl ProviderFact {
             | ProviderFact::DisputeCreated { intent_id, .. }
             | ProviderFact::DisputeClosed { intent_id, .. } => intent_id.as_deref(),
             ProviderFact::Ignored { .. } => None,
+        }
+    }
+
+    /// The provider's charge id the fact is about, when it names one.
+    pub fn charge_id(&self) -> Option<&str> {
+        match self {
+            ProviderFact::IntentSucceeded { charge_id, .. }
+            | ProviderFact::DisputeCreated { charge_id, .. }
+            | ProviderFact::DisputeClosed { charge_id, .. } => charge_id.as_deref(),
+            ProviderFact::ChargeRefunded { charge_id, .. } => Some(charge_id),
+            _ => None,
         }
     }
 
@@ -204,12 +229,17 @@ pub enum IntentOwner {
 #[async_trait]
 pub trait PaymentLookup: Send + Sync + 'static {
     async fn owner_of_intent(&self, intent_id: &str) -> Result<Option<IntentOwner>, CommandError>;
+
+    /// The owner of a charge, for charge and dispute events that name no intent (older API
+    /// versions). Known once the success that names the charge is projected.
+    async fn owner_of_charge(&self, charge_id: &str) -> Result<Option<IntentOwner>, CommandError>;
 }
 
 /// A map from intent id to owner, for tests and as a cache.
 #[derive(Debug, Default)]
 pub struct InMemoryPaymentLookup {
     owners: std::sync::RwLock<HashMap<String, IntentOwner>>,
+    charges: std::sync::RwLock<HashMap<String, IntentOwner>>,
 }
 
 impl InMemoryPaymentLookup {
@@ -223,6 +253,13 @@ impl InMemoryPaymentLookup {
             .unwrap_or_else(|p| p.into_inner())
             .insert(intent_id.into(), owner);
     }
+
+    pub fn insert_charge(&self, charge_id: impl Into<String>, owner: IntentOwner) {
+        self.charges
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(charge_id.into(), owner);
+    }
 }
 
 #[async_trait]
@@ -235,6 +272,15 @@ impl PaymentLookup for InMemoryPaymentLookup {
             .get(intent_id)
             .cloned())
     }
+
+    async fn owner_of_charge(&self, charge_id: &str) -> Result<Option<IntentOwner>, CommandError> {
+        Ok(self
+            .charges
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(charge_id)
+            .cloned())
+    }
 }
 
 /// A lookup that knows nothing: every charge or dispute without our metadata is ignored.
@@ -244,6 +290,10 @@ pub struct NoPaymentLookup;
 #[async_trait]
 impl PaymentLookup for NoPaymentLookup {
     async fn owner_of_intent(&self, _intent_id: &str) -> Result<Option<IntentOwner>, CommandError> {
+        Ok(None)
+    }
+
+    async fn owner_of_charge(&self, _charge_id: &str) -> Result<Option<IntentOwner>, CommandError> {
         Ok(None)
     }
 }
@@ -460,7 +510,8 @@ impl Payments {
     }
 
     /// Which of our payments a fact is about: `metadata.payment_id`, else the payment of
-    /// `metadata.order_id`, else the lookup by intent id. `None` when it is not ours.
+    /// `metadata.order_id`, else the lookup by intent id, else by charge id. `None` when it is
+    /// not ours.
     async fn resolve(&self, fact: &ProviderFact) -> Result<Option<PaymentId>, CommandError> {
         let svc = self.shop.service();
         if let Some(refs) = fact.refs() {
@@ -489,10 +540,16 @@ impl Payments {
                 }
             }
         }
-        let Some(intent_id) = fact.intent_id() else {
-            return Ok(None);
+        let mut owner = match fact.intent_id() {
+            Some(intent_id) => self.lookup.owner_of_intent(intent_id).await?,
+            None => None,
         };
-        match self.lookup.owner_of_intent(intent_id).await? {
+        if owner.is_none() {
+            if let Some(charge_id) = fact.charge_id() {
+                owner = self.lookup.owner_of_charge(charge_id).await?;
+            }
+        }
+        match owner {
             Some(IntentOwner::Payment(pid)) => Ok(Some(pid)),
             Some(IntentOwner::Order(oid)) => Ok(svc
                 .load::<Order>(oid.as_str())
@@ -653,11 +710,13 @@ pub fn commands_for(
     Ok(match fact {
         ProviderFact::IntentSucceeded {
             intent_id,
+            charge_id,
             amount_minor,
             currency,
             ..
         } => vec![PaymentCommand::RecordSucceeded {
             intent_id: intent_id.clone(),
+            charge_id: charge_id.clone(),
             amount: money(*amount_minor, currency)?,
             at,
         }],
@@ -684,6 +743,7 @@ pub fn commands_for(
         }
         ProviderFact::ChargeRefunded {
             intent_id,
+            charge_id,
             amount_refunded_minor,
             currency,
             refund_id,
@@ -698,6 +758,7 @@ pub fn commands_for(
                 if let Some(amount) = payment.amount.clone() {
                     commands.push(PaymentCommand::RecordSucceeded {
                         intent_id: intent_id.clone(),
+                        charge_id: Some(charge_id.clone()),
                         amount,
                         at,
                     });
@@ -714,17 +775,25 @@ pub fn commands_for(
             dispute_id,
             reason,
             status,
+            amount_minor,
+            currency,
             ..
         }
         | ProviderFact::DisputeClosed {
             dispute_id,
             reason,
             status,
+            amount_minor,
+            currency,
             ..
         } => vec![PaymentCommand::RecordDisputed {
             dispute_id: dispute_id.clone(),
             reason: reason.clone(),
             status: status.clone(),
+            amount: match (amount_minor, currency) {
+                (Some(minor), Some(currency)) => Some(money(*minor, currency)?),
+                _ => None,
+            },
             at,
         }],
         ProviderFact::Ignored { .. } => Vec::new(),
@@ -784,6 +853,7 @@ mod tests {
     fn a_success_maps_minor_units_and_a_lowercase_currency_to_money() {
         let fact = ProviderFact::IntentSucceeded {
             intent_id: "pi_1".into(),
+            charge_id: None,
             amount_minor: 1099,
             currency: "eur".into(),
             refs: PaymentRefs::default(),
@@ -792,6 +862,7 @@ mod tests {
             commands_for(&fact, &requested(), at()).unwrap(),
             vec![PaymentCommand::RecordSucceeded {
                 intent_id: "pi_1".into(),
+                charge_id: None,
                 amount: Money::parse("10.99", "EUR").unwrap(),
                 at: at(),
             }]
@@ -802,6 +873,7 @@ mod tests {
     fn an_unknown_currency_is_invalid() {
         let fact = ProviderFact::IntentSucceeded {
             intent_id: "pi_1".into(),
+            charge_id: None,
             amount_minor: 1,
             currency: "xxx".into(),
             refs: PaymentRefs::default(),
@@ -833,6 +905,7 @@ mod tests {
         for e in p
             .decide(PaymentCommand::RecordSucceeded {
                 intent_id: "pi_1".into(),
+                charge_id: None,
                 amount: Money::parse("10.00", "EUR").unwrap(),
                 at: at(),
             })
@@ -852,6 +925,8 @@ mod tests {
             charge_id: None,
             reason: "fraudulent".into(),
             status: "won".into(),
+            amount_minor: Some(1000),
+            currency: Some("eur".into()),
             refs: PaymentRefs::default(),
         };
         assert_eq!(
@@ -860,6 +935,7 @@ mod tests {
                 dispute_id: "dp_1".into(),
                 reason: "fraudulent".into(),
                 status: "won".into(),
+                amount: Some(Money::parse("10.00", "EUR").unwrap()),
                 at: at(),
             }]
         );

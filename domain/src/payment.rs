@@ -60,6 +60,9 @@ pub struct DisputeInfo {
     pub reason: String,
     /// The provider's dispute status, for example "needs_response", "won" or "lost".
     pub status: String,
+    /// The disputed amount, when the provider reported it (`PaymentDisputed` v2 on).
+    #[serde(default)]
+    pub amount: Option<Money>,
 }
 
 /// State of one payment stream.
@@ -79,6 +82,13 @@ pub struct Payment {
     pub refunded: Option<Money>,
     pub refund_ids: BTreeSet<String>,
     pub dispute: Option<DisputeInfo>,
+    /// What lost disputes took back from the merchant, in total.
+    #[serde(default)]
+    pub withdrawn: Option<Money>,
+    /// The provider's charge id, once a success reported it: charge and dispute events that name
+    /// no intent are matched by it.
+    #[serde(default)]
+    pub charge_id: Option<String>,
     pub failure_reason: Option<String>,
     /// Keys of the provider facts recorded so far (see [`PaymentEvent::fact_key`]).
     pub seen_facts: BTreeSet<String>,
@@ -136,6 +146,8 @@ pub enum PaymentCommand {
     },
     RecordSucceeded {
         intent_id: String,
+        /// The charge that took the money, when the provider names it.
+        charge_id: Option<String>,
         amount: Money,
         at: DateTime<Utc>,
     },
@@ -159,6 +171,8 @@ pub enum PaymentCommand {
         dispute_id: String,
         reason: String,
         status: String,
+        /// The disputed amount, when the provider reports it.
+        amount: Option<Money>,
         at: DateTime<Utc>,
     },
 }
@@ -184,10 +198,12 @@ domain_events! {
             payment_id: PaymentId,
             intent_id: String,
         },
-        PAYMENT_SUCCEEDED = "PaymentSucceeded", version 1 => PaymentSucceeded {
+        /// Version 2 added `charge_id`; version 1 payloads are upcast with none.
+        PAYMENT_SUCCEEDED = "PaymentSucceeded", version 2 => PaymentSucceeded {
             payment_id: PaymentId,
             order_id: OrderId,
             intent_id: String,
+            charge_id: Option<String>,
             amount: Money,
             at: DateTime<Utc>,
         },
@@ -215,15 +231,20 @@ domain_events! {
             full: bool,
             at: DateTime<Utc>,
         },
-        PAYMENT_DISPUTED = "PaymentDisputed", version 1 => PaymentDisputed {
+        /// Version 2 added `amount` (disputed) and `withdrawn` (what a lost dispute took back);
+        /// version 1 payloads are upcast with neither.
+        PAYMENT_DISPUTED = "PaymentDisputed", version 2 => PaymentDisputed {
             payment_id: PaymentId,
             order_id: OrderId,
             dispute_id: String,
             reason: String,
             status: String,
+            amount: Option<Money>,
+            withdrawn: Option<Money>,
             at: DateTime<Utc>,
         },
     }
+    upcast = upcast;
 }
 
 impl PaymentEvent {
@@ -267,6 +288,35 @@ fn dispute_fact_key(dispute_id: &str, status: &str) -> String {
     format!("dispute:{dispute_id}:{status}")
 }
 
+/// The provider's dispute status that means the merchant lost the money.
+pub const DISPUTE_LOST: &str = "lost";
+
+/// Brings an older payload to the current shape of its event type: fields added by a later
+/// version are absent (null) in older payloads.
+fn upcast(
+    event_type: &str,
+    version: u32,
+    mut payload: serde_json::Value,
+) -> Result<serde_json::Value, crate::aggregate::DecodeError> {
+    let added: &[&str] = match (event_type, version) {
+        (event_names::PAYMENT_SUCCEEDED, 1) => &["charge_id"],
+        (event_names::PAYMENT_DISPUTED, 1) => &["amount", "withdrawn"],
+        _ => return Ok(payload),
+    };
+    let fields =
+        payload
+            .as_object_mut()
+            .ok_or_else(|| crate::aggregate::DecodeError::Malformed {
+                event_type: event_type.to_owned(),
+                version,
+                reason: "payload is not an object".to_owned(),
+            })?;
+    for field in added {
+        fields.entry(*field).or_insert(serde_json::Value::Null);
+    }
+    Ok(payload)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PaymentError {
     #[error("payment not found")]
@@ -290,6 +340,8 @@ pub enum PaymentError {
     RefundExceedsAmount { requested: Money, amount: Money },
     #[error("payment has not been captured")]
     NotCaptured,
+    #[error("a disputed amount must be above zero and at most the payment's, not {amount}")]
+    InvalidDisputeAmount { amount: Money },
     #[error(transparent)]
     Money(#[from] MoneyError),
 }
@@ -367,9 +419,15 @@ impl Payment {
                 self.status = PaymentStatus::Processing;
             }
             PaymentEvent::PaymentSucceeded {
-                intent_id, amount, ..
+                intent_id,
+                charge_id,
+                amount,
+                ..
             } => {
                 self.intent_id = Some(intent_id.clone());
+                if charge_id.is_some() {
+                    self.charge_id = charge_id.clone();
+                }
                 self.captured = Some(amount.clone());
                 self.status = PaymentStatus::Succeeded;
             }
@@ -402,13 +460,23 @@ impl Payment {
                 dispute_id,
                 reason,
                 status,
+                amount,
+                withdrawn,
                 ..
             } => {
                 self.dispute = Some(DisputeInfo {
                     dispute_id: dispute_id.clone(),
                     reason: reason.clone(),
                     status: status.clone(),
+                    amount: amount.clone(),
                 });
+                if let Some(lost) = withdrawn {
+                    self.withdrawn = Some(match &self.withdrawn {
+                        // Decisions keep one currency; on odd data the latest amount stands.
+                        Some(before) => before.checked_add(lost).unwrap_or_else(|_| lost.clone()),
+                        None => lost.clone(),
+                    });
+                }
             }
         }
     }
@@ -476,6 +544,7 @@ impl ExistingPayment<'_> {
             }
             PaymentCommand::RecordSucceeded {
                 intent_id,
+                charge_id,
                 amount,
                 at,
             } => {
@@ -492,10 +561,17 @@ impl ExistingPayment<'_> {
                         captured: amount,
                     });
                 }
+                if charge_id
+                    .as_deref()
+                    .is_some_and(|c| !is_reference(c, MAX_REFERENCE_CHARS))
+                {
+                    return Err(PaymentError::InvalidReference { field: "charge_id" });
+                }
                 Ok(vec![PaymentEvent::PaymentSucceeded {
                     payment_id: self.payment_id,
                     order_id: self.order_id,
                     intent_id,
+                    charge_id,
                     amount,
                     at,
                 }])
@@ -538,6 +614,7 @@ impl ExistingPayment<'_> {
                 dispute_id,
                 reason,
                 status,
+                amount,
                 at,
             } => {
                 if !is_reference(&dispute_id, MAX_REFERENCE_CHARS) {
@@ -550,12 +627,23 @@ impl ExistingPayment<'_> {
                 {
                     return Ok(vec![]);
                 }
+                if let Some(amount) = &amount {
+                    self.check_currency(amount)?;
+                    if amount.is_zero() || amount.cmp_amount(self.amount)? == Ordering::Greater {
+                        return Err(PaymentError::InvalidDisputeAmount {
+                            amount: amount.clone(),
+                        });
+                    }
+                }
+                let withdrawn = (status == DISPUTE_LOST).then(|| amount.clone()).flatten();
                 Ok(vec![PaymentEvent::PaymentDisputed {
                     payment_id: self.payment_id,
                     order_id: self.order_id,
                     dispute_id,
                     reason,
                     status,
+                    amount,
+                    withdrawn,
                     at,
                 }])
             }
@@ -595,6 +683,7 @@ impl ExistingPayment<'_> {
                 payment_id: self.payment_id.clone(),
                 order_id: self.order_id.clone(),
                 intent_id,
+                charge_id: None,
                 amount: self.amount.clone(),
                 at,
             });

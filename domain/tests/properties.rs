@@ -409,6 +409,7 @@ fn payment_command(p: &Payment, op: PaymentOp) -> PaymentCommand {
         } => {
             let amount = share(&requested, permille);
             PaymentCommand::RecordSucceeded {
+                charge_id: Some(format!("ch_{i}")),
                 intent_id: intent(i),
                 amount: if usd {
                     money(amount.to_minor(), Currency::USD)
@@ -436,6 +437,7 @@ fn payment_command(p: &Payment, op: PaymentOp) -> PaymentCommand {
             dispute_id: format!("dp_{id}"),
             reason: "fraudulent".to_owned(),
             status: status.to_owned(),
+            amount: Some(requested.clone()),
             at: at(14),
         },
     }

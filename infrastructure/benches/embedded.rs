@@ -490,6 +490,7 @@ async fn fill(store: Arc<SqliteEventStore>, target: u64) {
             },
             PaymentCommand::RecordSucceeded {
                 intent_id: format!("pi_{i}"),
+                charge_id: Some(format!("ch_{i}")),
                 amount: eur("9.99"),
                 at: now,
             },

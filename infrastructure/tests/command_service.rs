@@ -456,6 +456,7 @@ async fn payment_success_marks_the_order_paid_once_even_when_redelivered() {
     f.shop
         .payment_fact(&ctx(), &receipt.value.payment_id, |_| {
             PaymentCommand::RecordSucceeded {
+                charge_id: None,
                 intent_id: intent.intent_id.clone(),
                 amount: eur("10.00"),
                 at,
@@ -518,6 +519,7 @@ async fn payment_failure_marks_the_order_and_a_late_failure_after_success_is_ign
     f.shop
         .payment_fact(&ctx(), &receipt.value.payment_id, |_| {
             PaymentCommand::RecordSucceeded {
+                charge_id: None,
                 intent_id: intent.clone(),
                 amount: eur("10.00"),
                 at: now,
@@ -579,6 +581,7 @@ async fn cancelling_a_paid_order_refunds_it_and_the_order_ends_refunded() {
     f.shop
         .payment_fact(&ctx(), &receipt.value.payment_id, |_| {
             PaymentCommand::RecordSucceeded {
+                charge_id: None,
                 intent_id: intent.clone(),
                 amount: eur("10.00"),
                 at,
@@ -627,6 +630,7 @@ async fn shipping_commits_the_reserved_stock() {
     f.shop
         .payment_fact(&ctx(), &receipt.value.payment_id, |_| {
             PaymentCommand::RecordSucceeded {
+                charge_id: None,
                 intent_id: intent.clone(),
                 amount: eur("20.00"),
                 at,
@@ -688,6 +692,7 @@ async fn a_payment_that_lands_as_the_order_expires_is_refunded() {
     f.shop
         .payment_fact(&ctx(), &receipt.value.payment_id, |_| {
             PaymentCommand::RecordSucceeded {
+                charge_id: None,
                 intent_id: intent.clone(),
                 amount: eur("10.00"),
                 at,

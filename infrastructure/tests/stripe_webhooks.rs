@@ -9,7 +9,7 @@ use commands::{IgnoredReason, Metadata, PaymentRefs, ProviderFact, WebhookOutcom
 use domain::{OrderStatus, PaymentStatus};
 use infrastructure::simulated::SimulatedGateway;
 use infrastructure::stripe::testing::{
-    charge_refunded_event, dispute_event, payment_intent_event, IntentSpec,
+    charge_refunded_event, dispute_event, payment_intent_event, DisputeSpec, IntentSpec,
 };
 use infrastructure::stripe::{
     parse_verified, sign_for_test, ParsedWith, WebhookError, WebhookVerifier,
@@ -36,6 +36,7 @@ fn every_payment_intent_and_charge_fixture_verifies_and_parses_into_the_right_fa
             ParsedWith::Typed,
             ProviderFact::IntentSucceeded {
                 intent_id: "pi_1PgafyB7WZ01zgkWSjxsAJo3".into(),
+                charge_id: None,
                 amount_minor: 1099,
                 currency: "usd".into(),
                 refs: none(),
@@ -79,6 +80,8 @@ fn every_payment_intent_and_charge_fixture_verifies_and_parses_into_the_right_fa
                 charge_id: Some("ch_1PgafuB7WZ01zgkWXYmPNZs8".into()),
                 reason: "general".into(),
                 status: "warning_needs_response".into(),
+                amount_minor: Some(1000),
+                currency: Some("usd".into()),
                 refs: none(),
             },
         ),
@@ -87,6 +90,7 @@ fn every_payment_intent_and_charge_fixture_verifies_and_parses_into_the_right_fa
             ParsedWith::Typed,
             ProviderFact::IntentSucceeded {
                 intent_id: "pi_1LL567JLNIusEpbUEt3OrQiP".into(),
+                charge_id: None,
                 amount_minor: 1099,
                 currency: "usd".into(),
                 refs: none(),
@@ -121,6 +125,7 @@ fn every_payment_intent_and_charge_fixture_verifies_and_parses_into_the_right_fa
             ParsedWith::Lenient,
             ProviderFact::IntentSucceeded {
                 intent_id: "pi_HE0DU0MUTEc49a".into(),
+                charge_id: Some("ch_aP3yvHvykOocQY".into()),
                 amount_minor: 1999,
                 currency: "eur".into(),
                 refs: refs(None, Some("ord_1")),
@@ -812,11 +817,15 @@ fn body_for(step: Step, placed: &Placed, intent: &str, t: i64) -> Vec<u8> {
         Step::Disputed => dispute_event(
             "evt_dp",
             "charge.dispute.created",
-            "dp_1",
-            "ch_1",
-            intent,
-            "fraudulent",
-            "needs_response",
+            &DisputeSpec {
+                dispute_id: "dp_1",
+                charge_id: "ch_1",
+                intent_id: Some(intent),
+                amount_minor: s.amount_minor,
+                currency: s.currency,
+                reason: "fraudulent",
+                status: "needs_response",
+            },
             t,
         ),
     }

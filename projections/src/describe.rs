@@ -2,7 +2,7 @@
 //! support timeline, and the status each event leaves its aggregate in (mirroring the
 //! aggregates' `apply`, so that views agree with the write side without re-deciding anything).
 
-use domain::{OrderEvent, OrderStatus, PaymentEvent, PaymentStatus};
+use domain::{Money, OrderEvent, OrderStatus, PaymentEvent, PaymentStatus};
 use serde::{Deserialize, Serialize};
 
 /// The latest known state of a dispute (chargeback) on an order's payment, as the order view
@@ -13,23 +13,44 @@ pub struct DisputeView {
     pub reason: String,
     /// The provider's status: `needs_response`, `under_review`, `won`, `lost`, ...
     pub status: String,
+    /// The disputed amount, when the provider reported it.
+    #[serde(default)]
+    pub amount: Option<Money>,
+    /// What the lost dispute took back from the shop; `None` unless it was lost.
+    #[serde(default)]
+    pub withdrawn: Option<Money>,
 }
 
-/// The dispute state a payment event reports, if any.
-pub(crate) fn dispute_after(event: &PaymentEvent) -> Option<DisputeView> {
-    match event {
-        PaymentEvent::PaymentDisputed {
-            dispute_id,
-            reason,
-            status,
-            ..
-        } => Some(DisputeView {
-            dispute_id: dispute_id.clone(),
-            reason: reason.clone(),
-            status: status.clone(),
-        }),
-        _ => None,
-    }
+/// The dispute state after a payment event, given the state before (`None` when the event is
+/// not about a dispute). What one report leaves out (an amount) is kept from the earlier one
+/// about the same dispute.
+pub(crate) fn dispute_after(
+    before: Option<&DisputeView>,
+    event: &PaymentEvent,
+) -> Option<DisputeView> {
+    let PaymentEvent::PaymentDisputed {
+        dispute_id,
+        reason,
+        status,
+        amount,
+        withdrawn,
+        ..
+    } = event
+    else {
+        return None;
+    };
+    let same = before.filter(|b| &b.dispute_id == dispute_id);
+    Some(DisputeView {
+        dispute_id: dispute_id.clone(),
+        reason: reason.clone(),
+        status: status.clone(),
+        amount: amount
+            .clone()
+            .or_else(|| same.and_then(|b| b.amount.clone())),
+        withdrawn: withdrawn
+            .clone()
+            .or_else(|| same.and_then(|b| b.withdrawn.clone())),
+    })
 }
 
 /// The order status after `event`; `None` when the event does not change it (a partial refund).
@@ -77,6 +98,14 @@ pub(crate) fn payment_intent(event: &PaymentEvent) -> Option<&str> {
         PaymentEvent::PaymentRequested { .. }
         | PaymentEvent::PaymentRefunded { .. }
         | PaymentEvent::PaymentDisputed { .. } => None,
+    }
+}
+
+/// The provider's charge id an event names, if any.
+pub(crate) fn payment_charge(event: &PaymentEvent) -> Option<&str> {
+    match event {
+        PaymentEvent::PaymentSucceeded { charge_id, .. } => charge_id.as_deref(),
+        _ => None,
     }
 }
 
@@ -150,8 +179,18 @@ pub(crate) fn describe_payment(event: &PaymentEvent) -> String {
             dispute_id,
             reason,
             status,
+            amount,
+            withdrawn,
             ..
-        } => format!("dispute {dispute_id} {status}: {reason}"),
+        } => {
+            let mut line = format!("dispute {dispute_id} {status}: {reason}");
+            match (withdrawn, amount) {
+                (Some(lost), _) => line.push_str(&format!(" ({lost} withdrawn)")),
+                (None, Some(amount)) => line.push_str(&format!(" ({amount} disputed)")),
+                (None, None) => {}
+            }
+            line
+        }
     }
 }
 

@@ -287,7 +287,7 @@ impl OrderHistoryProjection {
             if let Some(intent) = payment_intent(&e) {
                 doc.intent_id = Some(intent.to_owned());
             }
-            if let Some(dispute) = dispute_after(&e) {
+            if let Some(dispute) = dispute_after(doc.dispute.as_ref(), &e) {
                 doc.dispute = Some(dispute);
             }
             doc.record(event, description);

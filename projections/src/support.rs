@@ -12,8 +12,8 @@
 //! row write per order and batch rather than an entry and an index row per event.
 
 use crate::describe::{
-    describe_order, describe_payment, dispute_after, order_status_after, payment_intent,
-    payment_status_after, DisputeView,
+    describe_order, describe_payment, dispute_after, order_status_after, payment_charge,
+    payment_intent, payment_status_after, DisputeView,
 };
 use crate::docs::{no_index, update_doc};
 use crate::notifications::NotificationKind;
@@ -48,6 +48,8 @@ pub const BY_DATE: &str = "support_by_date";
 pub const DATE_PARTITION: &str = "all";
 /// Partition: payment intent id.
 pub const BY_INTENT: &str = "support_by_intent";
+/// Partition: the provider's charge id, once a success named it.
+pub const BY_CHARGE: &str = "support_by_charge";
 /// Partition: [`DISPUTED_PARTITION`]; sort as [`BY_DATE`]. Only orders whose payment was ever
 /// disputed have this entry.
 pub const BY_DISPUTED: &str = "support_by_disputed";
@@ -64,6 +66,8 @@ pub struct SupportOrderView {
     pub status: OrderStatus,
     pub payment_status: Option<PaymentStatus>,
     pub intent_id: Option<String>,
+    /// The provider's charge id, once the payment's success named it.
+    pub charge_id: Option<String>,
     /// The latest state of a dispute on the payment, if one was ever opened.
     pub dispute: Option<DisputeView>,
     pub total: Money,
@@ -85,6 +89,7 @@ pub struct SupportQuery {
     pub to: Option<DateTime<Utc>>,
     pub order_id: Option<String>,
     pub intent_id: Option<String>,
+    pub charge_id: Option<String>,
     /// Only orders whose payment was (`true`) or was never (`false`) disputed.
     pub disputed: Option<bool>,
     pub limit: usize,
@@ -178,6 +183,8 @@ struct SupportDoc {
     payment_status: Option<PaymentStatus>,
     intent_id: Option<String>,
     #[serde(default)]
+    charge_id: Option<String>,
+    #[serde(default)]
     dispute: Option<DisputeView>,
     #[serde(default)]
     failed_notifications: u32,
@@ -192,6 +199,7 @@ impl SupportDoc {
             status: None,
             payment_status: None,
             intent_id: None,
+            charge_id: None,
             dispute: None,
             failed_notifications: 0,
             updated_at: None,
@@ -219,6 +227,9 @@ impl SupportDoc {
                 sort.clone(),
             ));
         }
+        if let Some(charge) = &self.charge_id {
+            index.push(IndexEntry::new(BY_CHARGE, charge.clone(), sort.clone()));
+        }
         if let Some(intent) = &self.intent_id {
             index.push(IndexEntry::new(BY_INTENT, intent.clone(), sort));
         }
@@ -241,6 +252,7 @@ impl SupportDoc {
             status,
             payment_status: self.payment_status,
             intent_id: self.intent_id,
+            charge_id: self.charge_id,
             dispute: self.dispute,
             total: placed.total,
             failed_notifications: self.failed_notifications,
@@ -417,7 +429,10 @@ impl SupportProjection {
             if let Some(intent) = payment_intent(&e) {
                 doc.intent_id = Some(intent.to_owned());
             }
-            if let Some(dispute) = dispute_after(&e) {
+            if let Some(charge) = payment_charge(&e) {
+                doc.charge_id = Some(charge.to_owned());
+            }
+            if let Some(dispute) = dispute_after(doc.dispute.as_ref(), &e) {
                 doc.dispute = Some(dispute);
             }
         })
@@ -472,6 +487,9 @@ fn matches(view: &SupportOrderView, q: &SupportQuery) -> bool {
         && q.intent_id
             .as_ref()
             .is_none_or(|i| view.intent_id.as_ref() == Some(i))
+        && q.charge_id
+            .as_ref()
+            .is_none_or(|c| view.charge_id.as_ref() == Some(c))
         && q.order_id
             .as_ref()
             .is_none_or(|o| o.as_str() == view.order_id.as_str())
@@ -519,6 +537,8 @@ pub async fn search_orders_page(
     let email;
     let (index, partition): (&str, &str) = if let Some(intent) = &q.intent_id {
         (BY_INTENT, intent)
+    } else if let Some(charge) = &q.charge_id {
+        (BY_CHARGE, charge)
     } else if let Some(e) = &q.email {
         email = e.to_lowercase();
         (BY_EMAIL, &email)

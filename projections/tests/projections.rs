@@ -154,6 +154,7 @@ fn succeeded(order: &str, at: DateTime<Utc>) -> PaymentEvent {
         payment_id: payid(&format!("pay-{order}")),
         order_id: oid(order),
         intent_id: format!("pi_{order}"),
+        charge_id: Some(format!("ch_{order}")),
         amount: eur(2699),
         at,
     }
@@ -1347,6 +1348,8 @@ async fn an_opened_dispute_notifies_the_customer_whatever_the_interleaving() {
                 dispute_id: "dp_7".to_owned(),
                 reason: "fraudulent".to_owned(),
                 status: status.to_owned(),
+                amount: Some(eur(2699)),
+                withdrawn: (status == "lost").then(|| eur(2699)),
                 at,
             },
         )
@@ -1375,4 +1378,80 @@ async fn an_opened_dispute_notifies_the_customer_whatever_the_interleaving() {
     assert_eq!(list[0].kind, NotificationKind::DisputeOpened);
     assert_eq!(list[0].notification_id, opened.event_id);
     assert!(list[0].body.contains("fraudulent") && list[0].body.contains("o7"));
+}
+
+/// A lost dispute shows what it withdrew on the order view, the support view and the timeline,
+/// even when its report leaves the amount out; a payment is found by the charge its success
+/// named.
+#[tokio::test]
+async fn a_lost_dispute_shows_the_amount_withdrawn_and_orders_are_found_by_charge() {
+    let mut s = Streams::new();
+    let at = s.at();
+    let dispute = |s: &mut Streams, status: &str, amount: Option<Money>| {
+        s.payment(
+            "pay-o8",
+            PaymentEvent::PaymentDisputed {
+                payment_id: payid("pay-o8"),
+                order_id: oid("o8"),
+                dispute_id: "dp_8".to_owned(),
+                reason: "fraudulent".to_owned(),
+                status: status.to_owned(),
+                withdrawn: if status == "lost" {
+                    amount.clone()
+                } else {
+                    None
+                },
+                amount,
+                at,
+            },
+        )
+    };
+    let events = vec![
+        s.order("o8", placed("o8", "bob", "bob@example.com", at)),
+        s.payment("pay-o8", succeeded("o8", at)),
+        dispute(&mut s, "needs_response", Some(eur(2699))),
+        dispute(&mut s, "lost", Some(eur(2699))),
+        // A later report of the same dispute without an amount keeps what was known.
+        dispute(&mut s, "lost", None),
+    ];
+    let models = MemoryReadModelStore::new();
+    apply(&models, &history(), events.clone()).await;
+    apply(&models, &supp(), events).await;
+
+    let view = order_history::get_order(&models, "o8")
+        .await
+        .expect("get")
+        .expect("exists");
+    let d = view.dispute.expect("dispute on the order view");
+    assert_eq!(d.status, "lost");
+    assert_eq!(d.amount, Some(eur(2699)));
+    assert_eq!(d.withdrawn, Some(eur(2699)));
+
+    let q = SupportQuery {
+        charge_id: Some("ch_o8".to_owned()),
+        limit: 10,
+        ..SupportQuery::default()
+    };
+    let found = support::search_orders(&models, &q).await.expect("search");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].charge_id.as_deref(), Some("ch_o8"));
+    assert_eq!(
+        found[0].dispute.as_ref().and_then(|d| d.withdrawn.clone()),
+        Some(eur(2699))
+    );
+    let other = SupportQuery {
+        charge_id: Some("ch_o9".to_owned()),
+        limit: 10,
+        ..SupportQuery::default()
+    };
+    assert!(support_ids(&models, other).await.is_empty());
+    let timeline = support::order_timeline(&models, "o8")
+        .await
+        .expect("timeline");
+    assert!(
+        timeline
+            .iter()
+            .any(|e| e.summary == "dispute dp_8 lost: fraudulent (26.99 EUR withdrawn)"),
+        "{timeline:?}"
+    );
 }

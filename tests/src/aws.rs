@@ -287,6 +287,7 @@ pub async fn run_workload(shop: &Shop, tag: &str, orders: usize, paid: usize) ->
             shop.payment_fact(&c, &receipt.value.payment_id, |_| {
                 PaymentCommand::RecordSucceeded {
                     intent_id: intent.intent_id.clone(),
+                    charge_id: Some(infrastructure::simulated::charge_of(&intent.intent_id)),
                     amount: amount.clone(),
                     at,
                 }

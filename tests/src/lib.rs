@@ -45,6 +45,20 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// Reads a response whole.
+    async fn of(resp: reqwest::Response) -> Answer {
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Answer {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
     /// The error code of an error answer.
     pub fn code(&self) -> &str {
         self.body["error"]["code"].as_str().unwrap_or("")
@@ -196,17 +210,7 @@ impl TestApp {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.expect("request");
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.expect("body");
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Answer {
-            status,
-            headers,
-            body,
-            text,
-        }
+        Answer::of(req.send().await.expect("request")).await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Answer {
@@ -216,6 +220,25 @@ impl TestApp {
     pub async fn post(&self, path: &str, token: &str, body: Value) -> Answer {
         self.send(Method::POST, path, Some(token), Some(body), &[])
             .await
+    }
+
+    /// Posts a provider event to `/v1/webhooks/stripe`, signed now with `secret`.
+    pub async fn webhook(&self, body: &[u8], secret: &str) -> Answer {
+        let signature = infrastructure::stripe::webhook::sign_for_test(
+            secret,
+            chrono::Utc::now().timestamp(),
+            body,
+        );
+        let resp = self
+            .client
+            .post(self.url("/v1/webhooks/stripe"))
+            .header("content-type", "application/json")
+            .header("Stripe-Signature", signature)
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("request");
+        Answer::of(resp).await
     }
 
     /// Opens a cart for the customer and returns its id.

@@ -170,6 +170,23 @@ async fn scenario(app: &TestApp, ls: &LocalStripe) {
     assert!(notification(app, &token, &order, "order_confirmed")
         .await
         .is_some());
+    // The success named Stripe's charge: support finds the order by it, and so would a dispute
+    // that names only the charge.
+    let at_stripe = ls.get(&format!("/v1/payment_intents/{intent}")).await;
+    let charge = at_stripe["latest_charge"]["id"]
+        .as_str()
+        .or(at_stripe["latest_charge"].as_str())
+        .unwrap_or_else(|| panic!("localstripe names the charge: {at_stripe}"))
+        .to_string();
+    let support = app.token("sam", Role::Support);
+    let by_charge = eventually(app.wait, || async {
+        let a = app
+            .get(&format!("/v1/support/orders?charge_id={charge}"), &support)
+            .await;
+        (a.body["orders"][0]["order_id"] == order.as_str()).then_some(a.body)
+    })
+    .await;
+    assert!(by_charge.is_some(), "no order found by charge {charge}");
 
     // Stripe redelivers: localstripe's own payment_intent.succeeded, signed again and posted
     // once more, is acknowledged as a duplicate with no second effect.

@@ -7,7 +7,7 @@ use api::auth::Role;
 use api::compose::SIM_WEBHOOK_SECRET_FILE;
 use backbone_tests::{eventually, spawn_app, TestApp};
 use commands::EventStore;
-use infrastructure::stripe::testing::{dispute_event, payment_intent_event, IntentSpec};
+use infrastructure::stripe::testing::{payment_intent_event, IntentSpec};
 use infrastructure::stripe::webhook::sign_for_test;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -302,90 +302,5 @@ async fn a_support_refund_is_recorded_once_and_notifies_the_customer() {
         .filter(|e| e["event_type"] == "PaymentRefunded")
         .count();
     assert_eq!(refunds, 1, "recorded once");
-    app.shutdown().await;
-}
-
-/// A dispute reaches the order view and the support search (`disputed=true`), opened and then
-/// closed, from Stripe's charge.dispute.* events that carry no metadata of ours.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_dispute_shows_on_the_order_and_in_support_search() {
-    let app = spawn_app().await;
-    let token = app.token("alice", Role::Customer);
-    let support = app.token("sam", Role::Support);
-    let (order, payment, intent, minor) = order_with_intent(&app, &token).await;
-    let (other, ..) = order_with_intent(&app, &token).await;
-    let secret = secret(&app);
-    let body = succeeded("evt_dsp_paid", &intent, &payment, &order, minor);
-    let (status, _) = deliver(&app, &body, Some(&sign_for_test(&secret, now(), &body))).await;
-    assert_eq!(status, StatusCode::OK);
-    wait_status(&app, &token, &order, "paid").await;
-
-    for (event_id, event_type, dispute_status) in [
-        ("evt_dsp_open", "charge.dispute.created", "needs_response"),
-        ("evt_dsp_lost", "charge.dispute.closed", "lost"),
-    ] {
-        let body = dispute_event(
-            event_id,
-            event_type,
-            "dp_http_1",
-            "ch_http_1",
-            &intent,
-            "fraudulent",
-            dispute_status,
-            now(),
-        );
-        let (status, outcome) =
-            deliver(&app, &body, Some(&sign_for_test(&secret, now(), &body))).await;
-        assert_eq!(status, StatusCode::OK, "{outcome}");
-        assert_eq!(outcome["outcome"], "applied", "{outcome}");
-        let view = eventually(app.wait, || async {
-            let a = app.get(&format!("/v1/orders/{order}"), &token).await;
-            (a.body["dispute"]["status"] == dispute_status).then_some(a.body)
-        })
-        .await
-        .expect("the dispute reaches the order view");
-        assert_eq!(view["dispute"]["dispute_id"], "dp_http_1");
-        assert_eq!(view["dispute"]["reason"], "fraudulent");
-        // The support view follows on its own.
-        let found = eventually(app.wait, || async {
-            let a = app.get("/v1/support/orders?disputed=true", &support).await;
-            (a.body["orders"][0]["dispute"]["status"] == dispute_status).then_some(a.body)
-        })
-        .await
-        .expect("the dispute reaches the support view");
-        let ids: Vec<&str> = found["orders"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|o| o["order_id"].as_str().unwrap())
-            .collect();
-        assert_eq!(ids, [order.as_str()], "{found}");
-    }
-    // The customer heard of the dispute once, when it was opened.
-    let notified =
-        backbone_tests::scenario::notification(&app, &token, &order, "dispute_opened").await;
-    assert!(
-        notified["body"].as_str().unwrap().contains("fraudulent"),
-        "{notified}"
-    );
-    let kinds = app.get("/v1/me/notifications", &token).await;
-    let disputes = kinds.body["notifications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|n| n["kind"] == "dispute_opened")
-        .count();
-    assert_eq!(disputes, 1);
-    let undisputed = app.get("/v1/support/orders?disputed=false", &support).await;
-    let ids: Vec<&str> = undisputed.body["orders"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["order_id"].as_str().unwrap())
-        .collect();
-    assert!(
-        ids.contains(&other.as_str()) && !ids.contains(&order.as_str()),
-        "{ids:?}"
-    );
     app.shutdown().await;
 }

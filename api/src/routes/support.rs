@@ -29,6 +29,8 @@ pub struct SupportSearch {
     pub order_id: Option<String>,
     /// Payment intent id at the provider.
     pub intent_id: Option<String>,
+    /// Charge id at the provider (as on the customer's bank statement or a dispute).
+    pub charge_id: Option<String>,
     /// `true`: only orders whose payment was disputed; `false`: only the others.
     pub disputed: Option<bool>,
     /// At most this many orders (default 50, at most 500).
@@ -76,6 +78,7 @@ pub async fn search(
         to: q.to,
         order_id: q.order_id,
         intent_id: q.intent_id,
+        charge_id: q.charge_id,
         disputed: q.disputed,
         limit: limit(q.limit),
     };

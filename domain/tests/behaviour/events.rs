@@ -41,6 +41,33 @@ fn product_created_v2_keeps_its_category() {
 }
 
 #[test]
+fn payment_succeeded_and_disputed_v1_are_upcast_without_the_fields_v2_added() {
+    let v1 = json!({
+        "payment_id": "pay1", "order_id": "o1", "intent_id": "pi_1",
+        "amount": { "amount": "50.00", "currency": "EUR" },
+        "at": "2026-01-01T00:00:00Z"
+    });
+    let event = PaymentEvent::decode(event_names::PAYMENT_SUCCEEDED, 1, &v1.to_string())
+        .expect("v1 decodes");
+    assert!(matches!(
+        &event,
+        PaymentEvent::PaymentSucceeded { charge_id: None, intent_id, .. } if intent_id == "pi_1"
+    ));
+    assert_eq!(event.event_version(), 2);
+    let v1 = json!({
+        "payment_id": "pay1", "order_id": "o1", "dispute_id": "dp_1",
+        "reason": "fraudulent", "status": "lost", "at": "2026-01-01T00:00:00Z"
+    });
+    let event = PaymentEvent::decode(event_names::PAYMENT_DISPUTED, 1, &v1.to_string())
+        .expect("v1 decodes");
+    assert!(matches!(
+        &event,
+        PaymentEvent::PaymentDisputed { amount: None, withdrawn: None, status, .. } if status == "lost"
+    ));
+    assert_eq!(event.event_version(), 2);
+}
+
+#[test]
 fn decoding_an_unknown_event_type_fails_with_unknown_type() {
     assert_eq!(
         CartEvent::decode("CartExploded", 1, &json!({}).to_string()),

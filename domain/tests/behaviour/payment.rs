@@ -25,6 +25,7 @@ fn succeeded(amount: Money, secs: i64) -> PaymentEvent {
         payment_id: payment_id("pay1"),
         order_id: order_id("o1"),
         intent_id: "pi_1".to_owned(),
+        charge_id: None,
         amount,
         at: at(secs),
     }
@@ -55,6 +56,7 @@ fn refunded(id: &str, amount: Money, total: Money, full: bool) -> PaymentEvent {
 fn record_succeeded(amount: Money) -> PaymentCommand {
     PaymentCommand::RecordSucceeded {
         intent_id: "pi_1".to_owned(),
+        charge_id: None,
         amount,
         at: at(10),
     }
@@ -77,21 +79,36 @@ fn record_refunded(id: &str, total: Money) -> PaymentCommand {
 }
 
 fn disputed(status: &str) -> PaymentCommand {
+    disputed_for(status, None)
+}
+
+fn disputed_for(status: &str, amount: Option<Money>) -> PaymentCommand {
     PaymentCommand::RecordDisputed {
         dispute_id: "dp_1".to_owned(),
         reason: "fraudulent".to_owned(),
         status: status.to_owned(),
+        amount,
         at: at(200),
     }
 }
 
 fn disputed_event(status: &str) -> PaymentEvent {
+    disputed_event_for(status, None, None)
+}
+
+fn disputed_event_for(
+    status: &str,
+    amount: Option<Money>,
+    withdrawn: Option<Money>,
+) -> PaymentEvent {
     PaymentEvent::PaymentDisputed {
         payment_id: payment_id("pay1"),
         order_id: order_id("o1"),
         dispute_id: "dp_1".to_owned(),
         reason: "fraudulent".to_owned(),
         status: status.to_owned(),
+        amount,
+        withdrawn,
         at: at(200),
     }
 }
@@ -229,6 +246,7 @@ fn success_with_another_intent_fails_with_intent_mismatch() {
     given::<Payment>([requested(), intent_created()])
         .when(PaymentCommand::RecordSucceeded {
             intent_id: "pi_other".to_owned(),
+            charge_id: None,
             amount: eur("50.00"),
             at: at(10),
         })
@@ -356,6 +374,7 @@ fn disputes_are_recorded_once_per_status() {
             dispute_id: "dp_1".to_owned(),
             reason: "fraudulent".to_owned(),
             status: "needs_response".to_owned(),
+            amount: None,
         })
     );
     // The status does not change: a dispute is a flag, not a status.
@@ -370,6 +389,82 @@ fn disputes_are_recorded_once_per_status() {
         .when(disputed("lost"))
         .then_expect(vec![disputed_event("lost")]);
     assert_eq!(payment.dispute.map(|d| d.status).as_deref(), Some("lost"));
+}
+
+#[test]
+fn a_lost_dispute_records_the_amount_withdrawn_and_a_won_one_does_not() {
+    let base = [requested(), intent_created(), succeeded(eur("50.00"), 10)];
+    let opened = disputed_event_for("needs_response", Some(eur("50.00")), None);
+    let payment = given::<Payment>(base.clone())
+        .when(disputed_for("needs_response", Some(eur("50.00"))))
+        .then_expect(vec![opened.clone()]);
+    assert_eq!(payment.withdrawn, None);
+    assert_eq!(payment.dispute.and_then(|d| d.amount), Some(eur("50.00")));
+
+    let mut history = base.to_vec();
+    history.push(opened);
+    let payment = given::<Payment>(history.clone())
+        .when(disputed_for("lost", Some(eur("50.00"))))
+        .then_expect(vec![disputed_event_for(
+            "lost",
+            Some(eur("50.00")),
+            Some(eur("50.00")),
+        )]);
+    assert_eq!(payment.withdrawn, Some(eur("50.00")));
+    // A chargeback is not a refund: the payment's status and refunds stay.
+    assert_eq!(payment.status, PaymentStatus::Succeeded);
+    assert_eq!(payment.refunded, None);
+
+    let payment = given::<Payment>(history)
+        .when(disputed_for("won", Some(eur("50.00"))))
+        .then_expect(vec![disputed_event_for("won", Some(eur("50.00")), None)]);
+    assert_eq!(payment.withdrawn, None);
+}
+
+#[test]
+fn a_disputed_amount_in_another_currency_or_above_the_payment_is_refused() {
+    let base = [requested(), intent_created(), succeeded(eur("50.00"), 10)];
+    given::<Payment>(base.clone())
+        .when(disputed_for(
+            "lost",
+            Some(Money::parse("50.00", "USD").unwrap()),
+        ))
+        .then_expect_error(|e| matches!(e, PaymentError::CurrencyMismatch { .. }));
+    given::<Payment>(base.clone())
+        .when(disputed_for("lost", Some(eur("50.01"))))
+        .then_expect_error(|e| matches!(e, PaymentError::InvalidDisputeAmount { .. }));
+    given::<Payment>(base)
+        .when(disputed_for("lost", Some(eur("0.00"))))
+        .then_expect_error(|e| matches!(e, PaymentError::InvalidDisputeAmount { .. }));
+}
+
+#[test]
+fn a_success_remembers_the_charge_that_took_the_money() {
+    let event = PaymentEvent::PaymentSucceeded {
+        payment_id: payment_id("pay1"),
+        order_id: order_id("o1"),
+        intent_id: "pi_1".to_owned(),
+        charge_id: Some("ch_1".to_owned()),
+        amount: eur("50.00"),
+        at: at(10),
+    };
+    let payment = given::<Payment>([requested(), intent_created()])
+        .when(PaymentCommand::RecordSucceeded {
+            intent_id: "pi_1".to_owned(),
+            charge_id: Some("ch_1".to_owned()),
+            amount: eur("50.00"),
+            at: at(10),
+        })
+        .then_expect(vec![event]);
+    assert_eq!(payment.charge_id.as_deref(), Some("ch_1"));
+    given::<Payment>([requested(), intent_created()])
+        .when(PaymentCommand::RecordSucceeded {
+            intent_id: "pi_1".to_owned(),
+            charge_id: Some(" ".to_owned()),
+            amount: eur("50.00"),
+            at: at(10),
+        })
+        .then_expect_error(|e| matches!(e, PaymentError::InvalidReference { field: "charge_id" }));
 }
 
 #[test]

@@ -247,6 +247,15 @@ impl PaymentSimulator for SimulatedGateway {
     }
 }
 
+/// The id of the charge that a simulated intent's success took the money with: the intent's
+/// id with `ch_` for `pi_`.
+pub fn charge_of(intent_id: &str) -> String {
+    match intent_id.strip_prefix("pi_") {
+        Some(rest) => format!("ch_{rest}"),
+        None => format!("ch_{intent_id}"),
+    }
+}
+
 /// What Stripe's webhook reports for a confirmation's outcome: the event type it sends and the
 /// fact the Stripe adapter would parse from it.
 fn provider_event(
@@ -261,6 +270,7 @@ fn provider_event(
         SimOutcome::Succeeded => (
             "payment_intent.succeeded",
             ProviderFact::IntentSucceeded {
+                charge_id: Some(charge_of(&intent_id)),
                 intent_id,
                 amount_minor: amount.to_minor(),
                 currency: amount.currency().code().to_ascii_lowercase(),
@@ -399,6 +409,7 @@ mod tests {
         assert_eq!(
             paid.fact,
             ProviderFact::IntentSucceeded {
+                charge_id: Some(charge_of(&intent_id)),
                 intent_id,
                 amount_minor: 1000,
                 currency: "eur".into(),

@@ -4,4 +4,4 @@
 
 mod gateway;
 
-pub use gateway::{outcome_for, SimOutcome, SimulatedGateway};
+pub use gateway::{charge_of, outcome_for, SimOutcome, SimulatedGateway};

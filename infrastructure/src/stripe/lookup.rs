@@ -1,4 +1,5 @@
-//! [`PaymentLookup`] over the support read model's `support_by_intent` index.
+//! [`PaymentLookup`] over the support read model's `support_by_intent` and `support_by_charge`
+//! indexes.
 
 use async_trait::async_trait;
 use commands::{CommandError, IntentOwner, PaymentLookup, StoreError};
@@ -23,11 +24,26 @@ impl ReadModelPaymentLookup {
 #[async_trait]
 impl PaymentLookup for ReadModelPaymentLookup {
     async fn owner_of_intent(&self, intent_id: &str) -> Result<Option<IntentOwner>, CommandError> {
-        let query = SupportQuery {
+        self.owner(SupportQuery {
             intent_id: Some(intent_id.to_string()),
             limit: 1,
             ..SupportQuery::default()
-        };
+        })
+        .await
+    }
+
+    async fn owner_of_charge(&self, charge_id: &str) -> Result<Option<IntentOwner>, CommandError> {
+        self.owner(SupportQuery {
+            charge_id: Some(charge_id.to_string()),
+            limit: 1,
+            ..SupportQuery::default()
+        })
+        .await
+    }
+}
+
+impl ReadModelPaymentLookup {
+    async fn owner(&self, query: SupportQuery) -> Result<Option<IntentOwner>, CommandError> {
         let found = search_orders(&*self.models, &query).await.map_err(|e| {
             if e.is_transient() {
                 CommandError::Store(StoreError::Unavailable(e.to_string()))

@@ -82,6 +82,8 @@ pub fn payment_intent_event(
             "amount_received": received,
             "currency": spec.currency,
             "metadata": metadata(spec),
+            "latest_charge": (status == "succeeded")
+                .then(|| crate::simulated::charge_of(spec.intent_id)),
             "status": status,
             "last_payment_error": last_error,
         }),
@@ -120,30 +122,39 @@ pub fn charge_refunded_event(
     )
 }
 
+/// A dispute (chargeback) as the provider would describe it.
+#[derive(Debug, Clone)]
+pub struct DisputeSpec<'a> {
+    pub dispute_id: &'a str,
+    pub charge_id: &'a str,
+    /// `None` for payloads of API versions whose disputes name only the charge.
+    pub intent_id: Option<&'a str>,
+    pub amount_minor: i64,
+    /// Lowercase, as Stripe sends it (`"eur"`).
+    pub currency: &'a str,
+    pub reason: &'a str,
+    pub status: &'a str,
+}
+
 /// A `charge.dispute.created` or `charge.dispute.closed` event.
-#[allow(clippy::too_many_arguments)]
 pub fn dispute_event(
     event_id: &str,
     event_type: &str,
-    dispute_id: &str,
-    charge_id: &str,
-    intent_id: &str,
-    reason: &str,
-    status: &str,
+    spec: &DisputeSpec<'_>,
     created: i64,
 ) -> Vec<u8> {
-    envelope(
-        event_id,
-        event_type,
-        created,
-        json!({
-            "id": dispute_id,
-            "object": "dispute",
-            "charge": charge_id,
-            "payment_intent": intent_id,
-            "reason": reason,
-            "status": status,
-            "metadata": {},
-        }),
-    )
+    let mut object = json!({
+        "id": spec.dispute_id,
+        "object": "dispute",
+        "amount": spec.amount_minor,
+        "currency": spec.currency,
+        "charge": spec.charge_id,
+        "reason": spec.reason,
+        "status": spec.status,
+        "metadata": {},
+    });
+    if let Some(intent) = spec.intent_id {
+        object["payment_intent"] = json!(intent);
+    }
+    envelope(event_id, event_type, created, object)
 }

@@ -333,6 +333,10 @@ mod typed {
         let fact = match event.data.object {
             EventObject::PaymentIntentSucceeded(pi) => ProviderFact::IntentSucceeded {
                 intent_id: pi.id.as_str().to_string(),
+                charge_id: pi
+                    .latest_charge
+                    .as_ref()
+                    .map(|c| c.id().as_str().to_string()),
                 amount_minor: if pi.amount_received > 0 {
                     pi.amount_received
                 } else {
@@ -398,6 +402,8 @@ mod typed {
                 charge_id: Some(dp.charge.id().as_str().to_string()),
                 reason: dp.reason.clone(),
                 status: dp.status.as_str().to_string(),
+                amount_minor: Some(dp.amount),
+                currency: Some(dp.currency.to_string()),
                 refs: PaymentRefs::from_metadata(&dp.metadata),
             },
             EventObject::ChargeDisputeClosed(dp) => ProviderFact::DisputeClosed {
@@ -409,6 +415,8 @@ mod typed {
                 charge_id: Some(dp.charge.id().as_str().to_string()),
                 reason: dp.reason.clone(),
                 status: dp.status.as_str().to_string(),
+                amount_minor: Some(dp.amount),
+                currency: Some(dp.currency.to_string()),
                 refs: PaymentRefs::from_metadata(&dp.metadata),
             },
             _ => ProviderFact::Ignored {
@@ -540,8 +548,17 @@ mod lenient {
         Ok(match event_type {
             "payment_intent.succeeded" => {
                 let received = int_field(obj, "amount_received").filter(|a| *a > 0);
+                // `latest_charge` since API 2022-11-15; `charges.data` before.
+                let charge_id = id_field(obj, "latest_charge").or_else(|| {
+                    obj.get("charges")
+                        .and_then(|c| c.get("data"))
+                        .and_then(Value::as_array)
+                        .and_then(|list| list.first())
+                        .and_then(|c| str_field(c, "id"))
+                });
                 ProviderFact::IntentSucceeded {
                     intent_id: intent_id()?,
+                    charge_id,
                     amount_minor: received
                         .or_else(|| int_field(obj, "amount"))
                         .ok_or_else(|| missing("data.object.amount"))?,
@@ -617,6 +634,8 @@ mod lenient {
                 let charge_id = id_field(obj, "charge");
                 let reason = str_field(obj, "reason").unwrap_or_else(|| "general".into());
                 let status = str_field(obj, "status").unwrap_or_else(|| "unknown".into());
+                let amount_minor = int_field(obj, "amount");
+                let currency = str_field(obj, "currency");
                 if event_type == "charge.dispute.created" {
                     ProviderFact::DisputeCreated {
                         dispute_id,
@@ -624,6 +643,8 @@ mod lenient {
                         charge_id,
                         reason,
                         status,
+                        amount_minor,
+                        currency,
                         refs: refs(obj),
                     }
                 } else {
@@ -633,6 +654,8 @@ mod lenient {
                         charge_id,
                         reason,
                         status,
+                        amount_minor,
+                        currency,
                         refs: refs(obj),
                     }
                 }

@@ -583,6 +583,7 @@ impl Simulator {
                     let ok = self.payment_cmd(
                         &payment_id,
                         PaymentCommand::RecordSucceeded {
+                            charge_id: Some(intent.replacen("pi_", "ch_", 1)),
                             intent_id: intent,
                             amount: amount.clone(),
                             at,
@@ -747,7 +748,7 @@ impl Simulator {
         let Some(order_id) = self.pick_order(&[OrderStatus::Paid, OrderStatus::Shipped]) else {
             return;
         };
-        let Some((payment_id, _, _)) = self.payment_of(&order_id) else {
+        let Some((payment_id, amount, _)) = self.payment_of(&order_id) else {
             return;
         };
         let at = self.now;
@@ -757,6 +758,7 @@ impl Simulator {
                 dispute_id: format!("dp_{payment_id}"),
                 reason: "fraudulent".to_owned(),
                 status: "needs_response".to_owned(),
+                amount: Some(amount),
                 at,
             },
         );
