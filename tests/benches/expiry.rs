@@ -11,14 +11,9 @@
 //!
 //! Prints a Markdown table.
 
-use commands::{
-    Caller, CommandContext, Commit, EventStore, ManualClock, Metadata, NewEvent, Shop,
-    StreamAppend, StreamRef,
-};
-use domain::{
-    CartId, CustomerId, Event, Money, OrderCommand, OrderEvent, OrderId, OrderLine, PaymentId,
-    ProductId, Quantity, StreamType,
-};
+use backbone_tests::bench::{arg, new_event, order_placed, seed_orders};
+use commands::{Caller, CommandContext, ManualClock, Shop};
+use domain::OrderCommand;
 use infrastructure::simulated::SimulatedGateway;
 use projections::{ProjectionRunner, ReadModelStore, StepOutcome};
 use std::sync::Arc;
@@ -26,47 +21,6 @@ use std::time::{Duration, Instant};
 use workers::ExpirySweeper;
 
 const TTL: Duration = Duration::from_secs(30 * 60);
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn placed(i: usize, at: chrono::DateTime<chrono::Utc>) -> NewEvent {
-    let price = Money::parse("4.00", "EUR").unwrap();
-    let event = OrderEvent::OrderPlaced {
-        order_id: OrderId::parse(&format!("ord_{i:07}")).unwrap(),
-        cart_id: CartId::parse(&format!("cart_{i:07}")).unwrap(),
-        customer_id: CustomerId::parse(&format!("cus_{}", i % 5_000)).unwrap(),
-        customer_email: format!("c{}@example.com", i % 5_000),
-        shipping_address: backbone_tests::aws::checkout_input("bench@example.com").shipping_address,
-        lines: vec![OrderLine {
-            product_id: ProductId::parse("prd_bench").unwrap(),
-            name: "Bench".into(),
-            quantity: Quantity::parse(1).unwrap(),
-            unit_price: price.clone(),
-            line_total: price.clone(),
-        }],
-        total: price,
-        payment_id: PaymentId::parse(&format!("pay_{i:07}")).unwrap(),
-        placed_at: at,
-    };
-    NewEvent {
-        event_id: uuid::Uuid::now_v7(),
-        event_type: event.event_type().to_string(),
-        event_version: event.event_version(),
-        occurred_at: at,
-        payload: commands::Payload::of_event(&event),
-        metadata: Metadata {
-            correlation_id: format!("bench-{i}"),
-            ..Metadata::default()
-        },
-    }
-}
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
@@ -88,25 +42,11 @@ async fn main() {
     let now = chrono::Utc::now();
     let oldest = now - chrono::Duration::seconds(orders as i64 - 1);
     let started = Instant::now();
-    let ids: Vec<usize> = (0..orders).collect();
-    for chunk in ids.chunks(100) {
-        let streams = chunk
-            .iter()
-            .map(|&i| StreamAppend {
-                stream: StreamRef::new(StreamType::Order, format!("ord_{i:07}")),
-                expected_version: 0,
-                events: vec![placed(i, oldest + chrono::Duration::seconds(i as i64))],
-                snapshot: None,
-            })
-            .collect();
-        store
-            .append(Commit {
-                streams,
-                idempotency: None,
-            })
-            .await
-            .expect("seed");
-    }
+    seed_orders(store.as_ref(), orders, |i| {
+        let at = oldest + chrono::Duration::seconds(i as i64);
+        vec![new_event(&order_placed(i, at), at, i)]
+    })
+    .await;
     let runner = ProjectionRunner::new(
         store.clone(),
         models.clone(),
@@ -162,7 +102,7 @@ async fn main() {
         shop.order_command(
             &CommandContext::default(),
             &Caller::Staff,
-            &format!("ord_{i:07}"),
+            &backbone_tests::bench::order_id(i),
             |_| OrderCommand::Expire {
                 at: clock_now(&clock),
                 unpaid_for: chrono::Duration::from_std(TTL).unwrap(),

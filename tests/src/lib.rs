@@ -4,6 +4,7 @@
 //! [`scenario`] is the shop flow every backend runs.
 
 pub mod aws;
+pub mod bench;
 pub mod mail;
 pub mod scenario;
 

@@ -356,3 +356,125 @@ async fn a_recipient_the_server_refuses_fails_at_the_first_attempt() {
     assert!(sink.messages().is_empty());
     app.shutdown().await;
 }
+
+/// A file channel that holds every send until `racers` sends are under way, so that workers
+/// racing on one notification have all read its stream before any of them records the attempt.
+struct RacingMailer {
+    inner: infrastructure::mail::FileMailer,
+    gate: tokio::sync::Barrier,
+    message_ids: std::sync::Mutex<Vec<Option<String>>>,
+}
+
+#[async_trait::async_trait]
+impl commands::Mailer for RacingMailer {
+    fn channel(&self) -> &'static str {
+        "file"
+    }
+
+    async fn send(
+        &self,
+        email: &commands::OutgoingEmail,
+    ) -> Result<Option<String>, commands::MailError> {
+        self.gate.wait().await;
+        let sent = self.inner.send(email).await?;
+        self.message_ids.lock().unwrap().push(sent.clone());
+        Ok(sent)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_workers_racing_on_one_notification_record_one_delivery_of_one_message() {
+    use projections::{ProjectionRunner, ReadModelStore};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let store = api::compose::open_event_store(dir.path(), true)
+        .await
+        .unwrap();
+    let models: Arc<dyn ReadModelStore> = api::compose::open_read_models(dir.path()).await.unwrap();
+    let now = chrono::Utc::now();
+    backbone_tests::bench::seed_orders(store.as_ref(), 1, |i| {
+        use backbone_tests::bench::{new_event, order_paid, order_placed};
+        vec![
+            new_event(&order_placed(i, now), now, i),
+            new_event(&order_paid(i, now), now, i),
+        ]
+    })
+    .await;
+    ProjectionRunner::new(
+        store.clone(),
+        models.clone(),
+        Arc::new(projections::notifications::NotificationsProjection),
+        projections::runner::DEFAULT_BATCH,
+    )
+    .rebuild(|_, _| {})
+    .await
+    .unwrap();
+
+    let clock = Arc::new(commands::ManualClock::new(
+        now + chrono::Duration::seconds(1),
+    ));
+    let service = api::compose::command_service(
+        store.clone(),
+        clock.clone(),
+        commands::ServiceConfig::default(),
+    );
+    let shop = Arc::new(commands::Shop::new(
+        service,
+        Arc::new(infrastructure::simulated::SimulatedGateway::new()),
+    ));
+    let outbox = dir.path().join("outbox");
+    let mailer = Arc::new(RacingMailer {
+        inner: infrastructure::mail::FileMailer::new(
+            &outbox,
+            infrastructure::mail::parse_sender(api::notify::DEFAULT_MAIL_FROM).unwrap(),
+        ),
+        gate: tokio::sync::Barrier::new(2),
+        message_ids: Default::default(),
+    });
+    let worker = || {
+        workers::DeliveryWorker::new(shop.clone(), models.clone(), mailer.clone(), clock.clone())
+    };
+    let (a, b) = (worker(), worker());
+    let (a, b) = tokio::join!(a.deliver_due(), b.deliver_due());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(
+        a.failed + a.retrying + b.failed + b.retrying,
+        0,
+        "{a:?} {b:?}"
+    );
+
+    // Both sent (at least once), the same message both times, into the same one file.
+    let ids = mailer.message_ids.lock().unwrap().clone();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(ids[0].is_some() && ids[0] == ids[1], "{ids:?}");
+    let files: Vec<_> = std::fs::read_dir(&outbox).unwrap().collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+
+    // The notification's stream records one delivery, under the one command id of attempt 1.
+    let notification_id = files[0]
+        .as_ref()
+        .unwrap()
+        .path()
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let stream = store
+        .load(&commands::StreamRef::new(
+            domain::StreamType::Notification,
+            notification_id.clone(),
+        ))
+        .await
+        .unwrap();
+    let types: Vec<&str> = stream
+        .events
+        .iter()
+        .map(|e| e.event_type.as_str())
+        .collect();
+    assert_eq!(types, ["NotificationDelivered"], "{notification_id}");
+    assert_eq!(stream.version, 1);
+    assert_eq!(
+        stream.events[0].metadata.command_id.as_deref(),
+        Some(format!("deliver:{notification_id}:1").as_str())
+    );
+}

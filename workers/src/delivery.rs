@@ -24,6 +24,7 @@ use commands::{
     Shop,
 };
 use domain::{AttemptOutcome, Notification, NotificationCommand, NotificationId, RetryPolicy};
+use futures::StreamExt;
 use projections::notifications::{self, NotificationKind, NotificationView};
 use projections::ReadModelStore;
 use std::sync::Arc;
@@ -34,6 +35,9 @@ pub const DELIVERY_WORKER: &str = "delivery";
 pub const DELIVER_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Notifications sent per round at most; a full round is followed by another at once.
 pub const DELIVERY_BATCH: usize = 100;
+/// Messages of a round in flight at once: a channel's latency (an SMTP or SES round trip, a
+/// file's flush) is paid in parallel, while each notification's attempts stay in order.
+pub const DELIVERY_CONCURRENCY: usize = 8;
 
 /// What one round did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -61,6 +65,7 @@ pub struct DeliveryWorker {
     clock: Arc<dyn Clock>,
     policy: RetryPolicy,
     batch: usize,
+    concurrency: usize,
 }
 
 impl DeliveryWorker {
@@ -77,6 +82,7 @@ impl DeliveryWorker {
             clock,
             policy: RetryPolicy::default(),
             batch: DELIVERY_BATCH,
+            concurrency: DELIVERY_CONCURRENCY,
         }
     }
 
@@ -88,6 +94,12 @@ impl DeliveryWorker {
     /// At most this many notifications per round.
     pub fn with_batch(mut self, batch: usize) -> Self {
         self.batch = batch.max(1);
+        self
+    }
+
+    /// At most this many messages in flight at once (1: one after the other).
+    pub fn with_concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency.max(1);
         self
     }
 
@@ -103,10 +115,7 @@ impl DeliveryWorker {
                     "the notifications read model: {e}"
                 )))
             })?;
-        let mut round = Deliveries::default();
-        for view in due {
-            self.deliver(&view, now, &mut round).await?;
-        }
+        let round = self.deliver(&due, now).await?;
         let span = tracing::Span::current();
         span.record("delivered", round.delivered);
         span.record("retrying", round.retrying);
@@ -115,20 +124,39 @@ impl DeliveryWorker {
         Ok(round)
     }
 
-    async fn deliver(
+    /// Sends the notifications `due`, each once, as of `now`.
+    pub async fn deliver(
+        &self,
+        due: &[NotificationView],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Deliveries, CommandError> {
+        // Each notification appears once in `due`, so the ones in flight never share a stream.
+        let attempts: Vec<_> = due.iter().map(|view| self.attempt(view, now)).collect();
+        let mut attempts = futures::stream::iter(attempts).buffer_unordered(self.concurrency);
+        let mut round = Deliveries::default();
+        while let Some(outcome) = attempts.next().await {
+            match outcome? {
+                Attempt::Delivered => round.delivered += 1,
+                Attempt::Retrying => round.retrying += 1,
+                Attempt::Failed => round.failed += 1,
+                Attempt::Skipped => round.skipped += 1,
+            }
+        }
+        Ok(round)
+    }
+
+    async fn attempt(
         &self,
         view: &NotificationView,
         now: chrono::DateTime<chrono::Utc>,
-        round: &mut Deliveries,
-    ) -> Result<(), CommandError> {
+    ) -> Result<Attempt, CommandError> {
         let id = view.notification_id.to_string();
         let stream = self.shop.service().load::<Notification>(&id).await?;
         let state = &stream.state;
         let not_yet = state.next_attempt_at.is_some_and(|next| next > now);
         if state.status.is_closed() || not_yet {
             tracing::debug!(notification_id = %id, status = state.status.as_str(), "not due by its stream");
-            round.skipped += 1;
-            return Ok(());
+            return Ok(Attempt::Skipped);
         }
         let attempt = state.attempts + 1;
         let email = compose(view);
@@ -164,21 +192,28 @@ impl DeliveryWorker {
             )
             .await;
         match result {
-            Ok(executed) => match executed.value {
-                domain::NotificationStatus::Delivered => round.delivered += 1,
-                domain::NotificationStatus::Failed => round.failed += 1,
-                _ => round.retrying += 1,
-            },
+            Ok(executed) => Ok(match executed.value {
+                domain::NotificationStatus::Delivered => Attempt::Delivered,
+                domain::NotificationStatus::Failed => Attempt::Failed,
+                _ => Attempt::Retrying,
+            }),
             // Another worker recorded the outcome first: the message was sent at least once.
             Err(CommandError::Rejected { code, .. })
                 if code == "notification_delivered" || code == "notification_failed" =>
             {
-                round.skipped += 1;
+                Ok(Attempt::Skipped)
             }
-            Err(e) => return Err(e),
+            Err(e) => Err(e),
         }
-        Ok(())
     }
+}
+
+/// What became of one due notification.
+enum Attempt {
+    Delivered,
+    Retrying,
+    Failed,
+    Skipped,
 }
 
 /// The one command id every worker uses for a notification's `attempt`.

@@ -11,7 +11,10 @@ pub mod queue;
 pub mod rebuild;
 pub mod relay;
 
-pub use delivery::{spawn_delivery, Deliveries, DeliveryWorker, DELIVERY_WORKER};
+pub use delivery::{
+    compose, spawn_delivery, Deliveries, DeliveryWorker, DELIVERY_BATCH, DELIVERY_CONCURRENCY,
+    DELIVERY_WORKER,
+};
 pub use expiry::{spawn_expiry, ExpirySweeper, Sweep, DEFAULT_ORDER_TTL, EXPIRY_WORKER};
 pub use feed::*;
 pub use health::*;

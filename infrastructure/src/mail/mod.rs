@@ -53,7 +53,7 @@ pub fn encode(email: &OutgoingEmail, from: &Mailbox) -> Result<Encoded, MailErro
 
 /// Writes each message to `<dir>/<notification id>.eml`.
 ///
-/// The file appears whole or not at all (written beside it, then renamed), and a resend
+/// The file appears whole or not at all (written beside it, flushed, then renamed), and a resend
 /// replaces it with the same message, so the outbox holds one file per notification.
 #[derive(Debug, Clone)]
 pub struct FileMailer {
@@ -82,19 +82,41 @@ impl Mailer for FileMailer {
     }
 
     async fn send(&self, email: &OutgoingEmail) -> Result<Option<String>, MailError> {
-        let encoded = encode(email, &self.from)?;
+        let Encoded { message_id, bytes } = encode(email, &self.from)?;
         let path = self.path_of(&email.notification_id);
         let partial = self
             .dir
-            .join(format!(".{}.eml.partial", email.notification_id));
-        let io = |e: std::io::Error| MailError::transient(format!("the outbox: {e}"));
-        tokio::fs::create_dir_all(&self.dir).await.map_err(io)?;
-        tokio::fs::write(&partial, &encoded.bytes)
+            // Each write has its own partial file: two workers sending the same message at
+            // once each rename a whole file into place.
+            .join(format!(
+                ".{}.{}.eml.partial",
+                email.notification_id,
+                uuid::Uuid::new_v4().simple()
+            ));
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || write_durably(&dir, &partial, &path, &bytes))
             .await
-            .map_err(io)?;
-        tokio::fs::rename(&partial, &path).await.map_err(io)?;
-        Ok(Some(encoded.message_id))
+            .map_err(|e| MailError::transient(format!("the outbox writer: {e}")))?
+            .map_err(|e| MailError::transient(format!("the outbox: {e}")))?;
+        Ok(Some(message_id))
     }
+}
+
+/// Writes `bytes` to `partial`, flushes it to disk, renames it to `path` and flushes the
+/// directory: once the delivery is recorded, the file survives a power loss.
+fn write_durably(
+    dir: &std::path::Path,
+    partial: &std::path::Path,
+    path: &std::path::Path,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let mut file = std::fs::File::create(partial)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(partial, path)?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Sends each message to an SMTP server.

@@ -1,0 +1,111 @@
+//! What the embedded benches share: their command-line arguments, and seeding orders straight
+//! into the event store (no commands), so that a bench times only what it measures.
+
+use commands::{Commit, EventStore, Metadata, NewEvent, StreamAppend, StreamRef};
+use domain::{
+    CartId, CustomerId, Event, Money, OrderEvent, OrderId, OrderLine, PaymentId, ProductId,
+    Quantity, StreamType,
+};
+
+/// The value after `name` on the command line (`--orders 1000`), or `default`.
+pub fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The id of the bench's `i`th order.
+pub fn order_id(i: usize) -> String {
+    format!("ord_{i:07}")
+}
+
+/// The `OrderPlaced` of the bench's `i`th order: one unit at 4.00 EUR, by one of 5,000
+/// customers.
+pub fn order_placed(i: usize, at: chrono::DateTime<chrono::Utc>) -> OrderEvent {
+    let price = Money::parse("4.00", "EUR").unwrap();
+    OrderEvent::OrderPlaced {
+        order_id: OrderId::parse(&order_id(i)).unwrap(),
+        cart_id: CartId::parse(&format!("cart_{i:07}")).unwrap(),
+        customer_id: CustomerId::parse(&format!("cus_{}", i % 5_000)).unwrap(),
+        customer_email: format!("c{}@example.com", i % 5_000),
+        shipping_address: crate::aws::checkout_input("bench@example.com").shipping_address,
+        lines: vec![OrderLine {
+            product_id: ProductId::parse("prd_bench").unwrap(),
+            name: "Bench".into(),
+            quantity: Quantity::parse(1).unwrap(),
+            unit_price: price.clone(),
+            line_total: price.clone(),
+        }],
+        total: price,
+        payment_id: PaymentId::parse(&format!("pay_{i:07}")).unwrap(),
+        placed_at: at,
+    }
+}
+
+/// The `OrderPaid` that follows [`order_placed`].
+pub fn order_paid(i: usize, at: chrono::DateTime<chrono::Utc>) -> OrderEvent {
+    OrderEvent::OrderPaid {
+        order_id: OrderId::parse(&order_id(i)).unwrap(),
+        payment_id: PaymentId::parse(&format!("pay_{i:07}")).unwrap(),
+        amount: Money::parse("4.00", "EUR").unwrap(),
+        at,
+    }
+}
+
+/// An order event as the store takes it.
+pub fn new_event(event: &OrderEvent, at: chrono::DateTime<chrono::Utc>, i: usize) -> NewEvent {
+    NewEvent {
+        event_id: uuid::Uuid::now_v7(),
+        event_type: event.event_type().to_string(),
+        event_version: event.event_version(),
+        occurred_at: at,
+        payload: commands::Payload::of_event(event),
+        metadata: Metadata {
+            correlation_id: format!("bench-{i}"),
+            ..Metadata::default()
+        },
+    }
+}
+
+/// Appends order streams `0..n`, each new, with the events `events(i)`, as many streams per
+/// commit as the store's limit of writes allows.
+pub async fn seed_orders(
+    store: &dyn EventStore,
+    n: usize,
+    events: impl Fn(usize) -> Vec<NewEvent>,
+) {
+    const WRITES_PER_COMMIT: usize = 100;
+    let mut streams = Vec::new();
+    let mut writes = 0;
+    for i in 0..n {
+        let events = events(i);
+        if writes + events.len() > WRITES_PER_COMMIT {
+            commit(store, std::mem::take(&mut streams)).await;
+            writes = 0;
+        }
+        writes += events.len();
+        streams.push(StreamAppend {
+            stream: StreamRef::new(StreamType::Order, order_id(i)),
+            expected_version: 0,
+            events,
+            snapshot: None,
+        });
+    }
+    commit(store, streams).await;
+}
+
+async fn commit(store: &dyn EventStore, streams: Vec<StreamAppend>) {
+    if streams.is_empty() {
+        return;
+    }
+    store
+        .append(Commit {
+            streams,
+            idempotency: None,
+        })
+        .await
+        .expect("seed");
+}
