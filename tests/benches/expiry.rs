@@ -11,11 +11,10 @@
 //!
 //! Prints a Markdown table.
 
-use backbone_tests::bench::{arg, new_event, order_placed, seed_orders};
-use commands::{Caller, CommandContext, ManualClock, Shop};
+use backbone_tests::bench::{arg, new_event, order_placed, seed_orders, Embedded};
+use commands::{Caller, CommandContext, ManualClock};
 use domain::OrderCommand;
-use infrastructure::simulated::SimulatedGateway;
-use projections::{ProjectionRunner, ReadModelStore, StepOutcome};
+use projections::StepOutcome;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use workers::ExpirySweeper;
@@ -30,39 +29,25 @@ fn ms(d: Duration) -> String {
 async fn main() {
     let orders = arg("--orders", 100_000);
     let due = arg("--due", 2_000).min(orders);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = api::compose::open_event_store(dir.path(), true)
-        .await
-        .expect("event store");
-    let models: Arc<dyn ReadModelStore> = api::compose::open_read_models(dir.path())
-        .await
-        .expect("read models");
+    let backend = Embedded::open().await;
+    let models = backend.models.clone();
 
     // Orders placed one second apart, the newest now: the `due` oldest are past the TTL.
     let now = chrono::Utc::now();
     let oldest = now - chrono::Duration::seconds(orders as i64 - 1);
     let started = Instant::now();
-    seed_orders(store.as_ref(), orders, |i| {
+    seed_orders(backend.store.as_ref(), orders, |i| {
         let at = oldest + chrono::Duration::seconds(i as i64);
         vec![new_event(&order_placed(i, at), at, i)]
     })
     .await;
-    let runner = ProjectionRunner::new(
-        store.clone(),
-        models.clone(),
-        Arc::new(projections::support::SupportProjection),
-        projections::runner::DEFAULT_BATCH,
-    );
-    runner.rebuild(|_, _| {}).await.expect("support view");
+    let runner = backend
+        .project(Arc::new(projections::support::SupportProjection))
+        .await;
     let seeded = started.elapsed();
 
     let clock = Arc::new(ManualClock::new(now));
-    let service = api::compose::command_service(
-        store.clone(),
-        clock.clone(),
-        commands::ServiceConfig::default(),
-    );
-    let shop = Arc::new(Shop::new(service, Arc::new(SimulatedGateway::new())));
+    let shop = backend.shop(clock.clone());
     let sweeper = ExpirySweeper::new(shop.clone(), models.clone(), clock.clone(), TTL);
 
     // 1. Nothing due: the deadline is before the oldest order's.
@@ -79,7 +64,11 @@ async fn main() {
     idle.sort();
 
     // 2. The `due` oldest orders are due: sweep until they are expired.
-    clock.advance(chrono::Duration::seconds(orders as i64 + due as i64 - 1));
+    // The clock was `orders + TTL` before now; the order placed `orders - due` seconds before
+    // now (the youngest of the due ones) reaches its deadline at `orders - due - TTL` before now.
+    clock.advance(chrono::Duration::seconds(
+        due as i64 + 2 * TTL.as_secs() as i64,
+    ));
     // Between sweeps the support view catches up (untimed), as its projection would.
     let mut expiring = Duration::ZERO;
     let mut expired = 0;
@@ -93,6 +82,7 @@ async fn main() {
         assert!(sweep.expired > 0, "a sweep found nothing new at {expired}");
         while let StepOutcome::Progressed { .. } = runner.step().await.expect("support view") {}
     }
+    assert_eq!(expired, due, "exactly the due orders expire");
 
     // 3. Reference: Expire sent directly to the next orders, one by one.
     let reference_n = 500.min(orders - due);

@@ -14,11 +14,10 @@
 //!
 //! Prints a Markdown table.
 
-use backbone_tests::bench::{arg, new_event, order_paid, order_placed, seed_orders};
-use commands::{Mailer, ManualClock, Shop};
+use backbone_tests::bench::{arg, paid_order, seed_orders, Embedded};
+use commands::{Mailer, ManualClock};
 use futures::StreamExt;
 use infrastructure::mail::{parse_sender, FileMailer};
-use infrastructure::simulated::SimulatedGateway;
 use projections::notifications::NotificationsProjection;
 use projections::{ProjectionRunner, ReadModelStore, StepOutcome};
 use std::sync::Arc;
@@ -36,39 +35,17 @@ fn per_second(n: usize, d: Duration) -> String {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let orders = arg("--orders", 10_000);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = api::compose::open_event_store(dir.path(), true)
-        .await
-        .expect("event store");
-    let models: Arc<dyn ReadModelStore> = api::compose::open_read_models(dir.path())
-        .await
-        .expect("read models");
+    let backend = Embedded::open().await;
+    let (dir, models) = (&backend.dir, &backend.models);
 
     let now = chrono::Utc::now();
     let started = Instant::now();
-    seed_orders(store.as_ref(), orders, |i| {
-        vec![
-            new_event(&order_placed(i, now), now, i),
-            new_event(&order_paid(i, now), now, i),
-        ]
-    })
-    .await;
-    let runner = ProjectionRunner::new(
-        store.clone(),
-        models.clone(),
-        Arc::new(NotificationsProjection),
-        projections::runner::DEFAULT_BATCH,
-    );
-    runner.rebuild(|_, _| {}).await.expect("notifications view");
+    seed_orders(backend.store.as_ref(), orders, |i| paid_order(i, now)).await;
+    let runner = backend.project(Arc::new(NotificationsProjection)).await;
     let seeded = started.elapsed();
 
     let clock = Arc::new(ManualClock::new(now + chrono::Duration::seconds(1)));
-    let service = api::compose::command_service(
-        store.clone(),
-        clock.clone(),
-        commands::ServiceConfig::default(),
-    );
-    let shop = Arc::new(Shop::new(service, Arc::new(SimulatedGateway::new())));
+    let shop = backend.shop(clock.clone());
     let from = parse_sender(api::notify::DEFAULT_MAIL_FROM).expect("sender");
     let outbox = dir.path().join("outbox");
     let mailer = Arc::new(FileMailer::new(&outbox, from.clone()));
@@ -81,11 +58,11 @@ async fn main() {
     //    default concurrency.
     let due_at = now + chrono::Duration::seconds(1);
     let half = orders / 2;
-    let serial = deliver(&worker(1), &runner, &models, half, due_at).await;
+    let serial = deliver(&worker(1), &runner, models, half, due_at).await;
     let concurrent = deliver(
         &worker(DELIVERY_CONCURRENCY),
         &runner,
-        &models,
+        models,
         orders - half,
         due_at,
     )

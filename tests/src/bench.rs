@@ -1,11 +1,68 @@
 //! What the embedded benches share: their command-line arguments, and seeding orders straight
 //! into the event store (no commands), so that a bench times only what it measures.
 
-use commands::{Commit, EventStore, Metadata, NewEvent, StreamAppend, StreamRef};
+use commands::{
+    Commit, EventStore, ManualClock, Metadata, NewEvent, Shop, StreamAppend, StreamRef,
+};
 use domain::{
     CartId, CustomerId, Event, Money, OrderEvent, OrderId, OrderLine, PaymentId, ProductId,
     Quantity, StreamType,
 };
+use projections::{Projection, ProjectionRunner, ReadModelStore};
+use std::sync::Arc;
+
+/// An embedded backend in a temporary directory, opened as `backbone serve` opens it.
+pub struct Embedded {
+    pub dir: tempfile::TempDir,
+    pub store: Arc<dyn EventStore>,
+    pub models: Arc<dyn ReadModelStore>,
+}
+
+impl Embedded {
+    pub async fn open() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = api::compose::open_event_store(dir.path(), true)
+            .await
+            .expect("event store");
+        let models = api::compose::open_read_models(dir.path())
+            .await
+            .expect("read models");
+        Self { dir, store, models }
+    }
+
+    /// The shop as `serve` composes it, on `clock`, paying through the simulated gateway.
+    pub fn shop(&self, clock: Arc<ManualClock>) -> Arc<Shop> {
+        let service = api::compose::command_service(
+            self.store.clone(),
+            clock,
+            commands::ServiceConfig::default(),
+        );
+        Arc::new(Shop::new(
+            service,
+            Arc::new(infrastructure::simulated::SimulatedGateway::new()),
+        ))
+    }
+
+    /// Builds `projection`'s read model from the whole feed and returns its runner.
+    pub async fn project(&self, projection: Arc<dyn Projection>) -> ProjectionRunner {
+        let runner = ProjectionRunner::new(
+            self.store.clone(),
+            self.models.clone(),
+            projection,
+            projections::runner::DEFAULT_BATCH,
+        );
+        runner.rebuild(|_, _| {}).await.expect("projection");
+        runner
+    }
+}
+
+/// The events of the bench's `i`th order, placed and paid at `at`.
+pub fn paid_order(i: usize, at: chrono::DateTime<chrono::Utc>) -> Vec<NewEvent> {
+    vec![
+        new_event(&order_placed(i, at), at, i),
+        new_event(&order_paid(i, at), at, i),
+    ]
+}
 
 /// The value after `name` on the command line (`--orders 1000`), or `default`.
 pub fn arg(name: &str, default: usize) -> usize {

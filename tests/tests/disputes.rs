@@ -101,15 +101,7 @@ async fn a_lost_dispute_reaches_everyone(app: &TestApp, secret: &str) {
         let body = dispute_event(
             event_id,
             event_type,
-            &DisputeSpec {
-                dispute_id: "dp_e2e_1",
-                charge_id: &charge,
-                intent_id: None,
-                amount_minor: 2490,
-                currency: "eur",
-                reason: "fraudulent",
-                status,
-            },
+            &the_dispute(&charge, status),
             chrono::Utc::now().timestamp(),
         );
         let a = app.webhook(&body, secret).await;
@@ -169,15 +161,7 @@ async fn a_lost_dispute_reaches_everyone(app: &TestApp, secret: &str) {
     let again = dispute_event(
         "evt_dsp_lost",
         "charge.dispute.closed",
-        &DisputeSpec {
-            dispute_id: "dp_e2e_1",
-            charge_id: &charge,
-            intent_id: None,
-            amount_minor: 2490,
-            currency: "eur",
-            reason: "fraudulent",
-            status: "lost",
-        },
+        &the_dispute(&charge, "lost"),
         chrono::Utc::now().timestamp(),
     );
     let a = app.webhook(&again, secret).await;
@@ -211,16 +195,26 @@ async fn a_lost_dispute_reaches_everyone(app: &TestApp, secret: &str) {
         "charge.dispute.created",
         &DisputeSpec {
             dispute_id: "dp_stranger",
-            charge_id: "ch_not_ours",
-            intent_id: None,
             amount_minor: 100,
-            currency: "eur",
             reason: "general",
-            status: "needs_response",
+            ..the_dispute("ch_not_ours", "needs_response")
         },
         chrono::Utc::now().timestamp(),
     );
     let a = app.webhook(&stranger, secret).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);
     assert_eq!(a.body["outcome"], "ignored", "{}", a.text);
+}
+
+/// The test's dispute of 24.90 EUR on `charge`, reported by charge alone, as of `status`.
+fn the_dispute<'a>(charge: &'a str, status: &'a str) -> DisputeSpec<'a> {
+    DisputeSpec {
+        dispute_id: "dp_e2e_1",
+        charge_id: charge,
+        intent_id: None,
+        amount_minor: 2490,
+        currency: "eur",
+        reason: "fraudulent",
+        status,
+    }
 }

@@ -384,44 +384,21 @@ impl commands::Mailer for RacingMailer {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_workers_racing_on_one_notification_record_one_delivery_of_one_message() {
-    use projections::{ProjectionRunner, ReadModelStore};
+    use backbone_tests::bench::{paid_order, seed_orders, Embedded};
     use std::sync::Arc;
-    let dir = tempfile::tempdir().unwrap();
-    let store = api::compose::open_event_store(dir.path(), true)
-        .await
-        .unwrap();
-    let models: Arc<dyn ReadModelStore> = api::compose::open_read_models(dir.path()).await.unwrap();
+    let backend = Embedded::open().await;
+    let (dir, store, models) = (&backend.dir, &backend.store, &backend.models);
     let now = chrono::Utc::now();
-    backbone_tests::bench::seed_orders(store.as_ref(), 1, |i| {
-        use backbone_tests::bench::{new_event, order_paid, order_placed};
-        vec![
-            new_event(&order_placed(i, now), now, i),
-            new_event(&order_paid(i, now), now, i),
-        ]
-    })
-    .await;
-    ProjectionRunner::new(
-        store.clone(),
-        models.clone(),
-        Arc::new(projections::notifications::NotificationsProjection),
-        projections::runner::DEFAULT_BATCH,
-    )
-    .rebuild(|_, _| {})
-    .await
-    .unwrap();
-
+    seed_orders(store.as_ref(), 1, |i| paid_order(i, now)).await;
+    backend
+        .project(Arc::new(
+            projections::notifications::NotificationsProjection,
+        ))
+        .await;
     let clock = Arc::new(commands::ManualClock::new(
         now + chrono::Duration::seconds(1),
     ));
-    let service = api::compose::command_service(
-        store.clone(),
-        clock.clone(),
-        commands::ServiceConfig::default(),
-    );
-    let shop = Arc::new(commands::Shop::new(
-        service,
-        Arc::new(infrastructure::simulated::SimulatedGateway::new()),
-    ));
+    let shop = backend.shop(clock.clone());
     let outbox = dir.path().join("outbox");
     let mailer = Arc::new(RacingMailer {
         inner: infrastructure::mail::FileMailer::new(
