@@ -10,13 +10,14 @@ use commands::{
     Actor, CheckpointStore, Clock, CommandContext, CommandService, DomainUpcaster, EventStore,
     Metadata, NewProduct, ProcessManagers, ServiceConfig, Shop, SystemClock, UpcastingStore,
 };
+use commands::{CachedKeyStore, Erasure, KeyStore, PersonalDataStore, Pii, Pseudonyms};
 use commands::{
     CachingLoader, Loader, LockingLoader, PaymentGateway, PaymentSimulator, Payments, StoreLoader,
 };
 use domain::{Money, Product, ProductId, StreamType};
 use infrastructure::simulated::SimulatedGateway;
-use infrastructure::sqlite::SqliteCheckpointStore;
 use infrastructure::sqlite::SqliteReadModelStore;
+use infrastructure::sqlite::{SqliteCheckpointStore, SqliteKeyStore};
 use infrastructure::sqlite::{SqliteEventStore, SqliteOptions, Synchronous};
 use infrastructure::stripe::gateway::{SecretKey, StripeConfig, StripeGateway};
 use infrastructure::stripe::lookup::ReadModelPaymentLookup;
@@ -39,6 +40,8 @@ pub const WORKERS_FILE: &str = "workers.sqlite";
 pub const LOCK_FILE: &str = "backbone.lock";
 /// The `file` channel's outbox under the data directory.
 pub const OUTBOX_DIR: &str = "outbox";
+/// The key that turns customer ids into stable pseudonyms for analysts without the `pii` scope.
+pub const PSEUDONYM_SECRET_FILE: &str = "pseudonym.secret";
 
 /// Health and checkpoint name of the process-manager consumer.
 pub const PROCESS_MANAGERS: &str = "process-managers";
@@ -295,11 +298,23 @@ pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
     }
 }
 
-/// Opens the event store of a data directory, upcasting on every read path.
+/// The event log of a data directory: the store every consumer uses and the customers' data
+/// keys it seals personal data with.
+#[derive(Clone)]
+pub struct EventLog {
+    /// Seals personal data on append, reveals it and upcasts on every read path.
+    pub store: Arc<dyn EventStore>,
+    pub keys: Arc<dyn KeyStore>,
+}
+
+/// How many customers' keys the embedded key cache keeps.
+pub const KEY_CACHE_CAPACITY: usize = 100_000;
+
+/// Opens the event store of a data directory, with its key store (a table in the same file).
 pub async fn open_event_store(
     data_dir: &Path,
     synchronous_normal: bool,
-) -> anyhow::Result<Arc<dyn EventStore>> {
+) -> anyhow::Result<EventLog> {
     let path = data_dir.join(EVENTS_FILE);
     let options = SqliteOptions {
         synchronous: if synchronous_normal {
@@ -309,13 +324,30 @@ pub async fn open_event_store(
         },
         ..SqliteOptions::default()
     };
-    let store = tokio::task::spawn_blocking(move || SqliteEventStore::open(&path, options))
-        .await
-        .context("opening the event store")??;
-    Ok(Arc::new(UpcastingStore::new(
-        store,
-        Arc::new(DomainUpcaster),
-    )))
+    let (store, keys) = tokio::task::spawn_blocking(move || {
+        let store = SqliteEventStore::open(&path, options)?;
+        let keys = SqliteKeyStore::open(&path)?;
+        Ok::<_, commands::StoreError>((store, keys))
+    })
+    .await
+    .context("opening the event store")??;
+    // Only this process writes the data directory (it is locked), so cached keys never go
+    // stale: an erasure here forgets them at once.
+    let keys: Arc<dyn KeyStore> = Arc::new(CachedKeyStore::new(keys, KEY_CACHE_CAPACITY, None));
+    Ok(EventLog {
+        store: Arc::new(UpcastingStore::new(
+            PersonalDataStore::new(store, Pii::new(keys.clone())),
+            Arc::new(DomainUpcaster),
+        )),
+        keys,
+    })
+}
+
+/// The pseudonym secret of a data directory (created on first use).
+pub fn pseudonyms(data_dir: &Path) -> anyhow::Result<Pseudonyms> {
+    let secret = auth::load_or_create_secret_file(&data_dir.join(PSEUDONYM_SECRET_FILE), "")
+        .with_context(|| format!("reading the pseudonym secret in {}", data_dir.display()))?;
+    Ok(Pseudonyms::new(secret.as_bytes()))
 }
 
 /// Opens the read-model store of a data directory.
@@ -332,7 +364,7 @@ pub async fn open_read_models(data_dir: &Path) -> anyhow::Result<Arc<dyn ReadMod
 pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> {
     let data_dir = config.data_dir.clone();
     let lock = lock_data_dir(&data_dir)?;
-    let store = open_event_store(&data_dir, config.synchronous_normal).await?;
+    let EventLog { store, keys } = open_event_store(&data_dir, config.synchronous_normal).await?;
     let models = open_read_models(&data_dir).await?;
     let checkpoints: Arc<dyn CheckpointStore> = {
         let path = data_dir.join(WORKERS_FILE);
@@ -359,6 +391,7 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
     let (gateway, simulator) = payment_gateway(config.stripe.as_ref())?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let service = command_service(store.clone(), clock.clone(), ServiceConfig::default());
+    let erasure = Arc::new(Erasure::new(service.clone(), keys));
     let shop = Arc::new(Shop::new(service, gateway.clone()));
     let managers = Arc::new(ProcessManagers::new(shop.clone(), gateway.clone()));
     let webhooks = Arc::new(stripe_webhooks(
@@ -444,6 +477,8 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
         rebuilds: Some(Arc::new(rebuilds)),
         catalog_auth_required: config.catalog_auth_required,
         consistency_wait: config.consistency_wait,
+        erasure,
+        pseudonyms: Arc::new(pseudonyms(&data_dir)?),
     });
     let embedded = Embedded {
         state,

@@ -16,14 +16,15 @@ use crate::notify::{NotifyChannel, NotifySettings};
 use crate::state::{AppState, Parts};
 use anyhow::Context;
 use commands::{
-    Clock, DomainUpcaster, EventStore, PaymentGateway, PaymentSimulator, ProcessManagers,
-    ServiceConfig, Shop, SystemClock, UpcastingStore,
+    CachedKeyStore, Clock, DomainUpcaster, Erasure, EventStore, KeyStore, PaymentGateway,
+    PaymentSimulator, PersonalDataStore, Pii, ProcessManagers, Pseudonyms, ServiceConfig, Shop,
+    SystemClock, UpcastingStore,
 };
 use infrastructure::aws::provision::{provision, Provisioned, StackSpec};
 use infrastructure::aws::{
-    ConsumerGroup, DynamoEventStore, DynamoReadModelStore, DynamoShardCheckpoints,
-    DynamoStoreOptions, DynamoStreamSource, EventBridgePublisher, ResourceNames, RetryPolicy,
-    SqsEventQueue, StreamsOptions,
+    ConsumerGroup, DynamoEventStore, DynamoKeyStore, DynamoReadModelStore, DynamoShardCheckpoints,
+    DynamoStoreOptions, DynamoStreamSource, EventBridgePublisher, KmsWrapping, ResourceNames,
+    RetryPolicy, SqsEventQueue, StreamsOptions,
 };
 use infrastructure::simulated::SimulatedGateway;
 use projections::{Projection, ProjectionRunner, ReadModelStore};
@@ -48,7 +49,13 @@ pub struct AwsOptions {
     pub query_page_size: Option<i32>,
     /// Command service tuning (snapshot interval, conflict retries).
     pub service: ServiceConfig,
+    /// The KMS key that wraps the customers' data keys (`--kms-key-id`); `None` keeps them
+    /// unwrapped in the keys table.
+    pub kms_key_id: Option<String>,
 }
+
+/// How long an AWS process trusts a cached data key: another process's erasure is seen by then.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
 
 /// The adapters of one stage, wired. Cheap to clone.
 #[derive(Clone)]
@@ -61,8 +68,11 @@ pub struct AwsStage {
     pub cloudformation: aws_sdk_cloudformation::Client,
     /// The DynamoDB store itself (request counters, the feed indexer).
     pub dynamo_store: Arc<DynamoEventStore>,
-    /// The store every consumer uses: `dynamo_store` upcasting on every read path.
+    /// The store every consumer uses: `dynamo_store` sealing personal data on append, revealing
+    /// it and upcasting on every read path.
     pub store: Arc<dyn EventStore>,
+    /// The customers' data keys (the keys table, cached for [`KEY_CACHE_TTL`]).
+    pub keys: Arc<dyn KeyStore>,
     pub models: Arc<DynamoReadModelStore>,
     /// The payment gateway: the simulator as built by [`new`](Self::new), Stripe after
     /// [`with_payments`](Self::with_payments).
@@ -96,8 +106,17 @@ impl AwsStage {
                 ..DynamoStoreOptions::default()
             },
         ));
+        let kms = options.kms_key_id.as_ref().map(|key_id| KmsWrapping {
+            client: aws_sdk_kms::Client::new(sdk),
+            key_id: key_id.clone(),
+        });
+        let keys: Arc<dyn KeyStore> = Arc::new(CachedKeyStore::new(
+            DynamoKeyStore::new(dynamodb.clone(), &names.keys_table, kms).with_retry(options.retry),
+            crate::compose::KEY_CACHE_CAPACITY,
+            Some(KEY_CACHE_TTL),
+        ));
         let store: Arc<dyn EventStore> = Arc::new(UpcastingStore::new(
-            dynamo_store.clone(),
+            PersonalDataStore::new(dynamo_store.clone(), Pii::new(keys.clone())),
             Arc::new(DomainUpcaster),
         ));
         let models = Arc::new(DynamoReadModelStore::new(
@@ -119,6 +138,7 @@ impl AwsStage {
             dynamodb,
             dynamo_store,
             store,
+            keys,
             models,
             gateway,
             simulator,
@@ -264,7 +284,18 @@ impl AwsStage {
             Arc::new(queue),
             self.handler(group),
             config,
-        ))
+        )
+        .revealing(Pii::new(self.keys.clone())))
+    }
+
+    /// The erasure use case over this stage's store and keys.
+    pub fn erasure(&self) -> Erasure {
+        let service = crate::compose::command_service(
+            self.store.clone(),
+            self.clock.clone(),
+            self.options.service.clone(),
+        );
+        Erasure::new(service, self.keys.clone())
     }
 }
 
@@ -370,6 +401,9 @@ pub struct AwsServeConfig {
     pub catalog_auth_required: bool,
     /// How long a query with a `consistency` token waits at most (`--consistency-wait`).
     pub consistency_wait: Duration,
+    /// The key of analysts' pseudonyms (`--pseudonym-secret`); derived from `jwt_secret` when
+    /// unset.
+    pub pseudonym_secret: Option<String>,
 }
 
 impl std::fmt::Debug for AwsServeConfig {
@@ -412,6 +446,7 @@ impl AwsServeConfig {
             webhook_secrets: Vec::new(),
             catalog_auth_required: false,
             consistency_wait: crate::state::READ_YOUR_WRITES_WAIT,
+            pseudonym_secret: None,
         }
     }
 }
@@ -455,6 +490,13 @@ pub async fn start_aws(
         ),
     }
     .expecting(config.jwt_issuer.clone(), config.jwt_audience.clone());
+    let pseudonyms = match (&config.pseudonym_secret, &config.jwt_secret) {
+        (Some(secret), _) if !secret.is_empty() => Pseudonyms::new(secret.as_bytes()),
+        (_, Some(jwt)) if !jwt.is_empty() => Pseudonyms::new(format!("pseudonyms:{jwt}").as_bytes()),
+        _ => anyhow::bail!(
+            "the aws backend needs --pseudonym-secret (BACKBONE_PSEUDONYM_SECRET) when it verifies tokens with --jwks-url"
+        ),
+    };
     let health = Health::default();
     let cancel = CancellationToken::new();
     let tasks = if config.with_workers {
@@ -475,6 +517,8 @@ pub async fn start_aws(
         rebuilds: None,
         catalog_auth_required: config.catalog_auth_required,
         consistency_wait: config.consistency_wait,
+        erasure: Arc::new(stage.erasure()),
+        pseudonyms: Arc::new(pseudonyms),
     });
     let running = Embedded::from_parts(state, cancel, tasks, None);
     if config.demo_catalog {

@@ -608,7 +608,7 @@ async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
         }
         found
     };
-    let store = compose::open_event_store(&data, false).await?;
+    let store = compose::open_event_store(&data, false).await?.store;
     let models = compose::open_read_models(&data).await?;
     let bar = indicatif::ProgressBar::new(store.head().await?);
     bar.set_style(
@@ -645,7 +645,11 @@ async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
 
 async fn export_events(args: ExportArgs) -> anyhow::Result<()> {
     let store = match args.backend {
-        Backend::Embedded => compose::open_event_store(&args.data.data, false).await?,
+        Backend::Embedded => {
+            compose::open_event_store(&args.data.data, false)
+                .await?
+                .store
+        }
         Backend::Aws => {
             let (sdk, options) = aws_setup(&args.aws).await;
             AwsStage::new(&sdk, &args.aws.stage, options).store

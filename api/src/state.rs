@@ -2,7 +2,7 @@
 //! its layers, so a clone is one reference count) over the parts the composition root built.
 
 use crate::auth::Authenticator;
-use commands::{Clock, Consistency, EventStore, PaymentSimulator, Shop};
+use commands::{Clock, Consistency, Erasure, EventStore, PaymentSimulator, Pseudonyms, Shop};
 use metrics_exporter_prometheus::PrometheusHandle;
 use projections::{Projection, ReadModelStore};
 use std::sync::Arc;
@@ -58,6 +58,10 @@ pub struct Parts {
     pub catalog_auth_required: bool,
     /// How long a query with a `consistency` token waits at most (`--consistency-wait`).
     pub consistency_wait: Duration,
+    /// Erases a customer's personal data (admin).
+    pub erasure: Arc<Erasure>,
+    /// Masks personal data for analysts without the `pii` scope.
+    pub pseudonyms: Arc<Pseudonyms>,
 }
 
 impl Parts {

@@ -87,6 +87,7 @@ pub async fn stream_at(
         StreamType::Payment => fold::<Payment>(&events)?,
         StreamType::Product => fold::<Product>(&events)?,
         StreamType::Notification => fold::<domain::Notification>(&events)?,
+        StreamType::Customer => fold::<domain::Customer>(&events)?,
     };
     Ok(StreamAt {
         stream_type: stream.stream_type.as_str().to_string(),

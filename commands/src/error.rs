@@ -2,7 +2,9 @@
 //! failures. The API maps these to HTTP in one place.
 
 use crate::store::StoreError;
-use domain::{CartError, MoneyError, NotificationError, OrderError, PaymentError, ProductError};
+use domain::{
+    CartError, CustomerError, MoneyError, NotificationError, OrderError, PaymentError, ProductError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -147,6 +149,16 @@ impl Rejection for NotificationError {
             NotificationError::WrongNotification { .. } => {
                 CommandError::invalid("notification_id", msg)
             }
+        }
+    }
+}
+
+impl Rejection for CustomerError {
+    fn to_command_error(&self) -> CommandError {
+        let msg = self.to_string();
+        match self {
+            CustomerError::InvalidRequester => CommandError::invalid("requested_by", msg),
+            CustomerError::WrongCustomer { .. } => CommandError::invalid("customer_id", msg),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod error;
 pub mod fanout;
 pub mod loader;
 pub mod payments;
+pub mod pii;
 pub mod ports;
 pub mod process;
 pub mod service;
@@ -26,6 +27,10 @@ pub use error::*;
 pub use fanout::*;
 pub use loader::{CachingLoader, Loader, LockingLoader, StoreLoader};
 pub use payments::*;
+pub use pii::{
+    CachedKeyStore, CustomerKeys, DataKey, Erasure, ErasureReceipt, KeyStore, MemoryKeyStore,
+    PersonalDataStore, Pii, Pseudonyms,
+};
 pub use ports::*;
 pub use process::*;
 pub use service::*;

@@ -5,7 +5,8 @@
 use crate::store::{EventEnvelope, Upcaster};
 use crate::Payload;
 use domain::{
-    CartEvent, Event, NotificationEvent, OrderEvent, PaymentEvent, ProductEvent, StreamType,
+    CartEvent, CustomerEvent, Event, NotificationEvent, OrderEvent, PaymentEvent, ProductEvent,
+    StreamType,
 };
 
 /// Upcasts envelopes of every aggregate. Unknown or undecodable events pass through
@@ -29,6 +30,7 @@ fn latest_version(event: &EventEnvelope) -> Option<u32> {
         StreamType::Payment => PaymentEvent::current_version(name),
         StreamType::Product => ProductEvent::current_version(name),
         StreamType::Notification => NotificationEvent::current_version(name),
+        StreamType::Customer => CustomerEvent::current_version(name),
     }
 }
 
@@ -49,6 +51,7 @@ impl Upcaster for DomainUpcaster {
             StreamType::Payment => current::<PaymentEvent>(&event),
             StreamType::Product => current::<ProductEvent>(&event),
             StreamType::Notification => current::<NotificationEvent>(&event),
+            StreamType::Customer => current::<CustomerEvent>(&event),
         };
         if let Some((version, payload)) = upcast {
             event.event_version = version;

@@ -17,6 +17,7 @@ named_enum! {
         Payment = "payment",
         Product = "product",
         Notification = "notification",
+        Customer = "customer",
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! Nothing in this crate performs I/O, reads a clock or draws random numbers: everything from the
 //! outside world (prices, timestamps, ids) arrives inside commands. The aggregates (`Cart`, `Order`,
-//! `Payment`, `Product`, `Notification`) implement cqrs-es's `Aggregate` (their one contract: `handle`
+//! `Payment`, `Product`, `Notification`, `Customer`) implement cqrs-es's `Aggregate` (their one contract: `handle`
 //! calls each one's pure, synchronous `decide`) and [`EventSourced`] (the stream type and snapshot
 //! version the store needs); their events implement cqrs-es's `DomainEvent` and [`Event`], both
 //! declared once per enum with [`domain_events!`](aggregate).
@@ -11,22 +11,26 @@
 
 pub mod aggregate;
 pub mod cart;
+pub mod customer;
 pub mod ids;
 pub mod money;
 pub mod notification;
 pub mod order;
 pub mod payment;
+pub mod personal;
 pub mod product;
 pub mod quantity;
 mod text;
 
 pub use aggregate::*;
 pub use cart::*;
+pub use customer::*;
 pub use ids::*;
 pub use money::*;
 pub use notification::*;
 pub use order::*;
 pub use payment::*;
+pub use personal::*;
 pub use product::*;
 pub use quantity::*;
 
@@ -36,6 +40,7 @@ pub use quantity::*;
 /// `domain::event_names::ORDER_PLACED` works and the glob re-exports above do not clash.
 pub mod event_names {
     pub use crate::cart::event_names::*;
+    pub use crate::customer::event_names::*;
     pub use crate::notification::event_names::*;
     pub use crate::order::event_names::*;
     pub use crate::payment::event_names::*;

@@ -15,6 +15,7 @@ pub mod catalog;
 mod describe;
 pub use describe::DisputeView;
 pub mod docs;
+mod erasure;
 pub mod notifications;
 pub mod order_history;
 pub mod paging;

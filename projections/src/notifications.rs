@@ -10,6 +10,7 @@
 //! message pending again. Delivery events may arrive before the order event that called for the
 //! message (streams interleave freely); they are kept in [`DELIVERIES`] until it does.
 use crate::docs::{no_index, peek_doc, put_doc, update_doc};
+use crate::erasure;
 use crate::store::{
     DocTx, IndexEntry, Projection, ProjectionError, Query, ReadModelError, ReadModelStore,
 };
@@ -42,6 +43,8 @@ pub const PENDING_PARTITION: &str = "pending";
 /// notifications have this entry: support's list of messages that never arrived.
 pub const FAILED: &str = "notifications_failed";
 pub const FAILED_PARTITION: &str = "failed";
+/// Each customer's orders and latest erasure, keyed by customer id ([`crate::erasure`]).
+pub const CUSTOMERS: &str = "notif_customers";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -134,6 +137,10 @@ pub struct NotificationView {
     pub delivered_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub failed_at: Option<DateTime<Utc>>,
+    /// Set when the customer's personal data was erased before it was delivered: it will not be
+    /// sent (and its address reads erased).
+    #[serde(default)]
+    pub cancelled_at: Option<DateTime<Utc>>,
 }
 
 impl NotificationView {
@@ -150,6 +157,8 @@ impl NotificationView {
             sort.clone(),
         )];
         match self.delivery_status {
+            NotificationStatus::Pending | NotificationStatus::Retrying
+                if self.cancelled_at.is_some() => {}
             NotificationStatus::Pending | NotificationStatus::Retrying => {
                 let due = self.next_attempt_at.unwrap_or(self.created_at);
                 index.push(IndexEntry::new(
@@ -184,6 +193,9 @@ struct OrderInfo {
     customer_id: CustomerId,
     email: String,
     total: Money,
+    /// The notifications this order called for, so an erasure finds them.
+    #[serde(default)]
+    notifications: Vec<String>,
 }
 
 /// The delivery state folded from a notification's stream, kept apart from the view so that it
@@ -313,7 +325,13 @@ impl Projection for NotificationsProjection {
     }
 
     fn collections(&self) -> &'static [&'static str] {
-        &[NOTIFICATIONS, ORDER_INFO, EARLY_DISPUTES, DELIVERIES]
+        &[
+            NOTIFICATIONS,
+            ORDER_INFO,
+            EARLY_DISPUTES,
+            DELIVERIES,
+            CUSTOMERS,
+        ]
     }
 
     fn streams(&self) -> &'static [StreamType] {
@@ -321,6 +339,7 @@ impl Projection for NotificationsProjection {
             StreamType::Order,
             StreamType::Payment,
             StreamType::Notification,
+            StreamType::Customer,
         ]
     }
 
@@ -328,6 +347,7 @@ impl Projection for NotificationsProjection {
         match event.stream_type {
             StreamType::Payment => return apply_payment(event, tx),
             StreamType::Notification => return apply_delivery(event, tx),
+            StreamType::Customer => return apply_customer(event, tx),
             _ => {}
         }
         let Some(e) = decode::<OrderEvent>(NAME, event)? else {
@@ -338,13 +358,20 @@ impl Projection for NotificationsProjection {
             customer_id,
             customer_email,
             total,
+            placed_at,
             ..
         } = e
         {
+            let erased = erasure::order_placed(tx, CUSTOMERS, &customer_id, order_id, placed_at)?;
             let info = OrderInfo {
                 customer_id,
-                email: customer_email,
+                email: if erased {
+                    erasure::erased_text()
+                } else {
+                    customer_email
+                },
                 total,
+                notifications: Vec::new(),
             };
             // Disputes of this order's payment that were applied before it (streams arrive in
             // any relative order) are notified now.
@@ -370,7 +397,20 @@ impl Projection for NotificationsProjection {
                     |doc| *doc = None,
                 )?;
             }
-            return update_doc(tx, ORDER_INFO, order_id, no_index, |doc| *doc = Some(info));
+            // Notifications written above (early disputes) listed themselves already.
+            return update_doc(
+                tx,
+                ORDER_INFO,
+                order_id,
+                no_index,
+                |doc: &mut Option<OrderInfo>| {
+                    let listed = doc.take().map(|d| d.notifications).unwrap_or_default();
+                    *doc = Some(OrderInfo {
+                        notifications: listed,
+                        ..info
+                    });
+                },
+            );
         }
         let Some(kind) = NotificationKind::for_event(&e) else {
             return Ok(());
@@ -440,6 +480,40 @@ fn apply_payment(event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), Projec
     }
 }
 
+/// An erasure: every order the customer placed up to it forgets the address, and each of its
+/// notifications too; those not delivered yet are cancelled.
+fn apply_customer(event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
+    let Some(erased) = erasure::customer_event(NAME, tx, CUSTOMERS, event)? else {
+        return Ok(());
+    };
+    for order_id in &erased.orders {
+        let notifications = update_doc(
+            tx,
+            ORDER_INFO,
+            order_id,
+            no_index,
+            |doc: &mut Option<OrderInfo>| {
+                doc.as_mut().map_or_else(Vec::new, |info| {
+                    info.email = erasure::erased_text();
+                    info.notifications.clone()
+                })
+            },
+        )?;
+        for id in notifications {
+            let Some(mut view) = peek_doc::<NotificationView>(tx, NOTIFICATIONS, &id, no_index)?
+            else {
+                continue;
+            };
+            view.email = erasure::erased_text();
+            if !view.delivery_status.is_closed() && view.cancelled_at.is_none() {
+                view.cancelled_at = Some(erased.at);
+            }
+            put_doc(tx, NOTIFICATIONS, &id, view, NotificationView::index)?;
+        }
+    }
+    Ok(())
+}
+
 /// A recorded delivery attempt: folds it into the notification's delivery state and, when the
 /// notification is known, into its view (and its place in the pending and failed lists).
 fn apply_delivery(event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
@@ -501,9 +575,24 @@ fn notify(
         message_id: None,
         delivered_at: None,
         failed_at: None,
+        // An order whose customer was erased before this was called for: nowhere to send it.
+        cancelled_at: (info.email == domain::ERASED).then_some(created_at),
     };
     view.set_delivery(&delivery);
-    put_doc(tx, NOTIFICATIONS, &id, view, NotificationView::index)
+    put_doc(tx, NOTIFICATIONS, &id, view, NotificationView::index)?;
+    update_doc(
+        tx,
+        ORDER_INFO,
+        order_id,
+        no_index,
+        |doc: &mut Option<OrderInfo>| {
+            if let Some(info) = doc.as_mut() {
+                if !info.notifications.contains(&id) {
+                    info.notifications.push(id.clone());
+                }
+            }
+        },
+    )
 }
 
 fn views(docs: Vec<serde_json::Value>) -> Result<Vec<NotificationView>, ReadModelError> {

@@ -18,6 +18,7 @@ use crate::describe::{
     payment_status_after, DisputeView,
 };
 use crate::docs::update_doc;
+use crate::erasure;
 use crate::store::{
     DocTx, IndexEntry, Projection, ProjectionError, Query, ReadModelError, ReadModelStore,
 };
@@ -37,6 +38,8 @@ pub const ORDERS: &str = "order_history_orders";
 pub const PAYMENT_LINKS: &str = "order_history_payments";
 /// Partition: customer id; sort: placed_at (fixed-width RFC 3339) `#` order id.
 pub const BY_CUSTOMER: &str = "orders_by_customer";
+/// Each customer's orders and latest erasure, keyed by customer id ([`crate::erasure`]).
+pub const CUSTOMERS: &str = "order_history_customers";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderLineView {
@@ -221,9 +224,20 @@ impl OrderHistoryProjection {
 
     fn apply_order(
         event: &EventEnvelope,
-        e: OrderEvent,
+        mut e: OrderEvent,
         tx: &mut dyn DocTx,
     ) -> Result<(), ProjectionError> {
+        if let OrderEvent::OrderPlaced {
+            customer_id,
+            customer_email,
+            placed_at,
+            ..
+        } = &mut e
+        {
+            if erasure::order_placed(tx, CUSTOMERS, customer_id, &event.stream_id, *placed_at)? {
+                *customer_email = erasure::erased_text();
+            }
+        }
         let description = describe_order(&e);
         Self::update(tx, &event.stream_id, |doc| {
             if let Some(status) = order_status_after(&e) {
@@ -293,6 +307,26 @@ impl OrderHistoryProjection {
             doc.record(event, description);
         })
     }
+
+    /// Erases the email of every order the customer placed up to the erasure, and notes the
+    /// erasure on their timelines.
+    fn apply_customer(event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
+        let Some(erased) = erasure::customer_event(NAME, tx, CUSTOMERS, event)? else {
+            return Ok(());
+        };
+        for order_id in &erased.orders {
+            Self::update(tx, order_id, |doc| {
+                if let Some(placed) = doc.placed.as_mut() {
+                    placed.customer_email = erasure::erased_text();
+                }
+                doc.record(
+                    event,
+                    format!("personal data erased (erasure {})", erased.erasure),
+                );
+            })?;
+        }
+        Ok(())
+    }
 }
 
 impl Projection for OrderHistoryProjection {
@@ -301,11 +335,11 @@ impl Projection for OrderHistoryProjection {
     }
 
     fn collections(&self) -> &'static [&'static str] {
-        &[ORDERS, PAYMENT_LINKS]
+        &[ORDERS, PAYMENT_LINKS, CUSTOMERS]
     }
 
     fn streams(&self) -> &'static [StreamType] {
-        &[StreamType::Order, StreamType::Payment]
+        &[StreamType::Order, StreamType::Payment, StreamType::Customer]
     }
 
     fn apply(&self, event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
@@ -318,6 +352,7 @@ impl Projection for OrderHistoryProjection {
                 Some(e) => Self::apply_payment(event, e, tx),
                 None => Ok(()),
             },
+            StreamType::Customer => Self::apply_customer(event, tx),
             StreamType::Cart | StreamType::Product | StreamType::Notification => Ok(()),
         }
     }

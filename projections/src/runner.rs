@@ -399,6 +399,10 @@ async fn apply_filling_gaps(
     checkpoint: Option<u64>,
 ) -> Result<ApplySummary, RunnerError> {
     let mut summary = ApplySummary::default();
+    // An erasure overwrote personal fields: the store then purges what it kept of the old ones.
+    let erases = events
+        .iter()
+        .any(|e| e.stream_type == domain::StreamType::Customer);
     let mut pending = events;
     loop {
         match models
@@ -411,6 +415,9 @@ async fn apply_filling_gaps(
                     skipped,
                     filled: 0,
                 });
+                if erases {
+                    models.purge().await?;
+                }
                 return Ok(summary);
             }
             ApplyOutcome::Gap {

@@ -312,6 +312,12 @@ pub trait ReadModelStore: Send + Sync + 'static {
         index: Vec<IndexEntry>,
     ) -> Result<(), ReadModelError>;
     async fn reset(&self, projection: &dyn Projection) -> Result<(), ReadModelError>;
+    /// Makes what earlier writes overwrote or deleted unrecoverable from the storage itself
+    /// (old page images, freed space), after a batch that erased personal data. A store that
+    /// keeps nothing of the kind does nothing.
+    async fn purge(&self) -> Result<(), ReadModelError> {
+        Ok(())
+    }
 }
 
 /// Read-your-writes: whether `projection`'s read model reflects the write behind `token`, that is,

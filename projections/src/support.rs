@@ -16,6 +16,7 @@ use crate::describe::{
     payment_intent, payment_status_after, DisputeView,
 };
 use crate::docs::{no_index, update_doc};
+use crate::erasure;
 use crate::notifications::NotificationKind;
 use crate::paging::Page;
 use crate::store::{
@@ -54,6 +55,8 @@ pub const BY_CHARGE: &str = "support_by_charge";
 /// disputed have this entry.
 pub const BY_DISPUTED: &str = "support_by_disputed";
 pub const DISPUTED_PARTITION: &str = "disputed";
+/// Each customer's orders and latest erasure, keyed by customer id ([`crate::erasure`]).
+pub const CUSTOMERS: &str = "support_customers";
 
 /// Most documents `search_orders` examines for one query before returning what it found.
 pub const MAX_SCAN: usize = 10_000;
@@ -101,6 +104,8 @@ pub enum TimelineSource {
     Order,
     Payment,
     Notification,
+    /// The customer's own stream: an erasure of their personal data.
+    Customer,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -216,10 +221,17 @@ impl SupportDoc {
         };
         let sort = order_sort(&placed.placed_at, &self.order_id);
         let mut index = vec![
-            IndexEntry::new(BY_EMAIL, placed.email.to_lowercase(), sort.clone()),
             IndexEntry::new(BY_STATUS, status.as_str(), sort.clone()),
             IndexEntry::new(BY_DATE, DATE_PARTITION, sort.clone()),
         ];
+        // An erased email is no longer something to search by.
+        if placed.email != domain::ERASED {
+            index.push(IndexEntry::new(
+                BY_EMAIL,
+                placed.email.to_lowercase(),
+                sort.clone(),
+            ));
+        }
         if self.dispute.is_some() {
             index.push(IndexEntry::new(
                 BY_DISPUTED,
@@ -299,6 +311,14 @@ impl SupportProjection {
         tx: &mut dyn DocTx,
     ) -> Result<(), ProjectionError> {
         let order_id = event.stream_id.as_str();
+        let erased = match &e {
+            OrderEvent::OrderPlaced {
+                customer_id,
+                placed_at,
+                ..
+            } => erasure::order_placed(tx, CUSTOMERS, customer_id, order_id, *placed_at)?,
+            _ => false,
+        };
         let mut entries = vec![(
             TimelineSource::Order,
             event.event_type.as_str(),
@@ -327,12 +347,44 @@ impl SupportProjection {
             {
                 doc.placed = Some(Placed {
                     customer_id,
-                    email: customer_email,
+                    email: if erased {
+                        erasure::erased_text()
+                    } else {
+                        customer_email
+                    },
                     total,
                     placed_at,
                 });
             }
         })
+    }
+
+    /// Erases the email of every order the customer placed up to the erasure (which also takes
+    /// them out of the email index), and notes the erasure on their timelines.
+    fn apply_customer(event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
+        let Some(erased) = erasure::customer_event(NAME, tx, CUSTOMERS, event)? else {
+            return Ok(());
+        };
+        let summary = format!("personal data erased (erasure {})", erased.erasure);
+        for order_id in &erased.orders {
+            Self::timeline(
+                tx,
+                order_id,
+                event,
+                vec![(
+                    TimelineSource::Customer,
+                    event.event_type.as_str(),
+                    summary.clone(),
+                )],
+            )?;
+            Self::update(tx, order_id, |doc| {
+                if let Some(placed) = doc.placed.as_mut() {
+                    placed.email = erasure::erased_text();
+                }
+            })?;
+        }
+        tracing::debug!(customer = %erased.customer_id, at = %erased.at, orders = erased.orders.len(), "support erased a customer's orders");
+        Ok(())
     }
 
     /// A delivery attempt goes on the order's timeline; a message given up on is counted on the
@@ -445,7 +497,7 @@ impl Projection for SupportProjection {
     }
 
     fn collections(&self) -> &'static [&'static str] {
-        &[ORDERS, TIMELINE, PAYMENT_LINKS]
+        &[ORDERS, TIMELINE, PAYMENT_LINKS, CUSTOMERS]
     }
 
     fn streams(&self) -> &'static [StreamType] {
@@ -453,11 +505,13 @@ impl Projection for SupportProjection {
             StreamType::Order,
             StreamType::Payment,
             StreamType::Notification,
+            StreamType::Customer,
         ]
     }
 
     fn apply(&self, event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
         match event.stream_type {
+            StreamType::Customer => Self::apply_customer(event, tx),
             StreamType::Order => match decode::<OrderEvent>(NAME, event)? {
                 Some(e) => Self::apply_order(event, e, tx),
                 None => Ok(()),

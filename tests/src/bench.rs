@@ -23,7 +23,8 @@ impl Embedded {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = api::compose::open_event_store(dir.path(), true)
             .await
-            .expect("event store");
+            .expect("event store")
+            .store;
         let models = api::compose::open_read_models(dir.path())
             .await
             .expect("read models");

@@ -101,6 +101,7 @@ fn fold_all(history: &[EventEnvelope]) -> Value {
             StreamType::Payment => fold::<Payment>(&events),
             StreamType::Product => fold::<Product>(&events),
             StreamType::Notification => fold::<domain::Notification>(&events),
+            StreamType::Customer => fold::<domain::Customer>(&events),
         };
         out.insert(key, state);
     }
@@ -175,6 +176,7 @@ fn write_history() {
             StreamType::Payment => reencode::<Payment>(e),
             StreamType::Product => reencode::<Product>(e),
             StreamType::Notification => reencode::<domain::Notification>(e),
+            StreamType::Customer => reencode::<domain::Customer>(e),
         };
     }
     let dir = dir();

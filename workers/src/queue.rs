@@ -80,6 +80,9 @@ pub struct QueueConsumer {
     handler: QueueHandler,
     config: QueueConsumerConfig,
     deleted: AtomicU64,
+    /// Reveals the personal fields the bus carries sealed, as the event store's readers see
+    /// them (`None`: the queue carries them as they are).
+    pii: Option<commands::Pii>,
 }
 
 struct Delivery {
@@ -103,7 +106,14 @@ impl QueueConsumer {
             handler,
             config,
             deleted: AtomicU64::new(0),
+            pii: None,
         }
+    }
+
+    /// Reveals each message's personal fields with `pii` before the handler sees it.
+    pub fn revealing(mut self, pii: commands::Pii) -> Self {
+        self.pii = Some(pii);
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -177,6 +187,17 @@ impl QueueConsumer {
         if cancel.is_cancelled() {
             done.released = self.release(deliveries.iter()).await;
             return Ok(done);
+        }
+        if let Some(pii) = &self.pii {
+            for d in &mut deliveries {
+                if let Err(err) = pii.reveal(&mut d.event).await {
+                    // The key store is out of reach: nothing is handled, all comes back later.
+                    let released = self.release(deliveries.iter()).await;
+                    return Err(anyhow::anyhow!(
+                        "revealing personal data failed ({released} messages released): {err}"
+                    ));
+                }
+            }
         }
         deliveries.sort_by(|a, b| {
             let key = |d: &Delivery| {

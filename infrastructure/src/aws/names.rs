@@ -76,6 +76,8 @@ pub struct ResourceNames {
     pub index_table: String,
     /// pk `id` (S): per (projection, stream) applied sequences and per projection checkpoints.
     pub readmodel_state_table: String,
+    /// pk `customer` (S): each customer's data key (see `keys`).
+    pub keys_table: String,
     pub event_bus: String,
     pub archive: String,
     pub groups: Vec<GroupNames>,
@@ -98,6 +100,7 @@ impl ResourceNames {
             docs_table: name("rm-docs"),
             index_table: name("rm-index"),
             readmodel_state_table: name("rm-state"),
+            keys_table: name("keys"),
             event_bus: name("bus"),
             archive: name("archive"),
             groups: ConsumerGroup::ALL
@@ -117,7 +120,7 @@ impl ResourceNames {
     }
 
     /// Every DynamoDB table name.
-    pub fn tables(&self) -> [&str; 7] {
+    pub fn tables(&self) -> [&str; 8] {
         [
             &self.events_table,
             &self.idempotency_table,
@@ -126,6 +129,7 @@ impl ResourceNames {
             &self.docs_table,
             &self.index_table,
             &self.readmodel_state_table,
+            &self.keys_table,
         ]
     }
 }

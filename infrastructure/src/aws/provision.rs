@@ -141,6 +141,7 @@ impl StackOutputs {
                 "ReadModelStateTableName".to_owned(),
                 &names.readmodel_state_table,
             ),
+            ("KeysTableName".to_owned(), &names.keys_table),
             ("EventBusName".to_owned(), &names.event_bus),
             ("EventBusArn".to_owned(), &names.event_bus),
             ("ArchiveArn".to_owned(), &names.archive),

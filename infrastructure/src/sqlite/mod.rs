@@ -9,12 +9,15 @@
 //!   index entries, applied sequences and checkpoints in their own file. It passes the
 //!   projections' conformance suite.
 //! - [`SqliteCheckpointStore`] implements [`commands::CheckpointStore`] for the process managers.
+//! - [`SqliteKeyStore`] implements [`commands::KeyStore`]: the customers' data keys, in the event
+//!   store's file.
 //!
 //! The event store and the read models keep their WAL short under steady load the same way
 //! (`wal`).
 
 mod checkpoints;
 mod codec;
+mod keys;
 mod migrations;
 mod readmodel;
 mod recent;
@@ -23,5 +26,6 @@ mod wal;
 mod writer;
 
 pub use checkpoints::SqliteCheckpointStore;
+pub use keys::SqliteKeyStore;
 pub use readmodel::SqliteReadModelStore;
 pub use store::{SqliteEventStore, SqliteOptions, Synchronous, WriteStats};

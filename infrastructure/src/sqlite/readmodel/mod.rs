@@ -94,7 +94,9 @@ const WAL_RESTART_EVERY: Duration = Duration::from_millis(100);
 /// Per-connection settings. `wal_autocheckpoint` is raised from 1,000 pages (4 MB) to 8,192
 /// (32 MB): a rebuild batch dirties pages all over the B-trees, and copying them back into the
 /// database after every few commits costs more than a larger WAL. A WAL that grew past
-/// `journal_size_limit` (64 MB) is cut back to it when it restarts.
+/// `journal_size_limit` (64 MB) is cut back to it when it restarts. `secure_delete` zeroes what
+/// an update or delete frees, so an erased field leaves no bytes in the file ([`ReadModelStore::purge`]
+/// then truncates the WAL).
 fn configure(conn: &Connection) -> Result<(), ReadModelError> {
     conn.set_prepared_statement_cache_capacity(64);
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_err)?;
@@ -103,7 +105,8 @@ fn configure(conn: &Connection) -> Result<(), ReadModelError> {
          PRAGMA temp_store = MEMORY;
          PRAGMA cache_size = -65536;
          PRAGMA wal_autocheckpoint = 8192;
-         PRAGMA journal_size_limit = 67108864;",
+         PRAGMA journal_size_limit = 67108864;
+         PRAGMA secure_delete = ON;",
     )
     .map_err(sql_err)
 }
@@ -547,4 +550,28 @@ impl ReadModelStore for SqliteReadModelStore {
         })
         .await
     }
+
+    /// `secure_delete` already zeroed what the erasing batch freed in the file; this copies the
+    /// WAL into the file and truncates it, so no older page image is left either.
+    async fn purge(&self) -> Result<(), ReadModelError> {
+        self.with_writer(|conn| {
+            for _ in 0..PURGE_ATTEMPTS {
+                let busy: i64 = conn
+                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+                    .map_err(sql_err)?;
+                if busy == 0 {
+                    return Ok(());
+                }
+                std::thread::sleep(PURGE_PAUSE);
+            }
+            Err(ReadModelError::Unavailable(
+                "readers kept the read models' WAL from being truncated".into(),
+            ))
+        })
+        .await
+    }
 }
+
+/// How often, and how far apart, a purge tries to truncate the WAL past readers.
+const PURGE_ATTEMPTS: u32 = 50;
+const PURGE_PAUSE: Duration = Duration::from_millis(20);

@@ -1,0 +1,810 @@
+//! Personal data in the event log: sealed per customer, erasable by deleting one key.
+//!
+//! The domain declares which stored fields are personal ([`domain::PERSONAL_DATA`]). This module
+//! keeps them out of storage in clear:
+//!
+//! - [`KeyStore`] is the port of the customers' data keys (AES-256): a SQLite table embedded, a
+//!   DynamoDB table on AWS, optionally wrapped with KMS. [`CachedKeyStore`] is its cache.
+//! - [`Pii`] seals the personal fields of a commit before it is written, and reveals them on
+//!   every read: decrypted while the owner's key exists, in the erased form
+//!   ([`domain::ERASED`]) once it is gone.
+//! - [`PersonalDataStore`] is the event-store decorator that applies [`Pii`] on every path, so
+//!   loads, feeds, replays, rebuilds, time travel and the export all see the same thing.
+//! - [`Erasure`] is the use case: delete the key, then record `CustomerErased`.
+//! - [`Pseudonyms`] masks personal data for readers without the `pii` scope.
+//!
+//! A sealed field is self-describing JSON in place of the value:
+//! `{"enc":"AES-256-GCM","kid":"<key id>","iv":"<base64 nonce>","ct":"<base64 ciphertext+tag>"}`.
+//! The plaintext is the field's JSON; the associated data binds it to the key id and field name.
+//! Histories written before sealing existed hold personal fields in clear: they still load, and
+//! read as erased once their owner is erased (the bytes stay in those old events).
+
+use crate::service::{CommandContext, CommandService, Executed};
+use crate::store::{
+    Commit, EventEnvelope, EventFilter, EventStore, FilteredPage, LoadedStream, Snapshot,
+    StoreError, StreamRef,
+};
+use crate::{forward_event_store, AppendOutcome, CommandError, Payload};
+use async_trait::async_trait;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use domain::{CustomerCommand, CustomerId, ErasedAs, PersonalData, StreamType};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The algorithm every sealed field names.
+pub const ALGORITHM: &str = "AES-256-GCM";
+/// The scope a token needs to read personal data through the analysts' endpoints.
+pub const PII_SCOPE: &str = "pii";
+/// What a masked personal text reads for a reader without the `pii` scope.
+pub const MASKED: &str = "[masked]";
+/// The payload field that names a customer, in every event that has one.
+pub const CUSTOMER_ID_FIELD: &str = "customer_id";
+
+/// One customer's data key: 32 random bytes and a random id that sealed fields name.
+#[derive(Clone)]
+pub struct DataKey {
+    id: String,
+    material: Arc<[u8; 32]>,
+    cipher: Arc<LessSafeKey>,
+}
+
+impl DataKey {
+    pub fn new(id: impl Into<String>, material: [u8; 32]) -> Self {
+        // AES-256 takes any 32 bytes, so this cannot fail.
+        let unbound = UnboundKey::new(&AES_256_GCM, &material).unwrap_or_else(|_| unreachable!());
+        Self {
+            id: id.into(),
+            material: Arc::new(material),
+            cipher: Arc::new(LessSafeKey::new(unbound)),
+        }
+    }
+
+    /// A fresh key from the system's random source.
+    pub fn generate() -> Result<Self, StoreError> {
+        let mut material = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut material)
+            .map_err(|_| StoreError::Internal("no randomness for a data key".into()))?;
+        Ok(Self::new(
+            uuid::Uuid::new_v4().simple().to_string(),
+            material,
+        ))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The raw key, for a key store to keep (or wrap).
+    pub fn material(&self) -> &[u8; 32] {
+        &self.material
+    }
+}
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DataKey({}, <redacted>)", self.id)
+    }
+}
+
+/// What a key store knows of one customer.
+#[derive(Debug, Clone, Default)]
+pub struct CustomerKeys {
+    /// The current data key; `None` when they never had one or were erased since.
+    pub key: Option<DataKey>,
+    /// Whether they were ever erased (their older data then reads as erased).
+    pub erased: bool,
+}
+
+/// The customers' data keys.
+///
+/// Contract (checked by [`key_store_contract`]): `key_for` returns the customer's current key,
+/// creating it (durably, before it returns) when they have none, and concurrent calls agree on
+/// one key; `lookup` reads without creating; `erase` deletes the key so that nothing can recover
+/// it, remembers the erasure, and is idempotent. After an erasure `key_for` creates a new key.
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
+    async fn key_for(&self, customer: &str) -> Result<DataKey, StoreError>;
+    async fn lookup(&self, customer: &str) -> Result<CustomerKeys, StoreError>;
+    async fn erase(&self, customer: &str) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+impl<T: KeyStore + ?Sized> KeyStore for Arc<T> {
+    async fn key_for(&self, customer: &str) -> Result<DataKey, StoreError> {
+        (**self).key_for(customer).await
+    }
+    async fn lookup(&self, customer: &str) -> Result<CustomerKeys, StoreError> {
+        (**self).lookup(customer).await
+    }
+    async fn erase(&self, customer: &str) -> Result<(), StoreError> {
+        (**self).erase(customer).await
+    }
+}
+
+/// Keys in memory, for tests and in-memory compositions.
+#[derive(Default)]
+pub struct MemoryKeyStore {
+    keys: Mutex<std::collections::HashMap<String, CustomerKeys>>,
+}
+
+#[async_trait]
+impl KeyStore for MemoryKeyStore {
+    async fn key_for(&self, customer: &str) -> Result<DataKey, StoreError> {
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = keys.entry(customer.to_owned()).or_default();
+        if let Some(key) = &entry.key {
+            return Ok(key.clone());
+        }
+        let key = DataKey::generate()?;
+        entry.key = Some(key.clone());
+        Ok(key)
+    }
+    async fn lookup(&self, customer: &str) -> Result<CustomerKeys, StoreError> {
+        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(keys.get(customer).cloned().unwrap_or_default())
+    }
+    async fn erase(&self, customer: &str) -> Result<(), StoreError> {
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        keys.insert(
+            customer.to_owned(),
+            CustomerKeys {
+                key: None,
+                erased: true,
+            },
+        );
+        Ok(())
+    }
+}
+
+/// A key-store decorator that keeps recent answers in memory (at most `capacity` customers).
+///
+/// An erasure through this cache forgets the customer at once. Another process's erasure is seen
+/// when the entry expires: `ttl` `None` is for a store only this process writes (the embedded
+/// data directory is locked to one process); on AWS it bounds how long a deleted key may still
+/// decrypt elsewhere.
+pub struct CachedKeyStore<K> {
+    inner: K,
+    ttl: Option<Duration>,
+    writes: Mutex<hashlink::LruCache<String, (DataKey, Instant)>>,
+    reads: Mutex<hashlink::LruCache<String, (CustomerKeys, Instant)>>,
+}
+
+impl<K: KeyStore> CachedKeyStore<K> {
+    pub fn new(inner: K, capacity: usize, ttl: Option<Duration>) -> Self {
+        Self {
+            inner,
+            ttl,
+            writes: Mutex::new(hashlink::LruCache::new(capacity)),
+            reads: Mutex::new(hashlink::LruCache::new(capacity)),
+        }
+    }
+
+    fn fresh(&self, at: Instant) -> bool {
+        self.ttl.is_none_or(|ttl| at.elapsed() < ttl)
+    }
+
+    fn forget(&self, customer: &str) {
+        self.writes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(customer);
+        self.reads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(customer);
+    }
+}
+
+#[async_trait]
+impl<K: KeyStore> KeyStore for CachedKeyStore<K> {
+    async fn key_for(&self, customer: &str) -> Result<DataKey, StoreError> {
+        let cached = self
+            .writes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(customer)
+            .cloned();
+        if let Some((key, at)) = cached {
+            if self.fresh(at) {
+                return Ok(key);
+            }
+        }
+        let key = self.inner.key_for(customer).await?;
+        // A read cached before the key existed is stale now.
+        self.reads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(customer);
+        self.writes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(customer.to_owned(), (key.clone(), Instant::now()));
+        Ok(key)
+    }
+
+    async fn lookup(&self, customer: &str) -> Result<CustomerKeys, StoreError> {
+        let cached = self
+            .reads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(customer)
+            .cloned();
+        if let Some((keys, at)) = cached {
+            if self.fresh(at) {
+                return Ok(keys);
+            }
+        }
+        let keys = self.inner.lookup(customer).await?;
+        self.reads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(customer.to_owned(), (keys.clone(), Instant::now()));
+        Ok(keys)
+    }
+
+    async fn erase(&self, customer: &str) -> Result<(), StoreError> {
+        self.forget(customer);
+        let erased = self.inner.erase(customer).await;
+        // A lookup racing the erasure may have cached the old key meanwhile.
+        self.forget(customer);
+        erased
+    }
+}
+
+/// Seals and reveals the personal fields of stored events and snapshots.
+#[derive(Clone)]
+pub struct Pii {
+    keys: Arc<dyn KeyStore>,
+}
+
+/// A sealed field as stored.
+#[derive(Debug, Serialize, Deserialize)]
+struct Sealed {
+    enc: String,
+    kid: String,
+    iv: String,
+    ct: String,
+}
+
+fn aad(kid: &str, field: &str) -> String {
+    format!("{kid}|{field}")
+}
+
+fn seal_value(key: &DataKey, field: &str, value: &Value) -> Result<Value, StoreError> {
+    let mut iv = [0u8; NONCE_LEN];
+    SystemRandom::new()
+        .fill(&mut iv)
+        .map_err(|_| StoreError::Internal("no randomness for a nonce".into()))?;
+    let mut text = value.to_string().into_bytes();
+    key.cipher
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(iv),
+            Aad::from(aad(&key.id, field).as_bytes()),
+            &mut text,
+        )
+        .map_err(|_| StoreError::Internal("sealing a personal field failed".into()))?;
+    serde_json::to_value(Sealed {
+        enc: ALGORITHM.to_owned(),
+        kid: key.id.clone(),
+        iv: B64.encode(iv),
+        ct: B64.encode(text),
+    })
+    .map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+fn as_sealed(value: &Value) -> Option<Sealed> {
+    let object = value.as_object()?;
+    if object.get("enc").and_then(Value::as_str) != Some(ALGORITHM) {
+        return None;
+    }
+    serde_json::from_value(value.clone()).ok()
+}
+
+/// Opens a sealed field with `key`; `None` when it was sealed with another key or is damaged.
+fn open_value(key: &DataKey, field: &str, sealed: &Sealed) -> Option<Value> {
+    if sealed.kid != key.id {
+        return None;
+    }
+    let iv: [u8; NONCE_LEN] = B64.decode(&sealed.iv).ok()?.try_into().ok()?;
+    let mut text = B64.decode(&sealed.ct).ok()?;
+    let plain = key
+        .cipher
+        .open_in_place(
+            Nonce::assume_unique_for_key(iv),
+            Aad::from(aad(&sealed.kid, field).as_bytes()),
+            &mut text,
+        )
+        .ok()?;
+    serde_json::from_slice(plain).ok()
+}
+
+fn subject_of(shape: &PersonalData, object: &Map<String, Value>) -> Option<String> {
+    object
+        .get(shape.subject)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+impl Pii {
+    pub fn new(keys: Arc<dyn KeyStore>) -> Self {
+        Self { keys }
+    }
+
+    pub fn keys(&self) -> &Arc<dyn KeyStore> {
+        &self.keys
+    }
+
+    /// Seals every personal field of the commit's events and snapshots, in place.
+    pub async fn seal_commit(&self, commit: &mut Commit) -> Result<(), StoreError> {
+        for append in &mut commit.streams {
+            let stream_type = append.stream.stream_type;
+            for event in &mut append.events {
+                if let Some(shape) = domain::personal_event(stream_type, &event.event_type) {
+                    let mut value = event.payload.to_value();
+                    self.seal_object(shape, &mut value, true).await?;
+                    event.payload = Payload::from(value);
+                }
+            }
+            if let (Some(snapshot), Some(shape)) = (
+                append.snapshot.as_mut(),
+                domain::personal_snapshot(stream_type),
+            ) {
+                self.seal_object(shape, &mut snapshot.state, false).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals `value`'s personal fields with its owner's key. Events create the key when the
+    /// owner has none; a snapshot (of state that may predate an erasure) never does: for an owner
+    /// erased before, it keeps the erased form instead.
+    async fn seal_object(
+        &self,
+        shape: &PersonalData,
+        value: &mut Value,
+        create: bool,
+    ) -> Result<(), StoreError> {
+        let Some(object) = value.as_object_mut() else {
+            return Ok(());
+        };
+        let Some(subject) = subject_of(shape, object) else {
+            return Ok(());
+        };
+        let key = if create {
+            Some(self.keys.key_for(&subject).await?)
+        } else {
+            let known = self.keys.lookup(&subject).await?;
+            match (known.key, known.erased) {
+                (_, true) => None,
+                (Some(key), false) => Some(key),
+                (None, false) => Some(self.keys.key_for(&subject).await?),
+            }
+        };
+        for field in shape.fields {
+            let Some(current) = object.get_mut(field.name) else {
+                continue;
+            };
+            if current.is_null() || as_sealed(current).is_some() {
+                continue;
+            }
+            *current = match &key {
+                Some(key) => seal_value(key, field.name, current)?,
+                None => field.erased_as.value(),
+            };
+        }
+        Ok(())
+    }
+
+    /// Reveals `value`'s personal fields: opened with the owner's key, or erased.
+    async fn reveal_object(
+        &self,
+        shape: &PersonalData,
+        value: &mut Value,
+    ) -> Result<(), StoreError> {
+        let Some(object) = value.as_object_mut() else {
+            return Ok(());
+        };
+        let Some(subject) = subject_of(shape, object) else {
+            return Ok(());
+        };
+        let mut known: Option<CustomerKeys> = None;
+        for field in shape.fields {
+            let Some(current) = object.get(field.name) else {
+                continue;
+            };
+            if current.is_null() {
+                continue;
+            }
+            if known.is_none() {
+                known = Some(self.keys.lookup(&subject).await?);
+            }
+            let keys = known.as_ref().unwrap_or_else(|| unreachable!());
+            let revealed = match as_sealed(current) {
+                Some(sealed) => keys
+                    .key
+                    .as_ref()
+                    .and_then(|key| open_value(key, field.name, &sealed)),
+                // Written in clear before sealing existed: readable until the owner is erased.
+                None if keys.erased => None,
+                None => continue,
+            };
+            object.insert(
+                field.name.to_owned(),
+                revealed.unwrap_or_else(|| field.erased_as.value()),
+            );
+        }
+        Ok(())
+    }
+
+    /// Reveals the personal fields of one event, in place.
+    pub async fn reveal(&self, event: &mut EventEnvelope) -> Result<(), StoreError> {
+        if let Some(shape) = domain::personal_event(event.stream_type, &event.event_type) {
+            let mut value = event.payload.to_value();
+            self.reveal_object(shape, &mut value).await?;
+            event.payload = Payload::from(value);
+        }
+        Ok(())
+    }
+
+    /// Reveals the personal fields of every event, in place.
+    pub async fn reveal_all(&self, events: &mut [EventEnvelope]) -> Result<(), StoreError> {
+        for event in events {
+            self.reveal(event).await?;
+        }
+        Ok(())
+    }
+
+    async fn reveal_snapshot(
+        &self,
+        stream: StreamType,
+        snapshot: &mut Snapshot,
+    ) -> Result<(), StoreError> {
+        if let Some(shape) = domain::personal_snapshot(stream) {
+            self.reveal_object(shape, &mut snapshot.state).await?;
+        }
+        Ok(())
+    }
+}
+
+/// An event-store decorator that seals personal data on the way in and reveals it on every way
+/// out (see the module docs).
+pub struct PersonalDataStore<S> {
+    inner: S,
+    pii: Pii,
+}
+
+impl<S> PersonalDataStore<S> {
+    pub fn new(inner: S, pii: Pii) -> Self {
+        Self { inner, pii }
+    }
+
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+}
+
+forward_event_store! {
+    impl[S: EventStore] for PersonalDataStore<S>, to |s| &s.inner,
+    forward [head, idempotency, commit_notifier] {
+        async fn append(&self, mut commit: Commit) -> Result<AppendOutcome, StoreError> {
+            self.pii.seal_commit(&mut commit).await?;
+            self.inner.append(commit).await
+        }
+        async fn load(&self, stream: &StreamRef) -> Result<LoadedStream, StoreError> {
+            let mut loaded = self.inner.load(stream).await?;
+            if let Some(snapshot) = loaded.snapshot.as_mut() {
+                self.pii.reveal_snapshot(stream.stream_type, snapshot).await?;
+            }
+            self.pii.reveal_all(&mut loaded.events).await?;
+            Ok(loaded)
+        }
+        async fn read(
+            &self,
+            stream: &StreamRef,
+            from: u64,
+            to: u64,
+        ) -> Result<Vec<EventEnvelope>, StoreError> {
+            let mut events = self.inner.read(stream, from, to).await?;
+            self.pii.reveal_all(&mut events).await?;
+            Ok(events)
+        }
+        async fn feed(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+            let mut events = self.inner.feed(after, limit).await?;
+            self.pii.reveal_all(&mut events).await?;
+            Ok(events)
+        }
+        async fn feed_filtered(
+            &self,
+            after: u64,
+            limit: usize,
+            keep: &EventFilter<'_>,
+        ) -> Result<FilteredPage, StoreError> {
+            // Filters judge types and ids, never personal fields, so they see the sealed event.
+            let mut page = self.inner.feed_filtered(after, limit, keep).await?;
+            self.pii.reveal_all(&mut page.events).await?;
+            Ok(page)
+        }
+        async fn feed_in_time(
+            &self,
+            after: u64,
+            from: DateTime<Utc>,
+            to: DateTime<Utc>,
+            limit: usize,
+        ) -> Result<Option<Vec<EventEnvelope>>, StoreError> {
+            let mut events = self.inner.feed_in_time(after, from, to, limit).await?;
+            if let Some(events) = events.as_mut() {
+                self.pii.reveal_all(events).await?;
+            }
+            Ok(events)
+        }
+    }
+}
+
+/// What an erasure answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErasureReceipt {
+    pub customer_id: String,
+    /// 1 for the customer's first erasure, 2 for the next, ...
+    pub erasure: u32,
+    pub erased_at: DateTime<Utc>,
+}
+
+/// The erasure use case: the customer's key goes first (that is the erasure), then
+/// `CustomerErased` records it on the customer's stream, where read models see it.
+pub struct Erasure {
+    svc: Arc<CommandService>,
+    keys: Arc<dyn KeyStore>,
+}
+
+impl Erasure {
+    pub fn new(svc: Arc<CommandService>, keys: Arc<dyn KeyStore>) -> Self {
+        Self { svc, keys }
+    }
+
+    /// Erases a customer's personal data. A retry with the context's idempotency key answers as
+    /// the first request and erases nothing more (a key created since stays); a new request
+    /// erases again, and is recorded again.
+    #[tracing::instrument(skip_all, fields(customer = %customer), err)]
+    pub async fn erase(
+        &self,
+        ctx: &CommandContext,
+        customer: &CustomerId,
+        requested_by: &str,
+    ) -> Result<Executed<ErasureReceipt>, CommandError> {
+        if let Some(replayed) = self.svc.replay::<ErasureReceipt>(ctx).await? {
+            return Ok(replayed);
+        }
+        self.keys.erase(customer.as_str()).await?;
+        let at = self.svc.clock().now();
+        let executed = self
+            .svc
+            .execute::<domain::Customer, _, _, _>(
+                customer.as_str(),
+                ctx,
+                |_| {
+                    Ok(CustomerCommand::Erase {
+                        customer_id: customer.clone(),
+                        requested_by: requested_by.to_owned(),
+                        at,
+                    })
+                },
+                |state, _| ErasureReceipt {
+                    customer_id: customer.to_string(),
+                    erasure: state.erasures,
+                    erased_at: state.erased_at.unwrap_or(at),
+                },
+            )
+            .await?;
+        tracing::info!(erasure = executed.value.erasure, "customer erased");
+        Ok(executed)
+    }
+}
+
+/// Masks personal data for readers without the `pii` scope: personal fields read [`MASKED`], and
+/// every customer id (in payloads, customer stream ids and customers' actor subjects) becomes a
+/// keyed pseudonym that is the same in every export, so joins still work.
+pub struct Pseudonyms {
+    key: ring::hmac::Key,
+}
+
+impl Pseudonyms {
+    pub fn new(secret: &[u8]) -> Self {
+        Self {
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret),
+        }
+    }
+
+    /// The stable pseudonym of a customer id: `anon_` and 32 hex digits.
+    pub fn of(&self, customer: &str) -> String {
+        let tag = ring::hmac::sign(&self.key, customer.as_bytes());
+        format!("anon_{}", hex::encode(&tag.as_ref()[..16]))
+    }
+
+    /// Masks one event for a reader without the `pii` scope.
+    pub fn mask(&self, event: &mut EventEnvelope) {
+        if event.stream_type == StreamType::Customer {
+            event.stream_id = self.of(&event.stream_id);
+        }
+        if event.metadata.actor.role == "customer" && !event.metadata.actor.subject.is_empty() {
+            event.metadata.actor.subject = self.of(&event.metadata.actor.subject);
+        }
+        let mut value = event.payload.to_value();
+        if self.mask_value(event.stream_type, &event.event_type, &mut value) {
+            event.payload = Payload::from(value);
+        }
+    }
+
+    /// Masks a payload in place; true when anything changed.
+    fn mask_value(&self, stream: StreamType, event_type: &str, value: &mut Value) -> bool {
+        let Some(object) = value.as_object_mut() else {
+            return false;
+        };
+        let mut changed = false;
+        if let Some(shape) = domain::personal_event(stream, event_type) {
+            for field in shape.fields {
+                if object.get(field.name).is_some_and(|v| !v.is_null()) {
+                    object.insert(field.name.to_owned(), masked(field.erased_as));
+                    changed = true;
+                }
+            }
+        }
+        if let Some(Value::String(id)) = object.get_mut(CUSTOMER_ID_FIELD) {
+            *id = self.of(id);
+            changed = true;
+        }
+        changed
+    }
+
+    /// Masks a JSON state (time travel) of a stream: personal snapshot fields and customer ids.
+    pub fn mask_state(&self, stream: StreamType, state: &mut Value) {
+        if let (Some(shape), Some(object)) =
+            (domain::personal_snapshot(stream), state.as_object_mut())
+        {
+            for field in shape.fields {
+                if object.get(field.name).is_some_and(|v| !v.is_null()) {
+                    object.insert(field.name.to_owned(), masked(field.erased_as));
+                }
+            }
+        }
+        if let Some(Value::String(id)) = state.get_mut(CUSTOMER_ID_FIELD) {
+            *id = self.of(id);
+        }
+        if stream == StreamType::Customer {
+            if let Some(Value::String(id)) = state.get_mut("id") {
+                *id = self.of(id);
+            }
+        }
+    }
+}
+
+fn masked(erased_as: ErasedAs) -> Value {
+    let mut value = erased_as.value();
+    replace_texts(&mut value, domain::ERASED, MASKED);
+    value
+}
+
+fn replace_texts(value: &mut Value, from: &str, to: &str) {
+    match value {
+        Value::String(s) if s == from => *s = to.to_owned(),
+        Value::Object(map) => map.values_mut().for_each(|v| replace_texts(v, from, to)),
+        Value::Array(items) => items.iter_mut().for_each(|v| replace_texts(v, from, to)),
+        _ => {}
+    }
+}
+
+/// The [`KeyStore`] contract, for every adapter's tests.
+#[cfg(any(test, feature = "testsuite"))]
+pub async fn key_store_contract(keys: Arc<dyn KeyStore>) {
+    let customer = format!("contract-{}", uuid::Uuid::new_v4().simple());
+    let unknown = keys.lookup(&customer).await.expect("lookup");
+    assert!(
+        unknown.key.is_none() && !unknown.erased,
+        "a new customer has nothing"
+    );
+
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let keys = keys.clone();
+            let customer = customer.clone();
+            tokio::spawn(async move { keys.key_for(&customer).await.expect("key_for") })
+        })
+        .collect();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut materials = std::collections::BTreeSet::new();
+    for racer in racers {
+        let key = racer.await.expect("join");
+        ids.insert(key.id().to_owned());
+        materials.insert(*key.material());
+    }
+    assert_eq!(ids.len(), 1, "concurrent key_for calls agree on one key");
+    assert_eq!(materials.len(), 1);
+    let first = keys.key_for(&customer).await.expect("key_for again");
+    let found = keys.lookup(&customer).await.expect("lookup");
+    assert_eq!(found.key.as_ref().map(DataKey::id), Some(first.id()));
+    assert_eq!(
+        found.key.as_ref().map(|k| *k.material()),
+        Some(*first.material())
+    );
+    assert!(!found.erased);
+
+    keys.erase(&customer).await.expect("erase");
+    keys.erase(&customer).await.expect("erase again is fine");
+    let erased = keys.lookup(&customer).await.expect("lookup");
+    assert!(erased.key.is_none(), "the key is gone");
+    assert!(erased.erased, "the erasure is remembered");
+
+    let second = keys
+        .key_for(&customer)
+        .await
+        .expect("a new key after erasure");
+    assert_ne!(second.id(), first.id());
+    assert_ne!(second.material(), first.material());
+    let after = keys.lookup(&customer).await.expect("lookup");
+    assert_eq!(after.key.as_ref().map(DataKey::id), Some(second.id()));
+    assert!(after.erased, "a new key keeps the older erasure");
+
+    let never = format!("never-{}", uuid::Uuid::new_v4().simple());
+    keys.erase(&never)
+        .await
+        .expect("erasing a customer without a key");
+    assert!(keys.lookup(&never).await.expect("lookup").erased);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_memory_store_keeps_the_contract() {
+        key_store_contract(Arc::new(MemoryKeyStore::default())).await;
+    }
+
+    #[tokio::test]
+    async fn the_cache_keeps_the_contract() {
+        key_store_contract(Arc::new(CachedKeyStore::new(
+            MemoryKeyStore::default(),
+            100,
+            None,
+        )))
+        .await;
+    }
+
+    #[test]
+    fn a_sealed_value_opens_only_with_its_key_and_field() {
+        let key = DataKey::generate().unwrap();
+        let other = DataKey::generate().unwrap();
+        let value = serde_json::json!("ada@example.com");
+        let sealed = seal_value(&key, "customer_email", &value).unwrap();
+        let text = sealed.to_string();
+        assert!(!text.contains("ada@example.com"));
+        assert_eq!(sealed["enc"], ALGORITHM);
+        assert_eq!(sealed["kid"], key.id());
+        let parsed = as_sealed(&sealed).unwrap();
+        assert_eq!(
+            open_value(&key, "customer_email", &parsed),
+            Some(value.clone())
+        );
+        assert_eq!(open_value(&key, "shipping_address", &parsed), None);
+        assert_eq!(open_value(&other, "customer_email", &parsed), None);
+        // A fresh nonce per seal.
+        assert_ne!(seal_value(&key, "customer_email", &value).unwrap(), sealed);
+    }
+
+    #[test]
+    fn pseudonyms_are_stable_per_secret() {
+        let a = Pseudonyms::new(b"one");
+        let b = Pseudonyms::new(b"two");
+        assert_eq!(a.of("cust-1"), a.of("cust-1"));
+        assert_ne!(a.of("cust-1"), a.of("cust-2"));
+        assert_ne!(a.of("cust-1"), b.of("cust-1"));
+        assert!(a.of("cust-1").starts_with("anon_"));
+        assert_eq!(a.of("cust-1").len(), "anon_".len() + 32);
+    }
+}

@@ -1,0 +1,176 @@
+//! Which stored fields hold a person's data, declared once.
+//!
+//! The event store encrypts these fields with the data key of the customer named by `subject`
+//! before it writes them, and shows them in their erased form once that key is deleted
+//! (`commands::pii`). Everything else (ids, amounts, statuses, lines) stays in clear, so the books
+//! still add up after an erasure.
+//!
+//! The erased form is one documented shape: every personal text reads [`ERASED`], and optional
+//! parts of a personal value (an address's second line) read `null`.
+
+use crate::aggregate::StreamType;
+use crate::order::{event_names, ShippingAddress};
+
+/// What a personal text reads once its owner's data was erased.
+pub const ERASED: &str = "[erased]";
+
+/// How a personal field reads once erased.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErasedAs {
+    /// A text: [`ERASED`].
+    Text,
+    /// A [`ShippingAddress`] whose texts read [`ERASED`] and whose second line is `null`.
+    Address,
+}
+
+impl ErasedAs {
+    pub fn value(self) -> serde_json::Value {
+        match self {
+            ErasedAs::Text => serde_json::Value::String(ERASED.to_owned()),
+            ErasedAs::Address => serde_json::json!(ShippingAddress {
+                name: ERASED.to_owned(),
+                line1: ERASED.to_owned(),
+                line2: None,
+                city: ERASED.to_owned(),
+                postal_code: ERASED.to_owned(),
+                country: ERASED.to_owned(),
+            }),
+        }
+    }
+}
+
+/// One personal field of a stored JSON object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PersonalField {
+    pub name: &'static str,
+    pub erased_as: ErasedAs,
+}
+
+/// Where a stored shape keeps personal data: the fields, and the field naming their owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PersonalData {
+    pub stream: StreamType,
+    /// The event type, or `None` for the stream's snapshot state.
+    pub event_type: Option<&'static str>,
+    /// The field that holds the owner's customer id (in clear).
+    pub subject: &'static str,
+    pub fields: &'static [PersonalField],
+}
+
+const ORDER_FIELDS: &[PersonalField] = &[
+    PersonalField {
+        name: "customer_email",
+        erased_as: ErasedAs::Text,
+    },
+    PersonalField {
+        name: "shipping_address",
+        erased_as: ErasedAs::Address,
+    },
+];
+
+/// Every stored shape that holds personal data. `OrderPlaced` is the only event that does (cart,
+/// payment, product and notification events carry ids and amounts only); an order's snapshot
+/// holds the same fields in its state.
+pub const PERSONAL_DATA: &[PersonalData] = &[
+    PersonalData {
+        stream: StreamType::Order,
+        event_type: Some(event_names::ORDER_PLACED),
+        subject: "customer_id",
+        fields: ORDER_FIELDS,
+    },
+    PersonalData {
+        stream: StreamType::Order,
+        event_type: None,
+        subject: "customer_id",
+        fields: ORDER_FIELDS,
+    },
+];
+
+/// The personal fields of events of `event_type` on `stream`, if they have any.
+pub fn personal_event(stream: StreamType, event_type: &str) -> Option<&'static PersonalData> {
+    PERSONAL_DATA
+        .iter()
+        .find(|d| d.stream == stream && d.event_type == Some(event_type))
+}
+
+/// The personal fields of `stream`'s snapshot state, if it has any.
+pub fn personal_snapshot(stream: StreamType) -> Option<&'static PersonalData> {
+    PERSONAL_DATA
+        .iter()
+        .find(|d| d.stream == stream && d.event_type.is_none())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        CartId, CustomerId, Event, Money, Order, OrderEvent, OrderId, OrderLine, PaymentId,
+        ProductId, Quantity,
+    };
+
+    fn placed() -> OrderEvent {
+        let price = Money::parse("9.99", "EUR").unwrap();
+        OrderEvent::OrderPlaced {
+            order_id: OrderId::parse("o1").unwrap(),
+            cart_id: CartId::parse("c1").unwrap(),
+            customer_id: CustomerId::parse("cust-1").unwrap(),
+            customer_email: "ada@example.com".to_owned(),
+            shipping_address: ShippingAddress {
+                name: "Ada".to_owned(),
+                line1: "1 Analytical Way".to_owned(),
+                line2: Some("Flat 2".to_owned()),
+                city: "London".to_owned(),
+                postal_code: "N1".to_owned(),
+                country: "GB".to_owned(),
+            },
+            lines: vec![OrderLine {
+                product_id: ProductId::parse("p1").unwrap(),
+                name: "Widget".to_owned(),
+                quantity: Quantity::parse(1).unwrap(),
+                unit_price: price.clone(),
+                line_total: price.clone(),
+            }],
+            total: price,
+            payment_id: PaymentId::parse("pay1").unwrap(),
+            placed_at: "2026-12-06T10:00:00Z".parse().unwrap(),
+        }
+    }
+
+    /// The declared names are the stored names: every personal field and the subject are in
+    /// the payload and in the snapshot state, and the erased forms decode as the stored types.
+    #[test]
+    fn the_declared_fields_are_the_stored_ones() {
+        let event = placed();
+        let payload: serde_json::Value =
+            serde_json::from_str(&event.payload_json()).expect("payload");
+        let mut state = Order::default();
+        state.evolve(&event);
+        let snapshot = serde_json::to_value(&state).expect("state");
+        for (shape, json) in [
+            (
+                personal_event(StreamType::Order, event.event_type()),
+                &payload,
+            ),
+            (personal_snapshot(StreamType::Order), &snapshot),
+        ] {
+            let shape = shape.expect("declared");
+            assert_eq!(json[shape.subject], "cust-1");
+            let mut erased = json.clone();
+            for field in shape.fields {
+                assert!(!json[field.name].is_null(), "{} is stored", field.name);
+                erased[field.name] = field.erased_as.value();
+            }
+            assert!(erased.to_string().contains(ERASED));
+            assert!(!erased.to_string().contains("ada@example.com"));
+            assert!(!erased.to_string().contains("Analytical"));
+            if shape.event_type.is_some() {
+                OrderEvent::decode(event.event_type(), 1, &erased.to_string())
+                    .expect("the erased event decodes");
+            } else {
+                serde_json::from_value::<Order>(erased).expect("the erased state decodes");
+            }
+        }
+        assert!(personal_event(StreamType::Order, "OrderPaid").is_none());
+        assert!(personal_snapshot(StreamType::Cart).is_none());
+    }
+}

@@ -1,0 +1,91 @@
+//! Erasure in the read models that copy personal fields (order history, support,
+//! notifications).
+//!
+//! Events read from the store already show an erased customer's fields in their erased form, so
+//! a rebuild from zero needs nothing here. A live read model copied them while they were still
+//! readable; on `CustomerErased` it erases its copies. Each such projection keeps, per customer,
+//! the orders it holds (with when they were placed) and the latest erasure it saw, in a
+//! collection of its own. An order placed up to an erasure is erased, whichever of the two events
+//! the projection sees first (streams interleave freely); an order placed after it is a new one,
+//! sealed under a new key, and stays.
+
+use crate::docs::{no_index, update_doc};
+use crate::store::{DocTx, ProjectionError};
+use crate::util::decode;
+use chrono::{DateTime, Utc};
+use commands::EventEnvelope;
+use domain::{CustomerEvent, CustomerId};
+use serde::{Deserialize, Serialize};
+
+/// One customer's orders as one projection holds them, and their latest erasure.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct CustomerOrders {
+    /// (order id, placed at), in arrival order.
+    orders: Vec<(String, DateTime<Utc>)>,
+    erased_at: Option<DateTime<Utc>>,
+}
+
+/// Notes that the customer placed an order. True when an erasure already seen covers it: the
+/// caller then stores the order's personal fields erased.
+pub(crate) fn order_placed(
+    tx: &mut dyn DocTx,
+    collection: &str,
+    customer: &CustomerId,
+    order_id: &str,
+    placed_at: DateTime<Utc>,
+) -> Result<bool, ProjectionError> {
+    update_doc(tx, collection, customer.as_str(), no_index, |doc| {
+        let doc = doc.get_or_insert_with(CustomerOrders::default);
+        if !doc.orders.iter().any(|(id, _)| id == order_id) {
+            doc.orders.push((order_id.to_owned(), placed_at));
+        }
+        doc.erased_at.is_some_and(|erased| placed_at <= erased)
+    })
+}
+
+/// What a `CustomerErased` event asks of a projection.
+pub(crate) struct Erased {
+    pub customer_id: CustomerId,
+    pub at: DateTime<Utc>,
+    pub erasure: u32,
+    /// The customer's orders the projection holds that were placed up to the erasure.
+    pub orders: Vec<String>,
+}
+
+/// Applies a customer-stream event to the per-customer collection; `Some` for an erasure.
+pub(crate) fn customer_event(
+    projection: &'static str,
+    tx: &mut dyn DocTx,
+    collection: &str,
+    event: &EventEnvelope,
+) -> Result<Option<Erased>, ProjectionError> {
+    let Some(CustomerEvent::CustomerErased {
+        customer_id,
+        erasure,
+        at,
+        ..
+    }) = decode::<CustomerEvent>(projection, event)?
+    else {
+        return Ok(None);
+    };
+    let orders = update_doc(tx, collection, customer_id.as_str(), no_index, |doc| {
+        let doc = doc.get_or_insert_with(CustomerOrders::default);
+        doc.erased_at = Some(doc.erased_at.map_or(at, |e| e.max(at)));
+        doc.orders
+            .iter()
+            .filter(|(_, placed_at)| *placed_at <= at)
+            .map(|(id, _)| id.clone())
+            .collect()
+    })?;
+    Ok(Some(Erased {
+        customer_id,
+        at,
+        erasure,
+        orders,
+    }))
+}
+
+/// The erased form of a personal text.
+pub(crate) fn erased_text() -> String {
+    domain::ERASED.to_owned()
+}
