@@ -41,7 +41,7 @@ pass it as `consistency` to a read-model query to read your own writes (the same
         carts::remove_item, carts::checkout,
         orders::list_orders, orders::get_order, orders::cancel, orders::notifications,
         catalog::list_products, catalog::get_product,
-        payments::confirm,
+        payments::client_secret, payments::confirm,
         admin::create_product, admin::reprice, admin::restock, admin::retire, admin::unretire,
         admin::describe, admin::adjust_stock, catalog::list_categories, admin::ship,
         admin::deliver, admin::list_projections, admin::rebuild_projection,

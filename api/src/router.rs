@@ -40,6 +40,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/carts/{id}/checkout", post(carts::checkout))
         .route("/v1/orders", get(orders::list_orders))
         .route("/v1/me/notifications", get(orders::notifications))
+        .route(
+            "/v1/payments/{payment_id}/client-secret",
+            get(payments::client_secret),
+        )
         .route("/v1/payments/{payment_id}/confirm", post(payments::confirm));
     let order_reads = Router::new().route("/v1/orders/{id}", get(orders::get_order));
     let order_cancel = Router::new().route("/v1/orders/{id}/cancel", post(orders::cancel));

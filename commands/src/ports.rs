@@ -54,6 +54,7 @@ pub struct CreateIntent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CreatedIntent {
     pub intent_id: String,
+    /// Handed to the storefront, never stored: see [`PaymentGateway::client_secret`].
     pub client_secret: String,
 }
 
@@ -124,10 +125,14 @@ impl GatewayError {
 /// Contract: `create_intent` with the same idempotency key returns the same intent; `refund` with
 /// the same idempotency key refunds once; `confirm_intent` with the same key confirms once;
 /// `cancel_intent` answers `canceled` for an intent that is canceled (again, or already), and
-/// `Rejected` for one that can no longer be canceled (it succeeded).
+/// `Rejected` for one that can no longer be canceled (it succeeded). `client_secret` answers the
+/// secret of an intent the provider created, the same one `create_intent` gave, at any later
+/// time (a restart included): the backbone never stores a client secret, so this is where it
+/// comes from again.
 #[async_trait]
 pub trait PaymentGateway: Send + Sync + 'static {
     async fn create_intent(&self, request: CreateIntent) -> Result<CreatedIntent, GatewayError>;
+    async fn client_secret(&self, intent_id: &str) -> Result<String, GatewayError>;
     async fn confirm_intent(&self, request: ConfirmIntent) -> Result<IntentStatus, GatewayError>;
     async fn refund(&self, request: RefundRequest) -> Result<RefundResult, GatewayError>;
     async fn cancel_intent(&self, request: CancelIntent) -> Result<IntentStatus, GatewayError>;

@@ -388,18 +388,9 @@ impl Shop {
         if let Some(replayed) = self.svc.replay::<Ack>(ctx).await? {
             return Ok(replayed);
         }
-        let payment = self.svc.load::<Payment>(payment_id).await?;
-        let owned = match &payment.state.order_id {
-            Some(order_id) => self
-                .get_order_state(caller, order_id.as_str())
-                .await
-                .is_ok(),
-            None => false,
-        };
-        if !owned {
-            return Err(CommandError::not_found("payment", payment_id));
-        }
-        let intent = self.ensure_intent(ctx, payment_id).await?;
+        let payment = self.owned_payment(caller, payment_id).await?;
+        // Only the intent is needed: its client secret is not asked of the provider.
+        let (intent_id, _) = self.record_intent(ctx, payment_id).await?;
         let request_key = match &ctx.idempotency {
             Some(key) => key.command_id.clone(),
             None => uuid::Uuid::now_v7().to_string(),
@@ -407,7 +398,7 @@ impl Shop {
         let confirmed = self
             .gateway
             .confirm_intent(ConfirmIntent {
-                intent_id: intent.intent_id,
+                intent_id,
                 payment_method: payment_method.to_owned(),
                 idempotency_key: format!("confirm:{payment_id}:{request_key}"),
             })
@@ -420,7 +411,30 @@ impl Shop {
         self.svc.remember(ctx, ack).await
     }
 
-    /// Creates (or returns the existing) provider intent of a payment and records it.
+    /// The payment, when the caller may see its order (its customer, or staff); "not found"
+    /// otherwise, so that nobody else learns it exists.
+    async fn owned_payment(
+        &self,
+        caller: &Caller,
+        payment_id: &str,
+    ) -> Result<Loaded<Payment>, CommandError> {
+        let payment = self.svc.load::<Payment>(payment_id).await?;
+        let owned = match &payment.state.order_id {
+            Some(order_id) => self
+                .get_order_state(caller, order_id.as_str())
+                .await
+                .is_ok(),
+            None => false,
+        };
+        if !owned {
+            return Err(CommandError::not_found("payment", payment_id));
+        }
+        Ok(payment)
+    }
+
+    /// Creates (or returns the existing) provider intent of a payment and records it, with its
+    /// client secret: the provider's answer when the intent is created now, asked of the
+    /// provider again when it already exists (the secret is never stored).
     /// Safe to call repeatedly and concurrently: the provider key is the payment id and the
     /// Payment aggregate ignores a second identical fact.
     #[tracing::instrument(skip_all, fields(payment_id = %payment_id), err)]
@@ -429,14 +443,29 @@ impl Shop {
         ctx: &CommandContext,
         payment_id: &str,
     ) -> Result<IntentReceipt, CommandError> {
+        let (intent_id, created_secret) = self.record_intent(ctx, payment_id).await?;
+        let client_secret = match created_secret {
+            Some(secret) => secret,
+            None => self.gateway.client_secret(&intent_id).await?,
+        };
+        Ok(IntentReceipt {
+            payment_id: payment_id.to_string(),
+            intent_id,
+            client_secret,
+        })
+    }
+
+    /// The intent id of a payment, its intent created and recorded first when it has none; the
+    /// client secret too, when the intent was created by this call.
+    async fn record_intent(
+        &self,
+        ctx: &CommandContext,
+        payment_id: &str,
+    ) -> Result<(String, Option<String>), CommandError> {
         let loaded = self.svc.load::<Payment>(payment_id).await?;
         let p = &loaded.state;
-        if let (Some(intent), Some(secret)) = (&p.intent_id, &p.client_secret_ref) {
-            return Ok(IntentReceipt {
-                payment_id: payment_id.to_string(),
-                intent_id: intent.clone(),
-                client_secret: secret.clone(),
-            });
+        if let Some(intent) = &p.intent_id {
+            return Ok((intent.clone(), None));
         }
         let (Some(pid), Some(order_id), Some(amount)) =
             (p.id.clone(), p.order_id.clone(), p.amount.clone())
@@ -453,7 +482,6 @@ impl Shop {
             })
             .await?;
         let intent_id = created.intent_id.clone();
-        let secret = created.client_secret.clone();
         self.svc
             .execute::<Payment, _, _, _>(
                 payment_id,
@@ -467,16 +495,36 @@ impl Shop {
                 |_| {
                     Ok(PaymentCommand::RecordIntentCreated {
                         intent_id: intent_id.clone(),
-                        client_secret_ref: secret.clone(),
                     })
                 },
                 |_, _| (),
             )
             .await?;
+        Ok((created.intent_id, Some(created.client_secret)))
+    }
+
+    /// The client secret of a payment's intent, asked of the provider (it is never stored), for
+    /// the order's customer (or staff); anyone else gets "not found". A payment whose intent is
+    /// not created yet (the provider was down at checkout, and the retry worker has not caught
+    /// up) is rejected as `intent_pending`.
+    #[tracing::instrument(skip_all, fields(payment_id = %payment_id), err)]
+    pub async fn client_secret(
+        &self,
+        caller: &Caller,
+        payment_id: &str,
+    ) -> Result<IntentReceipt, CommandError> {
+        let payment = self.owned_payment(caller, payment_id).await?;
+        let Some(intent_id) = payment.state.intent_id.clone() else {
+            return Err(CommandError::rejected(
+                "intent_pending",
+                "the payment has no provider intent yet, retry later",
+            ));
+        };
+        let client_secret = self.gateway.client_secret(&intent_id).await?;
         Ok(IntentReceipt {
             payment_id: payment_id.to_string(),
-            intent_id: created.intent_id,
-            client_secret: created.client_secret,
+            intent_id,
+            client_secret,
         })
     }
 

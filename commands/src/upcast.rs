@@ -60,3 +60,53 @@ impl Upcaster for DomainUpcaster {
         event
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Metadata;
+    use domain::event_names;
+    use serde_json::json;
+
+    fn payment_event(event_type: &str, version: u32, payload: serde_json::Value) -> EventEnvelope {
+        EventEnvelope {
+            global_position: Some(7),
+            event_id: uuid::Uuid::now_v7(),
+            stream_type: StreamType::Payment,
+            stream_id: "pay1".to_owned(),
+            sequence: 2,
+            event_type: event_type.to_owned(),
+            event_version: version,
+            occurred_at: chrono::Utc::now(),
+            payload: payload.into(),
+            metadata: Metadata::default(),
+        }
+    }
+
+    #[test]
+    fn a_v1_intent_created_comes_out_as_v2_without_its_client_secret() {
+        let stored = payment_event(
+            event_names::PAYMENT_INTENT_CREATED,
+            1,
+            json!({ "payment_id": "pay1", "intent_id": "pi_1", "client_secret_ref": "pi_1_secret_x" }),
+        );
+        assert!(!DomainUpcaster.is_current(&stored));
+        let read = DomainUpcaster.upcast(stored.clone());
+        assert_eq!(read.event_version, 2);
+        assert_eq!(
+            read.payload.value(),
+            &json!({ "payment_id": "pay1", "intent_id": "pi_1" })
+        );
+        assert!(
+            !read.payload.json().contains("secret"),
+            "{}",
+            read.payload.json()
+        );
+        // The rest of the envelope is the stored one.
+        assert_eq!(
+            (read.event_id, read.sequence, read.global_position),
+            (stored.event_id, stored.sequence, stored.global_position)
+        );
+        assert!(DomainUpcaster.is_current(&read));
+    }
+}

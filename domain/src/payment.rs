@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
 
-/// Longest provider reference (intent, refund or dispute id, client secret reference).
+/// Longest provider reference (intent, refund, dispute or charge id).
 pub const MAX_REFERENCE_CHARS: usize = 255;
 
 named_enum! {
@@ -73,9 +73,9 @@ pub struct Payment {
     /// The requested amount.
     pub amount: Option<Money>,
     pub status: PaymentStatus,
+    /// The provider's intent. Its client secret is never part of the state (nor of any event):
+    /// it is asked of the provider whenever the storefront needs it.
     pub intent_id: Option<String>,
-    /// A reference to where the client secret is kept; the secret itself is never stored here.
-    pub client_secret_ref: Option<String>,
     /// The amount actually taken, once succeeded (at most the requested amount).
     pub captured: Option<Money>,
     /// Cumulative refunded amount.
@@ -136,7 +136,6 @@ pub enum PaymentCommand {
     },
     RecordIntentCreated {
         intent_id: String,
-        client_secret_ref: String,
     },
     RecordRequiresAction {
         intent_id: String,
@@ -185,10 +184,11 @@ domain_events! {
             order_id: OrderId,
             amount: Money,
         },
-        PAYMENT_INTENT_CREATED = "PaymentIntentCreated", version 1 => PaymentIntentCreated {
+        /// Version 2 dropped `client_secret_ref`, which held the provider's client secret: a
+        /// secret has no place in the history. Version 1 payloads are upcast without it.
+        PAYMENT_INTENT_CREATED = "PaymentIntentCreated", version 2 => PaymentIntentCreated {
             payment_id: PaymentId,
             intent_id: String,
-            client_secret_ref: String,
         },
         PAYMENT_REQUIRES_ACTION = "PaymentRequiresAction", version 1 => PaymentRequiresAction {
             payment_id: PaymentId,
@@ -292,15 +292,18 @@ fn dispute_fact_key(dispute_id: &str, status: &str) -> String {
 pub const DISPUTE_LOST: &str = "lost";
 
 /// Brings an older payload to the current shape of its event type: fields added by a later
-/// version are absent (null) in older payloads.
+/// version are absent (null) in older payloads, and fields a later version dropped are removed,
+/// so that re-encoding the upcast event (every read path does) never carries them on.
 fn upcast(
     event_type: &str,
     version: u32,
     mut payload: serde_json::Value,
 ) -> Result<serde_json::Value, crate::aggregate::DecodeError> {
-    let added: &[&str] = match (event_type, version) {
-        (event_names::PAYMENT_SUCCEEDED, 1) => &["charge_id"],
-        (event_names::PAYMENT_DISPUTED, 1) => &["amount", "withdrawn"],
+    let (added, dropped): (&[&str], &[&str]) = match (event_type, version) {
+        (event_names::PAYMENT_SUCCEEDED, 1) => (&["charge_id"], &[]),
+        (event_names::PAYMENT_DISPUTED, 1) => (&["amount", "withdrawn"], &[]),
+        // Version 1 stored the provider's client secret under this name.
+        (event_names::PAYMENT_INTENT_CREATED, 1) => (&[], &["client_secret_ref"]),
         _ => return Ok(payload),
     };
     let fields =
@@ -313,6 +316,9 @@ fn upcast(
             })?;
     for field in added {
         fields.entry(*field).or_insert(serde_json::Value::Null);
+    }
+    for field in dropped {
+        fields.remove(*field);
     }
     Ok(payload)
 }
@@ -401,13 +407,8 @@ impl Payment {
                 self.amount = Some(amount.clone());
                 self.status = PaymentStatus::Requested;
             }
-            PaymentEvent::PaymentIntentCreated {
-                intent_id,
-                client_secret_ref,
-                ..
-            } => {
+            PaymentEvent::PaymentIntentCreated { intent_id, .. } => {
                 self.intent_id = Some(intent_id.clone());
-                self.client_secret_ref = Some(client_secret_ref.clone());
                 self.status = PaymentStatus::IntentCreated;
             }
             PaymentEvent::PaymentRequiresAction { intent_id, .. } => {
@@ -503,23 +504,14 @@ impl ExistingPayment<'_> {
         let p = self.payment;
         match command {
             PaymentCommand::Request { .. } => Err(PaymentError::AlreadyExists),
-            PaymentCommand::RecordIntentCreated {
-                intent_id,
-                client_secret_ref,
-            } => {
+            PaymentCommand::RecordIntentCreated { intent_id } => {
                 if !p.moves_forward(PaymentStatus::IntentCreated) {
                     return Ok(vec![]);
-                }
-                if !is_reference(&client_secret_ref, MAX_REFERENCE_CHARS) {
-                    return Err(PaymentError::InvalidReference {
-                        field: "client_secret_ref",
-                    });
                 }
                 p.check_intent(&intent_id)?;
                 Ok(vec![PaymentEvent::PaymentIntentCreated {
                     payment_id: self.payment_id,
                     intent_id,
-                    client_secret_ref,
                 }])
             }
             PaymentCommand::RecordRequiresAction { intent_id } => {

@@ -394,7 +394,6 @@ fn payment_command(p: &Payment, op: PaymentOp) -> PaymentCommand {
         },
         PaymentOp::IntentCreated(i) => PaymentCommand::RecordIntentCreated {
             intent_id: intent(i),
-            client_secret_ref: "secret/pay1".to_owned(),
         },
         PaymentOp::RequiresAction(i) => PaymentCommand::RecordRequiresAction {
             intent_id: intent(i),

@@ -486,7 +486,6 @@ async fn fill(store: Arc<SqliteEventStore>, target: u64) {
             },
             PaymentCommand::RecordIntentCreated {
                 intent_id: format!("pi_{i}"),
-                client_secret_ref: format!("pi_{i}_secret"),
             },
             PaymentCommand::RecordSucceeded {
                 intent_id: format!("pi_{i}"),

@@ -145,6 +145,47 @@ async fn errors_never_carry_the_secret_key() {
 }
 
 #[tokio::test]
+async fn the_client_secret_is_retrieved_from_the_intent_with_retries() {
+    let server =
+        ScriptedServer::start(vec![(502, "bad gateway".into()), (200, INTENT_OK.into())]).await;
+    let secret = gateway(&server.url, 3).client_secret("pi_1").await.unwrap();
+    assert_eq!(secret, "pi_1_secret_abc");
+    let seen = server.requests();
+    assert_eq!(seen.len(), 2, "a 502 is retried");
+    for r in &seen {
+        assert_eq!(
+            (r.method.as_str(), r.path.as_str()),
+            ("GET", "/v1/payment_intents/pi_1")
+        );
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {KEY}").as_str())
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_intent_or_one_without_a_secret_has_no_client_secret() {
+    let server = ScriptedServer::start(vec![
+        (
+            404,
+            r#"{"error":{"type":"invalid_request_error","code":"resource_missing"}}"#.into(),
+        ),
+        (200, r#"{"id":"pi_2","object":"payment_intent"}"#.into()),
+    ])
+    .await;
+    let g = gateway(&server.url, 3);
+    let missing = g.client_secret("pi_missing").await.unwrap_err();
+    assert!(
+        matches!(missing, GatewayError::Rejected(ref m) if m.contains("resource_missing")),
+        "{missing:?}"
+    );
+    let without = g.client_secret("pi_2").await.unwrap_err();
+    assert!(matches!(without, GatewayError::Rejected(_)), "{without:?}");
+    assert_eq!(server.requests().len(), 2, "a 4xx is not retried");
+}
+
+#[tokio::test]
 async fn a_refund_posts_the_intent_amount_and_the_deterministic_key() {
     let server = ScriptedServer::start(vec![(
         200,

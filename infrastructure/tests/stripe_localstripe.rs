@@ -114,6 +114,26 @@ async fn the_gateway_creates_an_intent_with_our_metadata_and_refunds_it_partiall
     );
 }
 
+/// The client secret is never stored: it is retrieved from the intent whenever it is needed.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_retrieves_the_client_secret_of_an_intent() {
+    let ls = LocalStripe::start().await;
+    let gateway = ls.gateway();
+    let created = gateway
+        .create_intent(intent_request("s1", "4.00"))
+        .await
+        .unwrap();
+    assert_eq!(
+        gateway.client_secret(&created.intent_id).await.unwrap(),
+        created.client_secret
+    );
+    let missing = gateway.client_secret("pi_missing").await.unwrap_err();
+    assert!(
+        matches!(missing, commands::GatewayError::Rejected(_)),
+        "{missing:?}"
+    );
+}
+
 /// An expired order's intent is canceled at Stripe; one that succeeded cannot be.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_gateway_cancels_an_unpaid_intent_and_cannot_cancel_a_paid_one() {

@@ -145,7 +145,6 @@ fn intent_created(order: &str) -> PaymentEvent {
     PaymentEvent::PaymentIntentCreated {
         payment_id: payid(&format!("pay-{order}")),
         intent_id: format!("pi_{order}"),
-        client_secret_ref: "secret".to_owned(),
     }
 }
 

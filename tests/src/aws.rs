@@ -327,6 +327,50 @@ pub async fn table_event_ids(stage: &AwsStage) -> BTreeSet<String> {
     }
 }
 
+/// The items of every DynamoDB table of the stage that hold `needle` in any string or binary
+/// value (at any depth), as `table: item`, and how many items were scanned.
+pub async fn items_containing(stage: &AwsStage, needle: &str) -> (Vec<String>, usize) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    fn holds(value: &AttributeValue, needle: &str) -> bool {
+        let bytes = |b: &[u8]| b.windows(needle.len()).any(|w| w == needle.as_bytes());
+        match value {
+            AttributeValue::S(s) | AttributeValue::N(s) => s.contains(needle),
+            AttributeValue::B(b) => bytes(b.as_ref()),
+            AttributeValue::Ss(v) | AttributeValue::Ns(v) => v.iter().any(|s| s.contains(needle)),
+            AttributeValue::Bs(v) => v.iter().any(|b| bytes(b.as_ref())),
+            AttributeValue::L(v) => v.iter().any(|v| holds(v, needle)),
+            AttributeValue::M(m) => m.values().any(|v| holds(v, needle)),
+            _ => false,
+        }
+    }
+    let (mut found, mut scanned) = (Vec::new(), 0);
+    for table in stage.names.tables() {
+        let mut start = None;
+        loop {
+            let page = stage
+                .dynamodb
+                .scan()
+                .table_name(table)
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("scan {table}: {e:?}"));
+            for item in page.items() {
+                scanned += 1;
+                if item.values().any(|v| holds(v, needle)) {
+                    found.push(format!("{table}: {item:?}"));
+                }
+            }
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+    }
+    (found, scanned)
+}
+
 /// The queue URL of a group (or of its DLQ).
 pub async fn queue_url(stage: &AwsStage, group: ConsumerGroup, dlq: bool) -> String {
     let names = stage.names.group(group).expect("group names");

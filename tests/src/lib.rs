@@ -110,9 +110,15 @@ pub async fn spawn_app_configured(
     let embedded = start_embedded(config)
         .await
         .expect("start the embedded app");
-    let state = &embedded.state;
     // Every worker has processed what start-up wrote (the demo catalog), so tests start from a
     // settled state.
+    settle(&embedded.state).await;
+    TestApp::serve(embedded, data_dir, secret, Duration::from_secs(10)).await
+}
+
+/// Waits until every worker that follows the feed (projections, process managers) has
+/// processed everything committed so far.
+pub async fn settle(state: &AppState) {
     let head = state.store.head().await.expect("head");
     for (worker, _) in state
         .health
@@ -128,7 +134,36 @@ pub async fn spawn_app_configured(
             "{worker} did not reach {head}"
         );
     }
-    TestApp::serve(embedded, data_dir, secret, Duration::from_secs(10)).await
+}
+
+/// Every file under `dir` (recursively) whose bytes contain `needle`, and how many files were
+/// read. A byte search: it finds what SQLite keeps in its database and `-wal` files, whatever
+/// the encoding around it.
+pub fn files_containing(dir: &std::path::Path, needle: &str) -> (Vec<std::path::PathBuf>, usize) {
+    fn walk(dir: &std::path::Path, needle: &[u8], found: &mut Vec<std::path::PathBuf>) -> usize {
+        let mut read = 0;
+        for entry in std::fs::read_dir(dir).expect("read dir") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                read += walk(&path, needle, found);
+                continue;
+            }
+            // A file SQLite removed meanwhile (a `-shm` at checkpoint) has nothing to find.
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            read += 1;
+            if bytes.windows(needle.len()).any(|w| w == needle) {
+                found.push(path);
+            }
+        }
+        read
+    }
+    assert!(!needle.is_empty());
+    let mut found = Vec::new();
+    let read = walk(dir, needle.as_bytes(), &mut found);
+    found.sort();
+    (found, read)
 }
 
 impl TestApp {

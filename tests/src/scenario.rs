@@ -69,6 +69,8 @@ pub struct ShopRun {
     pub first_add: crate::Answer,
     /// The store's whole feed once the export held the order's OrderPaid.
     pub feed: Vec<EventEnvelope>,
+    /// The client secret checkout answered, which no store may hold.
+    pub client_secret: String,
 }
 
 /// The shop flow on a freshly started app with the demo catalog: alice buys 2 espresso and 3
@@ -136,8 +138,12 @@ pub async fn customer_buys_and_pays(app: &TestApp) -> ShopRun {
     let payment_id = checkout.body["payment_id"].as_str().unwrap().to_string();
     assert_eq!(checkout.body["status"], "awaiting_payment");
     assert_eq!(checkout.body["total"]["amount"], "75.30");
-    assert!(checkout.body["client_secret"].as_str().is_some());
+    let client_secret = checkout.body["client_secret"]
+        .as_str()
+        .expect("checkout answers the client secret")
+        .to_string();
     let intent_id = checkout.body["intent_id"].as_str().unwrap().to_string();
+    the_owner_gets_the_client_secret_again(app, &payment_id, &intent_id, &client_secret).await;
     let placed = order_reaches(
         app,
         &alice,
@@ -181,11 +187,62 @@ pub async fn customer_buys_and_pays(app: &TestApp) -> ShopRun {
     support_finds_the_order(app, &order_id, &intent_id).await;
     let feed = analyst_exports_the_feed(app, &cart, &order_id).await;
     analyst_travels_in_time(app, &cart).await;
+    no_view_shows(app, &client_secret, &order_id, &payment_id).await;
     ShopRun {
         cart,
         order_id,
         first_add,
         feed,
+        client_secret,
+    }
+}
+
+/// The client secret is not stored: asked for again, it comes from the payment provider, to
+/// the order's customer only (anyone else learns nothing: 404).
+async fn the_owner_gets_the_client_secret_again(
+    app: &TestApp,
+    payment_id: &str,
+    intent_id: &str,
+    client_secret: &str,
+) {
+    let path = format!("/v1/payments/{payment_id}/client-secret");
+    let asked = app.get(&path, &app.token("alice", Role::Customer)).await;
+    assert_eq!(asked.status, StatusCode::OK, "{}", asked.text);
+    assert_eq!(asked.body["client_secret"], client_secret);
+    assert_eq!(asked.body["intent_id"], intent_id);
+    assert_eq!(asked.body["payment_id"], payment_id);
+    assert_eq!(asked.headers["cache-control"], "no-store");
+    let bobs = app.get(&path, &app.token("bob", Role::Customer)).await;
+    assert_eq!(bobs.status, StatusCode::NOT_FOUND, "{}", bobs.text);
+    assert_eq!(bobs.code(), "not_found");
+    assert!(!bobs.text.contains(client_secret));
+    let unknown = app
+        .get(
+            "/v1/payments/pay_missing/client-secret",
+            &app.token("alice", Role::Customer),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text);
+}
+
+/// No view (the export, time travel, the order, its timeline, the notifications) shows the
+/// client secret.
+pub async fn no_view_shows(app: &TestApp, secret: &str, order_id: &str, payment_id: &str) {
+    let alice = app.token("alice", Role::Customer);
+    let support = app.token("sam", Role::Support);
+    let analyst = app.token("ana", Role::Analyst);
+    for (path, token) in [
+        ("/v1/events".to_owned(), &analyst),
+        (format!("/v1/streams/payment/{payment_id}"), &analyst),
+        (format!("/v1/streams/payment/{payment_id}?at=2"), &analyst),
+        (format!("/v1/streams/order/{order_id}"), &analyst),
+        (format!("/v1/orders/{order_id}"), &alice),
+        ("/v1/me/notifications".to_owned(), &alice),
+        (format!("/v1/support/orders/{order_id}/timeline"), &support),
+    ] {
+        let a = app.get(&path, token).await;
+        assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.text);
+        assert!(!a.text.contains(secret), "{path} shows the client secret");
     }
 }
 

@@ -5,7 +5,7 @@
 //! an event itself.
 
 use api::auth::Role;
-use backbone_tests::aws::{spawn_aws_app, table_event_ids};
+use backbone_tests::aws::{items_containing, spawn_aws_app, table_event_ids};
 use backbone_tests::scenario::customer_buys_and_pays;
 use backbone_tests::{eventually, whole_feed};
 use reqwest::{Method, StatusCode};
@@ -34,6 +34,14 @@ async fn a_customer_buys_and_pays_and_every_view_follows_through_the_aws_fan_out
     .await
     .expect("the feed holds every event of the table");
     assert!(table.len() >= feed_ids.len());
+
+    // No table (events, snapshots, idempotency records, the feed, read models, checkpoints)
+    // holds the client secret checkout answered.
+    let (found, scanned) = items_containing(&stage, &run.client_secret).await;
+    assert!(scanned > table.len(), "only {scanned} items scanned");
+    assert!(found.is_empty(), "the client secret is stored: {found:?}");
+    // The same search does find what is stored, such as the order id.
+    assert!(!items_containing(&stage, &run.order_id).await.0.is_empty());
 
     // Readiness: the relay and the five consumers are registered and healthy.
     let ready = app.send(Method::GET, "/readyz", None, None, &[]).await;

@@ -4,7 +4,10 @@
 
 use api::auth::Role;
 use backbone_tests::scenario::{customer_buys_and_pays, notification, order_reaches};
-use backbone_tests::{checkout_body, eventually, spawn_app, spawn_app_in, Answer, TestApp};
+use backbone_tests::{
+    checkout_body, eventually, files_containing, settle, spawn_app, spawn_app_in, whole_feed,
+    Answer, TestApp,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -26,6 +29,140 @@ async fn a_customer_buys_and_pays_and_every_view_follows() {
     assert!(
         run.first_add.position() > 0,
         "commands answer their feed position"
+    );
+    no_client_secret_reaches_the_data_directory(&app, &run.client_secret).await;
+    // The same search does find what is stored, such as the order id.
+    assert!(!files_containing(app.data_dir.path(), &run.order_id)
+        .0
+        .is_empty());
+    app.shutdown().await;
+}
+
+/// A byte search of every file of the data directory, once every worker has caught up: the
+/// client secret checkout answered is in none of them (events, idempotency records, snapshots,
+/// read models, checkpoints, the outbox), neither in a database nor in its `-wal` file.
+async fn no_client_secret_reaches_the_data_directory(app: &TestApp, secret: &str) {
+    settle(&app.state).await;
+    let dir = app.data_dir.path();
+    for file in [
+        api::compose::EVENTS_FILE,
+        api::compose::READ_MODELS_FILE,
+        api::compose::WORKERS_FILE,
+    ] {
+        for name in [file.to_owned(), format!("{file}-wal")] {
+            assert!(dir.join(&name).is_file(), "no {name} to search");
+        }
+    }
+    let (found, read) = files_containing(dir, secret);
+    assert!(read >= 6, "only {read} files read");
+    assert!(found.is_empty(), "the client secret is stored in {found:?}");
+}
+
+/// History written before `PaymentIntentCreated` v2 holds the client secret in its v1 payload.
+/// Every read path upcasts it away: a load and the feed through the app's store (an
+/// `UpcastingStore` over `DomainUpcaster`), the analysts' export and time travel, and the read
+/// models built from it.
+#[tokio::test]
+async fn a_stored_v1_intent_created_never_shows_its_client_secret() {
+    let app = spawn_app().await;
+    let secret = "pi_legacy_secret_v1StoredThisOnce";
+    let stream = commands::StreamRef::new(domain::StreamType::Payment, "pay_legacy");
+    let raw = |event_type: &str, payload: Value| commands::NewEvent {
+        event_id: uuid::Uuid::now_v7(),
+        event_type: event_type.to_owned(),
+        event_version: 1,
+        occurred_at: chrono::Utc::now(),
+        payload: payload.into(),
+        metadata: commands::Metadata::default(),
+    };
+    // Appended as stored then: the store's append writes payloads as given.
+    app.state
+        .store
+        .append(commands::Commit {
+            streams: vec![commands::StreamAppend {
+                stream: stream.clone(),
+                expected_version: 0,
+                events: vec![
+                    raw(
+                        "PaymentRequested",
+                        json!({ "payment_id": "pay_legacy", "order_id": "ord_legacy",
+                                "amount": { "amount": "12.00", "currency": "EUR" } }),
+                    ),
+                    raw(
+                        "PaymentIntentCreated",
+                        json!({ "payment_id": "pay_legacy", "intent_id": "pi_legacy",
+                                "client_secret_ref": secret }),
+                    ),
+                ],
+                snapshot: None,
+            }],
+            idempotency: None,
+        })
+        .await
+        .expect("append the legacy history");
+    settle(&app.state).await;
+
+    let check = |e: &commands::EventEnvelope, path: &str| {
+        assert_eq!(e.event_type, "PaymentIntentCreated", "{path}");
+        assert_eq!(e.event_version, 2, "{path}: upcast to v2");
+        assert_eq!(
+            e.payload.value(),
+            &json!({ "payment_id": "pay_legacy", "intent_id": "pi_legacy" }),
+            "{path}"
+        );
+    };
+    let loaded = app.state.store.load(&stream).await.expect("load");
+    check(&loaded.events[1], "load");
+    let feed = whole_feed(app.state.store.as_ref()).await;
+    let from_feed: Vec<_> = feed
+        .iter()
+        .filter(|e| e.stream_id == "pay_legacy")
+        .collect();
+    check(from_feed[1], "feed");
+    assert!(!serde_json::to_string(&feed).unwrap().contains(secret));
+
+    let analyst = app.token("ana", Role::Analyst);
+    let export = app.get("/v1/events", &analyst).await;
+    assert_eq!(export.status, StatusCode::OK);
+    assert!(
+        export.text.contains("pi_legacy"),
+        "the export holds the event"
+    );
+    assert!(!export.text.contains(secret), "the export shows the secret");
+    let time = from_feed[1].occurred_at.to_rfc3339().replace('+', "%2B");
+    for path in [
+        "/v1/streams/payment/pay_legacy".to_owned(),
+        "/v1/streams/payment/pay_legacy?at=2".to_owned(),
+        format!("/v1/streams/payment/pay_legacy?at={time}"),
+        "/v1/events?stream=payment:pay_legacy".to_owned(),
+    ] {
+        let a = app.get(&path, &analyst).await;
+        assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.text);
+        assert!(a.text.contains("pi_legacy"), "{path}: {}", a.text);
+        assert!(!a.text.contains(secret), "{path} shows the secret");
+    }
+    let state = app
+        .get("/v1/streams/payment/pay_legacy", &analyst)
+        .await
+        .body["state"]
+        .clone();
+    assert_eq!(state["intent_id"], "pi_legacy");
+    assert_eq!(state["status"], "intent_created");
+    assert!(state.get("client_secret_ref").is_none(), "{state}");
+
+    // The secret stays where this test put it, in the event log, and nowhere else: not in the
+    // read models the projections built from the upcast event, nor the workers' checkpoints.
+    let (found, _) = files_containing(app.data_dir.path(), secret);
+    let names: Vec<String> = found
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.is_empty()
+            && names
+                .iter()
+                .all(|n| n.starts_with(api::compose::EVENTS_FILE)),
+        "{names:?}"
     );
     app.shutdown().await;
 }
@@ -284,6 +421,10 @@ async fn an_idempotency_key_replays_the_first_answer_once() {
     assert_eq!(two.status, StatusCode::CREATED);
     assert_eq!(two.body, one.body);
     assert_eq!(two.headers["idempotent-replayed"], "true");
+    // The replay's client secret was asked of the gateway again: no store kept it.
+    assert!(two.body["client_secret"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty()));
     let placed = app.state.store.feed(0, 10_000).await.unwrap();
     assert_eq!(
         placed
@@ -715,6 +856,7 @@ async fn operations_endpoints_answer_without_a_token() {
     assert!(doc.body["openapi"].as_str().unwrap().starts_with("3."));
     for path in [
         "/v1/carts/{id}/checkout",
+        "/v1/payments/{payment_id}/client-secret",
         "/v1/events",
         "/v1/support/orders",
     ] {

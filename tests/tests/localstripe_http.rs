@@ -111,10 +111,19 @@ async fn scenario(app: &TestApp, ls: &LocalStripe) {
     let at_stripe = ls.get(&format!("/v1/payment_intents/{intent}")).await;
     assert_eq!(at_stripe["id"], intent.as_str());
     assert_eq!(at_stripe["metadata"]["order_id"], order.as_str());
+    let payment = placed.body["payment_id"].as_str().unwrap().to_string();
+
+    // The client secret checkout answered is Stripe's, and asked for again it is retrieved
+    // from Stripe (the backbone keeps none).
+    assert_eq!(placed.body["client_secret"], at_stripe["client_secret"]);
+    let again = app
+        .get(&format!("/v1/payments/{payment}/client-secret"), &token)
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+    assert_eq!(again.body["client_secret"], at_stripe["client_secret"]);
 
     // With Stripe, confirming only passes the payment method on: the simulator's test cards
     // mean nothing, and a method Stripe refuses moves nothing.
-    let payment = placed.body["payment_id"].as_str().unwrap().to_string();
     let confirm = |method: &'static str, key: &'static str| {
         let (token, payment) = (token.clone(), payment.clone());
         async move {

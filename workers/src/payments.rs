@@ -280,6 +280,9 @@ mod tests {
                 client_secret: format!("pi_{}_secret_x", r.idempotency_key),
             })
         }
+        async fn client_secret(&self, intent_id: &str) -> Result<String, GatewayError> {
+            Ok(format!("{intent_id}_secret_x"))
+        }
         async fn confirm_intent(
             &self,
             _r: commands::ConfirmIntent,

@@ -1,14 +1,19 @@
-//! Confirming a payment (customers): passed on to Stripe, or answered by the simulated provider.
+//! Paying (customers): the intent's client secret, asked of the provider, and confirming a
+//! payment, passed on to Stripe or answered by the simulated provider.
 
+use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{AppPath, Cmd};
 use crate::http::CommandReply;
 use crate::payments::confirm_simulated;
 use crate::state::AppState;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
 use commands::Ack;
 use domain::PaymentId;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -48,4 +53,39 @@ pub async fn confirm(
             .await?
     };
     Ok(CommandReply::ok(executed))
+}
+
+/// What the storefront confirms with (Stripe.js): the payment's intent and its client secret.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ClientSecretResponse {
+    pub payment_id: String,
+    pub intent_id: String,
+    /// Asked of the payment provider on every request: the backbone never stores it.
+    pub client_secret: String,
+}
+
+#[utoipa::path(get, path = "/v1/payments/{payment_id}/client-secret", tag = "payments",
+    params(("payment_id" = String, Path, description = "payment id from checkout")),
+    responses((status = 200, description = "the intent's client secret, fetched from the payment provider (never stored); not cacheable", body = ClientSecretResponse),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, description = "no such payment, or another customer's", body = ErrorBody),
+        (status = 409, description = "`intent_pending`: the provider has no intent for it yet (retry later); `payment_rejected`: the provider refused", body = ErrorBody),
+        (status = 503, description = "`payment_provider_unavailable`", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn client_secret(
+    State(state): State<AppState>,
+    principal: Principal,
+    AppPath(payment_id): AppPath<PaymentId>,
+) -> ApiResult<impl IntoResponse> {
+    let intent = state
+        .shop
+        .client_secret(&principal.caller(), payment_id.as_str())
+        .await?;
+    let body = ClientSecretResponse {
+        payment_id: intent.payment_id,
+        intent_id: intent.intent_id,
+        client_secret: intent.client_secret,
+    };
+    // A secret: no shared cache may keep it.
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)))
 }

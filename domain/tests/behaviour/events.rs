@@ -68,6 +68,31 @@ fn payment_succeeded_and_disputed_v1_are_upcast_without_the_fields_v2_added() {
 }
 
 #[test]
+fn payment_intent_created_v1_is_upcast_without_its_client_secret() {
+    let v1 = json!({
+        "payment_id": "pay1", "intent_id": "pi_1",
+        "client_secret_ref": "pi_1_secret_do_not_keep"
+    });
+    let event = PaymentEvent::decode(event_names::PAYMENT_INTENT_CREATED, 1, &v1.to_string())
+        .expect("v1 decodes");
+    assert_eq!(
+        event,
+        PaymentEvent::PaymentIntentCreated {
+            payment_id: payment_id("pay1"),
+            intent_id: "pi_1".to_owned(),
+        }
+    );
+    assert_eq!(event.event_version(), 2);
+    // Written again (as every read path re-encodes an upcast event), the secret is gone.
+    let again = event.payload_json();
+    assert!(!again.contains("secret"), "{again}");
+    assert_eq!(
+        PaymentEvent::decode(event_names::PAYMENT_INTENT_CREATED, 2, &again),
+        Ok(event)
+    );
+}
+
+#[test]
 fn decoding_an_unknown_event_type_fails_with_unknown_type() {
     assert_eq!(
         CartEvent::decode("CartExploded", 1, &json!({}).to_string()),

@@ -1,8 +1,9 @@
 use crate::support::*;
 use domain::{
-    Currency, DisputeInfo, Money, Payment, PaymentCommand, PaymentError, PaymentEvent,
+    Currency, DisputeInfo, Event, Money, Payment, PaymentCommand, PaymentError, PaymentEvent,
     PaymentStatus,
 };
+use serde_json::json;
 
 fn requested() -> PaymentEvent {
     PaymentEvent::PaymentRequested {
@@ -16,7 +17,6 @@ fn intent_created() -> PaymentEvent {
     PaymentEvent::PaymentIntentCreated {
         payment_id: payment_id("pay1"),
         intent_id: "pi_1".to_owned(),
-        client_secret_ref: "secret/pay1".to_owned(),
     }
 }
 
@@ -156,7 +156,6 @@ fn recording_the_intent_moves_the_payment_to_intent_created_once() {
     let payment = given::<Payment>([requested()])
         .when(PaymentCommand::RecordIntentCreated {
             intent_id: "pi_1".to_owned(),
-            client_secret_ref: "secret/pay1".to_owned(),
         })
         .then_expect(vec![intent_created()]);
     assert_eq!(payment.status, PaymentStatus::IntentCreated);
@@ -164,9 +163,24 @@ fn recording_the_intent_moves_the_payment_to_intent_created_once() {
     given::<Payment>([requested(), intent_created()])
         .when(PaymentCommand::RecordIntentCreated {
             intent_id: "pi_1".to_owned(),
-            client_secret_ref: "secret/pay1".to_owned(),
         })
         .then_expect_no_events();
+}
+
+#[test]
+fn recording_the_intent_yields_a_version_2_event_without_a_client_secret() {
+    given::<Payment>([requested()])
+        .when(PaymentCommand::RecordIntentCreated {
+            intent_id: "pi_1".to_owned(),
+        })
+        .then_expect(vec![intent_created()]);
+    let event = intent_created();
+    assert_eq!(event.event_version(), 2);
+    // The stored payload names the intent only: the client secret stays with the provider.
+    assert_eq!(
+        payload_of(&event),
+        json!({ "payment_id": "pay1", "intent_id": "pi_1" })
+    );
 }
 
 #[test]
@@ -472,7 +486,6 @@ fn an_empty_provider_reference_is_rejected() {
     given::<Payment>([requested()])
         .when(PaymentCommand::RecordIntentCreated {
             intent_id: String::new(),
-            client_secret_ref: "secret/pay1".to_owned(),
         })
         .then_expect_error(|e| matches!(e, PaymentError::InvalidReference { field: "intent_id" }));
 }

@@ -72,6 +72,12 @@ fn digest(s: &str) -> String {
     hex::encode(&Sha256::digest(s.as_bytes())[..12])
 }
 
+/// An intent's client secret, derived from its id alone: the same after a restart, when the
+/// in-memory intents are gone (the backbone never stores a secret, it asks again).
+fn client_secret_of(intent_id: &str) -> String {
+    format!("{intent_id}_secret_{}", digest(intent_id))
+}
+
 impl SimulatedGateway {
     pub fn new() -> Self {
         Self::default()
@@ -139,7 +145,7 @@ impl PaymentGateway for SimulatedGateway {
             });
         }
         let intent_id = format!("pi_sim_{}", digest(&request.idempotency_key));
-        let client_secret = format!("{intent_id}_secret_{}", digest(&intent_id));
+        let client_secret = client_secret_of(&intent_id);
         intents.insert(
             intent_id.clone(),
             SimIntent {
@@ -155,6 +161,12 @@ impl PaymentGateway for SimulatedGateway {
             intent_id,
             client_secret,
         })
+    }
+
+    /// Derived from the id, so it answers after a restart too, when the intent is no longer in
+    /// memory.
+    async fn client_secret(&self, intent_id: &str) -> Result<String, GatewayError> {
+        Ok(client_secret_of(intent_id))
     }
 
     /// Moves the intent as [`confirm`](Self::confirm) does; the outcome reaches the payment
@@ -326,6 +338,21 @@ mod tests {
         assert_eq!(a, b);
         let c = g.create_intent(intent_req("pay_2")).await.unwrap();
         assert_ne!(a.intent_id, c.intent_id);
+    }
+
+    #[tokio::test]
+    async fn the_client_secret_is_the_one_created_even_after_a_restart() {
+        let g = SimulatedGateway::new();
+        let created = g.create_intent(intent_req("pay_1")).await.unwrap();
+        assert_eq!(
+            g.client_secret(&created.intent_id).await.unwrap(),
+            created.client_secret
+        );
+        let restarted = SimulatedGateway::new();
+        assert_eq!(
+            restarted.client_secret(&created.intent_id).await.unwrap(),
+            created.client_secret
+        );
     }
 
     #[tokio::test]

@@ -4,9 +4,10 @@
 //! - Plain `reqwest` with form bodies and lenient response types: only the fields we read are
 //!   declared, so old-style objects (localstripe) and newer API versions both work.
 //! - The base URL is configurable (tests point it at localstripe or a fake).
-//! - Every request carries an `Idempotency-Key`: the payment id for intents, a key derived from
+//! - Every POST carries an `Idempotency-Key`: the payment id for intents, a key derived from
 //!   the refund request for refunds. A retry therefore never creates a second intent or refund
-//!   at Stripe (localstripe ignores the header; Stripe honours it for 24 h).
+//!   at Stripe (localstripe ignores the header; Stripe honours it for 24 h). The one GET
+//!   retrieves an intent for its client secret, which the backbone never stores.
 //! - Connect errors, timeouts, 409 (a concurrent request with the same key), 429 and 5xx are
 //!   [`GatewayError::Transient`] and retried here a few times with jittered exponential backoff;
 //!   other 4xx are [`GatewayError::Rejected`]. When retries run out the caller gets `Transient`
@@ -150,9 +151,32 @@ impl StripeGateway {
         idempotency_key: &str,
         form: &[(&str, String)],
     ) -> Result<T, GatewayError> {
+        let url = format!("{}{path}", self.config.base_url);
+        self.with_retries(path, || {
+            self.http
+                .post(&url)
+                .header("Idempotency-Key", idempotency_key)
+                .form(form)
+        })
+        .await
+    }
+
+    /// GETs `path`, retrying transient failures (a read needs no idempotency key).
+    async fn get<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T, GatewayError> {
+        let url = format!("{}{path}", self.config.base_url);
+        self.with_retries(path, || self.http.get(&url)).await
+    }
+
+    /// Sends the request `build` makes, authenticated, again after each transient failure
+    /// until `max_attempts`.
+    async fn with_retries<T: for<'de> Deserialize<'de>>(
+        &self,
+        path: &str,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<T, GatewayError> {
         let mut attempt = 1;
         loop {
-            match self.post_once(path, idempotency_key, form).await {
+            match self.send_once(path, build()).await {
                 Ok(v) => return Ok(v),
                 Err(GatewayError::Transient(reason)) if attempt < self.config.max_attempts => {
                     let wait = self.backoff(attempt);
@@ -172,19 +196,13 @@ impl StripeGateway {
         Duration::from_millis(cap / 2 + jitter)
     }
 
-    async fn post_once<T: for<'de> Deserialize<'de>>(
+    async fn send_once<T: for<'de> Deserialize<'de>>(
         &self,
         path: &str,
-        idempotency_key: &str,
-        form: &[(&str, String)],
+        request: reqwest::RequestBuilder,
     ) -> Result<T, GatewayError> {
-        let url = format!("{}{path}", self.config.base_url);
-        let response = self
-            .http
-            .post(&url)
+        let response = request
             .bearer_auth(&self.config.secret_key.0)
-            .header("Idempotency-Key", idempotency_key)
-            .form(form)
             .send()
             .await
             .map_err(|e| GatewayError::Transient(describe(e)))?;
@@ -262,6 +280,19 @@ impl PaymentGateway for StripeGateway {
             intent_id: intent.id,
             client_secret,
         })
+    }
+
+    /// Retrieves the intent (`GET /v1/payment_intents/{id}`): with a secret key, Stripe's answer
+    /// carries the client secret.
+    #[tracing::instrument(skip_all, fields(intent_id = %intent_id), err)]
+    async fn client_secret(&self, intent_id: &str) -> Result<String, GatewayError> {
+        let intent: IntentResponse = self
+            .get(&format!("/v1/payment_intents/{intent_id}"))
+            .await?;
+        intent
+            .client_secret
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| GatewayError::Rejected("payment intent without a client secret".into()))
     }
 
     #[tracing::instrument(skip_all, fields(intent_id = %request.intent_id), err)]

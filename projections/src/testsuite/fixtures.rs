@@ -568,7 +568,6 @@ impl Simulator {
                     &payment_id,
                     PaymentCommand::RecordIntentCreated {
                         intent_id: intent.clone(),
-                        client_secret_ref: format!("secret_{payment_id}"),
                     },
                 );
                 if self.rng.percent(40) {
