@@ -61,6 +61,9 @@ pub struct Claims {
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// OAuth scopes, space-separated; `pii` lets analysts read personal data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 /// An authenticated caller.
@@ -70,9 +73,15 @@ pub struct Principal {
     pub role: Role,
     /// Set for customers: their `sub`, validated as a customer id.
     pub customer: Option<CustomerId>,
+    /// The token's scopes.
+    pub scopes: Vec<String>,
 }
 
 impl Principal {
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+
     /// The caller as the application layer sees it.
     pub fn caller(&self) -> Caller {
         match &self.customer {
@@ -281,6 +290,13 @@ fn principal(claims: Claims) -> Result<Principal, AuthError> {
         subject: claims.sub,
         role: claims.role,
         customer,
+        scopes: claims
+            .scope
+            .as_deref()
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
     })
 }
 
@@ -394,6 +410,17 @@ pub fn mint_hs256(
     role: Role,
     ttl: Duration,
 ) -> Result<String, jsonwebtoken::errors::Error> {
+    mint_hs256_scoped(secret, sub, role, None, ttl)
+}
+
+/// [`mint_hs256`] with OAuth scopes (space-separated), for example `pii`.
+pub fn mint_hs256_scoped(
+    secret: &[u8],
+    sub: &str,
+    role: Role,
+    scope: Option<&str>,
+    ttl: Duration,
+) -> Result<String, jsonwebtoken::errors::Error> {
     let now = now_secs();
     mint_hs256_claims(
         secret,
@@ -402,6 +429,7 @@ pub fn mint_hs256(
             role,
             exp: now.saturating_add(ttl.as_secs()),
             iat: Some(now),
+            scope: scope.map(str::to_owned),
         },
     )
 }
@@ -492,6 +520,7 @@ mod tests {
             role,
             exp,
             iat: None,
+            scope: None,
         }
     }
 

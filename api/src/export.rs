@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use commands::{EventEnvelope, EventStore, StoreError, StreamRef};
+use commands::{EventEnvelope, EventStore, Pseudonyms, StoreError, StreamRef};
 use domain::StreamType;
 use futures::Stream;
 use std::sync::Arc;
@@ -95,10 +95,14 @@ fn time_range(filter: &ExportFilter) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
 
 /// The matching events as NDJSON chunks (one chunk per feed page, one envelope with its
 /// `global_position` per line).
+///
+/// With `mask`, personal fields read `[masked]` and customer ids are pseudonyms
+/// ([`Pseudonyms::mask`]): the form for a reader without the `pii` scope.
 pub fn ndjson(
     store: Arc<dyn EventStore>,
     filter: ExportFilter,
     page: usize,
+    mask: Option<Arc<Pseudonyms>>,
 ) -> impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static {
     let start = Cursor {
         after: filter.after,
@@ -112,6 +116,7 @@ pub fn ndjson(
     futures::stream::try_unfold(start, move |mut c| {
         let store = store.clone();
         let filter = filter.clone();
+        let mask = mask.clone();
         async move {
             if c.done {
                 return Ok(None);
@@ -151,7 +156,15 @@ pub fn ndjson(
                 if !filter.matches(e) {
                     continue;
                 }
-                serde_json::to_writer(&mut buf, e)
+                let written = match &mask {
+                    Some(pseudonyms) => {
+                        let mut masked = e.clone();
+                        pseudonyms.mask(&mut masked);
+                        serde_json::to_writer(&mut buf, &masked)
+                    }
+                    None => serde_json::to_writer(&mut buf, e),
+                };
+                written
                     .map_err(|err| StoreError::Internal(format!("cannot encode event: {err}")))?;
                 buf.push(b'\n');
                 c.emitted += 1;

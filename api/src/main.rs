@@ -307,6 +307,9 @@ struct TokenArgs {
     /// Lifetime, for example 24h, 30m, 7d.
     #[arg(long, env = "BACKBONE_TOKEN_TTL", default_value = "24h", value_parser = auth::parse_ttl)]
     ttl: Duration,
+    /// OAuth scopes, space-separated: `pii` lets an analyst read personal data.
+    #[arg(long, env = "BACKBONE_TOKEN_SCOPE")]
+    scope: Option<String>,
     #[command(flatten)]
     data: DataArg,
     /// HS256 secret (default: the data directory's `jwt_secret`).
@@ -579,7 +582,13 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
         ..EmbeddedConfig::new(args.data.data)
     }
     .hs256_secret()?;
-    let token = auth::mint_hs256(secret.as_bytes(), &args.sub, args.role, args.ttl)?;
+    let token = auth::mint_hs256_scoped(
+        secret.as_bytes(),
+        &args.sub,
+        args.role,
+        args.scope.as_deref(),
+        args.ttl,
+    )?;
     println!("{token}");
     Ok(())
 }
@@ -665,7 +674,7 @@ async fn export_events(args: ExportArgs) -> anyhow::Result<()> {
     };
     // A CLI writing to a pipe: blocking writes are what backpressure should do here.
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let mut chunks = std::pin::pin!(export::ndjson(store, filter, export::EXPORT_PAGE));
+    let mut chunks = std::pin::pin!(export::ndjson(store, filter, export::EXPORT_PAGE, None));
     while let Some(chunk) = chunks.next().await {
         out.write_all(&chunk?)?;
     }

@@ -44,7 +44,7 @@ pass it as `consistency` to a read-model query to read your own writes (the same
         payments::client_secret, payments::confirm,
         admin::create_product, admin::reprice, admin::restock, admin::retire, admin::unretire,
         admin::describe, admin::adjust_stock, catalog::list_categories, admin::ship,
-        admin::deliver, admin::list_projections, admin::rebuild_projection,
+        admin::deliver, admin::list_projections, admin::rebuild_projection, admin::erase_customer,
         support::search, support::timeline, support::refund, support::failed_notifications,
         webhooks::stripe,
         analyst::events, analyst::stream_at,

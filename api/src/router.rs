@@ -64,6 +64,10 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/admin/orders/{id}/ship", post(admin::ship))
         .route("/v1/admin/orders/{id}/deliver", post(admin::deliver))
+        .route(
+            "/v1/admin/customers/{id}/erase",
+            post(admin::erase_customer),
+        )
         .route("/v1/admin/projections", get(admin::list_projections))
         .route(
             "/v1/admin/projections/{name}/rebuild",

@@ -20,34 +20,35 @@ use serde::{Deserialize, Serialize};
 /// One customer's orders as one projection holds them, and their latest erasure.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct CustomerOrders {
-    /// (order id, placed at), in arrival order.
+    /// (order id, placed at), by order id (so the document does not depend on arrival order).
     orders: Vec<(String, DateTime<Utc>)>,
     erased_at: Option<DateTime<Utc>>,
 }
 
-/// Notes that the customer placed an order. True when an erasure already seen covers it: the
-/// caller then stores the order's personal fields erased.
+/// Notes that the customer placed an order. `Some(erasure time)` when an erasure already seen
+/// covers it: the caller then stores the order's personal fields erased.
 pub(crate) fn order_placed(
     tx: &mut dyn DocTx,
     collection: &str,
     customer: &CustomerId,
     order_id: &str,
     placed_at: DateTime<Utc>,
-) -> Result<bool, ProjectionError> {
+) -> Result<Option<DateTime<Utc>>, ProjectionError> {
     update_doc(tx, collection, customer.as_str(), no_index, |doc| {
         let doc = doc.get_or_insert_with(CustomerOrders::default);
-        if !doc.orders.iter().any(|(id, _)| id == order_id) {
-            doc.orders.push((order_id.to_owned(), placed_at));
+        if let Err(pos) = doc
+            .orders
+            .binary_search_by(|(id, _)| id.as_str().cmp(order_id))
+        {
+            doc.orders.insert(pos, (order_id.to_owned(), placed_at));
         }
-        doc.erased_at.is_some_and(|erased| placed_at <= erased)
+        doc.erased_at.filter(|erased| placed_at <= *erased)
     })
 }
 
 /// What a `CustomerErased` event asks of a projection.
 pub(crate) struct Erased {
-    pub customer_id: CustomerId,
     pub at: DateTime<Utc>,
-    pub erasure: u32,
     /// The customer's orders the projection holds that were placed up to the erasure.
     pub orders: Vec<String>,
 }
@@ -60,10 +61,7 @@ pub(crate) fn customer_event(
     event: &EventEnvelope,
 ) -> Result<Option<Erased>, ProjectionError> {
     let Some(CustomerEvent::CustomerErased {
-        customer_id,
-        erasure,
-        at,
-        ..
+        customer_id, at, ..
     }) = decode::<CustomerEvent>(projection, event)?
     else {
         return Ok(None);
@@ -77,12 +75,7 @@ pub(crate) fn customer_event(
             .map(|(id, _)| id.clone())
             .collect()
     })?;
-    Ok(Some(Erased {
-        customer_id,
-        at,
-        erasure,
-        orders,
-    }))
+    Ok(Some(Erased { at, orders }))
 }
 
 /// The erased form of a personal text.

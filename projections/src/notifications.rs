@@ -175,8 +175,12 @@ impl NotificationView {
         index
     }
 
-    /// Sets the delivery fields from the recorded attempts.
+    /// Sets the delivery fields from the recorded attempts. A message that was delivered (or
+    /// given up on) was never cancelled, whenever the erasure came.
     fn set_delivery(&mut self, delivery: &Delivery) {
+        if delivery.status.is_closed() {
+            self.cancelled_at = None;
+        }
         self.delivery_status = delivery.status;
         self.attempts = delivery.attempts;
         self.next_attempt_at = delivery.next_attempt_at;
@@ -193,9 +197,12 @@ struct OrderInfo {
     customer_id: CustomerId,
     email: String,
     total: Money,
-    /// The notifications this order called for, so an erasure finds them.
+    /// The notifications this order called for (sorted), so an erasure finds them.
     #[serde(default)]
     notifications: Vec<String>,
+    /// The latest erasure of the customer that covers this order.
+    #[serde(default)]
+    erased_at: Option<DateTime<Utc>>,
 }
 
 /// The delivery state folded from a notification's stream, kept apart from the view so that it
@@ -362,16 +369,18 @@ impl Projection for NotificationsProjection {
             ..
         } = e
         {
-            let erased = erasure::order_placed(tx, CUSTOMERS, &customer_id, order_id, placed_at)?;
-            let info = OrderInfo {
+            let erased_at =
+                erasure::order_placed(tx, CUSTOMERS, &customer_id, order_id, placed_at)?;
+            let mut info = OrderInfo {
                 customer_id,
-                email: if erased {
+                email: if erased_at.is_some() {
                     erasure::erased_text()
                 } else {
                     customer_email
                 },
                 total,
                 notifications: Vec::new(),
+                erased_at,
             };
             // Disputes of this order's payment that were applied before it (streams arrive in
             // any relative order) are notified now.
@@ -388,6 +397,7 @@ impl Projection for NotificationsProjection {
                         dispute_body(order_id, &dispute.reason, &info),
                         &info,
                     )?;
+                    insert_sorted(&mut info.notifications, dispute.event_id.to_string());
                 }
                 update_doc::<Vec<EarlyDispute>, _>(
                     tx,
@@ -397,20 +407,7 @@ impl Projection for NotificationsProjection {
                     |doc| *doc = None,
                 )?;
             }
-            // Notifications written above (early disputes) listed themselves already.
-            return update_doc(
-                tx,
-                ORDER_INFO,
-                order_id,
-                no_index,
-                |doc: &mut Option<OrderInfo>| {
-                    let listed = doc.take().map(|d| d.notifications).unwrap_or_default();
-                    *doc = Some(OrderInfo {
-                        notifications: listed,
-                        ..info
-                    });
-                },
-            );
+            return update_doc(tx, ORDER_INFO, order_id, no_index, |doc| *doc = Some(info));
         }
         let Some(kind) = NotificationKind::for_event(&e) else {
             return Ok(());
@@ -495,6 +492,7 @@ fn apply_customer(event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), Proje
             |doc: &mut Option<OrderInfo>| {
                 doc.as_mut().map_or_else(Vec::new, |info| {
                     info.email = erasure::erased_text();
+                    info.erased_at = Some(info.erased_at.map_or(erased.at, |e| e.max(erased.at)));
                     info.notifications.clone()
                 })
             },
@@ -505,8 +503,8 @@ fn apply_customer(event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), Proje
                 continue;
             };
             view.email = erasure::erased_text();
-            if !view.delivery_status.is_closed() && view.cancelled_at.is_none() {
-                view.cancelled_at = Some(erased.at);
+            if !view.delivery_status.is_closed() {
+                view.cancelled_at = Some(view.cancelled_at.map_or(erased.at, |c| c.max(erased.at)));
             }
             put_doc(tx, NOTIFICATIONS, &id, view, NotificationView::index)?;
         }
@@ -576,7 +574,7 @@ fn notify(
         delivered_at: None,
         failed_at: None,
         // An order whose customer was erased before this was called for: nowhere to send it.
-        cancelled_at: (info.email == domain::ERASED).then_some(created_at),
+        cancelled_at: info.erased_at,
     };
     view.set_delivery(&delivery);
     put_doc(tx, NOTIFICATIONS, &id, view, NotificationView::index)?;
@@ -587,12 +585,16 @@ fn notify(
         no_index,
         |doc: &mut Option<OrderInfo>| {
             if let Some(info) = doc.as_mut() {
-                if !info.notifications.contains(&id) {
-                    info.notifications.push(id.clone());
-                }
+                insert_sorted(&mut info.notifications, id.clone());
             }
         },
     )
+}
+
+fn insert_sorted(ids: &mut Vec<String>, id: String) {
+    if let Err(pos) = ids.binary_search(&id) {
+        ids.insert(pos, id);
+    }
 }
 
 fn views(docs: Vec<serde_json::Value>) -> Result<Vec<NotificationView>, ReadModelError> {

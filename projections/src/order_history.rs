@@ -234,7 +234,9 @@ impl OrderHistoryProjection {
             ..
         } = &mut e
         {
-            if erasure::order_placed(tx, CUSTOMERS, customer_id, &event.stream_id, *placed_at)? {
+            if erasure::order_placed(tx, CUSTOMERS, customer_id, &event.stream_id, *placed_at)?
+                .is_some()
+            {
                 *customer_email = erasure::erased_text();
             }
         }
@@ -308,8 +310,9 @@ impl OrderHistoryProjection {
         })
     }
 
-    /// Erases the email of every order the customer placed up to the erasure, and notes the
-    /// erasure on their timelines.
+    /// Erases the email of every order the customer placed up to the erasure. (The erasure is
+    /// not put on the timelines: an order that arrives after it could not get the same entry,
+    /// and the document must not depend on arrival order. It is on the customer's stream.)
     fn apply_customer(event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
         let Some(erased) = erasure::customer_event(NAME, tx, CUSTOMERS, event)? else {
             return Ok(());
@@ -319,10 +322,6 @@ impl OrderHistoryProjection {
                 if let Some(placed) = doc.placed.as_mut() {
                     placed.customer_email = erasure::erased_text();
                 }
-                doc.record(
-                    event,
-                    format!("personal data erased (erasure {})", erased.erasure),
-                );
             })?;
         }
         Ok(())

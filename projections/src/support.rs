@@ -104,8 +104,6 @@ pub enum TimelineSource {
     Order,
     Payment,
     Notification,
-    /// The customer's own stream: an erasure of their personal data.
-    Customer,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -316,7 +314,7 @@ impl SupportProjection {
                 customer_id,
                 placed_at,
                 ..
-            } => erasure::order_placed(tx, CUSTOMERS, customer_id, order_id, *placed_at)?,
+            } => erasure::order_placed(tx, CUSTOMERS, customer_id, order_id, *placed_at)?.is_some(),
             _ => false,
         };
         let mut entries = vec![(
@@ -359,31 +357,19 @@ impl SupportProjection {
         })
     }
 
-    /// Erases the email of every order the customer placed up to the erasure (which also takes
-    /// them out of the email index), and notes the erasure on their timelines.
+    /// Erases the email of every order the customer placed up to the erasure, which also takes
+    /// them out of the email index. (Not on the timeline: see `order_history`.)
     fn apply_customer(event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
         let Some(erased) = erasure::customer_event(NAME, tx, CUSTOMERS, event)? else {
             return Ok(());
         };
-        let summary = format!("personal data erased (erasure {})", erased.erasure);
         for order_id in &erased.orders {
-            Self::timeline(
-                tx,
-                order_id,
-                event,
-                vec![(
-                    TimelineSource::Customer,
-                    event.event_type.as_str(),
-                    summary.clone(),
-                )],
-            )?;
             Self::update(tx, order_id, |doc| {
                 if let Some(placed) = doc.placed.as_mut() {
                     placed.email = erasure::erased_text();
                 }
             })?;
         }
-        tracing::debug!(customer = %erased.customer_id, at = %erased.at, orders = erased.orders.len(), "support erased a customer's orders");
         Ok(())
     }
 

@@ -208,6 +208,18 @@ impl TestApp {
             .expect("mint")
     }
 
+    /// A valid token for `sub` with `role` and the OAuth `scope` (space-separated).
+    pub fn scoped_token(&self, sub: &str, role: Role, scope: &str) -> String {
+        auth::mint_hs256_scoped(
+            self.secret.as_bytes(),
+            sub,
+            role,
+            Some(scope),
+            Duration::from_secs(3600),
+        )
+        .expect("mint")
+    }
+
     /// A token that expired an hour ago.
     pub fn expired_token(&self, sub: &str, role: Role) -> String {
         let now = chrono::Utc::now().timestamp() as u64;
@@ -218,6 +230,7 @@ impl TestApp {
                 role,
                 exp: now - 3600,
                 iat: Some(now - 7200),
+                scope: None,
             },
         )
         .expect("mint")
@@ -299,6 +312,17 @@ impl TestApp {
     }
 
     pub async fn place_order(&self, token: &str, items: &[(&str, u32)]) -> Answer {
+        self.place_order_with(token, items, checkout_body("alice@example.com"))
+            .await
+    }
+
+    /// [`place_order`](Self::place_order) with its own checkout body.
+    pub async fn place_order_with(
+        &self,
+        token: &str,
+        items: &[(&str, u32)],
+        checkout: Value,
+    ) -> Answer {
         let cart = self.open_cart(token).await;
         for (product, quantity) in items {
             let a = self
@@ -310,12 +334,8 @@ impl TestApp {
                 .await;
             assert_eq!(a.status, StatusCode::OK, "{}", a.text);
         }
-        self.post(
-            &format!("/v1/carts/{cart}/checkout"),
-            token,
-            checkout_body("alice@example.com"),
-        )
-        .await
+        self.post(&format!("/v1/carts/{cart}/checkout"), token, checkout)
+            .await
     }
 
     /// Stops the server and the workers and returns the data directory (for a restart).

@@ -17,7 +17,7 @@ use std::time::Duration;
 /// The NDJSON export of `filter`, in pages of 7.
 async fn ndjson(store: Arc<dyn EventStore>, filter: ExportFilter) -> String {
     let mut lines = Vec::new();
-    let mut chunks = std::pin::pin!(export::ndjson(store, filter, 7));
+    let mut chunks = std::pin::pin!(export::ndjson(store, filter, 7, None));
     while let Some(chunk) = chunks.next().await {
         lines.extend_from_slice(&chunk.expect("export chunk"));
     }

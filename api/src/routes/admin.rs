@@ -1,4 +1,4 @@
-//! Catalog administration and fulfilment (admin only).
+//! Catalog administration, fulfilment and customer erasure (admin only).
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{AppPath, Cmd};
@@ -6,8 +6,10 @@ use crate::http::CommandReply;
 use crate::schema::NoBody;
 use crate::state::AppState;
 use axum::extract::State;
-use commands::{Ack, CommandContext, NewProduct};
-use domain::{Money, MoneyError, OrderCommand, OrderId, Product, ProductCommand, ProductId};
+use commands::{Ack, CommandContext, ErasureReceipt, NewProduct};
+use domain::{
+    CustomerId, Money, MoneyError, OrderCommand, OrderId, Product, ProductCommand, ProductId,
+};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -391,4 +393,38 @@ pub async fn rebuild_projection(
             e.to_string(),
         )),
     }
+}
+
+#[utoipa::path(post, path = "/v1/admin/customers/{id}/erase", tag = "admin",
+    description = "Erases the customer's personal data: their data key is deleted, so the \
+        email, name and address in their events, and every read model's copies, read \
+        `[erased]` from now on (orders, totals and statuses stay). Records `CustomerErased` on \
+        the customer's stream each time; repeating it is harmless.",
+    params(("id" = String, Path, description = "customer id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
+    request_body(content = NoBody, description = "empty"),
+    responses((status = 200, description = "erased, with `consistency` and `position`", body = ErasureReceiptSchema),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn erase_customer(
+    State(state): State<AppState>,
+    AppPath(customer_id): AppPath<CustomerId>,
+    cmd: Cmd<NoBody>,
+) -> ApiResult<CommandReply<ErasureReceipt>> {
+    let executed = state
+        .erasure
+        .erase(&cmd.ctx, &customer_id, &cmd.principal.subject)
+        .await?;
+    Ok(CommandReply::ok(executed))
+}
+
+/// What an erasure answers.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct ErasureReceiptSchema {
+    pub customer_id: String,
+    /// 1 for the customer's first erasure, 2 for the next, ...
+    pub erasure: u32,
+    pub erased_at: chrono::DateTime<chrono::Utc>,
 }

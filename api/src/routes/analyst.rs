@@ -1,5 +1,6 @@
 //! Event replay for analysts: the NDJSON export and time travel.
 
+use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::export::{self, ExportFilter, StreamFilter};
 use crate::extract::{AppPath, AppQuery};
@@ -11,10 +12,12 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use commands::StreamRef;
+use commands::pii::PII_SCOPE;
+use commands::{Pseudonyms, StreamRef};
 use domain::StreamType;
 use futures::TryStreamExt;
 use serde::Deserialize;
+use std::sync::Arc;
 use utoipa::IntoParams;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -56,17 +59,27 @@ impl EventsQuery {
     }
 }
 
+/// The masking a caller gets: none with the `pii` scope, pseudonyms otherwise.
+fn masking(state: &AppState, principal: &Principal) -> Option<Arc<Pseudonyms>> {
+    (!principal.has_scope(PII_SCOPE)).then(|| state.pseudonyms.clone())
+}
+
 #[utoipa::path(get, path = "/v1/events", tag = "analyst", params(EventsQuery),
+    description = "Personal fields read `[masked]` and customer ids are stable pseudonyms \
+        (`anon_…`) unless the token carries the `pii` scope; an erased customer's fields read \
+        `[erased]` for everyone.",
     responses((status = 200, description = "one event envelope (with `global_position`) per line",
         content_type = "application/x-ndjson", body = String),
         (status = 400, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn events(
     State(state): State<AppState>,
+    principal: Principal,
     AppQuery(q): AppQuery<EventsQuery>,
 ) -> ApiResult<Response> {
     let filter = q.into_filter()?;
-    let stream = export::ndjson(state.store.clone(), filter, export::EXPORT_PAGE)
+    let mask = masking(&state, &principal);
+    let stream = export::ndjson(state.store.clone(), filter, export::EXPORT_PAGE, mask)
         .inspect_err(|err| tracing::error!(error = %err, "event export aborted"));
     Ok((
         [(CONTENT_TYPE, "application/x-ndjson")],
@@ -84,18 +97,24 @@ pub struct AtQuery {
 }
 
 #[utoipa::path(get, path = "/v1/streams/{type}/{id}", tag = "analyst",
-    params(("type" = String, Path, description = "cart, order, payment or product"),
+    description = "Masked like `/v1/events` unless the token carries the `pii` scope.",
+    params(("type" = String, Path, description = "cart, order, payment, product, notification or customer"),
         ("id" = String, Path, description = "aggregate id"), AtQuery),
     responses((status = 200, description = "the state at that point and its events", body = StreamAt),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn stream_at(
     State(state): State<AppState>,
+    principal: Principal,
     AppPath((stream_type, id)): AppPath<(String, String)>,
     AppQuery(q): AppQuery<AtQuery>,
 ) -> ApiResult<Json<StreamAt>> {
-    let stream_type = StreamType::parse(&stream_type)
-        .ok_or_else(|| ApiError::validation("type", "expected cart, order, payment or product"))?;
+    let stream_type = StreamType::parse(&stream_type).ok_or_else(|| {
+        ApiError::validation(
+            "type",
+            "expected cart, order, payment, product, notification or customer",
+        )
+    })?;
     if domain::OrderId::parse(&id).is_err() {
         return Err(ApiError::validation(
             "id",
@@ -103,7 +122,14 @@ pub async fn stream_at(
         ));
     }
     let at = q.at.as_deref().map(At::parse).transpose()?;
-    let found =
+    let mut found =
         time_travel::stream_at(state.store.as_ref(), StreamRef::new(stream_type, id), at).await?;
+    if let Some(pseudonyms) = masking(&state, &principal) {
+        if stream_type == StreamType::Customer {
+            found.stream_id = pseudonyms.of(&found.stream_id);
+        }
+        pseudonyms.mask_state(stream_type, &mut found.state);
+        found.events.iter_mut().for_each(|e| pseudonyms.mask(e));
+    }
     Ok(Json(found))
 }

@@ -181,5 +181,5 @@ fn stream_types_round_trip_through_their_names() {
     for stream in StreamType::ALL {
         assert_eq!(StreamType::parse(stream.as_str()), Some(stream));
     }
-    assert_eq!(StreamType::parse("customer"), None);
+    assert_eq!(StreamType::parse("shopper"), None);
 }

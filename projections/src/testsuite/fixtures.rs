@@ -149,6 +149,7 @@ pub struct Simulator {
     orders: BTreeMap<String, (Order, u64)>,
     payments: BTreeMap<String, (Payment, u64)>,
     order_info: BTreeMap<String, OrderInfo>,
+    customers: BTreeMap<String, (domain::Customer, u64)>,
     /// Order ids in creation order.
     order_ids: Vec<String>,
     counter: u64,
@@ -196,6 +197,7 @@ impl Simulator {
             orders: BTreeMap::new(),
             payments: BTreeMap::new(),
             order_info: BTreeMap::new(),
+            customers: BTreeMap::new(),
             order_ids: Vec::new(),
             counter: 0,
         }
@@ -239,7 +241,8 @@ impl Simulator {
                 75..=80 => self.expire(),
                 81..=90 => self.refund(),
                 91..=94 => self.dispute(),
-                _ => self.retire(),
+                95..=97 => self.retire(),
+                _ => self.erase(),
             }
         }
     }
@@ -661,6 +664,27 @@ impl Simulator {
         if was_paid {
             self.refund_amount(&order_id, None);
         }
+    }
+
+    /// Erases a customer's personal data (they keep ordering afterwards).
+    fn erase(&mut self) {
+        let (customer, _) = CUSTOMERS[self.rng.below(CUSTOMERS.len())];
+        let Ok(customer_id) = domain::CustomerId::parse(customer) else {
+            return;
+        };
+        let at = self.now;
+        let aggregate = self.customers.entry(customer.to_owned()).or_default();
+        run(
+            &mut self.log,
+            at,
+            customer,
+            aggregate,
+            domain::CustomerCommand::Erase {
+                customer_id,
+                requested_by: "admin".to_owned(),
+                at,
+            },
+        );
     }
 
     fn expire(&mut self) {
