@@ -81,6 +81,9 @@ pub struct EmbeddedConfig {
     /// Where notifications are delivered (`--notify`); the `file` channel's outbox defaults to
     /// `data_dir/outbox`.
     pub notify: crate::notify::NotifySettings,
+    /// The key of analysts' pseudonyms (`--pseudonym-secret`); the data directory's
+    /// `pseudonym.secret` when unset.
+    pub pseudonym_secret: Option<String>,
 }
 
 /// Stripe configuration (`STRIPE_SECRET_KEY`, `STRIPE_BASE_URL`).
@@ -193,6 +196,10 @@ impl std::fmt::Debug for EmbeddedConfig {
             .field("catalog_auth_required", &self.catalog_auth_required)
             .field("consistency_wait", &self.consistency_wait)
             .field("notify", &self.notify)
+            .field(
+                "pseudonym_secret",
+                &self.pseudonym_secret.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -216,6 +223,7 @@ impl EmbeddedConfig {
             catalog_auth_required: false,
             consistency_wait: crate::state::READ_YOUR_WRITES_WAIT,
             notify: crate::notify::NotifySettings::new(crate::notify::NotifyChannel::File),
+            pseudonym_secret: None,
         }
     }
 
@@ -478,7 +486,10 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
         catalog_auth_required: config.catalog_auth_required,
         consistency_wait: config.consistency_wait,
         erasure,
-        pseudonyms: Arc::new(pseudonyms(&data_dir)?),
+        pseudonyms: Arc::new(match &config.pseudonym_secret {
+            Some(secret) if !secret.is_empty() => Pseudonyms::new(secret.as_bytes()),
+            _ => pseudonyms(&data_dir)?,
+        }),
     });
     let embedded = Embedded {
         state,

@@ -76,6 +76,10 @@ struct AwsArgs {
     /// against the table).
     #[arg(long, env = "BACKBONE_EMULATOR_COMPAT", value_enum, default_value_t = Toggle::Auto)]
     emulator_compat: Toggle,
+    /// Wrap the customers' data keys with this KMS key (id, ARN or alias). Every process of a
+    /// stage must use the same setting.
+    #[arg(long, env = "BACKBONE_KMS_KEY_ID")]
+    kms_key_id: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -158,6 +162,10 @@ struct ServeArgs {
     /// HS256 secret (default: the data directory's `jwt_secret`, created on first use).
     #[arg(long, env = "BACKBONE_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// The key of the pseudonyms analysts see without the `pii` scope (embedded: the data
+    /// directory's `pseudonym.secret`; AWS: derived from the JWT secret when unset).
+    #[arg(long, env = "BACKBONE_PSEUDONYM_SECRET", hide_env_values = true)]
+    pseudonym_secret: Option<String>,
     /// Verify RS256 tokens with this JWKS URL instead of HS256 (for example Cognito's).
     #[arg(long, env = "BACKBONE_JWKS_URL")]
     jwks_url: Option<String>,
@@ -426,6 +434,7 @@ async fn aws_setup(args: &AwsArgs) -> (aws_config::SdkConfig, AwsOptions) {
         sdk,
         AwsOptions {
             emulator_compat,
+            kms_key_id: args.kms_key_id.clone(),
             ..AwsOptions::default()
         },
     )
@@ -536,6 +545,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         catalog_auth_required: args.catalog_auth == CatalogAuth::Required,
         consistency_wait: args.consistency_wait,
         notify: args.notify.settings(api::notify::NotifyChannel::File),
+        pseudonym_secret: args.pseudonym_secret,
         ..EmbeddedConfig::new(args.data.data)
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -567,6 +577,7 @@ async fn serve_aws(args: ServeArgs) -> anyhow::Result<()> {
         },
         catalog_auth_required: args.catalog_auth == CatalogAuth::Required,
         consistency_wait: args.consistency_wait,
+        pseudonym_secret: args.pseudonym_secret,
         ..AwsServeConfig::new(args.aws.stage)
     };
     let listener = tokio::net::TcpListener::bind(args.listen)

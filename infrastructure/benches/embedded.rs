@@ -1,7 +1,8 @@
 //! Embedded-store benchmark: `cargo bench -p infrastructure --bench embedded`.
 //!
 //! Prints a Markdown table. Options (after `--`): `--events N` (feed/rebuild size, default
-//! 1,000,000), `--quick` (small sizes, for a smoke run).
+//! 1,000,000), `--quick` (small sizes, for a smoke run), `--only sealing` (just the checkout
+//! throughput with personal data sealed against in clear).
 //!
 //! Everything runs on a temporary directory of the current file system with the default
 //! durability (`synchronous=FULL`) unless a row says otherwise.
@@ -30,18 +31,22 @@ use std::time::{Duration, Instant};
 struct Args {
     events: u64,
     quick: bool,
+    /// `--only sealing`: just the sealed-vs-clear checkout comparison.
+    only: Option<String>,
 }
 
 fn args() -> Args {
     let mut a = Args {
         events: 1_000_000,
         quick: false,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--events" => a.events = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.events),
             "--quick" => a.quick = true,
+            "--only" => a.only = it.next(),
             _ => {} // cargo bench passes --bench
         }
     }
@@ -260,8 +265,9 @@ fn address() -> ShippingAddress {
     }
 }
 
-async fn checkouts(dir: &Path, quick: bool) {
-    let store = open(dir, "checkout.sqlite", Synchronous::Full);
+/// Checks out `n` two-line carts of `n` new customers, 16 at a time, through the shop as
+/// `serve` composes it over `store`; returns the wall time and each checkout's latency.
+async fn checkout_run(store: Arc<dyn EventStore>, n: usize) -> (Duration, Vec<Duration>) {
     let gateway = Arc::new(SimulatedGateway::new());
     // The loader of `serve` (api/src/compose.rs): the state cache and the product locks.
     let plain: Arc<dyn Loader> = Arc::new(StoreLoader::new(store.clone()));
@@ -271,7 +277,7 @@ async fn checkouts(dir: &Path, quick: bool) {
         vec![domain::StreamType::Product],
     ));
     let svc = Arc::new(CommandService::with_loader(
-        store.clone(),
+        store,
         loader,
         Arc::new(SystemClock),
         ServiceConfig::default(),
@@ -296,7 +302,6 @@ async fn checkouts(dir: &Path, quick: bool) {
         .await
         .expect("product");
     }
-    let n: usize = if quick { 200 } else { 4_000 };
     let mut carts = Vec::with_capacity(n);
     for i in 0..n {
         let customer = CustomerId::parse(&format!("c{i}")).expect("id");
@@ -327,14 +332,14 @@ async fn checkouts(dir: &Path, quick: bool) {
         let ctx = ctx.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
-            for (caller, cart) in chunk {
+            for (i, (caller, cart)) in chunk.into_iter().enumerate() {
                 let t = Instant::now();
                 shop.checkout(
                     &ctx,
                     &caller,
                     &cart,
                     CheckoutInput {
-                        customer_email: "b@example.com".into(),
+                        customer_email: format!("customer{i}@example.com"),
                         shipping_address: address(),
                     },
                 )
@@ -351,6 +356,13 @@ async fn checkouts(dir: &Path, quick: bool) {
     }
     let elapsed = start.elapsed();
     lat.sort();
+    (elapsed, lat)
+}
+
+async fn checkouts(dir: &Path, quick: bool) {
+    let store = open(dir, "checkout.sqlite", Synchronous::Full);
+    let n: usize = if quick { 200 } else { 4_000 };
+    let (elapsed, lat) = checkout_run(store, n).await;
     row(
         "checkout commits (2 lines: 5 streams, 1 commit), 16 concurrent",
         per_sec(n as u64, elapsed),
@@ -358,6 +370,69 @@ async fn checkouts(dir: &Path, quick: bool) {
             "p50 {} / p99 {}; the 5 stream states mostly come from the state cache",
             ms(pct(&lat, 0.5)),
             ms(pct(&lat, 0.99))
+        ),
+    );
+}
+
+/// The event store as `serve` opens it: personal data sealed with each new customer's own key
+/// (a key table in the same file, cached), or not.
+fn checkout_store(dir: &Path, name: &str, sealed: bool) -> Arc<dyn EventStore> {
+    let path = dir.join(name);
+    let store = SqliteEventStore::open(&path, SqliteOptions::default()).expect("open store");
+    if !sealed {
+        return Arc::new(store);
+    }
+    let keys: Arc<dyn commands::KeyStore> = Arc::new(commands::CachedKeyStore::new(
+        infrastructure::sqlite::SqliteKeyStore::open(&path).expect("key store"),
+        100_000,
+        None,
+    ));
+    Arc::new(commands::PersonalDataStore::new(
+        store,
+        commands::Pii::new(keys),
+    ))
+}
+
+/// Checkout throughput with personal data sealed against the same without, in alternating
+/// rounds (each on a fresh file; the first variant alternates too), every customer a new one
+/// (so every checkout also creates a data key).
+async fn checkout_sealing(dir: &Path, quick: bool) {
+    let (rounds, n) = if quick { (2, 200) } else { (8, 4_000) };
+    let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for sealed in order {
+            let name = format!("sealing-{round}-{sealed}.sqlite");
+            let (elapsed, _) = checkout_run(checkout_store(dir, &name, sealed), n).await;
+            rates[usize::from(sealed)].push(n as f64 / elapsed.as_secs_f64());
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let range = |v: &[f64]| format!("{:.0}–{:.0}", v[0], v[v.len() - 1]);
+    let plain = median(&mut rates[0]);
+    let sealed = median(&mut rates[1]);
+    row(
+        "checkout commits, personal data in clear (reference)",
+        format!("{plain:.0}/s"),
+        &format!(
+            "median of {rounds} rounds of {n}, range {}",
+            range(&rates[0])
+        ),
+    );
+    row(
+        "checkout commits, personal data sealed (AES-256-GCM, a new key per customer)",
+        format!("{sealed:.0}/s"),
+        &format!(
+            "median of {rounds} rounds, range {}; **{:.1}% slower**",
+            range(&rates[1]),
+            (1.0 - sealed / plain) * 100.0
         ),
     );
 }
@@ -673,10 +748,15 @@ fn main() {
         .expect("runtime");
     println!("| measurement | result | notes |");
     println!("|---|---|---|");
+    if a.only.as_deref() == Some("sealing") {
+        rt.block_on(checkout_sealing(dir.path(), a.quick));
+        return;
+    }
     raw_baselines(dir.path(), a.quick);
     rt.block_on(async {
         appends(dir.path(), a.quick).await;
         checkouts(dir.path(), a.quick).await;
+        checkout_sealing(dir.path(), a.quick).await;
         loads(dir.path()).await;
         history(dir.path(), a.events).await;
     });

@@ -291,7 +291,8 @@ async fn support_finds_the_order(app: &TestApp, order_id: &str, intent_id: &str)
 /// Analyst: the NDJSON export is the store's durable feed, with its filters and the metadata
 /// each request gave its events. Returns the feed.
 async fn analyst_exports_the_feed(app: &TestApp, cart: &str, order_id: &str) -> Vec<EventEnvelope> {
-    let analyst = app.token("ana", Role::Analyst);
+    // With the `pii` scope the export is the feed itself (without it, personal data is masked).
+    let analyst = app.scoped_token("ana", Role::Analyst, "pii");
     let exported = eventually(app.wait, || async {
         let export = app.get("/v1/events", &analyst).await;
         assert_eq!(export.status, StatusCode::OK);
