@@ -172,8 +172,18 @@ impl KeyStore for MemoryKeyStore {
 pub struct CachedKeyStore<K> {
     inner: K,
     ttl: Option<Duration>,
-    writes: Mutex<hashlink::LruCache<String, (DataKey, Instant)>>,
-    reads: Mutex<hashlink::LruCache<String, (CustomerKeys, Instant)>>,
+    writes: Entries<DataKey>,
+    reads: Entries<CustomerKeys>,
+}
+
+/// One of the cache's two maps: customer → (answer, when it was fetched).
+type Entries<T> = Mutex<hashlink::LruCache<String, (T, Instant)>>;
+
+fn entries<T>(
+    map: &Entries<T>,
+) -> std::sync::MutexGuard<'_, hashlink::LruCache<String, (T, Instant)>> {
+    // The map holds no invariant a panicking holder could break.
+    map.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl<K: KeyStore> CachedKeyStore<K> {
@@ -186,66 +196,39 @@ impl<K: KeyStore> CachedKeyStore<K> {
         }
     }
 
-    fn fresh(&self, at: Instant) -> bool {
-        self.ttl.is_none_or(|ttl| at.elapsed() < ttl)
+    /// The cached answer for `customer`, unless it expired.
+    fn cached<T: Clone>(&self, map: &Entries<T>, customer: &str) -> Option<T> {
+        let (value, at) = entries(map).get(customer).cloned()?;
+        self.ttl
+            .is_none_or(|ttl| at.elapsed() < ttl)
+            .then_some(value)
     }
 
     fn forget(&self, customer: &str) {
-        self.writes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(customer);
-        self.reads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(customer);
+        entries(&self.writes).remove(customer);
+        entries(&self.reads).remove(customer);
     }
 }
 
 #[async_trait]
 impl<K: KeyStore> KeyStore for CachedKeyStore<K> {
     async fn key_for(&self, customer: &str) -> Result<DataKey, StoreError> {
-        let cached = self
-            .writes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(customer)
-            .cloned();
-        if let Some((key, at)) = cached {
-            if self.fresh(at) {
-                return Ok(key);
-            }
+        if let Some(key) = self.cached(&self.writes, customer) {
+            return Ok(key);
         }
         let key = self.inner.key_for(customer).await?;
         // A read cached before the key existed is stale now.
-        self.reads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(customer);
-        self.writes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(customer.to_owned(), (key.clone(), Instant::now()));
+        entries(&self.reads).remove(customer);
+        entries(&self.writes).insert(customer.to_owned(), (key.clone(), Instant::now()));
         Ok(key)
     }
 
     async fn lookup(&self, customer: &str) -> Result<CustomerKeys, StoreError> {
-        let cached = self
-            .reads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(customer)
-            .cloned();
-        if let Some((keys, at)) = cached {
-            if self.fresh(at) {
-                return Ok(keys);
-            }
+        if let Some(keys) = self.cached(&self.reads, customer) {
+            return Ok(keys);
         }
         let keys = self.inner.lookup(customer).await?;
-        self.reads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(customer.to_owned(), (keys.clone(), Instant::now()));
+        entries(&self.reads).insert(customer.to_owned(), (keys.clone(), Instant::now()));
         Ok(keys)
     }
 

@@ -46,27 +46,23 @@ pub(crate) fn order_placed(
     })
 }
 
-/// What a `CustomerErased` event asks of a projection.
-pub(crate) struct Erased {
-    pub at: DateTime<Utc>,
-    /// The customer's orders the projection holds that were placed up to the erasure.
-    pub orders: Vec<String>,
-}
-
-/// Applies a customer-stream event to the per-customer collection; `Some` for an erasure.
-pub(crate) fn customer_event(
+/// Applies a customer-stream event to the per-customer collection. On an erasure, calls `erase`
+/// with each order the projection holds that the customer placed up to it, and the erasure's
+/// time.
+pub(crate) fn erase_orders(
     projection: &'static str,
     tx: &mut dyn DocTx,
     collection: &str,
     event: &EventEnvelope,
-) -> Result<Option<Erased>, ProjectionError> {
+    mut erase: impl FnMut(&mut dyn DocTx, &str, DateTime<Utc>) -> Result<(), ProjectionError>,
+) -> Result<(), ProjectionError> {
     let Some(CustomerEvent::CustomerErased {
         customer_id, at, ..
     }) = decode::<CustomerEvent>(projection, event)?
     else {
-        return Ok(None);
+        return Ok(());
     };
-    let orders = update_doc(tx, collection, customer_id.as_str(), no_index, |doc| {
+    let orders: Vec<String> = update_doc(tx, collection, customer_id.as_str(), no_index, |doc| {
         let doc = doc.get_or_insert_with(CustomerOrders::default);
         doc.erased_at = Some(doc.erased_at.map_or(at, |e| e.max(at)));
         doc.orders
@@ -75,7 +71,10 @@ pub(crate) fn customer_event(
             .map(|(id, _)| id.clone())
             .collect()
     })?;
-    Ok(Some(Erased { at, orders }))
+    for order in &orders {
+        erase(tx, order, at)?;
+    }
+    Ok(())
 }
 
 /// The erased form of a personal text.

@@ -480,10 +480,7 @@ fn apply_payment(event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), Projec
 /// An erasure: every order the customer placed up to it forgets the address, and each of its
 /// notifications too; those not delivered yet are cancelled.
 fn apply_customer(event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
-    let Some(erased) = erasure::customer_event(NAME, tx, CUSTOMERS, event)? else {
-        return Ok(());
-    };
-    for order_id in &erased.orders {
+    erasure::erase_orders(NAME, tx, CUSTOMERS, event, |tx, order_id, at| {
         let notifications = update_doc(
             tx,
             ORDER_INFO,
@@ -492,7 +489,7 @@ fn apply_customer(event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), Proje
             |doc: &mut Option<OrderInfo>| {
                 doc.as_mut().map_or_else(Vec::new, |info| {
                     info.email = erasure::erased_text();
-                    info.erased_at = Some(info.erased_at.map_or(erased.at, |e| e.max(erased.at)));
+                    info.erased_at = Some(info.erased_at.map_or(at, |e| e.max(at)));
                     info.notifications.clone()
                 })
             },
@@ -504,12 +501,12 @@ fn apply_customer(event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), Proje
             };
             view.email = erasure::erased_text();
             if !view.delivery_status.is_closed() {
-                view.cancelled_at = Some(view.cancelled_at.map_or(erased.at, |c| c.max(erased.at)));
+                view.cancelled_at = Some(view.cancelled_at.map_or(at, |c| c.max(at)));
             }
             put_doc(tx, NOTIFICATIONS, &id, view, NotificationView::index)?;
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// A recorded delivery attempt: folds it into the notification's delivery state and, when the

@@ -309,23 +309,6 @@ impl OrderHistoryProjection {
             doc.record(event, description);
         })
     }
-
-    /// Erases the email of every order the customer placed up to the erasure. (The erasure is
-    /// not put on the timelines: an order that arrives after it could not get the same entry,
-    /// and the document must not depend on arrival order. It is on the customer's stream.)
-    fn apply_customer(event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
-        let Some(erased) = erasure::customer_event(NAME, tx, CUSTOMERS, event)? else {
-            return Ok(());
-        };
-        for order_id in &erased.orders {
-            Self::update(tx, order_id, |doc| {
-                if let Some(placed) = doc.placed.as_mut() {
-                    placed.customer_email = erasure::erased_text();
-                }
-            })?;
-        }
-        Ok(())
-    }
 }
 
 impl Projection for OrderHistoryProjection {
@@ -351,7 +334,18 @@ impl Projection for OrderHistoryProjection {
                 Some(e) => Self::apply_payment(event, e, tx),
                 None => Ok(()),
             },
-            StreamType::Customer => Self::apply_customer(event, tx),
+            // An erasure: every order it covers forgets its email. (Not on the timelines: an
+            // order that arrives after it could not get the same entry, and the document must
+            // not depend on arrival order. The erasure is on the customer's own stream.)
+            StreamType::Customer => {
+                erasure::erase_orders(NAME, tx, CUSTOMERS, event, |tx, order_id, _| {
+                    Self::update(tx, order_id, |doc| {
+                        if let Some(placed) = doc.placed.as_mut() {
+                            placed.customer_email = erasure::erased_text();
+                        }
+                    })
+                })
+            }
             StreamType::Cart | StreamType::Product | StreamType::Notification => Ok(()),
         }
     }

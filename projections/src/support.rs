@@ -357,22 +357,6 @@ impl SupportProjection {
         })
     }
 
-    /// Erases the email of every order the customer placed up to the erasure, which also takes
-    /// them out of the email index. (Not on the timeline: see `order_history`.)
-    fn apply_customer(event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
-        let Some(erased) = erasure::customer_event(NAME, tx, CUSTOMERS, event)? else {
-            return Ok(());
-        };
-        for order_id in &erased.orders {
-            Self::update(tx, order_id, |doc| {
-                if let Some(placed) = doc.placed.as_mut() {
-                    placed.email = erasure::erased_text();
-                }
-            })?;
-        }
-        Ok(())
-    }
-
     /// A delivery attempt goes on the order's timeline; a message given up on is counted on the
     /// order, so that support sees it in search results.
     fn apply_delivery(
@@ -497,7 +481,17 @@ impl Projection for SupportProjection {
 
     fn apply(&self, event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
         match event.stream_type {
-            StreamType::Customer => Self::apply_customer(event, tx),
+            // An erasure: every order it covers forgets its email, which also takes it out of
+            // the email index (not on the timeline: see `order_history`).
+            StreamType::Customer => {
+                erasure::erase_orders(NAME, tx, CUSTOMERS, event, |tx, order_id, _| {
+                    Self::update(tx, order_id, |doc| {
+                        if let Some(placed) = doc.placed.as_mut() {
+                            placed.email = erasure::erased_text();
+                        }
+                    })
+                })
+            }
             StreamType::Order => match decode::<OrderEvent>(NAME, event)? {
                 Some(e) => Self::apply_order(event, e, tx),
                 None => Ok(()),

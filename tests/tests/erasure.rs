@@ -287,27 +287,20 @@ async fn erase_and_check(app: &TestApp, erin: &Person, other: &Person) -> Erased
         .post("/v1/admin/customers/no%20way/erase", &admin, json!({}))
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text);
-    let erased = app
-        .send(
+    let erase_once = || {
+        app.send(
             reqwest::Method::POST,
             &path,
             Some(&admin),
             Some(json!({})),
             &[("idempotency-key", "erase-erin-1")],
         )
-        .await;
+    };
+    let erased = erase_once().await;
     assert_eq!(erased.status, StatusCode::OK, "{}", erased.text);
     assert_eq!(erased.body["customer_id"], ERIN);
     assert_eq!(erased.body["erasure"], 1);
-    let retried = app
-        .send(
-            reqwest::Method::POST,
-            &path,
-            Some(&admin),
-            Some(json!({})),
-            &[("idempotency-key", "erase-erin-1")],
-        )
-        .await;
+    let retried = erase_once().await;
     assert_eq!(retried.status, StatusCode::OK, "{}", retried.text);
     assert_eq!(retried.body["erasure"], 1, "a retry erases nothing more");
     let again = app.post(&path, &admin, json!({})).await;

@@ -14,12 +14,6 @@ use commands::{CustomerKeys, DataKey, KeyStore, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-/// How long an erasure waits for readers before it gives up truncating the WAL (and fails, so
-/// the caller retries).
-const TRUNCATE_ATTEMPTS: u32 = 50;
-const TRUNCATE_PAUSE: Duration = Duration::from_millis(20);
 
 #[derive(Clone)]
 pub struct SqliteKeyStore {
@@ -99,17 +93,10 @@ impl SqliteKeyStore {
     }
 }
 
-/// Copies every WAL frame into the database file and truncates the WAL to nothing, waiting for
-/// readers that still use it.
+/// Truncates the WAL after an erasure, or fails (the caller retries the erasure).
 fn truncate_wal(conn: &Connection) -> Result<(), StoreError> {
-    for _ in 0..TRUNCATE_ATTEMPTS {
-        let busy: i64 = conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
-            .map_err(internal)?;
-        if busy == 0 {
-            return Ok(());
-        }
-        std::thread::sleep(TRUNCATE_PAUSE);
+    if super::wal::truncate_wal(conn).map_err(internal)? {
+        return Ok(());
     }
     Err(StoreError::Unavailable(
         "readers kept the WAL from being truncated after an erasure".into(),

@@ -63,3 +63,22 @@ pub(crate) fn restart_wal(conn: &Connection, busy_timeout: Duration) -> bool {
         }
     }
 }
+
+/// How often, and how far apart, [`truncate_wal`] tries to get past readers.
+const TRUNCATE_ATTEMPTS: u32 = 50;
+const TRUNCATE_PAUSE: Duration = Duration::from_millis(20);
+
+/// Copies every WAL frame into the database file and truncates the WAL to nothing, retrying for
+/// about a second while readers still use it. After an erasure this leaves no older page image
+/// anywhere (`secure_delete` zeroed what the erasure freed in the file). Returns whether it got
+/// past the readers.
+pub(crate) fn truncate_wal(conn: &Connection) -> Result<bool, rusqlite::Error> {
+    for _ in 0..TRUNCATE_ATTEMPTS {
+        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        if busy == 0 {
+            return Ok(true);
+        }
+        std::thread::sleep(TRUNCATE_PAUSE);
+    }
+    Ok(false)
+}

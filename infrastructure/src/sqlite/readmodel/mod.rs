@@ -554,24 +554,13 @@ impl ReadModelStore for SqliteReadModelStore {
     /// `secure_delete` already zeroed what the erasing batch freed in the file; this copies the
     /// WAL into the file and truncates it, so no older page image is left either.
     async fn purge(&self) -> Result<(), ReadModelError> {
-        self.with_writer(|conn| {
-            for _ in 0..PURGE_ATTEMPTS {
-                let busy: i64 = conn
-                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
-                    .map_err(sql_err)?;
-                if busy == 0 {
-                    return Ok(());
-                }
-                std::thread::sleep(PURGE_PAUSE);
-            }
-            Err(ReadModelError::Unavailable(
+        self.with_writer(|conn| match super::wal::truncate_wal(conn) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ReadModelError::Unavailable(
                 "readers kept the read models' WAL from being truncated".into(),
-            ))
+            )),
+            Err(e) => Err(sql_err(e)),
         })
         .await
     }
 }
-
-/// How often, and how far apart, a purge tries to truncate the WAL past readers.
-const PURGE_ATTEMPTS: u32 = 50;
-const PURGE_PAUSE: Duration = Duration::from_millis(20);
