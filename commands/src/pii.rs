@@ -329,11 +329,21 @@ impl Pii {
         for append in &mut commit.streams {
             let stream_type = append.stream.stream_type;
             for event in &mut append.events {
-                if let Some(shape) = domain::personal_event(stream_type, &event.event_type) {
-                    let mut value = event.payload.to_value();
-                    self.seal_object(shape, &mut value, true).await?;
-                    event.payload = Payload::from(value);
+                let Some(shape) = domain::personal_event(stream_type, &event.event_type) else {
+                    continue;
+                };
+                if shape.fields.is_empty() {
+                    // The subject's first event: their key is made ready, nothing is sealed.
+                    if let Some(subject) = event.payload.value().get(shape.subject) {
+                        if let Some(subject) = subject.as_str() {
+                            self.keys.key_for(subject).await?;
+                        }
+                    }
+                    continue;
                 }
+                let mut value = event.payload.to_value();
+                self.seal_object(shape, &mut value, true).await?;
+                event.payload = Payload::from(value);
             }
             if let (Some(snapshot), Some(shape)) = (
                 append.snapshot.as_mut(),
@@ -428,7 +438,8 @@ impl Pii {
 
     /// Reveals the personal fields of one event, in place.
     pub async fn reveal(&self, event: &mut EventEnvelope) -> Result<(), StoreError> {
-        if let Some(shape) = domain::personal_event(event.stream_type, &event.event_type) {
+        let shape = domain::personal_event(event.stream_type, &event.event_type);
+        if let Some(shape) = shape.filter(|s| !s.fields.is_empty()) {
             let mut value = event.payload.to_value();
             self.reveal_object(shape, &mut value).await?;
             event.payload = Payload::from(value);

@@ -68,10 +68,18 @@ const ORDER_FIELDS: &[PersonalField] = &[
     },
 ];
 
-/// Every stored shape that holds personal data. `OrderPlaced` is the only event that does (cart,
-/// payment, product and notification events carry ids and amounts only); an order's snapshot
-/// holds the same fields in its state.
+/// Every stored shape that holds personal data, or introduces its owner. `OrderPlaced` is the
+/// only event with personal fields (cart, payment, product and notification events carry ids and
+/// amounts only); an order's snapshot holds the same fields in its state. `CartOpened` has none,
+/// but it is a customer's first event: their data key is created with it, so that checkout finds
+/// the key ready.
 pub const PERSONAL_DATA: &[PersonalData] = &[
+    PersonalData {
+        stream: StreamType::Cart,
+        event_type: Some(crate::cart::event_names::CART_OPENED),
+        subject: "customer_id",
+        fields: &[],
+    },
     PersonalData {
         stream: StreamType::Order,
         event_type: Some(event_names::ORDER_PLACED),
@@ -171,6 +179,9 @@ mod tests {
             }
         }
         assert!(personal_event(StreamType::Order, "OrderPaid").is_none());
+        let opened =
+            personal_event(StreamType::Cart, "CartOpened").expect("a subject's first event");
+        assert!(opened.fields.is_empty());
         assert!(personal_snapshot(StreamType::Cart).is_none());
     }
 }

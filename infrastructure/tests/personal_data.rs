@@ -267,3 +267,31 @@ async fn the_dynamodb_key_store_wraps_keys_with_kms() {
     let unwrapped = DynamoKeyStore::new(client, &table, None);
     assert!(unwrapped.lookup("kim").await.is_err());
 }
+
+/// A customer's key is created with their first event (their first cart), so that checkout
+/// finds it ready; the event itself is stored as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_cart_creates_the_customers_key() {
+    let keys: Arc<dyn KeyStore> = Arc::new(MemoryKeyStore::default());
+    let dir = tempfile::tempdir().unwrap();
+    let raw = Arc::new(
+        SqliteEventStore::open(dir.path().join("e.db"), SqliteOptions::default()).unwrap(),
+    );
+    let store = PersonalDataStore::new(raw.clone(), Pii::new(keys.clone()));
+    assert!(keys.lookup("cleo").await.unwrap().key.is_none());
+    let opened = domain::CartEvent::CartOpened {
+        cart_id: CartId::parse("cart-9").unwrap(),
+        customer_id: CustomerId::parse("cleo").unwrap(),
+    };
+    let payload = Payload::of_event(&opened);
+    let mut commit = commit("unused", payload.clone(), None);
+    commit.streams[0].stream = StreamRef::new(StreamType::Cart, "cart-9");
+    commit.streams[0].events[0].event_type = "CartOpened".to_owned();
+    store.append(commit).await.unwrap();
+    assert!(keys.lookup("cleo").await.unwrap().key.is_some());
+    let stored = raw
+        .read(&StreamRef::new(StreamType::Cart, "cart-9"), 1, 1)
+        .await
+        .unwrap();
+    assert_eq!(stored[0].payload, payload, "nothing in it is sealed");
+}
