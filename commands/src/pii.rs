@@ -33,6 +33,7 @@ use domain::{CustomerCommand, CustomerId, ErasedAs, PersonalData, StreamType};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -260,12 +261,11 @@ fn aad(kid: &str, field: &str) -> String {
     format!("{kid}|{field}")
 }
 
-fn seal_value(key: &DataKey, field: &str, value: &Value) -> Result<Value, StoreError> {
-    let mut iv = [0u8; NONCE_LEN];
-    SystemRandom::new()
-        .fill(&mut iv)
-        .map_err(|_| StoreError::Internal("no randomness for a nonce".into()))?;
-    let mut text = value.to_string().into_bytes();
+/// Seals one field's JSON text under `key`: the sealed object's JSON text.
+fn seal_text(key: &DataKey, field: &str, json: &str) -> Result<String, StoreError> {
+    // A random 96-bit nonce per field, from the thread's CSPRNG (seeded by the OS).
+    let iv: [u8; NONCE_LEN] = rand::random();
+    let mut text = json.as_bytes().to_vec();
     key.cipher
         .seal_in_place_append_tag(
             Nonce::assume_unique_for_key(iv),
@@ -273,13 +273,18 @@ fn seal_value(key: &DataKey, field: &str, value: &Value) -> Result<Value, StoreE
             &mut text,
         )
         .map_err(|_| StoreError::Internal("sealing a personal field failed".into()))?;
-    serde_json::to_value(Sealed {
-        enc: ALGORITHM.to_owned(),
-        kid: key.id.clone(),
-        iv: B64.encode(iv),
-        ct: B64.encode(text),
-    })
-    .map_err(|e| StoreError::Internal(e.to_string()))
+    // Key ids and base64 need no JSON escaping.
+    Ok(format!(
+        r#"{{"enc":"{ALGORITHM}","kid":"{}","iv":"{}","ct":"{}"}}"#,
+        key.id,
+        B64.encode(iv),
+        B64.encode(text)
+    ))
+}
+
+fn seal_value(key: &DataKey, field: &str, value: &Value) -> Result<Value, StoreError> {
+    serde_json::from_str(&seal_text(key, field, &value.to_string())?)
+        .map_err(|e| StoreError::Internal(e.to_string()))
 }
 
 fn as_sealed(value: &Value) -> Option<Sealed> {
@@ -341,28 +346,55 @@ impl Pii {
                     }
                     continue;
                 }
-                let mut value = event.payload.to_value();
-                self.seal_object(shape, &mut value, true).await?;
-                event.payload = Payload::from(value);
+                event.payload = self.seal_event(shape, &event.payload).await?;
             }
             if let (Some(snapshot), Some(shape)) = (
                 append.snapshot.as_mut(),
                 domain::personal_snapshot(stream_type),
             ) {
-                self.seal_object(shape, &mut snapshot.state, false).await?;
+                self.seal_snapshot(shape, &mut snapshot.state).await?;
             }
         }
         Ok(())
     }
 
-    /// Seals `value`'s personal fields with its owner's key. Events create the key when the
-    /// owner has none; a snapshot (of state that may predate an erasure) never does: for an owner
-    /// erased before, it keeps the erased form instead.
-    async fn seal_object(
+    /// Seals an event's personal fields with its owner's key (created when they have none).
+    /// Works on the payload's text: only the owner and the personal fields are parsed.
+    async fn seal_event(
+        &self,
+        shape: &PersonalData,
+        payload: &Payload,
+    ) -> Result<Payload, StoreError> {
+        let malformed = |e: serde_json::Error| StoreError::InvalidCommit(format!("payload: {e}"));
+        let mut fields: std::collections::BTreeMap<String, Box<RawValue>> =
+            serde_json::from_str(payload.json()).map_err(malformed)?;
+        let Some(subject) = fields
+            .get(shape.subject)
+            .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+        else {
+            return Ok(payload.clone());
+        };
+        let key = self.keys.key_for(&subject).await?;
+        for field in shape.fields {
+            let Some(raw) = fields.get_mut(field.name) else {
+                continue;
+            };
+            if raw.get() == "null" || raw.get().starts_with(r#"{"enc":"#) {
+                continue;
+            }
+            let sealed = seal_text(&key, field.name, raw.get())?;
+            *raw = RawValue::from_string(sealed).map_err(malformed)?;
+        }
+        Payload::from_json(serde_json::to_string(&fields).map_err(malformed)?).map_err(malformed)
+    }
+
+    /// Seals a snapshot state's personal fields with its owner's key. The state may predate an
+    /// erasure (a cached state), so an owner erased before gets the erased form instead, never
+    /// a new key.
+    async fn seal_snapshot(
         &self,
         shape: &PersonalData,
         value: &mut Value,
-        create: bool,
     ) -> Result<(), StoreError> {
         let Some(object) = value.as_object_mut() else {
             return Ok(());
@@ -370,15 +402,11 @@ impl Pii {
         let Some(subject) = subject_of(shape, object) else {
             return Ok(());
         };
-        let key = if create {
-            Some(self.keys.key_for(&subject).await?)
-        } else {
-            let known = self.keys.lookup(&subject).await?;
-            match (known.key, known.erased) {
-                (_, true) => None,
-                (Some(key), false) => Some(key),
-                (None, false) => Some(self.keys.key_for(&subject).await?),
-            }
+        let known = self.keys.lookup(&subject).await?;
+        let key = match (known.key, known.erased) {
+            (_, true) => None,
+            (Some(key), false) => Some(key),
+            (None, false) => Some(self.keys.key_for(&subject).await?),
         };
         for field in shape.fields {
             let Some(current) = object.get_mut(field.name) else {
