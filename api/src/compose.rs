@@ -253,6 +253,8 @@ pub struct Embedded {
     tasks: Vec<JoinHandle<()>>,
     /// The data directory's lock (embedded only).
     _lock: Option<std::fs::File>,
+    /// Where the operations endpoints listen, when they have a listener of their own.
+    ops: Option<SocketAddr>,
 }
 
 impl Embedded {
@@ -268,7 +270,27 @@ impl Embedded {
             cancel,
             tasks,
             _lock: lock,
+            ops: None,
         }
+    }
+
+    /// Serves the operations endpoints (`/healthz`, `/readyz`, `/metrics`) on `listener` too,
+    /// until shutdown; the API's own listener then serves no `/metrics`.
+    pub fn with_ops_listener(mut self, listener: tokio::net::TcpListener) -> Self {
+        self.ops = listener.local_addr().ok();
+        let router = crate::ops::api_router(self.state.clone());
+        self.tasks.push(tokio::spawn(crate::ops::serve(
+            listener,
+            router,
+            self.cancel.clone(),
+        )));
+        self
+    }
+
+    /// The operations listener's address, when [`with_ops_listener`](Self::with_ops_listener)
+    /// gave it one.
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops
     }
 
     /// Stops the workers and waits for them; the stores close when the last state is dropped.
@@ -288,9 +310,8 @@ pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let path = data_dir.join(LOCK_FILE);
+    private_file(&path)?;
     let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
         .write(true)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
@@ -318,12 +339,40 @@ pub struct EventLog {
 /// How many customers' keys the embedded key cache keeps.
 pub const KEY_CACHE_CAPACITY: usize = 100_000;
 
+/// Creates `path` readable and writable by its owner only (0600), or narrows an existing file
+/// to that. SQLite gives a database's `-wal` and `-shm` files the database file's mode, so they
+/// follow.
+pub fn private_file(path: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("narrowing the mode of {}", path.display()))?;
+    }
+    drop(file);
+    Ok(())
+}
+
 /// Opens the event store of a data directory, with its key store (a table in the same file).
 pub async fn open_event_store(
     data_dir: &Path,
     synchronous_normal: bool,
 ) -> anyhow::Result<EventLog> {
     let path = data_dir.join(EVENTS_FILE);
+    private_file(&path)?;
     let options = SqliteOptions {
         synchronous: if synchronous_normal {
             Synchronous::Normal
@@ -361,6 +410,7 @@ pub fn pseudonyms(data_dir: &Path) -> anyhow::Result<Pseudonyms> {
 /// Opens the read-model store of a data directory.
 pub async fn open_read_models(data_dir: &Path) -> anyhow::Result<Arc<dyn ReadModelStore>> {
     let path = data_dir.join(READ_MODELS_FILE);
+    private_file(&path)?;
     let models = tokio::task::spawn_blocking(move || SqliteReadModelStore::open(&path))
         .await
         .context("opening the read models")??;
@@ -376,6 +426,7 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
     let models = open_read_models(&data_dir).await?;
     let checkpoints: Arc<dyn CheckpointStore> = {
         let path = data_dir.join(WORKERS_FILE);
+        private_file(&path)?;
         Arc::new(
             tokio::task::spawn_blocking(move || SqliteCheckpointStore::open(&path))
                 .await
@@ -491,12 +542,7 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
             _ => pseudonyms(&data_dir)?,
         }),
     });
-    let embedded = Embedded {
-        state,
-        cancel,
-        tasks,
-        _lock: Some(lock),
-    };
+    let embedded = Embedded::from_parts(state, cancel, tasks, Some(lock));
     if config.demo_catalog {
         if let Err(err) = seed_demo_catalog(&embedded.state.shop).await {
             embedded.shutdown().await;

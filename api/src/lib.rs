@@ -5,7 +5,7 @@
 //! - [`compose_aws`]: the same on DynamoDB, Streams, EventBridge and SQS ([`compose_aws::start_aws`]).
 //! - [`router::app`]: the axum router (testable without a socket) over the handlers in
 //!   [`routes`]; [`openapi`] documents them.
-//! - [`serve`]: serving with graceful shutdown.
+//! - [`serve`]: serving with graceful shutdown; [`ops`]: the operations listener.
 //! - [`error::ApiError`]: the one mapping from failures to HTTP.
 
 pub mod auth;
@@ -18,6 +18,7 @@ pub mod http;
 pub mod metrics;
 pub mod notify;
 pub mod openapi;
+pub mod ops;
 pub mod payments;
 pub mod router;
 pub mod routes;

@@ -107,7 +107,7 @@ enum Command {
     /// `infrastructure/cloudformation/backbone.yaml`): create it, or update it when it exists.
     Provision(ProvisionArgs),
     /// AWS: relay the events table's stream to the feed index and the event bus.
-    Relay(AwsArgs),
+    Relay(RelayArgs),
     /// AWS: consume one group's queue (catalog, order-history, notifications, support,
     /// process-managers).
     Worker(WorkerArgs),
@@ -127,12 +127,30 @@ struct ProvisionArgs {
 }
 
 #[derive(Debug, Args)]
+struct OpsArg {
+    /// Serve `/healthz`, `/readyz` and `/metrics` on this address (for `serve`: `/metrics` then
+    /// leaves the API's listener).
+    #[arg(long, env = "BACKBONE_OPS_LISTEN")]
+    ops_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+struct RelayArgs {
+    #[command(flatten)]
+    aws: AwsArgs,
+    #[command(flatten)]
+    ops: OpsArg,
+}
+
+#[derive(Debug, Args)]
 struct WorkerArgs {
     /// The consumer group.
     #[arg(value_parser = parse_group)]
     group: infrastructure::aws::ConsumerGroup,
     #[command(flatten)]
     aws: AwsArgs,
+    #[command(flatten)]
+    ops: OpsArg,
     /// Long-poll wait of each receive, in seconds (at most 20); also the longest a stopping
     /// worker waits for its last receive.
     #[arg(long, env = "BACKBONE_WORKER_WAIT_SECS", default_value_t = 10)]
@@ -154,6 +172,8 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "BACKBONE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    #[command(flatten)]
+    ops: OpsArg,
     #[command(flatten)]
     data: DataArg,
     /// Event store durability.
@@ -392,8 +412,10 @@ fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Logs go to stderr: stdout carries the token and the NDJSON export.
+    // Colours only for a person at a terminal, never into a log file or collector.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -466,24 +488,55 @@ async fn provision(args: ProvisionArgs) -> anyhow::Result<()> {
 
 /// Runs one worker loop until SIGTERM or ctrl-c.
 async fn run_until_signal(
+    ops: &OpsArg,
     spawn: impl FnOnce(workers::Health, workers::CancellationToken) -> tokio::task::JoinHandle<()>,
 ) -> anyhow::Result<()> {
     let cancel = workers::CancellationToken::new();
-    let task = spawn(workers::Health::default(), cancel.clone());
+    let health = workers::Health::default();
+    let ops = match ops.ops_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the ops listener {addr}"))?;
+            let router = api::ops::process_router(health.clone(), api::metrics::prometheus());
+            Some(tokio::spawn(api::ops::serve(
+                listener,
+                router,
+                cancel.clone(),
+            )))
+        }
+        None => None,
+    };
+    let task = spawn(health, cancel.clone());
     api::serve::shutdown_signal().await;
     tracing::info!("stopping");
     cancel.cancel();
     task.await.context("worker task")?;
+    if let Some(ops) = ops {
+        ops.await.context("ops listener")?;
+    }
     Ok(())
 }
 
-async fn relay(args: AwsArgs) -> anyhow::Result<()> {
-    let (sdk, options) = aws_setup(&args).await;
-    let stage = AwsStage::new(&sdk, &args.stage, options);
+/// Binds `--ops-listen`, if set, for `serve`.
+async fn with_ops(running: api::Embedded, ops: &OpsArg) -> anyhow::Result<api::Embedded> {
+    Ok(match ops.ops_listen {
+        Some(addr) => running.with_ops_listener(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the ops listener {addr}"))?,
+        ),
+        None => running,
+    })
+}
+
+async fn relay(args: RelayArgs) -> anyhow::Result<()> {
+    let (sdk, options) = aws_setup(&args.aws).await;
+    let stage = AwsStage::new(&sdk, &args.aws.stage, options);
     let config = AwsWorkerConfig::default();
     let relay = std::sync::Arc::new(stage.relay(config.relay));
-    tracing::info!(stage = %args.stage, "relay started");
-    run_until_signal(|health, cancel| {
+    tracing::info!(stage = %args.aws.stage, "relay started");
+    run_until_signal(&args.ops, |health, cancel| {
         relay.spawn(workers::LoopContext::new(health, cancel, config.relay_loop))
     })
     .await
@@ -511,7 +564,7 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         _ => None,
     };
     tracing::info!(stage = %args.aws.stage, group = %args.group, "worker started");
-    run_until_signal(|health, cancel| {
+    run_until_signal(&args.ops, |health, cancel| {
         let context = workers::LoopContext::new(health, cancel, config.consumer_loop);
         let timers: Vec<_> = expiry
             .map(|s| workers::spawn_expiry(s, context.clone()))
@@ -551,7 +604,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    let embedded = compose::start_embedded(config).await?;
+    let embedded = with_ops(compose::start_embedded(config).await?, &args.ops).await?;
     api::serve(listener, embedded).await
 }
 
@@ -583,7 +636,7 @@ async fn serve_aws(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-    let running = compose_aws::start_aws(&sdk, config).await?;
+    let running = with_ops(compose_aws::start_aws(&sdk, config).await?, &args.ops).await?;
     api::serve(listener, running).await
 }
 

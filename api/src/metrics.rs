@@ -55,6 +55,10 @@ fn describe() {
         "version conflicts met by the command service, each followed by a re-decide or, after the last attempt, a 409"
     );
     metrics::describe_gauge!(
+        "backbone_worker_stalled",
+        "1 while a worker's step has run longer than the stall limit (the process is not ready)"
+    );
+    metrics::describe_gauge!(
         "backbone_projection_lag_positions",
         "feed head minus the position a worker has reached"
     );
@@ -68,14 +72,28 @@ fn describe() {
     );
 }
 
-/// Refreshes the gauges computed on demand (worker lag) and renders the exposition text.
-pub async fn render(handle: &PrometheusHandle, store: &dyn EventStore, health: &Health) -> String {
+/// Refreshes the gauges computed on demand (worker health, and with the feed's `store` the lag
+/// of the workers that follow it) and renders the exposition text.
+pub async fn render(
+    handle: &PrometheusHandle,
+    store: Option<&dyn EventStore>,
+    health: &Health,
+) -> String {
+    let snapshot = health.snapshot();
+    for (name, status) in &snapshot {
+        metrics::gauge!("backbone_worker_healthy", "worker" => name.clone())
+            .set(if status.healthy { 1.0 } else { 0.0 });
+        metrics::gauge!("backbone_worker_stalled", "worker" => name.clone())
+            .set(if status.stalled { 1.0 } else { 0.0 });
+    }
+    let Some(store) = store else {
+        handle.run_upkeep();
+        return handle.render();
+    };
     match store.head().await {
         Ok(head) => {
             let now = chrono::Utc::now();
-            for (name, status) in health.snapshot() {
-                metrics::gauge!("backbone_worker_healthy", "worker" => name.clone())
-                    .set(if status.healthy { 1.0 } else { 0.0 });
+            for (name, status) in snapshot {
                 if !status.follows_feed {
                     continue;
                 }

@@ -29,6 +29,16 @@ fn group(state: &AppState, roles: &'static [Role], routes: Router<AppState>) -> 
 
 /// The whole HTTP API. Needs no socket: tests can drive it with `tower::ServiceExt::oneshot`.
 pub fn app(state: AppState) -> Router {
+    build(state, true)
+}
+
+/// [`app`] without `/metrics`, for a server whose metrics are on its operations listener
+/// (`--ops-listen`): a load balancer's listener then does not expose them.
+pub fn app_without_metrics(state: AppState) -> Router {
+    build(state, false)
+}
+
+fn build(state: AppState, metrics: bool) -> Router {
     let storefront = Router::new()
         .route("/v1/carts", post(carts::open_cart))
         .route("/v1/carts/{id}", get(carts::get_cart))
@@ -84,10 +94,14 @@ pub fn app(state: AppState) -> Router {
     let analyst = Router::new()
         .route("/v1/events", get(analyst::events))
         .route("/v1/streams/{type}/{id}", get(analyst::stream_at));
-    let operations = Router::new()
+    let operations = if metrics {
+        Router::new().route("/metrics", get(ops::metrics))
+    } else {
+        Router::new()
+    };
+    let operations = operations
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(openapi::serve))
         .route("/v1/webhooks/stripe", post(webhooks::stripe));
 

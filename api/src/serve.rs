@@ -19,7 +19,11 @@ pub async fn serve_until(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving the HTTP API");
-    let router = app(embedded.state.clone());
+    let router = if embedded.ops_addr().is_some() {
+        crate::router::app_without_metrics(embedded.state.clone())
+    } else {
+        app(embedded.state.clone())
+    };
     let cancel = embedded.cancel.clone();
     let result = axum::serve(listener, router)
         .with_graceful_shutdown(async move {

@@ -94,7 +94,10 @@ pub async fn run_loop<F, Fut>(
         let notified = n.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        match step().await {
+        health.step_started(name);
+        let outcome = step().await;
+        health.step_finished(name);
+        match outcome {
             Ok(Outcome::Progressed(position)) => {
                 failures = 0;
                 health.progressed(name, position);

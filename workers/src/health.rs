@@ -3,6 +3,7 @@
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct WorkerStatus {
@@ -16,16 +17,45 @@ pub struct WorkerStatus {
     pub caught_up: bool,
     pub last_error: Option<String>,
     pub consecutive_failures: u32,
+    /// True while a step has been running for longer than the stall limit: the worker is stuck
+    /// with work in hand, and the process is not ready.
+    pub stalled: bool,
+    /// When the step in flight started (none between steps).
+    #[serde(skip)]
+    busy_since: Option<Instant>,
 }
 
+/// How long one step may run before its worker counts as stalled, by default. A queue
+/// consumer's long poll (at most 20 s) and a catch-up page stay well below it.
+pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(120);
+
 /// Shared, cheap to clone.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Health {
     inner: Arc<Mutex<BTreeMap<String, WorkerStatus>>>,
     progress: Arc<tokio::sync::Notify>,
+    stall_after: Duration,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            inner: Arc::default(),
+            progress: Arc::default(),
+            stall_after: DEFAULT_STALL_AFTER,
+        }
+    }
 }
 
 impl Health {
+    /// A registry whose workers count as stalled once a step runs longer than `stall_after`.
+    pub fn with_stall_after(stall_after: Duration) -> Self {
+        Self {
+            stall_after,
+            ..Self::default()
+        }
+    }
+
     fn with<R>(&self, f: impl FnOnce(&mut BTreeMap<String, WorkerStatus>) -> R) -> R {
         // A poisoned lock only means another thread panicked mid-update of plain data.
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -50,6 +80,8 @@ impl Health {
                 caught_up: false,
                 last_error: None,
                 consecutive_failures: 0,
+                stalled: false,
+                busy_since: None,
             });
         });
     }
@@ -101,16 +133,73 @@ impl Health {
         });
     }
 
+    /// A step of worker `name` starts: from now on it must finish within the stall limit.
+    pub fn step_started(&self, name: &str) {
+        self.with(|m| {
+            if let Some(s) = m.get_mut(name) {
+                s.busy_since = Some(Instant::now());
+            }
+        });
+    }
+
+    /// The step of worker `name` ended, whatever its outcome.
+    pub fn step_finished(&self, name: &str) {
+        self.with(|m| {
+            if let Some(s) = m.get_mut(name) {
+                s.busy_since = None;
+            }
+        });
+    }
+
+    fn is_stalled(&self, status: &WorkerStatus) -> bool {
+        status
+            .busy_since
+            .is_some_and(|since| since.elapsed() > self.stall_after)
+    }
+
     pub fn snapshot(&self) -> BTreeMap<String, WorkerStatus> {
-        self.with(|m| m.clone())
+        self.with(|m| {
+            m.iter()
+                .map(|(name, status)| {
+                    let mut status = status.clone();
+                    status.stalled = self.is_stalled(&status);
+                    (name.clone(), status)
+                })
+                .collect()
+        })
     }
 
     pub fn position(&self, name: &str) -> Option<u64> {
         self.with(|m| m.get(name).map(|s| s.position))
     }
 
-    /// Ready when every registered worker is healthy and has caught up once.
+    /// Ready when every registered worker is healthy, has caught up once, and is not stuck in a
+    /// step.
     pub fn ready(&self) -> bool {
-        self.with(|m| m.values().all(|s| s.healthy && s.caught_up))
+        self.with(|m| {
+            m.values()
+                .all(|s| s.healthy && s.caught_up && !self.is_stalled(s))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_that_runs_too_long_makes_the_process_unready_until_it_ends() {
+        let health = Health::with_stall_after(Duration::from_millis(30));
+        health.register("queue:catalog");
+        health.caught_up("queue:catalog");
+        assert!(health.ready());
+        health.step_started("queue:catalog");
+        assert!(health.ready(), "a step in flight is fine at first");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!health.ready(), "stuck with work in hand");
+        assert!(health.snapshot()["queue:catalog"].stalled);
+        health.step_finished("queue:catalog");
+        assert!(health.ready());
+        assert!(!health.snapshot()["queue:catalog"].stalled);
     }
 }

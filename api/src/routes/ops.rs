@@ -4,8 +4,6 @@
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
-use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::json;
@@ -20,26 +18,14 @@ pub async fn healthz() -> impl IntoResponse {
     responses((status = 200, description = "every worker is healthy and has caught up"),
         (status = 503, description = "not ready yet, with the worker statuses")))]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let ready = state.health.ready();
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let body = json!({
-        "status": if ready { "ready" } else { "not_ready" },
-        "workers": state.health.snapshot(),
-    });
-    (status, Json(body))
+    crate::ops::readiness(&state.health)
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let text = crate::metrics::render(&state.metrics, state.store.as_ref(), &state.health).await;
-    (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        text,
+    crate::ops::exposition(
+        crate::metrics::render(&state.metrics, Some(state.store.as_ref()), &state.health).await,
     )
 }
 

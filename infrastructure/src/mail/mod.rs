@@ -112,7 +112,15 @@ fn write_durably(
 ) -> std::io::Result<()> {
     use std::io::Write;
     std::fs::create_dir_all(dir)?;
-    let mut file = std::fs::File::create(partial)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    // A message names its recipient: readable by the server's user only.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(partial)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(partial, path)?;
@@ -236,6 +244,13 @@ mod tests {
             text.contains("From: Shop <orders@shop.example>\r\n"),
             "{text}"
         );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let path = mailer.path_of(&email("x").notification_id);
+            let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "a message is readable by its owner only");
+        }
     }
 
     #[tokio::test]
