@@ -96,6 +96,9 @@ enum Command {
     Serve(ServeArgs),
     /// Mint an HS256 token for the data directory's secret; prints only the token.
     Token(TokenArgs),
+    /// Exit 0 when `url` answers 2xx within the timeout, 1 otherwise: a container's health check
+    /// without curl in the image.
+    Probe(ProbeArgs),
     /// Rebuild one projection (or all) from the event store. Stop the server first.
     Rebuild(RebuildArgs),
     /// Event history tools.
@@ -124,6 +127,16 @@ struct ProvisionArgs {
     /// repeat for more.
     #[arg(long = "parameter", value_name = "KEY=VALUE", value_parser = parse_parameter)]
     parameters: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+struct ProbeArgs {
+    /// For example `http://127.0.0.1:8080/readyz`.
+    #[arg(default_value = "http://127.0.0.1:8080/readyz")]
+    url: String,
+    /// How long to wait for the answer.
+    #[arg(long, default_value = "3s", value_parser = auth::parse_ttl)]
+    timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -434,6 +447,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Token(args) => token(args),
+        Command::Probe(args) => probe(args).await,
         Command::Rebuild(args) => rebuild(args).await,
         Command::Events {
             command: EventsCommand::Export(args),
@@ -528,6 +542,22 @@ async fn with_ops(running: api::Embedded, ops: &OpsArg) -> anyhow::Result<api::E
         ),
         None => running,
     })
+}
+
+async fn probe(args: ProbeArgs) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().timeout(args.timeout).build()?;
+    let answer = client
+        .get(&args.url)
+        .send()
+        .await
+        .with_context(|| format!("probing {}", args.url))?;
+    anyhow::ensure!(
+        answer.status().is_success(),
+        "{} answered {}",
+        args.url,
+        answer.status()
+    );
+    Ok(())
 }
 
 async fn relay(args: RelayArgs) -> anyhow::Result<()> {
