@@ -56,14 +56,56 @@ impl std::fmt::Display for Role {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
-    #[serde(alias = "custom:role")]
-    pub role: Role,
+    /// The role, when the token carries it in `role` (or Cognito's `custom:role`); a provider
+    /// may carry it in another claim instead ([`Authenticator::with_role_claim`]).
+    #[serde(
+        alias = "custom:role",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub role: Option<Role>,
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
     /// OAuth scopes, space-separated; `pii` lets analysts read personal data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// Every other claim (`nbf`, `iss`, `aud`, a provider's role claim such as `cognito:groups`).
+    #[serde(flatten, default)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The claim a token's role is read from: `role` by default, or another one, for example
+/// `cognito:groups`. A text claim names one role; a list claim (groups) gives the most
+/// privileged role it names (admin, support, analyst, customer), and a caller in no such group
+/// is a customer.
+pub const DEFAULT_ROLE_CLAIM: &str = "role";
+
+fn role_of(claims: &Claims, claim: &str) -> Result<Role, AuthError> {
+    let missing = || AuthError::Invalid(format!("the token has no {claim} claim"));
+    if claim == DEFAULT_ROLE_CLAIM {
+        return claims.role.ok_or_else(missing);
+    }
+    match claims.other.get(claim) {
+        Some(serde_json::Value::String(name)) => Role::parse(name)
+            .ok_or_else(|| AuthError::Invalid(format!("unknown role {name:?} in {claim}"))),
+        Some(serde_json::Value::Array(groups)) => {
+            let named: Vec<Role> = groups
+                .iter()
+                .filter_map(|g| g.as_str().and_then(Role::parse))
+                .collect();
+            Ok([Role::Admin, Role::Support, Role::Analyst]
+                .into_iter()
+                .find(|r| named.contains(r))
+                .unwrap_or(Role::Customer))
+        }
+        Some(_) => Err(AuthError::Invalid(format!(
+            "{claim} is neither a text nor a list"
+        ))),
+        // A provider's groups claim is left out for users in no group: storefront customers.
+        None if claims.role.is_none() && claim.ends_with(":groups") => Ok(Role::Customer),
+        None => claims.role.ok_or_else(missing),
+    }
 }
 
 /// An authenticated caller.
@@ -109,6 +151,7 @@ pub enum AuthError {
 pub struct Authenticator {
     verifier: Verifier,
     expect: Expect,
+    role_claim: String,
     verified: Mutex<LruCache<String, (Principal, u64)>>,
 }
 
@@ -154,8 +197,15 @@ impl Authenticator {
         Self {
             verifier,
             expect: Expect::default(),
+            role_claim: DEFAULT_ROLE_CLAIM.to_owned(),
             verified: Mutex::new(LruCache::new(VERIFIED_CAPACITY)),
         }
+    }
+
+    /// Reads the role from `claim` instead of `role` (see [`DEFAULT_ROLE_CLAIM`]).
+    pub fn with_role_claim(mut self, claim: impl Into<String>) -> Self {
+        self.role_claim = claim.into();
+        self
     }
 
     /// Also requires the `iss` claim to equal `issuer` and the `aud` claim to contain
@@ -166,14 +216,25 @@ impl Authenticator {
         self
     }
 
-    /// RS256 with keys fetched from `url` now and again when a token names an unknown `kid`
-    /// (at most once a minute).
+    /// RS256 with keys fetched from `url` now, again once the key set's `max-age` has passed,
+    /// and when a token names an unknown `kid`; never more often than once a minute.
     pub async fn jwks(url: &str, client: reqwest::Client) -> anyhow::Result<Self> {
+        Self::jwks_with(url, client, JwksPolicy::default()).await
+    }
+
+    /// [`jwks`](Self::jwks) with its refresh policy.
+    pub async fn jwks_with(
+        url: &str,
+        client: reqwest::Client,
+        policy: JwksPolicy,
+    ) -> anyhow::Result<Self> {
         let jwks = Jwks {
             url: url.to_string(),
             client,
             keys: RwLock::new(JwksKeys::default()),
             last_fetch: tokio::sync::Mutex::new(None),
+            fresh_until: Mutex::new(None),
+            policy,
         };
         jwks.refresh().await?;
         Ok(Self::with_verifier(Verifier::Jwks(jwks)))
@@ -188,7 +249,8 @@ impl Authenticator {
         }
         let claims = self.check(token).await?;
         let exp = claims.exp;
-        let principal = principal(claims)?;
+        let role = role_of(&claims, &self.role_claim)?;
+        let principal = principal(claims, role)?;
         let until = exp
             .saturating_add(LEEWAY_SECS)
             .min(now.saturating_add(VERIFIED_TTL.as_secs()));
@@ -227,6 +289,9 @@ impl Authenticator {
             Verifier::Jwks(jwks) => {
                 let header = jsonwebtoken::decode_header(token)
                     .map_err(|e| AuthError::Invalid(e.to_string()))?;
+                if jwks.expired() {
+                    jwks.refresh_if_stale().await;
+                }
                 let key = match jwks.key(header.kid.as_deref()) {
                     Some(key) => key,
                     None => {
@@ -271,16 +336,28 @@ fn decode(
     }
     validation.set_required_spec_claims(&required);
     validation.leeway = LEEWAY_SECS;
-    jsonwebtoken::decode::<Claims>(token, key, &validation)
+    validation.validate_nbf = true;
+    let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
         .map(|d| d.claims)
         .map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
             _ => AuthError::Invalid(e.to_string()),
-        })
+        })?;
+    // Clock skew is bounded both ways: a token issued later than now (past the leeway) is
+    // refused like one that expired.
+    if claims
+        .iat
+        .is_some_and(|iat| iat > now_secs().saturating_add(LEEWAY_SECS))
+    {
+        return Err(AuthError::Invalid(
+            "the token was issued in the future".into(),
+        ));
+    }
+    Ok(claims)
 }
 
-fn principal(claims: Claims) -> Result<Principal, AuthError> {
-    let customer = match claims.role {
+fn principal(claims: Claims, role: Role) -> Result<Principal, AuthError> {
+    let customer = match role {
         Role::Customer => Some(CustomerId::parse(&claims.sub).map_err(|_| {
             AuthError::Invalid("a customer's sub must be a valid customer id".into())
         })?),
@@ -288,7 +365,7 @@ fn principal(claims: Claims) -> Result<Principal, AuthError> {
     };
     Ok(Principal {
         subject: claims.sub,
-        role: claims.role,
+        role,
         customer,
         scopes: claims
             .scope
@@ -350,14 +427,43 @@ impl JwksKeys {
     }
 }
 
+/// When a key set is fetched again.
+#[derive(Debug, Clone, Copy)]
+pub struct JwksPolicy {
+    /// The least time between two fetches, whatever asks for one.
+    pub min_refresh: Duration,
+    /// How long a key set without `Cache-Control: max-age` stays fresh.
+    pub default_max_age: Duration,
+}
+
+impl Default for JwksPolicy {
+    fn default() -> Self {
+        Self {
+            min_refresh: Duration::from_secs(60),
+            default_max_age: Duration::from_secs(3600),
+        }
+    }
+}
+
 struct Jwks {
     url: String,
     client: reqwest::Client,
     keys: RwLock<JwksKeys>,
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    /// Until when the fetched key set is fresh (its `max-age`).
+    fresh_until: Mutex<Option<Instant>>,
+    policy: JwksPolicy,
 }
 
-const JWKS_MIN_REFRESH: Duration = Duration::from_secs(60);
+/// The `max-age` of a `Cache-Control` header.
+fn max_age(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::CACHE_CONTROL)?.to_str().ok()?;
+    value
+        .split(',')
+        .find_map(|d| d.trim().strip_prefix("max-age="))
+        .and_then(|n| n.trim().parse().ok())
+        .map(Duration::from_secs)
+}
 
 impl Jwks {
     fn key(&self, kid: Option<&str>) -> Option<(Algorithm, DecodingKey)> {
@@ -365,20 +471,29 @@ impl Jwks {
         keys.select(kid).cloned()
     }
 
+    /// Whether the key set's `max-age` has passed.
+    fn expired(&self) -> bool {
+        self.fresh_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none_or(|until| Instant::now() >= until)
+    }
+
     async fn refresh(&self) -> anyhow::Result<()> {
         let mut last = self.last_fetch.lock().await;
-        let set: JwkSet = self
+        *last = Some(Instant::now());
+        let answer = self
             .client
             .get(&self.url)
             .send()
             .await?
-            .error_for_status()?
-            .json()
-            .await?;
+            .error_for_status()?;
+        let age = max_age(answer.headers()).unwrap_or(self.policy.default_max_age);
+        let set: JwkSet = answer.json().await?;
         let keys = JwksKeys::from_set(&set);
-        tracing::info!(url = %self.url, keys = keys.len(), "fetched JWKS");
+        tracing::info!(url = %self.url, keys = keys.len(), max_age_secs = age.as_secs(), "fetched JWKS");
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
-        *last = Some(Instant::now());
+        *self.fresh_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + age);
         Ok(())
     }
 
@@ -387,7 +502,7 @@ impl Jwks {
             .last_fetch
             .lock()
             .await
-            .is_none_or(|at| at.elapsed() >= JWKS_MIN_REFRESH);
+            .is_none_or(|at| at.elapsed() >= self.policy.min_refresh);
         if stale {
             if let Err(err) = self.refresh().await {
                 tracing::warn!(url = %self.url, error = %format!("{err:#}"), "JWKS refresh failed");
@@ -426,10 +541,11 @@ pub fn mint_hs256_scoped(
         secret,
         &Claims {
             sub: sub.to_string(),
-            role,
+            role: Some(role),
             exp: now.saturating_add(ttl.as_secs()),
             iat: Some(now),
             scope: scope.map(str::to_owned),
+            other: serde_json::Map::new(),
         },
     )
 }
@@ -512,15 +628,16 @@ mod tests {
 
     const TEST_RSA_PEM: &str = include_str!("testdata/jwks_test_rsa.pem");
     /// The modulus of `TEST_RSA_PEM`, base64url (generated with openssl for this test only).
-    const TEST_RSA_N: &str = "y1QF2yMDsfjYqQH8tetlcITyYnRMZ2994L9yzXt4UxoSH4in_ANdDym-bKBahD0GsjDDKMCJECVErTQNlOXAs2qmuEX29fqSPqvvvL3IgGLJoCbHxm3KgHtq3O0bicVAXbZg_XIBrC4OZU-bdirhS3QastQOr0KUiWOPaVAHeSnP4wk4JR1VP_plnyobknBL0aDK1VDLEzN0uQ8LJru89ReogBvY4bXLp5LCBhiVBv1N-BErMcDrjMXs9Yp_7-UXFe22e698CO_l67UMWLraXYhv-3TN0ZjrJh8aFxI5U6Cy8yIofbe9OX-eaYeYxD0_Xsl-zmUfTCUcGghfIIVmpQ";
+    const TEST_RSA_N: &str = include_str!("testdata/jwks_test_rsa.n");
 
     fn claims(role: Role, exp: u64) -> Claims {
         Claims {
             sub: "alice".into(),
-            role,
+            role: Some(role),
             exp,
             iat: None,
             scope: None,
+            other: serde_json::Map::new(),
         }
     }
 
@@ -575,7 +692,7 @@ mod tests {
         )
         .unwrap();
         let decoded = decode(&token, key, *alg, &Expect::default()).unwrap();
-        assert_eq!(decoded.role, Role::Support);
+        assert_eq!(decoded.role, Some(Role::Support));
         // Without a kid, the single key is used.
         assert!(keys.select(None).is_some());
     }

@@ -84,6 +84,10 @@ pub struct EmbeddedConfig {
     /// The key of analysts' pseudonyms (`--pseudonym-secret`); the data directory's
     /// `pseudonym.secret` when unset.
     pub pseudonym_secret: Option<String>,
+    /// The claim tokens carry their role in (`--role-claim`), for example `cognito:groups`.
+    pub role_claim: String,
+    /// The least time between two fetches of the JWKS (`--jwks-min-refresh`).
+    pub jwks_min_refresh: Duration,
 }
 
 /// Stripe configuration (`STRIPE_SECRET_KEY`, `STRIPE_BASE_URL`).
@@ -200,6 +204,7 @@ impl std::fmt::Debug for EmbeddedConfig {
                 "pseudonym_secret",
                 &self.pseudonym_secret.as_ref().map(|_| "<redacted>"),
             )
+            .field("role_claim", &self.role_claim)
             .finish()
     }
 }
@@ -224,6 +229,8 @@ impl EmbeddedConfig {
             consistency_wait: crate::state::READ_YOUR_WRITES_WAIT,
             notify: crate::notify::NotifySettings::new(crate::notify::NotifyChannel::File),
             pseudonym_secret: None,
+            role_claim: auth::DEFAULT_ROLE_CLAIM.to_owned(),
+            jwks_min_refresh: auth::JwksPolicy::default().min_refresh,
         }
     }
 
@@ -439,13 +446,18 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
                 .timeout(Duration::from_secs(10))
                 .build()
                 .context("building the JWKS client")?;
-            Authenticator::jwks(url, client)
+            let policy = crate::auth::JwksPolicy {
+                min_refresh: config.jwks_min_refresh,
+                ..crate::auth::JwksPolicy::default()
+            };
+            Authenticator::jwks_with(url, client, policy)
                 .await
                 .with_context(|| format!("fetching the JWKS from {url}"))?
         }
         None => Authenticator::hs256(config.hs256_secret()?.as_bytes()),
     }
-    .expecting(config.jwt_issuer.clone(), config.jwt_audience.clone());
+    .expecting(config.jwt_issuer.clone(), config.jwt_audience.clone())
+    .with_role_claim(config.role_claim.clone());
 
     let (gateway, simulator) = payment_gateway(config.stripe.as_ref())?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);

@@ -404,6 +404,10 @@ pub struct AwsServeConfig {
     /// The key of analysts' pseudonyms (`--pseudonym-secret`); derived from `jwt_secret` when
     /// unset.
     pub pseudonym_secret: Option<String>,
+    /// The claim tokens carry their role in (`--role-claim`), for example `cognito:groups`.
+    pub role_claim: String,
+    /// The least time between two fetches of the JWKS (`--jwks-min-refresh`).
+    pub jwks_min_refresh: Duration,
 }
 
 impl std::fmt::Debug for AwsServeConfig {
@@ -447,6 +451,8 @@ impl AwsServeConfig {
             catalog_auth_required: false,
             consistency_wait: crate::state::READ_YOUR_WRITES_WAIT,
             pseudonym_secret: None,
+            role_claim: crate::auth::DEFAULT_ROLE_CLAIM.to_owned(),
+            jwks_min_refresh: crate::auth::JwksPolicy::default().min_refresh,
         }
     }
 }
@@ -480,7 +486,11 @@ pub async fn start_aws(
                 .timeout(Duration::from_secs(10))
                 .build()
                 .context("building the JWKS client")?;
-            Authenticator::jwks(url, client)
+            let policy = crate::auth::JwksPolicy {
+                min_refresh: config.jwks_min_refresh,
+                ..crate::auth::JwksPolicy::default()
+            };
+            Authenticator::jwks_with(url, client, policy)
                 .await
                 .with_context(|| format!("fetching the JWKS from {url}"))?
         }
@@ -489,7 +499,8 @@ pub async fn start_aws(
             "the aws backend needs --jwt-secret (BACKBONE_JWT_SECRET) or --jwks-url (BACKBONE_JWKS_URL)"
         ),
     }
-    .expecting(config.jwt_issuer.clone(), config.jwt_audience.clone());
+    .expecting(config.jwt_issuer.clone(), config.jwt_audience.clone())
+    .with_role_claim(config.role_claim.clone());
     let pseudonyms = match (&config.pseudonym_secret, &config.jwt_secret) {
         (Some(secret), _) if !secret.is_empty() => Pseudonyms::new(secret.as_bytes()),
         (_, Some(jwt)) if !jwt.is_empty() => Pseudonyms::new(format!("pseudonyms:{jwt}").as_bytes()),

@@ -199,6 +199,14 @@ struct ServeArgs {
     /// directory's `pseudonym.secret`; AWS: derived from the JWT secret when unset).
     #[arg(long, env = "BACKBONE_PSEUDONYM_SECRET", hide_env_values = true)]
     pseudonym_secret: Option<String>,
+    /// The claim that carries the caller's role: `role`, or a provider's, for example
+    /// `cognito:groups` (the most privileged group that names a role; none: a customer).
+    #[arg(long, env = "BACKBONE_ROLE_CLAIM", default_value = auth::DEFAULT_ROLE_CLAIM)]
+    role_claim: String,
+    /// The least time between two fetches of the JWKS: after its `max-age`, or for a token
+    /// signed with an unknown `kid`.
+    #[arg(long, env = "BACKBONE_JWKS_MIN_REFRESH", default_value = "60s", value_parser = auth::parse_ttl)]
+    jwks_min_refresh: Duration,
     /// Verify RS256 tokens with this JWKS URL instead of HS256 (for example Cognito's).
     #[arg(long, env = "BACKBONE_JWKS_URL")]
     jwks_url: Option<String>,
@@ -629,6 +637,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         consistency_wait: args.consistency_wait,
         notify: args.notify.settings(api::notify::NotifyChannel::File),
         pseudonym_secret: args.pseudonym_secret,
+        role_claim: args.role_claim,
+        jwks_min_refresh: args.jwks_min_refresh,
         ..EmbeddedConfig::new(args.data.data)
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -661,6 +671,8 @@ async fn serve_aws(args: ServeArgs) -> anyhow::Result<()> {
         catalog_auth_required: args.catalog_auth == CatalogAuth::Required,
         consistency_wait: args.consistency_wait,
         pseudonym_secret: args.pseudonym_secret,
+        role_claim: args.role_claim,
+        jwks_min_refresh: args.jwks_min_refresh,
         ..AwsServeConfig::new(args.aws.stage)
     };
     let listener = tokio::net::TcpListener::bind(args.listen)

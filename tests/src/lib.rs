@@ -227,10 +227,11 @@ impl TestApp {
             self.secret.as_bytes(),
             &Claims {
                 sub: sub.into(),
-                role,
+                role: Some(role),
                 exp: now - 3600,
                 iat: Some(now - 7200),
                 scope: None,
+                other: serde_json::Map::new(),
             },
         )
         .expect("mint")
