@@ -89,6 +89,8 @@ struct DataArg {
     data: PathBuf,
 }
 
+// Parsed once per process: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the HTTP API (embedded: SQLite with its workers; `--backend aws`: DynamoDB, plus
