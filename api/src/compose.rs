@@ -294,6 +294,20 @@ impl Embedded {
         self
     }
 
+    /// Prints the CloudWatch metrics as EMF lines on stdout every `interval`, until shutdown
+    /// ([`crate::emf`]).
+    pub fn with_emf(mut self, stage: String, interval: Duration) -> Self {
+        self.tasks.push(tokio::spawn(crate::emf::run(
+            self.state.metrics.clone(),
+            stage,
+            interval,
+            self.state.health.clone(),
+            Some(self.state.store.clone()),
+            self.cancel.clone(),
+        )));
+        self
+    }
+
     /// The operations listener's address, when [`with_ops_listener`](Self::with_ops_listener)
     /// gave it one.
     pub fn ops_addr(&self) -> Option<SocketAddr> {

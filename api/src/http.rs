@@ -114,6 +114,7 @@ where
                 response
             };
             span.record("status", response.status().as_u16());
+            record_answer(response.status(), started.elapsed());
             span.in_scope(|| {
                 tracing::debug!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
@@ -312,6 +313,29 @@ fn command_route(req: &Request) -> Option<(&Method, &str)> {
 
 /// Distinct `command` labels kept as ready handles (routes times methods stay far below it).
 const COMMAND_HISTOGRAMS: usize = 512;
+
+/// Counts an answer by status class and records its latency (the API's 5xx count and p99, as
+/// CloudWatch sees them through `emf`). Handles are kept: a request costs a few atomics.
+fn record_answer(status: StatusCode, elapsed: std::time::Duration) {
+    static HANDLES: OnceLock<([metrics::Counter; 5], metrics::Histogram)> = OnceLock::new();
+    let (classes, latency) = HANDLES.get_or_init(|| {
+        let class =
+            |c: &'static str| metrics::counter!(crate::metrics::HTTP_RESPONSES, "class" => c);
+        (
+            [
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+            ],
+            metrics::histogram!(crate::metrics::HTTP_DURATION),
+        )
+    });
+    let index = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+    classes[index].increment(1);
+    latency.record(elapsed.as_secs_f64());
+}
 
 /// The latency histogram of one command route, labelled `command` = "METHOD /route/{template}".
 /// Handles are kept, so a request costs no label formatting or registry lookup.

@@ -125,7 +125,7 @@ struct ProvisionArgs {
     /// Stack name (default `backbone-<stage>`).
     #[arg(long, env = "BACKBONE_STACK_NAME")]
     stack_name: Option<String>,
-    /// A template parameter besides Stage, for example `AlarmTopicArn=arn:aws:sns:...`;
+    /// A template parameter besides Stage, for example `AlarmEmail=oncall@example.com`;
     /// repeat for more.
     #[arg(long = "parameter", value_name = "KEY=VALUE", value_parser = parse_parameter)]
     parameters: Vec<(String, String)>,
@@ -150,11 +150,35 @@ struct OpsArg {
 }
 
 #[derive(Debug, Args)]
+struct EmfArg {
+    /// Print CloudWatch metrics as EMF lines on stdout (auto: on the AWS backend).
+    #[arg(long, env = "BACKBONE_EMF", value_enum, default_value_t = Toggle::Auto)]
+    emf: Toggle,
+    /// How often.
+    #[arg(long, env = "BACKBONE_EMF_INTERVAL", default_value = "60s", value_parser = auth::parse_ttl)]
+    emf_interval: Duration,
+}
+
+impl EmfArg {
+    /// The interval, when EMF lines are on (`aws`: whether the process runs on AWS).
+    fn interval(&self, aws: bool) -> Option<Duration> {
+        let on = match self.emf {
+            Toggle::On => true,
+            Toggle::Off => false,
+            Toggle::Auto => aws,
+        };
+        on.then_some(self.emf_interval)
+    }
+}
+
+#[derive(Debug, Args)]
 struct RelayArgs {
     #[command(flatten)]
     aws: AwsArgs,
     #[command(flatten)]
     ops: OpsArg,
+    #[command(flatten)]
+    emf: EmfArg,
 }
 
 #[derive(Debug, Args)]
@@ -166,6 +190,8 @@ struct WorkerArgs {
     aws: AwsArgs,
     #[command(flatten)]
     ops: OpsArg,
+    #[command(flatten)]
+    emf: EmfArg,
     /// Long-poll wait of each receive, in seconds (at most 20); also the longest a stopping
     /// worker waits for its last receive.
     #[arg(long, env = "BACKBONE_WORKER_WAIT_SECS", default_value_t = 10)]
@@ -189,6 +215,8 @@ struct ServeArgs {
     listen: SocketAddr,
     #[command(flatten)]
     ops: OpsArg,
+    #[command(flatten)]
+    emf: EmfArg,
     #[command(flatten)]
     data: DataArg,
     /// Event store durability.
@@ -513,10 +541,21 @@ async fn provision(args: ProvisionArgs) -> anyhow::Result<()> {
 /// Runs one worker loop until SIGTERM or ctrl-c.
 async fn run_until_signal(
     ops: &OpsArg,
+    emf: Option<(String, Duration)>,
     spawn: impl FnOnce(workers::Health, workers::CancellationToken) -> tokio::task::JoinHandle<()>,
 ) -> anyhow::Result<()> {
     let cancel = workers::CancellationToken::new();
     let health = workers::Health::default();
+    let emf = emf.map(|(stage, interval)| {
+        tokio::spawn(api::emf::run(
+            api::metrics::prometheus(),
+            stage,
+            interval,
+            health.clone(),
+            None,
+            cancel.clone(),
+        ))
+    });
     let ops = match ops.ops_listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -538,6 +577,9 @@ async fn run_until_signal(
     task.await.context("worker task")?;
     if let Some(ops) = ops {
         ops.await.context("ops listener")?;
+    }
+    if let Some(emf) = emf {
+        emf.await.context("metrics lines")?;
     }
     Ok(())
 }
@@ -576,7 +618,8 @@ async fn relay(args: RelayArgs) -> anyhow::Result<()> {
     let config = AwsWorkerConfig::default();
     let relay = std::sync::Arc::new(stage.relay(config.relay));
     tracing::info!(stage = %args.aws.stage, "relay started");
-    run_until_signal(&args.ops, |health, cancel| {
+    let emf = args.emf.interval(true).map(|i| (args.aws.stage.clone(), i));
+    run_until_signal(&args.ops, emf, |health, cancel| {
         relay.spawn(workers::LoopContext::new(health, cancel, config.relay_loop))
     })
     .await
@@ -604,7 +647,8 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         _ => None,
     };
     tracing::info!(stage = %args.aws.stage, group = %args.group, "worker started");
-    run_until_signal(&args.ops, |health, cancel| {
+    let emf = args.emf.interval(true).map(|i| (args.aws.stage.clone(), i));
+    run_until_signal(&args.ops, emf, |health, cancel| {
         let context = workers::LoopContext::new(health, cancel, config.consumer_loop);
         let timers: Vec<_> = expiry
             .map(|s| workers::spawn_expiry(s, context.clone()))
@@ -646,7 +690,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    let embedded = with_ops(compose::start_embedded(config).await?, &args.ops).await?;
+    let mut embedded = with_ops(compose::start_embedded(config).await?, &args.ops).await?;
+    if let Some(interval) = args.emf.interval(false) {
+        embedded = embedded.with_emf("embedded".to_owned(), interval);
+    }
     api::serve(listener, embedded).await
 }
 
@@ -654,6 +701,7 @@ async fn serve_aws(args: ServeArgs) -> anyhow::Result<()> {
     // Checked before anything else: no customer may ever pay through a simulator by accident.
     let stripe = args.payments.stripe(Some("serve --backend aws"))?;
     let (sdk, options) = aws_setup(&args.aws).await;
+    let stage = args.aws.stage.clone();
     let config = AwsServeConfig {
         options,
         jwt_secret: args.jwt_secret,
@@ -680,7 +728,10 @@ async fn serve_aws(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-    let running = with_ops(compose_aws::start_aws(&sdk, config).await?, &args.ops).await?;
+    let mut running = with_ops(compose_aws::start_aws(&sdk, config).await?, &args.ops).await?;
+    if let Some(interval) = args.emf.interval(true) {
+        running = running.with_emf(stage, interval);
+    }
     api::serve(listener, running).await
 }
 

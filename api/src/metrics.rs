@@ -9,6 +9,11 @@ use workers::Health;
 
 /// Command latency histogram, labelled `command` = "METHOD /route/{template}".
 pub const COMMAND_DURATION: &str = "backbone_command_duration_seconds";
+/// Every API answer, by status class (`2xx` … `5xx`).
+pub const HTTP_RESPONSES: &str = "backbone_http_responses_total";
+/// Every API request's latency: a summary, so `/metrics` renders its quantiles.
+pub const HTTP_DURATION: &str = "backbone_http_request_duration_seconds";
+pub use workers::health::{PROJECTION_LAG_POSITIONS, PROJECTION_LAG_SECONDS};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -41,6 +46,31 @@ pub fn prometheus() -> PrometheusHandle {
 }
 
 fn describe() {
+    metrics::describe_counter!(HTTP_RESPONSES, "API answers by status class");
+    metrics::describe_histogram!(
+        HTTP_DURATION,
+        metrics::Unit::Seconds,
+        "latency of every API request"
+    );
+    metrics::describe_counter!(
+        commands::process::PAYMENTS_FAILED,
+        "payments the provider reported failed"
+    );
+    metrics::describe_counter!(
+        workers::delivery::NOTIFICATIONS_FAILED,
+        "notifications given up on"
+    );
+    metrics::describe_gauge!(
+        workers::relay::RELAY_ITERATOR_AGE,
+        metrics::Unit::Milliseconds,
+        "how long ago the newest stream record the relay read was committed"
+    );
+    // The counters CloudWatch alarms watch exist from the start (at zero), so a quiet process
+    // still reports "none". The relay's iterator age is only reported by the relay itself: a
+    // dead relay must leave that metric without data.
+    metrics::counter!(HTTP_RESPONSES, "class" => "5xx").increment(0);
+    metrics::counter!(commands::process::PAYMENTS_FAILED).increment(0);
+    metrics::counter!(workers::delivery::NOTIFICATIONS_FAILED).increment(0);
     metrics::describe_histogram!(
         COMMAND_DURATION,
         metrics::Unit::Seconds,
@@ -59,11 +89,11 @@ fn describe() {
         "1 while a worker's step has run longer than the stall limit (the process is not ready)"
     );
     metrics::describe_gauge!(
-        "backbone_projection_lag_positions",
+        PROJECTION_LAG_POSITIONS,
         "feed head minus the position a worker has reached"
     );
     metrics::describe_gauge!(
-        "backbone_projection_lag_seconds",
+        PROJECTION_LAG_SECONDS,
         "age of the oldest feed event a worker has not processed yet"
     );
     metrics::describe_counter!(
@@ -98,8 +128,7 @@ pub async fn render(
                     continue;
                 }
                 let lag = head.saturating_sub(status.position);
-                metrics::gauge!("backbone_projection_lag_positions", "worker" => name.clone())
-                    .set(lag as f64);
+                metrics::gauge!(PROJECTION_LAG_POSITIONS, "worker" => name.clone()).set(lag as f64);
                 let seconds = if lag == 0 {
                     0.0
                 } else {
@@ -114,7 +143,7 @@ pub async fn render(
                         }
                     }
                 };
-                metrics::gauge!("backbone_projection_lag_seconds", "worker" => name).set(seconds);
+                metrics::gauge!(PROJECTION_LAG_SECONDS, "worker" => name).set(seconds);
             }
             metrics::gauge!("backbone_feed_head").set(head as f64);
         }

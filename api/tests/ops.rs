@@ -17,6 +17,7 @@ struct Process {
     child: Child,
     lines: mpsc::Receiver<String>,
     all: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
 }
 
 impl Process {
@@ -31,10 +32,18 @@ impl Process {
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env_remove("BACKBONE_STAGE")
             .env_remove("BACKBONE_OPS_LISTEN")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start backbone");
+        let out = child.stdout.take().expect("stdout");
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let printed = stdout.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                printed.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
         let stderr = child.stderr.take().expect("stderr");
         let (tx, lines) = mpsc::channel();
         let all = Arc::new(Mutex::new(String::new()));
@@ -45,7 +54,12 @@ impl Process {
                 let _ = tx.send(line);
             }
         });
-        Self { child, lines, all }
+        Self {
+            child,
+            lines,
+            all,
+            stdout,
+        }
     }
 
     /// The `addr=` of the first log line containing `what`.
@@ -65,6 +79,26 @@ impl Process {
                 self.logs()
             );
             let _ = self.lines.recv_timeout(Duration::from_millis(100));
+        }
+    }
+
+    /// The first EMF line printed on stdout that has a value for `metric`, waiting for it.
+    fn metrics_line(&self, metric: &str) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let printed = self.stdout.lock().unwrap().clone();
+            for line in printed.lines().filter(|l| l.contains("\"_aws\"")) {
+                let line: serde_json::Value =
+                    serde_json::from_str(line).expect("an EMF line is JSON");
+                if line[metric].is_number() {
+                    return line;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no EMF line with {metric} on stdout:\n{printed}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -189,15 +223,23 @@ async fn relay_and_worker_serve_health_readiness_and_metrics() {
         "{}",
         String::from_utf8_lossy(&provisioned.stderr)
     );
-    for (args, worker) in [
-        (vec!["relay"], "relay"),
+    for (args, worker, metric) in [
+        (vec!["relay"], "relay", "RelayIteratorAgeMilliseconds"),
         (
             vec!["worker", "catalog", "--wait-secs", "1"],
             "queue:catalog",
+            "ProjectionLagSeconds",
         ),
     ] {
         let mut args: Vec<&str> = args;
-        args.extend(["--stage", &names.stage, "--ops-listen", "127.0.0.1:0"]);
+        args.extend([
+            "--stage",
+            &names.stage,
+            "--ops-listen",
+            "127.0.0.1:0",
+            "--emf-interval",
+            "1s",
+        ]);
         let process = Process::spawn(&args);
         let ops = process.address("ops endpoints listening");
         assert_eq!(get(&format!("{ops}/healthz")).await.0, 200);
@@ -212,6 +254,14 @@ async fn relay_and_worker_serve_health_readiness_and_metrics() {
             metrics.contains(&format!("backbone_worker_stalled{{worker=\"{worker}\"}} 0")),
             "{metrics}"
         );
+        // On AWS the process prints its CloudWatch metrics as EMF lines on stdout.
+        let line = process.metrics_line(metric);
+        assert_eq!(
+            line["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+            "Backbone"
+        );
+        assert_eq!(line["Stage"], names.stage.as_str());
+        assert!(line[metric].is_number(), "{metric} in {line}");
         assert!(
             process.stop().success(),
             "{args:?} stops cleanly on SIGTERM"

@@ -12,6 +12,8 @@
 //! Every step carries a command id derived from the causing event (and the product), so a
 //! redelivered event is a no-op at the store. Steps are safe to run at least once.
 
+/// Payments the provider reported failed (counted when their order records it).
+pub const PAYMENTS_FAILED: &str = "backbone_payments_failed_total";
 use crate::error::CommandError;
 use crate::ports::{CancelIntent, GatewayError, PaymentGateway, RefundRequest, RefundResult};
 use crate::service::CommandContext;
@@ -142,7 +144,13 @@ impl ProcessManagers {
                         }
                     })
                     .await
-                    .map(|_| StepResult::Done)
+                    .map(|executed| {
+                        // Counted once per failed payment: a redelivered event is a replay.
+                        if !executed.replayed {
+                            metrics::counter!(PAYMENTS_FAILED).increment(1);
+                        }
+                        StepResult::Done
+                    })
                     .or_else(already_done)
             }
             PaymentEvent::PaymentRefunded {

@@ -66,8 +66,8 @@ async fn provisioning_twice_creates_the_stack_then_updates_it_in_place() {
 async fn a_changed_parameter_updates_the_existing_stack() {
     let (names, first) = moto::fresh_stack().await;
     let cfn = aws_sdk_cloudformation::Client::new(&moto::sdk_config().await);
-    let topic = "arn:aws:sns:us-east-1:123456789012:backbone-alarms";
-    let spec = StackSpec::for_stage(&names.stage).with_parameter("AlarmTopicArn", topic);
+    let topic = "oncall@example.com";
+    let spec = StackSpec::for_stage(&names.stage).with_parameter("AlarmEmail", topic);
     let updated = provision(&cfn, &spec).await.expect("update");
     assert_eq!(updated.change, StackChange::Updated);
     assert_eq!(updated.stack_id, first.stack_id);
@@ -84,7 +84,7 @@ async fn a_changed_parameter_updates_the_existing_stack() {
             .find(|p| p.parameter_key() == Some(key))
             .and_then(|p| p.parameter_value())
     };
-    assert_eq!(value("AlarmTopicArn"), Some(topic));
+    assert_eq!(value("AlarmEmail"), Some(topic));
     assert_eq!(value("Stage"), Some(names.stage.as_str()));
 }
 

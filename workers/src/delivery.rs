@@ -18,6 +18,8 @@
 //!
 //! Time comes from the worker's [`Clock`], so tests move it instead of sleeping.
 
+/// Notifications given up on.
+pub const NOTIFICATIONS_FAILED: &str = "backbone_notifications_failed_total";
 use crate::{spawn_loop, LoopContext, Outcome};
 use commands::{
     Actor, Clock, CommandContext, CommandError, IdempotencyKey, Mailer, Metadata, OutgoingEmail,
@@ -194,7 +196,10 @@ impl DeliveryWorker {
         match result {
             Ok(executed) => Ok(match executed.value {
                 domain::NotificationStatus::Delivered => Attempt::Delivered,
-                domain::NotificationStatus::Failed => Attempt::Failed,
+                domain::NotificationStatus::Failed => {
+                    metrics::counter!(NOTIFICATIONS_FAILED).increment(1);
+                    Attempt::Failed
+                }
                 _ => Attempt::Retrying,
             }),
             // Another worker recorded the outcome first: the message was sent at least once.

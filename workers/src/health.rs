@@ -25,6 +25,11 @@ pub struct WorkerStatus {
     busy_since: Option<Instant>,
 }
 
+/// Feed head minus the position a worker has reached (by worker).
+pub const PROJECTION_LAG_POSITIONS: &str = "backbone_projection_lag_positions";
+/// Age of the oldest event a worker has not processed yet, in seconds (by worker).
+pub const PROJECTION_LAG_SECONDS: &str = "backbone_projection_lag_seconds";
+
 /// How long one step may run before its worker counts as stalled, by default. A queue
 /// consumer's long poll (at most 20 s) and a catch-up page stay well below it.
 pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(120);

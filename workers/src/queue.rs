@@ -161,6 +161,10 @@ impl QueueConsumer {
         done.received = messages.len();
         tracing::Span::current().record("received", messages.len());
         if messages.is_empty() {
+            if matches!(self.handler, QueueHandler::Projection(_)) {
+                metrics::gauge!(crate::health::PROJECTION_LAG_SECONDS, "worker" => self.name.clone())
+                    .set(0.0);
+            }
             return Ok(done);
         }
         let mut deliveries = Vec::with_capacity(messages.len());
@@ -241,8 +245,16 @@ impl QueueConsumer {
         cancel: &CancellationToken,
     ) -> (Vec<Delivery>, usize, Vec<Delivery>) {
         let events: Vec<EventEnvelope> = deliveries.iter().map(|d| d.event.clone()).collect();
+        let newest = events.iter().map(|e| e.occurred_at).max();
         let err = match runner.apply_with_gap_fill(events).await {
             Ok(summary) => {
+                // The lag of a queue consumer: how long ago the newest event it applied was
+                // committed (a feed position means nothing to it).
+                if let Some(newest) = newest {
+                    let lag = (chrono::Utc::now() - newest).num_milliseconds().max(0) as f64;
+                    metrics::gauge!(crate::health::PROJECTION_LAG_SECONDS, "worker" => self.name.clone())
+                        .set(lag / 1e3);
+                }
                 tracing::debug!(worker = %self.name, applied = summary.applied, skipped = summary.skipped, filled = summary.filled, "batch applied");
                 return (deliveries, 0, Vec::new());
             }

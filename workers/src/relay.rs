@@ -14,6 +14,8 @@
 //! skipped, and the price is duplicates downstream, which consumers skip. Indexing is idempotent
 //! by event id, so a re-relayed page does not grow the feed.
 
+/// How far behind the events table's stream the relay reads, in milliseconds.
+pub const RELAY_ITERATOR_AGE: &str = "backbone_relay_iterator_age_milliseconds";
 use crate::feed::{spawn_loop, LoopContext, Outcome};
 use commands::{
     compare_sequence_numbers, ChangeSource, EventEnvelope, EventPublisher, FanoutError, FeedWriter,
@@ -98,6 +100,9 @@ pub struct RelayStep {
     pub published: usize,
     /// Entries sent again after the publisher reported them failed.
     pub republished: usize,
+    /// How long ago the newest event read was committed: how far behind the stream the relay
+    /// reads (its iterator age).
+    pub behind: Option<std::time::Duration>,
 }
 
 /// The relay over its four ports. Share it behind an `Arc` and [`spawn`](Self::spawn) it.
@@ -214,6 +219,9 @@ impl Relay {
             // Children of the finished shards are listed by the next refresh.
             state.refreshed_at = None;
         }
+        // Nothing read means nothing behind.
+        let behind = done.behind.unwrap_or_default();
+        metrics::gauge!(RELAY_ITERATOR_AGE).set(behind.as_millis() as f64);
         if done.records == 0 {
             return Ok((Outcome::Idle, done));
         }
@@ -253,6 +261,10 @@ impl Relay {
             .iter()
             .filter_map(|r| r.event.clone())
             .collect();
+        if let Some(newest) = events.iter().map(|e| e.occurred_at).max() {
+            let behind = (chrono::Utc::now() - newest).to_std().unwrap_or_default();
+            done.behind = Some(done.behind.map_or(behind, |b| b.max(behind)));
+        }
         if !events.is_empty() {
             self.feed.index(events.clone()).await?;
             let republished = self.publish_all(events.clone()).await?;

@@ -26,7 +26,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StackSpec {
     pub stack_name: String,
-    /// Template parameters (`Stage`, `AlarmTopicArn`, ...); the template's defaults fill in the
+    /// Template parameters (`Stage`, `AlarmEmail`, ...); the template's defaults fill in the
     /// rest.
     pub parameters: BTreeMap<String, String>,
     /// Longest wait for a terminal status.
