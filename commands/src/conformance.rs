@@ -1663,3 +1663,66 @@ pub async fn drain_process_managers(
         }
     }
 }
+
+/// The [`KeyStore`] contract, for every adapter's tests.
+pub async fn key_store_contract(keys: Arc<dyn crate::pii::KeyStore>) {
+    let customer = format!("contract-{}", uuid::Uuid::new_v4().simple());
+    let unknown = keys.lookup(&customer).await.expect("lookup");
+    assert!(
+        unknown.key.is_none() && !unknown.erased,
+        "a new customer has nothing"
+    );
+
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let keys = keys.clone();
+            let customer = customer.clone();
+            tokio::spawn(async move { keys.key_for(&customer).await.expect("key_for") })
+        })
+        .collect();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut materials = std::collections::BTreeSet::new();
+    for racer in racers {
+        let key = racer.await.expect("join");
+        ids.insert(key.id().to_owned());
+        materials.insert(*key.material());
+    }
+    assert_eq!(ids.len(), 1, "concurrent key_for calls agree on one key");
+    assert_eq!(materials.len(), 1);
+    let first = keys.key_for(&customer).await.expect("key_for again");
+    let found = keys.lookup(&customer).await.expect("lookup");
+    assert_eq!(
+        found.key.as_ref().map(crate::pii::DataKey::id),
+        Some(first.id())
+    );
+    assert_eq!(
+        found.key.as_ref().map(|k| *k.material()),
+        Some(*first.material())
+    );
+    assert!(!found.erased);
+
+    keys.erase(&customer).await.expect("erase");
+    keys.erase(&customer).await.expect("erase again is fine");
+    let erased = keys.lookup(&customer).await.expect("lookup");
+    assert!(erased.key.is_none(), "the key is gone");
+    assert!(erased.erased, "the erasure is remembered");
+
+    let second = keys
+        .key_for(&customer)
+        .await
+        .expect("a new key after erasure");
+    assert_ne!(second.id(), first.id());
+    assert_ne!(second.material(), first.material());
+    let after = keys.lookup(&customer).await.expect("lookup");
+    assert_eq!(
+        after.key.as_ref().map(crate::pii::DataKey::id),
+        Some(second.id())
+    );
+    assert!(after.erased, "a new key keeps the older erasure");
+
+    let never = format!("never-{}", uuid::Uuid::new_v4().simple());
+    keys.erase(&never)
+        .await
+        .expect("erasing a customer without a key");
+    assert!(keys.lookup(&never).await.expect("lookup").erased);
+}

@@ -105,7 +105,7 @@ pub struct CustomerKeys {
 
 /// The customers' data keys.
 ///
-/// Contract (checked by [`key_store_contract`]): `key_for` returns the customer's current key,
+/// Contract (checked by [`crate::conformance::key_store_contract`]): `key_for` returns the customer's current key,
 /// creating it (durably, before it returns) when they have none, and concurrent calls agree on
 /// one key; `lookup` reads without creating; `erase` deletes the key so that nothing can recover
 /// it, remembers the erasure, and is idempotent. After an erasure `key_for` creates a new key.
@@ -313,11 +313,14 @@ fn open_value(key: &DataKey, field: &str, sealed: &Sealed) -> Option<Value> {
     serde_json::from_slice(plain).ok()
 }
 
-fn subject_of(shape: &PersonalData, object: &Map<String, Value>) -> Option<String> {
-    object
-        .get(shape.subject)
-        .and_then(Value::as_str)
-        .map(str::to_owned)
+/// A stored JSON object and its owner's customer id, when it is an object that names one.
+fn owned<'v>(
+    shape: &PersonalData,
+    value: &'v mut Value,
+) -> Option<(&'v mut Map<String, Value>, String)> {
+    let object = value.as_object_mut()?;
+    let subject = object.get(shape.subject)?.as_str()?.to_owned();
+    Some((object, subject))
 }
 
 impl Pii {
@@ -396,10 +399,7 @@ impl Pii {
         shape: &PersonalData,
         value: &mut Value,
     ) -> Result<(), StoreError> {
-        let Some(object) = value.as_object_mut() else {
-            return Ok(());
-        };
-        let Some(subject) = subject_of(shape, object) else {
+        let Some((object, subject)) = owned(shape, value) else {
             return Ok(());
         };
         let known = self.keys.lookup(&subject).await?;
@@ -429,10 +429,7 @@ impl Pii {
         shape: &PersonalData,
         value: &mut Value,
     ) -> Result<(), StoreError> {
-        let Some(object) = value.as_object_mut() else {
-            return Ok(());
-        };
-        let Some(subject) = subject_of(shape, object) else {
+        let Some((object, subject)) = owned(shape, value) else {
             return Ok(());
         };
         let mut known: Option<CustomerKeys> = None;
@@ -721,76 +718,18 @@ fn replace_texts(value: &mut Value, from: &str, to: &str) {
     }
 }
 
-/// The [`KeyStore`] contract, for every adapter's tests.
-#[cfg(any(test, feature = "testsuite"))]
-pub async fn key_store_contract(keys: Arc<dyn KeyStore>) {
-    let customer = format!("contract-{}", uuid::Uuid::new_v4().simple());
-    let unknown = keys.lookup(&customer).await.expect("lookup");
-    assert!(
-        unknown.key.is_none() && !unknown.erased,
-        "a new customer has nothing"
-    );
-
-    let racers: Vec<_> = (0..8)
-        .map(|_| {
-            let keys = keys.clone();
-            let customer = customer.clone();
-            tokio::spawn(async move { keys.key_for(&customer).await.expect("key_for") })
-        })
-        .collect();
-    let mut ids = std::collections::BTreeSet::new();
-    let mut materials = std::collections::BTreeSet::new();
-    for racer in racers {
-        let key = racer.await.expect("join");
-        ids.insert(key.id().to_owned());
-        materials.insert(*key.material());
-    }
-    assert_eq!(ids.len(), 1, "concurrent key_for calls agree on one key");
-    assert_eq!(materials.len(), 1);
-    let first = keys.key_for(&customer).await.expect("key_for again");
-    let found = keys.lookup(&customer).await.expect("lookup");
-    assert_eq!(found.key.as_ref().map(DataKey::id), Some(first.id()));
-    assert_eq!(
-        found.key.as_ref().map(|k| *k.material()),
-        Some(*first.material())
-    );
-    assert!(!found.erased);
-
-    keys.erase(&customer).await.expect("erase");
-    keys.erase(&customer).await.expect("erase again is fine");
-    let erased = keys.lookup(&customer).await.expect("lookup");
-    assert!(erased.key.is_none(), "the key is gone");
-    assert!(erased.erased, "the erasure is remembered");
-
-    let second = keys
-        .key_for(&customer)
-        .await
-        .expect("a new key after erasure");
-    assert_ne!(second.id(), first.id());
-    assert_ne!(second.material(), first.material());
-    let after = keys.lookup(&customer).await.expect("lookup");
-    assert_eq!(after.key.as_ref().map(DataKey::id), Some(second.id()));
-    assert!(after.erased, "a new key keeps the older erasure");
-
-    let never = format!("never-{}", uuid::Uuid::new_v4().simple());
-    keys.erase(&never)
-        .await
-        .expect("erasing a customer without a key");
-    assert!(keys.lookup(&never).await.expect("lookup").erased);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test]
     async fn the_memory_store_keeps_the_contract() {
-        key_store_contract(Arc::new(MemoryKeyStore::default())).await;
+        crate::conformance::key_store_contract(Arc::new(MemoryKeyStore::default())).await;
     }
 
     #[tokio::test]
     async fn the_cache_keeps_the_contract() {
-        key_store_contract(Arc::new(CachedKeyStore::new(
+        crate::conformance::key_store_contract(Arc::new(CachedKeyStore::new(
             MemoryKeyStore::default(),
             100,
             None,

@@ -5,8 +5,8 @@
 #[path = "support/moto.rs"]
 mod moto;
 
+use commands::conformance::key_store_contract;
 use commands::conformance::WithGuard;
-use commands::pii::key_store_contract;
 use commands::{
     CachedKeyStore, Commit, EventStore, KeyStore, MemoryKeyStore, Metadata, NewEvent, Payload,
     PersonalDataStore, Pii, Snapshot, StreamAppend, StreamRef,

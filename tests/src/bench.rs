@@ -18,16 +18,22 @@ pub struct Embedded {
     pub models: Arc<dyn ReadModelStore>,
 }
 
+/// The event store and read models of the data directory `dir`, opened as `serve` opens them.
+pub async fn open_stores(dir: &std::path::Path) -> (Arc<dyn EventStore>, Arc<dyn ReadModelStore>) {
+    let store = api::compose::open_event_store(dir, true)
+        .await
+        .expect("event store")
+        .store;
+    let models = api::compose::open_read_models(dir)
+        .await
+        .expect("read models");
+    (store, models)
+}
+
 impl Embedded {
     pub async fn open() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = api::compose::open_event_store(dir.path(), true)
-            .await
-            .expect("event store")
-            .store;
-        let models = api::compose::open_read_models(dir.path())
-            .await
-            .expect("read models");
+        let (store, models) = open_stores(dir.path()).await;
         Self { dir, store, models }
     }
 

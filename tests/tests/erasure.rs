@@ -76,13 +76,7 @@ async fn an_erased_customer_leaves_no_personal_data_embedded() {
     // Rebuilt from zero (offline, as `backbone rebuild all`), the views are the same.
     let dir = app.stop().await;
     {
-        let store = api::compose::open_event_store(dir.path(), false)
-            .await
-            .expect("event store")
-            .store;
-        let models = api::compose::open_read_models(dir.path())
-            .await
-            .expect("read models");
+        let (store, models) = backbone_tests::bench::open_stores(dir.path()).await;
         projections::rebuild_all(store, models, &all_projections(), 50, |_, _| {})
             .await
             .expect("rebuild");

@@ -173,7 +173,7 @@ mod tests {
     async fn keeps_the_key_store_contract() {
         let dir = tempfile::tempdir().unwrap();
         let keys = SqliteKeyStore::open(&dir.path().join("events.db")).unwrap();
-        commands::pii::key_store_contract(Arc::new(keys)).await;
+        commands::conformance::key_store_contract(Arc::new(keys)).await;
     }
 
     /// Neither the database file nor its WAL holds an erased key's bytes, and keys survive a
