@@ -673,6 +673,7 @@ pub async fn seed_demo_catalog(shop: &Shop) -> anyhow::Result<()> {
                 },
                 request_id: None,
                 command_id: None,
+                traceparent: None,
             },
             // A concurrent seeder (another start on the same data) replays instead of failing.
             idempotency: Some(commands::IdempotencyKey::new(

@@ -9,15 +9,17 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Path, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use commands::{Actor, Caller, CommandContext, IdempotencyKey, Metadata};
+use commands::{Actor, Caller, CommandContext, IdempotencyKey, Metadata, TraceParent};
 use domain::CustomerId;
 use serde::de::DeserializeOwned;
 
-/// The request and correlation ids of the current request, set by the request middleware.
+/// The request and correlation ids of the current request, and the trace context it hands on to
+/// the events it causes, set by the request middleware.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestIds {
     pub request_id: String,
     pub correlation_id: String,
+    pub trace: TraceParent,
 }
 
 impl RequestIds {
@@ -31,6 +33,7 @@ impl RequestIds {
                 RequestIds {
                     request_id: id.clone(),
                     correlation_id: id,
+                    trace: TraceParent::new_root(),
                 }
             })
     }
@@ -240,6 +243,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Cmd<T> {
             },
             request_id: Some(ids.request_id),
             command_id: idempotency.as_ref().map(|k| k.command_id.clone()),
+            traceparent: Some(ids.trace.to_string()),
         };
         Ok(Cmd {
             principal,

@@ -10,7 +10,8 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use commands::{Consistency, Executed};
+use commands::trace::TRACEPARENT;
+use commands::{Consistency, Executed, TraceParent};
 use futures::future::BoxFuture;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -35,7 +36,8 @@ fn header_id(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// Outermost layer (one per route, so it sees the matched route): takes or makes the request id
-/// (UUIDv7) and correlation id, runs the request in a span carrying both, echoes them, and renders
+/// (UUIDv7) and correlation id, runs the request in a span carrying both and the trace id (the
+/// caller's W3C `traceparent` continued, or a new trace), echoes the ids, and renders
 /// every error in the one JSON shape with the request id (logging the internal detail of 5xx
 /// answers). It also records the latency of command requests (every method but GET and HEAD) by
 /// route; requests that matched no route are not recorded.
@@ -80,20 +82,29 @@ where
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let correlation_id =
             header_id(req.headers(), CORRELATION_ID).unwrap_or_else(|| request_id.clone());
-        req.extensions_mut().insert(RequestIds {
-            request_id: request_id.clone(),
-            correlation_id: correlation_id.clone(),
-        });
         let span = tracing::info_span!(
             "request",
             method = %req.method(),
             path = %req.uri().path(),
             %request_id,
             %correlation_id,
+            trace_id = tracing::field::Empty,
             subject = tracing::field::Empty,
             role = tracing::field::Empty,
             status = tracing::field::Empty,
         );
+        let incoming = req
+            .headers()
+            .get(TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceParent::parse);
+        let trace = TraceParent::for_request(&span, incoming);
+        span.record("trace_id", trace.trace_id());
+        req.extensions_mut().insert(RequestIds {
+            request_id: request_id.clone(),
+            correlation_id: correlation_id.clone(),
+            trace,
+        });
         let histogram = command_route(&req).map(|(method, route)| command_histogram(method, route));
         let started = Instant::now();
         // The inner layers (the auth check among them) start inside the span.

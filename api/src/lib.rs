@@ -26,6 +26,7 @@ pub mod routes;
 pub mod schema;
 pub mod serve;
 pub mod state;
+pub mod telemetry;
 pub mod time_travel;
 pub mod webhooks;
 

@@ -9,6 +9,7 @@ use api::auth::{self, Role};
 use api::compose::{self, EmbeddedConfig};
 use api::compose_aws::{self, AwsOptions, AwsServeConfig, AwsStage, AwsWorkerConfig};
 use api::export::{self, ExportFilter, StreamFilter};
+use api::telemetry::LogFormat;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
@@ -31,14 +32,13 @@ struct Cli {
     /// Log format: readable text (dev) or JSON lines (production). Filter with RUST_LOG.
     #[arg(long, env = "BACKBONE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
+    /// Export spans over OTLP/HTTP to this collector base URL (`/v1/traces` is appended), for
+    /// example `http://127.0.0.1:4318`. Requests and the projection work they cause share a
+    /// trace, across processes. Off when unset.
+    #[arg(long, env = "BACKBONE_OTLP_ENDPOINT", value_parser = api::telemetry::parse_otlp_endpoint, global = true)]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -459,29 +459,27 @@ fn parse_role(s: &str) -> Result<Role, String> {
     Role::parse(s).ok_or_else(|| "expected customer, support, admin or analyst".to_string())
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Logs go to stderr: stdout carries the token and the NDJSON export.
-    // Colours only for a person at a terminal, never into a log file or collector.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .init(),
+impl Command {
+    /// The process's name in the trace collector.
+    fn service(&self) -> String {
+        match self {
+            Command::Serve(_) => "backbone-serve".into(),
+            Command::Relay(_) => "backbone-relay".into(),
+            Command::Worker(args) => format!("backbone-worker-{}", args.group.as_str()),
+            _ => "backbone".into(),
+        }
     }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // Dropped when main returns: the spans still buffered are sent then.
+    let _telemetry = api::telemetry::init(
+        cli.log_format,
+        cli.otlp_endpoint.as_deref(),
+        &cli.command.service(),
+    )?;
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Token(args) => token(args),
@@ -556,21 +554,21 @@ async fn run_until_signal(
             cancel.clone(),
         ))
     });
-    let ops = match ops.ops_listen {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
+    let listener = match ops.ops_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
                 .await
-                .with_context(|| format!("binding the ops listener {addr}"))?;
-            let router = api::ops::process_router(health.clone(), api::metrics::prometheus());
-            Some(tokio::spawn(api::ops::serve(
-                listener,
-                router,
-                cancel.clone(),
-            )))
-        }
+                .with_context(|| format!("binding the ops listener {addr}"))?,
+        ),
         None => None,
     };
-    let task = spawn(health, cancel.clone());
+    // The loops register with `health` as they are spawned, before /readyz can be asked: a
+    // process with nothing registered yet would be vacuously ready.
+    let task = spawn(health.clone(), cancel.clone());
+    let ops = listener.map(|listener| {
+        let router = api::ops::process_router(health, api::metrics::prometheus());
+        tokio::spawn(api::ops::serve(listener, router, cancel.clone()))
+    });
     api::serve::shutdown_signal().await;
     tracing::info!("stopping");
     cancel.cancel();

@@ -152,6 +152,7 @@ fn metadata(correlation: &str) -> Metadata {
         },
         request_id: Some("req-1".into()),
         command_id: Some(format!("cmd-{correlation}")),
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
     }
 }
 

@@ -20,6 +20,7 @@ pub mod ports;
 pub mod process;
 pub mod service;
 pub mod shop;
+pub mod trace;
 pub mod upcast;
 
 pub use consistency::{Consistency, InvalidConsistency};
@@ -35,6 +36,7 @@ pub use ports::*;
 pub use process::*;
 pub use service::*;
 pub use shop::*;
+pub use trace::TraceParent;
 pub use upcast::*;
 
 /// What the exported macros name through `$crate`, so their callers need no extra dependencies.

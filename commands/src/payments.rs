@@ -440,6 +440,7 @@ impl Payments {
                 },
                 request_id: metadata.request_id,
                 command_id: Some(event.command_id()),
+                traceparent: metadata.traceparent,
             },
             idempotency: Some(event.idempotency_key()),
         };

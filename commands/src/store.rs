@@ -53,6 +53,10 @@ pub struct Metadata {
     pub actor: Actor,
     pub request_id: Option<String>,
     pub command_id: Option<String>,
+    /// The W3C `traceparent` of the request span that caused the event ([`crate::trace`]).
+    /// Absent from events written before it existed, and then not written at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// One stored event: the envelope of DESIGN.md plus its global feed position when known.

@@ -106,6 +106,7 @@ fn event(commit_id: &str, part: &str) -> NewEvent {
             },
             request_id: None,
             command_id: Some(commit_id.to_string()),
+            traceparent: None,
         },
     }
 }

@@ -222,6 +222,7 @@ impl ProjectionRunner {
                 position,
             });
         }
+        let traced = event_spans(self.projection.name(), &events);
         let summary = apply_filling_gaps(
             self.store.as_ref(),
             self.models.as_ref(),
@@ -230,6 +231,7 @@ impl ProjectionRunner {
             Some(position),
         )
         .await;
+        drop(traced);
         let summary = match summary {
             Ok(summary) => summary,
             Err(err) => {
@@ -263,10 +265,11 @@ impl ProjectionRunner {
         &self,
         events: Vec<EventEnvelope>,
     ) -> Result<ApplySummary, RunnerError> {
-        let events = events
+        let events: Vec<EventEnvelope> = events
             .into_iter()
             .filter(|e| self.projection.handles(e))
             .collect();
+        let _traced = event_spans(self.projection.name(), &events);
         apply_filling_gaps(
             self.store.as_ref(),
             self.models.as_ref(),
@@ -296,6 +299,21 @@ impl ProjectionRunner {
         )
         .await
     }
+}
+
+/// One `project` span per live event that continues a request's trace, open while its batch is
+/// applied. Rebuilds make none: a replay is nobody's request.
+fn event_spans(projection: &'static str, events: &[EventEnvelope]) -> Vec<tracing::Span> {
+    commands::trace::event_spans(events, |e, parent| {
+        tracing::info_span!(
+            "project",
+            projection,
+            event_type = %e.event_type,
+            stream = %e.stream(),
+            sequence = e.sequence,
+            trace_id = %parent.trace_id(),
+        )
+    })
 }
 
 /// Rebuilds several projections in one pass over the feed: every page is read once and applied

@@ -266,6 +266,16 @@ impl Relay {
             done.behind = Some(done.behind.map_or(behind, |b| b.max(behind)));
         }
         if !events.is_empty() {
+            let _traced = commands::trace::event_spans(&events, |e, parent| {
+                tracing::info_span!(
+                    "relay",
+                    shard = %id,
+                    event_type = %e.event_type,
+                    stream = %e.stream(),
+                    sequence = e.sequence,
+                    trace_id = %parent.trace_id(),
+                )
+            });
             self.feed.index(events.clone()).await?;
             let republished = self.publish_all(events.clone()).await?;
             done.published += events.len();

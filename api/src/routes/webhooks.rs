@@ -33,6 +33,7 @@ pub async fn stripe(
         },
         request_id: Some(ids.request_id),
         command_id: None,
+        traceparent: Some(ids.trace.to_string()),
     };
     let outcome = state.webhooks.receive(signature, &body, metadata).await?;
     Ok(Json(outcome))

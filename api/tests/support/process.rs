@@ -1,0 +1,162 @@
+//! A `backbone` process started from the built binary for a CLI test, pointed at the shared moto
+//! server, and the small HTTP helpers those tests poll it with. Include it next to the moto
+//! support module:
+//!
+//! ```ignore
+//! #[path = "../../infrastructure/tests/support/moto.rs"]
+//! mod moto;
+//! #[path = "support/process.rs"]
+//! mod process;
+//! ```
+
+// Each test crate uses the part it needs.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A `backbone` process, stopped (SIGTERM, then killed) when dropped, and its stderr lines.
+pub struct Process {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    all: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
+}
+
+impl Process {
+    pub fn spawn(args: &[&str]) -> Self {
+        Self::spawn_with_env(args, &[])
+    }
+
+    /// [`Process::spawn`] with extra environment variables.
+    pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let endpoint = &super::moto::moto().endpoint;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_backbone"))
+            .args(args)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .env("AWS_ENDPOINT_URL", endpoint)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env_remove("BACKBONE_STAGE")
+            .env_remove("BACKBONE_OPS_LISTEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start backbone");
+        let out = child.stdout.take().expect("stdout");
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let printed = stdout.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                printed.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        let all = Arc::new(Mutex::new(String::new()));
+        let sink = all.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push_str(&(line.clone() + "\n"));
+                let _ = tx.send(line);
+            }
+        });
+        Self {
+            child,
+            lines,
+            all,
+            stdout,
+        }
+    }
+
+    /// The `addr=` of the first log line containing `what`.
+    pub fn address(&self, what: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(line) = self.logs().lines().find(|l| l.contains(what)) {
+                let addr = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("addr="))
+                    .unwrap_or_else(|| panic!("no addr in {line:?}"));
+                return format!("http://{addr}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {what:?} line; stderr:\n{}",
+                self.logs()
+            );
+            let _ = self.lines.recv_timeout(Duration::from_millis(100));
+        }
+    }
+
+    /// The first EMF line printed on stdout that has a value for `metric`, waiting for it.
+    pub fn metrics_line(&self, metric: &str) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let printed = self.stdout.lock().unwrap().clone();
+            for line in printed.lines().filter(|l| l.contains("\"_aws\"")) {
+                let line: serde_json::Value =
+                    serde_json::from_str(line).expect("an EMF line is JSON");
+                if line[metric].is_number() {
+                    return line;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no EMF line with {metric} on stdout:\n{printed}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        self.all.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        let status = self.child.wait().expect("wait");
+        assert!(
+            !self.logs().contains('\u{1b}'),
+            "no ANSI colours in piped logs"
+        );
+        status
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub async fn get(url: &str) -> (u16, String) {
+    let answer = reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = answer.status().as_u16();
+    (status, answer.text().await.expect("body"))
+}
+
+/// Polls `url` until it answers 200.
+pub async fn until_ok(url: &str) -> String {
+    for _ in 0..300 {
+        let (status, body) = get(url).await;
+        if status == 200 {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} never answered 200");
+}
