@@ -438,6 +438,17 @@ pub async fn open_read_models(data_dir: &Path) -> anyhow::Result<Arc<dyn ReadMod
     Ok(Arc::new(models))
 }
 
+/// Opens the checkpoints of a data directory's feed consumers that are not projections.
+pub async fn open_worker_checkpoints(data_dir: &Path) -> anyhow::Result<Arc<dyn CheckpointStore>> {
+    let path = data_dir.join(WORKERS_FILE);
+    private_file(&path)?;
+    Ok(Arc::new(
+        tokio::task::spawn_blocking(move || SqliteCheckpointStore::open(&path))
+            .await
+            .context("opening the worker checkpoints")??,
+    ))
+}
+
 /// Opens everything, starts one worker per projection plus the process managers, seeds the demo
 /// catalog, and returns the state to serve.
 pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> {
@@ -445,15 +456,7 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
     let lock = lock_data_dir(&data_dir)?;
     let EventLog { store, keys } = open_event_store(&data_dir, config.synchronous_normal).await?;
     let models = open_read_models(&data_dir).await?;
-    let checkpoints: Arc<dyn CheckpointStore> = {
-        let path = data_dir.join(WORKERS_FILE);
-        private_file(&path)?;
-        Arc::new(
-            tokio::task::spawn_blocking(move || SqliteCheckpointStore::open(&path))
-                .await
-                .context("opening the worker checkpoints")??,
-        )
-    };
+    let checkpoints = open_worker_checkpoints(&data_dir).await?;
     let authenticator = match &config.jwks_url {
         Some(url) => {
             let client = reqwest::Client::builder()

@@ -24,6 +24,7 @@ pub mod payments;
 pub mod router;
 pub mod routes;
 pub mod schema;
+pub mod seed;
 pub mod serve;
 pub mod state;
 pub mod telemetry;

@@ -103,6 +103,9 @@ enum Command {
     Probe(ProbeArgs),
     /// Rebuild one projection (or all) from the event store. Stop the server first.
     Rebuild(RebuildArgs),
+    /// Generate a realistic shop history (carts, checkouts, payments, refunds, disputes,
+    /// expiries), the same for the same `--seed`, for demos, benchmarks and load tests.
+    Seed(SeedArgs),
     /// Event history tools.
     Events {
         #[command(subcommand)]
@@ -411,6 +414,31 @@ enum EventsCommand {
 }
 
 #[derive(Debug, Args)]
+struct SeedArgs {
+    /// Orders to place (abandoned carts come on top).
+    #[arg(long, env = "BACKBONE_SEED_ORDERS", default_value_t = 1_000)]
+    orders: u64,
+    /// The random seed: the same seed gives the same shop.
+    #[arg(long, env = "BACKBONE_SEED", default_value_t = 1)]
+    seed: u64,
+    /// Catalog size.
+    #[arg(long, env = "BACKBONE_SEED_PRODUCTS", default_value_t = 50,
+        value_parser = clap::value_parser!(u16).range(1..))]
+    products: u16,
+    /// When the simulated shop opens (RFC 3339); its clock moves on from there.
+    #[arg(long, env = "BACKBONE_SEED_START")]
+    start: Option<DateTime<Utc>>,
+    #[command(flatten)]
+    data: DataArg,
+    /// Where to write: the embedded data directory, or the AWS stage (one whose payments are
+    /// simulated: the seeded intents exist only in the simulator).
+    #[arg(long, env = "BACKBONE_BACKEND", value_enum, default_value_t = Backend::Embedded)]
+    backend: Backend,
+    #[command(flatten)]
+    aws: AwsArgs,
+}
+
+#[derive(Debug, Args)]
 struct ExportArgs {
     /// Only events after this feed position.
     #[arg(long, env = "BACKBONE_EXPORT_AFTER")]
@@ -469,6 +497,15 @@ impl Command {
             _ => "backbone".into(),
         }
     }
+
+    /// The log filter when RUST_LOG is unset: a seed's thousands of commands would bury its
+    /// progress bar at `info`.
+    fn default_log_filter(&self) -> &'static str {
+        match self {
+            Command::Seed(_) => "warn",
+            _ => "info",
+        }
+    }
 }
 
 #[tokio::main]
@@ -479,12 +516,14 @@ async fn main() -> anyhow::Result<()> {
         cli.log_format,
         cli.otlp_endpoint.as_deref(),
         &cli.command.service(),
+        cli.command.default_log_filter(),
     )?;
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Token(args) => token(args),
         Command::Probe(args) => probe(args).await,
         Command::Rebuild(args) => rebuild(args).await,
+        Command::Seed(args) => seed(args).await,
         Command::Events {
             command: EventsCommand::Export(args),
         } => export_events(args).await,
@@ -806,6 +845,47 @@ async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
         summary.applied,
         summary.position
     );
+    Ok(())
+}
+
+async fn seed(args: SeedArgs) -> anyhow::Result<()> {
+    let plan = api::seed::SeedPlan {
+        orders: args.orders,
+        seed: args.seed,
+        products: usize::from(args.products),
+        start: args.start.unwrap_or_else(api::seed::default_start),
+    };
+    let bar = indicatif::ProgressBar::new(plan.orders);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} seeding [{bar:40}] {pos}/{len} orders ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let progress = |placed| bar.set_position(placed);
+    let report = match args.backend {
+        Backend::Embedded => {
+            let data = args.data.data;
+            let _lock = compose::lock_data_dir(&data)
+                .context("stop the server on this data directory before seeding it")?;
+            // Seeding is replayable: a power loss costs the tail of the run, nothing acknowledged.
+            let store = compose::open_event_store(&data, true).await?.store;
+            let report = api::seed::seed(store.clone(), &plan, progress).await?;
+            // The seeder ran the process managers itself: `serve` starts after them.
+            compose::open_worker_checkpoints(&data)
+                .await?
+                .set(compose::PROCESS_MANAGERS, store.head().await?)
+                .await?;
+            report
+        }
+        Backend::Aws => {
+            let (sdk, options) = aws_setup(&args.aws).await;
+            let stage = AwsStage::new(&sdk, &args.aws.stage, options);
+            api::seed::seed(stage.store.clone(), &plan, progress).await?
+        }
+    };
+    bar.finish_and_clear();
+    eprintln!("seeded {report:?}");
     Ok(())
 }
 

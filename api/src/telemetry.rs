@@ -55,14 +55,15 @@ impl Drop for Telemetry {
 
 /// Installs the process's subscriber. `service` names the process in the collector
 /// (`backbone-serve`, `backbone-relay`, `backbone-worker-catalog`, ...). RUST_LOG filters both
-/// the logs and the exported spans (default `info`).
+/// the logs and the exported spans (`default_filter` when unset).
 pub fn init(
     format: LogFormat,
     otlp_endpoint: Option<&str>,
     service: &str,
+    default_filter: &str,
 ) -> anyhow::Result<Telemetry> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     // Logs go to stderr: stdout carries the token, the NDJSON export and EMF lines.
     // Colours only for a person at a terminal, never into a log file or collector.
     let logs = tracing_subscriber::fmt::layer()

@@ -2,21 +2,26 @@
 //! resources, as one CloudFormation stack per stage. The template is compiled into the binary
 //! ([`TEMPLATE`]), so the binary needs nothing beside it.
 //!
-//! The stack is created when it does not exist and updated when it does; an update that changes
-//! nothing ("No updates are to be performed") is a success. Either way the call waits for a
-//! terminal status and, on a failed one, reports the reasons the stack's events give. What
-//! remains here besides the deployment is reading the stack's outputs and checking that they
-//! name what [`ResourceNames`] names, the names the adapters use.
+//! The stack is created when it does not exist and updated when it does (parameters the spec
+//! does not set keep their values); an update that changes nothing ("No updates are to be
+//! performed") is a success. Either way the call waits for a terminal status and, on a failed
+//! one, reports the reasons the stack's events give. What remains here besides the deployment
+//! is reading the stack's outputs and checking that they name what [`ResourceNames`] names, the
+//! names the adapters use.
 
 use super::error::{classify, AwsFailure};
 use super::names::{ConsumerGroup, ResourceNames};
 use aws_sdk_cloudformation::error::ProvideErrorMetadata;
-use aws_sdk_cloudformation::types::{Parameter, Stack, StackEvent, StackStatus};
+use aws_sdk_cloudformation::types::{Capability, Parameter, Stack, StackEvent, StackStatus};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// The CloudFormation template of the AWS deployment.
 pub const TEMPLATE: &str = include_str!("../../cloudformation/backbone.yaml");
+
+/// The template creates IAM roles and policies (the backups', the tasks'), which CloudFormation
+/// wants acknowledged; none is named, so `CAPABILITY_IAM` is enough.
+const CAPABILITIES: Capability = Capability::CapabilityIam;
 
 /// How long [`provision`] waits for a terminal status by default (CloudFormation's own
 /// per-resource timeouts end a stuck deployment well before).
@@ -26,8 +31,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StackSpec {
     pub stack_name: String,
-    /// Template parameters (`Stage`, `AlarmEmail`, ...); the template's defaults fill in the
-    /// rest.
+    /// Template parameters (`Stage`, `AlarmEmail`, ...); the rest are the template's defaults
+    /// on creation, and keep their values on an update.
     pub parameters: BTreeMap<String, String>,
     /// Longest wait for a terminal status.
     pub timeout: Duration,
@@ -222,7 +227,7 @@ pub async fn provision(
     spec: &StackSpec,
 ) -> Result<Provisioned, ProvisionError> {
     let stack = spec.stack_name.as_str();
-    let parameters: Vec<Parameter> = spec
+    let mut parameters: Vec<Parameter> = spec
         .parameters
         .iter()
         .map(|(k, v)| {
@@ -232,10 +237,15 @@ pub async fn provision(
                 .build()
         })
         .collect();
-    let change = if describe(cfn, stack).await?.is_none() {
+    let existing = describe(cfn, stack).await?;
+    if let Some(existing) = &existing {
+        parameters.extend(previous_values(cfn, spec, existing).await?);
+    }
+    let change = if existing.is_none() {
         cfn.create_stack()
             .stack_name(stack)
             .template_body(TEMPLATE)
+            .capabilities(CAPABILITIES)
             .set_parameters(Some(parameters))
             .send()
             .await
@@ -247,6 +257,7 @@ pub async fn provision(
             .update_stack()
             .stack_name(stack)
             .template_body(TEMPLATE)
+            .capabilities(CAPABILITIES)
             .set_parameters(Some(parameters))
             .send()
             .await
@@ -286,6 +297,44 @@ pub async fn provision(
         change,
         outputs: StackOutputs::of(&settled),
     })
+}
+
+/// On an update, every parameter of the stack that `spec` does not set, the template still
+/// declares, and that is not at its default keeps its value, as with `aws cloudformation
+/// deploy`: provisioning a stage again must not, say, remove the services a deployment with
+/// `ImageUri` started. (A parameter at its default gets it again anyway; and moto 5.2.5 fails
+/// on a previous value that was never given.)
+async fn previous_values(
+    cfn: &aws_sdk_cloudformation::Client,
+    spec: &StackSpec,
+    existing: &Stack,
+) -> Result<Vec<Parameter>, ProvisionError> {
+    let summary = cfn
+        .get_template_summary()
+        .template_body(TEMPLATE)
+        .send()
+        .await
+        .map_err(|e| call_failed(&spec.stack_name, "GetTemplateSummary", &e))?;
+    let defaults: BTreeMap<&str, &str> = summary
+        .parameters()
+        .iter()
+        .filter_map(|p| Some((p.parameter_key()?, p.default_value().unwrap_or_default())))
+        .collect();
+    Ok(existing
+        .parameters()
+        .iter()
+        .filter_map(|p| Some((p.parameter_key()?, p.parameter_value().unwrap_or_default())))
+        .filter(|(key, value)| {
+            !spec.parameters.contains_key(*key)
+                && defaults.get(key).is_some_and(|default| default != value)
+        })
+        .map(|(key, _)| {
+            Parameter::builder()
+                .parameter_key(key)
+                .use_previous_value(true)
+                .build()
+        })
+        .collect())
 }
 
 /// Polls the stack until its status is no longer `*_IN_PROGRESS` (transient describe failures

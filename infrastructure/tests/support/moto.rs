@@ -116,6 +116,12 @@ fn moto_python(moto_server: &Path) -> PathBuf {
     }
 }
 
+/// The Python interpreter a script on PATH runs with (for example `cfn-lint`'s, to use its
+/// modules), or `None` when the script is not on PATH.
+pub fn python_of(script: &str) -> Option<PathBuf> {
+    find_on_path(script).map(|path| moto_python(&path))
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

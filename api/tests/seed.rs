@@ -1,0 +1,209 @@
+//! `backbone seed` against the real binary: the same seed gives the same shop, the history has
+//! the mix of outcomes a live shop has, `backbone rebuild all` works on it, and `serve` starts
+//! on it with its read models caught up. On AWS it writes the stage's tables (moto).
+
+#[path = "../../infrastructure/tests/support/moto.rs"]
+mod moto;
+#[path = "support/process.rs"]
+mod process;
+
+use commands::EventEnvelope;
+use process::{until_ok, Process};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn backbone(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_backbone"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("BACKBONE_BACKEND")
+        .env("AWS_ENDPOINT_URL", &moto::moto().endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .expect("run backbone");
+    assert!(
+        out.status.success(),
+        "backbone {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn seed(dir: &Path, seed: &str) -> String {
+    let out = backbone(&[
+        "seed",
+        "--orders",
+        "150",
+        "--seed",
+        seed,
+        "--data",
+        dir.to_str().expect("utf-8"),
+    ]);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn export(dir: &Path) -> Vec<EventEnvelope> {
+    let out = backbone(&["events", "export", "--data", dir.to_str().expect("utf-8")]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an envelope per line"))
+        .collect()
+}
+
+/// What a history is, without the ids the shop makes anew on every run: each event's stream
+/// type, type, time, and its amounts.
+fn shape(events: &[EventEnvelope]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| {
+            let payload = e.payload.to_value();
+            let amount = ["total", "amount", "amount_refunded_total"]
+                .iter()
+                .find_map(|k| payload.get(*k))
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            format!(
+                "{} {} {} {amount}",
+                e.stream_type.as_str(),
+                e.event_type,
+                e.occurred_at.to_rfc3339()
+            )
+        })
+        .collect()
+}
+
+fn count(events: &[EventEnvelope], event_type: &str) -> usize {
+    events.iter().filter(|e| e.event_type == event_type).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_seed_gives_the_same_shop_which_rebuilds_and_serves() {
+    let (a, b, c) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let report = seed(a.path(), "7");
+    assert_eq!(seed(b.path(), "7"), report, "the same report");
+    seed(c.path(), "8");
+    let (first, second, other) = (export(a.path()), export(b.path()), export(c.path()));
+    assert_eq!(
+        shape(&first),
+        shape(&second),
+        "the same seed, the same history"
+    );
+    assert_ne!(
+        shape(&first),
+        shape(&other),
+        "another seed, another history"
+    );
+    assert_ne!(
+        first[first.len() - 1].event_id,
+        second[second.len() - 1].event_id,
+        "ids are new on every run"
+    );
+
+    // The mix of a live shop, made by the real flows (the process managers included).
+    let by_type: BTreeMap<&str, usize> = first.iter().fold(BTreeMap::new(), |mut m, e| {
+        *m.entry(e.event_type.as_str()).or_default() += 1;
+        m
+    });
+    assert_eq!(count(&first, "OrderPlaced"), 150, "{by_type:?}");
+    assert_eq!(count(&first, "ProductCreated"), 50, "{by_type:?}");
+    let paid = count(&first, "OrderPaid");
+    assert!((100..=140).contains(&paid), "about 80 % paid: {by_type:?}");
+    for (event_type, at_least) in [
+        ("CartOpened", 151),
+        ("PaymentFailed", 1),
+        ("OrderExpired", 1),
+        ("PaymentRefunded", 1),
+        ("PaymentDisputed", 1),
+        ("OrderShipped", 1),
+        ("OrderDelivered", 1),
+        ("StockReleased", 1),
+    ] {
+        assert!(
+            by_type.get(event_type).copied().unwrap_or(0) >= at_least,
+            "{event_type}: {by_type:?}"
+        );
+    }
+    // Every order was paid, possibly after a declined card, or expired: none is left waiting.
+    assert!(count(&first, "OrderPaymentFailed") >= 1, "{by_type:?}");
+    assert_eq!(paid + count(&first, "OrderExpired"), 150, "{by_type:?}");
+
+    // `rebuild all` on the fresh history.
+    let rebuilt = backbone(&["rebuild", "all", "--data", a.path().to_str().unwrap()]);
+    let rebuilt = String::from_utf8_lossy(&rebuilt.stderr);
+    assert!(
+        rebuilt.contains(&format!("from {} events", first.len())),
+        "{rebuilt}"
+    );
+
+    // `serve` starts on it: ready (every projection caught up), the catalog listed.
+    let server = Process::spawn(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--no-demo",
+        "--data",
+        a.path().to_str().unwrap(),
+    ]);
+    let api = server.address("serving the HTTP API");
+    until_ok(&format!("{api}/readyz")).await;
+    let catalog: serde_json::Value =
+        serde_json::from_str(&until_ok(&format!("{api}/v1/catalog/products?limit=100")).await)
+            .expect("json");
+    assert_eq!(
+        catalog["products"].as_array().map(Vec::len),
+        Some(50),
+        "{catalog}"
+    );
+    assert!(server.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeding_an_aws_stage_writes_its_tables() {
+    let names = moto::fresh_names();
+    backbone(&["provision", "--stage", &names.stage]);
+    backbone(&[
+        "seed",
+        "--orders",
+        "12",
+        "--backend",
+        "aws",
+        "--stage",
+        &names.stage,
+    ]);
+    let dynamodb = aws_sdk_dynamodb::Client::new(&moto::sdk_config().await);
+    let mut placed = 0;
+    let mut start = None;
+    loop {
+        let page = dynamodb
+            .scan()
+            .table_name(&names.events_table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan");
+        placed += page
+            .items()
+            .iter()
+            .filter(|item| {
+                item.get("event_type")
+                    .and_then(|v| v.as_s().ok())
+                    .is_some_and(|t| t == "OrderPlaced")
+            })
+            .count();
+        start = page.last_evaluated_key().cloned();
+        if start.is_none() {
+            break;
+        }
+    }
+    assert_eq!(
+        placed, 12,
+        "every order placed is in the stage's events table"
+    );
+}
