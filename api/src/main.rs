@@ -870,7 +870,8 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
                 .context("stop the server on this data directory before seeding it")?;
             // Seeding is replayable: a power loss costs the tail of the run, nothing acknowledged.
             let store = compose::open_event_store(&data, true).await?.store;
-            let report = api::seed::seed(store.clone(), &plan, progress).await?;
+            let models = compose::open_read_models(&data).await?;
+            let report = api::seed::seed(store.clone(), Some(models), &plan, progress).await?;
             // The seeder ran the process managers itself: `serve` starts after them.
             compose::open_worker_checkpoints(&data)
                 .await?
@@ -881,7 +882,8 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         Backend::Aws => {
             let (sdk, options) = aws_setup(&args.aws).await;
             let stage = AwsStage::new(&sdk, &args.aws.stage, options);
-            api::seed::seed(stage.store.clone(), &plan, progress).await?
+            // The stage's notifications worker delivers what the history caused.
+            api::seed::seed(stage.store.clone(), None, &plan, progress).await?
         }
     };
     bar.finish_and_clear();

@@ -17,14 +17,17 @@
 use crate::compose;
 use chrono::{DateTime, Utc};
 use commands::{
-    Actor, Caller, CheckoutInput, Clock, CommandContext, CreateIntent, EventStore, ManualClock,
-    Metadata, NewProduct, NoPaymentLookup, PaymentRefs, PaymentSimulator, Payments,
-    ProcessManagers, ProviderEvent, ProviderFact, ServiceConfig, Shop, StreamRef, TestConfirmation,
+    Actor, Caller, CheckoutInput, Clock, CommandContext, CreateIntent, EventStore, MailError,
+    Mailer, ManualClock, Metadata, NewProduct, NoPaymentLookup, OutgoingEmail, PaymentRefs,
+    PaymentSimulator, Payments, ProcessManagers, ProviderEvent, ProviderFact, ServiceConfig, Shop,
+    StreamRef, TestConfirmation,
 };
 use domain::{CustomerId, Money, OrderCommand, ProductId, Quantity, ShippingAddress, StreamType};
+use projections::{ProjectionRunner, ReadModelStore, StepOutcome};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
+use workers::DeliveryWorker;
 
 /// What to seed.
 #[derive(Debug, Clone)]
@@ -79,6 +82,8 @@ pub struct SeedReport {
     pub disputed: u64,
     pub shipped: u64,
     pub delivered: u64,
+    /// Notifications recorded as delivered.
+    pub notifications: u64,
 }
 
 /// The first instant of the default `--start`.
@@ -90,8 +95,14 @@ pub fn default_start() -> DateTime<Utc> {
 
 /// Seeds `plan` into `store` (a composed store: sealing and upcasting included). `progress` is
 /// called with the number of orders placed so far.
+///
+/// With `models`, the notifications the history caused are then recorded as delivered, as a
+/// live shop's delivery worker would have recorded them (through its notifications read model,
+/// which is left caught up; nothing is sent), so that a server started on the history has no
+/// backlog of mail to send.
 pub async fn seed(
     store: Arc<dyn EventStore>,
+    models: Option<Arc<dyn ReadModelStore>>,
     plan: &SeedPlan,
     progress: impl Fn(u64),
 ) -> anyhow::Result<SeedReport> {
@@ -110,7 +121,21 @@ pub async fn seed(
         rng: StdRng::seed_from_u64(plan.seed),
         report: SeedReport::default(),
     };
-    seeder.run(plan, progress).await
+    seeder.run(plan, models, progress).await
+}
+
+/// A channel that takes every message and sends nothing: the seeded history's deliveries.
+struct Discard;
+
+#[async_trait::async_trait]
+impl Mailer for Discard {
+    fn channel(&self) -> &'static str {
+        "seed"
+    }
+
+    async fn send(&self, _: &OutgoingEmail) -> Result<Option<String>, MailError> {
+        Ok(None)
+    }
 }
 
 struct Seeder {
@@ -162,7 +187,12 @@ const CATEGORIES: &[(&str, &[&str])] = &[
 ];
 
 impl Seeder {
-    async fn run(mut self, plan: &SeedPlan, progress: impl Fn(u64)) -> anyhow::Result<SeedReport> {
+    async fn run(
+        mut self,
+        plan: &SeedPlan,
+        models: Option<Arc<dyn ReadModelStore>>,
+        progress: impl Fn(u64),
+    ) -> anyhow::Result<SeedReport> {
         let products = self.catalog(plan).await?;
         let customers = (plan.orders / 3).max(1);
         self.report.customers = customers;
@@ -197,7 +227,36 @@ impl Seeder {
         }
         self.clock.advance(ORDER_TTL);
         self.expire_due(&mut unpaid, true).await?;
+        if let Some(models) = models {
+            self.deliver_notifications(models).await?;
+        }
         Ok(self.report)
+    }
+
+    async fn deliver_notifications(
+        &mut self,
+        models: Arc<dyn ReadModelStore>,
+    ) -> anyhow::Result<()> {
+        let runner = ProjectionRunner::new(
+            self.store.clone(),
+            models.clone(),
+            Arc::new(projections::notifications::NotificationsProjection),
+            projections::runner::REBUILD_BATCH,
+        );
+        let worker = DeliveryWorker::new(
+            self.shop.clone(),
+            models,
+            Arc::new(Discard),
+            self.clock.clone(),
+        );
+        loop {
+            while runner.step().await? != StepOutcome::Idle {}
+            let round = worker.deliver_due().await?;
+            self.report.notifications += round.delivered as u64;
+            if round.delivered == 0 {
+                return Ok(());
+            }
+        }
     }
 
     fn context(&self, subject: &str, role: &str, correlation: String) -> CommandContext {

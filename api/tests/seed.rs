@@ -88,6 +88,7 @@ async fn the_same_seed_gives_the_same_shop_which_rebuilds_and_serves() {
     );
     let report = seed(a.path(), "7");
     assert_eq!(seed(b.path(), "7"), report, "the same report");
+    assert!(!report.contains("notifications: 0"), "{report}");
     seed(c.path(), "8");
     let (first, second, other) = (export(a.path()), export(b.path()), export(c.path()));
     assert_eq!(
@@ -142,7 +143,14 @@ async fn the_same_seed_gives_the_same_shop_which_rebuilds_and_serves() {
         "{rebuilt}"
     );
 
-    // `serve` starts on it: ready (every projection caught up), the catalog listed.
+    // The notifications the history caused are recorded as delivered, and nothing was sent.
+    assert!(
+        count(&first, "NotificationDelivered") >= 150,
+        "a confirmation per order at least: {by_type:?}"
+    );
+
+    // `serve` starts on it: ready (every projection caught up), the catalog listed, and no
+    // backlog of seeded mail to send.
     let server = Process::spawn(&[
         "serve",
         "--listen",
@@ -161,6 +169,11 @@ async fn the_same_seed_gives_the_same_shop_which_rebuilds_and_serves() {
         Some(50),
         "{catalog}"
     );
+    // The delivery worker runs at start and then every few seconds.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let outbox = a.path().join("outbox");
+    let sent = std::fs::read_dir(&outbox).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(sent, 0, "serve sent {sent} seeded notifications");
     assert!(server.stop().success());
 }
 
@@ -205,5 +218,79 @@ async fn seeding_an_aws_stage_writes_its_tables() {
     assert_eq!(
         placed, 12,
         "every order placed is in the stage's events table"
+    );
+}
+
+/// Projections catching up from zero on a seeded history, and rebuilds while the server runs,
+/// send no notification, issue no command (the history does not grow) and so call no gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_a_history_has_no_side_effects() {
+    let dir = tempfile::tempdir().unwrap();
+    seed(dir.path(), "11");
+    let data = dir.path().to_str().unwrap();
+    let before = export(dir.path());
+    // Every read model but the notifications (the seeder leaves those caught up) starts at zero.
+    let server = Process::spawn(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--no-demo",
+        "--data",
+        data,
+    ]);
+    let api = server.address("serving the HTTP API");
+    until_ok(&format!("{api}/readyz")).await;
+    let token = String::from_utf8(
+        backbone(&["token", "--sub", "ops", "--role", "admin", "--data", data]).stdout,
+    )
+    .unwrap();
+    let client = reqwest::Client::new();
+    for name in ["notifications", "order_history", "support", "catalog"] {
+        let answer = client
+            .post(format!("{api}/v1/admin/projections/{name}/rebuild"))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .expect("rebuild");
+        assert_eq!(answer.status(), 202, "{name}");
+        // One at a time: wait for this one to finish.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let list: serde_json::Value = client
+                .get(format!("{api}/v1/admin/projections"))
+                .bearer_auth(token.trim())
+                .send()
+                .await
+                .expect("list")
+                .json()
+                .await
+                .expect("json");
+            let done = list["projections"]
+                .as_array()
+                .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+                .is_some_and(|p| p["rebuild"]["state"] == "done");
+            if done {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{list}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    // The delivery worker had every chance to act on the replayed notifications.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(server.stop().success());
+    let sent = std::fs::read_dir(dir.path().join("outbox"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(sent, 0, "replays sent {sent} notifications");
+    let after = export(dir.path());
+    assert_eq!(
+        after.len(),
+        before.len(),
+        "replays issued commands: {:?}",
+        after[before.len().min(after.len())..]
+            .iter()
+            .map(|e| &e.event_type)
+            .collect::<Vec<_>>()
     );
 }
