@@ -16,7 +16,6 @@ use commands::{
 };
 use domain::{Money, Product, ProductId, StreamType};
 use infrastructure::simulated::SimulatedGateway;
-use infrastructure::sqlite::SqliteReadModelStore;
 use infrastructure::sqlite::{SqliteCheckpointStore, SqliteKeyStore};
 use infrastructure::sqlite::{SqliteEventStore, SqliteOptions, Synchronous};
 use infrastructure::stripe::gateway::{SecretKey, StripeConfig, StripeGateway};
@@ -428,14 +427,13 @@ pub fn pseudonyms(data_dir: &Path) -> anyhow::Result<Pseudonyms> {
     Ok(Pseudonyms::new(secret.as_bytes()))
 }
 
-/// Opens the read-model store of a data directory.
+/// Opens the read models of a data directory: every projection's live generation.
 pub async fn open_read_models(data_dir: &Path) -> anyhow::Result<Arc<dyn ReadModelStore>> {
-    let path = data_dir.join(READ_MODELS_FILE);
-    private_file(&path)?;
-    let models = tokio::task::spawn_blocking(move || SqliteReadModelStore::open(&path))
-        .await
-        .context("opening the read models")??;
-    Ok(Arc::new(models))
+    Ok(
+        crate::read_models::open(data_dir, &projections::all_projections())
+            .await?
+            .models,
+    )
 }
 
 /// Opens the checkpoints of a data directory's feed consumers that are not projections.
@@ -455,7 +453,9 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
     let data_dir = config.data_dir.clone();
     let lock = lock_data_dir(&data_dir)?;
     let EventLog { store, keys } = open_event_store(&data_dir, config.synchronous_normal).await?;
-    let models = open_read_models(&data_dir).await?;
+    let projections = projections::all_projections();
+    let read_models = crate::read_models::open(&data_dir, &projections).await?;
+    let models = read_models.models.clone();
     let checkpoints = open_worker_checkpoints(&data_dir).await?;
     let authenticator = match &config.jwks_url {
         Some(url) => {
@@ -495,8 +495,9 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
     let notify = store.commit_notifier();
     let context = LoopContext::new(health.clone(), cancel.clone(), config.loop_config.clone());
     let mut tasks = Vec::new();
-    let mut rebuilds = workers::Rebuilds::new(health.clone());
-    for projection in projections::all_projections() {
+    let mut rebuilds =
+        workers::Rebuilds::new(health.clone()).with_generations(read_models.generations.clone());
+    for projection in projections {
         let name = workers::projection_worker(projection.name());
         // Registered (at its checkpoint) before the task runs, so readiness and
         // read-your-writes waits see it from the first request on.
@@ -552,6 +553,7 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
     let delivery = notify.worker(shop.clone(), models.clone(), clock.clone(), None)?;
     tasks.push(workers::spawn_delivery(Arc::new(delivery), context.clone()));
 
+    let rebuilds = Arc::new(rebuilds);
     let state = AppState::new(Parts {
         shop,
         store,
@@ -562,7 +564,7 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
         auth: Arc::new(authenticator),
         metrics: crate::metrics::prometheus(),
         webhooks,
-        rebuilds: Some(Arc::new(rebuilds)),
+        rebuilds: Some(rebuilds.clone()),
         catalog_auth_required: config.catalog_auth_required,
         consistency_wait: config.consistency_wait,
         erasure,
@@ -572,6 +574,14 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
         }),
     });
     let embedded = Embedded::from_parts(state, cancel, tasks, Some(lock));
+    // A projection whose code is newer than its stored read model is rebuilt beside it; the
+    // old generation serves until the new one has caught up.
+    for name in &read_models.outdated {
+        tracing::info!(projection = name, "projection version changed, rebuilding");
+        if let Err(err) = rebuilds.start(name) {
+            tracing::warn!(projection = name, error = %err, "version rebuild not started");
+        }
+    }
     if config.demo_catalog {
         if let Err(err) = seed_demo_catalog(&embedded.state.shop).await {
             embedded.shutdown().await;

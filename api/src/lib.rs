@@ -21,6 +21,7 @@ pub mod notify;
 pub mod openapi;
 pub mod ops;
 pub mod payments;
+pub mod read_models;
 pub mod router;
 pub mod routes;
 pub mod schema;

@@ -294,3 +294,180 @@ async fn replaying_a_history_has_no_side_effects() {
             .collect::<Vec<_>>()
     );
 }
+
+/// Rebuilds `name` on the running server at `api`, calling `during` until it is done; returns
+/// how many times `during` ran.
+async fn rebuild_while<F, Fut>(api: &str, token: &str, name: &str, during: F) -> usize
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let client = reqwest::Client::new();
+    let answer = client
+        .post(format!("{api}/v1/admin/projections/{name}/rebuild"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("rebuild");
+    assert_eq!(answer.status(), 202, "{name}");
+    rebuilt_while(api, token, name, during).await
+}
+
+/// Calls `during` until `name`'s latest rebuild is done; returns how many times it ran.
+async fn rebuilt_while<F, Fut>(api: &str, token: &str, name: &str, during: F) -> usize
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut runs = 0;
+    loop {
+        during().await;
+        runs += 1;
+        let list: serde_json::Value = client
+            .get(format!("{api}/v1/admin/projections"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("list")
+            .json()
+            .await
+            .expect("json");
+        let state = list["projections"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+            .map(|p| p["rebuild"]["state"].clone())
+            .unwrap_or_default();
+        assert_ne!(state, "failed", "{list}");
+        if state == "done" {
+            return runs;
+        }
+        assert!(std::time::Instant::now() < deadline, "{list}");
+    }
+}
+
+/// The number of products the catalog lists, and of orders the support view has.
+async fn catalog_size(api: &str) -> usize {
+    let catalog: serde_json::Value = reqwest::get(format!("{api}/v1/catalog/products?limit=100"))
+        .await
+        .expect("catalog")
+        .json()
+        .await
+        .expect("json");
+    catalog["products"].as_array().map_or(0, Vec::len)
+}
+
+fn live_generations(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(
+        &std::fs::read(dir.join(api::read_models::GENERATIONS_FILE)).expect("pointer file"),
+    )
+    .expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_during_a_rebuild_always_see_a_whole_read_model() {
+    let dir = tempfile::tempdir().unwrap();
+    seed(dir.path(), "5");
+    let data = dir.path().to_str().unwrap();
+    let server = Process::spawn(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--no-demo",
+        "--data",
+        data,
+    ]);
+    let api = server.address("serving the HTTP API");
+    until_ok(&format!("{api}/readyz")).await;
+    let token = String::from_utf8(
+        backbone(&["token", "--sub", "ops", "--role", "admin", "--data", data]).stdout,
+    )
+    .unwrap();
+    let token = token.trim();
+    assert_eq!(catalog_size(&api).await, 50);
+    for generation in [1, 2] {
+        let runs = rebuild_while(&api, token, "catalog", || async {
+            assert_eq!(
+                catalog_size(&api).await,
+                50,
+                "a query saw a partial catalog"
+            );
+        })
+        .await;
+        assert!(runs >= 1);
+        assert_eq!(
+            live_generations(dir.path())["catalog"]["generation"],
+            generation
+        );
+        assert!(dir
+            .path()
+            .join(format!("readmodels.catalog.{generation}.sqlite"))
+            .exists());
+    }
+    // The replaced generation's file is gone; the other projections stayed where they were.
+    assert!(!dir.path().join("readmodels.catalog.1.sqlite").exists());
+    assert_eq!(live_generations(dir.path())["support"]["generation"], 0);
+    assert_eq!(catalog_size(&api).await, 50);
+    assert!(server.stop().success());
+
+    // A restart serves the promoted generation.
+    let server = Process::spawn(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--no-demo",
+        "--data",
+        data,
+    ]);
+    let api = server.address("serving the HTTP API");
+    until_ok(&format!("{api}/readyz")).await;
+    assert_eq!(catalog_size(&api).await, 50);
+    assert!(server.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_projection_version_rebuilds_at_start_while_the_old_generation_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    seed(dir.path(), "6");
+    let data = dir.path().to_str().unwrap();
+    // The read models as an older release of the catalog projection left them.
+    backbone(&["rebuild", "all", "--data", data]);
+    let mut pointer = live_generations(dir.path());
+    pointer["catalog"]["version"] = serde_json::json!(0);
+    std::fs::write(
+        dir.path().join(api::read_models::GENERATIONS_FILE),
+        serde_json::to_vec(&pointer).unwrap(),
+    )
+    .unwrap();
+    let server = Process::spawn(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--no-demo",
+        "--data",
+        data,
+    ]);
+    let api = server.address("serving the HTTP API");
+    let token = String::from_utf8(
+        backbone(&["token", "--sub", "ops", "--role", "admin", "--data", data]).stdout,
+    )
+    .unwrap();
+    until_ok(&format!("{api}/healthz")).await;
+    rebuilt_while(&api, token.trim(), "catalog", || async {
+        assert_eq!(
+            catalog_size(&api).await,
+            50,
+            "the old generation serves meanwhile"
+        );
+    })
+    .await;
+    let live = live_generations(dir.path());
+    assert_eq!(live["catalog"]["generation"], 1, "{live}");
+    assert_eq!(live["catalog"]["version"], 1, "{live}");
+    assert_eq!(live["support"]["generation"], 0, "{live}");
+    assert!(server
+        .logs()
+        .contains("projection version changed, rebuilding"));
+    assert!(server.stop().success());
+}

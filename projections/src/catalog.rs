@@ -90,6 +90,10 @@ impl Projection for CatalogProjection {
         &[PRODUCTS, CATEGORIES]
     }
 
+    fn indexes(&self) -> &'static [&'static str] {
+        &[BY_CATEGORY, ALL, CATEGORY_LIST]
+    }
+
     fn streams(&self) -> &'static [StreamType] {
         &[StreamType::Product]
     }

@@ -16,6 +16,7 @@ mod describe;
 pub use describe::DisputeView;
 pub mod docs;
 mod erasure;
+pub mod generations;
 pub mod notifications;
 pub mod order_history;
 pub mod paging;
@@ -29,6 +30,7 @@ pub mod memory;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
 
+pub use generations::{GenerationRouter, Generations};
 pub use paging::Page;
 pub use runner::{
     rebuild_all, ApplySummary, ProjectionRunner, RebuildSummary, RunnerError, StepOutcome,

@@ -341,6 +341,10 @@ impl Projection for NotificationsProjection {
         ]
     }
 
+    fn indexes(&self) -> &'static [&'static str] {
+        &[BY_CUSTOMER, PENDING, FAILED]
+    }
+
     fn streams(&self) -> &'static [StreamType] {
         &[
             StreamType::Order,

@@ -320,6 +320,10 @@ impl Projection for OrderHistoryProjection {
         &[ORDERS, PAYMENT_LINKS, CUSTOMERS]
     }
 
+    fn indexes(&self) -> &'static [&'static str] {
+        &[BY_CUSTOMER]
+    }
+
     fn streams(&self) -> &'static [StreamType] {
         &[StreamType::Order, StreamType::Payment, StreamType::Customer]
     }

@@ -280,6 +280,57 @@ impl ProjectionRunner {
         .await
     }
 
+    /// Rebuilds the projection blue/green: replays the feed into a new generation made by
+    /// `generations` while this runner keeps the live one current and queries read it, catches
+    /// the new generation up, then, holding this runner's steps, applies the last events,
+    /// promotes it and moves the runner onto it (this runner's read models must be the
+    /// [`crate::GenerationRouter`] that `generations` switches). `progress(position, head)` is
+    /// called after every replayed page.
+    pub async fn rebuild_blue_green(
+        &self,
+        generations: &dyn crate::Generations,
+        progress: impl Fn(u64, u64) + Send + Sync,
+    ) -> Result<RebuildSummary, RunnerError> {
+        let (generation, next) = generations.prepare(self.projection.as_ref()).await?;
+        let batch = self.batch.max(REBUILD_BATCH);
+        let mut summary = rebuild_all(
+            self.store.clone(),
+            next.clone(),
+            std::slice::from_ref(&self.projection),
+            batch,
+            &progress,
+        )
+        .await?;
+        let builder = ProjectionRunner::new(
+            self.store.clone(),
+            next.clone(),
+            self.projection.clone(),
+            batch,
+        );
+        // What came in during the replay, while the live runner still runs.
+        summary.applied += builder.catch_up().await?;
+        let mut cursor = self.cursor.lock().await;
+        // The last few, with the live runner held: the new generation is now exactly as current.
+        summary.applied += builder.catch_up().await?;
+        generations
+            .promote(self.projection.as_ref(), generation, next.clone())
+            .await?;
+        // The live runner goes on from the promoted generation's checkpoint.
+        *cursor = None;
+        summary.position = next.checkpoint(self.projection.name()).await?;
+        progress(summary.position, summary.position);
+        Ok(summary)
+    }
+
+    /// Steps until the feed has nothing more for this projection; returns the events applied.
+    async fn catch_up(&self) -> Result<usize, RunnerError> {
+        let mut applied = 0;
+        while let StepOutcome::Progressed { applied: n, .. } = self.step().await? {
+            applied += n;
+        }
+        Ok(applied)
+    }
+
     /// Drops the projection's read model and replays the feed from 0 to the head seen at the
     /// start, in pages of at least [`REBUILD_BATCH`]. `progress(position, head)` is called after
     /// every page. Steps of this runner wait while it runs, and continue from the rebuilt

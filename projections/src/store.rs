@@ -126,6 +126,15 @@ pub trait Projection: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Every collection this projection writes; `reset` (rebuild) drops exactly these.
     fn collections(&self) -> &'static [&'static str];
+    /// Every index its documents are listed in. With blue/green generations, reads of these
+    /// collections and indexes go to the projection's live generation.
+    fn indexes(&self) -> &'static [&'static str];
+    /// The version of what `apply` makes. Bump it when a change needs the read model built
+    /// again: a server that finds an older version stored rebuilds it in the background (blue/
+    /// green) and serves the old generation until the new one has caught up.
+    fn version(&self) -> u32 {
+        1
+    }
     /// The stream types it consumes, see the trait contract.
     fn streams(&self) -> &'static [StreamType];
     /// Whether `event` is one it consumes.

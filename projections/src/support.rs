@@ -470,6 +470,17 @@ impl Projection for SupportProjection {
         &[ORDERS, TIMELINE, PAYMENT_LINKS, CUSTOMERS]
     }
 
+    fn indexes(&self) -> &'static [&'static str] {
+        &[
+            BY_EMAIL,
+            BY_STATUS,
+            BY_DATE,
+            BY_INTENT,
+            BY_CHARGE,
+            BY_DISPUTED,
+        ]
+    }
+
     fn streams(&self) -> &'static [StreamType] {
         &[
             StreamType::Order,

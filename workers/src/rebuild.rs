@@ -9,6 +9,7 @@
 use crate::health::Health;
 use chrono::{DateTime, Utc};
 use projections::runner::ProjectionRunner;
+use projections::Generations;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -53,6 +54,8 @@ pub enum RebuildError {
 #[derive(Default)]
 pub struct Rebuilds {
     runners: BTreeMap<&'static str, Arc<ProjectionRunner>>,
+    /// Where rebuilds build their new generation (blue/green); in place without.
+    generations: Option<Arc<dyn Generations>>,
     status: Mutex<BTreeMap<&'static str, RebuildStatus>>,
     health: Health,
 }
@@ -63,6 +66,13 @@ impl Rebuilds {
             health,
             ..Self::default()
         }
+    }
+
+    /// Rebuilds blue/green in `generations`: the runners' read models must be the
+    /// [`projections::GenerationRouter`] that `generations` switches.
+    pub fn with_generations(mut self, generations: Arc<dyn Generations>) -> Self {
+        self.generations = Some(generations);
+        self
     }
 
     /// Adds the runner of a projection (the same `Arc` its worker steps).
@@ -123,7 +133,14 @@ impl Rebuilds {
                     s.head = head;
                 }
             };
-            let outcome = runner.rebuild(progress).await;
+            let outcome = match &me.generations {
+                Some(generations) => {
+                    runner
+                        .rebuild_blue_green(generations.as_ref(), progress)
+                        .await
+                }
+                None => runner.rebuild(progress).await,
+            };
             let mut status = me.lock();
             let Some(s) = status.get_mut(name) else {
                 return;

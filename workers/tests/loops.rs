@@ -27,6 +27,9 @@ impl Projection for Flaky {
     fn collections(&self) -> &'static [&'static str] {
         &["flaky"]
     }
+    fn indexes(&self) -> &'static [&'static str] {
+        &[]
+    }
     fn streams(&self) -> &'static [domain::StreamType] {
         &domain::StreamType::ALL
     }

@@ -26,6 +26,9 @@ impl Projection for Recorder {
             _ => &["other"],
         }
     }
+    fn indexes(&self) -> &'static [&'static str] {
+        &[]
+    }
     fn streams(&self) -> &'static [domain::StreamType] {
         &domain::StreamType::ALL
     }

@@ -107,6 +107,14 @@ impl Projection for TestProjection {
         }
     }
 
+    fn indexes(&self) -> &'static [&'static str] {
+        if self.by_group == BY_GROUP {
+            &[BY_GROUP, BY_TAG]
+        } else {
+            &[OTHER_BY_GROUP, BY_TAG]
+        }
+    }
+
     fn streams(&self) -> &'static [StreamType] {
         &[StreamType::Product]
     }
