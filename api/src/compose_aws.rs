@@ -21,13 +21,14 @@ use commands::{
     SystemClock, UpcastingStore,
 };
 use infrastructure::aws::provision::{provision, Provisioned, StackSpec};
+use infrastructure::aws::DynamoGenerations;
 use infrastructure::aws::{
     ConsumerGroup, DynamoEventStore, DynamoKeyStore, DynamoReadModelStore, DynamoShardCheckpoints,
     DynamoStoreOptions, DynamoStreamSource, EventBridgePublisher, KmsWrapping, ResourceNames,
     RetryPolicy, SqsEventQueue, StreamsOptions,
 };
 use infrastructure::simulated::SimulatedGateway;
-use projections::{Projection, ProjectionRunner, ReadModelStore};
+use projections::{GenerationRouter, Projection, ProjectionRunner, ReadModelStore};
 use std::sync::Arc;
 use std::time::Duration;
 use workers::DeliveryWorker;
@@ -73,7 +74,13 @@ pub struct AwsStage {
     pub store: Arc<dyn EventStore>,
     /// The customers' data keys (the keys table, cached for [`KEY_CACHE_TTL`]).
     pub keys: Arc<dyn KeyStore>,
+    /// The read-model tables themselves (generation 0 of every projection).
     pub models: Arc<DynamoReadModelStore>,
+    /// What this process reads and writes: each projection's live generation
+    /// ([`AwsStage::generations`] keeps it current).
+    pub router: Arc<GenerationRouter>,
+    /// The blue/green generations in the read-model tables.
+    pub generations: Arc<DynamoGenerations>,
     /// The payment gateway: the simulator as built by [`new`](Self::new), Stripe after
     /// [`with_payments`](Self::with_payments).
     pub gateway: Arc<dyn PaymentGateway>,
@@ -124,6 +131,17 @@ impl AwsStage {
             &names,
             options.retry,
         ));
+        let base: Arc<dyn ReadModelStore> = models.clone();
+        let all = projections::all_projections();
+        let router = Arc::new(GenerationRouter::new(&all, |_| base.clone()));
+        let generations = Arc::new(DynamoGenerations::new(
+            dynamodb.clone(),
+            &names,
+            options.retry,
+            base,
+            router.clone(),
+            all,
+        ));
         let simulated = Arc::new(SimulatedGateway::new());
         let gateway: Arc<dyn PaymentGateway> = simulated.clone();
         let simulator: Option<Arc<dyn PaymentSimulator>> = Some(simulated);
@@ -140,6 +158,8 @@ impl AwsStage {
             store,
             keys,
             models,
+            router,
+            generations,
             gateway,
             simulator,
             clock,
@@ -260,7 +280,7 @@ impl AwsStage {
     pub fn handler(&self, group: ConsumerGroup) -> QueueHandler {
         match Self::projection(group) {
             Some(projection) => {
-                let models: Arc<dyn ReadModelStore> = self.models.clone();
+                let models: Arc<dyn ReadModelStore> = self.router.clone();
                 QueueHandler::Projection(Arc::new(ProjectionRunner::new(
                     self.store.clone(),
                     models,
@@ -466,7 +486,7 @@ pub async fn start_aws(
     let stage = AwsStage::new(sdk, &config.stage, config.options.clone())
         .with_payments(config.stripe.as_ref())?;
     // Configuration errors first, before anything is deployed or spawned.
-    let models: Arc<dyn ReadModelStore> = stage.models.clone();
+    let models: Arc<dyn ReadModelStore> = stage.router.clone();
     let webhooks = Arc::new(crate::compose::webhook_endpoint(
         config.webhook_secrets.clone(),
         config.stripe.is_some(),
@@ -510,11 +530,28 @@ pub async fn start_aws(
     };
     let health = Health::default();
     let cancel = CancellationToken::new();
-    let tasks = if config.with_workers {
-        spawn_workers(&stage, &config.workers, &health, &cancel).await?
-    } else {
-        Vec::new()
-    };
+    // Every read goes to the live generations, and follows their promotions.
+    let outdated = stage.generations.refresh().await?;
+    let mut tasks = vec![stage
+        .generations
+        .clone()
+        .follow(cancel.clone().cancelled_owned())];
+    if config.with_workers {
+        tasks.extend(spawn_workers(&stage, &config.workers, &health, &cancel).await?);
+    }
+    // Rebuilds replay the durable feed into a new generation; the queue workers keep the live
+    // one current meanwhile, wherever they run.
+    let mut rebuilds =
+        workers::Rebuilds::new(health.clone()).with_generations(stage.generations.clone());
+    for projection in projections::all_projections() {
+        rebuilds.add(Arc::new(ProjectionRunner::new(
+            stage.store.clone(),
+            models.clone(),
+            projection,
+            projections::runner::DEFAULT_BATCH,
+        )));
+    }
+    let rebuilds = Arc::new(rebuilds);
     let state = AppState::new(Parts {
         webhooks,
         shop: stage.shop.clone(),
@@ -525,13 +562,19 @@ pub async fn start_aws(
         simulator: stage.simulator.clone(),
         auth: Arc::new(authenticator),
         metrics: crate::metrics::prometheus(),
-        rebuilds: None,
+        rebuilds: Some(rebuilds.clone()),
         catalog_auth_required: config.catalog_auth_required,
         consistency_wait: config.consistency_wait,
         erasure: Arc::new(stage.erasure()),
         pseudonyms: Arc::new(pseudonyms),
     });
     let running = Embedded::from_parts(state, cancel, tasks, None);
+    for name in &outdated {
+        tracing::info!(projection = name, "projection version changed, rebuilding");
+        if let Err(err) = rebuilds.start(name) {
+            tracing::warn!(projection = name, error = %err, "version rebuild not started");
+        }
+    }
     if config.demo_catalog {
         if let Err(err) = seed_demo_catalog(&running.state.shop).await {
             running.shutdown().await;

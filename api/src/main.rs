@@ -670,6 +670,9 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     };
     let (sdk, options) = aws_setup(&args.aws).await;
     let stage = AwsStage::new(&sdk, &args.aws.stage, options).with_payments(stripe.as_ref())?;
+    // The consumer applies to each projection's live generation, and follows promotions.
+    stage.generations.refresh().await?;
+    let generations = stage.generations.clone();
     let mut config = AwsWorkerConfig::default();
     config.consumer.wait = Duration::from_secs(args.wait_secs.min(20));
     let consumer = std::sync::Arc::new(stage.consumer(args.group, config.consumer).await?);
@@ -686,6 +689,7 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     tracing::info!(stage = %args.aws.stage, group = %args.group, "worker started");
     let emf = args.emf.interval(true).map(|i| (args.aws.stage.clone(), i));
     run_until_signal(&args.ops, emf, |health, cancel| {
+        let follower = generations.follow(cancel.clone().cancelled_owned());
         let context = workers::LoopContext::new(health, cancel, config.consumer_loop);
         let timers: Vec<_> = expiry
             .map(|s| workers::spawn_expiry(s, context.clone()))
@@ -696,6 +700,7 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         tokio::spawn(async move {
             futures::future::join_all(timers).await;
             let _ = consumer.await;
+            let _ = follower.await;
         })
     })
     .await

@@ -173,7 +173,7 @@ impl Generations for FileGenerations {
         projection: &dyn Projection,
         generation: u64,
         store: Arc<dyn ReadModelStore>,
-    ) -> Result<(), ReadModelError> {
+    ) -> Result<u64, ReadModelError> {
         let mut pointer = self.pointer.lock().await;
         let previous = pointer.get(projection.name()).map_or(0, |l| l.generation);
         let mut next = pointer.clone();
@@ -187,18 +187,24 @@ impl Generations for FileGenerations {
         write_pointer(&self.dir, &next).map_err(|e| io_error("promoting a generation", e))?;
         *pointer = next;
         self.router.switch(projection.name(), store);
-        // The replaced generation is nobody's now.
-        match previous {
-            0 => self.shared.reset(projection).await?,
-            n => remove_generation(&generation_file(&self.dir, projection.name(), n))
-                .map_err(|e| io_error("dropping the replaced generation", e))?,
-        }
         tracing::info!(
             projection = projection.name(),
             generation,
             version = projection.version(),
             "read model generation promoted"
         );
-        Ok(())
+        Ok(previous)
+    }
+
+    async fn drop_replaced(
+        &self,
+        projection: &dyn Projection,
+        generation: u64,
+    ) -> Result<(), ReadModelError> {
+        match generation {
+            0 => self.shared.reset(projection).await,
+            n => remove_generation(&generation_file(&self.dir, projection.name(), n))
+                .map_err(|e| io_error("dropping the replaced generation", e)),
+        }
     }
 }

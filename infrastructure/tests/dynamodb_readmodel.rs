@@ -31,6 +31,23 @@ async fn fresh_store() -> DynamoReadModelStore {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generation_namespaced_in_the_dynamodb_tables_passes_the_conformance_suite() {
+    conformance::run_all(|| {
+        let store = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(fresh_store())
+        });
+        (
+            Arc::new(projections::generations::Namespaced::new(
+                Arc::new(store),
+                2,
+            )) as Arc<dyn ReadModelStore>,
+            Box::new(()) as conformance::Guard,
+        )
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dynamodb_store_passes_the_conformance_suite() {
     conformance::run_all(|| {
         // `run_all` asks for stores synchronously; table creation is async.

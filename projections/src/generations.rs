@@ -9,13 +9,23 @@
 //! collection or index it names. [`Generations`] is the port that makes and promotes
 //! generations (an adapter's files or tables); [`crate::ProjectionRunner::rebuild_blue_green`]
 //! drives a rebuild through it.
+//!
+//! A generation can be a store of its own (the embedded backend: a file per generation) or a
+//! [`Namespaced`] part of a shared one (DynamoDB: the same tables, every name of the generation
+//! prefixed), which works over any adapter.
 
-use crate::store::{ApplyOutcome, IndexEntry, Projection, Query, ReadModelError, ReadModelStore};
+use crate::store::{
+    ApplyOutcome, Decode, DocTx, Document, EncodedDoc, IndexEntry, Projection, ProjectionError,
+    Query, ReadModelError, ReadModelStore,
+};
 use async_trait::async_trait;
 use commands::{EventEnvelope, StreamRef};
+use domain::StreamType;
 use serde_json::Value;
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::any::Any;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 /// Makes and promotes the generations of projections' read models.
 #[async_trait]
@@ -26,13 +36,316 @@ pub trait Generations: Send + Sync + 'static {
         projection: &dyn Projection,
     ) -> Result<(u64, Arc<dyn ReadModelStore>), ReadModelError>;
     /// Makes `generation` (from [`Generations::prepare`]) the live one of `projection`, for
-    /// every reader at once and durably, then drops the generation it replaces.
+    /// every reader at once and durably. The generation it replaces is dropped by
+    /// [`Generations::drop_replaced`]; returns its number.
     async fn promote(
         &self,
         projection: &dyn Projection,
         generation: u64,
         store: Arc<dyn ReadModelStore>,
+    ) -> Result<u64, ReadModelError>;
+    /// How long other processes may still write the replaced generation after a promotion
+    /// (they look the pointer up that often). The rebuild waits that long and catches the new
+    /// generation up once more before dropping the old one. Zero where one process owns it.
+    fn propagation(&self) -> Duration {
+        Duration::ZERO
+    }
+    /// Drops `generation` of `projection`, replaced by a promotion and read by nobody now.
+    async fn drop_replaced(
+        &self,
+        projection: &dyn Projection,
+        generation: u64,
     ) -> Result<(), ReadModelError>;
+}
+
+/// Names live as long as the process: generations are few, and each name is kept once.
+fn intern(name: String) -> &'static str {
+    static NAMES: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
+    let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+    let names = names.get_or_insert_with(HashSet::new);
+    if let Some(known) = names.get(name.as_str()) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(name.into_boxed_str());
+    names.insert(leaked);
+    leaked
+}
+
+type NameLists = HashMap<Vec<&'static str>, &'static [&'static str]>;
+
+fn intern_all(prefix: &str, names: &[&'static str]) -> &'static [&'static str] {
+    static LISTS: Mutex<Option<NameLists>> = Mutex::new(None);
+    let renamed: Vec<&'static str> = names
+        .iter()
+        .map(|n| intern(format!("{prefix}{n}")))
+        .collect();
+    let mut lists = LISTS.lock().unwrap_or_else(|p| p.into_inner());
+    let lists = lists.get_or_insert_with(HashMap::new);
+    if let Some(known) = lists.get(&renamed) {
+        return known;
+    }
+    let leaked: &'static [&'static str] = Box::leak(renamed.clone().into_boxed_slice());
+    lists.insert(renamed, leaked);
+    leaked
+}
+
+/// The prefix of generation `generation`'s names (`g3~`); generation 0 has none, so the read
+/// models written before generations existed are generation 0.
+pub fn generation_prefix(generation: u64) -> String {
+    match generation {
+        0 => String::new(),
+        n => format!("g{n}~"),
+    }
+}
+
+/// One generation inside a shared store: every projection, collection and index name it uses
+/// is prefixed, so its documents, index entries, applied sequences and checkpoint sit beside
+/// the other generations' without touching them.
+pub struct Namespaced {
+    inner: Arc<dyn ReadModelStore>,
+    prefix: String,
+}
+
+impl Namespaced {
+    pub fn new(inner: Arc<dyn ReadModelStore>, generation: u64) -> Self {
+        Self {
+            inner,
+            prefix: generation_prefix(generation),
+        }
+    }
+
+    fn name(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    fn renamed(&self, projection: Arc<dyn Projection>) -> Renamed {
+        Renamed {
+            name: intern(self.name(projection.name())),
+            collections: intern_all(&self.prefix, projection.collections()),
+            indexes: intern_all(&self.prefix, projection.indexes()),
+            prefix: self.prefix.clone(),
+            inner: projection,
+        }
+    }
+}
+
+/// A projection whose names carry a generation's prefix.
+struct Renamed {
+    inner: Arc<dyn Projection>,
+    prefix: String,
+    name: &'static str,
+    collections: &'static [&'static str],
+    indexes: &'static [&'static str],
+}
+
+impl Projection for Renamed {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn collections(&self) -> &'static [&'static str] {
+        self.collections
+    }
+    fn indexes(&self) -> &'static [&'static str] {
+        self.indexes
+    }
+    fn streams(&self) -> &'static [StreamType] {
+        self.inner.streams()
+    }
+    fn handles(&self, event: &EventEnvelope) -> bool {
+        self.inner.handles(event)
+    }
+    fn version(&self) -> u32 {
+        self.inner.version()
+    }
+    fn apply(&self, event: &EventEnvelope, tx: &mut dyn DocTx) -> Result<(), ProjectionError> {
+        self.inner.apply(
+            event,
+            &mut RenamingTx {
+                inner: tx,
+                prefix: &self.prefix,
+            },
+        )
+    }
+}
+
+/// The transaction a [`Renamed`] projection sees: collections and index entries get the prefix
+/// on their way in; documents come back as the projection's own types.
+struct RenamingTx<'a> {
+    inner: &'a mut dyn DocTx,
+    prefix: &'a str,
+}
+
+impl DocTx for RenamingTx<'_> {
+    fn get(
+        &mut self,
+        collection: &str,
+        key: &str,
+        decode: &Decode<'_>,
+    ) -> Result<Option<&mut (dyn Document + 'static)>, ProjectionError> {
+        let prefix = self.prefix;
+        let wrap = |text: &str| -> Result<Box<dyn Document>, ProjectionError> {
+            Ok(Box::new(RenamedDoc {
+                inner: decode(text)?,
+                prefix: prefix.to_owned(),
+            }))
+        };
+        let collection = format!("{prefix}{collection}");
+        self.inner.get(&collection, key, &wrap)
+    }
+
+    fn put(
+        &mut self,
+        collection: &str,
+        key: &str,
+        doc: Box<dyn Document>,
+    ) -> Result<(), ReadModelError> {
+        let doc = RenamedDoc {
+            inner: doc,
+            prefix: self.prefix.to_owned(),
+        };
+        self.inner
+            .put(&format!("{}{collection}", self.prefix), key, Box::new(doc))
+    }
+
+    fn delete(&mut self, collection: &str, key: &str) -> Result<(), ReadModelError> {
+        self.inner
+            .delete(&format!("{}{collection}", self.prefix), key)
+    }
+}
+
+/// A projection's document whose index entries get the prefix when it is encoded; to the
+/// projection it is its own type (`as_any_mut` is the inner document's).
+struct RenamedDoc {
+    inner: Box<dyn Document>,
+    prefix: String,
+}
+
+impl Document for RenamedDoc {
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self.inner.as_any_mut()
+    }
+
+    fn encode(&self) -> Result<EncodedDoc, serde_json::Error> {
+        let mut encoded = self.inner.encode()?;
+        for entry in &mut encoded.index {
+            entry.index = intern(format!("{}{}", self.prefix, entry.index));
+        }
+        Ok(encoded)
+    }
+}
+
+#[async_trait]
+impl ReadModelStore for Namespaced {
+    async fn apply_batch(
+        &self,
+        projection: Arc<dyn Projection>,
+        events: Vec<EventEnvelope>,
+        checkpoint: Option<u64>,
+    ) -> Result<ApplyOutcome, ReadModelError> {
+        let name = projection.name();
+        let renamed: Arc<dyn Projection> = Arc::new(self.renamed(projection));
+        // A failing projection is named as the caller knows it.
+        self.inner
+            .apply_batch(renamed, events, checkpoint)
+            .await
+            .map_err(|e| match e {
+                ReadModelError::Projection {
+                    event_id,
+                    event_type,
+                    source,
+                    ..
+                } => ReadModelError::Projection {
+                    projection: name,
+                    event_id,
+                    event_type,
+                    source,
+                },
+                other => other,
+            })
+    }
+
+    async fn checkpoint(&self, projection: &str) -> Result<u64, ReadModelError> {
+        self.inner.checkpoint(&self.name(projection)).await
+    }
+
+    async fn last_applied(
+        &self,
+        projection: &str,
+        stream: &StreamRef,
+    ) -> Result<u64, ReadModelError> {
+        self.inner
+            .last_applied(&self.name(projection), stream)
+            .await
+    }
+
+    async fn get(&self, collection: &str, key: &str) -> Result<Option<Value>, ReadModelError> {
+        self.inner.get(&self.name(collection), key).await
+    }
+
+    async fn query(&self, query: Query<'_>) -> Result<Vec<Value>, ReadModelError> {
+        let index = self.name(query.index);
+        self.inner
+            .query(Query {
+                index: &index,
+                ..query
+            })
+            .await
+    }
+
+    async fn put_doc(
+        &self,
+        collection: &str,
+        key: &str,
+        body: Value,
+        index: Vec<IndexEntry>,
+    ) -> Result<(), ReadModelError> {
+        let index = index
+            .into_iter()
+            .map(|e| IndexEntry {
+                index: intern(self.name(e.index)),
+                ..e
+            })
+            .collect();
+        self.inner
+            .put_doc(&self.name(collection), key, body, index)
+            .await
+    }
+
+    async fn reset(&self, projection: &dyn Projection) -> Result<(), ReadModelError> {
+        let names = Renamed {
+            name: intern(self.name(projection.name())),
+            collections: intern_all(&self.prefix, projection.collections()),
+            indexes: intern_all(&self.prefix, projection.indexes()),
+            prefix: self.prefix.clone(),
+            inner: Arc::new(NamesOnly),
+        };
+        self.inner.reset(&names).await
+    }
+
+    async fn purge(&self) -> Result<(), ReadModelError> {
+        self.inner.purge().await
+    }
+}
+
+/// Stands in for a projection where only its names are needed (a reset).
+struct NamesOnly;
+
+impl Projection for NamesOnly {
+    fn name(&self) -> &'static str {
+        ""
+    }
+    fn collections(&self) -> &'static [&'static str] {
+        &[]
+    }
+    fn indexes(&self) -> &'static [&'static str] {
+        &[]
+    }
+    fn streams(&self) -> &'static [StreamType] {
+        &[]
+    }
+    fn apply(&self, _: &EventEnvelope, _: &mut dyn DocTx) -> Result<(), ProjectionError> {
+        Ok(())
+    }
 }
 
 /// Who owns what: a projection's name, collections and indexes lead to its live store.

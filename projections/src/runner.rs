@@ -312,11 +312,22 @@ impl ProjectionRunner {
         let mut cursor = self.cursor.lock().await;
         // The last few, with the live runner held: the new generation is now exactly as current.
         summary.applied += builder.catch_up().await?;
-        generations
+        let replaced = generations
             .promote(self.projection.as_ref(), generation, next.clone())
             .await?;
         // The live runner goes on from the promoted generation's checkpoint.
         *cursor = None;
+        drop(cursor);
+        let propagation = generations.propagation();
+        if !propagation.is_zero() {
+            // Other processes wrote the old generation until they saw the promotion; every
+            // event they handled is in the feed by then.
+            tokio::time::sleep(propagation).await;
+            summary.applied += builder.catch_up().await?;
+        }
+        generations
+            .drop_replaced(self.projection.as_ref(), replaced)
+            .await?;
         summary.position = next.checkpoint(self.projection.name()).await?;
         progress(summary.position, summary.position);
         Ok(summary)

@@ -549,3 +549,49 @@ proptest! {
         rt.block_on(memory_property(seed, steps));
     }
 }
+
+#[tokio::test]
+async fn a_namespaced_generation_passes_the_conformance_suite() {
+    conformance::run_all(|| {
+        let shared = Arc::new(MemoryReadModelStore::new()) as Arc<dyn ReadModelStore>;
+        (
+            Arc::new(projections::generations::Namespaced::new(shared, 3))
+                as Arc<dyn ReadModelStore>,
+            Box::new(()) as conformance::Guard,
+        )
+    })
+    .await;
+}
+
+async fn listed(store: &projections::generations::Namespaced) -> usize {
+    let query = projections::Query::new(catalog::ALL, catalog::ALL_PARTITION, 10);
+    store.query(query).await.expect("query").len()
+}
+
+#[tokio::test]
+async fn generations_in_one_store_neither_see_nor_reset_each_other() {
+    use projections::generations::Namespaced;
+    let shared = Arc::new(MemoryReadModelStore::new()) as Arc<dyn ReadModelStore>;
+    let (blue, green) = (
+        Namespaced::new(shared.clone(), 0),
+        Namespaced::new(shared.clone(), 1),
+    );
+    let projection = catalog();
+    let created = product_created("p1", 1);
+    blue.apply_batch(projection.clone(), vec![created.clone()], Some(1))
+        .await
+        .expect("blue");
+    assert_eq!(green.get(catalog::PRODUCTS, "p1").await.unwrap(), None);
+    assert_eq!(green.checkpoint("catalog").await.unwrap(), 0);
+    green
+        .apply_batch(projection.clone(), vec![created], Some(1))
+        .await
+        .expect("green");
+    assert_eq!(listed(&blue).await, 1);
+    assert_eq!(listed(&green).await, 1);
+    blue.reset(projection.as_ref()).await.expect("reset blue");
+    assert_eq!(listed(&blue).await, 0);
+    assert_eq!(listed(&green).await, 1, "the other generation is untouched");
+    assert!(green.get(catalog::PRODUCTS, "p1").await.unwrap().is_some());
+    assert_eq!(green.checkpoint("catalog").await.unwrap(), 1);
+}

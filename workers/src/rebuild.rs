@@ -37,6 +37,10 @@ pub struct RebuildStatus {
     /// Feed events read and events applied to the read model.
     pub events: u64,
     pub applied: u64,
+    /// Feed positions replayed per second so far (while running) or overall (once done).
+    pub per_second: Option<f64>,
+    /// Seconds left at that pace, while running.
+    pub eta_seconds: Option<f64>,
     /// Why it failed (the projection's worker is left to retry from its checkpoint).
     pub error: Option<String>,
 }
@@ -90,9 +94,19 @@ impl Rebuilds {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The latest rebuild of `projection`, if one was started since the process began.
+    /// The latest rebuild of `projection`, if one was started since the process began, with
+    /// its pace and, while it runs, the time left.
     pub fn status(&self, projection: &str) -> Option<RebuildStatus> {
-        self.lock().get(projection).cloned()
+        let mut status = self.lock().get(projection).cloned()?;
+        let until = status.finished_at.unwrap_or_else(Utc::now);
+        let seconds = (until - status.started_at).num_milliseconds() as f64 / 1000.0;
+        if seconds > 0.0 && status.position > 0 {
+            let pace = status.position as f64 / seconds;
+            status.per_second = Some(pace);
+            status.eta_seconds = (status.state == RebuildState::Running)
+                .then(|| status.head.saturating_sub(status.position) as f64 / pace);
+        }
+        Some(status)
     }
 
     /// Starts rebuilding `projection` in the background; returns its initial status.
@@ -119,6 +133,8 @@ impl Rebuilds {
                 head: 0,
                 events: 0,
                 applied: 0,
+                per_second: None,
+                eta_seconds: None,
                 error: None,
             };
             status.insert(name, initial.clone());

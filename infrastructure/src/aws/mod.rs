@@ -19,6 +19,7 @@ pub mod dynamo_store;
 pub mod error;
 pub mod fanout;
 pub mod feed_index;
+pub mod generations;
 pub mod keys;
 pub mod metrics;
 pub mod names;
@@ -32,6 +33,7 @@ pub use fanout::{
     DynamoShardCheckpoints, DynamoStreamSource, EventBridgePublisher, SqsEventQueue, StreamsOptions,
 };
 pub use feed_index::FeedIndexer;
+pub use generations::DynamoGenerations;
 pub use keys::{DynamoKeyStore, KmsWrapping};
 pub use metrics::{RequestCounters, RequestCounts};
 pub use names::{ConsumerGroup, ResourceNames};

@@ -1,0 +1,226 @@
+//! Blue/green rebuilds on AWS (moto), against the real binaries: `serve` replays the durable
+//! feed into a new generation of the catalog while a separate `worker catalog` process keeps the
+//! live one current; queries during the rebuild always see the whole catalog; the promotion is
+//! the stage's pointer item, which the worker follows, so what it applies afterwards is in the
+//! new generation; and a serve that finds an older projection version stored rebuilds it at
+//! start.
+
+#[path = "../../infrastructure/tests/support/moto.rs"]
+mod moto;
+#[path = "support/process.rs"]
+mod process;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use process::{until_ok, Process};
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const JWT_SECRET: &str = "aws-rebuild-secret";
+
+fn backbone(args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_backbone"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env("AWS_ENDPOINT_URL", &moto::moto().endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .expect("run backbone");
+    assert!(
+        out.status.success(),
+        "backbone {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn serve(stage: &str) -> (Process, String) {
+    let server = Process::spawn(&[
+        "serve",
+        "--backend",
+        "aws",
+        "--stage",
+        stage,
+        "--payments",
+        "simulated",
+        "--no-demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--jwt-secret",
+        JWT_SECRET,
+    ]);
+    let api = server.address("serving the HTTP API");
+    (server, api)
+}
+
+fn admin() -> String {
+    api::auth::mint_hs256(
+        JWT_SECRET.as_bytes(),
+        "ops",
+        api::auth::Role::Admin,
+        Duration::from_secs(600),
+    )
+    .expect("token")
+}
+
+async fn catalog_size(api: &str) -> usize {
+    let catalog: serde_json::Value = reqwest::get(format!("{api}/v1/catalog/products?limit=100"))
+        .await
+        .expect("catalog")
+        .json()
+        .await
+        .expect("json");
+    catalog["products"].as_array().map_or(0, Vec::len)
+}
+
+async fn until_catalog_lists(api: &str, products: usize) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while catalog_size(api).await != products {
+        assert!(
+            Instant::now() < deadline,
+            "the catalog never listed {products} products"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The catalog's rebuild status on `api`.
+async fn rebuild_state(api: &str) -> serde_json::Value {
+    let list: serde_json::Value = reqwest::Client::new()
+        .get(format!("{api}/v1/admin/projections"))
+        .bearer_auth(admin())
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    list["projections"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "catalog"))
+        .map(|p| p["rebuild"].clone())
+        .unwrap_or_default()
+}
+
+/// Waits for the catalog's rebuild to finish, checking the catalog is whole all along.
+async fn whole_until_rebuilt(api: &str, products: usize) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert_eq!(
+            catalog_size(api).await,
+            products,
+            "a query saw a partial catalog"
+        );
+        let status = rebuild_state(api).await;
+        assert_ne!(status["state"], "failed", "{status}");
+        if status["state"] == "done" {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn pointer(client: &aws_sdk_dynamodb::Client, table: &str) -> (String, String) {
+    let item = client
+        .get_item()
+        .table_name(table)
+        .key("id", AttributeValue::S("generation#catalog".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("get pointer");
+    let item: HashMap<String, AttributeValue> = item.item().cloned().unwrap_or_default();
+    let n = |k: &str| {
+        item.get(k)
+            .and_then(|v| v.as_n().ok())
+            .cloned()
+            .unwrap_or_default()
+    };
+    (n("generation"), n("version"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_on_aws_builds_a_new_generation_that_the_workers_follow() {
+    let names = moto::fresh_names();
+    let stage = names.stage.as_str();
+    backbone(&["provision", "--stage", stage]);
+    backbone(&[
+        "seed",
+        "--orders",
+        "4",
+        "--products",
+        "12",
+        "--backend",
+        "aws",
+        "--stage",
+        stage,
+    ]);
+    let (server, api) = serve(stage);
+    let relay = Process::spawn(&["relay", "--stage", stage]);
+    let worker = Process::spawn(&["worker", "catalog", "--stage", stage, "--wait-secs", "1"]);
+    until_ok(&format!("{api}/readyz")).await;
+    until_catalog_lists(&api, 12).await;
+
+    let answer = reqwest::Client::new()
+        .post(format!("{api}/v1/admin/projections/catalog/rebuild"))
+        .bearer_auth(admin())
+        .send()
+        .await
+        .expect("rebuild");
+    assert_eq!(answer.status(), 202);
+    let done = whole_until_rebuilt(&api, 12).await;
+    assert!(
+        done["per_second"].as_f64().is_some_and(|p| p > 0.0),
+        "{done}"
+    );
+    let dynamodb = aws_sdk_dynamodb::Client::new(&moto::sdk_config().await);
+    assert_eq!(
+        pointer(&dynamodb, &names.readmodel_state_table).await,
+        ("1".to_owned(), "1".to_owned())
+    );
+
+    // The worker process follows the promotion: a new product lands in generation 1, which is
+    // what serve reads now.
+    let created = reqwest::Client::new()
+        .post(format!("{api}/v1/admin/products"))
+        .bearer_auth(admin())
+        .json(&serde_json::json!({
+            "product_id": "prd_after_rebuild", "name": "After", "category": "misc",
+            "price": { "amount": "5.00", "currency": "EUR" }, "initial_stock": 3
+        }))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status(), 201);
+    until_catalog_lists(&api, 13).await;
+    assert!(worker
+        .logs()
+        .contains("following a promoted read model generation"));
+    assert!(server.stop().success());
+
+    // A serve that finds the catalog built by an older version rebuilds it at start.
+    dynamodb
+        .update_item()
+        .table_name(&names.readmodel_state_table)
+        .key("id", AttributeValue::S("generation#catalog".into()))
+        .update_expression("SET version = :old")
+        .expression_attribute_values(":old", AttributeValue::N("0".into()))
+        .send()
+        .await
+        .expect("age the pointer");
+    let (server, api) = serve(stage);
+    until_ok(&format!("{api}/readyz")).await;
+    whole_until_rebuilt(&api, 13).await;
+    assert_eq!(
+        pointer(&dynamodb, &names.readmodel_state_table).await,
+        ("2".to_owned(), "1".to_owned())
+    );
+    assert!(server
+        .logs()
+        .contains("projection version changed, rebuilding"));
+    for process in [server, worker, relay] {
+        assert!(process.stop().success());
+    }
+}
