@@ -353,7 +353,7 @@ fn rebuilds(state: &AppState) -> Result<&std::sync::Arc<workers::Rebuilds>, ApiE
 }
 
 #[utoipa::path(get, path = "/v1/admin/projections", tag = "admin",
-    responses((status = 200, description = "each projection: `name`, `position`, `lag` (feed positions behind the head), `healthy`, `last_error` and its latest `rebuild`", body = serde_json::Value),
+    responses((status = 200, description = "each projection: `name`, `position`, `lag` (feed positions behind the head), `healthy`, `last_error` and its latest `rebuild` (`state`, `position`, `head`, `per_second`, `eta_seconds`)", body = serde_json::Value),
         (status = 501, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list_projections(
@@ -373,7 +373,7 @@ pub async fn list_projections(
 
 #[utoipa::path(post, path = "/v1/admin/projections/{name}/rebuild", tag = "admin",
     params(("name" = String, Path, description = "catalog, order_history, notifications or support")),
-    responses((status = 202, description = "the rebuild started: drops the read model and replays the feed from position 0 while the other projections keep running; follow it with GET /v1/admin/projections", body = serde_json::Value),
+    responses((status = 202, description = "the rebuild started: replays the feed from position 0 into a new generation of the read model while queries read the live one, then promotes it; follow it with GET /v1/admin/projections", body = serde_json::Value),
         (status = 404, body = ErrorBody), (status = 409, description = "already being rebuilt", body = ErrorBody),
         (status = 501, body = ErrorBody)),
     security(("bearer" = [])))]
