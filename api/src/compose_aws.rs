@@ -21,12 +21,12 @@ use commands::{
     SystemClock, UpcastingStore,
 };
 use infrastructure::aws::provision::{provision, Provisioned, StackSpec};
-use infrastructure::aws::DynamoGenerations;
 use infrastructure::aws::{
     ConsumerGroup, DynamoEventStore, DynamoKeyStore, DynamoReadModelStore, DynamoShardCheckpoints,
     DynamoStoreOptions, DynamoStreamSource, EventBridgePublisher, KmsWrapping, ResourceNames,
     RetryPolicy, SqsEventQueue, StreamsOptions,
 };
+use infrastructure::aws::{DynamoGenerations, DynamoShardLeases};
 use infrastructure::simulated::SimulatedGateway;
 use projections::{GenerationRouter, Projection, ProjectionRunner, ReadModelStore};
 use std::sync::Arc;
@@ -224,6 +224,8 @@ impl AwsStage {
     }
 
     /// The relay of this stage.
+    /// The relay of this stage. With `config.lease_ttl` it shares the stream with the stage's
+    /// other relays through leases in the relay table.
     pub fn relay(&self, config: RelayConfig) -> Relay {
         let source = DynamoStreamSource::new(
             self.streams.clone(),
@@ -234,7 +236,7 @@ impl AwsStage {
             },
             self.options.retry,
         );
-        Relay::new(
+        let relay = Relay::new(
             Arc::new(source),
             Arc::new(DynamoShardCheckpoints::new(
                 self.dynamodb.clone(),
@@ -247,8 +249,23 @@ impl AwsStage {
                 self.names.event_bus.clone(),
                 self.options.retry,
             )),
-            config,
-        )
+            config.clone(),
+        );
+        match config.lease_ttl {
+            Some(_) => relay.with_leases(
+                Arc::new(DynamoShardLeases::new(
+                    self.dynamodb.clone(),
+                    &self.names,
+                    self.options.retry,
+                )),
+                format!(
+                    "relay-{}-{}",
+                    std::process::id(),
+                    &uuid::Uuid::new_v4().simple().to_string()[..8]
+                ),
+            ),
+            None => relay,
+        }
     }
 
     /// The queue of a consumer group.
@@ -337,7 +354,11 @@ pub struct AwsWorkerConfig {
 impl Default for AwsWorkerConfig {
     fn default() -> Self {
         Self {
-            relay: RelayConfig::default(),
+            // Deployed relays share the stream through leases.
+            relay: RelayConfig {
+                lease_ttl: Some(workers::DEFAULT_LEASE_TTL),
+                ..RelayConfig::default()
+            },
             relay_loop: LoopConfig {
                 poll: Duration::from_millis(250),
                 ..LoopConfig::default()

@@ -176,6 +176,10 @@ impl EmfArg {
 
 #[derive(Debug, Args)]
 struct RelayArgs {
+    /// How long a relay's shard leases last: when relays share the stream, the longest a dead
+    /// relay's shards wait for another to take them over.
+    #[arg(long, env = "BACKBONE_RELAY_LEASE_TTL", default_value = "30s", value_parser = auth::parse_ttl)]
+    lease_ttl: Duration,
     #[command(flatten)]
     aws: AwsArgs,
     #[command(flatten)]
@@ -652,7 +656,8 @@ async fn probe(args: ProbeArgs) -> anyhow::Result<()> {
 async fn relay(args: RelayArgs) -> anyhow::Result<()> {
     let (sdk, options) = aws_setup(&args.aws).await;
     let stage = AwsStage::new(&sdk, &args.aws.stage, options);
-    let config = AwsWorkerConfig::default();
+    let mut config = AwsWorkerConfig::default();
+    config.relay.lease_ttl = Some(args.lease_ttl);
     let relay = std::sync::Arc::new(stage.relay(config.relay));
     tracing::info!(stage = %args.aws.stage, "relay started");
     let emf = args.emf.interval(true).map(|i| (args.aws.stage.clone(), i));

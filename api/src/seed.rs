@@ -22,7 +22,9 @@ use commands::{
     PaymentSimulator, Payments, ProcessManagers, ProviderEvent, ProviderFact, ServiceConfig, Shop,
     StreamRef, TestConfirmation,
 };
-use domain::{CustomerId, Money, OrderCommand, ProductId, Quantity, ShippingAddress, StreamType};
+use domain::{
+    CustomerId, Money, OrderCommand, Product, ProductId, Quantity, ShippingAddress, StreamType,
+};
 use projections::{ProjectionRunner, ReadModelStore, StepOutcome};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -70,6 +72,7 @@ pub const ORDER_TTL: chrono::Duration = chrono::Duration::minutes(30);
 /// What a seed wrote.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SeedReport {
+    /// Products created (a catalog seeded before is reused).
     pub products: u64,
     pub customers: u64,
     pub carts: u64,
@@ -283,6 +286,18 @@ impl Seeder {
             let name = names[(p / CATEGORIES.len()) % names.len()];
             let cents = self.rng.random_range(350..15_000i64);
             let id = format!("prd_seed_{p:04}");
+            ids.push(id.clone());
+            // Seeding into a history seeded before sells from the catalog already there.
+            if self
+                .shop
+                .service()
+                .load::<Product>(&id)
+                .await?
+                .state
+                .exists()
+            {
+                continue;
+            }
             let ctx = self.context("seed", "admin", format!("seed-catalog-{p}"));
             self.shop
                 .create_product(
@@ -296,9 +311,8 @@ impl Seeder {
                     },
                 )
                 .await?;
-            ids.push(id);
+            self.report.products += 1;
         }
-        self.report.products = ids.len() as u64;
         Ok(ids)
     }
 

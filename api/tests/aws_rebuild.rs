@@ -224,3 +224,113 @@ async fn a_rebuild_on_aws_builds_a_new_generation_that_the_workers_follow() {
         assert!(process.stop().success());
     }
 }
+
+/// Events in the stage's events table (snapshot items carry no event type).
+async fn table_events(client: &aws_sdk_dynamodb::Client, table: &str) -> usize {
+    let mut count = 0;
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan");
+        count += page
+            .items()
+            .iter()
+            .filter(|i| i.contains_key("event_type"))
+            .count();
+        start = page.last_evaluated_key().cloned();
+        if start.is_none() {
+            return count;
+        }
+    }
+}
+
+/// Events in the stage's durable feed, as the analysts' export reads it.
+fn feed_events(stage: &str) -> usize {
+    let out = Command::new(env!("CARGO_BIN_EXE_backbone"))
+        .args(["events", "export", "--backend", "aws", "--stage", stage])
+        .env("AWS_ENDPOINT_URL", &moto::moto().endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .expect("export");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+async fn until_feed_has_every_event(client: &aws_sdk_dynamodb::Client, stage: &str, table: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (table, feed) = (table_events(client, table).await, feed_events(stage));
+        if feed == table && table > 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the feed has {feed} of {table} events"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_share_the_stream_by_lease_and_one_takes_over_when_the_other_is_killed() {
+    let names = moto::fresh_names();
+    let stage = names.stage.as_str();
+    backbone(&["provision", "--stage", stage]);
+    let relay = || Process::spawn(&["relay", "--stage", stage, "--lease-ttl", "2s"]);
+    let (first, second) = (relay(), relay());
+    backbone(&[
+        "seed",
+        "--orders",
+        "2",
+        "--products",
+        "3",
+        "--backend",
+        "aws",
+        "--stage",
+        stage,
+    ]);
+    let dynamodb = aws_sdk_dynamodb::Client::new(&moto::sdk_config().await);
+    until_feed_has_every_event(&dynamodb, stage, &names.events_table).await;
+    // One relay holds each shard; the holder is killed without a chance to give it back.
+    let (holder, survivor) = if first.logs().contains("shard lease taken") {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    assert!(
+        holder.logs().contains("shard lease taken"),
+        "{}",
+        holder.logs()
+    );
+    drop(holder);
+    backbone(&[
+        "seed",
+        "--orders",
+        "2",
+        "--products",
+        "3",
+        "--backend",
+        "aws",
+        "--stage",
+        stage,
+    ]);
+    // The survivor takes the shard over once the lease expires, from the checkpoint.
+    until_feed_has_every_event(&dynamodb, stage, &names.events_table).await;
+    assert!(
+        survivor.logs().contains("shard lease taken"),
+        "{}",
+        survivor.logs()
+    );
+    assert!(survivor.stop().success());
+}

@@ -124,6 +124,87 @@ pub trait ShardCheckpointStore: Send + Sync + 'static {
     ) -> Result<(), FanoutError>;
 }
 
+/// Who relays which shard when several relays run: a lease per shard, held by one relay at a
+/// time until it expires, and a heartbeat per relay so that each can take its fair share.
+///
+/// Contract:
+/// - `acquire(shard, owner, ttl)` makes `owner` the holder for `ttl` from now and answers true
+///   when the shard was free, its lease had expired, or `owner` already held it; otherwise it
+///   answers false and changes nothing. Two owners never both get true for overlapping times.
+/// - `release(shard, owner)` frees the shard if `owner` holds it (and does nothing otherwise).
+/// - `heartbeat(owner, ttl)` records `owner` as alive for `ttl` and answers how many relays are
+///   alive now, `owner` included.
+///
+/// Leases decide who *should* relay a shard; the checkpoints' compare-and-set still guards
+/// every move, so a relay that lost its lease without knowing it (a long pause) can at worst
+/// relay a page twice, never skip one.
+#[async_trait]
+pub trait ShardLeases: Send + Sync + 'static {
+    async fn acquire(
+        &self,
+        shard: &str,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, FanoutError>;
+    async fn release(&self, shard: &str, owner: &str) -> Result<(), FanoutError>;
+    async fn heartbeat(&self, owner: &str, ttl: std::time::Duration) -> Result<usize, FanoutError>;
+}
+
+/// The leases of one process: every relay in it shares them (tests, and a single relay).
+#[derive(Debug, Default)]
+pub struct MemoryShardLeases {
+    state: std::sync::Mutex<MemoryLeases>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryLeases {
+    shards: std::collections::HashMap<String, (String, std::time::Instant)>,
+    relays: std::collections::HashMap<String, std::time::Instant>,
+}
+
+#[async_trait]
+impl ShardLeases for MemoryShardLeases {
+    async fn acquire(
+        &self,
+        shard: &str,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, FanoutError> {
+        let now = std::time::Instant::now();
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let free = match state.shards.get(shard) {
+            None => true,
+            Some((holder, until)) => holder == owner || *until <= now,
+        };
+        if free {
+            state
+                .shards
+                .insert(shard.to_owned(), (owner.to_owned(), now + ttl));
+        }
+        Ok(free)
+    }
+
+    async fn release(&self, shard: &str, owner: &str) -> Result<(), FanoutError> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state
+            .shards
+            .get(shard)
+            .is_some_and(|(holder, _)| holder == owner)
+        {
+            state.shards.remove(shard);
+        }
+        Ok(())
+    }
+
+    async fn heartbeat(&self, owner: &str, ttl: std::time::Duration) -> Result<usize, FanoutError> {
+        let now = std::time::Instant::now();
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.relays.insert(owner.to_owned(), now + ttl);
+        state.relays.retain(|_, until| *until > now);
+        Ok(state.relays.len())
+    }
+}
+
 /// The durable global feed the relay maintains (the event store's `feed` reads it).
 ///
 /// Contract: `index` appends the events in the order given, skipping the ones already indexed

@@ -13,13 +13,19 @@
 //! next step reopens the shard after the checkpoint and relays the page again: a record is never
 //! skipped, and the price is duplicates downstream, which consumers skip. Indexing is idempotent
 //! by event id, so a re-relayed page does not grow the feed.
+//!
+//! Several relays share a stream through [`ShardLeases`] ([`Relay::with_leases`]): a relay
+//! relays only the shards it holds a lease on, renews them as it goes, takes at most its fair
+//! share (the shards not yet finished over the relays alive), and gives back the extra ones when
+//! another relay joins. A relay that dies keeps its leases until they expire
+//! ([`RelayConfig::lease_ttl`]); another then takes its shards over from their checkpoints.
 
 /// How far behind the events table's stream the relay reads, in milliseconds.
 pub const RELAY_ITERATOR_AGE: &str = "backbone_relay_iterator_age_milliseconds";
 use crate::feed::{spawn_loop, LoopContext, Outcome};
 use commands::{
     compare_sequence_numbers, ChangeSource, EventEnvelope, EventPublisher, FanoutError, FeedWriter,
-    ShardCheckpoint, ShardCheckpointStore, ShardCursor, ShardInfo, MAX_PUBLISH_BATCH,
+    ShardCheckpoint, ShardCheckpointStore, ShardCursor, ShardInfo, ShardLeases, MAX_PUBLISH_BATCH,
 };
 use futures::stream::{self, StreamExt};
 use rand::Rng;
@@ -43,7 +49,13 @@ pub struct RelayConfig {
     pub retry_max: Duration,
     /// How often the shard list is read again (new shards appear when shards split).
     pub shard_refresh: Duration,
+    /// With several relays, how long a shard's lease lasts: the longest a dead relay's shards
+    /// wait for another to take them over. `None`: this relay is alone and takes no leases.
+    pub lease_ttl: Option<Duration>,
 }
+
+/// The lease time of deployed relays.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
 
 impl Default for RelayConfig {
     fn default() -> Self {
@@ -54,6 +66,7 @@ impl Default for RelayConfig {
             retry_base: Duration::from_millis(50),
             retry_max: Duration::from_secs(5),
             shard_refresh: Duration::from_secs(10),
+            lease_ttl: None,
         }
     }
 }
@@ -75,6 +88,8 @@ struct ShardState {
     /// As stored (`None`: never saved); the `previous` of the next compare-and-set.
     checkpoint: Option<ShardCheckpoint>,
     cursor: Option<ShardCursor>,
+    /// Until when this relay holds the shard's lease, as far as it knows.
+    lease_until: Option<Instant>,
 }
 
 impl ShardState {
@@ -89,6 +104,10 @@ struct State {
     refreshed_at: Option<Instant>,
     /// Records relayed by this process (the worker's reported progress).
     relayed: u64,
+    /// How many shards this relay may hold (with leases): its fair share.
+    share: usize,
+    /// When this relay last said it is alive.
+    heartbeat_at: Option<Instant>,
 }
 
 /// What one step did, for tests and logs.
@@ -113,6 +132,8 @@ pub struct Relay {
     feed: Arc<dyn FeedWriter>,
     publisher: Arc<dyn EventPublisher>,
     config: RelayConfig,
+    /// The leases and this relay's name in them, when several relays share the stream.
+    leasing: Option<(Arc<dyn ShardLeases>, String)>,
     state: tokio::sync::Mutex<State>,
 }
 
@@ -131,7 +152,118 @@ impl Relay {
             feed,
             publisher,
             config,
-            state: tokio::sync::Mutex::new(State::default()),
+            leasing: None,
+            state: tokio::sync::Mutex::new(State {
+                share: usize::MAX,
+                ..State::default()
+            }),
+        }
+    }
+
+    /// Shares the stream with other relays through `leases`, as `owner` (unique per process),
+    /// leasing for [`RelayConfig::lease_ttl`] ([`DEFAULT_LEASE_TTL`] when unset).
+    pub fn with_leases(mut self, leases: Arc<dyn ShardLeases>, owner: impl Into<String>) -> Self {
+        self.config.lease_ttl = Some(self.config.lease_ttl.unwrap_or(DEFAULT_LEASE_TTL));
+        self.leasing = Some((leases, owner.into()));
+        self
+    }
+
+    /// Says this relay is alive (every third of a lease), works out its fair share, and gives
+    /// back the shards it holds beyond it.
+    async fn balance(&self, state: &mut State) -> Result<(), FanoutError> {
+        let (Some((leases, owner)), Some(ttl)) = (&self.leasing, self.config.lease_ttl) else {
+            return Ok(());
+        };
+        if state.heartbeat_at.is_some_and(|at| at.elapsed() < ttl / 3) {
+            return Ok(());
+        }
+        let alive = leases.heartbeat(owner, ttl).await?.max(1);
+        state.heartbeat_at = Some(Instant::now());
+        let open = state.shards.values().filter(|s| !s.finished()).count();
+        state.share = open.div_ceil(alive).max(1);
+        let now = Instant::now();
+        let mut held: Vec<String> = state
+            .shards
+            .iter()
+            .filter(|(_, s)| s.lease_until.is_some_and(|u| u > now) && !s.finished())
+            .map(|(id, _)| id.clone())
+            .collect();
+        while held.len() > state.share {
+            let Some(id) = held.pop() else { break };
+            if let Some(shard) = state.shards.get_mut(&id) {
+                shard.lease_until = None;
+                shard.cursor = None;
+            }
+            leases.release(&id, owner).await?;
+            tracing::info!(shard = %id, owner = %owner, alive, "shard lease given back");
+        }
+        Ok(())
+    }
+
+    /// Whether this relay holds `id`'s lease now, renewing it when a third of it is left and
+    /// taking it when it is free and within this relay's share. A shard taken over starts
+    /// from its stored checkpoint.
+    async fn hold(&self, state: &mut State, id: &str) -> Result<bool, FanoutError> {
+        let (Some((leases, owner)), Some(ttl)) = (&self.leasing, self.config.lease_ttl) else {
+            return Ok(true);
+        };
+        let now = Instant::now();
+        let held = state
+            .shards
+            .values()
+            .filter(|s| s.lease_until.is_some_and(|u| u > now) && !s.finished())
+            .count();
+        let share = state.share;
+        let Some(shard) = state.shards.get_mut(id) else {
+            return Ok(false);
+        };
+        let mine = shard.lease_until.is_some_and(|u| u > now);
+        if shard.lease_until.is_some_and(|u| u > now + ttl / 3) {
+            return Ok(true);
+        }
+        if !mine && held >= share {
+            return Ok(false);
+        }
+        if !leases.acquire(id, owner, ttl).await? {
+            shard.lease_until = None;
+            shard.cursor = None;
+            return Ok(false);
+        }
+        shard.lease_until = Some(now + ttl);
+        if !mine {
+            // Another relay may have moved it on.
+            shard.checkpoint = self.checkpoints.load(id).await?;
+            shard.cursor = None;
+            tracing::info!(shard = %id, owner = %owner, "shard lease taken");
+        }
+        Ok(true)
+    }
+
+    /// The shards this relay holds a lease on now.
+    #[cfg(test)]
+    async fn held(&self) -> Vec<String> {
+        let now = Instant::now();
+        let state = self.state.lock().await;
+        state
+            .shards
+            .iter()
+            .filter(|(_, s)| s.lease_until.is_some_and(|u| u > now))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Gives back every lease this relay holds (a clean stop: others need not wait).
+    async fn release_all(&self) {
+        let Some((leases, owner)) = &self.leasing else {
+            return;
+        };
+        let mut state = self.state.lock().await;
+        for (id, shard) in state.shards.iter_mut() {
+            if shard.lease_until.take().is_some() {
+                if let Err(err) = leases.release(id, owner).await {
+                    tracing::warn!(shard = %id, error = %err, "giving back a shard lease failed");
+                }
+            }
         }
     }
 
@@ -157,6 +289,7 @@ impl Relay {
                     info,
                     checkpoint,
                     cursor: None,
+                    lease_until: None,
                 },
             );
         }
@@ -194,9 +327,13 @@ impl Relay {
         if stale {
             self.refresh(&mut state).await?;
         }
+        self.balance(&mut state).await?;
         let mut done = RelayStep::default();
         let mut finished_any = false;
         for id in Self::ready(&state) {
+            if !self.hold(&mut state, &id).await? {
+                continue;
+            }
             let Some(shard) = state.shards.get_mut(&id) else {
                 continue;
             };
@@ -395,8 +532,13 @@ impl Relay {
     /// share of the end-to-end lag).
     pub fn spawn(self: Arc<Self>, context: LoopContext) -> tokio::task::JoinHandle<()> {
         let name = self.name.clone();
-        spawn_loop(name, context, None, self, |me| async move {
+        let relay = self.clone();
+        let running = spawn_loop(name, context, None, self, |me| async move {
             me.step().await.map_err(anyhow::Error::new)
+        });
+        tokio::spawn(async move {
+            let _ = running.await;
+            relay.release_all().await;
         })
     }
 }
@@ -630,6 +772,103 @@ mod tests {
                 .map(|e| e.event_id)
                 .collect()
         }
+    }
+
+    impl FakeSource {
+        fn push(&self, shard: &str, more: Vec<ChangeRecord>) {
+            let mut shards = self.shards.lock().unwrap();
+            let (_, records, _) = shards.iter_mut().find(|s| s.0.id == shard).unwrap();
+            records.extend(more);
+        }
+    }
+
+    #[tokio::test]
+    async fn relays_split_the_shards_by_lease_and_take_over_a_dead_ones() {
+        let rig = Rig::new();
+        let leases: Arc<dyn ShardLeases> = Arc::new(commands::MemoryShardLeases::default());
+        let ttl = Duration::from_millis(300);
+        for (i, shard) in ["s0", "s1", "s2", "s3"].iter().enumerate() {
+            rig.source.add_shard(
+                shard,
+                None,
+                records(&format!("o-{i}"), 1, 3, 100 * i as u64 + 1),
+                false,
+            );
+        }
+        let leased = |owner: &str| {
+            let mut relay = rig.relay(10);
+            relay.config.lease_ttl = Some(ttl);
+            relay.with_leases(leases.clone(), owner)
+        };
+        let (a, b) = (leased("a"), leased("b"));
+        // The first to start takes everything; once each has seen the other alive (a heartbeat
+        // every third of a lease), they hold two shards each, never the same one.
+        let deadline = Instant::now() + 10 * ttl;
+        let (held_a, held_b) = loop {
+            a.step().await.unwrap();
+            b.step().await.unwrap();
+            let (held_a, held_b) = (a.held().await, b.held().await);
+            assert!(
+                held_a.iter().all(|s| !held_b.contains(s)),
+                "{held_a:?} {held_b:?}"
+            );
+            if held_a.len() == 2 && held_b.len() == 2 || Instant::now() > deadline {
+                break (held_a, held_b);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(
+            (held_a.len(), held_b.len()),
+            (2, 2),
+            "{held_a:?} {held_b:?}"
+        );
+        assert!(held_a.iter().all(|s| !held_b.contains(s)));
+        assert_eq!(rig.feed.0.lock().unwrap().len(), 12, "every record relayed");
+
+        // `a` dies holding its leases: its shards wait until they expire, then `b` takes them
+        // over from their checkpoints and loses nothing written meanwhile.
+        for (i, shard) in ["s0", "s1", "s2", "s3"].iter().enumerate() {
+            rig.source
+                .push(shard, records(&format!("o-{i}"), 4, 2, 100 * i as u64 + 50));
+        }
+        b.step().await.unwrap();
+        assert_eq!(b.held().await, held_b, "not before the leases expire");
+        tokio::time::sleep(ttl).await;
+        drain(&b).await;
+        assert_eq!(b.held().await.len(), 4);
+        assert_eq!(rig.feed.0.lock().unwrap().len(), 20, "nothing lost");
+        let checkpoints = rig.checkpoints.0.lock().unwrap().clone();
+        for (i, shard) in ["s0", "s1", "s2", "s3"].iter().enumerate() {
+            assert_eq!(
+                checkpoints[*shard].sequence,
+                Some((100 * i as u64 + 51).to_string())
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_relay_that_stops_gives_its_leases_back_at_once() {
+        let rig = Rig::new();
+        let leases: Arc<dyn ShardLeases> = Arc::new(commands::MemoryShardLeases::default());
+        rig.source
+            .add_shard("s0", None, records("o-1", 1, 2, 1), false);
+        let mut first = rig.relay(10);
+        first.config.lease_ttl = Some(Duration::from_secs(3600));
+        let first = Arc::new(first.with_leases(leases.clone(), "first"));
+        let cancel = crate::CancellationToken::new();
+        let running = first.clone().spawn(LoopContext::new(
+            crate::Health::default(),
+            cancel.clone(),
+            crate::LoopConfig::default(),
+        ));
+        while first.held().await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        cancel.cancel();
+        running.await.unwrap();
+        let second = rig.relay(10).with_leases(leases, "second");
+        second.step().await.unwrap();
+        assert_eq!(second.held().await, vec!["s0".to_owned()]);
     }
 
     async fn drain(relay: &Relay) {

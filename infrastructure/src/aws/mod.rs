@@ -30,7 +30,8 @@ pub use dynamo_readmodel::DynamoReadModelStore;
 pub use dynamo_store::{DynamoEventStore, DynamoStoreOptions};
 pub use error::RetryPolicy;
 pub use fanout::{
-    DynamoShardCheckpoints, DynamoStreamSource, EventBridgePublisher, SqsEventQueue, StreamsOptions,
+    DynamoShardCheckpoints, DynamoShardLeases, DynamoStreamSource, EventBridgePublisher,
+    SqsEventQueue, StreamsOptions,
 };
 pub use feed_index::FeedIndexer;
 pub use generations::DynamoGenerations;

@@ -3,6 +3,7 @@
 //! - [`DynamoStreamSource`]: the events table's DynamoDB Stream as a [`ChangeSource`]
 //!   (ListStreams, DescribeStream, GetShardIterator, GetRecords);
 //! - [`DynamoShardCheckpoints`]: the relay's per-shard checkpoints in the relay table;
+//! - [`DynamoShardLeases`]: which relay relays which shard, in the same table;
 //! - [`EventBridgePublisher`]: PutEvents on the stage's bus, source `backbone.<stream_type>`,
 //!   detail-type = event type, detail = the envelope;
 //! - [`SqsEventQueue`]: one consumer group's SQS queue, decoding the EventBridge envelope;
@@ -20,11 +21,13 @@
 pub mod checkpoints;
 pub mod envelope;
 pub mod eventbridge;
+pub mod leases;
 pub mod sqs;
 pub mod streams;
 
 pub use checkpoints::DynamoShardCheckpoints;
 pub use eventbridge::EventBridgePublisher;
+pub use leases::DynamoShardLeases;
 pub use sqs::SqsEventQueue;
 pub use streams::{DynamoStreamSource, StreamsOptions};
 
