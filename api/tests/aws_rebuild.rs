@@ -162,6 +162,8 @@ async fn a_rebuild_on_aws_builds_a_new_generation_that_the_workers_follow() {
     let worker = Process::spawn(&["worker", "catalog", "--stage", stage, "--wait-secs", "1"]);
     until_ok(&format!("{api}/readyz")).await;
     until_catalog_lists(&api, 12).await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&moto::sdk_config().await);
+    let before = table_events(&dynamodb, &names.events_table).await;
 
     let answer = reqwest::Client::new()
         .post(format!("{api}/v1/admin/projections/catalog/rebuild"))
@@ -175,7 +177,11 @@ async fn a_rebuild_on_aws_builds_a_new_generation_that_the_workers_follow() {
         done["per_second"].as_f64().is_some_and(|p| p > 0.0),
         "{done}"
     );
-    let dynamodb = aws_sdk_dynamodb::Client::new(&moto::sdk_config().await);
+    assert_eq!(
+        table_events(&dynamodb, &names.events_table).await,
+        before,
+        "a replay issues no command"
+    );
     assert_eq!(
         pointer(&dynamodb, &names.readmodel_state_table).await,
         ("1".to_owned(), "1".to_owned())

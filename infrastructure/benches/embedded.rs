@@ -2,7 +2,8 @@
 //!
 //! Prints a Markdown table. Options (after `--`): `--events N` (feed/rebuild size, default
 //! 1,000,000), `--quick` (small sizes, for a smoke run), `--only sealing` (just the checkout
-//! throughput with personal data sealed against in clear).
+//! throughput with personal data sealed against in clear), `--only history` (the raw SQLite
+//! references, the bulk load, the decoded feed scan and the rebuild of all projections).
 //!
 //! Everything runs on a temporary directory of the current file system with the default
 //! durability (`synchronous=FULL`) unless a row says otherwise.
@@ -31,7 +32,7 @@ use std::time::{Duration, Instant};
 struct Args {
     events: u64,
     quick: bool,
-    /// `--only sealing`: just the sealed-vs-clear checkout comparison.
+    /// `--only sealing` or `--only history`: one part of the bench.
     only: Option<String>,
 }
 
@@ -787,9 +788,17 @@ fn main() {
         .expect("runtime");
     println!("| measurement | result | notes |");
     println!("|---|---|---|");
-    if a.only.as_deref() == Some("sealing") {
-        rt.block_on(checkout_sealing(dir.path(), a.quick));
-        return;
+    match a.only.as_deref() {
+        Some("sealing") => {
+            rt.block_on(checkout_sealing(dir.path(), a.quick));
+            return;
+        }
+        Some("history") => {
+            raw_baselines(dir.path(), a.quick);
+            rt.block_on(history(dir.path(), a.events));
+            return;
+        }
+        _ => {}
     }
     raw_baselines(dir.path(), a.quick);
     rt.block_on(async {
