@@ -11,29 +11,12 @@ mod moto;
 mod process;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use process::{until_ok, Process};
+use process::{admin_token, backbone, catalog_size, table_items, until_ok, Process};
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const JWT_SECRET: &str = "aws-rebuild-secret";
-
-fn backbone(args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_backbone"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env("AWS_ENDPOINT_URL", &moto::moto().endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .output()
-        .expect("run backbone");
-    assert!(
-        out.status.success(),
-        "backbone {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn serve(stage: &str) -> (Process, String) {
     let server = Process::spawn(&[
@@ -55,23 +38,7 @@ fn serve(stage: &str) -> (Process, String) {
 }
 
 fn admin() -> String {
-    api::auth::mint_hs256(
-        JWT_SECRET.as_bytes(),
-        "ops",
-        api::auth::Role::Admin,
-        Duration::from_secs(600),
-    )
-    .expect("token")
-}
-
-async fn catalog_size(api: &str) -> usize {
-    let catalog: serde_json::Value = reqwest::get(format!("{api}/v1/catalog/products?limit=100"))
-        .await
-        .expect("catalog")
-        .json()
-        .await
-        .expect("json");
-    catalog["products"].as_array().map_or(0, Vec::len)
+    admin_token(JWT_SECRET)
 }
 
 async fn until_catalog_lists(api: &str, products: usize) {
@@ -233,26 +200,11 @@ async fn a_rebuild_on_aws_builds_a_new_generation_that_the_workers_follow() {
 
 /// Events in the stage's events table (snapshot items carry no event type).
 async fn table_events(client: &aws_sdk_dynamodb::Client, table: &str) -> usize {
-    let mut count = 0;
-    let mut start = None;
-    loop {
-        let page = client
-            .scan()
-            .table_name(table)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("scan");
-        count += page
-            .items()
-            .iter()
-            .filter(|i| i.contains_key("event_type"))
-            .count();
-        start = page.last_evaluated_key().cloned();
-        if start.is_none() {
-            return count;
-        }
-    }
+    table_items(client, table)
+        .await
+        .iter()
+        .filter(|i| i.contains_key("event_type"))
+        .count()
 }
 
 /// Events in the stage's durable feed, as the analysts' export reads it.
@@ -288,13 +240,8 @@ async fn until_feed_has_every_event(client: &aws_sdk_dynamodb::Client, stage: &s
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn relays_share_the_stream_by_lease_and_one_takes_over_when_the_other_is_killed() {
-    let names = moto::fresh_names();
-    let stage = names.stage.as_str();
-    backbone(&["provision", "--stage", stage]);
-    let relay = || Process::spawn(&["relay", "--stage", stage, "--lease-ttl", "2s"]);
-    let (first, second) = (relay(), relay());
+/// Two more orders on the stage (with the catalog of three products a first seed made).
+fn seed_aws(stage: &str) {
     backbone(&[
         "seed",
         "--orders",
@@ -306,6 +253,16 @@ async fn relays_share_the_stream_by_lease_and_one_takes_over_when_the_other_is_k
         "--stage",
         stage,
     ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_share_the_stream_by_lease_and_one_takes_over_when_the_other_is_killed() {
+    let names = moto::fresh_names();
+    let stage = names.stage.as_str();
+    backbone(&["provision", "--stage", stage]);
+    let relay = || Process::spawn(&["relay", "--stage", stage, "--lease-ttl", "2s"]);
+    let (first, second) = (relay(), relay());
+    seed_aws(stage);
     let dynamodb = aws_sdk_dynamodb::Client::new(&moto::sdk_config().await);
     until_feed_has_every_event(&dynamodb, stage, &names.events_table).await;
     // One relay holds each shard; the holder is killed without a chance to give it back.
@@ -320,17 +277,7 @@ async fn relays_share_the_stream_by_lease_and_one_takes_over_when_the_other_is_k
         holder.logs()
     );
     drop(holder);
-    backbone(&[
-        "seed",
-        "--orders",
-        "2",
-        "--products",
-        "3",
-        "--backend",
-        "aws",
-        "--stage",
-        stage,
-    ]);
+    seed_aws(stage);
     // The survivor takes the shard over once the lease expires, from the checkpoint.
     until_feed_has_every_event(&dynamodb, stage, &names.events_table).await;
     assert!(

@@ -8,29 +8,9 @@ mod moto;
 mod process;
 
 use commands::EventEnvelope;
-use process::{until_ok, Process};
+use process::{backbone, catalog_size, table_items, until_ok, Process};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn backbone(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_backbone"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("BACKBONE_BACKEND")
-        .env("AWS_ENDPOINT_URL", &moto::moto().endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .output()
-        .expect("run backbone");
-    assert!(
-        out.status.success(),
-        "backbone {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 fn seed(dir: &Path, seed: &str) -> String {
     let out = backbone(&[
@@ -73,6 +53,23 @@ fn shape(events: &[EventEnvelope]) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// `serve` on the data directory `data`, ready, with an admin's token for it.
+async fn serve_on(data: &str) -> (Process, String, String) {
+    let server = Process::spawn(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--no-demo",
+        "--data",
+        data,
+    ]);
+    let api = server.address("serving the HTTP API");
+    until_ok(&format!("{api}/readyz")).await;
+    let token = backbone(&["token", "--sub", "ops", "--role", "admin", "--data", data]).stdout;
+    let token = String::from_utf8(token).expect("utf-8").trim().to_owned();
+    (server, api, token)
 }
 
 fn count(events: &[EventEnvelope], event_type: &str) -> usize {
@@ -151,16 +148,7 @@ async fn the_same_seed_gives_the_same_shop_which_rebuilds_and_serves() {
 
     // `serve` starts on it: ready (every projection caught up), the catalog listed, and no
     // backlog of seeded mail to send.
-    let server = Process::spawn(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--no-demo",
-        "--data",
-        a.path().to_str().unwrap(),
-    ]);
-    let api = server.address("serving the HTTP API");
-    until_ok(&format!("{api}/readyz")).await;
+    let (server, api, _) = serve_on(a.path().to_str().unwrap()).await;
     let catalog: serde_json::Value =
         serde_json::from_str(&until_ok(&format!("{api}/v1/catalog/products?limit=100")).await)
             .expect("json");
@@ -191,30 +179,15 @@ async fn seeding_an_aws_stage_writes_its_tables() {
         &names.stage,
     ]);
     let dynamodb = aws_sdk_dynamodb::Client::new(&moto::sdk_config().await);
-    let mut placed = 0;
-    let mut start = None;
-    loop {
-        let page = dynamodb
-            .scan()
-            .table_name(&names.events_table)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("scan");
-        placed += page
-            .items()
-            .iter()
-            .filter(|item| {
-                item.get("event_type")
-                    .and_then(|v| v.as_s().ok())
-                    .is_some_and(|t| t == "OrderPlaced")
-            })
-            .count();
-        start = page.last_evaluated_key().cloned();
-        if start.is_none() {
-            break;
-        }
-    }
+    let placed = table_items(&dynamodb, &names.events_table)
+        .await
+        .iter()
+        .filter(|item| {
+            item.get("event_type")
+                .and_then(|v| v.as_s().ok())
+                .is_some_and(|t| t == "OrderPlaced")
+        })
+        .count();
     assert_eq!(
         placed, 12,
         "every order placed is in the stage's events table"
@@ -230,51 +203,10 @@ async fn replaying_a_history_has_no_side_effects() {
     let data = dir.path().to_str().unwrap();
     let before = export(dir.path());
     // Every read model but the notifications (the seeder leaves those caught up) starts at zero.
-    let server = Process::spawn(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--no-demo",
-        "--data",
-        data,
-    ]);
-    let api = server.address("serving the HTTP API");
-    until_ok(&format!("{api}/readyz")).await;
-    let token = String::from_utf8(
-        backbone(&["token", "--sub", "ops", "--role", "admin", "--data", data]).stdout,
-    )
-    .unwrap();
-    let client = reqwest::Client::new();
+    let (server, api, token) = serve_on(data).await;
     for name in ["notifications", "order_history", "support", "catalog"] {
-        let answer = client
-            .post(format!("{api}/v1/admin/projections/{name}/rebuild"))
-            .bearer_auth(token.trim())
-            .send()
-            .await
-            .expect("rebuild");
-        assert_eq!(answer.status(), 202, "{name}");
-        // One at a time: wait for this one to finish.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            let list: serde_json::Value = client
-                .get(format!("{api}/v1/admin/projections"))
-                .bearer_auth(token.trim())
-                .send()
-                .await
-                .expect("list")
-                .json()
-                .await
-                .expect("json");
-            let done = list["projections"]
-                .as_array()
-                .and_then(|ps| ps.iter().find(|p| p["name"] == name))
-                .is_some_and(|p| p["rebuild"]["state"] == "done");
-            if done {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "{list}");
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        // One at a time.
+        rebuild_while(&api, &token, name, || async {}).await;
     }
     // The delivery worker had every chance to act on the replayed notifications.
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
@@ -347,17 +279,6 @@ where
     }
 }
 
-/// The number of products the catalog lists, and of orders the support view has.
-async fn catalog_size(api: &str) -> usize {
-    let catalog: serde_json::Value = reqwest::get(format!("{api}/v1/catalog/products?limit=100"))
-        .await
-        .expect("catalog")
-        .json()
-        .await
-        .expect("json");
-    catalog["products"].as_array().map_or(0, Vec::len)
-}
-
 fn live_generations(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(
         &std::fs::read(dir.join(api::read_models::GENERATIONS_FILE)).expect("pointer file"),
@@ -370,21 +291,8 @@ async fn queries_during_a_rebuild_always_see_a_whole_read_model() {
     let dir = tempfile::tempdir().unwrap();
     seed(dir.path(), "5");
     let data = dir.path().to_str().unwrap();
-    let server = Process::spawn(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--no-demo",
-        "--data",
-        data,
-    ]);
-    let api = server.address("serving the HTTP API");
-    until_ok(&format!("{api}/readyz")).await;
-    let token = String::from_utf8(
-        backbone(&["token", "--sub", "ops", "--role", "admin", "--data", data]).stdout,
-    )
-    .unwrap();
-    let token = token.trim();
+    let (server, api, token) = serve_on(data).await;
+    let token = token.as_str();
     assert_eq!(catalog_size(&api).await, 50);
     for generation in [1, 2] {
         let runs = rebuild_while(&api, token, "catalog", || async {
@@ -412,16 +320,7 @@ async fn queries_during_a_rebuild_always_see_a_whole_read_model() {
     assert!(server.stop().success());
 
     // A restart serves the promoted generation.
-    let server = Process::spawn(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--no-demo",
-        "--data",
-        data,
-    ]);
-    let api = server.address("serving the HTTP API");
-    until_ok(&format!("{api}/readyz")).await;
+    let (server, api, _) = serve_on(data).await;
     assert_eq!(catalog_size(&api).await, 50);
     assert!(server.stop().success());
 }
@@ -440,21 +339,8 @@ async fn a_newer_projection_version_rebuilds_at_start_while_the_old_generation_s
         serde_json::to_vec(&pointer).unwrap(),
     )
     .unwrap();
-    let server = Process::spawn(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--no-demo",
-        "--data",
-        data,
-    ]);
-    let api = server.address("serving the HTTP API");
-    let token = String::from_utf8(
-        backbone(&["token", "--sub", "ops", "--role", "admin", "--data", data]).stdout,
-    )
-    .unwrap();
-    until_ok(&format!("{api}/healthz")).await;
-    rebuilt_while(&api, token.trim(), "catalog", || async {
+    let (server, api, token) = serve_on(data).await;
+    rebuilt_while(&api, &token, "catalog", || async {
         assert_eq!(
             catalog_size(&api).await,
             50,

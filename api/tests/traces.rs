@@ -152,13 +152,7 @@ fn caller_traceparent() -> (String, String, String) {
 
 /// Creates a product with `traceparent`, as an admin; the catalog projection applies its event.
 async fn create_product_traced(api: &str, product: &str, traceparent: &str) {
-    let token = api::auth::mint_hs256(
-        JWT_SECRET.as_bytes(),
-        "ops",
-        api::auth::Role::Admin,
-        Duration::from_secs(600),
-    )
-    .expect("token");
+    let token = process::admin_token(JWT_SECRET);
     let answer = reqwest::Client::new()
         .post(format!("{api}/v1/admin/products"))
         .bearer_auth(token)

@@ -160,3 +160,68 @@ pub async fn until_ok(url: &str) -> String {
     }
     panic!("{url} never answered 200");
 }
+
+/// Runs the binary to completion against the shared moto server and asserts it succeeded.
+pub fn backbone(args: &[&str]) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_backbone"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("BACKBONE_BACKEND")
+        .env("AWS_ENDPOINT_URL", &super::moto::moto().endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .expect("run backbone");
+    assert!(
+        out.status.success(),
+        "backbone {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// An admin's token for a server verifying HS256 tokens with `secret`.
+pub fn admin_token(secret: &str) -> String {
+    api::auth::mint_hs256(
+        secret.as_bytes(),
+        "ops",
+        api::auth::Role::Admin,
+        Duration::from_secs(600),
+    )
+    .expect("token")
+}
+
+/// Every item of a DynamoDB table.
+pub async fn table_items(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan");
+        items.extend(page.items().iter().cloned());
+        start = page.last_evaluated_key().cloned();
+        if start.is_none() {
+            return items;
+        }
+    }
+}
+
+/// How many products the catalog of the server at `api` lists (its first 100).
+pub async fn catalog_size(api: &str) -> usize {
+    let catalog: serde_json::Value = reqwest::get(format!("{api}/v1/catalog/products?limit=100"))
+        .await
+        .expect("catalog")
+        .json()
+        .await
+        .expect("json");
+    catalog["products"].as_array().map_or(0, Vec::len)
+}
