@@ -187,12 +187,6 @@ impl Generations for FileGenerations {
         write_pointer(&self.dir, &next).map_err(|e| io_error("promoting a generation", e))?;
         *pointer = next;
         self.router.switch(projection.name(), store);
-        tracing::info!(
-            projection = projection.name(),
-            generation,
-            version = projection.version(),
-            "read model generation promoted"
-        );
         Ok(previous)
     }
 

@@ -118,13 +118,14 @@ impl Namespaced {
         format!("{}{name}", self.prefix)
     }
 
-    fn renamed(&self, projection: Arc<dyn Projection>) -> Renamed {
+    /// `names`'s names with this generation's prefix, applying as `inner`.
+    fn renamed(&self, names: &dyn Projection, inner: Arc<dyn Projection>) -> Renamed {
         Renamed {
-            name: intern(self.name(projection.name())),
-            collections: intern_all(&self.prefix, projection.collections()),
-            indexes: intern_all(&self.prefix, projection.indexes()),
+            name: intern(self.name(names.name())),
+            collections: intern_all(&self.prefix, names.collections()),
+            indexes: intern_all(&self.prefix, names.indexes()),
             prefix: self.prefix.clone(),
-            inner: projection,
+            inner,
         }
     }
 }
@@ -243,7 +244,8 @@ impl ReadModelStore for Namespaced {
         checkpoint: Option<u64>,
     ) -> Result<ApplyOutcome, ReadModelError> {
         let name = projection.name();
-        let renamed: Arc<dyn Projection> = Arc::new(self.renamed(projection));
+        let renamed: Arc<dyn Projection> =
+            Arc::new(self.renamed(projection.as_ref(), projection.clone()));
         // A failing projection is named as the caller knows it.
         self.inner
             .apply_batch(renamed, events, checkpoint)
@@ -312,13 +314,7 @@ impl ReadModelStore for Namespaced {
     }
 
     async fn reset(&self, projection: &dyn Projection) -> Result<(), ReadModelError> {
-        let names = Renamed {
-            name: intern(self.name(projection.name())),
-            collections: intern_all(&self.prefix, projection.collections()),
-            indexes: intern_all(&self.prefix, projection.indexes()),
-            prefix: self.prefix.clone(),
-            inner: Arc::new(NamesOnly),
-        };
+        let names = self.renamed(projection, Arc::new(NamesOnly));
         self.inner.reset(&names).await
     }
 

@@ -318,6 +318,12 @@ impl ProjectionRunner {
         // The live runner goes on from the promoted generation's checkpoint.
         *cursor = None;
         drop(cursor);
+        tracing::info!(
+            projection = self.projection.name(),
+            generation,
+            version = self.projection.version(),
+            "read model generation promoted"
+        );
         let propagation = generations.propagation();
         if !propagation.is_zero() {
             // Other processes wrote the old generation until they saw the promotion; every

@@ -257,12 +257,6 @@ impl Generations for DynamoGenerations {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(projection.name(), generation);
-        tracing::info!(
-            projection = projection.name(),
-            generation,
-            version = projection.version(),
-            "read model generation promoted"
-        );
         Ok(previous)
     }
 
