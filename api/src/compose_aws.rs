@@ -126,13 +126,12 @@ impl AwsStage {
             PersonalDataStore::new(dynamo_store.clone(), Pii::new(keys.clone())),
             Arc::new(DomainUpcaster),
         ));
-        let models = Arc::new(DynamoReadModelStore::new(
-            dynamodb.clone(),
-            &names,
-            options.retry,
-        ));
-        let base: Arc<dyn ReadModelStore> = models.clone();
         let all = projections::all_projections();
+        let models = Arc::new(
+            DynamoReadModelStore::new(dynamodb.clone(), &names, options.retry)
+                .with_hot_indexes(all.iter().flat_map(|p| p.hot_indexes().iter().copied())),
+        );
+        let base: Arc<dyn ReadModelStore> = models.clone();
         let router = Arc::new(GenerationRouter::new(&all, |_| base.clone()));
         let generations = Arc::new(DynamoGenerations::new(
             dynamodb.clone(),

@@ -63,6 +63,125 @@ async fn the_dynamodb_store_passes_the_conformance_suite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_hot_indexes_the_dynamodb_store_passes_the_conformance_suite() {
+    conformance::run_all(|| {
+        let store = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(fresh_store())
+        })
+        .with_hot_indexes([
+            conformance::BY_GROUP,
+            conformance::BY_TAG,
+            conformance::OTHER_BY_GROUP,
+        ]);
+        (
+            Arc::new(store) as Arc<dyn ReadModelStore>,
+            Box::new(()) as conformance::Guard,
+        )
+    })
+    .await;
+}
+
+/// The keys of one group, in the order the index lists them.
+async fn group(store: &DynamoReadModelStore, group: &str) -> Vec<String> {
+    store
+        .query(Query::new(conformance::BY_GROUP, group, 1_000))
+        .await
+        .expect("query")
+        .iter()
+        .map(|d| d["key"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_index_spreads_its_writes_over_shards_and_still_reads_entries_written_before() {
+    let (names, _) = moto::fresh_stack().await;
+    let client = aws_sdk_dynamodb::Client::new(&moto::sdk_config().await);
+    let projection: Arc<dyn projections::Projection> = Arc::new(TestProjection::new());
+    // Entries written before the index was hot: all under one partition.
+    let plain = DynamoReadModelStore::new(client.clone(), &names, retry());
+    let before: Vec<_> = (0..20)
+        .map(|i| {
+            put(
+                &format!("old-{i}"),
+                1,
+                &format!("old-{i:02}"),
+                "g",
+                &format!("{i:04}"),
+                i,
+            )
+        })
+        .collect();
+    plain
+        .apply_batch(projection.clone(), before, None)
+        .await
+        .expect("apply before");
+    let hot = DynamoReadModelStore::new(client.clone(), &names, retry())
+        .with_hot_indexes([conformance::BY_GROUP]);
+    assert_eq!(group(&hot, "g").await.len(), 20, "the old entries are read");
+    // Moving an old document deletes its old entry; new ones go to the shards.
+    let after: Vec<_> = std::iter::once(put("old-3", 2, "old-03", "h", "0003", 3))
+        .chain((0..40).map(|i| {
+            put(
+                &format!("new-{i}"),
+                1,
+                &format!("new-{i:02}"),
+                "g",
+                &format!("{:04}", 20 + i),
+                i,
+            )
+        }))
+        .collect();
+    hot.apply_batch(projection, after, None)
+        .await
+        .expect("apply after");
+    let listed = group(&hot, "g").await;
+    assert_eq!(listed.len(), 59, "{listed:?}");
+    assert!(!listed.contains(&"old-03".to_owned()));
+    let expected: Vec<String> = (0..20)
+        .filter(|i| *i != 3)
+        .map(|i| format!("old-{i:02}"))
+        .chain((0..40).map(|i| format!("new-{i:02}")))
+        .collect();
+    assert_eq!(
+        listed, expected,
+        "one sort order over the shards and the old partition"
+    );
+    assert_eq!(group(&hot, "h").await, vec!["old-03".to_owned()]);
+    let limited = hot
+        .query(Query::new(conformance::BY_GROUP, "g", 5).descending())
+        .await
+        .expect("query");
+    let keys: Vec<_> = limited.iter().map(|d| d["key"].clone()).collect();
+    assert_eq!(keys, ["new-39", "new-38", "new-37", "new-36", "new-35"]);
+    // No partition of the index table took every new entry.
+    let mut partitions = std::collections::BTreeMap::<String, usize>::new();
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(&names.index_table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan");
+        for item in page.items() {
+            if let Some(p) = item.get("p").and_then(|v| v.as_s().ok()) {
+                if p.starts_with(&format!("{}#g\u{1}", conformance::BY_GROUP)) {
+                    *partitions.entry(p.clone()).or_default() += 1;
+                }
+            }
+        }
+        start = page.last_evaluated_key().cloned();
+        if start.is_none() {
+            break;
+        }
+    }
+    assert!(partitions.len() >= 5, "{partitions:?}");
+    assert!(partitions.values().all(|n| *n < 20), "{partitions:?}");
+    assert_eq!(partitions.values().sum::<usize>(), 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_projections_build_the_same_documents_on_dynamodb_as_in_memory() {
     let mut sim = Simulator::new(11);
     sim.run(60);

@@ -94,6 +94,10 @@ impl Projection for CatalogProjection {
         &[BY_CATEGORY, ALL, CATEGORY_LIST]
     }
 
+    fn hot_indexes(&self) -> &'static [&'static str] {
+        &[ALL, CATEGORY_LIST]
+    }
+
     fn streams(&self) -> &'static [StreamType] {
         &[StreamType::Product]
     }

@@ -98,6 +98,21 @@ pub fn generation_prefix(generation: u64) -> String {
     }
 }
 
+/// `name` without the prefix of its generation: what the projection declared.
+pub fn base_name(name: &str) -> &str {
+    let Some(rest) = name.strip_prefix('g') else {
+        return name;
+    };
+    match rest.split_once('~') {
+        Some((digits, base))
+            if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            base
+        }
+        _ => name,
+    }
+}
+
 /// One generation inside a shared store: every projection, collection and index name it uses
 /// is prefixed, so its documents, index entries, applied sequences and checkpoint sit beside
 /// the other generations' without touching them.
@@ -542,6 +557,18 @@ mod tests {
         router.switch("catalog", green.clone());
         assert_eq!(read(&router).await, "green");
         assert!(Arc::ptr_eq(&router.live("catalog").unwrap(), &green));
+    }
+
+    #[test]
+    fn a_generations_prefix_comes_off_and_nothing_else_does() {
+        assert_eq!(
+            base_name(&format!("{}support_by_date", generation_prefix(12))),
+            "support_by_date"
+        );
+        assert_eq!(base_name("support_by_date"), "support_by_date");
+        assert_eq!(base_name("g~x"), "g~x");
+        assert_eq!(base_name("gx~y"), "gx~y");
+        assert_eq!(base_name("general~x"), "general~x");
     }
 
     #[tokio::test]

@@ -345,6 +345,10 @@ impl Projection for NotificationsProjection {
         &[BY_CUSTOMER, PENDING, FAILED]
     }
 
+    fn hot_indexes(&self) -> &'static [&'static str] {
+        &[PENDING, FAILED]
+    }
+
     fn streams(&self) -> &'static [StreamType] {
         &[
             StreamType::Order,

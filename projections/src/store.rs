@@ -129,6 +129,12 @@ pub trait Projection: Send + Sync + 'static {
     /// Every index its documents are listed in. With blue/green generations, reads of these
     /// collections and indexes go to the projection's live generation.
     fn indexes(&self) -> &'static [&'static str];
+    /// Its indexes with few partitions that take many writes (every order under one date
+    /// partition, a handful of statuses): an adapter with per-partition write limits spreads
+    /// their entries over several shards. A subset of [`Projection::indexes`].
+    fn hot_indexes(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// The version of what `apply` makes. Bump it when a change needs the read model built
     /// again: a server that finds an older version stored rebuilds it in the background (blue/
     /// green) and serves the old generation until the new one has caught up.

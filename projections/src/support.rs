@@ -481,6 +481,10 @@ impl Projection for SupportProjection {
         ]
     }
 
+    fn hot_indexes(&self) -> &'static [&'static str] {
+        &[BY_STATUS, BY_DATE, BY_DISPUTED]
+    }
+
     fn streams(&self) -> &'static [StreamType] {
         &[
             StreamType::Order,

@@ -11,6 +11,14 @@
 //! below every other character) plus one consistent BatchGetItem of the documents. The
 //! separator may not appear in sort keys, collections or keys.
 //!
+//! **Hot indexes** ([`Projection::hot_indexes`], given with
+//! [`DynamoReadModelStore::with_hot_indexes`]) have few partitions that take many writes (every
+//! order under one date partition). Their entries are spread over [`HOT_SHARDS`] partitions,
+//! `<index>#<partition>\x01s<shard>`, the shard a stable hash of the document's collection and
+//! key, so no partition of the index table takes every write. A query reads the shards and the
+//! unsharded partition (entries written before the index was hot) and merges them in sort
+//! order; rewriting a document deletes its entries in both forms, so old entries never linger.
+//!
 //! **apply_batch.** [`DocTx`] is synchronous, so the batch runs on a blocking thread
 //! (`spawn_blocking`) and each document or bookkeeping read that misses the batch cache is a
 //! consistent GetItem driven with `Handle::block_on`. (Prefetching cannot work: which documents
@@ -63,6 +71,8 @@ const LAST_SEQ: &str = "last_seq";
 const POSITION: &str = "position";
 const SEP: char = '\u{1}';
 const MAX_ACTIONS: usize = 100;
+/// Partitions a hot index's partition is spread over.
+pub const HOT_SHARDS: u32 = 8;
 /// How many times a batch is re-run after losing a race to another writer.
 const CONFLICT_ROUNDS: u32 = 8;
 
@@ -103,15 +113,33 @@ fn id_key(id: String) -> Item {
     HashMap::from([(ID.to_owned(), s(id))])
 }
 
-fn index_key(entry: &Entry, collection: &str, key: &str) -> Item {
-    let (index, partition, sort) = entry;
+fn index_key_in(p: String, entry: &Entry, collection: &str, key: &str) -> Item {
     HashMap::from([
-        (P.to_owned(), s(format!("{index}#{partition}"))),
+        (P.to_owned(), s(p)),
         (
             S.to_owned(),
-            s(format!("{sort}{SEP}{collection}{SEP}{key}")),
+            s(format!("{}{SEP}{collection}{SEP}{key}", entry.2)),
         ),
     ])
+}
+
+/// The unsharded partition of an index partition.
+fn partition_key(index: &str, partition: &str) -> String {
+    format!("{index}#{partition}")
+}
+
+/// One shard of a hot index partition.
+fn shard_key(index: &str, partition: &str, shard: u32) -> String {
+    format!("{index}#{partition}{SEP}s{shard}")
+}
+
+/// The shard of a document: FNV-1a of its collection and key, the same in every process.
+fn shard_of(collection: &str, key: &str) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in collection.bytes().chain([1u8]).chain(key.bytes()) {
+        hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+    }
+    hash % HOT_SHARDS
 }
 
 fn check_text(what: &str, v: &str) -> Result<(), ReadModelError> {
@@ -125,6 +153,39 @@ fn check_text(what: &str, v: &str) -> Result<(), ReadModelError> {
 
 fn number(item: &Item, name: &str) -> Option<u64> {
     item.number(name).and_then(|v| v.parse().ok())
+}
+
+impl Inner {
+    fn is_hot(&self, index: &str) -> bool {
+        self.hot
+            .contains(projections::generations::base_name(index))
+    }
+
+    /// Where an entry is written: its shard for a hot index.
+    fn index_key(&self, entry: &Entry, collection: &str, key: &str) -> Item {
+        let (index, partition, _) = entry;
+        let p = if self.is_hot(index) {
+            shard_key(index, partition, shard_of(collection, key))
+        } else {
+            partition_key(index, partition)
+        };
+        index_key_in(p, entry, collection, key)
+    }
+
+    /// Every place an entry may be: for a hot index, its shard and the unsharded partition of
+    /// entries written before the index was hot.
+    fn index_keys(&self, entry: &Entry, collection: &str, key: &str) -> Vec<Item> {
+        let mut keys = vec![self.index_key(entry, collection, key)];
+        if self.is_hot(&entry.0) {
+            keys.push(index_key_in(
+                partition_key(&entry.0, &entry.1),
+                entry,
+                collection,
+                key,
+            ));
+        }
+        keys
+    }
 }
 
 fn decode_doc(collection: &str, key: &str, item: &Item) -> Result<Committed, ReadModelError> {
@@ -148,6 +209,8 @@ struct Inner {
     state_table: String,
     retry: RetryPolicy,
     counters: RequestCounters,
+    /// Hot indexes, by the names projections declare (any generation's prefix stripped).
+    hot: std::collections::HashSet<String>,
 }
 
 /// The DynamoDB read-model store. Cheap to clone.
@@ -289,17 +352,19 @@ impl<'a> Batch<'a> {
             let old_idx: &[Entry] = old.as_ref().map_or(&[], |o| &o.idx);
             let new_idx: &[Entry] = new.as_ref().map_or(&[], |(_, idx)| idx);
             for entry in old_idx.iter().filter(|e| new_idx.binary_search(e).is_err()) {
-                let delete = Delete::builder()
-                    .table_name(&inner.index_table)
-                    .set_key(Some(index_key(entry, &collection, &key)));
-                plan.items.push(
-                    TransactWriteItem::builder()
-                        .delete(built(delete.build())?)
-                        .build(),
-                );
+                for place in inner.index_keys(entry, &collection, &key) {
+                    let delete = Delete::builder()
+                        .table_name(&inner.index_table)
+                        .set_key(Some(place));
+                    plan.items.push(
+                        TransactWriteItem::builder()
+                            .delete(built(delete.build())?)
+                            .build(),
+                    );
+                }
             }
             for entry in new_idx.iter().filter(|e| old_idx.binary_search(e).is_err()) {
-                let mut item = index_key(entry, &collection, &key);
+                let mut item = inner.index_key(entry, &collection, &key);
                 item.insert(COLLECTION.into(), s(collection.clone()));
                 item.insert(KEY.into(), s(key.clone()));
                 item.insert(SORT.into(), s(entry.2.clone()));
@@ -626,6 +691,19 @@ impl DynamoReadModelStore {
                 state_table: names.readmodel_state_table.clone(),
                 retry,
                 counters: RequestCounters::default(),
+                hot: Default::default(),
+            }),
+        }
+    }
+
+    /// Spreads the entries of `indexes` over [`HOT_SHARDS`] partitions (see the module docs).
+    /// Every process of a stage must give the same ones.
+    pub fn with_hot_indexes<'a>(self, indexes: impl IntoIterator<Item = &'a str>) -> Self {
+        let inner = Arc::into_inner(self.inner).expect("configured before it is shared");
+        Self {
+            inner: Arc::new(Inner {
+                hot: indexes.into_iter().map(str::to_owned).collect(),
+                ..inner
             }),
         }
     }
@@ -754,10 +832,7 @@ impl ReadModelStore for DynamoReadModelStore {
             return Ok(Vec::new());
         }
         let inner = &self.inner;
-        let mut values = HashMap::from([(
-            ":p".to_owned(),
-            s(format!("{}#{}", query.index, query.partition)),
-        )]);
+        let mut values = HashMap::new();
         // `s` is `<sort>\x01<collection>\x01<key>`: everything with sort >= from is >= from, and
         // everything with sort <= to is below `to\x01\u{10FFFF}`.
         let hi = query.to.map(|t| format!("{t}{SEP}\u{10FFFF}"));
@@ -791,8 +866,38 @@ impl ReadModelStore for DynamoReadModelStore {
             consistent: true,
             ..QuerySpec::default()
         };
-        let entries =
-            ddb::query_retried(&inner.client, &inner.counters, &inner.retry, &spec).await?;
+        let mut partitions = vec![partition_key(query.index, query.partition)];
+        if inner.is_hot(query.index) {
+            partitions.extend(
+                (0..HOT_SHARDS).map(|shard| shard_key(query.index, query.partition, shard)),
+            );
+        }
+        let merged = partitions.len() > 1;
+        let reads =
+            partitions.into_iter().map(|p| {
+                let mut spec = spec.clone();
+                spec.values.insert(":p".to_owned(), s(p));
+                async move {
+                    ddb::query_retried(&inner.client, &inner.counters, &inner.retry, &spec).await
+                }
+            });
+        let mut entries: Vec<Item> = Vec::new();
+        for read in futures::future::join_all(reads).await {
+            entries.extend(read?);
+        }
+        // Each partition came in sort order; together they are merged the same way (`s` is
+        // sort, collection, key), and the first `limit` kept.
+        if merged {
+            entries.sort_by(|a, b| {
+                let order = a.string(S).cmp(&b.string(S));
+                if query.descending {
+                    order.reverse()
+                } else {
+                    order
+                }
+            });
+            entries.truncate(query.limit);
+        }
         let ids: Vec<String> = entries
             .iter()
             .filter_map(|e| Some(doc_id(e.string(COLLECTION)?, e.string(KEY)?)))
@@ -885,7 +990,9 @@ impl ReadModelStore for DynamoReadModelStore {
                 let collection = item.string(COLLECTION).unwrap_or_default();
                 let key = item.string(KEY).unwrap_or_default();
                 let doc = decode_doc(collection, key, item)?;
-                index_keys.extend(doc.idx.iter().map(|e| index_key(e, collection, key)));
+                for entry in &doc.idx {
+                    index_keys.extend(self.inner.index_keys(entry, collection, key));
+                }
             }
             self.delete_keys(&self.inner.index_table, index_keys)
                 .await?;
