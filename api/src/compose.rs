@@ -574,14 +574,7 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
         }),
     });
     let embedded = Embedded::from_parts(state, cancel, tasks, Some(lock));
-    // A projection whose code is newer than its stored read model is rebuilt beside it; the
-    // old generation serves until the new one has caught up.
-    for name in &read_models.outdated {
-        tracing::info!(projection = name, "projection version changed, rebuilding");
-        if let Err(err) = rebuilds.start(name) {
-            tracing::warn!(projection = name, error = %err, "version rebuild not started");
-        }
-    }
+    rebuilds.start_outdated(&read_models.outdated);
     if config.demo_catalog {
         if let Err(err) = seed_demo_catalog(&embedded.state.shop).await {
             embedded.shutdown().await;

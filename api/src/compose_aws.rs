@@ -589,12 +589,7 @@ pub async fn start_aws(
         pseudonyms: Arc::new(pseudonyms),
     });
     let running = Embedded::from_parts(state, cancel, tasks, None);
-    for name in &outdated {
-        tracing::info!(projection = name, "projection version changed, rebuilding");
-        if let Err(err) = rebuilds.start(name) {
-            tracing::warn!(projection = name, error = %err, "version rebuild not started");
-        }
-    }
+    rebuilds.start_outdated(&outdated);
     if config.demo_catalog {
         if let Err(err) = seed_demo_catalog(&running.state.shop).await {
             running.shutdown().await;

@@ -507,11 +507,13 @@ impl Seeder {
         all: bool,
     ) -> anyhow::Result<()> {
         let now = self.clock.now();
-        while let Some(placed) = unpaid.front() {
-            if !all && now - placed.placed_at < ORDER_TTL {
+        while unpaid
+            .front()
+            .is_some_and(|placed| all || now - placed.placed_at >= ORDER_TTL)
+        {
+            let Some(mut placed) = unpaid.pop_front() else {
                 break;
-            }
-            let mut placed = unpaid.pop_front().expect("front");
+            };
             let ctx = self.context("expiry", "system", format!("seed-{}", placed.order_id));
             self.shop
                 .order_command(&ctx, &Caller::Staff, &placed.order_id, |_| {

@@ -46,8 +46,8 @@ impl Drop for Telemetry {
     fn drop(&mut self) {
         if let Some(provider) = self.provider.take() {
             if let Err(e) = provider.shutdown() {
-                // The subscriber may be the only place left to say it; stderr is the other.
-                eprintln!("exporting the last spans failed: {e}");
+                // The log layer outlives the exporter: the global subscriber stays installed.
+                tracing::warn!(error = %e, "exporting the last spans failed");
             }
         }
     }

@@ -109,6 +109,17 @@ impl Rebuilds {
         Some(status)
     }
 
+    /// Starts rebuilding each projection whose code is newer than its stored read model (the
+    /// old generation serves until the new one has caught up).
+    pub fn start_outdated(self: &Arc<Self>, outdated: &[&'static str]) {
+        for name in outdated {
+            tracing::info!(projection = name, "projection version changed, rebuilding");
+            if let Err(err) = self.start(name) {
+                tracing::warn!(projection = name, error = %err, "version rebuild not started");
+            }
+        }
+    }
+
     /// Starts rebuilding `projection` in the background; returns its initial status.
     pub fn start(self: &Arc<Self>, projection: &str) -> Result<RebuildStatus, RebuildError> {
         let (&name, runner) = self

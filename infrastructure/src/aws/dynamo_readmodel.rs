@@ -158,7 +158,8 @@ fn number(item: &Item, name: &str) -> Option<u64> {
 impl Inner {
     fn is_hot(&self, index: &str) -> bool {
         self.hot
-            .contains(projections::generations::base_name(index))
+            .get()
+            .is_some_and(|hot| hot.contains(projections::generations::base_name(index)))
     }
 
     /// Where an entry is written: its shard for a hot index.
@@ -209,8 +210,9 @@ struct Inner {
     state_table: String,
     retry: RetryPolicy,
     counters: RequestCounters,
-    /// Hot indexes, by the names projections declare (any generation's prefix stripped).
-    hot: std::collections::HashSet<String>,
+    /// Hot indexes, by the names projections declare (any generation's prefix stripped); set
+    /// once, at composition.
+    hot: std::sync::OnceLock<std::collections::HashSet<String>>,
 }
 
 /// The DynamoDB read-model store. Cheap to clone.
@@ -697,15 +699,13 @@ impl DynamoReadModelStore {
     }
 
     /// Spreads the entries of `indexes` over [`HOT_SHARDS`] partitions (see the module docs).
-    /// Every process of a stage must give the same ones.
+    /// Every process of a stage must give the same ones; only the first call counts.
     pub fn with_hot_indexes<'a>(self, indexes: impl IntoIterator<Item = &'a str>) -> Self {
-        let inner = Arc::into_inner(self.inner).expect("configured before it is shared");
-        Self {
-            inner: Arc::new(Inner {
-                hot: indexes.into_iter().map(str::to_owned).collect(),
-                ..inner
-            }),
-        }
+        let _ = self
+            .inner
+            .hot
+            .set(indexes.into_iter().map(str::to_owned).collect());
+        self
     }
 
     /// Requests this store made so far.
