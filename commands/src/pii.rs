@@ -455,10 +455,10 @@ impl Pii {
             if current.is_null() {
                 continue;
             }
-            if known.is_none() {
-                known = Some(self.keys.lookup(&subject).await?);
-            }
-            let keys = known.as_ref().unwrap_or_else(|| unreachable!());
+            let keys = match &known {
+                Some(keys) => keys,
+                None => known.insert(self.keys.lookup(&subject).await?),
+            };
             let revealed = match as_sealed(current) {
                 Some(sealed) => keys
                     .key
