@@ -216,6 +216,17 @@ impl Authenticator {
         self
     }
 
+    /// The `iss` tokens must carry, when configured: the OpenID provider the console offers
+    /// to sign in with.
+    pub fn issuer(&self) -> Option<&str> {
+        self.expect.issuer.as_deref()
+    }
+
+    /// The `aud` tokens must carry, when configured: the console's OAuth client id.
+    pub fn audience(&self) -> Option<&str> {
+        self.expect.audience.as_deref()
+    }
+
     /// RS256 with keys fetched from `url` now, again once the key set's `max-age` has passed,
     /// and when a token names an unknown `kid`; never more often than once a minute.
     pub async fn jwks(url: &str, client: reqwest::Client) -> anyhow::Result<Self> {

@@ -39,11 +39,18 @@ pub struct ErrorDetail {
     /// Stable machine-readable code, for example `validation_failed` or `insufficient_stock`.
     pub code: String,
     pub message: String,
-    /// For validation errors: `{"field": "...", "reason": "..."}`.
+    /// For validation errors: the offending `field` and the `reason`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub details: Option<Value>,
+    pub details: Option<ValidationDetails>,
     pub request_id: String,
+}
+
+/// The `details` of a validation error (see [`ApiError::validation`]).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ValidationDetails {
+    /// The parameter, header or body field, for example `shipping_address.country`.
+    pub field: String,
+    pub reason: String,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;

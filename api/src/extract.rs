@@ -23,7 +23,7 @@ pub struct RequestIds {
 }
 
 impl RequestIds {
-    fn of(parts: &Parts) -> RequestIds {
+    pub fn of(parts: &Parts) -> RequestIds {
         parts
             .extensions
             .get::<RequestIds>()
@@ -68,21 +68,48 @@ impl Principal {
 }
 
 /// Parses a JSON body into `T`, naming the offending field when serde can tell it. An empty body
-/// counts as `{}` so commands without parameters accept both.
+/// counts as `{}` so commands without parameters accept both. A number with a zero fraction
+/// (`3.0`) is an integer, as JSON Schema counts it.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
         bytes
     };
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
+    let mut json: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| json_error(".", &e))?;
+    integral_numbers_as_integers(&mut json);
+    serde_path_to_error::deserialize::<_, T>(json).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         json_error(&path, &inner)
-    })?;
-    de.end().map_err(|e| ApiError::malformed(e.to_string()))?;
-    Ok(value)
+    })
+}
+
+/// Rewrites every float without a fraction that fits an integer (`3.0`, `-2e3`) as that integer.
+fn integral_numbers_as_integers(json: &mut serde_json::Value) {
+    use serde_json::Value;
+    match json {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            // `i64::MIN` and `u64::MAX + 1` are powers of two: both bounds are exact.
+            let integer = if f.fract() != 0.0 {
+                None
+            } else if (i64::MIN as f64..0.0).contains(&f) {
+                Some(serde_json::Number::from(f as i64))
+            } else if (0.0..u64::MAX as f64).contains(&f) {
+                Some(serde_json::Number::from(f as u64))
+            } else {
+                None
+            };
+            if let Some(integer) = integer {
+                *n = integer;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_numbers_as_integers),
+        _ => {}
+    }
 }
 
 fn json_error(path: &str, e: &serde_json::Error) -> ApiError {
@@ -234,25 +261,35 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Cmd<T> {
                 &request,
             )
         });
-        let metadata = Metadata {
-            correlation_id: ids.correlation_id,
-            causation_id: None,
-            actor: Actor {
-                subject: principal.subject.clone(),
-                role: principal.role.as_str().to_string(),
-            },
-            request_id: Some(ids.request_id),
-            command_id: idempotency.as_ref().map(|k| k.command_id.clone()),
-            traceparent: Some(ids.trace.to_string()),
-        };
         Ok(Cmd {
+            ctx: command_context(ids, &principal, idempotency),
             principal,
-            ctx: CommandContext {
-                metadata,
-                idempotency,
-            },
             body: parsed,
         })
+    }
+}
+
+/// The context of a command `principal` asked for in the request of `ids`: the request's ids
+/// and trace, the caller as the actor, and the idempotency key if any.
+pub fn command_context(
+    ids: RequestIds,
+    principal: &Principal,
+    idempotency: Option<IdempotencyKey>,
+) -> CommandContext {
+    let metadata = Metadata {
+        correlation_id: ids.correlation_id,
+        causation_id: None,
+        actor: Actor {
+            subject: principal.subject.clone(),
+            role: principal.role.as_str().to_string(),
+        },
+        request_id: Some(ids.request_id),
+        command_id: idempotency.as_ref().map(|k| k.command_id.clone()),
+        traceparent: Some(ids.trace.to_string()),
+    };
+    CommandContext {
+        metadata,
+        idempotency,
     }
 }
 
@@ -327,6 +364,16 @@ mod tests {
                 br#"{"product_id":"p","quantity":1,"address":{"city":"B","zip":1}}"#
             )),
             "address.zip"
+        );
+    }
+
+    #[test]
+    fn an_integral_float_is_an_integer() {
+        let body: Body = parse_json(br#"{"product_id":"p","quantity":3.0}"#).expect("parsed");
+        assert_eq!(body.quantity, 3);
+        assert_eq!(
+            field(parse_json(br#"{"product_id":"p","quantity":3.5}"#)),
+            "quantity"
         );
     }
 

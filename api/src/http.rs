@@ -149,12 +149,13 @@ async fn render_error(response: Response, request_id: &str) -> Response {
     let error = match response.extensions().get::<ApiError>().cloned() {
         Some(e) => e,
         None if status.is_client_error() || status.is_server_error() => {
-            let is_json = response
+            // JSON is already in our shape; HTML is the console's own error page.
+            let is_own = response
                 .headers()
                 .get(CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("application/json"));
-            if is_json {
+                .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+            if is_own {
                 return response;
             }
             // An answer from outside our handlers (unknown route, wrong method, a framework

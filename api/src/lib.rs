@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod compose;
 pub mod compose_aws;
+pub mod console;
 pub mod emf;
 pub mod error;
 pub mod export;

@@ -31,12 +31,6 @@ pub async fn confirm_simulated(
             "payments are confirmed with Stripe when a Stripe key is configured",
         ));
     };
-    if !simulator.knows_method(payment_method) {
-        return Err(ApiError::validation(
-            "payment_method",
-            "unknown test payment method (try pm_card_visa or 4000000000000002)",
-        ));
-    }
     let svc = state.shop.service();
     if let Some(replayed) = svc.replay::<Ack>(ctx).await? {
         let version = svc.load::<Payment>(payment_id.as_str()).await?.version;
@@ -54,6 +48,14 @@ pub async fn confirm_simulated(
         .get_order_state(caller, order_id.as_str())
         .await
         .map_err(|_| ApiError::not_found("payment"))?;
+    // Checked once the payment is known to be the caller's: a missing payment is 404 whatever
+    // the method.
+    if !simulator.knows_method(payment_method) {
+        return Err(ApiError::validation(
+            "payment_method",
+            "unknown test payment method (try pm_card_visa or 4000000000000002)",
+        ));
+    }
     let intent = state.shop.ensure_intent(ctx, payment_id.as_str()).await?;
     // The provider event's id is derived from the request, so a retried request is a duplicate
     // delivery (one effect), and each distinct confirmation is a new event.

@@ -120,6 +120,11 @@ fn build(state: AppState, metrics: bool) -> Router {
         .merge(group(&state, SUPPORT, support))
         .merge(group(&state, ANALYST, analyst))
         .merge(operations)
+        // The document lists each operation's query parameters; any other is refused.
+        .route_layer(axum::middleware::from_fn(
+            openapi::reject_undocumented_query,
+        ))
+        .merge(crate::console::router())
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(RequestContextLayer)

@@ -39,11 +39,11 @@ pub struct StreamAt {
     pub stream_id: String,
     /// The version of the last event folded in (0: before the first event).
     pub version: u64,
-    /// The aggregate's state at that version.
-    #[schema(value_type = Object)]
+    /// The aggregate's state at that version: the fields of the stream type's aggregate.
+    #[schema(value_type = std::collections::BTreeMap<String, serde_json::Value>)]
     pub state: Value,
     /// The events folded in, oldest first.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<crate::schema::EventEnvelopeSchema>)]
     pub events: Vec<EventEnvelope>,
 }
 

@@ -145,6 +145,7 @@ impl Rejection for NotificationError {
                 CommandError::rejected("notification_delivered", msg)
             }
             NotificationError::AlreadyFailed => CommandError::rejected("notification_failed", msg),
+            NotificationError::NotFailed => CommandError::rejected("notification_not_failed", msg),
             NotificationError::Invalid { field } => CommandError::invalid(*field, msg),
             NotificationError::WrongNotification { .. } => {
                 CommandError::invalid("notification_id", msg)

@@ -1,4 +1,5 @@
-//! The shop's use cases: carts, checkout, orders, catalog administration and payment facts.
+//! The shop's use cases: carts, checkout, orders, catalog administration, payment facts and
+//! resending a notification.
 //! Each use case loads what it needs from the aggregates (never from read models), decides with
 //! the pure domain and commits through [`CommandService`].
 
@@ -7,9 +8,9 @@ use crate::ports::{ConfirmIntent, CreateIntent, GatewayError, PaymentGateway};
 use crate::service::{CommandContext, CommandService, Executed, Loaded};
 use crate::store::Metadata;
 use domain::{
-    Cart, CartCommand, CartId, CartStatus, CustomerId, Money, Order, OrderCommand, OrderId,
-    OrderLine, Payment, PaymentCommand, PaymentId, Product, ProductCommand, ProductId,
-    ProductStatus, Quantity, ShippingAddress,
+    Cart, CartCommand, CartId, CartStatus, CustomerId, Money, Notification, NotificationCommand,
+    NotificationId, Order, OrderCommand, OrderId, OrderLine, Payment, PaymentCommand, PaymentId,
+    Product, ProductCommand, ProductId, ProductStatus, Quantity, ShippingAddress,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -637,6 +638,40 @@ impl Shop {
                 CommandError::NotFound { what, .. } => CommandError::not_found(what, product_id),
                 other => other,
             })
+    }
+
+    // ----- notifications ---------------------------------------------------------------------
+
+    /// Makes a notification the delivery worker gave up on due again at `at` (now), for one
+    /// more attempt (support).
+    #[tracing::instrument(skip_all, fields(notification_id = %notification_id), err)]
+    pub async fn resend_notification(
+        &self,
+        ctx: &CommandContext,
+        notification_id: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Executed<Ack>, CommandError> {
+        let id = parse_id("notification_id", notification_id, NotificationId::parse)?;
+        self.svc
+            .execute::<Notification, _, _, _>(
+                notification_id,
+                ctx,
+                |loaded| {
+                    if loaded.state.id.is_none() {
+                        return Err(CommandError::not_found("notification", notification_id));
+                    }
+                    Ok(NotificationCommand::Resend {
+                        notification_id: id.clone(),
+                        at,
+                    })
+                },
+                |state, version| Ack {
+                    id: notification_id.to_string(),
+                    version,
+                    status: state.status.as_str().to_string(),
+                },
+            )
+            .await
     }
 
     // ----- payments --------------------------------------------------------------------------

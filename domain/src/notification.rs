@@ -8,7 +8,8 @@
 //!
 //! A delivered or failed notification is closed: a second worker that sent it too (delivery is at
 //! least once) is told so and records nothing. The retry schedule is the command's
-//! [`RetryPolicy`], so deciding stays pure.
+//! [`RetryPolicy`], so deciding stays pure. Support may ask to resend a failed one: it is due
+//! again at once, for one more attempt.
 
 use crate::aggregate::{aggregate, domain_events, StreamType};
 use crate::ids::{NotificationId, OrderId};
@@ -61,6 +62,12 @@ pub struct Notification {
     /// Attempts recorded so far.
     pub attempts: u32,
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The order and kind every event of the stream names (absent from states saved before
+    /// they were kept).
+    #[serde(default)]
+    pub order_id: Option<OrderId>,
+    #[serde(default)]
+    pub kind: Option<String>,
 }
 
 /// How often, and how far apart, deliveries are tried: attempt `n` (from 1) that fails is
@@ -118,6 +125,11 @@ pub enum NotificationCommand {
         at: DateTime<Utc>,
         policy: RetryPolicy,
     },
+    /// Makes a failed notification due again at `at`, for one more attempt (support).
+    Resend {
+        notification_id: NotificationId,
+        at: DateTime<Utc>,
+    },
 }
 
 domain_events! {
@@ -151,6 +163,15 @@ domain_events! {
             reason: String,
             at: DateTime<Utc>,
         },
+        NOTIFICATION_RESEND_REQUESTED = "NotificationResendRequested", version 1 => NotificationResendRequested {
+            notification_id: NotificationId,
+            order_id: OrderId,
+            kind: String,
+            /// Attempts made before the resend.
+            attempts: u32,
+            /// When it is due again.
+            at: DateTime<Utc>,
+        },
     }
 }
 
@@ -160,6 +181,8 @@ pub enum NotificationError {
     AlreadyDelivered,
     #[error("the notification already failed for good")]
     AlreadyFailed,
+    #[error("only a notification that failed for good can be resent")]
+    NotFailed,
     #[error("a notification's {field} must be 1 to 200 characters")]
     Invalid { field: &'static str },
     #[error("a command names notification {given}, but this stream is {stream}")]
@@ -175,76 +198,120 @@ impl Notification {
         &self,
         command: NotificationCommand,
     ) -> Result<Vec<NotificationEvent>, NotificationError> {
-        let NotificationCommand::RecordAttempt {
-            notification_id,
-            order_id,
-            kind,
-            channel,
-            outcome,
-            at,
-            policy,
-        } = command;
-        if let Some(stream) = &self.id {
-            if *stream != notification_id {
-                return Err(NotificationError::WrongNotification {
-                    given: notification_id,
-                    stream: stream.clone(),
-                });
+        match command {
+            NotificationCommand::Resend {
+                notification_id,
+                at,
+            } => {
+                self.check_stream(&notification_id)?;
+                self.resend(notification_id, at)
             }
-        }
-        match self.status {
-            NotificationStatus::Delivered => return Err(NotificationError::AlreadyDelivered),
-            NotificationStatus::Failed => return Err(NotificationError::AlreadyFailed),
-            NotificationStatus::Pending | NotificationStatus::Retrying => {}
-        }
-        let channel = trimmed_within(&channel, MAX_DELIVERY_REF_CHARS)
-            .ok_or(NotificationError::Invalid { field: "channel" })?;
-        let kind = trimmed_within(&kind, MAX_DELIVERY_REF_CHARS)
-            .ok_or(NotificationError::Invalid { field: "kind" })?;
-        let attempt = self.attempts.saturating_add(1);
-        let event = match outcome {
-            AttemptOutcome::Sent { message_id } => NotificationEvent::NotificationDelivered {
+            NotificationCommand::RecordAttempt {
                 notification_id,
                 order_id,
                 kind,
                 channel,
-                attempt,
-                message_id: message_id.map(|id| cut(&id, MAX_DELIVERY_REF_CHARS)),
+                outcome,
                 at,
-            },
-            AttemptOutcome::Failed { reason, permanent } => {
-                let reason = cut(&reason, MAX_FAILURE_REASON_CHARS);
-                if permanent || attempt >= policy.max_attempts {
-                    NotificationEvent::NotificationFailed {
-                        notification_id,
-                        order_id,
-                        kind,
-                        channel,
-                        attempt,
-                        reason,
-                        at,
+                policy,
+            } => {
+                self.check_stream(&notification_id)?;
+                match self.status {
+                    NotificationStatus::Delivered => {
+                        return Err(NotificationError::AlreadyDelivered)
                     }
-                } else {
-                    NotificationEvent::NotificationRetrying {
-                        notification_id,
-                        order_id,
-                        kind,
-                        channel,
-                        attempt,
-                        reason,
-                        at,
-                        next_attempt_at: at
-                            .checked_add_signed(policy.backoff(attempt))
-                            .unwrap_or(DateTime::<Utc>::MAX_UTC),
-                    }
+                    NotificationStatus::Failed => return Err(NotificationError::AlreadyFailed),
+                    NotificationStatus::Pending | NotificationStatus::Retrying => {}
                 }
+                let channel = trimmed_within(&channel, MAX_DELIVERY_REF_CHARS)
+                    .ok_or(NotificationError::Invalid { field: "channel" })?;
+                let kind = trimmed_within(&kind, MAX_DELIVERY_REF_CHARS)
+                    .ok_or(NotificationError::Invalid { field: "kind" })?;
+                let attempt = self.attempts.saturating_add(1);
+                let event = match outcome {
+                    AttemptOutcome::Sent { message_id } => {
+                        NotificationEvent::NotificationDelivered {
+                            notification_id,
+                            order_id,
+                            kind,
+                            channel,
+                            attempt,
+                            message_id: message_id.map(|id| cut(&id, MAX_DELIVERY_REF_CHARS)),
+                            at,
+                        }
+                    }
+                    AttemptOutcome::Failed { reason, permanent } => {
+                        let reason = cut(&reason, MAX_FAILURE_REASON_CHARS);
+                        if permanent || attempt >= policy.max_attempts {
+                            NotificationEvent::NotificationFailed {
+                                notification_id,
+                                order_id,
+                                kind,
+                                channel,
+                                attempt,
+                                reason,
+                                at,
+                            }
+                        } else {
+                            NotificationEvent::NotificationRetrying {
+                                notification_id,
+                                order_id,
+                                kind,
+                                channel,
+                                attempt,
+                                reason,
+                                at,
+                                next_attempt_at: at
+                                    .checked_add_signed(policy.backoff(attempt))
+                                    .unwrap_or(DateTime::<Utc>::MAX_UTC),
+                            }
+                        }
+                    }
+                };
+                Ok(vec![event])
             }
-        };
-        Ok(vec![event])
+        }
+    }
+
+    /// A command must name this stream's notification.
+    fn check_stream(&self, given: &NotificationId) -> Result<(), NotificationError> {
+        match &self.id {
+            Some(stream) if stream != given => Err(NotificationError::WrongNotification {
+                given: given.clone(),
+                stream: stream.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// A failed notification, due again at `at`.
+    fn resend(
+        &self,
+        notification_id: NotificationId,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<NotificationEvent>, NotificationError> {
+        match (self.status, &self.order_id, &self.kind) {
+            (NotificationStatus::Failed, Some(order_id), Some(kind)) => {
+                Ok(vec![NotificationEvent::NotificationResendRequested {
+                    notification_id,
+                    order_id: order_id.clone(),
+                    kind: kind.clone(),
+                    attempts: self.attempts,
+                    at,
+                }])
+            }
+            _ => Err(NotificationError::NotFailed),
+        }
     }
 
     /// Folds one event into the state.
     pub fn evolve(&mut self, event: &NotificationEvent) {
+        let (NotificationEvent::NotificationDelivered { order_id, kind, .. }
+        | NotificationEvent::NotificationRetrying { order_id, kind, .. }
+        | NotificationEvent::NotificationFailed { order_id, kind, .. }
+        | NotificationEvent::NotificationResendRequested { order_id, kind, .. }) = event;
+        self.order_id = Some(order_id.clone());
+        self.kind = Some(kind.clone());
         match event {
             NotificationEvent::NotificationDelivered {
                 notification_id,
@@ -276,6 +343,15 @@ impl Notification {
                 self.status = NotificationStatus::Failed;
                 self.attempts = *attempt;
                 self.next_attempt_at = None;
+            }
+            NotificationEvent::NotificationResendRequested {
+                notification_id,
+                at,
+                ..
+            } => {
+                self.id = Some(notification_id.clone());
+                self.status = NotificationStatus::Retrying;
+                self.next_attempt_at = Some(*at);
             }
         }
     }
@@ -401,7 +477,9 @@ mod tests {
     #[test]
     fn a_blank_channel_or_another_streams_id_is_refused() {
         let mut command = attempt(failed(false), 0);
-        let NotificationCommand::RecordAttempt { channel, .. } = &mut command;
+        let NotificationCommand::RecordAttempt { channel, .. } = &mut command else {
+            unreachable!("an attempt")
+        };
         *channel = "  ".into();
         assert_eq!(
             Notification::default().decide(command),
@@ -412,11 +490,44 @@ mod tests {
         let mut other = attempt(failed(false), 1);
         let NotificationCommand::RecordAttempt {
             notification_id, ..
-        } = &mut other;
+        } = &mut other
+        else {
+            unreachable!("an attempt")
+        };
         *notification_id = NotificationId::parse("other").unwrap();
         assert!(matches!(
             state.decide(other),
             Err(NotificationError::WrongNotification { .. })
+        ));
+    }
+
+    fn resend(minute: i64) -> NotificationCommand {
+        NotificationCommand::Resend {
+            notification_id: id(),
+            at: at(minute),
+        }
+    }
+
+    #[test]
+    fn a_failed_notification_can_be_resent_for_one_more_attempt() {
+        let mut state = Notification::default();
+        assert_eq!(state.decide(resend(0)), Err(NotificationError::NotFailed));
+        run(&mut state, attempt(failed(true), 0));
+        let events = run(&mut state, resend(5));
+        assert!(matches!(
+            &events[..],
+            [NotificationEvent::NotificationResendRequested { attempts: 1, at: due, kind, .. }]
+                if *due == at(5) && kind == "order_confirmed"
+        ));
+        assert_eq!(state.status, NotificationStatus::Retrying);
+        assert_eq!(state.next_attempt_at, Some(at(5)));
+        assert_eq!(state.decide(resend(6)), Err(NotificationError::NotFailed));
+        // One more attempt: failing again fails it for good (the policy allows 3 in all).
+        run(&mut state, attempt(failed(false), 5));
+        let again = run(&mut state, attempt(failed(false), 6));
+        assert!(matches!(
+            &again[..],
+            [NotificationEvent::NotificationFailed { attempt: 3, .. }]
         ));
     }
 }

@@ -5,7 +5,7 @@
 //! Only the read model lives here. Sending is a side effect kept apart: a delivery worker lists
 //! the [`due_notifications`], sends them and records each attempt as an event of the
 //! notification's own stream (`NotificationDelivered`, `NotificationRetrying`,
-//! `NotificationFailed`). This projection follows those streams too, so the delivery status is
+//! `NotificationFailed`, and `NotificationResendRequested` when support resends a failed one). This projection follows those streams too, so the delivery status is
 //! rebuilt from the history like everything else: a rebuild or a replay never makes a delivered
 //! message pending again. Delivery events may arrive before the order event that called for the
 //! message (streams interleave freely); they are kept in [`DELIVERIES`] until it does.
@@ -269,6 +269,12 @@ impl Delivery {
                 self.channel = Some(channel);
                 self.last_error = Some(reason);
                 self.failed_at = Some(at);
+            }
+            // Support asked to try once more: pending again, due at `at`.
+            NotificationEvent::NotificationResendRequested { at, .. } => {
+                self.status = NotificationStatus::Retrying;
+                self.next_attempt_at = Some(at);
+                self.failed_at = None;
             }
         }
         true

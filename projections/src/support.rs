@@ -358,12 +358,13 @@ impl SupportProjection {
     }
 
     /// A delivery attempt goes on the order's timeline; a message given up on is counted on the
-    /// order, so that support sees it in search results.
+    /// order, so that support sees it in search results, until support resends it.
     fn apply_delivery(
         event: &EventEnvelope,
         e: NotificationEvent,
         tx: &mut dyn DocTx,
     ) -> Result<(), ProjectionError> {
+        // How the order's count of messages given up on changes.
         let (order_id, summary, failed) = match &e {
             NotificationEvent::NotificationDelivered {
                 order_id,
@@ -374,7 +375,7 @@ impl SupportProjection {
             } => (
                 order_id,
                 format!("{kind} delivered by {channel} (attempt {attempt})"),
-                false,
+                0,
             ),
             NotificationEvent::NotificationRetrying {
                 order_id,
@@ -391,7 +392,7 @@ impl SupportProjection {
                      at {}",
                     next_attempt_at.to_rfc3339()
                 ),
-                false,
+                0,
             ),
             NotificationEvent::NotificationFailed {
                 order_id,
@@ -403,7 +404,21 @@ impl SupportProjection {
             } => (
                 order_id,
                 format!("{kind} FAILED by {channel} after {attempt} attempts: {reason}"),
-                true,
+                1,
+            ),
+            NotificationEvent::NotificationResendRequested {
+                order_id,
+                kind,
+                attempts,
+                at,
+                ..
+            } => (
+                order_id,
+                format!(
+                    "{kind} resend requested after {attempts} attempts; due at {}",
+                    at.to_rfc3339()
+                ),
+                -1,
             ),
         };
         let order_id = order_id.as_str();
@@ -417,11 +432,11 @@ impl SupportProjection {
                 summary,
             )],
         )?;
-        if !failed {
+        if failed == 0 {
             return Ok(());
         }
         Self::update(tx, order_id, |doc| {
-            doc.failed_notifications += 1;
+            doc.failed_notifications = doc.failed_notifications.saturating_add_signed(failed);
         })
     }
 

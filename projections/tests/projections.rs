@@ -1284,6 +1284,70 @@ async fn support_search_pages_through_sparse_matches() {
     assert_eq!(all_paid.len(), 9);
 }
 
+/// Support resends a notification given up on: it is due again, off the failed list, no longer
+/// counted on the order, and on the order's timeline.
+#[tokio::test]
+async fn a_resent_notification_is_due_again_and_no_longer_counted_as_failed() {
+    let mut s = Streams::new();
+    let at = s.at();
+    let mut events = vec![
+        s.order("o1", placed("o1", "alice", "alice@example.com", at)),
+        s.order("o1", paid("o1", at)),
+    ];
+    let confirmed = events[1].event_id.to_string();
+    let (failed_at, due_at) = (at + Duration::minutes(1), at + Duration::minutes(5));
+    events.push(s.ev(
+        StreamType::Notification,
+        &confirmed,
+        &delivery(&confirmed, "o1", 1, "failed", failed_at),
+    ));
+    let models = MemoryReadModelStore::new();
+    for projection in [notifs(), supp()] {
+        apply(&models, &projection, events.clone()).await;
+    }
+    async fn failed_count(models: &MemoryReadModelStore) -> u32 {
+        support::get_support_order(models, "o1")
+            .await
+            .expect("get")
+            .expect("exists")
+            .failed_notifications
+    }
+    assert_eq!(failed_count(&models).await, 1);
+
+    let resent = vec![s.ev(
+        StreamType::Notification,
+        &confirmed,
+        &NotificationEvent::NotificationResendRequested {
+            notification_id: NotificationId::parse(&confirmed).expect("id"),
+            order_id: oid("o1"),
+            kind: "order_confirmed".to_owned(),
+            attempts: 1,
+            at: due_at,
+        },
+    )];
+    for projection in [notifs(), supp()] {
+        apply(&models, &projection, resent.clone()).await;
+    }
+    assert!(notifications::failed_notifications(&models, 10, None)
+        .await
+        .expect("failed")
+        .items
+        .is_empty());
+    let due = notifications::due_notifications(&models, due_at, 10)
+        .await
+        .expect("due");
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].delivery_status, DeliveryStatus::Retrying);
+    assert_eq!(due[0].attempts, 1);
+    assert_eq!(failed_count(&models).await, 0);
+    let timeline = support::order_timeline(&models, "o1")
+        .await
+        .expect("timeline");
+    let last = timeline.last().expect("entries");
+    assert_eq!(last.event_type, "NotificationResendRequested");
+    assert!(last.summary.contains("resend requested after 1 attempts"));
+}
+
 #[tokio::test]
 async fn the_support_timeline_joins_order_payment_and_notification_events() {
     let models = MemoryReadModelStore::new();

@@ -1,16 +1,19 @@
 //! Catalog administration, fulfilment and customer erasure (admin only).
 
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppPath, Cmd};
 use crate::http::CommandReply;
-use crate::schema::NoBody;
+use crate::schema::{
+    AckReply, CommandErrors, CreateErrors, CustomerPath, ErasureReply, IdempotencyHeader, NoBody,
+    OrderPath, ProductPath, ProjectionErrors, RebuildErrors, RebuildStatusSchema,
+};
 use crate::state::AppState;
 use axum::extract::State;
 use commands::{Ack, CommandContext, ErasureReceipt, NewProduct};
 use domain::{
     CustomerId, Money, MoneyError, OrderCommand, OrderId, Product, ProductCommand, ProductId,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
@@ -18,14 +21,20 @@ use utoipa::ToSchema;
 pub const MAX_STOCK: u32 = domain::MAX_RESTOCK_QUANTITY;
 
 /// A money amount as sent by clients: a decimal string and an ISO-4217 code.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MoneyInput {
-    #[schema(example = "12.50")]
     pub amount: String,
-    #[schema(example = "EUR")]
     pub currency: String,
 }
+
+impl utoipa::PartialSchema for MoneyInput {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::schema::money_input().into()
+    }
+}
+
+impl ToSchema for MoneyInput {}
 
 impl MoneyInput {
     /// Validates the amount and currency, naming `field.amount` or `field.currency`.
@@ -42,12 +51,16 @@ impl MoneyInput {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProductRequest {
-    #[schema(value_type = String, example = "prd_teapot")]
+    #[schema(value_type = crate::schema::Id, example = "prd_teapot")]
     pub product_id: ProductId,
+    #[schema(schema_with = crate::schema::non_blank::<{ domain::MAX_PRODUCT_NAME_CHARS }>)]
     pub name: String,
+    #[schema(schema_with = crate::schema::non_blank::<{ domain::MAX_CATEGORY_CHARS }>)]
     pub category: String,
     pub price: MoneyInput,
+    /// 0 to 1,000,000 units.
     #[serde(default)]
+    #[schema(maximum = 1_000_000)]
     pub initial_stock: u32,
 }
 
@@ -61,18 +74,22 @@ pub struct RepriceRequest {
 #[serde(deny_unknown_fields)]
 pub struct RestockRequest {
     /// 1 to 1,000,000 units.
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub quantity: u32,
 }
 
-/// The storefront details to change; a field left out stays as it is.
+/// The storefront details to change (at least one); a field left out stays as it is.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DescribeRequest {
     /// 1 to 200 characters.
+    #[schema(schema_with = crate::schema::non_blank::<{ domain::MAX_PRODUCT_NAME_CHARS }>)]
     pub name: Option<String>,
     /// At most 2,000 characters; empty clears it.
+    #[schema(schema_with = crate::schema::at_most::<{ domain::MAX_DESCRIPTION_CHARS }>)]
     pub description: Option<String>,
     /// 1 to 100 characters.
+    #[schema(schema_with = crate::schema::non_blank::<{ domain::MAX_CATEGORY_CHARS }>)]
     pub category: Option<String>,
 }
 
@@ -82,17 +99,24 @@ pub struct DescribeRequest {
 pub struct AdjustStockRequest {
     /// Units added (positive) or written down (negative), 1 to 1,000,000 either way. A
     /// write-down may not leave less on hand than is reserved (409 `below_reserved`).
+    #[schema(schema_with = crate::schema::nonzero_delta::<{ MAX_STOCK as i64 }>)]
     pub delta: i64,
     /// Why, 1 to 200 characters (a count, breakage, ...).
+    #[schema(schema_with = crate::schema::non_blank::<{ domain::MAX_ADJUSTMENT_REASON_CHARS }>)]
     pub reason: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShipRequest {
+    /// The carrier's tracking reference, 1 to 100 characters.
     #[serde(default)]
+    #[schema(schema_with = crate::schema::non_blank::<MAX_TRACKING_CHARS>)]
     pub tracking: Option<String>,
 }
+
+/// Longest tracking reference.
+pub const MAX_TRACKING_CHARS: usize = 100;
 
 /// Runs one product command and answers with its commit.
 async fn product_reply(
@@ -120,11 +144,9 @@ fn stock(field: &str, quantity: u32, min: u32) -> Result<u32, ApiError> {
 }
 
 #[utoipa::path(post, path = "/v1/admin/products", tag = "admin",
-    params(("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
+    params(IdempotencyHeader),
     request_body = CreateProductRequest,
-    responses((status = 201, description = "created, with `consistency` and `position`", body = serde_json::Value),
-        (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 201, description = "created", body = AckReply), CreateErrors))]
 pub async fn create_product(
     State(state): State<AppState>,
     cmd: Cmd<CreateProductRequest>,
@@ -142,12 +164,9 @@ pub async fn create_product(
 }
 
 #[utoipa::path(put, path = "/v1/admin/products/{id}/price", tag = "admin",
-    params(("id" = String, Path, description = "product id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
+    params(ProductPath, IdempotencyHeader),
     request_body = RepriceRequest,
-    responses((status = 200, description = "repriced, with `consistency` and `position`", body = serde_json::Value),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "repriced", body = AckReply), CommandErrors))]
 pub async fn reprice(
     State(state): State<AppState>,
     AppPath(product_id): AppPath<ProductId>,
@@ -161,12 +180,9 @@ pub async fn reprice(
 }
 
 #[utoipa::path(post, path = "/v1/admin/products/{id}/restock", tag = "admin",
-    params(("id" = String, Path, description = "product id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
+    params(ProductPath, IdempotencyHeader),
     request_body = RestockRequest,
-    responses((status = 200, description = "restocked, with `consistency` and `position`", body = serde_json::Value),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "restocked", body = AckReply), CommandErrors))]
 pub async fn restock(
     State(state): State<AppState>,
     AppPath(product_id): AppPath<ProductId>,
@@ -180,11 +196,8 @@ pub async fn restock(
 }
 
 #[utoipa::path(post, path = "/v1/admin/products/{id}/retire", tag = "admin",
-    params(("id" = String, Path, description = "product id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
-    responses((status = 200, description = "retired, with `consistency` and `position`", body = serde_json::Value),
-        (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
+    params(ProductPath, IdempotencyHeader),
+    responses((status = 200, description = "retired", body = AckReply), CommandErrors))]
 pub async fn retire(
     State(state): State<AppState>,
     AppPath(product_id): AppPath<ProductId>,
@@ -194,11 +207,8 @@ pub async fn retire(
 }
 
 #[utoipa::path(post, path = "/v1/admin/products/{id}/unretire", tag = "admin",
-    params(("id" = String, Path, description = "product id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
-    responses((status = 200, description = "on sale again, with `consistency` and `position`", body = serde_json::Value),
-        (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
+    params(ProductPath, IdempotencyHeader),
+    responses((status = 200, description = "on sale again", body = AckReply), CommandErrors))]
 pub async fn unretire(
     State(state): State<AppState>,
     AppPath(product_id): AppPath<ProductId>,
@@ -208,12 +218,9 @@ pub async fn unretire(
 }
 
 #[utoipa::path(patch, path = "/v1/admin/products/{id}", tag = "admin",
-    params(("id" = String, Path, description = "product id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
+    params(ProductPath, IdempotencyHeader),
     request_body = DescribeRequest,
-    responses((status = 200, description = "the details changed, with `consistency` and `position`", body = serde_json::Value),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "the details changed", body = AckReply), CommandErrors))]
 pub async fn describe(
     State(state): State<AppState>,
     AppPath(product_id): AppPath<ProductId>,
@@ -241,12 +248,9 @@ pub async fn describe(
 }
 
 #[utoipa::path(post, path = "/v1/admin/products/{id}/stock-adjustments", tag = "admin",
-    params(("id" = String, Path, description = "product id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
+    params(ProductPath, IdempotencyHeader),
     request_body = AdjustStockRequest,
-    responses((status = 200, description = "stock adjusted, with `consistency` and `position`", body = serde_json::Value),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "stock adjusted", body = AckReply), CommandErrors))]
 pub async fn adjust_stock(
     State(state): State<AppState>,
     AppPath(product_id): AppPath<ProductId>,
@@ -263,12 +267,9 @@ pub async fn adjust_stock(
 }
 
 #[utoipa::path(post, path = "/v1/admin/orders/{id}/ship", tag = "admin",
-    params(("id" = String, Path, description = "order id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
+    params(OrderPath, IdempotencyHeader),
     request_body = ShipRequest,
-    responses((status = 200, description = "shipped, with `consistency` and `position`", body = serde_json::Value),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "shipped", body = AckReply), CommandErrors))]
 pub async fn ship(
     State(state): State<AppState>,
     AppPath(order_id): AppPath<OrderId>,
@@ -282,11 +283,11 @@ pub async fn ship(
         .map(str::to_string);
     if tracking
         .as_ref()
-        .is_some_and(|t| t.is_empty() || t.len() > 100)
+        .is_some_and(|t| t.is_empty() || t.chars().count() > MAX_TRACKING_CHARS)
     {
         return Err(ApiError::validation(
             "tracking",
-            "must have 1 to 100 characters",
+            format!("must have 1 to {MAX_TRACKING_CHARS} characters"),
         ));
     }
     let at = state.clock.now();
@@ -303,11 +304,8 @@ pub async fn ship(
 }
 
 #[utoipa::path(post, path = "/v1/admin/orders/{id}/deliver", tag = "admin",
-    params(("id" = String, Path, description = "order id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
-    responses((status = 200, description = "delivered, with `consistency` and `position`", body = serde_json::Value),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
-    security(("bearer" = [])))]
+    params(OrderPath, IdempotencyHeader),
+    responses((status = 200, description = "delivered", body = AckReply), CommandErrors))]
 pub async fn deliver(
     State(state): State<AppState>,
     AppPath(order_id): AppPath<OrderId>,
@@ -323,23 +321,61 @@ pub async fn deliver(
     Ok(CommandReply::ok(executed))
 }
 
-/// One projection as an operator sees it: how far its worker is, and its latest rebuild.
+/// One projection as an operator sees it: how far its worker is, and its latest rebuild. The
+/// fields are in name order, as the JSON has always had them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectionInfo {
+    /// Whether its worker is healthy (`null`: no worker seen yet).
+    pub healthy: Option<bool>,
+    /// Feed positions behind the head.
+    pub lag: Option<u64>,
+    pub last_error: Option<String>,
+    pub name: String,
+    /// The feed position its worker has reached.
+    pub position: Option<u64>,
+    /// Its latest rebuild since the process started.
+    #[schema(value_type = Option<RebuildStatusSchema>)]
+    pub rebuild: Option<serde_json::Value>,
+}
+
+/// The projections of a server and the feed head they follow.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectionList {
+    pub head: u64,
+    pub projections: Vec<ProjectionInfo>,
+}
+
+/// A rebuild that started.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RebuildStarted {
+    #[schema(value_type = RebuildStatusSchema)]
+    pub rebuild: serde_json::Value,
+}
+
+/// A rebuild's status as JSON, its fields in name order as the answers have always had them.
+fn sorted(status: workers::RebuildStatus) -> serde_json::Value {
+    serde_json::to_value(status).unwrap_or_default()
+}
+
 fn projection_info(
     state: &AppState,
     statuses: &mut BTreeMap<String, workers::WorkerStatus>,
     name: &str,
     head: u64,
-) -> serde_json::Value {
+) -> ProjectionInfo {
     let worker = statuses.remove(&workers::projection_worker(name));
-    let rebuild = state.rebuilds.as_ref().and_then(|r| r.status(name));
-    serde_json::json!({
-        "name": name,
-        "position": worker.as_ref().map(|w| w.position),
-        "lag": worker.as_ref().map(|w| head.saturating_sub(w.position)),
-        "healthy": worker.as_ref().map(|w| w.healthy),
-        "last_error": worker.and_then(|w| w.last_error),
-        "rebuild": rebuild,
-    })
+    ProjectionInfo {
+        healthy: worker.as_ref().map(|w| w.healthy),
+        lag: worker.as_ref().map(|w| head.saturating_sub(w.position)),
+        position: worker.as_ref().map(|w| w.position),
+        last_error: worker.and_then(|w| w.last_error),
+        name: name.to_owned(),
+        rebuild: state
+            .rebuilds
+            .as_ref()
+            .and_then(|r| r.status(name))
+            .map(sorted),
+    }
 }
 
 fn rebuilds(state: &AppState) -> Result<&std::sync::Arc<workers::Rebuilds>, ApiError> {
@@ -353,38 +389,35 @@ fn rebuilds(state: &AppState) -> Result<&std::sync::Arc<workers::Rebuilds>, ApiE
 }
 
 #[utoipa::path(get, path = "/v1/admin/projections", tag = "admin",
-    responses((status = 200, description = "each projection: `name`, `position`, `lag` (feed positions behind the head), `healthy`, `last_error` and its latest `rebuild` (`state`, `position`, `head`, `per_second`, `eta_seconds`)", body = serde_json::Value),
-        (status = 501, body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "each projection, how far it is and its latest rebuild", body = ProjectionList),
+        ProjectionErrors))]
 pub async fn list_projections(
     State(state): State<AppState>,
-) -> ApiResult<axum::Json<serde_json::Value>> {
+) -> ApiResult<axum::Json<ProjectionList>> {
     let names = rebuilds(&state)?.names();
-    let head = state.store.head().await.map_err(ApiError::internal)?;
+    let head = state.store.head().await?;
     let mut statuses = state.health.snapshot();
-    let list: Vec<serde_json::Value> = names
+    let projections = names
         .into_iter()
         .map(|name| projection_info(&state, &mut statuses, name, head))
         .collect();
-    Ok(axum::Json(
-        serde_json::json!({ "head": head, "projections": list }),
-    ))
+    Ok(axum::Json(ProjectionList { head, projections }))
 }
 
 #[utoipa::path(post, path = "/v1/admin/projections/{name}/rebuild", tag = "admin",
     params(("name" = String, Path, description = "catalog, order_history, notifications or support")),
-    responses((status = 202, description = "the rebuild started: replays the feed from position 0 into a new generation of the read model while queries read the live one, then promotes it; follow it with GET /v1/admin/projections", body = serde_json::Value),
-        (status = 404, body = ErrorBody), (status = 409, description = "already being rebuilt", body = ErrorBody),
-        (status = 501, body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 202, description = "the rebuild started: replays the feed from position 0 into a new generation of the read model while queries read the live one, then promotes it; follow it with GET /v1/admin/projections (409: already being rebuilt)", body = RebuildStarted),
+        RebuildErrors))]
 pub async fn rebuild_projection(
     State(state): State<AppState>,
     axum::extract::Path(name): axum::extract::Path<String>,
-) -> Result<(axum::http::StatusCode, axum::Json<serde_json::Value>), ApiError> {
+) -> Result<(axum::http::StatusCode, axum::Json<RebuildStarted>), ApiError> {
     match rebuilds(&state)?.start(&name) {
-        Ok(status) => Ok((
+        Ok(rebuild) => Ok((
             axum::http::StatusCode::ACCEPTED,
-            axum::Json(serde_json::json!({ "rebuild": status })),
+            axum::Json(RebuildStarted {
+                rebuild: sorted(rebuild),
+            }),
         )),
         Err(workers::RebuildError::Unknown(_)) => Err(ApiError::not_found("projection")),
         Err(e @ workers::RebuildError::AlreadyRunning(_)) => Err(ApiError::new(
@@ -400,13 +433,9 @@ pub async fn rebuild_projection(
         email, name and address in their events, and every read model's copies, read \
         `[erased]` from now on (orders, totals and statuses stay). Records `CustomerErased` on \
         the customer's stream each time; repeating it is harmless.",
-    params(("id" = String, Path, description = "customer id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
+    params(CustomerPath, IdempotencyHeader),
     request_body(content = NoBody, description = "empty"),
-    responses((status = 200, description = "erased, with `consistency` and `position`", body = ErasureReceiptSchema),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "erased", body = ErasureReply), CommandErrors))]
 pub async fn erase_customer(
     State(state): State<AppState>,
     AppPath(customer_id): AppPath<CustomerId>,
@@ -417,14 +446,4 @@ pub async fn erase_customer(
         .erase(&cmd.ctx, &customer_id, &cmd.principal.subject)
         .await?;
     Ok(CommandReply::ok(executed))
-}
-
-/// What an erasure answers.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
-pub struct ErasureReceiptSchema {
-    pub customer_id: String,
-    /// 1 for the customer's first erasure, 2 for the next, ...
-    pub erasure: u32,
-    pub erased_at: chrono::DateTime<chrono::Utc>,
 }

@@ -1,9 +1,10 @@
 //! Event replay for analysts: the NDJSON export and time travel.
 
 use crate::auth::Principal;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult};
 use crate::export::{self, ExportFilter, StreamFilter};
 use crate::extract::{AppPath, AppQuery};
+use crate::schema::{ItemReadErrors, ReadErrors};
 use crate::state::AppState;
 use crate::time_travel::{self, At, StreamAt};
 use axum::body::Body;
@@ -25,6 +26,7 @@ use utoipa::IntoParams;
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Only events after this feed position.
+    #[param(maximum = 9007199254740991.0)]
     pub after: Option<u64>,
     /// Occurred at or after (RFC 3339).
     pub from: Option<DateTime<Utc>>,
@@ -35,8 +37,10 @@ pub struct EventsQuery {
     #[param(rename = "type")]
     pub event_type: Option<String>,
     /// A stream type (`order`) or one stream (`order:ord_123`).
+    #[param(value_type = Option<crate::schema::StreamFilterText>)]
     pub stream: Option<String>,
     /// At most this many events.
+    #[param(maximum = 9007199254740991.0)]
     pub limit: Option<u64>,
 }
 
@@ -70,8 +74,7 @@ fn masking(state: &AppState, principal: &Principal) -> Option<Arc<Pseudonyms>> {
         `[erased]` for everyone.",
     responses((status = 200, description = "one event envelope (with `global_position`) per line",
         content_type = "application/x-ndjson", body = String),
-        (status = 400, body = ErrorBody)),
-    security(("bearer" = [])))]
+        ReadErrors))]
 pub async fn events(
     State(state): State<AppState>,
     principal: Principal,
@@ -93,16 +96,16 @@ pub async fn events(
 #[into_params(parameter_in = Query)]
 pub struct AtQuery {
     /// A stream version (`3`) or an RFC 3339 instant; the latest state when absent.
+    #[param(value_type = Option<crate::schema::VersionOrInstant>)]
     pub at: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/streams/{type}/{id}", tag = "analyst",
     description = "Masked like `/v1/events` unless the token carries the `pii` scope.",
-    params(("type" = String, Path, description = "cart, order, payment, product, notification or customer"),
-        ("id" = String, Path, description = "aggregate id"), AtQuery),
+    params(("type" = crate::schema::StreamTypeName, Path, description = "the stream type"),
+        ("id" = crate::schema::Id, Path, description = "aggregate id"), AtQuery),
     responses((status = 200, description = "the state at that point and its events", body = StreamAt),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
+        ItemReadErrors))]
 pub async fn stream_at(
     State(state): State<AppState>,
     principal: Principal,

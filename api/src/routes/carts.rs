@@ -1,9 +1,12 @@
 //! Carts and checkout (customers only).
 
-use crate::error::{ApiResult, ErrorBody};
+use crate::error::ApiResult;
 use crate::extract::{AppPath, Cmd};
 use crate::http::CommandReply;
-use crate::schema::NoBody;
+use crate::schema::{
+    CartItemPath, CartPath, CartReply, CartSchema, CommandErrors, CreateErrors, IdempotencyHeader,
+    ItemReadErrors, NoBody,
+};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
@@ -20,7 +23,7 @@ pub struct OpenCartRequest {}
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddItemRequest {
-    #[schema(value_type = String, example = "prd_espresso")]
+    #[schema(value_type = crate::schema::Id, example = "prd_espresso")]
     pub product_id: ProductId,
     /// 1 to 99.
     #[schema(value_type = u32, minimum = 1, maximum = 99)]
@@ -37,21 +40,33 @@ pub struct ChangeQuantityRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShippingAddressInput {
+    #[schema(schema_with = crate::schema::non_blank::<200>)]
     pub name: String,
+    #[schema(schema_with = crate::schema::non_blank::<200>)]
     pub line1: String,
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub line2: Option<String>,
+    #[schema(schema_with = crate::schema::non_blank::<100>)]
     pub city: String,
+    #[schema(schema_with = crate::schema::non_blank::<20>)]
     pub postal_code: String,
     /// ISO 3166-1 alpha-2, upper case.
+    #[schema(pattern = "^[A-Z]{2}$", example = "DE")]
     pub country: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckoutRequest {
+    #[schema(value_type = crate::schema::Email)]
     pub email: String,
     pub shipping_address: ShippingAddressInput,
+}
+
+crate::schema::committed! {
+    /// The order placed, with `consistency` and `position`.
+    CheckoutReply(CheckoutResponse);
 }
 
 /// What checkout answers: the order, its payment and, when the provider answered, the intent
@@ -71,10 +86,8 @@ pub struct CheckoutResponse {
 
 #[utoipa::path(post, path = "/v1/carts", tag = "carts",
     request_body(content = OpenCartRequest, description = "empty"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
-    responses((status = 201, description = "the new cart, with `consistency` and `position`", body = serde_json::Value),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
-    security(("bearer" = [])))]
+    params(IdempotencyHeader),
+    responses((status = 201, description = "the new cart", body = CartReply), CreateErrors))]
 pub async fn open_cart(
     State(state): State<AppState>,
     cmd: Cmd<OpenCartRequest>,
@@ -85,10 +98,8 @@ pub async fn open_cart(
 }
 
 #[utoipa::path(get, path = "/v1/carts/{id}", tag = "carts",
-    params(("id" = String, Path, description = "cart id")),
-    responses((status = 200, description = "the cart", body = serde_json::Value),
-        (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
+    params(CartPath),
+    responses((status = 200, description = "the cart", body = CartSchema), ItemReadErrors))]
 pub async fn get_cart(
     State(state): State<AppState>,
     principal: crate::auth::Principal,
@@ -102,12 +113,9 @@ pub async fn get_cart(
 }
 
 #[utoipa::path(post, path = "/v1/carts/{id}/items", tag = "carts",
-    params(("id" = String, Path, description = "cart id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
+    params(CartPath, IdempotencyHeader),
     request_body = AddItemRequest,
-    responses((status = 200, description = "the cart, with `consistency` and `position`", body = serde_json::Value),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "the cart", body = CartReply), CommandErrors))]
 pub async fn add_item(
     State(state): State<AppState>,
     AppPath(cart_id): AppPath<CartId>,
@@ -127,12 +135,9 @@ pub async fn add_item(
 }
 
 #[utoipa::path(patch, path = "/v1/carts/{id}/items/{product_id}", tag = "carts",
-    params(("id" = String, Path, description = "cart id"), ("product_id" = String, Path),
-        ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
+    params(CartItemPath, IdempotencyHeader),
     request_body = ChangeQuantityRequest,
-    responses((status = 200, description = "the cart, with `consistency` and `position`", body = serde_json::Value),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "the cart", body = CartReply), CommandErrors))]
 pub async fn change_quantity(
     State(state): State<AppState>,
     AppPath((cart_id, product_id)): AppPath<(CartId, ProductId)>,
@@ -152,11 +157,9 @@ pub async fn change_quantity(
 }
 
 #[utoipa::path(delete, path = "/v1/carts/{id}/items/{product_id}", tag = "carts",
-    params(("id" = String, Path, description = "cart id"), ("product_id" = String, Path),
-        ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
-    responses((status = 200, description = "the cart, with `consistency` and `position`", body = serde_json::Value),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
-    security(("bearer" = [])))]
+    params(CartItemPath, IdempotencyHeader),
+    request_body(content = NoBody, description = "empty"),
+    responses((status = 200, description = "the cart", body = CartReply), CommandErrors))]
 pub async fn remove_item(
     State(state): State<AppState>,
     AppPath((cart_id, product_id)): AppPath<(CartId, ProductId)>,
@@ -175,13 +178,10 @@ pub async fn remove_item(
 }
 
 #[utoipa::path(post, path = "/v1/carts/{id}/checkout", tag = "carts",
-    params(("id" = String, Path, description = "cart id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
+    params(CartPath, IdempotencyHeader),
     request_body = CheckoutRequest,
-    responses((status = 201, description = "the order placed, with `consistency` and `position`", body = CheckoutResponse),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, description = "insufficient stock, cart already checked out, ...", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 201, description = "the order placed (409: insufficient stock, an empty cart, ...)", body = CheckoutReply),
+        CommandErrors))]
 pub async fn checkout(
     State(state): State<AppState>,
     AppPath(cart_id): AppPath<CartId>,

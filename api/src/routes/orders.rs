@@ -1,9 +1,12 @@
 //! Orders (customers: their own; support and admin: any) and the customer's notifications.
 
 use crate::auth::Principal;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppPath, AppQuery, Cmd};
 use crate::http::CommandReply;
+use crate::schema::{
+    AckReply, CommandErrors, IdempotencyHeader, ItemReadErrors, OrderPath, ReadErrors,
+};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
@@ -62,13 +65,14 @@ pub fn next_cursor<T>(page: &projections::Page<T>) -> Option<String> {
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// At most this many items (default 50, at most 500).
+    #[param(maximum = 500)]
     pub limit: Option<usize>,
     /// The previous page's `next_cursor`: this page starts after it.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<crate::schema::CursorToken>)]
     pub cursor: Option<Cursor>,
     /// Read-your-writes: a command answer's `consistency` token. The query waits (at most `--consistency-wait`, 2 s by default)
     /// until this read model reflects that write.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<crate::schema::ConsistencyToken>)]
     pub consistency: Option<Consistency>,
 }
 
@@ -79,13 +83,13 @@ pub struct ListQuery {
 pub struct ReadQuery {
     /// Read-your-writes: a command answer's `consistency` token. The query waits (at most `--consistency-wait`, 2 s by default)
     /// until this read model reflects that write.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<crate::schema::ConsistencyToken>)]
     pub consistency: Option<Consistency>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrderList {
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<crate::schema::OrderSchema>)]
     pub orders: Vec<OrderView>,
     /// Pass as `cursor` for the next page; `null` on the last one.
     pub next_cursor: Option<String>,
@@ -93,7 +97,7 @@ pub struct OrderList {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NotificationList {
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<crate::schema::NotificationSchema>)]
     pub notifications: Vec<NotificationView>,
     /// Pass as `cursor` for the next page; `null` on the last one.
     pub next_cursor: Option<String>,
@@ -103,14 +107,14 @@ pub struct NotificationList {
 #[serde(deny_unknown_fields)]
 pub struct CancelRequest {
     /// Why the order is cancelled (1 to 500 characters).
+    #[schema(schema_with = crate::schema::non_blank::<MAX_REASON_CHARS>)]
     pub reason: String,
 }
 
 pub const MAX_REASON_CHARS: usize = 500;
 
 #[utoipa::path(get, path = "/v1/orders", tag = "orders", params(ListQuery),
-    responses((status = 200, description = "the caller's orders, newest first", body = OrderList)),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "the caller's orders, newest first", body = OrderList), ReadErrors))]
 pub async fn list_orders(
     State(state): State<AppState>,
     principal: Principal,
@@ -137,10 +141,9 @@ pub async fn list_orders(
 }
 
 #[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders",
-    params(("id" = String, Path, description = "order id"), ReadQuery),
-    responses((status = 200, description = "the order from the order history", body = serde_json::Value),
-        (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
+    params(OrderPath, ReadQuery),
+    responses((status = 200, description = "the order from the order history", body = crate::schema::OrderSchema),
+        ItemReadErrors))]
 pub async fn get_order(
     State(state): State<AppState>,
     principal: Principal,
@@ -167,12 +170,9 @@ pub async fn get_order(
 }
 
 #[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders",
-    params(("id" = String, Path, description = "order id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
+    params(OrderPath, IdempotencyHeader),
     request_body = CancelRequest,
-    responses((status = 200, description = "the order's new status, with `consistency` and `position`", body = serde_json::Value),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "the order's new status", body = AckReply), CommandErrors))]
 pub async fn cancel(
     State(state): State<AppState>,
     AppPath(order_id): AppPath<OrderId>,
@@ -199,8 +199,7 @@ pub async fn cancel(
 }
 
 #[utoipa::path(get, path = "/v1/me/notifications", tag = "orders", params(ListQuery),
-    responses((status = 200, description = "the caller's notifications, newest first", body = NotificationList)),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "the caller's notifications, newest first", body = NotificationList), ReadErrors))]
 pub async fn notifications(
     State(state): State<AppState>,
     principal: Principal,

@@ -2,10 +2,11 @@
 //! payment, passed on to Stripe or answered by the simulated provider.
 
 use crate::auth::Principal;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppPath, Cmd};
 use crate::http::CommandReply;
 use crate::payments::confirm_simulated;
+use crate::schema::{AckReply, CommandErrors, IdempotencyHeader, PaymentPath, PaymentReadErrors};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::header;
@@ -23,17 +24,20 @@ pub struct ConfirmRequest {
     /// the payment. Simulated: a test method or card number, `pm_card_visa`,
     /// `4242424242424242` (success), `4000000000000002` (declined),
     /// `pm_card_threeDSecure2Required` (3-D Secure).
-    #[schema(example = "pm_card_visa")]
+    #[schema(
+        example = "pm_card_visa",
+        min_length = 1,
+        max_length = 255,
+        pattern = "\\S"
+    )]
     pub payment_method: String,
 }
 
 #[utoipa::path(post, path = "/v1/payments/{payment_id}/confirm", tag = "payments",
-    params(("payment_id" = String, Path, description = "payment id from checkout"),
-        ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer")),
+    description = "With the simulated provider, 400 for a `payment_method` it does not know.",
+    params(PaymentPath, IdempotencyHeader),
     request_body = ConfirmRequest,
-    responses((status = 200, description = "the payment's new status, with `consistency` and `position`", body = serde_json::Value),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "the payment's new status", body = AckReply), CommandErrors))]
 pub async fn confirm(
     State(state): State<AppState>,
     AppPath(payment_id): AppPath<PaymentId>,
@@ -65,13 +69,11 @@ pub struct ClientSecretResponse {
 }
 
 #[utoipa::path(get, path = "/v1/payments/{payment_id}/client-secret", tag = "payments",
-    params(("payment_id" = String, Path, description = "payment id from checkout")),
+    description = "409 `intent_pending`: the provider has no intent for it yet (retry later); 409 \
+        `payment_rejected`: the provider refused; 503 `payment_provider_unavailable`.",
+    params(PaymentPath),
     responses((status = 200, description = "the intent's client secret, fetched from the payment provider (never stored); not cacheable", body = ClientSecretResponse),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, description = "no such payment, or another customer's", body = ErrorBody),
-        (status = 409, description = "`intent_pending`: the provider has no intent for it yet (retry later); `payment_rejected`: the provider refused", body = ErrorBody),
-        (status = 503, description = "`payment_provider_unavailable`", body = ErrorBody)),
-    security(("bearer" = [])))]
+        PaymentReadErrors))]
 pub async fn client_secret(
     State(state): State<AppState>,
     principal: Principal,

@@ -1,8 +1,11 @@
 //! Support views (support and admin).
 
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppPath, AppQuery};
 use crate::routes::orders::{limit, next_cursor, Cursor, ListQuery, NotificationList, ReadQuery};
+use crate::schema::{
+    CommandErrors, IdempotencyHeader, ItemReadErrors, OrderPath, ReadErrors, RefundReceiptSchema,
+};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
@@ -20,7 +23,7 @@ pub struct SupportSearch {
     /// Customer email (case-insensitive).
     pub email: Option<String>,
     /// Order status, for example `paid` or `payment_failed`.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<crate::schema::OrderStatusName>)]
     pub status: Option<OrderStatus>,
     /// Placed at or after (RFC 3339).
     pub from: Option<DateTime<Utc>>,
@@ -34,19 +37,20 @@ pub struct SupportSearch {
     /// `true`: only orders whose payment was disputed; `false`: only the others.
     pub disputed: Option<bool>,
     /// At most this many orders (default 50, at most 500).
+    #[param(maximum = 500)]
     pub limit: Option<usize>,
     /// The previous page's `next_cursor`: this page starts after it.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<crate::schema::CursorToken>)]
     pub cursor: Option<Cursor>,
     /// Read-your-writes: a command answer's `consistency` token. The query waits (at most `--consistency-wait`, 2 s by default)
     /// until this read model reflects that write.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<crate::schema::ConsistencyToken>)]
     pub consistency: Option<Consistency>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SupportOrderList {
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<crate::schema::SupportOrderSchema>)]
     pub orders: Vec<SupportOrderView>,
     /// Pass as `cursor` for the next page; `null` on the last one.
     pub next_cursor: Option<String>,
@@ -56,14 +60,12 @@ pub struct SupportOrderList {
 pub struct Timeline {
     pub order_id: String,
     /// Oldest first: order, payment and notification entries.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<crate::schema::SupportTimelineEntrySchema>)]
     pub entries: Vec<SupportTimelineEntry>,
 }
 
 #[utoipa::path(get, path = "/v1/support/orders", tag = "support", params(SupportSearch),
-    responses((status = 200, description = "matching orders, newest first", body = SupportOrderList),
-        (status = 400, body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "matching orders, newest first", body = SupportOrderList), ReadErrors))]
 pub async fn search(
     State(state): State<AppState>,
     AppQuery(q): AppQuery<SupportSearch>,
@@ -95,10 +97,8 @@ pub async fn search(
 }
 
 #[utoipa::path(get, path = "/v1/support/orders/{id}/timeline", tag = "support",
-    params(("id" = String, Path, description = "order id"), ReadQuery),
-    responses((status = 200, description = "the order's timeline", body = Timeline),
-        (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
+    params(OrderPath, ReadQuery),
+    responses((status = 200, description = "the order's timeline", body = Timeline), ItemReadErrors))]
 pub async fn timeline(
     State(state): State<AppState>,
     AppPath(order_id): AppPath<OrderId>,
@@ -123,8 +123,7 @@ pub async fn timeline(
 
 #[utoipa::path(get, path = "/v1/support/notifications/failed", tag = "support", params(ListQuery),
     responses((status = 200, description = "notifications given up on, newest first, with the last failure's reason", body = NotificationList),
-        (status = 400, body = ErrorBody)),
-    security(("bearer" = [])))]
+        ReadErrors))]
 pub async fn failed_notifications(
     State(state): State<AppState>,
     AppQuery(q): AppQuery<ListQuery>,
@@ -152,18 +151,16 @@ pub async fn failed_notifications(
 pub struct RefundRequestBody {
     /// Amount in the order's currency, for example "5.00"; omit it to refund everything that is
     /// still refundable.
-    #[schema(example = "5.00")]
+    #[schema(value_type = Option<crate::schema::PositiveAmount>)]
     pub amount: Option<String>,
 }
 
 #[utoipa::path(post, path = "/v1/support/orders/{id}/refunds", tag = "support",
-    params(("id" = String, Path, description = "order id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "the same key returns the first receipt")),
+    description = "400 when `amount` has more decimals than the order's currency.",
+    params(OrderPath, IdempotencyHeader),
     request_body = RefundRequestBody,
-    responses((status = 201, description = "the refund receipt: `succeeded` is recorded now, `pending` when Stripe confirms it", body = serde_json::Value),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
-        (status = 422, body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 201, description = "the refund receipt: `succeeded` is recorded now, `pending` when Stripe confirms it", body = RefundReceiptSchema),
+        CommandErrors))]
 pub async fn refund(
     State(state): State<AppState>,
     AppPath(order_id): AppPath<OrderId>,

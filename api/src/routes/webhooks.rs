@@ -1,8 +1,9 @@
 //! `POST /v1/webhooks/stripe`: no bearer token; the `Stripe-Signature` over the raw body is the
 //! authentication.
 
-use crate::error::{ApiResult, ErrorBody};
+use crate::error::ApiResult;
 use crate::extract::RequestIds;
+use crate::schema::{WebhookErrors, WebhookOutcomeSchema};
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -14,9 +15,11 @@ use infrastructure::stripe::webhook::SIGNATURE_HEADER;
 #[utoipa::path(post, path = "/v1/webhooks/stripe", tag = "webhooks",
     request_body(content = String, description = "the raw Stripe event, signed", content_type = "application/json"),
     params(("Stripe-Signature" = String, Header, description = "t=…,v1=… over the raw body")),
-    responses((status = 200, description = "recorded (or a known duplicate, or an ignored type)", body = serde_json::Value),
-        (status = 400, description = "missing, malformed, stale or wrong signature: nothing changed", body = ErrorBody),
-        (status = 500, description = "not recorded: Stripe retries", body = ErrorBody)))]
+    description = "400: a missing, malformed, stale or wrong signature (nothing changed); 5xx: not \
+        recorded, Stripe retries.",
+    responses((status = 200, description = "recorded (or a known duplicate, or an ignored type)", body = WebhookOutcomeSchema),
+        WebhookErrors),
+    security(()))]
 pub async fn stripe(
     State(state): State<AppState>,
     ids: RequestIds,

@@ -1,0 +1,132 @@
+//! The JSON API, called in-process with the signed-in user's token: the console gets the API's
+//! role checks, validation and idempotency exactly, and its answers are the console's data.
+
+use super::page::Failure;
+use super::session::Staff;
+use crate::http::REQUEST_ID;
+use crate::state::AppState;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// The largest API answer a page reads (the NDJSON download is streamed, not read).
+const MAX_ANSWER: usize = 16 * 1024 * 1024;
+
+pub struct Api<'a> {
+    state: &'a AppState,
+    token: &'a str,
+}
+
+impl<'a> Api<'a> {
+    pub fn new(state: &'a AppState, staff: &'a Staff) -> Self {
+        Self {
+            state,
+            token: &staff.token,
+        }
+    }
+
+    pub async fn get(&self, uri: &str) -> Result<Value, Failure> {
+        self.send(Method::GET, uri, None, None).await
+    }
+
+    /// A command: `body` as JSON, with the form's idempotency key.
+    pub async fn send(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<&Value>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Value, Failure> {
+        let answer = self.raw(method, uri, body, idempotency_key).await?;
+        let bytes = read(answer).await?;
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| {
+            tracing::error!(%uri, error = %e, "the API answered the console with something other than JSON");
+            Failure::internal(None)
+        })
+    }
+
+    /// The API's successful answer as it is (for NDJSON); any other answer as a [`Failure`].
+    pub async fn raw(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<&Value>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Response, Failure> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(AUTHORIZATION, format!("Bearer {}", self.token));
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        let body = match body {
+            Some(body) => {
+                request = request.header(CONTENT_TYPE, "application/json");
+                Body::from(body.to_string())
+            }
+            None => Body::empty(),
+        };
+        let request = request.body(body).map_err(|e| {
+            tracing::error!(%uri, error = %e, "console built an invalid API request");
+            Failure::internal(None)
+        })?;
+        let Ok(answer) = crate::router::app(self.state.clone())
+            .oneshot(request)
+            .await;
+        if answer.status().is_success() {
+            Ok(answer)
+        } else {
+            Err(failure(answer).await)
+        }
+    }
+}
+
+/// An answer's body, read whole.
+pub async fn read(answer: Response) -> Result<bytes::Bytes, Failure> {
+    axum::body::to_bytes(answer.into_body(), MAX_ANSWER)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "reading an API answer for the console failed");
+            Failure::internal(None)
+        })
+}
+
+/// What the console shows for the API's refusal. 5xx details stay in the log (the API logged
+/// them under its request id).
+async fn failure(answer: Response) -> Failure {
+    let status = answer.status();
+    let request_id = answer
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    match status {
+        StatusCode::UNAUTHORIZED => Failure::SignIn,
+        StatusCode::FORBIDDEN => Failure::Forbidden,
+        StatusCode::NOT_FOUND => Failure::NotFound,
+        s if s.is_client_error() => {
+            let body: Value = match read(answer).await {
+                Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+                Err(failure) => return failure,
+            };
+            let error = &body["error"];
+            let mut message = error["message"].as_str().unwrap_or("refused").to_owned();
+            if let (Some(field), Some(reason)) = (
+                error["details"]["field"].as_str(),
+                error["details"]["reason"].as_str(),
+            ) {
+                message = format!("{message} ({field}: {reason})");
+            }
+            Failure::refused(status, message)
+        }
+        _ => Failure::internal(request_id),
+    }
+}
