@@ -24,19 +24,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use workers::{CancellationToken, Health, LoopConfig, LoopContext, Outcome};
 
-/// Accepts every entry without sending it anywhere: isolates the relay's own cost.
-struct NullPublisher;
-
-#[async_trait::async_trait]
-impl commands::EventPublisher for NullPublisher {
-    async fn publish(
-        &self,
-        _events: &[commands::EventEnvelope],
-    ) -> Result<Vec<commands::PublishFailure>, commands::FanoutError> {
-        Ok(Vec::new())
-    }
-}
-
 /// A fresh stage with the production snapshot interval (the tests snapshot every 3 events).
 async fn production_stage() -> api::compose_aws::AwsStage {
     fresh_stage_with(AwsOptions {
@@ -356,25 +343,7 @@ async fn main() {
         let relay = if to_bus {
             stage.relay(config)
         } else {
-            workers::Relay::new(
-                Arc::new(infrastructure::aws::DynamoStreamSource::new(
-                    stage.streams.clone(),
-                    stage.dynamodb.clone(),
-                    &stage.names,
-                    infrastructure::aws::StreamsOptions {
-                        emulator_compat: stage.options.emulator_compat,
-                    },
-                    stage.options.retry,
-                )),
-                Arc::new(infrastructure::aws::DynamoShardCheckpoints::new(
-                    stage.dynamodb.clone(),
-                    &stage.names,
-                    stage.options.retry,
-                )),
-                Arc::new(stage.dynamo_store.indexer().clone()),
-                Arc::new(NullPublisher),
-                config,
-            )
+            backbone_tests::aws::indexing_relay(&stage, config)
         };
         let started = Instant::now();
         let mut relayed = 0;

@@ -223,9 +223,45 @@ pub fn stream_and_checkpoints(stage: &AwsStage) -> (DynamoStreamSource, DynamoSh
     (source, checkpoints)
 }
 
+/// Accepts every entry without sending it anywhere: a relay with it only indexes the feed.
+pub struct NullPublisher;
+
+#[async_trait::async_trait]
+impl commands::EventPublisher for NullPublisher {
+    async fn publish(
+        &self,
+        _events: &[EventEnvelope],
+    ) -> Result<Vec<commands::PublishFailure>, commands::FanoutError> {
+        Ok(Vec::new())
+    }
+}
+
+/// A relay of `stage` that indexes the feed and publishes nothing (no queue receives events).
+pub fn indexing_relay(stage: &AwsStage, config: RelayConfig) -> Relay {
+    let (source, checkpoints) = stream_and_checkpoints(stage);
+    Relay::new(
+        Arc::new(source),
+        Arc::new(checkpoints),
+        Arc::new(stage.dynamo_store.indexer().clone()),
+        Arc::new(NullPublisher),
+        config,
+    )
+}
+
 /// Real commands through the shop: two products, then `orders` checkouts by three customers
 /// (each with a payment intent), the first `paid` of which succeed at the (simulated) provider.
 pub async fn run_workload(shop: &Shop, tag: &str, orders: usize, paid: usize) -> Workload {
+    run_workload_of(shop, tag, orders, paid, 3).await
+}
+
+/// [`run_workload`] with the orders spread over `customers` customers.
+pub async fn run_workload_of(
+    shop: &Shop,
+    tag: &str,
+    orders: usize,
+    paid: usize,
+    customers: usize,
+) -> Workload {
     let c = ctx(tag);
     let mut w = Workload::default();
     for (suffix, price) in [("a", "12.50"), ("b", "3.20")] {
@@ -245,7 +281,8 @@ pub async fn run_workload(shop: &Shop, tag: &str, orders: usize, paid: usize) ->
         w.products.push(id);
     }
     for i in 0..orders {
-        let customer = CustomerId::parse(&format!("cus_{tag}_{}", i % 3)).expect("customer id");
+        let customer =
+            CustomerId::parse(&format!("cus_{tag}_{}", i % customers)).expect("customer id");
         if !w.customers.contains(&customer.to_string()) {
             w.customers.push(customer.to_string());
         }

@@ -7,6 +7,7 @@ pub mod aws;
 pub mod bench;
 pub mod mail;
 pub mod scenario;
+pub mod throttle;
 
 use api::auth::{self, Claims, Role};
 use api::{start_embedded, AppState, EmbeddedConfig};
