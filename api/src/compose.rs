@@ -502,7 +502,7 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
         // Registered (at its checkpoint) before the task runs, so readiness and
         // read-your-writes waits see it from the first request on.
         health.register(&name);
-        health.progressed(&name, models.checkpoint(projection.name()).await?);
+        health.progressed(&name, models.checkpoint(projection.name()).await?.count());
         let runner = Arc::new(ProjectionRunner::new(
             store.clone(),
             models.clone(),
@@ -517,7 +517,10 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
         ));
     }
     health.register(PROCESS_MANAGERS);
-    health.progressed(PROCESS_MANAGERS, checkpoints.get(PROCESS_MANAGERS).await?);
+    health.progressed(
+        PROCESS_MANAGERS,
+        checkpoints.get(PROCESS_MANAGERS).await?.count(),
+    );
     let consumer = Arc::new(ProcessManagerConsumer::new(
         PROCESS_MANAGERS,
         store.clone(),

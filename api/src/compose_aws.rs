@@ -197,6 +197,17 @@ impl AwsStage {
                 disagreements.join("; ")
             );
         }
+        let indexer = self.dynamo_store.indexer();
+        let layout = match spec.feed_partitions {
+            Some(partitions) => indexer.create(partitions).await,
+            None => indexer.layout().await,
+        }
+        .with_context(|| format!("fixing the feed layout of stage {}", self.names.stage))?;
+        tracing::info!(
+            partitions = layout.partitions,
+            legacy = layout.legacy,
+            "feed layout"
+        );
         Ok(provisioned)
     }
 

@@ -2,11 +2,17 @@
 //! is read page by page up to the head seen at the start, so memory stays bounded and a busy
 //! store does not make the export endless. A time range (`from`, with or without `to`) is read
 //! through the store's time index where it has one ([`EventStore::feed_in_time`]: DynamoDB),
-//! and by filtering the feed otherwise; the lines are the same either way.
+//! and by filtering the feed otherwise. Either way each feed partition's matching events come in
+//! its order; across partitions the time index merges the matching events by time, where the
+//! feed merges all events (the same order on a one-partition feed).
+//!
+//! Each line is an envelope with its `global_position`, plus `feed_cursor`: the feed cursor
+//! just past that event ([`FeedCursor`]). An export resumes from any line with
+//! `after=<its feed_cursor>`; the cursor is opaque (one position per feed partition).
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use commands::{EventEnvelope, EventStore, Pseudonyms, StoreError, StreamRef};
+use commands::{EventEnvelope, EventStore, FeedCursor, Pseudonyms, StoreError, StreamRef};
 use domain::StreamType;
 use futures::Stream;
 use std::sync::Arc;
@@ -50,8 +56,8 @@ impl StreamFilter {
 /// What to export. Every given criterion must match.
 #[derive(Debug, Clone, Default)]
 pub struct ExportFilter {
-    /// Only events after this feed position.
-    pub after: u64,
+    /// Only events after this feed cursor.
+    pub after: FeedCursor,
     /// Occurred at or after.
     pub from: Option<DateTime<Utc>>,
     /// Occurred at or before.
@@ -73,8 +79,8 @@ impl ExportFilter {
 }
 
 struct Cursor {
-    after: u64,
-    head: Option<u64>,
+    after: FeedCursor,
+    head: Option<FeedCursor>,
     emitted: u64,
     done: bool,
     /// Whether the time index serves this export (`None` until the first page asked).
@@ -93,8 +99,16 @@ fn time_range(filter: &ExportFilter) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
     ))
 }
 
+/// An exported line: the envelope and the cursor past it.
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    #[serde(flatten)]
+    event: &'a EventEnvelope,
+    feed_cursor: &'a FeedCursor,
+}
+
 /// The matching events as NDJSON chunks (one chunk per feed page, one envelope with its
-/// `global_position` per line).
+/// `global_position` and `feed_cursor` per line).
 ///
 /// With `mask`, personal fields read `[masked]` and customer ids are pseudonyms
 /// ([`Pseudonyms::mask`]): the form for a reader without the `pii` scope.
@@ -105,7 +119,7 @@ pub fn ndjson(
     mask: Option<Arc<Pseudonyms>>,
 ) -> impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static {
     let start = Cursor {
-        after: filter.after,
+        after: filter.after.clone(),
         head: None,
         emitted: 0,
         done: filter.limit == Some(0),
@@ -121,20 +135,20 @@ pub fn ndjson(
             if c.done {
                 return Ok(None);
             }
-            let head = match c.head {
-                Some(h) => h,
+            let head = match &c.head {
+                Some(h) => h.clone(),
                 None => {
                     let h = store.head().await?;
-                    c.head = Some(h);
+                    c.head = Some(h.clone());
                     h
                 }
             };
-            if c.after >= head {
+            if c.after.covers(&head) {
                 return Ok(None);
             }
             let indexed = match (range, c.indexed) {
                 (Some((from, to)), None | Some(true)) => {
-                    store.feed_in_time(c.after, from, to, page).await?
+                    store.feed_in_time(&c.after, from, to, page).await?
                 }
                 _ => None,
             };
@@ -142,17 +156,24 @@ pub fn ndjson(
             let events = match indexed {
                 Some(events) if events.is_empty() => return Ok(None),
                 Some(events) => events,
-                None => store.feed(c.after, page).await?,
+                None => store.feed(&c.after, page).await?,
             };
-            let Some(last) = events.last().and_then(|e| e.global_position) else {
+            if events.is_empty() {
                 return Ok(None);
-            };
+            }
             let mut buf = Vec::with_capacity(events.len() * 512);
             for e in &events {
-                if e.global_position.unwrap_or(0) > head {
+                let Some(position) = e.global_position else {
+                    return Err(StoreError::Internal(format!(
+                        "feed event {} has no position",
+                        e.event_id
+                    )));
+                };
+                if !head.includes(position) {
                     c.done = true;
                     break;
                 }
+                c.after.advance(position);
                 if !filter.matches(e) {
                     continue;
                 }
@@ -160,9 +181,21 @@ pub fn ndjson(
                     Some(pseudonyms) => {
                         let mut masked = e.clone();
                         pseudonyms.mask(&mut masked);
-                        serde_json::to_writer(&mut buf, &masked)
+                        serde_json::to_writer(
+                            &mut buf,
+                            &Line {
+                                event: &masked,
+                                feed_cursor: &c.after,
+                            },
+                        )
                     }
-                    None => serde_json::to_writer(&mut buf, e),
+                    None => serde_json::to_writer(
+                        &mut buf,
+                        &Line {
+                            event: e,
+                            feed_cursor: &c.after,
+                        },
+                    ),
                 };
                 written
                     .map_err(|err| StoreError::Internal(format!("cannot encode event: {err}")))?;
@@ -173,8 +206,7 @@ pub fn ndjson(
                     break;
                 }
             }
-            c.after = last;
-            if last >= head {
+            if c.after.covers(&head) {
                 c.done = true;
             }
             Ok(Some((Bytes::from(buf), c)))
@@ -198,5 +230,36 @@ mod tests {
         );
         assert!(StreamFilter::parse("nope").is_err());
         assert!(StreamFilter::parse("order#").is_err());
+    }
+}
+
+#[cfg(test)]
+mod line_tests {
+    use super::*;
+
+    #[test]
+    fn a_line_is_the_envelope_and_the_cursor_past_it() {
+        let event = EventEnvelope {
+            global_position: Some(commands::feed::pack(2, 7)),
+            event_id: uuid::Uuid::nil(),
+            stream_type: StreamType::Order,
+            stream_id: "ord_1".into(),
+            sequence: 1,
+            event_type: "OrderPlaced".into(),
+            event_version: 1,
+            occurred_at: Utc::now(),
+            payload: commands::Payload::from_json(r#"{"a":1}"#.into()).unwrap(),
+            metadata: Default::default(),
+        };
+        let cursor: FeedCursor = "3.0.7".parse().unwrap();
+        let text = serde_json::to_string(&Line {
+            event: &event,
+            feed_cursor: &cursor,
+        })
+        .unwrap();
+        let back: EventEnvelope = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, event);
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["feed_cursor"], "3.0.7");
     }
 }

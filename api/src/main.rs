@@ -132,6 +132,11 @@ struct ProvisionArgs {
     /// repeat for more.
     #[arg(long = "parameter", value_name = "KEY=VALUE", value_parser = parse_parameter)]
     parameters: Vec<(String, String)>,
+    /// The feed's partitions (1 to 65536), fixed when the stage is created: each takes about
+    /// 250 events/s of up to 1 KB (see the README's capacity model). Default 4 for a new stage;
+    /// an existing stage keeps its own, and asking it for another count is an error.
+    #[arg(long, env = "BACKBONE_FEED_PARTITIONS")]
+    feed_partitions: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -444,9 +449,9 @@ struct SeedArgs {
 
 #[derive(Debug, Args)]
 struct ExportArgs {
-    /// Only events after this feed position.
+    /// Only events after this feed cursor (the `feed_cursor` of an exported line).
     #[arg(long, env = "BACKBONE_EXPORT_AFTER")]
-    after: Option<u64>,
+    after: Option<commands::FeedCursor>,
     /// Occurred at or after (RFC 3339).
     #[arg(long, env = "BACKBONE_EXPORT_FROM")]
     from: Option<DateTime<Utc>>,
@@ -565,6 +570,7 @@ async fn provision(args: ProvisionArgs) -> anyhow::Result<()> {
     for (key, value) in args.parameters {
         spec = spec.with_parameter(key, value);
     }
+    spec.feed_partitions = args.feed_partitions;
     let provisioned = stage.provision(&spec).await?;
     eprintln!(
         "stack {} {} for stage {}",
@@ -825,7 +831,7 @@ async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     };
     let store = compose::open_event_store(&data, false).await?.store;
     let models = compose::open_read_models(&data).await?;
-    let bar = indicatif::ProgressBar::new(store.head().await?);
+    let bar = indicatif::ProgressBar::new(store.head().await?.count());
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{spinner} rebuilding [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
@@ -885,7 +891,7 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
             // The seeder ran the process managers itself: `serve` starts after them.
             compose::open_worker_checkpoints(&data)
                 .await?
-                .set(compose::PROCESS_MANAGERS, store.head().await?)
+                .set(compose::PROCESS_MANAGERS, &store.head().await?)
                 .await?;
             report
         }
@@ -914,7 +920,7 @@ async fn export_events(args: ExportArgs) -> anyhow::Result<()> {
         }
     };
     let filter = ExportFilter {
-        after: args.after.unwrap_or(0),
+        after: args.after.unwrap_or_default(),
         from: args.from,
         to: args.to,
         event_type: args.event_type,

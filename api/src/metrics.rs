@@ -3,6 +3,7 @@
 //! one test process therefore share counters, which is harmless.
 
 use commands::EventStore;
+use commands::FeedCursor;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 use workers::Health;
@@ -127,12 +128,15 @@ pub async fn render(
                 if !status.follows_feed {
                     continue;
                 }
-                let lag = head.saturating_sub(status.position);
+                // Health counts events read over all partitions.
+                let lag = head.count().saturating_sub(status.position);
                 metrics::gauge!(PROJECTION_LAG_POSITIONS, "worker" => name.clone()).set(lag as f64);
-                let seconds = if lag == 0 {
+                // The oldest unread event is known where the feed has one partition (embedded):
+                // there the count is the position.
+                let seconds = if lag == 0 || head.positions().len() > 1 {
                     0.0
                 } else {
-                    match store.feed(status.position, 1).await {
+                    match store.feed(&FeedCursor::at(status.position), 1).await {
                         Ok(page) => page
                             .first()
                             .map(|e| (now - e.occurred_at).num_milliseconds().max(0) as f64 / 1e3)
@@ -145,7 +149,7 @@ pub async fn render(
                 };
                 metrics::gauge!(PROJECTION_LAG_SECONDS, "worker" => name).set(seconds);
             }
-            metrics::gauge!("backbone_feed_head").set(head as f64);
+            metrics::gauge!("backbone_feed_head").set(head.count() as f64);
         }
         Err(err) => tracing::warn!(error = %err, "cannot read the feed head for metrics"),
     }

@@ -658,7 +658,7 @@ pub struct RebuildStatusSchema {
     pub state: String,
     pub started_at: chrono::DateTime<chrono::Utc>,
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// The feed position replayed so far.
+    /// How many feed events were replayed so far, over all partitions.
     pub position: u64,
     /// The feed head the rebuild replays up to.
     pub head: u64,
@@ -680,7 +680,7 @@ pub struct WorkerStatusSchema {
     pub healthy: bool,
     /// Whether the worker consumes the feed.
     pub follows_feed: bool,
-    /// The feed position the worker has reached.
+    /// How many feed events the worker has read, over all partitions.
     pub position: u64,
     /// True once the worker has reached the feed head it saw when it started.
     pub caught_up: bool,

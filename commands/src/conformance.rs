@@ -21,7 +21,7 @@ use crate::store::{
     NewEvent, Snapshot, StoreError, StreamAppend, StreamRef, Upcaster, UpcastingStore,
     MAX_COMMIT_ACTIONS,
 };
-use crate::{CommandError, Payload, SystemClock};
+use crate::{CommandError, FeedCursor, Payload, SystemClock};
 use chrono::{DateTime, TimeZone, Utc};
 use domain::StreamType;
 use serde_json::{json, Value};
@@ -236,7 +236,7 @@ async fn read<S: EventStore + ?Sized>(
     }
 }
 
-async fn head<S: EventStore + ?Sized>(store: &S) -> u64 {
+async fn head<S: EventStore + ?Sized>(store: &S) -> FeedCursor {
     match store.head().await {
         Ok(h) => h,
         Err(e) => panic!("head() failed: {e:?}"),
@@ -254,18 +254,22 @@ async fn lookup<S: EventStore + ?Sized>(
 }
 
 /// Reads every feed page after `after`.
-async fn feed_all<S: EventStore + ?Sized>(store: &S, after: u64) -> Vec<EventEnvelope> {
+async fn feed_all<S: EventStore + ?Sized>(store: &S, after: &FeedCursor) -> Vec<EventEnvelope> {
     let mut out = Vec::new();
-    let mut cursor = after;
+    let mut cursor = after.clone();
     loop {
-        let page = match store.feed(cursor, 500).await {
+        let page = match store.feed(&cursor, 500).await {
             Ok(page) => page,
             Err(e) => panic!("feed({cursor}, 500) failed: {e:?}"),
         };
-        let Some(last) = page.last() else { break };
-        cursor = last
-            .global_position
-            .unwrap_or_else(|| panic!("feed returned an event without global_position"));
+        if page.is_empty() {
+            break;
+        }
+        assert!(
+            page.iter().all(|e| e.global_position.is_some()),
+            "feed returned an event without global_position"
+        );
+        cursor = cursor.after(&page);
         out.extend(page);
     }
     out
@@ -274,7 +278,7 @@ async fn feed_all<S: EventStore + ?Sized>(store: &S, after: u64) -> Vec<EventEnv
 /// Polls the feed after `after` until every id in `expected` is in it; returns everything read.
 async fn wait_for_feed<S: EventStore + ?Sized>(
     store: &S,
-    after: u64,
+    after: &FeedCursor,
     expected: &HashSet<Uuid>,
 ) -> Vec<EventEnvelope> {
     let deadline = tokio::time::Instant::now() + FEED_TIMEOUT;
@@ -600,7 +604,7 @@ pub async fn multi_stream_commit_with_a_conflicting_last_stream_leaves_no_trace<
     let sentinel_events = numbered_events(1, 0);
     let expected: HashSet<Uuid> = sentinel_events.iter().map(|e| e.event_id).collect();
     committed(&store, single(&sentinel, 0, sentinel_events), "sentinel").await;
-    let feed = wait_for_feed(&store, start, &expected).await;
+    let feed = wait_for_feed(&store, &start, &expected).await;
     assert!(
         feed.iter().all(|e| !doomed_ids.contains(&e.event_id)),
         "no event of a failed commit may reach the feed"
@@ -848,7 +852,7 @@ pub async fn concurrent_duplicates_commit_exactly_once<S: EventStore>(store: S) 
         }
     }
     let expected = HashSet::from([*winner_event]);
-    let feed = wait_for_feed(&*store, start, &expected).await;
+    let feed = wait_for_feed(&*store, &start, &expected).await;
     assert_eq!(
         feed.len(),
         1,
@@ -1218,7 +1222,7 @@ pub async fn feed_pages_cover_every_event_once_in_position_order<S: EventStore>(
         results.push((r, ids));
     }
 
-    let all = wait_for_feed(&store, start, &expected).await;
+    let all = wait_for_feed(&store, &start, &expected).await;
     assert_eq!(
         all.len(),
         expected.len(),
@@ -1226,19 +1230,26 @@ pub async fn feed_pages_cover_every_event_once_in_position_order<S: EventStore>(
     );
     let positions: Vec<u64> = all.iter().map(|e| e.global_position.unwrap_or(0)).collect();
     assert!(
-        positions[0] > start,
-        "the first position is after the starting head"
+        positions.iter().all(|&p| !start.includes(p)),
+        "every position is after the starting head"
     );
-    assert!(
-        positions.windows(2).all(|w| w[0] < w[1]),
-        "feed positions must strictly increase: {positions:?}"
-    );
+    let mut per_partition: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    for &p in &positions {
+        let (partition, position) = crate::feed::unpack(p);
+        per_partition.entry(partition).or_default().push(position);
+    }
+    for (partition, positions) in &per_partition {
+        assert!(
+            positions.windows(2).all(|w| w[0] + 1 == w[1]),
+            "each partition's positions run gapless in feed order (partition {partition}: {positions:?})"
+        );
+    }
 
     for limit in [1usize, 7, 50] {
-        let mut cursor = start;
+        let mut cursor = start.clone();
         let mut paged = Vec::new();
         loop {
-            let page = match store.feed(cursor, limit).await {
+            let page = match store.feed(&cursor, limit).await {
                 Ok(p) => p,
                 Err(e) => panic!("feed({cursor}, {limit}) failed: {e:?}"),
             };
@@ -1251,23 +1262,25 @@ pub async fn feed_pages_cover_every_event_once_in_position_order<S: EventStore>(
             // reports the page's last position even when that event is filtered out.
             let keep =
                 |e: &EventEnvelope| e.stream_type == StreamType::Order || e.sequence % 3 == 1;
-            match store.feed_filtered(cursor, limit, &keep).await {
+            match store.feed_filtered(&cursor, limit, &keep).await {
                 Ok(filtered) => assert_eq!(
                     filtered,
-                    crate::store::FilteredPage::from_page(page.clone(), &keep),
+                    crate::store::FilteredPage::from_page(&cursor, page.clone(), &keep),
                     "feed_filtered({cursor}, {limit}) differs from the filtered feed page"
                 ),
                 Err(e) => panic!("feed_filtered({cursor}, {limit}) failed: {e:?}"),
             }
-            let Some(last) = page.last() else { break };
+            if page.is_empty() {
+                break;
+            }
             for e in &page {
                 let p = e.global_position.unwrap_or(0);
                 assert!(
-                    p > cursor,
+                    !cursor.includes(p),
                     "feed({cursor}, {limit}) returned position {p} at or before the cursor"
                 );
             }
-            cursor = last.global_position.unwrap_or(0);
+            cursor = cursor.after(&page);
             paged.extend(page);
         }
         assert_eq!(
@@ -1276,13 +1289,13 @@ pub async fn feed_pages_cover_every_event_once_in_position_order<S: EventStore>(
         );
     }
 
-    let last = *positions.last().unwrap_or(&0);
+    let last = start.after(&all);
     assert_eq!(
         head(&store).await,
         last,
-        "head() equals the last feed position"
+        "head() is the cursor past every event of the feed"
     );
-    match store.feed(last, 10).await {
+    match store.feed(&last, 10).await {
         Ok(rest) => assert!(rest.is_empty(), "nothing after the head, got {rest:?}"),
         Err(e) => panic!("feed(head, 10) failed: {e:?}"),
     }
@@ -1398,7 +1411,7 @@ pub async fn upcaster_applies_to_load_read_and_feed<S: EventStore>(store: S) {
     check(&load(&store, &s).await.events, "load");
     check(&read(&store, &s, 1, 3).await, "read");
     let ids = HashSet::from([v1.event_id, v2.event_id, other.event_id]);
-    let feed = wait_for_feed(&store, start, &ids).await;
+    let feed = wait_for_feed(&store, &start, &ids).await;
     let feed: Vec<EventEnvelope> = feed
         .into_iter()
         .filter(|e| ids.contains(&e.event_id))
@@ -1407,7 +1420,7 @@ pub async fn upcaster_applies_to_load_read_and_feed<S: EventStore>(store: S) {
     // A filtered feed judges and returns the upcast events: "version 2" keeps both
     // ThingHappened events, the first one upcast.
     let at_v2 = |e: &EventEnvelope| e.event_version == 2 && ids.contains(&e.event_id);
-    let filtered = match store.feed_filtered(start, 100, &at_v2).await {
+    let filtered = match store.feed_filtered(&start, 100, &at_v2).await {
         Ok(page) => page.events,
         Err(e) => panic!("feed_filtered failed: {e:?}"),
     };
@@ -1444,7 +1457,7 @@ pub async fn commit_notifier_wakes_waiters_after_a_commit<S: EventStore>(store: 
     // The notification follows the write, so a woken tailer finds the event.
     let after = head(&store).await;
     assert!(
-        after > before || store.feed(before, 10).await.is_ok_and(|f| !f.is_empty()),
+        after != before || store.feed(&before, 10).await.is_ok_and(|f| !f.is_empty()),
         "after the notification the new event is reachable (head {before} -> {after})"
     );
 }
@@ -1649,10 +1662,10 @@ pub async fn a_command_on_two_streams_commits_all_or_nothing_with_every_loader<S
 pub async fn drain_process_managers(
     store: &dyn EventStore,
     pms: &crate::process::ProcessManagers,
-    after: &mut u64,
+    after: &mut FeedCursor,
 ) {
     loop {
-        let page = store.feed(*after, 100).await.expect("feed page");
+        let page = store.feed(after, 100).await.expect("feed page");
         if page.is_empty() {
             return;
         }
@@ -1660,7 +1673,7 @@ pub async fn drain_process_managers(
             pms.handle(e)
                 .await
                 .expect("process managers handle the event");
-            *after = e.global_position.expect("feed events carry their position");
+            after.advance(e.global_position.expect("feed events carry their position"));
         }
     }
 }

@@ -207,9 +207,10 @@ impl ShardLeases for MemoryShardLeases {
 
 /// The durable global feed the relay maintains (the event store's `feed` reads it).
 ///
-/// Contract: `index` appends the events in the order given, skipping the ones already indexed
-/// (by event id), so a redelivered batch is harmless. Each stream's events must be given in
-/// sequence order.
+/// Contract: `index` appends the events, each to its stream's feed partition in the order given,
+/// skipping the ones already indexed (a stream's events at or below the highest sequence indexed
+/// for it), so a redelivered batch is harmless. Each stream's events must be given in sequence
+/// order.
 #[async_trait]
 pub trait FeedWriter: Send + Sync + 'static {
     async fn index(&self, events: Vec<EventEnvelope>) -> Result<(), StoreError>;

@@ -13,6 +13,7 @@ pub use store::*;
 pub mod consistency;
 pub mod error;
 pub mod fanout;
+pub mod feed;
 pub mod loader;
 pub mod payments;
 pub mod pii;
@@ -26,6 +27,7 @@ pub mod upcast;
 pub use consistency::{Consistency, InvalidConsistency};
 pub use error::*;
 pub use fanout::*;
+pub use feed::{BadCursor, FeedCursor};
 pub use loader::{CachingLoader, Loader, LockingLoader, StoreLoader};
 pub use payments::*;
 pub use pii::{

@@ -24,7 +24,7 @@ use crate::store::{
     Commit, EventEnvelope, EventFilter, EventStore, FilteredPage, LoadedStream, Snapshot,
     StoreError, StreamRef,
 };
-use crate::{forward_event_store, AppendOutcome, CommandError, Payload};
+use crate::{forward_event_store, AppendOutcome, CommandError, FeedCursor, Payload};
 use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -596,14 +596,14 @@ forward_event_store! {
             self.pii.reveal_all(&mut events).await?;
             Ok(events)
         }
-        async fn feed(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+        async fn feed(&self, after: &FeedCursor, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
             let mut events = self.inner.feed(after, limit).await?;
             self.pii.reveal_all(&mut events).await?;
             Ok(events)
         }
         async fn feed_filtered(
             &self,
-            after: u64,
+            after: &FeedCursor,
             limit: usize,
             keep: &EventFilter<'_>,
         ) -> Result<FilteredPage, StoreError> {
@@ -614,7 +614,7 @@ forward_event_store! {
         }
         async fn feed_in_time(
             &self,
-            after: u64,
+            after: &FeedCursor,
             from: DateTime<Utc>,
             to: DateTime<Utc>,
             limit: usize,

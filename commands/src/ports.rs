@@ -173,8 +173,8 @@ pub trait PaymentSimulator: Send + Sync + 'static {
 /// Durable positions for feed consumers that are not projections (process managers).
 #[async_trait]
 pub trait CheckpointStore: Send + Sync + 'static {
-    async fn get(&self, name: &str) -> Result<u64, crate::StoreError>;
-    async fn set(&self, name: &str, position: u64) -> Result<(), crate::StoreError>;
+    async fn get(&self, name: &str) -> Result<crate::FeedCursor, crate::StoreError>;
+    async fn set(&self, name: &str, cursor: &crate::FeedCursor) -> Result<(), crate::StoreError>;
 }
 
 /// One message to a customer, ready to send: the delivery worker renders it, a [`Mailer`]

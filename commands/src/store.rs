@@ -1,6 +1,7 @@
 //! The event-store port. Both adapters (SQLite and DynamoDB) implement [`EventStore`] and pass
 //! the shared conformance suite in [`crate::conformance`].
 
+use crate::feed::FeedCursor;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::StreamType;
@@ -228,16 +229,17 @@ pub type EventFilter<'a> = dyn Fn(&EventEnvelope) -> bool + Send + Sync + 'a;
 pub struct FilteredPage {
     /// The page's events that the filter kept, in feed order.
     pub events: Vec<EventEnvelope>,
-    /// The position of the page's last event, kept or not; `None` when the page was empty.
-    pub last_position: Option<u64>,
+    /// The cursor past every event of the page, kept or not; `None` when the page was empty.
+    pub next: Option<FeedCursor>,
     /// How many events the page held.
     pub read: usize,
 }
 
 impl FilteredPage {
-    pub fn from_page(page: Vec<EventEnvelope>, keep: &EventFilter<'_>) -> Self {
+    /// The page `feed(after, ..)` returned, filtered.
+    pub fn from_page(after: &FeedCursor, page: Vec<EventEnvelope>, keep: &EventFilter<'_>) -> Self {
         Self {
-            last_position: page.last().and_then(|e| e.global_position),
+            next: (!page.is_empty()).then(|| after.after(&page)),
             read: page.len(),
             events: page.into_iter().filter(|e| keep(e)).collect(),
         }
@@ -254,8 +256,11 @@ impl FilteredPage {
 /// - `load` returns the latest snapshot and every event after it, reading every page.
 /// - `read` returns the events with `from <= sequence <= to`, consistently (after an `append`
 ///   returned, its events are visible).
-/// - `feed` returns events in durable global order with `global_position > after`, at most
-///   `limit`, each with `global_position` set. Positions only grow; a new reader can start at 0.
+/// - `feed` returns the events after the cursor `after`, at most `limit`, each with
+///   `global_position` set ([`crate::feed`]: its partition and its position there). Each
+///   partition's events come in position order with no gaps, so a reader that moves its cursor
+///   past every event it got never misses one; partitions are merged by commit time, then
+///   partition, then position. A new reader starts at [`FeedCursor::start`].
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
     async fn append(&self, commit: Commit) -> Result<AppendOutcome, StoreError>;
@@ -266,17 +271,22 @@ pub trait EventStore: Send + Sync + 'static {
         from: u64,
         to: u64,
     ) -> Result<Vec<EventEnvelope>, StoreError>;
-    async fn feed(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError>;
+    async fn feed(
+        &self,
+        after: &FeedCursor,
+        limit: usize,
+    ) -> Result<Vec<EventEnvelope>, StoreError>;
     /// Reads the same page as `feed(after, limit)` but returns only the events `keep` accepts,
-    /// with the position of the page's last event, so a consumer interested in a few event types
-    /// can move past the rest without copying them. Adapters with an in-memory tail override it.
+    /// with the cursor past the whole page, so a consumer interested in a few event types can
+    /// move past the rest without copying them. Adapters with an in-memory tail override it.
     async fn feed_filtered(
         &self,
-        after: u64,
+        after: &FeedCursor,
         limit: usize,
         keep: &EventFilter<'_>,
     ) -> Result<FilteredPage, StoreError> {
         Ok(FilteredPage::from_page(
+            after,
             self.feed(after, limit).await?,
             keep,
         ))
@@ -287,15 +297,15 @@ pub trait EventStore: Send + Sync + 'static {
     /// An empty page means there is nothing more up to the current head.
     async fn feed_in_time(
         &self,
-        _after: u64,
+        _after: &FeedCursor,
         _from: DateTime<Utc>,
         _to: DateTime<Utc>,
         _limit: usize,
     ) -> Result<Option<Vec<EventEnvelope>>, StoreError> {
         Ok(None)
     }
-    /// The highest position `feed` can return right now (0 when empty).
-    async fn head(&self) -> Result<u64, StoreError>;
+    /// The cursor past every event `feed` can return right now.
+    async fn head(&self) -> Result<FeedCursor, StoreError>;
     /// Looks up a command id without writing anything.
     async fn idempotency(
         &self,
@@ -373,7 +383,7 @@ macro_rules! forward_event_store {
     };
     (@next ($g:tt $ty:ty, $s:ident, $inner:expr) [feed $($rest:ident)*] $own:tt { $($done:tt)* }) => {
         $crate::forward_event_store!(@next ($g $ty, $s, $inner) [$($rest)*] $own { $($done)*
-            async fn feed(&self, after: u64, limit: usize) -> Result<Vec<$crate::EventEnvelope>, $crate::StoreError> {
+            async fn feed(&self, after: &$crate::FeedCursor, limit: usize) -> Result<Vec<$crate::EventEnvelope>, $crate::StoreError> {
                 let $s = self;
                 ($inner).feed(after, limit).await
             }
@@ -383,7 +393,7 @@ macro_rules! forward_event_store {
         $crate::forward_event_store!(@next ($g $ty, $s, $inner) [$($rest)*] $own { $($done)*
             async fn feed_filtered(
                 &self,
-                after: u64,
+                after: &$crate::FeedCursor,
                 limit: usize,
                 keep: &$crate::EventFilter<'_>,
             ) -> Result<$crate::FilteredPage, $crate::StoreError> {
@@ -396,7 +406,7 @@ macro_rules! forward_event_store {
         $crate::forward_event_store!(@next ($g $ty, $s, $inner) [$($rest)*] $own { $($done)*
             async fn feed_in_time(
                 &self,
-                after: u64,
+                after: &$crate::FeedCursor,
                 from: $crate::__macro_support::DateTime<$crate::__macro_support::Utc>,
                 to: $crate::__macro_support::DateTime<$crate::__macro_support::Utc>,
                 limit: usize,
@@ -408,7 +418,7 @@ macro_rules! forward_event_store {
     };
     (@next ($g:tt $ty:ty, $s:ident, $inner:expr) [head $($rest:ident)*] $own:tt { $($done:tt)* }) => {
         $crate::forward_event_store!(@next ($g $ty, $s, $inner) [$($rest)*] $own { $($done)*
-            async fn head(&self) -> Result<u64, $crate::StoreError> {
+            async fn head(&self) -> Result<$crate::FeedCursor, $crate::StoreError> {
                 let $s = self;
                 ($inner).head().await
             }
@@ -493,12 +503,12 @@ forward_event_store! {
         ) -> Result<Vec<EventEnvelope>, StoreError> {
             Ok(self.map(self.inner.read(stream, from, to).await?))
         }
-        async fn feed(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+        async fn feed(&self, after: &FeedCursor, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
             Ok(self.map(self.inner.feed(after, limit).await?))
         }
         async fn feed_filtered(
             &self,
-            after: u64,
+            after: &FeedCursor,
             limit: usize,
             keep: &EventFilter<'_>,
         ) -> Result<FilteredPage, StoreError> {
@@ -517,7 +527,7 @@ forward_event_store! {
         }
         async fn feed_in_time(
             &self,
-            after: u64,
+            after: &FeedCursor,
             from: DateTime<Utc>,
             to: DateTime<Utc>,
             limit: usize,

@@ -12,6 +12,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use commands::FeedCursor;
 use commands::{
     CachingLoader, Caller, CheckoutInput, CommandContext, CommandService, Commit, EventStore,
     Loader, LockingLoader, Metadata, NewEvent, NewProduct, ServiceConfig, Shop, StoreLoader,
@@ -678,7 +679,7 @@ async fn history(dir: &Path, target: u64) {
     let store = open(dir, "history.sqlite", Synchronous::Full);
     let start = Instant::now();
     fill(store.clone(), target).await;
-    let head = store.head().await.expect("head");
+    let head = store.head().await.expect("head").count();
     row(
         "bulk load of order flows (9 events per commit, 32 concurrent)",
         per_sec(head, start.elapsed()),
@@ -689,7 +690,10 @@ async fn history(dir: &Path, target: u64) {
     let mut after = 0;
     let mut n = 0u64;
     loop {
-        let page = store.feed(after, 10_000).await.expect("feed");
+        let page = store
+            .feed(&FeedCursor::at(after), 10_000)
+            .await
+            .expect("feed");
         if page.is_empty() {
             break;
         }

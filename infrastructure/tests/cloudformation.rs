@@ -8,6 +8,7 @@
 mod moto;
 
 use commands::conformance::new_event;
+use commands::FeedCursor;
 use commands::{AppendOutcome, Commit, EventStore, StreamAppend, StreamRef};
 use domain::StreamType;
 use infrastructure::aws::provision::StackChange;
@@ -250,5 +251,12 @@ async fn check_resources_and_run_on_them(config: &aws_config::SdkConfig, names: 
         .expect("append");
     assert!(matches!(outcome, AppendOutcome::Committed(_)));
     assert_eq!(store.load(&stream).await.expect("load").version, 1);
-    assert_eq!(store.feed(0, 10).await.expect("feed").len(), 1);
+    assert_eq!(
+        store
+            .feed(&FeedCursor::start(), 10)
+            .await
+            .expect("feed")
+            .len(),
+        1
+    );
 }

@@ -2,6 +2,7 @@
 //! overselling under concurrency, conflict retries, idempotency, snapshots and every process
 //! manager step (including redelivery).
 
+use commands::FeedCursor;
 use commands::{
     CachingLoader, Caller, CheckoutInput, CommandContext, CommandError, CommandService, EventStore,
     IdempotencyKey, Loader, LockingLoader, Metadata, NewProduct, ProcessManagers, ServiceConfig,
@@ -135,7 +136,7 @@ async fn cart_with(f: &Fixture, customer: &str, items: &[(&str, u32)]) -> (Calle
 }
 
 /// Runs the process managers over everything in the feed, like the worker does.
-async fn drain_process_managers(f: &Fixture, after: &mut u64) {
+async fn drain_process_managers(f: &Fixture, after: &mut FeedCursor) {
     commands::conformance::drain_process_managers(&*f.store, &f.pms, after).await;
 }
 
@@ -182,7 +183,7 @@ async fn checkout_commits_cart_order_stock_and_payment_in_one_commit() {
             StreamType::Product
         ]
     );
-    let new_events = f.store.feed(head_before, 100).await.unwrap();
+    let new_events = f.store.feed(&head_before, 100).await.unwrap();
     assert_eq!(
         new_events.len(),
         5,
@@ -464,7 +465,7 @@ async fn payment_success_marks_the_order_paid_once_even_when_redelivered() {
         })
         .await
         .unwrap();
-    let mut pos = 0;
+    let mut pos = FeedCursor::start();
     drain_process_managers(&f, &mut pos).await;
     let order = order_state(&f, &receipt.value.order_id).await;
     assert_eq!(order.status, OrderStatus::Paid);
@@ -476,7 +477,7 @@ async fn payment_success_marks_the_order_paid_once_even_when_redelivered() {
         .await
         .unwrap()
         .version;
-    let mut from_zero = 0;
+    let mut from_zero = FeedCursor::start();
     drain_process_managers(&f, &mut from_zero).await;
     let version_after = f
         .shop
@@ -510,7 +511,7 @@ async fn payment_failure_marks_the_order_and_a_late_failure_after_success_is_ign
         })
         .await
         .unwrap();
-    let mut pos = 0;
+    let mut pos = FeedCursor::start();
     drain_process_managers(&f, &mut pos).await;
     assert_eq!(
         order_state(&f, &receipt.value.order_id).await.status,
@@ -555,11 +556,11 @@ async fn cancelling_an_unpaid_order_releases_its_stock() {
         })
         .await
         .unwrap();
-    let mut pos = 0;
+    let mut pos = FeedCursor::start();
     drain_process_managers(&f, &mut pos).await;
     assert_eq!(product_state(&f, "p1").await.available(), 5);
     // Redelivery releases nothing twice.
-    let mut again = 0;
+    let mut again = FeedCursor::start();
     drain_process_managers(&f, &mut again).await;
     let p = product_state(&f, "p1").await;
     assert_eq!((p.on_hand, p.reserved()), (5, 0));
@@ -589,7 +590,7 @@ async fn cancelling_a_paid_order_refunds_it_and_the_order_ends_refunded() {
         })
         .await
         .unwrap();
-    let mut pos = 0;
+    let mut pos = FeedCursor::start();
     drain_process_managers(&f, &mut pos).await;
     f.shop
         .order_command(&ctx(), &caller, &receipt.value.order_id, |_| {
@@ -638,7 +639,7 @@ async fn shipping_commits_the_reserved_stock() {
         })
         .await
         .unwrap();
-    let mut pos = 0;
+    let mut pos = FeedCursor::start();
     drain_process_managers(&f, &mut pos).await;
     f.shop
         .order_command(&ctx(), &Caller::Staff, &receipt.value.order_id, |_| {
@@ -678,7 +679,7 @@ async fn a_payment_that_lands_as_the_order_expires_is_refunded() {
     // the process managers' cancellation of the intent is refused and the money arrives late.
     let intent = intent.unwrap().intent_id;
     f.gateway.confirm(&intent, "pm_card_visa").unwrap();
-    let mut pos = 0;
+    let mut pos = FeedCursor::start();
     drain_process_managers(&f, &mut pos).await;
     assert_eq!(
         product_state(&f, "p1").await.available(),

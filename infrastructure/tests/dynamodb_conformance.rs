@@ -8,6 +8,7 @@ mod moto;
 
 use chrono::{TimeZone, Utc};
 use commands::conformance::new_event;
+use commands::FeedCursor;
 use commands::{
     AppendOutcome, Commit, EventStore, Idempotency, Snapshot, StoreError, StreamAppend, StreamRef,
     MAX_COMMIT_ACTIONS,
@@ -252,7 +253,7 @@ async fn the_indexer_indexes_each_event_once_whatever_is_redelivered() {
     committed(&store, commit(vec![part(&s, 99, 21)])).await;
     assert_eq!(
         store.head().await.expect("head"),
-        0,
+        FeedCursor::start(),
         "nothing indexed without a relay"
     );
     let events = store.read(&s, 1, 200).await.expect("read");
@@ -274,19 +275,26 @@ async fn the_indexer_indexes_each_event_once_whatever_is_redelivered() {
     again.reverse();
     indexer.index(again).await.expect("redelivery");
 
-    assert_eq!(store.head().await.expect("head"), 120);
-    let feed = store.feed(0, 1_000).await.expect("feed");
+    // One stream: all of it in one partition of the feed.
+    let head = store.head().await.expect("head");
+    assert_eq!(head.count(), 120);
+    let feed = store.feed(&FeedCursor::start(), 1_000).await.expect("feed");
     let ids: HashSet<_> = feed.iter().map(|e| e.event_id).collect();
     assert_eq!(feed.len(), 120, "each event once");
     assert_eq!(ids.len(), 120);
-    let positions: Vec<u64> = feed.iter().filter_map(|e| e.global_position).collect();
+    let partition = commands::feed::unpack(feed[0].global_position.expect("position")).0;
+    let positions: Vec<(u32, u64)> = feed
+        .iter()
+        .filter_map(|e| e.global_position.map(commands::feed::unpack))
+        .collect();
     assert_eq!(
         positions,
-        (1..=120).collect::<Vec<_>>(),
-        "gapless positions"
+        (1..=120).map(|p| (partition, p)).collect::<Vec<_>>(),
+        "gapless positions in the stream's partition"
     );
-    assert_eq!(store.feed(100, 5).await.expect("feed").len(), 5);
-    assert!(store.feed(120, 5).await.expect("feed").is_empty());
+    let before_end = FeedCursor::start().after(&feed[..115]);
+    assert_eq!(store.feed(&before_end, 5).await.expect("feed").len(), 5);
+    assert!(store.feed(&head, 5).await.expect("feed").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -345,7 +353,7 @@ async fn a_time_range_reads_the_feed_through_its_time_index_in_feed_order() {
         }
     }
     store.indexer().index(events).await.expect("index");
-    let feed = store.feed(0, 1_000).await.expect("feed");
+    let feed = store.feed(&FeedCursor::start(), 1_000).await.expect("feed");
     assert_eq!(feed.len(), 60);
 
     let at = |h: u32, m: u32| Utc.with_ymd_and_hms(2026, 11, 21, h, m, 0).unwrap();
@@ -356,21 +364,27 @@ async fn a_time_range_reads_the_feed_through_its_time_index_in_feed_order() {
         (at(22, 30), at(22, 30)),
         (at(20, 0), at(20, 59)),
     ] {
-        let expected: Vec<_> = feed
-            .iter()
-            .filter(|e| e.occurred_at >= from && e.occurred_at <= to)
-            .cloned()
-            .collect();
+        // Each partition's events in the range, in position order, merged as the feed merges.
+        let mut partitions: Vec<Vec<_>> = vec![Vec::new(); 4];
+        for e in &feed {
+            let (partition, _) = commands::feed::unpack(e.global_position.expect("position"));
+            if e.occurred_at >= from && e.occurred_at <= to {
+                partitions[partition as usize].push(e.clone());
+            }
+        }
+        let expected = commands::feed::merge(partitions, usize::MAX);
         let mut got = Vec::new();
-        let mut after = 0;
+        let mut after = FeedCursor::start();
         loop {
             let page = store
-                .feed_in_time(after, from, to, 7)
+                .feed_in_time(&after, from, to, 7)
                 .await
                 .expect("read")
                 .expect("an indexed range");
-            let Some(last) = page.last() else { break };
-            after = last.global_position.expect("a position");
+            if page.is_empty() {
+                break;
+            }
+            after = after.after(&page);
             assert!(page.len() <= 7);
             got.extend(page);
         }
@@ -378,7 +392,12 @@ async fn a_time_range_reads_the_feed_through_its_time_index_in_feed_order() {
     }
     assert_eq!(
         store
-            .feed_in_time(0, at(0, 0), at(0, 0) + chrono::Duration::days(40), 10)
+            .feed_in_time(
+                &FeedCursor::start(),
+                at(0, 0),
+                at(0, 0) + chrono::Duration::days(40),
+                10
+            )
             .await
             .expect("read"),
         None,

@@ -5,6 +5,7 @@
 #[path = "support/moto.rs"]
 mod moto;
 
+use commands::FeedCursor;
 use infrastructure::aws::{DynamoReadModelStore, RetryPolicy};
 use projections::testsuite::conformance::{self, add, put, TestProjection, DOCS};
 use projections::testsuite::fixtures::Simulator;
@@ -303,7 +304,11 @@ async fn a_batch_too_big_for_one_transaction_is_committed_in_order_with_its_chec
         .collect();
     let before = store.counts();
     let outcome = store
-        .apply_batch(projection.clone(), events.clone(), Some(120))
+        .apply_batch(
+            projection.clone(),
+            events.clone(),
+            Some(FeedCursor::at(120)),
+        )
         .await
         .expect("apply");
     let cost = store.counts() - before;
@@ -320,7 +325,7 @@ async fn a_batch_too_big_for_one_transaction_is_committed_in_order_with_its_chec
     );
     assert_eq!(
         store.checkpoint("conformance").await.expect("checkpoint"),
-        120
+        FeedCursor::at(120)
     );
     let listed = store
         .query(Query::new(conformance::BY_GROUP, "big", 500).descending())
@@ -334,7 +339,7 @@ async fn a_batch_too_big_for_one_transaction_is_committed_in_order_with_its_chec
     );
     // A redelivery of the whole batch is all duplicates.
     let again = store
-        .apply_batch(projection, events, Some(120))
+        .apply_batch(projection, events, Some(FeedCursor::at(120)))
         .await
         .expect("again");
     assert_eq!(

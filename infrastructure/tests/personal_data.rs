@@ -7,6 +7,7 @@ mod moto;
 
 use commands::conformance::key_store_contract;
 use commands::conformance::WithGuard;
+use commands::FeedCursor;
 use commands::{
     CachedKeyStore, Commit, EventStore, KeyStore, MemoryKeyStore, Metadata, NewEvent, Payload,
     PersonalDataStore, Pii, Snapshot, StreamAppend, StreamRef,
@@ -142,7 +143,7 @@ async fn sealed_fields_open_until_erasure_and_then_read_erased_everywhere() {
         .decode_event::<OrderEvent>("OrderPlaced", 1)
         .unwrap();
     assert_eq!(decoded, event);
-    let feed = store.feed(0, 10).await.unwrap();
+    let feed = store.feed(&FeedCursor::start(), 10).await.unwrap();
     assert_eq!(feed.len(), 2);
     assert_eq!(feed[0].payload.value()["customer_email"], EMAIL);
     assert_eq!(
@@ -153,8 +154,11 @@ async fn sealed_fields_open_until_erasure_and_then_read_erased_everywhere() {
 
     // Erased: every path shows the erased form; ids, lines and totals stay.
     keys.erase("ada").await.unwrap();
-    let feed = store.feed(0, 10).await.unwrap();
-    let filtered = store.feed_filtered(0, 10, &|_| true).await.unwrap();
+    let feed = store.feed(&FeedCursor::start(), 10).await.unwrap();
+    let filtered = store
+        .feed_filtered(&FeedCursor::start(), 10, &|_| true)
+        .await
+        .unwrap();
     let read = store.read(&order, 1, 1).await.unwrap();
     let loaded = store.load(&order).await.unwrap();
     for payload in feed

@@ -3,6 +3,7 @@
 //! commit answering each caller on its own.
 
 use commands::conformance::{new_event, WithGuard};
+use commands::FeedCursor;
 use commands::{AppendOutcome, Commit, EventStore, StoreError, StreamAppend, StreamRef};
 use domain::StreamType;
 use infrastructure::sqlite::{SqliteEventStore, SqliteOptions, Synchronous};
@@ -84,7 +85,7 @@ async fn reopening_after_drop_keeps_events_snapshots_idempotency_and_head() {
             store.idempotency("cmd-1").await.expect("lookup"),
         )
     };
-    assert_eq!(before_head, 5, "five events were written");
+    assert_eq!(before_head, FeedCursor::at(5), "five events were written");
 
     let store = SqliteEventStore::open(&path, SqliteOptions::default()).expect("reopen");
     assert_eq!(
@@ -231,7 +232,10 @@ async fn group_commit_gives_each_caller_its_own_outcome() {
             "commit {i} was kept although other commits in its group failed"
         );
     }
-    let feed = store.feed(0, 10_000).await.expect("feed");
+    let feed = store
+        .feed(&FeedCursor::start(), 10_000)
+        .await
+        .expect("feed");
     assert_eq!(
         feed.len(),
         1 + 1 + (N / 2) * 2,
@@ -239,7 +243,7 @@ async fn group_commit_gives_each_caller_its_own_outcome() {
     );
     assert_eq!(
         store.head().await.expect("head"),
-        feed.last().and_then(|e| e.global_position).unwrap_or(0),
+        FeedCursor::at(feed.last().and_then(|e| e.global_position).unwrap_or(0)),
         "head matches the feed"
     );
 }
@@ -312,7 +316,7 @@ async fn large_feed_pages_read_in_parallel_ranges_equal_small_pages() {
     let mut small = Vec::new();
     let mut after = 0;
     loop {
-        let page = store.feed(after, 7).await.expect("feed");
+        let page = store.feed(&FeedCursor::at(after), 7).await.expect("feed");
         let Some(last) = page.last() else { break };
         after = last.global_position.expect("position");
         small.extend(page);
@@ -325,7 +329,10 @@ async fn large_feed_pages_read_in_parallel_ranges_equal_small_pages() {
         (2_500, 4_096),
         (0, 10_000),
     ] {
-        let page = store.feed(after, limit).await.expect("feed");
+        let page = store
+            .feed(&FeedCursor::at(after), limit)
+            .await
+            .expect("feed");
         let expected: Vec<_> = small
             .iter()
             .filter(|e| e.global_position > Some(after))
@@ -368,11 +375,11 @@ async fn the_in_memory_feed_tail_serves_exactly_what_sqlite_holds() {
             Err(StoreError::Conflict { .. })
         ));
     }
-    let head = store.head().await.expect("head");
+    let head = store.head().await.expect("head").count();
     assert_eq!(head, 60);
     let mut from_memory = Vec::new();
     for after in [0, 20, 34, 35, 36, 50, 59, 60] {
-        from_memory.push(store.feed(after, 7).await.expect("feed"));
+        from_memory.push(store.feed(&FeedCursor::at(after), 7).await.expect("feed"));
     }
     drop(store);
 
@@ -382,7 +389,7 @@ async fn the_in_memory_feed_tail_serves_exactly_what_sqlite_holds() {
         .into_iter()
         .zip(&from_memory)
     {
-        let from_sqlite = store.feed(after, 7).await.expect("feed");
+        let from_sqlite = store.feed(&FeedCursor::at(after), 7).await.expect("feed");
         assert_eq!(&from_sqlite, page, "page after {after}");
         let expected: Vec<u64> = (after + 1..=(after + 7).min(head)).collect();
         let positions: Vec<u64> = page.iter().filter_map(|e| e.global_position).collect();
@@ -391,7 +398,7 @@ async fn the_in_memory_feed_tail_serves_exactly_what_sqlite_holds() {
     // New commits after the reopen are served from memory again, gapless after the old head.
     let cart = StreamRef::new(StreamType::Cart, "c-new");
     store.append(append_one(&cart, 0, 3)).await.expect("append");
-    let page = store.feed(59, 10).await.expect("feed");
+    let page = store.feed(&FeedCursor::at(59), 10).await.expect("feed");
     let positions: Vec<u64> = page.iter().filter_map(|e| e.global_position).collect();
     assert_eq!(positions, vec![60, 61, 62, 63]);
     assert_eq!(page[1].stream_id, "c-new");
@@ -445,7 +452,7 @@ async fn a_commit_failing_mid_write_is_undone_alone() {
         assert_eq!(cart.events.len(), expected, "cart of commit {i}");
     }
     // The feed, from memory and from SQLite, holds the setup and the 36 good commits, gapless.
-    let from_memory = store.feed(0, 1_000).await.expect("feed");
+    let from_memory = store.feed(&FeedCursor::start(), 1_000).await.expect("feed");
     let positions: Vec<u64> = from_memory
         .iter()
         .filter_map(|e| e.global_position)
@@ -453,7 +460,13 @@ async fn a_commit_failing_mid_write_is_undone_alone() {
     assert_eq!(positions, (1..=1 + 36 * 2).collect::<Vec<u64>>());
     drop(store);
     let reopened = SqliteEventStore::open(&path, SqliteOptions::default()).expect("reopen");
-    assert_eq!(reopened.feed(0, 1_000).await.expect("feed"), from_memory);
+    assert_eq!(
+        reopened
+            .feed(&FeedCursor::start(), 1_000)
+            .await
+            .expect("feed"),
+        from_memory
+    );
 }
 
 /// The writer remembers the versions it wrote, so checking expected versions costs no query. A
@@ -563,8 +576,13 @@ async fn the_wal_stays_small_under_steady_writes_and_reads() {
         readers.push(tokio::spawn(async move {
             let mut reads = 0u64;
             while !done.load(std::sync::atomic::Ordering::Acquire) {
-                let from = store.head().await.expect("head").saturating_sub(50 + r);
-                store.feed(from, 50).await.expect("feed");
+                let from = store
+                    .head()
+                    .await
+                    .expect("head")
+                    .count()
+                    .saturating_sub(50 + r);
+                store.feed(&FeedCursor::at(from), 50).await.expect("feed");
                 reads += 1;
             }
             reads
@@ -617,7 +635,7 @@ async fn the_wal_stays_small_under_steady_writes_and_reads() {
     }
     assert_eq!(
         store.head().await.expect("head"),
-        (WRITERS * COMMITS_PER_WRITER) as u64,
+        FeedCursor::at((WRITERS * COMMITS_PER_WRITER) as u64),
         "every commit is in the feed"
     );
 }

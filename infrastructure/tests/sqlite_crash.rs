@@ -7,6 +7,7 @@
 //! The child is this same test binary, re-executed with [`CHILD_DB_ENV`] set, running only
 //! [`crash_writer_child_process`] (which does nothing in a normal test run).
 
+use commands::FeedCursor;
 use commands::{
     Actor, AppendOutcome, Commit, EventStore, Idempotency, Metadata, NewEvent, Snapshot,
     StoreError, StreamAppend, StreamRef,
@@ -211,14 +212,17 @@ fn verify(path: &Path, acknowledged: &HashSet<String>, round: usize) {
         let mut feed = Vec::new();
         let mut after = 0;
         loop {
-            let page = store.feed(after, 1_000).await.expect("feed");
+            let page = store
+                .feed(&FeedCursor::at(after), 1_000)
+                .await
+                .expect("feed");
             let Some(last) = page.last() else { break };
             after = last.global_position.expect("feed sets positions");
             feed.extend(page);
         }
         assert_eq!(
             store.head().await.expect("head"),
-            after,
+            FeedCursor::at(after),
             "round {round}: head after reopen"
         );
 

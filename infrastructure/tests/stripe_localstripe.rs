@@ -7,6 +7,7 @@
 
 mod stripe_support;
 
+use commands::FeedCursor;
 use commands::{Metadata, PaymentGateway, WebhookOutcome};
 use domain::{OrderStatus, PaymentStatus};
 use infrastructure::stripe::{WebhookVerifier, SIGNATURE_HEADER};
@@ -223,7 +224,7 @@ async fn localstripe_webhooks_verify_and_move_our_payments_and_a_partial_refund_
     ls.register_webhook(&format!("{}/v1/webhooks/stripe", receiver.url), SECRET)
         .await;
     let app = app(Arc::new(ls.gateway()));
-    let mut after = 0;
+    let mut after = FeedCursor::start();
 
     // Paid with pm_card_visa: a signed payment_intent.succeeded.
     let paid = place_order(&app, 2).await;

@@ -486,7 +486,7 @@ async fn charge_refunded_resolves_the_payment_by_intent_and_records_cumulative_t
     assert_eq!(p.status, PaymentStatus::Refunded);
     assert_eq!(p.refunded, Some(eur("20.00")));
 
-    let mut after = 0;
+    let mut after = commands::FeedCursor::start();
     drain_process_managers(&app, &mut after).await;
     let o = order(&app, &placed.order_id).await;
     assert_eq!(o.status, OrderStatus::Refunded);
@@ -516,7 +516,7 @@ async fn a_declined_payment_fails_the_payment_and_the_order_follows() {
     let p = payment(&app, &placed.payment_id).await;
     assert_eq!(p.status, PaymentStatus::Failed);
     assert_eq!(p.failure_reason.as_deref(), Some("insufficient_funds"));
-    let mut after = 0;
+    let mut after = commands::FeedCursor::start();
     drain_process_managers(&app, &mut after).await;
     assert_eq!(
         order(&app, &placed.order_id).await.status,
@@ -773,7 +773,7 @@ async fn a_refund_before_the_success_it_implies_ends_refunded_and_the_order_foll
     );
     let p = payment(&app, &placed.payment_id).await;
     assert_eq!(p.status, PaymentStatus::Refunded);
-    let mut after = 0;
+    let mut after = commands::FeedCursor::start();
     drain_process_managers(&app, &mut after).await;
     assert_eq!(
         order(&app, &placed.order_id).await.status,
@@ -863,7 +863,7 @@ async fn run_sequence(steps: &[Step]) -> Final {
             "{step:?}: {outcome:?}"
         );
     }
-    let mut after = 0;
+    let mut after = commands::FeedCursor::start();
     drain_process_managers(&app, &mut after).await;
     let p = payment(&app, &placed.payment_id).await;
     let o = order(&app, &placed.order_id).await;

@@ -19,7 +19,7 @@ use crate::store::{
     Query, ReadModelError, ReadModelStore,
 };
 use async_trait::async_trait;
-use commands::{EventEnvelope, StreamRef};
+use commands::{EventEnvelope, FeedCursor, StreamRef};
 use domain::StreamType;
 use serde_json::Value;
 use std::any::Any;
@@ -256,7 +256,7 @@ impl ReadModelStore for Namespaced {
         &self,
         projection: Arc<dyn Projection>,
         events: Vec<EventEnvelope>,
-        checkpoint: Option<u64>,
+        checkpoint: Option<FeedCursor>,
     ) -> Result<ApplyOutcome, ReadModelError> {
         let name = projection.name();
         let renamed: Arc<dyn Projection> =
@@ -281,7 +281,7 @@ impl ReadModelStore for Namespaced {
             })
     }
 
-    async fn checkpoint(&self, projection: &str) -> Result<u64, ReadModelError> {
+    async fn checkpoint(&self, projection: &str) -> Result<FeedCursor, ReadModelError> {
         self.inner.checkpoint(&self.name(projection)).await
     }
 
@@ -463,13 +463,13 @@ impl ReadModelStore for GenerationRouter {
         &self,
         projection: Arc<dyn Projection>,
         events: Vec<EventEnvelope>,
-        checkpoint: Option<u64>,
+        checkpoint: Option<FeedCursor>,
     ) -> Result<ApplyOutcome, ReadModelError> {
         let store = self.live(projection.name())?;
         store.apply_batch(projection, events, checkpoint).await
     }
 
-    async fn checkpoint(&self, projection: &str) -> Result<u64, ReadModelError> {
+    async fn checkpoint(&self, projection: &str) -> Result<FeedCursor, ReadModelError> {
         self.live(projection)?.checkpoint(projection).await
     }
 

@@ -8,7 +8,7 @@ use crate::store::{
     Projection, ProjectionError, Query, ReadModelError, ReadModelStore, StoredDoc,
 };
 use async_trait::async_trait;
-use commands::{EventEnvelope, StreamRef};
+use commands::{EventEnvelope, FeedCursor, StreamRef};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,7 +23,7 @@ struct MemState {
     docs: BTreeMap<Key, (Value, Entries)>,
     index: BTreeSet<IdxKey>,
     applied: HashMap<(String, StreamRef), u64>,
-    checkpoints: HashMap<String, u64>,
+    checkpoints: HashMap<String, FeedCursor>,
 }
 
 impl MemState {
@@ -173,7 +173,7 @@ impl ReadModelStore for MemoryReadModelStore {
         &self,
         projection: Arc<dyn Projection>,
         events: Vec<EventEnvelope>,
-        checkpoint: Option<u64>,
+        checkpoint: Option<FeedCursor>,
     ) -> Result<ApplyOutcome, ReadModelError> {
         let mut state = self.lock()?;
         let mut tx = MemTx {
@@ -211,19 +211,19 @@ impl ReadModelStore for MemoryReadModelStore {
             let cp = state
                 .checkpoints
                 .entry(projection.name().to_owned())
-                .or_insert(0);
-            *cp = (*cp).max(position);
+                .or_default();
+            *cp = cp.max(&position);
         }
         Ok(outcome)
     }
 
-    async fn checkpoint(&self, projection: &str) -> Result<u64, ReadModelError> {
+    async fn checkpoint(&self, projection: &str) -> Result<FeedCursor, ReadModelError> {
         Ok(self
             .lock()?
             .checkpoints
             .get(projection)
-            .copied()
-            .unwrap_or(0))
+            .cloned()
+            .unwrap_or_default())
     }
 
     async fn last_applied(

@@ -4,7 +4,7 @@
 //! crate; everything here is one step at a time so that it can be tested without a runtime loop.
 
 use crate::store::{ApplyOutcome, Projection, ReadModelError, ReadModelStore};
-use commands::{EventEnvelope, EventStore, StoreError, StreamRef};
+use commands::{EventEnvelope, EventStore, FeedCursor, StoreError, StreamRef};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -48,12 +48,15 @@ impl RunnerError {
 }
 
 /// What one `step` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepOutcome {
     /// The feed had nothing after the checkpoint.
     Idle,
     /// A page was consumed; `position` is the new checkpoint.
-    Progressed { applied: usize, position: u64 },
+    Progressed {
+        applied: usize,
+        position: FeedCursor,
+    },
 }
 
 /// Counts of one `apply_with_gap_fill`.
@@ -75,17 +78,17 @@ impl ApplySummary {
 }
 
 /// What a rebuild did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RebuildSummary {
     /// Feed events read.
     pub events: u64,
     /// Events applied, summed over the projections rebuilt.
     pub applied: usize,
-    /// The feed position reached (every rebuilt projection's checkpoint).
-    pub position: u64,
+    /// The feed cursor reached (every rebuilt projection's checkpoint).
+    pub position: FeedCursor,
 }
 
-/// A deferred checkpoint is written once it lags by this many feed positions...
+/// A deferred checkpoint is written once it lags by this many feed events...
 pub const CHECKPOINT_LAG: u64 = 1_000;
 /// ...or is this old.
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
@@ -97,28 +100,28 @@ enum Checkpointing {
 }
 
 /// Where a runner is, as it last read or wrote it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Cursor {
     /// The position the read model reflects: events after it are not applied yet.
-    position: u64,
+    position: FeedCursor,
     /// The checkpoint last written to (or read from) the read-model store.
-    durable: u64,
+    durable: FeedCursor,
     /// When `durable` was written or read.
     durable_at: Instant,
 }
 
 impl Cursor {
-    fn durable(position: u64) -> Self {
+    fn durable(position: FeedCursor) -> Self {
         Self {
+            durable: position.clone(),
             position,
-            durable: position,
             durable_at: Instant::now(),
         }
     }
 
     /// Whether a deferred checkpoint should be written now.
     fn due(&self) -> bool {
-        self.position.saturating_sub(self.durable) >= CHECKPOINT_LAG
+        self.durable.behind(&self.position) >= CHECKPOINT_LAG
             || self.durable_at.elapsed() >= CHECKPOINT_INTERVAL
     }
 }
@@ -184,35 +187,35 @@ impl ProjectionRunner {
     #[tracing::instrument(skip_all, fields(projection = self.projection.name()), err)]
     async fn step_with(&self, mode: Checkpointing) -> Result<StepOutcome, RunnerError> {
         let mut cursor = self.cursor.lock().await;
-        let current = match *cursor {
-            Some(c) => c,
+        let current = match &*cursor {
+            Some(c) => c.clone(),
             None => {
                 let c = Cursor::durable(self.models.checkpoint(self.projection.name()).await?);
-                *cursor = Some(c);
+                *cursor = Some(c.clone());
                 c
             }
         };
         let handles = |e: &EventEnvelope| self.projection.handles(e);
         let page = self
             .store
-            .feed_filtered(current.position, self.batch, &handles)
+            .feed_filtered(&current.position, self.batch, &handles)
             .await?;
-        let (position, events) = match page.last_position {
+        if let Some(e) = page.events.iter().find(|e| e.global_position.is_none()) {
+            return Err(RunnerError::MissingPosition {
+                event_id: e.event_id,
+            });
+        }
+        let (position, events) = match page.next {
             Some(position) => (position, page.events),
-            None if page.read > 0 => {
-                return Err(RunnerError::MissingPosition {
-                    event_id: Uuid::nil(),
-                })
-            }
-            None if current.position > current.durable && current.due() => {
+            None if current.position != current.durable && current.due() => {
                 // Idle with a deferred checkpoint that is due: write it alone.
-                (current.position, Vec::new())
+                (current.position.clone(), Vec::new())
             }
             None => return Ok(StepOutcome::Idle),
         };
         let idle = position == current.position;
         let moved = Cursor {
-            position,
+            position: position.clone(),
             ..current
         };
         if events.is_empty() && !idle && mode == Checkpointing::Deferred && !moved.due() {
@@ -228,7 +231,7 @@ impl ProjectionRunner {
             self.models.as_ref(),
             &self.projection,
             events,
-            Some(position),
+            Some(&position),
         )
         .await;
         drop(traced);
@@ -240,7 +243,7 @@ impl ProjectionRunner {
                 return Err(err);
             }
         };
-        *cursor = Some(Cursor::durable(position));
+        *cursor = Some(Cursor::durable(position.clone()));
         if idle {
             return Ok(StepOutcome::Idle);
         }
@@ -248,7 +251,7 @@ impl ProjectionRunner {
             applied = summary.applied,
             skipped = summary.skipped,
             filled = summary.filled,
-            position,
+            %position,
             "projection step"
         );
         Ok(StepOutcome::Progressed {
@@ -335,7 +338,7 @@ impl ProjectionRunner {
             .drop_replaced(self.projection.as_ref(), replaced)
             .await?;
         summary.position = next.checkpoint(self.projection.name()).await?;
-        progress(summary.position, summary.position);
+        progress(summary.position.count(), summary.position.count());
         Ok(summary)
     }
 
@@ -386,7 +389,8 @@ fn event_spans(projection: &'static str, events: &[EventEnvelope]) -> Vec<tracin
 
 /// Rebuilds several projections in one pass over the feed: every page is read once and applied
 /// to every projection concurrently (one transaction per projection and page), while the next
-/// page is being read. `progress(position, head)` is called after every page.
+/// page is being read. `progress(read, head)` is called after every page, with the events read
+/// so far and the events up to the head seen at the start.
 pub async fn rebuild_all(
     store: Arc<dyn EventStore>,
     models: Arc<dyn ReadModelStore>,
@@ -403,11 +407,17 @@ pub async fn rebuild_all(
         }
         let head = store.head().await?;
         let mut summary = RebuildSummary::default();
-        if head == 0 {
+        if head == FeedCursor::start() {
             return Ok(summary);
         }
-        let mut page = store.feed(0, batch).await?;
-        while let Some(position) = last_position(&page)? {
+        let mut page = store.feed(&FeedCursor::start(), batch).await?;
+        while !page.is_empty() {
+            if let Some(e) = page.iter().find(|e| e.global_position.is_none()) {
+                return Err(RunnerError::MissingPosition {
+                    event_id: e.event_id,
+                });
+            }
+            let position = summary.position.after(&page);
             summary.events += page.len() as u64;
             let mut current = Some(std::mem::take(&mut page));
             // Each projection gets the events it handles (the last one takes the page itself,
@@ -429,23 +439,23 @@ pub async fn rebuild_all(
                         .cloned()
                         .collect()
                 };
-                apply_filling_gaps(store.as_ref(), models.as_ref(), p, events, Some(position))
+                apply_filling_gaps(store.as_ref(), models.as_ref(), p, events, Some(&position))
             });
             let apply = async {
                 let summaries = futures::future::try_join_all(applies).await?;
                 Ok::<usize, RunnerError>(summaries.iter().map(|s| s.applied).sum())
             };
-            let done = position >= head;
+            let done = position.covers(&head);
             if done {
                 summary.applied += apply.await?;
             } else {
                 // Read the next page while this one is being written.
-                let (applied, next) = tokio::join!(apply, store.feed(position, batch));
+                let (applied, next) = tokio::join!(apply, store.feed(&position, batch));
                 summary.applied += applied?;
                 page = next?;
             }
+            progress(position.count(), head.count());
             summary.position = position;
-            progress(position, head);
             if done {
                 break;
             }
@@ -453,25 +463,13 @@ pub async fn rebuild_all(
         tracing::info!(
             events = summary.events,
             applied = summary.applied,
-            position = summary.position,
+            position = %summary.position,
             "rebuild finished"
         );
         Ok(summary)
     }
     .instrument(span)
     .await
-}
-
-fn last_position(page: &[EventEnvelope]) -> Result<Option<u64>, RunnerError> {
-    match page.last() {
-        None => Ok(None),
-        Some(e) => e
-            .global_position
-            .map(Some)
-            .ok_or(RunnerError::MissingPosition {
-                event_id: e.event_id,
-            }),
-    }
 }
 
 /// Applies `events`; on every gap reads the missing range from the event store and retries
@@ -482,7 +480,7 @@ async fn apply_filling_gaps(
     models: &dyn ReadModelStore,
     projection: &Arc<dyn Projection>,
     events: Vec<EventEnvelope>,
-    checkpoint: Option<u64>,
+    checkpoint: Option<&FeedCursor>,
 ) -> Result<ApplySummary, RunnerError> {
     let mut summary = ApplySummary::default();
     // An erasure overwrote personal fields: the store then purges what it kept of the old ones.
@@ -492,7 +490,7 @@ async fn apply_filling_gaps(
     let mut pending = events;
     loop {
         match models
-            .apply_batch(projection.clone(), pending, checkpoint)
+            .apply_batch(projection.clone(), pending, checkpoint.cloned())
             .await?
         {
             ApplyOutcome::Applied { applied, skipped } => {

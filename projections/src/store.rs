@@ -10,7 +10,7 @@
 //! per-stream bookkeeping that makes duplicates, reordering and replays harmless.
 
 use async_trait::async_trait;
-use commands::{Consistency, EventEnvelope, StreamRef};
+use commands::{Consistency, EventEnvelope, FeedCursor, StreamRef};
 use domain::{DecodeError, StreamType};
 use serde_json::Value;
 use std::any::Any;
@@ -290,8 +290,9 @@ impl<'a> Query<'a> {
 ///   last applied sequence recorded for (projection, stream) [a duplicate]; when it is
 ///   `> last + 1` stop and return [`ApplyOutcome::Gap`] without applying anything from that event
 ///   on (the events before it are committed); otherwise apply it and record its sequence.
-///   `checkpoint` (the feed position reached) is written in the same transaction when given and
-///   the whole batch was consumed; checkpoints never move backwards. When the projection fails
+///   `checkpoint` (the feed cursor reached) is written in the same transaction when given and
+///   the whole batch was consumed; checkpoints never move backwards (the stored cursor becomes
+///   the larger of the two in every partition). When the projection fails
 ///   nothing of the batch is written.
 /// - `get` / `query` read committed documents only.
 /// - `query` returns the documents having an entry `(index, partition)` whose sort key is within
@@ -307,10 +308,10 @@ pub trait ReadModelStore: Send + Sync + 'static {
         &self,
         projection: Arc<dyn Projection>,
         events: Vec<EventEnvelope>,
-        checkpoint: Option<u64>,
+        checkpoint: Option<FeedCursor>,
     ) -> Result<ApplyOutcome, ReadModelError>;
-    /// The feed position the projection has reached (0 when it never ran).
-    async fn checkpoint(&self, projection: &str) -> Result<u64, ReadModelError>;
+    /// The feed cursor the projection has reached ([`FeedCursor::start`] when it never ran).
+    async fn checkpoint(&self, projection: &str) -> Result<FeedCursor, ReadModelError>;
     /// The last sequence of `stream` applied by the projection (0 when none).
     async fn last_applied(
         &self,

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use commands::EventEnvelope;
+use commands::FeedCursor;
 use domain::{
     CartId, Currency, CustomerId, Event, Money, OrderEvent, OrderId, OrderLine, OrderStatus,
     PaymentEvent, PaymentId, PaymentStatus, ProductEvent, ProductId, ProductStatus, Quantity,
@@ -449,7 +450,7 @@ async fn a_newer_event_version_stops_the_projection() {
         base_time(),
     );
     let err = models
-        .apply_batch(catalog(), vec![future], Some(1))
+        .apply_batch(catalog(), vec![future], Some(FeedCursor::at(1)))
         .await
         .expect_err("unsupported version");
     assert!(matches!(
@@ -459,7 +460,10 @@ async fn a_newer_event_version_stops_the_projection() {
             ..
         }
     ));
-    assert_eq!(models.checkpoint("catalog").await.expect("checkpoint"), 0);
+    assert_eq!(
+        models.checkpoint("catalog").await.expect("checkpoint"),
+        FeedCursor::start()
+    );
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! The runner (steps, checkpoints, gap filling, rebuild), the in-memory store against the port
 //! conformance suite, and whole-system properties on simulated histories.
 
+use commands::FeedCursor;
 use commands::{EventEnvelope, EventStore, StreamRef};
 use domain::{Event, ProductEvent, ProductId, StreamType};
 use projections::catalog::{self, CatalogProjection};
@@ -91,7 +92,10 @@ async fn the_memory_store_passes_the_conformance_suite() {
 async fn a_step_on_an_empty_feed_is_idle() {
     let (_, models, runner) = setup(Vec::new(), 10);
     assert_eq!(runner.step().await.expect("step"), StepOutcome::Idle);
-    assert_eq!(models.checkpoint("catalog").await.expect("checkpoint"), 0);
+    assert_eq!(
+        models.checkpoint("catalog").await.expect("checkpoint"),
+        FeedCursor::start()
+    );
 }
 
 #[tokio::test]
@@ -108,14 +112,14 @@ async fn steps_page_through_the_feed_and_resume_from_the_checkpoint() {
         runner.step().await.expect("step"),
         StepOutcome::Progressed {
             applied: 1,
-            position: 2
+            position: FeedCursor::at(2)
         }
     );
     assert_eq!(
         runner.step().await.expect("step"),
         StepOutcome::Progressed {
             applied: 2,
-            position: 4
+            position: FeedCursor::at(4)
         }
     );
     // A new runner (a restarted worker) continues from the stored checkpoint.
@@ -124,7 +128,7 @@ async fn steps_page_through_the_feed_and_resume_from_the_checkpoint() {
         runner.step().await.expect("step"),
         StepOutcome::Progressed {
             applied: 1,
-            position: 5
+            position: FeedCursor::at(5)
         }
     );
     assert_eq!(runner.step().await.expect("step"), StepOutcome::Idle);
@@ -155,20 +159,24 @@ async fn a_deferred_checkpoint_waits_for_relevant_events_or_its_interval() {
             runner.step_deferred().await.expect("step"),
             StepOutcome::Progressed {
                 applied: 0,
-                position
+                position: FeedCursor::at(position)
             }
         );
-        assert_eq!(checkpoint().await, 0, "foreign pages write nothing yet");
+        assert_eq!(
+            checkpoint().await,
+            FeedCursor::start(),
+            "foreign pages write nothing yet"
+        );
     }
     // The page with p1 writes the checkpoint in the same transaction as the document.
     assert_eq!(
         runner.step_deferred().await.expect("step"),
         StepOutcome::Progressed {
             applied: 1,
-            position: 6
+            position: FeedCursor::at(6)
         }
     );
-    assert_eq!(checkpoint().await, 6);
+    assert_eq!(checkpoint().await, FeedCursor::at(6));
     assert!(catalog::get_product(models.as_ref(), "p1")
         .await
         .expect("get")
@@ -187,14 +195,17 @@ async fn an_idle_deferred_checkpoint_is_written_once_it_is_due() {
         runner.step_deferred().await.expect("step"),
         StepOutcome::Progressed {
             applied: 0,
-            position: 3
+            position: FeedCursor::at(3)
         }
     );
     assert_eq!(
         runner.step_deferred().await.expect("step"),
         StepOutcome::Idle
     );
-    assert_eq!(models.checkpoint("catalog").await.expect("checkpoint"), 0);
+    assert_eq!(
+        models.checkpoint("catalog").await.expect("checkpoint"),
+        FeedCursor::start()
+    );
     tokio::time::sleep(projections::runner::CHECKPOINT_INTERVAL).await;
     assert_eq!(
         runner.step_deferred().await.expect("step"),
@@ -202,7 +213,7 @@ async fn an_idle_deferred_checkpoint_is_written_once_it_is_due() {
     );
     assert_eq!(
         models.checkpoint("catalog").await.expect("checkpoint"),
-        3,
+        FeedCursor::at(3),
         "an idle step wrote the deferred checkpoint"
     );
 }
@@ -215,12 +226,18 @@ async fn the_checkpoint_advances_past_pages_of_foreign_events() {
         runner.step().await.expect("step"),
         StepOutcome::Progressed {
             applied: 0,
-            position: 3
+            position: FeedCursor::at(3)
         }
     );
-    assert_eq!(models.checkpoint("catalog").await.expect("checkpoint"), 3);
+    assert_eq!(
+        models.checkpoint("catalog").await.expect("checkpoint"),
+        FeedCursor::at(3)
+    );
     runner.step().await.expect("step");
-    assert_eq!(models.checkpoint("catalog").await.expect("checkpoint"), 5);
+    assert_eq!(
+        models.checkpoint("catalog").await.expect("checkpoint"),
+        FeedCursor::at(5)
+    );
     assert_eq!(runner.step().await.expect("step"), StepOutcome::Idle);
 }
 
@@ -263,7 +280,7 @@ async fn a_gap_in_delivered_events_is_filled_from_the_event_store() {
     );
     assert_eq!(
         models.checkpoint("catalog").await.expect("checkpoint"),
-        0,
+        FeedCursor::start(),
         "delivered events never move the feed checkpoint"
     );
 }
@@ -319,7 +336,10 @@ async fn a_failing_projection_stops_without_advancing_and_fails_again_on_retry()
             RunnerError::ReadModel(ReadModelError::Projection { .. })
         ));
         assert!(!err.is_transient());
-        assert_eq!(models.checkpoint("catalog").await.expect("checkpoint"), 0);
+        assert_eq!(
+            models.checkpoint("catalog").await.expect("checkpoint"),
+            FeedCursor::start()
+        );
         assert!(catalog::get_product(models.as_ref(), "p1")
             .await
             .expect("get")
@@ -359,7 +379,10 @@ async fn rebuild_replays_from_zero_and_reports_progress() {
         .await
         .expect("get")
         .is_none());
-    assert_eq!(models.checkpoint("catalog").await.expect("checkpoint"), 12);
+    assert_eq!(
+        models.checkpoint("catalog").await.expect("checkpoint"),
+        FeedCursor::at(12)
+    );
     assert_eq!(runner.step().await.expect("step"), StepOutcome::Idle);
 }
 
@@ -382,11 +405,11 @@ async fn rebuild_all_pipelines_pages_and_reports_each() {
     .await
     .expect("rebuild");
     assert_eq!(summary.position, head);
-    assert_eq!(summary.events, head);
+    assert_eq!(summary.events, head.count());
     let seen = seen.lock().expect("lock").clone();
-    assert_eq!(seen.len() as u64, head.div_ceil(10));
+    assert_eq!(seen.len() as u64, head.count().div_ceil(10));
     assert!(seen.windows(2).all(|w| w[0].0 < w[1].0));
-    assert_eq!(seen.last().map(|s| s.0), Some(head));
+    assert_eq!(seen.last().copied(), Some((head.count(), head.count())));
 }
 
 #[test]
@@ -578,13 +601,20 @@ async fn generations_in_one_store_neither_see_nor_reset_each_other() {
     );
     let projection = catalog();
     let created = product_created("p1", 1);
-    blue.apply_batch(projection.clone(), vec![created.clone()], Some(1))
-        .await
-        .expect("blue");
+    blue.apply_batch(
+        projection.clone(),
+        vec![created.clone()],
+        Some(FeedCursor::at(1)),
+    )
+    .await
+    .expect("blue");
     assert_eq!(green.get(catalog::PRODUCTS, "p1").await.unwrap(), None);
-    assert_eq!(green.checkpoint("catalog").await.unwrap(), 0);
+    assert_eq!(
+        green.checkpoint("catalog").await.unwrap(),
+        FeedCursor::start()
+    );
     green
-        .apply_batch(projection.clone(), vec![created], Some(1))
+        .apply_batch(projection.clone(), vec![created], Some(FeedCursor::at(1)))
         .await
         .expect("green");
     assert_eq!(listed(&blue).await, 1);
@@ -593,5 +623,8 @@ async fn generations_in_one_store_neither_see_nor_reset_each_other() {
     assert_eq!(listed(&blue).await, 0);
     assert_eq!(listed(&green).await, 1, "the other generation is untouched");
     assert!(green.get(catalog::PRODUCTS, "p1").await.unwrap().is_some());
-    assert_eq!(green.checkpoint("catalog").await.unwrap(), 1);
+    assert_eq!(
+        green.checkpoint("catalog").await.unwrap(),
+        FeedCursor::at(1)
+    );
 }

@@ -355,7 +355,7 @@ async fn main() {
         }
         let took = started.elapsed();
         assert_eq!(
-            stage.store.head().await.unwrap() as usize,
+            stage.store.head().await.unwrap().count() as usize,
             total,
             "all indexed"
         );

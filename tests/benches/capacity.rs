@@ -8,18 +8,22 @@
 //! 3. the DynamoDB request units one order takes, table by table, from the cart to the paid
 //!    order's read models (commands, relay, every consumer group), for the cost model.
 //!
-//! The limits are DynamoDB's divided by `BENCH_SCALE` (default 10), so that moto, a Python
+//! The limits are DynamoDB's divided by `BENCH_SCALE` (default 40), so that moto, a Python
 //! server on the same two cores, stays far below its own ceiling and the partitions' limits are
-//! what binds; every request also takes 10 ms of simulated service time (DynamoDB in-region). Multiply an events/s
-//! figure by the scale for DynamoDB's.
+//! what binds; every request also takes `BENCH_LATENCY_MS` (default 10) of simulated service
+//! time, as DynamoDB in-region. Multiply an events/s figure by the scale for DynamoDB's.
 //!
 //! Run: `PATH=$PWD/.venv/bin:$PATH cargo bench -p backbone-tests --bench capacity`
-//! (`BENCH_SCALE`, `BENCH_INDEX_EVENTS`, `BENCH_APPLY_ORDERS` tune it). Prints a Markdown section.
+//! (`BENCH_ONLY=index|contention|apply|units` runs one section; `BENCH_SCALE`, `BENCH_LATENCY_MS`,
+//! `BENCH_INDEX_EVENTS`, `BENCH_APPLY_ORDERS`, `BENCH_FLOW_ORDERS` tune it). Prints Markdown.
 
 use api::compose_aws::{AwsOptions, AwsStage};
-use backbone_tests::aws::{fresh_stage_with, moto, run_workload_of, send_events, test_options};
+use backbone_tests::aws::{
+    fresh_stage_partitioned, fresh_stage_with, moto, run_workload_of, send_events, test_options,
+};
 use backbone_tests::throttle::{Limits, Throttle};
 use commands::conformance::new_event;
+use commands::FeedCursor;
 use commands::{Commit, EventEnvelope, EventStore, StreamAppend, StreamRef};
 use domain::StreamType;
 use infrastructure::aws::{ConsumerGroup, FeedIndexer};
@@ -83,7 +87,7 @@ async fn synthetic_events(
 }
 
 /// Indexes `streams` with one concurrent indexer per group of streams (as relays index their
-/// shards), each in pages of `page` events; returns events/s.
+/// shards), each in pages of `page` stream records; returns events/s.
 async fn index_rate(
     indexer: &FeedIndexer,
     streams: &[Vec<EventEnvelope>],
@@ -94,12 +98,11 @@ async fn index_rate(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..indexers {
-        let mine: Vec<EventEnvelope> = streams
-            .iter()
-            .skip(i)
-            .step_by(indexers)
-            .flatten()
-            .cloned()
+        // A shard's records: its streams interleaved, each in sequence order.
+        let own: Vec<&Vec<EventEnvelope>> = streams.iter().skip(i).step_by(indexers).collect();
+        let longest = own.iter().map(|s| s.len()).max().unwrap_or(0);
+        let mine: Vec<EventEnvelope> = (0..longest)
+            .flat_map(|k| own.iter().filter_map(move |s| s.get(k).cloned()))
             .collect();
         let indexer = indexer.clone();
         tasks.push(tokio::spawn(async move {
@@ -178,36 +181,100 @@ async fn apply_rate(
 
 #[tokio::main]
 async fn main() {
-    let scale = env_usize("BENCH_SCALE", 10) as f64;
-    let index_events = env_usize("BENCH_INDEX_EVENTS", 600);
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let scale = env_usize("BENCH_SCALE", 40) as f64;
+    let latency = Duration::from_millis(env_usize("BENCH_LATENCY_MS", 10) as u64);
+    let index_events = env_usize("BENCH_INDEX_EVENTS", 960);
     let apply_orders = env_usize("BENCH_APPLY_ORDERS", 60);
-    let limits = Limits::dynamodb().scaled(scale);
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let run = |section: &str| only.is_empty() || only == section;
+    // No burst: a short run measures the sustained rate.
+    let limits = Limits {
+        burst: Duration::ZERO,
+        latency,
+        ..Limits::dynamodb().scaled(scale)
+    };
     println!(
         "## Capacity under DynamoDB's partition limits (simulated on moto, limits ÷ {scale})\n"
     );
     println!(
-        "Per partition key: {} write units/s, {} read units/s, 1 s burst, 10 ms per request. Figures are at the scaled limits; × {scale} for DynamoDB.\n",
-        limits.write_units, limits.read_units
+        "Per partition key: {} write units/s, {} read units/s, no burst, {} ms per request. Figures are at the scaled limits; × {scale} for DynamoDB.\n",
+        limits.write_units,
+        limits.read_units,
+        latency.as_millis()
     );
+    if run("index") {
+        indexing(limits, index_events, &[(1, 1), (2, 1), (4, 1), (8, 1)]).await;
+    }
+    if run("contention") {
+        // One partition's counter, fought over by four indexers (relays) at once.
+        indexing(limits, index_events / 4, &[(1, 1), (1, 4)]).await;
+    }
+    if run("apply") {
+        applying(limits, apply_orders).await;
+    }
+    if run("units") {
+        units_per_order(env_usize("BENCH_FLOW_ORDERS", 20)).await;
+    }
+}
 
-    // ---- 1. feed indexing ------------------------------------------------------------------
-    println!("### Feed indexing ({index_events} events of ~0.6 KB in 24 streams)\n");
-    println!("| feed partitions | indexers | events/s | hottest partition key (write units) |\n|---|---|---|---|");
-    for indexers in [1usize, 4] {
-        let stage = fresh_stage_with(test_options()).await;
-        let streams = synthetic_events(&stage, 24, index_events.div_ceil(24)).await;
+/// Section 1: feed indexing with P = 1, 2, 4 and 8 (and P = 1 with four indexers).
+async fn indexing(limits: Limits, index_events: usize, rows: &[(u32, usize)]) {
+    println!("### Feed indexing ({index_events} events of ~0.6 KB in 64 streams, relayed in pages of 100)\n");
+    println!("| feed partitions | concurrent indexers | events/s | × P = 1 | hottest partition key (write units) |\n|---|---|---|---|---|");
+    let mut one = None;
+    for &(partitions, indexers) in rows {
+        let stage = fresh_stage_partitioned(test_options(), Some(partitions)).await;
+        // Contended indexers are slow: a quarter of the events is enough to see it.
+        let events = if indexers > 1 {
+            index_events / 4
+        } else {
+            index_events
+        };
+        let streams = synthetic_events(&stage, 64, events.div_ceil(64)).await;
         let (throttle, slow) = throttled(&stage, limits).await;
-        let (rate, _) = index_rate(slow.dynamo_store.indexer(), &streams, indexers, 49).await;
+        let (rate, _) = index_rate(slow.dynamo_store.indexer(), &streams, indexers, 100).await;
+        let base = *one.get_or_insert(rate);
         let hottest = throttle
             .usage(&stage.names.feed_table)
             .into_iter()
             .next()
             .map(|(pk, u)| format!("`{pk}` ({:.0})", u.write_units))
             .unwrap_or_default();
-        println!("| 1 | {indexers} | {rate:.0} | {hottest} |");
+        println!(
+            "| {partitions} | {indexers} | {rate:.0} | {:.2} | {hottest} |",
+            rate / base
+        );
     }
+}
 
-    // ---- 2. projection apply ---------------------------------------------------------------
+/// `events` with their streams interleaved round-robin, each stream's events in order.
+fn interleaved(events: Vec<EventEnvelope>) -> Vec<EventEnvelope> {
+    let mut streams: Vec<std::collections::VecDeque<EventEnvelope>> = Vec::new();
+    let mut index: std::collections::HashMap<(StreamType, String), usize> = Default::default();
+    for e in events {
+        let i = *index
+            .entry((e.stream_type, e.stream_id.clone()))
+            .or_insert_with(|| {
+                streams.push(Default::default());
+                streams.len() - 1
+            });
+        streams[i].push_back(e);
+    }
+    let mut out = Vec::new();
+    while streams.iter().any(|s| !s.is_empty()) {
+        out.extend(streams.iter_mut().filter_map(|s| s.pop_front()));
+    }
+    out
+}
+
+/// Section 2: applying the support projection with 1 and 4 queue consumers.
+async fn applying(limits: Limits, apply_orders: usize) {
     let stage = fresh_stage_with(test_options()).await;
     let workload = run_workload_of(
         &stage.shop,
@@ -221,10 +288,18 @@ async fn main() {
         let relay =
             backbone_tests::aws::indexing_relay(&stage, backbone_tests::aws::test_workers().relay);
         backbone_tests::aws::drain_relay(&relay).await;
-        stage.store.feed(0, 100_000).await.expect("feed")
+        stage
+            .store
+            .feed(&FeedCursor::start(), 100_000)
+            .await
+            .expect("feed")
     };
     let support = projections::support::SupportProjection;
     let events: Vec<EventEnvelope> = events.into_iter().filter(|e| support.handles(e)).collect();
+    // As in a busy shop, where many orders move at once, the queue holds the streams' events
+    // interleaved (each stream's in order); back to back, one order's events would mostly
+    // wait on each other across consumers instead.
+    let events = interleaved(events);
     println!(
         "\n### Projection apply (support; {} events of {} orders)\n",
         events.len(),
@@ -242,9 +317,6 @@ async fn main() {
             rate / base
         );
     }
-
-    // ---- 3. request units per order ----------------------------------------------------------
-    units_per_order(env_usize("BENCH_FLOW_ORDERS", 20)).await;
 }
 
 /// Runs the relay and every consumer group of `stage` until nothing moves any more.
@@ -305,7 +377,7 @@ async fn units_per_order(orders: usize) {
     let events = stage.store.head().await.expect("head");
     println!(
         "\n### Request units per order ({orders} paid orders of distinct customers; {:.1} events each)\n",
-        events as f64 / orders as f64
+        events.count() as f64 / orders as f64
     );
     println!("| table | write units / order | read units / order |\n|---|---|---|");
     let names = &stage.names;

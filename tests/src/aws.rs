@@ -81,12 +81,21 @@ pub async fn fresh_stage() -> AwsStage {
 
 /// [`fresh_stage`] with other adapter options.
 pub async fn fresh_stage_with(options: AwsOptions) -> AwsStage {
+    fresh_stage_partitioned(options, None).await
+}
+
+/// [`fresh_stage_with`] whose feed has `partitions` partitions (`None`: the default).
+pub async fn fresh_stage_partitioned(options: AwsOptions, partitions: Option<u32>) -> AwsStage {
     let names = moto::fresh_names();
     let sdk = moto::sdk_config().await;
     crate::mail::verify_sender(&sdk).await;
     let stage = AwsStage::new(&sdk, &names.stage, options);
+    let spec = StackSpec {
+        feed_partitions: partitions,
+        ..StackSpec::for_stage(&names.stage)
+    };
     stage
-        .provision(&StackSpec::for_stage(&names.stage))
+        .provision(&spec)
         .await
         .unwrap_or_else(|e| panic!("provisioning a stage on moto: {e:#}"));
     stage

@@ -11,6 +11,7 @@ pub mod throttle;
 
 use api::auth::{self, Claims, Role};
 use api::{start_embedded, AppState, EmbeddedConfig};
+use commands::FeedCursor;
 use commands::{EventEnvelope, EventStore};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -120,7 +121,8 @@ pub async fn spawn_app_configured(
 /// Waits until every worker that follows the feed (projections, process managers) has
 /// processed everything committed so far.
 pub async fn settle(state: &AppState) {
-    let head = state.store.head().await.expect("head");
+    // Health counts the events a worker has read over all feed partitions.
+    let head = state.store.head().await.expect("head").count();
     for (worker, _) in state
         .health
         .snapshot()
@@ -397,15 +399,34 @@ where
     }
 }
 
+/// Asserts that each feed partition's positions run 1, 2, 3, ... in the order of `feed` (a whole
+/// feed read from the start).
+pub fn assert_partitions_gapless(feed: &[EventEnvelope]) {
+    let mut per_partition: std::collections::BTreeMap<u32, Vec<u64>> = Default::default();
+    for e in feed {
+        let (partition, position) =
+            commands::feed::unpack(e.global_position.expect("feed events carry a position"));
+        per_partition.entry(partition).or_default().push(position);
+    }
+    for (partition, positions) in per_partition {
+        assert_eq!(
+            positions,
+            (1..=positions.len() as u64).collect::<Vec<_>>(),
+            "partition {partition}'s positions are gapless, in feed order"
+        );
+    }
+}
+
 /// Every event of `store`'s durable feed, in feed order.
 pub async fn whole_feed(store: &dyn EventStore) -> Vec<EventEnvelope> {
     let mut out: Vec<EventEnvelope> = Vec::new();
+    let mut after = FeedCursor::start();
     loop {
-        let after = out.last().and_then(|e| e.global_position).unwrap_or(0);
-        let page = store.feed(after, 1_000).await.expect("feed");
+        let page = store.feed(&after, 1_000).await.expect("feed");
         if page.is_empty() {
             return out;
         }
+        after = after.after(&page);
         out.extend(page);
     }
 }

@@ -18,7 +18,9 @@
 //!   milliseconds do.
 //!
 //! A request that touches several partitions waits until all of them have capacity and then
-//! charges each its share. A Query is charged to its partition key when the key condition names
+//! charges each its share. Where DynamoDB would refuse a request over the limit and the SDK
+//! would retry it, the throttle holds it until the capacity is there: the same sustained rate,
+//! without the retries' jitter. A Query is charged to its partition key when the key condition names
 //! it as `#x = :v`; a Scan is not throttled. Item sizes are approximated as the sum of attribute
 //! names and values, as DynamoDB counts them. The partition key of each table is read once with
 //! DescribeTable ([`Throttle::learn_tables`]).
@@ -158,6 +160,11 @@ impl Throttle {
                 inner,
                 throttle: self.clone(),
             }))
+            // A request held for capacity sends nothing meanwhile, which the stalled-stream
+            // guard would take for a dead connection.
+            .stalled_stream_protection(
+                aws_sdk_dynamodb::config::StalledStreamProtectionConfig::disabled(),
+            )
             .build()
     }
 

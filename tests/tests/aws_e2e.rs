@@ -8,6 +8,7 @@ use api::auth::Role;
 use backbone_tests::aws::{items_containing, spawn_aws_app, table_event_ids};
 use backbone_tests::scenario::customer_buys_and_pays;
 use backbone_tests::{eventually, whole_feed};
+use commands::FeedCursor;
 use reqwest::{Method, StatusCode};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -89,7 +90,7 @@ async fn without_workers_the_api_commits_but_no_read_model_moves() {
     assert_eq!(got.status, StatusCode::NOT_FOUND, "{}", got.text);
     assert_eq!(
         stage.store.head().await.unwrap(),
-        0,
+        FeedCursor::start(),
         "nothing indexed without a relay"
     );
     app.shutdown().await;

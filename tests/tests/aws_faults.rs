@@ -10,6 +10,7 @@ use backbone_tests::aws::{
     stream_and_checkpoints, table_event_ids, test_options, test_workers,
 };
 use backbone_tests::{eventually, whole_feed};
+use commands::FeedCursor;
 use commands::{
     EventEnvelope, EventPublisher, EventQueue, FanoutError, PublishFailure, QueuedEvent,
     ShardCheckpointStore,
@@ -159,13 +160,13 @@ impl ReadModelStore for StuckBeforeCommit {
         &self,
         _projection: Arc<dyn Projection>,
         _events: Vec<EventEnvelope>,
-        _checkpoint: Option<u64>,
+        _checkpoint: Option<FeedCursor>,
     ) -> Result<ApplyOutcome, ReadModelError> {
         self.reached.notify_one();
         std::future::pending().await
     }
-    async fn checkpoint(&self, _projection: &str) -> Result<u64, ReadModelError> {
-        Ok(0)
+    async fn checkpoint(&self, _projection: &str) -> Result<FeedCursor, ReadModelError> {
+        Ok(FeedCursor::start())
     }
     async fn last_applied(
         &self,
@@ -545,7 +546,7 @@ async fn a_new_projection_started_from_zero_catches_up_from_the_durable_feed() {
     ));
     let head = stage.store.head().await.unwrap();
     assert_eq!(
-        head as usize,
+        head.count() as usize,
         table_event_ids(&stage).await.len(),
         "the feed holds every event"
     );
@@ -557,7 +558,10 @@ async fn a_new_projection_started_from_zero_catches_up_from_the_durable_feed() {
         while let StepOutcome::Progressed { .. } = runner.step().await.unwrap() {
             steps += 1;
         }
-        assert!(steps >= (head as usize).div_ceil(25), "read page by page");
+        assert!(
+            steps >= (head.count() as usize).div_ceil(25),
+            "read page by page"
+        );
         assert_eq!(late.checkpoint(projection.name()).await.unwrap(), head);
         let caught_up = only(late.dump().await.unwrap(), projection.as_ref());
         assert_eq!(

@@ -8,6 +8,7 @@ use backbone_tests::{
     checkout_body, eventually, files_containing, settle, spawn_app, spawn_app_in, whole_feed,
     Answer, TestApp,
 };
+use commands::FeedCursor;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -425,7 +426,12 @@ async fn an_idempotency_key_replays_the_first_answer_once() {
     assert!(two.body["client_secret"]
         .as_str()
         .is_some_and(|s| !s.is_empty()));
-    let placed = app.state.store.feed(0, 10_000).await.unwrap();
+    let placed = app
+        .state
+        .store
+        .feed(&FeedCursor::start(), 10_000)
+        .await
+        .unwrap();
     assert_eq!(
         placed
             .iter()

@@ -1,6 +1,7 @@
 //! The worker loop and the feed consumers built on it: projection runners and process managers.
 
 use crate::health::Health;
+use commands::FeedCursor;
 use commands::{CheckpointStore, EventStore, ProcessManagers};
 use projections::runner::{ProjectionRunner, StepOutcome};
 use rand::Rng;
@@ -157,7 +158,7 @@ where
 pub async fn projection_step(runner: &ProjectionRunner) -> anyhow::Result<Outcome> {
     Ok(match runner.step_deferred().await? {
         StepOutcome::Idle => Outcome::Idle,
-        StepOutcome::Progressed { position, .. } => Outcome::Progressed(position),
+        StepOutcome::Progressed { position, .. } => Outcome::Progressed(position.count()),
     })
 }
 
@@ -192,7 +193,7 @@ pub struct ProcessManagerConsumer {
     managers: Arc<ProcessManagers>,
     batch: usize,
     /// (position reached, checkpoint written); `None` until read from the checkpoint store.
-    cursor: tokio::sync::Mutex<Option<(u64, u64)>>,
+    cursor: tokio::sync::Mutex<Option<(FeedCursor, FeedCursor)>>,
 }
 
 impl ProcessManagerConsumer {
@@ -219,25 +220,23 @@ impl ProcessManagerConsumer {
 
     pub async fn step(&self) -> anyhow::Result<Outcome> {
         let mut cursor = self.cursor.lock().await;
-        let (after, durable) = match *cursor {
-            Some(c) => c,
+        let (after, durable) = match &*cursor {
+            Some(c) => c.clone(),
             None => {
                 let at = self.checkpoints.get(&self.name).await?;
-                (at, at)
+                (at.clone(), at)
             }
         };
-        *cursor = Some((after, durable));
+        *cursor = Some((after.clone(), durable.clone()));
         let page = self
             .store
-            .feed_filtered(after, self.batch.max(1), &ProcessManagers::handles)
+            .feed_filtered(&after, self.batch.max(1), &ProcessManagers::handles)
             .await?;
-        let Some(last) = page.last_position else {
-            if page.read > 0 {
-                anyhow::bail!("feed event without a position");
-            }
+        let Some(last) = page.next else {
             return Ok(Outcome::Idle);
         };
-        let mut reached = after;
+        // Past each handled event in its partition; the events the filter dropped need nothing.
+        let mut reached = after.clone();
         let mut handled = false;
         for event in &page.events {
             let position = event
@@ -245,8 +244,8 @@ impl ProcessManagerConsumer {
                 .ok_or_else(|| anyhow::anyhow!("feed event without a position"))?;
             if let Err(err) = self.managers.handle(event).await {
                 *cursor = None;
-                if reached > after {
-                    self.checkpoints.set(&self.name, reached).await?;
+                if reached != after {
+                    self.checkpoints.set(&self.name, &reached).await?;
                 }
                 return Err(anyhow::Error::new(err).context(format!(
                     "process manager failed on {} at position {position}",
@@ -254,19 +253,19 @@ impl ProcessManagerConsumer {
                 )));
             }
             handled = true;
-            reached = position;
+            reached.advance(position);
         }
-        reached = reached.max(last);
-        if handled || reached - durable >= projections::runner::CHECKPOINT_LAG {
-            if let Err(err) = self.checkpoints.set(&self.name, reached).await {
+        let reached = reached.max(&last);
+        if handled || durable.behind(&reached) >= projections::runner::CHECKPOINT_LAG {
+            if let Err(err) = self.checkpoints.set(&self.name, &reached).await {
                 *cursor = None;
                 return Err(err.into());
             }
-            *cursor = Some((reached, reached));
+            *cursor = Some((reached.clone(), reached.clone()));
         } else {
-            *cursor = Some((reached, durable));
+            *cursor = Some((reached.clone(), durable));
         }
-        Ok(Outcome::Progressed(reached))
+        Ok(Outcome::Progressed(reached.count()))
     }
 
     pub fn spawn(

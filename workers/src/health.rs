@@ -11,7 +11,7 @@ pub struct WorkerStatus {
     /// Whether the worker consumes the feed (projections, process managers). A timer such as
     /// the expiry sweep does not: it has no position, and no lag.
     pub follows_feed: bool,
-    /// The feed position the worker has reached.
+    /// How many feed events the worker has read, over all partitions (its position on a one-partition feed).
     pub position: u64,
     /// True once the worker has reached the feed head it saw when it started.
     pub caught_up: bool,

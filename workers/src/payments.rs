@@ -14,6 +14,7 @@
 
 use crate::feed::{spawn_loop, LoopContext, Outcome};
 use chrono::{DateTime, Utc};
+use commands::FeedCursor;
 use commands::{
     Actor, Clock, CommandContext, CommandError, EventStore, GatewayError, Metadata, Shop,
 };
@@ -61,7 +62,7 @@ struct Pending {
 
 #[derive(Debug, Default)]
 struct Tracker {
-    position: u64,
+    position: FeedCursor,
     pending: BTreeMap<String, Pending>,
 }
 
@@ -112,18 +113,18 @@ impl PaymentRetryWorker {
 
     /// Reads new feed events into the pending set. Returns whether the position moved.
     async fn catch_up(&self) -> Result<bool, commands::StoreError> {
-        let start = self.tracker().position;
-        let mut position = start;
+        let start = self.tracker().position.clone();
+        let mut position = start.clone();
         for _ in 0..self.config.max_pages_per_step.max(1) {
             let payments = |e: &commands::EventEnvelope| e.stream_type == StreamType::Payment;
             let page = self
                 .store
-                .feed_filtered(position, self.config.feed_batch.max(1), &payments)
+                .feed_filtered(&position, self.config.feed_batch.max(1), &payments)
                 .await?;
-            let Some(last) = page.last_position else {
+            let Some(last) = page.next else {
                 break;
             };
-            position = position.max(last);
+            position = position.max(&last);
             let mut tracker = self.tracker();
             for event in &page.events {
                 if event.event_type == domain::event_names::PAYMENT_REQUESTED {
@@ -141,10 +142,10 @@ impl PaymentRetryWorker {
                     tracker.pending.remove(&event.stream_id);
                 }
             }
-            tracker.position = position;
+            tracker.position = position.clone();
             metrics::gauge!("backbone_payments_without_intent").set(tracker.pending.len() as f64);
         }
-        Ok(position > start)
+        Ok(position != start)
     }
 
     fn backoff(&self, failures: u32) -> chrono::Duration {
@@ -222,7 +223,7 @@ impl PaymentRetryWorker {
         if failed > 0 {
             tracing::debug!(created, failed, "payment retry pass done");
         }
-        let position = self.tracker().position;
+        let position = self.tracker().position.count();
         Ok(if moved || created > 0 {
             Outcome::Progressed(position)
         } else {
@@ -405,7 +406,7 @@ mod tests {
         // Too young: checkout's own attempt is not raced.
         assert_eq!(
             w.step().await.unwrap(),
-            Outcome::Progressed(w.tracker().position)
+            Outcome::Progressed(w.tracker().position.count())
         );
         assert_eq!(w.pending(), vec![payment_id.clone()]);
         assert_eq!(w.step().await.unwrap(), Outcome::Idle);

@@ -30,7 +30,7 @@ pub struct RebuildStatus {
     pub state: RebuildState,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
-    /// The feed position replayed so far (the final checkpoint once done).
+    /// How many feed events were replayed so far, over all partitions (the final checkpoint once done, on a one-partition feed).
     pub position: u64,
     /// The feed head the rebuild replays up to.
     pub head: u64,
@@ -176,16 +176,16 @@ impl Rebuilds {
             match outcome {
                 Ok(summary) => {
                     s.state = RebuildState::Done;
-                    s.position = summary.position;
-                    s.head = s.head.max(summary.position);
+                    s.position = summary.position.count();
+                    s.head = s.head.max(s.position);
                     s.events = summary.events;
                     s.applied = summary.applied as u64;
                     me.health
-                        .progressed(&crate::projection_worker(name), summary.position);
+                        .progressed(&crate::projection_worker(name), s.position);
                     tracing::info!(
                         projection = name,
                         events = summary.events,
-                        position = summary.position,
+                        position = %summary.position,
                         "projection rebuilt"
                     );
                 }

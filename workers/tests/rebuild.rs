@@ -3,6 +3,7 @@
 //! events meanwhile, and afterwards the rebuilt one catches up with nothing lost or doubled.
 
 mod common;
+use commands::FeedCursor;
 use common::{append, open_store, record_sequence, spawn_fast, stop, wait_until};
 
 use commands::{EventEnvelope, EventFilter, EventStore, FilteredPage, StoreError};
@@ -45,8 +46,8 @@ struct GatedStore {
 }
 
 impl GatedStore {
-    async fn pass(&self, after: u64) {
-        if after == 0 {
+    async fn pass(&self, after: &FeedCursor) {
+        if *after == FeedCursor::start() {
             let mut open = self.open.clone();
             let _ = open.wait_for(|o| *o).await;
         }
@@ -56,13 +57,13 @@ impl GatedStore {
 commands::forward_event_store! {
     impl[] for GatedStore, to |s| &s.inner,
     forward [append, load, read, feed_in_time, head, idempotency, commit_notifier] {
-        async fn feed(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+        async fn feed(&self, after: &FeedCursor, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
             self.pass(after).await;
             self.inner.feed(after, limit).await
         }
         async fn feed_filtered(
             &self,
-            after: u64,
+            after: &FeedCursor,
             limit: usize,
             keep: &EventFilter<'_>,
         ) -> Result<FilteredPage, StoreError> {

@@ -24,7 +24,7 @@ pub struct EventFilter {
     #[serde(rename = "type")]
     event_type: String,
     stream: String,
-    /// Paging: the feed position the page starts after.
+    /// Paging: the feed cursor the page starts after.
     after: String,
 }
 
@@ -65,10 +65,11 @@ pub async fn events(
             Failure::internal(None)
         })?;
     let first = link("/console/analyst/events", pairs(&criteria));
+    // The next page starts after the last line's cursor.
     let last = events
         .last()
-        .and_then(|e| e["global_position"].as_u64())
-        .map(|p| p.to_string());
+        .and_then(|e| e["feed_cursor"].as_str())
+        .map(str::to_owned);
     let next = last
         .filter(|_| events.len() == page::PAGE_SIZE)
         .map(|after| {

@@ -331,7 +331,7 @@ pub struct ProjectionInfo {
     pub lag: Option<u64>,
     pub last_error: Option<String>,
     pub name: String,
-    /// The feed position its worker has reached.
+    /// How many feed events its worker has read, over all partitions.
     pub position: Option<u64>,
     /// Its latest rebuild since the process started.
     #[schema(value_type = Option<RebuildStatusSchema>)]
@@ -395,7 +395,8 @@ pub async fn list_projections(
     State(state): State<AppState>,
 ) -> ApiResult<axum::Json<ProjectionList>> {
     let names = rebuilds(&state)?.names();
-    let head = state.store.head().await?;
+    // Positions here count events over all feed partitions.
+    let head = state.store.head().await?.count();
     let mut statuses = state.health.snapshot();
     let projections = names
         .into_iter()

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use commands::pii::PII_SCOPE;
+use commands::FeedCursor;
 use commands::{Pseudonyms, StreamRef};
 use domain::StreamType;
 use futures::TryStreamExt;
@@ -25,9 +26,10 @@ use utoipa::IntoParams;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
-    /// Only events after this feed position.
-    #[param(maximum = 9007199254740991.0)]
-    pub after: Option<u64>,
+    /// Only events after this feed cursor: the `feed_cursor` of an exported line, one position
+    /// per feed partition (`0`, the default, is the start).
+    #[param(pattern = r"^[0-9]{1,14}(\.[0-9]{1,14})*$", max_length = 1500)]
+    pub after: Option<String>,
     /// Occurred at or after (RFC 3339).
     pub from: Option<DateTime<Utc>>,
     /// Occurred at or before (RFC 3339).
@@ -52,8 +54,14 @@ impl EventsQuery {
             .map(StreamFilter::parse)
             .transpose()
             .map_err(|e| ApiError::validation("stream", e))?;
+        let after = match self.after.as_deref() {
+            None => FeedCursor::start(),
+            Some(text) => text
+                .parse()
+                .map_err(|e: commands::BadCursor| ApiError::validation("after", e.to_string()))?,
+        };
         Ok(ExportFilter {
-            after: self.after.unwrap_or(0),
+            after,
             from: self.from,
             to: self.to,
             event_type: self.event_type,

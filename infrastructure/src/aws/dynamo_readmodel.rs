@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | docs | `id` = `<collection>#<key>` | `collection`, `key`, `body` (JSON text), `idx` (JSON text: the document's index entries), `rev` N (bumped by every write) |
 //! | index | `p` = `<index>#<partition>`, `s` = `<sort>\x01<collection>\x01<key>` | `collection`, `key`, `sort` |
-//! | state | `id` = `applied#<projection>#<stream>` or `checkpoint#<projection>` | `projection`, and `last_seq` N or `position` N |
+//! | state | `id` = `applied#<projection>#<stream>` or `checkpoint#<projection>` | `projection`, and `last_seq` N or `cursor` S (a [`FeedCursor`]; `position` N before the feed had partitions) |
 //!
 //! Index entries are items of their own (not a GSI), so a query is one Query of the index
 //! table in sort order (ties by collection and key, thanks to the `\x01` separators, which sort
@@ -44,9 +44,9 @@ use super::error::{AwsFailure, RetryPolicy};
 use super::metrics::{RequestCounters, RequestCounts};
 use super::names::ResourceNames;
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
-use commands::{EventEnvelope, StreamRef};
+use commands::{EventEnvelope, FeedCursor, StreamRef};
 use projections::store::{
     apply_events, ApplyOutcome, BatchTx, Decode, DocTx, Document, Dump, EncodedDoc, IndexEntry,
     Projection, ProjectionError, Query, ReadModelError, ReadModelStore, StoredDoc,
@@ -68,7 +68,10 @@ const SORT: &str = "sort";
 const PROJECTION: &str = "projection";
 const STREAM: &str = "stream";
 const LAST_SEQ: &str = "last_seq";
+/// A checkpoint written before the feed had partitions: a plain feed position.
 const POSITION: &str = "position";
+/// A checkpoint: the [`FeedCursor`] as text.
+const CURSOR: &str = "cursor";
 const SEP: char = '\u{1}';
 const MAX_ACTIONS: usize = 100;
 /// Partitions a hot index's partition is spread over.
@@ -546,9 +549,26 @@ impl Inner {
         Ok(item.and_then(|i| number(&i, LAST_SEQ)).unwrap_or(0))
     }
 
-    async fn fetch_checkpoint(&self, projection: &str) -> Result<Option<u64>, ReadModelError> {
-        let item = self.get_state(checkpoint_id(projection)).await?;
-        Ok(item.and_then(|i| number(&i, POSITION)))
+    /// The stored checkpoint, and the attribute and value that a write must find unchanged: the
+    /// cursor text, or the plain number of a checkpoint written before the feed had partitions.
+    async fn fetch_checkpoint(
+        &self,
+        projection: &str,
+    ) -> Result<Option<(FeedCursor, &'static str, AttributeValue)>, ReadModelError> {
+        let Some(item) = self.get_state(checkpoint_id(projection)).await? else {
+            return Ok(None);
+        };
+        let bad = |raw: &str, e: &dyn std::fmt::Display| {
+            corrupt("checkpoint", projection, format!("{raw:?}: {e}"))
+        };
+        if let Some(text) = item.string(CURSOR) {
+            let cursor = text.parse().map_err(|e| bad(text, &e))?;
+            return Ok(Some((cursor, CURSOR, s(text))));
+        }
+        match number(&item, POSITION) {
+            Some(p) => Ok(Some((FeedCursor::at(p), POSITION, n(p)))),
+            None => Err(bad("", &"neither a cursor nor a position")),
+        }
     }
 
     /// Commits one transaction from a blocking thread, retrying transient failures.
@@ -574,30 +594,33 @@ impl Inner {
         }
     }
 
-    /// The checkpoint Put when `position` moves the projection's checkpoint forward.
+    /// The checkpoint Put when `position` moves the projection's checkpoint forward in some
+    /// partition (the stored cursor becomes the larger of the two in each).
     fn checkpoint_write(
         &self,
         handle: &Handle,
         projection: &str,
-        position: u64,
+        position: &FeedCursor,
     ) -> Result<Option<TransactWriteItem>, ReadModelError> {
         let current = handle.block_on(self.fetch_checkpoint(projection))?;
-        if current.is_some_and(|c| c >= position) {
-            return Ok(None);
-        }
+        let next = match &current {
+            Some((c, ..)) if c.covers(position) => return Ok(None),
+            Some((c, ..)) => c.max(position),
+            None => position.clone(),
+        };
         let mut put = Put::builder()
             .table_name(&self.state_table)
             .item(ID, s(checkpoint_id(projection)))
             .item(PROJECTION, s(projection))
-            .item(POSITION, n(position));
+            .item(CURSOR, s(next.to_string()));
         put = match current {
             None => put
                 .condition_expression("attribute_not_exists(#id)")
                 .expression_attribute_names("#id", ID),
-            Some(c) => put
-                .condition_expression("#pos = :read")
-                .expression_attribute_names("#pos", POSITION)
-                .expression_attribute_values(":read", n(c)),
+            Some((_, attribute, value)) => put
+                .condition_expression("#c = :read")
+                .expression_attribute_names("#c", attribute)
+                .expression_attribute_values(":read", value),
         };
         Ok(Some(
             TransactWriteItem::builder()
@@ -612,7 +635,7 @@ impl Inner {
         handle: &Handle,
         projection: &dyn Projection,
         events: &[EventEnvelope],
-        checkpoint: Option<u64>,
+        checkpoint: Option<&FeedCursor>,
     ) -> Result<Attempt<ApplyOutcome>, ReadModelError> {
         let name = projection.name();
         let mut known = Known::default();
@@ -786,11 +809,11 @@ impl ReadModelStore for DynamoReadModelStore {
         &self,
         projection: Arc<dyn Projection>,
         events: Vec<EventEnvelope>,
-        checkpoint: Option<u64>,
+        checkpoint: Option<FeedCursor>,
     ) -> Result<ApplyOutcome, ReadModelError> {
         self.blocking(move |inner, handle| {
             for round in 1..=CONFLICT_ROUNDS {
-                match inner.try_apply(handle, projection.as_ref(), &events, checkpoint)? {
+                match inner.try_apply(handle, projection.as_ref(), &events, checkpoint.as_ref())? {
                     Attempt::Done(outcome) => return Ok(outcome),
                     Attempt::Conflict => {
                         tracing::debug!(round, "read model batch lost a race, re-running it");
@@ -806,8 +829,13 @@ impl ReadModelStore for DynamoReadModelStore {
         .await
     }
 
-    async fn checkpoint(&self, projection: &str) -> Result<u64, ReadModelError> {
-        Ok(self.inner.fetch_checkpoint(projection).await?.unwrap_or(0))
+    async fn checkpoint(&self, projection: &str) -> Result<FeedCursor, ReadModelError> {
+        Ok(self
+            .inner
+            .fetch_checkpoint(projection)
+            .await?
+            .map(|(cursor, ..)| cursor)
+            .unwrap_or_default())
     }
 
     async fn last_applied(

@@ -47,6 +47,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
+use commands::FeedCursor;
 use commands::{
     validate_commit, AppendOutcome, Commit, CommitResult, EventEnvelope, EventStore, Idempotency,
     LoadedStream, Snapshot, StoreError, StreamRef, StreamVersion, MAX_COMMIT_ACTIONS,
@@ -676,13 +677,17 @@ impl EventStore for DynamoEventStore {
         self.range(stream, from, to).await
     }
 
-    async fn feed(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+    async fn feed(
+        &self,
+        after: &FeedCursor,
+        limit: usize,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
         self.indexer.read(after, limit).await
     }
 
     async fn feed_in_time(
         &self,
-        after: u64,
+        after: &FeedCursor,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         limit: usize,
@@ -690,7 +695,7 @@ impl EventStore for DynamoEventStore {
         self.indexer.read_between(after, from, to, limit).await
     }
 
-    async fn head(&self) -> Result<u64, StoreError> {
+    async fn head(&self) -> Result<FeedCursor, StoreError> {
         self.indexer.head().await
     }
 

@@ -33,7 +33,7 @@ pub use fanout::{
     DynamoShardCheckpoints, DynamoShardLeases, DynamoStreamSource, EventBridgePublisher,
     SqsEventQueue, StreamsOptions,
 };
-pub use feed_index::FeedIndexer;
+pub use feed_index::{FeedIndexer, FeedLayout, DEFAULT_FEED_PARTITIONS};
 pub use generations::DynamoGenerations;
 pub use keys::{DynamoKeyStore, KmsWrapping};
 pub use metrics::{RequestCounters, RequestCounts};

@@ -36,6 +36,9 @@ pub struct StackSpec {
     pub parameters: BTreeMap<String, String>,
     /// Longest wait for a terminal status.
     pub timeout: Duration,
+    /// The feed's partitions, fixed when the stage is created (`None`: the default for a new
+    /// stage, whatever it has for an existing one). See [`super::FeedIndexer::create`].
+    pub feed_partitions: Option<u32>,
 }
 
 impl StackSpec {
@@ -45,6 +48,7 @@ impl StackSpec {
             stack_name: format!("backbone-{stage}"),
             parameters: BTreeMap::from([("Stage".to_owned(), stage.to_owned())]),
             timeout: DEFAULT_TIMEOUT,
+            feed_partitions: None,
         }
     }
 

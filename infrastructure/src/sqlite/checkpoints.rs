@@ -2,7 +2,7 @@
 //! small SQLite file of their own.
 
 use async_trait::async_trait;
-use commands::{CheckpointStore, StoreError};
+use commands::{CheckpointStore, FeedCursor, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -53,7 +53,7 @@ impl SqliteCheckpointStore {
 
 #[async_trait]
 impl CheckpointStore for SqliteCheckpointStore {
-    async fn get(&self, name: &str) -> Result<u64, StoreError> {
+    async fn get(&self, name: &str) -> Result<FeedCursor, StoreError> {
         let name = name.to_string();
         self.with(move |c| {
             c.query_row(
@@ -62,18 +62,23 @@ impl CheckpointStore for SqliteCheckpointStore {
                 |r| r.get::<_, i64>(0),
             )
             .optional()
-            .map(|p| p.unwrap_or(0) as u64)
+            .map(|p| FeedCursor::at(p.unwrap_or(0) as u64))
         })
         .await
     }
 
-    async fn set(&self, name: &str, position: u64) -> Result<(), StoreError> {
+    async fn set(&self, name: &str, cursor: &FeedCursor) -> Result<(), StoreError> {
         let name = name.to_string();
+        let position = super::embedded_position(cursor).ok_or_else(|| {
+            StoreError::Internal(format!(
+                "checkpoint {cursor} is not a position of the one-partition embedded feed"
+            ))
+        })?;
         self.with(move |c| {
             c.execute(
                 "INSERT INTO checkpoints(name, position) VALUES (?1, ?2)
                  ON CONFLICT(name) DO UPDATE SET position = MAX(position, excluded.position)",
-                params![name, position as i64],
+                params![name, position],
             )
             .map(|_| ())
         })
@@ -90,12 +95,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cp.sqlite");
         let store = SqliteCheckpointStore::open(&path).unwrap();
-        assert_eq!(store.get("pm").await.unwrap(), 0);
-        store.set("pm", 10).await.unwrap();
-        store.set("pm", 7).await.unwrap();
+        assert_eq!(store.get("pm").await.unwrap(), FeedCursor::start());
+        store.set("pm", &FeedCursor::at(10)).await.unwrap();
+        store.set("pm", &FeedCursor::at(7)).await.unwrap();
         drop(store);
         let store = SqliteCheckpointStore::open(&path).unwrap();
-        assert_eq!(store.get("pm").await.unwrap(), 10);
-        assert_eq!(store.get("other").await.unwrap(), 0);
+        assert_eq!(store.get("pm").await.unwrap(), FeedCursor::at(10));
+        assert_eq!(store.get("other").await.unwrap(), FeedCursor::start());
     }
 }

@@ -29,3 +29,14 @@ pub use checkpoints::SqliteCheckpointStore;
 pub use keys::SqliteKeyStore;
 pub use readmodel::SqliteReadModelStore;
 pub use store::{SqliteEventStore, SqliteOptions, Synchronous, WriteStats};
+
+/// The position a cursor stands at in the embedded feed, which has one partition; `None` for a
+/// cursor of a partitioned feed (or one past what SQLite's integers hold), which no embedded
+/// reader can have got from this feed.
+pub(crate) fn embedded_position(cursor: &commands::FeedCursor) -> Option<i64> {
+    match cursor.positions() {
+        [] => Some(0),
+        [p] => i64::try_from(*p).ok(),
+        _ => None,
+    }
+}

@@ -11,6 +11,7 @@
 //! given out in insert order by the one writer). A page starting before the oldest event kept
 //! falls back to SQLite.
 
+use commands::FeedCursor;
 use commands::{AppendOutcome, Commit, EventEnvelope, EventFilter, FilteredPage, StoreError};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -92,7 +93,10 @@ impl RecentFeed {
     ) -> Option<FilteredPage> {
         let shared = self.shared(after, limit)?;
         Some(FilteredPage {
-            last_position: shared.last().and_then(|e| e.global_position),
+            next: shared
+                .last()
+                .and_then(|e| e.global_position)
+                .map(FeedCursor::at),
             read: shared.len(),
             events: shared
                 .iter()

@@ -5,6 +5,7 @@ use super::migrations;
 use super::recent::RecentFeed;
 use super::writer::{self, Encoded, GroupConfig, Published, WriteRequest};
 use async_trait::async_trait;
+use commands::FeedCursor;
 use commands::{
     validate_commit, AppendOutcome, Commit, CommitResult, EventEnvelope, EventFilter, EventStore,
     FilteredPage, Idempotency, LoadedStream, Snapshot, StoreError, StreamRef, MAX_COMMIT_ACTIONS,
@@ -531,11 +532,16 @@ impl EventStore for SqliteEventStore {
             .await
     }
 
-    #[tracing::instrument(skip_all, fields(after = after, limit = limit), err)]
-    async fn feed(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+    #[tracing::instrument(skip_all, fields(after = %cursor, limit = limit), err)]
+    async fn feed(
+        &self,
+        cursor: &FeedCursor,
+        limit: usize,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        let after = one_partition(cursor)?;
         if let Some(page) = self.published.recent.page(after, limit) {
             return Ok(page);
         }
@@ -579,23 +585,25 @@ impl EventStore for SqliteEventStore {
 
     async fn feed_filtered(
         &self,
-        after: u64,
+        after: &FeedCursor,
         limit: usize,
         keep: &EventFilter<'_>,
     ) -> Result<FilteredPage, StoreError> {
         if limit > 0 {
-            if let Some(page) = self.published.recent.page_filtered(after, limit, keep) {
+            let position = one_partition(after)?;
+            if let Some(page) = self.published.recent.page_filtered(position, limit, keep) {
                 return Ok(page);
             }
         }
         Ok(FilteredPage::from_page(
+            after,
             self.feed(after, limit).await?,
             keep,
         ))
     }
 
-    async fn head(&self) -> Result<u64, StoreError> {
-        Ok(self.published.head.load(Ordering::Acquire))
+    async fn head(&self) -> Result<FeedCursor, StoreError> {
+        Ok(FeedCursor::at(self.published.head.load(Ordering::Acquire)))
     }
 
     #[tracing::instrument(skip_all, fields(command_id = %command_id), err)]
@@ -611,4 +619,10 @@ impl EventStore for SqliteEventStore {
     fn commit_notifier(&self) -> Option<Arc<Notify>> {
         Some(self.published.notify.clone())
     }
+}
+
+/// The position of `cursor` in this one-partition feed (a cursor's other partitions hold nothing
+/// here).
+fn one_partition(cursor: &FeedCursor) -> Result<u64, StoreError> {
+    Ok(cursor.position(0))
 }

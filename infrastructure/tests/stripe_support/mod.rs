@@ -197,7 +197,7 @@ pub async fn payment_events(app: &App, id: &str) -> Vec<String> {
 }
 
 /// Runs the process managers over the whole feed after `after`, like the worker does.
-pub async fn drain_process_managers(app: &App, after: &mut u64) {
+pub async fn drain_process_managers(app: &App, after: &mut commands::FeedCursor) {
     commands::conformance::drain_process_managers(&*app.store, &app.pms, after).await;
 }
 

@@ -14,7 +14,7 @@ use crate::store::{
 };
 use crate::testsuite::fixtures::{base_time, envelope};
 use chrono::Duration;
-use commands::{Consistency, EventEnvelope, StreamRef};
+use commands::{Consistency, EventEnvelope, FeedCursor, StreamRef};
 use domain::StreamType;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -297,7 +297,7 @@ pub async fn applies_events_and_reads_them_back(store: &dyn ReadModelStore) {
                 put("s2", 1, "b", "g", "2", 20),
                 add("s1", 2, "a", 5),
             ],
-            Some(7),
+            Some(FeedCursor::at(7)),
         )
         .await
         .expect("apply");
@@ -313,9 +313,12 @@ pub async fn applies_events_and_reads_them_back(store: &dyn ReadModelStore) {
     assert_eq!(value_of(store, "missing").await, None);
     assert_eq!(
         store.checkpoint("conformance").await.expect("checkpoint"),
-        7
+        FeedCursor::at(7)
     );
-    assert_eq!(store.checkpoint("never_ran").await.expect("checkpoint"), 0);
+    assert_eq!(
+        store.checkpoint("never_ran").await.expect("checkpoint"),
+        FeedCursor::start()
+    );
     assert_eq!(
         store
             .last_applied("conformance", &stream("s1"))
@@ -389,7 +392,7 @@ pub async fn gap_is_reported_and_the_prefix_committed(store: &dyn ReadModelStore
                 add("s1", 3, "a", 100),
                 put("s3", 1, "c", "g", "3", 3),
             ],
-            Some(10),
+            Some(FeedCursor::at(10)),
         )
         .await
         .expect("apply");
@@ -419,7 +422,7 @@ pub async fn gap_is_reported_and_the_prefix_committed(store: &dyn ReadModelStore
     assert_eq!(value_of(store, "c").await, None);
     assert_eq!(
         store.checkpoint("conformance").await.expect("checkpoint"),
-        0,
+        FeedCursor::start(),
         "no checkpoint when the batch was not consumed"
     );
     assert_eq!(
@@ -434,7 +437,7 @@ pub async fn gap_is_reported_and_the_prefix_committed(store: &dyn ReadModelStore
     let mut retry = vec![add("s1", 2, "a", 10)];
     retry.extend(remaining);
     let outcome = store
-        .apply_batch(projection(), retry, Some(10))
+        .apply_batch(projection(), retry, Some(FeedCursor::at(10)))
         .await
         .expect("retry");
     assert_eq!(
@@ -448,7 +451,7 @@ pub async fn gap_is_reported_and_the_prefix_committed(store: &dyn ReadModelStore
     assert_eq!(value_of(store, "c").await, Some(3));
     assert_eq!(
         store.checkpoint("conformance").await.expect("checkpoint"),
-        10
+        FeedCursor::at(10)
     );
 }
 
@@ -527,7 +530,11 @@ pub async fn typed_and_plain_access_stay_coherent(store: &dyn ReadModelStore) {
 
 pub async fn a_failing_projection_writes_nothing(store: &dyn ReadModelStore) {
     store
-        .apply_batch(projection(), vec![put("s1", 1, "a", "g", "1", 1)], Some(1))
+        .apply_batch(
+            projection(),
+            vec![put("s1", 1, "a", "g", "1", 1)],
+            Some(FeedCursor::at(1)),
+        )
         .await
         .expect("apply");
     let err = store
@@ -539,7 +546,7 @@ pub async fn a_failing_projection_writes_nothing(store: &dyn ReadModelStore) {
                 put("s2", 1, "b", "g", "2", 2),
                 op("s3", 1, "Fail", json!({"key": "x"})),
             ],
-            Some(5),
+            Some(FeedCursor::at(5)),
         )
         .await
         .expect_err("the projection fails");
@@ -558,7 +565,7 @@ pub async fn a_failing_projection_writes_nothing(store: &dyn ReadModelStore) {
     assert_eq!(value_of(store, "b").await, None);
     assert_eq!(
         store.checkpoint("conformance").await.expect("checkpoint"),
-        1
+        FeedCursor::at(1)
     );
     assert_eq!(
         store
@@ -674,20 +681,20 @@ pub async fn rewriting_a_document_replaces_its_index_entries(store: &dyn ReadMod
 
 pub async fn checkpoints_never_move_backwards(store: &dyn ReadModelStore) {
     store
-        .apply_batch(projection(), Vec::new(), Some(50))
+        .apply_batch(projection(), Vec::new(), Some(FeedCursor::at(50)))
         .await
         .expect("apply");
     assert_eq!(
         store.checkpoint("conformance").await.expect("checkpoint"),
-        50
+        FeedCursor::at(50)
     );
     store
-        .apply_batch(projection(), Vec::new(), Some(20))
+        .apply_batch(projection(), Vec::new(), Some(FeedCursor::at(20)))
         .await
         .expect("apply");
     assert_eq!(
         store.checkpoint("conformance").await.expect("checkpoint"),
-        50
+        FeedCursor::at(50)
     );
     store
         .apply_batch(projection(), Vec::new(), None)
@@ -695,18 +702,26 @@ pub async fn checkpoints_never_move_backwards(store: &dyn ReadModelStore) {
         .expect("apply");
     assert_eq!(
         store.checkpoint("conformance").await.expect("checkpoint"),
-        50
+        FeedCursor::at(50)
     );
 }
 
 pub async fn projections_keep_separate_bookkeeping(store: &dyn ReadModelStore) {
     let other: Arc<dyn Projection> = Arc::new(TestProjection::other());
     store
-        .apply_batch(projection(), vec![put("s1", 1, "a", "g", "1", 1)], Some(3))
+        .apply_batch(
+            projection(),
+            vec![put("s1", 1, "a", "g", "1", 1)],
+            Some(FeedCursor::at(3)),
+        )
         .await
         .expect("apply");
     let outcome = store
-        .apply_batch(other.clone(), vec![put("s1", 1, "a", "g", "1", 2)], Some(4))
+        .apply_batch(
+            other.clone(),
+            vec![put("s1", 1, "a", "g", "1", 2)],
+            Some(FeedCursor::at(4)),
+        )
         .await
         .expect("apply other");
     assert_eq!(
@@ -716,14 +731,14 @@ pub async fn projections_keep_separate_bookkeeping(store: &dyn ReadModelStore) {
     );
     assert_eq!(
         store.checkpoint("conformance").await.expect("checkpoint"),
-        3
+        FeedCursor::at(3)
     );
     assert_eq!(
         store
             .checkpoint("conformance_other")
             .await
             .expect("checkpoint"),
-        4
+        FeedCursor::at(4)
     );
     let doc = store.get(OTHER_DOCS, "a").await.expect("get");
     assert_eq!(
@@ -742,12 +757,16 @@ pub async fn reset_drops_only_the_projections_data(store: &dyn ReadModelStore) {
                 put("s1", 1, "a", "g", "1", 1),
                 put("s2", 1, "b", "g", "2", 2),
             ],
-            Some(9),
+            Some(FeedCursor::at(9)),
         )
         .await
         .expect("apply");
     store
-        .apply_batch(other.clone(), vec![put("s1", 1, "a", "g", "1", 1)], Some(9))
+        .apply_batch(
+            other.clone(),
+            vec![put("s1", 1, "a", "g", "1", 1)],
+            Some(FeedCursor::at(9)),
+        )
         .await
         .expect("apply other");
     store
@@ -771,7 +790,7 @@ pub async fn reset_drops_only_the_projections_data(store: &dyn ReadModelStore) {
     );
     assert_eq!(
         store.checkpoint("conformance").await.expect("checkpoint"),
-        0
+        FeedCursor::start()
     );
     assert_eq!(
         store
@@ -791,7 +810,7 @@ pub async fn reset_drops_only_the_projections_data(store: &dyn ReadModelStore) {
             .checkpoint("conformance_other")
             .await
             .expect("checkpoint"),
-        9
+        FeedCursor::at(9)
     );
     assert_eq!(
         store
@@ -808,7 +827,11 @@ pub async fn reset_drops_only_the_projections_data(store: &dyn ReadModelStore) {
 
     // Replaying after a reset applies everything again.
     let outcome = store
-        .apply_batch(projection(), vec![put("s1", 1, "a", "g", "1", 1)], Some(9))
+        .apply_batch(
+            projection(),
+            vec![put("s1", 1, "a", "g", "1", 1)],
+            Some(FeedCursor::at(9)),
+        )
         .await
         .expect("replay");
     assert_eq!(outcome.applied(), 1);

@@ -3,8 +3,8 @@
 
 use async_trait::async_trait;
 use commands::{
-    AppendOutcome, Commit, CommitResult, EventEnvelope, EventStore, Idempotency, LoadedStream,
-    StoreError, StreamRef, StreamVersion,
+    AppendOutcome, Commit, CommitResult, EventEnvelope, EventStore, FeedCursor, Idempotency,
+    LoadedStream, StoreError, StreamRef, StreamVersion,
 };
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -147,16 +147,20 @@ impl EventStore for VecEventStore {
         Ok(events)
     }
 
-    async fn feed(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+    async fn feed(
+        &self,
+        after: &FeedCursor,
+        limit: usize,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
         let events = self.lock()?;
-        let start = usize::try_from(after)
+        let start = usize::try_from(after.position(0))
             .unwrap_or(usize::MAX)
             .min(events.len());
         Ok(events[start..].iter().take(limit).cloned().collect())
     }
 
-    async fn head(&self) -> Result<u64, StoreError> {
-        Ok(self.lock()?.len() as u64)
+    async fn head(&self) -> Result<FeedCursor, StoreError> {
+        Ok(FeedCursor::at(self.lock()?.len() as u64))
     }
 
     async fn idempotency(

@@ -20,6 +20,7 @@ mod batch;
 
 use async_trait::async_trait;
 use batch::{corrupt, parse_entries, SqliteBatch};
+use commands::FeedCursor;
 use commands::{EventEnvelope, StreamRef};
 use projections::store::{
     apply_events, ApplyOutcome, Dump, IndexEntry, Projection, Query, ReadModelError,
@@ -151,7 +152,7 @@ impl Inner {
         &self,
         projection: &dyn Projection,
         events: Vec<EventEnvelope>,
-        checkpoint: Option<u64>,
+        checkpoint: Option<FeedCursor>,
     ) -> Result<ApplyOutcome, ReadModelError> {
         let collections = projection.collections();
         if self.readers.is_empty() {
@@ -250,12 +251,15 @@ fn finish(
     projection: &str,
     collections: &[&str],
     outcome: &ApplyOutcome,
-    checkpoint: Option<u64>,
+    checkpoint: Option<FeedCursor>,
 ) -> Result<(), ReadModelError> {
     bump_epochs(tx, collections)?;
     if let (ApplyOutcome::Applied { .. }, Some(position)) = (outcome, checkpoint) {
-        let position = i64::try_from(position)
-            .map_err(|_| ReadModelError::Internal(format!("checkpoint {position} out of range")))?;
+        let position = super::embedded_position(&position).ok_or_else(|| {
+            ReadModelError::Internal(format!(
+                "checkpoint {position} is not a position of the one-partition embedded feed"
+            ))
+        })?;
         tx.prepare_cached(
             "INSERT INTO rm_checkpoints (projection, position) VALUES (?1, ?2)
              ON CONFLICT (projection) DO UPDATE
@@ -397,7 +401,7 @@ impl ReadModelStore for SqliteReadModelStore {
         &self,
         projection: Arc<dyn Projection>,
         events: Vec<EventEnvelope>,
-        checkpoint: Option<u64>,
+        checkpoint: Option<FeedCursor>,
     ) -> Result<ApplyOutcome, ReadModelError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
@@ -407,7 +411,7 @@ impl ReadModelStore for SqliteReadModelStore {
         .map_err(|e| ReadModelError::Internal(format!("read model task failed: {e}")))?
     }
 
-    async fn checkpoint(&self, projection: &str) -> Result<u64, ReadModelError> {
+    async fn checkpoint(&self, projection: &str) -> Result<FeedCursor, ReadModelError> {
         let projection = projection.to_owned();
         self.with_reader(move |conn| {
             let position: Option<i64> = conn
@@ -416,7 +420,9 @@ impl ReadModelStore for SqliteReadModelStore {
                 .query_row(params![projection], |r| r.get(0))
                 .optional()
                 .map_err(sql_err)?;
-            Ok(position.map_or(0, |p| u64::try_from(p).unwrap_or(0)))
+            Ok(FeedCursor::at(
+                position.map_or(0, |p| u64::try_from(p).unwrap_or(0)),
+            ))
         })
         .await
     }
