@@ -138,6 +138,14 @@ async fn apply_rate(
     let deleted = Arc::new(AtomicUsize::new(0));
     let cancel = CancellationToken::new();
     let started = Instant::now();
+    let stamp = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default()
+    };
+    // For lining the run up with samples of the emulator's CPU time.
+    eprintln!("apply phase: {consumers} consumers from {:.3}", stamp());
     let mut tasks = Vec::new();
     for _ in 0..consumers {
         let consumer = slow
@@ -160,6 +168,7 @@ async fn apply_rate(
         t.await.expect("consumer task");
     }
     let rate = events.len() as f64 / started.elapsed().as_secs_f64();
+    eprintln!("apply phase: {consumers} consumers until {:.3}", stamp());
     let names = &plain.names;
     let hottest = [
         &names.docs_table,
