@@ -34,6 +34,7 @@ pub fn seed(headers: &HeaderMap) -> (Seed, bool) {
 }
 
 fn mac(seed: &Seed, session: &str) -> Hmac<Sha256> {
+    // HMAC accepts a key of any length (longer ones are hashed), so this cannot fail.
     let mut mac = Hmac::<Sha256>::new_from_slice(KEY.as_slice()).expect("HMAC takes any key");
     mac.update(seed.0.as_bytes());
     mac.update(&[0]);
