@@ -72,7 +72,7 @@ A query parameter an operation does not list is refused with 400 `validation_fai
         admin::create_product, admin::reprice, admin::restock, admin::retire, admin::unretire,
         admin::describe, admin::adjust_stock, catalog::list_categories, admin::ship,
         admin::deliver, admin::list_projections, admin::rebuild_projection, admin::erase_customer,
-        support::search, support::timeline, support::refund, support::failed_notifications,
+        support::search, support::timeline, support::refund, support::failed_notifications, support::resend_notification,
         webhooks::stripe,
         analyst::events, analyst::stream_at,
         ops::healthz, ops::readyz, ops::metrics, serve,

@@ -90,6 +90,10 @@ fn build(state: AppState, metrics: bool) -> Router {
         .route(
             "/v1/support/notifications/failed",
             get(support::failed_notifications),
+        )
+        .route(
+            "/v1/support/notifications/{id}/resend",
+            post(support::resend_notification),
         );
     let analyst = Router::new()
         .route("/v1/events", get(analyst::events))

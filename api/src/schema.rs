@@ -249,6 +249,11 @@ id_path! {
         /// The customer's id (a token's `sub`).
         id
     }
+    /// `/v1/support/notifications/{id}/...`
+    NotificationPath {
+        /// The notification's id.
+        id
+    }
 }
 
 /// A money amount in a request: the amount's decimals may not exceed the currency's scale, so

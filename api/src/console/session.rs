@@ -4,7 +4,6 @@
 use super::csrf::{self, Seed};
 use super::page::{self, Failure};
 use crate::auth::{AuthError, Principal, Role};
-use crate::extract::RequestIds;
 use crate::http::MAX_BODY;
 use crate::state::AppState;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
@@ -112,8 +111,6 @@ impl FromRequestParts<AppState> for Staff {
 pub struct Posted<T> {
     pub staff: Staff,
     pub idempotency_key: Option<String>,
-    /// The request's ids, for a command the console runs itself.
-    pub ids: RequestIds,
     pub form: T,
 }
 
@@ -146,7 +143,6 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Posted<T> {
             .map_err(|e| Failure::refused(StatusCode::BAD_REQUEST, e.to_string()))?;
         Ok(Posted {
             idempotency_key: field(&body, page::IDEMPOTENCY_FIELD).filter(|k| !k.is_empty()),
-            ids: RequestIds::of(&parts),
             staff,
             form,
         })

@@ -4,13 +4,11 @@
 use super::api::Api;
 use super::page::{self, layout, link, money, notice, pager, pairs, segment, text, Failure};
 use super::session::{NoFields, Posted, Staff};
-use crate::extract::command_context;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::Method;
 use axum::response::Redirect;
 use commands::Caller;
-use commands::{Consistency, IdempotencyKey};
 use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::json;
@@ -281,37 +279,25 @@ pub async fn failed(
     Ok(layout("Failed notifications", Some(&staff), body))
 }
 
-/// Resends a notification given up on: due again now, for one more attempt. The API has no
-/// operation for it yet, so the console runs the use case itself, for the roles that see the
-/// failed notifications, with the form's idempotency key.
+/// Resends a notification given up on through the API (due again now, for one more attempt),
+/// with the form's idempotency key.
 pub async fn resend(
     State(state): State<AppState>,
     Path(id): Path<String>,
     posted: Posted<NoFields>,
 ) -> Result<Redirect, Failure> {
-    page::allow(&posted.staff, NOTIFICATIONS)?;
-    let principal = &posted.staff.principal;
-    let key = posted.idempotency_key.as_deref().map(|key| {
-        IdempotencyKey::new(
-            format!("console:{}:resend:{key}", principal.subject),
-            id.as_bytes(),
+    let reply = Api::new(&state, &posted.staff)
+        .send(
+            Method::POST,
+            &format!("/v1/support/notifications/{}/resend", segment(&id)),
+            None,
+            posted.idempotency_key.as_deref(),
         )
-    });
-    let ctx = command_context(posted.ids, principal, key);
-    let executed = state
-        .shop
-        .resend_notification(&ctx, &id, state.clock.now())
-        .await
-        .map_err(Failure::from)?;
-    tracing::info!(notification_id = %id, subject = %principal.subject, "console resend");
-    let consistency = executed
-        .commit
-        .as_ref()
-        .and_then(Consistency::of)
-        .map(|c| c.to_string())
-        .unwrap_or_default();
+        .await?;
+    tracing::info!(notification_id = %id, subject = %posted.staff.principal.subject, "console resend");
+    let consistency = reply["consistency"].as_str().unwrap_or_default();
     Ok(Redirect::to(&link(
         NOTIFICATIONS,
-        [("done", "resend"), ("consistency", consistency.as_str())],
+        [("done", "resend"), ("consistency", consistency)],
     )))
 }

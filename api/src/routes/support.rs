@@ -1,17 +1,19 @@
 //! Support views (support and admin).
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AppPath, AppQuery};
+use crate::extract::{AppPath, AppQuery, Cmd};
+use crate::http::CommandReply;
 use crate::routes::orders::{limit, next_cursor, Cursor, ListQuery, NotificationList, ReadQuery};
 use crate::schema::{
-    CommandErrors, IdempotencyHeader, ItemReadErrors, OrderPath, ReadErrors, RefundReceiptSchema,
+    AckReply, CommandErrors, IdempotencyHeader, ItemReadErrors, NoBody, NotificationPath,
+    OrderPath, ReadErrors, RefundReceiptSchema,
 };
 use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use commands::Consistency;
-use domain::{OrderId, OrderStatus};
+use commands::{Ack, Consistency};
+use domain::{NotificationId, OrderId, OrderStatus};
 use projections::support::{self, SupportOrderView, SupportQuery, SupportTimelineEntry};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -144,6 +146,23 @@ pub async fn failed_notifications(
         next_cursor: next_cursor(&page),
         notifications: page.items,
     }))
+}
+
+#[utoipa::path(post, path = "/v1/support/notifications/{id}/resend", tag = "support",
+    description = "Makes a notification the delivery worker gave up on due again, for one more attempt.",
+    params(NotificationPath, IdempotencyHeader),
+    responses((status = 200, description = "due again", body = AckReply), CommandErrors))]
+pub async fn resend_notification(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<NotificationId>,
+    cmd: Cmd<NoBody>,
+) -> ApiResult<CommandReply<Ack>> {
+    let executed = state
+        .shop
+        .resend_notification(&cmd.ctx, id.as_str(), state.clock.now())
+        .await?;
+    tracing::info!(notification_id = %id, "notification resend requested");
+    Ok(CommandReply::ok(executed))
 }
 
 #[derive(Debug, serde::Deserialize, ToSchema)]
