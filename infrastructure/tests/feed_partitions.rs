@@ -22,6 +22,13 @@ use std::time::Duration;
 /// A feed table of its own (the feed needs no other table), and an indexer over it with the
 /// layout fixed at `partitions`.
 async fn fresh_feed(partitions: u32) -> FeedIndexer {
+    let (indexer, _) = fresh_table().await;
+    indexer.create(partitions).await.expect("layout");
+    indexer
+}
+
+/// An empty feed table and an indexer over it, with no layout yet; and the table's client and name.
+async fn fresh_table() -> (FeedIndexer, (aws_sdk_dynamodb::Client, String)) {
     let names = moto::fresh_names();
     let client = aws_sdk_dynamodb::Client::new(&moto::sdk_config().await);
     let attribute = |name: &str, ty| {
@@ -50,7 +57,7 @@ async fn fresh_feed(partitions: u32) -> FeedIndexer {
         .await
         .expect("create the feed table");
     let indexer = FeedIndexer::new(
-        client,
+        client.clone(),
         &names,
         RetryPolicy {
             max_attempts: 8,
@@ -58,8 +65,7 @@ async fn fresh_feed(partitions: u32) -> FeedIndexer {
             max_delay: Duration::from_millis(100),
         },
     );
-    indexer.create(partitions).await.expect("layout");
-    indexer
+    (indexer, (client, names.feed_table))
 }
 
 fn event(stream: usize, sequence: u64) -> EventEnvelope {
@@ -254,4 +260,58 @@ async fn streams_spread_over_the_partitions_and_the_layout_is_fixed() {
         "{err}"
     );
     assert_eq!(indexer.create(4).await.expect("same count").partitions, 4);
+}
+
+/// A stage created before partitions (a `head` counter, `feed` entries, no layout item) is read
+/// and indexed as one partition under its old keys, with its markers, and a redelivery of what
+/// it indexed before does not grow it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_feed_created_before_partitions_stays_one_partition() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let (indexer, (client, table)) = fresh_table().await;
+    let old = event(0, 1);
+    // What the one-partition indexer left: the counter, the entry and the event's marker.
+    let mut entry = infrastructure::aws::codec::envelope_item(&old).expect("item");
+    entry.insert("part".into(), AttributeValue::S("feed".into()));
+    entry.insert("pos".into(), AttributeValue::N("1".into()));
+    for item in [
+        std::collections::HashMap::from([
+            ("part".to_owned(), AttributeValue::S("head".into())),
+            ("pos".to_owned(), AttributeValue::N("0".into())),
+            ("last".to_owned(), AttributeValue::N("1".into())),
+        ]),
+        std::collections::HashMap::from([
+            (
+                "part".to_owned(),
+                AttributeValue::S(format!("event#{}", old.event_id)),
+            ),
+            ("pos".to_owned(), AttributeValue::N("0".into())),
+            ("at".to_owned(), AttributeValue::N("1".into())),
+        ]),
+        entry,
+    ] {
+        client
+            .put_item()
+            .table_name(&table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .expect("put");
+    }
+    let layout = indexer.layout().await.expect("layout");
+    assert!(layout.legacy && layout.partitions == 1, "{layout:?}");
+    // The old event again (redelivered), then new events of other streams.
+    let mut events = vec![old.clone()];
+    events.extend((1..6).map(|s| event(s, 1)));
+    indexer.index(events).await.expect("index");
+    let feed = read_all(&indexer, 4).await;
+    assert_eq!(feed.len(), 6, "the old event once, and the five new ones");
+    assert_eq!(feed[0].event_id, old.event_id);
+    let positions: Vec<u64> = feed.iter().filter_map(|e| e.global_position).collect();
+    assert_eq!(
+        positions,
+        (1..=6).collect::<Vec<_>>(),
+        "one partition, gapless"
+    );
+    assert_eq!(indexer.head().await.expect("head"), FeedCursor::at(6));
 }

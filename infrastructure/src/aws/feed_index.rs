@@ -357,13 +357,13 @@ impl FeedIndexer {
                 );
             }
             if layout.legacy {
-                for event in chunk {
+                for (i, event) in chunk.iter().enumerate() {
                     items.push(
                         Put::builder()
                             .table_name(&self.table)
                             .item(PART, s(format!("event#{}", event.event_id)))
                             .item(POS, n(0))
-                            .item("at", n(head + 1))
+                            .item("at", n(head + 1 + i as u64))
                             .condition_expression("attribute_not_exists(#p)")
                             .expression_attribute_names("#p", PART)
                             .build(),
