@@ -541,7 +541,8 @@ impl EventStore for SqliteEventStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let after = one_partition(cursor)?;
+        // One partition: a cursor's other partitions hold nothing here.
+        let after = cursor.position(0);
         if let Some(page) = self.published.recent.page(after, limit) {
             return Ok(page);
         }
@@ -590,7 +591,7 @@ impl EventStore for SqliteEventStore {
         keep: &EventFilter<'_>,
     ) -> Result<FilteredPage, StoreError> {
         if limit > 0 {
-            let position = one_partition(after)?;
+            let position = after.position(0);
             if let Some(page) = self.published.recent.page_filtered(position, limit, keep) {
                 return Ok(page);
             }
@@ -619,10 +620,4 @@ impl EventStore for SqliteEventStore {
     fn commit_notifier(&self) -> Option<Arc<Notify>> {
         Some(self.published.notify.clone())
     }
-}
-
-/// The position of `cursor` in this one-partition feed (a cursor's other partitions hold nothing
-/// here).
-fn one_partition(cursor: &FeedCursor) -> Result<u64, StoreError> {
-    Ok(cursor.position(0))
 }
