@@ -458,19 +458,7 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
     let models = read_models.models.clone();
     let checkpoints = open_worker_checkpoints(&data_dir).await?;
     let authenticator = match &config.jwks_url {
-        Some(url) => {
-            let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .context("building the JWKS client")?;
-            let policy = crate::auth::JwksPolicy {
-                min_refresh: config.jwks_min_refresh,
-                ..crate::auth::JwksPolicy::default()
-            };
-            Authenticator::jwks_with(url, client, policy)
-                .await
-                .with_context(|| format!("fetching the JWKS from {url}"))?
-        }
+        Some(url) => jwks_authenticator(url, config.jwks_min_refresh).await?,
         None => Authenticator::hs256(config.hs256_secret()?.as_bytes()),
     }
     .expecting(config.jwt_issuer.clone(), config.jwt_audience.clone())
@@ -577,15 +565,47 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
         }),
     });
     let embedded = Embedded::from_parts(state, cancel, tasks, Some(lock));
-    rebuilds.start_outdated(&read_models.outdated);
-    if config.demo_catalog {
-        if let Err(err) = seed_demo_catalog(&embedded.state.shop).await {
-            embedded.shutdown().await;
+    let outdated = &read_models.outdated;
+    let embedded = finish_start(embedded, &rebuilds, outdated, config.demo_catalog).await?;
+    tracing::info!(?config, "embedded backbone started");
+    Ok(embedded)
+}
+
+/// An authenticator of RS256 tokens signed with the keys of the JWKS at `url`, fetched now and
+/// again at most every `min_refresh`.
+pub(crate) async fn jwks_authenticator(
+    url: &str,
+    min_refresh: Duration,
+) -> anyhow::Result<Authenticator> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .context("building the JWKS client")?;
+    let policy = crate::auth::JwksPolicy {
+        min_refresh,
+        ..crate::auth::JwksPolicy::default()
+    };
+    Authenticator::jwks_with(url, client, policy)
+        .await
+        .with_context(|| format!("fetching the JWKS from {url}"))
+}
+
+/// The last steps of starting a backbone, on every backend: rebuilds the `outdated` projections
+/// and seeds the demo catalog when asked (a failed seed stops what was started).
+pub(crate) async fn finish_start(
+    running: Embedded,
+    rebuilds: &Arc<workers::Rebuilds>,
+    outdated: &[&'static str],
+    demo_catalog: bool,
+) -> anyhow::Result<Embedded> {
+    rebuilds.start_outdated(outdated);
+    if demo_catalog {
+        if let Err(err) = seed_demo_catalog(&running.state.shop).await {
+            running.shutdown().await;
             return Err(err);
         }
     }
-    tracing::info!(?config, "embedded backbone started");
-    Ok(embedded)
+    Ok(running)
 }
 
 /// The webhook endpoint: real Stripe secrets when configured. In the embedded default the

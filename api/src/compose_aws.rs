@@ -11,7 +11,7 @@
 //! `AWS_ENDPOINT_URL` included) is loaded by the caller and handed in.
 
 use crate::auth::Authenticator;
-use crate::compose::{seed_demo_catalog, Embedded, StripeSettings};
+use crate::compose::{finish_start, jwks_authenticator, Embedded, StripeSettings};
 use crate::notify::{NotifyChannel, NotifySettings};
 use crate::state::{AppState, Parts};
 use anyhow::Context;
@@ -532,19 +532,7 @@ pub async fn start_aws(
             .await?;
     }
     let authenticator = match (&config.jwks_url, &config.jwt_secret) {
-        (Some(url), _) => {
-            let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .context("building the JWKS client")?;
-            let policy = crate::auth::JwksPolicy {
-                min_refresh: config.jwks_min_refresh,
-                ..crate::auth::JwksPolicy::default()
-            };
-            Authenticator::jwks_with(url, client, policy)
-                .await
-                .with_context(|| format!("fetching the JWKS from {url}"))?
-        }
+        (Some(url), _) => jwks_authenticator(url, config.jwks_min_refresh).await?,
         (None, Some(secret)) if !secret.is_empty() => Authenticator::hs256(secret.as_bytes()),
         _ => anyhow::bail!(
             "the aws backend needs --jwt-secret (BACKBONE_JWT_SECRET) or --jwks-url (BACKBONE_JWKS_URL)"
@@ -600,13 +588,7 @@ pub async fn start_aws(
         pseudonyms: Arc::new(pseudonyms),
     });
     let running = Embedded::from_parts(state, cancel, tasks, None);
-    rebuilds.start_outdated(&outdated);
-    if config.demo_catalog {
-        if let Err(err) = seed_demo_catalog(&running.state.shop).await {
-            running.shutdown().await;
-            return Err(err);
-        }
-    }
+    let running = finish_start(running, &rebuilds, &outdated, config.demo_catalog).await?;
     tracing::info!(?config, "aws backbone started");
     Ok(running)
 }

@@ -50,6 +50,20 @@ pub struct RequestContextLayer;
 /// The future of this module's layers: the answer, which is never an error.
 pub type Answer = BoxFuture<'static, Result<Response, Infallible>>;
 
+/// The associated types and `poll_ready` of this module's services: each answers with an
+/// [`Answer`] and is ready when its `inner` service is.
+macro_rules! answers_when_inner_is_ready {
+    () => {
+        type Response = Response;
+        type Error = Infallible;
+        type Future = Answer;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            self.inner.poll_ready(cx)
+        }
+    };
+}
+
 impl<S> Layer<S> for RequestContextLayer {
     type Service = RequestContext<S>;
 
@@ -69,13 +83,7 @@ where
     S: Service<Request, Response = Response, Error = Infallible>,
     S::Future: Send + 'static,
 {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Answer;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
+    answers_when_inner_is_ready!();
 
     fn call(&mut self, mut req: Request) -> Self::Future {
         let request_id = header_id(req.headers(), REQUEST_ID)
@@ -239,13 +247,7 @@ where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Answer;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
+    answers_when_inner_is_ready!();
 
     fn call(&mut self, mut req: Request) -> Self::Future {
         let token = match bearer_token(&req) {

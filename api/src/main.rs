@@ -104,7 +104,8 @@ enum Command {
     /// Rebuild one projection (or all) from the event store. Stop the server first.
     Rebuild(RebuildArgs),
     /// Generate a realistic shop history (carts, checkouts, payments, refunds, disputes,
-    /// expiries), the same for the same `--seed`, for demos, benchmarks and load tests.
+    /// expiries), the same for the same `--seed`, for demos, benchmarks and load tests. On AWS,
+    /// into a stage whose payments are simulated: the seeded intents exist only in the simulator.
     Seed(SeedArgs),
     /// Event history tools.
     Events {
@@ -186,11 +187,31 @@ struct RelayArgs {
     #[arg(long, env = "BACKBONE_RELAY_LEASE_TTL", default_value = "30s", value_parser = auth::parse_ttl)]
     lease_ttl: Duration,
     #[command(flatten)]
+    process: StageProcessArgs,
+}
+
+/// A long-running process of an AWS stage (the relay, a queue worker): its stage, its
+/// operations listener and its CloudWatch metrics.
+#[derive(Debug, Args)]
+struct StageProcessArgs {
+    #[command(flatten)]
     aws: AwsArgs,
     #[command(flatten)]
     ops: OpsArg,
     #[command(flatten)]
     emf: EmfArg,
+}
+
+impl StageProcessArgs {
+    /// [`run_until_signal`] with this process's ops listener and its EMF metrics named after
+    /// the stage.
+    async fn run_until_signal(
+        &self,
+        spawn: impl FnOnce(workers::Health, workers::CancellationToken) -> tokio::task::JoinHandle<()>,
+    ) -> anyhow::Result<()> {
+        let emf = self.emf.interval(true).map(|i| (self.aws.stage.clone(), i));
+        run_until_signal(&self.ops, emf, spawn).await
+    }
 }
 
 #[derive(Debug, Args)]
@@ -199,11 +220,7 @@ struct WorkerArgs {
     #[arg(value_parser = parse_group)]
     group: infrastructure::aws::ConsumerGroup,
     #[command(flatten)]
-    aws: AwsArgs,
-    #[command(flatten)]
-    ops: OpsArg,
-    #[command(flatten)]
-    emf: EmfArg,
+    process: StageProcessArgs,
     /// Long-poll wait of each receive, in seconds (at most 20); also the longest a stopping
     /// worker waits for its last receive.
     #[arg(long, env = "BACKBONE_WORKER_WAIT_SECS", default_value_t = 10)]
@@ -438,13 +455,7 @@ struct SeedArgs {
     #[arg(long, env = "BACKBONE_SEED_START")]
     start: Option<DateTime<Utc>>,
     #[command(flatten)]
-    data: DataArg,
-    /// Where to write: the embedded data directory, or the AWS stage (one whose payments are
-    /// simulated: the seeded intents exist only in the simulator).
-    #[arg(long, env = "BACKBONE_BACKEND", value_enum, default_value_t = Backend::Embedded)]
-    backend: Backend,
-    #[command(flatten)]
-    aws: AwsArgs,
+    store: EventStoreArgs,
 }
 
 #[derive(Debug, Args)]
@@ -468,8 +479,15 @@ struct ExportArgs {
     #[arg(long, env = "BACKBONE_EXPORT_LIMIT")]
     limit: Option<u64>,
     #[command(flatten)]
+    store: EventStoreArgs,
+}
+
+/// The event store a command outside the server works on.
+#[derive(Debug, Args)]
+struct EventStoreArgs {
+    #[command(flatten)]
     data: DataArg,
-    /// Where the events live: the embedded data directory, or the AWS stage's durable feed.
+    /// Where the events live: the embedded data directory, or the AWS stage (its durable feed).
     #[arg(long, env = "BACKBONE_BACKEND", value_enum, default_value_t = Backend::Embedded)]
     backend: Backend,
     #[command(flatten)]
@@ -542,6 +560,14 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+impl AwsArgs {
+    /// The stage's adapters, on the SDK configuration of [`aws_setup`].
+    async fn open_stage(&self) -> AwsStage {
+        let (sdk, options) = aws_setup(self).await;
+        AwsStage::new(&sdk, &self.stage, options)
+    }
+}
+
 /// The SDK config from the standard AWS environment, and the stage's adapter options.
 async fn aws_setup(args: &AwsArgs) -> (aws_config::SdkConfig, AwsOptions) {
     let sdk = infrastructure::aws::config_loader().load().await;
@@ -561,8 +587,7 @@ async fn aws_setup(args: &AwsArgs) -> (aws_config::SdkConfig, AwsOptions) {
 }
 
 async fn provision(args: ProvisionArgs) -> anyhow::Result<()> {
-    let (sdk, options) = aws_setup(&args.aws).await;
-    let stage = AwsStage::new(&sdk, &args.aws.stage, options);
+    let stage = args.aws.open_stage().await;
     let mut spec = StackSpec::for_stage(&args.aws.stage);
     if let Some(name) = args.stack_name {
         spec.stack_name = name;
@@ -660,17 +685,17 @@ async fn probe(args: ProbeArgs) -> anyhow::Result<()> {
 }
 
 async fn relay(args: RelayArgs) -> anyhow::Result<()> {
-    let (sdk, options) = aws_setup(&args.aws).await;
-    let stage = AwsStage::new(&sdk, &args.aws.stage, options);
+    let aws = &args.process.aws;
+    let stage = aws.open_stage().await;
     let mut config = AwsWorkerConfig::default();
     config.relay.lease_ttl = Some(args.lease_ttl);
     let relay = std::sync::Arc::new(stage.relay(config.relay));
-    tracing::info!(stage = %args.aws.stage, "relay started");
-    let emf = args.emf.interval(true).map(|i| (args.aws.stage.clone(), i));
-    run_until_signal(&args.ops, emf, |health, cancel| {
-        relay.spawn(workers::LoopContext::new(health, cancel, config.relay_loop))
-    })
-    .await
+    tracing::info!(stage = %aws.stage, "relay started");
+    args.process
+        .run_until_signal(|health, cancel| {
+            relay.spawn(workers::LoopContext::new(health, cancel, config.relay_loop))
+        })
+        .await
 }
 
 async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
@@ -679,8 +704,8 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let (sdk, options) = aws_setup(&args.aws).await;
-    let stage = AwsStage::new(&sdk, &args.aws.stage, options).with_payments(stripe.as_ref())?;
+    let aws = &args.process.aws;
+    let stage = aws.open_stage().await.with_payments(stripe.as_ref())?;
     // The consumer applies to each projection's live generation, and follows promotions.
     stage.generations.refresh().await?;
     let generations = stage.generations.clone();
@@ -697,24 +722,24 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         )),
         _ => None,
     };
-    tracing::info!(stage = %args.aws.stage, group = %args.group, "worker started");
-    let emf = args.emf.interval(true).map(|i| (args.aws.stage.clone(), i));
-    run_until_signal(&args.ops, emf, |health, cancel| {
-        let follower = generations.follow(cancel.clone().cancelled_owned());
-        let context = workers::LoopContext::new(health, cancel, config.consumer_loop);
-        let timers: Vec<_> = expiry
-            .map(|s| workers::spawn_expiry(s, context.clone()))
-            .into_iter()
-            .chain(delivery.map(|d| workers::spawn_delivery(d, context.clone())))
-            .collect();
-        let consumer = consumer.spawn(context);
-        tokio::spawn(async move {
-            futures::future::join_all(timers).await;
-            let _ = consumer.await;
-            let _ = follower.await;
+    tracing::info!(stage = %aws.stage, group = %args.group, "worker started");
+    args.process
+        .run_until_signal(|health, cancel| {
+            let follower = generations.follow(cancel.clone().cancelled_owned());
+            let context = workers::LoopContext::new(health, cancel, config.consumer_loop);
+            let timers: Vec<_> = expiry
+                .map(|s| workers::spawn_expiry(s, context.clone()))
+                .into_iter()
+                .chain(delivery.map(|d| workers::spawn_delivery(d, context.clone())))
+                .collect();
+            let consumer = consumer.spawn(context);
+            tokio::spawn(async move {
+                futures::future::join_all(timers).await;
+                let _ = consumer.await;
+                let _ = follower.await;
+            })
         })
-    })
-    .await
+        .await
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -740,14 +765,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         jwks_min_refresh: args.jwks_min_refresh,
         ..EmbeddedConfig::new(args.data.data)
     };
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    let mut embedded = with_ops(compose::start_embedded(config).await?, &args.ops).await?;
-    if let Some(interval) = args.emf.interval(false) {
-        embedded = embedded.with_emf("embedded".to_owned(), interval);
-    }
-    api::serve(listener, embedded).await
+    let emf = args.emf.interval(false).map(|i| ("embedded".to_owned(), i));
+    let listen = config.listen;
+    serve_on(listen, compose::start_embedded(config), &args.ops, emf).await
 }
 
 async fn serve_aws(args: ServeArgs) -> anyhow::Result<()> {
@@ -778,12 +798,31 @@ async fn serve_aws(args: ServeArgs) -> anyhow::Result<()> {
         jwks_min_refresh: args.jwks_min_refresh,
         ..AwsServeConfig::new(args.aws.stage)
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let emf = args.emf.interval(true).map(|i| (stage, i));
+    serve_on(
+        args.listen,
+        compose_aws::start_aws(&sdk, config),
+        &args.ops,
+        emf,
+    )
+    .await
+}
+
+/// Binds the API's listener at `listen`, then starts the backbone and serves it there until
+/// SIGTERM or ctrl-c, with the ops listener `ops` asks for and, when `emf` names the process and
+/// an interval, its CloudWatch metrics as EMF lines.
+async fn serve_on(
+    listen: SocketAddr,
+    start: impl std::future::Future<Output = anyhow::Result<api::Embedded>>,
+    ops: &OpsArg,
+    emf: Option<(String, Duration)>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let mut running = with_ops(compose_aws::start_aws(&sdk, config).await?, &args.ops).await?;
-    if let Some(interval) = args.emf.interval(true) {
-        running = running.with_emf(stage, interval);
+        .with_context(|| format!("binding {listen}"))?;
+    let mut running = with_ops(start.await?, ops).await?;
+    if let Some((name, interval)) = emf {
+        running = running.with_emf(name, interval);
     }
     api::serve(listener, running).await
 }
@@ -879,9 +918,9 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let progress = |placed| bar.set_position(placed);
-    let report = match args.backend {
+    let report = match args.store.backend {
         Backend::Embedded => {
-            let data = args.data.data;
+            let data = args.store.data.data;
             let _lock = compose::lock_data_dir(&data)
                 .context("stop the server on this data directory before seeding it")?;
             // Seeding is replayable: a power loss costs the tail of the run, nothing acknowledged.
@@ -896,8 +935,7 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
             report
         }
         Backend::Aws => {
-            let (sdk, options) = aws_setup(&args.aws).await;
-            let stage = AwsStage::new(&sdk, &args.aws.stage, options);
+            let stage = args.store.aws.open_stage().await;
             // The stage's notifications worker delivers what the history caused.
             api::seed::seed(stage.store.clone(), None, &plan, progress).await?
         }
@@ -908,16 +946,13 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
 }
 
 async fn export_events(args: ExportArgs) -> anyhow::Result<()> {
-    let store = match args.backend {
+    let store = match args.store.backend {
         Backend::Embedded => {
-            compose::open_event_store(&args.data.data, false)
+            compose::open_event_store(&args.store.data.data, false)
                 .await?
                 .store
         }
-        Backend::Aws => {
-            let (sdk, options) = aws_setup(&args.aws).await;
-            AwsStage::new(&sdk, &args.aws.stage, options).store
-        }
+        Backend::Aws => args.store.aws.open_stage().await.store,
     };
     let filter = ExportFilter {
         after: args.after.unwrap_or_default(),

@@ -454,7 +454,7 @@ impl Seeder {
                 event_type: "charge.dispute.created".into(),
                 occurred_at: self.clock.now(),
                 livemode: false,
-                fact: ProviderFact::DisputeCreated {
+                fact: ProviderFact::DisputeCreated(commands::Dispute {
                     dispute_id: format!("dp_seed_{}", placed.payment_id),
                     intent_id: Some(placed.intent_id.clone()),
                     charge_id: None,
@@ -466,7 +466,7 @@ impl Seeder {
                         payment_id: Some(placed.payment_id.clone()),
                         order_id: Some(placed.order_id.clone()),
                     },
-                },
+                }),
             };
             self.report.disputed += 1;
             return self.deliver(placed, event).await;

@@ -11,28 +11,17 @@ mod moto;
 mod process;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use process::{admin_token, backbone, catalog_size, table_items, until_ok, Process};
+use process::{
+    admin_token, aws_serve_args, backbone, catalog_size, projections, rebuild_of, table_items,
+    until_ok, Process,
+};
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const JWT_SECRET: &str = "aws-rebuild-secret";
 
 fn serve(stage: &str) -> (Process, String) {
-    let server = Process::spawn(&[
-        "serve",
-        "--backend",
-        "aws",
-        "--stage",
-        stage,
-        "--payments",
-        "simulated",
-        "--no-demo",
-        "--listen",
-        "127.0.0.1:0",
-        "--jwt-secret",
-        JWT_SECRET,
-    ]);
+    let server = Process::spawn(&aws_serve_args(stage, JWT_SECRET));
     let api = server.address("serving the HTTP API");
     (server, api)
 }
@@ -54,20 +43,7 @@ async fn until_catalog_lists(api: &str, products: usize) {
 
 /// The catalog's rebuild status on `api`.
 async fn rebuild_state(api: &str) -> serde_json::Value {
-    let list: serde_json::Value = reqwest::Client::new()
-        .get(format!("{api}/v1/admin/projections"))
-        .bearer_auth(admin())
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
-    list["projections"]
-        .as_array()
-        .and_then(|ps| ps.iter().find(|p| p["name"] == "catalog"))
-        .map(|p| p["rebuild"].clone())
-        .unwrap_or_default()
+    rebuild_of(&projections(api, &admin()).await, "catalog")
 }
 
 /// Waits for the catalog's rebuild to finish, checking the catalog is whole all along.
@@ -209,19 +185,7 @@ async fn table_events(client: &aws_sdk_dynamodb::Client, table: &str) -> usize {
 
 /// Events in the stage's durable feed, as the analysts' export reads it.
 fn feed_events(stage: &str) -> usize {
-    let out = Command::new(env!("CARGO_BIN_EXE_backbone"))
-        .args(["events", "export", "--backend", "aws", "--stage", stage])
-        .env("AWS_ENDPOINT_URL", &moto::moto().endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .output()
-        .expect("export");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = backbone(&["events", "export", "--backend", "aws", "--stage", stage]);
     String::from_utf8_lossy(&out.stdout).lines().count()
 }
 

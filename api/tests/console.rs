@@ -266,18 +266,13 @@ async fn support_admin_and_analyst_walk_the_console_in_a_real_browser() {
             );
         }
     }
+    let without_session = |page: &str| client.get(format!("{base}{page}")).send();
     // An unknown console page is an HTML page too.
-    let answer = client
-        .get(format!("{base}/console/no-such-page"))
-        .send()
-        .await
-        .expect("get");
+    let answer = without_session("/console/no-such-page").await.expect("get");
     assert_eq!(answer.status(), 404);
     assert!(answer.text().await.expect("body").contains("Nothing here."));
     // Without a session, the console sends the browser to sign in.
-    let answer = client
-        .get(format!("{base}/console/support/orders"))
-        .send()
+    let answer = without_session("/console/support/orders")
         .await
         .expect("get");
     assert_eq!(answer.status(), 303);

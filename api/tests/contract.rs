@@ -14,7 +14,7 @@ mod moto;
 mod process;
 
 use api::auth::{mint_hs256, Role};
-use process::{until_ok, Process};
+use process::{embedded_serve_args, until_ok, Process};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -31,9 +31,6 @@ response_schema_conformance,positive_data_acceptance";
 /// what no schema can know, and a value that does not fit is a 400 naming it: a refund's
 /// `amount` may have no more decimals than the order's currency, and the simulated payment
 /// provider knows only its test `payment_method`s.
-///
-/// Half of the ids in paths (and of the products added to carts) are ones that exist, from the
-/// dictionaries [`Shop::dictionaries`] writes, so that commands reach their rules.
 const CONFIG: &str = r#"
 [checks.positive_data_acceptance]
 expected-statuses = ["2xx", "401", "403", "404", "409", "422"]
@@ -45,31 +42,49 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400"]
 [[operations]]
 include-path-regex = "^/v1/(support/orders/[{]id[}]/refunds|payments/[{]payment_id[}]/confirm)$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "422"]
-
-[[operations]]
-include-path-regex = "^/v1/carts/[{]id[}]"
-parameters = { "path.id" = { dictionary = "carts", probability = 0.5 }, "path.product_id" = { dictionary = "products", probability = 0.5 }, "body.product_id" = { dictionary = "products", probability = 0.5 } }
-
-[[operations]]
-include-path-regex = "^/v1/(orders|support/orders|admin/orders)/[{]id[}]"
-parameters = { "path.id" = { dictionary = "orders", probability = 0.5 } }
-
-[[operations]]
-include-path-regex = "^/v1/(admin|catalog)/products/[{]id[}]"
-parameters = { "path.id" = { dictionary = "products", probability = 0.5 } }
-
-[[operations]]
-include-path-regex = "^/v1/payments/"
-parameters = { "path.payment_id" = { dictionary = "payments", probability = 0.5 } }
-
-[[operations]]
-include-path-regex = "^/v1/admin/customers/"
-parameters = { "path.id" = { dictionary = "customers", probability = 0.5 } }
-
-[[operations]]
-include-path-regex = "^/v1/streams/"
-parameters = { "path.id" = { dictionary = "streams", probability = 0.5 } }
 "#;
+
+/// The parameters that draw half of their values from the dictionaries of ids that exist, which
+/// [`Shop::dictionaries`] writes, by the operations whose path matches the regex, so that
+/// commands reach their rules: `(regex, [(parameter, dictionary)])`.
+const FROM_DICTIONARIES: &[(&str, &[(&str, &str)])] = &[
+    (
+        "^/v1/carts/[{]id[}]",
+        &[
+            ("path.id", "carts"),
+            ("path.product_id", "products"),
+            ("body.product_id", "products"),
+        ],
+    ),
+    (
+        "^/v1/(orders|support/orders|admin/orders)/[{]id[}]",
+        &[("path.id", "orders")],
+    ),
+    (
+        "^/v1/(admin|catalog)/products/[{]id[}]",
+        &[("path.id", "products")],
+    ),
+    ("^/v1/payments/", &[("path.payment_id", "payments")]),
+    ("^/v1/admin/customers/", &[("path.id", "customers")]),
+    ("^/v1/streams/", &[("path.id", "streams")]),
+];
+
+/// [`FROM_DICTIONARIES`] as schemathesis configuration.
+fn dictionary_operations() -> String {
+    let operation = |(regex, parameters): &(&str, &[(&str, &str)])| {
+        let parameters: Vec<String> = parameters
+            .iter()
+            .map(|(name, dictionary)| {
+                format!("{name:?} = {{ dictionary = {dictionary:?}, probability = 0.5 }}")
+            })
+            .collect();
+        format!(
+            "\n[[operations]]\ninclude-path-regex = {regex:?}\nparameters = {{ {} }}\n",
+            parameters.join(", ")
+        )
+    };
+    FROM_DICTIONARIES.iter().map(operation).collect()
+}
 
 /// A customer's checked-out and paid order, and an open cart with an item, made over HTTP
 /// before the runs.
@@ -234,8 +249,13 @@ fn run_as(st: &PathBuf, work: &std::path::Path, api: &str, role: Role, shop: &Sh
         _ => token(role, &format!("contract-{}", role.as_str())),
     };
     let config = work.join("schemathesis.toml");
-    std::fs::write(&config, format!("{}{CONFIG}", shop.dictionaries()))
-        .expect("write the schemathesis config");
+    let toml = [
+        shop.dictionaries(),
+        CONFIG.to_owned(),
+        dictionary_operations(),
+    ]
+    .concat();
+    std::fs::write(&config, toml).expect("write the schemathesis config");
     let started = Instant::now();
     let out = Command::new(st)
         .current_dir(work)
@@ -286,20 +306,11 @@ async fn every_role_gets_only_the_answers_the_document_promises() {
     let data = tempfile::tempdir().expect("temp dir");
     let work = tempfile::tempdir().expect("work dir");
     let dir = data.path().to_str().expect("utf-8 path");
-    let server = Process::spawn(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data",
-        dir,
-        "--synchronous",
-        "normal",
-        "--jwt-secret",
-        SECRET,
-        // Generated consistency tokens name writes that never happen: don't wait for them.
-        "--consistency-wait",
-        "0s",
-    ]);
+    let mut args = embedded_serve_args(dir);
+    args.extend(["--synchronous", "normal", "--jwt-secret", SECRET]);
+    // Generated consistency tokens name writes that never happen: don't wait for them.
+    args.extend(["--consistency-wait", "0s"]);
+    let server = Process::spawn(&args);
     let api = server.address("serving the HTTP API");
     until_ok(&format!("{api}/readyz")).await;
 

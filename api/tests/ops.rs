@@ -9,25 +9,16 @@ mod moto;
 #[path = "support/process.rs"]
 mod process;
 
-use process::{get, until_ok, Process};
-use std::process::Command;
+use process::{backbone, embedded_serve_args, get, until_ok, Process};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_moves_metrics_to_the_ops_listener_and_keeps_its_files_private() {
     let data = tempfile::tempdir().expect("temp dir");
     let dir = data.path().to_str().expect("utf-8 path");
-    let server = Process::spawn(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--ops-listen",
-        "127.0.0.1:0",
-        "--synchronous",
-        "normal",
-        "--data",
-        dir,
-    ]);
+    let mut args = embedded_serve_args(dir);
+    args.extend(["--ops-listen", "127.0.0.1:0", "--synchronous", "normal"]);
+    let server = Process::spawn(&args);
     let ops = server.address("ops endpoints listening");
     let api = server.address("serving the HTTP API");
     assert_ne!(ops, api);
@@ -74,19 +65,7 @@ async fn serve_moves_metrics_to_the_ops_listener_and_keeps_its_files_private() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_and_worker_serve_health_readiness_and_metrics() {
     let names = moto::fresh_names();
-    let provisioned = Command::new(env!("CARGO_BIN_EXE_backbone"))
-        .args(["provision", "--stage", &names.stage])
-        .env("AWS_ENDPOINT_URL", &moto::moto().endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .output()
-        .expect("provision");
-    assert!(
-        provisioned.status.success(),
-        "{}",
-        String::from_utf8_lossy(&provisioned.stderr)
-    );
+    backbone(&["provision", "--stage", &names.stage]);
     for (args, worker, metric) in [
         (vec!["relay"], "relay", "RelayIteratorAgeMilliseconds"),
         (

@@ -27,6 +27,13 @@ fn backbone(args: &[&str]) -> Output {
         .expect("run backbone provision")
 }
 
+/// Runs `backbone provision` with `args` and asserts that it succeeded and logged `expected`.
+fn provision_logs(args: &[&str], expected: &str) {
+    let out = provision(args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains(expected), "{}", stderr(&out));
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -34,25 +41,13 @@ fn stderr(out: &Output) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provision_creates_the_stack_then_updates_it_and_the_adapters_find_their_resources() {
     let names = moto::fresh_names();
-    let first = provision(&["--stage", &names.stage]);
-    assert!(first.status.success(), "{}", stderr(&first));
     let stack = format!("backbone-{}", names.stage);
-    assert!(
-        stderr(&first).contains(&format!("stack {stack} created")),
-        "{}",
-        stderr(&first)
-    );
-    let again = provision(&[
-        "--stage",
-        &names.stage,
-        "--parameter",
-        "ProjectionLagSeconds=120",
-    ]);
-    assert!(again.status.success(), "{}", stderr(&again));
-    assert!(
-        stderr(&again).contains(&format!("stack {stack} updated")),
-        "{}",
-        stderr(&again)
+    let stage = ["--stage", names.stage.as_str()];
+    provision_logs(&stage, &format!("stack {stack} created"));
+    let lag = ["--parameter", "ProjectionLagSeconds=120"];
+    provision_logs(
+        &[&stage[..], &lag].concat(),
+        &format!("stack {stack} updated"),
     );
 
     // The analysts' export reads the stage's durable feed: empty on a new stage.

@@ -8,7 +8,10 @@ mod moto;
 mod process;
 
 use commands::EventEnvelope;
-use process::{backbone, catalog_size, table_items, until_ok, Process};
+use process::{
+    backbone, catalog_size, embedded_serve_args, projections, rebuild_of, table_items, until_ok,
+    Process,
+};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -57,14 +60,7 @@ fn shape(events: &[EventEnvelope]) -> Vec<String> {
 
 /// `serve` on the data directory `data`, ready, with an admin's token for it.
 async fn serve_on(data: &str) -> (Process, String, String) {
-    let server = Process::spawn(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--no-demo",
-        "--data",
-        data,
-    ]);
+    let server = Process::spawn(&[&embedded_serve_args(data)[..], &["--no-demo"]].concat());
     let api = server.address("serving the HTTP API");
     until_ok(&format!("{api}/readyz")).await;
     let token = backbone(&["token", "--sub", "ops", "--role", "admin", "--data", data]).stdout;
@@ -251,26 +247,13 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let client = reqwest::Client::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut runs = 0;
     loop {
         during().await;
         runs += 1;
-        let list: serde_json::Value = client
-            .get(format!("{api}/v1/admin/projections"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("list")
-            .json()
-            .await
-            .expect("json");
-        let state = list["projections"]
-            .as_array()
-            .and_then(|ps| ps.iter().find(|p| p["name"] == name))
-            .map(|p| p["rebuild"]["state"].clone())
-            .unwrap_or_default();
+        let list = projections(api, token).await;
+        let state = rebuild_of(&list, name)["state"].clone();
         assert_ne!(state, "failed", "{list}");
         if state == "done" {
             return runs;

@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
-use process::{until_ok, Process};
+use process::{aws_serve_args, embedded_serve_args, until_ok, Process};
 use prost::Message;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -239,23 +239,16 @@ const FAST_EXPORT: &[(&str, &str)] = &[("OTEL_BSP_SCHEDULE_DELAY", "100")];
 async fn embedded_a_projection_span_carries_the_trace_of_the_request_that_caused_it() {
     let collector = Collector::start().await;
     let data = tempfile::tempdir().expect("temp dir");
-    let server = Process::spawn_with_env(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--synchronous",
-            "normal",
-            "--no-demo",
-            "--jwt-secret",
-            JWT_SECRET,
-            "--data",
-            data.path().to_str().expect("utf-8 path"),
-            "--otlp-endpoint",
-            &collector.base,
-        ],
-        FAST_EXPORT,
-    );
+    let mut args = embedded_serve_args(data.path().to_str().expect("utf-8 path"));
+    args.extend([
+        "--synchronous",
+        "normal",
+        "--no-demo",
+        "--jwt-secret",
+        JWT_SECRET,
+    ]);
+    args.extend(["--otlp-endpoint", &collector.base]);
+    let server = Process::spawn_with_env(&args, FAST_EXPORT);
     let api = server.address("serving the HTTP API");
     until_ok(&format!("{api}/readyz")).await;
     let caller = caller_traceparent();
@@ -270,26 +263,12 @@ async fn aws_the_worker_process_continues_the_trace_of_the_request_through_the_r
     let names = moto::fresh_names();
     let stage = names.stage.as_str();
     let common = ["--stage", stage, "--otlp-endpoint", collector.base.as_str()];
-    let server = Process::spawn_with_env(
-        &[
-            &[
-                "serve",
-                "--backend",
-                "aws",
-                "--provision",
-                "--payments",
-                "simulated",
-                "--no-demo",
-                "--listen",
-                "127.0.0.1:0",
-                "--jwt-secret",
-                JWT_SECRET,
-            ][..],
-            &common[..],
-        ]
-        .concat(),
-        FAST_EXPORT,
-    );
+    let serve = [
+        &aws_serve_args(stage, JWT_SECRET)[..],
+        &["--provision", "--otlp-endpoint", collector.base.as_str()],
+    ]
+    .concat();
+    let server = Process::spawn_with_env(&serve, FAST_EXPORT);
     let api = server.address("serving the HTTP API");
     until_ok(&format!("{api}/readyz")).await;
     let relay = Process::spawn_with_env(&[&["relay"][..], &common[..]].concat(), FAST_EXPORT);

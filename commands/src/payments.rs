@@ -110,35 +110,27 @@ pub enum ProviderFact {
         refs: PaymentRefs,
     },
     /// `charge.dispute.created`.
-    DisputeCreated {
-        dispute_id: String,
-        intent_id: Option<String>,
-        charge_id: Option<String>,
-        reason: String,
-        status: String,
-        /// The disputed amount in minor units, with its currency, when the payload has them.
-        #[serde(default)]
-        amount_minor: Option<i64>,
-        #[serde(default)]
-        currency: Option<String>,
-        refs: PaymentRefs,
-    },
+    DisputeCreated(Dispute),
     /// `charge.dispute.closed` (`status` is the outcome: won, lost, ...).
-    DisputeClosed {
-        dispute_id: String,
-        intent_id: Option<String>,
-        charge_id: Option<String>,
-        reason: String,
-        status: String,
-        /// The disputed amount in minor units, with its currency, when the payload has them.
-        #[serde(default)]
-        amount_minor: Option<i64>,
-        #[serde(default)]
-        currency: Option<String>,
-        refs: PaymentRefs,
-    },
+    DisputeClosed(Dispute),
     /// Any other event type: acknowledged and ignored.
     Ignored { event_type: String },
+}
+
+/// A dispute as the provider reports it, when it opens and when it closes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dispute {
+    pub dispute_id: String,
+    pub intent_id: Option<String>,
+    pub charge_id: Option<String>,
+    pub reason: String,
+    pub status: String,
+    /// The disputed amount in minor units, with its currency, when the payload has them.
+    #[serde(default)]
+    pub amount_minor: Option<i64>,
+    #[serde(default)]
+    pub currency: Option<String>,
+    pub refs: PaymentRefs,
 }
 
 impl ProviderFact {
@@ -150,9 +142,10 @@ impl ProviderFact {
             | ProviderFact::IntentCanceled { intent_id, .. }
             | ProviderFact::IntentRequiresAction { intent_id, .. }
             | ProviderFact::IntentProcessing { intent_id, .. } => Some(intent_id),
-            ProviderFact::ChargeRefunded { intent_id, .. }
-            | ProviderFact::DisputeCreated { intent_id, .. }
-            | ProviderFact::DisputeClosed { intent_id, .. } => intent_id.as_deref(),
+            ProviderFact::ChargeRefunded { intent_id, .. } => intent_id.as_deref(),
+            ProviderFact::DisputeCreated(d) | ProviderFact::DisputeClosed(d) => {
+                d.intent_id.as_deref()
+            }
             ProviderFact::Ignored { .. } => None,
         }
     }
@@ -160,9 +153,10 @@ impl ProviderFact {
     /// The provider's charge id the fact is about, when it names one.
     pub fn charge_id(&self) -> Option<&str> {
         match self {
-            ProviderFact::IntentSucceeded { charge_id, .. }
-            | ProviderFact::DisputeCreated { charge_id, .. }
-            | ProviderFact::DisputeClosed { charge_id, .. } => charge_id.as_deref(),
+            ProviderFact::IntentSucceeded { charge_id, .. } => charge_id.as_deref(),
+            ProviderFact::DisputeCreated(d) | ProviderFact::DisputeClosed(d) => {
+                d.charge_id.as_deref()
+            }
             ProviderFact::ChargeRefunded { charge_id, .. } => Some(charge_id),
             _ => None,
         }
@@ -176,9 +170,8 @@ impl ProviderFact {
             | ProviderFact::IntentCanceled { refs, .. }
             | ProviderFact::IntentRequiresAction { refs, .. }
             | ProviderFact::IntentProcessing { refs, .. }
-            | ProviderFact::ChargeRefunded { refs, .. }
-            | ProviderFact::DisputeCreated { refs, .. }
-            | ProviderFact::DisputeClosed { refs, .. } => Some(refs),
+            | ProviderFact::ChargeRefunded { refs, .. } => Some(refs),
+            ProviderFact::DisputeCreated(d) | ProviderFact::DisputeClosed(d) => Some(&d.refs),
             ProviderFact::Ignored { .. } => None,
         }
     }
@@ -300,6 +293,7 @@ impl PaymentLookup for NoPaymentLookup {
 
 /// Why an event was acknowledged without effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum IgnoredReason {
     /// An event type we do not handle.
@@ -319,6 +313,7 @@ impl IgnoredReason {
 
 /// What applying a provider event did. Every variant means "acknowledge it" (2xx).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum WebhookOutcome {
     /// New payment events were committed, with the event id, in one commit.
@@ -772,31 +767,26 @@ pub fn commands_for(
             });
             commands
         }
-        ProviderFact::DisputeCreated {
-            dispute_id,
-            reason,
-            status,
-            amount_minor,
-            currency,
-            ..
+        ProviderFact::DisputeCreated(dispute) | ProviderFact::DisputeClosed(dispute) => {
+            let Dispute {
+                dispute_id,
+                reason,
+                status,
+                amount_minor,
+                currency,
+                ..
+            } = dispute;
+            vec![PaymentCommand::RecordDisputed {
+                dispute_id: dispute_id.clone(),
+                reason: reason.clone(),
+                status: status.clone(),
+                amount: match (amount_minor, currency) {
+                    (Some(minor), Some(currency)) => Some(money(*minor, currency)?),
+                    _ => None,
+                },
+                at,
+            }]
         }
-        | ProviderFact::DisputeClosed {
-            dispute_id,
-            reason,
-            status,
-            amount_minor,
-            currency,
-            ..
-        } => vec![PaymentCommand::RecordDisputed {
-            dispute_id: dispute_id.clone(),
-            reason: reason.clone(),
-            status: status.clone(),
-            amount: match (amount_minor, currency) {
-                (Some(minor), Some(currency)) => Some(money(*minor, currency)?),
-                _ => None,
-            },
-            at,
-        }],
         ProviderFact::Ignored { .. } => Vec::new(),
     })
 }
@@ -920,7 +910,7 @@ mod tests {
 
     #[test]
     fn disputes_map_to_record_disputed_with_their_status() {
-        let fact = ProviderFact::DisputeClosed {
+        let fact = ProviderFact::DisputeClosed(Dispute {
             dispute_id: "dp_1".into(),
             intent_id: Some("pi_1".into()),
             charge_id: None,
@@ -929,7 +919,7 @@ mod tests {
             amount_minor: Some(1000),
             currency: Some("eur".into()),
             refs: PaymentRefs::default(),
-        };
+        });
         assert_eq!(
             commands_for(&fact, &requested(), at()).unwrap(),
             vec![PaymentCommand::RecordDisputed {
@@ -940,6 +930,18 @@ mod tests {
                 at: at(),
             }]
         );
+        // A dispute fact is written as the flat object it always was, its tag beside its fields.
+        let json = serde_json::to_value(&fact).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "fact": "dispute_closed", "dispute_id": "dp_1", "intent_id": "pi_1",
+                "charge_id": null, "reason": "fraudulent", "status": "won",
+                "amount_minor": 1000, "currency": "eur",
+                "refs": serde_json::to_value(PaymentRefs::default()).unwrap(),
+            })
+        );
+        assert_eq!(serde_json::from_value::<ProviderFact>(json).unwrap(), fact);
     }
 
     #[test]

@@ -21,10 +21,9 @@
 
 use crate::service::{CommandContext, CommandService, Executed};
 use crate::store::{
-    Commit, EventEnvelope, EventFilter, EventStore, FilteredPage, LoadedStream, Snapshot,
-    StoreError, StreamRef,
+    Commit, EventEnvelope, EventMapper, MappedStore, Snapshot, StoreError, StreamRef,
 };
-use crate::{forward_event_store, AppendOutcome, CommandError, FeedCursor, Payload};
+use crate::{CommandError, Payload};
 use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -248,6 +247,52 @@ pub struct Pii {
     keys: Arc<dyn KeyStore>,
 }
 
+/// What reading one personal field gives.
+enum Revealed<T> {
+    /// Sealed, and opened with its owner's key.
+    Opened(T),
+    /// Sealed with a key that is gone, or in clear while its owner is erased.
+    Erased,
+    /// Written in clear before sealing existed, its owner not erased: left as it is.
+    InClear,
+}
+
+/// One owner's keys, looked up when the first of their fields needs them.
+struct SubjectKeys<'a> {
+    store: &'a dyn KeyStore,
+    subject: &'a str,
+    keys: Option<CustomerKeys>,
+}
+
+impl<'a> SubjectKeys<'a> {
+    fn new(store: &'a dyn KeyStore, subject: &'a str) -> Self {
+        Self {
+            store,
+            subject,
+            keys: None,
+        }
+    }
+
+    async fn reveal<T>(
+        &mut self,
+        sealed: Option<Sealed>,
+        open: impl FnOnce(&DataKey, &Sealed) -> Option<T>,
+    ) -> Result<Revealed<T>, StoreError> {
+        let keys = match &self.keys {
+            Some(keys) => keys,
+            None => self.keys.insert(self.store.lookup(self.subject).await?),
+        };
+        Ok(match sealed {
+            Some(sealed) => match keys.key.as_ref().and_then(|key| open(key, &sealed)) {
+                Some(opened) => Revealed::Opened(opened),
+                None => Revealed::Erased,
+            },
+            None if keys.erased => Revealed::Erased,
+            None => Revealed::InClear,
+        })
+    }
+}
+
 /// A sealed field as stored.
 #[derive(Debug, Serialize, Deserialize)]
 struct Sealed {
@@ -447,31 +492,18 @@ impl Pii {
         let Some((object, subject)) = owned(shape, value) else {
             return Ok(());
         };
-        let mut known: Option<CustomerKeys> = None;
+        let mut keys = SubjectKeys::new(&*self.keys, &subject);
         for field in shape.fields {
-            let Some(current) = object.get(field.name) else {
+            let Some(current) = object.get(field.name).filter(|v| !v.is_null()) else {
                 continue;
             };
-            if current.is_null() {
-                continue;
-            }
-            let keys = match &known {
-                Some(keys) => keys,
-                None => known.insert(self.keys.lookup(&subject).await?),
+            let open = |key: &DataKey, sealed: &Sealed| open_value(key, field.name, sealed);
+            let revealed = match keys.reveal(as_sealed(current), open).await? {
+                Revealed::Opened(value) => value,
+                Revealed::Erased => field.erased_as.value(),
+                Revealed::InClear => continue,
             };
-            let revealed = match as_sealed(current) {
-                Some(sealed) => keys
-                    .key
-                    .as_ref()
-                    .and_then(|key| open_value(key, field.name, &sealed)),
-                // Written in clear before sealing existed: readable until the owner is erased.
-                None if keys.erased => None,
-                None => continue,
-            };
-            object.insert(
-                field.name.to_owned(),
-                revealed.unwrap_or_else(|| field.erased_as.value()),
-            );
+            object.insert(field.name.to_owned(), revealed);
         }
         Ok(())
     }
@@ -496,32 +528,18 @@ impl Pii {
         else {
             return Ok(());
         };
-        let mut known: Option<CustomerKeys> = None;
+        let mut keys = SubjectKeys::new(&*self.keys, &subject);
         let mut changed = false;
         for field in shape.fields {
-            let Some(raw) = fields.get_mut(field.name) else {
+            let Some(raw) = fields.get_mut(field.name).filter(|r| r.get() != "null") else {
                 continue;
             };
-            if raw.get() == "null" {
-                continue;
-            }
-            let keys = match &known {
-                Some(keys) => keys,
-                None => known.insert(self.keys.lookup(&subject).await?),
-            };
-            let revealed = match raw_sealed(raw) {
-                Some(sealed) => keys
-                    .key
-                    .as_ref()
-                    .and_then(|key| open_text(key, field.name, &sealed)),
-                // Written in clear before sealing existed: readable until the owner is erased.
-                None if keys.erased => None,
-                None => continue,
-            };
-            *raw = match revealed {
-                Some(text) => text,
-                None => serde_json::value::to_raw_value(&field.erased_as.value())
+            let open = |key: &DataKey, sealed: &Sealed| open_text(key, field.name, sealed);
+            *raw = match keys.reveal(raw_sealed(raw), open).await? {
+                Revealed::Opened(text) => text,
+                Revealed::Erased => serde_json::value::to_raw_value(&field.erased_as.value())
                     .map_err(|e| StoreError::Internal(e.to_string()))?,
+                Revealed::InClear => continue,
             };
             changed = true;
         }
@@ -556,76 +574,25 @@ impl Pii {
 
 /// An event-store decorator that seals personal data on the way in and reveals it on every way
 /// out (see the module docs).
-pub struct PersonalDataStore<S> {
-    inner: S,
-    pii: Pii,
-}
+pub type PersonalDataStore<S> = MappedStore<S, Pii>;
 
-impl<S> PersonalDataStore<S> {
-    pub fn new(inner: S, pii: Pii) -> Self {
-        Self { inner, pii }
+#[async_trait]
+impl EventMapper for Pii {
+    async fn before_append(&self, commit: &mut Commit) -> Result<(), StoreError> {
+        self.seal_commit(commit).await
     }
-
-    pub fn inner(&self) -> &S {
-        &self.inner
+    async fn map(&self, mut events: Vec<EventEnvelope>) -> Result<Vec<EventEnvelope>, StoreError> {
+        self.reveal_all(&mut events).await?;
+        Ok(events)
     }
-}
-
-forward_event_store! {
-    impl[S: EventStore] for PersonalDataStore<S>, to |s| &s.inner,
-    forward [head, idempotency, commit_notifier] {
-        async fn append(&self, mut commit: Commit) -> Result<AppendOutcome, StoreError> {
-            self.pii.seal_commit(&mut commit).await?;
-            self.inner.append(commit).await
-        }
-        async fn load(&self, stream: &StreamRef) -> Result<LoadedStream, StoreError> {
-            let mut loaded = self.inner.load(stream).await?;
-            if let Some(snapshot) = loaded.snapshot.as_mut() {
-                self.pii.reveal_snapshot(stream.stream_type, snapshot).await?;
-            }
-            self.pii.reveal_all(&mut loaded.events).await?;
-            Ok(loaded)
-        }
-        async fn read(
-            &self,
-            stream: &StreamRef,
-            from: u64,
-            to: u64,
-        ) -> Result<Vec<EventEnvelope>, StoreError> {
-            let mut events = self.inner.read(stream, from, to).await?;
-            self.pii.reveal_all(&mut events).await?;
-            Ok(events)
-        }
-        async fn feed(&self, after: &FeedCursor, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
-            let mut events = self.inner.feed(after, limit).await?;
-            self.pii.reveal_all(&mut events).await?;
-            Ok(events)
-        }
-        async fn feed_filtered(
-            &self,
-            after: &FeedCursor,
-            limit: usize,
-            keep: &EventFilter<'_>,
-        ) -> Result<FilteredPage, StoreError> {
-            // Filters judge types and ids, never personal fields, so they see the sealed event.
-            let mut page = self.inner.feed_filtered(after, limit, keep).await?;
-            self.pii.reveal_all(&mut page.events).await?;
-            Ok(page)
-        }
-        async fn feed_in_time(
-            &self,
-            after: &FeedCursor,
-            from: DateTime<Utc>,
-            to: DateTime<Utc>,
-            limit: usize,
-        ) -> Result<Option<Vec<EventEnvelope>>, StoreError> {
-            let mut events = self.inner.feed_in_time(after, from, to, limit).await?;
-            if let Some(events) = events.as_mut() {
-                self.pii.reveal_all(events).await?;
-            }
-            Ok(events)
-        }
+    async fn map_snapshot(
+        &self,
+        stream: &StreamRef,
+        snapshot: &mut Snapshot,
+    ) -> Result<(), StoreError> {
+        self.reveal_snapshot(stream.stream_type, snapshot).await
     }
+    // Filters judge types and ids, never personal fields, so the default (the sealed event) fits.
 }
 
 /// What an erasure answers.

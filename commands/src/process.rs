@@ -16,12 +16,12 @@
 pub const PAYMENTS_FAILED: &str = "backbone_payments_failed_total";
 use crate::error::CommandError;
 use crate::ports::{CancelIntent, GatewayError, PaymentGateway, RefundRequest, RefundResult};
-use crate::service::CommandContext;
-use crate::shop::{Caller, Shop};
+use crate::service::{CommandContext, Executed};
+use crate::shop::{Ack, Caller, Shop};
 use crate::store::EventEnvelope;
 use domain::{
     Money, Order, OrderCommand, OrderEvent, OrderId, Payment, PaymentCommand, PaymentEvent,
-    ProductCommand, StreamType,
+    ProductCommand, ProductId, StreamType,
 };
 use std::sync::Arc;
 
@@ -98,16 +98,13 @@ impl ProcessManagers {
                 at,
                 ..
             } => {
-                let ctx = CommandContext::caused_by(event, "mark-paid");
+                let mark_paid = OrderCommand::MarkPaid {
+                    payment_id: payment_id.clone(),
+                    amount,
+                    at,
+                };
                 let result = self
-                    .shop
-                    .order_command(&ctx, &Caller::Staff, order_id.as_str(), |_| {
-                        OrderCommand::MarkPaid {
-                            payment_id: payment_id.clone(),
-                            amount: amount.clone(),
-                            at,
-                        }
-                    })
+                    .order_step(event, "mark-paid", &order_id, mark_paid)
                     .await;
                 match result {
                     Ok(_) => Ok(StepResult::Done),
@@ -135,14 +132,8 @@ impl ProcessManagers {
                 at,
                 ..
             } => {
-                let ctx = CommandContext::caused_by(event, "payment-failed");
-                self.shop
-                    .order_command(&ctx, &Caller::Staff, order_id.as_str(), |_| {
-                        OrderCommand::RecordPaymentFailure {
-                            reason: reason.clone(),
-                            at,
-                        }
-                    })
+                let failure = OrderCommand::RecordPaymentFailure { reason, at };
+                self.order_step(event, "payment-failed", &order_id, failure)
                     .await
                     .map(|executed| {
                         // Counted once per failed payment: a redelivered event is a replay.
@@ -160,15 +151,12 @@ impl ProcessManagers {
                 at,
                 ..
             } => {
-                let ctx = CommandContext::caused_by(event, "order-refund");
-                self.shop
-                    .order_command(&ctx, &Caller::Staff, order_id.as_str(), |_| {
-                        OrderCommand::Refund {
-                            refund_id: refund_id.clone(),
-                            amount: amount.clone(),
-                            at,
-                        }
-                    })
+                let refund = OrderCommand::Refund {
+                    refund_id,
+                    amount,
+                    at,
+                };
+                self.order_step(event, "order-refund", &order_id, refund)
                     .await
                     .map(|_| StepResult::Done)
                     .or_else(already_done)
@@ -209,20 +197,13 @@ impl ProcessManagers {
             OrderEvent::OrderShipped {
                 order_id, lines, ..
             } => {
-                for line in lines {
-                    let ctx = CommandContext::caused_by(
-                        event,
-                        &format!("commit-stock:{}", line.product_id),
-                    );
-                    let oid = order_id.clone();
-                    self.shop
-                        .product_command(&ctx, line.product_id.as_str(), move |_| {
-                            ProductCommand::CommitStock {
-                                order_id: oid.clone(),
-                            }
-                        })
-                        .await?;
-                }
+                let products: Vec<ProductId> = lines.into_iter().map(|l| l.product_id).collect();
+                self.stock_steps(event, "commit-stock", &products, || {
+                    ProductCommand::CommitStock {
+                        order_id: order_id.clone(),
+                    }
+                })
+                .await?;
                 Ok(StepResult::Done)
             }
             _ => Ok(StepResult::Ignored),
@@ -235,16 +216,47 @@ impl ProcessManagers {
         order_id: &OrderId,
     ) -> Result<(), CommandError> {
         let order = self.shop.service().load::<Order>(order_id.as_str()).await?;
-        for line in &order.state.lines {
-            let ctx =
-                CommandContext::caused_by(event, &format!("release-stock:{}", line.product_id));
-            let oid = order_id.clone();
+        let products: Vec<ProductId> = order
+            .state
+            .lines
+            .iter()
+            .map(|l| l.product_id.clone())
+            .collect();
+        self.stock_steps(event, "release-stock", &products, || {
+            ProductCommand::ReleaseStock {
+                order_id: order_id.clone(),
+            }
+        })
+        .await
+    }
+
+    /// Runs one order command as step `step` of `event`, with staff rights.
+    async fn order_step(
+        &self,
+        event: &EventEnvelope,
+        step: &str,
+        order_id: &OrderId,
+        command: OrderCommand,
+    ) -> Result<Executed<Ack>, CommandError> {
+        let ctx = CommandContext::caused_by(event, step);
+        self.shop
+            .order_command(&ctx, &Caller::Staff, order_id.as_str(), |_| command.clone())
+            .await
+    }
+
+    /// Sends `command` to each of `products`, each as its own step `<step>:<product id>` of
+    /// `event`, one after the other.
+    async fn stock_steps(
+        &self,
+        event: &EventEnvelope,
+        step: &str,
+        products: &[ProductId],
+        command: impl Fn() -> ProductCommand,
+    ) -> Result<(), CommandError> {
+        for product_id in products {
+            let ctx = CommandContext::caused_by(event, &format!("{step}:{product_id}"));
             self.shop
-                .product_command(&ctx, line.product_id.as_str(), move |_| {
-                    ProductCommand::ReleaseStock {
-                        order_id: oid.clone(),
-                    }
-                })
+                .product_command(&ctx, product_id.as_str(), |_| command())
                 .await?;
         }
         Ok(())

@@ -74,6 +74,27 @@ pub struct CommandContext {
 }
 
 impl CommandContext {
+    /// A context for a command a system worker (`worker`) sends under a fixed command id: every
+    /// worker that races on the same step sends the same id, so the step commits once and the
+    /// others get its answer.
+    pub fn keyed(worker: &str, command_id: String, correlation_id: String) -> Self {
+        Self {
+            metadata: Metadata {
+                correlation_id,
+                actor: crate::store::Actor {
+                    subject: worker.into(),
+                    role: "system".into(),
+                },
+                command_id: Some(command_id.clone()),
+                ..Metadata::default()
+            },
+            idempotency: Some(IdempotencyKey {
+                command_id,
+                fingerprint: String::new(),
+            }),
+        }
+    }
+
     /// A context for a step caused by another event (process managers).
     pub fn caused_by(event: &crate::store::EventEnvelope, step: &str) -> Self {
         let mut metadata = event.metadata.clone();

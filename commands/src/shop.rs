@@ -8,9 +8,10 @@ use crate::ports::{ConfirmIntent, CreateIntent, GatewayError, PaymentGateway};
 use crate::service::{CommandContext, CommandService, Executed, Loaded};
 use crate::store::Metadata;
 use domain::{
-    Cart, CartCommand, CartId, CartStatus, CustomerId, Money, Notification, NotificationCommand,
-    NotificationId, Order, OrderCommand, OrderId, OrderLine, Payment, PaymentCommand, PaymentId,
-    Product, ProductCommand, ProductId, ProductStatus, Quantity, ShippingAddress,
+    Cart, CartCommand, CartId, CartStatus, CustomerId, EventSourced, Money, Notification,
+    NotificationCommand, NotificationId, Order, OrderCommand, OrderId, OrderLine, Payment,
+    PaymentCommand, PaymentId, Product, ProductCommand, ProductId, ProductStatus, Quantity,
+    ShippingAddress,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -31,7 +32,40 @@ impl Caller {
             Caller::Customer(me) => owner == Some(me),
         }
     }
+
+    /// Whether the order exists and the caller may see it (its customer, or staff).
+    fn sees_order(&self, order: &Order) -> bool {
+        order.exists() && self.may_see(order.customer_id.as_ref())
+    }
 }
+
+/// A stream whose commands answer with an [`Ack`]: the name a "not found" answer gives it, and
+/// its status as the Ack reports it.
+trait Acked: EventSourced<Error: Rejection> {
+    const NAME: &'static str;
+
+    fn status_name(&self) -> &'static str;
+}
+
+/// Implements [`Acked`] for aggregates whose `status` is a stored-name enum.
+macro_rules! acked {
+    ($($aggregate:ty => $name:literal),* $(,)?) => {$(
+        impl Acked for $aggregate {
+            const NAME: &'static str = $name;
+
+            fn status_name(&self) -> &'static str {
+                self.status.as_str()
+            }
+        }
+    )*};
+}
+
+acked!(
+    Order => "order",
+    Payment => "payment",
+    Product => "product",
+    Notification => "notification",
+);
 
 /// A cart as returned to its owner.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -561,7 +595,7 @@ impl Shop {
         order_id: &str,
     ) -> Result<Loaded<Order>, CommandError> {
         let loaded = self.svc.load::<Order>(order_id).await?;
-        if !loaded.state.exists() || !caller.may_see(loaded.state.customer_id.as_ref()) {
+        if !caller.sees_order(&loaded.state) {
             return Err(CommandError::not_found("order", order_id));
         }
         Ok(loaded)
@@ -575,21 +609,33 @@ impl Shop {
         order_id: &str,
         command: impl Fn(&Order) -> OrderCommand,
     ) -> Result<Executed<Ack>, CommandError> {
+        self.acked(ctx, order_id, |order| caller.sees_order(order), command)
+            .await
+    }
+
+    /// Runs one command on stream `id` of `A` and answers an [`Ack`] with the stream's new
+    /// status. A stream that `found` refuses (missing, or not the caller's) is "not found".
+    async fn acked<A: Acked>(
+        &self,
+        ctx: &CommandContext,
+        id: &str,
+        found: impl Fn(&A) -> bool,
+        command: impl Fn(&A) -> A::Command,
+    ) -> Result<Executed<Ack>, CommandError> {
         self.svc
-            .execute::<Order, _, _, _>(
-                order_id,
+            .execute::<A, _, _, _>(
+                id,
                 ctx,
                 |loaded| {
-                    if !loaded.state.exists() || !caller.may_see(loaded.state.customer_id.as_ref())
-                    {
-                        return Err(CommandError::not_found("order", order_id));
+                    if !found(&loaded.state) {
+                        return Err(CommandError::not_found(A::NAME, id));
                     }
                     Ok(command(&loaded.state))
                 },
                 |state, version| Ack {
-                    id: order_id.to_string(),
+                    id: id.to_string(),
                     version,
-                    status: state.status.as_str().to_string(),
+                    status: state.status_name().to_string(),
                 },
             )
             .await
@@ -619,20 +665,8 @@ impl Shop {
         product_id: &str,
         command: impl Fn(&Product) -> ProductCommand,
     ) -> Result<Executed<Ack>, CommandError> {
-        self.svc
-            .execute::<Product, _, _, _>(
-                product_id,
-                ctx,
-                |loaded| Ok(command(&loaded.state)),
-                |state, version| Ack {
-                    id: product_id.to_string(),
-                    version,
-                    status: serde_json::to_value(state.status)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default(),
-                },
-            )
+        // The product's own decision says when it does not exist (creation needs none).
+        self.acked(ctx, product_id, |_| true, command)
             .await
             .map_err(|e| match e {
                 CommandError::NotFound { what, .. } => CommandError::not_found(what, product_id),
@@ -652,25 +686,11 @@ impl Shop {
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<Executed<Ack>, CommandError> {
         let id = parse_id("notification_id", notification_id, NotificationId::parse)?;
-        self.svc
-            .execute::<Notification, _, _, _>(
-                notification_id,
-                ctx,
-                |loaded| {
-                    if loaded.state.id.is_none() {
-                        return Err(CommandError::not_found("notification", notification_id));
-                    }
-                    Ok(NotificationCommand::Resend {
-                        notification_id: id.clone(),
-                        at,
-                    })
-                },
-                |state, version| Ack {
-                    id: notification_id.to_string(),
-                    version,
-                    status: state.status.as_str().to_string(),
-                },
-            )
+        let resend = |_: &Notification| NotificationCommand::Resend {
+            notification_id: id.clone(),
+            at,
+        };
+        self.acked(ctx, notification_id, |n| n.id.is_some(), resend)
             .await
     }
 
@@ -683,23 +703,7 @@ impl Shop {
         payment_id: &str,
         command: impl Fn(&Payment) -> PaymentCommand,
     ) -> Result<Executed<Ack>, CommandError> {
-        self.svc
-            .execute::<Payment, _, _, _>(
-                payment_id,
-                ctx,
-                |loaded| {
-                    if !loaded.state.exists() {
-                        return Err(CommandError::not_found("payment", payment_id));
-                    }
-                    Ok(command(&loaded.state))
-                },
-                |state, version| Ack {
-                    id: payment_id.to_string(),
-                    version,
-                    status: state.status.as_str().to_string(),
-                },
-            )
-            .await
+        self.acked(ctx, payment_id, Payment::exists, command).await
     }
 }
 

@@ -464,35 +464,60 @@ pub trait Upcaster: Send + Sync + 'static {
     }
 }
 
-/// A store decorator that upcasts every event it returns.
-pub struct UpcastingStore<S> {
-    inner: S,
-    upcaster: Arc<dyn Upcaster>,
+/// What a decorator does to events on their way into and out of a store: [`MappedStore`]
+/// applies it on every path (append, load, read, feed, time ranges), so a decorator states only
+/// the change. [`UpcastingStore`] and [`crate::PersonalDataStore`] are the two in use.
+#[async_trait]
+pub trait EventMapper: Send + Sync + 'static {
+    /// Changes a commit before it is stored. Unchanged by default.
+    async fn before_append(&self, _commit: &mut Commit) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Changes the events a read returns.
+    async fn map(&self, events: Vec<EventEnvelope>) -> Result<Vec<EventEnvelope>, StoreError>;
+    /// Changes the snapshot a load returns. Unchanged by default.
+    async fn map_snapshot(
+        &self,
+        _stream: &StreamRef,
+        _snapshot: &mut Snapshot,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Whether a feed filter keeps `event`. By default the filter judges the event as stored.
+    fn judge(&self, event: &EventEnvelope, keep: &EventFilter<'_>) -> bool {
+        keep(event)
+    }
 }
 
-impl<S> UpcastingStore<S> {
-    pub fn new(inner: S, upcaster: Arc<dyn Upcaster>) -> Self {
-        Self { inner, upcaster }
+/// A store decorator that hands every commit and every event read through an [`EventMapper`].
+pub struct MappedStore<S, M> {
+    inner: S,
+    mapper: M,
+}
+
+impl<S, M> MappedStore<S, M> {
+    pub fn new(inner: S, mapper: M) -> Self {
+        Self { inner, mapper }
     }
 
     pub fn inner(&self) -> &S {
         &self.inner
     }
-
-    fn map(&self, events: Vec<EventEnvelope>) -> Vec<EventEnvelope> {
-        events
-            .into_iter()
-            .map(|e| self.upcaster.upcast(e))
-            .collect()
-    }
 }
 
 forward_event_store! {
-    impl[S: EventStore] for UpcastingStore<S>, to |s| &s.inner,
-    forward [append, head, idempotency, commit_notifier] {
+    impl[S: EventStore, M: EventMapper] for MappedStore<S, M>, to |s| &s.inner,
+    forward [head, idempotency, commit_notifier] {
+        async fn append(&self, mut commit: Commit) -> Result<AppendOutcome, StoreError> {
+            self.mapper.before_append(&mut commit).await?;
+            self.inner.append(commit).await
+        }
         async fn load(&self, stream: &StreamRef) -> Result<LoadedStream, StoreError> {
             let mut loaded = self.inner.load(stream).await?;
-            loaded.events = self.map(std::mem::take(&mut loaded.events));
+            if let Some(snapshot) = loaded.snapshot.as_mut() {
+                self.mapper.map_snapshot(stream, snapshot).await?;
+            }
+            loaded.events = self.mapper.map(std::mem::take(&mut loaded.events)).await?;
             Ok(loaded)
         }
         async fn read(
@@ -501,10 +526,10 @@ forward_event_store! {
             from: u64,
             to: u64,
         ) -> Result<Vec<EventEnvelope>, StoreError> {
-            Ok(self.map(self.inner.read(stream, from, to).await?))
+            self.mapper.map(self.inner.read(stream, from, to).await?).await
         }
         async fn feed(&self, after: &FeedCursor, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
-            Ok(self.map(self.inner.feed(after, limit).await?))
+            self.mapper.map(self.inner.feed(after, limit).await?).await
         }
         async fn feed_filtered(
             &self,
@@ -512,17 +537,9 @@ forward_event_store! {
             limit: usize,
             keep: &EventFilter<'_>,
         ) -> Result<FilteredPage, StoreError> {
-            // The filter judges the upcast event, as a reader of `feed` would see it.
-            let upcaster = &self.upcaster;
-            let judged = move |e: &EventEnvelope| {
-                if upcaster.is_current(e) {
-                    keep(e)
-                } else {
-                    keep(&upcaster.upcast(e.clone()))
-                }
-            };
+            let judged = |e: &EventEnvelope| self.mapper.judge(e, keep);
             let mut page = self.inner.feed_filtered(after, limit, &judged).await?;
-            page.events = self.map(std::mem::take(&mut page.events));
+            page.events = self.mapper.map(std::mem::take(&mut page.events)).await?;
             Ok(page)
         }
         async fn feed_in_time(
@@ -532,11 +549,28 @@ forward_event_store! {
             to: DateTime<Utc>,
             limit: usize,
         ) -> Result<Option<Vec<EventEnvelope>>, StoreError> {
-            Ok(self
-                .inner
-                .feed_in_time(after, from, to, limit)
-                .await?
-                .map(|events| self.map(events)))
+            match self.inner.feed_in_time(after, from, to, limit).await? {
+                Some(events) => Ok(Some(self.mapper.map(events).await?)),
+                None => Ok(None),
+            }
+        }
+    }
+}
+
+/// A store decorator that upcasts every event it returns.
+pub type UpcastingStore<S> = MappedStore<S, Arc<dyn Upcaster>>;
+
+#[async_trait]
+impl EventMapper for Arc<dyn Upcaster> {
+    async fn map(&self, events: Vec<EventEnvelope>) -> Result<Vec<EventEnvelope>, StoreError> {
+        Ok(events.into_iter().map(|e| self.upcast(e)).collect())
+    }
+    /// The filter judges the upcast event, as a reader of `feed` would see it.
+    fn judge(&self, event: &EventEnvelope, keep: &EventFilter<'_>) -> bool {
+        if self.is_current(event) {
+            keep(event)
+        } else {
+            keep(&self.upcast(event.clone()))
         }
     }
 }

@@ -343,13 +343,13 @@ mod tests {
         payload: u32,
     }
 
+    fn moved(to: &str, by: u32) -> Tagged {
+        Tagged::Moved { to: to.into(), by }
+    }
+
     #[test]
     fn payload_json_is_the_payload_without_the_tag() {
-        let event = Tagged::Moved {
-            to: "\"quoted\" ✓".into(),
-            by: 3,
-        };
-        let text = encode_payload_json(&event, "Moved");
+        let text = encode_payload_json(&moved("\"quoted\" ✓", 3), "Moved");
         assert_eq!(text, r#"{"to":"\"quoted\" ✓","by":3}"#);
         let back: Tagged = decode_tagged_text("Moved", &text).unwrap();
         assert!(matches!(back, Tagged::Moved { by: 3, .. }));
@@ -358,11 +358,7 @@ mod tests {
     #[test]
     fn payload_json_falls_back_when_the_text_is_not_framed_as_expected() {
         // Wrong tag given: the framing check fails and the tree path answers.
-        let event = Tagged::Moved {
-            to: "x".into(),
-            by: 1,
-        };
-        let text = encode_payload_json(&event, "Other");
+        let text = encode_payload_json(&moved("x", 1), "Other");
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(&text).unwrap(),
             json!({"to": "x", "by": 1})

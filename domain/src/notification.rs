@@ -306,54 +306,61 @@ impl Notification {
 
     /// Folds one event into the state.
     pub fn evolve(&mut self, event: &NotificationEvent) {
-        let (NotificationEvent::NotificationDelivered { order_id, kind, .. }
-        | NotificationEvent::NotificationRetrying { order_id, kind, .. }
-        | NotificationEvent::NotificationFailed { order_id, kind, .. }
-        | NotificationEvent::NotificationResendRequested { order_id, kind, .. }) = event;
-        self.order_id = Some(order_id.clone());
-        self.kind = Some(kind.clone());
-        match event {
-            NotificationEvent::NotificationDelivered {
-                notification_id,
-                attempt,
-                ..
-            } => {
-                self.id = Some(notification_id.clone());
-                self.status = NotificationStatus::Delivered;
-                self.attempts = *attempt;
-                self.next_attempt_at = None;
+        use NotificationEvent as E;
+        let (E::NotificationDelivered {
+            notification_id,
+            order_id,
+            kind,
+            ..
+        }
+        | E::NotificationRetrying {
+            notification_id,
+            order_id,
+            kind,
+            ..
+        }
+        | E::NotificationFailed {
+            notification_id,
+            order_id,
+            kind,
+            ..
+        }
+        | E::NotificationResendRequested {
+            notification_id,
+            order_id,
+            kind,
+            ..
+        }) = event;
+        // The status it moves to, the attempt it records (a resend records none) and when the
+        // next attempt is due.
+        let (status, attempt, next_attempt_at) = match event {
+            E::NotificationDelivered { attempt, .. } => {
+                (NotificationStatus::Delivered, Some(*attempt), None)
             }
-            NotificationEvent::NotificationRetrying {
-                notification_id,
+            E::NotificationRetrying {
                 attempt,
                 next_attempt_at,
                 ..
-            } => {
-                self.id = Some(notification_id.clone());
-                self.status = NotificationStatus::Retrying;
-                self.attempts = *attempt;
-                self.next_attempt_at = Some(*next_attempt_at);
+            } => (
+                NotificationStatus::Retrying,
+                Some(*attempt),
+                Some(*next_attempt_at),
+            ),
+            E::NotificationFailed { attempt, .. } => {
+                (NotificationStatus::Failed, Some(*attempt), None)
             }
-            NotificationEvent::NotificationFailed {
-                notification_id,
-                attempt,
-                ..
-            } => {
-                self.id = Some(notification_id.clone());
-                self.status = NotificationStatus::Failed;
-                self.attempts = *attempt;
-                self.next_attempt_at = None;
+            E::NotificationResendRequested { at, .. } => {
+                (NotificationStatus::Retrying, None, Some(*at))
             }
-            NotificationEvent::NotificationResendRequested {
-                notification_id,
-                at,
-                ..
-            } => {
-                self.id = Some(notification_id.clone());
-                self.status = NotificationStatus::Retrying;
-                self.next_attempt_at = Some(*at);
-            }
+        };
+        self.id = Some(notification_id.clone());
+        self.order_id = Some(order_id.clone());
+        self.kind = Some(kind.clone());
+        self.status = status;
+        if let Some(attempt) = attempt {
+            self.attempts = attempt;
         }
+        self.next_attempt_at = next_attempt_at;
     }
 }
 

@@ -282,6 +282,26 @@ impl PaymentEvent {
             } => Some(dispute_fact_key(dispute_id, status)),
         }
     }
+
+    /// The dispute a `PaymentDisputed` event reports, as the state keeps it; `None` for any
+    /// other event.
+    pub fn dispute(&self) -> Option<DisputeInfo> {
+        match self {
+            PaymentEvent::PaymentDisputed {
+                dispute_id,
+                reason,
+                status,
+                amount,
+                ..
+            } => Some(DisputeInfo {
+                dispute_id: dispute_id.clone(),
+                reason: reason.clone(),
+                status: status.clone(),
+                amount: amount.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 fn dispute_fact_key(dispute_id: &str, status: &str) -> String {
@@ -457,20 +477,8 @@ impl Payment {
                     PaymentStatus::PartiallyRefunded
                 };
             }
-            PaymentEvent::PaymentDisputed {
-                dispute_id,
-                reason,
-                status,
-                amount,
-                withdrawn,
-                ..
-            } => {
-                self.dispute = Some(DisputeInfo {
-                    dispute_id: dispute_id.clone(),
-                    reason: reason.clone(),
-                    status: status.clone(),
-                    amount: amount.clone(),
-                });
+            PaymentEvent::PaymentDisputed { withdrawn, .. } => {
+                self.dispute = event.dispute();
                 if let Some(lost) = withdrawn {
                     self.withdrawn = Some(match &self.withdrawn {
                         // Decisions keep one currency; on odd data the latest amount stands.

@@ -35,6 +35,17 @@ pub enum ProductStatus {
     Retired,
 }
 
+impl ProductStatus {
+    /// The stored name, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProductStatus::Draft => "draft",
+            ProductStatus::Active => "active",
+            ProductStatus::Retired => "retired",
+        }
+    }
+}
+
 /// State of one product stream.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Product {

@@ -17,10 +17,20 @@ fn cart_opened() -> CartEvent {
     }
 }
 
+fn product_created() -> ProductEvent {
+    ProductEvent::ProductCreated {
+        product_id: product_id("p1"),
+        name: "Teapot".to_owned(),
+        category: "kitchen".to_owned(),
+        price: eur("24.00"),
+        on_hand: 5,
+    }
+}
+
 #[test]
-fn cqrs_es_adds_an_item_to_an_open_cart() {
-    TestFramework::<Cart>::with(())
-        .given(vec![cart_opened()])
+fn cqrs_es_adds_an_item_to_an_open_cart_but_refuses_to_check_out_an_empty_one() {
+    let open_cart = || TestFramework::<Cart>::with(()).given(vec![cart_opened()]);
+    open_cart()
         .when(CartCommand::AddItem {
             product_id: product_id("p1"),
             quantity: qty(2),
@@ -33,12 +43,7 @@ fn cqrs_es_adds_an_item_to_an_open_cart() {
             unit_price: eur("1.50"),
             line_total: eur("3.00"),
         }]);
-}
-
-#[test]
-fn cqrs_es_refuses_checkout_of_an_empty_cart() {
-    TestFramework::<Cart>::with(())
-        .given(vec![cart_opened()])
+    open_cart()
         .when(CartCommand::CheckOut {
             order_id: order_id("o1"),
         })
@@ -47,13 +52,6 @@ fn cqrs_es_refuses_checkout_of_an_empty_cart() {
 
 #[test]
 fn cqrs_es_treats_a_redelivered_reservation_as_a_no_op() {
-    let created = ProductEvent::ProductCreated {
-        product_id: product_id("p1"),
-        name: "Teapot".to_owned(),
-        category: "kitchen".to_owned(),
-        price: eur("24.00"),
-        on_hand: 5,
-    };
     let reserved = ProductEvent::StockReserved {
         product_id: product_id("p1"),
         order_id: order_id("o1"),
@@ -61,30 +59,20 @@ fn cqrs_es_treats_a_redelivered_reservation_as_a_no_op() {
         reserved: 2,
         available: 3,
     };
-    TestFramework::<Product>::with(())
-        .given(vec![created.clone()])
-        .when(ProductCommand::ReserveStock {
-            order_id: order_id("o1"),
-            quantity: 2,
-        })
-        .then_expect_events(vec![reserved.clone()]);
-    TestFramework::<Product>::with(())
-        .given(vec![created.clone(), reserved])
-        .when(ProductCommand::ReserveStock {
-            order_id: order_id("o1"),
-            quantity: 2,
-        })
-        .then_expect_events(vec![]);
-    TestFramework::<Product>::with(())
-        .given(vec![created])
-        .when(ProductCommand::ReserveStock {
-            order_id: order_id("o2"),
-            quantity: 6,
-        })
-        .then_expect_error(ProductError::InsufficientStock {
-            requested: 6,
-            available: 5,
-        });
+    let reserve = |history: Vec<ProductEvent>, order: &str, quantity: u32| {
+        TestFramework::<Product>::with(())
+            .given(history)
+            .when(ProductCommand::ReserveStock {
+                order_id: order_id(order),
+                quantity,
+            })
+    };
+    reserve(vec![product_created()], "o1", 2).then_expect_events(vec![reserved.clone()]);
+    reserve(vec![product_created(), reserved], "o1", 2).then_expect_events(vec![]);
+    reserve(vec![product_created()], "o2", 6).then_expect_error(ProductError::InsufficientStock {
+        requested: 6,
+        available: 5,
+    });
 }
 
 #[test]
@@ -100,14 +88,7 @@ fn cqrs_es_sees_the_stored_names_versions_and_stream_types() {
     };
     assert_eq!(DomainEvent::event_type(&requested), "PaymentRequested");
     assert_eq!(DomainEvent::event_version(&requested), "1");
-    let created = ProductEvent::ProductCreated {
-        product_id: product_id("p1"),
-        name: "Teapot".to_owned(),
-        category: "kitchen".to_owned(),
-        price: eur("24.00"),
-        on_hand: 5,
-    };
-    assert_eq!(DomainEvent::event_version(&created), "2");
+    assert_eq!(DomainEvent::event_version(&product_created()), "2");
     TestFramework::<Payment>::with(())
         .given_no_previous_events()
         .when(PaymentCommand::Request {

@@ -21,7 +21,7 @@ use commands::{
 use domain::{
     Cart, CartCommand, CartId, CustomerId, Event, Money, Order, OrderCommand, OrderId, OrderLine,
     Payment, PaymentCommand, PaymentId, Product, ProductCommand, ProductId, Quantity,
-    ShippingAddress,
+    ShippingAddress, StreamType,
 };
 use infrastructure::simulated::SimulatedGateway;
 use infrastructure::sqlite::SqliteReadModelStore;
@@ -76,6 +76,30 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 
 fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Spawns one task per job and waits for them all; each task returns the latencies it timed.
+/// Returns the wall time of the whole run and every latency, sorted.
+async fn concurrently<J, F, Fut>(
+    jobs: impl IntoIterator<Item = J>,
+    task: F,
+) -> (Duration, Vec<Duration>)
+where
+    F: Fn(J) -> Fut,
+    Fut: std::future::Future<Output = Vec<Duration>> + Send + 'static,
+{
+    let start = Instant::now();
+    let tasks: Vec<_> = jobs
+        .into_iter()
+        .map(|job| tokio::spawn(task(job)))
+        .collect();
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.expect("join"));
+    }
+    let elapsed = start.elapsed();
+    lat.sort();
+    (elapsed, lat)
 }
 
 fn meta() -> Metadata {
@@ -204,11 +228,9 @@ async fn appends(dir: &Path, quick: bool) {
         } else {
             40_000 / writers as u64
         };
-        let start = Instant::now();
-        let mut tasks = Vec::new();
-        for w in 0..writers {
+        let (elapsed, lat) = concurrently(0..writers, |w| {
             let store = store.clone();
-            tasks.push(tokio::spawn(async move {
+            async move {
                 let mut lat = Vec::with_capacity(per_writer as usize);
                 let stream = StreamRef::new(domain::StreamType::Product, format!("bench-{w}"));
                 let ev = domain::ProductEvent::ProductRestocked {
@@ -234,14 +256,9 @@ async fn appends(dir: &Path, quick: bool) {
                     lat.push(t.elapsed());
                 }
                 lat
-            }));
-        }
-        let mut lat = Vec::new();
-        for t in tasks {
-            lat.extend(t.await.expect("join"));
-        }
-        let elapsed = start.elapsed();
-        lat.sort();
+            }
+        })
+        .await;
         row(
             &format!("appends, single-event commits, {writers} writer(s), FULL"),
             per_sec(lat.len() as u64, elapsed),
@@ -340,12 +357,10 @@ async fn checkout_run(store: Arc<dyn EventStore>, n: usize) -> CheckoutRun {
         .chunks(n.div_ceil(concurrency))
         .map(|c| c.to_vec())
         .collect();
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for chunk in chunks {
+    let (elapsed, lat) = concurrently(chunks, |chunk| {
         let shop = shop.clone();
         let ctx = ctx.clone();
-        tasks.push(tokio::spawn(async move {
+        async move {
             let mut lat = Vec::new();
             for (i, (caller, cart)) in chunk.into_iter().enumerate() {
                 let t = Instant::now();
@@ -363,14 +378,9 @@ async fn checkout_run(store: Arc<dyn EventStore>, n: usize) -> CheckoutRun {
                 lat.push(t.elapsed());
             }
             lat
-        }));
-    }
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await.expect("join"));
-    }
-    let elapsed = start.elapsed();
-    lat.sort();
+        }
+    })
+    .await;
     CheckoutRun {
         elapsed,
         latencies: lat,
@@ -441,6 +451,8 @@ async fn checkout_sealing(dir: &Path, quick: bool) {
         v[v.len() / 2]
     };
     let range = |v: &[f64]| format!("{:.0}–{:.0}", v[0], v[v.len() - 1]);
+    // How much slower, in percent, sealed is than plain.
+    let slower = |sealed: f64, plain: f64| (1.0 - sealed / plain) * 100.0;
     let plain = median(&mut rates[0]);
     let sealed = median(&mut rates[1]);
     row(
@@ -457,7 +469,7 @@ async fn checkout_sealing(dir: &Path, quick: bool) {
         &format!(
             "median of {rounds} rounds, range {}; **{:.1}% slower**",
             range(&rates[1]),
-            (1.0 - sealed / plain) * 100.0
+            slower(sealed, plain)
         ),
     );
     let plain = median(&mut opens[0]);
@@ -473,7 +485,7 @@ async fn checkout_sealing(dir: &Path, quick: bool) {
         &format!(
             "same rounds, range {}; {:.1}% slower",
             range(&opens[1]),
-            (1.0 - sealed / plain) * 100.0
+            slower(sealed, plain)
         ),
     );
 }
@@ -501,12 +513,7 @@ async fn fill(store: Arc<SqliteEventStore>, target: u64) {
             .expect("create");
         let mut st = Product::default();
         evs.iter().for_each(|e| st.evolve(e));
-        creates.push(StreamAppend {
-            stream: StreamRef::new(domain::StreamType::Product, id.as_str()),
-            expected_version: 0,
-            events: evs.iter().map(new_event).collect(),
-            snapshot: None,
-        });
+        creates.push(stream_append(StreamType::Product, id.as_str(), 0, &evs));
         product_states.push((st, 1));
     }
     for chunk in creates.chunks(90) {
@@ -529,27 +536,24 @@ async fn fill(store: Arc<SqliteEventStore>, target: u64) {
         let customer = CustomerId::parse(&format!("cust{}", i % 5_000)).expect("id");
         let qty = Quantity::parse(1).expect("qty");
         let now = chrono::Utc::now();
-        let mut cart = Cart::default();
-        let mut cart_events = Vec::new();
-        for cmd in [
-            CartCommand::Open {
-                cart_id: cart_id.clone(),
-                customer_id: customer.clone(),
-            },
-            CartCommand::AddItem {
-                product_id: pid.clone(),
-                quantity: qty,
-                unit_price: eur("9.99"),
-            },
-            CartCommand::CheckOut {
-                order_id: order_id.clone(),
-            },
-        ] {
-            for e in cart.decide(cmd).expect("cart") {
-                cart.evolve(&e);
-                cart_events.push(e);
-            }
-        }
+        let cart_events = decide_in_turn(
+            [
+                CartCommand::Open {
+                    cart_id: cart_id.clone(),
+                    customer_id: customer.clone(),
+                },
+                CartCommand::AddItem {
+                    product_id: pid.clone(),
+                    quantity: qty,
+                    unit_price: eur("9.99"),
+                },
+                CartCommand::CheckOut {
+                    order_id: order_id.clone(),
+                },
+            ],
+            Cart::decide,
+            Cart::evolve,
+        );
         let (product, version) = &mut product_states[p];
         let reserve = product
             .decide(ProductCommand::ReserveStock {
@@ -562,87 +566,66 @@ async fn fill(store: Arc<SqliteEventStore>, target: u64) {
             product.evolve(e);
         }
         *version += reserve.len() as u64;
-        let mut order = Order::default();
-        let mut order_events = Vec::new();
-        for cmd in [
-            OrderCommand::Place {
-                order_id: order_id.clone(),
-                cart_id: cart_id.clone(),
-                customer_id: customer.clone(),
-                customer_email: format!("{customer}@example.com"),
-                shipping_address: address(),
-                lines: vec![OrderLine {
-                    product_id: pid.clone(),
-                    name: format!("Product {p}"),
-                    quantity: qty,
-                    unit_price: eur("9.99"),
-                    line_total: eur("9.99"),
-                }],
-                payment_id: payment_id.clone(),
-                placed_at: now,
-            },
-            OrderCommand::MarkPaid {
-                payment_id: payment_id.clone(),
-                amount: eur("9.99"),
-                at: now,
-            },
-        ] {
-            for e in order.decide(cmd).expect("order") {
-                order.evolve(&e);
-                order_events.push(e);
-            }
-        }
-        let mut payment = Payment::default();
-        let mut payment_events = Vec::new();
-        for cmd in [
-            PaymentCommand::Request {
-                payment_id: payment_id.clone(),
-                order_id: order_id.clone(),
-                amount: eur("9.99"),
-            },
-            PaymentCommand::RecordIntentCreated {
-                intent_id: format!("pi_{i}"),
-            },
-            PaymentCommand::RecordSucceeded {
-                intent_id: format!("pi_{i}"),
-                charge_id: Some(format!("ch_{i}")),
-                amount: eur("9.99"),
-                at: now,
-            },
-        ] {
-            for e in payment.decide(cmd).expect("payment") {
-                payment.evolve(&e);
-                payment_events.push(e);
-            }
-        }
+        let order_events = decide_in_turn(
+            [
+                OrderCommand::Place {
+                    order_id: order_id.clone(),
+                    cart_id: cart_id.clone(),
+                    customer_id: customer.clone(),
+                    customer_email: format!("{customer}@example.com"),
+                    shipping_address: address(),
+                    lines: vec![OrderLine {
+                        product_id: pid.clone(),
+                        name: format!("Product {p}"),
+                        quantity: qty,
+                        unit_price: eur("9.99"),
+                        line_total: eur("9.99"),
+                    }],
+                    payment_id: payment_id.clone(),
+                    placed_at: now,
+                },
+                OrderCommand::MarkPaid {
+                    payment_id: payment_id.clone(),
+                    amount: eur("9.99"),
+                    at: now,
+                },
+            ],
+            Order::decide,
+            Order::evolve,
+        );
+        let payment_events = decide_in_turn(
+            [
+                PaymentCommand::Request {
+                    payment_id: payment_id.clone(),
+                    order_id: order_id.clone(),
+                    amount: eur("9.99"),
+                },
+                PaymentCommand::RecordIntentCreated {
+                    intent_id: format!("pi_{i}"),
+                },
+                PaymentCommand::RecordSucceeded {
+                    intent_id: format!("pi_{i}"),
+                    charge_id: Some(format!("ch_{i}")),
+                    amount: eur("9.99"),
+                    at: now,
+                },
+            ],
+            Payment::decide,
+            Payment::evolve,
+        );
         let n =
             (cart_events.len() + reserve.len() + order_events.len() + payment_events.len()) as u64;
         commits.push(Commit {
             streams: vec![
-                StreamAppend {
-                    stream: StreamRef::new(domain::StreamType::Cart, cart_id.as_str()),
-                    expected_version: 0,
-                    events: cart_events.iter().map(new_event).collect(),
-                    snapshot: None,
-                },
-                StreamAppend {
-                    stream: StreamRef::new(domain::StreamType::Product, pid.as_str()),
-                    expected_version: product_expected,
-                    events: reserve.iter().map(new_event).collect(),
-                    snapshot: None,
-                },
-                StreamAppend {
-                    stream: StreamRef::new(domain::StreamType::Order, order_id.as_str()),
-                    expected_version: 0,
-                    events: order_events.iter().map(new_event).collect(),
-                    snapshot: None,
-                },
-                StreamAppend {
-                    stream: StreamRef::new(domain::StreamType::Payment, payment_id.as_str()),
-                    expected_version: 0,
-                    events: payment_events.iter().map(new_event).collect(),
-                    snapshot: None,
-                },
+                stream_append(StreamType::Cart, cart_id.as_str(), 0, &cart_events),
+                stream_append(
+                    StreamType::Product,
+                    pid.as_str(),
+                    product_expected,
+                    &reserve,
+                ),
+                stream_append(StreamType::Order, order_id.as_str(), 0, &order_events),
+                stream_append(StreamType::Payment, payment_id.as_str(), 0, &payment_events),
             ],
             idempotency: None,
         });
@@ -654,6 +637,39 @@ async fn fill(store: Arc<SqliteEventStore>, target: u64) {
         }
     }
     flush(&store, commits).await;
+}
+
+/// Decides `commands` in turn on a fresh aggregate, evolving it with each outcome; returns
+/// every event decided.
+fn decide_in_turn<S: Default, C, E, Err: std::fmt::Debug>(
+    commands: impl IntoIterator<Item = C>,
+    decide: impl Fn(&S, C) -> Result<Vec<E>, Err>,
+    evolve: impl Fn(&mut S, &E),
+) -> Vec<E> {
+    let mut state = S::default();
+    let mut events = Vec::new();
+    for command in commands {
+        for e in decide(&state, command).expect("decide") {
+            evolve(&mut state, &e);
+            events.push(e);
+        }
+    }
+    events
+}
+
+/// `events` appended to the stream `id` of `stream_type` after `expected_version`.
+fn stream_append<E: Event>(
+    stream_type: domain::StreamType,
+    id: &str,
+    expected_version: u64,
+    events: &[E],
+) -> StreamAppend {
+    StreamAppend {
+        stream: StreamRef::new(stream_type, id),
+        expected_version,
+        events: events.iter().map(new_event).collect(),
+        snapshot: None,
+    }
 }
 
 async fn flush(store: &Arc<SqliteEventStore>, commits: Vec<Commit>) {

@@ -72,13 +72,8 @@ async fn a_changed_parameter_updates_the_existing_stack() {
     let updated = provision(&cfn, &spec).await.expect("update");
     assert_eq!(updated.change, StackChange::Updated);
     assert_eq!(updated.stack_id, first.stack_id);
-    let described = cfn
-        .describe_stacks()
-        .stack_name(&spec.stack_name)
-        .send()
-        .await
-        .expect("describe_stacks");
-    let parameters = described.stacks()[0].parameters();
+    let stack = moto::describe_stack(&cfn, &spec.stack_name).await;
+    let parameters = stack.parameters();
     let value = |key: &str| {
         parameters
             .iter()
@@ -94,13 +89,7 @@ async fn check_resources_and_run_on_them(config: &aws_config::SdkConfig, names: 
     // Tables, with the events table's stream and time GSI.
     let dynamodb = aws_sdk_dynamodb::Client::new(config);
     moto::assert_tables_exist(&dynamodb, names).await;
-    let events = dynamodb
-        .describe_table()
-        .table_name(&names.events_table)
-        .send()
-        .await
-        .expect("events table");
-    let events = events.table().expect("table description");
+    let events = moto::describe_table(&dynamodb, &names.events_table).await;
     assert!(
         events.latest_stream_arn().is_some(),
         "the events table has a stream"
@@ -119,16 +108,9 @@ async fn check_resources_and_run_on_them(config: &aws_config::SdkConfig, names: 
             .any(|g| g.index_name() == Some(ResourceNames::EVENTS_BY_TIME)),
         "the time GSI exists"
     );
-    let feed = dynamodb
-        .describe_table()
-        .table_name(&names.feed_table)
-        .send()
-        .await
-        .expect("feed table");
+    let feed = moto::describe_table(&dynamodb, &names.feed_table).await;
     assert!(
-        feed.table()
-            .expect("table description")
-            .global_secondary_indexes()
+        feed.global_secondary_indexes()
             .iter()
             .any(|g| g.index_name() == Some(ResourceNames::FEED_BY_HOUR)),
         "the feed's time index exists"

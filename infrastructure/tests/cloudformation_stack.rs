@@ -660,39 +660,40 @@ fn the_services_need_an_image_and_the_load_balancer_its_subnets() {
 /// A call in AWS's JSON protocol to moto (ECS, CloudWatch Logs), whose SDKs this crate does not
 /// use; moto routes a request by the service its signature's scope names.
 async fn moto_json(service: &str, target: &str, body: Value) -> Value {
-    let answer = reqwest::Client::new()
-        .post(&moto::moto().endpoint)
-        .header("Content-Type", "application/x-amz-json-1.1")
+    let request = moto_request(service, "application/x-amz-json-1.1")
         .header("X-Amz-Target", target)
+        .body(body.to_string());
+    let text = success_text(request, target).await;
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{target}: {e}: {text}"))
+}
+
+/// A request to moto, signed for `service`, with a body of `content_type`.
+fn moto_request(service: &str, content_type: &str) -> reqwest::RequestBuilder {
+    reqwest::Client::new()
+        .post(&moto::moto().endpoint)
+        .header("Content-Type", content_type)
         .header("Authorization", authorization(service))
-        .body(body.to_string())
+}
+
+/// Sends `request`, which must succeed, and returns the answer's body; `what` names the call.
+async fn success_text(request: reqwest::RequestBuilder, what: &str) -> String {
+    let answer = request
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{target}: {e}"));
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
     let status = answer.status();
     let text = answer.text().await.expect("an answer");
-    assert!(status.is_success(), "{target}: {status} {text}");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{target}: {e}: {text}"))
+    assert!(status.is_success(), "{what}: {status} {text}");
+    text
 }
 
 /// A call in AWS's query protocol to moto (Elastic Load Balancing v2), answered in XML.
 async fn moto_query(service: &str, form: &[(&str, &str)]) -> String {
-    let answer = reqwest::Client::new()
-        .post(&moto::moto().endpoint)
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .header("Authorization", authorization(service))
-        .body(
-            form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(form)
-                .finish(),
-        )
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{form:?}: {e}"));
-    let status = answer.status();
-    let text = answer.text().await.expect("an answer");
-    assert!(status.is_success(), "{form:?}: {status} {text}");
-    text
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let request = moto_request(service, "application/x-www-form-urlencoded").body(body);
+    success_text(request, &format!("{form:?}")).await
 }
 
 fn authorization(service: &str) -> String {
@@ -716,13 +717,7 @@ async fn deploy(
         .unwrap_or_else(|e| panic!("creating {name}: {e:?}"));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let described = cfn
-            .describe_stacks()
-            .stack_name(name)
-            .send()
-            .await
-            .expect("describe_stacks");
-        let stack = &described.stacks()[0];
+        let stack = moto::describe_stack(cfn, name).await;
         let status = stack.stack_status().map(|s| s.as_str()).unwrap_or_default();
         if !status.ends_with("_IN_PROGRESS") {
             assert_eq!(status, "CREATE_COMPLETE", "{name}: {stack:?}");

@@ -2,18 +2,22 @@
 //! overselling under concurrency, conflict retries, idempotency, snapshots and every process
 //! manager step (including redelivery).
 
+#[path = "support/shop.rs"]
+mod shop;
+
 use commands::FeedCursor;
 use commands::{
-    CachingLoader, Caller, CheckoutInput, CommandContext, CommandError, CommandService, EventStore,
-    IdempotencyKey, Loader, LockingLoader, Metadata, NewProduct, ProcessManagers, ServiceConfig,
-    Shop, StoreLoader, StreamRef, SystemClock,
+    CachingLoader, Caller, CartView, CheckoutReceipt, CommandContext, CommandError, CommandService,
+    EventStore, Executed, IdempotencyKey, Loader, LockingLoader, NewProduct, ProcessManagers,
+    ServiceConfig, Shop, StoreLoader, StreamRef, SystemClock,
 };
 use domain::{
     CustomerId, Money, Order, OrderCommand, OrderStatus, Payment, PaymentCommand, PaymentStatus,
-    Product, ProductCommand, ProductId, Quantity, ShippingAddress, StreamType,
+    Product, ProductCommand, ProductId, Quantity, StreamType,
 };
 use infrastructure::simulated::SimulatedGateway;
 use infrastructure::sqlite::{SqliteEventStore, SqliteOptions};
+use shop::checkout_input;
 use std::sync::Arc;
 
 struct Fixture {
@@ -64,40 +68,24 @@ fn fixture_over(config: ServiceConfig, decorated_loader: bool) -> Fixture {
     }
 }
 
+/// A fixture whose service gives up on a version conflict after `max_attempts` tries.
+fn fixture_with_attempts(max_attempts: u32) -> Fixture {
+    fixture_with(ServiceConfig {
+        max_attempts,
+        ..ServiceConfig::default()
+    })
+}
+
 fn fixture() -> Fixture {
     fixture_with(ServiceConfig::default())
 }
 
 fn ctx() -> CommandContext {
-    CommandContext {
-        metadata: Metadata {
-            correlation_id: "test".into(),
-            ..Metadata::default()
-        },
-        idempotency: None,
-    }
+    shop::context("test")
 }
 
 fn eur(s: &str) -> Money {
     Money::parse(s, "EUR").unwrap()
-}
-
-fn address() -> ShippingAddress {
-    ShippingAddress {
-        name: "Ada Lovelace".into(),
-        line1: "1 Analytical Way".into(),
-        line2: None,
-        city: "London".into(),
-        postal_code: "N1 1AA".into(),
-        country: "GB".into(),
-    }
-}
-
-fn checkout_input() -> CheckoutInput {
-    CheckoutInput {
-        customer_email: "ada@example.com".into(),
-        shipping_address: address(),
-    }
 }
 
 async fn product(f: &Fixture, id: &str, price: &str, stock: u32) {
@@ -116,23 +104,40 @@ async fn product(f: &Fixture, id: &str, price: &str, stock: u32) {
         .unwrap();
 }
 
+async fn add_item(
+    shop: &Shop,
+    ctx: &CommandContext,
+    caller: &Caller,
+    cart: &str,
+    product: &str,
+    quantity: u32,
+) -> Result<Executed<CartView>, CommandError> {
+    let quantity = Quantity::parse(quantity).unwrap();
+    shop.add_item(ctx, caller, cart, product, quantity).await
+}
+
 async fn cart_with(f: &Fixture, customer: &str, items: &[(&str, u32)]) -> (Caller, String) {
     let customer = CustomerId::parse(customer).unwrap();
     let caller = Caller::Customer(customer.clone());
     let cart = f.shop.open_cart(&ctx(), &customer).await.unwrap();
     for (pid, qty) in items {
-        f.shop
-            .add_item(
-                &ctx(),
-                &caller,
-                &cart.value.cart_id,
-                pid,
-                Quantity::parse(*qty).unwrap(),
-            )
+        add_item(&f.shop, &ctx(), &caller, &cart.value.cart_id, pid, *qty)
             .await
             .unwrap();
     }
     (caller, cart.value.cart_id)
+}
+
+/// Product p1 at `price` with `stock` units, and alice's cart holding `quantity` of it (an
+/// empty cart when `quantity` is 0).
+async fn alice_and_p1(f: &Fixture, price: &str, stock: u32, quantity: u32) -> (Caller, String) {
+    product(f, "p1", price, stock).await;
+    let items: &[(&str, u32)] = if quantity == 0 {
+        &[]
+    } else {
+        &[("p1", quantity)]
+    };
+    cart_with(f, "alice", items).await
 }
 
 /// Runs the process managers over everything in the feed, like the worker does.
@@ -153,6 +158,105 @@ async fn order_state(f: &Fixture, id: &str) -> Order {
     state(f, id).await
 }
 
+async fn payment_state(f: &Fixture, id: &str) -> Payment {
+    state(f, id).await
+}
+
+async fn order_version(f: &Fixture, id: &str) -> u64 {
+    f.shop.service().load::<Order>(id).await.unwrap().version
+}
+
+/// Checks the cart out with the usual customer email and address.
+async fn checkout(
+    shop: &Shop,
+    caller: &Caller,
+    cart: &str,
+) -> Result<Executed<CheckoutReceipt>, CommandError> {
+    shop.checkout(&ctx(), caller, cart, checkout_input()).await
+}
+
+/// Checks every cart out at once, each on its own task; the results come in cart order.
+async fn checkout_concurrently(
+    carts: impl IntoIterator<Item = (Arc<Shop>, Caller, String)>,
+) -> Vec<Result<Executed<CheckoutReceipt>, CommandError>> {
+    let tasks: Vec<_> = carts
+        .into_iter()
+        .map(|(shop, caller, cart)| {
+            tokio::spawn(async move { checkout(&shop, &caller, &cart).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    results
+}
+
+/// The ids of an order placed with `checkout_and_pay`.
+struct PaidCheckout {
+    order_id: String,
+    payment_id: String,
+    intent_id: String,
+}
+
+/// Product p1 at 10.00 with 5 in stock, alice's cart with `quantity` of it, and
+/// `checkout_and_pay`; the simulated gateway creates the intent at once.
+async fn checkout_and_pay_p1(f: &Fixture, quantity: u32) -> (Caller, PaidCheckout) {
+    let (caller, cart) = alice_and_p1(f, "10.00", 5, quantity).await;
+    let (receipt, intent) = f
+        .shop
+        .checkout_and_pay(&ctx(), &caller, &cart, checkout_input())
+        .await
+        .unwrap();
+    let intent = intent.expect("the simulated gateway answers at once");
+    let placed = PaidCheckout {
+        order_id: receipt.value.order_id,
+        payment_id: receipt.value.payment_id,
+        intent_id: intent.intent_id,
+    };
+    (caller, placed)
+}
+
+/// Records the provider's word that the payment's intent succeeded with `amount`.
+async fn record_succeeded(
+    f: &Fixture,
+    placed: &PaidCheckout,
+    amount: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) {
+    f.shop
+        .payment_fact(&ctx(), &placed.payment_id, |_| {
+            PaymentCommand::RecordSucceeded {
+                charge_id: None,
+                intent_id: placed.intent_id.clone(),
+                amount: eur(amount),
+                at,
+            }
+        })
+        .await
+        .unwrap();
+}
+
+/// The customer pays the 10.00 of a one-item order: the gateway confirms the intent with a
+/// card, and the success is recorded.
+async fn confirm_and_record_payment(
+    f: &Fixture,
+    placed: &PaidCheckout,
+    at: chrono::DateTime<chrono::Utc>,
+) {
+    f.gateway
+        .confirm(&placed.intent_id, "pm_card_visa")
+        .unwrap();
+    record_succeeded(f, placed, "10.00", at).await;
+}
+
+async fn order_command(f: &Fixture, caller: &Caller, order_id: &str, command: OrderCommand) {
+    f.shop
+        .order_command(&ctx(), caller, order_id, |_| command.clone())
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn checkout_commits_cart_order_stock_and_payment_in_one_commit() {
     let f = fixture();
@@ -160,11 +264,7 @@ async fn checkout_commits_cart_order_stock_and_payment_in_one_commit() {
     product(&f, "p2", "2.50", 5).await;
     let (caller, cart) = cart_with(&f, "alice", &[("p1", 2), ("p2", 1)]).await;
     let head_before = f.store.head().await.unwrap();
-    let receipt = f
-        .shop
-        .checkout(&ctx(), &caller, &cart, checkout_input())
-        .await
-        .unwrap();
+    let receipt = checkout(&f.shop, &caller, &cart).await.unwrap();
     assert_eq!(receipt.value.total, eur("22.50"));
     let commit = receipt.commit.clone().unwrap();
     let mut streams: Vec<StreamType> = commit
@@ -194,10 +294,7 @@ async fn checkout_commits_cart_order_stock_and_payment_in_one_commit() {
     assert_eq!(order.total, Some(eur("22.50")));
     assert_eq!(product_state(&f, "p1").await.available(), 3);
     // A second checkout of the same cart is refused cleanly.
-    let again = f
-        .shop
-        .checkout(&ctx(), &caller, &cart, checkout_input())
-        .await;
+    let again = checkout(&f.shop, &caller, &cart).await;
     assert!(
         matches!(
             again,
@@ -213,28 +310,20 @@ async fn checkout_commits_cart_order_stock_and_payment_in_one_commit() {
 #[tokio::test(flavor = "multi_thread")]
 async fn checkout_uses_the_product_price_not_the_price_seen_in_the_cart() {
     let f = fixture();
-    product(&f, "p1", "10.00", 5).await;
-    let (caller, cart) = cart_with(&f, "alice", &[("p1", 1)]).await;
+    let (caller, cart) = alice_and_p1(&f, "10.00", 5, 1).await;
     f.shop
         .product_command(&ctx(), "p1", |_| ProductCommand::Reprice {
             price: eur("12.00"),
         })
         .await
         .unwrap();
-    let receipt = f
-        .shop
-        .checkout(&ctx(), &caller, &cart, checkout_input())
-        .await
-        .unwrap();
+    let receipt = checkout(&f.shop, &caller, &cart).await.unwrap();
     assert_eq!(receipt.value.total, eur("12.00"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fifty_concurrent_checkouts_of_ten_units_give_ten_orders_and_forty_clean_refusals() {
-    let f = Arc::new(fixture_with(ServiceConfig {
-        max_attempts: 200,
-        ..ServiceConfig::default()
-    }));
+    let f = Arc::new(fixture_with_attempts(200));
     product(&f, "hot", "5.00", 10).await;
     let mut carts = Vec::new();
     for i in 0..50 {
@@ -243,22 +332,15 @@ async fn fifty_concurrent_checkouts_of_ten_units_give_ten_orders_and_forty_clean
     // Two services over one store, like two API processes: each queues its own checkouts on the
     // hot product, and the two race each other through the store's version check.
     let other = Arc::new(second_shop(&f));
-    let mut tasks = Vec::new();
-    for (i, (caller, cart)) in carts.into_iter().enumerate() {
-        let shop = if i % 2 == 0 {
-            f.shop.clone()
-        } else {
-            other.clone()
-        };
-        tasks.push(tokio::spawn(async move {
-            shop.checkout(&ctx(), &caller, &cart, checkout_input())
-                .await
-        }));
-    }
+    let shops = [f.shop.clone(), other];
+    let checkouts = carts
+        .into_iter()
+        .enumerate()
+        .map(|(i, (caller, cart))| (shops[i % 2].clone(), caller, cart));
     let mut ok = 0;
     let mut insufficient = 0;
-    for t in tasks {
-        match t.await.unwrap() {
+    for result in checkout_concurrently(checkouts).await {
+        match result {
             Ok(_) => ok += 1,
             Err(CommandError::Rejected {
                 code: "insufficient_stock",
@@ -288,20 +370,14 @@ async fn fifty_concurrent_checkouts_of_ten_units_give_ten_orders_and_forty_clean
 #[tokio::test(flavor = "multi_thread")]
 async fn a_conflict_that_never_resolves_surfaces_as_conflict() {
     // With a single attempt allowed, a stale expected version can't be retried.
-    let f = fixture_with(ServiceConfig {
-        max_attempts: 1,
-        ..ServiceConfig::default()
-    });
-    product(&f, "p1", "1.00", 100).await;
-    let (caller, cart) = cart_with(&f, "alice", &[]).await;
+    let f = fixture_with_attempts(1);
+    let (caller, cart) = alice_and_p1(&f, "1.00", 100, 0).await;
     let f = Arc::new(f);
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let (f, caller, cart) = (f.clone(), caller.clone(), cart.clone());
         tasks.push(tokio::spawn(async move {
-            f.shop
-                .add_item(&ctx(), &caller, &cart, "p1", Quantity::parse(1).unwrap())
-                .await
+            add_item(&f.shop, &ctx(), &caller, &cart, "p1", 1).await
         }));
     }
     let mut conflicts = 0;
@@ -325,32 +401,15 @@ async fn a_conflict_that_never_resolves_surfaces_as_conflict() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_request() {
     let f = fixture();
-    product(&f, "p1", "1.00", 100).await;
-    let (caller, cart) = cart_with(&f, "alice", &[]).await;
+    let (caller, cart) = alice_and_p1(&f, "1.00", 100, 0).await;
     let keyed = |body: &[u8]| CommandContext {
         idempotency: Some(IdempotencyKey::new("http:alice:add:k1", body)),
         ..ctx()
     };
-    let first = f
-        .shop
-        .add_item(
-            &keyed(b"a"),
-            &caller,
-            &cart,
-            "p1",
-            Quantity::parse(2).unwrap(),
-        )
+    let first = add_item(&f.shop, &keyed(b"a"), &caller, &cart, "p1", 2)
         .await
         .unwrap();
-    let second = f
-        .shop
-        .add_item(
-            &keyed(b"a"),
-            &caller,
-            &cart,
-            "p1",
-            Quantity::parse(2).unwrap(),
-        )
+    let second = add_item(&f.shop, &keyed(b"a"), &caller, &cart, "p1", 2)
         .await
         .unwrap();
     assert!(!first.replayed);
@@ -360,16 +419,7 @@ async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_request
         f.shop.get_cart(&caller, &cart).await.unwrap().lines[0].quantity,
         2
     );
-    let other = f
-        .shop
-        .add_item(
-            &keyed(b"b"),
-            &caller,
-            &cart,
-            "p1",
-            Quantity::parse(3).unwrap(),
-        )
-        .await;
+    let other = add_item(&f.shop, &keyed(b"b"), &caller, &cart, "p1", 3).await;
     assert!(
         matches!(other, Err(CommandError::IdempotencyMismatch)),
         "{other:?}"
@@ -379,24 +429,17 @@ async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_request
 #[tokio::test(flavor = "multi_thread")]
 async fn customers_cannot_reach_each_others_carts_or_orders() {
     let f = fixture();
-    product(&f, "p1", "1.00", 100).await;
-    let (alice, cart) = cart_with(&f, "alice", &[("p1", 1)]).await;
+    let (alice, cart) = alice_and_p1(&f, "1.00", 100, 1).await;
     let bob = Caller::Customer(CustomerId::parse("bob").unwrap());
     assert!(matches!(
         f.shop.get_cart(&bob, &cart).await,
         Err(CommandError::NotFound { .. })
     ));
     assert!(matches!(
-        f.shop
-            .add_item(&ctx(), &bob, &cart, "p1", Quantity::parse(1).unwrap())
-            .await,
+        add_item(&f.shop, &ctx(), &bob, &cart, "p1", 1).await,
         Err(CommandError::NotFound { .. })
     ));
-    let order = f
-        .shop
-        .checkout(&ctx(), &alice, &cart, checkout_input())
-        .await
-        .unwrap();
+    let order = checkout(&f.shop, &alice, &cart).await.unwrap();
     assert!(matches!(
         f.shop.get_order_state(&bob, &order.value.order_id).await,
         Err(CommandError::NotFound { .. })
@@ -442,69 +485,28 @@ async fn snapshots_keep_loads_short_and_equal_to_a_full_replay() {
 #[tokio::test(flavor = "multi_thread")]
 async fn payment_success_marks_the_order_paid_once_even_when_redelivered() {
     let f = fixture();
-    product(&f, "p1", "10.00", 5).await;
-    let (caller, cart) = cart_with(&f, "alice", &[("p1", 1)]).await;
-    let (receipt, intent) = f
-        .shop
-        .checkout_and_pay(&ctx(), &caller, &cart, checkout_input())
-        .await
-        .unwrap();
-    let intent = intent.expect("the simulated gateway answers at once");
-    f.gateway
-        .confirm(&intent.intent_id, "pm_card_visa")
-        .unwrap();
-    let at = chrono::Utc::now();
-    f.shop
-        .payment_fact(&ctx(), &receipt.value.payment_id, |_| {
-            PaymentCommand::RecordSucceeded {
-                charge_id: None,
-                intent_id: intent.intent_id.clone(),
-                amount: eur("10.00"),
-                at,
-            }
-        })
-        .await
-        .unwrap();
+    let (_, placed) = checkout_and_pay_p1(&f, 1).await;
+    confirm_and_record_payment(&f, &placed, chrono::Utc::now()).await;
     let mut pos = FeedCursor::start();
     drain_process_managers(&f, &mut pos).await;
-    let order = order_state(&f, &receipt.value.order_id).await;
+    let order = order_state(&f, &placed.order_id).await;
     assert_eq!(order.status, OrderStatus::Paid);
     // Redeliver every event of the feed: nothing changes.
-    let version_before = f
-        .shop
-        .service()
-        .load::<Order>(&receipt.value.order_id)
-        .await
-        .unwrap()
-        .version;
+    let version_before = order_version(&f, &placed.order_id).await;
     let mut from_zero = FeedCursor::start();
     drain_process_managers(&f, &mut from_zero).await;
-    let version_after = f
-        .shop
-        .service()
-        .load::<Order>(&receipt.value.order_id)
-        .await
-        .unwrap()
-        .version;
-    assert_eq!(version_before, version_after);
+    assert_eq!(version_before, order_version(&f, &placed.order_id).await);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn payment_failure_marks_the_order_and_a_late_failure_after_success_is_ignored() {
     let f = fixture();
-    product(&f, "p1", "10.00", 5).await;
-    let (caller, cart) = cart_with(&f, "alice", &[("p1", 1)]).await;
-    let (receipt, intent) = f
-        .shop
-        .checkout_and_pay(&ctx(), &caller, &cart, checkout_input())
-        .await
-        .unwrap();
-    let intent = intent.unwrap().intent_id;
+    let (_, placed) = checkout_and_pay_p1(&f, 1).await;
     let now = chrono::Utc::now();
     f.shop
-        .payment_fact(&ctx(), &receipt.value.payment_id, |_| {
+        .payment_fact(&ctx(), &placed.payment_id, |_| {
             PaymentCommand::RecordFailed {
-                intent_id: intent.clone(),
+                intent_id: placed.intent_id.clone(),
                 reason: "card_declined".into(),
                 at: now,
             }
@@ -514,23 +516,13 @@ async fn payment_failure_marks_the_order_and_a_late_failure_after_success_is_ign
     let mut pos = FeedCursor::start();
     drain_process_managers(&f, &mut pos).await;
     assert_eq!(
-        order_state(&f, &receipt.value.order_id).await.status,
+        order_state(&f, &placed.order_id).await.status,
         OrderStatus::PaymentFailed
     );
-    f.shop
-        .payment_fact(&ctx(), &receipt.value.payment_id, |_| {
-            PaymentCommand::RecordSucceeded {
-                charge_id: None,
-                intent_id: intent.clone(),
-                amount: eur("10.00"),
-                at: now,
-            }
-        })
-        .await
-        .unwrap();
+    record_succeeded(&f, &placed, "10.00", now).await;
     drain_process_managers(&f, &mut pos).await;
     assert_eq!(
-        order_state(&f, &receipt.value.order_id).await.status,
+        order_state(&f, &placed.order_id).await.status,
         OrderStatus::Paid
     );
 }
@@ -538,24 +530,18 @@ async fn payment_failure_marks_the_order_and_a_late_failure_after_success_is_ign
 #[tokio::test(flavor = "multi_thread")]
 async fn cancelling_an_unpaid_order_releases_its_stock() {
     let f = fixture();
-    product(&f, "p1", "10.00", 5).await;
-    let (caller, cart) = cart_with(&f, "alice", &[("p1", 3)]).await;
-    let receipt = f
-        .shop
-        .checkout(&ctx(), &caller, &cart, checkout_input())
+    let (caller, cart) = alice_and_p1(&f, "10.00", 5, 3).await;
+    let order_id = checkout(&f.shop, &caller, &cart)
         .await
-        .unwrap();
+        .unwrap()
+        .value
+        .order_id;
     assert_eq!(product_state(&f, "p1").await.available(), 2);
-    let at = chrono::Utc::now();
-    f.shop
-        .order_command(&ctx(), &caller, &receipt.value.order_id, |_| {
-            OrderCommand::Cancel {
-                reason: "changed my mind".into(),
-                at,
-            }
-        })
-        .await
-        .unwrap();
+    let cancel = OrderCommand::Cancel {
+        reason: "changed my mind".into(),
+        at: chrono::Utc::now(),
+    };
+    order_command(&f, &caller, &order_id, cancel).await;
     let mut pos = FeedCursor::start();
     drain_process_managers(&f, &mut pos).await;
     assert_eq!(product_state(&f, "p1").await.available(), 5);
@@ -569,49 +555,21 @@ async fn cancelling_an_unpaid_order_releases_its_stock() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cancelling_a_paid_order_refunds_it_and_the_order_ends_refunded() {
     let f = fixture();
-    product(&f, "p1", "10.00", 5).await;
-    let (caller, cart) = cart_with(&f, "alice", &[("p1", 1)]).await;
-    let (receipt, intent) = f
-        .shop
-        .checkout_and_pay(&ctx(), &caller, &cart, checkout_input())
-        .await
-        .unwrap();
-    let intent = intent.unwrap().intent_id;
-    f.gateway.confirm(&intent, "pm_card_visa").unwrap();
+    let (caller, placed) = checkout_and_pay_p1(&f, 1).await;
     let at = chrono::Utc::now();
-    f.shop
-        .payment_fact(&ctx(), &receipt.value.payment_id, |_| {
-            PaymentCommand::RecordSucceeded {
-                charge_id: None,
-                intent_id: intent.clone(),
-                amount: eur("10.00"),
-                at,
-            }
-        })
-        .await
-        .unwrap();
+    confirm_and_record_payment(&f, &placed, at).await;
     let mut pos = FeedCursor::start();
     drain_process_managers(&f, &mut pos).await;
-    f.shop
-        .order_command(&ctx(), &caller, &receipt.value.order_id, |_| {
-            OrderCommand::Cancel {
-                reason: "too slow".into(),
-                at,
-            }
-        })
-        .await
-        .unwrap();
+    let cancel = OrderCommand::Cancel {
+        reason: "too slow".into(),
+        at,
+    };
+    order_command(&f, &caller, &placed.order_id, cancel).await;
     drain_process_managers(&f, &mut pos).await;
-    let payment = f
-        .shop
-        .service()
-        .load::<Payment>(&receipt.value.payment_id)
-        .await
-        .unwrap()
-        .state;
+    let payment = payment_state(&f, &placed.payment_id).await;
     assert_eq!(payment.status, PaymentStatus::Refunded);
     assert_eq!(payment.refunded, Some(eur("10.00")));
-    let order = order_state(&f, &receipt.value.order_id).await;
+    let order = order_state(&f, &placed.order_id).await;
     assert_eq!(order.refunded, Some(eur("10.00")));
     assert_eq!(product_state(&f, "p1").await.available(), 5);
 }
@@ -619,37 +577,16 @@ async fn cancelling_a_paid_order_refunds_it_and_the_order_ends_refunded() {
 #[tokio::test(flavor = "multi_thread")]
 async fn shipping_commits_the_reserved_stock() {
     let f = fixture();
-    product(&f, "p1", "10.00", 5).await;
-    let (caller, cart) = cart_with(&f, "alice", &[("p1", 2)]).await;
-    let (receipt, intent) = f
-        .shop
-        .checkout_and_pay(&ctx(), &caller, &cart, checkout_input())
-        .await
-        .unwrap();
+    let (_, placed) = checkout_and_pay_p1(&f, 2).await;
     let at = chrono::Utc::now();
-    let intent = intent.unwrap().intent_id;
-    f.shop
-        .payment_fact(&ctx(), &receipt.value.payment_id, |_| {
-            PaymentCommand::RecordSucceeded {
-                charge_id: None,
-                intent_id: intent.clone(),
-                amount: eur("20.00"),
-                at,
-            }
-        })
-        .await
-        .unwrap();
+    record_succeeded(&f, &placed, "20.00", at).await;
     let mut pos = FeedCursor::start();
     drain_process_managers(&f, &mut pos).await;
-    f.shop
-        .order_command(&ctx(), &Caller::Staff, &receipt.value.order_id, |_| {
-            OrderCommand::Ship {
-                tracking: Some("TRACK1".into()),
-                at,
-            }
-        })
-        .await
-        .unwrap();
+    let ship = OrderCommand::Ship {
+        tracking: Some("TRACK1".into()),
+        at,
+    };
+    order_command(&f, &Caller::Staff, &placed.order_id, ship).await;
     drain_process_managers(&f, &mut pos).await;
     let p = product_state(&f, "p1").await;
     assert_eq!((p.on_hand, p.reserved(), p.available()), (3, 0, 3));
@@ -658,27 +595,18 @@ async fn shipping_commits_the_reserved_stock() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_payment_that_lands_as_the_order_expires_is_refunded() {
     let f = fixture();
-    product(&f, "p1", "10.00", 5).await;
-    let (caller, cart) = cart_with(&f, "alice", &[("p1", 1)]).await;
-    let (receipt, intent) = f
-        .shop
-        .checkout_and_pay(&ctx(), &caller, &cart, checkout_input())
-        .await
-        .unwrap();
+    let (_, placed) = checkout_and_pay_p1(&f, 1).await;
     let at = chrono::Utc::now();
-    f.shop
-        .order_command(&ctx(), &Caller::Staff, &receipt.value.order_id, |_| {
-            OrderCommand::Expire {
-                at,
-                unpaid_for: chrono::Duration::zero(),
-            }
-        })
-        .await
-        .unwrap();
+    let expire = OrderCommand::Expire {
+        at,
+        unpaid_for: chrono::Duration::zero(),
+    };
+    order_command(&f, &Caller::Staff, &placed.order_id, expire).await;
     // The race: the customer's payment succeeds at the provider just as the order expires, so
     // the process managers' cancellation of the intent is refused and the money arrives late.
-    let intent = intent.unwrap().intent_id;
-    f.gateway.confirm(&intent, "pm_card_visa").unwrap();
+    f.gateway
+        .confirm(&placed.intent_id, "pm_card_visa")
+        .unwrap();
     let mut pos = FeedCursor::start();
     drain_process_managers(&f, &mut pos).await;
     assert_eq!(
@@ -687,31 +615,15 @@ async fn a_payment_that_lands_as_the_order_expires_is_refunded() {
         "expiry released the stock"
     );
     assert_eq!(
-        f.gateway.intent_status(&intent).as_deref(),
+        f.gateway.intent_status(&placed.intent_id).as_deref(),
         Some("succeeded")
     );
-    f.shop
-        .payment_fact(&ctx(), &receipt.value.payment_id, |_| {
-            PaymentCommand::RecordSucceeded {
-                charge_id: None,
-                intent_id: intent.clone(),
-                amount: eur("10.00"),
-                at,
-            }
-        })
-        .await
-        .unwrap();
+    record_succeeded(&f, &placed, "10.00", at).await;
     drain_process_managers(&f, &mut pos).await;
-    let payment = f
-        .shop
-        .service()
-        .load::<Payment>(&receipt.value.payment_id)
-        .await
-        .unwrap()
-        .state;
+    let payment = payment_state(&f, &placed.payment_id).await;
     assert_eq!(payment.status, PaymentStatus::Refunded);
     assert_eq!(
-        order_state(&f, &receipt.value.order_id).await.status,
+        order_state(&f, &placed.order_id).await.status,
         OrderStatus::Expired
     );
 }
@@ -736,7 +648,6 @@ async fn a_stale_state_cache_never_decides_wrong() {
     product(&f, "p2", "2.00", 100).await;
     // The first service caches the cart with p1 in it (version 2).
     let (caller, cart) = cart_with(&f, "alice", &[("p1", 1)]).await;
-    let one = |n| Quantity::parse(n).unwrap();
 
     // Behind its back, the other service removes p1 (version 3).
     other
@@ -744,9 +655,7 @@ async fn a_stale_state_cache_never_decides_wrong() {
         .await
         .unwrap();
     // Deciding on the cached version 2 conflicts; the retry decides on version 3: p1 is new.
-    let added = f
-        .shop
-        .add_item(&ctx(), &caller, &cart, "p1", one(2))
+    let added = add_item(&f.shop, &ctx(), &caller, &cart, "p1", 2)
         .await
         .unwrap();
     assert_eq!(added.value.version, 4);
@@ -756,8 +665,7 @@ async fn a_stale_state_cache_never_decides_wrong() {
     // The other service adds p2 (version 5). On the first service's cached version 4 the cart
     // has no p2, so removing it is refused there; the refusal is re-checked on fresh state,
     // where the removal is valid.
-    other
-        .add_item(&ctx(), &caller, &cart, "p2", one(1))
+    add_item(&other, &ctx(), &caller, &cart, "p2", 1)
         .await
         .unwrap();
     let removed = f
@@ -801,11 +709,8 @@ async fn concurrent_adds_to_one_cart_are_retried_and_all_land_exactly_once() {
         tasks.push(tokio::spawn(async move {
             let mut versions = Vec::new();
             for i in (t * 5)..(t * 5 + 5) {
-                let q = Quantity::parse(i % 3 + 1).unwrap();
                 let pid = format!("p{}", i % 8);
-                let added = f
-                    .shop
-                    .add_item(&ctx(), &caller, &cart, &pid, q)
+                let added = add_item(&f.shop, &ctx(), &caller, &cart, &pid, i % 3 + 1)
                     .await
                     .unwrap();
                 // The answer is the state this command committed: its own line is in it.
@@ -839,9 +744,7 @@ async fn concurrent_adds_to_one_cart_are_retried_and_all_land_exactly_once() {
         let p: usize = line.product_id.as_str()[1..].parse().unwrap();
         assert_eq!(line.quantity, expected[p], "{}", line.product_id);
     }
-    let next = f
-        .shop
-        .add_item(&ctx(), &caller, &cart, "p0", Quantity::parse(1).unwrap())
+    let next = add_item(&f.shop, &ctx(), &caller, &cart, "p0", 1)
         .await
         .unwrap();
     assert_eq!(next.value.version, 42);
@@ -851,8 +754,7 @@ async fn concurrent_adds_to_one_cart_are_retried_and_all_land_exactly_once() {
 async fn the_state_cache_is_not_needed_for_correct_answers() {
     // The same flow with the cache off gives the same versions and lines.
     let f = fixture_over(ServiceConfig::default(), false);
-    product(&f, "p1", "1.00", 100).await;
-    let (caller, cart) = cart_with(&f, "alice", &[("p1", 1)]).await;
+    let (caller, cart) = alice_and_p1(&f, "1.00", 100, 1).await;
     let q = Quantity::parse(3).unwrap();
     let changed = f
         .shop
@@ -866,10 +768,7 @@ async fn the_state_cache_is_not_needed_for_correct_answers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_checkouts_of_hot_products_queue_instead_of_conflicting() {
     // One attempt only: a single version conflict would fail a checkout.
-    let f = Arc::new(fixture_with(ServiceConfig {
-        max_attempts: 1,
-        ..ServiceConfig::default()
-    }));
+    let f = Arc::new(fixture_with_attempts(1));
     product(&f, "hot1", "5.00", 1_000).await;
     product(&f, "hot2", "7.00", 1_000).await;
     let mut carts = Vec::new();
@@ -881,19 +780,11 @@ async fn concurrent_checkouts_of_hot_products_queue_instead_of_conflicting() {
         };
         carts.push(cart_with(&f, &format!("c{i}"), items).await);
     }
-    let mut tasks = Vec::new();
-    for (caller, cart) in carts {
-        let f = f.clone();
-        tasks.push(tokio::spawn(async move {
-            f.shop
-                .checkout(&ctx(), &caller, &cart, checkout_input())
-                .await
-        }));
-    }
-    for t in tasks {
-        t.await
-            .unwrap()
-            .expect("every checkout goes through on its first attempt");
+    let checkouts = carts
+        .into_iter()
+        .map(|(caller, cart)| (f.shop.clone(), caller, cart));
+    for result in checkout_concurrently(checkouts).await {
+        result.expect("every checkout goes through on its first attempt");
     }
     // 11 carts of kind 0, 11 of kind 1, 10 of kind 2.
     let (h1, h2) = (

@@ -5,14 +5,16 @@
 #[path = "support/moto.rs"]
 mod moto;
 
+#[path = "support/history.rs"]
+mod history;
+use history::{rebuild_every_projection, simulated_history};
+
 use commands::FeedCursor;
 use infrastructure::aws::{DynamoReadModelStore, RetryPolicy};
 use projections::testsuite::conformance::{self, add, put, TestProjection, DOCS};
-use projections::testsuite::fixtures::Simulator;
 use projections::testsuite::properties::{assert_same_dump, incremental_equals_rebuild};
-use projections::testsuite::VecEventStore;
 use projections::Query;
-use projections::{all_projections, order_history, rebuild_all, ApplyOutcome, ReadModelStore};
+use projections::{order_history, ApplyOutcome, ReadModelStore};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,53 +33,42 @@ async fn fresh_store() -> DynamoReadModelStore {
     DynamoReadModelStore::new(client, &names, retry())
 }
 
+/// [`fresh_store`] for `conformance::run_all`, which asks for stores synchronously: table
+/// creation is async.
+fn fresh_store_now() -> DynamoReadModelStore {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(fresh_store()))
+}
+
+/// A store for the conformance suite, with nothing else to keep alive.
+fn unguarded(store: Arc<dyn ReadModelStore>) -> (Arc<dyn ReadModelStore>, conformance::Guard) {
+    (store, Box::new(()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_generation_namespaced_in_the_dynamodb_tables_passes_the_conformance_suite() {
     conformance::run_all(|| {
-        let store = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(fresh_store())
-        });
-        (
-            Arc::new(projections::generations::Namespaced::new(
-                Arc::new(store),
-                2,
-            )) as Arc<dyn ReadModelStore>,
-            Box::new(()) as conformance::Guard,
-        )
+        let store = Arc::new(fresh_store_now());
+        unguarded(Arc::new(projections::generations::Namespaced::new(
+            store, 2,
+        )))
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dynamodb_store_passes_the_conformance_suite() {
-    conformance::run_all(|| {
-        // `run_all` asks for stores synchronously; table creation is async.
-        let store = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(fresh_store())
-        });
-        (
-            Arc::new(store) as Arc<dyn ReadModelStore>,
-            Box::new(()) as conformance::Guard,
-        )
-    })
-    .await;
+    conformance::run_all(|| unguarded(Arc::new(fresh_store_now()))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_hot_indexes_the_dynamodb_store_passes_the_conformance_suite() {
     conformance::run_all(|| {
-        let store = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(fresh_store())
-        })
-        .with_hot_indexes([
+        let store = fresh_store_now().with_hot_indexes([
             conformance::BY_GROUP,
             conformance::BY_TAG,
             conformance::OTHER_BY_GROUP,
         ]);
-        (
-            Arc::new(store) as Arc<dyn ReadModelStore>,
-            Box::new(()) as conformance::Guard,
-        )
+        unguarded(Arc::new(store))
     })
     .await;
 }
@@ -184,23 +175,11 @@ async fn a_hot_index_spreads_its_writes_over_shards_and_still_reads_entries_writ
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_projections_build_the_same_documents_on_dynamodb_as_in_memory() {
-    let mut sim = Simulator::new(11);
-    sim.run(60);
-    let events = Arc::new(VecEventStore::with_events(sim.into_events()));
+    let events = simulated_history(11, 60);
     let dynamo = Arc::new(fresh_store().await);
     let memory = Arc::new(projections::MemoryReadModelStore::new());
-    rebuild_all(
-        events.clone(),
-        dynamo.clone(),
-        &all_projections(),
-        97,
-        |_, _| {},
-    )
-    .await
-    .expect("rebuild on dynamodb");
-    rebuild_all(events, memory.clone(), &all_projections(), 97, |_, _| {})
-        .await
-        .expect("rebuild in memory");
+    rebuild_every_projection(events.clone(), dynamo.clone(), 97, "rebuild on dynamodb").await;
+    rebuild_every_projection(events, memory.clone(), 97, "rebuild in memory").await;
     assert_same_dump(
         &dynamo.dump().await.expect("dump"),
         &memory.dump().expect("dump"),

@@ -148,6 +148,25 @@ fn shard(case: &Case, events: &[Vec<EventEnvelope>], relay: usize) -> Vec<EventE
         .collect()
 }
 
+/// Indexes `records` `page` at a time, as relay `relay` does, delivering every page `deliveries`
+/// times.
+async fn index_pages(
+    indexer: &FeedIndexer,
+    records: &[EventEnvelope],
+    page: usize,
+    deliveries: usize,
+    relay: &str,
+) {
+    for chunk in records.chunks(page) {
+        for _ in 0..deliveries {
+            indexer
+                .index(chunk.to_vec())
+                .await
+                .unwrap_or_else(|e| panic!("{relay} indexes: {e}"));
+        }
+    }
+}
+
 async fn run(case: Case) {
     let indexer = fresh_feed(4).await;
     let events: Vec<Vec<EventEnvelope>> = case
@@ -162,43 +181,21 @@ async fn run(case: Case) {
     // delivering pages twice when asked.
     let killed = {
         let (indexer, records, page) = (indexer.clone(), shard0.clone(), case.page);
-        tokio::spawn(async move {
-            for chunk in records.chunks(page) {
-                indexer
-                    .index(chunk.to_vec())
-                    .await
-                    .expect("relay 0 indexes");
-            }
-        })
+        tokio::spawn(async move { index_pages(&indexer, &records, page, 1, "relay 0").await })
     };
     let other = {
-        let (indexer, records, page, twice) = (indexer.clone(), shard1, case.page, case.redeliver);
-        tokio::spawn(async move {
-            for chunk in records.chunks(page) {
-                indexer
-                    .index(chunk.to_vec())
-                    .await
-                    .expect("relay 1 indexes");
-                if twice {
-                    indexer
-                        .index(chunk.to_vec())
-                        .await
-                        .expect("relay 1 re-indexes");
-                }
-            }
-        })
+        let (indexer, page) = (indexer.clone(), case.page);
+        let deliveries = if case.redeliver { 2 } else { 1 };
+        tokio::spawn(
+            async move { index_pages(&indexer, &shard1, page, deliveries, "relay 1").await },
+        )
     };
     tokio::time::sleep(case.kill_after).await;
     killed.abort();
     let _ = killed.await;
     other.await.expect("relay 1");
     // Relay 1 takes relay 0's shard over from its last checkpoint (none: the start).
-    for chunk in shard0.chunks(case.page) {
-        indexer
-            .index(chunk.to_vec())
-            .await
-            .expect("takeover indexes");
-    }
+    index_pages(&indexer, &shard0, case.page, 1, "the takeover").await;
 
     let feed = read_all(&indexer, case.read_page).await;
     let total: u64 = case.streams.iter().sum();

@@ -5,12 +5,23 @@
 //!
 //! The child is this test binary re-executed with [`CHILD_ENV`] set.
 
+#[path = "support/shop.rs"]
+mod shop;
+
+#[path = "support/child.rs"]
+mod child;
+use child::child_test;
+
+#[path = "support/history.rs"]
+mod history;
+use history::rebuild_every_projection;
+
 use commands::FeedCursor;
 use commands::{
-    Caller, CheckoutInput, CommandContext, CommandService, EventStore, Metadata, NewProduct,
-    ServiceConfig, Shop, SystemClock,
+    Caller, CheckoutInput, CommandContext, CommandService, EventStore, NewProduct, ServiceConfig,
+    Shop, SystemClock,
 };
-use domain::{CustomerId, Money, ProductId, Quantity, ShippingAddress};
+use domain::{CustomerId, Money, ProductId, Quantity};
 use infrastructure::simulated::SimulatedGateway;
 use infrastructure::sqlite::SqliteReadModelStore;
 use infrastructure::sqlite::{SqliteEventStore, SqliteOptions};
@@ -18,7 +29,7 @@ use projections::runner::{ProjectionRunner, StepOutcome};
 use projections::{all_projections, ReadModelStore};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,13 +37,7 @@ const CHILD_ENV: &str = "BACKBONE_PROJECTION_CRASH_CHILD_DIR";
 const CHILD_TEST: &str = "projection_crash_child_process";
 
 fn ctx() -> CommandContext {
-    CommandContext {
-        metadata: Metadata {
-            correlation_id: "crash".into(),
-            ..Metadata::default()
-        },
-        idempotency: None,
-    }
+    shop::context("crash")
 }
 
 fn open(dir: &Path) -> (Arc<dyn EventStore>, Arc<SqliteReadModelStore>) {
@@ -139,14 +144,7 @@ async fn child(dir: std::path::PathBuf) {
                     &cart,
                     CheckoutInput {
                         customer_email: format!("c{t}-{i}@example.com"),
-                        shipping_address: ShippingAddress {
-                            name: "N".into(),
-                            line1: "L".into(),
-                            line2: None,
-                            city: "C".into(),
-                            postal_code: "P".into(),
-                            country: "DE".into(),
-                        },
+                        ..shop::checkout_input()
                     },
                 )
                 .await
@@ -170,11 +168,8 @@ async fn catch_up(store: &Arc<dyn EventStore>, models: &Arc<SqliteReadModelStore
 #[tokio::test(flavor = "multi_thread")]
 async fn projections_restarted_after_a_crash_equal_a_clean_rebuild() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let exe = std::env::current_exe().expect("current exe");
-    let mut child = Command::new(exe)
-        .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads=1"])
+    let mut child = child_test(CHILD_TEST)
         .env(CHILD_ENV, dir.path())
-        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn child");
@@ -229,15 +224,7 @@ async fn projections_restarted_after_a_crash_equal_a_clean_rebuild() {
     let fresh = Arc::new(
         SqliteReadModelStore::open(dir.path().join("rebuilt.sqlite")).expect("fresh models"),
     );
-    projections::rebuild_all(
-        store.clone(),
-        fresh.clone(),
-        &all_projections(),
-        1_000,
-        |_, _| {},
-    )
-    .await
-    .expect("rebuild");
+    rebuild_every_projection(store.clone(), fresh.clone(), 1_000, "rebuild").await;
     let rebuilt = fresh.dump().expect("dump");
     assert!(!rebuilt.is_empty());
     assert_eq!(incremental.len(), rebuilt.len(), "same documents");

@@ -7,6 +7,10 @@
 //! The child is this same test binary, re-executed with [`CHILD_DB_ENV`] set, running only
 //! [`crash_writer_child_process`] (which does nothing in a normal test run).
 
+#[path = "support/child.rs"]
+mod child;
+use child::child_test;
+
 use commands::FeedCursor;
 use commands::{
     Actor, AppendOutcome, Commit, EventStore, Idempotency, Metadata, NewEvent, Snapshot,
@@ -18,7 +22,7 @@ use serde_json::json;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const CHILD_DB_ENV: &str = "BACKBONE_SQLITE_CRASH_CHILD_DB";
@@ -149,14 +153,11 @@ fn acknowledged_commits_survive_sigkill_of_the_writer_process() {
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("events.db");
-    let exe = std::env::current_exe().expect("current test binary");
     let mut acknowledged: HashSet<String> = HashSet::new();
     for round in 0..3usize {
-        let mut child = Command::new(&exe)
-            .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads=1"])
+        let mut child = child_test(CHILD_TEST)
             .env(CHILD_DB_ENV, &path)
             .env(CHILD_ROUND_ENV, round.to_string())
-            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn the writer child");

@@ -6,11 +6,13 @@
 use commands::EventStore;
 use infrastructure::sqlite::SqliteReadModelStore;
 use projections::testsuite::conformance;
-use projections::testsuite::fixtures::Simulator;
 use projections::testsuite::properties::incremental_equals_rebuild;
-use projections::testsuite::VecEventStore;
-use projections::{all_projections, order_history, rebuild_all, ProjectionRunner, ReadModelStore};
+use projections::{all_projections, order_history, ProjectionRunner, ReadModelStore};
 use std::sync::Arc;
+
+#[path = "support/history.rs"]
+mod history;
+use history::{rebuild, rebuild_every_projection, simulated_history};
 
 #[path = "support/size_watch.rs"]
 mod size_watch;
@@ -18,6 +20,24 @@ use size_watch::SizeWatch;
 
 fn file_store(dir: &tempfile::TempDir, name: &str) -> SqliteReadModelStore {
     SqliteReadModelStore::open(dir.path().join(name)).expect("open read model file")
+}
+
+/// `models` holds what a rebuild of `rebuilt` (the projections) from `store` into a fresh file
+/// of `dir` holds; `what` names the comparison.
+async fn assert_equals_a_rebuild(
+    models: &SqliteReadModelStore,
+    store: Arc<dyn EventStore>,
+    rebuilt: &[Arc<dyn projections::Projection>],
+    dir: &tempfile::TempDir,
+    what: &str,
+) {
+    let fresh = Arc::new(file_store(dir, "rebuilt.sqlite"));
+    rebuild(store, fresh.clone(), rebuilt, 1000, "rebuild").await;
+    projections::testsuite::properties::assert_same_dump(
+        &models.dump().expect("dump"),
+        &fresh.dump().expect("dump"),
+        what,
+    );
 }
 
 #[tokio::test]
@@ -64,23 +84,11 @@ async fn incremental_in_any_order_equals_rebuild_from_zero_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_and_memory_stores_build_identical_documents() {
-    let mut sim = Simulator::new(11);
-    sim.run(250);
-    let store = Arc::new(VecEventStore::with_events(sim.into_events()));
+    let store = simulated_history(11, 250);
     let sqlite = Arc::new(SqliteReadModelStore::open_in_memory().expect("open"));
     let memory = Arc::new(projections::MemoryReadModelStore::new());
-    rebuild_all(
-        store.clone(),
-        sqlite.clone(),
-        &all_projections(),
-        97,
-        |_, _| {},
-    )
-    .await
-    .expect("rebuild sqlite");
-    rebuild_all(store, memory.clone(), &all_projections(), 97, |_, _| {})
-        .await
-        .expect("rebuild memory");
+    rebuild_every_projection(store.clone(), sqlite.clone(), 97, "rebuild sqlite").await;
+    rebuild_every_projection(store, memory.clone(), 97, "rebuild memory").await;
     projections::testsuite::properties::assert_same_dump(
         &sqlite.dump().expect("dump"),
         &memory.dump().expect("dump"),
@@ -91,10 +99,7 @@ async fn sqlite_and_memory_stores_build_identical_documents() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documents_and_checkpoints_survive_a_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut sim = Simulator::new(5);
-    sim.run(80);
-    let events = sim.into_events();
-    let store = Arc::new(VecEventStore::with_events(events));
+    let store = simulated_history(5, 80);
     let head = store.head().await.expect("head");
     {
         let models = Arc::new(file_store(&dir, "readmodels.sqlite"));
@@ -126,9 +131,7 @@ async fn documents_and_checkpoints_survive_a_reopen() {
 async fn concurrent_batches_of_one_projection_lose_no_update() {
     use projections::testsuite::fixtures::{unordered_delivery, Rng};
     for seed in 0..4_u64 {
-        let mut sim = Simulator::new(100 + seed);
-        sim.run(120);
-        let store = Arc::new(VecEventStore::with_events(sim.into_events()));
+        let store = simulated_history(100 + seed, 120);
         let feed = store.all();
         let dir = tempfile::tempdir().expect("tempdir");
         let models = Arc::new(file_store(&dir, "concurrent.sqlite"));
@@ -155,15 +158,8 @@ async fn concurrent_batches_of_one_projection_lose_no_update() {
         for task in tasks {
             task.await.expect("task");
         }
-        let rebuilt = Arc::new(file_store(&dir, "rebuilt.sqlite"));
-        rebuild_all(store, rebuilt.clone(), &[projection], 1000, |_, _| {})
-            .await
-            .expect("rebuild");
-        projections::testsuite::properties::assert_same_dump(
-            &models.dump().expect("dump"),
-            &rebuilt.dump().expect("dump"),
-            "concurrent deliveries vs rebuild",
-        );
+        let what = "concurrent deliveries vs rebuild";
+        assert_equals_a_rebuild(&models, store, &[projection], &dir, what).await;
     }
 }
 
@@ -172,9 +168,7 @@ async fn concurrent_batches_of_one_projection_lose_no_update() {
 /// (at most every 100 ms): the WAL must stay small, and the documents must still equal a rebuild.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_wal_stays_small_while_projections_read_and_write() {
-    let mut sim = Simulator::new(77);
-    sim.run(4000);
-    let store = Arc::new(VecEventStore::with_events(sim.into_events()));
+    let store = simulated_history(77, 4000);
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("readmodels.sqlite");
     let models = Arc::new(SqliteReadModelStore::open(&path).expect("open"));
@@ -206,22 +200,11 @@ async fn the_wal_stays_small_while_projections_read_and_write() {
     }
     done.store(true, std::sync::atomic::Ordering::Release);
     let reads = reader.await.expect("reader");
-    let largest = wal.stop();
+    wal.stop_and_assert_below(20 * 1024 * 1024, "the read-model WAL");
     assert!(
         reads > 10,
         "a reader kept reading during the batches: {reads}"
     );
-    assert!(
-        largest < 20 * 1024 * 1024,
-        "the read-model WAL stayed small: it reached {largest} bytes"
-    );
-    let rebuilt = Arc::new(file_store(&dir, "rebuilt.sqlite"));
-    rebuild_all(store, rebuilt.clone(), &all_projections(), 1000, |_, _| {})
-        .await
-        .expect("rebuild");
-    projections::testsuite::properties::assert_same_dump(
-        &models.dump().expect("dump"),
-        &rebuilt.dump().expect("dump"),
-        "steady batches vs rebuild",
-    );
+    let what = "steady batches vs rebuild";
+    assert_equals_a_rebuild(&models, store, &all_projections(), &dir, what).await;
 }

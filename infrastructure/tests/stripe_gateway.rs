@@ -5,7 +5,7 @@
 
 mod stripe_support;
 
-use commands::{CreateIntent, GatewayError, PaymentGateway, RefundRequest};
+use commands::{CreateIntent, GatewayError, PaymentGateway};
 use domain::{OrderId, PaymentId, PaymentStatus};
 use infrastructure::stripe::{SecretKey, StripeConfig, StripeGateway};
 use std::sync::Arc;
@@ -97,7 +97,7 @@ async fn persistent_server_errors_end_as_transient_after_the_configured_attempts
         .create_intent(intent_request())
         .await
         .unwrap_err();
-    assert!(matches!(err, GatewayError::Transient(_)), "{err:?}");
+    assert_matches!(err, GatewayError::Transient(_));
     assert_eq!(server.requests().len(), 3);
 }
 
@@ -131,7 +131,7 @@ async fn an_unreachable_stripe_is_transient() {
         .create_intent(intent_request())
         .await
         .unwrap_err();
-    assert!(matches!(err, GatewayError::Transient(_)), "{err:?}");
+    assert_matches!(err, GatewayError::Transient(_));
 }
 
 #[tokio::test]
@@ -176,12 +176,9 @@ async fn an_unknown_intent_or_one_without_a_secret_has_no_client_secret() {
     .await;
     let g = gateway(&server.url, 3);
     let missing = g.client_secret("pi_missing").await.unwrap_err();
-    assert!(
-        matches!(missing, GatewayError::Rejected(ref m) if m.contains("resource_missing")),
-        "{missing:?}"
-    );
+    assert_matches!(missing, GatewayError::Rejected(m) if m.contains("resource_missing"));
     let without = g.client_secret("pi_2").await.unwrap_err();
-    assert!(matches!(without, GatewayError::Rejected(_)), "{without:?}");
+    assert_matches!(without, GatewayError::Rejected(_));
     assert_eq!(server.requests().len(), 2, "a 4xx is not retried");
 }
 
@@ -193,13 +190,12 @@ async fn a_refund_posts_the_intent_amount_and_the_deterministic_key() {
     )])
     .await;
     let result = gateway(&server.url, 3)
-        .refund(RefundRequest {
-            payment_id: PaymentId::parse("pay_123").unwrap(),
-            order_id: OrderId::parse("ord_123").unwrap(),
-            intent_id: "pi_1".into(),
-            amount: eur("4.00"),
-            idempotency_key: "refund:pay_123:support:k1".into(),
-        })
+        .refund(refund_request(
+            "123",
+            "pi_1",
+            "4.00",
+            "refund:pay_123:support:k1",
+        ))
         .await
         .unwrap();
     assert_eq!(result.refund_id, "re_1");
@@ -219,13 +215,7 @@ async fn a_refund_posts_the_intent_amount_and_the_deterministic_key() {
 async fn a_refund_without_a_status_is_pending() {
     let server = ScriptedServer::start(vec![(200, r#"{"id":"re_2"}"#.into())]).await;
     let result = gateway(&server.url, 1)
-        .refund(RefundRequest {
-            payment_id: PaymentId::parse("pay_1").unwrap(),
-            order_id: OrderId::parse("ord_1").unwrap(),
-            intent_id: "pi_1".into(),
-            amount: eur("1.00"),
-            idempotency_key: "k".into(),
-        })
+        .refund(refund_request("1", "pi_1", "1.00", "k"))
         .await
         .unwrap();
     assert_eq!(result.status, "pending");

@@ -8,9 +8,11 @@
 mod stripe_support;
 
 use commands::FeedCursor;
-use commands::{Metadata, PaymentGateway, WebhookOutcome};
+use commands::{
+    CancelIntent, ConfirmIntent, CreatedIntent, GatewayError, PaymentGateway, WebhookOutcome,
+};
 use domain::{OrderStatus, PaymentStatus};
-use infrastructure::stripe::{WebhookVerifier, SIGNATURE_HEADER};
+use infrastructure::stripe::{StripeGateway, WebhookVerifier, SIGNATURE_HEADER};
 use std::sync::Arc;
 use std::time::Duration;
 use stripe_support::*;
@@ -29,19 +31,48 @@ fn intent_request(n: &str, amount: &str) -> commands::CreateIntent {
     }
 }
 
+/// Creates the intent of payment `pay_ls_<n>` through our gateway.
+async fn create_intent(gateway: &StripeGateway, n: &str, amount: &str) -> CreatedIntent {
+    gateway
+        .create_intent(intent_request(n, amount))
+        .await
+        .unwrap()
+}
+
+/// The intent as localstripe holds it.
+async fn intent_at_stripe(ls: &LocalStripe, intent_id: &str) -> serde_json::Value {
+    ls.get(&format!("/v1/payment_intents/{intent_id}")).await
+}
+
+fn confirm_request(intent_id: &str, payment_method: &str, key: &str) -> ConfirmIntent {
+    ConfirmIntent {
+        intent_id: intent_id.into(),
+        payment_method: payment_method.into(),
+        idempotency_key: key.into(),
+    }
+}
+
+fn cancel_request(intent_id: &str, key: &str) -> CancelIntent {
+    CancelIntent {
+        intent_id: intent_id.into(),
+        idempotency_key: key.into(),
+    }
+}
+
+/// The gateway's answer is a rejection: nothing a retry would change.
+#[track_caller]
+fn assert_rejected<T: std::fmt::Debug>(result: Result<T, GatewayError>) {
+    assert_matches!(result, Err(GatewayError::Rejected(_)));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_gateway_creates_an_intent_with_our_metadata_and_refunds_it_partially() {
     let ls = LocalStripe::start().await;
     let gateway = ls.gateway();
-    let created = gateway
-        .create_intent(intent_request("1", "19.99"))
-        .await
-        .unwrap();
+    let created = create_intent(&gateway, "1", "19.99").await;
     assert!(created.intent_id.starts_with("pi_"), "{created:?}");
     assert!(created.client_secret.starts_with(&created.intent_id));
-    let intent = ls
-        .get(&format!("/v1/payment_intents/{}", created.intent_id))
-        .await;
+    let intent = intent_at_stripe(&ls, &created.intent_id).await;
     assert_eq!(intent["amount"], 1999);
     assert_eq!(intent["currency"], "eur");
     assert_eq!(intent["metadata"]["payment_id"], "pay_ls_1");
@@ -53,45 +84,35 @@ async fn the_gateway_creates_an_intent_with_our_metadata_and_refunds_it_partiall
 
     // Confirming passes the method on: a declined card is a rejection, a good one succeeds.
     // (localstripe keeps no idempotency keys, so a replay is checked at the API instead.)
-    let confirm = |method: &str, key: &str| commands::ConfirmIntent {
-        intent_id: created.intent_id.clone(),
-        payment_method: method.into(),
-        idempotency_key: key.into(),
-    };
-    let other = gateway
-        .create_intent(intent_request("2", "1.00"))
-        .await
-        .unwrap();
-    let declined = gateway
-        .confirm_intent(commands::ConfirmIntent {
-            intent_id: other.intent_id,
-            payment_method: "pm_card_chargeCustomerFail".into(),
-            idempotency_key: "confirm:pay_ls_2:a".into(),
-        })
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(declined, commands::GatewayError::Rejected(_)),
-        "{declined:?}"
+    let other = create_intent(&gateway, "2", "1.00").await;
+    assert_rejected(
+        gateway
+            .confirm_intent(confirm_request(
+                &other.intent_id,
+                "pm_card_chargeCustomerFail",
+                "confirm:pay_ls_2:a",
+            ))
+            .await,
     );
     let confirmed = gateway
-        .confirm_intent(confirm("pm_card_visa", "confirm:pay_ls_1:b"))
+        .confirm_intent(confirm_request(
+            &created.intent_id,
+            "pm_card_visa",
+            "confirm:pay_ls_1:b",
+        ))
         .await
         .unwrap();
     assert_eq!(confirmed.intent_id, created.intent_id);
     assert_eq!(confirmed.status, "succeeded");
-    let at_stripe = ls
-        .get(&format!("/v1/payment_intents/{}", created.intent_id))
-        .await;
+    let at_stripe = intent_at_stripe(&ls, &created.intent_id).await;
     assert_eq!(at_stripe["status"], "succeeded", "{at_stripe}");
     let refund = gateway
-        .refund(commands::RefundRequest {
-            payment_id: domain::PaymentId::parse("pay_ls_1").unwrap(),
-            order_id: domain::OrderId::parse("ord_ls_1").unwrap(),
-            intent_id: created.intent_id.clone(),
-            amount: eur("5.00"),
-            idempotency_key: "refund:pay_ls_1:support:r1".into(),
-        })
+        .refund(refund_request(
+            "ls_1",
+            &created.intent_id,
+            "5.00",
+            "refund:pay_ls_1:support:r1",
+        ))
         .await
         .unwrap();
     assert!(refund.refund_id.starts_with("re_"), "{refund:?}");
@@ -99,19 +120,10 @@ async fn the_gateway_creates_an_intent_with_our_metadata_and_refunds_it_partiall
     assert_eq!(refund.amount, eur("5.00"));
 
     // Refunding an intent that does not exist is a rejection, not something to retry.
-    let err = gateway
-        .refund(commands::RefundRequest {
-            payment_id: domain::PaymentId::parse("pay_ls_1").unwrap(),
-            order_id: domain::OrderId::parse("ord_ls_1").unwrap(),
-            intent_id: "pi_missing".into(),
-            amount: eur("1.00"),
-            idempotency_key: "k".into(),
-        })
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, commands::GatewayError::Rejected(_)),
-        "{err:?}"
+    assert_rejected(
+        gateway
+            .refund(refund_request("ls_1", "pi_missing", "1.00", "k"))
+            .await,
     );
 }
 
@@ -120,19 +132,12 @@ async fn the_gateway_creates_an_intent_with_our_metadata_and_refunds_it_partiall
 async fn the_gateway_retrieves_the_client_secret_of_an_intent() {
     let ls = LocalStripe::start().await;
     let gateway = ls.gateway();
-    let created = gateway
-        .create_intent(intent_request("s1", "4.00"))
-        .await
-        .unwrap();
+    let created = create_intent(&gateway, "s1", "4.00").await;
     assert_eq!(
         gateway.client_secret(&created.intent_id).await.unwrap(),
         created.client_secret
     );
-    let missing = gateway.client_secret("pi_missing").await.unwrap_err();
-    assert!(
-        matches!(missing, commands::GatewayError::Rejected(_)),
-        "{missing:?}"
-    );
+    assert_rejected(gateway.client_secret("pi_missing").await);
 }
 
 /// An expired order's intent is canceled at Stripe; one that succeeded cannot be.
@@ -140,45 +145,28 @@ async fn the_gateway_retrieves_the_client_secret_of_an_intent() {
 async fn the_gateway_cancels_an_unpaid_intent_and_cannot_cancel_a_paid_one() {
     let ls = LocalStripe::start().await;
     let gateway = ls.gateway();
-    let unpaid = gateway
-        .create_intent(intent_request("c1", "3.00"))
-        .await
-        .unwrap();
+    let unpaid = create_intent(&gateway, "c1", "3.00").await;
     let canceled = gateway
-        .cancel_intent(commands::CancelIntent {
-            intent_id: unpaid.intent_id.clone(),
-            idempotency_key: "cancel:pay_ls_c1".into(),
-        })
+        .cancel_intent(cancel_request(&unpaid.intent_id, "cancel:pay_ls_c1"))
         .await
         .unwrap();
     assert_eq!(canceled.status, "canceled");
-    let at_stripe = ls
-        .get(&format!("/v1/payment_intents/{}", unpaid.intent_id))
-        .await;
+    let at_stripe = intent_at_stripe(&ls, &unpaid.intent_id).await;
     assert_eq!(at_stripe["status"], "canceled", "{at_stripe}");
 
-    let paid = gateway
-        .create_intent(intent_request("c2", "3.00"))
-        .await
-        .unwrap();
+    let paid = create_intent(&gateway, "c2", "3.00").await;
     gateway
-        .confirm_intent(commands::ConfirmIntent {
-            intent_id: paid.intent_id.clone(),
-            payment_method: "pm_card_visa".into(),
-            idempotency_key: "confirm:pay_ls_c2:a".into(),
-        })
+        .confirm_intent(confirm_request(
+            &paid.intent_id,
+            "pm_card_visa",
+            "confirm:pay_ls_c2:a",
+        ))
         .await
         .unwrap();
-    let refused = gateway
-        .cancel_intent(commands::CancelIntent {
-            intent_id: paid.intent_id.clone(),
-            idempotency_key: "cancel:pay_ls_c2".into(),
-        })
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(refused, commands::GatewayError::Rejected(_)),
-        "{refused:?}"
+    assert_rejected(
+        gateway
+            .cancel_intent(cancel_request(&paid.intent_id, "cancel:pay_ls_c2"))
+            .await,
     );
 }
 
@@ -206,11 +194,7 @@ async fn webhook_of_type(
             .verify_and_parse(r.header(SIGNATURE_HEADER), &r.body, chrono::Utc::now())
             .unwrap_or_else(|e| panic!("localstripe's signed webhook refused: {e}"))
             .into();
-        let outcome = app
-            .payments
-            .apply(&event, Metadata::default())
-            .await
-            .unwrap();
+        let outcome = apply(app, &event).await;
         if event.event_type == event_type {
             return outcome;
         }
@@ -235,10 +219,7 @@ async fn localstripe_webhooks_verify_and_move_our_payments_and_a_partial_refund_
     assert_eq!(ls.confirm(&intent, "pm_card_visa").await, 200);
     let mut cursor = 0;
     let outcome = webhook_of_type(&receiver, &mut cursor, "payment_intent.succeeded", &app).await;
-    assert!(
-        matches!(outcome, WebhookOutcome::Applied { .. }),
-        "{outcome:?}"
-    );
+    assert_matches!(outcome, WebhookOutcome::Applied { .. });
     drain_process_managers(&app, &mut after).await;
     assert_eq!(
         payment(&app, &paid.payment_id).await.status,
@@ -261,10 +242,7 @@ async fn localstripe_webhooks_verify_and_move_our_payments_and_a_partial_refund_
         &app,
     )
     .await;
-    assert!(
-        matches!(outcome, WebhookOutcome::Applied { .. }),
-        "{outcome:?}"
-    );
+    assert_matches!(outcome, WebhookOutcome::Applied { .. });
     drain_process_managers(&app, &mut after).await;
     let p = payment(&app, &declined.payment_id).await;
     assert_eq!(p.status, PaymentStatus::Failed);

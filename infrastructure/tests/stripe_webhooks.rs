@@ -5,14 +5,17 @@
 
 mod stripe_support;
 
-use commands::{IgnoredReason, Metadata, PaymentRefs, ProviderFact, WebhookOutcome};
+use commands::{
+    CommandError, IgnoredReason, PaymentRefs, ProviderEvent, ProviderFact, RefundReceipt,
+    WebhookOutcome,
+};
 use domain::{OrderStatus, PaymentStatus};
 use infrastructure::simulated::SimulatedGateway;
 use infrastructure::stripe::testing::{
     charge_refunded_event, dispute_event, payment_intent_event, DisputeSpec, IntentSpec,
 };
 use infrastructure::stripe::{
-    parse_verified, sign_for_test, ParsedWith, WebhookError, WebhookVerifier,
+    parse_verified, sign_for_test, ParsedWith, StripeEvent, WebhookError, WebhookVerifier,
 };
 use proptest::prelude::*;
 use std::sync::Arc;
@@ -74,7 +77,7 @@ fn every_payment_intent_and_charge_fixture_verifies_and_parses_into_the_right_fa
         (
             "06_charge.dispute.created.json",
             ParsedWith::Typed,
-            ProviderFact::DisputeCreated {
+            ProviderFact::DisputeCreated(commands::Dispute {
                 dispute_id: "dp_1Pgc71B7WZ01zgkWMevJiAUx".into(),
                 intent_id: None,
                 charge_id: Some("ch_1PgafuB7WZ01zgkWXYmPNZs8".into()),
@@ -83,7 +86,7 @@ fn every_payment_intent_and_charge_fixture_verifies_and_parses_into_the_right_fa
                 amount_minor: Some(1000),
                 currency: Some("usd".into()),
                 refs: none(),
-            },
+            }),
         ),
         (
             "08_payment_intent.succeeded_api_2020-08-27.json",
@@ -192,37 +195,54 @@ fn an_event_type_we_handle_with_an_unreadable_object_is_refused_loudly() {
 
 // ----- verification ---------------------------------------------------------------------------
 
-fn verifier() -> WebhookVerifier {
-    WebhookVerifier::new([SECRET]).unwrap()
+/// What a verifier of [`SECRET`] says about `body` under `header`, now.
+fn verify(header: Option<&str>, body: &[u8]) -> Result<i64, WebhookError> {
+    WebhookVerifier::new([SECRET])
+        .unwrap()
+        .verify(header, body, now())
+}
+
+/// [`verify`], then the parse of the verified body.
+fn verify_and_parse(header: Option<&str>, body: &[u8]) -> Result<StripeEvent, WebhookError> {
+    WebhookVerifier::new([SECRET])
+        .unwrap()
+        .verify_and_parse(header, body, now())
+}
+
+/// The verifier found no signature by one of its secrets over exactly this body.
+#[track_caller]
+fn assert_no_matching_signature<T: std::fmt::Debug>(result: Result<T, WebhookError>) {
+    match result {
+        Err(WebhookError::NoMatchingSignature) => {}
+        other => panic!("expected NoMatchingSignature, got {other:?}"),
+    }
+}
+
+/// A `Stripe-Signature` header for `body` by `secret`, timestamped `offset` seconds from now.
+fn signed(secret: &str, offset: i64, body: &[u8]) -> String {
+    sign_for_test(secret, now().timestamp() + offset, body)
 }
 
 #[test]
 fn a_tampered_body_is_refused() {
     let body = fixture("02_payment_intent.succeeded.json");
-    let header = sign_for_test(SECRET, now().timestamp(), &body);
+    let header = signed(SECRET, 0, &body);
     let mut tampered = body.clone();
     let at = tampered.windows(4).position(|w| w == b"1099").unwrap();
     tampered[at] = b'9';
-    assert_eq!(
-        verifier().verify_and_parse(Some(&header), &tampered, now()),
-        Err(WebhookError::NoMatchingSignature)
-    );
+    assert_no_matching_signature(verify_and_parse(Some(&header), &tampered));
     // A single added byte is enough.
     let mut longer = body.clone();
     longer.push(b'\n');
-    assert_eq!(
-        verifier().verify(Some(&header), &longer, now()),
-        Err(WebhookError::NoMatchingSignature)
-    );
+    assert_no_matching_signature(verify(Some(&header), &longer));
 }
 
 #[test]
 fn a_stale_or_future_timestamp_is_refused_within_300_seconds_accepted() {
     let body = fixture("02_payment_intent.succeeded.json");
-    let t = now().timestamp();
     for (offset, ok) in [(-301, false), (-299, true), (299, true), (301, false)] {
-        let header = sign_for_test(SECRET, t + offset, &body);
-        let result = verifier().verify(Some(&header), &body, now());
+        let header = signed(SECRET, offset, &body);
+        let result = verify(Some(&header), &body);
         if ok {
             assert!(result.is_ok(), "offset {offset}: {result:?}");
         } else {
@@ -238,11 +258,11 @@ fn a_stale_or_future_timestamp_is_refused_within_300_seconds_accepted() {
 fn a_missing_or_malformed_header_is_refused() {
     let body = fixture("02_payment_intent.succeeded.json");
     assert_eq!(
-        verifier().verify_and_parse(None, &body, now()),
+        verify_and_parse(None, &body),
         Err(WebhookError::MissingHeader)
     );
     assert!(matches!(
-        verifier().verify_and_parse(Some("v1=abc"), &body, now()),
+        verify_and_parse(Some("v1=abc"), &body),
         Err(WebhookError::MalformedHeader(_))
     ));
 }
@@ -250,11 +270,8 @@ fn a_missing_or_malformed_header_is_refused() {
 #[test]
 fn a_signature_by_another_secret_is_refused() {
     let body = fixture("02_payment_intent.succeeded.json");
-    let header = sign_for_test("whsec_someone_else", now().timestamp(), &body);
-    assert_eq!(
-        verifier().verify_and_parse(Some(&header), &body, now()),
-        Err(WebhookError::NoMatchingSignature)
-    );
+    let header = signed("whsec_someone_else", 0, &body);
+    assert_no_matching_signature(verify_and_parse(Some(&header), &body));
 }
 
 #[test]
@@ -272,96 +289,142 @@ fn rotation_accepts_either_configured_secret_and_any_of_several_signatures() {
     let several = format!("t={t},v1={},v0=ignored,v1={}", v1(&stranger), v1(&by_new));
     assert!(both.verify(Some(&several), &body, now()).is_ok());
     let new_only = WebhookVerifier::new(["whsec_new"]).unwrap();
-    assert_eq!(
-        new_only.verify(Some(&by_old), &body, now()),
-        Err(WebhookError::NoMatchingSignature)
-    );
+    assert_no_matching_signature(new_only.verify(Some(&by_old), &body, now()));
 }
 
 // ----- applying facts against SQLite ----------------------------------------------------------
 
-fn spec<'a>(placed: &'a Placed, intent_id: &'a str) -> IntentSpec<'a> {
-    IntentSpec {
-        intent_id,
-        amount_minor: 2000,
-        currency: "eur",
-        payment_id: Some(&placed.payment_id),
-        order_id: Some(&placed.order_id),
-    }
+/// One order placed through a simulated gateway, and the webhooks about its intent.
+struct Paying {
+    app: Arc<App>,
+    placed: Placed,
+    intent: String,
+    /// The order total in minor units (10.00 EUR an item), as the intent carries it.
+    amount_minor: i64,
+    /// When the events about it are created, in Unix seconds.
+    t: i64,
 }
 
-fn sim_app() -> App {
-    app(Arc::new(SimulatedGateway::new()))
+impl Paying {
+    /// `quantity` items at 10.00 EUR on a fresh app over the simulated gateway.
+    async fn start(quantity: u32) -> Self {
+        Self::place(Arc::new(app(Arc::new(SimulatedGateway::new()))), quantity).await
+    }
+
+    async fn place(app: Arc<App>, quantity: u32) -> Self {
+        let placed = place_order(&app, quantity).await;
+        let intent = placed.intent_id.clone().unwrap();
+        Self {
+            app,
+            placed,
+            intent,
+            amount_minor: i64::from(quantity) * 1000,
+            t: now().timestamp(),
+        }
+    }
+
+    /// Our intent with our metadata, as Stripe reports it back.
+    fn spec(&self) -> IntentSpec<'_> {
+        IntentSpec {
+            intent_id: &self.intent,
+            amount_minor: self.amount_minor,
+            currency: "eur",
+            payment_id: Some(&self.placed.payment_id),
+            order_id: Some(&self.placed.order_id),
+        }
+    }
+
+    /// A signed `payment_intent.*` event about our intent, verified as the route does.
+    fn intent_event(&self, event_id: &str, event_type: &str) -> ProviderEvent {
+        provider_event(&payment_intent_event(
+            event_id,
+            event_type,
+            &self.spec(),
+            self.t,
+            None,
+        ))
+    }
+
+    /// A signed `charge.refunded` with the cumulative `refunded_minor`, verified.
+    fn refund_event(
+        &self,
+        event_id: &str,
+        charge_id: &str,
+        refunded_minor: i64,
+        refund_id: &str,
+        created: i64,
+    ) -> ProviderEvent {
+        provider_event(&charge_refunded_event(
+            event_id,
+            &self.spec(),
+            charge_id,
+            refunded_minor,
+            Some(refund_id),
+            created,
+        ))
+    }
+
+    async fn apply(&self, event: &ProviderEvent) -> WebhookOutcome {
+        apply(&self.app, event).await
+    }
+
+    async fn payment(&self) -> domain::Payment {
+        payment(&self.app, &self.placed.payment_id).await
+    }
+
+    /// The order after the process managers caught up with the feed.
+    async fn order_after_process_managers(&self) -> domain::Order {
+        let mut after = commands::FeedCursor::start();
+        drain_process_managers(&self.app, &mut after).await;
+        order(&self.app, &self.placed.order_id).await
+    }
+
+    async fn refund_order(
+        &self,
+        amount: Option<&str>,
+        key: &str,
+    ) -> Result<RefundReceipt, CommandError> {
+        let amount = amount.map(eur);
+        self.app
+            .payments
+            .refund_order(&ctx(), &self.placed.order_id, amount, key)
+            .await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_same_event_delivered_twice_has_one_effect() {
-    let app = sim_app();
-    let placed = place_order(&app, 2).await;
-    let intent = placed.intent_id.clone().unwrap();
-    let t = now().timestamp();
-    let body = payment_intent_event(
-        "evt_twice",
-        "payment_intent.succeeded",
-        &spec(&placed, &intent),
-        t,
-        None,
+    let p = Paying::start(2).await;
+    let event = p.intent_event("evt_twice", "payment_intent.succeeded");
+    let first = p.apply(&event).await;
+    assert_matches!(
+        first,
+        WebhookOutcome::Applied { status, .. } if status == "succeeded"
     );
-    let event = provider_event(&body);
-    let first = app
-        .payments
-        .apply(&event, Metadata::default())
-        .await
-        .unwrap();
-    assert!(
-        matches!(&first, WebhookOutcome::Applied { status, .. } if status == "succeeded"),
-        "{first:?}"
-    );
-    let before = payment_events(&app, &placed.payment_id).await;
-    let second = app
-        .payments
-        .apply(&event, Metadata::default())
-        .await
-        .unwrap();
-    assert!(
-        matches!(second, WebhookOutcome::Duplicate { .. }),
-        "{second:?}"
-    );
-    assert_eq!(payment_events(&app, &placed.payment_id).await, before);
+    let before = payment_events(&p.app, &p.placed.payment_id).await;
+    let second = p.apply(&event).await;
+    assert_matches!(second, WebhookOutcome::Duplicate { .. });
+    assert_eq!(payment_events(&p.app, &p.placed.payment_id).await, before);
     assert_eq!(
         before.iter().filter(|e| *e == "PaymentSucceeded").count(),
         1
     );
-    let recorded = app.store.idempotency("stripe:evt_twice").await.unwrap();
+    let recorded = p.app.store.idempotency("stripe:evt_twice").await.unwrap();
     assert!(recorded.is_some(), "the event id is recorded");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_concurrent_deliveries_of_one_event_have_exactly_one_effect() {
-    let app = Arc::new(sim_app());
+    let app = Arc::new(app(Arc::new(SimulatedGateway::new())));
     for round in 0..10 {
-        let placed = place_order(&app, 1).await;
-        let intent = placed.intent_id.clone().unwrap();
-        let t = now().timestamp();
-        let spec = IntentSpec {
-            amount_minor: 1000,
-            ..spec(&placed, &intent)
-        };
-        let event = provider_event(&payment_intent_event(
-            &format!("evt_race_{round}"),
-            "payment_intent.succeeded",
-            &spec,
-            t,
-            None,
-        ));
+        let p = Paying::place(app.clone(), 1).await;
+        let event = p.intent_event(&format!("evt_race_{round}"), "payment_intent.succeeded");
         let (a, b) = {
             let (app1, app2) = (app.clone(), app.clone());
             let (e1, e2) = (event.clone(), event.clone());
-            let h1 =
-                tokio::spawn(async move { app1.payments.apply(&e1, Metadata::default()).await });
-            let h2 =
-                tokio::spawn(async move { app2.payments.apply(&e2, Metadata::default()).await });
-            (h1.await.unwrap().unwrap(), h2.await.unwrap().unwrap())
+            let h1 = tokio::spawn(async move { apply(&app1, &e1).await });
+            let h2 = tokio::spawn(async move { apply(&app2, &e2).await });
+            (h1.await.unwrap(), h2.await.unwrap())
         };
         let applied = [&a, &b]
             .iter()
@@ -374,7 +437,7 @@ async fn two_concurrent_deliveries_of_one_event_have_exactly_one_effect() {
                 .any(|o| matches!(o, WebhookOutcome::Duplicate { .. })),
             "round {round}: the loser gets the replay: {a:?} / {b:?}"
         );
-        let events = payment_events(&app, &placed.payment_id).await;
+        let events = payment_events(&app, &p.placed.payment_id).await;
         assert_eq!(
             events,
             vec![
@@ -389,306 +452,167 @@ async fn two_concurrent_deliveries_of_one_event_have_exactly_one_effect() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fact_that_changes_nothing_still_records_the_event_id() {
-    let app = sim_app();
-    let placed = place_order(&app, 2).await;
-    let intent = placed.intent_id.clone().unwrap();
-    let t = now().timestamp();
-    let s = spec(&placed, &intent);
-    let ok = provider_event(&payment_intent_event(
-        "evt_ok",
-        "payment_intent.succeeded",
-        &s,
-        t,
-        None,
-    ));
-    app.payments.apply(&ok, Metadata::default()).await.unwrap();
+    let p = Paying::start(2).await;
+    p.apply(&p.intent_event("evt_ok", "payment_intent.succeeded"))
+        .await;
     // Late: requires_action after success is a no-op, but the delivery is remembered.
-    let late = provider_event(&payment_intent_event(
-        "evt_late",
-        "payment_intent.requires_action",
-        &s,
-        t,
-        None,
-    ));
-    let outcome = app
-        .payments
-        .apply(&late, Metadata::default())
-        .await
-        .unwrap();
-    assert!(
-        matches!(outcome, WebhookOutcome::NoChange { .. }),
-        "{outcome:?}"
-    );
-    assert!(app
+    let late = p.intent_event("evt_late", "payment_intent.requires_action");
+    let outcome = p.apply(&late).await;
+    assert_matches!(outcome, WebhookOutcome::NoChange { .. });
+    assert!(p
+        .app
         .store
         .idempotency("stripe:evt_late")
         .await
         .unwrap()
         .is_some());
-    let again = app
-        .payments
-        .apply(&late, Metadata::default())
-        .await
-        .unwrap();
-    assert!(
-        matches!(again, WebhookOutcome::Duplicate { .. }),
-        "{again:?}"
-    );
+    let again = p.apply(&late).await;
+    assert_matches!(again, WebhookOutcome::Duplicate { .. });
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn charge_refunded_resolves_the_payment_by_intent_and_records_cumulative_totals() {
-    let app = sim_app();
-    let placed = place_order(&app, 2).await;
-    let intent = placed.intent_id.clone().unwrap();
-    let t = now().timestamp();
-    let s = spec(&placed, &intent);
-    let ok = provider_event(&payment_intent_event(
-        "evt_s",
-        "payment_intent.succeeded",
-        &s,
-        t,
-        None,
-    ));
-    app.payments.apply(&ok, Metadata::default()).await.unwrap();
+    let p = Paying::start(2).await;
+    p.apply(&p.intent_event("evt_s", "payment_intent.succeeded"))
+        .await;
 
-    let partial = provider_event(&charge_refunded_event(
-        "evt_r1",
-        &s,
-        "ch_1",
-        300,
-        Some("re_1"),
-        t,
-    ));
-    let outcome = app
-        .payments
-        .apply(&partial, Metadata::default())
-        .await
-        .unwrap();
-    assert!(
-        matches!(&outcome, WebhookOutcome::Applied { status, .. } if status == "partially_refunded"),
-        "{outcome:?}"
+    let partial = p.refund_event("evt_r1", "ch_1", 300, "re_1", p.t);
+    let outcome = p.apply(&partial).await;
+    assert_matches!(
+        outcome,
+        WebhookOutcome::Applied { status, .. } if status == "partially_refunded"
     );
     // A dashboard refund of the rest: cumulative 2000.
-    let rest = provider_event(&charge_refunded_event(
-        "evt_r2",
-        &s,
-        "ch_1",
-        2000,
-        Some("re_2"),
-        t + 1,
-    ));
-    app.payments
-        .apply(&rest, Metadata::default())
-        .await
-        .unwrap();
-    let p = payment(&app, &placed.payment_id).await;
-    assert_eq!(p.status, PaymentStatus::Refunded);
-    assert_eq!(p.refunded, Some(eur("20.00")));
+    p.apply(&p.refund_event("evt_r2", "ch_1", 2000, "re_2", p.t + 1))
+        .await;
+    let payment = p.payment().await;
+    assert_eq!(payment.status, PaymentStatus::Refunded);
+    assert_eq!(payment.refunded, Some(eur("20.00")));
 
-    let mut after = commands::FeedCursor::start();
-    drain_process_managers(&app, &mut after).await;
-    let o = order(&app, &placed.order_id).await;
+    let o = p.order_after_process_managers().await;
     assert_eq!(o.status, OrderStatus::Refunded);
     assert_eq!(o.refunded, Some(eur("20.00")));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_declined_payment_fails_the_payment_and_the_order_follows() {
-    let app = sim_app();
-    let placed = place_order(&app, 1).await;
-    let intent = placed.intent_id.clone().unwrap();
-    let s = IntentSpec {
-        amount_minor: 1000,
-        ..spec(&placed, &intent)
-    };
+    let p = Paying::start(1).await;
     let failed = provider_event(&payment_intent_event(
         "evt_f",
         "payment_intent.payment_failed",
-        &s,
-        now().timestamp(),
+        &p.spec(),
+        p.t,
         Some("insufficient_funds"),
     ));
-    app.payments
-        .apply(&failed, Metadata::default())
-        .await
-        .unwrap();
-    let p = payment(&app, &placed.payment_id).await;
-    assert_eq!(p.status, PaymentStatus::Failed);
-    assert_eq!(p.failure_reason.as_deref(), Some("insufficient_funds"));
-    let mut after = commands::FeedCursor::start();
-    drain_process_managers(&app, &mut after).await;
+    p.apply(&failed).await;
+    let payment = p.payment().await;
+    assert_eq!(payment.status, PaymentStatus::Failed);
     assert_eq!(
-        order(&app, &placed.order_id).await.status,
+        payment.failure_reason.as_deref(),
+        Some("insufficient_funds")
+    );
+    assert_eq!(
+        p.order_after_process_managers().await.status,
         OrderStatus::PaymentFailed
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn events_about_other_payments_and_unknown_types_are_ignored() {
-    let app = sim_app();
-    place_order(&app, 1).await;
+    let p = Paying::start(1).await;
     // A real Stripe fixture: not one of our intents, no metadata of ours.
-    for name in [
-        "02_payment_intent.succeeded.json",
-        "05_charge.refunded.json",
-        "06_charge.dispute.created.json",
-        "12_payment_intent.succeeded_localstripe_api_2017-08-15.json",
-    ] {
-        let outcome = app
-            .payments
-            .apply(&provider_event(&fixture(name)), Metadata::default())
-            .await
-            .unwrap();
-        assert_eq!(
-            outcome,
-            WebhookOutcome::Ignored {
-                reason: IgnoredReason::UnknownPayment
-            },
-            "{name}"
-        );
+    let cases = [
+        (
+            "02_payment_intent.succeeded.json",
+            IgnoredReason::UnknownPayment,
+        ),
+        ("05_charge.refunded.json", IgnoredReason::UnknownPayment),
+        (
+            "06_charge.dispute.created.json",
+            IgnoredReason::UnknownPayment,
+        ),
+        (
+            "12_payment_intent.succeeded_localstripe_api_2017-08-15.json",
+            IgnoredReason::UnknownPayment,
+        ),
+        (
+            "01_plan_created_fixture_event_verbatim.json",
+            IgnoredReason::UnknownType,
+        ),
+    ];
+    for (name, reason) in cases {
+        let outcome = p.apply(&provider_event(&fixture(name))).await;
+        assert_eq!(outcome, WebhookOutcome::Ignored { reason }, "{name}");
     }
-    let outcome = app
-        .payments
-        .apply(
-            &provider_event(&fixture("01_plan_created_fixture_event_verbatim.json")),
-            Metadata::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        outcome,
-        WebhookOutcome::Ignored {
-            reason: IgnoredReason::UnknownType
-        }
-    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fact_the_payment_refuses_is_acknowledged_as_rejected_not_retried() {
-    let app = sim_app();
-    let placed = place_order(&app, 1).await;
+    let p = Paying::start(1).await;
     // Our payment id, but another intent: the payment already has one on record.
     let s = IntentSpec {
-        amount_minor: 1000,
-        ..spec(&placed, "pi_not_this_one")
+        intent_id: "pi_not_this_one",
+        ..p.spec()
     };
     let event = provider_event(&payment_intent_event(
         "evt_wrong_intent",
         "payment_intent.succeeded",
         &s,
-        now().timestamp(),
+        p.t,
         None,
     ));
-    let outcome = app
-        .payments
-        .apply(&event, Metadata::default())
-        .await
-        .unwrap();
-    assert!(
-        matches!(outcome, WebhookOutcome::Rejected { .. }),
-        "{outcome:?}"
-    );
-    assert_eq!(
-        payment(&app, &placed.payment_id).await.status,
-        PaymentStatus::IntentCreated
-    );
+    let outcome = p.apply(&event).await;
+    assert_matches!(outcome, WebhookOutcome::Rejected { .. });
+    assert_eq!(p.payment().await.status, PaymentStatus::IntentCreated);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_localstripe_payload_resolves_our_payment_through_its_order_id() {
-    let app = sim_app();
-    let placed = place_order(&app, 1).await;
-    let intent = placed.intent_id.clone().unwrap();
+    let p = Paying::start(1).await;
     // Fixture 12 with our order id and intent: only `metadata.order_id`, no payment id.
     let mut raw: serde_json::Value = serde_json::from_slice(&fixture(
         "12_payment_intent.succeeded_localstripe_api_2017-08-15.json",
     ))
     .unwrap();
-    raw["data"]["object"]["id"] = intent.clone().into();
+    raw["data"]["object"]["id"] = p.intent.clone().into();
     raw["data"]["object"]["amount"] = 1000.into();
-    raw["data"]["object"]["metadata"]["order_id"] = placed.order_id.clone().into();
+    raw["data"]["object"]["metadata"]["order_id"] = p.placed.order_id.clone().into();
     let body = serde_json::to_vec(&raw).unwrap();
-    let outcome = app
-        .payments
-        .apply(&provider_event(&body), Metadata::default())
-        .await
-        .unwrap();
-    assert!(
-        matches!(outcome, WebhookOutcome::Applied { .. }),
-        "{outcome:?}"
-    );
-    let p = payment(&app, &placed.payment_id).await;
-    assert_eq!(p.status, PaymentStatus::Succeeded);
-    assert_eq!(p.captured, Some(eur("10.00")));
+    let outcome = p.apply(&provider_event(&body)).await;
+    assert_matches!(outcome, WebhookOutcome::Applied { .. });
+    let payment = p.payment().await;
+    assert_eq!(payment.status, PaymentStatus::Succeeded);
+    assert_eq!(payment.captured, Some(eur("10.00")));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_support_refund_is_recorded_once_whether_the_answer_or_the_webhook_comes_first() {
     let sim = Arc::new(SimulatedGateway::new());
-    let app = app(sim.clone());
-    let placed = place_order(&app, 2).await;
-    let intent = placed.intent_id.clone().unwrap();
-    let t = now().timestamp();
-    let s = spec(&placed, &intent);
+    let p = Paying::place(Arc::new(app(sim.clone())), 2).await;
     // The simulated provider takes the money, then the webhook tells us.
-    sim.confirm(&intent, "pm_card_visa").unwrap();
-    let ok = provider_event(&payment_intent_event(
-        "evt_paid",
-        "payment_intent.succeeded",
-        &s,
-        t,
-        None,
-    ));
-    app.payments.apply(&ok, Metadata::default()).await.unwrap();
+    sim.confirm(&p.intent, "pm_card_visa").unwrap();
+    p.apply(&p.intent_event("evt_paid", "payment_intent.succeeded"))
+        .await;
 
-    let receipt = app
-        .payments
-        .refund_order(&ctx(), &placed.order_id, Some(eur("4.00")), "support-req-1")
-        .await
-        .unwrap();
+    let receipt = p.refund_order(Some("4.00"), "support-req-1").await.unwrap();
     assert_eq!(receipt.status, "succeeded");
     assert_eq!(receipt.amount, eur("4.00"));
     let refund_id = receipt.refund_id.clone().unwrap();
-    let p = payment(&app, &placed.payment_id).await;
-    assert_eq!(p.status, PaymentStatus::PartiallyRefunded);
-    assert_eq!(p.refunded, Some(eur("4.00")));
+    let payment = p.payment().await;
+    assert_eq!(payment.status, PaymentStatus::PartiallyRefunded);
+    assert_eq!(payment.refunded, Some(eur("4.00")));
 
     // Stripe's charge.refunded for the same refund arrives afterwards: nothing more happens.
-    let webhook = provider_event(&charge_refunded_event(
-        "evt_ch_r",
-        &s,
-        "ch_9",
-        400,
-        Some(&refund_id),
-        t,
-    ));
-    let outcome = app
-        .payments
-        .apply(&webhook, Metadata::default())
-        .await
-        .unwrap();
-    assert!(
-        matches!(outcome, WebhookOutcome::NoChange { .. }),
-        "{outcome:?}"
-    );
+    let webhook = p.refund_event("evt_ch_r", "ch_9", 400, &refund_id, p.t);
+    let outcome = p.apply(&webhook).await;
+    assert_matches!(outcome, WebhookOutcome::NoChange { .. });
     // The support request repeated: the first receipt, no second refund.
-    let again = app
-        .payments
-        .refund_order(&ctx(), &placed.order_id, Some(eur("4.00")), "support-req-1")
-        .await
-        .unwrap();
+    let again = p.refund_order(Some("4.00"), "support-req-1").await.unwrap();
     assert_eq!(again, receipt);
     // The same key with another amount is a different request.
-    let mismatch = app
-        .payments
-        .refund_order(&ctx(), &placed.order_id, Some(eur("5.00")), "support-req-1")
-        .await;
-    assert!(matches!(
-        mismatch,
-        Err(commands::CommandError::IdempotencyMismatch)
-    ));
-    let refunded_events = payment_events(&app, &placed.payment_id)
+    let mismatch = p.refund_order(Some("5.00"), "support-req-1").await;
+    assert!(matches!(mismatch, Err(CommandError::IdempotencyMismatch)));
+    let refunded_events = payment_events(&p.app, &p.placed.payment_id)
         .await
         .into_iter()
         .filter(|e| e == "PaymentRefunded")
@@ -697,86 +621,35 @@ async fn a_support_refund_is_recorded_once_whether_the_answer_or_the_webhook_com
 
     // Webhook first: a dashboard refund of 6.00 reported before a support refund asks for more
     // than what is left.
-    let dash = provider_event(&charge_refunded_event(
-        "evt_dash",
-        &s,
-        "ch_9",
-        1000,
-        Some("re_dash"),
-        t + 5,
-    ));
-    app.payments
-        .apply(&dash, Metadata::default())
-        .await
-        .unwrap();
-    let too_much = app
-        .payments
-        .refund_order(
-            &ctx(),
-            &placed.order_id,
-            Some(eur("10.01")),
-            "support-req-2",
-        )
+    p.apply(&p.refund_event("evt_dash", "ch_9", 1000, "re_dash", p.t + 5))
         .await;
+    let too_much = p.refund_order(Some("10.01"), "support-req-2").await;
     assert!(
         matches!(
             too_much,
-            Err(commands::CommandError::Rejected {
+            Err(CommandError::Rejected {
                 code: "refund_exceeds_paid",
                 ..
             })
         ),
         "{too_much:?}"
     );
-    let rest = app
-        .payments
-        .refund_order(&ctx(), &placed.order_id, None, "support-req-3")
-        .await
-        .unwrap();
+    let rest = p.refund_order(None, "support-req-3").await.unwrap();
     assert_eq!(rest.amount, eur("10.00"));
-    assert_eq!(
-        payment(&app, &placed.payment_id).await.status,
-        PaymentStatus::Refunded
-    );
+    assert_eq!(p.payment().await.status, PaymentStatus::Refunded);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refund_before_the_success_it_implies_ends_refunded_and_the_order_follows() {
-    let app = sim_app();
-    let placed = place_order(&app, 2).await;
-    let intent = placed.intent_id.clone().unwrap();
-    let t = now().timestamp();
-    let s = spec(&placed, &intent);
-    let refund = provider_event(&charge_refunded_event(
-        "evt_r",
-        &s,
-        "ch_1",
-        2000,
-        Some("re_1"),
-        t,
-    ));
-    app.payments
-        .apply(&refund, Metadata::default())
-        .await
-        .unwrap();
-    let ok = provider_event(&payment_intent_event(
-        "evt_s",
-        "payment_intent.succeeded",
-        &s,
-        t,
-        None,
-    ));
-    let outcome = app.payments.apply(&ok, Metadata::default()).await.unwrap();
-    assert!(
-        matches!(outcome, WebhookOutcome::NoChange { .. }),
-        "{outcome:?}"
-    );
-    let p = payment(&app, &placed.payment_id).await;
-    assert_eq!(p.status, PaymentStatus::Refunded);
-    let mut after = commands::FeedCursor::start();
-    drain_process_managers(&app, &mut after).await;
+    let p = Paying::start(2).await;
+    p.apply(&p.refund_event("evt_r", "ch_1", 2000, "re_1", p.t))
+        .await;
+    let ok = p.intent_event("evt_s", "payment_intent.succeeded");
+    let outcome = p.apply(&ok).await;
+    assert_matches!(outcome, WebhookOutcome::NoChange { .. });
+    assert_eq!(p.payment().await.status, PaymentStatus::Refunded);
     assert_eq!(
-        order(&app, &placed.order_id).await.status,
+        p.order_after_process_managers().await.status,
         OrderStatus::Refunded
     );
 }
@@ -802,8 +675,8 @@ const STEPS: [Step; 6] = [
     Step::Disputed,
 ];
 
-fn body_for(step: Step, placed: &Placed, intent: &str, t: i64) -> Vec<u8> {
-    let s = spec(placed, intent);
+fn body_for(step: Step, p: &Paying) -> Vec<u8> {
+    let (s, t) = (p.spec(), p.t);
     match step {
         Step::RequiresAction => {
             payment_intent_event("evt_ra", "payment_intent.requires_action", &s, t, None)
@@ -820,7 +693,7 @@ fn body_for(step: Step, placed: &Placed, intent: &str, t: i64) -> Vec<u8> {
             &DisputeSpec {
                 dispute_id: "dp_1",
                 charge_id: "ch_1",
-                intent_id: Some(intent),
+                intent_id: Some(&p.intent),
                 amount_minor: s.amount_minor,
                 currency: s.currency,
                 reason: "fraudulent",
@@ -844,17 +717,9 @@ struct Final {
 }
 
 async fn run_sequence(steps: &[Step]) -> Final {
-    let app = sim_app();
-    let placed = place_order(&app, 2).await;
-    let intent = placed.intent_id.clone().unwrap();
-    let t = now().timestamp();
+    let p = Paying::start(2).await;
     for step in steps {
-        let event = provider_event(&body_for(*step, &placed, &intent, t));
-        let outcome = app
-            .payments
-            .apply(&event, Metadata::default())
-            .await
-            .unwrap();
+        let outcome = p.apply(&provider_event(&body_for(*step, &p))).await;
         assert!(
             !matches!(
                 outcome,
@@ -863,15 +728,13 @@ async fn run_sequence(steps: &[Step]) -> Final {
             "{step:?}: {outcome:?}"
         );
     }
-    let mut after = commands::FeedCursor::start();
-    drain_process_managers(&app, &mut after).await;
-    let p = payment(&app, &placed.payment_id).await;
-    let o = order(&app, &placed.order_id).await;
+    let o = p.order_after_process_managers().await;
+    let payment = p.payment().await;
     Final {
-        payment_status: p.status,
-        captured: p.captured,
-        refunded: p.refunded,
-        dispute: p.dispute.map(|d| (d.dispute_id, d.status)),
+        payment_status: payment.status,
+        captured: payment.captured,
+        refunded: payment.refunded,
+        dispute: payment.dispute.map(|d| (d.dispute_id, d.status)),
         order_status: o.status,
         order_paid: o.paid,
         order_refunded: o.refunded,

@@ -10,7 +10,7 @@ use crate::paging::Page;
 use crate::store::{
     DocTx, IndexEntry, Projection, ProjectionError, Query, ReadModelError, ReadModelStore,
 };
-use crate::util::{decode, from_body};
+use crate::util::{decode, from_body, get_typed, listed};
 use commands::EventEnvelope;
 use domain::{Money, ProductEvent, ProductId, ProductStatus, StreamType};
 use serde::{Deserialize, Serialize};
@@ -186,6 +186,9 @@ fn apply_product(doc: &mut Option<ProductView>, e: ProductEvent, sequence: u64) 
         ProductEvent::ProductRepriced { price, .. } => view.price = price,
         ProductEvent::ProductRestocked {
             on_hand, available, ..
+        }
+        | ProductEvent::StockAdjusted {
+            on_hand, available, ..
         } => {
             view.on_hand = on_hand;
             view.available = available;
@@ -225,12 +228,6 @@ fn apply_product(doc: &mut Option<ProductView>, e: ProductEvent, sequence: u64) 
             view.description = description;
             view.category = category;
         }
-        ProductEvent::StockAdjusted {
-            on_hand, available, ..
-        } => {
-            view.on_hand = on_hand;
-            view.available = available;
-        }
     }
     view.version = sequence;
     true
@@ -241,11 +238,7 @@ pub async fn get_product(
     models: &dyn ReadModelStore,
     product_id: &str,
 ) -> Result<Option<ProductView>, ReadModelError> {
-    models
-        .get(PRODUCTS, product_id)
-        .await?
-        .map(|body| from_body(PRODUCTS, product_id, body))
-        .transpose()
+    get_typed(models, PRODUCTS, product_id).await
 }
 
 /// The categories with products on sale, by name, with their counts, at most `limit`.
@@ -277,7 +270,7 @@ pub async fn list_products(
         models,
         query,
         after,
-        |body| from_body(PRODUCTS, "(listed)", body).map(Some),
+        listed(PRODUCTS),
         ProductView::sort_key,
     )
     .await

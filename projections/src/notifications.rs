@@ -14,7 +14,7 @@ use crate::erasure;
 use crate::store::{
     DocTx, IndexEntry, Projection, ProjectionError, Query, ReadModelError, ReadModelStore,
 };
-use crate::util::{decode, from_body, sort_time};
+use crate::util::{decode, from_body, get_typed, listed, sort_time};
 use chrono::{DateTime, Utc};
 use commands::EventEnvelope;
 use domain::{
@@ -608,10 +608,33 @@ fn insert_sorted(ids: &mut Vec<String>, id: String) {
     }
 }
 
-fn views(docs: Vec<serde_json::Value>) -> Result<Vec<NotificationView>, ReadModelError> {
-    docs.into_iter()
+/// The notifications `query` lists.
+async fn views(
+    models: &dyn ReadModelStore,
+    query: Query<'_>,
+) -> Result<Vec<NotificationView>, ReadModelError> {
+    models
+        .query(query)
+        .await?
+        .into_iter()
         .map(|body| from_body(NOTIFICATIONS, "(listed)", body))
         .collect()
+}
+
+/// The page of the notifications `query` lists after the cursor `after`.
+async fn page_of_views(
+    models: &dyn ReadModelStore,
+    query: Query<'_>,
+    after: Option<&str>,
+) -> Result<crate::Page<NotificationView>, ReadModelError> {
+    crate::paging::page(
+        models,
+        query,
+        after,
+        listed(NOTIFICATIONS),
+        NotificationView::sort_key,
+    )
+    .await
 }
 
 /// One notification by id.
@@ -619,11 +642,7 @@ pub async fn get_notification(
     models: &dyn ReadModelStore,
     notification_id: &str,
 ) -> Result<Option<NotificationView>, ReadModelError> {
-    models
-        .get(NOTIFICATIONS, notification_id)
-        .await?
-        .map(|body| from_body(NOTIFICATIONS, notification_id, body))
-        .transpose()
+    get_typed(models, NOTIFICATIONS, notification_id).await
 }
 
 /// A customer's notifications, newest first, at most `limit`.
@@ -633,14 +652,8 @@ pub async fn list_notifications_for_customer(
     limit: usize,
     after: Option<&str>,
 ) -> Result<crate::Page<NotificationView>, ReadModelError> {
-    crate::paging::page(
-        models,
-        Query::new(BY_CUSTOMER, customer_id, limit).descending(),
-        after,
-        |body| from_body(NOTIFICATIONS, "(listed)", body).map(Some),
-        NotificationView::sort_key,
-    )
-    .await
+    let query = Query::new(BY_CUSTOMER, customer_id, limit).descending();
+    page_of_views(models, query, after).await
 }
 
 /// Notifications whose next attempt is due at `now`, the most overdue first, at most `limit`
@@ -652,11 +665,8 @@ pub async fn due_notifications(
 ) -> Result<Vec<NotificationView>, ReadModelError> {
     // The sort key starts with the due time, and `~` sorts after every character of an id.
     let until = format!("{}#~", sort_time(&now));
-    views(
-        models
-            .query(Query::new(PENDING, PENDING_PARTITION, limit).between(None, Some(&until)))
-            .await?,
-    )
+    let query = Query::new(PENDING, PENDING_PARTITION, limit).between(None, Some(&until));
+    views(models, query).await
 }
 
 /// Notifications still to be delivered (pending or retrying), soonest due first, at most
@@ -665,11 +675,7 @@ pub async fn pending_notifications(
     models: &dyn ReadModelStore,
     limit: usize,
 ) -> Result<Vec<NotificationView>, ReadModelError> {
-    views(
-        models
-            .query(Query::new(PENDING, PENDING_PARTITION, limit))
-            .await?,
-    )
+    views(models, Query::new(PENDING, PENDING_PARTITION, limit)).await
 }
 
 /// Notifications given up on, newest first: the page of `limit` after the cursor `after`.
@@ -678,12 +684,6 @@ pub async fn failed_notifications(
     limit: usize,
     after: Option<&str>,
 ) -> Result<crate::Page<NotificationView>, ReadModelError> {
-    crate::paging::page(
-        models,
-        Query::new(FAILED, FAILED_PARTITION, limit).descending(),
-        after,
-        |body| from_body(NOTIFICATIONS, "(listed)", body).map(Some),
-        NotificationView::sort_key,
-    )
-    .await
+    let query = Query::new(FAILED, FAILED_PARTITION, limit).descending();
+    page_of_views(models, query, after).await
 }

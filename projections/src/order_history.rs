@@ -22,7 +22,7 @@ use crate::erasure;
 use crate::store::{
     DocTx, IndexEntry, Projection, ProjectionError, Query, ReadModelError, ReadModelStore,
 };
-use crate::util::{decode, from_body, order_sort, payment_order};
+use crate::util::{decode, from_body, get_typed, order_sort, payment_order};
 use chrono::{DateTime, Utc};
 use commands::EventEnvelope;
 use domain::{
@@ -364,8 +364,8 @@ pub async fn get_order(
     models: &dyn ReadModelStore,
     order_id: &str,
 ) -> Result<Option<OrderView>, ReadModelError> {
-    match models.get(ORDERS, order_id).await? {
-        Some(body) => view_of(order_id, body),
+    match get_typed::<OrderDoc>(models, ORDERS, order_id).await? {
+        Some(doc) => doc.into_view(),
         None => Ok(None),
     }
 }

@@ -69,14 +69,6 @@ pub struct ApplySummary {
     pub filled: usize,
 }
 
-impl ApplySummary {
-    fn add(&mut self, other: ApplySummary) {
-        self.applied += other.applied;
-        self.skipped += other.skipped;
-        self.filled += other.filled;
-    }
-}
-
 /// What a rebuild did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RebuildSummary {
@@ -489,16 +481,13 @@ async fn apply_filling_gaps(
         .any(|e| e.stream_type == domain::StreamType::Customer);
     let mut pending = events;
     loop {
-        match models
+        let outcome = models
             .apply_batch(projection.clone(), pending, checkpoint.cloned())
-            .await?
-        {
-            ApplyOutcome::Applied { applied, skipped } => {
-                summary.add(ApplySummary {
-                    applied,
-                    skipped,
-                    filled: 0,
-                });
+            .await?;
+        summary.applied += outcome.applied();
+        summary.skipped += outcome.skipped();
+        match outcome {
+            ApplyOutcome::Applied { .. } => {
                 if erases {
                     models.purge().await?;
                 }
@@ -508,9 +497,8 @@ async fn apply_filling_gaps(
                 stream,
                 expected,
                 got,
-                applied,
-                skipped,
                 remaining,
+                ..
             } => {
                 let to = got - 1;
                 tracing::debug!(
@@ -534,11 +522,7 @@ async fn apply_filling_gaps(
                         found: fill.len(),
                     });
                 }
-                summary.add(ApplySummary {
-                    applied,
-                    skipped,
-                    filled: fill.len(),
-                });
+                summary.filled += fill.len();
                 let fill: Vec<EventEnvelope> =
                     fill.into_iter().filter(|e| projection.handles(e)).collect();
                 pending = fill;

@@ -22,7 +22,7 @@ use crate::paging::Page;
 use crate::store::{
     DocTx, IndexEntry, Projection, ProjectionError, Query, ReadModelError, ReadModelStore,
 };
-use crate::util::{decode, from_body, order_sort, payment_order, sort_seq, sort_time};
+use crate::util::{decode, from_body, get_typed, order_sort, payment_order, sort_seq, sort_time};
 use chrono::{DateTime, Utc};
 use commands::EventEnvelope;
 use domain::{
@@ -714,8 +714,8 @@ pub async fn order_timeline(
     models: &dyn ReadModelStore,
     order_id: &str,
 ) -> Result<Vec<SupportTimelineEntry>, ReadModelError> {
-    match models.get(TIMELINE, order_id).await? {
-        Some(body) => Ok(from_body::<TimelineDoc>(TIMELINE, order_id, body)?
+    match get_typed::<TimelineDoc>(models, TIMELINE, order_id).await? {
+        Some(doc) => Ok(doc
             .entries
             .into_iter()
             .map(|e| SupportTimelineEntry {
@@ -734,8 +734,8 @@ pub async fn get_support_order(
     models: &dyn ReadModelStore,
     order_id: &str,
 ) -> Result<Option<SupportOrderView>, ReadModelError> {
-    match models.get(ORDERS, order_id).await? {
-        Some(body) => view_of(order_id, body),
+    match get_typed::<SupportDoc>(models, ORDERS, order_id).await? {
+        Some(doc) => doc.into_view(),
         None => Ok(None),
     }
 }

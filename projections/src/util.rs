@@ -1,7 +1,7 @@
 //! Helpers shared by the four projections.
 
 use crate::docs::{no_index, peek_doc, update_doc};
-use crate::store::{DocTx, ProjectionError, ReadModelError};
+use crate::store::{DocTx, ProjectionError, ReadModelError, ReadModelStore};
 use chrono::{DateTime, Utc};
 use commands::EventEnvelope;
 use domain::{DecodeError, Event};
@@ -82,6 +82,27 @@ pub(crate) fn from_body<T: DeserializeOwned>(
     })
 }
 
+/// The committed document at (collection, key) as `T`, if there is one.
+pub(crate) async fn get_typed<T: DeserializeOwned>(
+    models: &dyn ReadModelStore,
+    collection: &str,
+    key: &str,
+) -> Result<Option<T>, ReadModelError> {
+    models
+        .get(collection, key)
+        .await?
+        .map(|body| from_body(collection, key, body))
+        .transpose()
+}
+
+/// Decodes a document listed by a query of `collection`'s index (every one is kept), as
+/// [`crate::paging::page`] wants it.
+pub(crate) fn listed<T: DeserializeOwned>(
+    collection: &'static str,
+) -> impl Fn(Value) -> Result<Option<T>, ReadModelError> {
+    move |body| from_body(collection, "(listed)", body).map(Some)
+}
+
 /// The link document a projection keeps from a payment to its order, written at
 /// `PaymentRequested` (always the first event of a payment stream).
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
@@ -126,14 +147,10 @@ pub(crate) fn payment_order(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
 
     #[test]
     fn sort_time_is_fixed_width_and_chronological() {
-        let a = Utc
-            .with_ymd_and_hms(2026, 1, 2, 3, 4, 5)
-            .single()
-            .expect("time");
+        let a: DateTime<Utc> = "2026-01-02T03:04:05Z".parse().expect("time");
         let b = a + chrono::Duration::microseconds(1_500_001);
         assert_eq!(sort_time(&a), "2026-01-02T03:04:05.000000Z");
         assert_eq!(sort_time(&b), "2026-01-02T03:04:06.500001Z");

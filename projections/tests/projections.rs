@@ -13,14 +13,15 @@ use projections::catalog::{self, CatalogProjection};
 use projections::notifications::{self, DeliveryStatus, NotificationKind, NotificationsProjection};
 use projections::order_history::{self, OrderHistoryProjection};
 use projections::support::{self, SupportProjection, SupportQuery, TimelineSource};
-use projections::testsuite::fixtures::{base_time, envelope, event_envelope};
+use projections::testsuite::fixtures::{base_time, event_envelope, raw_product_event};
 use projections::testsuite::VecEventStore;
 use projections::{
-    ApplyOutcome, MemoryReadModelStore, Projection, ProjectionRunner, ReadModelError,
+    ApplyOutcome, MemoryReadModelStore, Page, Projection, ProjectionRunner, ReadModelError,
     ReadModelStore,
 };
 use serde_json::json;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 
 fn eur(minor: i64) -> Money {
@@ -75,6 +76,40 @@ impl Streams {
     fn payment(&mut self, id: &str, e: PaymentEvent) -> EventEnvelope {
         self.ev(StreamType::Payment, id, &e)
     }
+}
+
+/// What a `get_*` query found; it must be there.
+async fn found<T>(get: impl Future<Output = Result<Option<T>, ReadModelError>>) -> T {
+    get.await.expect("get").expect("exists")
+}
+
+/// The items of the page a `list_*` query read.
+async fn items<T>(list: impl Future<Output = Result<Page<T>, ReadModelError>>) -> Vec<T> {
+    list.await.expect("list").items
+}
+
+/// The first page of `customer`'s orders, at most `limit`.
+async fn customer_orders(
+    models: &MemoryReadModelStore,
+    customer: &str,
+    limit: usize,
+) -> Vec<order_history::OrderView> {
+    items(order_history::list_orders_for_customer(
+        models, customer, limit, None,
+    ))
+    .await
+}
+
+/// The first page of `customer`'s notifications, at most `limit`.
+async fn customer_notifications(
+    models: &MemoryReadModelStore,
+    customer: &str,
+    limit: usize,
+) -> Vec<notifications::NotificationView> {
+    items(notifications::list_notifications_for_customer(
+        models, customer, limit, None,
+    ))
+    .await
 }
 
 async fn apply(
@@ -186,10 +221,7 @@ async fn product_created_is_listed_with_everything_available() {
     )
     .await;
 
-    let view = catalog::get_product(&models, "book")
-        .await
-        .expect("get")
-        .expect("exists");
+    let view = found(catalog::get_product(&models, "book")).await;
     assert_eq!(view.product_id, pid("book"));
     assert_eq!(view.name, "Rust Book");
     assert_eq!(view.category, "books");
@@ -224,10 +256,7 @@ async fn stock_figures_are_copied_from_the_events_not_recomputed() {
         ),
     ];
     apply(&models, &catalog(), events).await;
-    let view = catalog::get_product(&models, "book")
-        .await
-        .expect("get")
-        .expect("exists");
+    let view = found(catalog::get_product(&models, "book")).await;
     assert_eq!((view.on_hand, view.reserved, view.available), (12, 7, 3));
 
     let events = vec![
@@ -263,10 +292,7 @@ async fn stock_figures_are_copied_from_the_events_not_recomputed() {
         ),
     ];
     apply(&models, &catalog(), events).await;
-    let view = catalog::get_product(&models, "book")
-        .await
-        .expect("get")
-        .expect("exists");
+    let view = found(catalog::get_product(&models, "book")).await;
     assert_eq!((view.on_hand, view.reserved, view.available), (17, 0, 17));
     assert_eq!(view.version, 5);
 }
@@ -293,10 +319,7 @@ async fn reprice_and_retire_update_the_product() {
         ),
     ];
     apply(&models, &catalog(), events).await;
-    let view = catalog::get_product(&models, "book")
-        .await
-        .expect("get")
-        .expect("exists");
+    let view = found(catalog::get_product(&models, "book")).await;
     assert_eq!(view.price, eur(2999));
     assert_eq!(view.status, ProductStatus::Retired);
     assert_eq!(view.version, 3);
@@ -315,37 +338,22 @@ async fn products_are_listed_by_category_and_name() {
     apply(&models, &catalog(), events).await;
     let names = |v: Vec<catalog::ProductView>| v.into_iter().map(|p| p.name).collect::<Vec<_>>();
     assert_eq!(
-        names(
-            catalog::list_products(&models, Some("games"), 10, None)
-                .await
-                .expect("list")
-                .items
-        ),
+        names(items(catalog::list_products(&models, Some("games"), 10, None)).await),
         ["Chess", "Monopoly", "zebra puzzle"]
     );
     assert_eq!(
-        names(
-            catalog::list_products(&models, Some("games"), 2, None)
-                .await
-                .expect("list")
-                .items
-        ),
+        names(items(catalog::list_products(&models, Some("games"), 2, None)).await),
         ["Chess", "Monopoly"]
     );
     assert_eq!(
-        names(
-            catalog::list_products(&models, None, 10, None)
-                .await
-                .expect("list")
-                .items
-        ),
+        names(items(catalog::list_products(&models, None, 10, None)).await),
         ["Atlas", "Chess", "Monopoly", "zebra puzzle"]
     );
-    assert!(catalog::list_products(&models, Some("tools"), 10, None)
-        .await
-        .expect("list")
-        .items
-        .is_empty());
+    assert!(
+        items(catalog::list_products(&models, Some("tools"), 10, None))
+            .await
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -380,8 +388,7 @@ async fn duplicate_delivery_changes_nothing() {
 #[tokio::test]
 async fn product_created_v1_is_upcast_to_uncategorized() {
     let models = MemoryReadModelStore::new();
-    let v1 = envelope(
-        StreamType::Product,
+    let v1 = raw_product_event(
         "old",
         1,
         "ProductCreated",
@@ -392,13 +399,9 @@ async fn product_created_v1_is_upcast_to_uncategorized() {
             "price": {"amount": "5.00", "currency": "EUR"},
             "on_hand": 3
         }),
-        base_time(),
     );
     apply(&models, &catalog(), vec![v1]).await;
-    let view = catalog::get_product(&models, "old")
-        .await
-        .expect("get")
-        .expect("exists");
+    let view = found(catalog::get_product(&models, "old")).await;
     assert_eq!(view.category, domain::UNCATEGORIZED);
     assert_eq!(view.price, eur(500));
 }
@@ -408,14 +411,12 @@ async fn unknown_event_types_are_ignored_but_counted_as_applied() {
     let models = MemoryReadModelStore::new();
     let mut s = Streams::new();
     let first = s.product("book", created("book", "Rust Book", "books", 3999, 12));
-    let unknown = envelope(
-        StreamType::Product,
+    let unknown = raw_product_event(
         "book",
         2,
         "ProductPhotographed",
         1,
         json!({"product_id": "book"}),
-        base_time(),
     );
     let outcome = apply(&models, &catalog(), vec![first, unknown]).await;
     assert_eq!(outcome.applied(), 2);
@@ -430,25 +431,14 @@ async fn unknown_event_types_are_ignored_but_counted_as_applied() {
         2,
         "the stream's sequence advances past the unknown event, so no false gap follows"
     );
-    let view = catalog::get_product(&models, "book")
-        .await
-        .expect("get")
-        .expect("exists");
+    let view = found(catalog::get_product(&models, "book")).await;
     assert_eq!(view.version, 1);
 }
 
 #[tokio::test]
 async fn a_newer_event_version_stops_the_projection() {
     let models = MemoryReadModelStore::new();
-    let future = envelope(
-        StreamType::Product,
-        "book",
-        1,
-        "ProductCreated",
-        99,
-        json!({}),
-        base_time(),
-    );
+    let future = raw_product_event("book", 1, "ProductCreated", 99, json!({}));
     let err = models
         .apply_batch(catalog(), vec![future], Some(FeedCursor::at(1)))
         .await
@@ -492,10 +482,7 @@ async fn order_placed_shows_lines_totals_and_awaits_payment() {
     let events = vec![s.order("o1", placed("o1", "alice", "alice@example.com", at))];
     apply(&models, &history(), events).await;
 
-    let view = order_history::get_order(&models, "o1")
-        .await
-        .expect("get")
-        .expect("exists");
+    let view = found(order_history::get_order(&models, "o1")).await;
     assert_eq!(view.order_id, oid("o1"));
     assert_eq!(view.customer_id.as_str(), "alice");
     assert_eq!(view.customer_email, "alice@example.com");
@@ -526,10 +513,7 @@ async fn the_whole_lifecycle_is_reflected_with_payment_status_and_timeline() {
     events.push(s.payment("pay-o1", succeeded("o1", t)));
     events.push(s.order("o1", paid("o1", t)));
     apply(&models, &history(), events).await;
-    let view = order_history::get_order(&models, "o1")
-        .await
-        .expect("get")
-        .expect("exists");
+    let view = found(order_history::get_order(&models, "o1")).await;
     assert_eq!(view.status, OrderStatus::Paid);
     assert_eq!(view.payment_status, Some(PaymentStatus::Succeeded));
     assert_eq!(view.intent_id.as_deref(), Some("pi_o1"));
@@ -581,10 +565,7 @@ async fn the_whole_lifecycle_is_reflected_with_payment_status_and_timeline() {
         ),
     ];
     apply(&models, &history(), events).await;
-    let view = order_history::get_order(&models, "o1")
-        .await
-        .expect("get")
-        .expect("exists");
+    let view = found(order_history::get_order(&models, "o1")).await;
     assert_eq!(
         view.status,
         OrderStatus::Delivered,
@@ -621,10 +602,7 @@ async fn the_whole_lifecycle_is_reflected_with_payment_status_and_timeline() {
         ),
     ];
     apply(&models, &history(), events).await;
-    let view = order_history::get_order(&models, "o1")
-        .await
-        .expect("get")
-        .expect("exists");
+    let view = found(order_history::get_order(&models, "o1")).await;
     assert_eq!(view.status, OrderStatus::Refunded);
     assert_eq!(view.payment_status, Some(PaymentStatus::Refunded));
     assert_eq!(view.refunded, Some(eur(2699)));
@@ -671,19 +649,10 @@ async fn payment_events_arriving_before_the_order_are_merged_in() {
             .is_none(),
         "no order before OrderPlaced"
     );
-    assert!(
-        order_history::list_orders_for_customer(&models, "alice", 10, None)
-            .await
-            .expect("list")
-            .items
-            .is_empty()
-    );
+    assert!(customer_orders(&models, "alice", 10).await.is_empty());
 
     apply(&models, &history(), vec![order]).await;
-    let view = order_history::get_order(&models, "o1")
-        .await
-        .expect("get")
-        .expect("exists");
+    let view = found(order_history::get_order(&models, "o1")).await;
     assert_eq!(view.payment_status, Some(PaymentStatus::IntentCreated));
     assert_eq!(view.intent_id.as_deref(), Some("pi_o1"));
     let types: Vec<&str> = view
@@ -696,14 +665,7 @@ async fn payment_events_arriving_before_the_order_are_merged_in() {
         ["OrderPlaced", "PaymentRequested", "PaymentIntentCreated"],
         "the timeline is ordered by time whatever the arrival order"
     );
-    assert_eq!(
-        order_history::list_orders_for_customer(&models, "alice", 10, None)
-            .await
-            .expect("list")
-            .items
-            .len(),
-        1
-    );
+    assert_eq!(customer_orders(&models, "alice", 10).await.len(), 1);
 }
 
 #[tokio::test]
@@ -733,32 +695,14 @@ async fn a_customers_orders_are_listed_newest_first() {
             .collect::<Vec<_>>()
     };
     assert_eq!(
-        ids(
-            order_history::list_orders_for_customer(&models, "alice", 10, None)
-                .await
-                .expect("list")
-                .items
-        ),
+        ids(customer_orders(&models, "alice", 10).await),
         ["o2", "o4", "o1"]
     );
     assert_eq!(
-        ids(
-            order_history::list_orders_for_customer(&models, "alice", 2, None)
-                .await
-                .expect("list")
-                .items
-        ),
+        ids(customer_orders(&models, "alice", 2).await),
         ["o2", "o4"]
     );
-    assert_eq!(
-        ids(
-            order_history::list_orders_for_customer(&models, "bob", 10, None)
-                .await
-                .expect("list")
-                .items
-        ),
-        ["o3"]
-    );
+    assert_eq!(ids(customer_orders(&models, "bob", 10).await), ["o3"]);
 }
 
 #[tokio::test]
@@ -783,10 +727,7 @@ async fn out_of_order_delivery_is_repaired_by_gap_filling() {
         .expect("apply");
     assert_eq!(summary.applied, 5);
     assert_eq!(summary.filled, 3);
-    let view = order_history::get_order(models.as_ref(), "o1")
-        .await
-        .expect("get")
-        .expect("exists");
+    let view = found(order_history::get_order(models.as_ref(), "o1")).await;
     assert_eq!(view.status, OrderStatus::Paid);
     assert_eq!(view.payment_status, Some(PaymentStatus::Succeeded));
 
@@ -865,10 +806,7 @@ async fn each_lifecycle_event_renders_its_notification() {
     ));
     apply(&models, &notifs(), events.clone()).await;
 
-    let list = notifications::list_notifications_for_customer(&models, "alice", 50, None)
-        .await
-        .expect("list")
-        .items;
+    let list = customer_notifications(&models, "alice", 50).await;
     let kinds: Vec<NotificationKind> = list.iter().map(|n| n.kind).collect();
     assert_eq!(
         kinds,
@@ -910,13 +848,7 @@ async fn each_lifecycle_event_renders_its_notification() {
     assert!(expired.body.contains("not paid in time"));
     assert_eq!(expired.subject, "Order o3 expired unpaid");
     assert_eq!(expired.notification_id, events[9].event_id);
-    assert!(
-        notifications::list_notifications_for_customer(&models, "bob", 50, None)
-            .await
-            .expect("list")
-            .items
-            .is_empty()
-    );
+    assert!(customer_notifications(&models, "bob", 50).await.is_empty());
 }
 
 fn delivery(
@@ -1015,10 +947,7 @@ async fn delivery_events_move_notifications_through_the_queue_and_survive_a_rebu
         ],
         "the most overdue first"
     );
-    let retrying = notifications::get_notification(models.as_ref(), &confirmed)
-        .await
-        .expect("get")
-        .expect("exists");
+    let retrying = found(notifications::get_notification(models.as_ref(), &confirmed)).await;
     assert_eq!(retrying.delivery_status, DeliveryStatus::Retrying);
     assert_eq!(retrying.attempts, 1);
     assert_eq!(retrying.last_error.as_deref(), Some("421 busy"));
@@ -1042,10 +971,7 @@ async fn delivery_events_move_notifications_through_the_queue_and_survive_a_rebu
                 .await
                 .expect("pending")
                 .is_empty());
-            let sent = notifications::get_notification(models.as_ref(), &confirmed)
-                .await
-                .expect("get")
-                .expect("exists");
+            let sent = found(notifications::get_notification(models.as_ref(), &confirmed)).await;
             assert_eq!(sent.delivery_status, DeliveryStatus::Delivered);
             assert_eq!(sent.delivered_at, Some(later));
             assert_eq!(sent.attempts, 2);
@@ -1057,10 +983,8 @@ async fn delivery_events_move_notifications_through_the_queue_and_survive_a_rebu
             assert_eq!(failed[0].notification_id.to_string(), shipped);
             assert_eq!(failed[0].last_error.as_deref(), Some("550 no such mailbox"));
             assert_eq!(
-                notifications::list_notifications_for_customer(models.as_ref(), "alice", 10, None)
+                customer_notifications(models.as_ref(), "alice", 10)
                     .await
-                    .expect("list")
-                    .items
                     .len(),
                 2,
                 "delivered and failed ones stay in the customer's list"
@@ -1089,10 +1013,7 @@ async fn a_delivery_event_applied_before_its_notification_is_kept_until_it_arriv
     // The notification stream's event first, then the order stream's.
     apply(&models, &notifs(), vec![delivered]).await;
     apply(&models, &notifs(), vec![placed, paid]).await;
-    let view = notifications::get_notification(&models, &id)
-        .await
-        .expect("get")
-        .expect("exists");
+    let view = found(notifications::get_notification(&models, &id)).await;
     assert_eq!(view.delivery_status, DeliveryStatus::Delivered);
     assert!(notifications::pending_notifications(&models, 10)
         .await
@@ -1237,10 +1158,7 @@ async fn support_finds_orders_by_every_criterion() {
             "{why}: {shown}"
         );
     }
-    let view = support::get_support_order(&models, "o3")
-        .await
-        .expect("get")
-        .expect("exists");
+    let view = found(support::get_support_order(&models, "o3")).await;
     assert_eq!(view.status, OrderStatus::Paid);
     assert_eq!(view.payment_status, Some(PaymentStatus::Succeeded));
     assert_eq!(view.intent_id.as_deref(), Some("pi_o3"));
@@ -1310,10 +1228,8 @@ async fn a_resent_notification_is_due_again_and_no_longer_counted_as_failed() {
         apply(&models, &projection, events.clone()).await;
     }
     async fn failed_count(models: &MemoryReadModelStore) -> u32 {
-        support::get_support_order(models, "o1")
+        found(support::get_support_order(models, "o1"))
             .await
-            .expect("get")
-            .expect("exists")
             .failed_notifications
     }
     assert_eq!(failed_count(&models).await, 1);
@@ -1437,10 +1353,7 @@ async fn an_opened_dispute_notifies_the_customer_whatever_the_interleaving() {
         early.dump().expect("dump"),
         "the same notifications whatever the order"
     );
-    let list = notifications::list_notifications_for_customer(&early, "alice", 10, None)
-        .await
-        .expect("list")
-        .items;
+    let list = customer_notifications(&early, "alice", 10).await;
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0].kind, NotificationKind::DisputeOpened);
     assert_eq!(list[0].notification_id, opened.event_id);
@@ -1485,10 +1398,7 @@ async fn a_lost_dispute_shows_the_amount_withdrawn_and_orders_are_found_by_charg
     apply(&models, &history(), events.clone()).await;
     apply(&models, &supp(), events).await;
 
-    let view = order_history::get_order(&models, "o8")
-        .await
-        .expect("get")
-        .expect("exists");
+    let view = found(order_history::get_order(&models, "o8")).await;
     let d = view.dispute.expect("dispute on the order view");
     assert_eq!(d.status, "lost");
     assert_eq!(d.amount, Some(eur(2699)));

@@ -8,7 +8,9 @@ use projections::catalog::{self, CatalogProjection};
 use projections::order_history;
 use projections::support;
 use projections::testsuite::conformance;
-use projections::testsuite::fixtures::{base_time, envelope, event_envelope, Simulator};
+use projections::testsuite::fixtures::{
+    base_time, envelope, event_envelope, raw_product_event, Simulator,
+};
 use projections::testsuite::properties::incremental_equals_rebuild;
 use projections::testsuite::VecEventStore;
 use projections::{
@@ -77,6 +79,34 @@ fn setup(
     (store, models, runner)
 }
 
+async fn step(runner: &ProjectionRunner) -> StepOutcome {
+    runner.step().await.expect("step")
+}
+
+async fn step_deferred(runner: &ProjectionRunner) -> StepOutcome {
+    runner.step_deferred().await.expect("step")
+}
+
+/// A step's outcome when it consumed the feed up to `position`, applying `applied` events.
+fn progressed(applied: usize, position: u64) -> StepOutcome {
+    StepOutcome::Progressed {
+        applied,
+        position: FeedCursor::at(position),
+    }
+}
+
+async fn catalog_checkpoint(models: &MemoryReadModelStore) -> FeedCursor {
+    models.checkpoint("catalog").await.expect("checkpoint")
+}
+
+async fn find_product(models: &MemoryReadModelStore, id: &str) -> Option<catalog::ProductView> {
+    catalog::get_product(models, id).await.expect("get")
+}
+
+async fn product(models: &MemoryReadModelStore, id: &str) -> catalog::ProductView {
+    find_product(models, id).await.expect("exists")
+}
+
 #[tokio::test]
 async fn the_memory_store_passes_the_conformance_suite() {
     conformance::run_all(|| {
@@ -91,11 +121,8 @@ async fn the_memory_store_passes_the_conformance_suite() {
 #[tokio::test]
 async fn a_step_on_an_empty_feed_is_idle() {
     let (_, models, runner) = setup(Vec::new(), 10);
-    assert_eq!(runner.step().await.expect("step"), StepOutcome::Idle);
-    assert_eq!(
-        models.checkpoint("catalog").await.expect("checkpoint"),
-        FeedCursor::start()
-    );
+    assert_eq!(step(&runner).await, StepOutcome::Idle);
+    assert_eq!(catalog_checkpoint(&models).await, FeedCursor::start());
 }
 
 #[tokio::test]
@@ -108,34 +135,13 @@ async fn steps_page_through_the_feed_and_resume_from_the_checkpoint() {
         product_created("p3", 3),
     ];
     let (store, models, runner) = setup(events, 2);
-    assert_eq!(
-        runner.step().await.expect("step"),
-        StepOutcome::Progressed {
-            applied: 1,
-            position: FeedCursor::at(2)
-        }
-    );
-    assert_eq!(
-        runner.step().await.expect("step"),
-        StepOutcome::Progressed {
-            applied: 2,
-            position: FeedCursor::at(4)
-        }
-    );
+    assert_eq!(step(&runner).await, progressed(1, 2));
+    assert_eq!(step(&runner).await, progressed(2, 4));
     // A new runner (a restarted worker) continues from the stored checkpoint.
     let runner = ProjectionRunner::new(store.clone(), models.clone(), catalog(), 2);
-    assert_eq!(
-        runner.step().await.expect("step"),
-        StepOutcome::Progressed {
-            applied: 1,
-            position: FeedCursor::at(5)
-        }
-    );
-    assert_eq!(runner.step().await.expect("step"), StepOutcome::Idle);
-    let p1 = catalog::get_product(models.as_ref(), "p1")
-        .await
-        .expect("get")
-        .expect("exists");
+    assert_eq!(step(&runner).await, progressed(1, 5));
+    assert_eq!(step(&runner).await, StepOutcome::Idle);
+    let p1 = product(&models, "p1").await;
     assert_eq!((p1.on_hand, p1.version), (11, 2));
     assert_eq!(
         catalog::list_products(models.as_ref(), None, 10, None)
@@ -153,66 +159,32 @@ async fn a_deferred_checkpoint_waits_for_relevant_events_or_its_interval() {
     let mut events: Vec<EventEnvelope> = (1..=5).map(|i| cart_event(&format!("c{i}"), 1)).collect();
     events.push(product_created("p1", 0));
     let (_, models, runner) = setup(events, 2);
-    let checkpoint = || async { models.checkpoint("catalog").await.expect("checkpoint") };
     for position in [2, 4] {
+        assert_eq!(step_deferred(&runner).await, progressed(0, position));
         assert_eq!(
-            runner.step_deferred().await.expect("step"),
-            StepOutcome::Progressed {
-                applied: 0,
-                position: FeedCursor::at(position)
-            }
-        );
-        assert_eq!(
-            checkpoint().await,
+            catalog_checkpoint(&models).await,
             FeedCursor::start(),
             "foreign pages write nothing yet"
         );
     }
     // The page with p1 writes the checkpoint in the same transaction as the document.
-    assert_eq!(
-        runner.step_deferred().await.expect("step"),
-        StepOutcome::Progressed {
-            applied: 1,
-            position: FeedCursor::at(6)
-        }
-    );
-    assert_eq!(checkpoint().await, FeedCursor::at(6));
-    assert!(catalog::get_product(models.as_ref(), "p1")
-        .await
-        .expect("get")
-        .is_some());
-    assert_eq!(
-        runner.step_deferred().await.expect("step"),
-        StepOutcome::Idle
-    );
+    assert_eq!(step_deferred(&runner).await, progressed(1, 6));
+    assert_eq!(catalog_checkpoint(&models).await, FeedCursor::at(6));
+    assert!(find_product(&models, "p1").await.is_some());
+    assert_eq!(step_deferred(&runner).await, StepOutcome::Idle);
 }
 
 #[tokio::test]
 async fn an_idle_deferred_checkpoint_is_written_once_it_is_due() {
     let events = (1..=3).map(|i| cart_event(&format!("c{i}"), 1)).collect();
     let (_, models, runner) = setup(events, 10);
-    assert_eq!(
-        runner.step_deferred().await.expect("step"),
-        StepOutcome::Progressed {
-            applied: 0,
-            position: FeedCursor::at(3)
-        }
-    );
-    assert_eq!(
-        runner.step_deferred().await.expect("step"),
-        StepOutcome::Idle
-    );
-    assert_eq!(
-        models.checkpoint("catalog").await.expect("checkpoint"),
-        FeedCursor::start()
-    );
+    assert_eq!(step_deferred(&runner).await, progressed(0, 3));
+    assert_eq!(step_deferred(&runner).await, StepOutcome::Idle);
+    assert_eq!(catalog_checkpoint(&models).await, FeedCursor::start());
     tokio::time::sleep(projections::runner::CHECKPOINT_INTERVAL).await;
+    assert_eq!(step_deferred(&runner).await, StepOutcome::Idle);
     assert_eq!(
-        runner.step_deferred().await.expect("step"),
-        StepOutcome::Idle
-    );
-    assert_eq!(
-        models.checkpoint("catalog").await.expect("checkpoint"),
+        catalog_checkpoint(&models).await,
         FeedCursor::at(3),
         "an idle step wrote the deferred checkpoint"
     );
@@ -222,23 +194,11 @@ async fn an_idle_deferred_checkpoint_is_written_once_it_is_due() {
 async fn the_checkpoint_advances_past_pages_of_foreign_events() {
     let events = (1..=5).map(|i| cart_event(&format!("c{i}"), 1)).collect();
     let (_, models, runner) = setup(events, 3);
-    assert_eq!(
-        runner.step().await.expect("step"),
-        StepOutcome::Progressed {
-            applied: 0,
-            position: FeedCursor::at(3)
-        }
-    );
-    assert_eq!(
-        models.checkpoint("catalog").await.expect("checkpoint"),
-        FeedCursor::at(3)
-    );
-    runner.step().await.expect("step");
-    assert_eq!(
-        models.checkpoint("catalog").await.expect("checkpoint"),
-        FeedCursor::at(5)
-    );
-    assert_eq!(runner.step().await.expect("step"), StepOutcome::Idle);
+    assert_eq!(step(&runner).await, progressed(0, 3));
+    assert_eq!(catalog_checkpoint(&models).await, FeedCursor::at(3));
+    step(&runner).await;
+    assert_eq!(catalog_checkpoint(&models).await, FeedCursor::at(5));
+    assert_eq!(step(&runner).await, StepOutcome::Idle);
 }
 
 #[tokio::test]
@@ -266,10 +226,7 @@ async fn a_gap_in_delivered_events_is_filled_from_the_event_store() {
         summary.skipped, 1,
         "p1#2 came after the fill had applied it"
     );
-    let p1 = catalog::get_product(models.as_ref(), "p1")
-        .await
-        .expect("get")
-        .expect("exists");
+    let p1 = product(&models, "p1").await;
     assert_eq!((p1.on_hand, p1.version), (13, 4));
     assert_eq!(
         models
@@ -279,7 +236,7 @@ async fn a_gap_in_delivered_events_is_filled_from_the_event_store() {
         4
     );
     assert_eq!(
-        models.checkpoint("catalog").await.expect("checkpoint"),
+        catalog_checkpoint(&models).await,
         FeedCursor::start(),
         "delivered events never move the feed checkpoint"
     );
@@ -304,23 +261,12 @@ async fn a_gap_the_store_cannot_fill_is_an_error() {
         "{err:?}"
     );
     assert!(err.is_transient());
-    assert!(catalog::get_product(models.as_ref(), "p1")
-        .await
-        .expect("get")
-        .is_none());
+    assert!(find_product(&models, "p1").await.is_none());
 }
 
 #[tokio::test]
 async fn a_failing_projection_stops_without_advancing_and_fails_again_on_retry() {
-    let malformed = envelope(
-        StreamType::Product,
-        "p2",
-        1,
-        "ProductCreated",
-        2,
-        json!({"product_id": "p2"}),
-        base_time(),
-    );
+    let malformed = raw_product_event("p2", 1, "ProductCreated", 2, json!({"product_id": "p2"}));
     let (_, models, runner) = setup(
         vec![
             product_created("p1", 1),
@@ -336,14 +282,8 @@ async fn a_failing_projection_stops_without_advancing_and_fails_again_on_retry()
             RunnerError::ReadModel(ReadModelError::Projection { .. })
         ));
         assert!(!err.is_transient());
-        assert_eq!(
-            models.checkpoint("catalog").await.expect("checkpoint"),
-            FeedCursor::start()
-        );
-        assert!(catalog::get_product(models.as_ref(), "p1")
-            .await
-            .expect("get")
-            .is_none());
+        assert_eq!(catalog_checkpoint(&models).await, FeedCursor::start());
+        assert!(find_product(&models, "p1").await.is_none());
     }
 }
 
@@ -353,7 +293,7 @@ async fn rebuild_replays_from_zero_and_reports_progress() {
         .map(|i| product_created(&format!("p{i}"), i))
         .collect();
     let (store, models, runner) = setup(events, 5);
-    runner.step().await.expect("step");
+    step(&runner).await;
     // A stray document the rebuild must drop.
     models
         .put_doc(
@@ -379,11 +319,8 @@ async fn rebuild_replays_from_zero_and_reports_progress() {
         .await
         .expect("get")
         .is_none());
-    assert_eq!(
-        models.checkpoint("catalog").await.expect("checkpoint"),
-        FeedCursor::at(12)
-    );
-    assert_eq!(runner.step().await.expect("step"), StepOutcome::Idle);
+    assert_eq!(catalog_checkpoint(&models).await, FeedCursor::at(12));
+    assert_eq!(step(&runner).await, StepOutcome::Idle);
 }
 
 #[tokio::test]
@@ -443,10 +380,7 @@ async fn views_agree_with_the_aggregates_after_a_simulated_history() {
 
     let mut products = 0;
     for (id, p) in sim.products() {
-        let view = catalog::get_product(models.as_ref(), id)
-            .await
-            .expect("get")
-            .expect("exists");
+        let view = product(&models, id).await;
         assert_eq!(view.on_hand, p.on_hand, "{id}");
         assert_eq!(view.reserved, p.reserved(), "{id}");
         assert_eq!(view.available, p.available(), "{id}");

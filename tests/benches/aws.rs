@@ -12,13 +12,13 @@
 
 use api::compose_aws::AwsOptions;
 use backbone_tests::aws::{
-    checkout_input, fresh_stage_with, run_workload, test_options, test_workers,
+    checkout_input, fresh_stage_with, read_model_doc, run_workload, test_options, test_workers,
 };
+use backbone_tests::bench::{env_usize, log_to_stderr_when_asked};
 use commands::conformance::new_event;
 use commands::{Caller, CommandContext, Commit, EventStore, StreamAppend, StreamRef};
 use domain::{CustomerId, ProductCommand, Quantity, StreamType};
 use infrastructure::aws::{ConsumerGroup, RequestCounts};
-use projections::ReadModelStore;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,13 +31,6 @@ async fn production_stage() -> api::compose_aws::AwsStage {
         ..test_options()
     })
     .await
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn describe(c: &RequestCounts) -> String {
@@ -62,12 +55,7 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    log_to_stderr_when_asked();
     let lag_samples = env_usize("BENCH_LAG_SAMPLES", 200);
     let relay_events = env_usize("BENCH_RELAY_EVENTS", 1_000);
     println!("## AWS deployment on moto 5.2.5 (`cargo bench -p backbone-tests --bench aws`)\n");
@@ -86,25 +74,15 @@ async fn main() {
     let open = store.counts() - before;
     let cart_id = cart.value.cart_id.clone();
     let before = store.counts();
-    shop.add_item(
-        &ctx,
-        &caller,
-        &cart_id,
-        &w.products[0],
-        Quantity::parse(2).unwrap(),
-    )
-    .await
-    .unwrap();
+    let add_to_cart = async |product: &str, quantity: u32| {
+        let quantity = Quantity::parse(quantity).unwrap();
+        shop.add_item(&ctx, &caller, &cart_id, product, quantity)
+            .await
+            .unwrap();
+    };
+    add_to_cart(&w.products[0], 2).await;
     let add = store.counts() - before;
-    shop.add_item(
-        &ctx,
-        &caller,
-        &cart_id,
-        &w.products[1],
-        Quantity::parse(1).unwrap(),
-    )
-    .await
-    .unwrap();
+    add_to_cart(&w.products[1], 1).await;
     let before = store.counts();
     let receipt = shop
         .checkout(&ctx, &caller, &cart_id, checkout_input("bench@example.com"))
@@ -226,12 +204,8 @@ async fn main() {
                 .unwrap()
                 .state
                 .on_hand as u64;
-            let doc = stage
-                .models
-                .get(projections::catalog::PRODUCTS, &id)
+            let doc = read_model_doc(stage, projections::catalog::PRODUCTS, &id)
                 .await
-                .ok()
-                .flatten()
                 .and_then(|d| d["on_hand"].as_u64());
             (aggregate, doc)
         }
@@ -248,12 +222,8 @@ async fn main() {
     }
     let target = &w.products[0];
     let read_on_hand = || async {
-        stage
-            .models
-            .get(projections::catalog::PRODUCTS, target)
+        read_model_doc(&stage, projections::catalog::PRODUCTS, target)
             .await
-            .ok()
-            .flatten()
             .and_then(|d| d["on_hand"].as_u64())
     };
     let mut on_hand = on_hand_of(target.clone()).await.0;

@@ -21,6 +21,7 @@ use api::compose_aws::{AwsOptions, AwsStage};
 use backbone_tests::aws::{
     fresh_stage_partitioned, fresh_stage_with, moto, run_workload_of, send_events, test_options,
 };
+use backbone_tests::bench::{env_usize, log_to_stderr_when_asked};
 use backbone_tests::throttle::{Limits, Throttle};
 use commands::conformance::new_event;
 use commands::FeedCursor;
@@ -33,13 +34,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use workers::{CancellationToken, QueueConsumerConfig};
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A throttle over `stage`'s tables, and the stage again with every DynamoDB request through it.
 async fn throttled(stage: &AwsStage, limits: Limits) -> (Arc<Throttle>, AwsStage) {
@@ -190,12 +184,7 @@ async fn apply_rate(
 
 #[tokio::main]
 async fn main() {
-    if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    log_to_stderr_when_asked();
     let scale = env_usize("BENCH_SCALE", 40) as f64;
     let latency = Duration::from_millis(env_usize("BENCH_LATENCY_MS", 10) as u64);
     let index_events = env_usize("BENCH_INDEX_EVENTS", 960);

@@ -13,7 +13,7 @@ use api::compose_aws::{self, AwsOptions, AwsServeConfig, AwsStage, AwsWorkerConf
 use commands::{
     Caller, CheckoutInput, CommandContext, EventEnvelope, NewProduct, QueuedEvent, Shop,
 };
-use domain::{CustomerId, Money, PaymentCommand, ProductId, Quantity, ShippingAddress};
+use domain::{CustomerId, Money, PaymentCommand, ProductId, Quantity};
 use infrastructure::aws::fanout::envelope::bus_message;
 use infrastructure::aws::{ConsumerGroup, RetryPolicy, StackSpec};
 use infrastructure::aws::{DynamoShardCheckpoints, DynamoStreamSource, StreamsOptions};
@@ -137,14 +137,9 @@ pub async fn spawn_aws_app_configured(
         .with_payments(stripe.as_ref())
         .expect("the app's payment settings");
     if with_workers {
-        let models = stage.models.clone();
         let settled = crate::eventually(Duration::from_secs(60), || async {
             for (id, ..) in api::compose::DEMO_CATALOG {
-                models
-                    .get(projections::catalog::PRODUCTS, id)
-                    .await
-                    .ok()
-                    .flatten()?;
+                read_model_doc(&stage, projections::catalog::PRODUCTS, id).await?;
             }
             Some(())
         })
@@ -201,18 +196,14 @@ fn ctx(tag: &str) -> CommandContext {
     }
 }
 
-/// A checkout by `email` to a London address.
+/// A checkout by `email` to the address of [`checkout_body`](crate::checkout_body): the same
+/// order as the HTTP suites place, given to the shop directly.
 pub fn checkout_input(email: &str) -> CheckoutInput {
+    let body = crate::checkout_body(email);
     CheckoutInput {
         customer_email: email.to_owned(),
-        shipping_address: ShippingAddress {
-            name: "Ada".into(),
-            line1: "1 Way".into(),
-            line2: None,
-            city: "London".into(),
-            postal_code: "N1".into(),
-            country: "GB".into(),
-        },
+        shipping_address: serde_json::from_value(body["shipping_address"].clone())
+            .expect("the checkout body's address"),
     }
 }
 
@@ -542,6 +533,16 @@ pub fn only(dump: Dump, projection: &dyn Projection) -> Dump {
     dump.into_iter()
         .filter(|((collection, _), _)| collections.contains(&collection.as_str()))
         .collect()
+}
+
+/// The document `key` of `collection` in the stage's read-model tables: `None` while it is not
+/// there, and on an error too (callers poll).
+pub async fn read_model_doc(
+    stage: &AwsStage,
+    collection: &str,
+    key: &str,
+) -> Option<serde_json::Value> {
+    stage.models.get(collection, key).await.ok().flatten()
 }
 
 /// The read models `events` give when applied in feed order, in memory: what in-order delivery

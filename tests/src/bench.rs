@@ -1,5 +1,6 @@
-//! What the embedded benches share: their command-line arguments, and seeding orders straight
-//! into the event store (no commands), so that a bench times only what it measures.
+//! What the benches share: their command-line and environment arguments, logging, and (for the
+//! embedded ones) seeding orders straight into the event store (no commands), so that a bench
+//! times only what it measures.
 
 use commands::{
     Commit, EventStore, ManualClock, Metadata, NewEvent, Shop, StreamAppend, StreamRef,
@@ -69,6 +70,24 @@ pub fn paid_order(i: usize, at: chrono::DateTime<chrono::Utc>) -> Vec<NewEvent> 
         new_event(&order_placed(i, at), at, i),
         new_event(&order_paid(i, at), at, i),
     ]
+}
+
+/// Logs to stderr, filtered by `RUST_LOG`, when it is set; stdout holds the bench's report.
+pub fn log_to_stderr_when_asked() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
+}
+
+/// The environment variable `name` as a number, or `default` when it is unset or not a number.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// The value after `name` on the command line (`--orders 1000`), or `default`.

@@ -1,7 +1,8 @@
 #![forbid(unsafe_code)]
 //! Shared helpers for the end-to-end suites: [`spawn_app`] starts the embedded backbone on
 //! 127.0.0.1:0 with a fresh temporary data directory and stops everything it started;
-//! [`scenario`] is the shop flow every backend runs.
+//! [`scenario`] is the shop flow every backend runs, and [`test_on_both_backends!`] declares a
+//! scenario's test on each backend.
 
 pub mod aws;
 pub mod bench;
@@ -67,6 +68,13 @@ impl Answer {
         self.body["error"]["code"].as_str().unwrap_or("")
     }
 
+    /// Asserts that this is an error answer with `status` and the error `code`.
+    #[track_caller]
+    pub fn assert_error(&self, status: StatusCode, code: &str) {
+        assert_eq!(self.status, status, "{}", self.text);
+        assert_eq!(self.code(), code, "{}", self.text);
+    }
+
     /// The field a validation error names.
     pub fn field(&self) -> &str {
         self.body["error"]["details"]["field"]
@@ -82,6 +90,75 @@ impl Answer {
     pub fn consistency(&self) -> &str {
         self.body["consistency"].as_str().unwrap_or("")
     }
+
+    /// The event types of a stream answer (`GET /v1/streams/...`), in stream order.
+    pub fn event_types(&self) -> Vec<&str> {
+        self.body["events"]
+            .as_array()
+            .expect("a stream answer")
+            .iter()
+            .map(|e| e["event_type"].as_str().expect("an event type"))
+            .collect()
+    }
+
+    /// How many events of `event_type` a stream answer holds.
+    pub fn count_events(&self, event_type: &str) -> usize {
+        self.event_types()
+            .into_iter()
+            .filter(|t| *t == event_type)
+            .count()
+    }
+}
+
+/// A checkout that answered 201 Created, and the ids it answered.
+#[derive(Debug)]
+pub struct Placed {
+    pub order_id: String,
+    pub payment_id: String,
+    pub answer: Answer,
+}
+
+/// Declares the test `$name`: `$scenario(&app)` on a fresh embedded app, which is shut down
+/// afterwards. A scenario is an `async fn(&TestApp)`.
+#[macro_export]
+macro_rules! embedded_test {
+    ($name:ident, $scenario:path) => {
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $name() {
+            let app = $crate::spawn_app().await;
+            $scenario(&app).await;
+            app.shutdown().await;
+        }
+    };
+}
+
+/// Declares the test `$name`: `$scenario(&app)` on a fresh AWS stage on moto
+/// ([`aws::spawn_aws_app`], with the relay and consumers in process when `workers` is true).
+#[macro_export]
+macro_rules! dynamodb_test {
+    ($name:ident, $scenario:path, workers: $workers:expr) => {
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $name() {
+            let (app, _stage) = $crate::aws::spawn_aws_app($workers).await;
+            $scenario(&app).await;
+            app.shutdown().await;
+        }
+    };
+}
+
+/// One scenario as two tests, [`embedded_test!`] `$embedded` and [`dynamodb_test!`]
+/// `$on_dynamodb`: what a backend must do, each backend does.
+#[macro_export]
+macro_rules! test_on_both_backends {
+    (
+        $scenario:path,
+        embedded: $embedded:ident,
+        on_dynamodb: $on_dynamodb:ident,
+        workers: $workers:expr
+    ) => {
+        $crate::embedded_test!($embedded, $scenario);
+        $crate::dynamodb_test!($on_dynamodb, $scenario, workers: $workers);
+    };
 }
 
 /// Starts an app on a fresh temporary data directory.
@@ -270,8 +347,29 @@ impl TestApp {
         self.send(Method::GET, path, Some(token), None, &[]).await
     }
 
+    /// `GET path` as `token`, answered once the write behind `consistency` (a command's
+    /// read-your-writes token) is reflected; a plain `GET` when `consistency` is empty.
+    pub async fn get_consistent(&self, path: &str, token: &str, consistency: &str) -> Answer {
+        if consistency.is_empty() {
+            return self.get(path, token).await;
+        }
+        let separator = if path.contains('?') { '&' } else { '?' };
+        self.get(
+            &format!("{path}{separator}consistency={consistency}"),
+            token,
+        )
+        .await
+    }
+
     pub async fn post(&self, path: &str, token: &str, body: Value) -> Answer {
         self.send(Method::POST, path, Some(token), Some(body), &[])
+            .await
+    }
+
+    /// `POST` under an `Idempotency-Key`.
+    pub async fn post_keyed(&self, path: &str, token: &str, body: Value, key: &str) -> Answer {
+        let headers = [("Idempotency-Key", key)];
+        self.send(Method::POST, path, Some(token), Some(body), &headers)
             .await
     }
 
@@ -301,23 +399,93 @@ impl TestApp {
         a.body["cart_id"].as_str().expect("cart id").to_string()
     }
 
-    /// Opens a cart, adds `items` and checks out; returns the checkout answer.
     /// `POST /v1/admin/products`: product `id` in category `misc` at `price` EUR with `stock`
-    /// units, as `token` (an admin's).
+    /// units, as `token` (an admin's). It must be created (201).
     pub async fn create_product(&self, token: &str, id: &str, price: &str, stock: u32) -> Answer {
+        let product = serde_json::json!({ "product_id": id, "name": format!("Product {id}"),
+                "category": "misc", "price": { "amount": price, "currency": "EUR" },
+                "initial_stock": stock });
+        self.create_product_from(token, product).await
+    }
+
+    /// `POST /v1/admin/products` of the product described by `product`, as `token` (an
+    /// admin's). It must be created (201).
+    pub async fn create_product_from(&self, token: &str, product: Value) -> Answer {
+        let created = self.post("/v1/admin/products", token, product).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+        created
+    }
+
+    /// `POST /v1/admin/products/{product}/{action}` with an empty body: `retire`, `unretire`.
+    pub async fn product_action(&self, token: &str, product: &str, action: &str) -> Answer {
+        let path = format!("/v1/admin/products/{product}/{action}");
+        self.post(&path, token, serde_json::json!({})).await
+    }
+
+    /// Opens a cart, adds `items` and checks out; returns the checkout answer.
+    pub async fn place_order(&self, token: &str, items: &[(&str, u32)]) -> Answer {
+        self.place_order_with(token, items, checkout_body("alice@example.com"))
+            .await
+    }
+
+    /// [`place_order`](Self::place_order), which must succeed.
+    pub async fn place_order_ok(&self, token: &str, items: &[(&str, u32)]) -> Placed {
+        let answer = self.place_order(token, items).await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+        let id = |field: &str| answer.body[field].as_str().expect(field).to_owned();
+        Placed {
+            order_id: id("order_id"),
+            payment_id: id("payment_id"),
+            answer,
+        }
+    }
+
+    /// `GET /v1/streams/{stream_type}/{id}` as an analyst: the stream's events and state.
+    pub async fn stream(&self, stream_type: &str, id: &str) -> Answer {
+        let analyst = self.token("ana", Role::Analyst);
+        self.get(&format!("/v1/streams/{stream_type}/{id}"), &analyst)
+            .await
+    }
+
+    /// `POST /v1/carts/{cart}/items`: `quantity` of `product`.
+    pub async fn add_item(&self, token: &str, cart: &str, product: &str, quantity: u32) -> Answer {
         self.post(
-            "/v1/admin/products",
+            &format!("/v1/carts/{cart}/items"),
             token,
-            serde_json::json!({ "product_id": id, "name": format!("Product {id}"),
-                    "category": "misc", "price": { "amount": price, "currency": "EUR" },
-                    "initial_stock": stock }),
+            serde_json::json!({ "product_id": product, "quantity": quantity }),
         )
         .await
     }
 
-    pub async fn place_order(&self, token: &str, items: &[(&str, u32)]) -> Answer {
-        self.place_order_with(token, items, checkout_body("alice@example.com"))
-            .await
+    /// `POST /v1/payments/{payment_id}/confirm` with `payment_method` (a test card or method).
+    pub async fn confirm_payment(
+        &self,
+        token: &str,
+        payment_id: &str,
+        payment_method: &str,
+    ) -> Answer {
+        self.post(
+            &format!("/v1/payments/{payment_id}/confirm"),
+            token,
+            serde_json::json!({ "payment_method": payment_method }),
+        )
+        .await
+    }
+
+    /// `POST /v1/admin/projections/{projection}/rebuild`: starts rebuilding a read model.
+    pub async fn rebuild_projection(&self, token: &str, projection: &str) -> Answer {
+        let path = format!("/v1/admin/projections/{projection}/rebuild");
+        self.post(&path, token, serde_json::json!({})).await
+    }
+
+    /// `POST /v1/orders/{order_id}/cancel` with `reason`.
+    pub async fn cancel_order(&self, token: &str, order_id: &str, reason: &str) -> Answer {
+        self.post(
+            &format!("/v1/orders/{order_id}/cancel"),
+            token,
+            serde_json::json!({ "reason": reason }),
+        )
+        .await
     }
 
     /// [`place_order`](Self::place_order) with its own checkout body.
@@ -329,13 +497,7 @@ impl TestApp {
     ) -> Answer {
         let cart = self.open_cart(token).await;
         for (product, quantity) in items {
-            let a = self
-                .post(
-                    &format!("/v1/carts/{cart}/items"),
-                    token,
-                    serde_json::json!({ "product_id": product, "quantity": quantity }),
-                )
-                .await;
+            let a = self.add_item(token, &cart, product, *quantity).await;
             assert_eq!(a.status, StatusCode::OK, "{}", a.text);
         }
         self.post(&format!("/v1/carts/{cart}/checkout"), token, checkout)

@@ -24,18 +24,24 @@ pub async fn order_reaches(
 ) -> Value {
     eventually(app.wait, || async {
         let a = app
-            .get(
-                &match consistency {
-                    "" => format!("/v1/orders/{order_id}"),
-                    token => format!("/v1/orders/{order_id}?consistency={token}"),
-                },
-                token,
-            )
+            .get_consistent(&format!("/v1/orders/{order_id}"), token, consistency)
             .await;
         (a.status == StatusCode::OK && a.body["status"] == status).then_some(a.body)
     })
     .await
     .unwrap_or_else(|| panic!("order {order_id} never became {status}"))
+}
+
+/// Polls the catalog until `product` has `reserved` units reserved; returns its view.
+pub async fn product_reaches(app: &TestApp, token: &str, product: &str, reserved: u64) -> Value {
+    eventually(app.wait, || async {
+        let a = app
+            .get(&format!("/v1/catalog/products/{product}"), token)
+            .await;
+        (a.body["reserved"] == reserved).then_some(a.body)
+    })
+    .await
+    .unwrap_or_else(|| panic!("{product} never had {reserved} reserved"))
 }
 
 /// Polls the customer's notifications until one of `kind` is there for `order_id`.
@@ -101,21 +107,9 @@ pub async fn customer_buys_and_pays(app: &TestApp) -> ShopRun {
 
     // Cart: open, add two products, change a quantity.
     let cart = app.open_cart(&alice).await;
-    let first_add = app
-        .post(
-            &format!("/v1/carts/{cart}/items"),
-            &alice,
-            json!({ "product_id": "prd_espresso", "quantity": 2 }),
-        )
-        .await;
+    let first_add = app.add_item(&alice, &cart, "prd_espresso", 2).await;
     assert_eq!(first_add.status, StatusCode::OK, "{}", first_add.text);
-    let added = app
-        .post(
-            &format!("/v1/carts/{cart}/items"),
-            &alice,
-            json!({ "product_id": "prd_sencha", "quantity": 1 }),
-        )
-        .await;
+    let added = app.add_item(&alice, &cart, "prd_sencha", 1).await;
     assert_eq!(added.body["lines"].as_array().unwrap().len(), 2);
     let changed = app
         .send(
@@ -168,21 +162,12 @@ pub async fn customer_buys_and_pays(app: &TestApp) -> ShopRun {
     .await;
     assert_eq!(placed["lines"].as_array().unwrap().len(), 2);
     // Stock reserved, seen through the catalog read model.
-    let espresso = eventually(app.wait, || async {
-        let a = app.get("/v1/catalog/products/prd_espresso", &alice).await;
-        (a.body["reserved"] == 2).then_some(a.body)
-    })
-    .await
-    .expect("the reservation reaches the catalog");
+    let espresso = product_reaches(app, &alice, "prd_espresso", 2).await;
     assert_eq!(espresso["available"], 98);
 
     // Pay with the simulated gateway; the process managers mark the order paid.
     let paid = app
-        .post(
-            &format!("/v1/payments/{payment_id}/confirm"),
-            &alice,
-            json!({ "payment_method": "pm_card_visa" }),
-        )
+        .confirm_payment(&alice, &payment_id, "pm_card_visa")
         .await;
     assert_eq!(paid.status, StatusCode::OK, "{}", paid.text);
     assert_eq!(paid.body["status"], "succeeded");

@@ -131,19 +131,11 @@ impl Throttle {
             .await
             .expect("listing tables on moto");
         for table in tables.table_names() {
-            let described = client
-                .describe_table()
-                .table_name(table)
-                .send()
-                .await
-                .expect("describing a table on moto");
+            let described = crate::aws::moto::describe_table(client, table).await;
             let hash = described
-                .table()
-                .and_then(|t| {
-                    t.key_schema()
-                        .iter()
-                        .find(|k| k.key_type() == &aws_sdk_dynamodb::types::KeyType::Hash)
-                })
+                .key_schema()
+                .iter()
+                .find(|k| k.key_type() == &aws_sdk_dynamodb::types::KeyType::Hash)
                 .map(|k| k.attribute_name().to_owned())
                 .expect("every table has a partition key");
             self.keys.lock().expect("keys").insert(table.clone(), hash);

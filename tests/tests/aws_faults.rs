@@ -6,7 +6,7 @@ use api::compose_aws::{AwsOptions, AwsStage};
 use async_trait::async_trait;
 use backbone_tests::aws::{
     drain_queue, drain_relay, fresh_stage, fresh_stage_with, in_order_reference, only, queue_depth,
-    queue_url, run_consumer_until_empty, run_workload, send_bodies, send_events,
+    queue_url, read_model_doc, run_consumer_until_empty, run_workload, send_bodies, send_events,
     stream_and_checkpoints, table_event_ids, test_options, test_workers,
 };
 use backbone_tests::{eventually, whole_feed};
@@ -63,6 +63,24 @@ fn relay_with(stage: &AwsStage, publisher: Arc<dyn EventPublisher>, page_size: u
         publisher,
         relay_config(page_size),
     )
+}
+
+/// A fresh stage after `run_workload(tag, orders, paid)`, with every event of it published by
+/// the relay (so each queue holds the whole feed once).
+async fn published_workload(tag: &str, orders: usize, paid: usize) -> AwsStage {
+    let stage = fresh_stage().await;
+    run_workload(&stage.shop, tag, orders, paid).await;
+    drain_relay(&stage.relay(relay_config(200))).await;
+    stage
+}
+
+/// Runs a consumer of `group` (the test configuration) until its queue is empty.
+async fn consume_until_empty(stage: &AwsStage, group: ConsumerGroup) {
+    let consumer = stage
+        .consumer(group, test_workers().consumer)
+        .await
+        .unwrap();
+    run_consumer_until_empty(stage, group, &consumer, WAIT).await;
 }
 
 fn projection_of(group: ConsumerGroup) -> Arc<dyn Projection> {
@@ -122,26 +140,41 @@ async fn converges(
     }
 }
 
-/// A queue whose `delete` signals and then never returns: the worker has committed its write
-/// but not deleted the message when the test kills it.
-struct StuckBeforeDelete {
+/// The stage's SQS queue with one fault injected.
+struct FaultyQueue {
     inner: SqsEventQueue,
-    reached: Arc<Notify>,
+    fault: QueueFault,
+}
+
+enum QueueFault {
+    /// `delete` signals and then never returns: the worker has committed its write but not
+    /// deleted the message when the test kills it.
+    StuckBeforeDelete { reached: Arc<Notify> },
+    /// The stop signal fires while a receive is in flight (a SIGTERM arriving during the long
+    /// poll).
+    StopDuringReceive { cancel: CancellationToken },
 }
 
 #[async_trait]
-impl EventQueue for StuckBeforeDelete {
+impl EventQueue for FaultyQueue {
     async fn receive(
         &self,
         max: usize,
         wait: Duration,
         visibility: Option<Duration>,
     ) -> Result<Vec<QueuedEvent>, FanoutError> {
-        self.inner.receive(max, wait, visibility).await
+        let got = self.inner.receive(max, wait, visibility).await;
+        if let QueueFault::StopDuringReceive { cancel } = &self.fault {
+            cancel.cancel();
+        }
+        got
     }
-    async fn delete(&self, _receipts: &[String]) -> Result<Vec<String>, FanoutError> {
-        self.reached.notify_one();
-        std::future::pending().await
+    async fn delete(&self, receipts: &[String]) -> Result<Vec<String>, FanoutError> {
+        if let QueueFault::StuckBeforeDelete { reached } = &self.fault {
+            reached.notify_one();
+            return std::future::pending().await;
+        }
+        self.inner.delete(receipts).await
     }
     async fn change_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), FanoutError> {
         self.inner.change_visibility(receipt, timeout).await
@@ -197,10 +230,7 @@ impl ReadModelStore for StuckBeforeCommit {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_batch_and_restarted_loses_and_doubles_no_read_model_change() {
-    let stage = fresh_stage().await;
-    run_workload(&stage.shop, "kill", 6, 3).await;
-    let relay = stage.relay(relay_config(200));
-    drain_relay(&relay).await;
+    let stage = published_workload("kill", 6, 3).await;
     let feed = whole_feed(stage.store.as_ref()).await;
     let group = ConsumerGroup::OrderHistory;
     let projection = projection_of(group);
@@ -248,12 +278,14 @@ async fn a_worker_killed_mid_batch_and_restarted_loses_and_doubles_no_read_model
     let reached = Arc::new(Notify::new());
     let doomed = Arc::new(QueueConsumer::new(
         "queue:order-history",
-        Arc::new(StuckBeforeDelete {
+        Arc::new(FaultyQueue {
             inner: stage.queue(group).await.unwrap(),
-            reached: reached.clone(),
+            fault: QueueFault::StuckBeforeDelete {
+                reached: reached.clone(),
+            },
         }),
         stage.handler(group),
-        config.clone(),
+        config,
     ));
     kill_when_reached(doomed, &reached, &health, "the worker committed a batch").await;
     let partial = dynamo_dump(&stage, projection.as_ref()).await;
@@ -264,8 +296,7 @@ async fn a_worker_killed_mid_batch_and_restarted_loses_and_doubles_no_read_model
 
     // 3. Restarted: the messages come back after their visibility timeout; what was applied is
     // skipped, the rest applied once.
-    let restarted = stage.consumer(group, config).await.unwrap();
-    run_consumer_until_empty(&stage, group, &restarted, WAIT).await;
+    consume_until_empty(&stage, group).await;
     let after = dynamo_dump(&stage, projection.as_ref()).await;
     assert_eq!(
         after, expected,
@@ -276,10 +307,7 @@ async fn a_worker_killed_mid_batch_and_restarted_loses_and_doubles_no_read_model
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicated_and_shuffled_deliveries_give_the_same_read_models_as_in_order_delivery() {
-    let stage = fresh_stage().await;
-    run_workload(&stage.shop, "shuf", 5, 3).await;
-    let relay = stage.relay(relay_config(200));
-    drain_relay(&relay).await;
+    let stage = published_workload("shuf", 5, 3).await;
     let feed = whole_feed(stage.store.as_ref()).await;
     assert!(feed.len() > 30, "{} events", feed.len());
     let groups = [
@@ -310,11 +338,7 @@ async fn duplicated_and_shuffled_deliveries_give_the_same_read_models_as_in_orde
     }
     for group in groups {
         let projection = projection_of(group);
-        let consumer = stage
-            .consumer(group, test_workers().consumer)
-            .await
-            .unwrap();
-        run_consumer_until_empty(&stage, group, &consumer, WAIT).await;
+        consume_until_empty(&stage, group).await;
         let expected = in_order_reference(&stage, projection.clone(), &feed).await;
         assert!(!expected.is_empty(), "{group}");
         converges(&stage, projection.as_ref(), &expected).await;
@@ -361,13 +385,8 @@ async fn a_poison_event_lands_in_the_dlq_after_max_receive_count_while_other_eve
     // Other events keep flowing meanwhile.
     let w = run_workload(&stage.shop, "poison", 4, 2).await;
     for order in &w.orders {
-        let found = eventually(WAIT, || async {
-            stage
-                .models
-                .get(projections::order_history::ORDERS, order)
-                .await
-                .ok()
-                .flatten()
+        let found = eventually(WAIT, || {
+            read_model_doc(&stage, projections::order_history::ORDERS, order)
         })
         .await;
         assert!(
@@ -400,12 +419,7 @@ async fn a_poison_event_lands_in_the_dlq_after_max_receive_count_while_other_eve
     // The paid orders got paid through the process managers' queue.
     for order in &w.paid {
         let paid = eventually(WAIT, || async {
-            let doc = stage
-                .models
-                .get(projections::order_history::ORDERS, order)
-                .await
-                .ok()
-                .flatten()?;
+            let doc = read_model_doc(&stage, projections::order_history::ORDERS, order).await?;
             (doc["status"] == "paid").then_some(())
         })
         .await;
@@ -523,17 +537,10 @@ async fn the_relay_restarted_mid_shard_resumes_from_its_checkpoint_without_losin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_projection_started_from_zero_catches_up_from_the_durable_feed() {
-    let stage = fresh_stage().await;
-    run_workload(&stage.shop, "late", 4, 2).await;
-    let relay = stage.relay(relay_config(200));
-    drain_relay(&relay).await;
+    let stage = published_workload("late", 4, 2).await;
     // The live consumers keep the stage's read models.
     for group in [ConsumerGroup::OrderHistory, ConsumerGroup::Support] {
-        let consumer = stage
-            .consumer(group, test_workers().consumer)
-            .await
-            .unwrap();
-        run_consumer_until_empty(&stage, group, &consumer, WAIT).await;
+        consume_until_empty(&stage, group).await;
     }
 
     // A brand-new read-model store (the tables of another stack), fed from feed position 0,
@@ -573,38 +580,9 @@ async fn a_new_projection_started_from_zero_catches_up_from_the_durable_feed() {
     }
 }
 
-/// A queue that fires the stop signal while its receive is in flight (a SIGTERM arriving
-/// during the long poll).
-struct StopDuringReceive {
-    inner: SqsEventQueue,
-    cancel: CancellationToken,
-}
-
-#[async_trait]
-impl EventQueue for StopDuringReceive {
-    async fn receive(
-        &self,
-        max: usize,
-        wait: Duration,
-        visibility: Option<Duration>,
-    ) -> Result<Vec<QueuedEvent>, FanoutError> {
-        let got = self.inner.receive(max, wait, visibility).await;
-        self.cancel.cancel();
-        got
-    }
-    async fn delete(&self, receipts: &[String]) -> Result<Vec<String>, FanoutError> {
-        self.inner.delete(receipts).await
-    }
-    async fn change_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), FanoutError> {
-        self.inner.change_visibility(receipt, timeout).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_worker_releases_the_messages_it_received_at_once() {
-    let stage = fresh_stage().await;
-    run_workload(&stage.shop, "stop", 1, 0).await;
-    drain_relay(&stage.relay(relay_config(200))).await;
+    let stage = published_workload("stop", 1, 0).await;
     let group = ConsumerGroup::Catalog;
     let url = queue_url(&stage, group, false).await;
     let (waiting, _) = queue_depth(&stage, &url).await;
@@ -615,9 +593,11 @@ async fn a_stopping_worker_releases_the_messages_it_received_at_once() {
     config.visibility = Some(Duration::from_secs(60));
     let consumer = QueueConsumer::new(
         "queue:catalog",
-        Arc::new(StopDuringReceive {
+        Arc::new(FaultyQueue {
             inner: stage.queue(group).await.unwrap(),
-            cancel: cancel.clone(),
+            fault: QueueFault::StopDuringReceive {
+                cancel: cancel.clone(),
+            },
         }),
         stage.handler(group),
         config,

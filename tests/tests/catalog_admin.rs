@@ -4,8 +4,7 @@
 //! reads are public unless `--catalog-auth required`.
 
 use api::auth::Role;
-use backbone_tests::aws::spawn_aws_app;
-use backbone_tests::{spawn_app, spawn_app_configured, Answer, TestApp};
+use backbone_tests::{spawn_app_configured, test_on_both_backends, Answer, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -53,15 +52,9 @@ async fn admin_edits_the_catalog(app: &TestApp) {
     }
 
     for id in ["prd_k1", "prd_k2"] {
-        let created = app
-            .post(
-                "/v1/admin/products",
-                &admin,
-                json!({ "product_id": id, "name": "Kettle", "category": "kettles",
-                        "price": { "amount": "20.00", "currency": "EUR" }, "initial_stock": 5 }),
-            )
-            .await;
-        assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+        let kettle = json!({ "product_id": id, "name": "Kettle", "category": "kettles",
+                "price": { "amount": "20.00", "currency": "EUR" }, "initial_stock": 5 });
+        app.create_product_from(&admin, kettle).await;
     }
     let last = app
         .post(
@@ -167,36 +160,24 @@ async fn admin_edits_the_catalog(app: &TestApp) {
     }
 
     // Retire and un-retire: the category count follows.
-    let retired = app
-        .post("/v1/admin/products/prd_k1/retire", &admin, json!({}))
-        .await;
+    let retired = app.product_action(&admin, "prd_k1", "retire").await;
     assert_eq!(retired.status, StatusCode::OK, "{}", retired.text);
     assert_eq!(
         categories(app, retired.consistency()).await,
         json!({ "kettles": 1 })
     );
     let cart = app.open_cart(&alice).await;
-    let refused = app
-        .post(
-            &format!("/v1/carts/{cart}/items"),
-            &alice,
-            json!({ "product_id": "prd_k1", "quantity": 1 }),
-        )
-        .await;
+    let refused = app.add_item(&alice, &cart, "prd_k1", 1).await;
     assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.text);
     assert_eq!(refused.code(), "product_retired");
-    let back = app
-        .post("/v1/admin/products/prd_k1/unretire", &admin, json!({}))
-        .await;
+    let back = app.product_action(&admin, "prd_k1", "unretire").await;
     assert_eq!(back.status, StatusCode::OK, "{}", back.text);
     assert_eq!(back.body["status"], "active");
     assert_eq!(
         categories(app, back.consistency()).await,
         json!({ "kettles": 1, "mugs": 1 })
     );
-    let again = app
-        .post("/v1/admin/products/prd_k1/unretire", &admin, json!({}))
-        .await;
+    let again = app.product_action(&admin, "prd_k1", "unretire").await;
     assert_eq!(
         again.status,
         StatusCode::OK,
@@ -206,19 +187,12 @@ async fn admin_edits_the_catalog(app: &TestApp) {
     assert_eq!(bought.status, StatusCode::CREATED, "{}", bought.text);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn admins_keep_a_complete_catalog_that_anyone_can_read_embedded() {
-    let app = spawn_app().await;
-    admin_edits_the_catalog(&app).await;
-    app.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn admins_keep_a_complete_catalog_that_anyone_can_read_on_dynamodb() {
-    let (app, _stage) = spawn_aws_app(true).await;
-    admin_edits_the_catalog(&app).await;
-    app.shutdown().await;
-}
+test_on_both_backends!(
+    admin_edits_the_catalog,
+    embedded: admins_keep_a_complete_catalog_that_anyone_can_read_embedded,
+    on_dynamodb: admins_keep_a_complete_catalog_that_anyone_can_read_on_dynamodb,
+    workers: true
+);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn catalog_auth_required_puts_the_catalog_behind_a_token() {

@@ -3,11 +3,9 @@
 //! stream holds exactly ten reservations.
 
 use api::auth::Role;
-use backbone_tests::aws::spawn_aws_app;
-use backbone_tests::{spawn_app, TestApp};
+use backbone_tests::{test_on_both_backends, TestApp};
 use commands::StreamRef;
 use domain::StreamType;
-use reqwest::StatusCode;
 use std::collections::BTreeMap;
 
 const UNITS: u32 = 10;
@@ -15,8 +13,7 @@ const CUSTOMERS: usize = 50;
 
 async fn race(app: &TestApp) {
     let admin = app.token("ada", Role::Admin);
-    let created = app.create_product(&admin, "prd_race", "9.90", UNITS).await;
-    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    app.create_product(&admin, "prd_race", "9.90", UNITS).await;
 
     let checkouts = (0..CUSTOMERS).map(|i| async move {
         let token = app.token(&format!("racer{i}"), Role::Customer);
@@ -54,16 +51,9 @@ async fn race(app: &TestApp) {
     assert_eq!(reserved, UNITS as usize, "one reservation per order");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn fifty_checkouts_of_ten_units_place_ten_orders_on_the_embedded_store() {
-    let app = spawn_app().await;
-    race(&app).await;
-    app.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn fifty_checkouts_of_ten_units_place_ten_orders_on_dynamodb() {
-    let (app, _stage) = spawn_aws_app(false).await;
-    race(&app).await;
-    app.shutdown().await;
-}
+test_on_both_backends!(
+    race,
+    embedded: fifty_checkouts_of_ten_units_place_ten_orders_on_the_embedded_store,
+    on_dynamodb: fifty_checkouts_of_ten_units_place_ten_orders_on_dynamodb,
+    workers: false
+);

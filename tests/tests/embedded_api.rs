@@ -15,6 +15,13 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// A fresh app, and a token for alice, the customer most tests act as.
+async fn app_with_alice() -> (TestApp, String) {
+    let app = spawn_app().await;
+    let alice = app.token("alice", Role::Customer);
+    (app, alice)
+}
+
 async fn available(app: &TestApp, token: &str, product: &str) -> u64 {
     let a = app
         .get(&format!("/v1/catalog/products/{product}"), token)
@@ -170,8 +177,7 @@ async fn a_stored_v1_intent_created_never_shows_its_client_secret() {
 
 #[tokio::test]
 async fn roles_are_enforced_per_route_group() {
-    let app = spawn_app().await;
-    let alice = app.token("alice", Role::Customer);
+    let (app, alice) = app_with_alice().await;
     let bob = app.token("bob", Role::Customer);
     let support = app.token("sam", Role::Support);
     let admin = app.token("ada", Role::Admin);
@@ -179,8 +185,7 @@ async fn roles_are_enforced_per_route_group() {
 
     // 401: no token, a garbage token, an expired token, a token signed with another secret.
     let none = app.send(Method::GET, "/v1/orders", None, None, &[]).await;
-    assert_eq!(none.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(none.code(), "unauthorized");
+    none.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     assert!(none.body["error"]["request_id"].as_str().is_some());
     assert_eq!(
         app.get("/v1/orders", "not-a-jwt").await.status,
@@ -234,42 +239,22 @@ async fn roles_are_enforced_per_route_group() {
     }
 
     // 404: another customer's cart, order and payment.
-    let checkout = app.place_order(&alice, &[("prd_filter", 1)]).await;
-    assert_eq!(checkout.status, StatusCode::CREATED, "{}", checkout.text);
-    let order_id = checkout.body["order_id"].as_str().unwrap();
-    let payment_id = checkout.body["payment_id"].as_str().unwrap();
+    let checkout = app.place_order_ok(&alice, &[("prd_filter", 1)]).await;
+    let (order_id, payment_id) = (&checkout.order_id, &checkout.payment_id);
     let alice_cart = app.open_cart(&alice).await;
     for a in [
         app.get(&format!("/v1/carts/{alice_cart}"), &bob).await,
-        app.post(
-            &format!("/v1/carts/{alice_cart}/items"),
+        app.add_item(&bob, &alice_cart, "prd_filter", 1).await,
+        app.get_consistent(
+            &format!("/v1/orders/{order_id}"),
             &bob,
-            json!({ "product_id": "prd_filter", "quantity": 1 }),
+            checkout.answer.consistency(),
         )
         .await,
-        app.get(
-            &format!(
-                "/v1/orders/{order_id}?consistency={}",
-                checkout.consistency()
-            ),
-            &bob,
-        )
-        .await,
-        app.post(
-            &format!("/v1/orders/{order_id}/cancel"),
-            &bob,
-            json!({ "reason": "mine now" }),
-        )
-        .await,
-        app.post(
-            &format!("/v1/payments/{payment_id}/confirm"),
-            &bob,
-            json!({ "payment_method": "pm_card_visa" }),
-        )
-        .await,
+        app.cancel_order(&bob, order_id, "mine now").await,
+        app.confirm_payment(&bob, payment_id, "pm_card_visa").await,
     ] {
-        assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.text);
-        assert_eq!(a.code(), "not_found");
+        a.assert_error(StatusCode::NOT_FOUND, "not_found");
     }
 
     // Allowed: staff read any order, everyone reads the catalog, admin administers.
@@ -283,24 +268,16 @@ async fn roles_are_enforced_per_route_group() {
             StatusCode::OK
         );
     }
-    let created = app
-        .post(
-            "/v1/admin/products",
-            &admin,
-            json!({
-                "product_id": "prd_teapot", "name": "Cast iron teapot", "category": "tea",
-                "price": { "amount": "39.00", "currency": "EUR" }, "initial_stock": 4
-            }),
-        )
-        .await;
-    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let teapot = json!({
+        "product_id": "prd_teapot", "name": "Cast iron teapot", "category": "tea",
+        "price": { "amount": "39.00", "currency": "EUR" }, "initial_stock": 4
+    });
+    let created = app.create_product_from(&admin, teapot).await;
     let teapot = app
-        .get(
-            &format!(
-                "/v1/catalog/products/prd_teapot?consistency={}",
-                created.consistency()
-            ),
+        .get_consistent(
+            "/v1/catalog/products/prd_teapot",
             &alice,
+            created.consistency(),
         )
         .await;
     assert_eq!(
@@ -322,9 +299,7 @@ async fn roles_are_enforced_per_route_group() {
         )
         .await;
     assert_eq!(repriced.status, StatusCode::OK, "{}", repriced.text);
-    let retired = app
-        .post("/v1/admin/products/prd_teapot/retire", &admin, json!({}))
-        .await;
+    let retired = app.product_action(&admin, "prd_teapot", "retire").await;
     assert_eq!(retired.status, StatusCode::OK, "{}", retired.text);
     assert_eq!(retired.body["status"], "retired");
     assert_eq!(
@@ -342,30 +317,15 @@ async fn roles_are_enforced_per_route_group() {
 
 #[tokio::test]
 async fn an_idempotency_key_replays_the_first_answer_once() {
-    let app = spawn_app().await;
-    let alice = app.token("alice", Role::Customer);
+    let (app, alice) = app_with_alice().await;
     let cart = app.open_cart(&alice).await;
     let path = format!("/v1/carts/{cart}/items");
-    let add = |body: Value, key: &'static str| {
-        let app = &app;
-        let alice = &alice;
-        let path = path.clone();
-        async move {
-            app.send(
-                Method::POST,
-                &path,
-                Some(alice),
-                Some(body),
-                &[("Idempotency-Key", key)],
-            )
-            .await
-        }
-    };
-    let first = add(json!({ "product_id": "prd_decaf", "quantity": 2 }), "k-1").await;
+    let add = async |body: Value| app.post_keyed(&path, &alice, body, "k-1").await;
+    let first = add(json!({ "product_id": "prd_decaf", "quantity": 2 })).await;
     assert_eq!(first.status, StatusCode::OK, "{}", first.text);
     assert!(first.headers.get("idempotent-replayed").is_none());
     // The same key and body (keys in another order) replays the first answer.
-    let again = add(json!({ "quantity": 2, "product_id": "prd_decaf" }), "k-1").await;
+    let again = add(json!({ "quantity": 2, "product_id": "prd_decaf" })).await;
     assert_eq!(again.status, StatusCode::OK);
     assert_eq!(again.body, first.body);
     assert_eq!(again.headers["idempotent-replayed"], "true");
@@ -373,7 +333,7 @@ async fn an_idempotency_key_replays_the_first_answer_once() {
     assert_eq!(cart_now.body["lines"][0]["quantity"], 2, "added once");
     assert_eq!(cart_now.body["version"], 2);
     // The same key with another body is refused.
-    let other = add(json!({ "product_id": "prd_decaf", "quantity": 3 }), "k-1").await;
+    let other = add(json!({ "product_id": "prd_decaf", "quantity": 3 })).await;
     assert_eq!(
         other.status,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -382,18 +342,8 @@ async fn an_idempotency_key_replays_the_first_answer_once() {
     );
     assert_eq!(other.code(), "idempotency_key_reused");
     // Without a key every request counts.
-    app.post(
-        &path,
-        &alice,
-        json!({ "product_id": "prd_decaf", "quantity": 1 }),
-    )
-    .await;
-    app.post(
-        &path,
-        &alice,
-        json!({ "product_id": "prd_decaf", "quantity": 1 }),
-    )
-    .await;
+    app.add_item(&alice, &cart, "prd_decaf", 1).await;
+    app.add_item(&alice, &cart, "prd_decaf", 1).await;
     let cart_now = app.get(&format!("/v1/carts/{cart}"), &alice).await;
     assert_eq!(cart_now.body["lines"][0]["quantity"], 4);
 
@@ -401,24 +351,10 @@ async fn an_idempotency_key_replays_the_first_answer_once() {
     let checkout_path = format!("/v1/carts/{cart}/checkout");
     let body = checkout_body("alice@example.com");
     let one = app
-        .send(
-            Method::POST,
-            &checkout_path,
-            Some(&alice),
-            Some(body.clone()),
-            &[("Idempotency-Key", "co-1")],
-        )
+        .post_keyed(&checkout_path, &alice, body.clone(), "co-1")
         .await;
     assert_eq!(one.status, StatusCode::CREATED, "{}", one.text);
-    let two = app
-        .send(
-            Method::POST,
-            &checkout_path,
-            Some(&alice),
-            Some(body),
-            &[("Idempotency-Key", "co-1")],
-        )
-        .await;
+    let two = app.post_keyed(&checkout_path, &alice, body, "co-1").await;
     assert_eq!(two.status, StatusCode::CREATED);
     assert_eq!(two.body, one.body);
     assert_eq!(two.headers["idempotent-replayed"], "true");
@@ -441,127 +377,81 @@ async fn an_idempotency_key_replays_the_first_answer_once() {
     );
     // Another customer's identical key is a different command.
     let bob = app.token("bob", Role::Customer);
-    let bobs = app
-        .send(
-            Method::POST,
-            "/v1/carts",
-            Some(&bob),
-            Some(json!({})),
-            &[("Idempotency-Key", "k-1")],
-        )
-        .await;
+    let bobs = app.post_keyed("/v1/carts", &bob, json!({}), "k-1").await;
     assert_eq!(bobs.status, StatusCode::CREATED, "{}", bobs.text);
     app.shutdown().await;
 }
 
 #[tokio::test]
 async fn validation_errors_name_the_field() {
-    let app = spawn_app().await;
-    let alice = app.token("alice", Role::Customer);
+    let (app, alice) = app_with_alice().await;
     let admin = app.token("ada", Role::Admin);
     let cart = app.open_cart(&alice).await;
     let items = format!("/v1/carts/{cart}/items");
-    let added = app
-        .post(
-            &items,
-            &alice,
-            json!({ "product_id": "prd_decaf", "quantity": 1 }),
-        )
-        .await;
+    let added = app.add_item(&alice, &cart, "prd_decaf", 1).await;
     assert_eq!(added.status, StatusCode::OK, "{}", added.text);
 
-    let cases: Vec<(Answer, &str)> = vec![
+    // Each case: where it is posted, by whom, the body, and the field the refusal names.
+    let products = "/v1/admin/products";
+    let checkout = format!("/v1/carts/{cart}/checkout");
+    let cases: Vec<(&str, &str, Value, &str)> = vec![
         (
-            app.post(
-                &items,
-                &alice,
-                json!({ "product_id": "prd_decaf", "quantity": 0 }),
-            )
-            .await,
+            &items,
+            &alice,
+            json!({ "product_id": "prd_decaf", "quantity": 0 }),
             "quantity",
         ),
         (
-            app.post(
-                &items,
-                &alice,
-                json!({ "product_id": "prd_decaf", "quantity": 100 }),
-            )
-            .await,
+            &items,
+            &alice,
+            json!({ "product_id": "prd_decaf", "quantity": 100 }),
             "quantity",
         ),
         (
-            app.post(
-                &items,
-                &alice,
-                json!({ "product_id": "prd_decaf", "quantity": "two" }),
-            )
-            .await,
+            &items,
+            &alice,
+            json!({ "product_id": "prd_decaf", "quantity": "two" }),
             "quantity",
         ),
         (
-            app.post(
-                &items,
-                &alice,
-                json!({ "product_id": "prd decaf!", "quantity": 1 }),
-            )
-            .await,
+            &items,
+            &alice,
+            json!({ "product_id": "prd decaf!", "quantity": 1 }),
             "product_id",
         ),
         (
-            app.post(
-                &items,
-                &alice,
-                json!({ "product_id": "prd_decaf", "quantity": 1, "gift": true }),
-            )
-            .await,
+            &items,
+            &alice,
+            json!({ "product_id": "prd_decaf", "quantity": 1, "gift": true }),
             "gift",
         ),
+        (&items, &alice, json!({ "quantity": 1 }), "product_id"),
         (
-            app.post(&items, &alice, json!({ "quantity": 1 })).await,
-            "product_id",
-        ),
-        (
-            app.post(
-                "/v1/admin/products",
-                &admin,
-                json!({ "product_id": "prd_x", "name": "X", "category": "misc",
-                        "price": { "amount": "1.00", "currency": "EURO" } }),
-            )
-            .await,
+            products,
+            &admin,
+            json!({ "product_id": "prd_x", "name": "X", "category": "misc",
+                    "price": { "amount": "1.00", "currency": "EURO" } }),
             "price.currency",
         ),
         (
-            app.post(
-                "/v1/admin/products",
-                &admin,
-                json!({ "product_id": "prd_x", "name": "X", "category": "misc",
-                        "price": { "amount": "1.001", "currency": "EUR" } }),
-            )
-            .await,
+            products,
+            &admin,
+            json!({ "product_id": "prd_x", "name": "X", "category": "misc",
+                    "price": { "amount": "1.001", "currency": "EUR" } }),
             "price.amount",
         ),
+        (&checkout, &alice, checkout_body("not-an-email"), "email"),
         (
-            app.post(
-                &format!("/v1/carts/{cart}/checkout"),
-                &alice,
-                checkout_body("not-an-email"),
-            )
-            .await,
-            "email",
-        ),
-        (
-            app.post(
-                &format!("/v1/carts/{cart}/checkout"),
-                &alice,
-                json!({ "email": "a@example.com",
-                        "shipping_address": { "name": "A", "line1": "L", "city": "C",
-                                              "postal_code": "P", "country": "GB", "floor": 3 } }),
-            )
-            .await,
+            &checkout,
+            &alice,
+            json!({ "email": "a@example.com",
+                    "shipping_address": { "name": "A", "line1": "L", "city": "C",
+                                          "postal_code": "P", "country": "GB", "floor": 3 } }),
             "shipping_address.floor",
         ),
     ];
-    for (answer, field) in cases {
+    for (path, token, body, field) in cases {
+        let answer = app.post(path, token, body).await;
         assert_eq!(
             answer.status,
             StatusCode::BAD_REQUEST,
@@ -620,12 +510,10 @@ async fn validation_errors_name_the_field() {
 
 #[tokio::test]
 async fn checkout_beyond_stock_is_refused_with_409() {
-    let app = spawn_app().await;
-    let alice = app.token("alice", Role::Customer);
+    let (app, alice) = app_with_alice().await;
     // The demo catalog has 3 Earl Grey.
     let refused = app.place_order(&alice, &[("prd_earl_grey", 4)]).await;
-    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.text);
-    assert_eq!(refused.code(), "insufficient_stock");
+    refused.assert_error(StatusCode::CONFLICT, "insufficient_stock");
     assert_eq!(
         available(&app, &alice, "prd_earl_grey").await,
         3,
@@ -633,12 +521,7 @@ async fn checkout_beyond_stock_is_refused_with_409() {
     );
 
     let cart = app.open_cart(&alice).await;
-    app.post(
-        &format!("/v1/carts/{cart}/items"),
-        &alice,
-        json!({ "product_id": "prd_earl_grey", "quantity": 3 }),
-    )
-    .await;
+    app.add_item(&alice, &cart, "prd_earl_grey", 3).await;
     let checkout = format!("/v1/carts/{cart}/checkout");
     let ok = app
         .post(&checkout, &alice, checkout_body("alice@example.com"))
@@ -647,25 +530,17 @@ async fn checkout_beyond_stock_is_refused_with_409() {
     let twice = app
         .post(&checkout, &alice, checkout_body("alice@example.com"))
         .await;
-    assert_eq!(twice.status, StatusCode::CONFLICT);
-    assert_eq!(twice.code(), "cart_checked_out");
+    twice.assert_error(StatusCode::CONFLICT, "cart_checked_out");
     app.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_declined_card_fails_the_payment_and_notifies_the_customer() {
-    let app = spawn_app().await;
-    let alice = app.token("alice", Role::Customer);
-    let checkout = app.place_order(&alice, &[("prd_kettle", 1)]).await;
-    assert_eq!(checkout.status, StatusCode::CREATED, "{}", checkout.text);
-    let order_id = checkout.body["order_id"].as_str().unwrap();
-    let payment_id = checkout.body["payment_id"].as_str().unwrap();
+    let (app, alice) = app_with_alice().await;
+    let checkout = app.place_order_ok(&alice, &[("prd_kettle", 1)]).await;
+    let (order_id, payment_id) = (&checkout.order_id, &checkout.payment_id);
     let declined = app
-        .post(
-            &format!("/v1/payments/{payment_id}/confirm"),
-            &alice,
-            json!({ "payment_method": "4000000000000002" }),
-        )
+        .confirm_payment(&alice, payment_id, "4000000000000002")
         .await;
     assert_eq!(declined.status, StatusCode::OK, "{}", declined.text);
     assert_eq!(declined.body["status"], "failed");
@@ -681,11 +556,7 @@ async fn a_declined_card_fails_the_payment_and_notifies_the_customer() {
     let n = notification(&app, &alice, order_id, "payment_failed").await;
     assert!(n["body"].as_str().is_some());
     let unknown = app
-        .post(
-            &format!("/v1/payments/{payment_id}/confirm"),
-            &alice,
-            json!({ "payment_method": "pm_card_bogus" }),
-        )
+        .confirm_payment(&alice, payment_id, "pm_card_bogus")
         .await;
     assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
     assert_eq!(unknown.field(), "payment_method");
@@ -694,31 +565,21 @@ async fn a_declined_card_fails_the_payment_and_notifies_the_customer() {
 
 #[tokio::test]
 async fn cancelling_an_order_releases_its_stock_in_the_catalog() {
-    let app = spawn_app().await;
-    let alice = app.token("alice", Role::Customer);
+    let (app, alice) = app_with_alice().await;
     let before = available(&app, &alice, "prd_grinder").await;
-    let checkout = app.place_order(&alice, &[("prd_grinder", 2)]).await;
-    assert_eq!(checkout.status, StatusCode::CREATED, "{}", checkout.text);
+    let checkout = app.place_order_ok(&alice, &[("prd_grinder", 2)]).await;
     let reserved = app
-        .get(
-            &format!(
-                "/v1/catalog/products/prd_grinder?consistency={}",
-                checkout.consistency()
-            ),
+        .get_consistent(
+            "/v1/catalog/products/prd_grinder",
             &alice,
+            checkout.answer.consistency(),
         )
         .await;
     assert_eq!(reserved.body["available"].as_u64(), Some(before - 2));
     assert_eq!(reserved.body["reserved"], 2);
 
-    let order_id = checkout.body["order_id"].as_str().unwrap();
-    let cancelled = app
-        .post(
-            &format!("/v1/orders/{order_id}/cancel"),
-            &alice,
-            json!({ "reason": "changed my mind" }),
-        )
-        .await;
+    let order_id = &checkout.order_id;
+    let cancelled = app.cancel_order(&alice, order_id, "changed my mind").await;
     assert_eq!(cancelled.status, StatusCode::OK, "{}", cancelled.text);
     assert_eq!(cancelled.body["status"], "cancelled");
     order_reaches(&app, &alice, order_id, cancelled.consistency(), "cancelled").await;
@@ -733,44 +594,24 @@ async fn cancelling_an_order_releases_its_stock_in_the_catalog() {
         "the process manager released the stock"
     );
     notification(&app, &alice, order_id, "order_cancelled").await;
-    let blank = app
-        .post(
-            &format!("/v1/orders/{order_id}/cancel"),
-            &alice,
-            json!({ "reason": " " }),
-        )
-        .await;
+    let blank = app.cancel_order(&alice, order_id, " ").await;
     assert_eq!(blank.field(), "reason");
     app.shutdown().await;
 }
 
 /// Opens a cart under the Idempotency-Key `restart-1`.
 async fn open_cart_keyed(app: &TestApp, token: &str) -> Answer {
-    app.send(
-        Method::POST,
-        "/v1/carts",
-        Some(token),
-        Some(json!({})),
-        &[("Idempotency-Key", "restart-1")],
-    )
-    .await
+    app.post_keyed("/v1/carts", token, json!({}), "restart-1")
+        .await
 }
 
 #[tokio::test]
 async fn a_restart_on_the_same_data_keeps_everything_and_gets_ready() {
-    let app = spawn_app().await;
-    let alice = app.token("alice", Role::Customer);
-    let checkout = app.place_order(&alice, &[("prd_scale", 1)]).await;
-    let order_id = checkout.body["order_id"].as_str().unwrap().to_string();
-    let payment_id = checkout.body["payment_id"].as_str().unwrap().to_string();
-    order_reaches(
-        &app,
-        &alice,
-        &order_id,
-        checkout.consistency(),
-        "awaiting_payment",
-    )
-    .await;
+    let (app, alice) = app_with_alice().await;
+    let checkout = app.place_order_ok(&alice, &[("prd_scale", 1)]).await;
+    let (order_id, payment_id) = (&checkout.order_id, &checkout.payment_id);
+    let placed = checkout.answer.consistency();
+    order_reaches(&app, &alice, order_id, placed, "awaiting_payment").await;
     let keyed = open_cart_keyed(&app, &alice).await;
     assert_eq!(keyed.status, StatusCode::CREATED, "{}", keyed.text);
     let head_before = app.state.store.head().await.unwrap();
@@ -796,27 +637,16 @@ async fn a_restart_on_the_same_data_keeps_everything_and_gets_ready() {
     assert_eq!(replayed.headers["idempotent-replayed"], "true");
     assert_eq!(replayed.body, keyed.body);
     // Read-your-writes with a token from before the restart answers at once.
-    let order = order_reaches(
-        &app,
-        &alice,
-        &order_id,
-        checkout.consistency(),
-        "awaiting_payment",
-    )
-    .await;
+    let order = order_reaches(&app, &alice, order_id, placed, "awaiting_payment").await;
     assert_eq!(order["order_id"], order_id.as_str());
     let products = app.get("/v1/catalog/products", &alice).await;
     assert_eq!(products.body["products"].as_array().unwrap().len(), 8);
     // The payment can still be completed after the restart.
     let paid = app
-        .post(
-            &format!("/v1/payments/{payment_id}/confirm"),
-            &alice,
-            json!({ "payment_method": "4242424242424242" }),
-        )
+        .confirm_payment(&alice, payment_id, "4242424242424242")
         .await;
     assert_eq!(paid.status, StatusCode::OK, "{}", paid.text);
-    order_reaches(&app, &alice, &order_id, paid.consistency(), "paid").await;
+    order_reaches(&app, &alice, order_id, paid.consistency(), "paid").await;
     app.shutdown().await;
 }
 
@@ -888,8 +718,7 @@ async fn operations_endpoints_answer_without_a_token() {
     let wrong_method = app
         .send(Method::DELETE, "/v1/orders", Some(&alice), None, &[])
         .await;
-    assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(wrong_method.code(), "method_not_allowed");
+    wrong_method.assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
     app.shutdown().await;
 }
 
@@ -899,14 +728,13 @@ async fn an_admin_rebuilds_one_projection_while_the_server_keeps_serving() {
     let admin = app.token("ops", Role::Admin);
     let alice = app.token("alice", Role::Customer);
     let support = app.token("sam", Role::Support);
-    let placed = app.place_order(&alice, &[("prd_espresso", 2)]).await;
-    assert_eq!(placed.status, StatusCode::CREATED, "{}", placed.text);
-    let order_id = placed.body["order_id"].as_str().unwrap().to_string();
+    let placed = app.place_order_ok(&alice, &[("prd_espresso", 2)]).await;
+    let order_id = &placed.order_id;
     order_reaches(
         &app,
         &alice,
-        &order_id,
-        placed.consistency(),
+        order_id,
+        placed.answer.consistency(),
         "awaiting_payment",
     )
     .await;
@@ -918,12 +746,10 @@ async fn an_admin_rebuilds_one_projection_while_the_server_keeps_serving() {
     .await
     .expect("the intent reaches the order history");
     let stock_before = app
-        .get(
-            &format!(
-                "/v1/catalog/products/prd_espresso?consistency={}",
-                placed.consistency()
-            ),
+        .get_consistent(
+            "/v1/catalog/products/prd_espresso",
             &alice,
+            placed.answer.consistency(),
         )
         .await
         .body["available"]
@@ -932,20 +758,11 @@ async fn an_admin_rebuilds_one_projection_while_the_server_keeps_serving() {
 
     // Only admins manage projections.
     for token in [&alice, &support] {
-        let a = app
-            .post(
-                "/v1/admin/projections/order_history/rebuild",
-                token,
-                json!({}),
-            )
-            .await;
+        let a = app.rebuild_projection(token, "order_history").await;
         assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
     }
-    let unknown = app
-        .post("/v1/admin/projections/nope/rebuild", &admin, json!({}))
-        .await;
-    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text);
-    assert_eq!(unknown.code(), "not_found");
+    let unknown = app.rebuild_projection(&admin, "nope").await;
+    unknown.assert_error(StatusCode::NOT_FOUND, "not_found");
 
     let listed = app.get("/v1/admin/projections", &admin).await;
     assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
@@ -960,27 +777,16 @@ async fn an_admin_rebuilds_one_projection_while_the_server_keeps_serving() {
         ["catalog", "notifications", "order_history", "support"]
     );
 
-    let started = app
-        .post(
-            "/v1/admin/projections/order_history/rebuild",
-            &admin,
-            json!({}),
-        )
-        .await;
+    let started = app.rebuild_projection(&admin, "order_history").await;
     assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.text);
     assert_eq!(started.body["rebuild"]["projection"], "order_history");
 
     // Meanwhile the shop keeps working: a new order shows in the catalog's stock.
-    let second = app.place_order(&alice, &[("prd_espresso", 1)]).await;
-    assert_eq!(second.status, StatusCode::CREATED, "{}", second.text);
-    let second_id = second.body["order_id"].as_str().unwrap().to_string();
-    let after = second.consistency();
+    let second = app.place_order_ok(&alice, &[("prd_espresso", 1)]).await;
+    let after = second.answer.consistency();
     let stock = eventually(WAIT, || async {
         let a = app
-            .get(
-                &format!("/v1/catalog/products/prd_espresso?consistency={after}"),
-                &alice,
-            )
+            .get_consistent("/v1/catalog/products/prd_espresso", &alice, after)
             .await;
         a.body["available"].as_u64()
     })
@@ -1005,12 +811,12 @@ async fn an_admin_rebuilds_one_projection_while_the_server_keeps_serving() {
     .expect("the rebuild finished");
     assert!(done["rebuild"]["events"].as_u64().unwrap() > 0, "{done}");
     assert!(done["rebuild"]["finished_at"].is_string(), "{done}");
-    let rebuilt = order_reaches(&app, &alice, &order_id, after, "awaiting_payment").await;
+    let rebuilt = order_reaches(&app, &alice, order_id, after, "awaiting_payment").await;
     assert_eq!(
         rebuilt, before,
         "the rebuilt view equals the one built live"
     );
-    order_reaches(&app, &alice, &second_id, after, "awaiting_payment").await;
+    order_reaches(&app, &alice, &second.order_id, after, "awaiting_payment").await;
     let listed = eventually(WAIT, || async {
         let a = app.get("/v1/orders", &alice).await;
         (a.body["orders"].as_array()?.len() == 2).then_some(a.body)

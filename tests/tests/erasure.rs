@@ -230,13 +230,7 @@ async fn erase_and_check(app: &TestApp, erin: &Person, other: &Person) -> Erased
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
     let first_id = first.body["order_id"].as_str().unwrap().to_owned();
     let payment = first.body["payment_id"].as_str().unwrap().to_owned();
-    let paid = app
-        .post(
-            &format!("/v1/payments/{payment}/confirm"),
-            &token,
-            json!({ "payment_method": "pm_card_visa" }),
-        )
-        .await;
+    let paid = app.confirm_payment(&token, &payment, "pm_card_visa").await;
     assert_eq!(paid.status, StatusCode::OK, "{}", paid.text);
     let second = app
         .place_order_with(&token, &[("prd_sencha", 2)], erin.checkout())

@@ -127,12 +127,11 @@ async fn scenario(app: &TestApp, ls: &LocalStripe) {
     let confirm = |method: &'static str, key: &'static str| {
         let (token, payment) = (token.clone(), payment.clone());
         async move {
-            app.send(
-                reqwest::Method::POST,
+            app.post_keyed(
                 &format!("/v1/payments/{payment}/confirm"),
-                Some(&token),
-                Some(json!({ "payment_method": method })),
-                &[("Idempotency-Key", key)],
+                &token,
+                json!({ "payment_method": method }),
+                key,
             )
             .await
         }
@@ -248,13 +247,7 @@ async fn scenario(app: &TestApp, ls: &LocalStripe) {
     let path = format!("/v1/support/orders/{order}/refunds");
     for _ in 0..2 {
         let r = app
-            .send(
-                reqwest::Method::POST,
-                &path,
-                Some(&support),
-                Some(json!({"amount": "5.00"})),
-                &[("Idempotency-Key", "ls-refund")],
-            )
+            .post_keyed(&path, &support, json!({"amount": "5.00"}), "ls-refund")
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     }

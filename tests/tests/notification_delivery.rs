@@ -10,27 +10,20 @@ use backbone_tests::mail::{ses_messages, SmtpSink};
 use backbone_tests::scenario::notification;
 use backbone_tests::{eventually, spawn_app_configured, TestApp};
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::time::Duration;
 
 /// Places an order of one unit of a new product and pays it; returns the order id.
 async fn paid_order(app: &TestApp, customer: &str, product: &str) -> String {
     let admin = app.token("ada", Role::Admin);
-    let created = app.create_product(&admin, product, "12.00", 10).await;
-    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    app.create_product(&admin, product, "12.00", 10).await;
     let token = app.token(customer, Role::Customer);
-    let placed = app.place_order(&token, &[(product, 1)]).await;
-    assert_eq!(placed.status, StatusCode::CREATED, "{}", placed.text);
-    let payment_id = placed.body["payment_id"].as_str().unwrap().to_owned();
+    let placed = app.place_order_ok(&token, &[(product, 1)]).await;
     let paid = app
-        .post(
-            &format!("/v1/payments/{payment_id}/confirm"),
-            &token,
-            json!({ "payment_method": "pm_card_visa" }),
-        )
+        .confirm_payment(&token, &placed.payment_id, "pm_card_visa")
         .await;
     assert_eq!(paid.status, StatusCode::OK, "{}", paid.text);
-    placed.body["order_id"].as_str().unwrap().to_owned()
+    placed.order_id
 }
 
 /// Waits until the customer's `kind` notification of `order_id` reaches `status`.
@@ -72,18 +65,9 @@ async fn confirmation_is_delivered(
     assert_eq!(view["attempts"], 1);
     assert!(view["delivered_at"].is_string(), "{view}");
     // The notification's stream holds exactly one delivery.
-    let analyst = app.token("ana", Role::Analyst);
-    let stream = app
-        .get(&format!("/v1/streams/notification/{id}"), &analyst)
-        .await;
+    let stream = app.stream("notification", id).await;
     assert_eq!(stream.status, StatusCode::OK, "{}", stream.text);
-    let types: Vec<&str> = stream.body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["event_type"].as_str().unwrap())
-        .collect();
-    assert_eq!(types, ["NotificationDelivered"]);
+    assert_eq!(stream.event_types(), ["NotificationDelivered"]);
     assert_eq!(stream.body["state"]["status"], "delivered");
     // Support sees the delivery on the order's timeline.
     let support = app.token("sam", Role::Support);
@@ -101,6 +85,33 @@ async fn confirmation_is_delivered(
     .await
     .unwrap_or_else(|| panic!("no {summary:?} on the timeline of {order_id}"));
     view
+}
+
+/// An embedded app that sends through an SMTP sink of its own (which refuses `refuse`, when
+/// given).
+async fn app_with_smtp_sink(refuse: Option<&str>) -> (TestApp, SmtpSink) {
+    let sink = SmtpSink::start(refuse).await;
+    let url = sink.url.clone();
+    let app = spawn_app_configured(tempfile::tempdir().unwrap(), |c| {
+        c.notify = NotifySettings {
+            smtp_url: Some(url),
+            ..NotifySettings::new(NotifyChannel::Smtp)
+        };
+    })
+    .await;
+    (app, sink)
+}
+
+/// Of the messages a channel sent, exactly one is `view`'s, and it is its RFC 5322 message.
+fn assert_sent_once(messages: &[String], view: &Value, channel: &str) {
+    let id = view["notification_id"].as_str().unwrap();
+    let mine: Vec<&String> = messages.iter().filter(|m| m.contains(id)).collect();
+    assert_eq!(
+        mine.len(),
+        1,
+        "one message through {channel} for the notification: {messages:?}"
+    );
+    assert_is_the_message_of(mine[0], view);
 }
 
 /// The RFC 5322 message of `view`, as every channel sends it.
@@ -139,13 +150,7 @@ async fn the_file_channel_writes_the_confirmation_to_the_outbox_and_a_rebuild_se
     // Rebuild the notifications read model from zero: nothing becomes pending again, so nothing
     // is sent again (the outbox file is untouched).
     let admin = app.token("ada", Role::Admin);
-    let started = app
-        .post(
-            "/v1/admin/projections/notifications/rebuild",
-            &admin,
-            json!({}),
-        )
-        .await;
+    let started = app.rebuild_projection(&admin, "notifications").await;
     assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.text);
     eventually(Duration::from_secs(20), || async {
         let a = app.get("/v1/admin/projections", &admin).await;
@@ -191,25 +196,9 @@ async fn the_file_channel_writes_the_confirmation_to_the_outbox_and_a_rebuild_se
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_smtp_channel_hands_the_confirmation_to_an_smtp_server() {
-    let sink = SmtpSink::start(None).await;
-    let url = sink.url.clone();
-    let app = spawn_app_configured(tempfile::tempdir().unwrap(), |c| {
-        c.notify = NotifySettings {
-            smtp_url: Some(url),
-            ..NotifySettings::new(NotifyChannel::Smtp)
-        };
-    })
-    .await;
+    let (app, sink) = app_with_smtp_sink(None).await;
     let view = confirmation_is_delivered(&app, "alice", "prd_mail_smtp", "smtp").await;
-    let id = view["notification_id"].as_str().unwrap();
-    let messages = sink.messages();
-    let mine: Vec<&String> = messages.iter().filter(|m| m.contains(id)).collect();
-    assert_eq!(
-        mine.len(),
-        1,
-        "one message for the notification: {messages:?}"
-    );
-    assert_is_the_message_of(mine[0], &view);
+    assert_sent_once(&sink.messages(), &view, "SMTP");
     assert!(
         !app.data_dir.path().join("outbox").exists(),
         "nothing went to files"
@@ -222,14 +211,7 @@ async fn the_ses_channel_sends_the_confirmation_through_ses_on_dynamodb() {
     let (app, _stage) = spawn_aws_app_configured(true, |_| {}).await;
     let view = confirmation_is_delivered(&app, "alice", "prd_mail_ses", "ses").await;
     let id = view["notification_id"].as_str().unwrap();
-    let sent = ses_messages(&moto::moto().endpoint).await;
-    let mine: Vec<&String> = sent.iter().filter(|m| m.contains(id)).collect();
-    assert_eq!(
-        mine.len(),
-        1,
-        "one message through SES for the notification"
-    );
-    assert_is_the_message_of(mine[0], &view);
+    assert_sent_once(&ses_messages(&moto::moto().endpoint).await, &view, "SES");
     // The provider's own id is recorded (SES's, not the Message-ID header).
     assert!(
         view["message_id"].as_str().is_some_and(|m| !m.contains(id)),
@@ -334,15 +316,7 @@ async fn failed_deliveries_retry_then_fail_for_support_on_dynamodb() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_recipient_the_server_refuses_fails_at_the_first_attempt() {
-    let sink = SmtpSink::start(Some("alice@example.com")).await;
-    let url = sink.url.clone();
-    let app = spawn_app_configured(tempfile::tempdir().unwrap(), |c| {
-        c.notify = NotifySettings {
-            smtp_url: Some(url),
-            ..NotifySettings::new(NotifyChannel::Smtp)
-        };
-    })
-    .await;
+    let (app, sink) = app_with_smtp_sink(Some("alice@example.com")).await;
     let order_id = paid_order(&app, "alice", "prd_mail_refused").await;
     let failed = notification_reaches(&app, "alice", &order_id, "order_confirmed", "failed").await;
     assert_eq!(

@@ -5,12 +5,10 @@
 //! notifies the customer.
 
 use api::auth::Role;
-use backbone_tests::aws::spawn_aws_app;
-use backbone_tests::scenario::{notification, order_reaches};
-use backbone_tests::{eventually, spawn_app, TestApp};
+use backbone_tests::scenario::{notification, order_reaches, product_reaches};
+use backbone_tests::{eventually, test_on_both_backends, TestApp};
 use commands::ManualClock;
 use reqwest::StatusCode;
-use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use workers::{ExpirySweeper, Sweep};
@@ -30,8 +28,7 @@ async fn unpaid_orders_expire_once_and_paid_ones_never(app: &TestApp) {
     let admin = app.token("ada", Role::Admin);
     let alice = app.token("alice", Role::Customer);
     let bob = app.token("bob", Role::Customer);
-    let created = app.create_product(&admin, "prd_exp", "8.00", 5).await;
-    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    app.create_product(&admin, "prd_exp", "8.00", 5).await;
 
     // Alice leaves two orders unpaid; Bob pays his.
     let mut unpaid = Vec::new();
@@ -52,13 +49,7 @@ async fn unpaid_orders_expire_once_and_paid_ones_never(app: &TestApp) {
     let placed = app.place_order(&bob, &[("prd_exp", 1)]).await;
     let paid_id = placed.body["order_id"].as_str().unwrap().to_owned();
     let payment_id = placed.body["payment_id"].as_str().unwrap().to_owned();
-    let paid = app
-        .post(
-            &format!("/v1/payments/{payment_id}/confirm"),
-            &bob,
-            json!({ "payment_method": "pm_card_visa" }),
-        )
-        .await;
+    let paid = app.confirm_payment(&bob, &payment_id, "pm_card_visa").await;
     assert_eq!(paid.status, StatusCode::OK, "{}", paid.text);
     order_reaches(app, &bob, &paid_id, paid.consistency(), "paid").await;
     // The sweep reads the support index: wait until it lists the two unpaid orders.
@@ -96,30 +87,18 @@ async fn unpaid_orders_expire_once_and_paid_ones_never(app: &TestApp) {
         .await
         .expect("the expired order's payment is canceled");
         notification(app, &alice, order_id, "order_expired").await;
-        let events = app
-            .get(
-                &format!("/v1/streams/order/{order_id}"),
-                &app.token("ana", Role::Analyst),
-            )
-            .await;
-        let expiries = events.body["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["event_type"] == "OrderExpired")
-            .count();
-        assert_eq!(expiries, 1, "one OrderExpired for {order_id}");
+        let events = app.stream("order", order_id).await;
+        assert_eq!(
+            events.count_events("OrderExpired"),
+            1,
+            "one OrderExpired for {order_id}"
+        );
     }
     let bobs = app.get(&format!("/v1/orders/{paid_id}"), &bob).await;
     assert_eq!(bobs.body["status"], "paid");
 
     // The stock comes back: only Bob's unit is still reserved.
-    let product = eventually(app.wait, || async {
-        let a = app.get("/v1/catalog/products/prd_exp", &alice).await;
-        (a.body["reserved"] == 1).then_some(a.body)
-    })
-    .await
-    .expect("the expired orders' stock is released");
+    let product = product_reaches(app, &alice, "prd_exp", 1).await;
     assert_eq!(product["available"], 4);
 
     // An expired order's intent can no longer be paid.
@@ -130,13 +109,7 @@ async fn unpaid_orders_expire_once_and_paid_ones_never(app: &TestApp) {
         .as_str()
         .map(str::to_owned)
         .expect("a payment id");
-    let refused = app
-        .post(
-            &format!("/v1/payments/{late}/confirm"),
-            &alice,
-            json!({ "payment_method": "pm_card_visa" }),
-        )
-        .await;
+    let refused = app.confirm_payment(&alice, &late, "pm_card_visa").await;
     assert!(
         refused.status.is_client_error(),
         "{}: {}",
@@ -149,16 +122,9 @@ async fn unpaid_orders_expire_once_and_paid_ones_never(app: &TestApp) {
     assert_eq!(sweeper(app, &clock).sweep().await.unwrap().expired, 0);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn unpaid_orders_expire_once_and_paid_ones_never_embedded() {
-    let app = spawn_app().await;
-    unpaid_orders_expire_once_and_paid_ones_never(&app).await;
-    app.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn unpaid_orders_expire_once_and_paid_ones_never_on_dynamodb() {
-    let (app, _stage) = spawn_aws_app(true).await;
-    unpaid_orders_expire_once_and_paid_ones_never(&app).await;
-    app.shutdown().await;
-}
+test_on_both_backends!(
+    unpaid_orders_expire_once_and_paid_ones_never,
+    embedded: unpaid_orders_expire_once_and_paid_ones_never_embedded,
+    on_dynamodb: unpaid_orders_expire_once_and_paid_ones_never_on_dynamodb,
+    workers: true
+);

@@ -3,30 +3,60 @@
 //! shows up exactly once, in order, and the pages never repeat a row.
 
 use api::auth::Role;
-use backbone_tests::aws::spawn_aws_app;
-use backbone_tests::{eventually, spawn_app, TestApp};
+use backbone_tests::{eventually, test_on_both_backends, TestApp};
 use reqwest::StatusCode;
 use serde_json::json;
 
-/// Pages through `path` (which already has a `?`) `limit` at a time, the first read waiting
-/// for the write behind `first`, calling `between` after each page (it may insert rows and
-/// returns a consistency token the next read waits for). Returns the ids under `id` of each
-/// item of `list`, in the order listed.
-#[allow(clippy::too_many_arguments)]
+/// A list to page through: `path` (which already has a `?`), `limit` at a time; each page's
+/// items are under `list`, each item's id under `id`.
+struct Listing {
+    path: &'static str,
+    list: &'static str,
+    id: &'static str,
+    limit: usize,
+}
+
+const CATALOG: Listing = Listing {
+    path: "/v1/catalog/products?category=paging",
+    list: "products",
+    id: "product_id",
+    limit: 3,
+};
+
+/// A list of orders, or of what is keyed by order, two at a time.
+const fn by_order(path: &'static str, list: &'static str) -> Listing {
+    Listing {
+        path,
+        list,
+        id: "order_id",
+        limit: 2,
+    }
+}
+
+const ORDERS: Listing = by_order("/v1/orders?", "orders");
+const SUPPORT_SEARCH: Listing = by_order("/v1/support/orders?email=alice@example.com", "orders");
+const NOTIFICATIONS: Listing = by_order("/v1/me/notifications?", "notifications");
+
+/// Pages through `listing`, the first read waiting for the write behind `first`, calling
+/// `between` after each page (it may insert rows and returns a consistency token the next read
+/// waits for). Returns the ids of the items, in the order listed.
 async fn walk<F, Fut>(
     app: &TestApp,
     token: &str,
-    path: &str,
+    listing: &Listing,
     first: &str,
-    list: &str,
-    id: &str,
-    limit: usize,
     mut between: F,
 ) -> Vec<String>
 where
     F: FnMut(usize) -> Fut,
     Fut: std::future::Future<Output = String>,
 {
+    let Listing {
+        path,
+        list,
+        id,
+        limit,
+    } = *listing;
     let mut ids = Vec::new();
     let mut cursor: Option<String> = None;
     let mut consistency = first.to_owned();
@@ -56,6 +86,12 @@ where
     unreachable!()
 }
 
+/// Places an order of one `product`; returns its consistency token.
+async fn place_one(app: &TestApp, token: &str, product: &str) -> String {
+    let placed = app.place_order_ok(token, &[(product, 1)]).await;
+    placed.answer.consistency().to_owned()
+}
+
 fn no_repeats(ids: &[String]) {
     let mut seen = std::collections::HashSet::new();
     for id in ids {
@@ -73,57 +109,34 @@ async fn every_list_pages_stably_under_inserts(app: &TestApp) {
     // Tokens join with `~` into one that waits for every write.
     let mut created = Vec::new();
     for name in ["b", "c", "d", "e", "f", "g", "h"] {
-        let a = app
-            .post(
-                "/v1/admin/products",
-                &admin,
-                json!({ "product_id": format!("prd_pg_{name}"), "name": format!("Page {name}"),
-                        "category": "paging", "price": { "amount": "1.00", "currency": "EUR" },
-                        "initial_stock": 100 }),
-            )
-            .await;
-        assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+        let product = json!({ "product_id": format!("prd_pg_{name}"),
+                "name": format!("Page {name}"), "category": "paging",
+                "price": { "amount": "1.00", "currency": "EUR" }, "initial_stock": 100 });
+        let a = app.create_product_from(&admin, product).await;
         created.push(a.consistency().to_owned());
     }
     let created = created.join("~");
     let first = app
-        .get(
-            &format!("/v1/catalog/products?category=paging&consistency={created}"),
-            &alice,
-        )
+        .get_consistent("/v1/catalog/products?category=paging", &alice, &created)
         .await;
     assert_eq!(first.body["products"].as_array().unwrap().len(), 7);
-    let products = walk(
-        app,
-        &alice,
-        "/v1/catalog/products?category=paging",
-        &created,
-        "products",
-        "product_id",
-        3,
-        |page| {
-            let admin = admin.clone();
-            async move {
-                if page > 0 {
-                    return String::new();
-                }
-                let mut token = String::new();
-                for name in ["a", "z"] {
-                    let a = app
-                        .post(
-                            "/v1/admin/products",
-                            &admin,
-                            json!({ "product_id": format!("prd_pg_{name}"),
-                                    "name": format!("Page {name}"), "category": "paging",
-                                    "price": { "amount": "1.00", "currency": "EUR" } }),
-                        )
-                        .await;
-                    token = a.consistency().to_owned();
-                }
-                token
+    let products = walk(app, &alice, &CATALOG, &created, |page| {
+        let admin = admin.clone();
+        async move {
+            if page > 0 {
+                return String::new();
             }
-        },
-    )
+            let mut token = String::new();
+            for name in ["a", "z"] {
+                let product = json!({ "product_id": format!("prd_pg_{name}"),
+                        "name": format!("Page {name}"), "category": "paging",
+                        "price": { "amount": "1.00", "currency": "EUR" } });
+                let a = app.create_product_from(&admin, product).await;
+                token = a.consistency().to_owned();
+            }
+            token
+        }
+    })
     .await;
     no_repeats(&products);
     let expected: Vec<String> = ["b", "c", "d", "e", "f", "g", "h", "z"]
@@ -136,25 +149,14 @@ async fn every_list_pages_stably_under_inserts(app: &TestApp) {
     let mut placed = Vec::new();
     let mut tokens = Vec::new();
     for _ in 0..5 {
-        let a = app.place_order(&alice, &[("prd_pg_b", 1)]).await;
-        assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
-        placed.push(a.body["order_id"].as_str().unwrap().to_owned());
-        tokens.push(a.consistency().to_owned());
+        let a = app.place_order_ok(&alice, &[("prd_pg_b", 1)]).await;
+        tokens.push(a.answer.consistency().to_owned());
+        placed.push(a.order_id);
     }
     let last = tokens.join("~");
-    let orders = walk(
-        app,
-        &alice,
-        "/v1/orders?",
-        &last,
-        "orders",
-        "order_id",
-        2,
-        |_| async {
-            let a = app.place_order(&alice, &[("prd_pg_c", 1)]).await;
-            a.consistency().to_owned()
-        },
-    )
+    let orders = walk(app, &alice, &ORDERS, &last, |_| {
+        place_one(app, &alice, "prd_pg_c")
+    })
     .await;
     no_repeats(&orders);
     let mut newest_first = placed.clone();
@@ -165,19 +167,9 @@ async fn every_list_pages_stably_under_inserts(app: &TestApp) {
     );
 
     // Support search by email, newest first, the same way.
-    let found = walk(
-        app,
-        &support,
-        "/v1/support/orders?email=alice@example.com",
-        &last,
-        "orders",
-        "order_id",
-        2,
-        |_| async {
-            let a = app.place_order(&alice, &[("prd_pg_d", 1)]).await;
-            a.consistency().to_owned()
-        },
-    )
+    let found = walk(app, &support, &SUPPORT_SEARCH, &last, |_| {
+        place_one(app, &alice, "prd_pg_d")
+    })
     .await;
     no_repeats(&found);
     let listed_before: Vec<&String> = found.iter().filter(|id| placed.contains(id)).collect();
@@ -190,13 +182,7 @@ async fn every_list_pages_stably_under_inserts(app: &TestApp) {
     // Notifications, newest first: cancel the five orders, page while cancelling another.
     let mut cancelled = Vec::new();
     for order_id in &placed {
-        let a = app
-            .post(
-                &format!("/v1/orders/{order_id}/cancel"),
-                &alice,
-                json!({ "reason": "paging" }),
-            )
-            .await;
+        let a = app.cancel_order(&alice, order_id, "paging").await;
         assert_eq!(a.status, StatusCode::OK, "{}", a.text);
         cancelled.push(a.consistency().to_owned());
     }
@@ -212,40 +198,27 @@ async fn every_list_pages_stably_under_inserts(app: &TestApp) {
     })
     .await
     .expect("every cancellation notified");
-    let notified = walk(
-        app,
-        &alice,
-        "/v1/me/notifications?",
-        &cancelled,
-        "notifications",
-        "order_id",
-        2,
-        |page| {
-            let alice = alice.clone();
-            async move {
-                let orders = app.get("/v1/orders?limit=50", &alice).await;
-                let open: Vec<String> = orders.body["orders"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .filter(|o| o["status"] == "awaiting_payment")
-                    .map(|o| o["order_id"].as_str().unwrap().to_owned())
-                    .collect();
-                match open.get(page) {
-                    Some(order_id) => app
-                        .post(
-                            &format!("/v1/orders/{order_id}/cancel"),
-                            &alice,
-                            json!({ "reason": "paging" }),
-                        )
-                        .await
-                        .consistency()
-                        .to_owned(),
-                    None => String::new(),
-                }
+    let notified = walk(app, &alice, &NOTIFICATIONS, &cancelled, |page| {
+        let alice = alice.clone();
+        async move {
+            let orders = app.get("/v1/orders?limit=50", &alice).await;
+            let open: Vec<String> = orders.body["orders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|o| o["status"] == "awaiting_payment")
+                .map(|o| o["order_id"].as_str().unwrap().to_owned())
+                .collect();
+            match open.get(page) {
+                Some(order_id) => app
+                    .cancel_order(&alice, order_id, "paging")
+                    .await
+                    .consistency()
+                    .to_owned(),
+                None => String::new(),
             }
-        },
-    )
+        }
+    })
     .await;
     no_repeats(&notified);
     let before: Vec<&String> = notified.iter().filter(|id| placed.contains(id)).collect();
@@ -259,16 +232,9 @@ async fn every_list_pages_stably_under_inserts(app: &TestApp) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn every_list_pages_stably_under_inserts_embedded() {
-    let app = spawn_app().await;
-    every_list_pages_stably_under_inserts(&app).await;
-    app.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn every_list_pages_stably_under_inserts_on_dynamodb() {
-    let (app, _stage) = spawn_aws_app(true).await;
-    every_list_pages_stably_under_inserts(&app).await;
-    app.shutdown().await;
-}
+test_on_both_backends!(
+    every_list_pages_stably_under_inserts,
+    embedded: every_list_pages_stably_under_inserts_embedded,
+    on_dynamodb: every_list_pages_stably_under_inserts_on_dynamodb,
+    workers: true
+);

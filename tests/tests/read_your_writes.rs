@@ -6,7 +6,7 @@
 
 use api::auth::Role;
 use backbone_tests::aws::{drain_relay, run_consumer_until_empty, spawn_aws_app, test_workers};
-use backbone_tests::{spawn_app, TestApp};
+use backbone_tests::{dynamodb_test, spawn_app, TestApp};
 use commands::Consistency;
 use infrastructure::aws::ConsumerGroup;
 use reqwest::StatusCode;
@@ -19,14 +19,10 @@ async fn every_view_reflects_the_write_behind_the_token(app: &TestApp) {
     let admin = app.token("ada", Role::Admin);
 
     let created = app.create_product(&admin, "prd_ryw", "4.00", 5).await;
-    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
     let token: Consistency = created.consistency().parse().expect("a token");
     assert_eq!(token.streams().len(), 1, "{token}");
     let product = app
-        .get(
-            &format!("/v1/catalog/products/prd_ryw?consistency={token}"),
-            &alice,
-        )
+        .get_consistent("/v1/catalog/products/prd_ryw", &alice, &token.to_string())
         .await;
     assert_eq!(product.status, StatusCode::OK, "{}", product.text);
     assert_eq!(product.body["available"], 5);
@@ -41,33 +37,26 @@ async fn every_view_reflects_the_write_behind_the_token(app: &TestApp) {
     );
 
     let order = app
-        .get(
-            &format!("/v1/orders/{order_id}?consistency={token}"),
-            &alice,
-        )
+        .get_consistent(&format!("/v1/orders/{order_id}"), &alice, token)
         .await;
     assert_eq!(order.status, StatusCode::OK, "{}", order.text);
     assert_eq!(order.body["status"], "awaiting_payment");
-    let orders = app
-        .get(&format!("/v1/orders?consistency={token}"), &alice)
-        .await;
+    let orders = app.get_consistent("/v1/orders", &alice, token).await;
     assert_eq!(
         orders.body["orders"][0]["order_id"], order_id,
         "{}",
         orders.text
     );
     let product = app
-        .get(
-            &format!("/v1/catalog/products/prd_ryw?consistency={token}"),
-            &alice,
-        )
+        .get_consistent("/v1/catalog/products/prd_ryw", &alice, token)
         .await;
     assert_eq!(product.body["reserved"], 2, "{}", product.text);
     assert_eq!(product.body["available"], 3);
     let found = app
-        .get(
-            &format!("/v1/support/orders?order_id={order_id}&consistency={token}"),
+        .get_consistent(
+            &format!("/v1/support/orders?order_id={order_id}"),
             &support,
+            token,
         )
         .await;
     assert_eq!(
@@ -77,9 +66,10 @@ async fn every_view_reflects_the_write_behind_the_token(app: &TestApp) {
         found.text
     );
     let timeline = app
-        .get(
-            &format!("/v1/support/orders/{order_id}/timeline?consistency={token}"),
+        .get_consistent(
+            &format!("/v1/support/orders/{order_id}/timeline"),
             &support,
+            token,
         )
         .await;
     assert_eq!(timeline.status, StatusCode::OK, "{}", timeline.text);
@@ -87,7 +77,7 @@ async fn every_view_reflects_the_write_behind_the_token(app: &TestApp) {
     // A malformed token is refused, naming the parameter.
     for bad in ["order.x", "invoice.i.1", "order.o.0", "order.o%20p.1"] {
         let a = app
-            .get(&format!("/v1/orders/{order_id}?consistency={bad}"), &alice)
+            .get_consistent(&format!("/v1/orders/{order_id}"), &alice, bad)
             .await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}: {}", a.text);
         assert_eq!(a.code(), "validation_failed");
@@ -113,12 +103,11 @@ async fn every_view_reflects_the_write_behind_the_token_embedded() {
     app.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn every_view_reflects_the_write_behind_the_token_on_dynamodb() {
-    let (app, _stage) = spawn_aws_app(true).await;
-    every_view_reflects_the_write_behind_the_token(&app).await;
-    app.shutdown().await;
-}
+dynamodb_test!(
+    every_view_reflects_the_write_behind_the_token_on_dynamodb,
+    every_view_reflects_the_write_behind_the_token,
+    workers: true
+);
 
 /// On AWS with no workers running, the query with a token waits while the write travels the
 /// fan-out, and answers as soon as the consumer applied it; with nothing applying it, it gives

@@ -41,15 +41,12 @@ fn now() -> i64 {
 
 /// Places an order and creates its intent; returns (order id, payment id, intent id, minor amount).
 async fn order_with_intent(app: &TestApp, token: &str) -> (String, String, String, i64) {
-    let a = app.place_order(token, &[("prd_espresso", 1)]).await;
-    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
-    let order = a.body["order_id"].as_str().unwrap().to_string();
-    let payment = a.body["payment_id"].as_str().unwrap().to_string();
-    let intent = a.body["intent_id"]
+    let placed = app.place_order_ok(token, &[("prd_espresso", 1)]).await;
+    let intent = placed.answer.body["intent_id"]
         .as_str()
         .expect("intent id in the checkout answer")
         .to_string();
-    (order, payment, intent, 2490)
+    (placed.order_id, placed.payment_id, intent, 2490)
 }
 
 fn succeeded(event_id: &str, intent: &str, payment: &str, order: &str, minor: i64) -> Vec<u8> {
@@ -160,17 +157,8 @@ async fn a_signed_success_pays_the_order_once_even_when_delivered_twice_and_conc
     outcomes.sort();
     assert_eq!(outcomes, vec!["applied", "duplicate"], "exactly one effect");
     wait_status(&app, &token, &order, "paid").await;
-    let analyst = app.token("ana", Role::Analyst);
-    let stream = app
-        .get(&format!("/v1/streams/payment/{payment}"), &analyst)
-        .await;
-    let succeeded_events = stream.body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["event_type"] == "PaymentSucceeded")
-        .count();
-    assert_eq!(succeeded_events, 1);
+    let stream = app.stream("payment", &payment).await;
+    assert_eq!(stream.count_events("PaymentSucceeded"), 1);
     app.shutdown().await;
 }
 
@@ -208,66 +196,34 @@ async fn a_support_refund_is_recorded_once_and_notifies_the_customer() {
     let token = app.token("alice", Role::Customer);
     let support = app.token("sam", Role::Support);
     let (order, payment, _, _) = order_with_intent(&app, &token).await;
-    let paid = app
-        .post(
-            &format!("/v1/payments/{payment}/confirm"),
-            &token,
-            json!({"payment_method": "pm_card_visa"}),
-        )
-        .await;
+    let paid = app.confirm_payment(&token, &payment, "pm_card_visa").await;
     assert_eq!(paid.status, StatusCode::OK, "{}", paid.text);
     wait_status(&app, &token, &order, "paid").await;
 
     let path = format!("/v1/support/orders/{order}/refunds");
-    let headers = [("Idempotency-Key", "refund-1")];
-    let first = app
-        .send(
-            reqwest::Method::POST,
-            &path,
-            Some(&support),
-            Some(json!({"amount": "10.00"})),
-            &headers,
-        )
-        .await;
+    let refund = async |amount: &str, key: Option<&str>| {
+        let body = json!({ "amount": amount });
+        match key {
+            Some(key) => app.post_keyed(&path, &support, body, key).await,
+            None => app.post(&path, &support, body).await,
+        }
+    };
+    let first = refund("10.00", Some("refund-1")).await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
     assert_eq!(first.body["status"], "succeeded");
-    let again = app
-        .send(
-            reqwest::Method::POST,
-            &path,
-            Some(&support),
-            Some(json!({"amount": "10.00"})),
-            &headers,
-        )
-        .await;
+    let again = refund("10.00", Some("refund-1")).await;
     assert_eq!(
         again.body["refund_id"], first.body["refund_id"],
         "the same receipt"
     );
-    let other = app
-        .send(
-            reqwest::Method::POST,
-            &path,
-            Some(&support),
-            Some(json!({"amount": "1.00"})),
-            &headers,
-        )
-        .await;
+    let other = refund("1.00", Some("refund-1")).await;
     assert_eq!(
         other.status,
         StatusCode::UNPROCESSABLE_ENTITY,
         "{}",
         other.text
     );
-    let too_much = app
-        .send(
-            reqwest::Method::POST,
-            &path,
-            Some(&support),
-            Some(json!({"amount": "100.00"})),
-            &[],
-        )
-        .await;
+    let too_much = refund("100.00", None).await;
     assert_eq!(too_much.status, StatusCode::CONFLICT, "{}", too_much.text);
     // Customers can't refund.
     let denied = app.post(&path, &token, json!({})).await;
@@ -291,16 +247,7 @@ async fn a_support_refund_is_recorded_once_and_notifies_the_customer() {
     })
     .await;
     assert!(note.is_some(), "refund_issued notification");
-    let analyst = app.token("ana", Role::Analyst);
-    let stream = app
-        .get(&format!("/v1/streams/payment/{payment}"), &analyst)
-        .await;
-    let refunds = stream.body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["event_type"] == "PaymentRefunded")
-        .count();
-    assert_eq!(refunds, 1, "recorded once");
+    let stream = app.stream("payment", &payment).await;
+    assert_eq!(stream.count_events("PaymentRefunded"), 1, "recorded once");
     app.shutdown().await;
 }

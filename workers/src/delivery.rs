@@ -20,11 +20,8 @@
 
 /// Notifications given up on.
 pub const NOTIFICATIONS_FAILED: &str = "backbone_notifications_failed_total";
-use crate::{spawn_loop, LoopContext, Outcome};
-use commands::{
-    Actor, Clock, CommandContext, CommandError, IdempotencyKey, Mailer, Metadata, OutgoingEmail,
-    Shop,
-};
+use crate::{spawn_timer, LoopContext, Timer};
+use commands::{Clock, CommandContext, CommandError, Mailer, OutgoingEmail, Shop};
 use domain::{AttemptOutcome, Notification, NotificationCommand, NotificationId, RetryPolicy};
 use futures::StreamExt;
 use projections::notifications::{self, NotificationKind, NotificationView};
@@ -223,22 +220,11 @@ enum Attempt {
 
 /// The one command id every worker uses for a notification's `attempt`.
 fn delivery_context(notification_id: &str, attempt: u32) -> CommandContext {
-    let command_id = format!("deliver:{notification_id}:{attempt}");
-    CommandContext {
-        metadata: Metadata {
-            correlation_id: format!("notification:{notification_id}"),
-            actor: Actor {
-                subject: DELIVERY_WORKER.into(),
-                role: "system".into(),
-            },
-            command_id: Some(command_id.clone()),
-            ..Metadata::default()
-        },
-        idempotency: Some(IdempotencyKey {
-            command_id,
-            fingerprint: String::new(),
-        }),
-    }
+    CommandContext::keyed(
+        DELIVERY_WORKER,
+        format!("deliver:{notification_id}:{attempt}"),
+        format!("notification:{notification_id}"),
+    )
 }
 
 /// The message for a notification: its subject, its text, and the HTML template of its kind.
@@ -295,30 +281,22 @@ fn escape(text: &str) -> String {
     out
 }
 
+impl Timer for DeliveryWorker {
+    const NAME: &'static str = DELIVERY_WORKER;
+    const EVERY: std::time::Duration = DELIVER_EVERY;
+
+    async fn round(&self) -> Result<bool, CommandError> {
+        let round = self.deliver_due().await?;
+        Ok(round.handled() >= self.batch)
+    }
+}
+
 /// Runs the worker every [`DELIVER_EVERY`] until cancelled (at once again after a full round).
 pub fn spawn_delivery(
     worker: Arc<DeliveryWorker>,
     context: LoopContext,
 ) -> tokio::task::JoinHandle<()> {
-    let config = crate::LoopConfig {
-        poll: DELIVER_EVERY,
-        ..context.config.clone()
-    };
-    context.health.register_timer(DELIVERY_WORKER);
-    spawn_loop(
-        DELIVERY_WORKER.to_owned(),
-        context.with_config(config),
-        None,
-        worker,
-        |w| async move {
-            let round = w.deliver_due().await?;
-            Ok(if round.handled() >= w.batch {
-                Outcome::Progressed(0)
-            } else {
-                Outcome::Idle
-            })
-        },
-    )
+    spawn_timer(worker, context)
 }
 
 #[cfg(test)]

@@ -19,8 +19,8 @@
 //!
 //! Time comes from the sweeper's [`Clock`], so tests move it instead of sleeping.
 
-use crate::{spawn_loop, LoopContext, Outcome};
-use commands::{Caller, Clock, CommandContext, CommandError, IdempotencyKey, Metadata, Shop};
+use crate::{spawn_timer, LoopContext, Timer};
+use commands::{Caller, Clock, CommandContext, CommandError, Shop};
 use domain::{OrderCommand, OrderId};
 use projections::{support, ReadModelStore};
 use std::sync::Arc;
@@ -136,20 +136,16 @@ fn wrote_events<T>(executed: &commands::Executed<T>) -> bool {
 /// The one command id every sweeper uses for an order's expiry.
 fn expiry_context(order_id: &OrderId) -> CommandContext {
     let command_id = format!("expire:{order_id}");
-    CommandContext {
-        metadata: Metadata {
-            correlation_id: command_id.clone(),
-            actor: commands::Actor {
-                subject: EXPIRY_WORKER.into(),
-                role: "system".into(),
-            },
-            command_id: Some(command_id.clone()),
-            ..Metadata::default()
-        },
-        idempotency: Some(IdempotencyKey {
-            command_id,
-            fingerprint: String::new(),
-        }),
+    CommandContext::keyed(EXPIRY_WORKER, command_id.clone(), command_id)
+}
+
+impl Timer for ExpirySweeper {
+    const NAME: &'static str = EXPIRY_WORKER;
+    const EVERY: std::time::Duration = SWEEP_EVERY;
+
+    async fn round(&self) -> Result<bool, CommandError> {
+        let sweep = self.sweep().await?;
+        Ok(sweep.expired + sweep.skipped >= self.batch)
     }
 }
 
@@ -158,23 +154,5 @@ pub fn spawn_expiry(
     sweeper: Arc<ExpirySweeper>,
     context: LoopContext,
 ) -> tokio::task::JoinHandle<()> {
-    let config = crate::LoopConfig {
-        poll: SWEEP_EVERY,
-        ..context.config.clone()
-    };
-    context.health.register_timer(EXPIRY_WORKER);
-    spawn_loop(
-        EXPIRY_WORKER.to_owned(),
-        context.with_config(config),
-        None,
-        sweeper,
-        |s| async move {
-            let sweep = s.sweep().await?;
-            Ok(if sweep.expired + sweep.skipped >= s.batch {
-                Outcome::Progressed(0)
-            } else {
-                Outcome::Idle
-            })
-        },
-    )
+    spawn_timer(sweeper, context)
 }

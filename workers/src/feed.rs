@@ -1,4 +1,5 @@
-//! The worker loop and the feed consumers built on it: projection runners and process managers.
+//! The worker loop and what runs on it: timers (a round every so often) and the feed consumers,
+//! projection runners and process managers.
 
 use crate::health::Health;
 use commands::FeedCursor;
@@ -151,6 +152,40 @@ where
     context.health.register(&name);
     tokio::spawn(
         async move { run_loop(&name, context, notify, move || step(worker.clone())).await },
+    )
+}
+
+/// A worker that runs on a clock rather than on commits: a round every `EVERY`, and another at
+/// once after a round that handled a full batch.
+pub trait Timer: Send + Sync + 'static {
+    /// The worker's name in [`Health`].
+    const NAME: &'static str;
+    /// How long it waits after a round that was not full.
+    const EVERY: Duration;
+
+    /// Runs one round; `true` when it handled a full batch, so more may be due at once.
+    fn round(&self) -> impl Future<Output = Result<bool, commands::CommandError>> + Send;
+}
+
+/// Spawns the loop of a [`Timer`], registered with `health` as a timer (it has no feed position).
+pub fn spawn_timer<T: Timer>(timer: Arc<T>, context: LoopContext) -> tokio::task::JoinHandle<()> {
+    let config = LoopConfig {
+        poll: T::EVERY,
+        ..context.config.clone()
+    };
+    context.health.register_timer(T::NAME);
+    spawn_loop(
+        T::NAME.to_owned(),
+        context.with_config(config),
+        None,
+        timer,
+        |t| async move {
+            Ok(if t.round().await? {
+                Outcome::Progressed(0)
+            } else {
+                Outcome::Idle
+            })
+        },
     )
 }
 

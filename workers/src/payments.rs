@@ -409,28 +409,18 @@ mod tests {
             Outcome::Progressed(w.tracker().position.count())
         );
         assert_eq!(w.pending(), vec![payment_id.clone()]);
-        assert_eq!(w.step().await.unwrap(), Outcome::Idle);
-        assert_eq!(gateway.calls.load(Ordering::SeqCst), 1);
-
-        clock.advance(chrono::Duration::seconds(31));
-        assert_eq!(
-            w.step().await.unwrap(),
-            Outcome::Idle,
-            "a provider failure is not a worker failure"
-        );
-        assert_eq!(gateway.calls.load(Ordering::SeqCst), 2);
-        // Backing off: not retried at once.
-        assert_eq!(w.step().await.unwrap(), Outcome::Idle);
-        assert_eq!(gateway.calls.load(Ordering::SeqCst), 2);
-        clock.advance(chrono::Duration::seconds(6));
-        assert_eq!(w.step().await.unwrap(), Outcome::Idle);
-        assert_eq!(gateway.calls.load(Ordering::SeqCst), 3);
-        clock.advance(chrono::Duration::seconds(6));
-        assert_eq!(
-            w.step().await.unwrap(),
-            Outcome::Idle,
-            "backoff doubled to 10 s"
-        );
+        // Each row: seconds the clock moves, then one idle step, then the provider calls so far.
+        for (seconds, calls, why) in [
+            (0, 1, "still too young"),
+            (31, 2, "a provider failure is not a worker failure"),
+            (0, 2, "backing off: not retried at once"),
+            (6, 3, "retried after the 5 s backoff"),
+            (6, 3, "backoff doubled to 10 s"),
+        ] {
+            clock.advance(chrono::Duration::seconds(seconds));
+            assert_eq!(w.step().await.unwrap(), Outcome::Idle, "{why}");
+            assert_eq!(gateway.calls.load(Ordering::SeqCst), calls, "{why}");
+        }
         clock.advance(chrono::Duration::seconds(5));
         assert!(matches!(w.step().await.unwrap(), Outcome::Progressed(_)));
         assert_eq!(gateway.calls.load(Ordering::SeqCst), 4);

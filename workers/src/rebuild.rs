@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Where a projection's latest rebuild stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RebuildState {
     Running,
@@ -25,6 +26,7 @@ pub enum RebuildState {
 
 /// The latest rebuild of one projection since the process started.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RebuildStatus {
     pub projection: String,
     pub state: RebuildState,

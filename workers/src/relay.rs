@@ -763,6 +763,19 @@ mod tests {
                 },
             )
         }
+        /// The sequence number shard "s" is checkpointed at.
+        fn checkpoint(&self) -> Option<String> {
+            self.checkpoints.0.lock().unwrap()["s"].sequence.clone()
+        }
+        /// Adds shard "s" holding `records` and returns the ids of their events.
+        fn add_shard(&self, records: Vec<ChangeRecord>) -> HashSet<uuid::Uuid> {
+            let ids = records
+                .iter()
+                .map(|r| r.event.as_ref().unwrap().event_id)
+                .collect();
+            self.source.add_shard("s", None, records, false);
+            ids
+        }
         fn published_ids(&self) -> HashSet<uuid::Uuid> {
             self.publisher
                 .published
@@ -915,12 +928,7 @@ mod tests {
     #[tokio::test]
     async fn failed_entries_are_retried_until_published_and_batches_hold_at_most_ten() {
         let rig = Rig::new();
-        let recs = records("o-2", 1, 37, 1);
-        let all: HashSet<_> = recs
-            .iter()
-            .map(|r| r.event.as_ref().unwrap().event_id)
-            .collect();
-        rig.source.add_shard("s", None, recs, false);
+        let all = rig.add_shard(records("o-2", 1, 37, 1));
         *rig.publisher.fail_entries.lock().unwrap() = 9;
         let relay = rig.relay(100);
         let (_, step) = relay.step_detailed().await.unwrap();
@@ -939,31 +947,20 @@ mod tests {
     #[tokio::test]
     async fn the_checkpoint_never_passes_an_unpublished_record_and_a_new_relay_resumes_from_it() {
         let rig = Rig::new();
-        let recs = records("o-3", 1, 6, 10);
-        let all: HashSet<_> = recs
-            .iter()
-            .map(|r| r.event.as_ref().unwrap().event_id)
-            .collect();
-        rig.source.add_shard("s", None, recs, false);
+        let all = rig.add_shard(records("o-3", 1, 6, 10));
         let relay = rig.relay(3);
         // First page goes through.
         assert!(matches!(
             relay.step().await.unwrap(),
             Outcome::Progressed(3)
         ));
-        assert_eq!(
-            rig.checkpoints.0.lock().unwrap()["s"].sequence.as_deref(),
-            Some("12")
-        );
+        assert_eq!(rig.checkpoint().as_deref(), Some("12"));
         // The bus goes down: the step fails and the checkpoint stays.
         rig.publisher
             .down
             .store(true, std::sync::atomic::Ordering::SeqCst);
         assert!(relay.step().await.is_err());
-        assert_eq!(
-            rig.checkpoints.0.lock().unwrap()["s"].sequence.as_deref(),
-            Some("12")
-        );
+        assert_eq!(rig.checkpoint().as_deref(), Some("12"));
         drop(relay);
         // A new relay (a restart) resumes after the checkpoint once the bus is back.
         rig.publisher
@@ -977,10 +974,7 @@ mod tests {
             6,
             "the first page was not sent again"
         );
-        assert_eq!(
-            rig.checkpoints.0.lock().unwrap()["s"].sequence.as_deref(),
-            Some("15")
-        );
+        assert_eq!(rig.checkpoint().as_deref(), Some("15"));
     }
 
     #[tokio::test]
@@ -992,20 +986,14 @@ mod tests {
         let b = rig.relay(2);
         a.step().await.unwrap();
         b.step().await.unwrap();
-        assert_eq!(
-            rig.checkpoints.0.lock().unwrap()["s"].sequence.as_deref(),
-            Some("4")
-        );
+        assert_eq!(rig.checkpoint().as_deref(), Some("4"));
         // `a` still believes the checkpoint is at 2: compare-and-set refuses its write.
         let err = a.step().await.unwrap_err();
         assert!(
             matches!(err, FanoutError::CheckpointConflict { .. }),
             "{err}"
         );
-        assert_eq!(
-            rig.checkpoints.0.lock().unwrap()["s"].sequence.as_deref(),
-            Some("4")
-        );
+        assert_eq!(rig.checkpoint().as_deref(), Some("4"));
     }
 
     #[tokio::test]
@@ -1024,9 +1012,6 @@ mod tests {
         let relay = rig.relay(10);
         drain(&relay).await;
         assert_eq!(rig.publisher.published.lock().unwrap().len(), 2);
-        assert_eq!(
-            rig.checkpoints.0.lock().unwrap()["s"].sequence.as_deref(),
-            Some("3")
-        );
+        assert_eq!(rig.checkpoint().as_deref(), Some("3"));
     }
 }

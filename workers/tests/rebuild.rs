@@ -6,7 +6,7 @@ mod common;
 use commands::FeedCursor;
 use common::{append, open_store, record_sequence, spawn_fast, stop, wait_until};
 
-use commands::{EventEnvelope, EventFilter, EventStore, FilteredPage, StoreError};
+use commands::{EventEnvelope, EventStore, StoreError};
 use projections::runner::ProjectionRunner;
 use projections::{DocTx, MemoryReadModelStore, Projection, ProjectionError, ReadModelStore};
 use std::sync::Arc;
@@ -54,21 +54,13 @@ impl GatedStore {
     }
 }
 
+// `feed_filtered` is the trait's default, which reads through the gated `feed`.
 commands::forward_event_store! {
     impl[] for GatedStore, to |s| &s.inner,
     forward [append, load, read, feed_in_time, head, idempotency, commit_notifier] {
         async fn feed(&self, after: &FeedCursor, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
             self.pass(after).await;
             self.inner.feed(after, limit).await
-        }
-        async fn feed_filtered(
-            &self,
-            after: &FeedCursor,
-            limit: usize,
-            keep: &EventFilter<'_>,
-        ) -> Result<FilteredPage, StoreError> {
-            self.pass(after).await;
-            self.inner.feed_filtered(after, limit, keep).await
         }
     }
 }
@@ -112,6 +104,11 @@ async fn one_projection_is_rebuilt_while_the_others_keep_running() {
     rebuilds.add(rebuilt.clone());
     rebuilds.add(other.clone());
     let rebuilds = Arc::new(rebuilds);
+    let rebuilt_done = || {
+        rebuilds
+            .status("rebuilt")
+            .is_some_and(|s| s.state == RebuildState::Done)
+    };
     let tasks = [rebuilt, other].map(|runner| spawn_fast(runner, &store, &health, &cancel));
     let at = |name: &str| health.position(&workers::projection_worker(name));
     wait_until(
@@ -165,15 +162,7 @@ async fn one_projection_is_rebuilt_while_the_others_keep_running() {
 
     // Released, the rebuild replays to the head it saw and the worker carries on from there.
     gate.send_replace(true);
-    wait_until(
-        || {
-            rebuilds
-                .status("rebuilt")
-                .is_some_and(|s| s.state == RebuildState::Done)
-        },
-        "the rebuild",
-    )
-    .await;
+    wait_until(rebuilt_done, "the rebuild").await;
     wait_until(|| at("rebuilt") == Some(8), "the rebuilt projection").await;
     assert_eq!(
         seqs(&models, "rebuilt").await,
@@ -185,15 +174,7 @@ async fn one_projection_is_rebuilt_while_the_others_keep_running() {
     assert!(done.events >= 5 && done.position >= 5, "{done:?}");
     // A finished rebuild can be started again.
     assert!(rebuilds.start("rebuilt").is_ok());
-    wait_until(
-        || {
-            rebuilds
-                .status("rebuilt")
-                .is_some_and(|s| s.state == RebuildState::Done)
-        },
-        "the second rebuild",
-    )
-    .await;
+    wait_until(rebuilt_done, "the second rebuild").await;
 
     stop(&cancel, tasks).await;
 }

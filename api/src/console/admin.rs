@@ -2,7 +2,9 @@
 //! the delivery failure counts.
 
 use super::api::Api;
-use super::page::{self, layout, link, money, notice, pager, segment, text, Failure};
+use super::page::{
+    self, layout, link, money, notice, pager, segment, text, Failure, ListPageQuery,
+};
 use super::session::{NoFields, Posted, Staff};
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
@@ -15,39 +17,19 @@ use serde_json::{json, Value};
 
 const CATALOG: &str = "/console/admin/catalog";
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct CatalogQuery {
-    cursor: String,
-    done: String,
-    /// Read-your-writes after a create: the command's consistency token.
-    consistency: String,
-}
-
 /// The catalog, with the form that creates a product.
 pub async fn catalog(
     State(state): State<AppState>,
     staff: Staff,
-    Query(q): Query<CatalogQuery>,
+    Query(q): Query<ListPageQuery>,
 ) -> Result<Markup, Failure> {
-    let limit = page::PAGE_SIZE.to_string();
     // The catalog is public, but editing it is not: only admins see this page.
     page::allow(&staff, CATALOG)?;
-    let found = Api::new(&state, &staff)
-        .get(&link(
-            "/v1/catalog/products",
-            [
-                ("limit", limit.as_str()),
-                ("cursor", q.cursor.as_str()),
-                ("consistency", q.consistency.as_str()),
-            ],
-        ))
+    let (products, next) = Api::new(&state, &staff)
+        .page("/v1/catalog/products", "products", &q.api_query())
         .await?;
-    let products = found["products"].as_array().cloned().unwrap_or_default();
     let first = CATALOG;
-    let next = found["next_cursor"]
-        .as_str()
-        .map(|cursor| link(first, [("cursor", cursor)]));
+    let next = next.map(|cursor| link(first, [("cursor", cursor.as_str())]));
     let body = html! {
         @if q.done == "create" { (notice("Product created.")) }
         table #products {

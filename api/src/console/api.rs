@@ -1,7 +1,7 @@
 //! The JSON API, called in-process with the signed-in user's token: the console gets the API's
 //! role checks, validation and idempotency exactly, and its answers are the console's data.
 
-use super::page::Failure;
+use super::page::{link, Failure, PAGE_SIZE};
 use super::session::Staff;
 use crate::http::REQUEST_ID;
 use crate::state::AppState;
@@ -31,6 +31,22 @@ impl<'a> Api<'a> {
 
     pub async fn get(&self, uri: &str) -> Result<Value, Failure> {
         self.send(Method::GET, uri, None, None).await
+    }
+
+    /// One page, [`PAGE_SIZE`] long, of the list the API answers at `path` with the `query`
+    /// pairs: the items under `items`, and the cursor of the next page, if any.
+    pub async fn page(
+        &self,
+        path: &str,
+        items: &str,
+        query: &[(&str, &str)],
+    ) -> Result<(Vec<Value>, Option<String>), Failure> {
+        let limit = PAGE_SIZE.to_string();
+        let mut query = query.to_vec();
+        query.push(("limit", &limit));
+        let found = self.get(&link(path, query)).await?;
+        let next = found["next_cursor"].as_str().map(str::to_owned);
+        Ok((found[items].as_array().cloned().unwrap_or_default(), next))
     }
 
     /// A command: `body` as JSON, with the form's idempotency key.

@@ -48,24 +48,24 @@ struct Discovery {
     token_endpoint: String,
 }
 
+/// Sends `request` to the provider and reads its successful answer as JSON.
+async fn json_answer<T: serde::de::DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+) -> reqwest::Result<T> {
+    request.send().await?.error_for_status()?.json().await
+}
+
 async fn discover(issuer: &str) -> Result<Discovery, Failure> {
     let url = format!(
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
     );
-    let fetched = async {
-        CLIENT
-            .get(&url)
-            .send()
-            .await?
-            .error_for_status()?
-            .json::<Discovery>()
-            .await
-    };
-    fetched.await.map_err(|e| {
-        tracing::error!(%url, error = %e, "OpenID discovery failed");
-        Failure::internal(None)
-    })
+    json_answer::<Discovery>(CLIENT.get(&url))
+        .await
+        .map_err(|e| {
+            tracing::error!(%url, error = %e, "OpenID discovery failed");
+            Failure::internal(None)
+        })
 }
 
 /// Where the provider sends the browser back: this server as the browser reached it.
@@ -175,17 +175,8 @@ pub async fn callback(
         ("client_id", client_id),
         ("code_verifier", verifier),
     ];
-    let exchanged = async {
-        CLIENT
-            .post(&discovery.token_endpoint)
-            .form(&form)
-            .send()
-            .await?
-            .error_for_status()?
-            .json::<Tokens>()
-            .await
-    };
-    let tokens = exchanged.await.map_err(|e| {
+    let exchange = CLIENT.post(&discovery.token_endpoint).form(&form);
+    let tokens = json_answer::<Tokens>(exchange).await.map_err(|e| {
         tracing::warn!(error = %e, "OpenID code exchange failed");
         refused("the provider did not give a token: start again")
     })?;

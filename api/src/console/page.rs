@@ -16,6 +16,24 @@ pub const IDEMPOTENCY_FIELD: &str = "idempotency_key";
 /// Rows per page in the console's lists.
 pub const PAGE_SIZE: usize = 25;
 
+/// The query of a console list page without filters: where it starts, the action that led to
+/// it (for its notice) and, after a command, that command's consistency token.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct ListPageQuery {
+    pub cursor: String,
+    pub done: String,
+    /// Read-your-writes after a command: the command's consistency token.
+    pub consistency: String,
+}
+
+impl ListPageQuery {
+    /// The pairs of the API's query: the cursor and the consistency token.
+    pub fn api_query(&self) -> [(&str, &str); 2] {
+        [("cursor", &self.cursor), ("consistency", &self.consistency)]
+    }
+}
+
 const CSS: &str = include_str!("assets/console.css");
 const JS: &str = include_str!("assets/console.js");
 

@@ -2,7 +2,9 @@
 //! notifications given up on.
 
 use super::api::Api;
-use super::page::{self, layout, link, money, notice, pager, pairs, segment, text, Failure};
+use super::page::{
+    self, layout, link, money, notice, pager, pairs, segment, text, Failure, ListPageQuery,
+};
 use super::session::{NoFields, Posted, Staff};
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
@@ -48,18 +50,17 @@ pub async fn search(
     Query(q): Query<Search>,
 ) -> Result<Markup, Failure> {
     let criteria = q.criteria();
-    let limit = page::PAGE_SIZE.to_string();
-    let uri = link(
-        "/v1/support/orders",
-        pairs(&criteria).chain([("limit", limit.as_str()), ("cursor", q.cursor.as_str())]),
-    );
-    let found = Api::new(&state, &staff).get(&uri).await?;
-    let orders = found["orders"].as_array().cloned().unwrap_or_default();
+    let query: Vec<_> = pairs(&criteria)
+        .chain([("cursor", q.cursor.as_str())])
+        .collect();
+    let (orders, next) = Api::new(&state, &staff)
+        .page("/v1/support/orders", "orders", &query)
+        .await?;
     let first = link("/console/support/orders", pairs(&criteria));
-    let next = found["next_cursor"].as_str().map(|cursor| {
+    let next = next.map(|cursor| {
         link(
             "/console/support/orders",
-            pairs(&criteria).chain([("cursor", cursor)]),
+            pairs(&criteria).chain([("cursor", cursor.as_str())]),
         )
     });
     let body = html! {
@@ -217,39 +218,21 @@ pub async fn refund(
 
 const NOTIFICATIONS: &str = "/console/support/notifications";
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct FailedQuery {
-    cursor: String,
-    done: String,
-    /// Read-your-writes after a resend: the command's consistency token.
-    consistency: String,
-}
-
 /// Notifications the delivery worker gave up on, newest first.
 pub async fn failed(
     State(state): State<AppState>,
     staff: Staff,
-    Query(q): Query<FailedQuery>,
+    Query(q): Query<ListPageQuery>,
 ) -> Result<Markup, Failure> {
-    let limit = page::PAGE_SIZE.to_string();
-    let uri = link(
-        "/v1/support/notifications/failed",
-        [
-            ("limit", limit.as_str()),
-            ("cursor", q.cursor.as_str()),
-            ("consistency", q.consistency.as_str()),
-        ],
-    );
-    let found = Api::new(&state, &staff).get(&uri).await?;
-    let notifications = found["notifications"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let (notifications, next) = Api::new(&state, &staff)
+        .page(
+            "/v1/support/notifications/failed",
+            "notifications",
+            &q.api_query(),
+        )
+        .await?;
     let first = NOTIFICATIONS;
-    let next = found["next_cursor"]
-        .as_str()
-        .map(|cursor| link(first, [("cursor", cursor)]));
+    let next = next.map(|cursor| link(first, [("cursor", cursor.as_str())]));
     let body = html! {
         @if q.done == "resend" { (notice("Resend requested: the notification is due again now.")) }
         @if notifications.is_empty() {

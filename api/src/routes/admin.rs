@@ -3,9 +3,10 @@
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppPath, Cmd};
 use crate::http::CommandReply;
+use crate::routes::orders::{order_reply, trimmed_text};
 use crate::schema::{
     AckReply, CommandErrors, CreateErrors, CustomerPath, ErasureReply, IdempotencyHeader, NoBody,
-    OrderPath, ProductPath, ProjectionErrors, RebuildErrors, RebuildStatusSchema,
+    OrderPath, ProductPath, ProjectionErrors, RebuildErrors,
 };
 use crate::state::AppState;
 use axum::extract::State;
@@ -279,28 +280,13 @@ pub async fn ship(
         .body
         .tracking
         .as_deref()
-        .map(str::trim)
-        .map(str::to_string);
-    if tracking
-        .as_ref()
-        .is_some_and(|t| t.is_empty() || t.chars().count() > MAX_TRACKING_CHARS)
-    {
-        return Err(ApiError::validation(
-            "tracking",
-            format!("must have 1 to {MAX_TRACKING_CHARS} characters"),
-        ));
-    }
-    let at = state.clock.now();
-    let executed = state
-        .shop
-        .order_command(&cmd.ctx, &cmd.caller(), order_id.as_str(), |_| {
-            OrderCommand::Ship {
-                tracking: tracking.clone(),
-                at,
-            }
-        })
-        .await?;
-    Ok(CommandReply::ok(executed))
+        .map(|t| trimmed_text("tracking", t, MAX_TRACKING_CHARS))
+        .transpose()?;
+    order_reply(&state, &cmd, &order_id, |at| OrderCommand::Ship {
+        tracking: tracking.clone(),
+        at,
+    })
+    .await
 }
 
 #[utoipa::path(post, path = "/v1/admin/orders/{id}/deliver", tag = "admin",
@@ -311,14 +297,7 @@ pub async fn deliver(
     AppPath(order_id): AppPath<OrderId>,
     cmd: Cmd<NoBody>,
 ) -> ApiResult<CommandReply<Ack>> {
-    let at = state.clock.now();
-    let executed = state
-        .shop
-        .order_command(&cmd.ctx, &cmd.caller(), order_id.as_str(), |_| {
-            OrderCommand::Deliver { at }
-        })
-        .await?;
-    Ok(CommandReply::ok(executed))
+    order_reply(&state, &cmd, &order_id, |at| OrderCommand::Deliver { at }).await
 }
 
 /// One projection as an operator sees it: how far its worker is, and its latest rebuild. The
@@ -334,7 +313,7 @@ pub struct ProjectionInfo {
     /// How many feed events its worker has read, over all partitions.
     pub position: Option<u64>,
     /// Its latest rebuild since the process started.
-    #[schema(value_type = Option<RebuildStatusSchema>)]
+    #[schema(value_type = Option<workers::RebuildStatus>)]
     pub rebuild: Option<serde_json::Value>,
 }
 
@@ -348,7 +327,7 @@ pub struct ProjectionList {
 /// A rebuild that started.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RebuildStarted {
-    #[schema(value_type = RebuildStatusSchema)]
+    #[schema(value_type = workers::RebuildStatus)]
     pub rebuild: serde_json::Value,
 }
 

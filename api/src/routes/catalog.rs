@@ -2,33 +2,22 @@
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppPath, AppQuery};
-use crate::routes::orders::{limit, next_cursor, Cursor, ReadQuery};
+use crate::routes::query::{ListQuery, ReadQuery, MAX_LIMIT};
 use crate::schema::{ProductPath, PublicItemErrors, PublicReadErrors};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
-use commands::Consistency;
 use domain::ProductId;
 use projections::catalog::{self, ProductView};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+/// The catalog's filter; its paging is a [`ListQuery`] beside it.
 #[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct CatalogQuery {
     /// Only this category.
     pub category: Option<String>,
-    /// At most this many products (default 50, at most 500).
-    #[param(maximum = 500)]
-    pub limit: Option<usize>,
-    /// The previous page's `next_cursor`: this page starts after it.
-    #[param(value_type = Option<crate::schema::CursorToken>)]
-    pub cursor: Option<Cursor>,
-    /// Read-your-writes: a command answer's `consistency` token. The query waits (at most `--consistency-wait`, 2 s by default)
-    /// until this read model reflects that write.
-    #[param(value_type = Option<crate::schema::ConsistencyToken>)]
-    pub consistency: Option<Consistency>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -45,11 +34,8 @@ pub async fn list_categories(
     State(state): State<AppState>,
     AppQuery(q): AppQuery<ReadQuery>,
 ) -> ApiResult<Json<CategoryList>> {
-    state
-        .read_after(&catalog::CatalogProjection, q.consistency.as_ref())
-        .await;
-    let categories =
-        catalog::list_categories(state.models.as_ref(), crate::routes::orders::MAX_LIMIT).await?;
+    q.wait_for(&state, &catalog::CatalogProjection).await;
+    let categories = catalog::list_categories(state.models.as_ref(), MAX_LIMIT).await?;
     Ok(Json(CategoryList { categories }))
 }
 
@@ -61,26 +47,25 @@ pub struct ProductList {
     pub next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/catalog/products", tag = "catalog", params(CatalogQuery),
+#[utoipa::path(get, path = "/v1/catalog/products", tag = "catalog", params(CatalogQuery, ListQuery),
     responses((status = 200, description = "products ordered by name", body = ProductList), PublicReadErrors),
     security((), ("bearer" = [])))]
 pub async fn list_products(
     State(state): State<AppState>,
-    AppQuery(q): AppQuery<CatalogQuery>,
+    AppQuery(filter): AppQuery<CatalogQuery>,
+    AppQuery(q): AppQuery<ListQuery>,
 ) -> ApiResult<Json<ProductList>> {
-    state
-        .read_after(&catalog::CatalogProjection, q.consistency.as_ref())
-        .await;
-    let page = catalog::list_products(
-        state.models.as_ref(),
-        q.category.as_deref(),
-        limit(q.limit),
-        q.cursor.as_ref().map(Cursor::key),
-    )
-    .await?;
+    let category = filter.category.as_deref();
+    let (products, next_cursor) = q
+        .read_page(
+            &state,
+            &catalog::CatalogProjection,
+            |models, limit, after| catalog::list_products(models, category, limit, after),
+        )
+        .await?;
     Ok(Json(ProductList {
-        next_cursor: next_cursor(&page),
-        products: page.items,
+        products,
+        next_cursor,
     }))
 }
 
@@ -93,9 +78,7 @@ pub async fn get_product(
     AppPath(product_id): AppPath<ProductId>,
     AppQuery(q): AppQuery<ReadQuery>,
 ) -> ApiResult<Json<ProductView>> {
-    state
-        .read_after(&catalog::CatalogProjection, q.consistency.as_ref())
-        .await;
+    q.wait_for(&state, &catalog::CatalogProjection).await;
     catalog::get_product(state.models.as_ref(), product_id.as_str())
         .await?
         .map(Json)

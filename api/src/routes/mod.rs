@@ -1,6 +1,7 @@
-//! The HTTP handlers, one module per resource. Each extracts, makes one application call and
-//! maps the result. [`crate::router`] mounts them and [`crate::openapi`] documents them; no
-//! handler imports either.
+//! The HTTP handlers, one module per resource, and [`query`], the query parameters their reads
+//! share. Each handler extracts, makes one application call and maps the result.
+//! [`crate::router`] mounts them and [`crate::openapi`] documents them; no handler imports
+//! either.
 
 pub mod admin;
 pub mod analyst;
@@ -9,5 +10,6 @@ pub mod catalog;
 pub mod ops;
 pub mod orders;
 pub mod payments;
+pub mod query;
 pub mod support;
 pub mod webhooks;

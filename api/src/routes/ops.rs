@@ -2,7 +2,7 @@
 //! served by [`crate::openapi`]).
 
 use crate::error::ApiError;
-use crate::schema::{QueryErrors, WorkerStatusSchema};
+use crate::schema::QueryErrors;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::response::IntoResponse;
@@ -25,7 +25,7 @@ pub struct Readiness {
     /// `ready` or `not_ready`.
     pub status: String,
     /// Each worker's health, by name.
-    pub workers: BTreeMap<String, WorkerStatusSchema>,
+    pub workers: BTreeMap<String, workers::WorkerStatus>,
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "operations",

@@ -4,88 +4,20 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppPath, AppQuery, Cmd};
 use crate::http::CommandReply;
+use crate::routes::query::{ListQuery, ReadQuery};
 use crate::schema::{
     AckReply, CommandErrors, IdempotencyHeader, ItemReadErrors, OrderPath, ReadErrors,
 };
 use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
-use commands::{Ack, Consistency};
+use chrono::{DateTime, Utc};
+use commands::Ack;
 use domain::{OrderCommand, OrderId};
-use projections::notifications::NotificationView;
+use projections::notifications::{self, NotificationView};
 use projections::order_history::{self, OrderView};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
-
-/// Default and largest page of list endpoints.
-pub const DEFAULT_LIMIT: usize = 50;
-pub const MAX_LIMIT: usize = 500;
-
-pub fn limit(requested: Option<usize>) -> usize {
-    requested.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT)
-}
-
-/// Where the next page of a list starts: a list answer's `next_cursor`, passed back as
-/// `?cursor=`. Opaque to clients (the hex of the last item's sort key).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub struct Cursor(String);
-
-impl Cursor {
-    pub fn of(sort_key: String) -> String {
-        hex::encode(sort_key)
-    }
-
-    pub fn key(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for Cursor {
-    type Error = &'static str;
-
-    fn try_from(s: String) -> Result<Self, &'static str> {
-        const INVALID: &str = "not a cursor this API gave out";
-        if s.is_empty() || s.len() > 2_048 {
-            return Err(INVALID);
-        }
-        let bytes = hex::decode(&s).map_err(|_| INVALID)?;
-        String::from_utf8(bytes).map(Cursor).map_err(|_| INVALID)
-    }
-}
-
-/// The next page's cursor, when there is one.
-pub fn next_cursor<T>(page: &projections::Page<T>) -> Option<String> {
-    page.next.clone().map(Cursor::of)
-}
-
-/// Query parameters of list endpoints over projections.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ListQuery {
-    /// At most this many items (default 50, at most 500).
-    #[param(maximum = 500)]
-    pub limit: Option<usize>,
-    /// The previous page's `next_cursor`: this page starts after it.
-    #[param(value_type = Option<crate::schema::CursorToken>)]
-    pub cursor: Option<Cursor>,
-    /// Read-your-writes: a command answer's `consistency` token. The query waits (at most `--consistency-wait`, 2 s by default)
-    /// until this read model reflects that write.
-    #[param(value_type = Option<crate::schema::ConsistencyToken>)]
-    pub consistency: Option<Consistency>,
-}
-
-/// Query parameters of single-item reads over projections.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ReadQuery {
-    /// Read-your-writes: a command answer's `consistency` token. The query waits (at most `--consistency-wait`, 2 s by default)
-    /// until this read model reflects that write.
-    #[param(value_type = Option<crate::schema::ConsistencyToken>)]
-    pub consistency: Option<Consistency>,
-}
+use utoipa::ToSchema;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrderList {
@@ -121,22 +53,18 @@ pub async fn list_orders(
     AppQuery(q): AppQuery<ListQuery>,
 ) -> ApiResult<Json<OrderList>> {
     let customer = principal.customer_id()?;
-    state
-        .read_after(
+    let (orders, next_cursor) = q
+        .read_page(
+            &state,
             &order_history::OrderHistoryProjection,
-            q.consistency.as_ref(),
+            |models, limit, after| {
+                order_history::list_orders_for_customer(models, customer.as_str(), limit, after)
+            },
         )
-        .await;
-    let page = order_history::list_orders_for_customer(
-        state.models.as_ref(),
-        customer.as_str(),
-        limit(q.limit),
-        q.cursor.as_ref().map(Cursor::key),
-    )
-    .await?;
+        .await?;
     Ok(Json(OrderList {
-        next_cursor: next_cursor(&page),
-        orders: page.items,
+        orders,
+        next_cursor,
     }))
 }
 
@@ -150,11 +78,7 @@ pub async fn get_order(
     AppPath(order_id): AppPath<OrderId>,
     AppQuery(q): AppQuery<ReadQuery>,
 ) -> ApiResult<Json<OrderView>> {
-    state
-        .read_after(
-            &order_history::OrderHistoryProjection,
-            q.consistency.as_ref(),
-        )
+    q.wait_for(&state, &order_history::OrderHistoryProjection)
         .await;
     let order = order_history::get_order(state.models.as_ref(), order_id.as_str())
         .await?
@@ -178,22 +102,39 @@ pub async fn cancel(
     AppPath(order_id): AppPath<OrderId>,
     cmd: Cmd<CancelRequest>,
 ) -> ApiResult<CommandReply<Ack>> {
-    let reason = cmd.body.reason.trim().to_string();
-    if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
+    let reason = trimmed_text("reason", &cmd.body.reason, MAX_REASON_CHARS)?;
+    order_reply(&state, &cmd, &order_id, |at| OrderCommand::Cancel {
+        reason: reason.clone(),
+        at,
+    })
+    .await
+}
+
+/// `text` without surrounding white space, or a 400 naming `field` unless that has 1 to
+/// `max_chars` characters.
+pub(crate) fn trimmed_text(field: &str, text: &str, max_chars: usize) -> Result<String, ApiError> {
+    let text = text.trim();
+    if text.is_empty() || text.chars().count() > max_chars {
         return Err(ApiError::validation(
-            "reason",
-            format!("must have 1 to {MAX_REASON_CHARS} characters"),
+            field,
+            format!("must have 1 to {max_chars} characters"),
         ));
     }
+    Ok(text.to_owned())
+}
+
+/// Runs the order command `command(now)` on `order_id` for the caller of `cmd` and answers with
+/// its commit.
+pub(crate) async fn order_reply<T>(
+    state: &AppState,
+    cmd: &Cmd<T>,
+    order_id: &OrderId,
+    command: impl Fn(DateTime<Utc>) -> OrderCommand,
+) -> ApiResult<CommandReply<Ack>> {
     let at = state.clock.now();
     let executed = state
         .shop
-        .order_command(&cmd.ctx, &cmd.caller(), order_id.as_str(), |_| {
-            OrderCommand::Cancel {
-                reason: reason.clone(),
-                at,
-            }
-        })
+        .order_command(&cmd.ctx, &cmd.caller(), order_id.as_str(), |_| command(at))
         .await?;
     Ok(CommandReply::ok(executed))
 }
@@ -206,21 +147,22 @@ pub async fn notifications(
     AppQuery(q): AppQuery<ListQuery>,
 ) -> ApiResult<Json<NotificationList>> {
     let customer = principal.customer_id()?;
-    state
-        .read_after(
-            &projections::notifications::NotificationsProjection,
-            q.consistency.as_ref(),
+    let (notifications, next_cursor) = q
+        .read_page(
+            &state,
+            &notifications::NotificationsProjection,
+            |models, limit, after| {
+                notifications::list_notifications_for_customer(
+                    models,
+                    customer.as_str(),
+                    limit,
+                    after,
+                )
+            },
         )
-        .await;
-    let page = projections::notifications::list_notifications_for_customer(
-        state.models.as_ref(),
-        customer.as_str(),
-        limit(q.limit),
-        q.cursor.as_ref().map(Cursor::key),
-    )
-    .await?;
+        .await?;
     Ok(Json(NotificationList {
-        next_cursor: next_cursor(&page),
-        notifications: page.items,
+        notifications,
+        next_cursor,
     }))
 }

@@ -3,7 +3,8 @@
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppPath, AppQuery, Cmd};
 use crate::http::CommandReply;
-use crate::routes::orders::{limit, next_cursor, Cursor, ListQuery, NotificationList, ReadQuery};
+use crate::routes::orders::NotificationList;
+use crate::routes::query::{ListQuery, ReadQuery};
 use crate::schema::{
     AckReply, CommandErrors, IdempotencyHeader, ItemReadErrors, NoBody, NotificationPath,
     OrderPath, ReadErrors, RefundReceiptSchema,
@@ -12,14 +13,15 @@ use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use commands::{Ack, Consistency};
+use commands::Ack;
 use domain::{NotificationId, OrderId, OrderStatus};
+use projections::notifications;
 use projections::support::{self, SupportOrderView, SupportQuery, SupportTimelineEntry};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+/// What support searches orders by; its paging is a [`ListQuery`] beside it.
 #[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct SupportSearch {
     /// Customer email (case-insensitive).
@@ -38,16 +40,23 @@ pub struct SupportSearch {
     pub charge_id: Option<String>,
     /// `true`: only orders whose payment was disputed; `false`: only the others.
     pub disputed: Option<bool>,
-    /// At most this many orders (default 50, at most 500).
-    #[param(maximum = 500)]
-    pub limit: Option<usize>,
-    /// The previous page's `next_cursor`: this page starts after it.
-    #[param(value_type = Option<crate::schema::CursorToken>)]
-    pub cursor: Option<Cursor>,
-    /// Read-your-writes: a command answer's `consistency` token. The query waits (at most `--consistency-wait`, 2 s by default)
-    /// until this read model reflects that write.
-    #[param(value_type = Option<crate::schema::ConsistencyToken>)]
-    pub consistency: Option<Consistency>,
+}
+
+impl SupportSearch {
+    /// The read model's query: these criteria, and pages of `limit` orders.
+    fn into_query(self, limit: usize) -> SupportQuery {
+        SupportQuery {
+            email: self.email,
+            status: self.status,
+            from: self.from,
+            to: self.to,
+            order_id: self.order_id,
+            intent_id: self.intent_id,
+            charge_id: self.charge_id,
+            disputed: self.disputed,
+            limit,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -66,35 +75,26 @@ pub struct Timeline {
     pub entries: Vec<SupportTimelineEntry>,
 }
 
-#[utoipa::path(get, path = "/v1/support/orders", tag = "support", params(SupportSearch),
+#[utoipa::path(get, path = "/v1/support/orders", tag = "support", params(SupportSearch, ListQuery),
     responses((status = 200, description = "matching orders, newest first", body = SupportOrderList), ReadErrors))]
 pub async fn search(
     State(state): State<AppState>,
-    AppQuery(q): AppQuery<SupportSearch>,
+    AppQuery(search): AppQuery<SupportSearch>,
+    AppQuery(q): AppQuery<ListQuery>,
 ) -> ApiResult<Json<SupportOrderList>> {
-    state
-        .read_after(&support::SupportProjection, q.consistency.as_ref())
-        .await;
-    let query = SupportQuery {
-        email: q.email,
-        status: q.status,
-        from: q.from,
-        to: q.to,
-        order_id: q.order_id,
-        intent_id: q.intent_id,
-        charge_id: q.charge_id,
-        disputed: q.disputed,
-        limit: limit(q.limit),
-    };
-    let page = support::search_orders_page(
-        state.models.as_ref(),
-        &query,
-        q.cursor.as_ref().map(Cursor::key),
-    )
-    .await?;
+    let (orders, next_cursor) = q
+        .read_page(
+            &state,
+            &support::SupportProjection,
+            |models, limit, after| {
+                let query = search.into_query(limit);
+                async move { support::search_orders_page(models, &query, after).await }
+            },
+        )
+        .await?;
     Ok(Json(SupportOrderList {
-        next_cursor: next_cursor(&page),
-        orders: page.items,
+        orders,
+        next_cursor,
     }))
 }
 
@@ -106,9 +106,7 @@ pub async fn timeline(
     AppPath(order_id): AppPath<OrderId>,
     AppQuery(q): AppQuery<ReadQuery>,
 ) -> ApiResult<Json<Timeline>> {
-    state
-        .read_after(&support::SupportProjection, q.consistency.as_ref())
-        .await;
+    q.wait_for(&state, &support::SupportProjection).await;
     let models = state.models.as_ref();
     if support::get_support_order(models, order_id.as_str())
         .await?
@@ -130,21 +128,16 @@ pub async fn failed_notifications(
     State(state): State<AppState>,
     AppQuery(q): AppQuery<ListQuery>,
 ) -> ApiResult<Json<NotificationList>> {
-    state
-        .read_after(
-            &projections::notifications::NotificationsProjection,
-            q.consistency.as_ref(),
+    let (notifications, next_cursor) = q
+        .read_page(
+            &state,
+            &notifications::NotificationsProjection,
+            |models, limit, after| notifications::failed_notifications(models, limit, after),
         )
-        .await;
-    let page = projections::notifications::failed_notifications(
-        state.models.as_ref(),
-        limit(q.limit),
-        q.cursor.as_ref().map(Cursor::key),
-    )
-    .await?;
+        .await?;
     Ok(Json(NotificationList {
-        next_cursor: next_cursor(&page),
-        notifications: page.items,
+        notifications,
+        next_cursor,
     }))
 }
 

@@ -3,7 +3,7 @@
 
 use crate::error::ApiResult;
 use crate::extract::RequestIds;
-use crate::schema::{WebhookErrors, WebhookOutcomeSchema};
+use crate::schema::WebhookErrors;
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -17,7 +17,7 @@ use infrastructure::stripe::webhook::SIGNATURE_HEADER;
     params(("Stripe-Signature" = String, Header, description = "t=…,v1=… over the raw body")),
     description = "400: a missing, malformed, stale or wrong signature (nothing changed); 5xx: not \
         recorded, Stripe retries.",
-    responses((status = 200, description = "recorded (or a known duplicate, or an ignored type)", body = WebhookOutcomeSchema),
+    responses((status = 200, description = "recorded (or a known duplicate, or an ignored type)", body = commands::WebhookOutcome),
         WebhookErrors),
     security(()))]
 pub async fn stripe(

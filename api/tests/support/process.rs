@@ -181,6 +181,54 @@ pub fn backbone(args: &[&str]) -> std::process::Output {
     out
 }
 
+/// The arguments of `serve` on the embedded data directory `data`, on a port of the system's
+/// choice; a test appends its own.
+pub fn embedded_serve_args(data: &str) -> Vec<&str> {
+    vec!["serve", "--listen", "127.0.0.1:0", "--data", data]
+}
+
+/// The arguments of `serve` on the AWS stage `stage` with the simulated payment provider, no
+/// demo catalog, a port of the system's choice and HS256 tokens signed with `jwt_secret`; a
+/// test appends its own.
+pub fn aws_serve_args<'a>(stage: &'a str, jwt_secret: &'a str) -> Vec<&'a str> {
+    vec![
+        "serve",
+        "--backend",
+        "aws",
+        "--stage",
+        stage,
+        "--payments",
+        "simulated",
+        "--no-demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--jwt-secret",
+        jwt_secret,
+    ]
+}
+
+/// `GET /v1/admin/projections` of the server at `api`, as the admin with `token`.
+pub async fn projections(api: &str, token: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("{api}/v1/admin/projections"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// The latest rebuild of the projection `name` in a [`projections`] answer (`null`: none).
+pub fn rebuild_of(projections: &serde_json::Value, name: &str) -> serde_json::Value {
+    projections["projections"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+        .map(|p| p["rebuild"].clone())
+        .unwrap_or_default()
+}
+
 /// An admin's token for a server verifying HS256 tokens with `secret`.
 pub fn admin_token(secret: &str) -> String {
     api::auth::mint_hs256(

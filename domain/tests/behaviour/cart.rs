@@ -11,6 +11,14 @@ fn opened() -> CartEvent {
     }
 }
 
+/// Opens cart "c1" for `customer`.
+fn open(customer: &str) -> CartCommand {
+    CartCommand::Open {
+        cart_id: cart_id("c1"),
+        customer_id: customer_id(customer),
+    }
+}
+
 fn added(product: &str, quantity: u32, unit_price: Money) -> CartEvent {
     CartEvent::ItemAdded {
         cart_id: cart_id("c1"),
@@ -29,13 +37,30 @@ fn add(product: &str, quantity: u32, unit_price: Money) -> CartCommand {
     }
 }
 
+/// Checks the cart out into order "o1".
+fn check_out() -> CartCommand {
+    CartCommand::CheckOut {
+        order_id: order_id("o1"),
+    }
+}
+
+fn removed(product: &str) -> CartEvent {
+    CartEvent::ItemRemoved {
+        cart_id: cart_id("c1"),
+        product_id: product_id(product),
+    }
+}
+
+fn remove(product: &str) -> CartCommand {
+    CartCommand::RemoveItem {
+        product_id: product_id(product),
+    }
+}
+
 #[test]
 fn opening_a_new_cart_records_the_customer() {
     let cart = given::<Cart>([])
-        .when(CartCommand::Open {
-            cart_id: cart_id("c1"),
-            customer_id: customer_id("u1"),
-        })
+        .when(open("u1"))
         .then_expect(vec![opened()]);
     assert_eq!(cart.status, CartStatus::Open);
     assert_eq!(cart.customer_id, Some(customer_id("u1")));
@@ -45,10 +70,7 @@ fn opening_a_new_cart_records_the_customer() {
 #[test]
 fn opening_a_cart_twice_fails_because_it_already_exists() {
     given::<Cart>([opened()])
-        .when(CartCommand::Open {
-            cart_id: cart_id("c1"),
-            customer_id: customer_id("u2"),
-        })
+        .when(open("u2"))
         .then_expect_error(|e| matches!(e, CartError::AlreadyExists));
 }
 
@@ -128,11 +150,7 @@ fn adding_an_item_in_another_currency_fails_with_currency_mismatch() {
 
 #[test]
 fn an_emptied_cart_accepts_items_in_a_new_currency() {
-    let removed = CartEvent::ItemRemoved {
-        cart_id: cart_id("c1"),
-        product_id: product_id("p1"),
-    };
-    let cart = given::<Cart>([opened(), added("p1", 1, eur("1.00")), removed])
+    let cart = given::<Cart>([opened(), added("p1", 1, eur("1.00")), removed("p1")])
         .when(add("p2", 2, usd("3.00")))
         .then_expect(vec![added("p2", 2, usd("3.00"))]);
     assert_eq!(cart.total(), Some(usd("6.00")));
@@ -196,22 +214,15 @@ fn removing_an_item_drops_its_line() {
         added("p1", 1, eur("1.00")),
         added("p2", 1, eur("2.00")),
     ])
-    .when(CartCommand::RemoveItem {
-        product_id: product_id("p1"),
-    })
-    .then_expect(vec![CartEvent::ItemRemoved {
-        cart_id: cart_id("c1"),
-        product_id: product_id("p1"),
-    }]);
+    .when(remove("p1"))
+    .then_expect(vec![removed("p1")]);
     assert_eq!(cart.total(), Some(eur("2.00")));
 }
 
 #[test]
 fn removing_a_product_not_in_the_cart_fails() {
     given::<Cart>([opened()])
-        .when(CartCommand::RemoveItem {
-            product_id: product_id("p1"),
-        })
+        .when(remove("p1"))
         .then_expect_error(|e| matches!(e, CartError::ItemNotInCart { .. }));
 }
 
@@ -222,9 +233,7 @@ fn checkout_records_the_exact_total() {
         added("p1", 3, eur("0.10")),
         added("p2", 1, eur("0.20")),
     ])
-    .when(CartCommand::CheckOut {
-        order_id: order_id("o1"),
-    })
+    .when(check_out())
     .then_expect(vec![CartEvent::CartCheckedOut {
         cart_id: cart_id("c1"),
         order_id: order_id("o1"),
@@ -237,9 +246,7 @@ fn checkout_records_the_exact_total() {
 #[test]
 fn checkout_fails_when_cart_is_empty() {
     given::<Cart>([opened()])
-        .when(CartCommand::CheckOut {
-            order_id: order_id("o1"),
-        })
+        .when(check_out())
         .then_expect_error(|e| matches!(e, CartError::EmptyCart));
 }
 
@@ -256,12 +263,8 @@ fn a_checked_out_cart_refuses_every_command() {
     ];
     for command in [
         add("p2", 1, eur("1.00")),
-        CartCommand::RemoveItem {
-            product_id: product_id("p1"),
-        },
-        CartCommand::CheckOut {
-            order_id: order_id("o1"),
-        },
+        remove("p1"),
+        check_out(),
         CartCommand::Abandon,
     ] {
         given::<Cart>(history.clone())
@@ -290,9 +293,7 @@ fn an_abandoned_cart_refuses_checkout_and_new_items() {
         },
     ];
     given::<Cart>(history.clone())
-        .when(CartCommand::CheckOut {
-            order_id: order_id("o1"),
-        })
+        .when(check_out())
         .then_expect_error(|e| matches!(e, CartError::Abandoned));
     given::<Cart>(history)
         .when(add("p2", 1, eur("1.00")))

@@ -13,6 +13,15 @@ fn requested() -> PaymentEvent {
     }
 }
 
+/// Requests payment "pay1" of `amount` for order "o1".
+fn request(amount: Money) -> PaymentCommand {
+    PaymentCommand::Request {
+        payment_id: payment_id("pay1"),
+        order_id: order_id("o1"),
+        amount,
+    }
+}
+
 fn intent_created() -> PaymentEvent {
     PaymentEvent::PaymentIntentCreated {
         payment_id: payment_id("pay1"),
@@ -116,11 +125,7 @@ fn disputed_event_for(
 #[test]
 fn requesting_a_payment_records_the_amount_and_the_order() {
     let payment = given::<Payment>([])
-        .when(PaymentCommand::Request {
-            payment_id: payment_id("pay1"),
-            order_id: order_id("o1"),
-            amount: eur("50.00"),
-        })
+        .when(request(eur("50.00")))
         .then_expect(vec![requested()]);
     assert_eq!(payment.status, PaymentStatus::Requested);
     assert_eq!(payment.amount, Some(eur("50.00")));
@@ -129,22 +134,14 @@ fn requesting_a_payment_records_the_amount_and_the_order() {
 #[test]
 fn requesting_a_zero_payment_fails() {
     given::<Payment>([])
-        .when(PaymentCommand::Request {
-            payment_id: payment_id("pay1"),
-            order_id: order_id("o1"),
-            amount: eur("0.00"),
-        })
+        .when(request(eur("0.00")))
         .then_expect_error(|e| matches!(e, PaymentError::ZeroAmount));
 }
 
 #[test]
 fn requesting_an_existing_payment_fails_and_a_missing_one_accepts_no_facts() {
     given::<Payment>([requested()])
-        .when(PaymentCommand::Request {
-            payment_id: payment_id("pay1"),
-            order_id: order_id("o1"),
-            amount: eur("50.00"),
-        })
+        .when(request(eur("50.00")))
         .then_expect_error(|e| matches!(e, PaymentError::AlreadyExists));
     given::<Payment>([])
         .when(record_succeeded(eur("50.00")))

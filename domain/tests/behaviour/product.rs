@@ -243,10 +243,12 @@ fn releasing_a_reservation_makes_its_units_available_again() {
 }
 
 #[test]
-fn releasing_without_a_reservation_is_a_no_op() {
-    given::<Product>([created(10)])
-        .when(release("o1"))
-        .then_expect_no_events();
+fn releasing_or_committing_without_a_reservation_is_a_no_op() {
+    for command in [release("o1"), commit("o1")] {
+        given::<Product>([created(10)])
+            .when(command)
+            .then_expect_no_events();
+    }
 }
 
 #[test]
@@ -260,13 +262,6 @@ fn committing_a_reservation_reduces_on_hand_and_keeps_available() {
     .then_expect(vec![committed("o1", 3, 7, 2, 5)]);
     assert_eq!(product.on_hand, 7);
     assert_eq!(product.available(), 5);
-}
-
-#[test]
-fn committing_without_a_reservation_is_a_no_op() {
-    given::<Product>([created(10)])
-        .when(commit("o1"))
-        .then_expect_no_events();
 }
 
 #[test]

@@ -1,7 +1,8 @@
 use crate::support::*;
 use domain::{
-    CartId, Currency, CustomerId, Decimal, IdError, Money, MoneyError, OrderError, OrderStatus,
-    PaymentStatus, ProductId, Quantity, QuantityError, MAX_QUANTITY,
+    CartId, Currency, CustomerId, Decimal, IdError, Money, MoneyError, NotificationStatus,
+    OrderError, OrderStatus, PaymentStatus, ProductId, ProductStatus, Quantity, QuantityError,
+    MAX_QUANTITY,
 };
 use serde_json::json;
 use std::cmp::Ordering;
@@ -280,20 +281,38 @@ fn shipping_address_validation_names_the_first_bad_field() {
     }
 }
 
+/// Asserts that `name` gives each status its serialized (stored) form.
+#[track_caller]
+fn assert_names_are_serialized_forms<S: serde::Serialize + Copy>(
+    statuses: &[S],
+    name: fn(S) -> &'static str,
+) {
+    for &status in statuses {
+        assert_eq!(serde_json::to_value(status).ok(), Some(json!(name(status))));
+    }
+}
+
 #[test]
-fn order_status_names_match_their_serialized_form() {
-    for status in OrderStatus::ALL {
-        assert_eq!(
-            serde_json::to_value(status).ok(),
-            Some(json!(status.as_str()))
-        );
-    }
-    for status in PaymentStatus::ALL {
-        assert_eq!(
-            serde_json::to_value(status).ok(),
-            Some(json!(status.as_str()))
-        );
-    }
+fn status_names_match_their_serialized_form() {
+    assert_names_are_serialized_forms(&OrderStatus::ALL, OrderStatus::as_str);
+    assert_names_are_serialized_forms(&PaymentStatus::ALL, PaymentStatus::as_str);
+    assert_names_are_serialized_forms(
+        &[
+            ProductStatus::Draft,
+            ProductStatus::Active,
+            ProductStatus::Retired,
+        ],
+        ProductStatus::as_str,
+    );
+    assert_names_are_serialized_forms(
+        &[
+            NotificationStatus::Pending,
+            NotificationStatus::Retrying,
+            NotificationStatus::Delivered,
+            NotificationStatus::Failed,
+        ],
+        NotificationStatus::as_str,
+    );
 }
 
 #[test]

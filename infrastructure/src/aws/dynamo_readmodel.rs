@@ -44,6 +44,7 @@ use super::error::{AwsFailure, RetryPolicy};
 use super::metrics::{RequestCounters, RequestCounts};
 use super::names::ResourceNames;
 use async_trait::async_trait;
+use aws_sdk_dynamodb::types::builders::{DeleteBuilder, PutBuilder};
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use commands::{EventEnvelope, FeedCursor, StreamRef};
@@ -156,6 +157,20 @@ fn check_text(what: &str, v: &str) -> Result<(), ReadModelError> {
 
 fn number(item: &Item, name: &str) -> Option<u64> {
     item.number(name).and_then(|v| v.parse().ok())
+}
+
+/// A Put as one action of a TransactWriteItems.
+fn tx_put(put: PutBuilder) -> Result<TransactWriteItem, AwsFailure> {
+    Ok(TransactWriteItem::builder()
+        .put(built(put.build())?)
+        .build())
+}
+
+/// A Delete as one action of a TransactWriteItems.
+fn tx_delete(delete: DeleteBuilder) -> Result<TransactWriteItem, AwsFailure> {
+    Ok(TransactWriteItem::builder()
+        .delete(built(delete.build())?)
+        .build())
 }
 
 impl Inner {
@@ -361,11 +376,7 @@ impl<'a> Batch<'a> {
                     let delete = Delete::builder()
                         .table_name(&inner.index_table)
                         .set_key(Some(place));
-                    plan.items.push(
-                        TransactWriteItem::builder()
-                            .delete(built(delete.build())?)
-                            .build(),
-                    );
+                    plan.items.push(tx_delete(delete)?);
                 }
             }
             for entry in new_idx.iter().filter(|e| old_idx.binary_search(e).is_err()) {
@@ -376,11 +387,7 @@ impl<'a> Batch<'a> {
                 let put = Put::builder()
                     .table_name(&inner.index_table)
                     .set_item(Some(item));
-                plan.items.push(
-                    TransactWriteItem::builder()
-                        .put(built(put.build())?)
-                        .build(),
-                );
+                plan.items.push(tx_put(put)?);
             }
             let id = doc_id(&collection, &key);
             let next = match new {
@@ -405,11 +412,7 @@ impl<'a> Batch<'a> {
                             .expression_attribute_names("#rev", REV)
                             .expression_attribute_values(":rev", n(o.rev)),
                     };
-                    plan.items.push(
-                        TransactWriteItem::builder()
-                            .put(built(put.build())?)
-                            .build(),
-                    );
+                    plan.items.push(tx_put(put)?);
                     Some(Committed { body, idx, rev })
                 }
                 None => {
@@ -420,11 +423,7 @@ impl<'a> Batch<'a> {
                             .condition_expression("#rev = :rev")
                             .expression_attribute_names("#rev", REV)
                             .expression_attribute_values(":rev", n(o.rev));
-                        plan.items.push(
-                            TransactWriteItem::builder()
-                                .delete(built(delete.build())?)
-                                .build(),
-                        );
+                        plan.items.push(tx_delete(delete)?);
                     }
                     None
                 }
@@ -447,11 +446,7 @@ impl<'a> Batch<'a> {
                     .expression_attribute_names("#l", LAST_SEQ)
                     .expression_attribute_values(":read", n(read))
             };
-            plan.items.push(
-                TransactWriteItem::builder()
-                    .put(built(put.build())?)
-                    .build(),
-            );
+            plan.items.push(tx_put(put)?);
             plan.applied.push((stream, seq));
         }
         Ok(plan)
@@ -622,11 +617,7 @@ impl Inner {
                 .expression_attribute_names("#c", attribute)
                 .expression_attribute_values(":read", value),
         };
-        Ok(Some(
-            TransactWriteItem::builder()
-                .put(built(put.build())?)
-                .build(),
-        ))
+        Ok(Some(tx_put(put)?))
     }
 
     /// One run of `apply_batch` from fresh reads (see the module docs).

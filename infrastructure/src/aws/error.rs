@@ -23,6 +23,8 @@ const TRANSIENT_CODES: &[&str] = &[
     "RequestThrottledException",
     "TooManyRequestsException",
     "RequestLimitExceeded",
+    // DynamoDB Streams' request-rate limit (a 400).
+    "LimitExceededException",
     "ProvisionedThroughputExceededException",
     "TransactionInProgressException",
     "InternalServerError",
@@ -84,6 +86,11 @@ where
 }
 
 impl AwsFailure {
+    /// Whether the service answered with the error code `code`.
+    pub fn is(&self, code: &str) -> bool {
+        self.code.as_deref() == Some(code)
+    }
+
     /// A failure the adapter itself detected (for example a transaction cancelled for reasons
     /// that are all transient).
     pub(crate) fn new(
@@ -179,6 +186,26 @@ impl RetryPolicy {
         let cap = exp.min(self.max_delay);
         let millis = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
         Duration::from_millis(rand::rng().random_range(0..=millis))
+    }
+
+    /// Sends one AWS request, built afresh by `request` for each attempt, with [`Self::retry`];
+    /// a failure comes back [`classify`]d. `request` returns the SDK's `send()` future:
+    /// `retry.send("GetItem", || client.get_item().table_name(t).key(k, v).send())`.
+    pub async fn send<T, E, F, Fut>(
+        &self,
+        operation: &'static str,
+        mut request: F,
+    ) -> Result<T, AwsFailure>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    {
+        self.retry(operation, |_| {
+            let sent = request();
+            async move { sent.await.map_err(|e| classify(operation, &e)) }
+        })
+        .await
     }
 
     /// Runs `op` (given the attempt number, from 1) until it succeeds, fails permanently, or

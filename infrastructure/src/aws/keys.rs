@@ -9,7 +9,7 @@
 //! keeps no older version of.
 
 use super::ddb::get_item;
-use super::error::{classify, AwsFailure, RetryPolicy};
+use super::error::{classify, RetryPolicy};
 use super::metrics::RequestCounters;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
@@ -189,7 +189,7 @@ impl KeyStore for DynamoKeyStore {
     async fn erase(&self, customer: &str) -> Result<(), StoreError> {
         let at = chrono::Utc::now().to_rfc3339();
         self.retry
-            .retry("UpdateItem", |_| async {
+            .send("UpdateItem", || {
                 self.client
                     .update_item()
                     .table_name(&self.table)
@@ -202,11 +202,8 @@ impl KeyStore for DynamoKeyStore {
                     .expression_attribute_names("#w", "wrapped")
                     .expression_attribute_values(":at", AttributeValue::S(at.clone()))
                     .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| classify("UpdateItem", &e))
             })
-            .await
-            .map_err(|e: AwsFailure| e.into())
+            .await?;
+        Ok(())
     }
 }

@@ -5,13 +5,14 @@ use async_trait::async_trait;
 use commands::{CheckpointStore, FeedCursor, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+
+use super::blocking::BlockingConnection;
 
 /// Checkpoints in SQLite. Each `set` is one fsynced transaction: the process managers' steps are
 /// idempotent, so at worst a crash replays a few of them.
 #[derive(Clone)]
 pub struct SqliteCheckpointStore {
-    conn: Arc<Mutex<Connection>>,
+    conn: BlockingConnection,
 }
 
 fn internal(e: rusqlite::Error) -> StoreError {
@@ -20,34 +21,24 @@ fn internal(e: rusqlite::Error) -> StoreError {
 
 impl SqliteCheckpointStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path).map_err(internal)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL;
-             PRAGMA synchronous=FULL;
-             PRAGMA busy_timeout=5000;
+        let conn = BlockingConnection::open(
+            path,
+            "FULL",
+            "PRAGMA busy_timeout=5000;
              CREATE TABLE IF NOT EXISTS checkpoints (
                  name TEXT PRIMARY KEY,
                  position INTEGER NOT NULL
              );",
         )
         .map_err(internal)?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        Ok(Self { conn })
     }
 
     async fn with<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<R, rusqlite::Error> + Send + 'static,
     ) -> Result<R, StoreError> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            // The connection holds no invariant a panicking holder could break mid-way.
-            let guard = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&guard).map_err(internal)
-        })
-        .await
-        .map_err(|e| StoreError::Internal(e.to_string()))?
+        self.conn.run(move |c| f(c).map_err(internal)).await
     }
 }
 

@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use commands::{CustomerKeys, DataKey, KeyStore, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+
+use super::blocking::BlockingConnection;
 
 /// The busy handler of the key connection. The event store's writer holds the write lock while
 /// it fsyncs a group commit (a fraction of a millisecond), so a new key waits in steps of 20 µs
@@ -33,7 +34,7 @@ fn short_waits(attempt: i32) -> bool {
 
 #[derive(Clone)]
 pub struct SqliteKeyStore {
-    conn: Arc<Mutex<Connection>>,
+    conn: BlockingConnection,
 }
 
 fn internal(e: rusqlite::Error) -> StoreError {
@@ -76,11 +77,10 @@ impl SqliteKeyStore {
     /// Opens (creating when missing) the key table in the SQLite file at `path`, normally the
     /// event store's file. Blocking: call it at startup or inside `spawn_blocking`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path).map_err(internal)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL;
-             PRAGMA synchronous=NORMAL;
-             PRAGMA secure_delete=ON;
+        let conn = BlockingConnection::open(
+            path,
+            "NORMAL",
+            "PRAGMA secure_delete=ON;
              CREATE TABLE IF NOT EXISTS data_keys (
                  customer TEXT PRIMARY KEY,
                  key_id TEXT,
@@ -89,23 +89,9 @@ impl SqliteKeyStore {
              );",
         )
         .map_err(internal)?;
-        conn.busy_handler(Some(short_waits)).map_err(internal)?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-        })
-    }
-
-    async fn with<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
-    ) -> Result<R, StoreError> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let guard = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&guard)
-        })
-        .await
-        .map_err(|e| StoreError::Internal(e.to_string()))?
+        conn.configure(|c| c.busy_handler(Some(short_waits)))
+            .map_err(internal)?;
+        Ok(Self { conn })
     }
 }
 
@@ -124,44 +110,47 @@ impl KeyStore for SqliteKeyStore {
     async fn key_for(&self, customer: &str) -> Result<DataKey, StoreError> {
         let customer = customer.to_owned();
         let fresh = DataKey::generate()?;
-        self.with(move |c| {
-            // Sets the key unless one exists (a tombstone of an erasure has none): concurrent
-            // callers all read back the one that won.
-            c.execute(
-                "INSERT INTO data_keys(customer, key_id, material) VALUES (?1, ?2, ?3)
+        self.conn
+            .run(move |c| {
+                // Sets the key unless one exists (a tombstone of an erasure has none): concurrent
+                // callers all read back the one that won.
+                c.execute(
+                    "INSERT INTO data_keys(customer, key_id, material) VALUES (?1, ?2, ?3)
                  ON CONFLICT(customer) DO UPDATE SET key_id = excluded.key_id,
                      material = excluded.material
                  WHERE data_keys.key_id IS NULL",
-                params![customer, fresh.id(), &fresh.material()[..]],
-            )
-            .map_err(internal)?;
-            to_keys(read_row(c, &customer).map_err(internal)?)?
-                .key
-                .ok_or_else(|| StoreError::Internal("a data key vanished as it was set".into()))
-        })
-        .await
+                    params![customer, fresh.id(), &fresh.material()[..]],
+                )
+                .map_err(internal)?;
+                to_keys(read_row(c, &customer).map_err(internal)?)?
+                    .key
+                    .ok_or_else(|| StoreError::Internal("a data key vanished as it was set".into()))
+            })
+            .await
     }
 
     async fn lookup(&self, customer: &str) -> Result<CustomerKeys, StoreError> {
         let customer = customer.to_owned();
-        self.with(move |c| to_keys(read_row(c, &customer).map_err(internal)?))
+        self.conn
+            .run(move |c| to_keys(read_row(c, &customer).map_err(internal)?))
             .await
     }
 
     async fn erase(&self, customer: &str) -> Result<(), StoreError> {
         let customer = customer.to_owned();
         let at = chrono::Utc::now().to_rfc3339();
-        self.with(move |c| {
-            c.execute(
-                "INSERT INTO data_keys(customer, erased_at) VALUES (?1, ?2)
+        self.conn
+            .run(move |c| {
+                c.execute(
+                    "INSERT INTO data_keys(customer, erased_at) VALUES (?1, ?2)
                  ON CONFLICT(customer) DO UPDATE SET key_id = NULL, material = NULL,
                      erased_at = excluded.erased_at",
-                params![customer, at],
-            )
-            .map_err(internal)?;
-            truncate_wal(c)
-        })
-        .await
+                    params![customer, at],
+                )
+                .map_err(internal)?;
+                truncate_wal(c)
+            })
+            .await
     }
 }
 
@@ -173,7 +162,7 @@ mod tests {
     async fn keeps_the_key_store_contract() {
         let dir = tempfile::tempdir().unwrap();
         let keys = SqliteKeyStore::open(&dir.path().join("events.db")).unwrap();
-        commands::conformance::key_store_contract(Arc::new(keys)).await;
+        commands::conformance::key_store_contract(std::sync::Arc::new(keys)).await;
     }
 
     /// Neither the database file nor its WAL holds an erased key's bytes, and keys survive a

@@ -15,6 +15,7 @@
 //! The event store and the read models keep their WAL short under steady load the same way
 //! (`wal`).
 
+mod blocking;
 mod checkpoints;
 mod codec;
 mod keys;

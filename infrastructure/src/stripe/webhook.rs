@@ -14,7 +14,7 @@
 //!   [`WebhookError::Unparseable`] error that the caller logs and answers with a 4xx.
 
 use chrono::{DateTime, Utc};
-use commands::{PaymentRefs, ProviderEvent, ProviderFact};
+use commands::{Dispute, PaymentRefs, ProviderEvent, ProviderFact};
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use serde_json::Value;
@@ -393,32 +393,26 @@ mod typed {
                     refs: PaymentRefs::from_metadata(&ch.metadata),
                 }
             }
-            EventObject::ChargeDisputeCreated(dp) => ProviderFact::DisputeCreated {
-                dispute_id: dp.id.as_str().to_string(),
-                intent_id: dp
-                    .payment_intent
-                    .as_ref()
-                    .map(|p| p.id().as_str().to_string()),
-                charge_id: Some(dp.charge.id().as_str().to_string()),
-                reason: dp.reason.clone(),
-                status: dp.status.as_str().to_string(),
-                amount_minor: Some(dp.amount),
-                currency: Some(dp.currency.to_string()),
-                refs: PaymentRefs::from_metadata(&dp.metadata),
-            },
-            EventObject::ChargeDisputeClosed(dp) => ProviderFact::DisputeClosed {
-                dispute_id: dp.id.as_str().to_string(),
-                intent_id: dp
-                    .payment_intent
-                    .as_ref()
-                    .map(|p| p.id().as_str().to_string()),
-                charge_id: Some(dp.charge.id().as_str().to_string()),
-                reason: dp.reason.clone(),
-                status: dp.status.as_str().to_string(),
-                amount_minor: Some(dp.amount),
-                currency: Some(dp.currency.to_string()),
-                refs: PaymentRefs::from_metadata(&dp.metadata),
-            },
+            EventObject::ChargeDisputeCreated(dp) | EventObject::ChargeDisputeClosed(dp) => {
+                let dispute = Dispute {
+                    dispute_id: dp.id.as_str().to_string(),
+                    intent_id: dp
+                        .payment_intent
+                        .as_ref()
+                        .map(|p| p.id().as_str().to_string()),
+                    charge_id: Some(dp.charge.id().as_str().to_string()),
+                    reason: dp.reason.clone(),
+                    status: dp.status.as_str().to_string(),
+                    amount_minor: Some(dp.amount),
+                    currency: Some(dp.currency.to_string()),
+                    refs: PaymentRefs::from_metadata(&dp.metadata),
+                };
+                if event_type == "charge.dispute.created" {
+                    ProviderFact::DisputeCreated(dispute)
+                } else {
+                    ProviderFact::DisputeClosed(dispute)
+                }
+            }
             _ => ProviderFact::Ignored {
                 event_type: event_type.clone(),
             },
@@ -630,34 +624,20 @@ mod lenient {
             }
             "charge.dispute.created" | "charge.dispute.closed" => {
                 let dispute_id = str_field(obj, "id").ok_or_else(|| missing("data.object.id"))?;
-                let intent_id = id_field(obj, "payment_intent");
-                let charge_id = id_field(obj, "charge");
-                let reason = str_field(obj, "reason").unwrap_or_else(|| "general".into());
-                let status = str_field(obj, "status").unwrap_or_else(|| "unknown".into());
-                let amount_minor = int_field(obj, "amount");
-                let currency = str_field(obj, "currency");
+                let dispute = Dispute {
+                    dispute_id,
+                    intent_id: id_field(obj, "payment_intent"),
+                    charge_id: id_field(obj, "charge"),
+                    reason: str_field(obj, "reason").unwrap_or_else(|| "general".into()),
+                    status: str_field(obj, "status").unwrap_or_else(|| "unknown".into()),
+                    amount_minor: int_field(obj, "amount"),
+                    currency: str_field(obj, "currency"),
+                    refs: refs(obj),
+                };
                 if event_type == "charge.dispute.created" {
-                    ProviderFact::DisputeCreated {
-                        dispute_id,
-                        intent_id,
-                        charge_id,
-                        reason,
-                        status,
-                        amount_minor,
-                        currency,
-                        refs: refs(obj),
-                    }
+                    ProviderFact::DisputeCreated(dispute)
                 } else {
-                    ProviderFact::DisputeClosed {
-                        dispute_id,
-                        intent_id,
-                        charge_id,
-                        reason,
-                        status,
-                        amount_minor,
-                        currency,
-                        refs: refs(obj),
-                    }
+                    ProviderFact::DisputeClosed(dispute)
                 }
             }
             other => ProviderFact::Ignored {

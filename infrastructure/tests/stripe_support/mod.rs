@@ -2,18 +2,32 @@
 //! and a tiny scripted HTTP server (a fake Stripe, or a webhook receiver).
 #![allow(dead_code)]
 
+#[path = "../support/shop.rs"]
+mod shop;
+
 use commands::{
-    Caller, CheckoutInput, CommandContext, CommandService, EventStore, InMemoryPaymentLookup,
-    IntentOwner, Metadata, NewProduct, PaymentGateway, Payments, ProcessManagers, ProviderEvent,
-    ServiceConfig, Shop, SystemClock,
+    Caller, CommandContext, CommandService, EventStore, InMemoryPaymentLookup, IntentOwner,
+    Metadata, NewProduct, PaymentGateway, Payments, ProcessManagers, ProviderEvent, RefundRequest,
+    ServiceConfig, Shop, SystemClock, WebhookOutcome,
 };
-use domain::{CustomerId, Money, Order, Payment, PaymentId, ProductId, Quantity, ShippingAddress};
+use domain::{CustomerId, Money, Order, OrderId, Payment, PaymentId, ProductId, Quantity};
 use infrastructure::sqlite::{SqliteEventStore, SqliteOptions};
 use infrastructure::stripe::{sign_for_test, StripeEvent, WebhookVerifier};
+use shop::checkout_input;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+/// `assert!(matches!(value, pattern))` that shows the value when it does not match.
+macro_rules! assert_matches {
+    ($value:expr, $pattern:pat $(if $guard:expr)?) => {
+        match &$value {
+            value => assert!(matches!(value, $pattern $(if $guard)?), "{value:?}"),
+        }
+    };
+}
+pub(crate) use assert_matches;
 
 pub const SECRET: &str = "whsec_test_backbone";
 
@@ -85,17 +99,22 @@ pub fn app(gateway: Arc<dyn PaymentGateway>) -> App {
 }
 
 pub fn ctx() -> CommandContext {
-    CommandContext {
-        metadata: Metadata {
-            correlation_id: "stripe-test".into(),
-            ..Metadata::default()
-        },
-        idempotency: None,
-    }
+    shop::context("stripe-test")
 }
 
 pub fn eur(s: &str) -> Money {
     Money::parse(s, "EUR").unwrap()
+}
+
+/// A refund of `amount` of payment `pay_<n>` (order `ord_<n>`), paid through `intent_id`.
+pub fn refund_request(n: &str, intent_id: &str, amount: &str, key: &str) -> RefundRequest {
+    RefundRequest {
+        payment_id: PaymentId::parse(&format!("pay_{n}")).unwrap(),
+        order_id: OrderId::parse(&format!("ord_{n}")).unwrap(),
+        intent_id: intent_id.into(),
+        amount: eur(amount),
+        idempotency_key: key.into(),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -139,22 +158,7 @@ pub async fn place_order(app: &App, quantity: u32) -> Placed {
         .unwrap();
     let (receipt, intent) = app
         .shop
-        .checkout_and_pay(
-            &ctx(),
-            &caller,
-            &cart.value.cart_id,
-            CheckoutInput {
-                customer_email: "ada@example.com".into(),
-                shipping_address: ShippingAddress {
-                    name: "Ada Lovelace".into(),
-                    line1: "1 Analytical Way".into(),
-                    line2: None,
-                    city: "London".into(),
-                    postal_code: "N1 1AA".into(),
-                    country: "GB".into(),
-                },
-            },
-        )
+        .checkout_and_pay(&ctx(), &caller, &cart.value.cart_id, checkout_input())
         .await
         .unwrap();
     if let Some(i) = &intent {
@@ -194,6 +198,14 @@ pub async fn payment_events(app: &App, id: &str) -> Vec<String> {
         .into_iter()
         .map(|e| e.event_type)
         .collect()
+}
+
+/// Applies a verified delivery through `Payments`, as the webhook route does.
+pub async fn apply(app: &App, event: &ProviderEvent) -> WebhookOutcome {
+    app.payments
+        .apply(event, Metadata::default())
+        .await
+        .unwrap()
 }
 
 /// Runs the process managers over the whole feed after `after`, like the worker does.

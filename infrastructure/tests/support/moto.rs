@@ -23,7 +23,9 @@
 #![allow(dead_code)]
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_cloudformation::types::Stack;
 use aws_sdk_dynamodb::config::Credentials;
+use aws_sdk_dynamodb::types::TableDescription;
 use infrastructure::aws::{provision, Provisioned, ResourceNames, StackSpec};
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -243,14 +245,31 @@ pub async fn fresh_stack() -> (ResourceNames, Provisioned) {
     (names, provisioned)
 }
 
+/// The answer to an SDK request sent to the emulator; a failed request panics with `what`.
+async fn answer<T, E: std::fmt::Display>(
+    request: impl std::future::Future<Output = Result<T, E>>,
+    what: &str,
+) -> T {
+    request.await.unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// The stack `name` as CloudFormation describes it now.
+pub async fn describe_stack(cfn: &aws_sdk_cloudformation::Client, name: &str) -> Stack {
+    let request = cfn.describe_stacks().stack_name(name).send();
+    let described = answer(request, &format!("describing stack {name}")).await;
+    described.stacks()[0].clone()
+}
+
+/// The description of table `name`; panics when there is no such table.
+pub async fn describe_table(dynamodb: &aws_sdk_dynamodb::Client, name: &str) -> TableDescription {
+    let request = dynamodb.describe_table().table_name(name).send();
+    let described = answer(request, &format!("table {name} missing")).await;
+    described.table().expect("table description").clone()
+}
+
 /// Panics unless every table of `names` exists in the emulator.
 pub async fn assert_tables_exist(dynamodb: &aws_sdk_dynamodb::Client, names: &ResourceNames) {
     for table in names.tables() {
-        dynamodb
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("table {table} missing: {e}"));
+        describe_table(dynamodb, table).await;
     }
 }

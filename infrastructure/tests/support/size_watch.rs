@@ -33,4 +33,13 @@ impl SizeWatch {
         self.stop.store(true, Ordering::Release);
         self.thread.join().expect("size watch thread")
     }
+
+    /// Stops sampling and asserts that the file stayed under `limit` bytes; `what` names it.
+    pub fn stop_and_assert_below(self, limit: u64, what: &str) {
+        let largest = self.stop();
+        assert!(
+            largest < limit,
+            "{what} stayed small: it reached {largest} bytes"
+        );
+    }
 }

@@ -255,6 +255,45 @@ fn projection() -> Arc<dyn Projection> {
     Arc::new(TestProjection::new())
 }
 
+/// Applies `events` as the test projection; the store must not fail.
+async fn apply(
+    store: &dyn ReadModelStore,
+    events: Vec<EventEnvelope>,
+    checkpoint: Option<FeedCursor>,
+) -> ApplyOutcome {
+    apply_as(store, projection(), events, checkpoint).await
+}
+
+/// Applies `events` as `projection`; the store must not fail.
+async fn apply_as(
+    store: &dyn ReadModelStore,
+    projection: Arc<dyn Projection>,
+    events: Vec<EventEnvelope>,
+    checkpoint: Option<FeedCursor>,
+) -> ApplyOutcome {
+    store
+        .apply_batch(projection, events, checkpoint)
+        .await
+        .expect("apply")
+}
+
+/// The outcome of a batch consumed whole.
+fn consumed(applied: usize, skipped: usize) -> ApplyOutcome {
+    ApplyOutcome::Applied { applied, skipped }
+}
+
+async fn checkpoint_of(store: &dyn ReadModelStore, projection: &str) -> FeedCursor {
+    store.checkpoint(projection).await.expect("checkpoint")
+}
+
+/// The last sequence `projection` applied of `product/<stream_id>`.
+async fn last_applied(store: &dyn ReadModelStore, projection: &str, stream_id: &str) -> u64 {
+    store
+        .last_applied(projection, &stream(stream_id))
+        .await
+        .expect("last applied")
+}
+
 async fn value_of(store: &dyn ReadModelStore, key: &str) -> Option<i64> {
     store
         .get(DOCS, key)
@@ -288,114 +327,61 @@ async fn keys(
         .collect()
 }
 
+/// The keys listed in the whole of `(index, partition)`, ascending, at most 10.
+async fn listed(store: &dyn ReadModelStore, index: &str, partition: &str) -> Vec<String> {
+    keys(store, index, partition, None, None, false, 10).await
+}
+
 pub async fn applies_events_and_reads_them_back(store: &dyn ReadModelStore) {
-    let outcome = store
-        .apply_batch(
-            projection(),
-            vec![
-                put("s1", 1, "a", "g", "1", 10),
-                put("s2", 1, "b", "g", "2", 20),
-                add("s1", 2, "a", 5),
-            ],
-            Some(FeedCursor::at(7)),
-        )
-        .await
-        .expect("apply");
-    assert_eq!(
-        outcome,
-        ApplyOutcome::Applied {
-            applied: 3,
-            skipped: 0
-        }
-    );
+    let events = vec![
+        put("s1", 1, "a", "g", "1", 10),
+        put("s2", 1, "b", "g", "2", 20),
+        add("s1", 2, "a", 5),
+    ];
+    let outcome = apply(store, events, Some(FeedCursor::at(7))).await;
+    assert_eq!(outcome, consumed(3, 0));
     assert_eq!(value_of(store, "a").await, Some(15));
     assert_eq!(value_of(store, "b").await, Some(20));
     assert_eq!(value_of(store, "missing").await, None);
-    assert_eq!(
-        store.checkpoint("conformance").await.expect("checkpoint"),
-        FeedCursor::at(7)
-    );
-    assert_eq!(
-        store.checkpoint("never_ran").await.expect("checkpoint"),
-        FeedCursor::start()
-    );
-    assert_eq!(
-        store
-            .last_applied("conformance", &stream("s1"))
-            .await
-            .expect("last"),
-        2
-    );
-    assert_eq!(
-        store
-            .last_applied("conformance", &stream("s2"))
-            .await
-            .expect("last"),
-        1
-    );
-    assert_eq!(
-        store
-            .last_applied("conformance", &stream("s3"))
-            .await
-            .expect("last"),
-        0
-    );
+    assert_eq!(checkpoint_of(store, "conformance").await, FeedCursor::at(7));
+    assert_eq!(checkpoint_of(store, "never_ran").await, FeedCursor::start());
+    assert_eq!(last_applied(store, "conformance", "s1").await, 2);
+    assert_eq!(last_applied(store, "conformance", "s2").await, 1);
+    assert_eq!(last_applied(store, "conformance", "s3").await, 0);
 }
 
 pub async fn duplicates_are_skipped(store: &dyn ReadModelStore) {
     let batch = vec![put("s1", 1, "a", "g", "1", 1), add("s1", 2, "a", 10)];
-    store
-        .apply_batch(projection(), batch.clone(), None)
-        .await
-        .expect("apply");
+    apply(store, batch.clone(), None).await;
     // The whole batch again, then a batch repeating an event inside itself.
-    let again = store
-        .apply_batch(projection(), batch, None)
-        .await
-        .expect("apply again");
-    assert_eq!(
-        again,
-        ApplyOutcome::Applied {
-            applied: 0,
-            skipped: 2
-        }
-    );
-    let inner = store
-        .apply_batch(
-            projection(),
-            vec![
-                add("s1", 3, "a", 100),
-                add("s1", 3, "a", 100),
-                add("s1", 2, "a", 10),
-            ],
-            None,
-        )
-        .await
-        .expect("apply inner duplicates");
-    assert_eq!(
-        inner,
-        ApplyOutcome::Applied {
-            applied: 1,
-            skipped: 2
-        }
-    );
+    let again = apply(store, batch, None).await;
+    assert_eq!(again, consumed(0, 2));
+    let inner = apply(
+        store,
+        vec![
+            add("s1", 3, "a", 100),
+            add("s1", 3, "a", 100),
+            add("s1", 2, "a", 10),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(inner, consumed(1, 2));
     assert_eq!(value_of(store, "a").await, Some(111));
 }
 
 pub async fn gap_is_reported_and_the_prefix_committed(store: &dyn ReadModelStore) {
-    let outcome = store
-        .apply_batch(
-            projection(),
-            vec![
-                put("s1", 1, "a", "g", "1", 1),
-                put("s2", 1, "b", "g", "2", 2),
-                add("s1", 3, "a", 100),
-                put("s3", 1, "c", "g", "3", 3),
-            ],
-            Some(FeedCursor::at(10)),
-        )
-        .await
-        .expect("apply");
+    let outcome = apply(
+        store,
+        vec![
+            put("s1", 1, "a", "g", "1", 1),
+            put("s2", 1, "b", "g", "2", 2),
+            add("s1", 3, "a", 100),
+            put("s3", 1, "c", "g", "3", 3),
+        ],
+        Some(FeedCursor::at(10)),
+    )
+    .await;
     let ApplyOutcome::Gap {
         stream: gap_stream,
         expected,
@@ -421,56 +407,39 @@ pub async fn gap_is_reported_and_the_prefix_committed(store: &dyn ReadModelStore
     assert_eq!(value_of(store, "b").await, Some(2));
     assert_eq!(value_of(store, "c").await, None);
     assert_eq!(
-        store.checkpoint("conformance").await.expect("checkpoint"),
+        checkpoint_of(store, "conformance").await,
         FeedCursor::start(),
         "no checkpoint when the batch was not consumed"
     );
-    assert_eq!(
-        store
-            .last_applied("conformance", &stream("s1"))
-            .await
-            .expect("last"),
-        1
-    );
+    assert_eq!(last_applied(store, "conformance", "s1").await, 1);
 
     // Filling the gap and retrying completes the batch.
     let mut retry = vec![add("s1", 2, "a", 10)];
     retry.extend(remaining);
-    let outcome = store
-        .apply_batch(projection(), retry, Some(FeedCursor::at(10)))
-        .await
-        .expect("retry");
-    assert_eq!(
-        outcome,
-        ApplyOutcome::Applied {
-            applied: 3,
-            skipped: 0
-        }
-    );
+    let outcome = apply(store, retry, Some(FeedCursor::at(10))).await;
+    assert_eq!(outcome, consumed(3, 0));
     assert_eq!(value_of(store, "a").await, Some(111));
     assert_eq!(value_of(store, "c").await, Some(3));
     assert_eq!(
-        store.checkpoint("conformance").await.expect("checkpoint"),
+        checkpoint_of(store, "conformance").await,
         FeedCursor::at(10)
     );
 }
 
 pub async fn a_batch_reads_its_own_writes(store: &dyn ReadModelStore) {
-    store
-        .apply_batch(
-            projection(),
-            vec![
-                put("s1", 1, "a", "g", "1", 1),
-                add("s1", 2, "a", 2),
-                add("s1", 3, "a", 3),
-                put("s2", 1, "b", "g", "2", 5),
-                op("s2", 2, "Delete", json!({"key": "b"})),
-                add("s2", 3, "b", 7),
-            ],
-            None,
-        )
-        .await
-        .expect("apply");
+    apply(
+        store,
+        vec![
+            put("s1", 1, "a", "g", "1", 1),
+            add("s1", 2, "a", 2),
+            add("s1", 3, "a", 3),
+            put("s2", 1, "b", "g", "2", 5),
+            op("s2", 2, "Delete", json!({"key": "b"})),
+            add("s2", 3, "b", 7),
+        ],
+        None,
+    )
+    .await;
     assert_eq!(value_of(store, "a").await, Some(6));
     assert_eq!(
         value_of(store, "b").await,
@@ -481,62 +450,51 @@ pub async fn a_batch_reads_its_own_writes(store: &dyn ReadModelStore) {
 
 pub async fn typed_and_plain_access_stay_coherent(store: &dyn ReadModelStore) {
     let typed_add = |seq, delta| op("s1", seq, "TypedAdd", json!({"key": "a", "delta": delta}));
-    store
-        .apply_batch(
-            projection(),
-            vec![
-                put("s1", 1, "a", "g", "1", 1),
-                typed_add(2, 2),
-                add("s1", 3, "a", 3),
-                typed_add(4, 4),
-                typed_add(5, 5),
-                typed_add(6, 0),
-                op("s2", 1, "TypedAdd", json!({"key": "b", "delta": 7})),
-            ],
-            None,
-        )
-        .await
-        .expect("apply");
+    apply(
+        store,
+        vec![
+            put("s1", 1, "a", "g", "1", 1),
+            typed_add(2, 2),
+            add("s1", 3, "a", 3),
+            typed_add(4, 4),
+            typed_add(5, 5),
+            typed_add(6, 0),
+            op("s2", 1, "TypedAdd", json!({"key": "b", "delta": 7})),
+        ],
+        None,
+    )
+    .await;
     assert_eq!(value_of(store, "a").await, Some(15));
     assert_eq!(value_of(store, "b").await, Some(7));
     assert_eq!(
-        keys(store, BY_GROUP, "g", None, None, false, 10).await,
+        listed(store, BY_GROUP, "g").await,
         ["a"],
         "typed writes keep the index entries their index function gives"
     );
-    assert_eq!(
-        keys(store, BY_GROUP, "added", None, None, false, 10).await,
-        ["b"]
-    );
+    assert_eq!(listed(store, BY_GROUP, "added").await, ["b"]);
     // Across batches, and a typed change followed by a plain delete in one batch.
-    store
-        .apply_batch(
-            projection(),
-            vec![
-                typed_add(7, 100),
-                op("s2", 2, "TypedAdd", json!({"key": "b", "delta": 1})),
-                op("s2", 3, "Delete", json!({"key": "b"})),
-            ],
-            None,
-        )
-        .await
-        .expect("apply");
+    apply(
+        store,
+        vec![
+            typed_add(7, 100),
+            op("s2", 2, "TypedAdd", json!({"key": "b", "delta": 1})),
+            op("s2", 3, "Delete", json!({"key": "b"})),
+        ],
+        None,
+    )
+    .await;
     assert_eq!(value_of(store, "a").await, Some(115));
     assert_eq!(value_of(store, "b").await, None);
-    assert!(keys(store, BY_GROUP, "added", None, None, false, 10)
-        .await
-        .is_empty());
+    assert!(listed(store, BY_GROUP, "added").await.is_empty());
 }
 
 pub async fn a_failing_projection_writes_nothing(store: &dyn ReadModelStore) {
-    store
-        .apply_batch(
-            projection(),
-            vec![put("s1", 1, "a", "g", "1", 1)],
-            Some(FeedCursor::at(1)),
-        )
-        .await
-        .expect("apply");
+    apply(
+        store,
+        vec![put("s1", 1, "a", "g", "1", 1)],
+        Some(FeedCursor::at(1)),
+    )
+    .await;
     let err = store
         .apply_batch(
             projection(),
@@ -563,21 +521,9 @@ pub async fn a_failing_projection_writes_nothing(store: &dyn ReadModelStore) {
     assert!(!err.is_transient());
     assert_eq!(value_of(store, "a").await, Some(1));
     assert_eq!(value_of(store, "b").await, None);
-    assert_eq!(
-        store.checkpoint("conformance").await.expect("checkpoint"),
-        FeedCursor::at(1)
-    );
-    assert_eq!(
-        store
-            .last_applied("conformance", &stream("s1"))
-            .await
-            .expect("last"),
-        1
-    );
-    assert_eq!(
-        keys(store, BY_GROUP, "g", None, None, false, 10).await,
-        vec!["a"]
-    );
+    assert_eq!(checkpoint_of(store, "conformance").await, FeedCursor::at(1));
+    assert_eq!(last_applied(store, "conformance", "s1").await, 1);
+    assert_eq!(listed(store, BY_GROUP, "g").await, vec!["a"]);
 }
 
 pub async fn queries_order_and_bound_by_sort_key(store: &dyn ReadModelStore) {
@@ -595,10 +541,7 @@ pub async fn queries_order_and_bound_by_sort_key(store: &dyn ReadModelStore) {
             json!({"key": "t1", "group": "h", "sort": "a", "value": 1, "tags": ["red", "blue"]}),
         ),
     ];
-    store
-        .apply_batch(projection(), events, None)
-        .await
-        .expect("apply");
+    apply(store, events, None).await;
     let q = |from, to, desc, limit| keys(store, BY_GROUP, "g", from, to, desc, limit);
     assert_eq!(
         q(None, None, false, 10).await,
@@ -623,121 +566,84 @@ pub async fn queries_order_and_bound_by_sort_key(store: &dyn ReadModelStore) {
     assert_eq!(q(None, Some("2026-01-01"), false, 10).await, ["k1"]);
     assert_eq!(q(None, None, false, 0).await, Vec::<String>::new());
     assert_eq!(
-        keys(store, BY_GROUP, "nobody", None, None, false, 10).await,
+        listed(store, BY_GROUP, "nobody").await,
         Vec::<String>::new()
     );
     assert_eq!(
-        keys(store, "no_such_index", "g", None, None, false, 10).await,
+        listed(store, "no_such_index", "g").await,
         Vec::<String>::new()
     );
     // One document under several indexes and partitions.
-    assert_eq!(
-        keys(store, BY_TAG, "red", None, None, false, 10).await,
-        ["t1"]
-    );
-    assert_eq!(
-        keys(store, BY_TAG, "blue", None, None, false, 10).await,
-        ["t1"]
-    );
-    assert_eq!(
-        keys(store, BY_GROUP, "h", None, None, false, 10).await,
-        ["t1"]
-    );
+    assert_eq!(listed(store, BY_TAG, "red").await, ["t1"]);
+    assert_eq!(listed(store, BY_TAG, "blue").await, ["t1"]);
+    assert_eq!(listed(store, BY_GROUP, "h").await, ["t1"]);
 }
 
 pub async fn rewriting_a_document_replaces_its_index_entries(store: &dyn ReadModelStore) {
-    store
-        .apply_batch(
-            projection(),
-            vec![
-                put("s1", 1, "a", "old", "1", 1),
-                put("s2", 1, "b", "old", "2", 2),
-            ],
-            None,
-        )
-        .await
-        .expect("apply");
-    store
-        .apply_batch(
-            projection(),
-            vec![
-                put("s1", 2, "a", "new", "1", 1),
-                op("s2", 2, "Delete", json!({"key": "b"})),
-            ],
-            None,
-        )
-        .await
-        .expect("apply");
-    assert_eq!(
-        keys(store, BY_GROUP, "old", None, None, false, 10).await,
-        Vec::<String>::new()
-    );
-    assert_eq!(
-        keys(store, BY_GROUP, "new", None, None, false, 10).await,
-        ["a"]
-    );
+    apply(
+        store,
+        vec![
+            put("s1", 1, "a", "old", "1", 1),
+            put("s2", 1, "b", "old", "2", 2),
+        ],
+        None,
+    )
+    .await;
+    apply(
+        store,
+        vec![
+            put("s1", 2, "a", "new", "1", 1),
+            op("s2", 2, "Delete", json!({"key": "b"})),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(listed(store, BY_GROUP, "old").await, Vec::<String>::new());
+    assert_eq!(listed(store, BY_GROUP, "new").await, ["a"]);
     assert_eq!(value_of(store, "b").await, None);
 }
 
 pub async fn checkpoints_never_move_backwards(store: &dyn ReadModelStore) {
-    store
-        .apply_batch(projection(), Vec::new(), Some(FeedCursor::at(50)))
-        .await
-        .expect("apply");
+    apply(store, Vec::new(), Some(FeedCursor::at(50))).await;
     assert_eq!(
-        store.checkpoint("conformance").await.expect("checkpoint"),
+        checkpoint_of(store, "conformance").await,
         FeedCursor::at(50)
     );
-    store
-        .apply_batch(projection(), Vec::new(), Some(FeedCursor::at(20)))
-        .await
-        .expect("apply");
+    apply(store, Vec::new(), Some(FeedCursor::at(20))).await;
     assert_eq!(
-        store.checkpoint("conformance").await.expect("checkpoint"),
+        checkpoint_of(store, "conformance").await,
         FeedCursor::at(50)
     );
-    store
-        .apply_batch(projection(), Vec::new(), None)
-        .await
-        .expect("apply");
+    apply(store, Vec::new(), None).await;
     assert_eq!(
-        store.checkpoint("conformance").await.expect("checkpoint"),
+        checkpoint_of(store, "conformance").await,
         FeedCursor::at(50)
     );
 }
 
 pub async fn projections_keep_separate_bookkeeping(store: &dyn ReadModelStore) {
     let other: Arc<dyn Projection> = Arc::new(TestProjection::other());
-    store
-        .apply_batch(
-            projection(),
-            vec![put("s1", 1, "a", "g", "1", 1)],
-            Some(FeedCursor::at(3)),
-        )
-        .await
-        .expect("apply");
-    let outcome = store
-        .apply_batch(
-            other.clone(),
-            vec![put("s1", 1, "a", "g", "1", 2)],
-            Some(FeedCursor::at(4)),
-        )
-        .await
-        .expect("apply other");
+    apply(
+        store,
+        vec![put("s1", 1, "a", "g", "1", 1)],
+        Some(FeedCursor::at(3)),
+    )
+    .await;
+    let outcome = apply_as(
+        store,
+        other.clone(),
+        vec![put("s1", 1, "a", "g", "1", 2)],
+        Some(FeedCursor::at(4)),
+    )
+    .await;
     assert_eq!(
         outcome.applied(),
         1,
         "another projection applies the same event"
     );
+    assert_eq!(checkpoint_of(store, "conformance").await, FeedCursor::at(3));
     assert_eq!(
-        store.checkpoint("conformance").await.expect("checkpoint"),
-        FeedCursor::at(3)
-    );
-    assert_eq!(
-        store
-            .checkpoint("conformance_other")
-            .await
-            .expect("checkpoint"),
+        checkpoint_of(store, "conformance_other").await,
         FeedCursor::at(4)
     );
     let doc = store.get(OTHER_DOCS, "a").await.expect("get");
@@ -750,25 +656,22 @@ pub async fn projections_keep_separate_bookkeeping(store: &dyn ReadModelStore) {
 
 pub async fn reset_drops_only_the_projections_data(store: &dyn ReadModelStore) {
     let other: Arc<dyn Projection> = Arc::new(TestProjection::other());
-    store
-        .apply_batch(
-            projection(),
-            vec![
-                put("s1", 1, "a", "g", "1", 1),
-                put("s2", 1, "b", "g", "2", 2),
-            ],
-            Some(FeedCursor::at(9)),
-        )
-        .await
-        .expect("apply");
-    store
-        .apply_batch(
-            other.clone(),
-            vec![put("s1", 1, "a", "g", "1", 1)],
-            Some(FeedCursor::at(9)),
-        )
-        .await
-        .expect("apply other");
+    apply(
+        store,
+        vec![
+            put("s1", 1, "a", "g", "1", 1),
+            put("s2", 1, "b", "g", "2", 2),
+        ],
+        Some(FeedCursor::at(9)),
+    )
+    .await;
+    apply_as(
+        store,
+        other.clone(),
+        vec![put("s1", 1, "a", "g", "1", 1)],
+        Some(FeedCursor::at(9)),
+    )
+    .await;
     store
         .put_doc(
             UNOWNED,
@@ -784,73 +687,48 @@ pub async fn reset_drops_only_the_projections_data(store: &dyn ReadModelStore) {
     assert_eq!(value_of(store, "a").await, None);
     assert_eq!(value_of(store, "b").await, None);
     assert_eq!(
-        keys(store, BY_GROUP, "g", None, None, false, 10).await,
+        listed(store, BY_GROUP, "g").await,
         Vec::<String>::new(),
         "index entries go with their documents"
     );
     assert_eq!(
-        store.checkpoint("conformance").await.expect("checkpoint"),
+        checkpoint_of(store, "conformance").await,
         FeedCursor::start()
     );
-    assert_eq!(
-        store
-            .last_applied("conformance", &stream("s1"))
-            .await
-            .expect("last"),
-        0
-    );
+    assert_eq!(last_applied(store, "conformance", "s1").await, 0);
     // Untouched: the other projection and a collection nobody owns.
     assert!(store.get(OTHER_DOCS, "a").await.expect("get").is_some());
+    assert_eq!(listed(store, OTHER_BY_GROUP, "g").await, ["a"]);
     assert_eq!(
-        keys(store, OTHER_BY_GROUP, "g", None, None, false, 10).await,
-        ["a"]
-    );
-    assert_eq!(
-        store
-            .checkpoint("conformance_other")
-            .await
-            .expect("checkpoint"),
+        checkpoint_of(store, "conformance_other").await,
         FeedCursor::at(9)
     );
-    assert_eq!(
-        store
-            .last_applied("conformance_other", &stream("s1"))
-            .await
-            .expect("last"),
-        1
-    );
+    assert_eq!(last_applied(store, "conformance_other", "s1").await, 1);
     assert!(store.get(UNOWNED, "u").await.expect("get").is_some());
-    assert_eq!(
-        keys(store, "conformance_unowned_idx", "p", None, None, false, 10).await,
-        ["u"]
-    );
+    assert_eq!(listed(store, "conformance_unowned_idx", "p").await, ["u"]);
 
     // Replaying after a reset applies everything again.
-    let outcome = store
-        .apply_batch(
-            projection(),
-            vec![put("s1", 1, "a", "g", "1", 1)],
-            Some(FeedCursor::at(9)),
-        )
-        .await
-        .expect("replay");
+    let outcome = apply(
+        store,
+        vec![put("s1", 1, "a", "g", "1", 1)],
+        Some(FeedCursor::at(9)),
+    )
+    .await;
     assert_eq!(outcome.applied(), 1);
 }
 
 pub async fn put_doc_replaces_a_document_and_its_index(store: &dyn ReadModelStore) {
-    store
-        .apply_batch(
-            projection(),
-            vec![op(
-                "s1",
-                1,
-                "Put",
-                json!({"key": "a", "group": "g", "sort": "1", "value": 1, "tags": ["red"]}),
-            )],
-            None,
-        )
-        .await
-        .expect("apply");
+    apply(
+        store,
+        vec![op(
+            "s1",
+            1,
+            "Put",
+            json!({"key": "a", "group": "g", "sort": "1", "value": 1, "tags": ["red"]}),
+        )],
+        None,
+    )
+    .await;
     store
         .put_doc(
             DOCS,
@@ -861,18 +739,9 @@ pub async fn put_doc_replaces_a_document_and_its_index(store: &dyn ReadModelStor
         .await
         .expect("put_doc");
     assert_eq!(value_of(store, "a").await, Some(2));
-    assert_eq!(
-        keys(store, BY_TAG, "red", None, None, false, 10).await,
-        Vec::<String>::new()
-    );
-    assert_eq!(
-        keys(store, BY_GROUP, "g", None, None, false, 10).await,
-        Vec::<String>::new()
-    );
-    assert_eq!(
-        keys(store, BY_GROUP, "g2", None, None, false, 10).await,
-        ["a"]
-    );
+    assert_eq!(listed(store, BY_TAG, "red").await, Vec::<String>::new());
+    assert_eq!(listed(store, BY_GROUP, "g").await, Vec::<String>::new());
+    assert_eq!(listed(store, BY_GROUP, "g2").await, ["a"]);
 }
 
 /// Read-your-writes: a token is reflected once every stream of it that the projection consumes
@@ -884,22 +753,18 @@ pub async fn reflects_a_token_once_its_streams_are_applied(store: &dyn ReadModel
         .expect("a token");
     let reflected = || crate::store::reflects(store, projection.as_ref(), &token);
     assert!(!reflected().await.expect("reflects"));
-    store
-        .apply_batch(
-            projection.clone(),
-            vec![
-                put("s1", 1, "a", "g", "1", 1),
-                put("s2", 1, "b", "g", "2", 2),
-            ],
-            None,
-        )
-        .await
-        .expect("apply");
+    apply_as(
+        store,
+        projection.clone(),
+        vec![
+            put("s1", 1, "a", "g", "1", 1),
+            put("s2", 1, "b", "g", "2", 2),
+        ],
+        None,
+    )
+    .await;
     assert!(!reflected().await.expect("reflects"), "s1 is at 1 of 2");
-    store
-        .apply_batch(projection.clone(), vec![add("s1", 2, "a", 1)], None)
-        .await
-        .expect("apply");
+    apply_as(store, projection.clone(), vec![add("s1", 2, "a", 1)], None).await;
     assert!(
         reflected().await.expect("reflects"),
         "the order stream is not one the projection consumes"

@@ -61,6 +61,26 @@ pub fn envelope(
     }
 }
 
+/// A product-stream envelope at [`base_time`] with a payload that no typed event makes (an old
+/// version, an unknown type, a malformed body).
+pub fn raw_product_event(
+    product_id: &str,
+    sequence: u64,
+    event_type: &str,
+    event_version: u32,
+    payload: serde_json::Value,
+) -> EventEnvelope {
+    envelope(
+        StreamType::Product,
+        product_id,
+        sequence,
+        event_type,
+        event_version,
+        payload,
+        base_time(),
+    )
+}
+
 /// An envelope for a typed domain event.
 pub fn event_envelope<E: Event>(
     stream_type: StreamType,

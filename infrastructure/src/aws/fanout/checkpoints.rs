@@ -11,10 +11,8 @@
 //! Every write is a compare-and-set on `seq` (see [`ShardCheckpointStore`]).
 
 use super::fanout_error;
-use crate::aws::error::classify;
 use crate::aws::{ResourceNames, RetryPolicy};
 use async_trait::async_trait;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use commands::{FanoutError, ShardCheckpoint, ShardCheckpointStore};
@@ -53,14 +51,13 @@ impl ShardCheckpointStore for DynamoShardCheckpoints {
     async fn load(&self, shard: &str) -> Result<Option<ShardCheckpoint>, FanoutError> {
         let out = self
             .retry
-            .retry("GetItem", |_| {
-                let request = self
-                    .client
+            .send("GetItem", || {
+                self.client
                     .get_item()
                     .table_name(&self.table)
                     .key(ID, AttributeValue::S(item_id(shard)))
-                    .consistent_read(true);
-                async move { request.send().await.map_err(|e| classify("GetItem", &e)) }
+                    .consistent_read(true)
+                    .send()
             })
             .await
             .map_err(fanout_error)?;
@@ -117,39 +114,27 @@ impl ShardCheckpointStore for DynamoShardCheckpoints {
         if condition.contains("#seq") {
             names.insert("#seq".to_owned(), SEQ.to_owned());
         }
-        let result = self
+        let written = self
             .retry
-            .retry("PutItem", |_| {
-                let request = self
-                    .client
+            .send("PutItem", || {
+                self.client
                     .put_item()
                     .table_name(&self.table)
                     .set_item(Some(item.clone()))
                     .condition_expression(condition)
                     .set_expression_attribute_names(Some(names.clone()))
-                    .set_expression_attribute_values(values.clone());
-                async move {
-                    match request.send().await {
-                        Ok(_) => Ok(None),
-                        Err(e)
-                            if matches!(
-                                e.as_service_error(),
-                                Some(PutItemError::ConditionalCheckFailedException(_))
-                            ) =>
-                        {
-                            Ok(Some(()))
-                        }
-                        Err(e) => Err(classify("PutItem", &e)),
-                    }
-                }
+                    .set_expression_attribute_values(values.clone())
+                    .send()
             })
-            .await
-            .map_err(fanout_error)?;
-        match result {
-            None => Ok(()),
-            Some(()) => Err(FanoutError::CheckpointConflict {
-                shard: shard.to_owned(),
-            }),
+            .await;
+        match written {
+            Ok(_) => Ok(()),
+            Err(e) if e.is("ConditionalCheckFailedException") => {
+                Err(FanoutError::CheckpointConflict {
+                    shard: shard.to_owned(),
+                })
+            }
+            Err(e) => Err(fanout_error(e)),
         }
     }
 }

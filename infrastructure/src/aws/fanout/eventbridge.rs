@@ -2,7 +2,7 @@
 
 use super::envelope::source_of;
 use super::fanout_error;
-use crate::aws::error::{classify, AwsFailure};
+use crate::aws::error::AwsFailure;
 use crate::aws::RetryPolicy;
 use async_trait::async_trait;
 use aws_sdk_eventbridge::primitives::DateTime;
@@ -68,9 +68,11 @@ impl EventPublisher for EventBridgePublisher {
             .collect::<Result<Vec<_>, _>>()?;
         let out = self
             .retry
-            .retry("PutEvents", |_| {
-                let request = self.client.put_events().set_entries(Some(entries.clone()));
-                async move { request.send().await.map_err(|e| classify("PutEvents", &e)) }
+            .send("PutEvents", || {
+                self.client
+                    .put_events()
+                    .set_entries(Some(entries.clone()))
+                    .send()
             })
             .await
             .map_err(fanout_error)?;

@@ -59,10 +59,10 @@ impl ShardLeases for DynamoShardLeases {
             ("owner".to_owned(), AttributeValue::S(owner.to_owned())),
             ("expires".to_owned(), until(ttl)),
         ]);
-        self.retry
-            .retry("PutItem", |_| {
-                let request = self
-                    .client
+        let written = self
+            .retry
+            .send("PutItem", || {
+                self.client
                     .put_item()
                     .table_name(&self.table)
                     .set_item(Some(item.clone()))
@@ -75,17 +75,15 @@ impl ShardLeases for DynamoShardLeases {
                     .expression_attribute_values(
                         ":now",
                         AttributeValue::N(now_millis().to_string()),
-                    );
-                async move {
-                    match request.send().await {
-                        Ok(_) => Ok(true),
-                        Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
-                        Err(e) => Err(classify("PutItem", &e)),
-                    }
-                }
+                    )
+                    .send()
             })
-            .await
-            .map_err(fanout_error)
+            .await;
+        match written {
+            Ok(_) => Ok(true),
+            Err(e) if e.is("ConditionalCheckFailedException") => Ok(false),
+            Err(e) => Err(fanout_error(e)),
+        }
     }
 
     #[tracing::instrument(skip_all, fields(%shard, %owner), err(Display))]
@@ -115,13 +113,12 @@ impl ShardLeases for DynamoShardLeases {
             ("expires".to_owned(), until(ttl)),
         ]);
         self.retry
-            .retry("PutItem", |_| {
-                let request = self
-                    .client
+            .send("PutItem", || {
+                self.client
                     .put_item()
                     .table_name(&self.table)
-                    .set_item(Some(item.clone()));
-                async move { request.send().await.map_err(|e| classify("PutItem", &e)) }
+                    .set_item(Some(item.clone()))
+                    .send()
             })
             .await
             .map_err(fanout_error)?;

@@ -2,7 +2,7 @@
 
 use super::envelope::decode_message;
 use super::fanout_error;
-use crate::aws::error::{classify, AwsFailure};
+use crate::aws::error::AwsFailure;
 use crate::aws::RetryPolicy;
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
@@ -44,14 +44,8 @@ impl SqsEventQueue {
         retry: RetryPolicy,
     ) -> Result<Self, FanoutError> {
         let url = retry
-            .retry("GetQueueUrl", |_| {
-                let request = client.get_queue_url().queue_name(name);
-                async move {
-                    request
-                        .send()
-                        .await
-                        .map_err(|e| classify("GetQueueUrl", &e))
-                }
+            .send("GetQueueUrl", || {
+                client.get_queue_url().queue_name(name).send()
             })
             .await
             .map_err(fanout_error)?
@@ -78,9 +72,8 @@ impl EventQueue for SqsEventQueue {
         let max = i32::try_from(max.clamp(1, 10)).unwrap_or(10);
         let out = self
             .retry
-            .retry("ReceiveMessage", |_| {
-                let request = self
-                    .client
+            .send("ReceiveMessage", || {
+                self.client
                     .receive_message()
                     .queue_url(&self.url)
                     .max_number_of_messages(max)
@@ -88,13 +81,8 @@ impl EventQueue for SqsEventQueue {
                     .set_visibility_timeout(visibility.map(|v| secs(v, MAX_VISIBILITY_SECS)))
                     .message_system_attribute_names(
                         MessageSystemAttributeName::ApproximateReceiveCount,
-                    );
-                async move {
-                    request
-                        .send()
-                        .await
-                        .map_err(|e| classify("ReceiveMessage", &e))
-                }
+                    )
+                    .send()
             })
             .await
             .map_err(fanout_error)?;
@@ -141,18 +129,12 @@ impl EventQueue for SqsEventQueue {
             }
             let out = self
                 .retry
-                .retry("DeleteMessageBatch", |_| {
-                    let request = self
-                        .client
+                .send("DeleteMessageBatch", || {
+                    self.client
                         .delete_message_batch()
                         .queue_url(&self.url)
-                        .set_entries(Some(entries.clone()));
-                    async move {
-                        request
-                            .send()
-                            .await
-                            .map_err(|e| classify("DeleteMessageBatch", &e))
-                    }
+                        .set_entries(Some(entries.clone()))
+                        .send()
                 })
                 .await
                 .map_err(fanout_error)?;
@@ -170,19 +152,13 @@ impl EventQueue for SqsEventQueue {
     #[tracing::instrument(skip_all, fields(queue = %self.url, timeout_s = timeout.as_secs()), err(Display))]
     async fn change_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), FanoutError> {
         self.retry
-            .retry("ChangeMessageVisibility", |_| {
-                let request = self
-                    .client
+            .send("ChangeMessageVisibility", || {
+                self.client
                     .change_message_visibility()
                     .queue_url(&self.url)
                     .receipt_handle(receipt)
-                    .visibility_timeout(secs(timeout, MAX_VISIBILITY_SECS));
-                async move {
-                    request
-                        .send()
-                        .await
-                        .map_err(|e| classify("ChangeMessageVisibility", &e))
-                }
+                    .visibility_timeout(secs(timeout, MAX_VISIBILITY_SECS))
+                    .send()
             })
             .await
             .map_err(fanout_error)?;

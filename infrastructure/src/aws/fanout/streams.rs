@@ -28,7 +28,7 @@
 
 use super::fanout_error;
 use crate::aws::codec::{decode_event, is_snapshot, n, s};
-use crate::aws::error::{classify, AwsFailure};
+use crate::aws::error::AwsFailure;
 use crate::aws::{ResourceNames, RetryPolicy};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
@@ -88,15 +88,6 @@ fn split_key(shard: &str) -> Result<(&str, &str), FanoutError> {
     shard
         .rsplit_once('|')
         .ok_or_else(|| FanoutError::Permanent(format!("malformed shard id {shard}")))
-}
-
-/// Request-rate limits of DynamoDB Streams come back as `LimitExceededException` (a 400), which
-/// the generic classification calls permanent.
-fn streams_failure(mut f: AwsFailure) -> AwsFailure {
-    if f.code.as_deref() == Some("LimitExceededException") {
-        f.transient = true;
-    }
-    f
 }
 
 fn to_records(records: &[Record]) -> Result<Vec<ChangeRecord>, FanoutError> {
@@ -160,18 +151,12 @@ impl DynamoStreamSource {
         loop {
             let out = self
                 .retry
-                .retry("ListStreams", |_| {
-                    let request = self
-                        .streams
+                .send("ListStreams", || {
+                    self.streams
                         .list_streams()
                         .table_name(&self.table)
-                        .set_exclusive_start_stream_arn(start.clone());
-                    async move {
-                        request
-                            .send()
-                            .await
-                            .map_err(|e| streams_failure(classify("ListStreams", &e)))
-                    }
+                        .set_exclusive_start_stream_arn(start.clone())
+                        .send()
                 })
                 .await
                 .map_err(fanout_error)?;
@@ -194,18 +179,12 @@ impl DynamoStreamSource {
         loop {
             let out = self
                 .retry
-                .retry("DescribeStream", |_| {
-                    let request = self
-                        .streams
+                .send("DescribeStream", || {
+                    self.streams
                         .describe_stream()
                         .stream_arn(arn)
-                        .set_exclusive_start_shard_id(start.clone());
-                    async move {
-                        request
-                            .send()
-                            .await
-                            .map_err(|e| streams_failure(classify("DescribeStream", &e)))
-                    }
+                        .set_exclusive_start_shard_id(start.clone())
+                        .send()
                 })
                 .await
                 .map_err(fanout_error)?;
@@ -244,18 +223,11 @@ impl DynamoStreamSource {
                     ShardIteratorType::TrimHorizon
                 })
                 .set_sequence_number(after.map(str::to_owned));
-            self.retry.retry("GetShardIterator", move |_| {
-                let request = request.clone();
-                async move {
-                    request
-                        .send()
-                        .await
-                        .map_err(|e| streams_failure(classify("GetShardIterator", &e)))
-                }
-            })
+            self.retry
+                .send("GetShardIterator", move || request.clone().send())
         };
         let out = match get(after).await {
-            Err(f) if after.is_some() && f.code.as_deref() == Some("TrimmedDataAccessException") => {
+            Err(f) if after.is_some() && f.is("TrimmedDataAccessException") => {
                 tracing::error!(shard, after, "relay checkpoint is older than the stream retention; records after it were never relayed and are gone from the stream, resuming at the oldest record");
                 get(None).await
             }
@@ -275,18 +247,12 @@ impl DynamoStreamSource {
     {
         let limit = i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000);
         self.retry
-            .retry("GetRecords", |_| {
-                let request = self
-                    .streams
+            .send("GetRecords", || {
+                self.streams
                     .get_records()
                     .shard_iterator(iterator)
-                    .limit(limit);
-                async move {
-                    request
-                        .send()
-                        .await
-                        .map_err(|e| streams_failure(classify("GetRecords", &e)))
-                }
+                    .limit(limit)
+                    .send()
             })
             .await
             .map_err(|f| match f.code.as_deref() {
@@ -340,12 +306,11 @@ impl DynamoStreamSource {
                 }
                 let out = self
                     .retry
-                    .retry("BatchGetItem", |_| {
-                        let call = self
-                            .dynamodb
+                    .send("BatchGetItem", || {
+                        self.dynamodb
                             .batch_get_item()
-                            .request_items(&self.table, request.clone());
-                        async move { call.send().await.map_err(|e| classify("BatchGetItem", &e)) }
+                            .request_items(&self.table, request.clone())
+                            .send()
                     })
                     .await
                     .map_err(fanout_error)?;

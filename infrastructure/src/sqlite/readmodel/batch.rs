@@ -9,7 +9,7 @@
 //! statements. A rebuild batch touching one order document twenty times decodes and writes it
 //! once.
 
-use super::sql_err;
+use super::{prepare, read_last_applied, sql_err};
 use projections::store::{BatchTx, Decode, DocTx, Document, EncodedDoc, IndexEntry};
 use projections::{ProjectionError, ReadModelError};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -79,13 +79,13 @@ impl<'c> SqliteBatch<'c> {
         key: &str,
         decode: &Decode<'_>,
     ) -> Result<CachedDoc, ProjectionError> {
-        let row: Option<(String, String)> = self
-            .reader
-            .prepare_cached("SELECT body, idx FROM rm_docs WHERE collection = ?1 AND key = ?2")
-            .map_err(sql_err)?
-            .query_row(params![collection, key], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()
-            .map_err(sql_err)?;
+        let row: Option<(String, String)> = prepare(
+            self.reader,
+            "SELECT body, idx FROM rm_docs WHERE collection = ?1 AND key = ?2",
+        )?
+        .query_row(params![collection, key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(sql_err)?;
         Ok(match row {
             None => CachedDoc {
                 doc: None,
@@ -174,46 +174,43 @@ impl BatchWrites {
     /// index entries to look up. Otherwise the stored entries are read and only the difference is
     /// written.
     pub(super) fn flush(self, conn: &Connection) -> Result<(), ReadModelError> {
-        let mut record_applied = conn
-            .prepare_cached(
-                "INSERT INTO rm_applied (projection, stream, last_seq) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (projection, stream) DO UPDATE SET last_seq = excluded.last_seq",
-            )
-            .map_err(sql_err)?;
+        let mut record_applied = prepare(
+            conn,
+            "INSERT INTO rm_applied (projection, stream, last_seq) VALUES (?1, ?2, ?3)
+             ON CONFLICT (projection, stream) DO UPDATE SET last_seq = excluded.last_seq",
+        )?;
         for (projection, stream, seq) in &self.applied {
             record_applied
                 .execute(params![projection, stream, seq])
                 .map_err(sql_err)?;
         }
-        let mut select_idx = conn
-            .prepare_cached("SELECT idx FROM rm_docs WHERE collection = ?1 AND key = ?2")
-            .map_err(sql_err)?;
-        let mut insert_new_doc = conn
-            .prepare_cached(
-                "INSERT INTO rm_docs (collection, key, body, idx) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (collection, key) DO NOTHING",
-            )
-            .map_err(sql_err)?;
-        let mut update_doc = conn
-            .prepare_cached(
-                "UPDATE rm_docs SET body = ?3, idx = ?4 WHERE collection = ?1 AND key = ?2",
-            )
-            .map_err(sql_err)?;
-        let mut delete_doc = conn
-            .prepare_cached("DELETE FROM rm_docs WHERE collection = ?1 AND key = ?2")
-            .map_err(sql_err)?;
-        let mut insert_entry = conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO rm_index (index_name, partition, sort, collection, key)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .map_err(sql_err)?;
-        let mut delete_entry = conn
-            .prepare_cached(
-                "DELETE FROM rm_index WHERE index_name = ?1 AND partition = ?2 AND sort = ?3
-                 AND collection = ?4 AND key = ?5",
-            )
-            .map_err(sql_err)?;
+        let mut select_idx = prepare(
+            conn,
+            "SELECT idx FROM rm_docs WHERE collection = ?1 AND key = ?2",
+        )?;
+        let mut insert_new_doc = prepare(
+            conn,
+            "INSERT INTO rm_docs (collection, key, body, idx) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (collection, key) DO NOTHING",
+        )?;
+        let mut update_doc = prepare(
+            conn,
+            "UPDATE rm_docs SET body = ?3, idx = ?4 WHERE collection = ?1 AND key = ?2",
+        )?;
+        let mut delete_doc = prepare(
+            conn,
+            "DELETE FROM rm_docs WHERE collection = ?1 AND key = ?2",
+        )?;
+        let mut insert_entry = prepare(
+            conn,
+            "INSERT OR IGNORE INTO rm_index (index_name, partition, sort, collection, key)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let mut delete_entry = prepare(
+            conn,
+            "DELETE FROM rm_index WHERE index_name = ?1 AND partition = ?2 AND sort = ?3
+             AND collection = ?4 AND key = ?5",
+        )?;
 
         for DocWrite {
             collection,
@@ -344,14 +341,7 @@ impl BatchTx for SqliteBatch<'_> {
         projection: &str,
         stream: &commands::StreamRef,
     ) -> Result<u64, ReadModelError> {
-        let seq: Option<i64> = self
-            .reader
-            .prepare_cached("SELECT last_seq FROM rm_applied WHERE projection = ?1 AND stream = ?2")
-            .map_err(sql_err)?
-            .query_row(params![projection, stream.key()], |r| r.get(0))
-            .optional()
-            .map_err(sql_err)?;
-        Ok(seq.map_or(0, |s| u64::try_from(s).unwrap_or(0)))
+        read_last_applied(self.reader, projection, &stream.key())
     }
 
     fn record_applied(

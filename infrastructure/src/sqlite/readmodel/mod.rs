@@ -26,7 +26,10 @@ use projections::store::{
     apply_events, ApplyOutcome, Dump, IndexEntry, Projection, Query, ReadModelError,
     ReadModelStore, StoredDoc,
 };
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+use rusqlite::types::FromSql;
+use rusqlite::{
+    params, CachedStatement, Connection, ErrorCode, OptionalExtension, Params, TransactionBehavior,
+};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -85,6 +88,42 @@ pub(crate) fn sql_err(e: rusqlite::Error) -> ReadModelError {
         }
         _ => ReadModelError::Internal(e.to_string()),
     }
+}
+
+/// `conn`'s cached prepared statement for `sql`.
+pub(crate) fn prepare<'c>(
+    conn: &'c Connection,
+    sql: &str,
+) -> Result<CachedStatement<'c>, ReadModelError> {
+    conn.prepare_cached(sql).map_err(sql_err)
+}
+
+/// The first column of the row that `sql` selects with `params`, if there is one.
+fn select_one<T: FromSql>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+) -> Result<Option<T>, ReadModelError> {
+    prepare(conn, sql)?
+        .query_row(params, |r| r.get(0))
+        .optional()
+        .map_err(sql_err)
+}
+
+/// A stored sequence or position; 0 when there is none (a negative one cannot be written).
+fn stored_count(value: Option<i64>) -> u64 {
+    value.map_or(0, |v| u64::try_from(v).unwrap_or(0))
+}
+
+/// The last sequence of the stream keyed `stream` that `projection` applied (0 when none).
+pub(crate) fn read_last_applied(
+    conn: &Connection,
+    projection: &str,
+    stream: &str,
+) -> Result<u64, ReadModelError> {
+    let sql = "SELECT last_seq FROM rm_applied WHERE projection = ?1 AND stream = ?2";
+    let seq = select_one(conn, sql, params![projection, stream])?;
+    Ok(stored_count(seq))
 }
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -217,27 +256,19 @@ impl Inner {
 }
 
 fn read_epochs(conn: &Connection, collections: &[&str]) -> Result<Vec<i64>, ReadModelError> {
-    let mut stmt = conn
-        .prepare_cached("SELECT epoch FROM rm_epochs WHERE collection = ?1")
-        .map_err(sql_err)?;
+    let sql = "SELECT epoch FROM rm_epochs WHERE collection = ?1";
     collections
         .iter()
-        .map(|c| {
-            stmt.query_row(params![c], |r| r.get::<_, i64>(0))
-                .optional()
-                .map(|e| e.unwrap_or(0))
-                .map_err(sql_err)
-        })
+        .map(|c| Ok(select_one(conn, sql, params![c])?.unwrap_or(0)))
         .collect()
 }
 
 fn bump_epochs<S: AsRef<str>>(conn: &Connection, collections: &[S]) -> Result<(), ReadModelError> {
-    let mut stmt = conn
-        .prepare_cached(
-            "INSERT INTO rm_epochs (collection, epoch) VALUES (?1, 1)
-             ON CONFLICT (collection) DO UPDATE SET epoch = epoch + 1",
-        )
-        .map_err(sql_err)?;
+    let mut stmt = prepare(
+        conn,
+        "INSERT INTO rm_epochs (collection, epoch) VALUES (?1, 1)
+         ON CONFLICT (collection) DO UPDATE SET epoch = epoch + 1",
+    )?;
     for c in collections {
         stmt.execute(params![c.as_ref()]).map_err(sql_err)?;
     }
@@ -260,12 +291,12 @@ fn finish(
                 "checkpoint {position} is not a position of the one-partition embedded feed"
             ))
         })?;
-        tx.prepare_cached(
+        prepare(
+            tx,
             "INSERT INTO rm_checkpoints (projection, position) VALUES (?1, ?2)
              ON CONFLICT (projection) DO UPDATE
              SET position = MAX(position, excluded.position)",
-        )
-        .map_err(sql_err)?
+        )?
         .execute(params![projection, position])
         .map_err(sql_err)?;
     }
@@ -323,18 +354,25 @@ impl SqliteReadModelStore {
         }
     }
 
+    /// Runs `f` on a blocking thread: every SQLite call blocks.
+    async fn blocking<R, F>(&self, f: F) -> Result<R, ReadModelError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Inner) -> Result<R, ReadModelError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| ReadModelError::Internal(format!("read model task failed: {e}")))?
+    }
+
     async fn with_writer<R, F>(&self, f: F) -> Result<R, ReadModelError>
     where
         R: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<R, ReadModelError> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = lock(&inner.writer)?;
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| ReadModelError::Internal(format!("read model task failed: {e}")))?
+        self.blocking(move |inner| f(&mut *lock(&inner.writer)?))
+            .await
     }
 
     async fn with_reader<R, F>(&self, f: F) -> Result<R, ReadModelError>
@@ -342,13 +380,7 @@ impl SqliteReadModelStore {
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R, ReadModelError> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = inner.reader()?;
-            f(&conn)
-        })
-        .await
-        .map_err(|e| ReadModelError::Internal(format!("read model task failed: {e}")))?
+        self.blocking(move |inner| f(&*inner.reader()?)).await
     }
 
     /// Every document with its index entries (tests compare whole stores with it).
@@ -403,26 +435,16 @@ impl ReadModelStore for SqliteReadModelStore {
         events: Vec<EventEnvelope>,
         checkpoint: Option<FeedCursor>,
     ) -> Result<ApplyOutcome, ReadModelError> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            inner.apply_batch(projection.as_ref(), events, checkpoint)
-        })
-        .await
-        .map_err(|e| ReadModelError::Internal(format!("read model task failed: {e}")))?
+        self.blocking(move |inner| inner.apply_batch(projection.as_ref(), events, checkpoint))
+            .await
     }
 
     async fn checkpoint(&self, projection: &str) -> Result<FeedCursor, ReadModelError> {
         let projection = projection.to_owned();
         self.with_reader(move |conn| {
-            let position: Option<i64> = conn
-                .prepare_cached("SELECT position FROM rm_checkpoints WHERE projection = ?1")
-                .map_err(sql_err)?
-                .query_row(params![projection], |r| r.get(0))
-                .optional()
-                .map_err(sql_err)?;
-            Ok(FeedCursor::at(
-                position.map_or(0, |p| u64::try_from(p).unwrap_or(0)),
-            ))
+            let sql = "SELECT position FROM rm_checkpoints WHERE projection = ?1";
+            let position = select_one(conn, sql, params![projection])?;
+            Ok(FeedCursor::at(stored_count(position)))
         })
         .await
     }
@@ -434,30 +456,16 @@ impl ReadModelStore for SqliteReadModelStore {
     ) -> Result<u64, ReadModelError> {
         let projection = projection.to_owned();
         let stream = stream.key();
-        self.with_reader(move |conn| {
-            let seq: Option<i64> = conn
-                .prepare_cached(
-                    "SELECT last_seq FROM rm_applied WHERE projection = ?1 AND stream = ?2",
-                )
-                .map_err(sql_err)?
-                .query_row(params![projection, stream], |r| r.get(0))
-                .optional()
-                .map_err(sql_err)?;
-            Ok(seq.map_or(0, |s| u64::try_from(s).unwrap_or(0)))
-        })
-        .await
+        self.with_reader(move |conn| read_last_applied(conn, &projection, &stream))
+            .await
     }
 
     async fn get(&self, collection: &str, key: &str) -> Result<Option<Value>, ReadModelError> {
         let collection = collection.to_owned();
         let key = key.to_owned();
         self.with_reader(move |conn| {
-            let body: Option<String> = conn
-                .prepare_cached("SELECT body FROM rm_docs WHERE collection = ?1 AND key = ?2")
-                .map_err(sql_err)?
-                .query_row(params![collection, key], |r| r.get(0))
-                .optional()
-                .map_err(sql_err)?;
+            let sql = "SELECT body FROM rm_docs WHERE collection = ?1 AND key = ?2";
+            let body: Option<String> = select_one(conn, sql, params![collection, key])?;
             body.map(|b| serde_json::from_str(&b).map_err(|e| corrupt(&collection, &key, e)))
                 .transpose()
         })
@@ -473,7 +481,7 @@ impl ReadModelStore for SqliteReadModelStore {
         let descending = query.descending;
         self.with_reader(move |conn| {
             let sql = query_sql(from.is_some(), to.is_some(), descending);
-            let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
+            let mut stmt = prepare(conn, &sql)?;
             // Unused placeholders are bound anyway (to NULL), so every variant takes the same
             // parameter list.
             let rows = stmt
