@@ -539,7 +539,7 @@ impl Seeder {
         loop {
             let mut handled = 0;
             for (stream, seen) in streams.iter().zip(placed.handled.iter_mut()) {
-                for event in self.store.read(stream, *seen + 1, u64::MAX).await? {
+                for event in self.store.read(stream, *seen + 1..=u64::MAX).await? {
                     *seen = event.sequence;
                     self.managers.handle(&event).await?;
                     handled += 1;

@@ -72,13 +72,13 @@ pub async fn stream_at(
         Some(At::Version(v)) => v,
         _ => u64::MAX,
     };
-    let mut events = store.read(&stream, 1, to).await?;
+    let mut events = store.read(&stream, 1..=to).await?;
     if let Some(At::Time(t)) = at {
         // Sequence order is occurrence order within a stream.
         let keep = events.iter().take_while(|e| e.occurred_at <= t).count();
         events.truncate(keep);
     }
-    if events.is_empty() && store.read(&stream, 1, 1).await?.is_empty() {
+    if events.is_empty() && store.read(&stream, 1..=1).await?.is_empty() {
         return Err(ApiError::not_found("stream"));
     }
     let state = match stream.stream_type {

@@ -230,7 +230,7 @@ async fn read<S: EventStore + ?Sized>(
     from: u64,
     to: u64,
 ) -> Vec<EventEnvelope> {
-    match store.read(s, from, to).await {
+    match store.read(s, from..=to).await {
         Ok(events) => events,
         Err(e) => panic!("read({s}, {from}, {to}) failed: {e:?}"),
     }

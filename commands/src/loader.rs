@@ -132,7 +132,7 @@ impl Loader for StoreLoader {
             Some(folded) => folded,
             None => {
                 // The snapshot is stale or unreadable: replay every event.
-                let events = self.store.read(stream, 1, u64::MAX).await?;
+                let events = self.store.read(stream, 1..=u64::MAX).await?;
                 let all = LoadedStream {
                     snapshot: None,
                     version: events.last().map_or(0, |e| e.sequence),

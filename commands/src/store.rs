@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use domain::StreamType;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -254,7 +255,7 @@ impl FilteredPage {
 ///   `Duplicate` with the first commit's result, whatever the new commit holds. A commit with no
 ///   events but an idempotency record only records the command id.
 /// - `load` returns the latest snapshot and every event after it, reading every page.
-/// - `read` returns the events with `from <= sequence <= to`, consistently (after an `append`
+/// - `read` returns the events whose sequence is within `versions`, consistently (after an `append`
 ///   returned, its events are visible).
 /// - `feed` returns the events after the cursor `after`, at most `limit`, each with
 ///   `global_position` set ([`crate::feed`]: its partition and its position there). Each
@@ -268,8 +269,7 @@ pub trait EventStore: Send + Sync + 'static {
     async fn read(
         &self,
         stream: &StreamRef,
-        from: u64,
-        to: u64,
+        versions: RangeInclusive<u64>,
     ) -> Result<Vec<EventEnvelope>, StoreError>;
     async fn feed(
         &self,
@@ -373,11 +373,10 @@ macro_rules! forward_event_store {
             async fn read(
                 &self,
                 stream: &$crate::StreamRef,
-                from: u64,
-                to: u64,
+                versions: ::std::ops::RangeInclusive<u64>,
             ) -> Result<Vec<$crate::EventEnvelope>, $crate::StoreError> {
                 let $s = self;
-                ($inner).read(stream, from, to).await
+                ($inner).read(stream, versions).await
             }
         });
     };
@@ -523,10 +522,9 @@ forward_event_store! {
         async fn read(
             &self,
             stream: &StreamRef,
-            from: u64,
-            to: u64,
+            versions: RangeInclusive<u64>,
         ) -> Result<Vec<EventEnvelope>, StoreError> {
-            self.mapper.map(self.inner.read(stream, from, to).await?).await
+            self.mapper.map(self.inner.read(stream, versions).await?).await
         }
         async fn feed(&self, after: &FeedCursor, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
             self.mapper.map(self.inner.feed(after, limit).await?).await

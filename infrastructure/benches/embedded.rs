@@ -2,8 +2,9 @@
 //!
 //! Prints a Markdown table. Options (after `--`): `--events N` (feed/rebuild size, default
 //! 1,000,000), `--quick` (small sizes, for a smoke run), `--only sealing` (just the checkout
-//! throughput with personal data sealed against in clear), `--only history` (the raw SQLite
-//! references, the bulk load, the decoded feed scan and the rebuild of all projections).
+//! throughput with personal data sealed against in clear), `--only loads` (the load + fold of a
+//! long stream, with and without snapshots), `--only history` (the raw SQLite references, the
+//! bulk load, the decoded feed scan and the rebuild of all projections).
 //!
 //! Everything runs on a temporary directory of the current file system with the default
 //! durability (`synchronous=FULL`) unless a row says otherwise.
@@ -811,6 +812,10 @@ fn main() {
     match a.only.as_deref() {
         Some("sealing") => {
             rt.block_on(checkout_sealing(dir.path(), a.quick));
+            return;
+        }
+        Some("loads") => {
+            rt.block_on(loads(dir.path()));
             return;
         }
         Some("history") => {

@@ -356,7 +356,7 @@ async fn fifty_concurrent_checkouts_of_ten_units_give_ten_orders_and_forty_clean
     // the running reserved count only reaches 10.
     let events = f
         .store
-        .read(&StreamRef::new(StreamType::Product, "hot"), 1, u64::MAX)
+        .read(&StreamRef::new(StreamType::Product, "hot"), 1..=u64::MAX)
         .await
         .unwrap();
     let reserved: Vec<u64> = events
@@ -470,7 +470,7 @@ async fn snapshots_keep_loads_short_and_equal_to_a_full_replay() {
     assert_eq!(snap.version, 100);
     assert_eq!(loaded.events.len(), 21);
     let via_snapshot = product_state(&f, "p1").await;
-    let all = f.store.read(&stream, 1, u64::MAX).await.unwrap();
+    let all = f.store.read(&stream, 1..=u64::MAX).await.unwrap();
     let mut replayed = Product::default();
     for e in &all {
         use domain::Event;

@@ -162,7 +162,7 @@ async fn a_load_is_one_query_once_a_snapshot_exists_however_long_the_history() {
     assert_eq!((cost.query, cost.total()), (1, 1), "{cost:?}");
 
     // The snapshot item is no event: reads of the stream never return it.
-    let all = store.read(&s, 1, u64::MAX).await.expect("read");
+    let all = store.read(&s, 1..=u64::MAX).await.expect("read");
     assert_eq!(all.len() as u64, version + 3);
     assert!(all.iter().zip(1..).all(|(e, seq)| e.sequence == seq));
 }
@@ -256,7 +256,7 @@ async fn the_indexer_indexes_each_event_once_whatever_is_redelivered() {
         FeedCursor::start(),
         "nothing indexed without a relay"
     );
-    let events = store.read(&s, 1, 200).await.expect("read");
+    let events = store.read(&s, 1..=200).await.expect("read");
     assert_eq!(events.len(), 120);
 
     let indexer = store.indexer().clone();
@@ -346,7 +346,7 @@ async fn a_time_range_reads_the_feed_through_its_time_index_in_feed_order() {
     let mut events = Vec::new();
     for seq in 1..=20u64 {
         for s in &streams {
-            let mut e = store.read(s, seq, seq).await.expect("read").remove(0);
+            let mut e = store.read(s, seq..=seq).await.expect("read").remove(0);
             let i = events.len() as i64;
             e.occurred_at = base + chrono::Duration::minutes((i * 37) % 60 * 3);
             events.push(e);

@@ -120,7 +120,7 @@ async fn sealed_fields_open_until_erasure_and_then_read_erased_everywhere() {
     // As stored: self-describing sealed values, ids and amounts in clear.
     let order = StreamRef::new(StreamType::Order, "o-1");
     let stored = raw.load(&order).await.unwrap();
-    let stored_events = raw.read(&order, 1, 1).await.unwrap();
+    let stored_events = raw.read(&order, 1..=1).await.unwrap();
     let payload = stored_events[0].payload.value();
     assert_eq!(payload["customer_email"]["enc"], "AES-256-GCM");
     assert!(payload["customer_email"]["kid"].is_string());
@@ -137,7 +137,7 @@ async fn sealed_fields_open_until_erasure_and_then_read_erased_everywhere() {
     assert!(loaded.events.is_empty(), "the snapshot covers the event");
     let revealed: Order = serde_json::from_value(loaded.snapshot.unwrap().state).unwrap();
     assert_eq!(revealed, state);
-    let read = store.read(&order, 1, 1).await.unwrap();
+    let read = store.read(&order, 1..=1).await.unwrap();
     let decoded = read[0]
         .payload
         .decode_event::<OrderEvent>("OrderPlaced", 1)
@@ -159,7 +159,7 @@ async fn sealed_fields_open_until_erasure_and_then_read_erased_everywhere() {
         .feed_filtered(&FeedCursor::start(), 10, &|_| true)
         .await
         .unwrap();
-    let read = store.read(&order, 1, 1).await.unwrap();
+    let read = store.read(&order, 1..=1).await.unwrap();
     let loaded = store.load(&order).await.unwrap();
     for payload in feed
         .iter()
@@ -194,7 +194,7 @@ async fn sealed_fields_open_until_erasure_and_then_read_erased_everywhere() {
         .await
         .unwrap();
     let bea = store
-        .read(&StreamRef::new(StreamType::Order, "o-2"), 1, 1)
+        .read(&StreamRef::new(StreamType::Order, "o-2"), 1..=1)
         .await
         .unwrap();
     assert_eq!(bea[0].payload.value()["customer_email"], EMAIL);
@@ -294,7 +294,7 @@ async fn a_first_cart_creates_the_customers_key() {
     store.append(commit).await.unwrap();
     assert!(keys.lookup("cleo").await.unwrap().key.is_some());
     let stored = raw
-        .read(&StreamRef::new(StreamType::Cart, "cart-9"), 1, 1)
+        .read(&StreamRef::new(StreamType::Cart, "cart-9"), 1..=1)
         .await
         .unwrap();
     assert_eq!(stored[0].payload, payload, "nothing in it is sealed");

@@ -80,7 +80,7 @@ async fn reopening_after_drop_keeps_events_snapshots_idempotency_and_head() {
         });
         store.append(commit).await.expect("append with snapshot");
         (
-            store.read(&order, 1, 100).await.expect("read"),
+            store.read(&order, 1..=100).await.expect("read"),
             store.head().await.expect("head"),
             store.idempotency("cmd-1").await.expect("lookup"),
         )
@@ -94,7 +94,7 @@ async fn reopening_after_drop_keeps_events_snapshots_idempotency_and_head() {
         "head is restored from the file"
     );
     assert_eq!(
-        store.read(&order, 1, 100).await.expect("read"),
+        store.read(&order, 1..=100).await.expect("read"),
         before_events,
         "every event survives the reopen unchanged"
     );
@@ -262,7 +262,7 @@ async fn head_watch_and_global_positions_are_set_on_every_read_path() {
     );
     assert_eq!(*watch.borrow_and_update(), 3, "the watch carries the head");
     let loaded = store.load(&s).await.expect("load");
-    let read = store.read(&s, 1, 3).await.expect("read");
+    let read = store.read(&s, 1..=3).await.expect("read");
     let positions = |events: &[commands::EventEnvelope]| -> Vec<Option<u64>> {
         events.iter().map(|e| e.global_position).collect()
     };

@@ -256,7 +256,7 @@ fn verify(path: &Path, acknowledged: &HashSet<String>, round: usize) {
             );
         }
         for (stream, count) in &streams {
-            let events = store.read(stream, 1, u64::MAX).await.expect("read");
+            let events = store.read(stream, 1..=u64::MAX).await.expect("read");
             let sequences: Vec<u64> = events.iter().map(|e| e.sequence).collect();
             assert_eq!(
                 sequences,

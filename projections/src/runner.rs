@@ -508,7 +508,7 @@ async fn apply_filling_gaps(
                     got,
                     "gap detected, filling from the event store"
                 );
-                let fill = store.read(&stream, expected, to).await?;
+                let fill = store.read(&stream, expected..=to).await?;
                 let complete = fill.len() as u64 == got - expected
                     && fill
                         .iter()

@@ -72,7 +72,7 @@ async fn synthetic_events(
         out.push(
             stage
                 .store
-                .read(&stream, 1, u64::MAX)
+                .read(&stream, 1..=u64::MAX)
                 .await
                 .expect("read back"),
         );

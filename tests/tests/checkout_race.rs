@@ -39,8 +39,7 @@ async fn race(app: &TestApp) {
         .store
         .read(
             &StreamRef::new(StreamType::Product, "prd_race"),
-            1,
-            u64::MAX,
+            1..=u64::MAX,
         )
         .await
         .unwrap();

@@ -53,6 +53,7 @@ use commands::{
     LoadedStream, Snapshot, StoreError, StreamRef, StreamVersion, MAX_COMMIT_ACTIONS,
 };
 use std::collections::HashMap;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -667,13 +668,13 @@ impl EventStore for DynamoEventStore {
         })
     }
 
-    #[tracing::instrument(skip_all, fields(stream = %stream, from = from, to = to), err)]
+    #[tracing::instrument(skip_all, fields(stream = %stream, from = versions.start(), to = versions.end()), err)]
     async fn read(
         &self,
         stream: &StreamRef,
-        from: u64,
-        to: u64,
+        versions: RangeInclusive<u64>,
     ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let (from, to) = versions.into_inner();
         self.range(stream, from, to).await
     }
 

@@ -11,6 +11,7 @@ use commands::{
     FilteredPage, Idempotency, LoadedStream, Snapshot, StoreError, StreamRef, MAX_COMMIT_ACTIONS,
 };
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -517,16 +518,16 @@ impl EventStore for SqliteEventStore {
             .await
     }
 
-    #[tracing::instrument(skip_all, fields(stream = %stream, from = from, to = to), err)]
+    #[tracing::instrument(skip_all, fields(stream = %stream, from = versions.start(), to = versions.end()), err)]
     async fn read(
         &self,
         stream: &StreamRef,
-        from: u64,
-        to: u64,
+        versions: RangeInclusive<u64>,
     ) -> Result<Vec<EventEnvelope>, StoreError> {
-        if from > to {
+        if versions.is_empty() {
             return Ok(Vec::new());
         }
+        let (from, to) = versions.into_inner();
         let stream = stream.clone();
         self.with_reader(move |conn| read_range(conn, &stream, from, to))
             .await

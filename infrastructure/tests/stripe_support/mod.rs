@@ -192,7 +192,7 @@ pub async fn order(app: &App, id: &str) -> Order {
 pub async fn payment_events(app: &App, id: &str) -> Vec<String> {
     let stream = commands::StreamRef::new(domain::StreamType::Payment, id);
     app.store
-        .read(&stream, 1, u64::MAX)
+        .read(&stream, 1..=u64::MAX)
         .await
         .unwrap()
         .into_iter()

@@ -6,6 +6,7 @@ use commands::{
     AppendOutcome, Commit, CommitResult, EventEnvelope, EventStore, FeedCursor, Idempotency,
     LoadedStream, StoreError, StreamRef, StreamVersion,
 };
+use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 #[derive(Default)]
@@ -130,8 +131,7 @@ impl EventStore for VecEventStore {
     async fn read(
         &self,
         stream: &StreamRef,
-        from: u64,
-        to: u64,
+        versions: RangeInclusive<u64>,
     ) -> Result<Vec<EventEnvelope>, StoreError> {
         let mut events: Vec<EventEnvelope> = self
             .lock()?
@@ -139,7 +139,7 @@ impl EventStore for VecEventStore {
             .filter(|e| {
                 e.stream_type == stream.stream_type
                     && e.stream_id == stream.stream_id
-                    && (from..=to).contains(&e.sequence)
+                    && versions.contains(&e.sequence)
             })
             .cloned()
             .collect();
