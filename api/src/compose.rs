@@ -29,7 +29,8 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use workers::payments::{PaymentRetryConfig, PaymentRetryWorker};
 use workers::{
-    CancellationToken, ExpirySweeper, Health, LoopConfig, LoopContext, ProcessManagerConsumer,
+    CancellationToken, ExpirySweeper, FeedWorker, Health, LoopConfig, LoopContext,
+    ProcessManagerConsumer,
 };
 
 pub const EVENTS_FILE: &str = "events.sqlite";
@@ -45,15 +46,34 @@ pub const PSEUDONYM_SECRET_FILE: &str = "pseudonym.secret";
 /// Health and checkpoint name of the process-manager consumer.
 pub const PROCESS_MANAGERS: &str = "process-managers";
 
-/// Configuration of the embedded deployment.
-#[derive(Clone)]
+/// Configuration of the embedded deployment. Its secrets are in [`ApiSettings`], whose `Debug`
+/// redacts them.
+#[derive(Clone, Debug)]
 pub struct EmbeddedConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     /// `synchronous=NORMAL` for the event store: faster, but a power loss may drop the latest
     /// acknowledged commits (a process crash does not). Off (FULL) by default.
     pub synchronous_normal: bool,
-    /// HS256 secret; `None` uses (or creates) `data_dir/jwt_secret`.
+    /// Worker loop timing.
+    pub loop_config: LoopConfig,
+    /// How long an order may stay unpaid before it expires (`--order-ttl`).
+    pub order_ttl: Duration,
+    /// Where notifications are delivered (`--notify`); the `file` channel's outbox defaults to
+    /// `data_dir/outbox`.
+    pub notify: crate::notify::NotifySettings,
+    /// Tokens, payments and reads. Here an unset `jwt_secret` uses (or creates)
+    /// `data_dir/jwt_secret`, an unset `pseudonym_secret` the data directory's
+    /// `pseudonym.secret`, and without Stripe the webhook also accepts the simulated gateway's
+    /// own secret (`data_dir/stripe_webhook_secret`).
+    pub api: ApiSettings,
+}
+
+/// What the API is configured with on every backend: how it verifies tokens, whom it pays
+/// through, and how it answers reads. Each backend says what an unset secret falls back to.
+#[derive(Clone)]
+pub struct ApiSettings {
+    /// HS256 secret.
     pub jwt_secret: Option<String>,
     /// RS256 via JWKS instead of HS256.
     pub jwks_url: Option<String>,
@@ -63,30 +83,82 @@ pub struct EmbeddedConfig {
     pub jwt_audience: Option<String>,
     /// Seed the demo catalog on start (existing products are left alone).
     pub demo_catalog: bool,
-    /// Worker loop timing.
-    pub loop_config: LoopConfig,
-    /// Real Stripe instead of the simulated gateway.
+    /// Real Stripe, or `None` to simulate (`main` allows that on AWS only with
+    /// `--payments simulated`).
     pub stripe: Option<StripeSettings>,
-    /// Webhook signing secrets accepted on `/v1/webhooks/stripe` (current first, then the
-    /// previous one while rotating). Unset in the embedded default: the simulated gateway's own
-    /// secret (`data_dir/stripe_webhook_secret`) is used.
+    /// Webhook signing secrets accepted on `/v1/webhooks/stripe` (`STRIPE_WEBHOOK_SECRET`:
+    /// current first, then the previous one while rotating).
     pub webhook_secrets: Vec<String>,
-    /// How long an order may stay unpaid before it expires (`--order-ttl`).
-    pub order_ttl: Duration,
     /// Catalog reads need a token (`--catalog-auth required`).
     pub catalog_auth_required: bool,
     /// How long a query with a `consistency` token waits at most (`--consistency-wait`).
     pub consistency_wait: Duration,
-    /// Where notifications are delivered (`--notify`); the `file` channel's outbox defaults to
-    /// `data_dir/outbox`.
-    pub notify: crate::notify::NotifySettings,
-    /// The key of analysts' pseudonyms (`--pseudonym-secret`); the data directory's
-    /// `pseudonym.secret` when unset.
+    /// The key of analysts' pseudonyms (`--pseudonym-secret`).
     pub pseudonym_secret: Option<String>,
     /// The claim tokens carry their role in (`--role-claim`), for example `cognito:groups`.
     pub role_claim: String,
     /// The least time between two fetches of the JWKS (`--jwks-min-refresh`).
     pub jwks_min_refresh: Duration,
+}
+
+impl Default for ApiSettings {
+    /// HS256 without an explicit secret, the demo catalog, simulated payments, public catalog
+    /// reads.
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            jwks_url: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            demo_catalog: true,
+            stripe: None,
+            webhook_secrets: Vec::new(),
+            catalog_auth_required: false,
+            consistency_wait: crate::state::READ_YOUR_WRITES_WAIT,
+            pseudonym_secret: None,
+            role_claim: auth::DEFAULT_ROLE_CLAIM.to_owned(),
+            jwks_min_refresh: auth::JwksPolicy::default().min_refresh,
+        }
+    }
+}
+
+impl std::fmt::Debug for ApiSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secrets never reach a log line.
+        let redacted = |secret: &Option<String>| secret.as_ref().map(|_| "<redacted>");
+        f.debug_struct("ApiSettings")
+            .field("jwt_secret", &redacted(&self.jwt_secret))
+            .field("jwks_url", &self.jwks_url)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("demo_catalog", &self.demo_catalog)
+            .field("stripe", &self.stripe)
+            .field("webhook_secrets", &self.webhook_secrets.len())
+            .field("catalog_auth_required", &self.catalog_auth_required)
+            .field("consistency_wait", &self.consistency_wait)
+            .field("pseudonym_secret", &redacted(&self.pseudonym_secret))
+            .field("role_claim", &self.role_claim)
+            .field("jwks_min_refresh", &self.jwks_min_refresh)
+            .finish()
+    }
+}
+
+impl ApiSettings {
+    /// The token verifier: the JWKS at `jwks_url` when set, otherwise HS256 with the secret
+    /// `hs256_secret` gives (each backend knows where that comes from); either way expecting
+    /// the configured issuer, audience and role claim.
+    pub(crate) async fn authenticator(
+        &self,
+        hs256_secret: impl FnOnce() -> anyhow::Result<String>,
+    ) -> anyhow::Result<Authenticator> {
+        let authenticator = match &self.jwks_url {
+            Some(url) => jwks_authenticator(url, self.jwks_min_refresh).await?,
+            None => Authenticator::hs256(hs256_secret()?.as_bytes()),
+        };
+        Ok(authenticator
+            .expecting(self.jwt_issuer.clone(), self.jwt_audience.clone())
+            .with_role_claim(self.role_claim.clone()))
+    }
 }
 
 /// Stripe configuration (`STRIPE_SECRET_KEY`, `STRIPE_BASE_URL`).
@@ -178,36 +250,6 @@ pub fn payment_gateway(stripe: Option<&StripeSettings>) -> anyhow::Result<Gatewa
     })
 }
 
-impl std::fmt::Debug for EmbeddedConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The secret never reaches a log line.
-        f.debug_struct("EmbeddedConfig")
-            .field("data_dir", &self.data_dir)
-            .field("listen", &self.listen)
-            .field("synchronous_normal", &self.synchronous_normal)
-            .field(
-                "jwt_secret",
-                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
-            )
-            .field("jwks_url", &self.jwks_url)
-            .field("jwt_issuer", &self.jwt_issuer)
-            .field("jwt_audience", &self.jwt_audience)
-            .field("demo_catalog", &self.demo_catalog)
-            .field("stripe", &self.stripe)
-            .field("webhook_secrets", &self.webhook_secrets.len())
-            .field("order_ttl", &self.order_ttl)
-            .field("catalog_auth_required", &self.catalog_auth_required)
-            .field("consistency_wait", &self.consistency_wait)
-            .field("notify", &self.notify)
-            .field(
-                "pseudonym_secret",
-                &self.pseudonym_secret.as_ref().map(|_| "<redacted>"),
-            )
-            .field("role_claim", &self.role_claim)
-            .finish()
-    }
-}
-
 impl EmbeddedConfig {
     /// Defaults: listen on 127.0.0.1:8080, FULL sync, dev secret file, demo catalog.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -215,21 +257,10 @@ impl EmbeddedConfig {
             data_dir: data_dir.into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             synchronous_normal: false,
-            jwt_secret: None,
-            jwks_url: None,
-            jwt_issuer: None,
-            jwt_audience: None,
-            demo_catalog: true,
             loop_config: LoopConfig::default(),
-            stripe: None,
-            webhook_secrets: Vec::new(),
             order_ttl: workers::DEFAULT_ORDER_TTL,
-            catalog_auth_required: false,
-            consistency_wait: crate::state::READ_YOUR_WRITES_WAIT,
             notify: crate::notify::NotifySettings::new(crate::notify::NotifyChannel::File),
-            pseudonym_secret: None,
-            role_claim: auth::DEFAULT_ROLE_CLAIM.to_owned(),
-            jwks_min_refresh: auth::JwksPolicy::default().min_refresh,
+            api: ApiSettings::default(),
         }
     }
 
@@ -243,7 +274,7 @@ impl EmbeddedConfig {
 
     /// The HS256 secret the server verifies with (explicit, or the data directory's file).
     pub fn hs256_secret(&self) -> anyhow::Result<String> {
-        match &self.jwt_secret {
+        match &self.api.jwt_secret {
             Some(s) if !s.is_empty() => Ok(s.clone()),
             _ => auth::load_or_create_secret(&self.data_dir)
                 .with_context(|| format!("reading the JWT secret in {}", self.data_dir.display())),
@@ -457,14 +488,9 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
     let read_models = crate::read_models::open(&data_dir, &projections).await?;
     let models = read_models.models.clone();
     let checkpoints = open_worker_checkpoints(&data_dir).await?;
-    let authenticator = match &config.jwks_url {
-        Some(url) => jwks_authenticator(url, config.jwks_min_refresh).await?,
-        None => Authenticator::hs256(config.hs256_secret()?.as_bytes()),
-    }
-    .expecting(config.jwt_issuer.clone(), config.jwt_audience.clone())
-    .with_role_claim(config.role_claim.clone());
+    let authenticator = config.api.authenticator(|| config.hs256_secret()).await?;
 
-    let (gateway, simulator) = payment_gateway(config.stripe.as_ref())?;
+    let (gateway, simulator) = payment_gateway(config.api.stripe.as_ref())?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let service = command_service(store.clone(), clock.clone(), ServiceConfig::default());
     let erasure = Arc::new(Erasure::new(service.clone(), keys));
@@ -556,17 +582,17 @@ pub async fn start_embedded(config: EmbeddedConfig) -> anyhow::Result<Embedded> 
         metrics: crate::metrics::prometheus(),
         webhooks,
         rebuilds: Some(rebuilds.clone()),
-        catalog_auth_required: config.catalog_auth_required,
-        consistency_wait: config.consistency_wait,
+        catalog_auth_required: config.api.catalog_auth_required,
+        consistency_wait: config.api.consistency_wait,
         erasure,
-        pseudonyms: Arc::new(match &config.pseudonym_secret {
+        pseudonyms: Arc::new(match &config.api.pseudonym_secret {
             Some(secret) if !secret.is_empty() => Pseudonyms::new(secret.as_bytes()),
             _ => pseudonyms(&data_dir)?,
         }),
     });
     let embedded = Embedded::from_parts(state, cancel, tasks, Some(lock));
     let outdated = &read_models.outdated;
-    let embedded = finish_start(embedded, &rebuilds, outdated, config.demo_catalog).await?;
+    let embedded = finish_start(embedded, &rebuilds, outdated, config.api.demo_catalog).await?;
     tracing::info!(?config, "embedded backbone started");
     Ok(embedded)
 }
@@ -619,8 +645,8 @@ pub fn stripe_webhooks(
     models: Arc<dyn ReadModelStore>,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<StripeWebhooks> {
-    let mut secrets = config.webhook_secrets.clone();
-    if config.stripe.is_none() {
+    let mut secrets = config.api.webhook_secrets.clone();
+    if config.api.stripe.is_none() {
         let secret = auth::load_or_create_secret_file(
             &config.data_dir.join(SIM_WEBHOOK_SECRET_FILE),
             "whsec_",
@@ -630,7 +656,7 @@ pub fn stripe_webhooks(
     }
     webhook_endpoint(
         secrets,
-        config.stripe.is_some(),
+        config.api.stripe.is_some(),
         shop,
         gateway,
         models,
@@ -756,6 +782,39 @@ mod tests {
 
     fn key() -> Option<String> {
         Some("sk_test_123".into())
+    }
+
+    #[test]
+    fn neither_backend_configuration_prints_its_secrets() {
+        let secrets = [
+            "jwt-secret-1",
+            "pseudonym-secret-1",
+            "sk_test_123",
+            "whsec_1",
+        ];
+        let api = ApiSettings {
+            jwt_secret: Some(secrets[0].into()),
+            pseudonym_secret: Some(secrets[1].into()),
+            stripe: Some(StripeSettings {
+                secret_key: secrets[2].into(),
+                base_url: None,
+            }),
+            webhook_secrets: vec![secrets[3].into()],
+            ..ApiSettings::default()
+        };
+        let embedded = EmbeddedConfig {
+            api: api.clone(),
+            ..EmbeddedConfig::new("data")
+        };
+        let aws = crate::compose_aws::AwsServeConfig {
+            api,
+            ..crate::compose_aws::AwsServeConfig::new("stage")
+        };
+        for printed in [format!("{embedded:?}"), format!("{aws:?}")] {
+            for secret in secrets {
+                assert!(!printed.contains(secret), "{secret} in {printed}");
+            }
+        }
     }
 
     #[test]

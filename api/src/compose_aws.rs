@@ -10,8 +10,7 @@
 //! Only this module and `main` read configuration: the SDK config (standard AWS environment,
 //! `AWS_ENDPOINT_URL` included) is loaded by the caller and handed in.
 
-use crate::auth::Authenticator;
-use crate::compose::{finish_start, jwks_authenticator, Embedded, StripeSettings};
+use crate::compose::{finish_start, ApiSettings, Embedded, StripeSettings};
 use crate::notify::{NotifyChannel, NotifySettings};
 use crate::state::{AppState, Parts};
 use anyhow::Context;
@@ -426,62 +425,20 @@ pub async fn spawn_workers(
     Ok(tasks)
 }
 
-/// Configuration of `serve --backend aws`.
-#[derive(Clone)]
+/// Configuration of `serve --backend aws`. Its secrets are in [`ApiSettings`], whose `Debug`
+/// redacts them.
+#[derive(Clone, Debug)]
 pub struct AwsServeConfig {
     pub stage: String,
     pub options: AwsOptions,
-    /// HS256 secret; required unless `jwks_url` is set.
-    pub jwt_secret: Option<String>,
-    pub jwks_url: Option<String>,
-    /// Required `iss` claim, if any.
-    pub jwt_issuer: Option<String>,
-    /// Required `aud` claim value, if any.
-    pub jwt_audience: Option<String>,
-    pub demo_catalog: bool,
     /// Deploy the stage's stack first (`StackSpec::for_stage`; local runs).
     pub provision: bool,
     /// Run the relay and the consumers in this process.
     pub with_workers: bool,
     pub workers: AwsWorkerConfig,
-    /// Stripe, or `None` to simulate (`main` only allows that with `--payments simulated`).
-    pub stripe: Option<StripeSettings>,
-    /// Signing secrets of `/v1/webhooks/stripe` (`STRIPE_WEBHOOK_SECRET`, then the previous one).
-    pub webhook_secrets: Vec<String>,
-    /// Catalog reads need a token (`--catalog-auth required`).
-    pub catalog_auth_required: bool,
-    /// How long a query with a `consistency` token waits at most (`--consistency-wait`).
-    pub consistency_wait: Duration,
-    /// The key of analysts' pseudonyms (`--pseudonym-secret`); derived from `jwt_secret` when
-    /// unset.
-    pub pseudonym_secret: Option<String>,
-    /// The claim tokens carry their role in (`--role-claim`), for example `cognito:groups`.
-    pub role_claim: String,
-    /// The least time between two fetches of the JWKS (`--jwks-min-refresh`).
-    pub jwks_min_refresh: Duration,
-}
-
-impl std::fmt::Debug for AwsServeConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AwsServeConfig")
-            .field("stage", &self.stage)
-            .field("options", &self.options)
-            .field(
-                "jwt_secret",
-                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
-            )
-            .field("jwks_url", &self.jwks_url)
-            .field("jwt_issuer", &self.jwt_issuer)
-            .field("jwt_audience", &self.jwt_audience)
-            .field("demo_catalog", &self.demo_catalog)
-            .field("provision", &self.provision)
-            .field("with_workers", &self.with_workers)
-            .field("stripe", &self.stripe)
-            .field("webhook_secrets", &self.webhook_secrets.len())
-            .field("catalog_auth_required", &self.catalog_auth_required)
-            .field("consistency_wait", &self.consistency_wait)
-            .finish()
-    }
+    /// Tokens, payments and reads. Here `jwt_secret` is required unless `jwks_url` is set, and
+    /// an unset `pseudonym_secret` is derived from `jwt_secret`.
+    pub api: ApiSettings,
 }
 
 impl AwsServeConfig {
@@ -489,21 +446,10 @@ impl AwsServeConfig {
         Self {
             stage: stage.into(),
             options: AwsOptions::default(),
-            jwt_secret: None,
-            jwks_url: None,
-            jwt_issuer: None,
-            jwt_audience: None,
-            demo_catalog: true,
             provision: false,
             with_workers: false,
             workers: AwsWorkerConfig::default(),
-            stripe: None,
-            webhook_secrets: Vec::new(),
-            catalog_auth_required: false,
-            consistency_wait: crate::state::READ_YOUR_WRITES_WAIT,
-            pseudonym_secret: None,
-            role_claim: crate::auth::DEFAULT_ROLE_CLAIM.to_owned(),
-            jwks_min_refresh: crate::auth::JwksPolicy::default().min_refresh,
+            api: ApiSettings::default(),
         }
     }
 }
@@ -515,12 +461,12 @@ pub async fn start_aws(
     config: AwsServeConfig,
 ) -> anyhow::Result<Embedded> {
     let stage = AwsStage::new(sdk, &config.stage, config.options.clone())
-        .with_payments(config.stripe.as_ref())?;
+        .with_payments(config.api.stripe.as_ref())?;
     // Configuration errors first, before anything is deployed or spawned.
     let models: Arc<dyn ReadModelStore> = stage.router.clone();
     let webhooks = Arc::new(crate::compose::webhook_endpoint(
-        config.webhook_secrets.clone(),
-        config.stripe.is_some(),
+        config.api.webhook_secrets.clone(),
+        config.api.stripe.is_some(),
         stage.shop.clone(),
         stage.gateway.clone(),
         models.clone(),
@@ -531,16 +477,16 @@ pub async fn start_aws(
             .provision(&StackSpec::for_stage(&config.stage))
             .await?;
     }
-    let authenticator = match (&config.jwks_url, &config.jwt_secret) {
-        (Some(url), _) => jwks_authenticator(url, config.jwks_min_refresh).await?,
-        (None, Some(secret)) if !secret.is_empty() => Authenticator::hs256(secret.as_bytes()),
-        _ => anyhow::bail!(
-            "the aws backend needs --jwt-secret (BACKBONE_JWT_SECRET) or --jwks-url (BACKBONE_JWKS_URL)"
-        ),
-    }
-    .expecting(config.jwt_issuer.clone(), config.jwt_audience.clone())
-    .with_role_claim(config.role_claim.clone());
-    let pseudonyms = match (&config.pseudonym_secret, &config.jwt_secret) {
+    let authenticator = config
+        .api
+        .authenticator(|| match &config.api.jwt_secret {
+            Some(secret) if !secret.is_empty() => Ok(secret.clone()),
+            _ => anyhow::bail!(
+                "the aws backend needs --jwt-secret (BACKBONE_JWT_SECRET) or --jwks-url (BACKBONE_JWKS_URL)"
+            ),
+        })
+        .await?;
+    let pseudonyms = match (&config.api.pseudonym_secret, &config.api.jwt_secret) {
         (Some(secret), _) if !secret.is_empty() => Pseudonyms::new(secret.as_bytes()),
         (_, Some(jwt)) if !jwt.is_empty() => Pseudonyms::new(format!("pseudonyms:{jwt}").as_bytes()),
         _ => anyhow::bail!(
@@ -582,13 +528,13 @@ pub async fn start_aws(
         auth: Arc::new(authenticator),
         metrics: crate::metrics::prometheus(),
         rebuilds: Some(rebuilds.clone()),
-        catalog_auth_required: config.catalog_auth_required,
-        consistency_wait: config.consistency_wait,
+        catalog_auth_required: config.api.catalog_auth_required,
+        consistency_wait: config.api.consistency_wait,
         erasure: Arc::new(stage.erasure()),
         pseudonyms: Arc::new(pseudonyms),
     });
     let running = Embedded::from_parts(state, cancel, tasks, None);
-    let running = finish_start(running, &rebuilds, &outdated, config.demo_catalog).await?;
+    let running = finish_start(running, &rebuilds, &outdated, config.api.demo_catalog).await?;
     tracing::info!(?config, "aws backbone started");
     Ok(running)
 }

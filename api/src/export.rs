@@ -148,7 +148,14 @@ pub fn ndjson(
             }
             let indexed = match (range, c.indexed) {
                 (Some((from, to)), None | Some(true)) => {
-                    store.feed_in_time(&c.after, from, to, page).await?
+                    store
+                        .feed_in_time(commands::FeedTimeRange {
+                            after: &c.after,
+                            from,
+                            to,
+                            limit: page,
+                        })
+                        .await?
                 }
                 _ => None,
             };

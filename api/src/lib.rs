@@ -33,7 +33,7 @@ pub mod telemetry;
 pub mod time_travel;
 pub mod webhooks;
 
-pub use compose::{start_embedded, Embedded, EmbeddedConfig};
+pub use compose::{start_embedded, ApiSettings, Embedded, EmbeddedConfig};
 pub use router::app;
 pub use serve::{serve, serve_until};
 pub use state::AppState;

@@ -6,7 +6,7 @@
 
 use anyhow::Context;
 use api::auth::{self, Role};
-use api::compose::{self, EmbeddedConfig};
+use api::compose::{self, ApiSettings, EmbeddedConfig};
 use api::compose_aws::{self, AwsOptions, AwsServeConfig, AwsStage, AwsWorkerConfig};
 use api::export::{self, ExportFilter, StreamFilter};
 use api::telemetry::LogFormat;
@@ -306,6 +306,27 @@ struct ServeArgs {
     consistency_wait: Duration,
     #[command(flatten)]
     notify: NotifyArgs,
+}
+
+impl ServeArgs {
+    /// The API's settings, taken from the same flags on every backend; `stripe` is the
+    /// backend's choice of payment provider ([`PaymentArgs::stripe`]).
+    fn api_settings(&self, stripe: Option<compose::StripeSettings>) -> ApiSettings {
+        ApiSettings {
+            jwt_secret: self.jwt_secret.clone(),
+            jwks_url: self.jwks_url.clone(),
+            jwt_issuer: self.jwt_issuer.clone(),
+            jwt_audience: self.jwt_audience.clone(),
+            demo_catalog: !self.no_demo,
+            stripe,
+            webhook_secrets: self.payments.webhook_secrets(),
+            catalog_auth_required: self.catalog_auth == CatalogAuth::Required,
+            consistency_wait: self.consistency_wait,
+            pseudonym_secret: self.pseudonym_secret.clone(),
+            role_claim: self.role_claim.clone(),
+            jwks_min_refresh: self.jwks_min_refresh,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -749,20 +770,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = EmbeddedConfig {
         listen: args.listen,
         synchronous_normal: args.synchronous == SyncMode::Normal,
-        jwt_secret: args.jwt_secret,
-        jwks_url: args.jwks_url,
-        jwt_issuer: args.jwt_issuer,
-        jwt_audience: args.jwt_audience,
-        demo_catalog: !args.no_demo,
-        stripe: args.payments.stripe(None)?,
-        webhook_secrets: args.payments.webhook_secrets(),
+        api: args.api_settings(args.payments.stripe(None)?),
         order_ttl: args.order_ttl,
-        catalog_auth_required: args.catalog_auth == CatalogAuth::Required,
-        consistency_wait: args.consistency_wait,
         notify: args.notify.settings(api::notify::NotifyChannel::File),
-        pseudonym_secret: args.pseudonym_secret,
-        role_claim: args.role_claim,
-        jwks_min_refresh: args.jwks_min_refresh,
         ..EmbeddedConfig::new(args.data.data)
     };
     let emf = args.emf.interval(false).map(|i| ("embedded".to_owned(), i));
@@ -777,25 +787,14 @@ async fn serve_aws(args: ServeArgs) -> anyhow::Result<()> {
     let stage = args.aws.stage.clone();
     let config = AwsServeConfig {
         options,
-        jwt_secret: args.jwt_secret,
-        jwks_url: args.jwks_url,
-        jwt_issuer: args.jwt_issuer,
-        jwt_audience: args.jwt_audience,
-        demo_catalog: !args.no_demo,
         provision: args.provision,
         with_workers: args.with_workers,
-        stripe,
-        webhook_secrets: args.payments.webhook_secrets(),
+        api: args.api_settings(stripe),
         workers: AwsWorkerConfig {
             order_ttl: args.order_ttl,
             notify: args.notify.settings(api::notify::NotifyChannel::Ses),
             ..AwsWorkerConfig::default()
         },
-        catalog_auth_required: args.catalog_auth == CatalogAuth::Required,
-        consistency_wait: args.consistency_wait,
-        pseudonym_secret: args.pseudonym_secret,
-        role_claim: args.role_claim,
-        jwks_min_refresh: args.jwks_min_refresh,
         ..AwsServeConfig::new(args.aws.stage)
     };
     let emf = args.emf.interval(true).map(|i| (stage, i));
@@ -829,7 +828,10 @@ async fn serve_on(
 
 fn token(args: TokenArgs) -> anyhow::Result<()> {
     let secret = EmbeddedConfig {
-        jwt_secret: args.jwt_secret,
+        api: ApiSettings {
+            jwt_secret: args.jwt_secret,
+            ..ApiSettings::default()
+        },
         ..EmbeddedConfig::new(args.data.data)
     }
     .hs256_secret()?;

@@ -12,6 +12,8 @@ use crate::compose::{private_file, READ_MODELS_FILE};
 use anyhow::Context;
 use async_trait::async_trait;
 use infrastructure::sqlite::SqliteReadModelStore;
+use projections::generations::Prepared;
+use projections::store::ReadModelResult;
 use projections::{GenerationRouter, Generations, Projection, ReadModelError, ReadModelStore};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -148,10 +150,7 @@ fn io_error(what: &str, e: impl std::fmt::Display) -> ReadModelError {
 
 #[async_trait]
 impl Generations for FileGenerations {
-    async fn prepare(
-        &self,
-        projection: &dyn Projection,
-    ) -> Result<(u64, Arc<dyn ReadModelStore>), ReadModelError> {
+    async fn prepare(&self, projection: &dyn Projection) -> ReadModelResult<Prepared> {
         let live = self
             .pointer
             .lock()
@@ -165,27 +164,23 @@ impl Generations for FileGenerations {
         let store = open_store(path)
             .await
             .map_err(|e| io_error("creating a generation", e))?;
-        Ok((generation, store))
+        Ok(Prepared { generation, store })
     }
 
-    async fn promote(
-        &self,
-        projection: &dyn Projection,
-        generation: u64,
-        store: Arc<dyn ReadModelStore>,
-    ) -> Result<u64, ReadModelError> {
+    async fn promote(&self, projection: &dyn Projection, next: &Prepared) -> ReadModelResult<u64> {
+        let Prepared { generation, store } = next.clone();
         let mut pointer = self.pointer.lock().await;
         let previous = pointer.get(projection.name()).map_or(0, |l| l.generation);
-        let mut next = pointer.clone();
-        next.insert(
+        let mut updated = pointer.clone();
+        updated.insert(
             projection.name().to_owned(),
             Live {
                 generation,
                 version: projection.version(),
             },
         );
-        write_pointer(&self.dir, &next).map_err(|e| io_error("promoting a generation", e))?;
-        *pointer = next;
+        write_pointer(&self.dir, &updated).map_err(|e| io_error("promoting a generation", e))?;
+        *pointer = updated;
         self.router.switch(projection.name(), store);
         Ok(previous)
     }
@@ -194,7 +189,7 @@ impl Generations for FileGenerations {
         &self,
         projection: &dyn Projection,
         generation: u64,
-    ) -> Result<(), ReadModelError> {
+    ) -> ReadModelResult<()> {
         match generation {
             0 => self.shared.reset(projection).await,
             n => remove_generation(&generation_file(&self.dir, projection.name(), n))

@@ -1,28 +1,20 @@
 //! Wire types shared by several handlers and the OpenAPI document, so that neither imports the
-//! other for them: the documented shapes of values the inner crates serialize (they know nothing
-//! of OpenAPI), the constrained strings requests carry, and the error answers, each declared once.
+//! other for them: the constrained strings requests carry, the error answers, and the envelope
+//! of command answers, each declared once.
 //!
-//! The `*Schema` structs are never built: each mirrors, field for field, what a type of an inner
-//! crate serializes, so that the document describes it.
+//! The values the inner crates serialize describe themselves: their `openapi` feature (turned on
+//! by this crate) derives their schemas, under the component names this API publishes
+//! (`MoneySchema`, `OrderSchema`, ...).
 
 use std::collections::BTreeMap;
 
-use domain::{Currency, OrderStatus, StreamType};
+use domain::{Currency, StreamType};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{
     AdditionalProperties, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, SchemaType, Type,
 };
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{IntoParams, IntoResponses, PartialSchema, ToSchema};
-
-/// How money looks on the wire.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct MoneySchema {
-    /// Decimal string at the currency's scale, for example `"12.50"`.
-    pub amount: String,
-    /// ISO-4217 code, for example `"EUR"`.
-    pub currency: String,
-}
 
 /// The body of a command that takes no parameters (removing an item, shipping an order, ...).
 #[derive(Debug, Deserialize, ToSchema)]
@@ -138,16 +130,6 @@ string_schema!(
         .pattern(Some("^[!-~]{1,200}$"))
         .examples(["0f6c2a4e-checkout-1"])
         .into()
-);
-
-string_schema!(
-    /// An order status.
-    OrderStatusName => one_of_names(OrderStatus::ALL.map(OrderStatus::as_str))
-);
-
-string_schema!(
-    /// A stream type.
-    StreamTypeName => one_of_names(StreamType::ALL.map(StreamType::as_str))
 );
 
 string_schema!(
@@ -405,254 +387,11 @@ pub(crate) use committed;
 
 committed! {
     /// A cart, with `consistency` and `position`.
-    CartReply(CartSchema);
+    CartReply(commands::CartView);
     /// A command's acknowledgement, with `consistency` and `position`.
-    AckReply(AckSchema);
+    AckReply(commands::Ack);
     /// An erasure's receipt, with `consistency` and `position`.
-    ErasureReply(ErasureReceiptSchema);
-}
-
-/// A cart as its owner sees it (`commands::CartView`).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CartSchema {
-    pub cart_id: String,
-    pub customer_id: String,
-    /// `open`, `checked_out`, ...
-    pub status: String,
-    pub lines: Vec<CartLineSchema>,
-    /// `null` while the cart is empty.
-    pub total: Option<MoneySchema>,
-    /// The order placed from it, once checked out.
-    pub order_id: Option<String>,
-    pub version: u64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CartLineSchema {
-    pub product_id: String,
-    pub quantity: u32,
-    pub unit_price: MoneySchema,
-    pub line_total: MoneySchema,
-}
-
-/// A command's acknowledgement (`commands::Ack`).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AckSchema {
-    /// The resource's id.
-    pub id: String,
-    /// Its stream's version after the command.
-    pub version: u64,
-    /// Its status after the command.
-    pub status: String,
-}
-
-/// What an erasure answers (`commands::ErasureReceipt`).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErasureReceiptSchema {
-    pub customer_id: String,
-    /// 1 for the customer's first erasure, 2 for the next, ...
-    pub erasure: u32,
-    pub erased_at: chrono::DateTime<chrono::Utc>,
-}
-
-/// What a support refund answers (`commands::RefundReceipt`).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RefundReceiptSchema {
-    pub order_id: String,
-    pub payment_id: String,
-    /// The provider's refund id; `null` when nothing was left to refund.
-    pub refund_id: Option<String>,
-    /// The amount of this refund.
-    pub amount: MoneySchema,
-    /// `succeeded` (recorded now), `pending` (recorded when the provider confirms it by
-    /// webhook), or `nothing_to_refund`.
-    pub status: String,
-}
-
-/// A dispute on an order's payment (`projections::describe::DisputeView`).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DisputeSchema {
-    pub dispute_id: String,
-    pub reason: String,
-    /// The provider's status: `needs_response`, `under_review`, `won`, `lost`, ...
-    pub status: String,
-    /// The disputed amount, when the provider reported it.
-    pub amount: Option<MoneySchema>,
-    /// What the lost dispute took back from the shop; `null` unless it was lost.
-    pub withdrawn: Option<MoneySchema>,
-}
-
-/// An order line (`projections::order_history::OrderLineView`).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OrderLineSchema {
-    pub product_id: String,
-    pub name: String,
-    pub quantity: u32,
-    pub unit_price: MoneySchema,
-    pub line_total: MoneySchema,
-}
-
-/// A step of an order's history (`projections::order_history::TimelineEntry`).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OrderTimelineEntrySchema {
-    pub at: chrono::DateTime<chrono::Utc>,
-    pub event_type: String,
-    pub description: String,
-}
-
-/// An order as its customer sees it (`projections::order_history::OrderView`).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OrderSchema {
-    pub order_id: String,
-    pub customer_id: String,
-    pub customer_email: String,
-    #[schema(value_type = OrderStatusName)]
-    pub status: String,
-    pub lines: Vec<OrderLineSchema>,
-    pub total: MoneySchema,
-    pub payment_id: String,
-    /// `null` until the payment's first event has been applied.
-    pub payment_status: Option<String>,
-    pub intent_id: Option<String>,
-    pub paid: Option<MoneySchema>,
-    /// Cumulative refunded amount.
-    pub refunded: Option<MoneySchema>,
-    pub tracking: Option<String>,
-    /// The latest state of a dispute on the payment, if one was ever opened.
-    pub dispute: Option<DisputeSchema>,
-    pub placed_at: chrono::DateTime<chrono::Utc>,
-    pub updated_at: chrono::DateTime<chrono::Utc>,
-    /// Oldest first.
-    pub timeline: Vec<OrderTimelineEntrySchema>,
-}
-
-/// A notification to a customer (`projections::notifications::NotificationView`).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct NotificationSchema {
-    /// The id of the event that caused the notification.
-    #[schema(value_type = String, example = "0190a5c2-7d1e-7c3a-9f00-4b1d2e3f4a5b")]
-    pub notification_id: uuid::Uuid,
-    pub customer_id: String,
-    /// Where to send it (the order's customer email).
-    pub email: String,
-    pub order_id: String,
-    /// `order_confirmed`, `payment_failed`, ...
-    pub kind: String,
-    pub subject: String,
-    pub body: String,
-    /// `pending`, `retrying`, `delivered`, `failed`, ...
-    pub delivery_status: String,
-    pub created_at: chrono::DateTime<chrono::Utc>,
-    /// Attempts to send it so far.
-    pub attempts: u32,
-    /// When the next attempt is due, while it is pending or retrying.
-    pub next_attempt_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// Why the last attempt failed, if it did.
-    pub last_error: Option<String>,
-    /// The channel that delivered it.
-    pub channel: Option<String>,
-    /// The provider's id for the message.
-    pub message_id: Option<String>,
-    pub delivered_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub failed_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// Set when the customer's personal data was erased before it was delivered.
-    pub cancelled_at: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-/// An order as support sees it (`projections::support::SupportOrderView`).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SupportOrderSchema {
-    pub order_id: String,
-    pub customer_id: String,
-    pub email: String,
-    #[schema(value_type = OrderStatusName)]
-    pub status: String,
-    pub payment_status: Option<String>,
-    pub intent_id: Option<String>,
-    /// The provider's charge id, once the payment's success named it.
-    pub charge_id: Option<String>,
-    pub dispute: Option<DisputeSchema>,
-    pub total: MoneySchema,
-    /// Messages to the customer about this order that could not be delivered.
-    pub failed_notifications: u32,
-    pub placed_at: chrono::DateTime<chrono::Utc>,
-    pub updated_at: chrono::DateTime<chrono::Utc>,
-}
-
-/// A step of an order's support timeline (`projections::support::SupportTimelineEntry`).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SupportTimelineEntrySchema {
-    pub at: chrono::DateTime<chrono::Utc>,
-    /// `order`, `payment` or `notification`.
-    pub source: String,
-    pub event_type: String,
-    pub summary: String,
-}
-
-/// A product as the storefront sees it (`projections::catalog::ProductView`).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ProductSchema {
-    pub product_id: String,
-    pub name: String,
-    pub category: String,
-    pub description: String,
-    pub price: MoneySchema,
-    pub on_hand: u32,
-    pub reserved: u32,
-    pub available: u32,
-    /// `active` or `retired`.
-    pub status: String,
-    /// The product stream's version.
-    pub version: u64,
-}
-
-/// A category with products on sale (`projections::catalog::CategoryView`).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CategorySchema {
-    pub category: String,
-    /// How many of its products are on sale.
-    pub products: u32,
-}
-
-/// Who caused an event.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ActorSchema {
-    pub subject: String,
-    pub role: String,
-}
-
-/// Envelope metadata (`commands::Metadata`).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct EventMetadataSchema {
-    pub correlation_id: String,
-    pub causation_id: Option<String>,
-    pub actor: ActorSchema,
-    pub request_id: Option<String>,
-    pub command_id: Option<String>,
-    /// The W3C `traceparent` of the request that caused it (absent from older events).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub traceparent: Option<String>,
-}
-
-/// A stored event (`commands::EventEnvelope`).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct EventEnvelopeSchema {
-    /// Position in the global feed, where the backend knows it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub global_position: Option<u64>,
-    #[schema(value_type = String, example = "0190a5c2-7d1e-7c3a-9f00-4b1d2e3f4a5b")]
-    pub event_id: uuid::Uuid,
-    #[schema(value_type = StreamTypeName)]
-    pub stream_type: String,
-    pub stream_id: String,
-    /// Per stream, from 1, no gaps.
-    pub sequence: u64,
-    pub event_type: String,
-    pub event_version: u32,
-    pub occurred_at: chrono::DateTime<chrono::Utc>,
-    /// The event's fields, as `event_type` at `event_version` defines them (DESIGN.md).
-    pub payload: BTreeMap<String, serde_json::Value>,
-    pub metadata: EventMetadataSchema,
+    ErasureReply(commands::ErasureReceipt);
 }
 
 /// The shape of `/openapi.json` (the OpenAPI 3.1 object).

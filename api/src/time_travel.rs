@@ -43,7 +43,6 @@ pub struct StreamAt {
     #[schema(value_type = std::collections::BTreeMap<String, serde_json::Value>)]
     pub state: Value,
     /// The events folded in, oldest first.
-    #[schema(value_type = Vec<crate::schema::EventEnvelopeSchema>)]
     pub events: Vec<EventEnvelope>,
 }
 

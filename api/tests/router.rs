@@ -1,6 +1,6 @@
 //! The router without a socket: `app(state)` driven with `tower::ServiceExt::oneshot`.
 
-use api::{app, start_embedded, EmbeddedConfig};
+use api::{app, start_embedded, ApiSettings, EmbeddedConfig};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use tower::ServiceExt;
@@ -17,8 +17,11 @@ async fn the_router_answers_without_a_socket() {
     let dir = tempfile::tempdir().unwrap();
     let config = EmbeddedConfig {
         synchronous_normal: true,
-        demo_catalog: false,
-        jwt_secret: Some("router-test".into()),
+        api: ApiSettings {
+            demo_catalog: false,
+            jwt_secret: Some("router-test".into()),
+            ..ApiSettings::default()
+        },
         ..EmbeddedConfig::new(dir.path())
     };
     let embedded = start_embedded(config).await.unwrap();

@@ -15,7 +15,7 @@
 
 use crate::loader::{CachingLoader, Loader, LockingLoader, StoreLoader};
 use crate::service::{CommandContext, CommandService, ServiceConfig};
-use crate::store::{Actor, LoadedStream};
+use crate::store::{Actor, FeedFilter, LoadedStream};
 use crate::store::{
     AppendOutcome, Commit, CommitResult, EventEnvelope, EventStore, Idempotency, Metadata,
     NewEvent, Snapshot, StoreError, StreamAppend, StreamRef, Upcaster, UpcastingStore,
@@ -33,6 +33,26 @@ use uuid::Uuid;
 
 /// How long feed checks wait for an asynchronous feed (a relay) to catch up.
 pub const FEED_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `task(i, barrier)` for every `i` in `0..n`, each on its own tokio task. The tasks share
+/// one barrier of `n`, so once all of them wait on it they go on at the same moment. Returns the
+/// results in `i` order; a task that panics fails the test.
+pub async fn race<T, F, Fut>(n: usize, task: F) -> Vec<T>
+where
+    F: Fn(usize, Arc<tokio::sync::Barrier>) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let barrier = Arc::new(tokio::sync::Barrier::new(n));
+    let handles: Vec<_> = (0..n)
+        .map(|i| tokio::spawn(task(i, barrier.clone())))
+        .collect();
+    let mut results = Vec::with_capacity(n);
+    for h in handles {
+        results.push(h.await.expect("a racing task panicked"));
+    }
+    results
+}
 
 /// Lists every check once; [`run_all`] and [`conformance_tests!`](crate::conformance_tests) are
 /// both generated from it, so a new check cannot be forgotten by either.
@@ -222,6 +242,22 @@ async fn load<S: EventStore + ?Sized>(store: &S, s: &StreamRef) -> LoadedStream 
         Ok(loaded) => loaded,
         Err(e) => panic!("load({s}) failed: {e:?}"),
     }
+}
+
+/// Asserts what `load` returns for `s`: `(snapshot, sequences of the events, version)`.
+async fn assert_loads<S: EventStore + ?Sized>(
+    store: &S,
+    s: &StreamRef,
+    expected: (Option<Snapshot>, Vec<u64>, u64),
+    what: &str,
+) {
+    let loaded = load(store, s).await;
+    let sequences: Vec<u64> = loaded.events.iter().map(|e| e.sequence).collect();
+    assert_eq!(
+        (loaded.snapshot, sequences, loaded.version),
+        expected,
+        "{what}: (snapshot, event sequences, version)"
+    );
 }
 
 async fn read<S: EventStore + ?Sized>(
@@ -645,13 +681,9 @@ pub async fn concurrent_appends_to_one_stream_get_unique_gapless_sequences<S: Ev
     const TASKS: usize = 16;
     let store = Arc::new(store);
     let s = stream(StreamType::Product, "contended");
-    let barrier = Arc::new(tokio::sync::Barrier::new(TASKS));
-    let mut handles = Vec::new();
-    for task in 0..TASKS {
-        let store = store.clone();
-        let s = s.clone();
-        let barrier = barrier.clone();
-        handles.push(tokio::spawn(async move {
+    let outcomes = race(TASKS, |task, barrier| {
+        let (store, s) = (store.clone(), s.clone());
+        async move {
             let (mut attempts, mut conflicts) = (0usize, 0usize);
             loop {
                 let version = match store.load(&s).await {
@@ -674,12 +706,9 @@ pub async fn concurrent_appends_to_one_stream_get_unique_gapless_sequences<S: Ev
                     Err(e) => panic!("task {task}: a loser must get Conflict, got {e:?}"),
                 }
             }
-        }));
-    }
-    let mut outcomes = Vec::new();
-    for h in handles {
-        outcomes.push(h.await.expect("append task panicked"));
-    }
+        }
+    })
+    .await;
 
     let attempts: usize = outcomes.iter().map(|o| o.1).sum();
     let conflicts: usize = outcomes.iter().map(|o| o.2).sum();
@@ -796,12 +825,9 @@ pub async fn concurrent_duplicates_commit_exactly_once<S: EventStore>(store: S) 
     const TASKS: usize = 8;
     let store = Arc::new(store);
     let start = head(&*store).await;
-    let barrier = Arc::new(tokio::sync::Barrier::new(TASKS));
-    let mut handles = Vec::new();
-    for task in 0..TASKS {
+    let results = race(TASKS, |task, barrier| {
         let store = store.clone();
-        let barrier = barrier.clone();
-        handles.push(tokio::spawn(async move {
+        async move {
             let s = stream(StreamType::Payment, &format!("race-{task}"));
             let events = numbered_events(1, task);
             let id = events[0].event_id;
@@ -812,12 +838,9 @@ pub async fn concurrent_duplicates_commit_exactly_once<S: EventStore>(store: S) 
             barrier.wait().await;
             let outcome = store.append(commit).await;
             (s, id, outcome)
-        }));
-    }
-    let mut results = Vec::new();
-    for h in handles {
-        results.push(h.await.expect("append task panicked"));
-    }
+        }
+    })
+    .await;
     let winners: Vec<_> = results
         .iter()
         .filter_map(|(s, id, o)| match o {
@@ -1121,27 +1144,22 @@ pub async fn load_returns_the_latest_snapshot_and_only_later_events<S: EventStor
         "events with a snapshot",
     )
     .await;
-    let loaded = load(&store, &s).await;
-    assert_eq!(
-        loaded.snapshot,
-        Some(snap(3)),
-        "the snapshot comes back unchanged"
-    );
-    assert!(
-        loaded.events.is_empty(),
-        "no event is newer than the snapshot"
-    );
-    assert_eq!(loaded.version, 3, "version with a snapshot at the head");
+    assert_loads(
+        &store,
+        &s,
+        (Some(snap(3)), vec![], 3),
+        "the snapshot comes back unchanged, no event is newer, the version is the snapshot's",
+    )
+    .await;
 
     committed(&store, single(&s, 3, numbered_events(2, 3)), "two more").await;
-    let loaded = load(&store, &s).await;
-    assert_eq!(loaded.snapshot, Some(snap(3)), "the snapshot stays");
-    assert_eq!(
-        loaded.events.iter().map(|e| e.sequence).collect::<Vec<_>>(),
-        vec![4, 5],
-        "only the events after the snapshot are loaded"
-    );
-    assert_eq!(loaded.version, 5, "version counts the later events");
+    assert_loads(
+        &store,
+        &s,
+        (Some(snap(3)), vec![4, 5], 5),
+        "the snapshot stays, only the events after it are loaded, the version counts them",
+    )
+    .await;
 
     let other = stream(StreamType::Order, "snap-other");
     let mut newer = part(&s, 5, numbered_events(1, 5));
@@ -1157,17 +1175,13 @@ pub async fn load_returns_the_latest_snapshot_and_only_later_events<S: EventStor
         "a multi-stream commit with two snapshots",
     )
     .await;
-    let loaded = load(&store, &s).await;
-    assert_eq!(
-        loaded.snapshot,
-        Some(snap(6)),
-        "the newer snapshot supersedes the older"
-    );
-    assert!(
-        loaded.events.is_empty(),
-        "nothing after the newest snapshot"
-    );
-    assert_eq!(loaded.version, 6, "version after the second snapshot");
+    assert_loads(
+        &store,
+        &s,
+        (Some(snap(6)), vec![], 6),
+        "the newer snapshot supersedes the older, nothing is after it",
+    )
+    .await;
     assert_eq!(
         load(&store, &other).await.snapshot,
         Some(snap(1)),
@@ -1262,7 +1276,12 @@ pub async fn feed_pages_cover_every_event_once_in_position_order<S: EventStore>(
             // reports the page's last position even when that event is filtered out.
             let keep =
                 |e: &EventEnvelope| e.stream_type == StreamType::Order || e.sequence % 3 == 1;
-            match store.feed_filtered(&cursor, limit, &keep).await {
+            let read = FeedFilter {
+                after: &cursor,
+                limit,
+                keep: &keep,
+            };
+            match store.feed_filtered(read).await {
                 Ok(filtered) => assert_eq!(
                     filtered,
                     crate::store::FilteredPage::from_page(&cursor, page.clone(), &keep),
@@ -1420,7 +1439,12 @@ pub async fn upcaster_applies_to_load_read_and_feed<S: EventStore>(store: S) {
     // A filtered feed judges and returns the upcast events: "version 2" keeps both
     // ThingHappened events, the first one upcast.
     let at_v2 = |e: &EventEnvelope| e.event_version == 2 && ids.contains(&e.event_id);
-    let filtered = match store.feed_filtered(&start, 100, &at_v2).await {
+    let read = FeedFilter {
+        after: &start,
+        limit: 100,
+        keep: &at_v2,
+    };
+    let filtered = match store.feed_filtered(read).await {
         Ok(page) => page.events,
         Err(e) => panic!("feed_filtered failed: {e:?}"),
     };

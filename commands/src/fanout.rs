@@ -107,6 +107,15 @@ pub struct ShardCheckpoint {
     pub finished: bool,
 }
 
+/// One [`ShardCheckpointStore::save`]: move `shard`'s checkpoint from `previous` to `next`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointSave<'a> {
+    pub shard: &'a str,
+    /// The checkpoint the caller last loaded or saved (`None`: none stored yet).
+    pub previous: Option<&'a ShardCheckpoint>,
+    pub next: &'a ShardCheckpoint,
+}
+
 /// The relay's per-shard checkpoints (a DynamoDB table on AWS).
 ///
 /// Contract: `save` is a compare-and-set. It stores `next` only when the stored checkpoint is
@@ -116,12 +125,7 @@ pub struct ShardCheckpoint {
 #[async_trait]
 pub trait ShardCheckpointStore: Send + Sync + 'static {
     async fn load(&self, shard: &str) -> Result<Option<ShardCheckpoint>, FanoutError>;
-    async fn save(
-        &self,
-        shard: &str,
-        previous: Option<&ShardCheckpoint>,
-        next: &ShardCheckpoint,
-    ) -> Result<(), FanoutError>;
+    async fn save(&self, save: CheckpointSave<'_>) -> Result<(), FanoutError>;
 }
 
 /// Who relays which shard when several relays run: a lease per shard, held by one relay at a
@@ -254,12 +258,24 @@ pub struct QueuedEvent {
     pub event: Result<EventEnvelope, String>,
 }
 
+/// What one [`EventQueue::receive`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receive {
+    /// At most this many messages (1..=10).
+    pub max: usize,
+    /// How long to wait for messages (a long poll).
+    pub wait: Duration,
+    /// How long a returned message stays invisible to other receivers (`None`: the queue's
+    /// default).
+    pub visibility: Option<Duration>,
+}
+
 /// One consumer group's queue of events (SQS behind an EventBridge rule on AWS).
 ///
 /// Contract:
 /// - `receive` waits up to `wait` for messages and returns at most `max` (1..=10). A returned
 ///   message is invisible to other receivers for `visibility` (the queue's default when
-///   `None`) and comes back after that unless deleted. Messages come in any order, and a
+///   `None`) and comes back after that unless deleted ([`Receive`]). Messages come in any order, and a
 ///   message may come more than once.
 /// - `delete` removes delivered messages for good; call it only after their effect committed.
 ///   It returns the receipts it could not delete (they will be delivered again).
@@ -269,12 +285,7 @@ pub struct QueuedEvent {
 ///   queue instead of being delivered again.
 #[async_trait]
 pub trait EventQueue: Send + Sync + 'static {
-    async fn receive(
-        &self,
-        max: usize,
-        wait: Duration,
-        visibility: Option<Duration>,
-    ) -> Result<Vec<QueuedEvent>, FanoutError>;
+    async fn receive(&self, request: Receive) -> Result<Vec<QueuedEvent>, FanoutError>;
     async fn delete(&self, receipts: &[String]) -> Result<Vec<String>, FanoutError>;
     async fn change_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), FanoutError>;
 }

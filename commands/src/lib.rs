@@ -28,7 +28,7 @@ pub use consistency::{Consistency, InvalidConsistency};
 pub use error::*;
 pub use fanout::*;
 pub use feed::{BadCursor, FeedCursor};
-pub use loader::{CachingLoader, Loader, LockingLoader, StoreLoader};
+pub use loader::{CachingLoader, LoadRequest, Loader, LockingLoader, StoreLoader};
 pub use payments::*;
 pub use pii::{
     CachedKeyStore, CustomerKeys, DataKey, Erasure, ErasureReceipt, KeyStore, MemoryKeyStore,

@@ -42,6 +42,26 @@ pub enum Intent {
 /// cannot be used (the loader then reads every event and folds again).
 pub type Fold = fn(&StreamRef, LoadedStream) -> Result<Option<(AnyState, u64)>, CommandError>;
 
+/// What a caller asks a loader for: one stream, the fold of its aggregate type, and how the
+/// caller will use the state.
+#[derive(Clone, Copy)]
+pub struct LoadRequest<'a> {
+    pub stream: &'a StreamRef,
+    pub fold: Fold,
+    pub intent: Intent,
+}
+
+impl<'a> LoadRequest<'a> {
+    /// Asks for `stream` as aggregate `A`, folded with [`fold`].
+    pub fn of<A: EventSourced>(stream: &'a StreamRef, intent: Intent) -> Self {
+        Self {
+            stream,
+            fold: fold::<A>,
+            intent,
+        }
+    }
+}
+
 /// One stream's state at a version.
 pub struct LoadedState {
     pub state: AnyState,
@@ -62,12 +82,7 @@ pub enum Committed {
 
 #[async_trait]
 pub trait Loader: Send + Sync + 'static {
-    async fn load(
-        &self,
-        stream: &StreamRef,
-        fold: Fold,
-        intent: Intent,
-    ) -> Result<LoadedState, CommandError>;
+    async fn load(&self, request: LoadRequest<'_>) -> Result<LoadedState, CommandError>;
 
     /// Called once an append has been answered, for every stream it held.
     fn committed(&self, _streams: &[(StreamRef, Committed)]) {}
@@ -120,13 +135,9 @@ impl StoreLoader {
 
 #[async_trait]
 impl Loader for StoreLoader {
-    #[tracing::instrument(skip_all, fields(%stream), err)]
-    async fn load(
-        &self,
-        stream: &StreamRef,
-        fold: Fold,
-        _intent: Intent,
-    ) -> Result<LoadedState, CommandError> {
+    #[tracing::instrument(skip_all, fields(stream = %request.stream), err)]
+    async fn load(&self, request: LoadRequest<'_>) -> Result<LoadedState, CommandError> {
+        let LoadRequest { stream, fold, .. } = request;
         let loaded = self.store.load(stream).await?;
         let (state, version) = match fold(stream, loaded)? {
             Some(folded) => folded,
@@ -193,14 +204,9 @@ impl CachingLoader {
 
 #[async_trait]
 impl Loader for CachingLoader {
-    async fn load(
-        &self,
-        stream: &StreamRef,
-        fold: Fold,
-        intent: Intent,
-    ) -> Result<LoadedState, CommandError> {
-        if intent != Intent::Latest {
-            let hit = self.entries().get(stream).cloned();
+    async fn load(&self, request: LoadRequest<'_>) -> Result<LoadedState, CommandError> {
+        if request.intent != Intent::Latest {
+            let hit = self.entries().get(request.stream).cloned();
             if let Some((version, state)) = hit {
                 return Ok(LoadedState {
                     state,
@@ -210,8 +216,8 @@ impl Loader for CachingLoader {
                 });
             }
         }
-        let loaded = self.inner.load(stream, fold, intent).await?;
-        self.remember(stream, loaded.version, loaded.state.clone());
+        let loaded = self.inner.load(request).await?;
+        self.remember(request.stream, loaded.version, loaded.state.clone());
         Ok(loaded)
     }
 
@@ -266,17 +272,13 @@ impl LockingLoader {
 
 #[async_trait]
 impl Loader for LockingLoader {
-    async fn load(
-        &self,
-        stream: &StreamRef,
-        fold: Fold,
-        intent: Intent,
-    ) -> Result<LoadedState, CommandError> {
-        if intent != Intent::Decide || !self.locked.contains(&stream.stream_type) {
-            return self.inner.load(stream, fold, intent).await;
+    async fn load(&self, request: LoadRequest<'_>) -> Result<LoadedState, CommandError> {
+        let stream = request.stream;
+        if request.intent != Intent::Decide || !self.locked.contains(&stream.stream_type) {
+            return self.inner.load(request).await;
         }
         let guard = self.lock_of(stream).lock_owned().await;
-        let mut loaded = self.inner.load(stream, fold, intent).await?;
+        let mut loaded = self.inner.load(request).await?;
         loaded.guard = Some(Box::new(guard));
         Ok(loaded)
     }
@@ -302,12 +304,7 @@ mod tests {
 
     #[async_trait]
     impl Loader for Counting {
-        async fn load(
-            &self,
-            _stream: &StreamRef,
-            _fold: Fold,
-            _intent: Intent,
-        ) -> Result<LoadedState, CommandError> {
+        async fn load(&self, _request: LoadRequest<'_>) -> Result<LoadedState, CommandError> {
             let n = self.loads.fetch_add(1, Ordering::SeqCst) + 1;
             Ok(LoadedState {
                 state: Arc::new(n),
@@ -331,10 +328,12 @@ mod tests {
     }
 
     async fn load(loader: &dyn Loader, id: &str, intent: Intent) -> LoadedState {
-        loader
-            .load(&stream(id), no_fold, intent)
-            .await
-            .expect("load")
+        let request = LoadRequest {
+            stream: &stream(id),
+            fold: no_fold,
+            intent,
+        };
+        loader.load(request).await.expect("load")
     }
 
     #[tokio::test]

@@ -134,20 +134,32 @@ pub struct Dispute {
 }
 
 impl ProviderFact {
+    /// The provider's intent id and our ids the fact carries: every fact but `Ignored` carries
+    /// our ids; an intent fact always names its intent, the others when the provider knows it.
+    fn intent_and_refs(&self) -> (Option<&str>, Option<&PaymentRefs>) {
+        match self {
+            ProviderFact::IntentSucceeded {
+                intent_id, refs, ..
+            }
+            | ProviderFact::IntentFailed {
+                intent_id, refs, ..
+            }
+            | ProviderFact::IntentCanceled { intent_id, refs }
+            | ProviderFact::IntentRequiresAction { intent_id, refs }
+            | ProviderFact::IntentProcessing { intent_id, refs } => (Some(intent_id), Some(refs)),
+            ProviderFact::ChargeRefunded {
+                intent_id, refs, ..
+            } => (intent_id.as_deref(), Some(refs)),
+            ProviderFact::DisputeCreated(d) | ProviderFact::DisputeClosed(d) => {
+                (d.intent_id.as_deref(), Some(&d.refs))
+            }
+            ProviderFact::Ignored { .. } => (None, None),
+        }
+    }
+
     /// The provider's intent id the fact is about, when it names one.
     pub fn intent_id(&self) -> Option<&str> {
-        match self {
-            ProviderFact::IntentSucceeded { intent_id, .. }
-            | ProviderFact::IntentFailed { intent_id, .. }
-            | ProviderFact::IntentCanceled { intent_id, .. }
-            | ProviderFact::IntentRequiresAction { intent_id, .. }
-            | ProviderFact::IntentProcessing { intent_id, .. } => Some(intent_id),
-            ProviderFact::ChargeRefunded { intent_id, .. } => intent_id.as_deref(),
-            ProviderFact::DisputeCreated(d) | ProviderFact::DisputeClosed(d) => {
-                d.intent_id.as_deref()
-            }
-            ProviderFact::Ignored { .. } => None,
-        }
+        self.intent_and_refs().0
     }
 
     /// The provider's charge id the fact is about, when it names one.
@@ -164,16 +176,7 @@ impl ProviderFact {
 
     /// Our ids as carried by the provider object.
     pub fn refs(&self) -> Option<&PaymentRefs> {
-        match self {
-            ProviderFact::IntentSucceeded { refs, .. }
-            | ProviderFact::IntentFailed { refs, .. }
-            | ProviderFact::IntentCanceled { refs, .. }
-            | ProviderFact::IntentRequiresAction { refs, .. }
-            | ProviderFact::IntentProcessing { refs, .. }
-            | ProviderFact::ChargeRefunded { refs, .. } => Some(refs),
-            ProviderFact::DisputeCreated(d) | ProviderFact::DisputeClosed(d) => Some(&d.refs),
-            ProviderFact::Ignored { .. } => None,
-        }
+        self.intent_and_refs().1
     }
 }
 
@@ -231,8 +234,30 @@ pub trait PaymentLookup: Send + Sync + 'static {
 /// A map from intent id to owner, for tests and as a cache.
 #[derive(Debug, Default)]
 pub struct InMemoryPaymentLookup {
-    owners: std::sync::RwLock<HashMap<String, IntentOwner>>,
-    charges: std::sync::RwLock<HashMap<String, IntentOwner>>,
+    owners: OwnerMap,
+    charges: OwnerMap,
+}
+
+/// Owners by provider id (intent or charge).
+#[derive(Debug, Default)]
+struct OwnerMap(std::sync::RwLock<HashMap<String, IntentOwner>>);
+
+impl OwnerMap {
+    fn insert(&self, id: String, owner: IntentOwner) {
+        // A plain map: a panic elsewhere cannot leave it in a state that matters.
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, owner);
+    }
+
+    fn get(&self, id: &str) -> Option<IntentOwner> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
 }
 
 impl InMemoryPaymentLookup {
@@ -241,38 +266,22 @@ impl InMemoryPaymentLookup {
     }
 
     pub fn insert(&self, intent_id: impl Into<String>, owner: IntentOwner) {
-        self.owners
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(intent_id.into(), owner);
+        self.owners.insert(intent_id.into(), owner);
     }
 
     pub fn insert_charge(&self, charge_id: impl Into<String>, owner: IntentOwner) {
-        self.charges
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(charge_id.into(), owner);
+        self.charges.insert(charge_id.into(), owner);
     }
 }
 
 #[async_trait]
 impl PaymentLookup for InMemoryPaymentLookup {
     async fn owner_of_intent(&self, intent_id: &str) -> Result<Option<IntentOwner>, CommandError> {
-        Ok(self
-            .owners
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(intent_id)
-            .cloned())
+        Ok(self.owners.get(intent_id))
     }
 
     async fn owner_of_charge(&self, charge_id: &str) -> Result<Option<IntentOwner>, CommandError> {
-        Ok(self
-            .charges
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(charge_id)
-            .cloned())
+        Ok(self.charges.get(charge_id))
     }
 }
 
@@ -362,6 +371,7 @@ struct FactAck {
 
 /// What a support refund answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = RefundReceiptSchema))]
 pub struct RefundReceipt {
     pub order_id: String,
     pub payment_id: String,

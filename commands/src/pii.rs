@@ -28,7 +28,7 @@ use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use domain::{CustomerCommand, CustomerId, ErasedAs, PersonalData, StreamType};
+use domain::{CustomerCommand, CustomerId, ErasedAs, PersonalData, PersonalField, StreamType};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
@@ -373,14 +373,22 @@ fn open_value(key: &DataKey, field: &str, sealed: &Sealed) -> Option<Value> {
     serde_json::from_str(open_text(key, field, sealed)?.get()).ok()
 }
 
-/// A stored JSON object and its owner's customer id, when it is an object that names one.
-fn owned<'v>(
-    shape: &PersonalData,
-    value: &'v mut Value,
-) -> Option<(&'v mut Map<String, Value>, String)> {
+/// A stored JSON object that names its owner, and the personal fields its shape declares.
+struct Owned<'v> {
+    fields: &'static [PersonalField],
+    object: &'v mut Map<String, Value>,
+    subject: String,
+}
+
+/// `value` with its owner's customer id, when it is an object that names one.
+fn owned<'v>(shape: &'static PersonalData, value: &'v mut Value) -> Option<Owned<'v>> {
     let object = value.as_object_mut()?;
     let subject = object.get(shape.subject)?.as_str()?.to_owned();
-    Some((object, subject))
+    Some(Owned {
+        fields: shape.fields,
+        object,
+        subject,
+    })
 }
 
 impl Pii {
@@ -415,7 +423,9 @@ impl Pii {
                 append.snapshot.as_mut(),
                 domain::personal_snapshot(stream_type),
             ) {
-                self.seal_snapshot(shape, &mut snapshot.state).await?;
+                if let Some(state) = owned(shape, &mut snapshot.state) {
+                    self.seal_snapshot(state).await?;
+                }
             }
         }
         Ok(())
@@ -454,22 +464,15 @@ impl Pii {
     /// Seals a snapshot state's personal fields with its owner's key. The state may predate an
     /// erasure (a cached state), so an owner erased before gets the erased form instead, never
     /// a new key.
-    async fn seal_snapshot(
-        &self,
-        shape: &PersonalData,
-        value: &mut Value,
-    ) -> Result<(), StoreError> {
-        let Some((object, subject)) = owned(shape, value) else {
-            return Ok(());
-        };
-        let known = self.keys.lookup(&subject).await?;
+    async fn seal_snapshot(&self, state: Owned<'_>) -> Result<(), StoreError> {
+        let known = self.keys.lookup(&state.subject).await?;
         let key = match (known.key, known.erased) {
             (_, true) => None,
             (Some(key), false) => Some(key),
-            (None, false) => Some(self.keys.key_for(&subject).await?),
+            (None, false) => Some(self.keys.key_for(&state.subject).await?),
         };
-        for field in shape.fields {
-            let Some(current) = object.get_mut(field.name) else {
+        for field in state.fields {
+            let Some(current) = state.object.get_mut(field.name) else {
                 continue;
             };
             if current.is_null() || as_sealed(current).is_some() {
@@ -483,18 +486,11 @@ impl Pii {
         Ok(())
     }
 
-    /// Reveals `value`'s personal fields: opened with the owner's key, or erased.
-    async fn reveal_object(
-        &self,
-        shape: &PersonalData,
-        value: &mut Value,
-    ) -> Result<(), StoreError> {
-        let Some((object, subject)) = owned(shape, value) else {
-            return Ok(());
-        };
-        let mut keys = SubjectKeys::new(&*self.keys, &subject);
-        for field in shape.fields {
-            let Some(current) = object.get(field.name).filter(|v| !v.is_null()) else {
+    /// Reveals an object's personal fields: opened with the owner's key, or erased.
+    async fn reveal_object(&self, owned: Owned<'_>) -> Result<(), StoreError> {
+        let mut keys = SubjectKeys::new(&*self.keys, &owned.subject);
+        for field in owned.fields {
+            let Some(current) = owned.object.get(field.name).filter(|v| !v.is_null()) else {
                 continue;
             };
             let open = |key: &DataKey, sealed: &Sealed| open_value(key, field.name, sealed);
@@ -503,7 +499,7 @@ impl Pii {
                 Revealed::Erased => field.erased_as.value(),
                 Revealed::InClear => continue,
             };
-            object.insert(field.name.to_owned(), revealed);
+            owned.object.insert(field.name.to_owned(), revealed);
         }
         Ok(())
     }
@@ -565,8 +561,9 @@ impl Pii {
         stream: StreamType,
         snapshot: &mut Snapshot,
     ) -> Result<(), StoreError> {
-        if let Some(shape) = domain::personal_snapshot(stream) {
-            self.reveal_object(shape, &mut snapshot.state).await?;
+        let shape = domain::personal_snapshot(stream);
+        if let Some(state) = shape.and_then(|shape| owned(shape, &mut snapshot.state)) {
+            self.reveal_object(state).await?;
         }
         Ok(())
     }
@@ -597,6 +594,7 @@ impl EventMapper for Pii {
 
 /// What an erasure answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = ErasureReceiptSchema))]
 pub struct ErasureReceipt {
     pub customer_id: String,
     /// 1 for the customer's first erasure, 2 for the next, ...

@@ -8,7 +8,7 @@
 //! the closure again on a version conflict.
 
 use crate::error::{CommandError, Rejection};
-use crate::loader::{self, AnyState, Committed, Intent, LoadedState, Loader, StoreLoader};
+use crate::loader::{AnyState, Committed, Intent, LoadRequest, LoadedState, Loader, StoreLoader};
 use crate::ports::Clock;
 use crate::store::{
     AppendOutcome, Commit, CommitResult, EventStore, Idempotency, Metadata, NewEvent, Snapshot,
@@ -179,7 +179,10 @@ impl Attempt {
     ) -> Result<Loaded<A>, CommandError> {
         let intent = if self.fresh { Intent::Latest } else { intent };
         let stream = StreamRef::new(A::STREAM_TYPE, id);
-        let loaded = self.loader.load(&stream, loader::fold::<A>, intent).await?;
+        let loaded = self
+            .loader
+            .load(LoadRequest::of::<A>(&stream, intent))
+            .await?;
         if loaded.remembered {
             self.remembered.store(true, Ordering::Relaxed);
         }
@@ -334,10 +337,8 @@ impl CommandService {
     /// answers).
     pub async fn load<A: EventSourced>(&self, id: &str) -> Result<Loaded<A>, CommandError> {
         let stream = StreamRef::new(A::STREAM_TYPE, id);
-        let LoadedState { state, version, .. } = self
-            .loader
-            .load(&stream, loader::fold::<A>, Intent::Latest)
-            .await?;
+        let request = LoadRequest::of::<A>(&stream, Intent::Latest);
+        let LoadedState { state, version, .. } = self.loader.load(request).await?;
         typed(id, state, version)
     }
 

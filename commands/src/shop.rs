@@ -69,18 +69,23 @@ acked!(
 
 /// A cart as returned to its owner.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = CartSchema))]
 pub struct CartView {
     pub cart_id: String,
     pub customer_id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub status: CartStatus,
     pub lines: Vec<CartLineView>,
     pub total: Option<Money>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub order_id: Option<OrderId>,
     pub version: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = CartLineSchema))]
 pub struct CartLineView {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub product_id: ProductId,
     pub quantity: u32,
     pub unit_price: Money,
@@ -154,6 +159,7 @@ pub struct NewProduct {
 
 /// A small acknowledgement for commands whose answer is just the new version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = AckSchema))]
 pub struct Ack {
     pub id: String,
     pub version: u64,

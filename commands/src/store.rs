@@ -42,6 +42,7 @@ impl std::fmt::Display for StreamRef {
 
 /// Who issued a command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = ActorSchema))]
 pub struct Actor {
     pub subject: String,
     pub role: String,
@@ -49,6 +50,7 @@ pub struct Actor {
 
 /// Envelope metadata, carried unchanged from the command to every event it causes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = EventMetadataSchema))]
 pub struct Metadata {
     pub correlation_id: String,
     pub causation_id: Option<String>,
@@ -63,11 +65,13 @@ pub struct Metadata {
 
 /// One stored event: the envelope of DESIGN.md plus its global feed position when known.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = EventEnvelopeSchema))]
 pub struct EventEnvelope {
     /// Position in the durable global feed. Always set by `feed`; set by the embedded store on
     /// every read; `None` where the backend assigns positions asynchronously (DynamoDB loads).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub global_position: Option<u64>,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "0190a5c2-7d1e-7c3a-9f00-4b1d2e3f4a5b"))]
     pub event_id: Uuid,
     pub stream_type: StreamType,
     pub stream_id: String,
@@ -76,6 +80,7 @@ pub struct EventEnvelope {
     pub event_type: String,
     pub event_version: u32,
     pub occurred_at: DateTime<Utc>,
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, serde_json::Value>))]
     pub payload: Payload,
     pub metadata: Metadata,
 }
@@ -225,6 +230,17 @@ impl StoreError {
 /// A predicate over feed events (see [`EventStore::feed_filtered`]).
 pub type EventFilter<'a> = dyn Fn(&EventEnvelope) -> bool + Send + Sync + 'a;
 
+/// A filtered read of one feed page ([`EventStore::feed_filtered`]).
+#[derive(Clone, Copy)]
+pub struct FeedFilter<'a> {
+    /// The page starts after this cursor.
+    pub after: &'a FeedCursor,
+    /// The page holds at most this many events, kept or not.
+    pub limit: usize,
+    /// The events of the page to return.
+    pub keep: &'a EventFilter<'a>,
+}
+
 /// One feed page, filtered.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FilteredPage {
@@ -245,6 +261,29 @@ impl FilteredPage {
             events: page.into_iter().filter(|e| keep(e)).collect(),
         }
     }
+
+    /// Reads the page `feed(read.after, read.limit)` and filters it: what
+    /// [`EventStore::feed_filtered`] returns unless an adapter knows a faster way.
+    pub async fn of_feed<S: EventStore + ?Sized>(
+        store: &S,
+        read: FeedFilter<'_>,
+    ) -> Result<Self, StoreError> {
+        let page = store.feed(read.after, read.limit).await?;
+        Ok(Self::from_page(read.after, page, read.keep))
+    }
+}
+
+/// A page of the feed within a time range, read by [`EventStore::feed_in_time`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FeedTimeRange<'a> {
+    /// The page starts after this cursor.
+    pub after: &'a FeedCursor,
+    /// The earliest `occurred_at` kept.
+    pub from: DateTime<Utc>,
+    /// The latest `occurred_at` kept.
+    pub to: DateTime<Utc>,
+    /// At most this many events.
+    pub limit: usize,
 }
 
 /// The event-store port.
@@ -276,31 +315,21 @@ pub trait EventStore: Send + Sync + 'static {
         after: &FeedCursor,
         limit: usize,
     ) -> Result<Vec<EventEnvelope>, StoreError>;
-    /// Reads the same page as `feed(after, limit)` but returns only the events `keep` accepts,
-    /// with the cursor past the whole page, so a consumer interested in a few event types can
-    /// move past the rest without copying them. Adapters with an in-memory tail override it.
-    async fn feed_filtered(
-        &self,
-        after: &FeedCursor,
-        limit: usize,
-        keep: &EventFilter<'_>,
-    ) -> Result<FilteredPage, StoreError> {
-        Ok(FilteredPage::from_page(
-            after,
-            self.feed(after, limit).await?,
-            keep,
-        ))
+    /// Reads the same page as `feed(read.after, read.limit)` but returns only the events
+    /// `read.keep` accepts, with the cursor past the whole page, so a consumer interested in a
+    /// few event types can move past the rest without copying them. Adapters with an in-memory
+    /// tail override it.
+    async fn feed_filtered(&self, read: FeedFilter<'_>) -> Result<FilteredPage, StoreError> {
+        FilteredPage::of_feed(self, read).await
     }
-    /// Analysts' time ranges: the events `feed` would return after `after` whose `occurred_at`
-    /// is within `[from, to]`, in feed order, at most `limit`, read through a time index;
-    /// `None` when the backend has no index for this range (the caller then filters the feed).
-    /// An empty page means there is nothing more up to the current head.
+    /// Analysts' time ranges: the events `feed` would return after `range.after` whose
+    /// `occurred_at` is within `[range.from, range.to]`, in feed order, at most `range.limit`,
+    /// read through a time index; `None` when the backend has no index for this range (the
+    /// caller then filters the feed). An empty page means there is nothing more up to the
+    /// current head.
     async fn feed_in_time(
         &self,
-        _after: &FeedCursor,
-        _from: DateTime<Utc>,
-        _to: DateTime<Utc>,
-        _limit: usize,
+        _range: FeedTimeRange<'_>,
     ) -> Result<Option<Vec<EventEnvelope>>, StoreError> {
         Ok(None)
     }
@@ -351,94 +380,57 @@ macro_rules! forward_event_store {
         $crate::forward_event_store!(@next ([$($generics)*] $ty, $s, $inner)
             [$($method)*] { $($own)* } {});
     };
-    // One arm per trait method: add its forwarding body to `$done`, then go on with the rest.
-    (@next ($g:tt $ty:ty, $s:ident, $inner:expr) [append $($rest:ident)*] $own:tt { $($done:tt)* }) => {
-        $crate::forward_event_store!(@next ($g $ty, $s, $inner) [$($rest)*] $own { $($done)*
-            async fn append(&self, commit: $crate::Commit) -> Result<$crate::AppendOutcome, $crate::StoreError> {
-                let $s = self;
-                ($inner).append(commit).await
-            }
-        });
+    // One arm per async trait method, naming its signature: `@async` adds the forwarding body.
+    (@next $ctx:tt [append $($rest:ident)*] $own:tt $done:tt) => {
+        $crate::forward_event_store!(@async $ctx [$($rest)*] $own $done
+            append(commit: $crate::Commit) -> $crate::AppendOutcome);
     };
-    (@next ($g:tt $ty:ty, $s:ident, $inner:expr) [load $($rest:ident)*] $own:tt { $($done:tt)* }) => {
-        $crate::forward_event_store!(@next ($g $ty, $s, $inner) [$($rest)*] $own { $($done)*
-            async fn load(&self, stream: &$crate::StreamRef) -> Result<$crate::LoadedStream, $crate::StoreError> {
-                let $s = self;
-                ($inner).load(stream).await
-            }
-        });
+    (@next $ctx:tt [load $($rest:ident)*] $own:tt $done:tt) => {
+        $crate::forward_event_store!(@async $ctx [$($rest)*] $own $done
+            load(stream: &$crate::StreamRef) -> $crate::LoadedStream);
     };
-    (@next ($g:tt $ty:ty, $s:ident, $inner:expr) [read $($rest:ident)*] $own:tt { $($done:tt)* }) => {
-        $crate::forward_event_store!(@next ($g $ty, $s, $inner) [$($rest)*] $own { $($done)*
-            async fn read(
-                &self,
-                stream: &$crate::StreamRef,
-                versions: ::std::ops::RangeInclusive<u64>,
-            ) -> Result<Vec<$crate::EventEnvelope>, $crate::StoreError> {
-                let $s = self;
-                ($inner).read(stream, versions).await
-            }
-        });
+    (@next $ctx:tt [read $($rest:ident)*] $own:tt $done:tt) => {
+        $crate::forward_event_store!(@async $ctx [$($rest)*] $own $done
+            read(stream: &$crate::StreamRef, versions: ::std::ops::RangeInclusive<u64>)
+                -> Vec<$crate::EventEnvelope>);
     };
-    (@next ($g:tt $ty:ty, $s:ident, $inner:expr) [feed $($rest:ident)*] $own:tt { $($done:tt)* }) => {
-        $crate::forward_event_store!(@next ($g $ty, $s, $inner) [$($rest)*] $own { $($done)*
-            async fn feed(&self, after: &$crate::FeedCursor, limit: usize) -> Result<Vec<$crate::EventEnvelope>, $crate::StoreError> {
-                let $s = self;
-                ($inner).feed(after, limit).await
-            }
-        });
+    (@next $ctx:tt [feed $($rest:ident)*] $own:tt $done:tt) => {
+        $crate::forward_event_store!(@async $ctx [$($rest)*] $own $done
+            feed(after: &$crate::FeedCursor, limit: usize) -> Vec<$crate::EventEnvelope>);
     };
-    (@next ($g:tt $ty:ty, $s:ident, $inner:expr) [feed_filtered $($rest:ident)*] $own:tt { $($done:tt)* }) => {
-        $crate::forward_event_store!(@next ($g $ty, $s, $inner) [$($rest)*] $own { $($done)*
-            async fn feed_filtered(
-                &self,
-                after: &$crate::FeedCursor,
-                limit: usize,
-                keep: &$crate::EventFilter<'_>,
-            ) -> Result<$crate::FilteredPage, $crate::StoreError> {
-                let $s = self;
-                ($inner).feed_filtered(after, limit, keep).await
-            }
-        });
+    (@next $ctx:tt [feed_filtered $($rest:ident)*] $own:tt $done:tt) => {
+        $crate::forward_event_store!(@async $ctx [$($rest)*] $own $done
+            feed_filtered(read: $crate::FeedFilter<'_>) -> $crate::FilteredPage);
     };
-    (@next ($g:tt $ty:ty, $s:ident, $inner:expr) [feed_in_time $($rest:ident)*] $own:tt { $($done:tt)* }) => {
-        $crate::forward_event_store!(@next ($g $ty, $s, $inner) [$($rest)*] $own { $($done)*
-            async fn feed_in_time(
-                &self,
-                after: &$crate::FeedCursor,
-                from: $crate::__macro_support::DateTime<$crate::__macro_support::Utc>,
-                to: $crate::__macro_support::DateTime<$crate::__macro_support::Utc>,
-                limit: usize,
-            ) -> Result<Option<Vec<$crate::EventEnvelope>>, $crate::StoreError> {
-                let $s = self;
-                ($inner).feed_in_time(after, from, to, limit).await
-            }
-        });
+    (@next $ctx:tt [feed_in_time $($rest:ident)*] $own:tt $done:tt) => {
+        $crate::forward_event_store!(@async $ctx [$($rest)*] $own $done
+            feed_in_time(range: $crate::FeedTimeRange<'_>) -> Option<Vec<$crate::EventEnvelope>>);
     };
-    (@next ($g:tt $ty:ty, $s:ident, $inner:expr) [head $($rest:ident)*] $own:tt { $($done:tt)* }) => {
-        $crate::forward_event_store!(@next ($g $ty, $s, $inner) [$($rest)*] $own { $($done)*
-            async fn head(&self) -> Result<$crate::FeedCursor, $crate::StoreError> {
-                let $s = self;
-                ($inner).head().await
-            }
-        });
+    (@next $ctx:tt [head $($rest:ident)*] $own:tt $done:tt) => {
+        $crate::forward_event_store!(@async $ctx [$($rest)*] $own $done
+            head() -> $crate::FeedCursor);
     };
-    (@next ($g:tt $ty:ty, $s:ident, $inner:expr) [idempotency $($rest:ident)*] $own:tt { $($done:tt)* }) => {
-        $crate::forward_event_store!(@next ($g $ty, $s, $inner) [$($rest)*] $own { $($done)*
-            async fn idempotency(
-                &self,
-                command_id: &str,
-            ) -> Result<Option<($crate::CommitResult, $crate::Idempotency)>, $crate::StoreError> {
-                let $s = self;
-                ($inner).idempotency(command_id).await
-            }
-        });
+    (@next $ctx:tt [idempotency $($rest:ident)*] $own:tt $done:tt) => {
+        $crate::forward_event_store!(@async $ctx [$($rest)*] $own $done
+            idempotency(command_id: &str) -> Option<($crate::CommitResult, $crate::Idempotency)>);
     };
+    // The one method that is not async.
     (@next ($g:tt $ty:ty, $s:ident, $inner:expr) [commit_notifier $($rest:ident)*] $own:tt { $($done:tt)* }) => {
         $crate::forward_event_store!(@next ($g $ty, $s, $inner) [$($rest)*] $own { $($done)*
             fn commit_notifier(&self) -> Option<::std::sync::Arc<$crate::__macro_support::Notify>> {
                 let $s = self;
                 ($inner).commit_notifier()
+            }
+        });
+    };
+    // Adds to `$done` an async method that hands its arguments to the inner store and returns
+    // `Result<$out, StoreError>`, then goes on with the rest.
+    (@async ($g:tt $ty:ty, $s:ident, $inner:expr) $rest:tt $own:tt { $($done:tt)* }
+        $method:ident($($arg:ident: $arg_ty:ty),*) -> $out:ty) => {
+        $crate::forward_event_store!(@next ($g $ty, $s, $inner) $rest $own { $($done)*
+            async fn $method(&self, $($arg: $arg_ty),*) -> Result<$out, $crate::StoreError> {
+                let $s = self;
+                ($inner).$method($($arg),*).await
             }
         });
     };
@@ -529,25 +521,17 @@ forward_event_store! {
         async fn feed(&self, after: &FeedCursor, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
             self.mapper.map(self.inner.feed(after, limit).await?).await
         }
-        async fn feed_filtered(
-            &self,
-            after: &FeedCursor,
-            limit: usize,
-            keep: &EventFilter<'_>,
-        ) -> Result<FilteredPage, StoreError> {
-            let judged = |e: &EventEnvelope| self.mapper.judge(e, keep);
-            let mut page = self.inner.feed_filtered(after, limit, &judged).await?;
+        async fn feed_filtered(&self, read: FeedFilter<'_>) -> Result<FilteredPage, StoreError> {
+            let judged = |e: &EventEnvelope| self.mapper.judge(e, read.keep);
+            let mut page = self.inner.feed_filtered(FeedFilter { keep: &judged, ..read }).await?;
             page.events = self.mapper.map(std::mem::take(&mut page.events)).await?;
             Ok(page)
         }
         async fn feed_in_time(
             &self,
-            after: &FeedCursor,
-            from: DateTime<Utc>,
-            to: DateTime<Utc>,
-            limit: usize,
+            range: FeedTimeRange<'_>,
         ) -> Result<Option<Vec<EventEnvelope>>, StoreError> {
-            match self.inner.feed_in_time(after, from, to, limit).await? {
+            match self.inner.feed_in_time(range).await? {
                 Some(events) => Ok(Some(self.mapper.map(events).await?)),
                 None => Ok(None),
             }

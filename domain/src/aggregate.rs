@@ -11,6 +11,11 @@ named_enum! {
     #[derive(
         Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
     )]
+    #[cfg_attr(
+        feature = "openapi",
+        derive(utoipa::ToSchema),
+        schema(as = StreamTypeName, rename_all = "snake_case")
+    )]
     pub enum StreamType {
         Cart = "cart",
         Order = "order",

@@ -111,8 +111,18 @@ pub enum MoneyError {
 /// cannot fail; `amount()` is always at exactly the currency's scale (`12.50`, never `12.5`).
 /// Serialized as `{"amount":"12.50","currency":"EUR"}`, the amount being a string.
 #[derive(Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(as = MoneySchema, description = "How money looks on the wire.")
+)]
 pub struct Money {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(rename = "amount", value_type = String, example = "12.50")
+    )]
     minor: i64,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "EUR"))]
     currency: Currency,
 }
 

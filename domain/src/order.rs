@@ -28,6 +28,11 @@ named_enum! {
     /// Lifecycle of an order. `OrderPlaced` moves a new order straight to `AwaitingPayment`;
     /// `Placed` exists for read models and is never the state of a stream.
     #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[cfg_attr(
+        feature = "openapi",
+        derive(utoipa::ToSchema),
+        schema(as = OrderStatusName, rename_all = "snake_case")
+    )]
     pub enum OrderStatus {
         /// Not placed yet.
         #[default]
@@ -404,6 +409,9 @@ impl Order {
     /// Folds one event into the state. Never fails: events are facts. `Aggregate::apply`
     /// calls it.
     pub fn evolve(&mut self, event: &OrderEvent) {
+        if let Some(status) = event.status_after() {
+            self.status = status;
+        }
         match event {
             OrderEvent::OrderPlaced {
                 order_id,
@@ -425,33 +433,40 @@ impl Order {
                 self.total = Some(total.clone());
                 self.payment_id = Some(payment_id.clone());
                 self.placed_at = Some(*placed_at);
-                self.status = OrderStatus::AwaitingPayment;
             }
-            OrderEvent::OrderPaid { amount, .. } => {
-                self.paid = Some(amount.clone());
-                self.status = OrderStatus::Paid;
-            }
-            OrderEvent::OrderPaymentFailed { .. } => self.status = OrderStatus::PaymentFailed,
-            OrderEvent::OrderCancelled { .. } => self.status = OrderStatus::Cancelled,
-            OrderEvent::OrderExpired { .. } => self.status = OrderStatus::Expired,
-            OrderEvent::OrderShipped { tracking, .. } => {
-                self.tracking = tracking.clone();
-                self.status = OrderStatus::Shipped;
-            }
-            OrderEvent::OrderDelivered { .. } => self.status = OrderStatus::Delivered,
+            OrderEvent::OrderPaid { amount, .. } => self.paid = Some(amount.clone()),
+            OrderEvent::OrderShipped { tracking, .. } => self.tracking = tracking.clone(),
             OrderEvent::OrderRefunded {
                 refund_id,
                 refunded_total,
-                full,
                 ..
             } => {
                 self.refunded = Some(refunded_total.clone());
                 self.refund_ids.insert(refund_id.clone());
-                if *full {
-                    self.status = OrderStatus::Refunded;
-                }
             }
+            OrderEvent::OrderPaymentFailed { .. }
+            | OrderEvent::OrderCancelled { .. }
+            | OrderEvent::OrderExpired { .. }
+            | OrderEvent::OrderDelivered { .. } => {}
         }
+    }
+}
+
+impl OrderEvent {
+    /// The status the order is in after this event; `None` when the event leaves it as it was
+    /// (a partial refund). Folding and the read models both take the status from here.
+    pub fn status_after(&self) -> Option<OrderStatus> {
+        Some(match self {
+            OrderEvent::OrderPlaced { .. } => OrderStatus::AwaitingPayment,
+            OrderEvent::OrderPaid { .. } => OrderStatus::Paid,
+            OrderEvent::OrderPaymentFailed { .. } => OrderStatus::PaymentFailed,
+            OrderEvent::OrderCancelled { .. } => OrderStatus::Cancelled,
+            OrderEvent::OrderExpired { .. } => OrderStatus::Expired,
+            OrderEvent::OrderShipped { .. } => OrderStatus::Shipped,
+            OrderEvent::OrderDelivered { .. } => OrderStatus::Delivered,
+            OrderEvent::OrderRefunded { full: true, .. } => OrderStatus::Refunded,
+            OrderEvent::OrderRefunded { full: false, .. } => return None,
+        })
     }
 }
 

@@ -248,6 +248,56 @@ domain_events! {
 }
 
 impl PaymentEvent {
+    /// The status the payment is in after this event; `None` when the event leaves it as it was
+    /// (a dispute is recorded beside the status). Folding and the read models both take the
+    /// status from here.
+    pub fn status_after(&self) -> Option<PaymentStatus> {
+        Some(match self {
+            PaymentEvent::PaymentRequested { .. } => PaymentStatus::Requested,
+            PaymentEvent::PaymentIntentCreated { .. } => PaymentStatus::IntentCreated,
+            PaymentEvent::PaymentRequiresAction { .. } => PaymentStatus::RequiresAction,
+            PaymentEvent::PaymentProcessing { .. } => PaymentStatus::Processing,
+            PaymentEvent::PaymentSucceeded { .. } => PaymentStatus::Succeeded,
+            PaymentEvent::PaymentFailed { .. } => PaymentStatus::Failed,
+            PaymentEvent::PaymentCanceled { .. } => PaymentStatus::Canceled,
+            PaymentEvent::PaymentRefunded { full: true, .. } => PaymentStatus::Refunded,
+            PaymentEvent::PaymentRefunded { full: false, .. } => PaymentStatus::PartiallyRefunded,
+            PaymentEvent::PaymentDisputed { .. } => return None,
+        })
+    }
+
+    /// The order a payment event names in its payload (`None` for the events that only carry the
+    /// payment id: the stream's `PaymentRequested` names it).
+    pub fn order_id(&self) -> Option<&OrderId> {
+        match self {
+            PaymentEvent::PaymentRequested { order_id, .. }
+            | PaymentEvent::PaymentSucceeded { order_id, .. }
+            | PaymentEvent::PaymentFailed { order_id, .. }
+            | PaymentEvent::PaymentCanceled { order_id, .. }
+            | PaymentEvent::PaymentRefunded { order_id, .. }
+            | PaymentEvent::PaymentDisputed { order_id, .. } => Some(order_id),
+            PaymentEvent::PaymentIntentCreated { .. }
+            | PaymentEvent::PaymentRequiresAction { .. }
+            | PaymentEvent::PaymentProcessing { .. } => None,
+        }
+    }
+
+    /// The provider's intent an event reports, if any. Folding and the read models both take
+    /// the intent id from here.
+    pub fn intent_id(&self) -> Option<&str> {
+        match self {
+            PaymentEvent::PaymentIntentCreated { intent_id, .. }
+            | PaymentEvent::PaymentRequiresAction { intent_id, .. }
+            | PaymentEvent::PaymentProcessing { intent_id, .. }
+            | PaymentEvent::PaymentSucceeded { intent_id, .. }
+            | PaymentEvent::PaymentFailed { intent_id, .. }
+            | PaymentEvent::PaymentCanceled { intent_id, .. } => Some(intent_id),
+            PaymentEvent::PaymentRequested { .. }
+            | PaymentEvent::PaymentRefunded { .. }
+            | PaymentEvent::PaymentDisputed { .. } => None,
+        }
+    }
+
     /// The key under which a provider fact is remembered in [`Payment::seen_facts`];
     /// `None` for `PaymentRequested`, which is our own request rather than a provider fact.
     pub fn fact_key(&self) -> Option<String> {
@@ -416,6 +466,12 @@ impl Payment {
         if let Some(key) = event.fact_key() {
             self.seen_facts.insert(key);
         }
+        if let Some(status) = event.status_after() {
+            self.status = status;
+        }
+        if let Some(intent_id) = event.intent_id() {
+            self.intent_id = Some(intent_id.to_owned());
+        }
         match event {
             PaymentEvent::PaymentRequested {
                 payment_id,
@@ -425,57 +481,25 @@ impl Payment {
                 self.id = Some(payment_id.clone());
                 self.order_id = Some(order_id.clone());
                 self.amount = Some(amount.clone());
-                self.status = PaymentStatus::Requested;
-            }
-            PaymentEvent::PaymentIntentCreated { intent_id, .. } => {
-                self.intent_id = Some(intent_id.clone());
-                self.status = PaymentStatus::IntentCreated;
-            }
-            PaymentEvent::PaymentRequiresAction { intent_id, .. } => {
-                self.intent_id = Some(intent_id.clone());
-                self.status = PaymentStatus::RequiresAction;
-            }
-            PaymentEvent::PaymentProcessing { intent_id, .. } => {
-                self.intent_id = Some(intent_id.clone());
-                self.status = PaymentStatus::Processing;
             }
             PaymentEvent::PaymentSucceeded {
-                intent_id,
-                charge_id,
-                amount,
-                ..
+                charge_id, amount, ..
             } => {
-                self.intent_id = Some(intent_id.clone());
                 if charge_id.is_some() {
                     self.charge_id = charge_id.clone();
                 }
                 self.captured = Some(amount.clone());
-                self.status = PaymentStatus::Succeeded;
             }
-            PaymentEvent::PaymentFailed {
-                intent_id, reason, ..
-            } => {
-                self.intent_id = Some(intent_id.clone());
+            PaymentEvent::PaymentFailed { reason, .. } => {
                 self.failure_reason = Some(reason.clone());
-                self.status = PaymentStatus::Failed;
-            }
-            PaymentEvent::PaymentCanceled { intent_id, .. } => {
-                self.intent_id = Some(intent_id.clone());
-                self.status = PaymentStatus::Canceled;
             }
             PaymentEvent::PaymentRefunded {
                 refund_id,
                 refunded_total,
-                full,
                 ..
             } => {
                 self.refunded = Some(refunded_total.clone());
                 self.refund_ids.insert(refund_id.clone());
-                self.status = if *full {
-                    PaymentStatus::Refunded
-                } else {
-                    PaymentStatus::PartiallyRefunded
-                };
             }
             PaymentEvent::PaymentDisputed { withdrawn, .. } => {
                 self.dispute = event.dispute();
@@ -487,6 +511,11 @@ impl Payment {
                     });
                 }
             }
+            // Their status and intent are all they change.
+            PaymentEvent::PaymentIntentCreated { .. }
+            | PaymentEvent::PaymentRequiresAction { .. }
+            | PaymentEvent::PaymentProcessing { .. }
+            | PaymentEvent::PaymentCanceled { .. } => {}
         }
     }
 }

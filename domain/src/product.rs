@@ -434,6 +434,9 @@ impl Product {
     /// Folds one event into the state. Never fails: events are facts. `Aggregate::apply`
     /// calls it.
     pub fn evolve(&mut self, event: &ProductEvent) {
+        if let Some(status) = event.status_after() {
+            self.status = status;
+        }
         match event {
             ProductEvent::ProductCreated {
                 product_id,
@@ -447,7 +450,6 @@ impl Product {
                 self.category = category.clone();
                 self.price = Some(price.clone());
                 self.on_hand = *on_hand;
-                self.status = ProductStatus::Active;
             }
             ProductEvent::ProductRepriced { price, .. } => self.price = Some(price.clone()),
             ProductEvent::ProductRestocked { on_hand, .. } => self.on_hand = *on_hand,
@@ -465,8 +467,6 @@ impl Product {
                 self.reservations.remove(order_id);
                 self.on_hand = *on_hand;
             }
-            ProductEvent::ProductRetired { .. } => self.status = ProductStatus::Retired,
-            ProductEvent::ProductUnretired { .. } => self.status = ProductStatus::Active,
             ProductEvent::ProductDescribed {
                 name,
                 description,
@@ -478,6 +478,27 @@ impl Product {
                 self.category = category.clone();
             }
             ProductEvent::StockAdjusted { on_hand, .. } => self.on_hand = *on_hand,
+            ProductEvent::ProductRetired { .. } | ProductEvent::ProductUnretired { .. } => {}
+        }
+    }
+}
+
+impl ProductEvent {
+    /// The status the product is in after this event; `None` when the event leaves it as it was.
+    /// Folding and the catalog both take the status from here.
+    pub fn status_after(&self) -> Option<ProductStatus> {
+        match self {
+            ProductEvent::ProductCreated { .. } | ProductEvent::ProductUnretired { .. } => {
+                Some(ProductStatus::Active)
+            }
+            ProductEvent::ProductRetired { .. } => Some(ProductStatus::Retired),
+            ProductEvent::ProductRepriced { .. }
+            | ProductEvent::ProductRestocked { .. }
+            | ProductEvent::StockReserved { .. }
+            | ProductEvent::StockReleased { .. }
+            | ProductEvent::StockCommitted { .. }
+            | ProductEvent::ProductDescribed { .. }
+            | ProductEvent::StockAdjusted { .. } => None,
         }
     }
 }

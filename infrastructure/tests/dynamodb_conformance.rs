@@ -8,11 +8,11 @@ mod moto;
 
 use chrono::{TimeZone, Utc};
 use commands::conformance::new_event;
-use commands::FeedCursor;
 use commands::{
     AppendOutcome, Commit, EventStore, Idempotency, Snapshot, StoreError, StreamAppend, StreamRef,
     MAX_COMMIT_ACTIONS,
 };
+use commands::{FeedCursor, FeedTimeRange};
 use domain::StreamType;
 use infrastructure::aws::{DynamoEventStore, DynamoStoreOptions, ResourceNames, RetryPolicy};
 use serde_json::json;
@@ -377,7 +377,12 @@ async fn a_time_range_reads_the_feed_through_its_time_index_in_feed_order() {
         let mut after = FeedCursor::start();
         loop {
             let page = store
-                .feed_in_time(&after, from, to, 7)
+                .feed_in_time(FeedTimeRange {
+                    after: &after,
+                    from,
+                    to,
+                    limit: 7,
+                })
                 .await
                 .expect("read")
                 .expect("an indexed range");
@@ -392,12 +397,12 @@ async fn a_time_range_reads_the_feed_through_its_time_index_in_feed_order() {
     }
     assert_eq!(
         store
-            .feed_in_time(
-                &FeedCursor::start(),
-                at(0, 0),
-                at(0, 0) + chrono::Duration::days(40),
-                10
-            )
+            .feed_in_time(FeedTimeRange {
+                after: &FeedCursor::start(),
+                from: at(0, 0),
+                to: at(0, 0) + chrono::Duration::days(40),
+                limit: 10,
+            })
             .await
             .expect("read"),
         None,

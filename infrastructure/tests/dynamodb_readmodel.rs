@@ -11,6 +11,7 @@ use history::{rebuild_every_projection, simulated_history};
 
 use commands::FeedCursor;
 use infrastructure::aws::{DynamoReadModelStore, RetryPolicy};
+use projections::store::EventBatch;
 use projections::testsuite::conformance::{self, add, put, TestProjection, DOCS};
 use projections::testsuite::properties::{assert_same_dump, incremental_equals_rebuild};
 use projections::Query;
@@ -104,7 +105,7 @@ async fn a_hot_index_spreads_its_writes_over_shards_and_still_reads_entries_writ
         })
         .collect();
     plain
-        .apply_batch(projection.clone(), before, None)
+        .apply_batch(EventBatch::new(projection.clone(), before))
         .await
         .expect("apply before");
     let hot = DynamoReadModelStore::new(client.clone(), &names, retry())
@@ -123,7 +124,7 @@ async fn a_hot_index_spreads_its_writes_over_shards_and_still_reads_entries_writ
             )
         }))
         .collect();
-    hot.apply_batch(projection, after, None)
+    hot.apply_batch(EventBatch::new(projection, after))
         .await
         .expect("apply after");
     let listed = group(&hot, "g").await;
@@ -234,11 +235,10 @@ async fn concurrent_batches_on_one_document_lose_no_update() {
     let store = Arc::new(fresh_store().await);
     let projection: Arc<dyn projections::Projection> = Arc::new(TestProjection::new());
     store
-        .apply_batch(
+        .apply_batch(EventBatch::new(
             projection.clone(),
             vec![put("seed", 1, "a", "g", "1", 0)],
-            None,
-        )
+        ))
         .await
         .expect("seed");
     // Eight streams add to the same document at once: the conditional writes make losers re-run.
@@ -248,11 +248,10 @@ async fn concurrent_batches_on_one_document_lose_no_update() {
         let projection = projection.clone();
         tasks.push(tokio::spawn(async move {
             store
-                .apply_batch(
+                .apply_batch(EventBatch::new(
                     projection,
                     vec![add(&format!("s{t}"), 1, "a", 1 << t)],
-                    None,
-                )
+                ))
                 .await
         }));
     }
@@ -284,9 +283,8 @@ async fn a_batch_too_big_for_one_transaction_is_committed_in_order_with_its_chec
     let before = store.counts();
     let outcome = store
         .apply_batch(
-            projection.clone(),
-            events.clone(),
-            Some(FeedCursor::at(120)),
+            EventBatch::new(projection.clone(), events.clone())
+                .with_checkpoint(FeedCursor::at(120)),
         )
         .await
         .expect("apply");
@@ -318,7 +316,7 @@ async fn a_batch_too_big_for_one_transaction_is_committed_in_order_with_its_chec
     );
     // A redelivery of the whole batch is all duplicates.
     let again = store
-        .apply_batch(projection, events, Some(FeedCursor::at(120)))
+        .apply_batch(EventBatch::new(projection, events).with_checkpoint(FeedCursor::at(120)))
         .await
         .expect("again");
     assert_eq!(

@@ -12,12 +12,10 @@ use commands::{
     CachedKeyStore, Commit, EventStore, KeyStore, MemoryKeyStore, Metadata, NewEvent, Payload,
     PersonalDataStore, Pii, Snapshot, StreamAppend, StreamRef,
 };
-use domain::{
-    CartId, CustomerId, Event, Money, Order, OrderEvent, OrderId, OrderLine, PaymentId, ProductId,
-    Quantity, ShippingAddress, StreamType,
-};
+use domain::{CartId, CustomerId, Event, Money, Order, OrderEvent, ShippingAddress, StreamType};
 use infrastructure::aws::{DynamoKeyStore, KmsWrapping};
 use infrastructure::sqlite::{SqliteEventStore, SqliteKeyStore, SqliteOptions};
+use projections::testsuite::fixtures::one_unit_order_placed;
 use std::sync::Arc;
 use tempfile::TempDir;
 
@@ -38,31 +36,17 @@ const EMAIL: &str = "ada.lovelace@example.com";
 const LINE1: &str = "12 Analytical Engine Row";
 
 fn placed(order: &str, customer: &str) -> OrderEvent {
+    let address = ShippingAddress {
+        name: "Ada Lovelace".to_owned(),
+        line1: LINE1.to_owned(),
+        line2: Some("Flat 1".to_owned()),
+        city: "London".to_owned(),
+        postal_code: "W1".to_owned(),
+        country: "GB".to_owned(),
+    };
     let price = Money::parse("9.99", "EUR").unwrap();
-    OrderEvent::OrderPlaced {
-        order_id: OrderId::parse(order).unwrap(),
-        cart_id: CartId::parse("cart-1").unwrap(),
-        customer_id: CustomerId::parse(customer).unwrap(),
-        customer_email: EMAIL.to_owned(),
-        shipping_address: ShippingAddress {
-            name: "Ada Lovelace".to_owned(),
-            line1: LINE1.to_owned(),
-            line2: Some("Flat 1".to_owned()),
-            city: "London".to_owned(),
-            postal_code: "W1".to_owned(),
-            country: "GB".to_owned(),
-        },
-        lines: vec![OrderLine {
-            product_id: ProductId::parse("p1").unwrap(),
-            name: "Widget".to_owned(),
-            quantity: Quantity::parse(1).unwrap(),
-            unit_price: price.clone(),
-            line_total: price.clone(),
-        }],
-        total: price,
-        payment_id: PaymentId::parse("pay-1").unwrap(),
-        placed_at: "2026-12-06T10:00:00Z".parse().unwrap(),
-    }
+    let at = "2026-12-06T10:00:00Z".parse().unwrap();
+    one_unit_order_placed(order, customer, EMAIL, address, price, at)
 }
 
 fn commit(order: &str, payload: Payload, snapshot: Option<Snapshot>) -> Commit {
@@ -156,7 +140,11 @@ async fn sealed_fields_open_until_erasure_and_then_read_erased_everywhere() {
     keys.erase("ada").await.unwrap();
     let feed = store.feed(&FeedCursor::start(), 10).await.unwrap();
     let filtered = store
-        .feed_filtered(&FeedCursor::start(), 10, &|_| true)
+        .feed_filtered(commands::FeedFilter {
+            after: &FeedCursor::start(),
+            limit: 10,
+            keep: &|_| true,
+        })
         .await
         .unwrap();
     let read = store.read(&order, 1..=1).await.unwrap();

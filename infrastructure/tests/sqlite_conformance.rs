@@ -2,7 +2,7 @@
 //! a fresh file), plus behaviour only the embedded store has: reopening, NORMAL sync, and group
 //! commit answering each caller on its own.
 
-use commands::conformance::{new_event, WithGuard};
+use commands::conformance::{new_event, race, WithGuard};
 use commands::FeedCursor;
 use commands::{AppendOutcome, Commit, EventStore, StoreError, StreamAppend, StreamRef};
 use domain::StreamType;
@@ -168,13 +168,9 @@ async fn group_commit_gives_each_caller_its_own_outcome() {
     // stale expected versions must conflict alone, and one valid append to the shared stream
     // must win without being undone by its failing neighbours.
     const N: usize = 64;
-    let barrier = Arc::new(tokio::sync::Barrier::new(N));
-    let mut handles = Vec::new();
-    for i in 0..N {
-        let store = store.clone();
-        let barrier = barrier.clone();
-        let shared = shared.clone();
-        handles.push(tokio::spawn(async move {
+    let outcomes = race(N, |i, barrier| {
+        let (store, shared) = (store.clone(), shared.clone());
+        async move {
             let commit = match i % 4 {
                 // Stale: the shared stream is at 1.
                 0 => append_one(&shared, 0, 1),
@@ -184,11 +180,11 @@ async fn group_commit_gives_each_caller_its_own_outcome() {
             };
             barrier.wait().await;
             (i, store.append(commit).await)
-        }));
-    }
+        }
+    })
+    .await;
     let mut shared_wins = 0;
-    for h in handles {
-        let (i, outcome) = h.await.expect("task panicked");
+    for (i, outcome) in outcomes {
         match (i % 4, outcome) {
             (0, Err(StoreError::Conflict { actual, .. })) => {
                 assert!(actual >= Some(1), "a stale append sees the real version")
@@ -415,11 +411,9 @@ async fn a_commit_failing_mid_write_is_undone_alone() {
     // Every fourth commit writes a new stream, then fails on its second stream, whose event
     // reuses a stored event id: its first writes must be undone, and only they.
     const N: usize = 48;
-    let barrier = Arc::new(tokio::sync::Barrier::new(N));
-    let mut handles = Vec::new();
-    for i in 0..N {
-        let (store, barrier, reused) = (store.clone(), barrier.clone(), reused.clone());
-        handles.push(tokio::spawn(async move {
+    let outcomes = race(N, |i, barrier| {
+        let (store, reused) = (store.clone(), reused.clone());
+        async move {
             let mut commit = append_one(&StreamRef::new(StreamType::Cart, format!("c-{i}")), 0, 2);
             if i % 4 == 0 {
                 commit.streams.push(StreamAppend {
@@ -431,10 +425,10 @@ async fn a_commit_failing_mid_write_is_undone_alone() {
             }
             barrier.wait().await;
             (i, store.append(commit).await)
-        }));
-    }
-    for h in handles {
-        let (i, outcome) = h.await.expect("task panicked");
+        }
+    })
+    .await;
+    for (i, outcome) in outcomes {
         match (i % 4 == 0, outcome) {
             (true, Err(StoreError::InvalidCommit(_))) => {}
             (false, Ok(AppendOutcome::Committed(r))) => assert_eq!(r.streams[0].version, 2),

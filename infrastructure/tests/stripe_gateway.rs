@@ -11,6 +11,7 @@ use infrastructure::stripe::{SecretKey, StripeConfig, StripeGateway};
 use std::sync::Arc;
 use std::time::Duration;
 use stripe_support::*;
+use workers::FeedWorker;
 
 const KEY: &str = "sk_test_gateway_suite";
 

@@ -30,6 +30,7 @@ pub const CATEGORY_LIST: &str = "catalog_category_list";
 
 /// A category and how many of its products are on sale (not retired).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = CategorySchema))]
 pub struct CategoryView {
     pub category: String,
     pub products: u32,
@@ -47,16 +48,20 @@ impl CategoryView {
 
 /// A product as the storefront sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = ProductSchema))]
 pub struct ProductView {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub product_id: ProductId,
     pub name: String,
     pub category: String,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub description: String,
     pub price: Money,
     pub on_hand: u32,
     pub reserved: u32,
     pub available: u32,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub status: ProductStatus,
     /// The product stream's version (sequence of the last event applied).
     pub version: u64,
@@ -181,8 +186,13 @@ fn apply_product(doc: &mut Option<ProductView>, e: ProductEvent, sequence: u64) 
     let Some(view) = doc else {
         return false;
     };
+    if let Some(status) = e.status_after() {
+        view.status = status;
+    }
     match e {
-        ProductEvent::ProductCreated { .. } => {}
+        ProductEvent::ProductCreated { .. }
+        | ProductEvent::ProductRetired { .. }
+        | ProductEvent::ProductUnretired { .. } => {}
         ProductEvent::ProductRepriced { price, .. } => view.price = price,
         ProductEvent::ProductRestocked {
             on_hand, available, ..
@@ -216,8 +226,6 @@ fn apply_product(doc: &mut Option<ProductView>, e: ProductEvent, sequence: u64) 
             view.reserved = reserved;
             view.available = available;
         }
-        ProductEvent::ProductRetired { .. } => view.status = ProductStatus::Retired,
-        ProductEvent::ProductUnretired { .. } => view.status = ProductStatus::Active,
         ProductEvent::ProductDescribed {
             name,
             description,

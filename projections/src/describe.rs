@@ -1,13 +1,17 @@
 //! Human-readable one-line descriptions of events, shared by the order-history timeline and the
-//! support timeline, and the status each event leaves its aggregate in (mirroring the
-//! aggregates' `apply`, so that views agree with the write side without re-deciding anything).
+//! support timeline, and what else those read models take from an event (its charge and dispute).
+//! The status each event leaves its aggregate in, and the intent a payment event reports, are the
+//! domain's own (`OrderEvent::status_after`, `PaymentEvent::status_after`,
+//! `PaymentEvent::intent_id`), so that views agree with the write side without re-deciding
+//! anything.
 
-use domain::{Money, OrderEvent, OrderStatus, PaymentEvent, PaymentStatus};
+use domain::{Money, OrderEvent, PaymentEvent};
 use serde::{Deserialize, Serialize};
 
 /// The latest known state of a dispute (chargeback) on an order's payment, as the order view
 /// and the support view show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = DisputeSchema))]
 pub struct DisputeView {
     pub dispute_id: String,
     pub reason: String,
@@ -51,54 +55,6 @@ pub(crate) fn dispute_after(
             .clone()
             .or_else(|| same.and_then(|b| b.withdrawn.clone())),
     })
-}
-
-/// The order status after `event`; `None` when the event does not change it (a partial refund).
-pub(crate) fn order_status_after(event: &OrderEvent) -> Option<OrderStatus> {
-    match event {
-        OrderEvent::OrderPlaced { .. } => Some(OrderStatus::AwaitingPayment),
-        OrderEvent::OrderPaid { .. } => Some(OrderStatus::Paid),
-        OrderEvent::OrderPaymentFailed { .. } => Some(OrderStatus::PaymentFailed),
-        OrderEvent::OrderCancelled { .. } => Some(OrderStatus::Cancelled),
-        OrderEvent::OrderExpired { .. } => Some(OrderStatus::Expired),
-        OrderEvent::OrderShipped { .. } => Some(OrderStatus::Shipped),
-        OrderEvent::OrderDelivered { .. } => Some(OrderStatus::Delivered),
-        OrderEvent::OrderRefunded { full, .. } => full.then_some(OrderStatus::Refunded),
-    }
-}
-
-/// The payment status after `event`; `None` when it does not change it (a dispute is a flag).
-pub(crate) fn payment_status_after(event: &PaymentEvent) -> Option<PaymentStatus> {
-    match event {
-        PaymentEvent::PaymentRequested { .. } => Some(PaymentStatus::Requested),
-        PaymentEvent::PaymentIntentCreated { .. } => Some(PaymentStatus::IntentCreated),
-        PaymentEvent::PaymentRequiresAction { .. } => Some(PaymentStatus::RequiresAction),
-        PaymentEvent::PaymentProcessing { .. } => Some(PaymentStatus::Processing),
-        PaymentEvent::PaymentSucceeded { .. } => Some(PaymentStatus::Succeeded),
-        PaymentEvent::PaymentFailed { .. } => Some(PaymentStatus::Failed),
-        PaymentEvent::PaymentCanceled { .. } => Some(PaymentStatus::Canceled),
-        PaymentEvent::PaymentRefunded { full, .. } => Some(if *full {
-            PaymentStatus::Refunded
-        } else {
-            PaymentStatus::PartiallyRefunded
-        }),
-        PaymentEvent::PaymentDisputed { .. } => None,
-    }
-}
-
-/// The intent id an event reports, if any.
-pub(crate) fn payment_intent(event: &PaymentEvent) -> Option<&str> {
-    match event {
-        PaymentEvent::PaymentIntentCreated { intent_id, .. }
-        | PaymentEvent::PaymentRequiresAction { intent_id, .. }
-        | PaymentEvent::PaymentProcessing { intent_id, .. }
-        | PaymentEvent::PaymentSucceeded { intent_id, .. }
-        | PaymentEvent::PaymentFailed { intent_id, .. }
-        | PaymentEvent::PaymentCanceled { intent_id, .. } => Some(intent_id),
-        PaymentEvent::PaymentRequested { .. }
-        | PaymentEvent::PaymentRefunded { .. }
-        | PaymentEvent::PaymentDisputed { .. } => None,
-    }
 }
 
 /// The provider's charge id an event names, if any.
@@ -191,21 +147,5 @@ pub(crate) fn describe_payment(event: &PaymentEvent) -> String {
             }
             line
         }
-    }
-}
-
-/// The order id a payment event names in its payload (`None` for the events that only carry the
-/// payment id; projections resolve those through the link written at `PaymentRequested`).
-pub(crate) fn payment_order_id(event: &PaymentEvent) -> Option<&str> {
-    match event {
-        PaymentEvent::PaymentRequested { order_id, .. }
-        | PaymentEvent::PaymentSucceeded { order_id, .. }
-        | PaymentEvent::PaymentFailed { order_id, .. }
-        | PaymentEvent::PaymentCanceled { order_id, .. }
-        | PaymentEvent::PaymentRefunded { order_id, .. }
-        | PaymentEvent::PaymentDisputed { order_id, .. } => Some(order_id.as_str()),
-        PaymentEvent::PaymentIntentCreated { .. }
-        | PaymentEvent::PaymentRequiresAction { .. }
-        | PaymentEvent::PaymentProcessing { .. } => None,
     }
 }

@@ -1,7 +1,7 @@
 //! Typed documents over the transaction port: a projection reads, changes and writes its
 //! documents in its own types, and the adapter holds them for the rest of the batch.
 
-use crate::store::{Decode, DocTx, Document, EncodedDoc, IndexEntry, ProjectionError};
+use crate::store::{Decode, DocKey, DocTx, Document, EncodedDoc, IndexEntry, ProjectionError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::any::Any;
@@ -68,7 +68,8 @@ where
         Ok(Box::new(Doc::new(doc, index)))
     };
     let decode: &Decode<'_> = &decode;
-    let retype = match tx.get(collection, key, decode)? {
+    let at = DocKey::new(collection, key);
+    let retype = match tx.get(at, decode)? {
         None => return Ok(None),
         Some(doc) => {
             if doc.as_any_mut().is::<Doc<T>>() {
@@ -79,9 +80,9 @@ where
         }
     };
     if let Some(other) = retype {
-        tx.put(collection, key, decode(&other.body)?)?;
+        tx.put(at, decode(&other.body)?)?;
     }
-    tx.get(collection, key, decode)?
+    tx.get(at, decode)?
         .and_then(|doc| doc.as_any_mut().downcast_mut::<Doc<T>>())
         .map(Some)
         .ok_or_else(|| corrupt(collection, key, "the batch lost the document"))
@@ -109,13 +110,13 @@ where
             let mut fresh = None;
             let result = change(&mut fresh);
             if let Some(doc) = fresh {
-                tx.put(collection, key, Box::new(Doc::new(doc, index)))?;
+                tx.put(DocKey::new(collection, key), Box::new(Doc::new(doc, index)))?;
             }
             return Ok(result);
         }
     };
     if removed {
-        tx.delete(collection, key)?;
+        tx.delete(DocKey::new(collection, key))?;
     }
     Ok(result)
 }
@@ -144,6 +145,6 @@ pub fn put_doc<T>(
 where
     T: Serialize + Send + 'static,
 {
-    tx.put(collection, key, Box::new(Doc::new(doc, index)))?;
+    tx.put(DocKey::new(collection, key), Box::new(Doc::new(doc, index)))?;
     Ok(())
 }

@@ -15,8 +15,9 @@
 //! prefixed), which works over any adapter.
 
 use crate::store::{
-    ApplyOutcome, Decode, DocTx, Document, EncodedDoc, IndexEntry, Projection, ProjectionError,
-    Query, ReadModelError, ReadModelStore,
+    corrupt, ApplyOutcome, Decode, DocKey, DocTx, Document, EncodedDoc, EventBatch, HeldDoc,
+    IndexEntry, Projection, ProjectionError, Query, ReadModelError, ReadModelResult,
+    ReadModelStore,
 };
 use async_trait::async_trait;
 use commands::{EventEnvelope, FeedCursor, StreamRef};
@@ -27,23 +28,22 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+/// A new generation of a projection's read model: its number and its store.
+#[derive(Clone)]
+pub struct Prepared {
+    pub generation: u64,
+    pub store: Arc<dyn ReadModelStore>,
+}
+
 /// Makes and promotes the generations of projections' read models.
 #[async_trait]
 pub trait Generations: Send + Sync + 'static {
-    /// A new, empty generation for `projection`, beside its live one: its number and store.
-    async fn prepare(
-        &self,
-        projection: &dyn Projection,
-    ) -> Result<(u64, Arc<dyn ReadModelStore>), ReadModelError>;
-    /// Makes `generation` (from [`Generations::prepare`]) the live one of `projection`, for
+    /// A new, empty generation for `projection`, beside its live one.
+    async fn prepare(&self, projection: &dyn Projection) -> ReadModelResult<Prepared>;
+    /// Makes `next` (from [`Generations::prepare`]) the live generation of `projection`, for
     /// every reader at once and durably. The generation it replaces is dropped by
     /// [`Generations::drop_replaced`]; returns its number.
-    async fn promote(
-        &self,
-        projection: &dyn Projection,
-        generation: u64,
-        store: Arc<dyn ReadModelStore>,
-    ) -> Result<u64, ReadModelError>;
+    async fn promote(&self, projection: &dyn Projection, next: &Prepared) -> ReadModelResult<u64>;
     /// How long other processes may still write the replaced generation after a promotion
     /// (they look the pointer up that often). The rebuild waits that long and catches the new
     /// generation up once more before dropping the old one. Zero where one process owns it.
@@ -55,7 +55,7 @@ pub trait Generations: Send + Sync + 'static {
         &self,
         projection: &dyn Projection,
         generation: u64,
-    ) -> Result<(), ReadModelError>;
+    ) -> ReadModelResult<()>;
 }
 
 /// Names live as long as the process: generations are few, and each name is kept once.
@@ -191,13 +191,15 @@ struct RenamingTx<'a> {
     prefix: &'a str,
 }
 
+impl RenamingTx<'_> {
+    /// The collection of `at` with the prefix.
+    fn collection(&self, at: DocKey<'_>) -> String {
+        format!("{}{}", self.prefix, at.collection)
+    }
+}
+
 impl DocTx for RenamingTx<'_> {
-    fn get(
-        &mut self,
-        collection: &str,
-        key: &str,
-        decode: &Decode<'_>,
-    ) -> Result<Option<&mut (dyn Document + 'static)>, ProjectionError> {
+    fn get(&mut self, at: DocKey<'_>, decode: &Decode<'_>) -> Result<HeldDoc<'_>, ProjectionError> {
         let prefix = self.prefix;
         let wrap = |text: &str| -> Result<Box<dyn Document>, ProjectionError> {
             Ok(Box::new(RenamedDoc {
@@ -205,27 +207,23 @@ impl DocTx for RenamingTx<'_> {
                 prefix: prefix.to_owned(),
             }))
         };
-        let collection = format!("{prefix}{collection}");
-        self.inner.get(&collection, key, &wrap)
+        let collection = self.collection(at);
+        self.inner.get(DocKey::new(&collection, at.key), &wrap)
     }
 
-    fn put(
-        &mut self,
-        collection: &str,
-        key: &str,
-        doc: Box<dyn Document>,
-    ) -> Result<(), ReadModelError> {
+    fn put(&mut self, at: DocKey<'_>, doc: Box<dyn Document>) -> ReadModelResult<()> {
         let doc = RenamedDoc {
             inner: doc,
             prefix: self.prefix.to_owned(),
         };
+        let collection = self.collection(at);
         self.inner
-            .put(&format!("{}{collection}", self.prefix), key, Box::new(doc))
+            .put(DocKey::new(&collection, at.key), Box::new(doc))
     }
 
-    fn delete(&mut self, collection: &str, key: &str) -> Result<(), ReadModelError> {
-        self.inner
-            .delete(&format!("{}{collection}", self.prefix), key)
+    fn delete(&mut self, at: DocKey<'_>) -> ReadModelResult<()> {
+        let collection = self.collection(at);
+        self.inner.delete(DocKey::new(&collection, at.key))
     }
 }
 
@@ -252,18 +250,16 @@ impl Document for RenamedDoc {
 
 #[async_trait]
 impl ReadModelStore for Namespaced {
-    async fn apply_batch(
-        &self,
-        projection: Arc<dyn Projection>,
-        events: Vec<EventEnvelope>,
-        checkpoint: Option<FeedCursor>,
-    ) -> Result<ApplyOutcome, ReadModelError> {
-        let name = projection.name();
+    async fn apply_batch(&self, batch: EventBatch) -> ReadModelResult<ApplyOutcome> {
+        let name = batch.projection.name();
         let renamed: Arc<dyn Projection> =
-            Arc::new(self.renamed(projection.as_ref(), projection.clone()));
+            Arc::new(self.renamed(batch.projection.as_ref(), batch.projection.clone()));
         // A failing projection is named as the caller knows it.
         self.inner
-            .apply_batch(renamed, events, checkpoint)
+            .apply_batch(EventBatch {
+                projection: renamed,
+                ..batch
+            })
             .await
             .map_err(|e| match e {
                 ReadModelError::Projection {
@@ -281,25 +277,20 @@ impl ReadModelStore for Namespaced {
             })
     }
 
-    async fn checkpoint(&self, projection: &str) -> Result<FeedCursor, ReadModelError> {
+    async fn checkpoint(&self, projection: &str) -> ReadModelResult<FeedCursor> {
         self.inner.checkpoint(&self.name(projection)).await
     }
 
-    async fn last_applied(
-        &self,
-        projection: &str,
-        stream: &StreamRef,
-    ) -> Result<u64, ReadModelError> {
-        self.inner
-            .last_applied(&self.name(projection), stream)
-            .await
+    async fn last_applied(&self, projection: &str, stream: &StreamRef) -> ReadModelResult<u64> {
+        let projection = self.name(projection);
+        self.inner.last_applied(&projection, stream).await
     }
 
-    async fn get(&self, collection: &str, key: &str) -> Result<Option<Value>, ReadModelError> {
+    async fn get(&self, collection: &str, key: &str) -> ReadModelResult<Option<Value>> {
         self.inner.get(&self.name(collection), key).await
     }
 
-    async fn query(&self, query: Query<'_>) -> Result<Vec<Value>, ReadModelError> {
+    async fn query(&self, query: Query<'_>) -> ReadModelResult<Vec<Value>> {
         let index = self.name(query.index);
         self.inner
             .query(Query {
@@ -309,31 +300,26 @@ impl ReadModelStore for Namespaced {
             .await
     }
 
-    async fn put_doc(
-        &self,
-        collection: &str,
-        key: &str,
-        body: Value,
-        index: Vec<IndexEntry>,
-    ) -> Result<(), ReadModelError> {
-        let index = index
+    async fn put_doc(&self, at: DocKey<'_>, doc: EncodedDoc) -> ReadModelResult<()> {
+        let index = doc
+            .index
             .into_iter()
             .map(|e| IndexEntry {
                 index: intern(self.name(e.index)),
                 ..e
             })
             .collect();
-        self.inner
-            .put_doc(&self.name(collection), key, body, index)
-            .await
+        let collection = self.name(at.collection);
+        let at = DocKey::new(&collection, at.key);
+        self.inner.put_doc(at, EncodedDoc { index, ..doc }).await
     }
 
-    async fn reset(&self, projection: &dyn Projection) -> Result<(), ReadModelError> {
+    async fn reset(&self, projection: &dyn Projection) -> ReadModelResult<()> {
         let names = self.renamed(projection, Arc::new(NamesOnly));
         self.inner.reset(&names).await
     }
 
-    async fn purge(&self) -> Result<(), ReadModelError> {
+    async fn purge(&self) -> ReadModelResult<()> {
         self.inner.purge().await
     }
 }
@@ -450,66 +436,49 @@ impl GenerationRouter {
 }
 
 fn unrouted(kind: &str, name: &str) -> ReadModelError {
-    ReadModelError::Corrupt {
-        collection: name.to_owned(),
-        key: String::new(),
-        reason: format!("no projection declares the {kind} {name:?}"),
-    }
+    corrupt(
+        name,
+        "",
+        format!("no projection declares the {kind} {name:?}"),
+    )
 }
 
 #[async_trait]
 impl ReadModelStore for GenerationRouter {
-    async fn apply_batch(
-        &self,
-        projection: Arc<dyn Projection>,
-        events: Vec<EventEnvelope>,
-        checkpoint: Option<FeedCursor>,
-    ) -> Result<ApplyOutcome, ReadModelError> {
-        let store = self.live(projection.name())?;
-        store.apply_batch(projection, events, checkpoint).await
+    async fn apply_batch(&self, batch: EventBatch) -> ReadModelResult<ApplyOutcome> {
+        let store = self.live(batch.projection.name())?;
+        store.apply_batch(batch).await
     }
 
-    async fn checkpoint(&self, projection: &str) -> Result<FeedCursor, ReadModelError> {
+    async fn checkpoint(&self, projection: &str) -> ReadModelResult<FeedCursor> {
         self.live(projection)?.checkpoint(projection).await
     }
 
-    async fn last_applied(
-        &self,
-        projection: &str,
-        stream: &StreamRef,
-    ) -> Result<u64, ReadModelError> {
-        self.live(projection)?
-            .last_applied(projection, stream)
-            .await
+    async fn last_applied(&self, projection: &str, stream: &StreamRef) -> ReadModelResult<u64> {
+        let store = self.live(projection)?;
+        store.last_applied(projection, stream).await
     }
 
-    async fn get(&self, collection: &str, key: &str) -> Result<Option<Value>, ReadModelError> {
+    async fn get(&self, collection: &str, key: &str) -> ReadModelResult<Option<Value>> {
         self.owner("collection", collection)?
             .get(collection, key)
             .await
     }
 
-    async fn query(&self, query: Query<'_>) -> Result<Vec<Value>, ReadModelError> {
+    async fn query(&self, query: Query<'_>) -> ReadModelResult<Vec<Value>> {
         self.owner("index", query.index)?.query(query).await
     }
 
-    async fn put_doc(
-        &self,
-        collection: &str,
-        key: &str,
-        body: Value,
-        index: Vec<IndexEntry>,
-    ) -> Result<(), ReadModelError> {
-        self.owner("collection", collection)?
-            .put_doc(collection, key, body, index)
-            .await
+    async fn put_doc(&self, at: DocKey<'_>, doc: EncodedDoc) -> ReadModelResult<()> {
+        let store = self.owner("collection", at.collection)?;
+        store.put_doc(at, doc).await
     }
 
-    async fn reset(&self, projection: &dyn Projection) -> Result<(), ReadModelError> {
+    async fn reset(&self, projection: &dyn Projection) -> ReadModelResult<()> {
         self.live(projection.name())?.reset(projection).await
     }
 
-    async fn purge(&self) -> Result<(), ReadModelError> {
+    async fn purge(&self) -> ReadModelResult<()> {
         for store in self.stores() {
             store.purge().await?;
         }
@@ -526,13 +495,12 @@ mod tests {
 
     async fn store_with(name: &str) -> Arc<dyn ReadModelStore> {
         let store = MemoryReadModelStore::new();
+        let doc = EncodedDoc::from_json(
+            &json!({ "name": name }),
+            vec![IndexEntry::new(ALL, "all", "p1")],
+        );
         store
-            .put_doc(
-                PRODUCTS,
-                "p1",
-                json!({ "name": name }),
-                vec![IndexEntry::new(ALL, "all", "p1")],
-            )
+            .put_doc(DocKey::new(PRODUCTS, "p1"), doc)
             .await
             .expect("put");
         Arc::new(store)

@@ -4,14 +4,15 @@
 //! a batch runs against an overlay of the committed state and is merged only when it succeeds.
 
 use crate::store::{
-    apply_events, ApplyOutcome, BatchTx, Decode, DocTx, Document, Dump, EncodedDoc, IndexEntry,
-    Projection, ProjectionError, Query, ReadModelError, ReadModelStore, StoredDoc,
+    apply_events, corrupt, ApplyOutcome, BatchTx, Decode, DocKey, DocTx, Document, Dump,
+    EncodedDoc, EventBatch, HeldDoc, IndexEntry, Projection, ProjectionError, Query,
+    ReadModelError, ReadModelResult, ReadModelStore, StoredDoc,
 };
 use async_trait::async_trait;
-use commands::{EventEnvelope, FeedCursor, StreamRef};
+use commands::{FeedCursor, StreamRef};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 type Key = (String, String);
 /// (index, partition, sort, collection, key)
@@ -27,8 +28,9 @@ struct MemState {
 }
 
 impl MemState {
-    fn write(&mut self, collection: &str, key: &str, doc: Option<(Value, Entries)>) {
-        let k = (collection.to_owned(), key.to_owned());
+    fn write(&mut self, at: DocKey<'_>, doc: Option<(Value, Entries)>) {
+        let DocKey { collection, key } = at;
+        let k = at.owned();
         if let Some((_, old)) = self.docs.remove(&k) {
             for (i, p, s) in old {
                 self.index
@@ -48,6 +50,19 @@ impl MemState {
             self.docs.insert(k, (body, entries));
         }
     }
+
+    fn last_applied(&self, projection: &str, stream: &StreamRef) -> u64 {
+        self.applied
+            .get(&(projection.to_owned(), stream.clone()))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// An encoded document as this store keeps it: its body parsed, its entries sorted.
+fn stored(at: DocKey<'_>, doc: EncodedDoc) -> ReadModelResult<(Value, Entries)> {
+    let body = serde_json::from_str(&doc.body).map_err(|e| corrupt(at.collection, at.key, e))?;
+    Ok((body, owned_entries(doc.index)))
 }
 
 fn owned_entries(index: Vec<IndexEntry>) -> Entries {
@@ -100,19 +115,15 @@ impl MemoryReadModelStore {
 /// over the committed state and merged on success.
 struct MemTx<'a> {
     base: &'a MemState,
+    projection: &'a str,
     /// `None`: deleted by the batch.
     docs: HashMap<Key, Option<Box<dyn Document>>>,
-    applied: Vec<(String, StreamRef, u64)>,
+    applied: Vec<(StreamRef, u64)>,
 }
 
 impl DocTx for MemTx<'_> {
-    fn get(
-        &mut self,
-        collection: &str,
-        key: &str,
-        decode: &Decode<'_>,
-    ) -> Result<Option<&mut (dyn Document + 'static)>, ProjectionError> {
-        let k = (collection.to_owned(), key.to_owned());
+    fn get(&mut self, at: DocKey<'_>, decode: &Decode<'_>) -> Result<HeldDoc<'_>, ProjectionError> {
+        let k = at.owned();
         if !self.docs.contains_key(&k) {
             let Some((body, _)) = self.base.docs.get(&k) else {
                 return Ok(None);
@@ -123,101 +134,66 @@ impl DocTx for MemTx<'_> {
         Ok(self.docs.get_mut(&k).and_then(|doc| doc.as_deref_mut()))
     }
 
-    fn put(
-        &mut self,
-        collection: &str,
-        key: &str,
-        doc: Box<dyn Document>,
-    ) -> Result<(), ReadModelError> {
-        self.docs
-            .insert((collection.to_owned(), key.to_owned()), Some(doc));
+    fn put(&mut self, at: DocKey<'_>, doc: Box<dyn Document>) -> ReadModelResult<()> {
+        self.docs.insert(at.owned(), Some(doc));
         Ok(())
     }
 
-    fn delete(&mut self, collection: &str, key: &str) -> Result<(), ReadModelError> {
-        self.docs
-            .insert((collection.to_owned(), key.to_owned()), None);
+    fn delete(&mut self, at: DocKey<'_>) -> ReadModelResult<()> {
+        self.docs.insert(at.owned(), None);
         Ok(())
     }
 }
 
 impl BatchTx for MemTx<'_> {
-    fn last_applied(
-        &mut self,
-        projection: &str,
-        stream: &StreamRef,
-    ) -> Result<u64, ReadModelError> {
-        Ok(self
-            .base
-            .applied
-            .get(&(projection.to_owned(), stream.clone()))
-            .copied()
-            .unwrap_or(0))
+    fn last_applied(&mut self, stream: &StreamRef) -> ReadModelResult<u64> {
+        Ok(self.base.last_applied(self.projection, stream))
     }
 
-    fn record_applied(
-        &mut self,
-        projection: &str,
-        stream: &StreamRef,
-        sequence: u64,
-    ) -> Result<(), ReadModelError> {
-        self.applied
-            .push((projection.to_owned(), stream.clone(), sequence));
+    fn record_applied(&mut self, stream: &StreamRef, sequence: u64) -> ReadModelResult<()> {
+        self.applied.push((stream.clone(), sequence));
         Ok(())
     }
 }
 
 #[async_trait]
 impl ReadModelStore for MemoryReadModelStore {
-    async fn apply_batch(
-        &self,
-        projection: Arc<dyn Projection>,
-        events: Vec<EventEnvelope>,
-        checkpoint: Option<FeedCursor>,
-    ) -> Result<ApplyOutcome, ReadModelError> {
+    async fn apply_batch(&self, batch: EventBatch) -> ReadModelResult<ApplyOutcome> {
         let mut state = self.lock()?;
+        let name = batch.projection.name();
         let mut tx = MemTx {
             base: &state,
+            projection: name,
             docs: HashMap::new(),
             applied: Vec::new(),
         };
-        let outcome = apply_events(projection.as_ref(), events, &mut tx)?;
+        let outcome = apply_events(batch.projection.as_ref(), batch.events, &mut tx)?;
         let MemTx { docs, applied, .. } = tx;
         let mut writes = Vec::with_capacity(docs.len());
         for ((collection, key), doc) in docs {
             let doc = match doc {
                 Some(doc) => {
                     let encoded = EncodedDoc::of(doc.as_ref(), &collection, &key)?;
-                    let body = serde_json::from_str(&encoded.body).map_err(|e| {
-                        ReadModelError::Corrupt {
-                            collection: collection.clone(),
-                            key: key.clone(),
-                            reason: e.to_string(),
-                        }
-                    })?;
-                    Some((body, owned_entries(encoded.index)))
+                    Some(stored(DocKey::new(&collection, &key), encoded)?)
                 }
                 None => None,
             };
             writes.push((collection, key, doc));
         }
         for (collection, key, doc) in writes {
-            state.write(&collection, &key, doc);
+            state.write(DocKey::new(&collection, &key), doc);
         }
-        for (p, stream, seq) in applied {
-            state.applied.insert((p, stream), seq);
+        for (stream, seq) in applied {
+            state.applied.insert((name.to_owned(), stream), seq);
         }
-        if let (ApplyOutcome::Applied { .. }, Some(position)) = (&outcome, checkpoint) {
-            let cp = state
-                .checkpoints
-                .entry(projection.name().to_owned())
-                .or_default();
+        if let (ApplyOutcome::Applied { .. }, Some(position)) = (&outcome, batch.checkpoint) {
+            let cp = state.checkpoints.entry(name.to_owned()).or_default();
             *cp = cp.max(&position);
         }
         Ok(outcome)
     }
 
-    async fn checkpoint(&self, projection: &str) -> Result<FeedCursor, ReadModelError> {
+    async fn checkpoint(&self, projection: &str) -> ReadModelResult<FeedCursor> {
         Ok(self
             .lock()?
             .checkpoints
@@ -226,20 +202,11 @@ impl ReadModelStore for MemoryReadModelStore {
             .unwrap_or_default())
     }
 
-    async fn last_applied(
-        &self,
-        projection: &str,
-        stream: &StreamRef,
-    ) -> Result<u64, ReadModelError> {
-        Ok(self
-            .lock()?
-            .applied
-            .get(&(projection.to_owned(), stream.clone()))
-            .copied()
-            .unwrap_or(0))
+    async fn last_applied(&self, projection: &str, stream: &StreamRef) -> ReadModelResult<u64> {
+        Ok(self.lock()?.last_applied(projection, stream))
     }
 
-    async fn get(&self, collection: &str, key: &str) -> Result<Option<Value>, ReadModelError> {
+    async fn get(&self, collection: &str, key: &str) -> ReadModelResult<Option<Value>> {
         Ok(self
             .lock()?
             .docs
@@ -247,7 +214,7 @@ impl ReadModelStore for MemoryReadModelStore {
             .map(|(b, _)| b.clone()))
     }
 
-    async fn query(&self, query: Query<'_>) -> Result<Vec<Value>, ReadModelError> {
+    async fn query(&self, query: Query<'_>) -> ReadModelResult<Vec<Value>> {
         let state = self.lock()?;
         let start = (
             query.index.to_owned(),
@@ -279,19 +246,13 @@ impl ReadModelStore for MemoryReadModelStore {
             .collect())
     }
 
-    async fn put_doc(
-        &self,
-        collection: &str,
-        key: &str,
-        body: Value,
-        index: Vec<IndexEntry>,
-    ) -> Result<(), ReadModelError> {
-        self.lock()?
-            .write(collection, key, Some((body, owned_entries(index))));
+    async fn put_doc(&self, at: DocKey<'_>, doc: EncodedDoc) -> ReadModelResult<()> {
+        let doc = stored(at, doc)?;
+        self.lock()?.write(at, Some(doc));
         Ok(())
     }
 
-    async fn reset(&self, projection: &dyn Projection) -> Result<(), ReadModelError> {
+    async fn reset(&self, projection: &dyn Projection) -> ReadModelResult<()> {
         let mut state = self.lock()?;
         let collections = projection.collections();
         let doomed: Vec<Key> = state
@@ -301,7 +262,7 @@ impl ReadModelStore for MemoryReadModelStore {
             .cloned()
             .collect();
         for (c, k) in doomed {
-            state.write(&c, &k, None);
+            state.write(DocKey::new(&c, &k), None);
         }
         let name = projection.name();
         state.applied.retain(|(p, _), _| p != name);

@@ -108,20 +108,27 @@ impl NotificationKind {
 pub type DeliveryStatus = NotificationStatus;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = NotificationSchema))]
 pub struct NotificationView {
     /// The id of the event that caused the notification.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "0190a5c2-7d1e-7c3a-9f00-4b1d2e3f4a5b"))]
     pub notification_id: Uuid,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub customer_id: CustomerId,
     /// Where to send it (the order's customer email).
     pub email: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub order_id: OrderId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub kind: NotificationKind,
     pub subject: String,
     pub body: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub delivery_status: DeliveryStatus,
     pub created_at: DateTime<Utc>,
     /// Attempts to send it so far.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub attempts: u32,
     /// When the next attempt is due, while it is pending or retrying.
     #[serde(default)]

@@ -13,10 +13,7 @@
 //! per order and batch instead of two per event (entry and index), which is what keeps rebuilds
 //! fast.
 
-use crate::describe::{
-    describe_order, describe_payment, dispute_after, order_status_after, payment_intent,
-    payment_status_after, DisputeView,
-};
+use crate::describe::{describe_order, describe_payment, dispute_after, DisputeView};
 use crate::docs::update_doc;
 use crate::erasure;
 use crate::store::{
@@ -42,7 +39,9 @@ pub const BY_CUSTOMER: &str = "orders_by_customer";
 pub const CUSTOMERS: &str = "order_history_customers";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = OrderLineSchema))]
 pub struct OrderLineView {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub product_id: ProductId,
     pub name: String,
     pub quantity: u32,
@@ -51,6 +50,7 @@ pub struct OrderLineView {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = OrderTimelineEntrySchema))]
 pub struct TimelineEntry {
     pub at: DateTime<Utc>,
     pub event_type: String,
@@ -59,15 +59,20 @@ pub struct TimelineEntry {
 
 /// An order as its customer sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = OrderSchema))]
 pub struct OrderView {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub order_id: OrderId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub customer_id: CustomerId,
     pub customer_email: String,
     pub status: OrderStatus,
     pub lines: Vec<OrderLineView>,
     pub total: Money,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub payment_id: PaymentId,
     /// `None` until the first event of the payment stream has been applied.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub payment_status: Option<PaymentStatus>,
     pub intent_id: Option<String>,
     pub paid: Option<Money>,
@@ -242,7 +247,7 @@ impl OrderHistoryProjection {
         }
         let description = describe_order(&e);
         Self::update(tx, &event.stream_id, |doc| {
-            if let Some(status) = order_status_after(&e) {
+            if let Some(status) = e.status_after() {
                 doc.status = Some(status);
             }
             doc.record(event, description);
@@ -297,10 +302,10 @@ impl OrderHistoryProjection {
         };
         let description = describe_payment(&e);
         Self::update(tx, &order_id, |doc| {
-            if let Some(status) = payment_status_after(&e) {
+            if let Some(status) = e.status_after() {
                 doc.payment_status = Some(status);
             }
-            if let Some(intent) = payment_intent(&e) {
+            if let Some(intent) = e.intent_id() {
                 doc.intent_id = Some(intent.to_owned());
             }
             if let Some(dispute) = dispute_after(doc.dispute.as_ref(), &e) {

@@ -65,7 +65,7 @@ pub async fn page<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::IndexEntry;
+    use crate::store::{DocKey, EncodedDoc, IndexEntry};
     use crate::MemoryReadModelStore;
     use serde_json::json;
 
@@ -74,10 +74,8 @@ mod tests {
         for k in keys {
             store
                 .put_doc(
-                    "docs",
-                    k,
-                    json!({ "k": k }),
-                    vec![IndexEntry::new("i", "p", *k)],
+                    DocKey::new("docs", k),
+                    EncodedDoc::from_json(&json!({ "k": k }), vec![IndexEntry::new("i", "p", *k)]),
                 )
                 .await
                 .expect("put");

@@ -3,7 +3,7 @@
 //! The loop around it (waking on commit, backoff, health, shutdown) belongs to the `workers`
 //! crate; everything here is one step at a time so that it can be tested without a runtime loop.
 
-use crate::store::{ApplyOutcome, Projection, ReadModelError, ReadModelStore};
+use crate::store::{ApplyOutcome, EventBatch, Projection, ReadModelError, ReadModelStore};
 use commands::{EventEnvelope, EventStore, FeedCursor, StoreError, StreamRef};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -190,7 +190,11 @@ impl ProjectionRunner {
         let handles = |e: &EventEnvelope| self.projection.handles(e);
         let page = self
             .store
-            .feed_filtered(&current.position, self.batch, &handles)
+            .feed_filtered(commands::FeedFilter {
+                after: &current.position,
+                limit: self.batch,
+                keep: &handles,
+            })
             .await?;
         if let Some(e) = page.events.iter().find(|e| e.global_position.is_none()) {
             return Err(RunnerError::MissingPosition {
@@ -286,7 +290,8 @@ impl ProjectionRunner {
         generations: &dyn crate::Generations,
         progress: impl Fn(u64, u64) + Send + Sync,
     ) -> Result<RebuildSummary, RunnerError> {
-        let (generation, next) = generations.prepare(self.projection.as_ref()).await?;
+        let prepared = generations.prepare(self.projection.as_ref()).await?;
+        let (generation, next) = (prepared.generation, prepared.store.clone());
         let batch = self.batch.max(REBUILD_BATCH);
         let mut summary = rebuild_all(
             self.store.clone(),
@@ -308,7 +313,7 @@ impl ProjectionRunner {
         // The last few, with the live runner held: the new generation is now exactly as current.
         summary.applied += builder.catch_up().await?;
         let replaced = generations
-            .promote(self.projection.as_ref(), generation, next.clone())
+            .promote(self.projection.as_ref(), &prepared)
             .await?;
         // The live runner goes on from the promoted generation's checkpoint.
         *cursor = None;
@@ -482,7 +487,11 @@ async fn apply_filling_gaps(
     let mut pending = events;
     loop {
         let outcome = models
-            .apply_batch(projection.clone(), pending, checkpoint.cloned())
+            .apply_batch(EventBatch {
+                projection: projection.clone(),
+                events: pending,
+                checkpoint: checkpoint.cloned(),
+            })
             .await?;
         summary.applied += outcome.applied();
         summary.skipped += outcome.skipped();

@@ -38,6 +38,27 @@ impl IndexEntry {
     }
 }
 
+/// Where a document is stored: its collection, and its key within the collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DocKey<'a> {
+    pub collection: &'a str,
+    pub key: &'a str,
+}
+
+impl<'a> DocKey<'a> {
+    pub fn new(collection: &'a str, key: &'a str) -> Self {
+        Self { collection, key }
+    }
+
+    /// The same address as owned strings, for maps keyed by `(collection, key)`.
+    pub fn owned(self) -> (String, String) {
+        (self.collection.to_owned(), self.key.to_owned())
+    }
+}
+
+/// The result of a read-model store call.
+pub type ReadModelResult<T> = Result<T, ReadModelError>;
+
 /// A read-model document as a transaction holds it: in the type of the projection that reads
 /// it (see [`crate::docs::Doc`]), encoded back to JSON text with its index entries
 /// once, when the batch ends.
@@ -55,18 +76,26 @@ pub struct EncodedDoc {
 }
 
 impl EncodedDoc {
+    /// `body` as JSON text, listed under `index`.
+    pub fn from_json(body: &Value, index: Vec<IndexEntry>) -> Self {
+        Self {
+            body: body.to_string(),
+            index,
+        }
+    }
+
     /// Encodes `doc`, stored at (collection, key), naming it when that fails.
     pub fn of(doc: &dyn Document, collection: &str, key: &str) -> Result<Self, ReadModelError> {
-        doc.encode().map_err(|e| ReadModelError::Corrupt {
-            collection: collection.to_owned(),
-            key: key.to_owned(),
-            reason: format!("cannot encode: {e}"),
-        })
+        doc.encode()
+            .map_err(|e| corrupt(collection, key, format!("cannot encode: {e}")))
     }
 }
 
 /// Decodes a stored document from its JSON text into the type its reader wants.
 pub type Decode<'a> = dyn Fn(&str) -> Result<Box<dyn Document>, ProjectionError> + 'a;
+
+/// A document that a transaction holds and lends out ([`DocTx::get`]); `None` when there is none.
+pub type HeldDoc<'a> = Option<&'a mut (dyn Document + 'static)>;
 
 /// A document already encoded is a document too (the out-of-band [`ReadModelStore::put_doc`]).
 impl Document for EncodedDoc {
@@ -94,19 +123,9 @@ impl Document for EncodedDoc {
 /// Each adapter holds these typed documents itself (no layer of projections wraps the
 /// transaction); queries read committed documents through [`ReadModelStore::query`].
 pub trait DocTx {
-    fn get(
-        &mut self,
-        collection: &str,
-        key: &str,
-        decode: &Decode<'_>,
-    ) -> Result<Option<&mut (dyn Document + 'static)>, ProjectionError>;
-    fn put(
-        &mut self,
-        collection: &str,
-        key: &str,
-        doc: Box<dyn Document>,
-    ) -> Result<(), ReadModelError>;
-    fn delete(&mut self, collection: &str, key: &str) -> Result<(), ReadModelError>;
+    fn get(&mut self, at: DocKey<'_>, decode: &Decode<'_>) -> Result<HeldDoc<'_>, ProjectionError>;
+    fn put(&mut self, at: DocKey<'_>, doc: Box<dyn Document>) -> ReadModelResult<()>;
+    fn delete(&mut self, at: DocKey<'_>) -> ReadModelResult<()>;
 }
 
 /// A read-model definition: which events it consumes and how each one changes its documents.
@@ -217,6 +236,15 @@ impl ReadModelError {
     }
 }
 
+/// [`ReadModelError::Corrupt`] for the record stored at (collection, key).
+pub fn corrupt(collection: &str, key: &str, reason: impl ToString) -> ReadModelError {
+    ReadModelError::Corrupt {
+        collection: collection.to_owned(),
+        key: key.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
 /// Why a projection could not apply an event.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -282,6 +310,34 @@ impl<'a> Query<'a> {
     }
 }
 
+/// What [`ReadModelStore::apply_batch`] applies: events for one projection, in the order given,
+/// and the feed cursor they reach.
+pub struct EventBatch {
+    pub projection: Arc<dyn Projection>,
+    pub events: Vec<EventEnvelope>,
+    /// Written with the batch when the whole batch is consumed (see the port's contract).
+    pub checkpoint: Option<FeedCursor>,
+}
+
+impl EventBatch {
+    /// `events` for `projection`, with no checkpoint to write.
+    pub fn new(projection: Arc<dyn Projection>, events: Vec<EventEnvelope>) -> Self {
+        Self {
+            projection,
+            events,
+            checkpoint: None,
+        }
+    }
+
+    /// The same, writing `checkpoint` when the whole batch is consumed.
+    pub fn with_checkpoint(self, checkpoint: FeedCursor) -> Self {
+        Self {
+            checkpoint: Some(checkpoint),
+            ..self
+        }
+    }
+}
+
 /// The read-model store port.
 ///
 /// Contract (checked by the conformance suite in `testsuite::conformance`):
@@ -298,40 +354,25 @@ impl<'a> Query<'a> {
 /// - `query` returns the documents having an entry `(index, partition)` whose sort key is within
 ///   `[from, to]` (inclusive; `None` is open), ordered by sort key (ties by collection and key),
 ///   descending when asked, at most `limit`.
-/// - `put_doc` is an out-of-band single-document write (for example marking a notification
-///   delivered); it replaces the document and its index entries like [`DocTx::put`].
+/// - `put_doc` is an out-of-band write of one encoded document (for example marking a
+///   notification delivered); it replaces the document and its index entries like [`DocTx::put`].
 /// - `reset` drops the projection's collections (documents and their index entries), its applied
 ///   sequences and its checkpoint. Collections the projection does not list survive.
 #[async_trait]
 pub trait ReadModelStore: Send + Sync + 'static {
-    async fn apply_batch(
-        &self,
-        projection: Arc<dyn Projection>,
-        events: Vec<EventEnvelope>,
-        checkpoint: Option<FeedCursor>,
-    ) -> Result<ApplyOutcome, ReadModelError>;
+    async fn apply_batch(&self, batch: EventBatch) -> ReadModelResult<ApplyOutcome>;
     /// The feed cursor the projection has reached ([`FeedCursor::start`] when it never ran).
-    async fn checkpoint(&self, projection: &str) -> Result<FeedCursor, ReadModelError>;
+    async fn checkpoint(&self, projection: &str) -> ReadModelResult<FeedCursor>;
     /// The last sequence of `stream` applied by the projection (0 when none).
-    async fn last_applied(
-        &self,
-        projection: &str,
-        stream: &StreamRef,
-    ) -> Result<u64, ReadModelError>;
-    async fn get(&self, collection: &str, key: &str) -> Result<Option<Value>, ReadModelError>;
-    async fn query(&self, query: Query<'_>) -> Result<Vec<Value>, ReadModelError>;
-    async fn put_doc(
-        &self,
-        collection: &str,
-        key: &str,
-        body: Value,
-        index: Vec<IndexEntry>,
-    ) -> Result<(), ReadModelError>;
-    async fn reset(&self, projection: &dyn Projection) -> Result<(), ReadModelError>;
+    async fn last_applied(&self, projection: &str, stream: &StreamRef) -> ReadModelResult<u64>;
+    async fn get(&self, collection: &str, key: &str) -> ReadModelResult<Option<Value>>;
+    async fn query(&self, query: Query<'_>) -> ReadModelResult<Vec<Value>>;
+    async fn put_doc(&self, at: DocKey<'_>, doc: EncodedDoc) -> ReadModelResult<()>;
+    async fn reset(&self, projection: &dyn Projection) -> ReadModelResult<()>;
     /// Makes what earlier writes overwrote or deleted unrecoverable from the storage itself
     /// (old page images, freed space), after a batch that erased personal data. A store that
     /// keeps nothing of the kind does nothing.
-    async fn purge(&self) -> Result<(), ReadModelError> {
+    async fn purge(&self) -> ReadModelResult<()> {
         Ok(())
     }
 }
@@ -373,23 +414,18 @@ pub struct StoredDoc {
 pub type Dump = BTreeMap<(String, String), StoredDoc>;
 
 /// What an adapter provides inside one transaction so that [`apply_events`] can run the shared
-/// duplicate / gap / apply logic.
+/// duplicate / gap / apply logic. The transaction is one projection's: the sequences it reads and
+/// records are that projection's bookkeeping.
 pub trait BatchTx: DocTx {
-    /// The recorded last sequence for (projection, stream), 0 when none. Called at most once per
-    /// stream per batch.
-    fn last_applied(&mut self, projection: &str, stream: &StreamRef)
-        -> Result<u64, ReadModelError>;
+    /// The recorded last sequence of `stream`, 0 when none. Called at most once per stream per
+    /// batch.
+    fn last_applied(&mut self, stream: &StreamRef) -> ReadModelResult<u64>;
     /// Records the new last sequence; called once per stream at the end of the batch.
-    fn record_applied(
-        &mut self,
-        projection: &str,
-        stream: &StreamRef,
-        sequence: u64,
-    ) -> Result<(), ReadModelError>;
+    fn record_applied(&mut self, stream: &StreamRef, sequence: u64) -> ReadModelResult<()>;
 }
 
 /// The duplicate / gap / apply loop shared by every adapter: call it inside the adapter's
-/// transaction, then flush and commit (writing the checkpoint only on `Applied`).
+/// transaction of `projection`, then flush and commit (writing the checkpoint only on `Applied`).
 ///
 /// A projection error aborts with [`ReadModelError::Projection`] (or the underlying store error
 /// when the projection only passed one through); the caller must then roll back.
@@ -408,7 +444,7 @@ pub fn apply_events<T: BatchTx>(
     for (i, event) in events.iter().enumerate() {
         let by_id = last.entry(event.stream_type).or_default();
         if !by_id.contains_key(event.stream_id.as_str()) {
-            let seq = tx.last_applied(name, &event.stream())?;
+            let seq = tx.last_applied(&event.stream())?;
             by_id.insert(event.stream_id.clone(), (seq, false));
         }
         // Present: inserted just above when it was missing.
@@ -445,7 +481,7 @@ pub fn apply_events<T: BatchTx>(
     for (stream_type, by_id) in last {
         for (stream_id, (seq, changed)) in by_id {
             if changed {
-                tx.record_applied(name, &StreamRef::new(stream_type, stream_id), seq)?;
+                tx.record_applied(&StreamRef::new(stream_type, stream_id), seq)?;
             }
         }
     }

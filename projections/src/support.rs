@@ -12,8 +12,7 @@
 //! row write per order and batch rather than an entry and an index row per event.
 
 use crate::describe::{
-    describe_order, describe_payment, dispute_after, order_status_after, payment_charge,
-    payment_intent, payment_status_after, DisputeView,
+    describe_order, describe_payment, dispute_after, payment_charge, DisputeView,
 };
 use crate::docs::{no_index, update_doc};
 use crate::erasure;
@@ -62,11 +61,15 @@ pub const CUSTOMERS: &str = "support_customers";
 pub const MAX_SCAN: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = SupportOrderSchema))]
 pub struct SupportOrderView {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub order_id: OrderId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub customer_id: CustomerId,
     pub email: String,
     pub status: OrderStatus,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub payment_status: Option<PaymentStatus>,
     pub intent_id: Option<String>,
     /// The provider's charge id, once the payment's success named it.
@@ -107,8 +110,10 @@ pub enum TimelineSource {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = SupportTimelineEntrySchema))]
 pub struct SupportTimelineEntry {
     pub at: DateTime<Utc>,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub source: TimelineSource,
     pub event_type: String,
     pub summary: String,
@@ -332,7 +337,7 @@ impl SupportProjection {
         Self::timeline(tx, order_id, event, entries)?;
         Self::update(tx, order_id, |doc| {
             doc.touch(event.occurred_at);
-            if let Some(status) = order_status_after(&e) {
+            if let Some(status) = e.status_after() {
                 doc.status = Some(status);
             }
             if let OrderEvent::OrderPlaced {
@@ -460,10 +465,10 @@ impl SupportProjection {
         )?;
         Self::update(tx, &order_id, |doc| {
             doc.touch(event.occurred_at);
-            if let Some(status) = payment_status_after(&e) {
+            if let Some(status) = e.status_after() {
                 doc.payment_status = Some(status);
             }
-            if let Some(intent) = payment_intent(&e) {
+            if let Some(intent) = e.intent_id() {
                 doc.intent_id = Some(intent.to_owned());
             }
             if let Some(charge) = payment_charge(&e) {

@@ -130,8 +130,8 @@ pub(crate) fn payment_order(
         })?;
         return Ok(Some(order_id));
     }
-    if let Some(order_id) = crate::describe::payment_order_id(payment_event) {
-        return Ok(Some(order_id.to_owned()));
+    if let Some(order_id) = payment_event.order_id() {
+        return Ok(Some(order_id.as_str().to_owned()));
     }
     let link = peek_doc::<PaymentLink>(tx, links, &event.stream_id, no_index)?;
     if link.is_none() {

@@ -12,6 +12,7 @@ use domain::{NotificationEvent, NotificationId};
 use projections::catalog::{self, CatalogProjection};
 use projections::notifications::{self, DeliveryStatus, NotificationKind, NotificationsProjection};
 use projections::order_history::{self, OrderHistoryProjection};
+use projections::store::EventBatch;
 use projections::support::{self, SupportProjection, SupportQuery, TimelineSource};
 use projections::testsuite::fixtures::{base_time, event_envelope, raw_product_event};
 use projections::testsuite::VecEventStore;
@@ -118,7 +119,7 @@ async fn apply(
     events: Vec<EventEnvelope>,
 ) -> ApplyOutcome {
     models
-        .apply_batch(projection.clone(), events, None)
+        .apply_batch(EventBatch::new(projection.clone(), events))
         .await
         .expect("apply")
 }
@@ -440,7 +441,7 @@ async fn a_newer_event_version_stops_the_projection() {
     let models = MemoryReadModelStore::new();
     let future = raw_product_event("book", 1, "ProductCreated", 99, json!({}));
     let err = models
-        .apply_batch(catalog(), vec![future], Some(FeedCursor::at(1)))
+        .apply_batch(EventBatch::new(catalog(), vec![future]).with_checkpoint(FeedCursor::at(1)))
         .await
         .expect_err("unsupported version");
     assert!(matches!(

@@ -6,6 +6,7 @@ use commands::{EventEnvelope, EventStore, StreamRef};
 use domain::{Event, ProductEvent, ProductId, StreamType};
 use projections::catalog::{self, CatalogProjection};
 use projections::order_history;
+use projections::store::{DocKey, EventBatch};
 use projections::support;
 use projections::testsuite::conformance;
 use projections::testsuite::fixtures::{
@@ -297,10 +298,11 @@ async fn rebuild_replays_from_zero_and_reports_progress() {
     // A stray document the rebuild must drop.
     models
         .put_doc(
-            catalog::PRODUCTS,
-            "ghost",
-            json!({}),
-            vec![projections::IndexEntry::new(catalog::ALL, "all", "ghost")],
+            DocKey::new(catalog::PRODUCTS, "ghost"),
+            projections::EncodedDoc::from_json(
+                &json!({}),
+                vec![projections::IndexEntry::new(catalog::ALL, "all", "ghost")],
+            ),
         )
         .await
         .expect("put");
@@ -536,9 +538,8 @@ async fn generations_in_one_store_neither_see_nor_reset_each_other() {
     let projection = catalog();
     let created = product_created("p1", 1);
     blue.apply_batch(
-        projection.clone(),
-        vec![created.clone()],
-        Some(FeedCursor::at(1)),
+        EventBatch::new(projection.clone(), vec![created.clone()])
+            .with_checkpoint(FeedCursor::at(1)),
     )
     .await
     .expect("blue");
@@ -548,7 +549,9 @@ async fn generations_in_one_store_neither_see_nor_reset_each_other() {
         FeedCursor::start()
     );
     green
-        .apply_batch(projection.clone(), vec![created], Some(FeedCursor::at(1)))
+        .apply_batch(
+            EventBatch::new(projection.clone(), vec![created]).with_checkpoint(FeedCursor::at(1)),
+        )
         .await
         .expect("green");
     assert_eq!(listed(&blue).await, 1);

@@ -9,6 +9,7 @@
 pub mod moto;
 
 use crate::TestApp;
+use api::compose::ApiSettings;
 use api::compose_aws::{self, AwsOptions, AwsServeConfig, AwsStage, AwsWorkerConfig};
 use commands::{
     Caller, CheckoutInput, CommandContext, EventEnvelope, NewProduct, QueuedEvent, Shop,
@@ -120,16 +121,19 @@ pub async fn spawn_aws_app_configured(
     let secret = format!("test-secret-{}", uuid::Uuid::new_v4());
     let mut config = AwsServeConfig {
         options: test_options(),
-        jwt_secret: Some(secret.clone()),
         provision: true,
         with_workers,
         workers: test_workers(),
-        // moto under a loaded test run can take seconds to move an event to a read model.
-        consistency_wait: Duration::from_secs(10),
+        api: ApiSettings {
+            jwt_secret: Some(secret.clone()),
+            // moto under a loaded test run can take seconds to move an event to a read model.
+            consistency_wait: Duration::from_secs(10),
+            ..ApiSettings::default()
+        },
         ..AwsServeConfig::new(names.stage.clone())
     };
     customize(&mut config);
-    let stripe = config.stripe.clone();
+    let stripe = config.api.stripe.clone();
     let running = compose_aws::start_aws(&sdk, config)
         .await
         .unwrap_or_else(|e| panic!("starting the aws app on moto: {e:#}"));
@@ -467,7 +471,11 @@ pub async fn drain_queue(stage: &AwsStage, url: &str) -> Vec<QueuedEvent> {
     let mut out = Vec::new();
     loop {
         let batch = queue
-            .receive(10, Duration::from_secs(1), Some(Duration::from_secs(30)))
+            .receive(commands::Receive {
+                max: 10,
+                wait: Duration::from_secs(1),
+                visibility: Some(Duration::from_secs(30)),
+            })
             .await
             .expect("receive");
         if batch.is_empty() {

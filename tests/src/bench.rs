@@ -5,10 +5,8 @@
 use commands::{
     Commit, EventStore, ManualClock, Metadata, NewEvent, Shop, StreamAppend, StreamRef,
 };
-use domain::{
-    CartId, CustomerId, Event, Money, OrderEvent, OrderId, OrderLine, PaymentId, ProductId,
-    Quantity, StreamType,
-};
+use domain::{Event, Money, OrderEvent, OrderId, PaymentId, StreamType};
+use projections::testsuite::fixtures::one_unit_order_placed;
 use projections::{Projection, ProjectionRunner, ReadModelStore};
 use std::sync::Arc;
 
@@ -108,31 +106,21 @@ pub fn order_id(i: usize) -> String {
 /// The `OrderPlaced` of the bench's `i`th order: one unit at 4.00 EUR, by one of 5,000
 /// customers.
 pub fn order_placed(i: usize, at: chrono::DateTime<chrono::Utc>) -> OrderEvent {
-    let price = Money::parse("4.00", "EUR").unwrap();
-    OrderEvent::OrderPlaced {
-        order_id: OrderId::parse(&order_id(i)).unwrap(),
-        cart_id: CartId::parse(&format!("cart_{i:07}")).unwrap(),
-        customer_id: CustomerId::parse(&format!("cus_{}", i % 5_000)).unwrap(),
-        customer_email: format!("c{}@example.com", i % 5_000),
-        shipping_address: crate::aws::checkout_input("bench@example.com").shipping_address,
-        lines: vec![OrderLine {
-            product_id: ProductId::parse("prd_bench").unwrap(),
-            name: "Bench".into(),
-            quantity: Quantity::parse(1).unwrap(),
-            unit_price: price.clone(),
-            line_total: price.clone(),
-        }],
-        total: price,
-        payment_id: PaymentId::parse(&format!("pay_{i:07}")).unwrap(),
-        placed_at: at,
-    }
+    one_unit_order_placed(
+        &order_id(i),
+        &format!("cus_{}", i % 5_000),
+        &format!("c{}@example.com", i % 5_000),
+        crate::aws::checkout_input("bench@example.com").shipping_address,
+        Money::parse("4.00", "EUR").unwrap(),
+        at,
+    )
 }
 
 /// The `OrderPaid` that follows [`order_placed`].
 pub fn order_paid(i: usize, at: chrono::DateTime<chrono::Utc>) -> OrderEvent {
     OrderEvent::OrderPaid {
         order_id: OrderId::parse(&order_id(i)).unwrap(),
-        payment_id: PaymentId::parse(&format!("pay_{i:07}")).unwrap(),
+        payment_id: PaymentId::parse(&format!("pay-{}", order_id(i))).unwrap(),
         amount: Money::parse("4.00", "EUR").unwrap(),
         at,
     }

@@ -10,16 +10,18 @@ use backbone_tests::aws::{
     stream_and_checkpoints, table_event_ids, test_options, test_workers,
 };
 use backbone_tests::{eventually, whole_feed};
-use commands::FeedCursor;
 use commands::{
     EventEnvelope, EventPublisher, EventQueue, FanoutError, PublishFailure, QueuedEvent,
     ShardCheckpointStore,
 };
+use commands::{FeedCursor, StreamRef};
 use infrastructure::aws::{ConsumerGroup, DynamoReadModelStore};
 use infrastructure::aws::{
     DynamoShardCheckpoints, DynamoStreamSource, EventBridgePublisher, SqsEventQueue, StreamsOptions,
 };
-use projections::store::{ApplyOutcome, Projection, Query, ReadModelError};
+use projections::store::{
+    ApplyOutcome, DocKey, EncodedDoc, EventBatch, Projection, Query, ReadModelResult,
+};
 use projections::{ProjectionRunner, ReadModelStore, StepOutcome};
 use rand::seq::SliceRandom;
 use serde_json::Value;
@@ -157,13 +159,8 @@ enum QueueFault {
 
 #[async_trait]
 impl EventQueue for FaultyQueue {
-    async fn receive(
-        &self,
-        max: usize,
-        wait: Duration,
-        visibility: Option<Duration>,
-    ) -> Result<Vec<QueuedEvent>, FanoutError> {
-        let got = self.inner.receive(max, wait, visibility).await;
+    async fn receive(&self, request: commands::Receive) -> Result<Vec<QueuedEvent>, FanoutError> {
+        let got = self.inner.receive(request).await;
         if let QueueFault::StopDuringReceive { cancel } = &self.fault {
             cancel.cancel();
         }
@@ -189,41 +186,26 @@ struct StuckBeforeCommit {
 
 #[async_trait]
 impl ReadModelStore for StuckBeforeCommit {
-    async fn apply_batch(
-        &self,
-        _projection: Arc<dyn Projection>,
-        _events: Vec<EventEnvelope>,
-        _checkpoint: Option<FeedCursor>,
-    ) -> Result<ApplyOutcome, ReadModelError> {
+    async fn apply_batch(&self, _batch: EventBatch) -> ReadModelResult<ApplyOutcome> {
         self.reached.notify_one();
         std::future::pending().await
     }
-    async fn checkpoint(&self, _projection: &str) -> Result<FeedCursor, ReadModelError> {
+    async fn checkpoint(&self, _projection: &str) -> ReadModelResult<FeedCursor> {
         Ok(FeedCursor::start())
     }
-    async fn last_applied(
-        &self,
-        _projection: &str,
-        _stream: &commands::StreamRef,
-    ) -> Result<u64, ReadModelError> {
+    async fn last_applied(&self, _projection: &str, _stream: &StreamRef) -> ReadModelResult<u64> {
         Ok(0)
     }
-    async fn get(&self, _c: &str, _k: &str) -> Result<Option<Value>, ReadModelError> {
+    async fn get(&self, _c: &str, _k: &str) -> ReadModelResult<Option<Value>> {
         Ok(None)
     }
-    async fn query(&self, _query: Query<'_>) -> Result<Vec<Value>, ReadModelError> {
+    async fn query(&self, _query: Query<'_>) -> ReadModelResult<Vec<Value>> {
         Ok(Vec::new())
     }
-    async fn put_doc(
-        &self,
-        _c: &str,
-        _k: &str,
-        _body: Value,
-        _index: Vec<projections::IndexEntry>,
-    ) -> Result<(), ReadModelError> {
+    async fn put_doc(&self, _at: DocKey<'_>, _doc: EncodedDoc) -> ReadModelResult<()> {
         Ok(())
     }
-    async fn reset(&self, _projection: &dyn Projection) -> Result<(), ReadModelError> {
+    async fn reset(&self, _projection: &dyn Projection) -> ReadModelResult<()> {
         Ok(())
     }
 }

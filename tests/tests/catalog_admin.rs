@@ -197,7 +197,7 @@ test_on_both_backends!(
 #[tokio::test(flavor = "multi_thread")]
 async fn catalog_auth_required_puts_the_catalog_behind_a_token() {
     let app = spawn_app_configured(tempfile::tempdir().unwrap(), |c| {
-        c.catalog_auth_required = true
+        c.api.catalog_auth_required = true
     })
     .await;
     for path in [

@@ -30,7 +30,7 @@ async fn a_lost_dispute_matched_by_charge_reaches_order_support_and_customer_emb
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_dispute_matched_by_charge_reaches_order_support_and_customer_on_dynamodb() {
     let (app, _stage) = spawn_aws_app_configured(true, |c| {
-        c.webhook_secrets = vec![AWS_SECRET.to_owned()];
+        c.api.webhook_secrets = vec![AWS_SECRET.to_owned()];
     })
     .await;
     a_lost_dispute_reaches_everyone(&app, AWS_SECRET).await;

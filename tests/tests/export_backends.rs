@@ -125,7 +125,8 @@ async fn one_workload_exports_the_same_event_sequences_on_both_backends() {
     );
 
     // Embedded: the same workload; its in-process process managers follow on their own.
-    let app = spawn_app_configured(tempfile::tempdir().unwrap(), |c| c.demo_catalog = false).await;
+    let app =
+        spawn_app_configured(tempfile::tempdir().unwrap(), |c| c.api.demo_catalog = false).await;
     let w = run_workload(&app.state.shop, "exp", 6, 3).await;
     assert_eq!(w.products, aws_workload.products);
     assert!(!aws.is_empty());

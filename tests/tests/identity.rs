@@ -111,11 +111,11 @@ async fn tokens_of_a_jwks_provider_with_rotation_groups_and_bounded_skew() {
     );
 
     let app = spawn_app_configured(tempfile::tempdir().expect("temp dir"), |c| {
-        c.jwks_url = Some(url.clone());
-        c.jwt_issuer = Some(ISSUER.to_owned());
-        c.jwt_audience = Some(AUDIENCE.to_owned());
-        c.role_claim = "cognito:groups".to_owned();
-        c.jwks_min_refresh = Duration::from_millis(300);
+        c.api.jwks_url = Some(url.clone());
+        c.api.jwt_issuer = Some(ISSUER.to_owned());
+        c.api.jwt_audience = Some(AUDIENCE.to_owned());
+        c.api.role_claim = "cognito:groups".to_owned();
+        c.api.jwks_min_refresh = Duration::from_millis(300);
     })
     .await;
     assert_eq!(provider.fetches(), 1, "fetched at start");

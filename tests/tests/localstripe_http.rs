@@ -33,8 +33,8 @@ fn stripe_on(ls: &LocalStripe) -> StripeSettings {
 async fn app_on(ls: &LocalStripe) -> TestApp {
     let stripe = stripe_on(ls);
     let app = spawn_app_configured(tempfile::tempdir().unwrap(), move |c| {
-        c.stripe = Some(stripe);
-        c.webhook_secrets = vec![WEBHOOK_SECRET.into()];
+        c.api.stripe = Some(stripe);
+        c.api.webhook_secrets = vec![WEBHOOK_SECRET.into()];
     })
     .await;
     ls.register_webhook(&app.url("/v1/webhooks/stripe"), WEBHOOK_SECRET)
@@ -45,8 +45,8 @@ async fn app_on(ls: &LocalStripe) -> TestApp {
 async fn aws_app_on(ls: &LocalStripe) -> TestApp {
     let stripe = stripe_on(ls);
     let (app, _stage) = spawn_aws_app_configured(true, move |c| {
-        c.stripe = Some(stripe);
-        c.webhook_secrets = vec![WEBHOOK_SECRET.into()];
+        c.api.stripe = Some(stripe);
+        c.api.webhook_secrets = vec![WEBHOOK_SECRET.into()];
     })
     .await;
     assert!(

@@ -189,6 +189,35 @@ pub fn spawn_timer<T: Timer>(timer: Arc<T>, context: LoopContext) -> tokio::task
     )
 }
 
+/// A worker that follows the feed: its loop runs `step` again and again, woken by a commit
+/// (`notify`) or after the poll interval.
+pub trait FeedWorker: Send + Sync + 'static {
+    /// The worker's name in [`Health`].
+    fn name(&self) -> &str;
+
+    /// Handles what is new.
+    fn step(&self) -> impl Future<Output = anyhow::Result<Outcome>> + Send;
+
+    /// Spawns the worker's loop.
+    fn spawn(
+        self: Arc<Self>,
+        notify: Option<Arc<Notify>>,
+        context: LoopContext,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        Self: Sized,
+    {
+        let name = self.name().to_owned();
+        spawn_loop(
+            name,
+            context,
+            notify,
+            self,
+            |me| async move { me.step().await },
+        )
+    }
+}
+
 /// One step of a projection runner, as a worker outcome.
 pub async fn projection_step(runner: &ProjectionRunner) -> anyhow::Result<Outcome> {
     Ok(match runner.step_deferred().await? {
@@ -248,12 +277,14 @@ impl ProcessManagerConsumer {
             cursor: tokio::sync::Mutex::new(None),
         }
     }
+}
 
-    pub fn name(&self) -> &str {
+impl FeedWorker for ProcessManagerConsumer {
+    fn name(&self) -> &str {
         &self.name
     }
 
-    pub async fn step(&self) -> anyhow::Result<Outcome> {
+    async fn step(&self) -> anyhow::Result<Outcome> {
         let mut cursor = self.cursor.lock().await;
         let (after, durable) = match &*cursor {
             Some(c) => c.clone(),
@@ -265,7 +296,11 @@ impl ProcessManagerConsumer {
         *cursor = Some((after.clone(), durable.clone()));
         let page = self
             .store
-            .feed_filtered(&after, self.batch.max(1), &ProcessManagers::handles)
+            .feed_filtered(commands::FeedFilter {
+                after: &after,
+                limit: self.batch.max(1),
+                keep: &ProcessManagers::handles,
+            })
             .await?;
         let Some(last) = page.next else {
             return Ok(Outcome::Idle);
@@ -301,20 +336,5 @@ impl ProcessManagerConsumer {
             *cursor = Some((reached.clone(), durable));
         }
         Ok(Outcome::Progressed(reached.count()))
-    }
-
-    pub fn spawn(
-        self: Arc<Self>,
-        notify: Option<Arc<Notify>>,
-        context: LoopContext,
-    ) -> tokio::task::JoinHandle<()> {
-        let name = self.name.clone();
-        spawn_loop(
-            name,
-            context,
-            notify,
-            self,
-            |me| async move { me.step().await },
-        )
     }
 }

@@ -12,7 +12,7 @@
 //! `Shop::ensure_intent` is idempotent (provider key = payment id), so a retry racing another
 //! attempt creates one intent.
 
-use crate::feed::{spawn_loop, LoopContext, Outcome};
+use crate::feed::{FeedWorker, Outcome};
 use chrono::{DateTime, Utc};
 use commands::FeedCursor;
 use commands::{
@@ -22,7 +22,6 @@ use domain::StreamType;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::Notify;
 
 /// Tuning of the retry worker.
 #[derive(Debug, Clone)]
@@ -66,7 +65,7 @@ struct Tracker {
     pending: BTreeMap<String, Pending>,
 }
 
-/// The retry worker. Share it behind an `Arc` and [`spawn`](Self::spawn) it.
+/// The retry worker. Share it behind an `Arc` and [`spawn`](FeedWorker::spawn) it.
 pub struct PaymentRetryWorker {
     name: String,
     store: Arc<dyn EventStore>,
@@ -97,10 +96,6 @@ impl PaymentRetryWorker {
         }
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     fn tracker(&self) -> MutexGuard<'_, Tracker> {
         // Plain bookkeeping: a panic elsewhere cannot leave it in a state that matters.
         self.tracker.lock().unwrap_or_else(|p| p.into_inner())
@@ -119,7 +114,11 @@ impl PaymentRetryWorker {
             let payments = |e: &commands::EventEnvelope| e.stream_type == StreamType::Payment;
             let page = self
                 .store
-                .feed_filtered(&position, self.config.feed_batch.max(1), &payments)
+                .feed_filtered(commands::FeedFilter {
+                    after: &position,
+                    limit: self.config.feed_batch.max(1),
+                    keep: &payments,
+                })
                 .await?;
             let Some(last) = page.next else {
                 break;
@@ -156,8 +155,16 @@ impl PaymentRetryWorker {
             .min(self.config.retry_max);
         chrono_duration(d)
     }
+}
 
-    /// One pass: read new feed events, then retry the payments that are due.
+impl FeedWorker for PaymentRetryWorker {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// One pass: read new feed events, then retry the payments that are due. The loop wakes on
+    /// commits or after `config.poll`, which must be short enough for due retries (due-ness is
+    /// time-based): a second or so.
     ///
     /// `Progressed` when the feed moved or an intent was created, `Idle` otherwise. Only a store
     /// failure is an error: a provider outage is logged and counted
@@ -165,7 +172,7 @@ impl PaymentRetryWorker {
     /// `backbone_payments_without_intent`) but does not mark the worker unhealthy, because
     /// readiness must not depend on Stripe being up.
     #[tracing::instrument(skip_all, fields(worker = %self.name), err(Display))]
-    pub async fn step(&self) -> anyhow::Result<Outcome> {
+    async fn step(&self) -> anyhow::Result<Outcome> {
         let moved = self.catch_up().await?;
         let now = self.clock.now();
         let due: Vec<(String, Pending)> = {
@@ -229,23 +236,6 @@ impl PaymentRetryWorker {
         } else {
             Outcome::Idle
         })
-    }
-
-    /// Spawns the loop. Idle steps wake on `notify` (commits) or after `config.poll`, which
-    /// must be short enough for due retries (due-ness is time-based): a second or so.
-    pub fn spawn(
-        self: Arc<Self>,
-        notify: Option<Arc<Notify>>,
-        context: LoopContext,
-    ) -> tokio::task::JoinHandle<()> {
-        let name = self.name.clone();
-        spawn_loop(
-            name,
-            context,
-            notify,
-            self,
-            |me| async move { me.step().await },
-        )
     }
 }
 

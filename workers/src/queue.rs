@@ -152,11 +152,11 @@ impl QueueConsumer {
         }
         let messages = self
             .queue
-            .receive(
-                self.config.max_messages.clamp(1, 10),
-                self.config.wait,
-                self.config.visibility,
-            )
+            .receive(commands::Receive {
+                max: self.config.max_messages.clamp(1, 10),
+                wait: self.config.wait,
+                visibility: self.config.visibility,
+            })
             .await?;
         done.received = messages.len();
         tracing::Span::current().record("received", messages.len());
@@ -391,15 +391,13 @@ mod tests {
     impl EventQueue for FakeQueue {
         async fn receive(
             &self,
-            max: usize,
-            _wait: Duration,
-            _visibility: Option<Duration>,
+            request: commands::Receive,
         ) -> Result<Vec<QueuedEvent>, FanoutError> {
             if let Some(token) = &self.cancel_on_receive {
                 token.cancel();
             }
             let mut inbox = self.inbox.lock().unwrap();
-            let n = max.min(inbox.len());
+            let n = request.max.min(inbox.len());
             Ok(inbox.drain(..n).collect())
         }
         async fn delete(&self, receipts: &[String]) -> Result<Vec<String>, FanoutError> {

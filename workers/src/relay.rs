@@ -24,8 +24,9 @@
 pub const RELAY_ITERATOR_AGE: &str = "backbone_relay_iterator_age_milliseconds";
 use crate::feed::{spawn_loop, LoopContext, Outcome};
 use commands::{
-    compare_sequence_numbers, ChangeSource, EventEnvelope, EventPublisher, FanoutError, FeedWriter,
-    ShardCheckpoint, ShardCheckpointStore, ShardCursor, ShardInfo, ShardLeases, MAX_PUBLISH_BATCH,
+    compare_sequence_numbers, ChangeSource, CheckpointSave, EventEnvelope, EventPublisher,
+    FanoutError, FeedWriter, ShardCheckpoint, ShardCheckpointStore, ShardCursor, ShardInfo,
+    ShardLeases, MAX_PUBLISH_BATCH,
 };
 use futures::stream::{self, StreamExt};
 use rand::Rng;
@@ -432,7 +433,11 @@ impl Relay {
             finished: closed,
         };
         self.checkpoints
-            .save(&id, shard.checkpoint.as_ref(), &next)
+            .save(CheckpointSave {
+                shard: &id,
+                previous: shard.checkpoint.as_ref(),
+                next: &next,
+            })
             .await?;
         tracing::debug!(shard = %id, records = page.records.len(), events = events.len(), checkpoint = ?next.sequence, finished = closed, "page relayed");
         done.records += page.records.len();
@@ -646,19 +651,14 @@ mod tests {
         async fn load(&self, shard: &str) -> Result<Option<ShardCheckpoint>, FanoutError> {
             Ok(self.0.lock().unwrap().get(shard).cloned())
         }
-        async fn save(
-            &self,
-            shard: &str,
-            previous: Option<&ShardCheckpoint>,
-            next: &ShardCheckpoint,
-        ) -> Result<(), FanoutError> {
+        async fn save(&self, save: CheckpointSave<'_>) -> Result<(), FanoutError> {
             let mut map = self.0.lock().unwrap();
-            if map.get(shard) != previous {
+            if map.get(save.shard) != save.previous {
                 return Err(FanoutError::CheckpointConflict {
-                    shard: shard.into(),
+                    shard: save.shard.into(),
                 });
             }
-            map.insert(shard.into(), next.clone());
+            map.insert(save.shard.into(), save.next.clone());
             Ok(())
         }
     }

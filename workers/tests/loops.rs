@@ -2,7 +2,9 @@
 //! skipped; commits wake idle projections at once; cancellation stops workers.
 
 mod common;
-use common::{append, open_store, record_sequence, spawn_fast, stop, wait_until};
+use common::{
+    append, open_store, record_sequence, spawn_fast, stop, store_with_events, wait_until,
+};
 
 use commands::EventEnvelope;
 use projections::runner::ProjectionRunner;
@@ -49,10 +51,7 @@ impl Projection for Flaky {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_projection_retries_reports_unhealthy_and_never_skips_the_event() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_store(&dir);
-    for v in 0..5 {
-        append(store.as_ref(), "s1", v).await;
-    }
+    let store = store_with_events(&dir, "s1", 5).await;
     let models = Arc::new(MemoryReadModelStore::new());
     let flaky = Arc::new(Flaky {
         fail_on: 3,

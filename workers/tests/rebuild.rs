@@ -4,7 +4,7 @@
 
 mod common;
 use commands::FeedCursor;
-use common::{append, open_store, record_sequence, spawn_fast, stop, wait_until};
+use common::{append, record_sequence, spawn_fast, stop, store_with_events, wait_until};
 
 use commands::{EventEnvelope, EventStore, StoreError};
 use projections::runner::ProjectionRunner;
@@ -76,10 +76,7 @@ async fn seqs(models: &MemoryReadModelStore, collection: &str) -> Option<serde_j
 #[tokio::test(flavor = "multi_thread")]
 async fn one_projection_is_rebuilt_while_the_others_keep_running() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_store(&dir);
-    for v in 0..5 {
-        append(store.as_ref(), "s1", v).await;
-    }
+    let store = store_with_events(&dir, "s1", 5).await;
     let (gate, open) = watch::channel(true);
     let gated: Arc<dyn EventStore> = Arc::new(GatedStore {
         inner: store.clone(),

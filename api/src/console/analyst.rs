@@ -7,7 +7,6 @@ use super::session::Staff;
 use crate::state::AppState;
 use axum::extract::{Query, State};
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
-use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use maud::{html, Markup};
 use serde::Deserialize;
@@ -51,9 +50,7 @@ pub async fn events(
         "/v1/events",
         pairs(&criteria).chain([("after", q.after.as_str()), ("limit", limit.as_str())]),
     );
-    let answer = Api::new(&state, &staff)
-        .raw(Method::GET, &uri, None, None)
-        .await?;
+    let answer = Api::new(&state, &staff).get_raw(&uri).await?;
     let bytes = read(answer).await?;
     let events: Vec<Value> = bytes
         .split(|b| *b == b'\n')
@@ -122,12 +119,7 @@ pub async fn download(
 ) -> Result<Response, Failure> {
     let criteria = q.criteria();
     let answer = Api::new(&state, &staff)
-        .raw(
-            Method::GET,
-            &link("/v1/events", pairs(&criteria)),
-            None,
-            None,
-        )
+        .get_raw(&link("/v1/events", pairs(&criteria)))
         .await?;
     Ok((
         [

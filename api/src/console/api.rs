@@ -57,29 +57,7 @@ impl<'a> Api<'a> {
         body: Option<&Value>,
         idempotency_key: Option<&str>,
     ) -> Result<Value, Failure> {
-        let answer = self.raw(method, uri, body, idempotency_key).await?;
-        let bytes = read(answer).await?;
-        if bytes.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_slice(&bytes).map_err(|e| {
-            tracing::error!(%uri, error = %e, "the API answered the console with something other than JSON");
-            Failure::internal(None)
-        })
-    }
-
-    /// The API's successful answer as it is (for NDJSON); any other answer as a [`Failure`].
-    pub async fn raw(
-        &self,
-        method: Method,
-        uri: &str,
-        body: Option<&Value>,
-        idempotency_key: Option<&str>,
-    ) -> Result<Response, Failure> {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(AUTHORIZATION, format!("Bearer {}", self.token));
+        let mut request = self.request(method, uri);
         if let Some(key) = idempotency_key {
             request = request.header("idempotency-key", key);
         }
@@ -90,7 +68,38 @@ impl<'a> Api<'a> {
             }
             None => Body::empty(),
         };
-        let request = request.body(body).map_err(|e| {
+        let bytes = read(self.answer(uri, request.body(body)).await?).await?;
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| {
+            tracing::error!(%uri, error = %e, "the API answered the console with something other than JSON");
+            Failure::internal(None)
+        })
+    }
+
+    /// The API's successful answer to a GET of `uri` as it is (for NDJSON); any other answer as
+    /// a [`Failure`].
+    pub async fn get_raw(&self, uri: &str) -> Result<Response, Failure> {
+        let request = self.request(Method::GET, uri).body(Body::empty());
+        self.answer(uri, request).await
+    }
+
+    /// A request of `uri` with the signed-in user's token.
+    fn request(&self, method: Method, uri: &str) -> axum::http::request::Builder {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(AUTHORIZATION, format!("Bearer {}", self.token))
+    }
+
+    /// The API's successful answer to `request` (of `uri`); any other answer as a [`Failure`].
+    async fn answer(
+        &self,
+        uri: &str,
+        request: Result<Request, axum::http::Error>,
+    ) -> Result<Response, Failure> {
+        let request = request.map_err(|e| {
             tracing::error!(%uri, error = %e, "console built an invalid API request");
             Failure::internal(None)
         })?;

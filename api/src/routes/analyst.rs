@@ -110,7 +110,7 @@ pub struct AtQuery {
 
 #[utoipa::path(get, path = "/v1/streams/{type}/{id}", tag = "analyst",
     description = "Masked like `/v1/events` unless the token carries the `pii` scope.",
-    params(("type" = crate::schema::StreamTypeName, Path, description = "the stream type"),
+    params(("type" = domain::StreamType, Path, description = "the stream type"),
         ("id" = crate::schema::Id, Path, description = "aggregate id"), AtQuery),
     responses((status = 200, description = "the state at that point and its events", body = StreamAt),
         ItemReadErrors))]

@@ -4,7 +4,7 @@ use crate::error::ApiResult;
 use crate::extract::{AppPath, Cmd};
 use crate::http::CommandReply;
 use crate::schema::{
-    CartItemPath, CartPath, CartReply, CartSchema, CommandErrors, CreateErrors, IdempotencyHeader,
+    CartItemPath, CartPath, CartReply, CommandErrors, CreateErrors, IdempotencyHeader,
     ItemReadErrors, NoBody,
 };
 use crate::state::AppState;
@@ -75,7 +75,6 @@ crate::schema::committed! {
 pub struct CheckoutResponse {
     pub order_id: String,
     pub payment_id: String,
-    #[schema(value_type = crate::schema::MoneySchema)]
     pub total: Money,
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -99,7 +98,7 @@ pub async fn open_cart(
 
 #[utoipa::path(get, path = "/v1/carts/{id}", tag = "carts",
     params(CartPath),
-    responses((status = 200, description = "the cart", body = CartSchema), ItemReadErrors))]
+    responses((status = 200, description = "the cart", body = CartView), ItemReadErrors))]
 pub async fn get_cart(
     State(state): State<AppState>,
     principal: crate::auth::Principal,

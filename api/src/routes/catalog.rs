@@ -2,7 +2,7 @@
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppPath, AppQuery};
-use crate::routes::query::{ListQuery, ReadQuery, MAX_LIMIT};
+use crate::routes::query::{ListQuery, ProductList, ReadQuery, MAX_LIMIT};
 use crate::schema::{ProductPath, PublicItemErrors, PublicReadErrors};
 use crate::state::AppState;
 use axum::extract::State;
@@ -23,7 +23,6 @@ pub struct CatalogQuery {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CategoryList {
     /// Each category with products on sale, by name, with `products`, their count.
-    #[schema(value_type = Vec<crate::schema::CategorySchema>)]
     pub categories: Vec<catalog::CategoryView>,
 }
 
@@ -39,14 +38,6 @@ pub async fn list_categories(
     Ok(Json(CategoryList { categories }))
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ProductList {
-    #[schema(value_type = Vec<crate::schema::ProductSchema>)]
-    pub products: Vec<ProductView>,
-    /// Pass as `cursor` for the next page; `null` on the last one.
-    pub next_cursor: Option<String>,
-}
-
 #[utoipa::path(get, path = "/v1/catalog/products", tag = "catalog", params(CatalogQuery, ListQuery),
     responses((status = 200, description = "products ordered by name", body = ProductList), PublicReadErrors),
     security((), ("bearer" = [])))]
@@ -56,22 +47,17 @@ pub async fn list_products(
     AppQuery(q): AppQuery<ListQuery>,
 ) -> ApiResult<Json<ProductList>> {
     let category = filter.category.as_deref();
-    let (products, next_cursor) = q
-        .read_page(
-            &state,
-            &catalog::CatalogProjection,
-            |models, limit, after| catalog::list_products(models, category, limit, after),
-        )
-        .await?;
-    Ok(Json(ProductList {
-        products,
-        next_cursor,
-    }))
+    q.read_page(
+        &state,
+        &catalog::CatalogProjection,
+        |models, limit, after| catalog::list_products(models, category, limit, after),
+    )
+    .await
 }
 
 #[utoipa::path(get, path = "/v1/catalog/products/{id}", tag = "catalog",
     params(ProductPath, ReadQuery),
-    responses((status = 200, description = "one product", body = crate::schema::ProductSchema), PublicItemErrors),
+    responses((status = 200, description = "one product", body = ProductView), PublicItemErrors),
     security((), ("bearer" = [])))]
 pub async fn get_product(
     State(state): State<AppState>,

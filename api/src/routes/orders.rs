@@ -4,7 +4,7 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppPath, AppQuery, Cmd};
 use crate::http::CommandReply;
-use crate::routes::query::{ListQuery, ReadQuery};
+use crate::routes::query::{ListQuery, NotificationList, OrderList, ReadQuery};
 use crate::schema::{
     AckReply, CommandErrors, IdempotencyHeader, ItemReadErrors, OrderPath, ReadErrors,
 };
@@ -14,26 +14,10 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use commands::Ack;
 use domain::{OrderCommand, OrderId};
-use projections::notifications::{self, NotificationView};
+use projections::notifications;
 use projections::order_history::{self, OrderView};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::ToSchema;
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OrderList {
-    #[schema(value_type = Vec<crate::schema::OrderSchema>)]
-    pub orders: Vec<OrderView>,
-    /// Pass as `cursor` for the next page; `null` on the last one.
-    pub next_cursor: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct NotificationList {
-    #[schema(value_type = Vec<crate::schema::NotificationSchema>)]
-    pub notifications: Vec<NotificationView>,
-    /// Pass as `cursor` for the next page; `null` on the last one.
-    pub next_cursor: Option<String>,
-}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -53,24 +37,19 @@ pub async fn list_orders(
     AppQuery(q): AppQuery<ListQuery>,
 ) -> ApiResult<Json<OrderList>> {
     let customer = principal.customer_id()?;
-    let (orders, next_cursor) = q
-        .read_page(
-            &state,
-            &order_history::OrderHistoryProjection,
-            |models, limit, after| {
-                order_history::list_orders_for_customer(models, customer.as_str(), limit, after)
-            },
-        )
-        .await?;
-    Ok(Json(OrderList {
-        orders,
-        next_cursor,
-    }))
+    q.read_page(
+        &state,
+        &order_history::OrderHistoryProjection,
+        |models, limit, after| {
+            order_history::list_orders_for_customer(models, customer.as_str(), limit, after)
+        },
+    )
+    .await
 }
 
 #[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders",
     params(OrderPath, ReadQuery),
-    responses((status = 200, description = "the order from the order history", body = crate::schema::OrderSchema),
+    responses((status = 200, description = "the order from the order history", body = OrderView),
         ItemReadErrors))]
 pub async fn get_order(
     State(state): State<AppState>,
@@ -147,22 +126,12 @@ pub async fn notifications(
     AppQuery(q): AppQuery<ListQuery>,
 ) -> ApiResult<Json<NotificationList>> {
     let customer = principal.customer_id()?;
-    let (notifications, next_cursor) = q
-        .read_page(
-            &state,
-            &notifications::NotificationsProjection,
-            |models, limit, after| {
-                notifications::list_notifications_for_customer(
-                    models,
-                    customer.as_str(),
-                    limit,
-                    after,
-                )
-            },
-        )
-        .await?;
-    Ok(Json(NotificationList {
-        notifications,
-        next_cursor,
-    }))
+    q.read_page(
+        &state,
+        &notifications::NotificationsProjection,
+        |models, limit, after| {
+            notifications::list_notifications_for_customer(models, customer.as_str(), limit, after)
+        },
+    )
+    .await
 }

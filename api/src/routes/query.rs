@@ -1,13 +1,19 @@
 //! The query parameters the read endpoints share: paging (`limit`, `cursor`) and
-//! read-your-writes (`consistency`), and the one way a handler reads a page of a read model.
+//! read-your-writes (`consistency`), the one way a handler reads a page of a read model, and the
+//! list answers it makes of that page.
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use axum::Json;
 use commands::Consistency;
+use projections::catalog::ProductView;
+use projections::notifications::NotificationView;
+use projections::order_history::OrderView;
+use projections::support::SupportOrderView;
 use projections::{Page, Projection, ReadModelStore};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::future::Future;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 
 /// Default and largest page of list endpoints.
 pub const DEFAULT_LIMIT: usize = 50;
@@ -66,15 +72,16 @@ pub struct ListQuery {
 
 impl ListQuery {
     /// Waits until `projection` reflects the `consistency` token (if any), then reads the page
-    /// asked for with `read(models, limit, after)`: its items and the cursor of the next page,
-    /// if any.
-    pub async fn read_page<'a, T, E, F>(
+    /// asked for with `read(models, limit, after)` and answers it as the list `L`: its items and
+    /// the cursor of the next page, if any.
+    pub async fn read_page<'a, L, T, E, F>(
         &'a self,
         state: &'a AppState,
         projection: &dyn Projection,
         read: impl FnOnce(&'a dyn ReadModelStore, usize, Option<&'a str>) -> F,
-    ) -> ApiResult<(Vec<T>, Option<String>)>
+    ) -> ApiResult<Json<L>>
     where
+        L: From<Listed<T>>,
         F: Future<Output = Result<Page<T>, E>>,
         ApiError: From<E>,
     {
@@ -83,8 +90,48 @@ impl ListQuery {
             .await;
         let after = self.cursor.as_ref().map(Cursor::key);
         let page = read(state.models.as_ref(), limit(self.limit), after).await?;
-        Ok((page.items, page.next.map(Cursor::of)))
+        Ok(Json(L::from(Listed {
+            items: page.items,
+            next_cursor: page.next.map(Cursor::of),
+        })))
     }
+}
+
+/// A page as a list endpoint answers it: the items and the next page's cursor.
+pub struct Listed<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// Declares the answers of list endpoints: each names its items its own way, beside
+/// `next_cursor`.
+macro_rules! list_answers {
+    ($($name:ident { $items:ident: $item:ty })+) => {
+        $(
+            #[derive(Debug, Serialize, ToSchema)]
+            pub struct $name {
+                pub $items: Vec<$item>,
+                /// Pass as `cursor` for the next page; `null` on the last one.
+                pub next_cursor: Option<String>,
+            }
+
+            impl From<Listed<$item>> for $name {
+                fn from(page: Listed<$item>) -> Self {
+                    Self {
+                        $items: page.items,
+                        next_cursor: page.next_cursor,
+                    }
+                }
+            }
+        )+
+    };
+}
+
+list_answers! {
+    OrderList { orders: OrderView }
+    NotificationList { notifications: NotificationView }
+    SupportOrderList { orders: SupportOrderView }
+    ProductList { products: ProductView }
 }
 
 /// Query parameters of single-item reads over projections.

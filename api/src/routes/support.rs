@@ -3,11 +3,10 @@
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppPath, AppQuery, Cmd};
 use crate::http::CommandReply;
-use crate::routes::orders::NotificationList;
-use crate::routes::query::{ListQuery, ReadQuery};
+use crate::routes::query::{ListQuery, NotificationList, ReadQuery, SupportOrderList};
 use crate::schema::{
     AckReply, CommandErrors, IdempotencyHeader, ItemReadErrors, NoBody, NotificationPath,
-    OrderPath, ReadErrors, RefundReceiptSchema,
+    OrderPath, ReadErrors,
 };
 use crate::state::AppState;
 use axum::extract::State;
@@ -16,7 +15,7 @@ use chrono::{DateTime, Utc};
 use commands::Ack;
 use domain::{NotificationId, OrderId, OrderStatus};
 use projections::notifications;
-use projections::support::{self, SupportOrderView, SupportQuery, SupportTimelineEntry};
+use projections::support::{self, SupportQuery, SupportTimelineEntry};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -27,7 +26,6 @@ pub struct SupportSearch {
     /// Customer email (case-insensitive).
     pub email: Option<String>,
     /// Order status, for example `paid` or `payment_failed`.
-    #[param(value_type = Option<crate::schema::OrderStatusName>)]
     pub status: Option<OrderStatus>,
     /// Placed at or after (RFC 3339).
     pub from: Option<DateTime<Utc>>,
@@ -60,18 +58,9 @@ impl SupportSearch {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SupportOrderList {
-    #[schema(value_type = Vec<crate::schema::SupportOrderSchema>)]
-    pub orders: Vec<SupportOrderView>,
-    /// Pass as `cursor` for the next page; `null` on the last one.
-    pub next_cursor: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
 pub struct Timeline {
     pub order_id: String,
     /// Oldest first: order, payment and notification entries.
-    #[schema(value_type = Vec<crate::schema::SupportTimelineEntrySchema>)]
     pub entries: Vec<SupportTimelineEntry>,
 }
 
@@ -82,20 +71,15 @@ pub async fn search(
     AppQuery(search): AppQuery<SupportSearch>,
     AppQuery(q): AppQuery<ListQuery>,
 ) -> ApiResult<Json<SupportOrderList>> {
-    let (orders, next_cursor) = q
-        .read_page(
-            &state,
-            &support::SupportProjection,
-            |models, limit, after| {
-                let query = search.into_query(limit);
-                async move { support::search_orders_page(models, &query, after).await }
-            },
-        )
-        .await?;
-    Ok(Json(SupportOrderList {
-        orders,
-        next_cursor,
-    }))
+    q.read_page(
+        &state,
+        &support::SupportProjection,
+        |models, limit, after| {
+            let query = search.into_query(limit);
+            async move { support::search_orders_page(models, &query, after).await }
+        },
+    )
+    .await
 }
 
 #[utoipa::path(get, path = "/v1/support/orders/{id}/timeline", tag = "support",
@@ -128,17 +112,12 @@ pub async fn failed_notifications(
     State(state): State<AppState>,
     AppQuery(q): AppQuery<ListQuery>,
 ) -> ApiResult<Json<NotificationList>> {
-    let (notifications, next_cursor) = q
-        .read_page(
-            &state,
-            &notifications::NotificationsProjection,
-            |models, limit, after| notifications::failed_notifications(models, limit, after),
-        )
-        .await?;
-    Ok(Json(NotificationList {
-        notifications,
-        next_cursor,
-    }))
+    q.read_page(
+        &state,
+        &notifications::NotificationsProjection,
+        |models, limit, after| notifications::failed_notifications(models, limit, after),
+    )
+    .await
 }
 
 #[utoipa::path(post, path = "/v1/support/notifications/{id}/resend", tag = "support",
@@ -171,7 +150,7 @@ pub struct RefundRequestBody {
     description = "400 when `amount` has more decimals than the order's currency.",
     params(OrderPath, IdempotencyHeader),
     request_body = RefundRequestBody,
-    responses((status = 201, description = "the refund receipt: `succeeded` is recorded now, `pending` when Stripe confirms it", body = RefundReceiptSchema),
+    responses((status = 201, description = "the refund receipt: `succeeded` is recorded now, `pending` when Stripe confirms it", body = commands::RefundReceipt),
         CommandErrors))]
 pub async fn refund(
     State(state): State<AppState>,

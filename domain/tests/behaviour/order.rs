@@ -1,7 +1,8 @@
 use crate::support::*;
 use domain::{
-    Currency, Money, MoneyError, Order, OrderCommand, OrderError, OrderEvent, OrderLine,
-    OrderStatus, ShippedLine, MAX_ORDER_LINES,
+    personal_event, personal_snapshot, Currency, Event, Money, MoneyError, Order, OrderCommand,
+    OrderError, OrderEvent, OrderLine, OrderStatus, ShippedLine, StreamType, ERASED,
+    MAX_ORDER_LINES,
 };
 
 fn lines() -> Vec<OrderLine> {
@@ -571,4 +572,41 @@ fn refunding_zero_or_in_another_currency_fails() {
     given::<Order>([placed(), paid()])
         .when(refund(" ", eur("1.00")))
         .then_expect_error(|e| matches!(e, OrderError::InvalidRefundId));
+}
+
+/// The declared personal fields are the stored names: every personal field and the subject are in
+/// the payload and in the snapshot state, and the erased forms decode as the stored types.
+#[test]
+fn the_declared_personal_fields_are_the_stored_ones() {
+    let event = placed();
+    let payload = payload_of(&event);
+    let snapshot = serde_json::to_value(fold::<Order>([event.clone()])).expect("state");
+    for (shape, json) in [
+        (
+            personal_event(StreamType::Order, event.event_type()),
+            &payload,
+        ),
+        (personal_snapshot(StreamType::Order), &snapshot),
+    ] {
+        let shape = shape.expect("declared");
+        assert_eq!(json[shape.subject], "u1");
+        let mut erased = json.clone();
+        for field in shape.fields {
+            assert!(!json[field.name].is_null(), "{} is stored", field.name);
+            erased[field.name] = field.erased_as.value();
+        }
+        assert!(erased.to_string().contains(ERASED));
+        assert!(!erased.to_string().contains("ada@example.com"));
+        assert!(!erased.to_string().contains("Analytical"));
+        if shape.event_type.is_some() {
+            OrderEvent::decode(event.event_type(), 1, &erased.to_string())
+                .expect("the erased event decodes");
+        } else {
+            serde_json::from_value::<Order>(erased).expect("the erased state decodes");
+        }
+    }
+    assert!(personal_event(StreamType::Order, "OrderPaid").is_none());
+    let opened = personal_event(StreamType::Cart, "CartOpened").expect("a subject's first event");
+    assert!(opened.fields.is_empty());
+    assert!(personal_snapshot(StreamType::Cart).is_none());
 }

@@ -192,6 +192,21 @@ fn json_text(what: &str, v: &impl serde::Serialize) -> Result<String, StoreError
         .map_err(|e| StoreError::InvalidCommit(format!("unencodable {what}: {e}")))
 }
 
+/// Inserts into `$item` the attributes of the fields that a [`NewEvent`] and an
+/// [`EventEnvelope`] share (the event itself, apart from its stream and sequence); `?` on an
+/// unencodable metadata.
+macro_rules! insert_event_fields {
+    ($item:ident, $e:expr) => {{
+        let e = $e;
+        $item.insert(EVENT_ID.into(), s(e.event_id.to_string()));
+        $item.insert(EVENT_TYPE.into(), s(e.event_type.clone()));
+        $item.insert(EVENT_VERSION.into(), n(u64::from(e.event_version)));
+        $item.insert(OCCURRED_AT.into(), s(format_timestamp(&e.occurred_at)));
+        $item.insert(PAYLOAD.into(), s(e.payload.json()));
+        $item.insert(METADATA.into(), s(json_text("metadata", &e.metadata)?));
+    }};
+}
+
 /// The item of a new event at `seq` of `stream`.
 pub fn event_item(stream: &StreamRef, seq: u64, e: &NewEvent) -> Result<Item, StoreError> {
     let key = stream.key();
@@ -203,14 +218,9 @@ pub fn event_item(stream: &StreamRef, seq: u64, e: &NewEvent) -> Result<Item, St
     );
     item.insert(STREAM.into(), s(key));
     item.insert(SEQ.into(), n(seq));
-    item.insert(EVENT_ID.into(), s(e.event_id.to_string()));
     item.insert(STREAM_TYPE.into(), s(stream.stream_type.as_str()));
     item.insert(STREAM_ID.into(), s(stream.stream_id.clone()));
-    item.insert(EVENT_TYPE.into(), s(e.event_type.clone()));
-    item.insert(EVENT_VERSION.into(), n(u64::from(e.event_version)));
-    item.insert(OCCURRED_AT.into(), s(format_timestamp(&e.occurred_at)));
-    item.insert(PAYLOAD.into(), s(e.payload.json()));
-    item.insert(METADATA.into(), s(json_text("metadata", &e.metadata)?));
+    insert_event_fields!(item, e);
     Ok(item)
 }
 
@@ -220,14 +230,9 @@ pub fn envelope_item(e: &EventEnvelope) -> Result<Item, StoreError> {
     let mut item = Item::with_capacity(12);
     item.insert(STREAM.into(), s(stream.key()));
     item.insert(SEQ.into(), n(e.sequence));
-    item.insert(EVENT_ID.into(), s(e.event_id.to_string()));
     item.insert(STREAM_TYPE.into(), s(e.stream_type.as_str()));
     item.insert(STREAM_ID.into(), s(e.stream_id.clone()));
-    item.insert(EVENT_TYPE.into(), s(e.event_type.clone()));
-    item.insert(EVENT_VERSION.into(), n(u64::from(e.event_version)));
-    item.insert(OCCURRED_AT.into(), s(format_timestamp(&e.occurred_at)));
-    item.insert(PAYLOAD.into(), s(e.payload.json()));
-    item.insert(METADATA.into(), s(json_text("metadata", &e.metadata)?));
+    insert_event_fields!(item, e);
     Ok(item)
 }
 
@@ -287,22 +292,23 @@ pub fn envelope_of(stream: &StreamRef, seq: u64, e: &NewEvent) -> EventEnvelope 
 mod tests {
     use super::*;
     use chrono::TimeZone;
+    use commands::conformance::new_event;
     use serde_json::json;
 
     #[test]
     fn an_event_item_round_trips() {
         let stream = StreamRef::new(StreamType::Order, "o-1");
         let e = NewEvent {
-            event_id: Uuid::now_v7(),
-            event_type: "OrderPlaced".into(),
             event_version: 3,
             occurred_at: Utc
                 .with_ymd_and_hms(2026, 11, 21, 22, 7, 13)
                 .single()
                 .expect("valid date")
                 + chrono::Duration::nanoseconds(5),
-            payload: json!({"big": 9_007_199_254_740_993_u64, "s": "✓"}).into(),
-            metadata: Metadata::default(),
+            ..new_event(
+                "OrderPlaced",
+                json!({"big": 9_007_199_254_740_993_u64, "s": "✓"}),
+            )
         };
         let item = event_item(&stream, 7, &e).expect("encode");
         assert_eq!(
@@ -322,14 +328,7 @@ mod tests {
     fn a_stream_image_decodes_like_the_item() {
         use aws_sdk_dynamodbstreams::types::AttributeValue as StreamValue;
         let stream = StreamRef::new(StreamType::Cart, "c-1");
-        let e = NewEvent {
-            event_id: Uuid::now_v7(),
-            event_type: "ItemAdded".into(),
-            event_version: 1,
-            occurred_at: Utc::now(),
-            payload: json!({"q": 2}).into(),
-            metadata: Metadata::default(),
-        };
+        let e = new_event("ItemAdded", json!({"q": 2}));
         let item = event_item(&stream, 3, &e).expect("encode");
         let image: HashMap<String, StreamValue> = item
             .iter()

@@ -188,6 +188,42 @@ pub(crate) async fn query_retried(
         .await
 }
 
+/// The rounds of a batch call that sends its unprocessed items again.
+pub(crate) struct Rounds {
+    operation: &'static str,
+    count: u32,
+}
+
+impl Rounds {
+    /// Batch calls give up once items stay unprocessed this many rounds.
+    const MAX: u32 = 20;
+
+    pub(crate) fn new(operation: &'static str) -> Self {
+        Self {
+            operation,
+            count: 0,
+        }
+    }
+
+    /// Starts the next round. Unprocessed items mean throttling: every round after the first
+    /// pauses a little longer first, and after [`Self::MAX`] rounds this fails (transiently).
+    pub(crate) async fn next(&mut self) -> Result<(), AwsFailure> {
+        self.count += 1;
+        if self.count > Self::MAX {
+            return Err(AwsFailure::new(
+                self.operation,
+                true,
+                format!("items stayed unprocessed after {} rounds", Self::MAX),
+            ));
+        }
+        if self.count > 1 {
+            let pause = std::time::Duration::from_millis(20 * u64::from(self.count));
+            tokio::time::sleep(pause).await;
+        }
+        Ok(())
+    }
+}
+
 /// Strongly consistent BatchGetItem of any number of keys of one table (chunks of 100, with
 /// unprocessed keys asked again). The result is in no particular order.
 pub(crate) async fn batch_get(
@@ -204,20 +240,9 @@ pub(crate) async fn batch_get(
                 .consistent_read(true)
                 .build(),
         )?);
-        let mut rounds = 0u32;
+        let mut rounds = Rounds::new("BatchGetItem");
         while let Some(request) = pending.take() {
-            rounds += 1;
-            if rounds > 1 {
-                // Unprocessed keys mean throttling: pause a little before asking again.
-                tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(rounds))).await;
-            }
-            if rounds > 20 {
-                return Err(AwsFailure::new(
-                    "BatchGetItem",
-                    true,
-                    "keys stayed unprocessed after 20 rounds",
-                ));
-            }
+            rounds.next().await?;
             counters.record(Op::BatchGetItem);
             let resp = client
                 .batch_get_item()
@@ -257,19 +282,9 @@ pub(crate) async fn batch_delete(
                     .build(),
             );
         }
-        let mut rounds = 0u32;
+        let mut rounds = Rounds::new("BatchWriteItem");
         while !requests.is_empty() {
-            rounds += 1;
-            if rounds > 1 {
-                tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(rounds))).await;
-            }
-            if rounds > 20 {
-                return Err(AwsFailure::new(
-                    "BatchWriteItem",
-                    true,
-                    "deletes stayed unprocessed after 20 rounds",
-                ));
-            }
+            rounds.next().await?;
             counters.record(Op::BatchWriteItem);
             let resp = client
                 .batch_write_item()
@@ -286,7 +301,8 @@ pub(crate) async fn batch_delete(
     Ok(())
 }
 
-/// A Scan filter: the expression and its attribute names and values.
+/// A Scan's filter or a conditional write's condition: the expression and its attribute names
+/// and values.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Filter {
     pub expression: String,

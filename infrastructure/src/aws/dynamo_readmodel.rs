@@ -49,8 +49,9 @@ use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use commands::{EventEnvelope, FeedCursor, StreamRef};
 use projections::store::{
-    apply_events, ApplyOutcome, BatchTx, Decode, DocTx, Document, Dump, EncodedDoc, IndexEntry,
-    Projection, ProjectionError, Query, ReadModelError, ReadModelStore, StoredDoc,
+    apply_events, corrupt, ApplyOutcome, BatchTx, Decode, DocKey, DocTx, Document, Dump,
+    EncodedDoc, EventBatch, HeldDoc, Projection, ProjectionError, Query, ReadModelError,
+    ReadModelResult, ReadModelStore, StoredDoc,
 };
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
@@ -82,7 +83,8 @@ const CONFLICT_ROUNDS: u32 = 8;
 
 /// `(index, partition, sort)`, sorted and deduplicated within a document.
 type Entry = (String, String, String);
-type DocKey = (String, String);
+/// A [`DocKey`] as owned strings, for maps.
+type OwnedDocKey = (String, String);
 
 /// A document as committed.
 #[derive(Debug, Clone)]
@@ -91,14 +93,6 @@ struct Committed {
     body: String,
     idx: Vec<Entry>,
     rev: u64,
-}
-
-fn corrupt(collection: &str, key: &str, reason: impl ToString) -> ReadModelError {
-    ReadModelError::Corrupt {
-        collection: collection.to_owned(),
-        key: key.to_owned(),
-        reason: reason.to_string(),
-    }
 }
 
 fn doc_id(collection: &str, key: &str) -> String {
@@ -250,7 +244,7 @@ impl std::fmt::Debug for DynamoReadModelStore {
 /// Committed state read so far by one `apply_batch` run.
 #[derive(Default)]
 struct Known {
-    docs: HashMap<DocKey, Option<Committed>>,
+    docs: HashMap<OwnedDocKey, Option<Committed>>,
     /// stream key -> last applied sequence (0 when absent).
     applied: HashMap<String, u64>,
 }
@@ -259,7 +253,7 @@ struct Known {
 #[derive(Default)]
 struct Plan {
     items: Vec<TransactWriteItem>,
-    docs: Vec<(DocKey, Option<Committed>)>,
+    docs: Vec<(OwnedDocKey, Option<Committed>)>,
     applied: Vec<(String, u64)>,
 }
 
@@ -283,7 +277,7 @@ struct Batch<'a> {
     known: &'a mut Known,
     projection: &'a str,
     /// The documents this batch holds, typed as their readers decoded them (`None`: deleted).
-    docs: HashMap<DocKey, Option<Box<dyn Document>>>,
+    docs: HashMap<OwnedDocKey, Option<Box<dyn Document>>>,
     applied: HashMap<String, u64>,
 }
 
@@ -304,34 +298,22 @@ impl<'a> Batch<'a> {
         }
     }
 
-    fn committed(
-        &mut self,
-        collection: &str,
-        key: &str,
-    ) -> Result<Option<&Committed>, ReadModelError> {
-        let k = (collection.to_owned(), key.to_owned());
+    fn committed(&mut self, at: DocKey<'_>) -> ReadModelResult<Option<&Committed>> {
+        let k = at.owned();
         if !self.known.docs.contains_key(&k) {
-            let doc = self
-                .handle
-                .block_on(self.inner.fetch_doc(collection, key))?;
+            let doc = self.handle.block_on(self.inner.fetch_doc(at))?;
             self.known.docs.insert(k.clone(), doc);
         }
         Ok(self.known.docs.get(&k).and_then(Option::as_ref))
     }
 
-    fn set(
-        &mut self,
-        collection: &str,
-        key: &str,
-        doc: Option<Box<dyn Document>>,
-    ) -> Result<(), ReadModelError> {
-        check_text("collection", collection)?;
-        check_text("key", key)?;
+    fn set(&mut self, at: DocKey<'_>, doc: Option<Box<dyn Document>>) -> ReadModelResult<()> {
+        check_text("collection", at.collection)?;
+        check_text("key", at.key)?;
         // The committed revision and index entries are needed to write conditionally and to
         // remove entries the document no longer has.
-        self.committed(collection, key)?;
-        self.docs
-            .insert((collection.to_owned(), key.to_owned()), doc);
+        self.committed(at)?;
+        self.docs.insert(at.owned(), doc);
         Ok(())
     }
 
@@ -454,15 +436,10 @@ impl<'a> Batch<'a> {
 }
 
 impl DocTx for Batch<'_> {
-    fn get(
-        &mut self,
-        collection: &str,
-        key: &str,
-        decode: &Decode<'_>,
-    ) -> Result<Option<&mut (dyn Document + 'static)>, ProjectionError> {
-        let k = (collection.to_owned(), key.to_owned());
+    fn get(&mut self, at: DocKey<'_>, decode: &Decode<'_>) -> Result<HeldDoc<'_>, ProjectionError> {
+        let k = at.owned();
         if !self.docs.contains_key(&k) {
-            let doc = match self.committed(collection, key)? {
+            let doc = match self.committed(at)? {
                 Some(committed) => decode(&committed.body)?,
                 None => return Ok(None),
             };
@@ -471,50 +448,36 @@ impl DocTx for Batch<'_> {
         Ok(self.docs.get_mut(&k).and_then(|doc| doc.as_deref_mut()))
     }
 
-    fn put(
-        &mut self,
-        collection: &str,
-        key: &str,
-        doc: Box<dyn Document>,
-    ) -> Result<(), ReadModelError> {
-        self.set(collection, key, Some(doc))
+    fn put(&mut self, at: DocKey<'_>, doc: Box<dyn Document>) -> ReadModelResult<()> {
+        self.set(at, Some(doc))
     }
 
-    fn delete(&mut self, collection: &str, key: &str) -> Result<(), ReadModelError> {
-        self.set(collection, key, None)
+    fn delete(&mut self, at: DocKey<'_>) -> ReadModelResult<()> {
+        self.set(at, None)
     }
 }
 
 impl BatchTx for Batch<'_> {
-    fn last_applied(
-        &mut self,
-        projection: &str,
-        stream: &StreamRef,
-    ) -> Result<u64, ReadModelError> {
+    fn last_applied(&mut self, stream: &StreamRef) -> ReadModelResult<u64> {
         let k = stream.key();
         if let Some(seq) = self.known.applied.get(&k) {
             return Ok(*seq);
         }
         let seq = self
             .handle
-            .block_on(self.inner.fetch_applied(projection, &k))?;
+            .block_on(self.inner.fetch_applied(self.projection, &k))?;
         self.known.applied.insert(k, seq);
         Ok(seq)
     }
 
-    fn record_applied(
-        &mut self,
-        _projection: &str,
-        stream: &StreamRef,
-        sequence: u64,
-    ) -> Result<(), ReadModelError> {
+    fn record_applied(&mut self, stream: &StreamRef, sequence: u64) -> ReadModelResult<()> {
         self.applied.insert(stream.key(), sequence);
         Ok(())
     }
 }
 
 impl Inner {
-    async fn get_state(&self, id: String) -> Result<Option<Item>, ReadModelError> {
+    async fn get_state(&self, id: String) -> ReadModelResult<Option<Item>> {
         let key = id_key(id);
         Ok(self
             .retry
@@ -524,11 +487,8 @@ impl Inner {
             .await?)
     }
 
-    async fn fetch_doc(
-        &self,
-        collection: &str,
-        key: &str,
-    ) -> Result<Option<Committed>, ReadModelError> {
+    async fn fetch_doc(&self, at: DocKey<'_>) -> ReadModelResult<Option<Committed>> {
+        let DocKey { collection, key } = at;
         let id = id_key(doc_id(collection, key));
         let item = self
             .retry
@@ -539,7 +499,7 @@ impl Inner {
         item.map(|i| decode_doc(collection, key, &i)).transpose()
     }
 
-    async fn fetch_applied(&self, projection: &str, stream: &str) -> Result<u64, ReadModelError> {
+    async fn fetch_applied(&self, projection: &str, stream: &str) -> ReadModelResult<u64> {
         let item = self.get_state(applied_id(projection, stream)).await?;
         Ok(item.and_then(|i| number(&i, LAST_SEQ)).unwrap_or(0))
     }
@@ -795,16 +755,16 @@ fn id_keys(items: &[Item]) -> Vec<Item> {
 
 #[async_trait]
 impl ReadModelStore for DynamoReadModelStore {
-    #[tracing::instrument(skip_all, fields(projection = projection.name(), events = events.len()), err)]
-    async fn apply_batch(
-        &self,
-        projection: Arc<dyn Projection>,
-        events: Vec<EventEnvelope>,
-        checkpoint: Option<FeedCursor>,
-    ) -> Result<ApplyOutcome, ReadModelError> {
+    #[tracing::instrument(skip_all, fields(projection = batch.projection.name(), events = batch.events.len()), err)]
+    async fn apply_batch(&self, batch: EventBatch) -> ReadModelResult<ApplyOutcome> {
         self.blocking(move |inner, handle| {
+            let EventBatch {
+                projection,
+                events,
+                checkpoint,
+            } = &batch;
             for round in 1..=CONFLICT_ROUNDS {
-                match inner.try_apply(handle, projection.as_ref(), &events, checkpoint.as_ref())? {
+                match inner.try_apply(handle, projection.as_ref(), events, checkpoint.as_ref())? {
                     Attempt::Done(outcome) => return Ok(outcome),
                     Attempt::Conflict => {
                         tracing::debug!(round, "read model batch lost a race, re-running it");
@@ -820,7 +780,7 @@ impl ReadModelStore for DynamoReadModelStore {
         .await
     }
 
-    async fn checkpoint(&self, projection: &str) -> Result<FeedCursor, ReadModelError> {
+    async fn checkpoint(&self, projection: &str) -> ReadModelResult<FeedCursor> {
         Ok(self
             .inner
             .fetch_checkpoint(projection)
@@ -829,24 +789,20 @@ impl ReadModelStore for DynamoReadModelStore {
             .unwrap_or_default())
     }
 
-    async fn last_applied(
-        &self,
-        projection: &str,
-        stream: &StreamRef,
-    ) -> Result<u64, ReadModelError> {
+    async fn last_applied(&self, projection: &str, stream: &StreamRef) -> ReadModelResult<u64> {
         self.inner.fetch_applied(projection, &stream.key()).await
     }
 
-    async fn get(&self, collection: &str, key: &str) -> Result<Option<Value>, ReadModelError> {
+    async fn get(&self, collection: &str, key: &str) -> ReadModelResult<Option<Value>> {
         self.inner
-            .fetch_doc(collection, key)
+            .fetch_doc(DocKey::new(collection, key))
             .await?
             .map(|d| serde_json::from_str(&d.body).map_err(|e| corrupt(collection, key, e)))
             .transpose()
     }
 
     #[tracing::instrument(skip_all, fields(index = %query.index, partition = %query.partition, descending = query.descending, limit = query.limit), err)]
-    async fn query(&self, query: Query<'_>) -> Result<Vec<Value>, ReadModelError> {
+    async fn query(&self, query: Query<'_>) -> ReadModelResult<Vec<Value>> {
         if query.limit == 0 {
             return Ok(Vec::new());
         }
@@ -951,25 +907,15 @@ impl ReadModelStore for DynamoReadModelStore {
         Ok(ids.iter().filter_map(|id| by_id.get(id).cloned()).collect())
     }
 
-    #[tracing::instrument(skip_all, fields(collection = %collection, key = %key), err)]
-    async fn put_doc(
-        &self,
-        collection: &str,
-        key: &str,
-        body: Value,
-        index: Vec<IndexEntry>,
-    ) -> Result<(), ReadModelError> {
-        let collection = collection.to_owned();
-        let key = key.to_owned();
+    #[tracing::instrument(skip_all, fields(collection = %at.collection, key = %at.key), err)]
+    async fn put_doc(&self, at: DocKey<'_>, doc: EncodedDoc) -> ReadModelResult<()> {
+        let (collection, key) = at.owned();
         self.blocking(move |inner, handle| {
+            let at = DocKey::new(&collection, &key);
             for round in 1..=CONFLICT_ROUNDS {
                 let mut known = Known::default();
                 let mut tx = Batch::new(inner, handle, &mut known, "");
-                let doc = EncodedDoc {
-                    body: body.to_string(),
-                    index: index.clone(),
-                };
-                tx.put(&collection, &key, Box::new(doc))?;
+                tx.put(at, Box::new(doc.clone()))?;
                 let plan = tx.plan()?;
                 if plan.items.is_empty() {
                     return Ok(());
@@ -987,7 +933,7 @@ impl ReadModelStore for DynamoReadModelStore {
     }
 
     #[tracing::instrument(skip_all, fields(projection = projection.name()), err)]
-    async fn reset(&self, projection: &dyn Projection) -> Result<(), ReadModelError> {
+    async fn reset(&self, projection: &dyn Projection) -> ReadModelResult<()> {
         let collections = projection.collections();
         if !collections.is_empty() {
             let mut values = HashMap::new();

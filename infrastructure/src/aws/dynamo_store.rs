@@ -44,14 +44,15 @@ use super::feed_index::FeedIndexer;
 use super::metrics::{RequestCounters, RequestCounts};
 use super::names::ResourceNames;
 use async_trait::async_trait;
+use aws_sdk_dynamodb::types::builders::PutBuilder;
 use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
-use commands::FeedCursor;
 use commands::{
     validate_commit, AppendOutcome, Commit, CommitResult, EventEnvelope, EventStore, Idempotency,
     LoadedStream, Snapshot, StoreError, StreamRef, StreamVersion, MAX_COMMIT_ACTIONS,
 };
+use commands::{FeedCursor, FeedTimeRange};
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -62,6 +63,16 @@ const FINGERPRINT: &str = "fingerprint";
 const OUTCOME: &str = "outcome";
 const RESULT: &str = "result";
 const EXPIRES_AT: &str = "expires_at";
+
+/// A transaction Put of `item` into `table` only if `condition` holds; `name` is the
+/// `(#alias, attribute)` the condition names (more go on the returned builder).
+fn conditional_put(table: &str, item: Item, condition: &str, name: (&str, &str)) -> PutBuilder {
+    Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .condition_expression(condition)
+        .expression_attribute_names(name.0, name.1)
+}
 
 /// Options of [`DynamoEventStore`]. The default is the production setup (a relay indexes).
 #[derive(Debug, Clone)]
@@ -201,14 +212,14 @@ impl DynamoEventStore {
         let mut prechecks = Vec::new();
 
         if let Some(idem) = &commit.idempotency {
-            let put = built(
-                Put::builder()
-                    .table_name(&self.idempotency_table)
-                    .set_item(Some(self.idempotency_item(idem, result)?))
-                    .condition_expression("attribute_not_exists(#k)")
-                    .expression_attribute_names("#k", COMMAND_ID)
-                    .build(),
-            )?;
+            let item = self.idempotency_item(idem, result)?;
+            let put = conditional_put(
+                &self.idempotency_table,
+                item,
+                "attribute_not_exists(#k)",
+                ("#k", COMMAND_ID),
+            );
+            let put = built(put.build())?;
             items.push(TransactWriteItem::builder().put(put).build());
             actions.push(Action::Idempotency);
         }
@@ -232,28 +243,28 @@ impl DynamoEventStore {
             }
             for (j, event) in part.events.iter().enumerate() {
                 let seq = part.expected_version + 1 + j as u64;
-                let put = built(
-                    Put::builder()
-                        .table_name(&self.events_table)
-                        .set_item(Some(event_item(&part.stream, seq, event)?))
-                        .condition_expression("attribute_not_exists(#q)")
-                        .expression_attribute_names("#q", codec::SEQ)
-                        .build(),
-                )?;
+                let item = event_item(&part.stream, seq, event)?;
+                let put = conditional_put(
+                    &self.events_table,
+                    item,
+                    "attribute_not_exists(#q)",
+                    ("#q", codec::SEQ),
+                );
+                let put = built(put.build())?;
                 items.push(TransactWriteItem::builder().put(put).build());
                 actions.push(Action::Stream(i));
             }
             if let Some(snap) = &part.snapshot {
-                let put = built(
-                    Put::builder()
-                        .table_name(&self.events_table)
-                        .set_item(Some(codec::snapshot_item(&part.stream, snap)?))
-                        .condition_expression("attribute_not_exists(#s) OR #v < :v")
-                        .expression_attribute_names("#s", codec::STREAM)
-                        .expression_attribute_names("#v", codec::SNAPSHOT_VERSION)
-                        .expression_attribute_values(":v", n(snap.version))
-                        .build(),
-                )?;
+                let item = codec::snapshot_item(&part.stream, snap)?;
+                let put = conditional_put(
+                    &self.events_table,
+                    item,
+                    "attribute_not_exists(#s) OR #v < :v",
+                    ("#s", codec::STREAM),
+                )
+                .expression_attribute_names("#v", codec::SNAPSHOT_VERSION)
+                .expression_attribute_values(":v", n(snap.version));
+                let put = built(put.build())?;
                 items.push(TransactWriteItem::builder().put(put).build());
                 actions.push(Action::Stream(i));
             }
@@ -688,12 +699,9 @@ impl EventStore for DynamoEventStore {
 
     async fn feed_in_time(
         &self,
-        after: &FeedCursor,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        limit: usize,
+        range: FeedTimeRange<'_>,
     ) -> Result<Option<Vec<EventEnvelope>>, StoreError> {
-        self.indexer.read_between(after, from, to, limit).await
+        self.indexer.read_between(range).await
     }
 
     async fn head(&self) -> Result<FeedCursor, StoreError> {

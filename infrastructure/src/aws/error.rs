@@ -107,23 +107,32 @@ impl AwsFailure {
     }
 }
 
+impl AwsFailure {
+    /// The failure as a port's error: `transient(message)` when trying again may help, else
+    /// `permanent(message)`.
+    pub(crate) fn into_port_error<E>(
+        self,
+        transient: impl FnOnce(String) -> E,
+        permanent: impl FnOnce(String) -> E,
+    ) -> E {
+        let message = self.to_string();
+        if self.transient {
+            transient(message)
+        } else {
+            permanent(message)
+        }
+    }
+}
+
 impl From<AwsFailure> for StoreError {
     fn from(f: AwsFailure) -> Self {
-        if f.transient {
-            StoreError::Unavailable(f.to_string())
-        } else {
-            StoreError::Internal(f.to_string())
-        }
+        f.into_port_error(StoreError::Unavailable, StoreError::Internal)
     }
 }
 
 impl From<AwsFailure> for ReadModelError {
     fn from(f: AwsFailure) -> Self {
-        if f.transient {
-            ReadModelError::Unavailable(f.to_string())
-        } else {
-            ReadModelError::Internal(f.to_string())
-        }
+        f.into_port_error(ReadModelError::Unavailable, ReadModelError::Internal)
     }
 }
 
@@ -255,6 +264,19 @@ mod tests {
         }
     }
 
+    /// How many times `p` calls an operation that always fails, transiently or not.
+    async fn calls_of_failing_op(p: &RetryPolicy, transient: bool) -> u32 {
+        let calls = AtomicU32::new(0);
+        let r: Result<(), AwsFailure> = p
+            .retry("Test", |_| async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(AwsFailure::new("Test", transient, "failing"))
+            })
+            .await;
+        assert!(r.is_err());
+        calls.load(Ordering::SeqCst)
+    }
+
     #[tokio::test]
     async fn transient_errors_are_retried_a_bounded_number_of_times() {
         let p = RetryPolicy {
@@ -262,26 +284,9 @@ mod tests {
             base_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(2),
         };
-        let calls = AtomicU32::new(0);
-        let r: Result<(), AwsFailure> = p
-            .retry("Test", |_| async {
-                calls.fetch_add(1, Ordering::SeqCst);
-                Err(AwsFailure::new("Test", true, "busy"))
-            })
-            .await;
-        assert!(r.is_err());
-        assert_eq!(calls.load(Ordering::SeqCst), 3);
-
-        calls.store(0, Ordering::SeqCst);
-        let r: Result<(), AwsFailure> = p
-            .retry("Test", |_| async {
-                calls.fetch_add(1, Ordering::SeqCst);
-                Err(AwsFailure::new("Test", false, "bad request"))
-            })
-            .await;
-        assert!(r.is_err());
+        assert_eq!(calls_of_failing_op(&p, true).await, 3);
         assert_eq!(
-            calls.load(Ordering::SeqCst),
+            calls_of_failing_op(&p, false).await,
             1,
             "permanent errors are not retried"
         );

@@ -51,9 +51,8 @@ use super::metrics::{RequestCounters, RequestCounts};
 use super::names::ResourceNames;
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
-use chrono::{DateTime, Utc};
 use commands::feed::{merge, pack, partition_of_stream, MAX_PARTITIONS};
-use commands::{EventEnvelope, FeedCursor, StoreError};
+use commands::{EventEnvelope, FeedCursor, FeedTimeRange, StoreError};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::OnceCell;
@@ -530,8 +529,9 @@ impl FeedIndexer {
         Ok(out)
     }
 
-    /// The entries after `after` and up to the head whose `occurred_at` is within `[from, to]`,
-    /// merged as [`read`](Self::read) merges, at most `limit`, through the time index; `None`
+    /// The entries after `range.after` and up to the head whose `occurred_at` is within
+    /// `[range.from, range.to]`, merged as [`read`](Self::read) merges, at most `range.limit`,
+    /// through the time index; `None`
     /// when the range spans more than [`MAX_INDEXED_HOURS`] hours (reading the feed is then
     /// cheaper).
     ///
@@ -540,14 +540,17 @@ impl FeedIndexer {
     /// position order, so every partition's first `limit` matches are known and so is the
     /// page. The GSI is eventually consistent: an entry indexed a moment ago may not be found
     /// yet.
-    #[tracing::instrument(skip_all, fields(%after, %from, %to, limit = limit), err)]
+    #[tracing::instrument(skip_all, fields(after = %range.after, from = %range.from, to = %range.to, limit = range.limit), err)]
     pub async fn read_between(
         &self,
-        after: &FeedCursor,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        limit: usize,
+        range: FeedTimeRange<'_>,
     ) -> Result<Option<Vec<EventEnvelope>>, StoreError> {
+        let FeedTimeRange {
+            after,
+            from,
+            to,
+            limit,
+        } = range;
         let first = codec::truncate_to_hour(&from);
         if to < from || limit == 0 {
             return Ok(Some(Vec::new()));

@@ -23,7 +23,8 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use aws_sdk_dynamodb::Client;
-use projections::generations::Namespaced;
+use projections::generations::{Namespaced, Prepared};
+use projections::store::ReadModelResult;
 use projections::{GenerationRouter, Generations, Projection, ReadModelError, ReadModelStore};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -174,10 +175,7 @@ impl DynamoGenerations {
 
 #[async_trait]
 impl Generations for DynamoGenerations {
-    async fn prepare(
-        &self,
-        projection: &dyn Projection,
-    ) -> Result<(u64, Arc<dyn ReadModelStore>), ReadModelError> {
+    async fn prepare(&self, projection: &dyn Projection) -> ReadModelResult<Prepared> {
         let live = self.live(projection).await?.generation;
         let key = id("generations", projection.name());
         let issued = self
@@ -207,15 +205,11 @@ impl Generations for DynamoGenerations {
             .insert((projection.name().to_owned(), generation), live);
         let store = self.store(generation);
         store.reset(projection).await?;
-        Ok((generation, store))
+        Ok(Prepared { generation, store })
     }
 
-    async fn promote(
-        &self,
-        projection: &dyn Projection,
-        generation: u64,
-        store: Arc<dyn ReadModelStore>,
-    ) -> Result<u64, ReadModelError> {
+    async fn promote(&self, projection: &dyn Projection, next: &Prepared) -> ReadModelResult<u64> {
+        let Prepared { generation, store } = next.clone();
         let previous = self
             .started_from
             .lock()
@@ -268,7 +262,7 @@ impl Generations for DynamoGenerations {
         &self,
         projection: &dyn Projection,
         generation: u64,
-    ) -> Result<(), ReadModelError> {
+    ) -> ReadModelResult<()> {
         self.store(generation).reset(projection).await
     }
 }

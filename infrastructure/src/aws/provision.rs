@@ -245,27 +245,24 @@ pub async fn provision(
     if let Some(existing) = &existing {
         parameters.extend(previous_values(cfn, spec, existing).await?);
     }
+    // CreateStack and UpdateStack send the same fields through builders of different types.
+    macro_rules! deploy {
+        ($request:expr) => {
+            $request
+                .stack_name(stack)
+                .template_body(TEMPLATE)
+                .capabilities(CAPABILITIES)
+                .set_parameters(Some(parameters))
+                .send()
+                .await
+        };
+    }
     let change = if existing.is_none() {
-        cfn.create_stack()
-            .stack_name(stack)
-            .template_body(TEMPLATE)
-            .capabilities(CAPABILITIES)
-            .set_parameters(Some(parameters))
-            .send()
-            .await
-            .map_err(|e| call_failed(stack, "CreateStack", &e))?;
+        deploy!(cfn.create_stack()).map_err(|e| call_failed(stack, "CreateStack", &e))?;
         tracing::info!("creating stack");
         StackChange::Created
     } else {
-        match cfn
-            .update_stack()
-            .stack_name(stack)
-            .template_body(TEMPLATE)
-            .capabilities(CAPABILITIES)
-            .set_parameters(Some(parameters))
-            .send()
-            .await
-        {
+        match deploy!(cfn.update_stack()) {
             Ok(_) => {
                 tracing::info!("updating stack");
                 StackChange::Updated

@@ -9,7 +9,7 @@ use chrono::{DateTime, NaiveDate, NaiveTime, SecondsFormat, TimeZone, Utc};
 use commands::{EventEnvelope, Metadata, StoreError, StreamRef};
 use domain::StreamType;
 use rusqlite::types::ValueRef;
-use rusqlite::{ErrorCode, Row};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Params, Row};
 use uuid::Uuid;
 
 /// The column list every event query selects, in the order [`Decoder::decode`] expects.
@@ -24,6 +24,21 @@ pub(crate) fn sql_error(e: rusqlite::Error) -> StoreError {
         }
         _ => StoreError::Internal(format!("sqlite: {e}")),
     }
+}
+
+/// The columns of the one row `sql` selects with `params` (a cached statement), as a tuple;
+/// `None` when it selects none.
+pub(crate) fn optional_row<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+) -> Result<Option<T>, StoreError>
+where
+    T: for<'r> TryFrom<&'r Row<'r>, Error = rusqlite::Error>,
+{
+    conn.prepare_cached(sql)
+        .and_then(|mut stmt| stmt.query_row(params, |row| T::try_from(row)).optional())
+        .map_err(sql_error)
 }
 
 fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {

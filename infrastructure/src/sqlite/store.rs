@@ -1,16 +1,16 @@
 //! [`SqliteEventStore`]: the embedded [`EventStore`].
 
-use super::codec::{sql_error, to_sql_int, Decoder, EVENT_COLUMNS};
+use super::codec::{optional_row, sql_error, to_sql_int, Decoder, EVENT_COLUMNS};
 use super::migrations;
 use super::recent::RecentFeed;
 use super::writer::{self, Encoded, GroupConfig, Published, WriteRequest};
 use async_trait::async_trait;
 use commands::FeedCursor;
 use commands::{
-    validate_commit, AppendOutcome, Commit, CommitResult, EventEnvelope, EventFilter, EventStore,
+    validate_commit, AppendOutcome, Commit, CommitResult, EventEnvelope, EventStore, FeedFilter,
     FilteredPage, Idempotency, LoadedStream, Snapshot, StoreError, StreamRef, MAX_COMMIT_ACTIONS,
 };
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -376,8 +376,7 @@ impl ReadPool {
 fn read_range(
     conn: &Connection,
     stream: &StreamRef,
-    from: u64,
-    to: u64,
+    versions: RangeInclusive<u64>,
 ) -> Result<Vec<EventEnvelope>, StoreError> {
     let mut stmt = conn
         .prepare_cached(&format!(
@@ -390,8 +389,8 @@ fn read_range(
         .query(params![
             stream.stream_type.as_str(),
             stream.stream_id,
-            to_sql_int(from),
-            to_sql_int(to)
+            to_sql_int(*versions.start()),
+            to_sql_int(*versions.end())
         ])
         .map_err(sql_error)?;
     let mut decoder = Decoder::default();
@@ -405,25 +404,12 @@ fn read_range(
 fn load_stream(conn: &mut Connection, stream: &StreamRef) -> Result<LoadedStream, StoreError> {
     // One read transaction: the snapshot and the events after it come from the same state.
     let tx = conn.transaction().map_err(sql_error)?;
-    let snapshot = tx
-        .prepare_cached(
-            "SELECT version, schema_version, state FROM snapshots \
-             WHERE stream_type = ?1 AND stream_id = ?2",
-        )
-        .and_then(|mut stmt| {
-            stmt.query_row(
-                params![stream.stream_type.as_str(), stream.stream_id],
-                |row| {
-                    Ok((
-                        row.get::<_, i64>(0)?,
-                        row.get::<_, u32>(1)?,
-                        row.get::<_, String>(2)?,
-                    ))
-                },
-            )
-            .optional()
-        })
-        .map_err(sql_error)?;
+    let snapshot: Option<(i64, u32, String)> = optional_row(
+        &tx,
+        "SELECT version, schema_version, state FROM snapshots \
+         WHERE stream_type = ?1 AND stream_id = ?2",
+        params![stream.stream_type.as_str(), stream.stream_id],
+    )?;
     let snapshot = match snapshot {
         None => None,
         Some((version, schema_version, state)) => Some(Snapshot {
@@ -435,7 +421,7 @@ fn load_stream(conn: &mut Connection, stream: &StreamRef) -> Result<LoadedStream
         }),
     };
     let after = snapshot.as_ref().map_or(0, |s| s.version);
-    let events = read_range(&tx, stream, after.saturating_add(1), u64::MAX)?;
+    let events = read_range(&tx, stream, after.saturating_add(1)..=u64::MAX)?;
     tx.finish().map_err(sql_error)?;
     let version = events.last().map_or(after, |e| e.sequence);
     Ok(LoadedStream {
@@ -527,9 +513,8 @@ impl EventStore for SqliteEventStore {
         if versions.is_empty() {
             return Ok(Vec::new());
         }
-        let (from, to) = versions.into_inner();
         let stream = stream.clone();
-        self.with_reader(move |conn| read_range(conn, &stream, from, to))
+        self.with_reader(move |conn| read_range(conn, &stream, versions))
             .await
     }
 
@@ -585,23 +570,15 @@ impl EventStore for SqliteEventStore {
         Ok(events)
     }
 
-    async fn feed_filtered(
-        &self,
-        after: &FeedCursor,
-        limit: usize,
-        keep: &EventFilter<'_>,
-    ) -> Result<FilteredPage, StoreError> {
-        if limit > 0 {
-            let position = after.position(0);
-            if let Some(page) = self.published.recent.page_filtered(position, limit, keep) {
+    async fn feed_filtered(&self, read: FeedFilter<'_>) -> Result<FilteredPage, StoreError> {
+        if read.limit > 0 {
+            let position = read.after.position(0);
+            let recent = &self.published.recent;
+            if let Some(page) = recent.page_filtered(position, read.limit, read.keep) {
                 return Ok(page);
             }
         }
-        Ok(FilteredPage::from_page(
-            after,
-            self.feed(after, limit).await?,
-            keep,
-        ))
+        FilteredPage::of_feed(self, read).await
     }
 
     async fn head(&self) -> Result<FeedCursor, StoreError> {

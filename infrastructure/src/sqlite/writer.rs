@@ -25,7 +25,7 @@
 //! Once a checkpoint has caught up, the writer rewinds the WAL between two groups (see
 //! [`super::wal`]), so the WAL stays a few megabytes long under any load.
 
-use super::codec::{format_timestamp, sql_error};
+use super::codec::{format_timestamp, optional_row, sql_error};
 use super::recent::{committed_envelopes, RecentFeed};
 use super::wal::restart_wal;
 use chrono::Utc;
@@ -33,7 +33,7 @@ use commands::StreamRef;
 use commands::{
     AppendOutcome, Commit, CommitResult, Idempotency, Payload, StoreError, StreamVersion,
 };
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -449,21 +449,11 @@ pub(crate) fn find_idempotency(
     conn: &Connection,
     command_id: &str,
 ) -> Result<Option<(CommitResult, Idempotency)>, StoreError> {
-    let row = conn
-        .prepare_cached(
-            "SELECT fingerprint, outcome, result FROM idempotency WHERE command_id = ?1",
-        )
-        .and_then(|mut stmt| {
-            stmt.query_row([command_id], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                ))
-            })
-            .optional()
-        })
-        .map_err(sql_error)?;
+    let row: Option<(String, String, String)> = optional_row(
+        conn,
+        "SELECT fingerprint, outcome, result FROM idempotency WHERE command_id = ?1",
+        [command_id],
+    )?;
     let Some((fingerprint, outcome, result)) = row else {
         return Ok(None);
     };

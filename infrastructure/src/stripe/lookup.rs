@@ -24,26 +24,27 @@ impl ReadModelPaymentLookup {
 #[async_trait]
 impl PaymentLookup for ReadModelPaymentLookup {
     async fn owner_of_intent(&self, intent_id: &str) -> Result<Option<IntentOwner>, CommandError> {
-        self.owner(SupportQuery {
-            intent_id: Some(intent_id.to_string()),
-            limit: 1,
-            ..SupportQuery::default()
-        })
-        .await
+        self.owner(|q| q.intent_id = Some(intent_id.to_string()))
+            .await
     }
 
     async fn owner_of_charge(&self, charge_id: &str) -> Result<Option<IntentOwner>, CommandError> {
-        self.owner(SupportQuery {
-            charge_id: Some(charge_id.to_string()),
-            limit: 1,
-            ..SupportQuery::default()
-        })
-        .await
+        self.owner(|q| q.charge_id = Some(charge_id.to_string()))
+            .await
     }
 }
 
 impl ReadModelPaymentLookup {
-    async fn owner(&self, query: SupportQuery) -> Result<Option<IntentOwner>, CommandError> {
+    /// The order of the first support entry found by a one-result query that `narrow` narrows.
+    async fn owner(
+        &self,
+        narrow: impl FnOnce(&mut SupportQuery) + Send,
+    ) -> Result<Option<IntentOwner>, CommandError> {
+        let mut query = SupportQuery {
+            limit: 1,
+            ..SupportQuery::default()
+        };
+        narrow(&mut query);
         let found = search_orders(&*self.models, &query).await.map_err(|e| {
             if e.is_transient() {
                 CommandError::Store(StoreError::Unavailable(e.to_string()))

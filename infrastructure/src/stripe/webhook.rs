@@ -407,11 +407,7 @@ mod typed {
                     currency: Some(dp.currency.to_string()),
                     refs: PaymentRefs::from_metadata(&dp.metadata),
                 };
-                if event_type == "charge.dispute.created" {
-                    ProviderFact::DisputeCreated(dispute)
-                } else {
-                    ProviderFact::DisputeClosed(dispute)
-                }
+                dispute_fact(&event_type, dispute)
             }
             _ => ProviderFact::Ignored {
                 event_type: event_type.clone(),
@@ -634,16 +630,21 @@ mod lenient {
                     currency: str_field(obj, "currency"),
                     refs: refs(obj),
                 };
-                if event_type == "charge.dispute.created" {
-                    ProviderFact::DisputeCreated(dispute)
-                } else {
-                    ProviderFact::DisputeClosed(dispute)
-                }
+                dispute_fact(event_type, dispute)
             }
             other => ProviderFact::Ignored {
                 event_type: other.to_string(),
             },
         })
+    }
+}
+
+/// A dispute event's fact: `charge.dispute.created`, or else closed.
+fn dispute_fact(event_type: &str, dispute: Dispute) -> ProviderFact {
+    if event_type == "charge.dispute.created" {
+        ProviderFact::DisputeCreated(dispute)
+    } else {
+        ProviderFact::DisputeClosed(dispute)
     }
 }
 

@@ -9,8 +9,8 @@
 
 use crate::docs::{put_doc, update_doc};
 use crate::store::{
-    ApplyOutcome, DocTx, IndexEntry, Projection, ProjectionError, Query, ReadModelError,
-    ReadModelStore,
+    ApplyOutcome, DocKey, DocTx, EncodedDoc, EventBatch, IndexEntry, Projection, ProjectionError,
+    Query, ReadModelError, ReadModelStore,
 };
 use crate::testsuite::fixtures::{base_time, envelope};
 use chrono::Duration;
@@ -167,7 +167,7 @@ impl Projection for TestProjection {
                     doc.value += delta;
                 })?;
             }
-            "Delete" => tx.delete(self.collection, key)?,
+            "Delete" => tx.delete(DocKey::new(self.collection, key))?,
             "Fail" => {
                 return Err(ProjectionError::CorruptDoc {
                     collection: self.collection.to_owned(),
@@ -272,7 +272,11 @@ async fn apply_as(
     checkpoint: Option<FeedCursor>,
 ) -> ApplyOutcome {
     store
-        .apply_batch(projection, events, checkpoint)
+        .apply_batch(EventBatch {
+            projection,
+            events,
+            checkpoint,
+        })
         .await
         .expect("apply")
 }
@@ -497,14 +501,16 @@ pub async fn a_failing_projection_writes_nothing(store: &dyn ReadModelStore) {
     .await;
     let err = store
         .apply_batch(
-            projection(),
-            vec![
-                add("s1", 2, "a", 5),
-                op("s1", 3, "TypedAdd", json!({"key": "a", "delta": 50})),
-                put("s2", 1, "b", "g", "2", 2),
-                op("s3", 1, "Fail", json!({"key": "x"})),
-            ],
-            Some(FeedCursor::at(5)),
+            EventBatch::new(
+                projection(),
+                vec![
+                    add("s1", 2, "a", 5),
+                    op("s1", 3, "TypedAdd", json!({"key": "a", "delta": 50})),
+                    put("s2", 1, "b", "g", "2", 2),
+                    op("s3", 1, "Fail", json!({"key": "x"})),
+                ],
+            )
+            .with_checkpoint(FeedCursor::at(5)),
         )
         .await
         .expect_err("the projection fails");
@@ -674,10 +680,11 @@ pub async fn reset_drops_only_the_projections_data(store: &dyn ReadModelStore) {
     .await;
     store
         .put_doc(
-            UNOWNED,
-            "u",
-            json!({"key": "u"}),
-            vec![IndexEntry::new("conformance_unowned_idx", "p", "1")],
+            DocKey::new(UNOWNED, "u"),
+            EncodedDoc::from_json(
+                &json!({"key": "u"}),
+                vec![IndexEntry::new("conformance_unowned_idx", "p", "1")],
+            ),
         )
         .await
         .expect("put_doc");
@@ -731,10 +738,11 @@ pub async fn put_doc_replaces_a_document_and_its_index(store: &dyn ReadModelStor
     .await;
     store
         .put_doc(
-            DOCS,
-            "a",
-            json!({"key": "a", "value": 2}),
-            vec![IndexEntry::new(BY_GROUP, "g2", "5")],
+            DocKey::new(DOCS, "a"),
+            EncodedDoc::from_json(
+                &json!({"key": "a", "value": 2}),
+                vec![IndexEntry::new(BY_GROUP, "g2", "5")],
+            ),
         )
         .await
         .expect("put_doc");

@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use commands::{EventEnvelope, Metadata};
 use domain::{
     Cart, CartCommand, CartId, Currency, CustomerId, Event, EventSourced, Money, Order,
-    OrderCommand, OrderId, OrderLine, OrderStatus, Payment, PaymentCommand, PaymentId,
+    OrderCommand, OrderEvent, OrderId, OrderLine, OrderStatus, Payment, PaymentCommand, PaymentId,
     PaymentStatus, Product, ProductCommand, ProductId, ProductStatus, Quantity, ShippingAddress,
     StreamType,
 };
@@ -102,6 +102,35 @@ pub fn event_envelope<E: Event>(
     envelope
 }
 
+/// The `OrderPlaced` of order `order` with one line, one unit of product "p1" at `price`, by
+/// `customer` from cart `cart-{order}`, to be paid with payment `pay-{order}`.
+pub fn one_unit_order_placed(
+    order: &str,
+    customer: &str,
+    email: &str,
+    shipping_address: ShippingAddress,
+    price: Money,
+    placed_at: DateTime<Utc>,
+) -> OrderEvent {
+    OrderEvent::OrderPlaced {
+        order_id: OrderId::parse(order).expect("order id"),
+        cart_id: CartId::parse(&format!("cart-{order}")).expect("cart id"),
+        customer_id: CustomerId::parse(customer).expect("customer id"),
+        customer_email: email.to_owned(),
+        shipping_address,
+        lines: vec![OrderLine {
+            product_id: ProductId::parse("p1").expect("product id"),
+            name: "Widget".to_owned(),
+            quantity: Quantity::ONE,
+            unit_price: price.clone(),
+            line_total: price.clone(),
+        }],
+        total: price,
+        payment_id: PaymentId::parse(&format!("pay-{order}")).expect("payment id"),
+        placed_at,
+    }
+}
+
 /// A small deterministic PRNG (SplitMix64), so fixtures need no `rand` dependency.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
@@ -177,6 +206,21 @@ pub struct Simulator {
 
 /// How many of the latest orders later steps (payment, shipping, refunds) choose from.
 const RECENT_ORDERS: usize = 64;
+
+/// The orders the simulator pays, fails or expires: still waiting for their money.
+const UNPAID: &[OrderStatus] = &[OrderStatus::AwaitingPayment, OrderStatus::PaymentFailed];
+/// The orders the simulator cancels.
+const CANCELLABLE: &[OrderStatus] = &[
+    OrderStatus::AwaitingPayment,
+    OrderStatus::PaymentFailed,
+    OrderStatus::Paid,
+];
+/// The orders the simulator refunds.
+const REFUNDABLE: &[OrderStatus] = &[
+    OrderStatus::Paid,
+    OrderStatus::Shipped,
+    OrderStatus::Delivered,
+];
 
 fn pick_key<T>(rng: &mut Rng, map: &BTreeMap<String, T>) -> Option<String> {
     map.keys().nth(rng.below(map.len())).cloned()
@@ -572,9 +616,7 @@ impl Simulator {
     }
 
     fn progress_payment(&mut self) {
-        let Some(order_id) =
-            self.pick_order(&[OrderStatus::AwaitingPayment, OrderStatus::PaymentFailed])
-        else {
+        let Some(order_id) = self.pick_order(UNPAID) else {
             return;
         };
         let Some((payment_id, amount, status)) = self.payment_of(&order_id) else {
@@ -658,11 +700,7 @@ impl Simulator {
     }
 
     fn cancel(&mut self) {
-        let Some(order_id) = self.pick_order(&[
-            OrderStatus::AwaitingPayment,
-            OrderStatus::PaymentFailed,
-            OrderStatus::Paid,
-        ]) else {
+        let Some(order_id) = self.pick_order(CANCELLABLE) else {
             return;
         };
         let at = self.now;
@@ -708,9 +746,7 @@ impl Simulator {
     }
 
     fn expire(&mut self) {
-        let Some(order_id) =
-            self.pick_order(&[OrderStatus::AwaitingPayment, OrderStatus::PaymentFailed])
-        else {
+        let Some(order_id) = self.pick_order(UNPAID) else {
             return;
         };
         let at = self.now;
@@ -726,11 +762,7 @@ impl Simulator {
     }
 
     fn refund(&mut self) {
-        let Some(order_id) = self.pick_order(&[
-            OrderStatus::Paid,
-            OrderStatus::Shipped,
-            OrderStatus::Delivered,
-        ]) else {
+        let Some(order_id) = self.pick_order(REFUNDABLE) else {
             return;
         };
         let part = self.rng.percent(60);

@@ -31,6 +31,19 @@ pub fn open_store(dir: &tempfile::TempDir) -> Arc<dyn EventStore> {
     )
 }
 
+/// A fresh SQLite event store in `dir` with `count` product events on `stream`.
+pub async fn store_with_events(
+    dir: &tempfile::TempDir,
+    stream: &str,
+    count: u64,
+) -> Arc<dyn EventStore> {
+    let store = open_store(dir);
+    for version in 0..count {
+        append(store.as_ref(), stream, version).await;
+    }
+    store
+}
+
 /// Appends one product event to `stream`, which must be at `version`.
 pub async fn append(store: &dyn EventStore, stream: &str, version: u64) {
     store

@@ -10,15 +10,15 @@
 //!
 //! Every write is a compare-and-set on `seq` (see [`ShardCheckpointStore`]).
 
-use super::fanout_error;
+use super::{RelayTable, ID};
+use crate::aws::ddb::Filter;
 use crate::aws::{ResourceNames, RetryPolicy};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
-use commands::{FanoutError, ShardCheckpoint, ShardCheckpointStore};
+use commands::{CheckpointSave, FanoutError, ShardCheckpoint, ShardCheckpointStore};
 use std::collections::HashMap;
 
-const ID: &str = "id";
 const SEQ: &str = "seq";
 const FINISHED: &str = "finished";
 const UPDATED_AT: &str = "updated_at";
@@ -26,9 +26,7 @@ const UPDATED_AT: &str = "updated_at";
 /// Checkpoints in the relay table. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct DynamoShardCheckpoints {
-    client: Client,
-    table: String,
-    retry: RetryPolicy,
+    table: RelayTable,
 }
 
 fn item_id(shard: &str) -> String {
@@ -38,9 +36,7 @@ fn item_id(shard: &str) -> String {
 impl DynamoShardCheckpoints {
     pub fn new(client: Client, names: &ResourceNames, retry: RetryPolicy) -> Self {
         Self {
-            client,
-            table: names.relay_table.clone(),
-            retry,
+            table: RelayTable::new(client, names, retry),
         }
     }
 }
@@ -49,19 +45,7 @@ impl DynamoShardCheckpoints {
 impl ShardCheckpointStore for DynamoShardCheckpoints {
     #[tracing::instrument(skip_all, fields(%shard), err(Display))]
     async fn load(&self, shard: &str) -> Result<Option<ShardCheckpoint>, FanoutError> {
-        let out = self
-            .retry
-            .send("GetItem", || {
-                self.client
-                    .get_item()
-                    .table_name(&self.table)
-                    .key(ID, AttributeValue::S(item_id(shard)))
-                    .consistent_read(true)
-                    .send()
-            })
-            .await
-            .map_err(fanout_error)?;
-        let Some(item) = out.item() else {
+        let Some(item) = self.table.get(item_id(shard)).await? else {
             return Ok(None);
         };
         let sequence = match item.get(SEQ) {
@@ -77,13 +61,13 @@ impl ShardCheckpointStore for DynamoShardCheckpoints {
         Ok(Some(ShardCheckpoint { sequence, finished }))
     }
 
-    #[tracing::instrument(skip_all, fields(%shard, seq = ?next.sequence, finished = next.finished), err(Display))]
-    async fn save(
-        &self,
-        shard: &str,
-        previous: Option<&ShardCheckpoint>,
-        next: &ShardCheckpoint,
-    ) -> Result<(), FanoutError> {
+    #[tracing::instrument(skip_all, fields(shard = %save.shard, seq = ?save.next.sequence, finished = save.next.finished), err(Display))]
+    async fn save(&self, save: CheckpointSave<'_>) -> Result<(), FanoutError> {
+        let CheckpointSave {
+            shard,
+            previous,
+            next,
+        } = save;
         let mut item = HashMap::from([
             (ID.to_owned(), AttributeValue::S(item_id(shard))),
             (FINISHED.to_owned(), AttributeValue::Bool(next.finished)),
@@ -95,46 +79,32 @@ impl ShardCheckpointStore for DynamoShardCheckpoints {
         if let Some(seq) = &next.sequence {
             item.insert(SEQ.to_owned(), AttributeValue::S(seq.clone()));
         }
-        let (condition, values) = match previous.map(|p| p.sequence.as_ref()) {
-            None => ("attribute_not_exists(#id)", None),
-            Some(None) => ("attribute_exists(#id) AND attribute_not_exists(#seq)", None),
-            Some(Some(seq)) => (
-                "#seq = :prev",
-                Some(HashMap::from([(
-                    ":prev".to_owned(),
-                    AttributeValue::S(seq.clone()),
-                )])),
-            ),
+        let condition = match previous.map(|p| p.sequence.as_ref()) {
+            None => Filter {
+                expression: "attribute_not_exists(#id)".into(),
+                names: HashMap::from([("#id".to_owned(), ID.to_owned())]),
+                values: HashMap::new(),
+            },
+            Some(None) => Filter {
+                expression: "attribute_exists(#id) AND attribute_not_exists(#seq)".into(),
+                names: HashMap::from([
+                    ("#id".to_owned(), ID.to_owned()),
+                    ("#seq".to_owned(), SEQ.to_owned()),
+                ]),
+                values: HashMap::new(),
+            },
+            Some(Some(seq)) => Filter {
+                expression: "#seq = :prev".into(),
+                names: HashMap::from([("#seq".to_owned(), SEQ.to_owned())]),
+                values: HashMap::from([(":prev".to_owned(), AttributeValue::S(seq.clone()))]),
+            },
         };
-        // DynamoDB refuses names the expression does not use.
-        let mut names = HashMap::new();
-        if condition.contains("#id") {
-            names.insert("#id".to_owned(), ID.to_owned());
-        }
-        if condition.contains("#seq") {
-            names.insert("#seq".to_owned(), SEQ.to_owned());
-        }
-        let written = self
-            .retry
-            .send("PutItem", || {
-                self.client
-                    .put_item()
-                    .table_name(&self.table)
-                    .set_item(Some(item.clone()))
-                    .condition_expression(condition)
-                    .set_expression_attribute_names(Some(names.clone()))
-                    .set_expression_attribute_values(values.clone())
-                    .send()
+        if self.table.put(item, Some(&condition)).await? {
+            Ok(())
+        } else {
+            Err(FanoutError::CheckpointConflict {
+                shard: shard.to_owned(),
             })
-            .await;
-        match written {
-            Ok(_) => Ok(()),
-            Err(e) if e.is("ConditionalCheckFailedException") => {
-                Err(FanoutError::CheckpointConflict {
-                    shard: shard.to_owned(),
-                })
-            }
-            Err(e) => Err(fanout_error(e)),
         }
     }
 }

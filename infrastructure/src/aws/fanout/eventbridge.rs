@@ -1,7 +1,7 @@
 //! [`EventBridgePublisher`]: PutEvents on the stage's bus.
 
 use super::envelope::source_of;
-use super::fanout_error;
+use super::{fanout_error, send};
 use crate::aws::error::AwsFailure;
 use crate::aws::RetryPolicy;
 use async_trait::async_trait;
@@ -66,16 +66,13 @@ impl EventPublisher for EventBridgePublisher {
             .iter()
             .map(|e| self.entry(e))
             .collect::<Result<Vec<_>, _>>()?;
-        let out = self
-            .retry
-            .send("PutEvents", || {
-                self.client
-                    .put_events()
-                    .set_entries(Some(entries.clone()))
-                    .send()
-            })
-            .await
-            .map_err(fanout_error)?;
+        let out = send(&self.retry, "PutEvents", || {
+            self.client
+                .put_events()
+                .set_entries(Some(entries.clone()))
+                .send()
+        })
+        .await?;
         if out.failed_entry_count() == 0 {
             return Ok(Vec::new());
         }

@@ -9,12 +9,11 @@
 //! A lease is taken with a conditional put (no lease, ours, or expired), so two relays never
 //! both hold one; the relays' clocks must agree to well within a lease's time (NTP does).
 
-use super::fanout_error;
-use crate::aws::error::classify;
+use super::{RelayTable, ID};
+use crate::aws::ddb::Filter;
 use crate::aws::metrics::RequestCounters;
 use crate::aws::{ResourceNames, RetryPolicy};
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use commands::{FanoutError, ShardLeases};
@@ -24,9 +23,7 @@ use std::time::Duration;
 /// Leases in the relay table.
 #[derive(Debug)]
 pub struct DynamoShardLeases {
-    client: Client,
-    table: String,
-    retry: RetryPolicy,
+    table: RelayTable,
     counters: RequestCounters,
 }
 
@@ -42,9 +39,7 @@ fn until(ttl: Duration) -> AttributeValue {
 impl DynamoShardLeases {
     pub fn new(client: Client, names: &ResourceNames, retry: RetryPolicy) -> Self {
         Self {
-            client,
-            table: names.relay_table.clone(),
-            retry,
+            table: RelayTable::new(client, names, retry),
             counters: RequestCounters::default(),
         }
     }
@@ -55,74 +50,49 @@ impl ShardLeases for DynamoShardLeases {
     #[tracing::instrument(skip_all, fields(%shard, %owner), err(Display))]
     async fn acquire(&self, shard: &str, owner: &str, ttl: Duration) -> Result<bool, FanoutError> {
         let item = HashMap::from([
-            ("id".to_owned(), AttributeValue::S(format!("lease#{shard}"))),
+            (ID.to_owned(), AttributeValue::S(format!("lease#{shard}"))),
             ("owner".to_owned(), AttributeValue::S(owner.to_owned())),
             ("expires".to_owned(), until(ttl)),
         ]);
-        let written = self
-            .retry
-            .send("PutItem", || {
-                self.client
-                    .put_item()
-                    .table_name(&self.table)
-                    .set_item(Some(item.clone()))
-                    .condition_expression(
-                        "attribute_not_exists(id) OR #owner = :me OR #expires < :now",
-                    )
-                    .expression_attribute_names("#owner", "owner")
-                    .expression_attribute_names("#expires", "expires")
-                    .expression_attribute_values(":me", AttributeValue::S(owner.to_owned()))
-                    .expression_attribute_values(
-                        ":now",
-                        AttributeValue::N(now_millis().to_string()),
-                    )
-                    .send()
-            })
-            .await;
-        match written {
-            Ok(_) => Ok(true),
-            Err(e) if e.is("ConditionalCheckFailedException") => Ok(false),
-            Err(e) => Err(fanout_error(e)),
-        }
+        let condition = Filter {
+            expression: "attribute_not_exists(id) OR #owner = :me OR #expires < :now".into(),
+            names: HashMap::from([
+                ("#owner".to_owned(), "owner".to_owned()),
+                ("#expires".to_owned(), "expires".to_owned()),
+            ]),
+            values: HashMap::from([
+                (":me".to_owned(), AttributeValue::S(owner.to_owned())),
+                (
+                    ":now".to_owned(),
+                    AttributeValue::N(now_millis().to_string()),
+                ),
+            ]),
+        };
+        self.table.put(item, Some(&condition)).await
     }
 
     #[tracing::instrument(skip_all, fields(%shard, %owner), err(Display))]
     async fn release(&self, shard: &str, owner: &str) -> Result<(), FanoutError> {
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key("id", AttributeValue::S(format!("lease#{shard}")))
-            .condition_expression("#owner = :me")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":me", AttributeValue::S(owner.to_owned()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            // Somebody else's now (or nobody's): nothing to free.
-            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(()),
-            Err(e) => Err(fanout_error(classify("DeleteItem", &e))),
-        }
+        let mine = Filter {
+            expression: "#owner = :me".into(),
+            names: HashMap::from([("#owner".to_owned(), "owner".to_owned())]),
+            values: HashMap::from([(":me".to_owned(), AttributeValue::S(owner.to_owned()))]),
+        };
+        // Not deleted: somebody else's now (or nobody's), so nothing to free.
+        self.table
+            .delete_if(format!("lease#{shard}"), &mine)
+            .await?;
+        Ok(())
     }
 
     #[tracing::instrument(skip_all, fields(%owner), err(Display))]
     async fn heartbeat(&self, owner: &str, ttl: Duration) -> Result<usize, FanoutError> {
         let item = HashMap::from([
-            ("id".to_owned(), AttributeValue::S(format!("relay#{owner}"))),
+            (ID.to_owned(), AttributeValue::S(format!("relay#{owner}"))),
             ("expires".to_owned(), until(ttl)),
         ]);
-        self.retry
-            .send("PutItem", || {
-                self.client
-                    .put_item()
-                    .table_name(&self.table)
-                    .set_item(Some(item.clone()))
-                    .send()
-            })
-            .await
-            .map_err(fanout_error)?;
-        let filter = crate::aws::ddb::Filter {
+        self.table.put(item, None).await?;
+        let filter = Filter {
             expression: "begins_with(id, :relay) AND #expires > :now".into(),
             names: HashMap::from([("#expires".to_owned(), "expires".to_owned())]),
             values: HashMap::from([
@@ -133,13 +103,7 @@ impl ShardLeases for DynamoShardLeases {
                 ),
             ]),
         };
-        let alive = self
-            .retry
-            .retry("Scan", |_| {
-                crate::aws::ddb::scan_all(&self.client, &self.counters, &self.table, Some(&filter))
-            })
-            .await
-            .map_err(fanout_error)?;
+        let alive = self.table.scan(&self.counters, &filter).await?;
         Ok(alive.len().max(1))
     }
 }

@@ -1,13 +1,13 @@
 //! [`SqsEventQueue`]: one consumer group's SQS queue as an [`EventQueue`].
 
 use super::envelope::decode_message;
-use super::fanout_error;
-use crate::aws::error::AwsFailure;
+use super::{fanout_error, send};
+use crate::aws::ddb::built;
 use crate::aws::RetryPolicy;
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use aws_sdk_sqs::Client;
-use commands::{EventQueue, FanoutError, QueuedEvent};
+use commands::{EventQueue, FanoutError, QueuedEvent, Receive};
 use std::time::Duration;
 
 /// SQS's longest long poll.
@@ -43,15 +43,13 @@ impl SqsEventQueue {
         name: &str,
         retry: RetryPolicy,
     ) -> Result<Self, FanoutError> {
-        let url = retry
-            .send("GetQueueUrl", || {
-                client.get_queue_url().queue_name(name).send()
-            })
-            .await
-            .map_err(fanout_error)?
-            .queue_url()
-            .map(str::to_owned)
-            .ok_or_else(|| FanoutError::Permanent(format!("queue {name} has no url")))?;
+        let url = send(&retry, "GetQueueUrl", || {
+            client.get_queue_url().queue_name(name).send()
+        })
+        .await?
+        .queue_url()
+        .map(str::to_owned)
+        .ok_or_else(|| FanoutError::Permanent(format!("queue {name} has no url")))?;
         Ok(Self::new(client, url, retry))
     }
 
@@ -63,29 +61,24 @@ impl SqsEventQueue {
 #[async_trait]
 impl EventQueue for SqsEventQueue {
     #[tracing::instrument(skip_all, fields(queue = %self.url, max, received), err(Display))]
-    async fn receive(
-        &self,
-        max: usize,
-        wait: Duration,
-        visibility: Option<Duration>,
-    ) -> Result<Vec<QueuedEvent>, FanoutError> {
+    async fn receive(&self, request: Receive) -> Result<Vec<QueuedEvent>, FanoutError> {
+        let Receive {
+            max,
+            wait,
+            visibility,
+        } = request;
         let max = i32::try_from(max.clamp(1, 10)).unwrap_or(10);
-        let out = self
-            .retry
-            .send("ReceiveMessage", || {
-                self.client
-                    .receive_message()
-                    .queue_url(&self.url)
-                    .max_number_of_messages(max)
-                    .wait_time_seconds(secs(wait, MAX_WAIT_SECS))
-                    .set_visibility_timeout(visibility.map(|v| secs(v, MAX_VISIBILITY_SECS)))
-                    .message_system_attribute_names(
-                        MessageSystemAttributeName::ApproximateReceiveCount,
-                    )
-                    .send()
-            })
-            .await
-            .map_err(fanout_error)?;
+        let out = send(&self.retry, "ReceiveMessage", || {
+            self.client
+                .receive_message()
+                .queue_url(&self.url)
+                .max_number_of_messages(max)
+                .wait_time_seconds(secs(wait, MAX_WAIT_SECS))
+                .set_visibility_timeout(visibility.map(|v| secs(v, MAX_VISIBILITY_SECS)))
+                .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+                .send()
+        })
+        .await?;
         let mut received = Vec::new();
         for m in out.messages() {
             let Some(receipt) = m.receipt_handle() else {
@@ -117,27 +110,20 @@ impl EventQueue for SqsEventQueue {
         for chunk in receipts.chunks(10) {
             let mut entries = Vec::with_capacity(chunk.len());
             for (i, receipt) in chunk.iter().enumerate() {
-                entries.push(
-                    DeleteMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(receipt)
-                        .build()
-                        .map_err(|e| {
-                            fanout_error(AwsFailure::new("build request", false, e.to_string()))
-                        })?,
-                );
+                let entry = DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(receipt)
+                    .build();
+                entries.push(built(entry).map_err(fanout_error)?);
             }
-            let out = self
-                .retry
-                .send("DeleteMessageBatch", || {
-                    self.client
-                        .delete_message_batch()
-                        .queue_url(&self.url)
-                        .set_entries(Some(entries.clone()))
-                        .send()
-                })
-                .await
-                .map_err(fanout_error)?;
+            let out = send(&self.retry, "DeleteMessageBatch", || {
+                self.client
+                    .delete_message_batch()
+                    .queue_url(&self.url)
+                    .set_entries(Some(entries.clone()))
+                    .send()
+            })
+            .await?;
             for failed in out.failed() {
                 tracing::warn!(code = failed.code(), message = ?failed.message(), "message not deleted");
                 if let Some(receipt) = failed.id().parse::<usize>().ok().and_then(|i| chunk.get(i))
@@ -151,17 +137,15 @@ impl EventQueue for SqsEventQueue {
 
     #[tracing::instrument(skip_all, fields(queue = %self.url, timeout_s = timeout.as_secs()), err(Display))]
     async fn change_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), FanoutError> {
-        self.retry
-            .send("ChangeMessageVisibility", || {
-                self.client
-                    .change_message_visibility()
-                    .queue_url(&self.url)
-                    .receipt_handle(receipt)
-                    .visibility_timeout(secs(timeout, MAX_VISIBILITY_SECS))
-                    .send()
-            })
-            .await
-            .map_err(fanout_error)?;
+        send(&self.retry, "ChangeMessageVisibility", || {
+            self.client
+                .change_message_visibility()
+                .queue_url(&self.url)
+                .receipt_handle(receipt)
+                .visibility_timeout(secs(timeout, MAX_VISIBILITY_SECS))
+                .send()
+        })
+        .await?;
         Ok(())
     }
 }

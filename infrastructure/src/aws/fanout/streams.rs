@@ -26,9 +26,9 @@
 //!
 //! Neither happens on DynamoDB, where the option stays off.
 
-use super::fanout_error;
+use super::{fanout_error, send};
 use crate::aws::codec::{decode_event, is_snapshot, n, s};
-use crate::aws::error::AwsFailure;
+use crate::aws::ddb::{built, Rounds};
 use crate::aws::{ResourceNames, RetryPolicy};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
@@ -149,17 +149,14 @@ impl DynamoStreamSource {
         let mut arns = Vec::new();
         let mut start: Option<String> = None;
         loop {
-            let out = self
-                .retry
-                .send("ListStreams", || {
-                    self.streams
-                        .list_streams()
-                        .table_name(&self.table)
-                        .set_exclusive_start_stream_arn(start.clone())
-                        .send()
-                })
-                .await
-                .map_err(fanout_error)?;
+            let out = send(&self.retry, "ListStreams", || {
+                self.streams
+                    .list_streams()
+                    .table_name(&self.table)
+                    .set_exclusive_start_stream_arn(start.clone())
+                    .send()
+            })
+            .await?;
             arns.extend(
                 out.streams()
                     .iter()
@@ -177,17 +174,14 @@ impl DynamoStreamSource {
         let mut shards = Vec::new();
         let mut start: Option<String> = None;
         loop {
-            let out = self
-                .retry
-                .send("DescribeStream", || {
-                    self.streams
-                        .describe_stream()
-                        .stream_arn(arn)
-                        .set_exclusive_start_shard_id(start.clone())
-                        .send()
-                })
-                .await
-                .map_err(fanout_error)?;
+            let out = send(&self.retry, "DescribeStream", || {
+                self.streams
+                    .describe_stream()
+                    .stream_arn(arn)
+                    .set_exclusive_start_shard_id(start.clone())
+                    .send()
+            })
+            .await?;
             let Some(description) = out.stream_description() else {
                 break;
             };
@@ -280,7 +274,7 @@ impl DynamoStreamSource {
                     (crate::aws::codec::SEQ.to_owned(), n(*seq)),
                 ]));
             }
-            let mut pending = Some(
+            let request = built(
                 KeysAndAttributes::builder()
                     .set_keys(Some(request_keys))
                     .consistent_read(true)
@@ -288,32 +282,20 @@ impl DynamoStreamSource {
                     .expression_attribute_names("#s", crate::aws::codec::STREAM)
                     .expression_attribute_names("#q", crate::aws::codec::SEQ)
                     .expression_attribute_names("#e", crate::aws::codec::EVENT_ID)
-                    .build()
-                    .map_err(|e| {
-                        fanout_error(AwsFailure::new("build request", false, e.to_string()))
-                    })?,
-            );
-            let mut rounds = 0u32;
+                    .build(),
+            )
+            .map_err(fanout_error)?;
+            let mut pending = Some(request);
+            let mut rounds = Rounds::new("BatchGetItem");
             while let Some(request) = pending.take() {
-                rounds += 1;
-                if rounds > 20 {
-                    return Err(FanoutError::Transient(
-                        "keys stayed unprocessed after 20 rounds".into(),
-                    ));
-                }
-                if rounds > 1 {
-                    tokio::time::sleep(self.retry.delay(rounds)).await;
-                }
-                let out = self
-                    .retry
-                    .send("BatchGetItem", || {
-                        self.dynamodb
-                            .batch_get_item()
-                            .request_items(&self.table, request.clone())
-                            .send()
-                    })
-                    .await
-                    .map_err(fanout_error)?;
+                rounds.next().await.map_err(fanout_error)?;
+                let out = send(&self.retry, "BatchGetItem", || {
+                    self.dynamodb
+                        .batch_get_item()
+                        .request_items(&self.table, request.clone())
+                        .send()
+                })
+                .await?;
                 if let Some(items) = out.responses().and_then(|r| r.get(&self.table)) {
                     for item in items {
                         let (

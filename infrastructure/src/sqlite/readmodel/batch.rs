@@ -10,7 +10,11 @@
 //! once.
 
 use super::{prepare, read_last_applied, sql_err};
-use projections::store::{BatchTx, Decode, DocTx, Document, EncodedDoc, IndexEntry};
+use commands::StreamRef;
+use projections::store::{
+    corrupt, BatchTx, Decode, DocKey, DocTx, Document, EncodedDoc, HeldDoc, IndexEntry,
+    ReadModelResult,
+};
 use projections::{ProjectionError, ReadModelError};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
@@ -32,18 +36,12 @@ struct CachedDoc {
 pub(super) struct SqliteBatch<'c> {
     /// Where documents and applied sequences are read from.
     reader: &'c Connection,
+    /// Whose applied sequences these are.
+    projection: &'static str,
     /// collection -> key -> document; nested so that lookups need no allocation.
     docs: HashMap<String, HashMap<String, CachedDoc>>,
-    /// (projection, stream key, last sequence) to record.
-    applied: Vec<(String, String, i64)>,
-}
-
-pub(super) fn corrupt(collection: &str, key: &str, reason: impl ToString) -> ReadModelError {
-    ReadModelError::Corrupt {
-        collection: collection.to_owned(),
-        key: key.to_owned(),
-        reason: reason.to_string(),
-    }
+    /// (stream key, last sequence) to record.
+    applied: Vec<(String, i64)>,
 }
 
 pub(super) fn parse_entries(
@@ -65,9 +63,11 @@ fn owned_entries(index: Vec<IndexEntry>) -> Vec<Entry> {
 }
 
 impl<'c> SqliteBatch<'c> {
-    pub(super) fn new(reader: &'c Connection) -> Self {
+    /// A batch of `projection` (`""` for a write that records no sequences).
+    pub(super) fn new(reader: &'c Connection, projection: &'static str) -> Self {
         Self {
             reader,
+            projection,
             docs: HashMap::new(),
             applied: Vec::new(),
         }
@@ -98,7 +98,8 @@ impl<'c> SqliteBatch<'c> {
         })
     }
 
-    fn set(&mut self, collection: &str, key: &str, doc: Option<Box<dyn Document>>) {
+    fn set(&mut self, at: DocKey<'_>, doc: Option<Box<dyn Document>>) {
+        let DocKey { collection, key } = at;
         if !self.docs.contains_key(collection) {
             self.docs.insert(collection.to_owned(), HashMap::new());
         }
@@ -144,6 +145,7 @@ impl<'c> SqliteBatch<'c> {
         }
         Ok(BatchWrites {
             docs,
+            projection: self.projection,
             applied: self.applied,
         })
     }
@@ -163,7 +165,8 @@ struct DocWrite {
 /// The documents and applied sequences of a [`SqliteBatch`], ready to be written.
 pub(super) struct BatchWrites {
     docs: Vec<DocWrite>,
-    applied: Vec<(String, String, i64)>,
+    projection: &'static str,
+    applied: Vec<(String, i64)>,
 }
 
 impl BatchWrites {
@@ -179,9 +182,9 @@ impl BatchWrites {
             "INSERT INTO rm_applied (projection, stream, last_seq) VALUES (?1, ?2, ?3)
              ON CONFLICT (projection, stream) DO UPDATE SET last_seq = excluded.last_seq",
         )?;
-        for (projection, stream, seq) in &self.applied {
+        for (stream, seq) in &self.applied {
             record_applied
-                .execute(params![projection, stream, seq])
+                .execute(params![self.projection, stream, seq])
                 .map_err(sql_err)?;
         }
         let mut select_idx = prepare(
@@ -295,12 +298,8 @@ impl BatchWrites {
 }
 
 impl DocTx for SqliteBatch<'_> {
-    fn get(
-        &mut self,
-        collection: &str,
-        key: &str,
-        decode: &Decode<'_>,
-    ) -> Result<Option<&mut (dyn Document + 'static)>, ProjectionError> {
+    fn get(&mut self, at: DocKey<'_>, decode: &Decode<'_>) -> Result<HeldDoc<'_>, ProjectionError> {
+        let DocKey { collection, key } = at;
         let cached = self
             .docs
             .get(collection)
@@ -319,41 +318,26 @@ impl DocTx for SqliteBatch<'_> {
             .and_then(|cached| cached.doc.as_deref_mut()))
     }
 
-    fn put(
-        &mut self,
-        collection: &str,
-        key: &str,
-        doc: Box<dyn Document>,
-    ) -> Result<(), ReadModelError> {
-        self.set(collection, key, Some(doc));
+    fn put(&mut self, at: DocKey<'_>, doc: Box<dyn Document>) -> ReadModelResult<()> {
+        self.set(at, Some(doc));
         Ok(())
     }
 
-    fn delete(&mut self, collection: &str, key: &str) -> Result<(), ReadModelError> {
-        self.set(collection, key, None);
+    fn delete(&mut self, at: DocKey<'_>) -> ReadModelResult<()> {
+        self.set(at, None);
         Ok(())
     }
 }
 
 impl BatchTx for SqliteBatch<'_> {
-    fn last_applied(
-        &mut self,
-        projection: &str,
-        stream: &commands::StreamRef,
-    ) -> Result<u64, ReadModelError> {
-        read_last_applied(self.reader, projection, &stream.key())
+    fn last_applied(&mut self, stream: &StreamRef) -> ReadModelResult<u64> {
+        read_last_applied(self.reader, self.projection, &stream.key())
     }
 
-    fn record_applied(
-        &mut self,
-        projection: &str,
-        stream: &commands::StreamRef,
-        sequence: u64,
-    ) -> Result<(), ReadModelError> {
+    fn record_applied(&mut self, stream: &StreamRef, sequence: u64) -> ReadModelResult<()> {
         let seq = i64::try_from(sequence)
             .map_err(|_| ReadModelError::Internal(format!("sequence {sequence} out of range")))?;
-        self.applied
-            .push((projection.to_owned(), stream.key(), seq));
+        self.applied.push((stream.key(), seq));
         Ok(())
     }
 }

@@ -19,12 +19,11 @@
 mod batch;
 
 use async_trait::async_trait;
-use batch::{corrupt, parse_entries, SqliteBatch};
-use commands::FeedCursor;
-use commands::{EventEnvelope, StreamRef};
+use batch::{parse_entries, SqliteBatch};
+use commands::{FeedCursor, StreamRef};
 use projections::store::{
-    apply_events, ApplyOutcome, Dump, IndexEntry, Projection, Query, ReadModelError,
-    ReadModelStore, StoredDoc,
+    apply_events, corrupt, ApplyOutcome, DocKey, DocTx, Dump, EncodedDoc, EventBatch, Projection,
+    Query, ReadModelError, ReadModelResult, ReadModelStore, StoredDoc,
 };
 use rusqlite::types::FromSql;
 use rusqlite::{
@@ -187,12 +186,13 @@ impl Inner {
         }
     }
 
-    fn apply_batch(
-        &self,
-        projection: &dyn Projection,
-        events: Vec<EventEnvelope>,
-        checkpoint: Option<FeedCursor>,
-    ) -> Result<ApplyOutcome, ReadModelError> {
+    fn apply_batch(&self, batch: EventBatch) -> ReadModelResult<ApplyOutcome> {
+        let EventBatch {
+            projection,
+            events,
+            checkpoint,
+        } = batch;
+        let projection = projection.as_ref();
         let collections = projection.collections();
         if self.readers.is_empty() {
             // In memory: one connection does both phases inside one transaction.
@@ -200,7 +200,7 @@ impl Inner {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sql_err)?;
-            let mut batch = SqliteBatch::new(&tx);
+            let mut batch = SqliteBatch::new(&tx, projection.name());
             let outcome = apply_events(projection, events, &mut batch)?;
             batch.into_writes()?.flush(&tx)?;
             finish(&tx, projection.name(), collections, &outcome, checkpoint)?;
@@ -214,7 +214,7 @@ impl Inner {
             let reader = self.reader()?;
             let snapshot = reader.unchecked_transaction().map_err(sql_err)?;
             let epochs = read_epochs(&snapshot, collections)?;
-            let mut batch = SqliteBatch::new(&snapshot);
+            let mut batch = SqliteBatch::new(&snapshot, projection.name());
             let outcome = apply_events(projection, events, &mut batch)?;
             (epochs, outcome, batch.into_writes()?)
             // The snapshot ends here, before the writer is taken: a reader waiting for the
@@ -428,18 +428,12 @@ fn query_sql(from: bool, to: bool, descending: bool) -> String {
 
 #[async_trait]
 impl ReadModelStore for SqliteReadModelStore {
-    #[tracing::instrument(skip_all, fields(projection = projection.name(), events = events.len()), err)]
-    async fn apply_batch(
-        &self,
-        projection: Arc<dyn Projection>,
-        events: Vec<EventEnvelope>,
-        checkpoint: Option<FeedCursor>,
-    ) -> Result<ApplyOutcome, ReadModelError> {
-        self.blocking(move |inner| inner.apply_batch(projection.as_ref(), events, checkpoint))
-            .await
+    #[tracing::instrument(skip_all, fields(projection = batch.projection.name(), events = batch.events.len()), err)]
+    async fn apply_batch(&self, batch: EventBatch) -> ReadModelResult<ApplyOutcome> {
+        self.blocking(move |inner| inner.apply_batch(batch)).await
     }
 
-    async fn checkpoint(&self, projection: &str) -> Result<FeedCursor, ReadModelError> {
+    async fn checkpoint(&self, projection: &str) -> ReadModelResult<FeedCursor> {
         let projection = projection.to_owned();
         self.with_reader(move |conn| {
             let sql = "SELECT position FROM rm_checkpoints WHERE projection = ?1";
@@ -449,18 +443,14 @@ impl ReadModelStore for SqliteReadModelStore {
         .await
     }
 
-    async fn last_applied(
-        &self,
-        projection: &str,
-        stream: &StreamRef,
-    ) -> Result<u64, ReadModelError> {
+    async fn last_applied(&self, projection: &str, stream: &StreamRef) -> ReadModelResult<u64> {
         let projection = projection.to_owned();
         let stream = stream.key();
         self.with_reader(move |conn| read_last_applied(conn, &projection, &stream))
             .await
     }
 
-    async fn get(&self, collection: &str, key: &str) -> Result<Option<Value>, ReadModelError> {
+    async fn get(&self, collection: &str, key: &str) -> ReadModelResult<Option<Value>> {
         let collection = collection.to_owned();
         let key = key.to_owned();
         self.with_reader(move |conn| {
@@ -472,7 +462,7 @@ impl ReadModelStore for SqliteReadModelStore {
         .await
     }
 
-    async fn query(&self, query: Query<'_>) -> Result<Vec<Value>, ReadModelError> {
+    async fn query(&self, query: Query<'_>) -> ReadModelResult<Vec<Value>> {
         let index = query.index.to_owned();
         let partition = query.partition.to_owned();
         let from = query.from.map(str::to_owned);
@@ -499,25 +489,14 @@ impl ReadModelStore for SqliteReadModelStore {
         .await
     }
 
-    async fn put_doc(
-        &self,
-        collection: &str,
-        key: &str,
-        body: Value,
-        index: Vec<IndexEntry>,
-    ) -> Result<(), ReadModelError> {
-        let collection = collection.to_owned();
-        let key = key.to_owned();
+    async fn put_doc(&self, at: DocKey<'_>, doc: EncodedDoc) -> ReadModelResult<()> {
+        let (collection, key) = at.owned();
         self.with_writer(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sql_err)?;
-            let mut batch = SqliteBatch::new(&tx);
-            let doc = projections::EncodedDoc {
-                body: body.to_string(),
-                index,
-            };
-            projections::DocTx::put(&mut batch, &collection, &key, Box::new(doc))?;
+            let mut batch = SqliteBatch::new(&tx, "");
+            DocTx::put(&mut batch, DocKey::new(&collection, &key), Box::new(doc))?;
             batch.into_writes()?.flush(&tx)?;
             bump_epochs(&tx, &[collection.as_str()])?;
             tx.commit().map_err(sql_err)
@@ -526,7 +505,7 @@ impl ReadModelStore for SqliteReadModelStore {
     }
 
     #[tracing::instrument(skip_all, fields(projection = projection.name()), err)]
-    async fn reset(&self, projection: &dyn Projection) -> Result<(), ReadModelError> {
+    async fn reset(&self, projection: &dyn Projection) -> ReadModelResult<()> {
         let name = projection.name().to_owned();
         let collections: Vec<String> = projection
             .collections()
@@ -567,7 +546,7 @@ impl ReadModelStore for SqliteReadModelStore {
 
     /// `secure_delete` already zeroed what the erasing batch freed in the file; this copies the
     /// WAL into the file and truncates it, so no older page image is left either.
-    async fn purge(&self) -> Result<(), ReadModelError> {
+    async fn purge(&self) -> ReadModelResult<()> {
         self.with_writer(|conn| match super::wal::truncate_wal(conn) {
             Ok(true) => Ok(()),
             Ok(false) => Err(ReadModelError::Unavailable(
