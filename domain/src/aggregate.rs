@@ -2,7 +2,8 @@
 //! needs besides (its stream type, explicit event names and versions, one way to encode events).
 
 use crate::text::named_enum;
-use serde::de::DeserializeOwned;
+use serde::de::value::{BorrowedStrDeserializer, MapAccessDeserializer, StrDeserializer};
+use serde::de::{DeserializeOwned, DeserializeSeed, MapAccess};
 use serde::Serialize;
 use std::fmt::Debug;
 
@@ -271,18 +272,57 @@ fn encode_payload_json<E: Serialize>(event: &E, event_type: &str) -> String {
 }
 
 /// Reads an adjacently tagged event enum from its stored name and payload text, without
-/// building a JSON tree.
+/// building a JSON tree or copying the text: the enum is handed a two-entry map whose tag is the
+/// name and whose content is read straight from the payload.
 fn decode_tagged_text<T: DeserializeOwned>(
     event_type: &str,
     payload: &str,
 ) -> Result<T, serde_json::Error> {
-    let mut text = String::with_capacity(payload.len() + event_type.len() + 32);
-    text.push_str(r#"{"event_type":"#);
-    text.push_str(&serde_json::to_string(event_type)?);
-    text.push_str(r#","payload":"#);
-    text.push_str(payload);
-    text.push('}');
-    serde_json::from_str(&text)
+    let mut content = serde_json::Deserializer::from_str(payload);
+    let value = T::deserialize(MapAccessDeserializer::new(TaggedPayload {
+        event_type: Some(event_type),
+        content: Some(&mut content),
+    }))?;
+    content.end()?;
+    Ok(value)
+}
+
+/// The map `{"event_type": <name>, "payload": <payload text>}` as serde sees it.
+struct TaggedPayload<'a, 'de> {
+    event_type: Option<&'a str>,
+    content: Option<&'a mut serde_json::Deserializer<serde_json::de::StrRead<'de>>>,
+}
+
+impl<'de> MapAccess<'de> for TaggedPayload<'_, 'de> {
+    type Error = serde_json::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Self::Error> {
+        let key = if self.event_type.is_some() {
+            "event_type"
+        } else if self.content.is_some() {
+            "payload"
+        } else {
+            return Ok(None);
+        };
+        seed.deserialize(BorrowedStrDeserializer::new(key))
+            .map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, Self::Error> {
+        if let Some(name) = self.event_type.take() {
+            return seed.deserialize(StrDeserializer::new(name));
+        }
+        match self.content.take() {
+            Some(content) => seed.deserialize(content),
+            None => Err(serde::de::Error::custom("no value after the payload")),
+        }
+    }
 }
 
 /// Rebuilds an adjacently tagged event enum from its stored name and a payload already in the
@@ -358,6 +398,16 @@ mod tests {
         assert_eq!(text, r#"{"to":"\"quoted\" ✓","by":3}"#);
         let back: Tagged = decode_tagged_text("Moved", &text).unwrap();
         assert!(matches!(back, Tagged::Moved { by: 3, .. }));
+    }
+
+    #[test]
+    fn a_payload_is_read_in_place_and_must_be_whole() {
+        let back: Tagged = decode_tagged_text("Moved", r#" {"by":2,"to":"\u00e9"} "#).unwrap();
+        assert!(matches!(back, Tagged::Moved { by: 2, ref to } if to == "é"));
+        // Trailing text, a missing field and an unknown name are refused.
+        assert!(decode_tagged_text::<Tagged>("Moved", r#"{"to":"x","by":2} x"#).is_err());
+        assert!(decode_tagged_text::<Tagged>("Moved", r#"{"to":"x"}"#).is_err());
+        assert!(decode_tagged_text::<Tagged>("Jumped", r#"{"to":"x","by":2}"#).is_err());
     }
 
     #[test]
