@@ -310,6 +310,13 @@ pub(crate) struct Filter {
     pub values: HashMap<String, AttributeValue>,
 }
 
+impl Filter {
+    /// The values to send: none for an empty map, which DynamoDB refuses.
+    pub(crate) fn values_if_any(&self) -> Option<HashMap<String, AttributeValue>> {
+        (!self.values.is_empty()).then(|| self.values.clone())
+    }
+}
+
 /// Scans a whole table (every page, strongly consistent), optionally filtered.
 pub(crate) async fn scan_all(
     client: &Client,
@@ -330,7 +337,7 @@ pub(crate) async fn scan_all(
             req = req
                 .filter_expression(&f.expression)
                 .set_expression_attribute_names(Some(f.names.clone()))
-                .set_expression_attribute_values(Some(f.values.clone()));
+                .set_expression_attribute_values(f.values_if_any());
         }
         let page = req.send().await.map_err(|e| classify("Scan", &e))?;
         out.extend(page.items.unwrap_or_default());

@@ -135,7 +135,7 @@ impl RelayTable {
                     .key(ID, AttributeValue::S(id.clone()))
                     .condition_expression(&condition.expression)
                     .set_expression_attribute_names(Some(condition.names.clone()))
-                    .set_expression_attribute_values(Some(condition.values.clone()))
+                    .set_expression_attribute_values(condition.values_if_any())
                     .send()
             })
             .await;
@@ -173,13 +173,10 @@ impl RelayTable {
                     .set_item(Some(item.clone()));
                 match condition {
                     None => put,
-                    // DynamoDB refuses an empty map of values.
                     Some(c) => put
                         .condition_expression(&c.expression)
                         .set_expression_attribute_names(Some(c.names.clone()))
-                        .set_expression_attribute_values(
-                            (!c.values.is_empty()).then(|| c.values.clone()),
-                        ),
+                        .set_expression_attribute_values(c.values_if_any()),
                 }
                 .send()
             })
